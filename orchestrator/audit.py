@@ -1,0 +1,131 @@
+"""The audit trail: every record goes to the database and to one JSON log line."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Select, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from orchestrator.store import AuditRow, utcnow
+from schemas import AuditRecord, AuditType
+
+__all__ = ["AuditEntry", "AuditQuery", "emit", "query_audit", "write_audit"]
+
+_log = structlog.get_logger("logout.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A record to write. ``key`` is unique per fact, so replaying a step writes nothing twice."""
+
+    key: str
+    type: AuditType
+    outcome: str
+    event_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    provider: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _insert_ignoring_duplicates(db: Session) -> Any:
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(AuditRow).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    if dialect == "sqlite":
+        return sqlite_insert(AuditRow).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return insert(AuditRow).prefix_with("IGNORE")  # pragma: no cover - other dialects
+
+
+def _to_record(row: AuditRow) -> AuditRecord:
+    return AuditRecord(
+        id=row.id,
+        at=row.at,
+        type=AuditType(row.type),
+        event_id=row.event_id,
+        user_id=row.user_id,
+        session_id=row.session_id,
+        provider=row.provider,
+        outcome=row.outcome,
+        detail=row.detail,
+    )
+
+
+def write_audit(
+    db: Session, entries: Iterable[AuditEntry], *, at: datetime | None = None
+) -> list[AuditRecord]:
+    """Insert the entries in the caller's transaction; returns only those newly written.
+
+    Call :func:`emit` with the result after the transaction commits.
+    """
+    when = at or utcnow()
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "dedupe_key": entry.key,
+            "at": when,
+            "type": entry.type.value,
+            "event_id": entry.event_id,
+            "user_id": entry.user_id,
+            "session_id": entry.session_id,
+            "provider": entry.provider,
+            "outcome": entry.outcome,
+            "detail": entry.detail,
+        }
+        for entry in entries
+    ]
+    if not rows:
+        return []
+    statement = _insert_ignoring_duplicates(db).returning(AuditRow)
+    written = db.scalars(statement, rows).all()
+    return [_to_record(row) for row in written]
+
+
+def emit(records: Sequence[AuditRecord]) -> None:
+    """One structured JSON log line per record (after the records are committed)."""
+    for record in records:
+        _log.info("audit", **record.model_dump(mode="json", exclude={"detail"}), detail=record.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters for reading the trail; all optional, combined with AND."""
+
+    user_id: str | None = None
+    session_id: str | None = None
+    event_id: str | None = None
+    type: str | None = None
+    since: datetime | None = None
+    limit: int | None = 1000
+
+    def statement(self) -> Select[tuple[AuditRow]]:
+        stmt = select(AuditRow)
+        if self.user_id is not None:
+            stmt = stmt.where(AuditRow.user_id == self.user_id)
+        if self.session_id is not None:
+            stmt = stmt.where(AuditRow.session_id == self.session_id)
+        if self.event_id is not None:
+            stmt = stmt.where(AuditRow.event_id == self.event_id)
+        if self.type is not None:
+            stmt = stmt.where(AuditRow.type == self.type)
+        if self.since is not None:
+            stmt = stmt.where(AuditRow.at >= self.since)
+        if self.limit is None:
+            return stmt.order_by(AuditRow.seq)
+        return stmt.order_by(AuditRow.seq.desc()).limit(self.limit)
+
+
+def query_audit(db: Session, query: AuditQuery) -> list[AuditRecord]:
+    """The records matching ``query`` (the latest ``limit`` of them), oldest first."""
+    records = [_to_record(row) for row in db.scalars(query.statement())]
+    if query.limit is not None:
+        records.reverse()
+    return records

@@ -1,0 +1,89 @@
+"""structlog set-up: JSON lines, context from contextvars, secrets redacted in one place."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["REDACTED_KEYS", "configure_logging", "redact_secrets"]
+
+#: Keys whose values are never logged, at any depth.
+REDACTED_KEYS = frozenset(
+    {
+        "logout_token",
+        "token",
+        "id_token_hint",
+        "samlrequest",
+        "samlresponse",
+        "saml_request",
+        "saml_response",
+        "signature",
+        "private_key",
+        "key",
+        "password",
+        "secret",
+        "client_secret",
+        "authorization",
+        "cookie",
+        "content",
+        "body",
+    }
+)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: "[redacted]" if str(k).lower() in REDACTED_KEYS else _scrub(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: replace the value of every secret-named key with ``[redacted]``."""
+    return _scrub(event_dict)  # type: ignore[no-any-return]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and the standard library's logging to stderr as JSON or console lines."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

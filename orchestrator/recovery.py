@@ -1,0 +1,82 @@
+"""Recovery: nothing is lost even when the broker loses messages or a worker dies.
+
+Periodically, events still ``processing`` long after their last attempt are published again
+under their first message id (so the worker resumes them), and open deliveries whose retry
+is overdue are scheduled again. Claims make any doubled message harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import or_, select, update
+
+from orchestrator.store import Delivery, DeliveryStatus, EventRecord, EventStatus, SessionFactory, utcnow
+from orchestrator.validation import parse_event
+from schemas import Event
+
+__all__ = ["RecoveryReport", "recover"]
+
+_log = structlog.get_logger("logout.recovery")
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    events: int
+    deliveries: int
+
+
+def recover(
+    sessions: SessionFactory,
+    *,
+    grace: float,
+    republish: Callable[[Event, str], None],
+    reschedule: Callable[[str, float], None],
+    batch: int = 500,
+) -> RecoveryReport:
+    """Re-publish stuck events and re-schedule overdue deliveries, at most ``batch`` of each."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=grace)
+    with sessions.begin() as db:
+        stuck = list(
+            db.scalars(
+                select(EventRecord)
+                .where(EventRecord.status == EventStatus.PROCESSING, EventRecord.attempted_at < cutoff)
+                .order_by(EventRecord.attempted_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for row in stuck:
+            row.attempted_at = now
+        overdue = list(
+            db.scalars(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(
+                        select(Delivery.id)
+                        .where(
+                            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRYING)),
+                            or_(
+                                Delivery.next_attempt_at < cutoff,
+                                Delivery.next_attempt_at.is_(None) & (Delivery.created_at < cutoff),
+                            ),
+                        )
+                        .limit(batch)
+                    )
+                )
+                .values(next_attempt_at=now)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    for row in stuck:
+        republish(parse_event(row.payload), row.message_id)
+    for delivery_id in overdue:
+        reschedule(delivery_id, 0.0)
+    if stuck or overdue:
+        _log.warning("recovered stuck work", events=len(stuck), deliveries=len(overdue))
+    return RecoveryReport(len(stuck), len(overdue))

@@ -1,0 +1,139 @@
+"""The one settings object, read once at the entry point and passed down explicitly.
+
+Sources, highest priority first: keyword overrides (CLI options), environment variables
+named after the fields with a ``LOGOUT_`` prefix, then a TOML file (``--config`` or
+``LOGOUT_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from orchestrator.errors import ConfigurationError
+
+__all__ = ["BROKER_SCHEMES", "Settings", "default_data_dir", "redact_url"]
+
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and generated keys live unless ``data_dir`` says otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "logout-orchestrator"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class Settings(BaseSettings):
+    """Everything the worker, the publisher and the CLI need to know, validated once."""
+
+    model_config = SettingsConfigDict(env_prefix="LOGOUT_", frozen=True, extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite in data_dir"
+    )
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field(default="logout", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    issuer: str = "http://localhost:9000"
+
+    worker_processes: int = Field(default=2, ge=1, le=64)
+    worker_threads: int = Field(default=8, ge=1, le=256)
+    auto_migrate: bool = True
+    redis_heartbeat_timeout_ms: int = Field(default=60_000, ge=1_000)
+    redis_maintenance_chance: int = Field(default=1_000, ge=1, le=1_000_000)
+    recovery_interval: float = Field(default=60.0, gt=0)
+    recovery_grace: float = Field(default=300.0, gt=0)
+
+    protocols: list[str] | None = None
+
+    delivery_timeout: float = Field(default=5.0, gt=0, le=60)
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    delivery_max_age: float = Field(default=6 * 3600.0, gt=0)
+    retry_initial_delay: float = Field(default=2.0, gt=0)
+    retry_max_delay: float = Field(default=600.0, gt=0)
+    max_concurrent_deliveries: int = Field(default=64, ge=1)
+    max_concurrent_per_host: int = Field(default=8, ge=1)
+    response_body_limit: int = Field(default=64 * 1024, ge=1024)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in BROKER_SCHEMES:
+            raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
+        return value
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Read the settings once: overrides, then ``LOGOUT_*`` variables, then the TOML file."""
+        path = config_file or os.environ.get("LOGOUT_CONFIG") or None
+        if path is not None and not Path(path).is_file():
+            raise ConfigurationError(f"config file {path}: no such file")
+        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})  # type: ignore[typeddict-item]
+        bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
+        try:
+            return bound(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            source = f" (from {path})" if path else ""
+            raise ConfigurationError(f"invalid settings{source}: {problems}") from exc
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in force: the configured one, or SQLite inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'logout.db'}"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as JSON-ready data, with every secret masked."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = redact_url(self.effective_database_url)
+        data["broker_url"] = redact_url(self.broker_url)
+        return data

@@ -1,0 +1,226 @@
+"""The session registry and the logout ledger, as typed SQLAlchemy models.
+
+State is data: every status column has an enum here and a set of terminal values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "TERMINAL_DELIVERY_STATUSES",
+    "AuditRow",
+    "Base",
+    "Delivery",
+    "DeliveryStatus",
+    "EventRecord",
+    "EventStatus",
+    "IdpSession",
+    "Provider",
+    "ProviderSession",
+    "RejectedEvent",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: every timestamp we store is."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class EventStatus(StrEnum):
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+TERMINAL_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED}
+)
+
+_ID = String(255)
+
+
+class Provider(Base):
+    """A relying party or service provider the IdP logs users out of."""
+
+    __tablename__ = "providers"
+
+    name: Mapped[str] = mapped_column(_ID, primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    full_logout_on_rp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdpSession(Base):
+    """A session at the IdP itself."""
+
+    __tablename__ = "idp_sessions"
+    __table_args__ = (Index("ix_idp_sessions_user_active", "user_id", "ended_at"),)
+
+    session_id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(_ID)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    ended_by_event: Mapped[str | None] = mapped_column(String(36), index=True)
+
+
+class ProviderSession(Base):
+    """A user's session at one provider, opened through one IdP session."""
+
+    __tablename__ = "provider_sessions"
+    __table_args__ = (UniqueConstraint("session_id", "provider"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("idp_sessions.session_id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
+    sid: Mapped[str | None] = mapped_column(_ID)
+    sub: Mapped[str | None] = mapped_column(_ID)
+    name_id: Mapped[str | None] = mapped_column(Text)
+    name_id_format: Mapped[str | None] = mapped_column(_ID)
+    name_qualifier: Mapped[str | None] = mapped_column(_ID)
+    sp_name_qualifier: Mapped[str | None] = mapped_column(_ID)
+    session_index: Mapped[str | None] = mapped_column(_ID)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    ended_by_event: Mapped[str | None] = mapped_column(String(36))
+
+
+class EventRecord(Base):
+    """An accepted event: the dedupe key and how far its handling got."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_status_attempted", "status", "attempted_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.PROCESSING)
+    message_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class RejectedEvent(Base):
+    """An event that failed validation, kept whole so nothing is silently dropped."""
+
+    __tablename__ = "rejected_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    payload: Mapped[str] = mapped_column(Text)
+    problems: Mapped[list[str]] = mapped_column(JSON)
+
+
+class Delivery(Base):
+    """One logout of one provider session, caused by one event."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "provider_session_id"),
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
+    provider_session_id: Mapped[int] = mapped_column(ForeignKey("provider_sessions.id"))
+    provider: Mapped[str] = mapped_column(_ID)
+    session_id: Mapped[str] = mapped_column(_ID)
+    user_id: Mapped[str] = mapped_column(_ID)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class AuditRow(Base):
+    """One audit record; ``dedupe_key`` makes writing it again after a crash a no-op.
+
+    ``seq`` orders the trail exactly as it was written.
+    """
+
+    __tablename__ = "audit_records"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    dedupe_key: Mapped[str] = mapped_column(String(512), unique=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(_ID, index=True)
+    session_id: Mapped[str | None] = mapped_column(_ID, index=True)
+    provider: Mapped[str | None] = mapped_column(_ID)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

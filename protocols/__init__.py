@@ -1,0 +1,31 @@
+"""Protocol handlers: one package per protocol, sans-IO, found through entry points."""
+
+from protocols.base import (
+    TRANSIENT_STATUS_CODES,
+    BackchannelRequest,
+    BackchannelResponse,
+    Channel,
+    LogoutContext,
+    ProtocolHandler,
+    ProviderInfo,
+    ProviderSessionInfo,
+    classify_status,
+    parse_retry_after,
+)
+from protocols.loading import ENTRY_POINT_GROUP, available_protocols, load_handlers
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "TRANSIENT_STATUS_CODES",
+    "BackchannelRequest",
+    "BackchannelResponse",
+    "Channel",
+    "LogoutContext",
+    "ProtocolHandler",
+    "ProviderInfo",
+    "ProviderSessionInfo",
+    "available_protocols",
+    "classify_status",
+    "load_handlers",
+    "parse_retry_after",
+]

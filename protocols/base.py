@@ -1,0 +1,183 @@
+"""The protocol-handler interface: sans-IO, one base class with documented hooks.
+
+A handler builds what to send (or what to show the browser) and reads the answer; the
+worker owns the HTTP client, retries, persistence and logging. A new protocol is one
+package under ``protocols/`` plus one entry point in the ``logout_orchestrator.protocols``
+group whose value is a :class:`ProtocolHandler` subclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchestrator.errors import PermanentDeliveryError, TransientDeliveryError
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+__all__ = [
+    "TRANSIENT_STATUS_CODES",
+    "BackchannelRequest",
+    "BackchannelResponse",
+    "Channel",
+    "LogoutContext",
+    "ProtocolHandler",
+    "ProviderInfo",
+    "ProviderSessionInfo",
+    "classify_status",
+    "parse_retry_after",
+]
+
+#: HTTP statuses that mean "try again later" (OIDC Back-Channel Logout §2.5 and §2.8).
+TRANSIENT_STATUS_CODES = frozenset({408, 425, 429, 502, 503, 504})
+
+
+class Channel(StrEnum):
+    """How a provider session is logged out."""
+
+    BACKCHANNEL = "backchannel"
+    FRONTCHANNEL_IFRAME = "frontchannel_iframe"
+    FRONTCHANNEL_NATIVE = "frontchannel_native"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """A provider as configured; ``settings`` is what the handler's validation returned."""
+
+    name: str
+    protocol: str
+    enabled: bool
+    full_logout_on_rp_initiated: bool
+    settings: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSessionInfo:
+    """The protocol identifiers of one provider session, echoed exactly as issued."""
+
+    id: int
+    session_id: str
+    user_id: str
+    provider: str
+    sid: str | None = None
+    sub: str | None = None
+    name_id: str | None = None
+    name_id_format: str | None = None
+    name_qualifier: str | None = None
+    sp_name_qualifier: str | None = None
+    session_index: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutContext:
+    """Why this logout happens and which attempt this is."""
+
+    event_id: str
+    event_type: str
+    initiator: str
+    delivery_id: str
+    attempt: int
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BackchannelRequest:
+    """An HTTP request to send server to server. ``content`` may hold a token: never log it."""
+
+    url: str
+    content: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class BackchannelResponse:
+    """What came back; ``content`` is capped at the configured body limit."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def classify_status(response: BackchannelResponse, now: datetime) -> None:
+    """Raise unless the status means success (200 or 204).
+
+    429, 408, 425, 502, 503, 504 are transient (``Retry-After`` honoured); every other
+    status, 400 and 501 included, is permanent. Redirects are never followed, so a 3xx is
+    permanent too.
+    """
+    status = response.status_code
+    if status in (200, 204):
+        return
+    if status in TRANSIENT_STATUS_CODES:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+        raise TransientDeliveryError(
+            f"HTTP {status}", status_code=status, retry_after=retry_after
+        )
+    raise PermanentDeliveryError(f"HTTP {status}", status_code=status)
+
+
+class ProtocolHandler:
+    """Base class of every protocol handler. Override the hooks your protocol needs.
+
+    One instance is made per worker process with the effective :class:`Settings`; it must
+    be safe to call from several threads.
+    """
+
+    #: The protocol name providers use in their ``protocol`` field.
+    protocol: ClassVar[str] = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        """Check a provider's protocol settings; return the parsed form.
+
+        Raise :class:`orchestrator.errors.InputError` naming the provider and field.
+        The default accepts the mapping as it is.
+        """
+        return dict(settings)
+
+    def channel(self, provider: ProviderInfo) -> Channel:
+        """How this provider's sessions are logged out. Default: back-channel."""
+        return Channel.BACKCHANNEL
+
+    def backchannel_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> BackchannelRequest:
+        """Build the request for one attempt (fresh identifiers every time)."""
+        raise NotImplementedError(f"{type(self).__name__} has no back-channel logout")
+
+    def interpret_response(
+        self,
+        provider: ProviderInfo,
+        session: ProviderSessionInfo,
+        request: BackchannelRequest,
+        response: BackchannelResponse,
+        context: LogoutContext,
+    ) -> None:
+        """Return when the logout succeeded; raise a Permanent/TransientDeliveryError if not.
+
+        The default applies :func:`classify_status`.
+        """
+        classify_status(response, context.now)

@@ -1,0 +1,66 @@
+"""Finding protocol handlers through the ``logout_orchestrator.protocols`` entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import HandlerLoadError
+from protocols.base import ProtocolHandler
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+__all__ = ["ENTRY_POINT_GROUP", "available_protocols", "load_handlers"]
+
+ENTRY_POINT_GROUP = "logout_orchestrator.protocols"
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_protocols() -> list[str]:
+    """Names of every installed protocol handler, enabled or not."""
+    return sorted(_entry_points())
+
+
+def _load(entry: EntryPoint, settings: Settings) -> ProtocolHandler:
+    try:
+        factory = entry.load()
+    except Exception as exc:  # noqa: BLE001 - any import failure must stop the worker clearly
+        raise HandlerLoadError(
+            f"protocol handler {entry.name!r} ({entry.value}) failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not (isinstance(factory, type) and issubclass(factory, ProtocolHandler)):
+        raise HandlerLoadError(
+            f"protocol handler {entry.name!r} ({entry.value}) is not a ProtocolHandler subclass"
+        )
+    try:
+        handler = factory(settings)
+    except Exception as exc:  # noqa: BLE001 - a handler that cannot start must stop the worker
+        raise HandlerLoadError(
+            f"protocol handler {entry.name!r} failed to start: {type(exc).__name__}: {exc}"
+        ) from exc
+    if handler.protocol != entry.name:
+        raise HandlerLoadError(
+            f"entry point {entry.name!r} loads a handler for protocol {handler.protocol!r}"
+        )
+    return handler
+
+
+def load_handlers(settings: Settings) -> dict[str, ProtocolHandler]:
+    """Load the enabled handlers (``settings.protocols``, or every installed one).
+
+    Raises :class:`HandlerLoadError` when an enabled handler is missing or fails to load.
+    """
+    installed = _entry_points()
+    wanted = settings.protocols if settings.protocols is not None else sorted(installed)
+    missing = [name for name in wanted if name not in installed]
+    if missing:
+        raise HandlerLoadError(
+            f"protocols {', '.join(missing)} enabled in settings but not installed "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return {name: _load(installed[name], settings) for name in wanted}

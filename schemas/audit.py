@@ -1,0 +1,44 @@
+"""Audit contract: what auditors read, from the database or the JSON log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["BINDING_LOGOUT_REASON", "AuditRecord", "AuditType"]
+
+BINDING_LOGOUT_REASON = "Session binding broken"
+
+
+class AuditType(StrEnum):
+    """Every kind of audit record the worker writes."""
+
+    EVENT_RECEIVED = "event.received"
+    EVENT_REJECTED = "event.rejected"
+    EVENT_DUPLICATE = "event.duplicate"
+    SESSION_ENDED = "session.ended"
+    SESSION_NOT_FOUND = "session.not_found"
+    DELIVERY_SUCCEEDED = "delivery.succeeded"
+    DELIVERY_RETRYING = "delivery.retrying"
+    DELIVERY_FAILED = "delivery.failed"
+    DELIVERY_SKIPPED = "delivery.skipped"
+    LOGOUT_COMPLETED = "logout.completed"
+
+
+class AuditRecord(BaseModel):
+    """One audited fact. ``detail`` never holds a token, a SAML message or a key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    at: datetime
+    type: AuditType
+    event_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    provider: str | None = None
+    outcome: str
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,204 @@
+"""Event contract: what IdP components publish.
+
+Every event carries ``type``, ``event_id`` (the idempotency key), ``occurred_at``, ``initiator``
+and optionally ``actor`` and ``request``. Fields may be added to these models, never renamed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "ASN",
+    "BINDING_REASONS",
+    "EVENT_TYPES",
+    "Binding",
+    "BindingReason",
+    "Event",
+    "EventBase",
+    "Geo",
+    "HttpRequest",
+    "Initiator",
+    "IpChange",
+    "LogoutProvider",
+    "LogoutUser",
+    "RequestInfo",
+    "SessionBindingViolation",
+    "SessionExpired",
+    "SessionRevoke",
+    "SessionTerminateOthers",
+    "UserRevokeAll",
+    "event_adapter",
+]
+
+Initiator = Literal["user", "admin", "policy", "system"]
+BindingReason = Literal[
+    "network.missing",
+    "network.asn",
+    "network.asn_network",
+    "network.ip",
+    "geoip.missing",
+    "geoip.continent",
+    "geoip.country",
+    "geoip.city",
+]
+BINDING_REASONS: tuple[str, ...] = BindingReason.__args__  # type: ignore[attr-defined]
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RequestInfo(_Contract):
+    """The HTTP request that caused the event, as the IdP saw it."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    path: str | None = None
+    method: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+def _require_type(schema: dict[str, Any]) -> None:
+    """Publishers must always send ``type``: it picks the event's shape."""
+    required = schema.setdefault("required", [])
+    if "type" in schema.get("properties", {}) and "type" not in required:
+        required.insert(0, "type")
+
+
+class EventBase(_Contract):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(json_schema_extra=_require_type)
+
+    event_id: UUID = Field(description="Idempotency key: the same event_id is handled once.")
+    occurred_at: AwareDatetime = Field(description="RFC 3339 timestamp with a UTC offset.")
+    initiator: Initiator
+    actor: str | None = Field(default=None, description="Who caused it, e.g. an admin's id.")
+    request: RequestInfo | None = None
+
+
+class LogoutUser(EventBase):
+    """The user logs out of the IdP: the session and all its provider sessions end."""
+
+    type: Literal["logout.user"] = "logout.user"
+    session_id: NonEmpty
+    plan_id: NonEmpty | None = Field(
+        default=None, description="Set when the IdP waits for a front-channel stage plan."
+    )
+
+
+class LogoutProvider(EventBase):
+    """An application started the logout."""
+
+    type: Literal["logout.provider"] = "logout.provider"
+    session_id: NonEmpty
+    provider: NonEmpty
+    full_logout: bool = Field(
+        default=False, description="End the IdP session and every provider session too."
+    )
+
+
+class SessionRevoke(EventBase):
+    """An admin ends one session."""
+
+    type: Literal["session.revoke"] = "session.revoke"
+    session_id: NonEmpty
+
+
+class UserRevokeAll(EventBase):
+    """An admin ends every session of a user (also used on deactivation)."""
+
+    type: Literal["user.revoke_all"] = "user.revoke_all"
+    user_id: NonEmpty
+
+
+class SessionTerminateOthers(EventBase):
+    """At login, every other session of the user ends."""
+
+    type: Literal["session.terminate_others"] = "session.terminate_others"
+    user_id: NonEmpty
+    keep_session_id: NonEmpty
+
+
+class SessionExpired(EventBase):
+    """The session passed its idle or absolute lifetime."""
+
+    type: Literal["session.expired"] = "session.expired"
+    session_id: NonEmpty
+    reason: Literal["idle", "absolute"]
+
+
+class Binding(_Contract):
+    """Which binding broke, and the values compared."""
+
+    reason: BindingReason
+    previous_value: str | None = None
+    new_value: str | None = None
+
+
+class IpChange(_Contract):
+    previous: str | None = None
+    new: str | None = None
+
+
+class ASN(_Contract):
+    asn: int | None = None
+    as_org: str | None = None
+    network: str | None = None
+
+
+class Geo(_Contract):
+    continent: str | None = None
+    country: str | None = None
+    city: str | None = None
+    lat: float | None = None
+    long: float | None = None
+
+
+class HttpRequest(_Contract):
+    path: str | None = None
+    method: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    user_agent: str | None = None
+
+
+class SessionBindingViolation(EventBase):
+    """The session's network or GeoIP binding broke."""
+
+    type: Literal["session.binding_violation"] = "session.binding_violation"
+    session_id: NonEmpty
+    binding: Binding
+    ip: IpChange
+    asn: ASN = Field(default_factory=ASN)
+    geo: Geo = Field(default_factory=Geo)
+    http_request: HttpRequest = Field(default_factory=HttpRequest)
+
+
+Event = Annotated[
+    LogoutUser
+    | LogoutProvider
+    | SessionRevoke
+    | UserRevokeAll
+    | SessionTerminateOthers
+    | SessionExpired
+    | SessionBindingViolation,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "logout.user",
+    "logout.provider",
+    "session.revoke",
+    "user.revoke_all",
+    "session.terminate_others",
+    "session.expired",
+    "session.binding_violation",
+)
+
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -1,0 +1,75 @@
+"""Registry contract: providers (TOML) and sessions (JSON lines) that IdP components load."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "PROVIDER_NAME_PATTERN",
+    "ProviderConfig",
+    "ProviderSessionRecord",
+    "RegistryRecord",
+    "SessionRecord",
+    "registry_record_adapter",
+]
+
+PROVIDER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$"
+_Id = Annotated[str, Field(min_length=1, max_length=255)]
+_Opt = Annotated[str | None, Field(default=None, max_length=255)]
+
+
+class ProviderConfig(BaseModel):
+    """One ``[[providers]]`` table. Fields beyond these are the protocol's own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, Field(pattern=PROVIDER_NAME_PATTERN)]
+    protocol: Annotated[str, Field(min_length=1, max_length=64)]
+    enabled: bool = True
+    full_logout_on_rp_initiated: bool = Field(
+        default=False, description="An RP-initiated logout from this provider ends everything."
+    )
+
+    @property
+    def protocol_settings(self) -> dict[str, Any]:
+        """The fields beyond the common ones, for the protocol handler to validate."""
+        return dict(self.model_extra or {})
+
+
+class SessionRecord(BaseModel):
+    """An IdP session (``"kind": "session"``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["session"]
+    session_id: _Id
+    user_id: _Id
+    created: AwareDatetime | None = None
+    last_seen: AwareDatetime | None = None
+    expires: AwareDatetime | None = None
+    ip: Annotated[str | None, Field(default=None, max_length=64)]
+    user_agent: str | None = None
+
+
+class ProviderSessionRecord(BaseModel):
+    """A provider session opened through an IdP session (``"kind": "provider_session"``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["provider_session"]
+    session_id: _Id
+    provider: _Id
+    sid: _Opt
+    sub: _Opt
+    name_id: str | None = None
+    name_id_format: _Opt
+    name_qualifier: _Opt
+    sp_name_qualifier: _Opt
+    session_index: _Opt
+    created: AwareDatetime | None = None
+
+
+RegistryRecord = Annotated[SessionRecord | ProviderSessionRecord, Field(discriminator="kind")]
+registry_record_adapter: TypeAdapter[RegistryRecord] = TypeAdapter(RegistryRecord)

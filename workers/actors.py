@@ -1,0 +1,97 @@
+"""The actors: ``handle_event`` for published events, ``deliver`` for scheduled retries.
+
+Messages carry the event as published (validated by the worker) or a delivery id; the
+actors reload state from the database, so a redelivered message is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from orchestrator.errors import LogoutError
+from orchestrator.publishing import (
+    DELIVER_ACTOR,
+    HANDLE_EVENT_ACTOR,
+    Publisher,
+    deliveries_queue,
+    events_queue,
+)
+from orchestrator.recovery import RecoveryReport, recover
+from orchestrator.runtime import Runtime
+from schemas import Event
+
+__all__ = ["Actors", "declare_actors"]
+
+#: Unexpected errors (database down, a bug) are retried by dramatiq's Retries middleware
+#: with its backoff; delivery failures never reach it, the fan-out records and schedules them.
+_MAX_RETRIES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Actors:
+    handle_event: dramatiq.Actor[[Any], None]
+    deliver: dramatiq.Actor[[str], None]
+    publisher: Publisher
+    runtime: Runtime
+
+    def schedule(self, delivery_id: str, delay: float) -> None:
+        """Try ``delivery_id`` again in ``delay`` seconds."""
+        self.deliver.send_with_options(args=(delivery_id,), delay=int(delay * 1000))
+
+    def republish(self, event: Event, message_id: str) -> None:
+        self.publisher.enqueue([event], [message_id])
+
+    def recover(self) -> RecoveryReport:
+        """Re-publish stuck events and re-schedule overdue deliveries."""
+        return recover(
+            self.runtime.sessions,
+            grace=self.runtime.settings.recovery_grace,
+            republish=self.republish,
+            reschedule=self.schedule,
+        )
+
+
+def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
+    """Declare both actors on ``broker``, bound to ``runtime``."""
+    namespace = runtime.settings.namespace
+    scheduler: list[Actors] = []
+
+    def schedule(delivery_id: str, delay: float) -> None:
+        scheduler[0].schedule(delivery_id, delay)
+
+    processor = runtime.processor(schedule)
+    fanout = runtime.fanout(schedule)
+
+    def handle_event(event: Any) -> None:
+        message = CurrentMessage.get_current_message()
+        if message is None:  # pragma: no cover - CurrentMessage is always installed
+            raise LogoutError("handle_event called outside a worker")
+        processor.handle(event, message.message_id)
+
+    def deliver(delivery_id: str) -> None:
+        fanout.deliver([delivery_id])
+
+    actors = Actors(
+        handle_event=dramatiq.actor(
+            handle_event,
+            broker=broker,
+            actor_name=HANDLE_EVENT_ACTOR,
+            queue_name=events_queue(namespace),
+            max_retries=_MAX_RETRIES,
+        ),
+        deliver=dramatiq.actor(
+            deliver,
+            broker=broker,
+            actor_name=DELIVER_ACTOR,
+            queue_name=deliveries_queue(namespace),
+            max_retries=_MAX_RETRIES,
+        ),
+        publisher=Publisher(broker, namespace),
+        runtime=runtime,
+    )
+    scheduler.append(actors)
+    return actors

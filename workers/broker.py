@@ -1,0 +1,45 @@
+"""The one module that builds the broker, from explicit settings; chosen by URL scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
+
+from orchestrator.errors import ConfigurationError
+from orchestrator.settings import Settings
+from workers.middleware import LogContext
+
+__all__ = ["build_broker", "is_in_process"]
+
+
+def is_in_process(settings: Settings) -> bool:
+    """True for ``memory://``: the broker lives in this process only."""
+    return urlsplit(settings.broker_url).scheme == "memory"
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """Build the broker for ``settings.broker_url`` and make it dramatiq's global broker."""
+    middleware: list[Middleware] = [m() for m in default_middleware]
+    middleware += [CurrentMessage(), LogContext()]
+    scheme = urlsplit(settings.broker_url).scheme
+    broker: dramatiq.Broker
+    if scheme in ("redis", "rediss"):
+        broker = RedisBroker(
+            url=settings.broker_url,
+            middleware=middleware,
+            heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
+            maintenance_chance=settings.redis_maintenance_chance,
+        )
+    elif scheme in ("amqp", "amqps"):
+        broker = RabbitmqBroker(url=settings.broker_url, middleware=middleware)
+    elif scheme == "memory":
+        broker = StubBroker(middleware=middleware)
+    else:  # pragma: no cover - Settings already refuses other schemes
+        raise ConfigurationError(f"broker_url: unsupported scheme {scheme!r}")
+    dramatiq.set_broker(broker)
+    return broker

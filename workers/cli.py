@@ -1,0 +1,266 @@
+"""``logout-orchestrator``: the command line. Settings are read once, here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.audit import AuditQuery, query_audit
+from orchestrator.errors import InputError, LogoutError
+from orchestrator.logging import configure_logging
+from orchestrator.publishing import Publisher
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
+from orchestrator.store import upgrade
+from orchestrator.validation import parse_event_lines
+from schemas import AuditRecord
+from workers.broker import build_broker, is_in_process
+from workers.process import embedded, serve
+
+__all__ = ["main"]
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_out = Console(highlight=False, soft_wrap=True)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.FileError(path, exc.strerror) from exc
+
+
+class _Group(click.Group):
+    """Turns our errors into one clear message and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            _err.print(f"[bold red]refused[/]: {len(exc.problems)} problem(s), nothing was applied")
+            for problem in exc.problems:
+                _err.print(f"  {problem}", markup=False)
+            ctx.exit(2)
+        except LogoutError as exc:
+            _err.print(f"[bold red]error[/]: {exc}")
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="LOGOUT_CONFIG",
+    help="TOML settings file (else LOGOUT_CONFIG); LOGOUT_* variables override it.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """End a user's sessions everywhere: OIDC and SAML logout fan-out with an audit trail."""
+    if ctx.resilient_parsing:
+        return
+    try:
+        ctx.obj = Settings.load(config_file)
+    except LogoutError as exc:
+        _err.print(f"[bold red]error[/]: {exc}")
+        ctx.exit(1)
+    configure_logging(ctx.obj.log_level, ctx.obj.log_format)
+
+
+@main.command()
+@click.option("--processes", type=click.IntRange(1, 64), help="Worker processes (worker_processes).")
+@click.option("--threads", type=click.IntRange(1, 256), help="Threads per process (worker_threads).")
+@click.pass_context
+def worker(ctx: click.Context, processes: int | None, threads: int | None) -> None:
+    """Consume events from the broker until SIGTERM/SIGINT."""
+    settings = Settings.load(
+        None, **_settings(ctx).model_dump(), worker_processes=processes, worker_threads=threads
+    ) if (processes or threads) else _settings(ctx)
+    ctx.exit(serve(settings))
+
+
+@main.command()
+@click.argument("source", default="-")
+@click.option("--wait", type=float, default=30.0, show_default=True,
+              help="memory:// only: seconds to wait for retries before returning.")
+@click.pass_context
+def publish(ctx: click.Context, source: str, wait: float) -> None:
+    """Validate and publish events from SOURCE (a file of one JSON object or JSON lines, or -).
+
+    Nothing of a batch is published when any event is invalid. With broker_url memory://
+    the events are handled right here, in-process.
+    """
+    settings = _settings(ctx)
+    events = parse_event_lines(_read(source))
+    if is_in_process(settings):
+        with embedded(settings) as actors:
+            actors.publisher.enqueue(events)
+            broker = actors.handle_event.broker
+            broker.join(actors.handle_event.queue_name, timeout=int(wait * 1000))
+            try:
+                broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
+            except Exception:  # noqa: BLE001 - retries left are recovered by the next run
+                _err.print("some deliveries are still retrying; they resume on the next run")
+    else:
+        broker = build_broker(settings)
+        try:
+            Publisher(broker, settings.namespace).enqueue(events)
+        finally:
+            broker.close()
+    for event in events:
+        _out.print(f"published {event.type} {event.event_id}", markup=False)
+
+
+@main.group()
+def providers() -> None:
+    """Relying parties and service providers."""
+
+
+@providers.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def providers_load(ctx: click.Context, file: str) -> None:
+    """Upsert the [[providers]] of a TOML file; an invalid file is refused whole."""
+    runtime = Runtime.start(_settings(ctx))
+    try:
+        summary = runtime.registry.load_providers_file(_read(file), Path(file).name)
+    finally:
+        runtime.close()
+    for warning in summary.warnings:
+        _err.print(f"[yellow]warning[/]: {warning}")
+    _out.print(f"providers: {summary.created} created, {summary.updated} updated")
+
+
+@main.group()
+def sessions() -> None:
+    """IdP sessions and provider sessions."""
+
+
+@sessions.command("import")
+@click.argument("file")
+@click.pass_context
+def sessions_import(ctx: click.Context, file: str) -> None:
+    """Upsert sessions from JSON lines with a "kind" field (session | provider_session)."""
+    runtime = Runtime.start(_settings(ctx))
+    try:
+        summary = runtime.registry.import_lines(_read(file).splitlines())
+    finally:
+        runtime.close()
+    _out.print(f"sessions: {summary.created} created, {summary.updated} updated")
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+def _print_table(records: list[AuditRecord]) -> None:
+    table = Table(show_lines=False)
+    for column in ("at", "type", "outcome", "user", "session", "provider", "event", "detail"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        detail = {k: v for k, v in r.detail.items() if k not in ("delivery_id", "message_id")}
+        table.add_row(
+            r.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            r.type.value,
+            r.outcome,
+            r.user_id or "",
+            r.session_id or "",
+            r.provider or "",
+            (r.event_id or "")[:8],
+            json.dumps(detail, separators=(",", ":"), default=str),
+        )
+    _out.print(table)
+
+
+@audit.command("list")
+@click.option("--user", "user_id", help="Only this user's records.")
+@click.option("--session", "session_id", help="Only this IdP session's records.")
+@click.option("--event", "event_id", help="Only this event's records.")
+@click.option("--type", "record_type", help="Only records of this type, e.g. delivery.failed.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+              help="Only records at or after this time (RFC 3339; UTC when no offset).")
+@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_context
+def audit_list(
+    ctx: click.Context,
+    user_id: str | None,
+    session_id: str | None,
+    event_id: str | None,
+    record_type: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List audit records, oldest first (the latest LIMIT of them)."""
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    runtime = Runtime.start(_settings(ctx))
+    try:
+        with runtime.sessions() as db:
+            records = query_audit(
+                db, AuditQuery(user_id, session_id, event_id, record_type, since, limit)
+            )
+    finally:
+        runtime.close()
+    if as_json:
+        for record in records:
+            sys.stdout.write(record.model_dump_json() + "\n")
+    else:
+        _print_table(records)
+
+
+@main.group()
+def config() -> None:
+    """Settings."""
+
+
+@config.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective settings as JSON, secrets redacted."""
+    sys.stdout.write(json.dumps(_settings(ctx).redacted(), indent=2, sort_keys=True) + "\n")
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply every pending migration (workers also do this at start when auto_migrate)."""
+    runtime = Runtime.start(_settings(ctx), migrate=False, handlers={})
+    try:
+        upgrade(runtime.engine)
+    finally:
+        runtime.close()
+    _out.print("database is up to date")
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Keep the demo's data here.")
+@click.pass_context
+def demo(ctx: click.Context, data_dir: str | None) -> None:
+    """Run the demo on embedded defaults: memory broker, SQLite, sample data."""
+    from workers.demo import run_demo
+
+    ctx.exit(run_demo(_out, data_dir))

@@ -1,0 +1,150 @@
+"""Running workers: one process in the foreground, or a supervisor that keeps N alive."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dramatiq
+import structlog
+
+from orchestrator.errors import ConfigurationError, LogoutError
+from orchestrator.logging import configure_logging
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
+from workers.actors import Actors, declare_actors
+from workers.broker import build_broker, is_in_process
+
+__all__ = ["embedded", "run_worker", "serve"]
+
+_log = structlog.get_logger("logout.worker")
+_PR_SET_PDEATHSIG = 1
+
+
+@contextmanager
+def embedded(settings: Settings, runtime: Runtime | None = None) -> Iterator[Actors]:
+    """An in-process broker and worker (``memory://``, or tests): yields the actors."""
+    own = runtime is None
+    runtime = runtime or Runtime.start(settings)
+    broker = build_broker(settings)
+    actors = declare_actors(broker, runtime)
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=50)
+    worker.start()
+    try:
+        actors.recover()
+        yield actors
+    finally:
+        worker.stop()
+        broker.close()
+        if own:
+            runtime.close()
+
+
+def _recovery_loop(actors: Actors, stop: threading.Event) -> None:
+    interval = actors.runtime.settings.recovery_interval
+    while not stop.wait(interval):
+        try:
+            actors.recover()
+        except Exception:  # noqa: BLE001 - a failed sweep is logged and tried next interval
+            _log.exception("recovery sweep failed")
+
+
+def run_worker(settings: Settings, *, migrate: bool = True) -> int:
+    """Run one worker process until SIGTERM or SIGINT; returns the exit status."""
+    if is_in_process(settings):
+        raise ConfigurationError(
+            "broker_url memory:// lives inside one process: a separate worker cannot share it; "
+            "use redis:// or amqp://, or run `logout-orchestrator publish` (it processes "
+            "events in-process with memory://)"
+        )
+    runtime = Runtime.start(settings, migrate=migrate)
+    broker = build_broker(settings)
+    actors = declare_actors(broker, runtime)
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        _log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.start()
+    _log.info(
+        "worker started",
+        pid=os.getpid(),
+        threads=settings.worker_threads,
+        broker=urlscheme(settings.broker_url),
+        protocols=sorted(runtime.handlers),
+    )
+    sweeper = threading.Thread(target=_recovery_loop, args=(actors, stop), daemon=True)
+    sweeper.start()
+    try:
+        actors.recover()
+        stop.wait()
+    finally:
+        worker.stop()
+        broker.close()
+        runtime.close()
+        _log.info("worker stopped", pid=os.getpid())
+    return 0
+
+
+def urlscheme(url: str) -> str:
+    return url.split(":", 1)[0]
+
+
+def _child(settings_data: dict[str, Any]) -> None:  # pragma: no cover - runs in a subprocess
+    if sys.platform.startswith("linux"):
+        # Die with the supervisor: a SIGKILLed supervisor must not leave orphans behind.
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    settings = Settings.load(**settings_data)
+    configure_logging(settings.log_level, settings.log_format)
+    sys.exit(run_worker(settings, migrate=False))
+
+
+def serve(settings: Settings) -> int:
+    """``logout-orchestrator worker``: migrate once, then run ``worker_processes`` workers."""
+    if is_in_process(settings):
+        return run_worker(settings)  # raises the clear error
+    runtime = Runtime.start(settings)  # loads handlers (fails fast) and migrates once
+    runtime.close()
+    if settings.worker_processes == 1:
+        return run_worker(settings, migrate=False)
+    context = multiprocessing.get_context("spawn")
+    data = settings.model_dump(mode="json")
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    children = [context.Process(target=_child, args=(data,)) for _ in range(settings.worker_processes)]
+    for child in children:
+        child.start()
+    _log.info("supervisor started", processes=len(children), pid=os.getpid())
+    while not stopping.wait(0.5):
+        for index, child in enumerate(children):
+            if not child.is_alive():
+                _log.error("worker process died; starting another", exitcode=child.exitcode)
+                time.sleep(1)
+                children[index] = context.Process(target=_child, args=(data,))
+                children[index].start()
+    for child in children:
+        if child.pid is not None and child.is_alive():
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join(timeout=60)
+    failed = [c.exitcode for c in children if c.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise LogoutError(f"worker processes exited with {failed}")
+    return 0
