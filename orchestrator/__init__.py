@@ -1,0 +1,46 @@
+"""Discovery, planning, fan-out and audit of logouts; no protocol details live here."""
+
+from orchestrator.audit import AuditEntry, AuditQuery, query_audit, write_audit
+from orchestrator.errors import (
+    ConfigurationError,
+    DeliveryError,
+    HandlerLoadError,
+    InputError,
+    LogoutError,
+    PermanentDeliveryError,
+    Problem,
+    TransientDeliveryError,
+)
+from orchestrator.pipeline import EventProcessor, HandleResult
+from orchestrator.publishing import Publisher, publish
+from orchestrator.registry import ImportSummary, SessionRegistry
+from orchestrator.retry import RetryPolicy
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
+from orchestrator.validation import parse_event, parse_event_lines
+
+__all__ = [
+    "AuditEntry",
+    "AuditQuery",
+    "ConfigurationError",
+    "DeliveryError",
+    "EventProcessor",
+    "HandleResult",
+    "HandlerLoadError",
+    "ImportSummary",
+    "InputError",
+    "LogoutError",
+    "PermanentDeliveryError",
+    "Problem",
+    "Publisher",
+    "RetryPolicy",
+    "Runtime",
+    "SessionRegistry",
+    "Settings",
+    "TransientDeliveryError",
+    "parse_event",
+    "parse_event_lines",
+    "publish",
+    "query_audit",
+    "write_audit",
+]

@@ -1,0 +1,17 @@
+"""Broker set-up, actors, middleware and the command line."""
+
+from workers.actors import Actors, declare_actors
+from workers.broker import build_broker, is_in_process
+from workers.middleware import LogContext
+from workers.process import embedded, run_worker, serve
+
+__all__ = [
+    "Actors",
+    "LogContext",
+    "build_broker",
+    "declare_actors",
+    "embedded",
+    "is_in_process",
+    "run_worker",
+    "serve",
+]
