@@ -92,7 +92,9 @@ def write_audit(
 def emit(records: Sequence[AuditRecord]) -> None:
     """One structured JSON log line per record (after the records are committed)."""
     for record in records:
-        _log.info("audit", **record.model_dump(mode="json", exclude={"detail"}), detail=record.detail)
+        _log.info(
+            "audit", **record.model_dump(mode="json", exclude={"detail"}), detail=record.detail
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,7 @@ class AuditQuery:
     since: datetime | None = None
     limit: int | None = 1000
 
-    def statement(self) -> Select[tuple[AuditRow]]:
+    def statement(self) -> Select[AuditRow]:
         stmt = select(AuditRow)
         if self.user_id is not None:
             stmt = stmt.where(AuditRow.user_id == self.user_id)

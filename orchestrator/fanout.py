@@ -104,7 +104,9 @@ class FanOut:
                 continue
             assert work.handler is not None
             try:
-                request = work.handler.backchannel_request(work.provider, work.session, work.context)
+                request = work.handler.backchannel_request(
+                    work.provider, work.session, work.context
+                )
             except DeliveryError as exc:
                 outcomes[work.delivery_id] = self._failure(work, exc)
                 continue
@@ -125,7 +127,9 @@ class FanOut:
                 .where(
                     Delivery.id.in_(delivery_ids),
                     Delivery.status.in_(_OPEN),
-                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now + _EARLY),
+                    or_(
+                        Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now + _EARLY
+                    ),
                 )
                 .values(
                     attempts=Delivery.attempts + 1,
@@ -224,13 +228,17 @@ class FanOut:
     def _failure(
         self, work: _Work, exc: DeliveryError, response: BackchannelResponse | None = None
     ) -> _Outcome:
-        code = exc.status_code if exc.status_code is not None else (
-            response.status_code if response is not None else None
+        code = (
+            exc.status_code
+            if exc.status_code is not None
+            else (response.status_code if response is not None else None)
         )
         if isinstance(exc, PermanentDeliveryError):
             return _Outcome(DeliveryStatus.FAILED, exc.detail, code)
         retry_after = getattr(exc, "retry_after", None)
-        when = self._policy.next_attempt(work.attempt, work.created_at, work.context.now, retry_after)
+        when = self._policy.next_attempt(
+            work.attempt, work.created_at, work.context.now, retry_after
+        )
         if when is None:
             return _Outcome(
                 DeliveryStatus.FAILED,

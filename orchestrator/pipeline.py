@@ -433,4 +433,3 @@ def _session_ended(event: Event, session: IdpSession, reason: str) -> AuditEntry
         session_id=session.session_id,
         detail=detail,
     )
-

@@ -41,16 +41,14 @@ def deliveries_queue(namespace: str) -> str:
 
 
 def _message(event: Event, namespace: str, message_id: str | None = None) -> Message[Any]:
-    options: dict[str, Any] = {}
-    extra = {"message_id": message_id} if message_id else {}
-    return Message(
+    message: Message[Any] = Message(
         queue_name=events_queue(namespace),
         actor_name=HANDLE_EVENT_ACTOR,
         args=(event.model_dump(mode="json"),),
         kwargs={},
-        options=options,
-        **extra,
+        options={},
     )
+    return message.copy(message_id=message_id) if message_id else message
 
 
 class Publisher:
@@ -89,7 +87,10 @@ class Publisher:
 
 
 def publish(
-    event: EventBase | Mapping[str, Any] | str, *, broker: dramatiq.Broker, namespace: str = "logout"
+    event: EventBase | Mapping[str, Any] | str,
+    *,
+    broker: dramatiq.Broker,
+    namespace: str = "logout",
 ) -> Event:
     """Validate ``event`` and publish it on ``broker``; returns the validated event."""
     return Publisher(broker, namespace).publish(event)

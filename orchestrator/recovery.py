@@ -14,7 +14,14 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import or_, select, update
 
-from orchestrator.store import Delivery, DeliveryStatus, EventRecord, EventStatus, SessionFactory, utcnow
+from orchestrator.store import (
+    Delivery,
+    DeliveryStatus,
+    EventRecord,
+    EventStatus,
+    SessionFactory,
+    utcnow,
+)
 from orchestrator.validation import parse_event
 from schemas import Event
 
@@ -44,7 +51,9 @@ def recover(
         stuck = list(
             db.scalars(
                 select(EventRecord)
-                .where(EventRecord.status == EventStatus.PROCESSING, EventRecord.attempted_at < cutoff)
+                .where(
+                    EventRecord.status == EventStatus.PROCESSING, EventRecord.attempted_at < cutoff
+                )
                 .order_by(EventRecord.attempted_at)
                 .limit(batch)
                 .with_for_update(skip_locked=True)

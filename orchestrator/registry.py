@@ -65,9 +65,7 @@ def parse_providers_toml(text: str, source: str = "providers file") -> list[Prov
 class SessionRegistry:
     """Write and read providers and sessions. Every method is one transaction."""
 
-    def __init__(
-        self, sessions: SessionFactory, handlers: Mapping[str, ProtocolHandler]
-    ) -> None:
+    def __init__(self, sessions: SessionFactory, handlers: Mapping[str, ProtocolHandler]) -> None:
         self._sessions = sessions
         self._handlers = handlers
 
@@ -148,7 +146,9 @@ class SessionRegistry:
                 kind="provider_session", session_id=session_id, provider=provider, **ids
             )
         except ValidationError as exc:
-            raise InputError(problems_from(exc, f"provider session {session_id}/{provider}")) from exc
+            raise InputError(
+                problems_from(exc, f"provider session {session_id}/{provider}")
+            ) from exc
         self.import_records([record])
 
     def import_lines(self, lines: Iterable[str]) -> ImportSummary:
@@ -190,8 +190,13 @@ class SessionRegistry:
                 else:
                     if row.user_id != rec.user_id:
                         raise InputError(
-                            [Problem(f"session {rec.session_id!r}", "user_id",
-                                     f"belongs to user {row.user_id!r}; a session never moves")]
+                            [
+                                Problem(
+                                    f"session {rec.session_id!r}",
+                                    "user_id",
+                                    f"belongs to user {row.user_id!r}; a session never moves",
+                                )
+                            ]
                         )
                     updated += 1
                     if rec.last_seen is not None:

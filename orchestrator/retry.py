@@ -18,14 +18,17 @@ class RetryPolicy:
     initial_delay: float = 2.0
     max_delay: float = 600.0
 
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
         "Equal jitter": half the exponential backoff, plus a random share of the other half.
         A ``Retry-After`` longer than that wins (capped at ``max_delay``).
         """
-        backoff = min(self.max_delay, self.initial_delay * 2 ** max(0, attempt - 1))
-        jittered = backoff / 2 + (rng or random).uniform(0, backoff / 2)  # noqa: S311 - not crypto
+        backoff = min(self.max_delay, self.initial_delay * 2.0 ** max(0, attempt - 1))
+        spread: float = (rng or random).uniform(0, backoff / 2)
+        jittered = backoff / 2 + spread
         if retry_after is not None:
             return min(self.max_delay, max(jittered, retry_after))
         return jittered

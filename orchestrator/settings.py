@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         path = config_file or os.environ.get("LOGOUT_CONFIG") or None
         if path is not None and not Path(path).is_file():
             raise ConfigurationError(f"config file {path}: no such file")
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})  # type: ignore[typeddict-item]
+        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
         bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
         try:
             return bound(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[no-any-return]

@@ -131,9 +131,7 @@ def classify_status(response: BackchannelResponse, now: datetime) -> None:
         return
     if status in TRANSIENT_STATUS_CODES:
         retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-        raise TransientDeliveryError(
-            f"HTTP {status}", status_code=status, retry_after=retry_after
-        )
+        raise TransientDeliveryError(f"HTTP {status}", status_code=status, retry_after=retry_after)
     raise PermanentDeliveryError(f"HTTP {status}", status_code=status)
 
 

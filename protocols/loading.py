@@ -28,7 +28,7 @@ def available_protocols() -> list[str]:
 def _load(entry: EntryPoint, settings: Settings) -> ProtocolHandler:
     try:
         factory = entry.load()
-    except Exception as exc:  # noqa: BLE001 - any import failure must stop the worker clearly
+    except Exception as exc:
         raise HandlerLoadError(
             f"protocol handler {entry.name!r} ({entry.value}) failed to load: "
             f"{type(exc).__name__}: {exc}"
@@ -39,7 +39,7 @@ def _load(entry: EntryPoint, settings: Settings) -> ProtocolHandler:
         )
     try:
         handler = factory(settings)
-    except Exception as exc:  # noqa: BLE001 - a handler that cannot start must stop the worker
+    except Exception as exc:
         raise HandlerLoadError(
             f"protocol handler {entry.name!r} failed to start: {type(exc).__name__}: {exc}"
         ) from exc

@@ -42,7 +42,9 @@ def render_schemas() -> dict[str, str]:
             "One line of a `logout-orchestrator sessions import` JSON-lines file.",
         ),
     }
-    return {name: json.dumps(doc, indent=2, sort_keys=True) + "\n" for name, doc in documents.items()}
+    return {
+        name: json.dumps(doc, indent=2, sort_keys=True) + "\n" for name, doc in documents.items()
+    }
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:

@@ -77,19 +77,17 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
 
     actors = Actors(
         handle_event=dramatiq.actor(
-            handle_event,
             broker=broker,
             actor_name=HANDLE_EVENT_ACTOR,
             queue_name=events_queue(namespace),
             max_retries=_MAX_RETRIES,
-        ),
+        )(handle_event),
         deliver=dramatiq.actor(
-            deliver,
             broker=broker,
             actor_name=DELIVER_ACTOR,
             queue_name=deliveries_queue(namespace),
             max_retries=_MAX_RETRIES,
-        ),
+        )(deliver),
         publisher=Publisher(broker, namespace),
         runtime=runtime,
     )

@@ -29,7 +29,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     scheme = urlsplit(settings.broker_url).scheme
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
-        broker = RedisBroker(
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=settings.broker_url,
             middleware=middleware,
             heartbeat_timeout=settings.redis_heartbeat_timeout_ms,

@@ -82,21 +82,34 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 @main.command()
-@click.option("--processes", type=click.IntRange(1, 64), help="Worker processes (worker_processes).")
-@click.option("--threads", type=click.IntRange(1, 256), help="Threads per process (worker_threads).")
+@click.option(
+    "--processes", type=click.IntRange(1, 64), help="Worker processes (worker_processes)."
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 256), help="Threads per process (worker_threads)."
+)
 @click.pass_context
 def worker(ctx: click.Context, processes: int | None, threads: int | None) -> None:
     """Consume events from the broker until SIGTERM/SIGINT."""
-    settings = Settings.load(
-        None, **_settings(ctx).model_dump(), worker_processes=processes, worker_threads=threads
-    ) if (processes or threads) else _settings(ctx)
+    settings = (
+        Settings.load(
+            None, **_settings(ctx).model_dump(), worker_processes=processes, worker_threads=threads
+        )
+        if (processes or threads)
+        else _settings(ctx)
+    )
     ctx.exit(serve(settings))
 
 
 @main.command()
 @click.argument("source", default="-")
-@click.option("--wait", type=float, default=30.0, show_default=True,
-              help="memory:// only: seconds to wait for retries before returning.")
+@click.option(
+    "--wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="memory:// only: seconds to wait for retries before returning.",
+)
 @click.pass_context
 def publish(ctx: click.Context, source: str, wait: float) -> None:
     """Validate and publish events from SOURCE (a file of one JSON object or JSON lines, or -).
@@ -192,8 +205,11 @@ def _print_table(records: list[AuditRecord]) -> None:
 @click.option("--session", "session_id", help="Only this IdP session's records.")
 @click.option("--event", "event_id", help="Only this event's records.")
 @click.option("--type", "record_type", help="Only records of this type, e.g. delivery.failed.")
-@click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-              help="Only records at or after this time (RFC 3339; UTC when no offset).")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="Only records at or after this time (RFC 3339; UTC when no offset).",
+)
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 @click.pass_context

@@ -37,18 +37,34 @@ def _event(kind: str, **fields: Any) -> dict[str, Any]:
 def demo_events() -> list[dict[str, Any]]:
     """One event of each kind the demo data can show."""
     return [
-        _event("logout.user", session_id="s-1", initiator="user",
-               request={"ip": "81.2.69.142", "user_agent": "Firefox", "path": "/logout",
-                        "method": "GET"}),
+        _event(
+            "logout.user",
+            session_id="s-1",
+            initiator="user",
+            request={
+                "ip": "81.2.69.142",
+                "user_agent": "Firefox",
+                "path": "/logout",
+                "method": "GET",
+            },
+        ),
         _event("logout.provider", session_id="s-3", provider="wiki", initiator="user"),
-        _event("session.binding_violation", session_id="s-4", initiator="policy",
-               binding={"reason": "geoip.country", "previous_value": "SE", "new_value": "GB"},
-               ip={"previous": "89.160.20.112", "new": "81.2.69.142"},
-               asn={"asn": 29518, "as_org": "Bredband2 AB", "network": "89.160.0.0/17"},
-               geo={"continent": "EU", "country": "GB", "city": "London",
-                    "lat": 51.5142, "long": -0.0931},
-               http_request={"path": "/app", "method": "GET", "args": {},
-                             "user_agent": "Firefox"}),
+        _event(
+            "session.binding_violation",
+            session_id="s-4",
+            initiator="policy",
+            binding={"reason": "geoip.country", "previous_value": "SE", "new_value": "GB"},
+            ip={"previous": "89.160.20.112", "new": "81.2.69.142"},
+            asn={"asn": 29518, "as_org": "Bredband2 AB", "network": "89.160.0.0/17"},
+            geo={
+                "continent": "EU",
+                "country": "GB",
+                "city": "London",
+                "lat": 51.5142,
+                "long": -0.0931,
+            },
+            http_request={"path": "/app", "method": "GET", "args": {}, "user_agent": "Firefox"},
+        ),
         _event("user.revoke_all", user_id="alice", initiator="admin", actor="admin@example.com"),
     ]
 
@@ -78,8 +94,10 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         imported = runtime.registry.import_lines(
             (data / "sessions.jsonl").read_text(encoding="utf-8").splitlines()
         )
-        out.print(f"loaded {loaded.created + loaded.updated} providers, "
-                  f"{imported.created + imported.updated} sessions and provider sessions")
+        out.print(
+            f"loaded {loaded.created + loaded.updated} providers, "
+            f"{imported.created + imported.updated} sessions and provider sessions"
+        )
 
         out.rule("an invalid event is refused before it is published")
         try:
@@ -95,10 +113,15 @@ def run_demo(out: Console, data_dir: str | None) -> int:
             actors.publisher.enqueue(parsed[:1])  # the same event again: a duplicate
             # What a publisher in another language could put on the queue unchecked:
             broker = actors.handle_event.broker
-            broker.enqueue(Message(queue_name=events_queue(settings.namespace),
-                                   actor_name=HANDLE_EVENT_ACTOR,
-                                   args=({"type": "session.revoke", "session_id": "s-9"},),
-                                   kwargs={}, options={}))
+            broker.enqueue(
+                Message(
+                    queue_name=events_queue(settings.namespace),
+                    actor_name=HANDLE_EVENT_ACTOR,
+                    args=({"type": "session.revoke", "session_id": "s-9"},),
+                    kwargs={},
+                    options={},
+                )
+            )
             broker.join(actors.handle_event.queue_name, timeout=30_000)
             broker.join(actors.deliver.queue_name, timeout=30_000)
         out.rule("audit trail")
@@ -110,10 +133,15 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         _print_table(records)
         out.rule("deliveries")
         for d in deliveries:
-            out.print(f"  {d.provider:8} session {d.session_id}: {d.status} "
-                      f"({d.last_error or 'ok'})", markup=False)
-        out.print(f"\n{len(records)} audit records; query them with: LOGOUT_DATABASE_URL="
-                  f"{settings.effective_database_url} logout-orchestrator audit list", markup=False)
+            out.print(
+                f"  {d.provider:8} session {d.session_id}: {d.status} ({d.last_error or 'ok'})",
+                markup=False,
+            )
+        out.print(
+            f"\n{len(records)} audit records; query them with: LOGOUT_DATABASE_URL="
+            f"{settings.effective_database_url} logout-orchestrator audit list",
+            markup=False,
+        )
     finally:
         runtime.close()
     return 0

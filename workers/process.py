@@ -128,7 +128,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    children = [context.Process(target=_child, args=(data,)) for _ in range(settings.worker_processes)]
+    children = [
+        context.Process(target=_child, args=(data,)) for _ in range(settings.worker_processes)
+    ]
     for child in children:
         child.start()
     _log.info("supervisor started", processes=len(children), pid=os.getpid())

@@ -29,7 +29,7 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; ``postgresql://`` uses psycopg 3, SQLite gets WAL and foreign keys."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+    except Exception as exc:
         raise ConfigurationError(f"database_url: cannot parse {url!r}: {exc}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -1,0 +1,71 @@
+# shellcheck shell=bash
+# Shared by scripts/test and scripts/demo (sourced, not run): cd to the repository root,
+# create .venv when missing and install the project into it with its test extras.
+#
+# Honours:
+#   LOGOUT_PYTHON         interpreter used to create .venv (default: python3.11, else python3)
+#   LOGOUT_FORCE_INSTALL  1 = run pip install even when pyproject.toml has not changed
+
+LOGOUT_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$LOGOUT_REPO_ROOT"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Run a command as root: directly when we are root, else through sudo when it exists.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif have sudo; then
+        sudo "$@"
+    else
+        die "need root to run '$*' (not root and no sudo); install it yourself and rerun"
+    fi
+}
+
+# Install Debian packages; `apt-get update` runs at most once per script run.
+_LOGOUT_APT_UPDATED=0
+apt_install() {
+    have apt-get || die "cannot install $* automatically (no apt-get); install it and rerun"
+    if [ "$_LOGOUT_APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        _LOGOUT_APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+ensure_venv() {
+    local py="${LOGOUT_PYTHON:-}"
+    if [ -z "$py" ]; then
+        if have python3.11; then py=python3.11; else py=python3; fi
+    fi
+    if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+        have "$py" || die "$py not found; Python 3.11 or newer is required"
+        # Debian ships venv/ensurepip separately (python3.11-venv).
+        if ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            local ver
+            ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+            apt_install "python${ver}-venv"
+        fi
+        log "creating .venv with $py"
+        "$py" -m venv --clear .venv
+        .venv/bin/python -m pip install -q --upgrade pip
+    fi
+
+    # pip install -e is idempotent but takes seconds (it builds the editable wheel each
+    # time); skip it while pyproject.toml and the interpreter are unchanged.
+    local stamp=.venv/.logout-orchestrator-installed want
+    want="$({ .venv/bin/python -VV; cat pyproject.toml; } | sha256sum | cut -d' ' -f1)"
+    if [ "${LOGOUT_FORCE_INSTALL:-0}" = 1 ] || [ ! -x .venv/bin/logout-orchestrator ] \
+        || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing the project into .venv (pip install -e '.[test]')"
+        rm -f "$stamp"
+        .venv/bin/pip install -q -e '.[test]'
+        printf '%s\n' "$want" >"$stamp"
+    fi
+}
+
+ensure_venv
