@@ -1,0 +1,85 @@
+"""Fixtures for unit tests: SQLite in a temporary folder, the in-process broker, no network."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import Runtime, Settings
+
+
+def make_event(kind: str, **fields: Any) -> dict[str, Any]:
+    """A valid event of type ``kind`` with a fresh id; ``fields`` add or override."""
+    base: dict[str, Any] = {
+        "type": kind,
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "initiator": "user",
+    }
+    return {**base, **fields}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded settings: memory broker, SQLite in tmp_path, no protocol handlers."""
+    return Settings.load(
+        None,
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'unit.db'}",
+        broker_url="memory://",
+        protocols=[],
+        worker_threads=2,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """A migrated runtime with no protocol handlers."""
+    rt = Runtime.start(settings, handlers={})
+    yield rt
+    rt.close()
+
+
+PROVIDERS_TOML = """
+[[providers]]
+name = "wiki"
+protocol = "oidc"
+client_id = "wiki"
+
+[[providers]]
+name = "chat"
+protocol = "oidc"
+client_id = "chat"
+
+[[providers]]
+name = "payroll"
+protocol = "saml"
+entity_id = "https://payroll.example.com/sp"
+"""
+
+SESSIONS = [
+    '{"kind": "session", "session_id": "s-1", "user_id": "alice", "ip": "81.2.69.142"}',
+    '{"kind": "session", "session_id": "s-2", "user_id": "alice"}',
+    '{"kind": "session", "session_id": "s-3", "user_id": "alice"}',
+    '{"kind": "session", "session_id": "s-9", "user_id": "bob"}',
+    '{"kind": "provider_session", "session_id": "s-1", "provider": "wiki", "sid": "w1", "sub": "a"}',
+    '{"kind": "provider_session", "session_id": "s-1", "provider": "chat", "sid": "c1", "sub": "a"}',
+    '{"kind": "provider_session", "session_id": "s-1", "provider": "payroll", "name_id": "a@x"}',
+    '{"kind": "provider_session", "session_id": "s-2", "provider": "wiki", "sid": "w2", "sub": "a"}',
+    '{"kind": "provider_session", "session_id": "s-3", "provider": "chat", "sid": "c3", "sub": "a"}',
+    '{"kind": "provider_session", "session_id": "s-9", "provider": "wiki", "sid": "w9", "sub": "b"}',
+]
+
+
+@pytest.fixture
+def populated(runtime: Runtime) -> Runtime:
+    """Three providers; alice has sessions s-1..s-3, bob has s-9."""
+    runtime.registry.load_providers_file(PROVIDERS_TOML, "providers.toml")
+    runtime.registry.import_lines(SESSIONS)
+    return runtime

@@ -1,0 +1,308 @@
+"""Handling events: which sessions end, deliveries, dedupe, rejection, resume after a crash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from orchestrator import EventProcessor, HandleResult, Runtime
+from orchestrator.sender import HttpSender
+from orchestrator.store import (
+    AuditRow,
+    Delivery,
+    EventRecord,
+    EventStatus,
+    IdpSession,
+    ProviderSession,
+    RejectedEvent,
+)
+from schemas import BINDING_LOGOUT_REASON
+from tests.unit.conftest import make_event
+
+
+def _no_sender() -> HttpSender:
+    raise AssertionError("no request should be sent: no protocol handler is enabled")
+
+
+def _processor(runtime: Runtime) -> EventProcessor:
+    fanout = runtime.fanout(lambda delivery_id, delay: None)
+    fanout._sender = _no_sender
+    return EventProcessor(runtime.sessions, fanout)
+
+
+def _audit(runtime: Runtime, event_id: str | None = None) -> list[AuditRow]:
+    with runtime.sessions() as db:
+        query = select(AuditRow).order_by(AuditRow.seq)
+        if event_id is not None:
+            query = query.where(AuditRow.event_id == event_id)
+        return list(db.scalars(query))
+
+
+def _ended(runtime: Runtime) -> dict[str, str | None]:
+    with runtime.sessions() as db:
+        rows = db.scalars(select(IdpSession).where(IdpSession.ended_at.is_not(None)))
+        return {row.session_id: row.end_reason for row in rows}
+
+
+def _delivered(runtime: Runtime, event_id: str) -> set[tuple[str, str]]:
+    with runtime.sessions() as db:
+        rows = db.scalars(select(Delivery).where(Delivery.event_id == event_id))
+        return {(row.session_id, row.provider) for row in rows}
+
+
+def _handle(runtime: Runtime, kind: str, message_id: str = "m-1", **fields: Any) -> str:
+    event = make_event(kind, **fields)
+    assert _processor(runtime).handle(event, message_id) is HandleResult.COMPLETED
+    return str(event["event_id"])
+
+
+def test_user_logout_ends_one_session_and_all_its_provider_sessions(populated: Runtime) -> None:
+    """logout.user ends the session and records a delivery per provider session."""
+    event_id = _handle(populated, "logout.user", session_id="s-1")
+    assert _ended(populated) == {"s-1": "logout"}
+    assert _delivered(populated, event_id) == {("s-1", "wiki"), ("s-1", "chat"), ("s-1", "payroll")}
+    types = [row.type for row in _audit(populated, event_id)]
+    assert types[:2] == ["event.received", "session.ended"]
+    assert types.count("delivery.skipped") == 3
+    assert types[-1] == "logout.completed"
+
+
+def test_roll_up_counts_outcomes(populated: Runtime) -> None:
+    """logout.completed carries counts per delivery outcome."""
+    event_id = _handle(populated, "logout.user", session_id="s-1")
+    completed = [r for r in _audit(populated, event_id) if r.type == "logout.completed"]
+    assert len(completed) == 1
+    detail = completed[0].detail
+    assert detail["deliveries"]["skipped"] == 3
+    assert detail["deliveries"]["succeeded"] == 0
+    assert detail["sessions_ended"] == 1
+    assert completed[0].user_id == "alice"
+    assert completed[0].outcome == "success"
+
+
+def test_skipped_delivery_says_why(populated: Runtime) -> None:
+    """A delivery for a protocol with no handler is skipped with a reason."""
+    event_id = _handle(populated, "session.revoke", session_id="s-2", initiator="admin")
+    skipped = [r for r in _audit(populated, event_id) if r.type == "delivery.skipped"]
+    assert [r.provider for r in skipped] == ["wiki"]
+    assert skipped[0].detail["reason"] == "no handler for protocol 'oidc' is enabled"
+
+
+def test_revoke_all_ends_every_session_of_the_user_only(populated: Runtime) -> None:
+    """user.revoke_all ends alice's three sessions and leaves bob's."""
+    event_id = _handle(populated, "user.revoke_all", user_id="alice", initiator="admin")
+    assert _ended(populated) == {"s-1": "revoked_all", "s-2": "revoked_all", "s-3": "revoked_all"}
+    assert len(_delivered(populated, event_id)) == 5
+    ended = [r.session_id for r in _audit(populated, event_id) if r.type == "session.ended"]
+    assert sorted(ended) == ["s-1", "s-2", "s-3"]
+
+
+def test_terminate_others_keeps_the_current_session(populated: Runtime) -> None:
+    """session.terminate_others ends the user's other sessions, one delivery per session."""
+    event_id = _handle(
+        populated, "session.terminate_others", user_id="alice", keep_session_id="s-2"
+    )
+    assert _ended(populated) == {"s-1": "terminated_at_login", "s-3": "terminated_at_login"}
+    assert _delivered(populated, event_id) == {
+        ("s-1", "wiki"),
+        ("s-1", "chat"),
+        ("s-1", "payroll"),
+        ("s-3", "chat"),
+    }
+
+
+def test_expiry_records_the_reason(populated: Runtime) -> None:
+    """session.expired ends the session with the idle or absolute reason."""
+    _handle(populated, "session.expired", session_id="s-2", reason="absolute", initiator="system")
+    assert _ended(populated) == {"s-2": "expired_absolute"}
+
+
+def test_provider_logout_ends_only_that_provider_session(populated: Runtime) -> None:
+    """logout.provider without full_logout leaves the IdP session and other providers alone."""
+    event_id = _handle(populated, "logout.provider", session_id="s-1", provider="chat")
+    assert _ended(populated) == {}
+    assert _delivered(populated, event_id) == {("s-1", "chat")}
+    with populated.sessions() as db:
+        open_links = db.scalars(
+            select(ProviderSession.provider).where(
+                ProviderSession.session_id == "s-1", ProviderSession.ended_at.is_(None)
+            )
+        )
+        assert sorted(open_links) == ["payroll", "wiki"]
+
+
+def test_provider_logout_with_full_logout_ends_everything(populated: Runtime) -> None:
+    """full_logout=true turns an RP-initiated logout into a full single logout."""
+    event_id = _handle(
+        populated, "logout.provider", session_id="s-1", provider="chat", full_logout=True
+    )
+    assert _ended(populated) == {"s-1": "provider_logout"}
+    assert len(_delivered(populated, event_id)) == 3
+
+
+def test_provider_configured_for_full_logout(populated: Runtime) -> None:
+    """A provider with full_logout_on_rp_initiated ends everything on its own logout."""
+    populated.registry.load_providers_file(
+        '[[providers]]\nname = "chat"\nprotocol = "oidc"\nfull_logout_on_rp_initiated = true\n',
+        "override.toml",
+    )
+    event_id = _handle(populated, "logout.provider", session_id="s-1", provider="chat")
+    assert _ended(populated) == {"s-1": "provider_logout"}
+    assert len(_delivered(populated, event_id)) == 3
+
+
+def test_binding_violation_audit_carries_the_documented_shape(populated: Runtime) -> None:
+    """The logout record of a binding violation has logout_reason and the five objects."""
+    violation = {
+        "binding": {"reason": "geoip.country", "previous_value": "SE", "new_value": "GB"},
+        "ip": {"previous": "89.160.20.112", "new": "81.2.69.142"},
+        "asn": {"asn": 29518, "as_org": "Bredband2 AB", "network": "89.160.0.0/17"},
+        "geo": {"continent": "EU", "country": "GB", "city": "London", "lat": 51.5, "long": -0.1},
+        "http_request": {"path": "/app", "method": "GET", "args": {"a": "1"}, "user_agent": "ff"},
+    }
+    event_id = _handle(
+        populated, "session.binding_violation", session_id="s-1", initiator="policy", **violation
+    )
+    [ended] = [r for r in _audit(populated, event_id) if r.type == "session.ended"]
+    assert ended.detail["logout_reason"] == BINDING_LOGOUT_REASON == "Session binding broken"
+    for key, value in violation.items():
+        assert ended.detail[key] == value
+    assert _ended(populated) == {"s-1": "binding_violation"}
+
+
+def test_republished_event_is_a_duplicate_and_changes_nothing(populated: Runtime) -> None:
+    """The same event_id again leaves one event.duplicate record and nothing else."""
+    event = make_event("logout.user", session_id="s-1")
+    processor = _processor(populated)
+    assert processor.handle(event, "m-1") is HandleResult.COMPLETED
+    before = len(_audit(populated))
+    assert processor.handle(event, "m-2") is HandleResult.DUPLICATE
+    after = _audit(populated)
+    assert len(after) == before + 1
+    assert after[-1].type == "event.duplicate"
+    assert after[-1].detail["same_payload"] is True
+    assert after[-1].detail["first_message_id"] == "m-1"
+
+
+def test_redelivered_completed_message_is_a_duplicate(populated: Runtime) -> None:
+    """A message delivered again after it completed is a no-op with one duplicate record."""
+    event = make_event("logout.user", session_id="s-1")
+    processor = _processor(populated)
+    processor.handle(event, "m-1")
+    assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
+    assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
+    duplicates = [r for r in _audit(populated) if r.type == "event.duplicate"]
+    assert len(duplicates) == 1
+
+
+def test_same_event_id_with_other_content_is_flagged(populated: Runtime) -> None:
+    """A re-used event_id with a different payload is a duplicate marked as different."""
+    event = make_event("logout.user", session_id="s-1")
+    processor = _processor(populated)
+    processor.handle(event, "m-1")
+    processor.handle({**event, "session_id": "s-2"}, "m-2")
+    assert _ended(populated) == {"s-1": "logout"}
+    assert _audit(populated)[-1].detail["same_payload"] is False
+
+
+def test_invalid_event_is_rejected_and_kept(populated: Runtime) -> None:
+    """An invalid message is recorded whole with its problems, never dropped."""
+    raw = {"type": "session.revoke", "event_id": "not-a-uuid", "session_id": "s-1"}
+    assert _processor(populated).handle(raw, "m-bad") is HandleResult.REJECTED
+    with populated.sessions() as db:
+        [rejected] = db.scalars(select(RejectedEvent)).all()
+    assert rejected.message_id == "m-bad"
+    assert '"not-a-uuid"' in rejected.payload
+    assert any(p.startswith("event: event_id:") for p in rejected.problems)
+    assert any("initiator: Field required" in p for p in rejected.problems)
+    [record] = _audit(populated)
+    assert (record.type, record.outcome, record.event_id) == (
+        "event.rejected",
+        "rejected",
+        "not-a-uuid",
+    )
+    assert _ended(populated) == {}
+
+
+def test_non_object_message_is_rejected(populated: Runtime) -> None:
+    """A message whose argument is not an object at all is rejected, not crashed on."""
+    assert _processor(populated).handle(["logout"], "m-list") is HandleResult.REJECTED
+    assert [r.type for r in _audit(populated)] == ["event.rejected"]
+
+
+def test_unknown_session_is_audited(populated: Runtime) -> None:
+    """An event naming an unknown session completes with a session.not_found record."""
+    event_id = _handle(populated, "logout.user", session_id="nope")
+    types = [r.type for r in _audit(populated, event_id)]
+    assert types == ["event.received", "session.not_found", "logout.completed"]
+    assert _audit(populated, event_id)[1].outcome == "not_found"
+
+
+def test_already_ended_session_is_not_ended_again(populated: Runtime) -> None:
+    """Ending an ended session sends nothing and says it was already ended."""
+    _handle(populated, "session.expired", session_id="s-1", reason="idle")
+    event_id = _handle(populated, "logout.user", session_id="s-1")
+    assert _delivered(populated, event_id) == set()
+    [not_found] = [r for r in _audit(populated, event_id) if r.type == "session.not_found"]
+    assert not_found.outcome == "already_ended"
+    assert not_found.detail["end_reason"] == "expired_idle"
+    assert _ended(populated) == {"s-1": "expired_idle"}
+
+
+def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime) -> None:
+    """A redelivered message resumes a half-done event: one of every record, all deliveries."""
+    event = make_event("user.revoke_all", user_id="alice", initiator="admin")
+    processor = _processor(populated)
+    parsed = processor_parse(event)
+    # First attempt dies after step 2 (sessions ended, deliveries recorded), before fan-out.
+    assert processor._claim(parsed, "m-1")
+    first_ids = processor._end_sessions(parsed)
+    assert len(first_ids) == 5
+    # The broker redelivers the same message to another worker.
+    assert processor.handle(event, "m-1") is HandleResult.COMPLETED
+    rows = _audit(populated, str(event["event_id"]))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.type] = counts.get(row.type, 0) + 1
+    assert counts == {
+        "event.received": 1,
+        "session.ended": 3,
+        "delivery.skipped": 5,
+        "logout.completed": 1,
+    }
+    with populated.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Delivery)) == 5
+        status = db.scalar(select(EventRecord.status))
+    assert status == EventStatus.COMPLETED
+
+
+def test_other_message_during_processing_is_a_duplicate(populated: Runtime) -> None:
+    """A re-publish while the first message is still in progress does not run it twice."""
+    event = make_event("logout.user", session_id="s-1")
+    processor = _processor(populated)
+    assert processor._claim(processor_parse(event), "m-1")
+    assert processor.handle(event, "m-2") is HandleResult.DUPLICATE
+    assert _ended(populated) == {}
+
+
+def processor_parse(raw: dict[str, Any]) -> Any:
+    """The validated form of a raw event."""
+    from orchestrator import parse_event
+
+    return parse_event(raw)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "reason"),
+    [
+        ("logout.user", {"session_id": "s-2"}, "logout"),
+        ("session.revoke", {"session_id": "s-2"}, "revoked"),
+        ("session.expired", {"session_id": "s-2", "reason": "idle"}, "expired_idle"),
+    ],
+)
+def test_end_reasons(populated: Runtime, kind: str, fields: dict[str, Any], reason: str) -> None:
+    """Each way a session ends is recorded on the session."""
+    _handle(populated, kind, **fields)
+    assert _ended(populated) == {"s-2": reason}
