@@ -154,27 +154,35 @@ class SessionRegistry:
     def import_lines(self, lines: Iterable[str]) -> ImportSummary:
         """``sessions import``: JSON lines with a ``kind`` field; all or nothing."""
         records: list[SessionRecord | ProviderSessionRecord] = []
+        labels: list[str] = []
         problems: list[Problem] = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 records.append(registry_record_adapter.validate_json(line))
+                labels.append(f"line {number}")
             except ValidationError as exc:
-                problems.extend(problems_from(exc, f"line {number}"))
+                problems.extend(problems_from(exc, f"line {number}", tagged=True))
         if problems:
             raise InputError(problems)
-        return self.import_records(records)
+        return self.import_records(records, labels)
 
     def import_records(
-        self, records: Sequence[SessionRecord | ProviderSessionRecord]
+        self,
+        records: Sequence[SessionRecord | ProviderSessionRecord],
+        labels: Sequence[str] | None = None,
     ) -> ImportSummary:
-        """Upsert sessions and provider sessions in one transaction, after checking references."""
+        """Upsert sessions and provider sessions in one transaction, after checking references.
+
+        ``labels`` name each record in errors (``line 3``); by default its identifiers.
+        """
+        where = dict(zip(map(id, records), labels, strict=True)) if labels else {}
         sessions = [r for r in records if isinstance(r, SessionRecord)]
         links = [r for r in records if isinstance(r, ProviderSessionRecord)]
         created = updated = 0
         with self._sessions.begin() as db:
-            self._check_references(db, sessions, links)
+            self._check_references(db, sessions, links, where)
             for rec in sessions:
                 row = db.get(IdpSession, rec.session_id)
                 if row is None:
@@ -192,7 +200,7 @@ class SessionRegistry:
                         raise InputError(
                             [
                                 Problem(
-                                    f"session {rec.session_id!r}",
+                                    where.get(id(rec), f"session {rec.session_id!r}"),
                                     "user_id",
                                     f"belongs to user {row.user_id!r}; a session never moves",
                                 )
@@ -232,7 +240,10 @@ class SessionRegistry:
 
     @staticmethod
     def _check_references(
-        db: Any, sessions: Sequence[SessionRecord], links: Sequence[ProviderSessionRecord]
+        db: Any,
+        sessions: Sequence[SessionRecord],
+        links: Sequence[ProviderSessionRecord],
+        labels: Mapping[int, str],
     ) -> None:
         problems: list[Problem] = []
         providers = set(db.scalars(select(Provider.name)))
@@ -243,7 +254,7 @@ class SessionRegistry:
                 db.scalars(select(IdpSession.session_id).where(IdpSession.session_id.in_(wanted)))
             )
         for link in links:
-            where = f"provider session {link.session_id}/{link.provider}"
+            where = labels.get(id(link), f"provider session {link.session_id}/{link.provider}")
             if link.provider not in providers:
                 problems.append(Problem(where, "provider", "no such provider (load it first)"))
             if link.session_id not in known:

@@ -14,17 +14,19 @@ from schemas import Event, event_adapter
 __all__ = ["parse_event", "parse_event_lines", "problems_from"]
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    # Drop the discriminator tag pydantic puts first for tagged unions ("logout.user").
+def _field(loc: tuple[int | str, ...], tagged: bool) -> str:
     parts = [str(p) for p in loc]
-    if parts and "." in parts[0] and len(parts) > 1:
-        parts = parts[1:]
+    if tagged and len(parts) > 1:
+        parts = parts[1:]  # pydantic puts a tagged union's tag ("logout.user") first
     return ".".join(parts)
 
 
-def problems_from(exc: ValidationError, where: str) -> list[Problem]:
-    """One :class:`Problem` per pydantic error, e.g. ``line 3: session_id: Field required``."""
-    return [Problem(where, _field(err["loc"]), err["msg"]) for err in exc.errors()]
+def problems_from(exc: ValidationError, where: str, *, tagged: bool = False) -> list[Problem]:
+    """One :class:`Problem` per pydantic error, e.g. ``line 3: session_id: Field required``.
+
+    ``tagged`` for a discriminated union, whose errors start with the tag.
+    """
+    return [Problem(where, _field(err["loc"], tagged), err["msg"]) for err in exc.errors()]
 
 
 def parse_event(raw: Any, where: str = "") -> Event:
@@ -34,7 +36,7 @@ def parse_event(raw: Any, where: str = "") -> Event:
             return event_adapter.validate_json(raw)
         return event_adapter.validate_python(raw)
     except ValidationError as exc:
-        raise InputError(problems_from(exc, where)) from exc
+        raise InputError(problems_from(exc, where, tagged=True)) from exc
 
 
 def _numbered_objects(text: str) -> Iterator[tuple[str, Any]]:
