@@ -20,10 +20,11 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError
@@ -217,42 +218,58 @@ class EventProcessor:
                 return _Scope(where, True, None, event.session_id)
 
     def _end_sessions(self, event: Event) -> list[str]:
+        """End what the event names and record a delivery per provider session ended.
+
+        Ending is a conditional UPDATE (``WHERE ended_at IS NULL``), atomic on SQLite and
+        PostgreSQL alike: when two events race for one session, exactly one ends it. What
+        this event ended carries its id, so a replay finds the same sessions again.
+        """
         event_id = str(event.event_id)
         now = utcnow()
         reason = end_reason(event)
         entries: list[AuditEntry] = []
         with self._sessions.begin() as db:
             scope = self._scope(db, event)
-            open_or_ours = or_(IdpSession.ended_at.is_(None), IdpSession.ended_by_event == event_id)
-            targets = list(
-                db.scalars(
-                    select(IdpSession)
-                    .where(scope.sessions, open_or_ours)
-                    .order_by(IdpSession.session_id)
-                    .with_for_update()
+            if scope.end_idp_sessions:
+                db.execute(
+                    update(IdpSession)
+                    .where(scope.sessions, IdpSession.ended_at.is_(None))
+                    .values(ended_at=now, end_reason=reason, ended_by_event=event_id)
+                    .execution_options(synchronize_session=False)
                 )
-            )
+                targets = list(
+                    db.scalars(
+                        select(IdpSession)
+                        .where(IdpSession.ended_by_event == event_id)
+                        .order_by(IdpSession.session_id)
+                    )
+                )
+                entries += [_session_ended(event, target, reason) for target in targets]
+            else:
+                targets = list(
+                    db.scalars(
+                        select(IdpSession).where(scope.sessions, IdpSession.ended_at.is_(None))
+                    )
+                )
             if not targets and scope.single_session is not None:
                 entries.append(self._not_found(db, event, scope.single_session))
-            if scope.end_idp_sessions:
-                for target in targets:
-                    if target.ended_at is None:
-                        target.ended_at = now
-                        target.end_reason = reason
-                        target.ended_by_event = event_id
-                        entries.append(_session_ended(event, target, reason))
             users = {t.session_id: t.user_id for t in targets}
-            links_query = select(ProviderSession).where(
-                ProviderSession.session_id.in_(users),
-                or_(ProviderSession.ended_at.is_(None), ProviderSession.ended_by_event == event_id),
-            )
+            owned: list[ColumnElement[bool]] = [ProviderSession.session_id.in_(users)]
             if scope.only_provider is not None:
-                links_query = links_query.where(ProviderSession.provider == scope.only_provider)
-            links = list(db.scalars(links_query.order_by(ProviderSession.id).with_for_update()))
-            for link in links:
-                if link.ended_at is None:
-                    link.ended_at = now
-                    link.ended_by_event = event_id
+                owned.append(ProviderSession.provider == scope.only_provider)
+            db.execute(
+                update(ProviderSession)
+                .where(*owned, ProviderSession.ended_at.is_(None))
+                .values(ended_at=now, ended_by_event=event_id)
+                .execution_options(synchronize_session=False)
+            )
+            links = list(
+                db.scalars(
+                    select(ProviderSession)
+                    .where(*owned, ProviderSession.ended_by_event == event_id)
+                    .order_by(ProviderSession.id)
+                )
+            )
             if links:
                 db.execute(
                     _insert_ignore(db, Delivery, ["event_id", "provider_session_id"]),

@@ -83,7 +83,8 @@ class HttpSender:
         return semaphore
 
     async def _send(self, request: BackchannelRequest) -> SendResult:
-        async with self._global, self._host_limit(request.url):
+        # Per host first: a request queued behind a busy host must not hold a global slot.
+        async with self._host_limit(request.url), self._global:
             try:
                 async with asyncio.timeout(self._timeout):
                     return await self._exchange(request)

@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.errors import InputError, LogoutError
@@ -20,14 +19,18 @@ from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.store import upgrade
 from orchestrator.validation import parse_event_lines
-from schemas import AuditRecord
 from workers.broker import build_broker, is_in_process
 from workers.process import embedded, serve
+from workers.tables import print_audit_table
 
 __all__ = ["main"]
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-_out = Console(highlight=False, soft_wrap=True)
+
+def _console(stderr: bool = False) -> Console:
+    # Piped output (CI logs, files) is not cut to 80 columns.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(file=stream, highlight=False, soft_wrap=True, width=width)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -51,12 +54,14 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            _err.print(f"[bold red]refused[/]: {len(exc.problems)} problem(s), nothing was applied")
+            _console(stderr=True).print(
+                f"[bold red]refused[/]: {len(exc.problems)} problem(s), nothing was applied"
+            )
             for problem in exc.problems:
-                _err.print(f"  {problem}", markup=False)
+                _console(stderr=True).print(f"  {problem}", markup=False)
             ctx.exit(2)
         except LogoutError as exc:
-            _err.print(f"[bold red]error[/]: {exc}")
+            _console(stderr=True).print(f"[bold red]error[/]: {exc}")
             ctx.exit(1)
 
 
@@ -76,7 +81,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     try:
         ctx.obj = Settings.load(config_file)
     except LogoutError as exc:
-        _err.print(f"[bold red]error[/]: {exc}")
+        _console(stderr=True).print(f"[bold red]error[/]: {exc}")
         ctx.exit(1)
     configure_logging(ctx.obj.log_level, ctx.obj.log_format)
 
@@ -127,7 +132,9 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
             try:
                 broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
             except Exception:  # noqa: BLE001 - retries left are recovered by the next run
-                _err.print("some deliveries are still retrying; they resume on the next run")
+                _console(stderr=True).print(
+                    "some deliveries are still retrying; they resume on the next run"
+                )
     else:
         broker = build_broker(settings)
         try:
@@ -135,7 +142,7 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
         finally:
             broker.close()
     for event in events:
-        _out.print(f"published {event.type} {event.event_id}", markup=False)
+        _console().print(f"published {event.type} {event.event_id}", markup=False)
 
 
 @main.group()
@@ -154,8 +161,8 @@ def providers_load(ctx: click.Context, file: str) -> None:
     finally:
         runtime.close()
     for warning in summary.warnings:
-        _err.print(f"[yellow]warning[/]: {warning}")
-    _out.print(f"providers: {summary.created} created, {summary.updated} updated")
+        _console(stderr=True).print(f"[yellow]warning[/]: {warning}")
+    _console().print(f"providers: {summary.created} created, {summary.updated} updated")
 
 
 @main.group()
@@ -173,31 +180,12 @@ def sessions_import(ctx: click.Context, file: str) -> None:
         summary = runtime.registry.import_lines(_read(file).splitlines())
     finally:
         runtime.close()
-    _out.print(f"sessions: {summary.created} created, {summary.updated} updated")
+    _console().print(f"sessions: {summary.created} created, {summary.updated} updated")
 
 
 @main.group()
 def audit() -> None:
     """The audit trail."""
-
-
-def _print_table(records: list[AuditRecord]) -> None:
-    table = Table(show_lines=False)
-    for column in ("at", "type", "outcome", "user", "session", "provider", "event", "detail"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        detail = {k: v for k, v in r.detail.items() if k not in ("delivery_id", "message_id")}
-        table.add_row(
-            r.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            r.type.value,
-            r.outcome,
-            r.user_id or "",
-            r.session_id or "",
-            r.provider or "",
-            (r.event_id or "")[:8],
-            json.dumps(detail, separators=(",", ":"), default=str),
-        )
-    _out.print(table)
 
 
 @audit.command("list")
@@ -240,7 +228,7 @@ def audit_list(
         for record in records:
             sys.stdout.write(record.model_dump_json() + "\n")
     else:
-        _print_table(records)
+        print_audit_table(records, _console())
 
 
 @main.group()
@@ -269,7 +257,7 @@ def db_upgrade(ctx: click.Context) -> None:
         upgrade(runtime.engine)
     finally:
         runtime.close()
-    _out.print("database is up to date")
+    _console().print("database is up to date")
 
 
 @main.command()
@@ -279,4 +267,4 @@ def demo(ctx: click.Context, data_dir: str | None) -> None:
     """Run the demo on embedded defaults: memory broker, SQLite, sample data."""
     from workers.demo import run_demo
 
-    ctx.exit(run_demo(_out, data_dir))
+    ctx.exit(run_demo(_console(), data_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -15,12 +16,14 @@ from sqlalchemy import select
 
 from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.errors import InputError
+from orchestrator.logging import configure_logging
 from orchestrator.publishing import HANDLE_EVENT_ACTOR, events_queue
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.store import Delivery
 from orchestrator.validation import parse_event_lines
 from workers.process import embedded
+from workers.tables import print_audit_table
 
 __all__ = ["demo_events", "run_demo"]
 
@@ -81,6 +84,7 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         log_format="console",
         worker_threads=4,
     )
+    configure_logging(settings.log_level, settings.log_format)
     out.rule("logout-orchestrator demo")
     out.print(f"data: {folder} (SQLite), broker: in-process", markup=False)
     runtime = Runtime.start(settings)
@@ -108,7 +112,7 @@ def run_demo(out: Console, data_dir: str | None) -> int:
 
         events = demo_events()
         with embedded(settings, runtime) as actors:
-            parsed = parse_event_lines("\n".join(__import__("json").dumps(e) for e in events))
+            parsed = parse_event_lines("\n".join(json.dumps(e) for e in events))
             actors.publisher.enqueue(parsed)
             actors.publisher.enqueue(parsed[:1])  # the same event again: a duplicate
             # What a publisher in another language could put on the queue unchecked:
@@ -128,9 +132,7 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         with runtime.sessions() as db:
             records = query_audit(db, AuditQuery(limit=None))
             deliveries = list(db.scalars(select(Delivery).order_by(Delivery.created_at)))
-        from workers.cli import _print_table
-
-        _print_table(records)
+        print_audit_table(records, out)
         out.rule("deliveries")
         for d in deliveries:
             out.print(

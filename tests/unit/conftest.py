@@ -68,12 +68,12 @@ SESSIONS = [
     '{"kind": "session", "session_id": "s-2", "user_id": "alice"}',
     '{"kind": "session", "session_id": "s-3", "user_id": "alice"}',
     '{"kind": "session", "session_id": "s-9", "user_id": "bob"}',
-    '{"kind": "provider_session", "session_id": "s-1", "provider": "wiki", "sid": "w1", "sub": "a"}',
-    '{"kind": "provider_session", "session_id": "s-1", "provider": "chat", "sid": "c1", "sub": "a"}',
+    '{"kind": "provider_session", "session_id": "s-1", "provider": "wiki", "sid": "w1"}',
+    '{"kind": "provider_session", "session_id": "s-1", "provider": "chat", "sid": "c1"}',
     '{"kind": "provider_session", "session_id": "s-1", "provider": "payroll", "name_id": "a@x"}',
-    '{"kind": "provider_session", "session_id": "s-2", "provider": "wiki", "sid": "w2", "sub": "a"}',
-    '{"kind": "provider_session", "session_id": "s-3", "provider": "chat", "sid": "c3", "sub": "a"}',
-    '{"kind": "provider_session", "session_id": "s-9", "provider": "wiki", "sid": "w9", "sub": "b"}',
+    '{"kind": "provider_session", "session_id": "s-2", "provider": "wiki", "sid": "w2"}',
+    '{"kind": "provider_session", "session_id": "s-3", "provider": "chat", "sid": "c3"}',
+    '{"kind": "provider_session", "session_id": "s-9", "provider": "wiki", "sid": "w9"}',
 ]
 
 

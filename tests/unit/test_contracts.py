@@ -126,14 +126,18 @@ def test_empty_input_is_refused() -> None:
 
 def test_logout_provider_defaults_to_partial_logout() -> None:
     """full_logout is false unless the publisher says otherwise."""
-    event = event_adapter.validate_python(make_event("logout.provider", **MINIMAL["logout.provider"]))
+    event = event_adapter.validate_python(
+        make_event("logout.provider", **MINIMAL["logout.provider"])
+    )
     assert isinstance(event, LogoutProvider)
     assert event.full_logout is False
 
 
 def test_binding_violation_keeps_the_documented_shape() -> None:
     """binding, ip, asn, geo and http_request carry exactly the documented keys."""
-    event = parse_event(make_event("session.binding_violation", **MINIMAL["session.binding_violation"]))
+    event = parse_event(
+        make_event("session.binding_violation", **MINIMAL["session.binding_violation"])
+    )
     assert isinstance(event, SessionBindingViolation)
     dumped = event.model_dump(mode="json")
     assert set(dumped["binding"]) == {"reason", "previous_value", "new_value"}

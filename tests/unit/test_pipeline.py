@@ -95,7 +95,7 @@ def test_revoke_all_ends_every_session_of_the_user_only(populated: Runtime) -> N
     event_id = _handle(populated, "user.revoke_all", user_id="alice", initiator="admin")
     assert _ended(populated) == {"s-1": "revoked_all", "s-2": "revoked_all", "s-3": "revoked_all"}
     assert len(_delivered(populated, event_id)) == 5
-    ended = [r.session_id for r in _audit(populated, event_id) if r.type == "session.ended"]
+    ended = [str(r.session_id) for r in _audit(populated, event_id) if r.type == "session.ended"]
     assert sorted(ended) == ["s-1", "s-2", "s-3"]
 
 
@@ -155,7 +155,7 @@ def test_provider_configured_for_full_logout(populated: Runtime) -> None:
 
 def test_binding_violation_audit_carries_the_documented_shape(populated: Runtime) -> None:
     """The logout record of a binding violation has logout_reason and the five objects."""
-    violation = {
+    violation: dict[str, Any] = {
         "binding": {"reason": "geoip.country", "previous_value": "SE", "new_value": "GB"},
         "ip": {"previous": "89.160.20.112", "new": "81.2.69.142"},
         "asn": {"asn": 29518, "as_org": "Bredband2 AB", "network": "89.160.0.0/17"},
@@ -306,3 +306,34 @@ def test_end_reasons(populated: Runtime, kind: str, fields: dict[str, Any], reas
     """Each way a session ends is recorded on the session."""
     _handle(populated, kind, **fields)
     assert _ended(populated) == {"s-2": reason}
+
+
+def test_racing_events_end_each_session_exactly_once(runtime: Runtime) -> None:
+    """Events racing for the same sessions end each once, with one delivery per link."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runtime.registry.load_providers_file('[[providers]]\nname="w"\nprotocol="oidc"\n', "p")
+    lines = []
+    for n in range(40):
+        lines.append(f'{{"kind": "session", "session_id": "r-{n}", "user_id": "u"}}')
+        lines.append(f'{{"kind": "provider_session", "session_id": "r-{n}", "provider": "w"}}')
+    runtime.registry.import_lines(lines)
+    events = [make_event("logout.user", session_id=f"r-{n}") for n in range(40)]
+    events.insert(20, make_event("user.revoke_all", user_id="u", initiator="admin"))
+    processor = _processor(runtime)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda e: processor.handle(e, str(e["event_id"])), events))
+    assert set(results) == {HandleResult.COMPLETED}
+    rows = _audit(runtime)
+    ended = [str(r.session_id) for r in rows if r.type == "session.ended"]
+    assert sorted(ended) == sorted(f"r-{n}" for n in range(40))
+    totals = sum(r.detail["sessions_ended"] for r in rows if r.type == "logout.completed")
+    assert totals == 40
+    with runtime.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Delivery)) == 40
+        per_link = db.execute(
+            select(Delivery.provider_session_id, func.count()).group_by(
+                Delivery.provider_session_id
+            )
+        ).all()
+    assert {count for _, count in per_link} == {1}

@@ -97,7 +97,7 @@ def test_handler_validation_refuses_the_file(runtime: Runtime) -> None:
     with pytest.raises(InputError, match=r"provider 'bad': client_id: is required"):
         registry.load_providers_file(text, "p.toml")
     assert _count(runtime, Provider) == 0
-    registry.load_providers_file(text.split("[[providers]]\nname = \"bad\"")[0], "p.toml")
+    registry.load_providers_file(text.split('[[providers]]\nname = "bad"')[0], "p.toml")
     with runtime.sessions() as db:
         row = db.get(Provider, "good")
         assert row is not None

@@ -1,0 +1,128 @@
+"""The command line, in-process: clear errors, nothing applied on bad input, embedded mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.unit.conftest import PROVIDERS_TOML, SESSIONS, make_event
+from workers.cli import main
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Embedded settings through the environment, as a user would set them."""
+    return {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "LOGOUT_BROKER_URL": "memory://",
+        "LOGOUT_PROTOCOLS": "",
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+
+
+def _run(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, input=stdin, catch_exceptions=False)
+
+
+def _setup(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "p.toml").write_text(PROVIDERS_TOML)
+    (tmp_path / "s.jsonl").write_text("\n".join(SESSIONS) + "\n")
+    assert _run(env, "providers", "load", str(tmp_path / "p.toml")).exit_code == 0
+    result = _run(env, "sessions", "import", str(tmp_path / "s.jsonl"))
+    assert result.exit_code == 0, result.output
+    assert "10 created" in result.output
+
+
+def test_publish_in_memory_mode_handles_events_inline(env: dict[str, str], tmp_path: Path) -> None:
+    """With memory:// the published events are handled before the command returns."""
+    _setup(env, tmp_path)
+    event = make_event("logout.user", session_id="s-1")
+    result = _run(env, "publish", "-", stdin=json.dumps(event))
+    assert result.exit_code == 0, result.output
+    assert f"published logout.user {event['event_id']}" in result.output
+    listed = _run(env, "audit", "list", "--event", str(event["event_id"]), "--json")
+    types = [json.loads(line)["type"] for line in listed.output.splitlines()]
+    assert types[0] == "event.received"
+    assert types[-1] == "logout.completed"
+    assert types.count("delivery.skipped") == 3
+
+
+def test_publish_refuses_a_bad_batch_whole(env: dict[str, str], tmp_path: Path) -> None:
+    """One bad line: non-zero exit, the line, field and reason, and nothing handled."""
+    _setup(env, tmp_path)
+    good = json.dumps(make_event("logout.user", session_id="s-1"))
+    bad = json.dumps(make_event("session.revoke", initiator="robot"))
+    (tmp_path / "e.jsonl").write_text(f"{good}\n{bad}\n")
+    result = CliRunner().invoke(main, ["publish", str(tmp_path / "e.jsonl")], env=env)
+    assert result.exit_code == 2
+    assert "nothing was applied" in result.output
+    assert "line 2: session_id: Field required" in result.output
+    assert "line 2: initiator: Input should be 'user', 'admin', 'policy' or 'system'" in (
+        result.output
+    )
+    listed = _run(env, "audit", "list", "--json")
+    assert listed.output == ""
+
+
+def test_audit_list_filters_and_table(env: dict[str, str], tmp_path: Path) -> None:
+    """audit list filters by user and session and prints a readable table."""
+    _setup(env, tmp_path)
+    events = [
+        make_event("logout.user", session_id="s-1"),
+        make_event("logout.user", session_id="s-9"),
+    ]
+    stdin = "\n".join(json.dumps(e) for e in events)
+    assert _run(env, "publish", "-", stdin=stdin).exit_code == 0
+    bob = _run(env, "audit", "list", "--user", "bob", "--json").output.splitlines()
+    assert bob
+    assert {json.loads(x)["user_id"] for x in bob} == {"bob"}
+    session = _run(env, "audit", "list", "--session", "s-1", "--json").output.splitlines()
+    assert {json.loads(x)["session_id"] for x in session} == {"s-1"}
+    since = _run(env, "audit", "list", "--since", "2999-01-01", "--json")
+    assert since.output == ""
+    table = _run(env, "audit", "list", "--type", "session.ended").output
+    assert "session.ended" in table
+    assert "delivery.skipped" not in table
+
+
+def test_providers_load_reports_provider_and_field(env: dict[str, str], tmp_path: Path) -> None:
+    """An invalid providers file exits 2 naming the provider and the field."""
+    (tmp_path / "bad.toml").write_text('[[providers]]\nname = "wiki"\n')
+    result = CliRunner().invoke(main, ["providers", "load", str(tmp_path / "bad.toml")], env=env)
+    assert result.exit_code == 2
+    assert "provider 'wiki': protocol: Field required" in result.output
+
+
+def test_config_show_redacts(env: dict[str, str]) -> None:
+    """config show prints JSON with passwords masked."""
+    result = _run({**env, "LOGOUT_BROKER_URL": "redis://:pw@host:6379/0"}, "config", "show")
+    shown = json.loads(result.output)
+    assert shown["broker_url"] == "redis://:***@host:6379/0"
+    assert shown["worker_threads"] == 8
+
+
+def test_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
+    """A bad LOGOUT_* variable stops the command with the setting's name."""
+    result = CliRunner().invoke(main, ["config", "show"], env={**env, "LOGOUT_WORKER_THREADS": "x"})
+    assert result.exit_code == 1
+    assert "worker_threads: Input should be a valid integer" in result.output
+
+
+def test_worker_refuses_memory_broker(env: dict[str, str]) -> None:
+    """A separate worker cannot share an in-process broker; it says what to use instead."""
+    result = CliRunner().invoke(main, ["worker"], env=env)
+    assert result.exit_code == 1
+    assert "memory:// lives inside one process" in result.output
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    """The demo loads samples, handles events and prints the audit trail."""
+    result = CliRunner().invoke(main, ["demo", "--data-dir", str(tmp_path / "demo")], env={})
+    assert result.exit_code == 0, result.output
+    for text in ("event.received", "session.ended", "event.duplicate", "event.rejected"):
+        assert text in result.output
+    assert "logout.completed" in result.output
