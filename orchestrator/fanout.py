@@ -7,6 +7,7 @@ never send the same attempt twice, and a delivery that succeeded is never sent a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,7 +48,6 @@ _log = structlog.get_logger("logout.fanout")
 RetryScheduler = Callable[[str, float], None]
 
 _OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
-_EARLY = timedelta(seconds=1)  # a retry message may arrive a little before its time
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class _Outcome:
     status_code: int | None = None
     next_attempt_at: datetime | None = None
     retry_after: float | None = None
+    retry_in: float = 0.0
 
 
 class FanOut:
@@ -91,8 +92,13 @@ class FanOut:
         self._settings_cache: dict[tuple[str, datetime], Any] = {}
 
     def deliver(self, delivery_ids: Sequence[str]) -> None:
-        """Attempt every open delivery among ``delivery_ids`` once, concurrently."""
+        """Attempt every open delivery among ``delivery_ids`` once, concurrently.
+
+        A delivery that is open but not yet due (a retry message that came early, or one
+        leased by another worker right now) is scheduled again for when it is due.
+        """
         works = self._claim(delivery_ids)
+        self._put_back([i for i in delivery_ids if i not in {w.delivery_id for w in works}])
         if not works:
             return
         outcomes: dict[str, _Outcome] = {}
@@ -108,13 +114,14 @@ class FanOut:
                     work.provider, work.session, work.context
                 )
             except DeliveryError as exc:
-                outcomes[work.delivery_id] = self._failure(work, exc)
+                outcomes[work.delivery_id] = self._failure(work, exc, utcnow())
                 continue
             to_send.append((work, request))
         if to_send:
             results = self._sender().send_all([request for _, request in to_send])
+            answered = utcnow()  # Retry-After counts from the answer, not from the send
             for (work, request), result in zip(to_send, results, strict=True):
-                outcomes[work.delivery_id] = self._interpret(work, request, result)
+                outcomes[work.delivery_id] = self._interpret(work, request, result, answered)
         self._record(works, outcomes)
 
     # -- steps -------------------------------------------------------------------------
@@ -127,9 +134,7 @@ class FanOut:
                 .where(
                     Delivery.id.in_(delivery_ids),
                     Delivery.status.in_(_OPEN),
-                    or_(
-                        Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now + _EARLY
-                    ),
+                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
                 )
                 .values(
                     attempts=Delivery.attempts + 1,
@@ -149,6 +154,22 @@ class FanOut:
                 .where(Delivery.id.in_(claimed))
             ).all()
             return [self._work(d, ps, p, e, now) for d, ps, p, e in rows]
+
+    def _put_back(self, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        now = utcnow()
+        with self._sessions() as db:
+            waiting = db.execute(
+                select(Delivery.id, Delivery.next_attempt_at).where(
+                    Delivery.id.in_(delivery_ids),
+                    Delivery.status.in_(_OPEN),
+                    Delivery.next_attempt_at > now,
+                )
+            ).all()
+        for delivery_id, due in waiting:
+            assert due is not None  # the query asked for a future time
+            self._schedule(delivery_id, math.ceil((due - now).total_seconds() * 1000) / 1000)
 
     def _work(
         self, d: Delivery, ps: ProviderSession, p: Provider, e: EventRecord, now: datetime
@@ -213,20 +234,26 @@ class FanOut:
             return f"{channel.value} logout is shown to the browser, not sent by the worker"
         return None
 
-    def _interpret(self, work: _Work, request: BackchannelRequest, result: SendResult) -> _Outcome:
+    def _interpret(
+        self, work: _Work, request: BackchannelRequest, result: SendResult, answered: datetime
+    ) -> _Outcome:
         if isinstance(result, DeliveryError):
-            return self._failure(work, result)
+            return self._failure(work, result, answered)
         assert work.handler is not None
         try:
             work.handler.interpret_response(
                 work.provider, work.session, request, result, work.context
             )
         except DeliveryError as exc:
-            return self._failure(work, exc, result)
+            return self._failure(work, exc, answered, result)
         return _Outcome(DeliveryStatus.SUCCEEDED, status_code=result.status_code)
 
     def _failure(
-        self, work: _Work, exc: DeliveryError, response: BackchannelResponse | None = None
+        self,
+        work: _Work,
+        exc: DeliveryError,
+        answered: datetime,
+        response: BackchannelResponse | None = None,
     ) -> _Outcome:
         code = (
             exc.status_code
@@ -236,16 +263,15 @@ class FanOut:
         if isinstance(exc, PermanentDeliveryError):
             return _Outcome(DeliveryStatus.FAILED, exc.detail, code)
         retry_after = getattr(exc, "retry_after", None)
-        when = self._policy.next_attempt(
-            work.attempt, work.created_at, work.context.now, retry_after
-        )
+        when = self._policy.next_attempt(work.attempt, work.created_at, answered, retry_after)
         if when is None:
             return _Outcome(
                 DeliveryStatus.FAILED,
                 f"{exc.detail}; gave up after {work.attempt} attempts",
                 code,
             )
-        return _Outcome(DeliveryStatus.RETRYING, exc.detail, code, when, retry_after)
+        wait = (when - answered).total_seconds()
+        return _Outcome(DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait)
 
     def _record(self, works: Sequence[_Work], outcomes: Mapping[str, _Outcome]) -> None:
         now = utcnow()
@@ -270,13 +296,13 @@ class FanOut:
                 )
                 entries.append(_audit(work, outcome))
                 if outcome.next_attempt_at is not None:
-                    retries.append(
-                        (work.delivery_id, (outcome.next_attempt_at - now).total_seconds())
-                    )
+                    retries.append((work.delivery_id, outcome.retry_in))
             records = write_audit(db, entries, at=now)
         emit(records)
-        for delivery_id, delay in retries:
-            self._schedule(delivery_id, max(0.0, delay))
+        for delivery_id, wait in retries:
+            # Counted from the answer and rounded up to the broker's milliseconds, so the
+            # message never arrives before ``next_attempt_at`` (an early one is put back).
+            self._schedule(delivery_id, math.ceil(wait * 1000) / 1000)
 
 
 _AUDIT_TYPES = {

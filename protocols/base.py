@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.errors import PermanentDeliveryError, TransientDeliveryError
+from schemas.errors import PermanentDeliveryError, TransientDeliveryError
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import HandlerLoadError
 from protocols.base import ProtocolHandler
+from schemas.errors import HandlerLoadError
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
