@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -57,6 +58,8 @@ class HttpSender:
             timeout=httpx.Timeout(self._timeout),
             follow_redirects=False,
             trust_env=False,
+            # Never keep a cookie: one user's logout must not carry into another's.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             limits=httpx.Limits(
                 max_connections=max_concurrency, max_keepalive_connections=max_concurrency
             ),
@@ -102,10 +105,13 @@ class HttpSender:
             request.method, request.url, content=request.content, headers=dict(request.headers)
         ) as response:
             body = bytearray()
-            async for chunk in response.aiter_raw():
-                body.extend(chunk)
-                if len(body) >= self._body_limit:
-                    break
+            if response.is_stream_consumed:  # a transport that read the body already
+                body.extend(response.content[: self._body_limit])
+            else:
+                async for chunk in response.aiter_raw():
+                    body.extend(chunk)
+                    if len(body) >= self._body_limit:
+                        break
             return BackchannelResponse(
                 status_code=response.status_code,
                 headers={k.lower(): v for k, v in response.headers.items()},

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
             source = f" (from {path})" if path else ""
             raise ConfigurationError(f"invalid settings{source}: {problems}") from exc
 
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` applied (``None`` values are ignored)."""
+        data = {**self.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+        return type(self).load(None, **data)
+
     @property
     def effective_database_url(self) -> str:
         """The database URL in force: the configured one, or SQLite inside ``data_dir``."""

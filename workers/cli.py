@@ -96,13 +96,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 @click.pass_context
 def worker(ctx: click.Context, processes: int | None, threads: int | None) -> None:
     """Consume events from the broker until SIGTERM/SIGINT."""
-    settings = (
-        Settings.load(
-            None, **_settings(ctx).model_dump(), worker_processes=processes, worker_threads=threads
-        )
-        if (processes or threads)
-        else _settings(ctx)
-    )
+    settings = _settings(ctx).with_overrides(worker_processes=processes, worker_threads=threads)
     ctx.exit(serve(settings))
 
 

@@ -126,3 +126,13 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     for text in ("event.received", "session.ended", "event.duplicate", "event.rejected"):
         assert text in result.output
     assert "logout.completed" in result.output
+
+
+def test_worker_options_are_applied(env: dict[str, str]) -> None:
+    """--processes and --threads reach the settings (the memory broker then refuses clearly)."""
+    result = CliRunner().invoke(main, ["worker", "--processes", "3", "--threads", "2"], env=env)
+    assert result.exit_code == 1
+    assert "memory:// lives inside one process" in result.output
+    bad = CliRunner().invoke(main, ["worker", "--processes", "0"], env=env)
+    assert bad.exit_code == 2
+    assert "--processes" in bad.output

@@ -89,3 +89,12 @@ def test_redacted_settings_hide_passwords(tmp_path: Path) -> None:
 def test_redact_url_leaves_passwordless_urls() -> None:
     """A URL without a password is shown as it is."""
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_with_overrides_validates_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Command options override one setting and leave the others as loaded."""
+    settings = Settings.load(None, data_dir=tmp_path, namespace="n1", worker_threads=4)
+    changed = settings.with_overrides(worker_processes=3, worker_threads=None)
+    assert (changed.worker_processes, changed.worker_threads, changed.namespace) == (3, 4, "n1")
+    with pytest.raises(ConfigurationError, match="worker_processes"):
+        settings.with_overrides(worker_processes=0)

@@ -1,0 +1,621 @@
+"""Unit tests of ``FanOut``: claims, outcomes, retries, skips and the audit trail.
+
+Deliveries are created by the real ``EventProcessor`` over SQLite in ``tmp_path``; the
+provider side is an ``httpx.MockTransport`` behind a real ``HttpSender``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from orchestrator import EventProcessor, HandleResult, Settings
+from orchestrator.errors import InputError, PermanentDeliveryError, Problem
+from orchestrator.fanout import FanOut
+from orchestrator.registry import SessionRegistry
+from orchestrator.retry import RetryPolicy
+from orchestrator.sender import HttpSender
+from orchestrator.store import (
+    AuditRow,
+    Delivery,
+    DeliveryStatus,
+    Provider,
+    SessionFactory,
+    make_engine,
+    make_session_factory,
+    upgrade,
+    utcnow,
+)
+from protocols import (
+    BackchannelRequest,
+    Channel,
+    LogoutContext,
+    ProtocolHandler,
+    ProviderInfo,
+    ProviderSessionInfo,
+)
+from schemas import ProviderConfig
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+class _TestHandler(ProtocolHandler):
+    """POSTs ``sid=<sid>`` to the provider's ``url``."""
+
+    protocol = "test"
+
+    def backchannel_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> BackchannelRequest:
+        return BackchannelRequest(
+            url=str(provider.settings["url"]),
+            content=f"sid={session.sid}".encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+
+
+class _RefusingHandler(_TestHandler):
+    """Cannot build a request for any session."""
+
+    protocol = "refusing"
+
+    def backchannel_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> BackchannelRequest:
+        raise PermanentDeliveryError("session has no sid to log out")
+
+
+class _IframeHandler(_TestHandler):
+    """Logs out through a front-channel iframe only."""
+
+    protocol = "iframe"
+
+    def channel(self, provider: ProviderInfo) -> Channel:
+        return Channel.FRONTCHANNEL_IFRAME
+
+
+class _StrictHandler(_TestHandler):
+    """Refuses provider settings without a ``url``."""
+
+    protocol = "strict"
+
+    def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        if "url" not in settings:
+            raise InputError([Problem(f"provider {provider!r}", "url", "is required")])
+        return dict(settings)
+
+
+# -- the provider side -------------------------------------------------------------------
+
+
+@dataclass
+class _RelyingParties:
+    """A MockTransport handler: answers per URL path, records every request it sees."""
+
+    answers: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    requests: list[tuple[str, bytes]] = field(default_factory=list)
+    answered_at: list[datetime] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, path: str, *answers: tuple[int, dict[str, str]] | int) -> None:
+        """Queue answers for ``path``; the last one repeats."""
+        self.answers[path] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        with self.lock:
+            self.requests.append((path, request.content))
+            queue = self.answers.get(path, [(200, {})])
+            status, headers = queue.pop(0) if len(queue) > 1 else queue[0]
+            self.answered_at.append(utcnow())
+        # the body echoes the request, so a leak of the response into the audit shows too
+        return httpx.Response(
+            status, headers=headers, stream=httpx.ByteStream(b"echo " + request.content)
+        )
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [path for path, _ in self.requests]
+
+
+# -- the environment ---------------------------------------------------------------------
+
+
+@dataclass
+class _Env:
+    sessions: SessionFactory
+    settings: Settings
+    handlers: dict[str, ProtocolHandler]
+    rps: _RelyingParties
+    sender: HttpSender
+    scheduled: list[tuple[str, float]]
+    senders: list[HttpSender] = field(default_factory=list)
+
+    def fanout(
+        self, policy: RetryPolicy | None = None, sender: Callable[[], HttpSender] | None = None
+    ) -> FanOut:
+        return FanOut(
+            self.sessions,
+            self.handlers,
+            sender or (lambda: self.sender),
+            policy or RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=600.0),
+            self._schedule,
+            lease=30,
+        )
+
+    def _schedule(self, delivery_id: str, delay: float) -> None:
+        self.scheduled.append((delivery_id, delay))
+
+    def provider(self, name: str, protocol: str = "test", enabled: bool = True) -> None:
+        registry = SessionRegistry(self.sessions, self.handlers)
+        config = ProviderConfig.model_validate(
+            {
+                "name": name,
+                "protocol": protocol,
+                "enabled": enabled,
+                "url": f"http://rp.test/{name}",
+            }
+        )
+        registry.upsert_providers([config])
+
+    def session(self, session_id: str, user_id: str, links: Mapping[str, str]) -> None:
+        registry = SessionRegistry(self.sessions, self.handlers)
+        registry.record_session(session_id, user_id)
+        for provider, sid in links.items():
+            registry.record_provider_session(session_id, provider, sid=sid, sub=user_id)
+
+    def logout(self, session_id: str, fanout: FanOut | None = None) -> str:
+        event = _event(session_id)
+        processor = EventProcessor(self.sessions, fanout or self.fanout())
+        assert processor.handle(event, f"m-{uuid.uuid4()}") is HandleResult.COMPLETED
+        return str(event["event_id"])
+
+    def deliveries(self, event_id: str) -> dict[str, Delivery]:
+        """The event's deliveries by provider name."""
+        with self.sessions() as db:
+            rows = db.scalars(select(Delivery).where(Delivery.event_id == event_id))
+            return {row.provider: row for row in rows}
+
+    def delivery(self, delivery_id: str) -> Delivery:
+        with self.sessions() as db:
+            row = db.get(Delivery, delivery_id)
+            assert row is not None
+            return row
+
+    def audit(self, kind: str | None = None) -> list[AuditRow]:
+        with self.sessions() as db:
+            query = select(AuditRow).order_by(AuditRow.seq)
+            if kind is not None:
+                query = query.where(AuditRow.type == kind)
+            return list(db.scalars(query))
+
+    def make_due(self, delivery_id: str) -> None:
+        """Move the next attempt into the past, as if the retry time had come."""
+        with self.sessions.begin() as db:
+            db.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(next_attempt_at=utcnow() - timedelta(seconds=5))
+            )
+
+    def new_sender(self) -> HttpSender:
+        sender = HttpSender(transport=httpx.MockTransport(self.rps.handler))
+        self.senders.append(sender)
+        return sender
+
+
+def _event(session_id: str) -> dict[str, Any]:
+    return {
+        "type": "logout.user",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-01-01T00:00:00+00:00",
+        "initiator": "user",
+        "session_id": session_id,
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[_Env]:
+    """A migrated SQLite registry, the test handlers and a sender over a MockTransport."""
+    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+    upgrade(engine)
+    settings = Settings.load(None, data_dir=tmp_path, protocols=[])
+    handlers: dict[str, ProtocolHandler] = {
+        cls.protocol: cls(settings)
+        for cls in (_TestHandler, _RefusingHandler, _IframeHandler, _StrictHandler)
+    }
+    rps = _RelyingParties()
+    sender = HttpSender(transport=httpx.MockTransport(rps.handler))
+    environment = _Env(make_session_factory(engine), settings, handlers, rps, sender, [])
+    try:
+        yield environment
+    finally:
+        sender.close()
+        for other in environment.senders:
+            other.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def one_rp(env: _Env) -> _Env:
+    """Provider ``rp1`` (protocol test) and alice's session s-1 with sid ``sid-rp1-s1``."""
+    env.provider("rp1")
+    env.session("s-1", "alice", {"rp1": "sid-rp1-s1"})
+    return env
+
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+def test_200_succeeds(one_rp: _Env) -> None:
+    """A 200 makes the delivery succeeded after one attempt, audited, nothing scheduled."""
+    event_id = one_rp.logout("s-1")
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    assert delivery.status == DeliveryStatus.SUCCEEDED
+    assert delivery.attempts == 1
+    assert delivery.last_status_code == 200
+    assert delivery.last_error is None
+    assert delivery.next_attempt_at is None
+    assert delivery.completed_at is not None
+    assert one_rp.rps.requests == [("/rp1", b"sid=sid-rp1-s1")]
+    assert one_rp.scheduled == []
+    [audit] = one_rp.audit("delivery.succeeded")
+    assert audit.outcome == "succeeded"
+    assert audit.provider == "rp1"
+    assert audit.user_id == "alice"
+    assert audit.session_id == "s-1"
+    assert audit.event_id == event_id
+    assert audit.detail["delivery_id"] == delivery.id
+    assert audit.detail["attempt"] == 1
+    assert audit.detail["status_code"] == 200
+    [completed] = one_rp.audit("logout.completed")
+    assert completed.outcome == "success"
+
+
+def test_400_fails_permanently(one_rp: _Env) -> None:
+    """A 400 fails the delivery with its status code and schedules nothing."""
+    one_rp.rps.answer("/rp1", 400)
+    event_id = one_rp.logout("s-1")
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.attempts == 1
+    assert delivery.last_status_code == 400
+    assert delivery.last_error == "HTTP 400"
+    assert delivery.next_attempt_at is None
+    assert delivery.completed_at is not None
+    assert one_rp.scheduled == []
+    [audit] = one_rp.audit("delivery.failed")
+    assert audit.detail["status_code"] == 400
+    assert audit.detail["error"] == "HTTP 400"
+    [completed] = one_rp.audit("logout.completed")
+    assert completed.outcome == "partial"
+
+
+def test_503_retries_then_succeeds(one_rp: _Env) -> None:
+    """A 503 schedules a retry; the retry is refused until due, then a 200 succeeds."""
+    one_rp.rps.answer("/rp1", 503, 200)
+    fanout = one_rp.fanout()
+    before = utcnow()
+    event_id = one_rp.logout("s-1", fanout)
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    assert delivery.status == DeliveryStatus.RETRYING
+    assert delivery.attempts == 1
+    assert delivery.last_status_code == 503
+    assert delivery.last_error == "HTTP 503"
+    assert delivery.completed_at is None
+    assert delivery.next_attempt_at is not None
+    # initial_delay 30 s: the first retry is 15 to 30 s after the attempt
+    assert before + timedelta(seconds=15) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= utcnow() + timedelta(seconds=30)
+    [(scheduled_id, delay)] = one_rp.scheduled
+    assert scheduled_id == delivery.id
+    assert 0 < delay <= 30
+    [audit] = one_rp.audit("delivery.retrying")
+    assert audit.outcome == "retrying"
+    assert audit.detail["error"] == "HTTP 503"
+    assert audit.detail["status_code"] == 503
+    assert audit.detail["attempt"] == 1
+    assert audit.detail["next_attempt_at"] == delivery.next_attempt_at.isoformat()
+
+    fanout.deliver([delivery.id])  # too early: the claim refuses, nothing is sent
+    assert one_rp.rps.paths() == ["/rp1"]
+    # an early message may be put back for later, but never for sooner than it is due
+    remaining = (delivery.next_attempt_at - utcnow()).total_seconds()
+    for scheduled_id, delay in one_rp.scheduled[1:]:
+        assert scheduled_id == delivery.id
+        assert remaining - 1 <= delay <= remaining + 1
+    early = one_rp.delivery(delivery.id)
+    assert early.status == DeliveryStatus.RETRYING
+    assert early.attempts == 1
+    assert early.next_attempt_at == delivery.next_attempt_at
+
+    one_rp.make_due(delivery.id)
+    scheduled_before = len(one_rp.scheduled)
+    fanout.deliver([delivery.id])
+    done = one_rp.delivery(delivery.id)
+    assert one_rp.rps.paths() == ["/rp1", "/rp1"]
+    assert done.status == DeliveryStatus.SUCCEEDED
+    assert done.attempts == 2
+    assert done.last_status_code == 200
+    assert done.last_error is None
+    assert done.next_attempt_at is None
+    assert [a.detail["attempt"] for a in one_rp.audit("delivery.succeeded")] == [2]
+    assert len(one_rp.scheduled) == scheduled_before
+
+
+def test_retry_after_is_honoured(one_rp: _Env) -> None:
+    """A 429 with Retry-After: 7 is retried no sooner than 7 s after the answer."""
+    one_rp.rps.answer("/rp1", (429, {"Retry-After": "7"}))
+    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    assert delivery.status == DeliveryStatus.RETRYING
+    assert delivery.last_status_code == 429
+    [(_, delay)] = one_rp.scheduled
+    assert delay >= 7
+    assert delivery.next_attempt_at is not None
+    [answered] = one_rp.rps.answered_at
+    assert delivery.next_attempt_at >= answered + timedelta(seconds=7)
+    [audit] = one_rp.audit("delivery.retrying")
+    assert audit.detail["retry_after"] == 7.0
+
+
+def test_connection_failure_is_retried(one_rp: _Env) -> None:
+    """A transport error (no HTTP status at all) is transient: retrying, no status code."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    refusing = HttpSender(transport=httpx.MockTransport(refuse))
+    one_rp.senders.append(refusing)
+    event_id = one_rp.logout("s-1", one_rp.fanout(sender=lambda: refusing))
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    assert delivery.status == DeliveryStatus.RETRYING
+    assert delivery.last_status_code is None
+    assert delivery.last_error is not None
+    assert "connection failed" in delivery.last_error
+    assert [d for d, _ in one_rp.scheduled] == [delivery.id]
+
+
+def test_gives_up_after_max_attempts(one_rp: _Env) -> None:
+    """Transient failures until max_attempts end in failed, 'gave up after N attempts'."""
+    one_rp.rps.answer("/rp1", 503)
+    fanout = one_rp.fanout(RetryPolicy(max_attempts=3, initial_delay=30.0))
+    event_id = one_rp.logout("s-1", fanout)
+    delivery_id = one_rp.deliveries(event_id)["rp1"].id
+    for _ in range(2):
+        assert one_rp.delivery(delivery_id).status == DeliveryStatus.RETRYING
+        one_rp.make_due(delivery_id)
+        fanout.deliver([delivery_id])
+    final = one_rp.delivery(delivery_id)
+    assert final.status == DeliveryStatus.FAILED
+    assert final.attempts == 3
+    assert final.last_status_code == 503
+    assert final.last_error is not None
+    assert "gave up after 3 attempts" in final.last_error
+    assert final.next_attempt_at is None
+    assert one_rp.rps.paths() == ["/rp1"] * 3
+    assert [d for d, _ in one_rp.scheduled] == [delivery_id] * 2
+    assert [a.detail["attempt"] for a in one_rp.audit("delivery.retrying")] == [1, 2]
+    [failed] = one_rp.audit("delivery.failed")
+    assert "gave up after 3 attempts" in failed.detail["error"]
+
+    one_rp.make_due(delivery_id)
+    fanout.deliver([delivery_id])  # a failed delivery is final
+    assert len(one_rp.rps.requests) == 3
+
+
+def test_succeeded_delivery_is_never_sent_again(one_rp: _Env) -> None:
+    """Delivering a succeeded delivery again sends nothing and changes nothing."""
+    fanout = one_rp.fanout()
+    event_id = one_rp.logout("s-1", fanout)
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    assert delivery.status == DeliveryStatus.SUCCEEDED
+    fanout.deliver([delivery.id])
+    one_rp.make_due(delivery.id)
+    fanout.deliver([delivery.id])
+    one_rp.fanout().deliver([delivery.id])
+    again = one_rp.delivery(delivery.id)
+    assert len(one_rp.rps.requests) == 1
+    assert one_rp.scheduled == []
+    assert again.status == DeliveryStatus.SUCCEEDED
+    assert again.attempts == 1
+    assert len(one_rp.audit("delivery.succeeded")) == 1
+
+
+def test_unknown_ids_are_ignored(one_rp: _Env) -> None:
+    """Delivering ids that do not exist sends nothing and records nothing."""
+    before = len(one_rp.audit())
+    one_rp.fanout().deliver([str(uuid.uuid4())])
+    one_rp.fanout().deliver([])
+    assert one_rp.rps.requests == []
+    assert len(one_rp.audit()) == before
+
+
+# -- skips and handler failures ----------------------------------------------------------
+
+
+def test_disabled_provider_and_missing_handler_are_skipped(env: _Env) -> None:
+    """A disabled provider and a protocol without handler are skipped, with reasons."""
+    env.provider("off", enabled=False)
+    env.provider("legacy", protocol="other")
+    env.provider("rp1")
+    env.session("s-1", "alice", {"off": "sid-off", "legacy": "sid-legacy", "rp1": "sid-rp1"})
+    event_id = env.logout("s-1")
+    deliveries = env.deliveries(event_id)
+    assert deliveries["off"].status == DeliveryStatus.SKIPPED
+    assert deliveries["legacy"].status == DeliveryStatus.SKIPPED
+    assert deliveries["rp1"].status == DeliveryStatus.SUCCEEDED
+    assert env.rps.paths() == ["/rp1"]
+    reasons = {row.provider: row.detail["reason"] for row in env.audit("delivery.skipped")}
+    assert reasons["off"] == "provider is disabled"
+    assert "no handler for protocol 'other'" in reasons["legacy"]
+    assert set(reasons) == {"off", "legacy"}
+    assert deliveries["off"].completed_at is not None
+    assert env.scheduled == []
+
+
+def test_settings_that_no_longer_validate_are_skipped(env: _Env) -> None:
+    """A stored provider whose settings its handler now refuses is skipped, not sent."""
+    with env.sessions.begin() as db:
+        db.add(Provider(name="stale", protocol="strict", enabled=True, settings={}))
+    env.session("s-1", "alice", {"stale": "sid-stale"})
+    event_id = env.logout("s-1")
+    assert env.deliveries(event_id)["stale"].status == DeliveryStatus.SKIPPED
+    [skipped] = env.audit("delivery.skipped")
+    assert "no longer validate" in skipped.detail["reason"]
+    assert env.rps.requests == []
+
+
+def test_handler_permanent_error_fails_without_request(env: _Env) -> None:
+    """A handler refusing to build the request fails the delivery; nothing is sent."""
+    env.provider("nosid", protocol="refusing")
+    env.session("s-1", "alice", {"nosid": "sid-x"})
+    event_id = env.logout("s-1")
+    delivery = env.deliveries(event_id)["nosid"]
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.last_error == "session has no sid to log out"
+    assert delivery.last_status_code is None
+    assert delivery.attempts == 1
+    assert env.rps.requests == []
+    assert env.scheduled == []
+    [failed] = env.audit("delivery.failed")
+    assert failed.detail["error"] == "session has no sid to log out"
+
+
+def test_frontchannel_provider_is_skipped(env: _Env) -> None:
+    """A provider whose handler says front-channel iframe is skipped, never sent."""
+    env.provider("portal", protocol="iframe")
+    env.session("s-1", "alice", {"portal": "sid-portal"})
+    event_id = env.logout("s-1")
+    assert env.deliveries(event_id)["portal"].status == DeliveryStatus.SKIPPED
+    assert env.rps.requests == []
+    [skipped] = env.audit("delivery.skipped")
+    assert "frontchannel_iframe" in skipped.detail["reason"]
+
+
+def test_one_event_mixes_outcomes(env: _Env) -> None:
+    """Several providers in one batch each get their own outcome."""
+    for name in ("ok", "bad", "busy"):
+        env.provider(name)
+    env.rps.answer("/bad", 404)
+    env.rps.answer("/busy", 503)
+    env.session("s-1", "alice", {"ok": "sid-ok", "bad": "sid-bad", "busy": "sid-busy"})
+    event_id = env.logout("s-1")
+    statuses = {name: d.status for name, d in env.deliveries(event_id).items()}
+    assert statuses == {
+        "ok": DeliveryStatus.SUCCEEDED,
+        "bad": DeliveryStatus.FAILED,
+        "busy": DeliveryStatus.RETRYING,
+    }
+    assert sorted(env.rps.paths()) == ["/bad", "/busy", "/ok"]
+    [completed] = env.audit("logout.completed")
+    assert completed.outcome == "partial"
+    assert completed.detail["deliveries"]["succeeded"] == 1
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+
+def test_audit_never_contains_the_request_body(env: _Env) -> None:
+    """No audit record's detail holds the sid-bearing request body (or its echo)."""
+    for name in ("ok", "bad", "busy", "limited"):
+        env.provider(name)
+    env.rps.answer("/bad", 400)
+    env.rps.answer("/busy", 503, 200)
+    env.rps.answer("/limited", (429, {"Retry-After": "3"}), 500)
+    sids = {name: f"secret-sid-{name}-{uuid.uuid4().hex}" for name in ("ok", "bad", "busy")}
+    sids["limited"] = f"secret-sid-limited-{uuid.uuid4().hex}"
+    env.session("s-1", "alice", sids)
+    fanout = env.fanout()
+    event_id = env.logout("s-1", fanout)
+    for delivery in env.deliveries(event_id).values():
+        env.make_due(delivery.id)
+    fanout.deliver([d.id for d in env.deliveries(event_id).values()])
+    bodies = [content for _, content in env.rps.requests]
+    assert len(bodies) == 6
+    rows = env.audit()
+    assert {row.type for row in rows} >= {
+        "delivery.succeeded",
+        "delivery.failed",
+        "delivery.retrying",
+    }
+    for row in rows:
+        text = json.dumps(row.detail)
+        for sid in sids.values():
+            assert sid not in text, (row.type, text)
+        for body in bodies:
+            assert body.decode() not in text, (row.type, text)
+
+
+# -- concurrent claims -------------------------------------------------------------------
+
+
+class _Deferred(FanOut):
+    """Keeps the delivery ids the pipeline hands over instead of delivering them."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        super().__init__(sessions, {}, _no_sender, RetryPolicy(), _no_schedule, lease=30)
+        self.handed: list[str] = []
+
+    def deliver(self, delivery_ids: Sequence[str]) -> None:
+        self.handed.extend(delivery_ids)
+
+
+def _no_sender() -> HttpSender:
+    raise AssertionError("the deferred fan-out sends nothing")
+
+
+def _no_schedule(delivery_id: str, delay: float) -> None:
+    raise AssertionError("the deferred fan-out schedules nothing")
+
+
+def _race(env: _Env, delivery_ids: list[str]) -> None:
+    """Two workers, each with its own FanOut and sender, deliver the same ids at once."""
+    second = env.new_sender()  # a second worker process has a sender of its own
+    workers = [env.fanout(), env.fanout(sender=lambda: second)]
+    barrier = threading.Barrier(len(workers))
+
+    def run(fanout: FanOut) -> None:
+        barrier.wait(timeout=10)  # both claim at the same moment
+        fanout.deliver(delivery_ids)
+
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        futures = [pool.submit(run, worker) for worker in workers]
+        for future in futures:
+            future.result(timeout=30)  # re-raises anything a worker raised
+
+
+def test_two_fanouts_racing_send_each_delivery_once(env: _Env) -> None:
+    """Two FanOut instances claiming the same deliveries at once send each exactly once."""
+    names = [f"rp{i}" for i in range(4)]
+    for name in names:
+        env.provider(name)
+    rounds = 3
+    for round_ in range(rounds):
+        env.session(f"s-{round_}", "alice", {name: f"sid-{name}-{round_}" for name in names})
+        deferred = _Deferred(env.sessions)
+        env.logout(f"s-{round_}", deferred)
+        assert len(deferred.handed) == len(names)
+        _race(env, deferred.handed)
+
+    sent = sorted(content for _, content in env.rps.requests)
+    expected = sorted(
+        f"sid=sid-{name}-{round_}".encode() for name in names for round_ in range(rounds)
+    )
+    assert sent == expected
+    with env.sessions() as db:
+        rows = list(db.scalars(select(Delivery)))
+    assert len(rows) == len(names) * rounds
+    assert all(row.status == DeliveryStatus.SUCCEEDED and row.attempts == 1 for row in rows)
+    assert len(env.audit("delivery.succeeded")) == len(names) * rounds

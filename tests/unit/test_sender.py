@@ -1,0 +1,458 @@
+"""Unit tests of ``HttpSender``: order, redirects, body cap, errors, limits, a real loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+
+from orchestrator.errors import PermanentDeliveryError, TransientDeliveryError
+from orchestrator.sender import HttpSender
+from protocols import BackchannelRequest, BackchannelResponse
+
+MakeSender = Callable[..., HttpSender]
+
+#: How long a concurrency gate waits before admitting defeat. Only reached when a test fails.
+GATE_TIMEOUT = 2.0
+
+
+def _reply(
+    status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """A response whose body is still to be streamed, as a real transport gives it."""
+    return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+
+
+def _post(url: str, content: bytes = b"x=1") -> BackchannelRequest:
+    return BackchannelRequest(
+        url=url, content=content, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+
+
+@pytest.fixture
+def make_sender() -> Iterator[MakeSender]:
+    """Build senders that are all closed at teardown."""
+    made: list[HttpSender] = []
+
+    def make(**kwargs: Any) -> HttpSender:
+        sender = HttpSender(**kwargs)
+        made.append(sender)
+        return sender
+
+    yield make
+    for sender in made:
+        sender.close()
+
+
+# -- basic exchange ----------------------------------------------------------------------
+
+
+def test_empty_batch_sends_nothing(make_sender: MakeSender) -> None:
+    """An empty batch gives an empty list without touching the transport."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _reply()
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    assert sender.send_all([]) == []
+    assert seen == []
+
+
+def test_request_is_sent_as_built(make_sender: MakeSender) -> None:
+    """Method, URL, body and headers reach the transport unchanged; headers come back lower."""
+    seen: list[tuple[str, str, bytes, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            (request.method, str(request.url), request.content, request.headers.get("content-type"))
+        )
+        return _reply(204, headers={"Retry-After": "5", "X-Thing": "A"})
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    [result] = sender.send_all([_post("http://rp.test/logout", b"logout_token=abc")])
+    assert seen == [
+        ("POST", "http://rp.test/logout", b"logout_token=abc", "application/x-www-form-urlencoded")
+    ]
+    assert isinstance(result, BackchannelResponse)
+    assert result.status_code == 204
+    assert result.headers["retry-after"] == "5"
+    assert result.headers["x-thing"] == "A"
+
+
+def test_results_come_back_in_request_order(make_sender: MakeSender) -> None:
+    """Results follow request order even when the first request is answered last."""
+    last_answered = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/0":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(last_answered.wait(), GATE_TIMEOUT)
+        finished.append(path)
+        if path == "/4":
+            last_answered.set()
+        return _reply(200 + int(path[1:]), body=path.encode())
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    urls = [f"http://rp{i}.test/{i}" for i in range(5)]
+    results = sender.send_all([_post(url) for url in urls])
+    assert finished[-1] == "/0"
+    assert [r.status_code for r in results if isinstance(r, BackchannelResponse)] == [
+        200,
+        201,
+        202,
+        203,
+        204,
+    ]
+    assert [r.content for r in results if isinstance(r, BackchannelResponse)] == [
+        b"/0",
+        b"/1",
+        b"/2",
+        b"/3",
+        b"/4",
+    ]
+
+
+def test_redirect_is_returned_not_followed(make_sender: MakeSender) -> None:
+    """A 302 comes back as the response; the transport sees exactly one request."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return _reply(302, headers={"Location": "http://rp.test/elsewhere"})
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    [result] = sender.send_all([_post("http://rp.test/logout")])
+    assert isinstance(result, BackchannelResponse)
+    assert result.status_code == 302
+    assert result.headers["location"] == "http://rp.test/elsewhere"
+    assert seen == ["http://rp.test/logout"]
+
+
+def test_small_body_is_returned_whole(make_sender: MakeSender) -> None:
+    """A body below the limit comes back intact."""
+    sender = make_sender(
+        body_limit=1024, transport=httpx.MockTransport(lambda _: _reply(400, b"bad sid"))
+    )
+    [result] = sender.send_all([_post("http://rp.test/logout")])
+    assert isinstance(result, BackchannelResponse)
+    assert result.content == b"bad sid"
+
+
+def test_body_read_is_capped_at_body_limit(make_sender: MakeSender) -> None:
+    """A huge body is cut at ``body_limit`` and the rest is never read from the stream."""
+
+    class Chunks(httpx.AsyncByteStream):
+        def __init__(self) -> None:
+            self.yielded = 0
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for _ in range(1000):
+                self.yielded += 1
+                yield b"a" * 300
+
+    stream = Chunks()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=stream)
+
+    sender = make_sender(body_limit=1024, transport=httpx.MockTransport(handler))
+    [result] = sender.send_all([_post("http://rp.test/logout")])
+    assert isinstance(result, BackchannelResponse)
+    assert result.content == b"a" * 1024
+    assert stream.yielded <= 5
+
+
+def test_response_read_by_the_transport_is_returned(make_sender: MakeSender) -> None:
+    """A transport may hand back an already-read response (``content=``); it still works."""
+    sender = make_sender(
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, content=b"done"))
+    )
+    [result] = sender.send_all([_post("http://rp.test/logout")])
+    assert isinstance(result, BackchannelResponse)
+    assert result.status_code == 200
+    assert result.content == b"done"
+
+
+def test_no_cookies_carry_over_between_logouts(make_sender: MakeSender) -> None:
+    """A cookie one logout's answer sets is never sent with a later logout (another user's)."""
+    cookies: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cookies.append(request.headers.get("cookie"))
+        return _reply(200, headers={"Set-Cookie": "rp_session=user-a; Path=/"})
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    sender.send_all([_post("http://rp.test/logout", b"sid=user-a")])
+    sender.send_all([_post("http://rp.test/logout", b"sid=user-b")])
+    assert cookies == [None, None]
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def test_connect_error_is_transient(make_sender: MakeSender) -> None:
+    """A refused connection gives a TransientDeliveryError, not an exception."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    [result] = sender.send_all([_post("http://rp.test/logout")])
+    assert isinstance(result, TransientDeliveryError)
+    assert "connection failed" in result.detail
+    assert result.status_code is None
+
+
+def test_read_timeout_is_transient(make_sender: MakeSender) -> None:
+    """An httpx read timeout gives a TransientDeliveryError naming the timeout."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    sender = make_sender(timeout=3.0, transport=httpx.MockTransport(handler))
+    [result] = sender.send_all([_post("http://rp.test/logout")])
+    assert isinstance(result, TransientDeliveryError)
+    assert "no answer within 3 s" in result.detail
+
+
+def test_one_failure_does_not_spoil_the_batch(make_sender: MakeSender) -> None:
+    """Failures are per request: the other requests of the batch still get their answers."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "down.test":
+            raise httpx.ConnectError("refused", request=request)
+        if request.url.host == "slow.test":
+            raise httpx.ReadTimeout("timed out", request=request)
+        return _reply(200)
+
+    sender = make_sender(transport=httpx.MockTransport(handler))
+    results = sender.send_all(
+        [_post("http://ok.test/"), _post("http://down.test/"), _post("http://slow.test/")]
+    )
+    assert isinstance(results[0], BackchannelResponse)
+    assert results[0].status_code == 200
+    assert isinstance(results[1], TransientDeliveryError)
+    assert isinstance(results[2], TransientDeliveryError)
+
+
+@pytest.mark.parametrize("url", ["ftp://rp.test/logout", "file:///etc/passwd", "rp.test/logout"])
+def test_unsupported_url_is_permanent(make_sender: MakeSender, url: str) -> None:
+    """A URL without http(s) is refused before any connection, as a permanent failure."""
+    sender = make_sender(timeout=2.0)  # the real transport: it refuses before connecting
+    [result] = sender.send_all([_post(url)])
+    assert isinstance(result, PermanentDeliveryError)
+    assert "unusable URL" in result.detail
+
+
+# -- concurrency -------------------------------------------------------------------------
+
+
+class _Gauge:
+    """Counts requests in flight; each request waits until ``target`` are in flight at once."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.hosts: Counter[str] = Counter()
+        self.max_per_host: Counter[str] = Counter()
+        self.requests = 0
+        self.gave_up = False
+        self.gate = asyncio.Event()
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        self.requests += 1
+        self.in_flight += 1
+        self.hosts[host] += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_per_host[host] = max(self.max_per_host[host], self.hosts[host])
+        try:
+            if self.in_flight >= self.target:
+                self.gate.set()
+            try:
+                await asyncio.wait_for(self.gate.wait(), GATE_TIMEOUT)
+            except TimeoutError:
+                self.gave_up = True  # fewer in flight than expected: let everyone go
+                self.gate.set()
+            return _reply(200)
+        finally:
+            self.in_flight -= 1
+            self.hosts[host] -= 1
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 9])
+def test_one_host_runs_per_host_requests_at_once(make_sender: MakeSender, count: int) -> None:
+    """For one host, exactly min(N, per_host) requests are in flight at the same time."""
+    gauge = _Gauge(target=min(count, 3))
+    sender = make_sender(
+        max_concurrency=64, per_host=3, transport=httpx.MockTransport(gauge.handler)
+    )
+    results = sender.send_all([_post(f"http://rp.test/{i}") for i in range(count)])
+    assert not gauge.gave_up, "fewer requests were in flight at once than the limits allow"
+    assert gauge.requests == count
+    assert all(isinstance(r, BackchannelResponse) for r in results)
+    assert gauge.max_in_flight == min(count, 3)
+
+
+def test_global_limit_holds_across_hosts(make_sender: MakeSender) -> None:
+    """Across many hosts, no more than ``max_concurrency`` requests are ever in flight."""
+    gauge = _Gauge(target=4)
+    sender = make_sender(
+        max_concurrency=4, per_host=8, transport=httpx.MockTransport(gauge.handler)
+    )
+    requests = [_post(f"http://rp{i % 6}.test/{i}") for i in range(12)]
+    results = sender.send_all(requests)
+    assert not gauge.gave_up, "fewer requests were in flight at once than the limits allow"
+    assert gauge.requests == 12
+    assert all(isinstance(r, BackchannelResponse) for r in results)
+    assert gauge.max_in_flight == 4
+
+
+def test_per_host_limit_is_per_host(make_sender: MakeSender) -> None:
+    """Each host gets its own per-host allowance: 3 hosts x 2 run at once, 2 per host."""
+    gauge = _Gauge(target=6)
+    sender = make_sender(
+        max_concurrency=64, per_host=2, transport=httpx.MockTransport(gauge.handler)
+    )
+    requests = [_post(f"http://rp{i % 3}.test/{i}") for i in range(12)]
+    sender.send_all(requests)
+    assert not gauge.gave_up, "fewer requests were in flight at once than the limits allow"
+    assert gauge.requests == 12
+    assert gauge.max_in_flight == 6
+    assert dict(gauge.max_per_host) == {"rp0.test": 2, "rp1.test": 2, "rp2.test": 2}
+
+
+def test_busy_host_does_not_starve_other_hosts(make_sender: MakeSender) -> None:
+    """Global 2, per host 1, batch [A, A, B]: A1 and B are in flight together (no starving)."""
+    gauge = _Gauge(target=2)
+    sender = make_sender(
+        max_concurrency=2, per_host=1, transport=httpx.MockTransport(gauge.handler)
+    )
+    sender.send_all([_post("http://a.test/1"), _post("http://a.test/2"), _post("http://b.test/1")])
+    assert not gauge.gave_up, "fewer requests were in flight at once than the limits allow"
+    assert gauge.requests == 3
+    assert gauge.max_in_flight == 2
+    assert gauge.max_per_host["a.test"] == 1
+
+
+def test_batches_from_several_threads_share_the_limits(make_sender: MakeSender) -> None:
+    """Concurrent send_all calls from two threads share one per-host limit and both finish."""
+    gauge = _Gauge(target=2)
+    sender = make_sender(
+        max_concurrency=64, per_host=2, transport=httpx.MockTransport(gauge.handler)
+    )
+    results: dict[int, list[Any]] = {}
+
+    def run(index: int) -> None:
+        results[index] = sender.send_all([_post(f"http://rp.test/{index}/{i}") for i in range(3)])
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(results) == [0, 1]
+    assert all(len(batch) == 3 for batch in results.values())
+    assert not gauge.gave_up, "fewer requests were in flight at once than the limits allow"
+    assert gauge.requests == 6
+    assert gauge.max_per_host["rp.test"] == 2
+
+
+# -- a real loopback server --------------------------------------------------------------
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    """Sleeps 0.3 s per request; ``/slow`` waits until released (or 3 s)."""
+
+    release: ClassVar[threading.Event]
+    bodies: ClassVar[list[bytes]]
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", "0"))
+        type(self).bodies.append(self.rfile.read(length))
+        if self.path == "/slow":
+            type(self).release.wait(3.0)
+        else:
+            time.sleep(0.3)
+        with contextlib.suppress(OSError):
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def loopback() -> Iterator[tuple[str, type[_SlowHandler]]]:
+    """A threading HTTP server on 127.0.0.1 with an ephemeral port."""
+
+    class Handler(_SlowHandler):
+        release: ClassVar[threading.Event] = threading.Event()
+        bodies: ClassVar[list[bytes]] = []
+
+    handler = Handler
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="loopback", daemon=True
+    )
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host!s}:{port}", handler
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_loopback_timeout_is_transient_and_close_works(
+    loopback: tuple[str, type[_SlowHandler]],
+) -> None:
+    """Against a real server: 0.3 s answers arrive, a longer wait times out, close() stops."""
+    base, handler = loopback
+    before = set(threading.enumerate())
+    sender = HttpSender(timeout=0.5)
+    started = [t for t in threading.enumerate() if t not in before and t.name == "logout-sender"]
+    try:
+        ok, slow = sender.send_all(
+            [_post(f"{base}/ok", b"sid=one"), _post(f"{base}/slow", b"sid=two")]
+        )
+    finally:
+        handler.release.set()
+        sender.close()
+    assert isinstance(ok, BackchannelResponse)
+    assert ok.status_code == 200
+    assert ok.content == b"ok"
+    assert isinstance(slow, TransientDeliveryError)
+    assert "no answer within 0.5 s" in slow.detail
+    assert sorted(handler.bodies) == [b"sid=one", b"sid=two"]
+    assert len(started) == 1
+    assert not started[0].is_alive()
+    sender.close()  # a second close is a no-op
+
+
+def test_loopback_refused_connection_is_transient(make_sender: MakeSender) -> None:
+    """A closed loopback port gives a TransientDeliveryError (connection failed)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    port = server.server_address[1]
+    server.server_close()  # the port is now closed: connecting is refused
+    sender = make_sender(timeout=2.0)
+    [result] = sender.send_all([_post(f"http://127.0.0.1:{port}/logout")])
+    assert isinstance(result, TransientDeliveryError)
+    assert "connection failed" in result.detail
