@@ -68,6 +68,12 @@ class Settings(BaseSettings):
 
     protocols: list[str] | None = None
 
+    oidc_key_files: list[Path] = Field(
+        default_factory=list, description="PEM private keys (RS256 or ES256); all are published"
+    )
+    oidc_active_kid: str | None = Field(default=None, description="kid of the signing key")
+    logout_token_lifetime: int = Field(default=120, ge=10, le=120)
+
     delivery_timeout: float = Field(default=5.0, gt=0, le=60)
     delivery_max_attempts: int = Field(default=8, ge=1, le=100)
     delivery_max_age: float = Field(default=6 * 3600.0, gt=0)
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
         return value
 
-    @field_validator("protocols", mode="before")
+    @field_validator("protocols", "oidc_key_files", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):

@@ -25,6 +25,7 @@ __all__ = [
     "BackchannelRequest",
     "BackchannelResponse",
     "Channel",
+    "FrontchannelEntry",
     "LogoutContext",
     "ProtocolHandler",
     "ProviderInfo",
@@ -93,6 +94,24 @@ class BackchannelRequest:
     content: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class FrontchannelEntry:
+    """What the browser is shown for one provider session: no secrets, everything to render.
+
+    ``binding`` is ``iframe`` (a URL loaded in a hidden frame), ``redirect`` (a top-level
+    navigation) or ``post`` (an auto-submitting form of ``url`` with ``saml_request`` and
+    ``relay_state``).
+    """
+
+    provider: str
+    protocol: str
+    channel: Channel
+    binding: str
+    url: str
+    saml_request: str | None = None
+    relay_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +188,12 @@ class ProtocolHandler:
     ) -> BackchannelRequest:
         """Build the request for one attempt (fresh identifiers every time)."""
         raise NotImplementedError(f"{type(self).__name__} has no back-channel logout")
+
+    def frontchannel_entry(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> FrontchannelEntry:
+        """What the browser must load to log this provider session out (front-channel)."""
+        raise NotImplementedError(f"{type(self).__name__} has no front-channel logout")
 
     def interpret_response(
         self,

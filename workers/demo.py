@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from dramatiq import Message
@@ -22,6 +23,8 @@ from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.store import Delivery
 from orchestrator.validation import parse_event_lines
+from protocols.oidc import OidcHandler
+from workers.demo_rps import DemoRelyingParties
 from workers.process import embedded
 from workers.tables import print_audit_table
 
@@ -83,15 +86,26 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         log_level="WARNING",
         log_format="console",
         worker_threads=4,
+        retry_initial_delay=0.5,
+        retry_max_delay=2.0,
+        issuer="http://idp.demo.localhost",
     )
     configure_logging(settings.log_level, settings.log_format)
     out.rule("logout-orchestrator demo")
     out.print(f"data: {folder} (SQLite), broker: in-process", markup=False)
     runtime = Runtime.start(settings)
+    oidc = runtime.handlers.get("oidc")
+    jwks = oidc.keys.jwks() if isinstance(oidc, OidcHandler) else {"keys": []}
+    rps = DemoRelyingParties(jwks, settings.issuer).start()
+    out.print(
+        f"sample relying parties on {rps.url}: wiki 200, chat 204, crm 400, mail 503 then 200",
+        markup=False,
+    )
     try:
         data = files("workers") / "demo_data"
+        template = Template((data / "providers.toml").read_text(encoding="utf-8"))
         loaded = runtime.registry.load_providers_file(
-            (data / "providers.toml").read_text(encoding="utf-8"), "providers.toml"
+            template.substitute(rp=rps.url), "providers.toml"
         )
         for warning in loaded.warnings:
             out.print(f"[yellow]warning[/]: {warning}")
@@ -139,11 +153,21 @@ def run_demo(out: Console, data_dir: str | None) -> int:
                 f"  {d.provider:8} session {d.session_id}: {d.status} ({d.last_error or 'ok'})",
                 markup=False,
             )
+        out.rule("what the relying parties received (each token verified against the JWKS)")
+        for got in rps.received:
+            claims = got.claims or {}
+            note = f"  ({got.error})" if got.error else ""
+            out.print(
+                f"  {got.rp:5} HTTP {got.status}  sid={claims.get('sid')} sub={claims.get('sub')} "
+                f"verified={got.claims is not None}{note}",
+                markup=False,
+            )
         out.print(
             f"\n{len(records)} audit records; query them with: LOGOUT_DATABASE_URL="
             f"{settings.effective_database_url} logout-orchestrator audit list",
             markup=False,
         )
     finally:
+        rps.stop()
         runtime.close()
     return 0

@@ -1,0 +1,29 @@
+"""OpenID Connect logout: Back-Channel logout tokens and Front-Channel URLs."""
+
+from protocols.oidc.frontchannel import frontchannel_url
+from protocols.oidc.handler import OidcHandler
+from protocols.oidc.keys import KeyRing, SigningKey, generate_key, load_key, thumbprint
+from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
+from protocols.oidc.tokens import (
+    BACKCHANNEL_LOGOUT_EVENT,
+    LOGOUT_TOKEN_TYPE,
+    logout_token_claims,
+    sign,
+)
+
+__all__ = [
+    "BACKCHANNEL_LOGOUT_EVENT",
+    "LOGOUT_TOKEN_TYPE",
+    "KeyRing",
+    "LogoutMethod",
+    "OidcHandler",
+    "OidcProviderSettings",
+    "SigningKey",
+    "frontchannel_url",
+    "generate_key",
+    "load_key",
+    "logout_token_claims",
+    "parse_provider_settings",
+    "sign",
+    "thumbprint",
+]

@@ -1,0 +1,110 @@
+"""The OIDC protocol handler: back-channel logout tokens and front-channel URLs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from protocols.base import (
+    BackchannelRequest,
+    Channel,
+    FrontchannelEntry,
+    LogoutContext,
+    ProtocolHandler,
+    ProviderInfo,
+    ProviderSessionInfo,
+)
+from protocols.oidc.frontchannel import frontchannel_url
+from protocols.oidc.keys import KeyRing
+from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
+from protocols.oidc.tokens import logout_token_claims, sign
+from schemas.errors import PermanentDeliveryError
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+__all__ = ["OidcHandler"]
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+class OidcHandler(ProtocolHandler):
+    """OpenID Connect Back-Channel and Front-Channel Logout."""
+
+    protocol = "oidc"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.keys = KeyRing(
+            settings.oidc_key_files, settings.data_dir / "oidc-keys", settings.oidc_active_kid
+        )
+        if settings.oidc_key_files:
+            _ = self.keys.active  # configured keys must load now: a bad one stops the worker
+
+    def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        return parse_provider_settings(provider, settings)
+
+    def channel(self, provider: ProviderInfo) -> Channel:
+        rp: OidcProviderSettings = provider.settings
+        if rp.method is LogoutMethod.FRONTCHANNEL:
+            return Channel.FRONTCHANNEL_IFRAME
+        return Channel.BACKCHANNEL
+
+    def logout_token(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> str:
+        """A signed logout token naming exactly this provider session (fresh ``jti``)."""
+        rp: OidcProviderSettings = provider.settings
+        if rp.backchannel_logout_session_required and session.sid is None:
+            raise PermanentDeliveryError(
+                "the client requires sid (backchannel_logout_session_required) and this "
+                "provider session has none"
+            )
+        if session.sid is None and session.sub is None:
+            raise PermanentDeliveryError("the provider session has neither sid nor sub")
+        claims = logout_token_claims(
+            issuer=self.settings.issuer,
+            client_id=rp.client_id,
+            sub=session.sub,
+            sid=session.sid,
+            now=context.now,
+            lifetime=self.settings.logout_token_lifetime,
+        )
+        return sign(claims, self.keys.active)
+
+    def backchannel_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> BackchannelRequest:
+        rp: OidcProviderSettings = provider.settings
+        if rp.backchannel_logout_uri is None:
+            raise PermanentDeliveryError("the client has no backchannel_logout_uri")
+        token = self.logout_token(provider, session, context)
+        return BackchannelRequest(
+            url=rp.backchannel_logout_uri,
+            content=urlencode({"logout_token": token}).encode(),
+            headers={"content-type": _FORM},
+        )
+
+    def frontchannel_entry(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> FrontchannelEntry:
+        rp: OidcProviderSettings = provider.settings
+        if rp.frontchannel_logout_uri is None:
+            raise PermanentDeliveryError("the client has no frontchannel_logout_uri")
+        try:
+            url = frontchannel_url(
+                rp.frontchannel_logout_uri,
+                issuer=self.settings.issuer,
+                sid=session.sid,
+                session_required=rp.frontchannel_logout_session_required,
+            )
+        except ValueError as exc:
+            raise PermanentDeliveryError(str(exc)) from exc
+        return FrontchannelEntry(
+            provider=provider.name,
+            protocol=self.protocol,
+            channel=Channel.FRONTCHANNEL_IFRAME,
+            binding="iframe",
+            url=url,
+        )

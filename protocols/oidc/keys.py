@@ -1,0 +1,174 @@
+"""The IdP's logout-token signing keys: RS256 or ES256, several for rotation.
+
+One key signs (the active one); every key is published in the JWKS so relying parties
+can verify tokens signed before and after a rotation. A key's ``kid`` is its RFC 7638
+JWK thumbprint, so it never depends on a file name.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from schemas.errors import ConfigurationError
+
+__all__ = ["Algorithm", "KeyRing", "SigningKey", "generate_key", "load_key", "thumbprint"]
+
+Algorithm = Literal["RS256", "ES256"]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+_log = structlog.get_logger("logout.oidc.keys")
+_REQUIRED = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def thumbprint(public_jwk: dict[str, Any]) -> str:
+    """RFC 7638 SHA-256 thumbprint of a public JWK."""
+    members = {k: public_jwk[k] for k in _REQUIRED[public_jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return _b64(hashlib.sha256(canonical).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A private key with its algorithm and ``kid``. Its repr never shows the key."""
+
+    kid: str
+    alg: Algorithm
+    private_key: PrivateKey
+    source: str
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid!r}, alg={self.alg!r}, source={self.source!r})"
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public half as a JWK with ``kid``, ``alg`` and ``use: sig``."""
+        public = self.private_key.public_key()
+        if isinstance(public, rsa.RSAPublicKey):
+            jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+        else:
+            jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+def _from_private(private_key: Any, source: str) -> SigningKey:
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        if private_key.key_size < 2048:
+            raise ConfigurationError(f"{source}: RSA keys must have at least 2048 bits")
+        alg: Algorithm = "RS256"
+    elif isinstance(private_key, ec.EllipticCurvePrivateKey):
+        if not isinstance(private_key.curve, ec.SECP256R1):
+            raise ConfigurationError(f"{source}: EC keys must use P-256 for ES256")
+        alg = "ES256"
+    else:
+        raise ConfigurationError(f"{source}: only RSA (RS256) and EC P-256 (ES256) keys sign")
+    draft = SigningKey("", alg, private_key, source)
+    return SigningKey(thumbprint(draft.public_jwk()), alg, private_key, source)
+
+
+def load_key(path: Path) -> SigningKey:
+    """Read a PEM private key (PKCS#8 or traditional, unencrypted)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"signing key {path}: {exc.strerror}") from exc
+    try:
+        private_key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"signing key {path}: not an unencrypted PEM private key") from exc
+    return _from_private(private_key, str(path))
+
+
+def generate_key(directory: Path, alg: Algorithm = "RS256") -> SigningKey:
+    """Create a key, write it as ``<kid>.pem`` (mode 0600) in ``directory``, return it."""
+    private_key: PrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if alg == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    key = _from_private(private_key, "")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{key.kid}.pem"
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return SigningKey(key.kid, key.alg, private_key, str(path))
+
+
+class KeyRing:
+    """Configured key files plus keys generated into the data directory.
+
+    The active key is ``active_kid`` when given, else the first configured file, else the
+    oldest generated key. With no key at all, the first use generates one and says so.
+    """
+
+    def __init__(
+        self, files: Sequence[Path], generated_dir: Path, active_kid: str | None = None
+    ) -> None:
+        self._files = list(files)
+        self._dir = generated_dir
+        self._active_kid = active_kid
+        self._lock = threading.Lock()
+        self._keys: list[SigningKey] | None = None
+
+    def _load(self) -> list[SigningKey]:
+        keys = [load_key(path) for path in self._files]
+        generated = sorted(self._dir.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
+        keys += [load_key(path) for path in generated]
+        if not keys:
+            key = generate_key(self._dir)
+            _log.warning(
+                "generated a logout-token signing key; point oidc_key_files at managed keys "
+                "in production",
+                kid=key.kid,
+                alg=key.alg,
+                path=key.source,
+            )
+            keys = [key]
+        unique = list({key.kid: key for key in reversed(keys)}.values())[::-1]
+        if self._active_kid is not None and self._active_kid not in {k.kid for k in unique}:
+            raise ConfigurationError(
+                f"oidc_active_kid {self._active_kid!r} is not among the keys "
+                f"({', '.join(k.kid for k in unique)})"
+            )
+        return unique
+
+    @property
+    def keys(self) -> list[SigningKey]:
+        """Every published key, loaded (and generated if none exist) on first use."""
+        with self._lock:
+            if self._keys is None:
+                self._keys = self._load()
+            return self._keys
+
+    @property
+    def active(self) -> SigningKey:
+        """The key that signs."""
+        keys = self.keys
+        if self._active_kid is None:
+            return keys[0]
+        return next(k for k in keys if k.kid == self._active_kid)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS relying parties verify logout tokens with."""
+        return {"keys": [key.public_jwk() for key in self.keys]}

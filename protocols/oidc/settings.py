@@ -1,0 +1,85 @@
+"""An OIDC relying party's logout settings, validated when providers are loaded."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.errors import InputError, Problem
+
+__all__ = ["LogoutMethod", "OidcProviderSettings", "parse_provider_settings"]
+
+
+class LogoutMethod(StrEnum):
+    BACKCHANNEL = "backchannel"
+    FRONTCHANNEL = "frontchannel"
+
+
+def _check_uri(name: str, value: str | None, allow_http: bool) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.netloc:
+        raise ValueError(f"{name}: must be an absolute URI")
+    if parts.fragment or value.endswith("#"):
+        raise ValueError(f"{name}: must not have a fragment")
+    if parts.scheme not in ("https", "http"):
+        raise ValueError(f"{name}: must use https")
+    if parts.scheme == "http" and not allow_http:
+        raise ValueError(f"{name}: must use https (set allow_http = true to permit http)")
+
+
+class OidcProviderSettings(BaseModel):
+    """OpenID Connect Back-Channel and Front-Channel Logout registration of one client."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str = Field(min_length=1, max_length=255)
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
+    frontchannel_logout_uri: str | None = None
+    frontchannel_logout_session_required: bool = False
+    logout_method: LogoutMethod | None = Field(
+        default=None, description="Default: backchannel when its URI is set, else frontchannel."
+    )
+    allow_http: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        _check_uri("backchannel_logout_uri", self.backchannel_logout_uri, self.allow_http)
+        _check_uri("frontchannel_logout_uri", self.frontchannel_logout_uri, self.allow_http)
+        method = self.method
+        if method is LogoutMethod.BACKCHANNEL and self.backchannel_logout_uri is None:
+            raise ValueError("backchannel_logout_uri: required by logout_method 'backchannel'")
+        if method is LogoutMethod.FRONTCHANNEL and self.frontchannel_logout_uri is None:
+            raise ValueError("frontchannel_logout_uri: required by logout_method 'frontchannel'")
+        return self
+
+    @property
+    def method(self) -> LogoutMethod:
+        """The logout method in force (explicit, or derived from the URIs set)."""
+        if self.logout_method is not None:
+            return self.logout_method
+        if self.backchannel_logout_uri is not None or self.frontchannel_logout_uri is None:
+            return LogoutMethod.BACKCHANNEL
+        return LogoutMethod.FRONTCHANNEL
+
+
+def parse_provider_settings(provider: str, settings: Any) -> OidcProviderSettings:
+    """Validate ``settings``; raise :class:`InputError` naming the provider and field."""
+    try:
+        return OidcProviderSettings.model_validate(settings)
+    except ValidationError as exc:
+        where = f"provider {provider!r}"
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if not field and ": " in message:
+                # Cross-field rules say "field: problem".
+                field, message = message.split(": ", 1)
+            problems.append(Problem(where, field, message))
+        raise InputError(problems) from exc
