@@ -19,6 +19,8 @@ from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.store import upgrade
 from orchestrator.validation import parse_event_lines
+from protocols.oidc import OidcHandler, generate_key
+from protocols.oidc.keys import Algorithm
 from workers.broker import build_broker, is_in_process
 from workers.process import embedded, serve
 from workers.tables import print_audit_table
@@ -223,6 +225,44 @@ def audit_list(
             sys.stdout.write(record.model_dump_json() + "\n")
     else:
         print_audit_table(records, _console())
+
+
+@main.group()
+def keys() -> None:
+    """The IdP's logout-token signing keys (OIDC)."""
+
+
+def _oidc(ctx: click.Context) -> OidcHandler:
+    return OidcHandler(_settings(ctx))
+
+
+@keys.command("generate")
+@click.option("--alg", type=click.Choice(["RS256", "ES256"]), default="RS256", show_default=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where to write the PEM file (default: <data_dir>/oidc-keys, published at once).",
+)
+@click.pass_context
+def keys_generate(ctx: click.Context, alg: Algorithm, directory: str | None) -> None:
+    """Write a new private key as <kid>.pem (mode 0600); print its kid and path."""
+    settings = _settings(ctx)
+    key = generate_key(Path(directory) if directory else settings.data_dir / "oidc-keys", alg)
+    _console().print(f"kid {key.kid} ({key.alg}) written to {key.source}", markup=False)
+    _console(stderr=True).print(
+        "It is published in `keys jwks` now (when in the data directory or listed in "
+        "oidc_key_files); sign with it by setting oidc_active_kid once relying parties "
+        "have fetched the new JWKS.",
+        markup=False,
+    )
+
+
+@keys.command("jwks")
+@click.pass_context
+def keys_jwks(ctx: click.Context) -> None:
+    """Print the public JWKS relying parties use to verify logout tokens."""
+    sys.stdout.write(json.dumps(_oidc(ctx).keys.jwks(), indent=2) + "\n")
 
 
 @main.group()

@@ -8,6 +8,7 @@ JWK thumbprint, so it never depends on a file name.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -131,12 +132,15 @@ class KeyRing:
         self._lock = threading.Lock()
         self._keys: list[SigningKey] | None = None
 
+    def _generated(self) -> list[SigningKey]:
+        paths = sorted(self._dir.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
+        return [load_key(path) for path in paths]
+
     def _load(self) -> list[SigningKey]:
         keys = [load_key(path) for path in self._files]
-        generated = sorted(self._dir.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
-        keys += [load_key(path) for path in generated]
+        keys += self._generated()
         if not keys:
-            key = generate_key(self._dir)
+            key = self._generate_once()
             _log.warning(
                 "generated a logout-token signing key; point oidc_key_files at managed keys "
                 "in production",
@@ -145,13 +149,24 @@ class KeyRing:
                 path=key.source,
             )
             keys = [key]
-        unique = list({key.kid: key for key in reversed(keys)}.values())[::-1]
+        by_kid: dict[str, SigningKey] = {}
+        for key in keys:
+            by_kid.setdefault(key.kid, key)  # the same key in two places counts once
+        unique = list(by_kid.values())
         if self._active_kid is not None and self._active_kid not in {k.kid for k in unique}:
             raise ConfigurationError(
                 f"oidc_active_kid {self._active_kid!r} is not among the keys "
                 f"({', '.join(k.kid for k in unique)})"
             )
         return unique
+
+    def _generate_once(self) -> SigningKey:
+        """Generate the default key; several processes starting at once make only one."""
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (self._dir / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            existing = self._generated()
+            return existing[0] if existing else generate_key(self._dir)
 
     @property
     def keys(self) -> list[SigningKey]:

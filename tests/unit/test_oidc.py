@@ -1,0 +1,286 @@
+"""The OIDC handler: provider settings, keys, logout tokens and front-channel URLs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
+
+from orchestrator import ConfigurationError, InputError, PermanentDeliveryError, Settings
+from protocols import Channel, LogoutContext, ProviderInfo, ProviderSessionInfo
+from protocols.oidc import (
+    BACKCHANNEL_LOGOUT_EVENT,
+    KeyRing,
+    OidcHandler,
+    frontchannel_url,
+    generate_key,
+    load_key,
+)
+from workers.cli import main
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _settings(tmp_path: Path, **changes: Any) -> Settings:
+    return Settings.load(None, data_dir=tmp_path, issuer="https://idp.example.com", **changes)
+
+
+def _provider(handler: OidcHandler, **fields: Any) -> ProviderInfo:
+    raw = {"client_id": "wiki", "backchannel_logout_uri": "https://rp.example/bc", **fields}
+    return ProviderInfo("wiki", "oidc", True, False, handler.validate_settings("wiki", raw))
+
+
+def _session(sid: str | None = "sid-1", sub: str | None = "alice") -> ProviderSessionInfo:
+    return ProviderSessionInfo(1, "s-1", "alice", "wiki", sid=sid, sub=sub)
+
+
+def _context() -> LogoutContext:
+    return LogoutContext(str(uuid.uuid4()), "logout.user", "user", "d-1", 1, NOW)
+
+
+def _verify(token: str, jwks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Verify with joserfc, an implementation independent of the one that signed."""
+    decoded = jose_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["RS256", "ES256"])
+    return dict(decoded.header), dict(decoded.claims)
+
+
+# -- provider settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"client_id": None}, "client_id", "Field required"),
+        ({"backchannel_logout_uri": "/relative"}, "backchannel_logout_uri", "absolute URI"),
+        ({"backchannel_logout_uri": "https://rp/x#frag"}, "backchannel_logout_uri", "fragment"),
+        ({"backchannel_logout_uri": "http://rp/x"}, "backchannel_logout_uri", "allow_http"),
+        ({"frontchannel_logout_uri": "ftp://rp/x"}, "frontchannel_logout_uri", "https"),
+        (
+            {"backchannel_logout_uri": None, "logout_method": "backchannel"},
+            "backchannel_logout_uri",
+            "required by logout_method 'backchannel'",
+        ),
+        ({"logout_method": "carrier-pigeon"}, "logout_method", "Input should be"),
+        ({"client_secret": "x"}, "client_secret", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_provider_settings_name_provider_and_field(
+    tmp_path: Path, fields: dict[str, Any], field: str, message: str
+) -> None:
+    """Each invalid registration is refused naming the provider and the field."""
+    handler = OidcHandler(_settings(tmp_path))
+    raw: dict[str, Any] = {"client_id": "wiki", "backchannel_logout_uri": "https://rp/bc"}
+    raw.update(fields)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    with pytest.raises(InputError) as caught:
+        handler.validate_settings("wiki", raw)
+    [problem] = caught.value.problems
+    assert (problem.where, problem.field) == ("provider 'wiki'", field)
+    assert message in problem.message
+
+
+def test_http_allowed_only_when_asked(tmp_path: Path) -> None:
+    """allow_http = true permits http URIs (loopback RPs in development)."""
+    handler = OidcHandler(_settings(tmp_path))
+    provider = _provider(handler, backchannel_logout_uri="http://127.0.0.1/bc", allow_http=True)
+    assert handler.channel(provider) is Channel.BACKCHANNEL
+
+
+def test_logout_method_defaults_from_the_uris(tmp_path: Path) -> None:
+    """Back-channel when its URI is set; front-channel when only that URI is set."""
+    handler = OidcHandler(_settings(tmp_path))
+    both = _provider(handler, frontchannel_logout_uri="https://rp/fc")
+    front = _provider(handler, backchannel_logout_uri=None, frontchannel_logout_uri="https://rp/f")
+    chosen = _provider(
+        handler, frontchannel_logout_uri="https://rp/fc", logout_method="frontchannel"
+    )
+    assert handler.channel(both) is Channel.BACKCHANNEL
+    assert handler.channel(front) is Channel.FRONTCHANNEL_IFRAME
+    assert handler.channel(chosen) is Channel.FRONTCHANNEL_IFRAME
+
+
+# -- logout tokens ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_logout_token_is_spec_exact(tmp_path: Path, alg: str) -> None:
+    """Header and claims exactly as Back-Channel Logout §2.4 asks, verified independently."""
+    key = generate_key(tmp_path / "k", alg)  # type: ignore[arg-type]
+    handler = OidcHandler(_settings(tmp_path, oidc_key_files=[Path(key.source)]))
+    request = handler.backchannel_request(_provider(handler), _session(), _context())
+    assert request.url == "https://rp.example/bc"
+    assert request.method == "POST"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    [token] = parse_qs(request.content.decode())["logout_token"]
+    header, claims = _verify(token, handler.keys.jwks())
+    assert header == {"alg": alg, "typ": "logout+jwt", "kid": key.kid}
+    assert claims["iss"] == "https://idp.example.com"
+    assert claims["aud"] == "wiki"
+    assert claims["iat"] == int(NOW.timestamp())
+    assert 0 < claims["exp"] - claims["iat"] <= 120
+    assert claims["events"] == {BACKCHANNEL_LOGOUT_EVENT: {}}
+    assert (claims["sid"], claims["sub"]) == ("sid-1", "alice")
+    assert "nonce" not in claims
+    assert set(claims) == {"iss", "aud", "iat", "exp", "jti", "events", "sid", "sub"}
+
+
+def test_every_attempt_gets_a_fresh_jti(tmp_path: Path) -> None:
+    """Two tokens for the same session never share a jti."""
+    handler = OidcHandler(_settings(tmp_path))
+    provider = _provider(handler)
+    tokens = [handler.logout_token(provider, _session(), _context()) for _ in range(3)]
+    jtis = {_verify(t, handler.keys.jwks())[1]["jti"] for t in tokens}
+    assert len(jtis) == 3
+
+
+def test_sid_required_but_missing_fails_permanently(tmp_path: Path) -> None:
+    """A client requiring sid never gets a token without one."""
+    handler = OidcHandler(_settings(tmp_path))
+    provider = _provider(handler, backchannel_logout_session_required=True)
+    with pytest.raises(PermanentDeliveryError, match="requires sid"):
+        handler.backchannel_request(provider, _session(sid=None), _context())
+
+
+def test_sub_only_token_when_sid_is_not_required(tmp_path: Path) -> None:
+    """Without a sid (and not required), the token names sub alone."""
+    handler = OidcHandler(_settings(tmp_path))
+    token = handler.logout_token(_provider(handler), _session(sid=None), _context())
+    claims = _verify(token, handler.keys.jwks())[1]
+    assert "sid" not in claims
+    assert claims["sub"] == "alice"
+
+
+def test_neither_sid_nor_sub_fails_permanently(tmp_path: Path) -> None:
+    """A token must name sub or sid."""
+    handler = OidcHandler(_settings(tmp_path))
+    with pytest.raises(PermanentDeliveryError, match="neither sid nor sub"):
+        handler.logout_token(_provider(handler), _session(sid=None, sub=None), _context())
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def test_first_use_generates_a_key_once(tmp_path: Path) -> None:
+    """With no key configured, one RS256 key is generated into the data directory, once."""
+    ring = KeyRing([], tmp_path / "oidc-keys")
+    first = ring.active
+    assert first.alg == "RS256"
+    assert Path(first.source).parent == tmp_path / "oidc-keys"
+    assert oct(Path(first.source).stat().st_mode & 0o777) == "0o600"
+    again = KeyRing([], tmp_path / "oidc-keys").active
+    assert again.kid == first.kid
+    assert "PRIVATE" not in repr(first)
+
+
+def test_rotation_publishes_all_and_signs_with_the_active(tmp_path: Path) -> None:
+    """Every key is in the JWKS; the configured active kid signs."""
+    old = generate_key(tmp_path / "k", "RS256")
+    new = generate_key(tmp_path / "k", "ES256")
+    files = [Path(old.source), Path(new.source)]
+    ring = KeyRing(files, tmp_path / "none", active_kid=new.kid)
+    assert [k["kid"] for k in ring.jwks()["keys"]] == [old.kid, new.kid]
+    assert ring.active.kid == new.kid
+    assert all("d" not in k for k in ring.jwks()["keys"]), "private parts must not be published"
+    default = KeyRing(files, tmp_path / "none")
+    assert default.active.kid == old.kid
+
+
+def test_unknown_active_kid_is_refused(tmp_path: Path) -> None:
+    """oidc_active_kid must name a loaded key."""
+    key = generate_key(tmp_path / "k")
+    with pytest.raises(ConfigurationError, match="oidc_active_kid 'nope'"):
+        _ = KeyRing([Path(key.source)], tmp_path / "none", "nope").active
+
+
+def test_bad_key_files_are_refused(tmp_path: Path) -> None:
+    """A missing file, a non-key file and a weak RSA key stop the handler at start."""
+    (tmp_path / "junk.pem").write_text("not a key")
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    (tmp_path / "weak.pem").write_bytes(
+        weak.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigurationError, match="no such file|No such file"):
+        load_key(tmp_path / "absent.pem")
+    with pytest.raises(ConfigurationError, match="not an unencrypted PEM private key"):
+        load_key(tmp_path / "junk.pem")
+    with pytest.raises(ConfigurationError, match="at least 2048 bits"):
+        OidcHandler(_settings(tmp_path, oidc_key_files=[tmp_path / "weak.pem"]))
+
+
+def test_kid_is_the_rfc7638_thumbprint(tmp_path: Path) -> None:
+    """The kid matches joserfc's own RFC 7638 thumbprint of the public key."""
+    from joserfc.jwk import import_key
+
+    key = generate_key(tmp_path / "k", "ES256")
+    jwk = key.public_jwk()
+    assert import_key(jwk).thumbprint() == key.kid
+
+
+def test_keys_cli_generate_and_jwks(tmp_path: Path) -> None:
+    """keys generate writes a key that keys jwks then publishes."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "ERROR"}
+    generated = CliRunner().invoke(main, ["keys", "generate", "--alg", "ES256"], env=env)
+    assert generated.exit_code == 0, generated.output
+    kid = generated.output.split()[1]
+    published = CliRunner().invoke(main, ["keys", "jwks"], env=env)
+    jwks = json.loads(published.stdout)
+    assert [k["kid"] for k in jwks["keys"]] == [kid]
+    assert jwks["keys"][0]["alg"] == "ES256"
+
+
+# -- front-channel ---------------------------------------------------------------------
+
+
+def test_frontchannel_url_keeps_the_query_and_adds_iss_and_sid() -> None:
+    """iss and sid are appended, the registered query is kept, stale ones replaced."""
+    url = frontchannel_url(
+        "https://rp.example/logout?tenant=7&sid=old",
+        issuer="https://idp.example.com",
+        sid="sid-1",
+        session_required=True,
+    )
+    parts = urlsplit(url)
+    assert parts.path == "/logout"
+    assert parse_qs(parts.query) == {
+        "tenant": ["7"],
+        "iss": ["https://idp.example.com"],
+        "sid": ["sid-1"],
+    }
+
+
+def test_frontchannel_url_both_or_neither() -> None:
+    """Without a sid, neither parameter is sent; when required, it cannot be built."""
+    uri = "https://rp.example/logout"
+    assert frontchannel_url(uri, issuer="i", sid=None, session_required=False) == uri
+    with pytest.raises(ValueError, match="requires iss and sid"):
+        frontchannel_url(uri, issuer="i", sid=None, session_required=True)
+
+
+def test_frontchannel_entry(tmp_path: Path) -> None:
+    """The handler's iframe entry carries the URL and no secret."""
+    handler = OidcHandler(_settings(tmp_path))
+    provider = _provider(
+        handler,
+        backchannel_logout_uri=None,
+        frontchannel_logout_uri="https://rp.example/fc",
+        frontchannel_logout_session_required=True,
+    )
+    entry = handler.frontchannel_entry(provider, _session(), _context())
+    assert (entry.provider, entry.protocol, entry.binding) == ("wiki", "oidc", "iframe")
+    assert parse_qs(urlsplit(entry.url).query)["sid"] == ["sid-1"]
+    with pytest.raises(PermanentDeliveryError):
+        handler.frontchannel_entry(provider, _session(sid=None), _context())
