@@ -50,11 +50,8 @@ def _context() -> LogoutContext:
 
 def _verify(token: str, jwks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify with joserfc, an implementation independent of the one that signed."""
-    decoded = jose_jwt.decode(
-        token,
-        KeySet.import_key_set(jwks),
-        algorithms=["RS256", "ES256"],  # type: ignore[arg-type]
-    )
+    keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    decoded = jose_jwt.decode(token, keys, algorithms=["RS256", "ES256"])
     return dict(decoded.header), dict(decoded.claims)
 
 
