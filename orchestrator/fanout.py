@@ -277,26 +277,26 @@ class FanOut:
         now = utcnow()
         entries: list[AuditEntry] = []
         retries: list[tuple[str, float]] = []
+        rows: list[dict[str, Any]] = []
+        for work in works:
+            outcome = outcomes[work.delivery_id]
+            final = outcome.status is not DeliveryStatus.RETRYING
+            rows.append(
+                {
+                    "id": work.delivery_id,
+                    "status": outcome.status,
+                    "last_error": outcome.detail,
+                    "last_status_code": outcome.status_code,
+                    "updated_at": now,
+                    "next_attempt_at": outcome.next_attempt_at,
+                    "completed_at": now if final else None,
+                }
+            )
+            entries.append(_audit(work, outcome))
+            if outcome.next_attempt_at is not None:
+                retries.append((work.delivery_id, outcome.retry_in))
         with self._sessions.begin() as db:
-            for work in works:
-                outcome = outcomes[work.delivery_id]
-                final = outcome.status is not DeliveryStatus.RETRYING
-                db.execute(
-                    update(Delivery)
-                    .where(Delivery.id == work.delivery_id)
-                    .values(
-                        status=outcome.status,
-                        last_error=outcome.detail,
-                        last_status_code=outcome.status_code,
-                        updated_at=now,
-                        next_attempt_at=outcome.next_attempt_at,
-                        completed_at=now if final else None,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                entries.append(_audit(work, outcome))
-                if outcome.next_attempt_at is not None:
-                    retries.append((work.delivery_id, outcome.retry_in))
+            db.execute(update(Delivery), rows)  # one executemany, by primary key
             records = write_audit(db, entries, at=now)
         emit(records)
         for delivery_id, wait in retries:
