@@ -1,0 +1,892 @@
+"""Throughput of the event pipeline, side by side in one run.
+
+* in process: ``EventProcessor.handle`` called directly (no broker), on SQLite and PostgreSQL;
+* publish only: ``Publisher.publish_many`` to Redis with no worker consuming;
+* end to end: a real ``logout-orchestrator worker`` subprocess, idle and warmed up, consuming
+  events published to Redis, until every event is ``completed`` in PostgreSQL.
+
+Every event is a ``logout.user`` that ends one IdP session with two provider sessions whose
+protocol has no handler, so both deliveries end ``skipped`` and nothing goes over HTTP: what is
+measured is the broker, the database and the pipeline's own code.
+
+Run ``python -m bench.pipeline --help``; see ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import redis
+import sqlalchemy
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
+
+from orchestrator import HandleResult, Publisher, Runtime, Settings
+from orchestrator.logging import configure_logging
+from orchestrator.store import (
+    Delivery,
+    DeliveryStatus,
+    EventRecord,
+    EventStatus,
+    make_engine,
+)
+from schemas import ProviderConfig, ProviderSessionRecord, SessionRecord
+from workers import build_broker
+
+__all__ = ["main"]
+
+POSTGRES_URL = os.environ.get(
+    "LOGOUT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("LOGOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_JSON = RESULTS / "pipeline.json"
+
+#: Two providers per session, of a protocol no handler serves: deliveries end ``skipped``.
+PROVIDERS = ("bench-a", "bench-b")
+NO_HANDLER = "bench-none"
+#: Sessions per ``import_records`` transaction while seeding.
+SEED_CHUNK = 1000
+#: How often the end-to-end run polls the ``events`` table.
+POLL_INTERVAL = 0.05
+#: Longest wait for a worker to start, or for one run to drain.
+WORKER_START_TIMEOUT = 90.0
+DRAIN_TIMEOUT = 300.0
+#: (processes, threads) of the end-to-end runs.
+WORKER_SHAPES = ((1, 8), (2, 8))
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run, or what it measured is wrong."""
+
+
+# -- results ---------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    scenario: str
+    backend: str
+    events: int
+    seconds: float
+    rate: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    cpu_ms: float | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..1) of already sorted values."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """The results as a Markdown table."""
+    lines = [
+        "| scenario | backend | events | time (s) | events/s | p50 (ms) | p99 (ms) "
+        "| CPU ms/event | notes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.scenario} | {row.backend} | {row.events:,} | {row.seconds:.2f} | "
+            f"{row.rate:,.0f} | {_fmt(row.p50_ms)} | {_fmt(row.p99_ms)} | {_fmt(row.cpu_ms)} "
+            f"| {row.notes} |"
+        )
+    return "\n".join(lines)
+
+
+# -- machine ---------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU model named in /proc/cpuinfo, or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(postgres_version: str | None, redis_version: str | None) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version,
+        "redis": redis_version,
+        "kernel": platform.release(),
+        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    return (
+        f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, "
+        f"SQLAlchemy {info['sqlalchemy']}, SQLite {info['sqlite']}, "
+        f"PostgreSQL {info['postgresql'] or 'n/a'}, Redis {info['redis'] or 'n/a'}, "
+        f"Linux {info['kernel']}, load average at start "
+        f"{' / '.join(str(v) for v in info['loadavg_at_start'])}, {info['date']}"
+    )
+
+
+# -- CPU accounting --------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return (0.0, 0.0)
+    total = sum(fields[:8])  # guest time is already counted in user
+    idle = fields[3] + fields[4]  # idle + iowait
+    return ((total - idle) / _TICK, total / _TICK)
+
+
+def busy_percent(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Share of the machine's CPUs that were busy between two :func:`machine_cpu` samples."""
+    total = after[1] - before[1]
+    return None if total <= 0 else 100 * (after[0] - before[0]) / total
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of process group ``pgid``."""
+    used = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 12 and int(fields[2]) == pgid:
+            used += int(fields[11]) + int(fields[12])  # utime + stime
+    return used / _TICK
+
+
+# -- services ------------------------------------------------------------------------
+
+
+def _admin_engine(admin_url: str) -> Engine:
+    url = make_url(admin_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+
+
+def postgres_version(admin_url: str) -> str:
+    engine = _admin_engine(admin_url)
+    try:
+        with engine.connect() as connection:
+            return str(connection.execute(text("SHOW server_version")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def redis_version(url: str) -> str:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        info: dict[str, Any] = client.info("server")
+        return str(info.get("redis_version", "?"))
+    finally:
+        client.close()
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database ``lo_bench_<hex>``, dropped (WITH FORCE) afterwards; yields its URL."""
+    admin = _admin_engine(admin_url)
+    name = f"lo_bench_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def clean_redis(url: str, namespace: str) -> int:
+    """Delete the namespace's queues and acks (``dramatiq:<namespace>*``); returns the count."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    deleted = 0
+    try:
+        for pattern in (f"dramatiq:{namespace}*", f"dramatiq:__acks__.*.{namespace}*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                deleted += int(client.delete(*keys))
+    finally:
+        client.close()
+    return deleted
+
+
+_HEARTBEATS = "dramatiq:__heartbeats__"
+
+
+def heartbeats(url: str) -> set[str]:
+    """Worker ids in dramatiq's heartbeat set (shared by every worker on this Redis db)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        members: list[bytes] = client.zrange(_HEARTBEATS, 0, -1)  # type: ignore[assignment]
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+    finally:
+        client.close()
+
+
+def forget_heartbeats(url: str, before: set[str]) -> None:
+    """Remove the heartbeats our (stopped) workers left, i.e. those not in ``before``."""
+    ours = heartbeats(url) - before
+    if not ours:
+        return
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.zrem(_HEARTBEATS, *ours)
+    finally:
+        client.close()
+
+
+def worker_cli() -> Path:
+    """``logout-orchestrator`` of the interpreter's environment."""
+    beside = Path(sys.executable).parent / "logout-orchestrator"
+    if beside.exists():
+        return beside
+    found = shutil.which("logout-orchestrator")
+    if found is None:
+        raise BenchError("logout-orchestrator is not installed beside this Python")
+    return Path(found)
+
+
+@dataclass
+class Worker:
+    """A ``logout-orchestrator worker`` subprocess, in its own process group."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self, lines: int = 40) -> str:
+        try:
+            text_ = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text_.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM and wait; SIGKILL the group when it does not stop, or leaves children."""
+        pid = self.process.pid
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill_group(pid)
+            self.process.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _group_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_exists(pid):
+            _kill_group(pid)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(pgid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@contextmanager
+def worker_process(
+    env: dict[str, str], log: Path, processes: int, threads: int
+) -> Iterator[Worker]:
+    """Start ``logout-orchestrator worker --processes P --threads T``; stop it afterwards."""
+    command = [
+        str(worker_cli()),
+        "worker",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    worker = Worker(process, log)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def seed(runtime: Runtime, prefix: str, count: int) -> list[str]:
+    """Providers, then ``count`` IdP sessions with one provider session per provider."""
+    registry = runtime.registry
+    registry.upsert_providers([ProviderConfig(name=p, protocol=NO_HANDLER) for p in PROVIDERS])
+    ids = [f"{prefix}-{index:07d}" for index in range(count)]
+    for start in range(0, count, SEED_CHUNK):
+        records: list[SessionRecord | ProviderSessionRecord] = []
+        for session_id in ids[start : start + SEED_CHUNK]:
+            records.append(
+                SessionRecord.model_validate(
+                    {"kind": "session", "session_id": session_id, "user_id": f"u-{session_id}"}
+                )
+            )
+            records.extend(
+                ProviderSessionRecord.model_validate(
+                    {
+                        "kind": "provider_session",
+                        "session_id": session_id,
+                        "provider": provider,
+                        "sid": f"{provider}-{session_id}",
+                    }
+                )
+                for provider in PROVIDERS
+            )
+        registry.import_records(records)
+    return ids
+
+
+def logout_event(session_id: str) -> dict[str, Any]:
+    """A ``logout.user`` event as a publisher sends it."""
+    return {
+        "type": "logout.user",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "initiator": "user",
+        "session_id": session_id,
+    }
+
+
+def check_outcome(engine: Engine, events: int) -> None:
+    """Every event completed, every delivery skipped: the run measured what it claims to."""
+    with engine.connect() as connection:
+        completed = connection.scalar(
+            select(func.count())
+            .select_from(EventRecord)
+            .where(EventRecord.status == EventStatus.COMPLETED)
+        )
+        by_status = dict(
+            connection.execute(
+                select(Delivery.status, func.count()).group_by(Delivery.status)
+            ).all()
+        )
+    skipped = by_status.get(DeliveryStatus.SKIPPED, 0)
+    if completed != events or skipped != events * len(PROVIDERS) or len(by_status) != 1:
+        raise BenchError(
+            f"expected {events} completed events and {events * len(PROVIDERS)} skipped "
+            f"deliveries; found {completed} completed, deliveries {by_status}"
+        )
+
+
+def _settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "broker_url": "memory://",
+        "protocols": [],
+        "log_level": "WARNING",
+        **overrides,
+    }
+    return Settings.load(None, **values)
+
+
+def _count_statements(engine: Engine) -> dict[str, int]:
+    """Count SQL statements and commits on ``engine`` into the returned dict until cleared."""
+    counts = {"statements": 0, "commits": 0}
+
+    def statement(*_: Any) -> None:
+        if counts:
+            counts["statements"] += 1
+
+    def commit(*_: Any) -> None:
+        if counts:
+            counts["commits"] += 1
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    return counts
+
+
+def _no_schedule(_delivery_id: str, _delay: float) -> None:
+    raise BenchError("a delivery was scheduled for retry; deliveries must end skipped")
+
+
+# -- 1. in process ---------------------------------------------------------------------
+
+
+def run_in_process(
+    backend: str,
+    database_url: str,
+    data_dir: Path,
+    events: int,
+    warmup: int,
+    profile: cProfile.Profile | None = None,
+) -> Row:
+    """``EventProcessor.handle`` called ``events`` times in a row, after ``warmup`` calls."""
+    runtime = Runtime.start(_settings(data_dir, database_url), handlers={})
+    try:
+        began = time.perf_counter()
+        ids = seed(runtime, "ip", warmup + events)
+        seeded = time.perf_counter() - began
+        processor = runtime.processor(schedule=_no_schedule)
+        work = [(logout_event(session_id), str(uuid.uuid4())) for session_id in ids]
+        for raw, message_id in work[:warmup]:
+            if processor.handle(raw, message_id) is not HandleResult.COMPLETED:
+                raise BenchError("a warm-up event was not completed")
+        latencies: list[int] = []
+        results: list[HandleResult] = []
+        clock = time.perf_counter_ns
+        statements = _count_statements(runtime.engine)
+        load = os.getloadavg()[0]
+        busy = machine_cpu()
+        if profile is not None:
+            profile.enable()
+        cpu = time.process_time()
+        start = clock()
+        for raw, message_id in work[warmup:]:
+            before = clock()
+            results.append(processor.handle(raw, message_id))
+            latencies.append(clock() - before)
+        elapsed = (clock() - start) / 1e9
+        cpu = time.process_time() - cpu
+        if profile is not None:
+            profile.disable()
+        counted = dict(statements)
+        statements.clear()  # stop counting (the outcome check below is not the pipeline)
+        machine_busy = busy_percent(busy, machine_cpu())
+        if any(result is not HandleResult.COMPLETED for result in results):
+            raise BenchError(f"{backend}: not every event was completed")
+        check_outcome(runtime.engine, warmup + events)
+    finally:
+        runtime.close()
+    latencies.sort()
+    return Row(
+        scenario="in-process `handle()`",
+        backend=backend,
+        events=events,
+        seconds=elapsed,
+        rate=events / elapsed,
+        p50_ms=percentile(latencies, 0.50) / 1e6,
+        p99_ms=percentile(latencies, 0.99) / 1e6,
+        cpu_ms=cpu * 1000 / events,
+        notes=(
+            f"1 thread; {counted.get('statements', 0) / events:.0f} SQL statements in "
+            f"{counted.get('commits', 0) / events:.0f} transactions per event; "
+            f"machine {_fmt(machine_busy, 0)}% busy"
+        ),
+        extra={
+            "cpu_seconds": round(cpu, 3),
+            "statements_per_event": counted.get("statements", 0) / events,
+            "commits_per_event": counted.get("commits", 0) / events,
+            "machine_busy_percent": machine_busy,
+            "loadavg_1m_before": load,
+            "seed_seconds": round(seeded, 3),
+            "warmup": warmup,
+            "max_ms": latencies[-1] / 1e6,
+            "mean_ms": sum(latencies) / len(latencies) / 1e6,
+        },
+    )
+
+
+# -- 2. broker -------------------------------------------------------------------------
+
+
+def run_publish_only(redis_url: str, data_dir: Path, events: int) -> Row:
+    """``Publisher.publish_many`` of ``events`` events with no worker consuming them."""
+    namespace = f"lobench{secrets.token_hex(5)}"
+    settings = _settings(
+        data_dir, f"sqlite:///{data_dir / 'unused.db'}", broker_url=redis_url, namespace=namespace
+    )
+    payloads = [logout_event(f"pub-{index}") for index in range(events)]
+    broker = build_broker(settings)
+    try:
+        publisher = Publisher(broker, namespace)
+        publisher.publish_many(payloads[:10])  # connection and Lua scripts, not timed
+        cpu = time.process_time()
+        start = time.perf_counter()
+        publisher.publish_many(payloads[10:])
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+    finally:
+        broker.close()
+        clean_redis(redis_url, namespace)
+    sent = len(payloads) - 10
+    return Row(
+        scenario="publish only (no worker)",
+        backend="Redis",
+        events=sent,
+        seconds=elapsed,
+        rate=sent / elapsed,
+        cpu_ms=cpu * 1000 / sent,
+        notes="`publish_many`: validate, then 1 Redis round trip per event; CPU = publisher's",
+    )
+
+
+def _count_completed(engine: Engine) -> int:
+    with engine.connect() as connection:
+        count = connection.scalar(
+            select(func.count())
+            .select_from(EventRecord)
+            .where(EventRecord.status == EventStatus.COMPLETED)
+        )
+    return int(count or 0)
+
+
+def wait_completed(
+    engine: Engine, target: int, worker: Worker, timeout: float, on_first: Callable[[], None]
+) -> None:
+    """Poll every ``POLL_INTERVAL`` until ``target`` events are completed."""
+    deadline = time.monotonic() + timeout
+    seen_first = False
+    baseline = _count_completed(engine)
+    while True:
+        done = _count_completed(engine)
+        if not seen_first and done > baseline:
+            seen_first = True
+            on_first()
+        if done >= target:
+            return
+        if not worker.alive():
+            raise BenchError(f"worker exited ({worker.process.returncode}):\n{worker.output()}")
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"only {done}/{target} events completed after {timeout:.0f}s; worker log:\n"
+                f"{worker.output()}"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def wait_consuming(url: str, before: set[str], processes: int, worker: Worker) -> None:
+    """Wait until ``processes`` new consumers heartbeat: every worker process is fetching."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    while len(heartbeats(url) - before) < processes:
+        if not worker.alive():
+            raise BenchError(f"worker exited ({worker.process.returncode}):\n{worker.output()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"worker processes did not start consuming:\n{worker.output()}")
+        time.sleep(0.1)
+
+
+def run_end_to_end(
+    admin_url: str,
+    redis_url: str,
+    data_dir: Path,
+    processes: int,
+    threads: int,
+    events: int,
+) -> Row:
+    """Publish ``events`` events to an idle, warmed-up worker; time until all are completed."""
+    warmup = max(20, 2 * processes * threads)
+    namespace = f"lobench{secrets.token_hex(5)}"
+    with ExitStack() as stack:
+        database_url = stack.enter_context(postgres_database(admin_url))
+        stack.callback(clean_redis, redis_url, namespace)
+        settings = _settings(data_dir, database_url, broker_url=redis_url, namespace=namespace)
+        runtime = Runtime.start(settings, handlers={})  # migrates
+        try:
+            began = time.perf_counter()
+            ids = seed(runtime, "e2e", warmup + events)
+            seeded = time.perf_counter() - began
+        finally:
+            runtime.close()
+        engine = make_engine(database_url)
+        stack.callback(engine.dispose)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_")}
+        env.update(
+            LOGOUT_BROKER_URL=redis_url,
+            LOGOUT_DATABASE_URL=database_url,
+            LOGOUT_NAMESPACE=namespace,
+            LOGOUT_DATA_DIR=str(data_dir),
+            LOGOUT_LOG_LEVEL="WARNING",
+            LOGOUT_PROTOCOLS="[]",
+        )
+        log = data_dir / f"worker-{processes}x{threads}.log"
+        before = heartbeats(redis_url)
+        stack.callback(forget_heartbeats, redis_url, before)
+        worker = stack.enter_context(worker_process(env, log, processes, threads))
+        wait_consuming(redis_url, before, processes, worker)
+        broker = build_broker(settings)
+        stack.callback(broker.close)
+        publisher = Publisher(broker, namespace)
+        payloads = [logout_event(session_id) for session_id in ids]
+        # Warm-up: every process consumes; have them handle events, then let them go idle.
+        publisher.publish_many(payloads[:warmup])
+        wait_completed(engine, warmup, worker, WORKER_START_TIMEOUT, lambda: None)
+        time.sleep(1.0)
+        first: list[float] = []
+        load = os.getloadavg()[0]
+        busy = machine_cpu()
+        worker_cpu = group_cpu(worker.process.pid)
+        start = time.perf_counter()
+        publisher.publish_many(payloads[warmup:])
+        published = time.perf_counter() - start
+        wait_completed(
+            engine,
+            warmup + events,
+            worker,
+            DRAIN_TIMEOUT,
+            lambda: first.append(time.perf_counter() - start),
+        )
+        elapsed = time.perf_counter() - start
+        worker_cpu = group_cpu(worker.process.pid) - worker_cpu
+        machine_busy = busy_percent(busy, machine_cpu())
+        check_outcome(engine, warmup + events)
+        if not worker.alive():
+            raise BenchError(f"worker exited during the run:\n{worker.output()}")
+        errors = worker.output()
+    return Row(
+        scenario=f"end to end, worker {processes}x{threads}",
+        backend="Redis + PostgreSQL",
+        events=events,
+        seconds=elapsed,
+        rate=events / elapsed,
+        cpu_ms=worker_cpu * 1000 / events,
+        notes=(
+            f"CPU = all worker processes'; machine {_fmt(machine_busy, 0)}% busy; "
+            f"publishing took {published:.2f}s ({events / published:,.0f}/s) of it; "
+            f"first completion seen at {first[0] if first else float('nan'):.2f}s"
+        ),
+        extra={
+            "worker_cpu_seconds": round(worker_cpu, 3),
+            "machine_busy_percent": machine_busy,
+            "loadavg_1m_before": load,
+            "processes": processes,
+            "threads": threads,
+            "publish_seconds": round(published, 3),
+            "first_completed_seconds": round(first[0], 3) if first else None,
+            "seed_seconds": round(seeded, 3),
+            "warmup": warmup,
+            "worker_log_tail": errors,
+        },
+    )
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def _package(filename: str, function: str) -> str:
+    """Where a profiled function lives: a package, a module of the repo, or a C call."""
+    if filename == "~":  # a C function, e.g. "<method 'execute' of 'sqlite3.Cursor' objects>"
+        if " of '" not in function:
+            return "C: builtins"
+        owner = function.split(" of '", 1)[1].split("'", 1)[0]
+        return f"C: {owner.rsplit('.', 1)[0] if '.' in owner else 'builtins'}"
+    path = Path(filename)
+    parts = path.parts
+    if "site-packages" in parts:
+        rest = parts[parts.index("site-packages") + 1 :]
+        top = rest[0].removesuffix(".py") if rest else "?"
+        if top == "sqlalchemy" and len(rest) > 2:
+            return f"sqlalchemy.{rest[1]}"
+        return top
+    repo = Path(__file__).resolve().parent.parent
+    if path.is_relative_to(repo):
+        return ".".join(path.relative_to(repo).with_suffix("").parts)
+    return f"stdlib {path.stem}"
+
+
+def _profile_report(profile: cProfile.Profile, events: int, limit: int = 25) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    own: dict[str, float] = {}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        key = _package(filename, function)
+        own[key] = own.get(key, 0.0) + tottime
+    total = sum(own.values()) or 1.0
+    out.write("Own time by package, per event (profiled: about 2-3x slower than unprofiled)\n")
+    for key, seconds in sorted(own.items(), key=lambda item: -item[1])[:limit]:
+        out.write(f"  {100 * seconds / total:5.1f}%  {1000 * seconds / events:7.2f} ms  {key}\n")
+    out.write(f"\n(cumulative and own time for {events} events; divide by {events} per event)\n")
+    stats.sort_stats(pstats.SortKey.CUMULATIVE).print_stats(limit)
+    stats.sort_stats(pstats.SortKey.TIME).print_stats(limit)
+    return out.getvalue()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline", description=__doc__.split("\n\n", 1)[0] if __doc__ else ""
+    )
+    parser.add_argument(
+        "--events", type=int, default=500, help="events per in-process run (default 500)"
+    )
+    parser.add_argument(
+        "--e2e-events",
+        type=int,
+        default=None,
+        help="events per end-to-end run and for publish only (default: --events)",
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const=str(DEFAULT_JSON),
+        default=None,
+        metavar="PATH",
+        help="also write the results as JSON (PATH defaults to bench/results/pipeline.json)",
+    )
+    parser.add_argument(
+        "--in-process-only", action="store_true", help="skip publish-only and end-to-end runs"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("sqlite", "postgresql"),
+        help="cProfile the in-process run on this backend and print where the time goes "
+        "(profiled timings are slower; nothing else runs)",
+    )
+    args = parser.parse_args(argv)
+    if args.events < 10 or (args.e2e_events is not None and args.e2e_events < 20):
+        parser.error("use at least 10 in-process and 20 end-to-end events")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    e2e_events: int = args.e2e_events or args.events
+    configure_logging("WARNING", "json")  # as the worker runs: audit lines are not printed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
+    info = machine(postgres_version(POSTGRES_URL), redis_version(REDIS_URL))
+    warmup = max(10, args.events // 20)
+    rows: list[Row] = []
+    command = "python -m bench.pipeline " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    print(f"machine: {machine_line(info)}", file=sys.stderr)
+    with ExitStack() as cleanup:
+        # Publishers and workers alike leave their id in dramatiq's heartbeat set.
+        cleanup.callback(forget_heartbeats, REDIS_URL, heartbeats(REDIS_URL))
+        tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="lo-bench-"))
+        data_dir = Path(tmp)
+        if args.profile:
+            profile = cProfile.Profile()
+            if args.profile == "sqlite":
+                row = run_in_process(
+                    "SQLite",
+                    f"sqlite:///{data_dir / 'bench.db'}",
+                    data_dir,
+                    args.events,
+                    warmup,
+                    profile,
+                )
+            else:
+                with postgres_database(POSTGRES_URL) as url:
+                    row = run_in_process("PostgreSQL", url, data_dir, args.events, warmup, profile)
+            print(markdown_table([row]))
+            print(_profile_report(profile, args.events))
+            return 0
+        steps: list[tuple[str, Callable[[], Row]]] = [
+            (
+                "in-process SQLite",
+                lambda: run_in_process(
+                    "SQLite", f"sqlite:///{data_dir / 'bench.db'}", data_dir, args.events, warmup
+                ),
+            ),
+            ("in-process PostgreSQL", lambda: _in_process_postgres(data_dir, args.events, warmup)),
+        ]
+        if not args.in_process_only:
+            steps.append(
+                ("publish only", lambda: run_publish_only(REDIS_URL, data_dir, e2e_events))
+            )
+            for processes, threads in WORKER_SHAPES:
+                steps.append(
+                    (
+                        f"end to end {processes}x{threads}",
+                        partial(
+                            run_end_to_end,
+                            POSTGRES_URL,
+                            REDIS_URL,
+                            data_dir,
+                            processes,
+                            threads,
+                            e2e_events,
+                        ),
+                    )
+                )
+        for name, step in steps:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            began = time.perf_counter()
+            rows.append(step())
+            print(f"  done in {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
+    print(f"Machine: {machine_line(info)}\n")
+    print(f"Command: `{command.strip()}`\n")
+    print(markdown_table(rows))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "machine": info,
+            "command": command.strip(),
+            "results": [asdict(row) for row in rows],
+        }
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {path}", file=sys.stderr)
+    return 0
+
+
+def _in_process_postgres(data_dir: Path, events: int, warmup: int) -> Row:
+    with postgres_database(POSTGRES_URL) as url:
+        return run_in_process("PostgreSQL", url, data_dir, events, warmup)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Shared machinery of the integration suite: services, a per-test stack, real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import redis
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
+
+from orchestrator import Publisher, Runtime, Settings
+from protocols import ProtocolHandler
+from schemas import ProviderConfig
+from workers import build_broker
+
+REDIS_URL = os.environ.get("LOGOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "LOGOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+CLI = Path(sys.executable).parent / "logout-orchestrator"
+WORKER_ARGS = ("worker", "--processes", "1", "--threads", "4")
+
+#: Paths of worker stderr files, shown in the report when a test fails.
+WORKER_LOGS = pytest.StashKey[list[Path]]()
+
+#: Settings every worker of the suite runs with (fast heartbeats, sweeps and recovery).
+WORKER_SETTINGS: Mapping[str, str] = {
+    "LOGOUT_REDIS_HEARTBEAT_TIMEOUT_MS": "3000",
+    "LOGOUT_REDIS_MAINTENANCE_CHANCE": "200000",
+    "LOGOUT_RECOVERY_INTERVAL": "2",
+    "LOGOUT_RECOVERY_GRACE": "8",
+    "LOGOUT_LOG_LEVEL": "INFO",
+}
+
+
+def in_ci() -> bool:
+    """True when the suite runs in CI, where a missing service is a failure, never a skip."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def unavailable(what: str, url: str, exc: BaseException) -> NoReturn:
+    """Skip the test because ``what`` is down, or fail it when ``CI`` is ``true``."""
+    message = f"{what} at {redact(url)} is unreachable ({type(exc).__name__}: {exc})"
+    if in_ci():
+        pytest.fail(f"{message}; CI=true, so integration tests are never skipped", pytrace=False)
+    pytest.skip(message)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (redis://, amqp://): show the host
+        return url.rsplit("@", 1)[-1]
+
+
+def psycopg_url(url: str | URL) -> URL:
+    """``url`` with the psycopg 3 driver, as the product itself uses."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def tcp_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def logout_event(session_id: str, event_id: str | None = None) -> dict[str, Any]:
+    """A valid ``logout.user`` event as a publisher sends it (offset timestamp, not UTC)."""
+    offset = timezone(timedelta(hours=2))
+    return {
+        "type": "logout.user",
+        "event_id": event_id or str(uuid.uuid4()),
+        "occurred_at": datetime.now(offset).isoformat(timespec="milliseconds"),
+        "initiator": "user",
+        "session_id": session_id,
+    }
+
+
+def json_lines(items: Sequence[Mapping[str, Any]]) -> str:
+    """One JSON object per line."""
+    return "".join(json.dumps(item) + "\n" for item in items)
+
+
+def tail(text: str, lines: int = 150) -> str:
+    """The last ``lines`` lines of ``text``."""
+    kept = text.splitlines()[-lines:]
+    return "\n".join(kept)
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``logout-orchestrator worker`` subprocess and its stderr file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        """Everything the worker wrote to stderr so far."""
+        try:
+            return self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; SIGKILL if it does not stop in time. Returns the exit status."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL: the crash a deploy or the OOM killer causes. Returns the exit status."""
+        if self.alive():
+            self.process.kill()
+        return self.process.wait(timeout=30)
+
+
+@dataclass
+class Stack:
+    """One test's isolated world: its PostgreSQL database, Redis namespace and data dir."""
+
+    tmp_path: Path
+    database_url: str
+    broker_url: str
+    namespace: str
+    redis: redis.Redis
+    logs: list[Path]
+    #: Protocols enabled in every process of the stack; None: every installed handler.
+    protocols: list[str] | None = None
+    workers: list[WorkerProcess] = field(default_factory=list)
+    _engine: Engine | None = None
+
+    # -- settings and environment ------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp_path / "data"
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """os.environ plus this stack's ``LOGOUT_*`` settings (and ``extra``)."""
+        env = {k: v for k, v in os.environ.items() if not _is_setting(k)}
+        env.update(
+            LOGOUT_BROKER_URL=self.broker_url,
+            LOGOUT_DATABASE_URL=self.database_url,
+            LOGOUT_NAMESPACE=self.namespace,
+            LOGOUT_DATA_DIR=str(self.data_dir),
+        )
+        if self.protocols is not None:
+            env["LOGOUT_PROTOCOLS"] = json.dumps(self.protocols)
+        env.update(extra or {})
+        return env
+
+    def settings(self, **overrides: Any) -> Settings:
+        """The settings of this stack for in-process use (the Python API)."""
+        values: dict[str, Any] = {
+            "broker_url": self.broker_url,
+            "database_url": self.database_url,
+            "namespace": self.namespace,
+            "data_dir": self.data_dir,
+            "protocols": self.protocols,
+        }
+        return Settings.load(None, **{**values, **overrides})
+
+    # -- the command line --------------------------------------------------------------
+
+    def cli(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``logout-orchestrator ARGS`` and return its result (never raises on exit code)."""
+        return subprocess.run(
+            [str(CLI), *args],
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start_worker(self, extra: Mapping[str, str] | None = None) -> WorkerProcess:
+        """Start ``logout-orchestrator worker --processes 1 --threads 4`` in the background."""
+        log = self.tmp_path / f"worker-{len(self.workers) + 1}.stderr.log"
+        env = self.env({**WORKER_SETTINGS, **(extra or {})})
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [str(CLI), *WORKER_ARGS],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+            )
+        worker = WorkerProcess(process, log)
+        self.workers.append(worker)
+        self.logs.append(log)
+        return worker
+
+    # -- the database ------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """An engine on this test's database, for assertions."""
+        if self._engine is None:
+            self._engine = create_engine(psycopg_url(self.database_url), pool_size=2)
+        return self._engine
+
+    @contextmanager
+    def db(self) -> Iterator[Session]:
+        """A read session on this test's database."""
+        with Session(self.engine) as session:
+            yield session
+
+    @contextmanager
+    def runtime(
+        self, handlers: Mapping[str, ProtocolHandler] | None = None, **overrides: Any
+    ) -> Iterator[Runtime]:
+        """An in-process runtime (migrates the database); closed afterwards.
+
+        ``handlers`` as given, else the stack's enabled protocols loaded by entry point.
+        """
+        runtime = Runtime.start(self.settings(**overrides), handlers=handlers)
+        try:
+            yield runtime
+        finally:
+            runtime.close()
+
+    def seed(
+        self,
+        providers: Sequence[Mapping[str, Any]] = (),
+        records: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Load providers (``[[providers]]`` tables) and session records through the registry.
+
+        Providers are validated by the enabled handlers; records need none.
+        """
+        with self.runtime(handlers=None if providers else {}) as runtime:
+            if providers:
+                configs = [ProviderConfig.model_validate(table) for table in providers]
+                runtime.registry.upsert_providers(configs)
+            if records:
+                runtime.registry.import_lines(json_lines(records).splitlines())
+
+    @contextmanager
+    def publisher(self) -> Iterator[Publisher]:
+        """A publisher on this stack's broker; the broker is closed afterwards."""
+        broker = build_broker(self.settings())
+        try:
+            yield Publisher(broker, self.namespace)
+        finally:
+            broker.close()
+
+    # -- the broker --------------------------------------------------------------------
+
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in ``<namespace>.<queue>`` on Redis."""
+        return int(self.redis.llen(f"dramatiq:{self.namespace}.{queue}"))
+
+    def unacked(self, queue: str) -> int:
+        """Messages of ``<namespace>.<queue>`` enqueued and not yet acknowledged."""
+        return int(self.redis.hlen(f"dramatiq:{self.namespace}.{queue}.msgs"))
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        check: Callable[[], bool],
+        *,
+        what: str,
+        timeout: float = 30.0,
+        interval: float = 0.1,
+    ) -> float:
+        """Poll ``check`` until it is true; fail naming ``what``. Returns the seconds waited.
+
+        Fails early, with its output, when one of this stack's workers has exited.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            if check():
+                return time.monotonic() - started
+            for worker in self.workers:
+                code = worker.process.poll()
+                if code is not None and code != -signal.SIGKILL:
+                    pytest.fail(
+                        f"worker {worker.pid} exited with {code} while waiting for {what}:\n"
+                        f"{tail(worker.output())}",
+                        pytrace=False,
+                    )
+            if time.monotonic() >= deadline:
+                pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+            time.sleep(interval)
+
+    def close(self) -> None:
+        """Kill any worker still running and release the engine."""
+        for worker in self.workers:
+            if worker.alive():
+                worker.stop(timeout=10)
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _is_setting(name: str) -> bool:
+    # The caller's own LOGOUT_* settings must not leak into an isolated test stack.
+    return name.startswith("LOGOUT_") and not name.startswith("LOGOUT_TEST_")
