@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Select, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Select, Table, select
 from sqlalchemy.orm import Session
 
 from orchestrator.store import AuditRow, utcnow
+from orchestrator.store.sql import insert_ignore
 from schemas import AuditRecord, AuditType
 
 __all__ = ["AuditEntry", "AuditQuery", "emit", "query_audit", "write_audit"]
@@ -36,15 +35,6 @@ class AuditEntry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _insert_ignoring_duplicates(db: Session) -> Any:
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert(AuditRow).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    if dialect == "sqlite":
-        return sqlite_insert(AuditRow).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return insert(AuditRow).prefix_with("IGNORE")  # pragma: no cover - other dialects
-
-
 def _to_record(row: AuditRow) -> AuditRecord:
     return AuditRecord(
         id=row.id,
@@ -59,34 +49,41 @@ def _to_record(row: AuditRow) -> AuditRecord:
     )
 
 
+_AUDIT = cast(Table, AuditRow.__table__)
+
+
 def write_audit(
-    db: Session, entries: Iterable[AuditEntry], *, at: datetime | None = None
+    db: Connection | Session, entries: Sequence[AuditEntry], *, at: datetime | None = None
 ) -> list[AuditRecord]:
     """Insert the entries in the caller's transaction; returns only those newly written.
 
     Call :func:`emit` with the result after the transaction commits.
     """
     when = at or utcnow()
-    rows = [
-        {
-            "id": str(uuid.uuid4()),
-            "dedupe_key": entry.key,
-            "at": when,
-            "type": entry.type.value,
-            "event_id": entry.event_id,
-            "user_id": entry.user_id,
-            "session_id": entry.session_id,
-            "provider": entry.provider,
-            "outcome": entry.outcome,
-            "detail": entry.detail,
-        }
+    records = [
+        AuditRecord.model_construct(
+            id=str(uuid.uuid4()),
+            at=when,
+            type=entry.type,
+            event_id=entry.event_id,
+            user_id=entry.user_id,
+            session_id=entry.session_id,
+            provider=entry.provider,
+            outcome=entry.outcome,
+            detail=entry.detail,
+        )
         for entry in entries
     ]
-    if not rows:
+    if not records:
         return []
-    statement = _insert_ignoring_duplicates(db).returning(AuditRow)
-    written = db.scalars(statement, rows).all()
-    return [_to_record(row) for row in written]
+    keys = [entry.key for entry in entries]
+    rows = [
+        {**record.model_dump(), "type": record.type.value, "dedupe_key": key}
+        for record, key in zip(records, keys, strict=True)
+    ]
+    statement = insert_ignore(db, _AUDIT, ["dedupe_key"]).returning(_AUDIT.c.dedupe_key)
+    written = set(db.execute(statement, rows).scalars())
+    return [record for record, key in zip(records, keys, strict=True) if key in written]
 
 
 def emit(records: Sequence[AuditRecord]) -> None:

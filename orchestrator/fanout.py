@@ -1,8 +1,10 @@
 """Fan-out: claim deliveries, build each request with its handler, send them all at once,
 record every attempt and outcome, and schedule retries of transient failures.
 
-A delivery is claimed with one conditional UPDATE, so two workers (or a redelivered message)
-never send the same attempt twice, and a delivery that succeeded is never sent again.
+A delivery is claimed with one conditional UPDATE (or inserted already claimed by the
+event that creates it), so two workers, or a redelivered message, never send the same
+attempt twice, and a delivery that succeeded is never sent again. Hot path: SQLAlchemy
+Core only.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, RowMapping, Select, Table, bindparam, or_, select, update
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import DeliveryError, InputError, PermanentDeliveryError
@@ -29,6 +31,7 @@ from orchestrator.store import (
     SessionFactory,
     utcnow,
 )
+from orchestrator.store.sql import engine_of
 from protocols import (
     BackchannelRequest,
     BackchannelResponse,
@@ -40,7 +43,7 @@ from protocols import (
 )
 from schemas import AuditType
 
-__all__ = ["FanOut", "RetryScheduler"]
+__all__ = ["LINK_COLUMNS", "FanOut", "Outcome", "RetryScheduler", "Work"]
 
 _log = structlog.get_logger("logout.fanout")
 
@@ -48,10 +51,45 @@ _log = structlog.get_logger("logout.fanout")
 RetryScheduler = Callable[[str, float], None]
 
 _OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+_DELIVERIES = cast(Table, Delivery.__table__)
+
+#: What a provider session and its provider contribute to a :class:`Work` (labelled columns).
+LINK_COLUMNS = (
+    ProviderSession.id.label("ps_id"),
+    ProviderSession.session_id,
+    ProviderSession.provider,
+    ProviderSession.sid,
+    ProviderSession.sub,
+    ProviderSession.name_id,
+    ProviderSession.name_id_format,
+    ProviderSession.name_qualifier,
+    ProviderSession.sp_name_qualifier,
+    ProviderSession.session_index,
+    Provider.protocol,
+    Provider.enabled,
+    Provider.full_logout_on_rp_initiated,
+    Provider.settings,
+    Provider.updated_at.label("provider_updated_at"),
+)
+
+_RECORD = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        last_error=bindparam("b_error"),
+        last_status_code=bindparam("b_code"),
+        updated_at=bindparam("b_now"),
+        next_attempt_at=bindparam("b_next"),
+        completed_at=bindparam("b_done"),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
-class _Work:
+class Work:
+    """One claimed attempt of one delivery, with everything its handler needs."""
+
     delivery_id: str
     created_at: datetime
     attempt: int
@@ -62,7 +100,9 @@ class _Work:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class Outcome:
+    """What one attempt came to."""
+
     status: DeliveryStatus
     detail: str | None = None
     status_code: int | None = None
@@ -83,30 +123,167 @@ class FanOut:
         schedule: RetryScheduler,
         lease: float,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine_of(sessions)
         self._handlers = handlers
         self._sender = sender
         self._policy = policy
         self._schedule = schedule
-        self._lease = timedelta(seconds=lease)
+        self.lease = timedelta(seconds=lease)
         self._settings_cache: dict[tuple[str, datetime], Any] = {}
 
-    def deliver(self, delivery_ids: Sequence[str]) -> None:
-        """Attempt every open delivery among ``delivery_ids`` once, concurrently.
+    # -- the retry path: claim, attempt, record ----------------------------------------
 
-        A delivery that is open but not yet due (a retry message that came early, or one
-        leased by another worker right now) is scheduled again for when it is due.
-        """
-        works = self._claim(delivery_ids)
-        self._put_back([i for i in delivery_ids if i not in {w.delivery_id for w in works}])
+    def deliver(self, delivery_ids: Sequence[str]) -> None:
+        """Attempt every open, due delivery among ``delivery_ids`` once, concurrently."""
+        works = self.claim(delivery_ids)
         if not works:
             return
-        outcomes: dict[str, _Outcome] = {}
-        to_send: list[tuple[_Work, BackchannelRequest]] = []
+        outcomes = self.attempt(works)
+        with self._engine.begin() as conn:
+            entries, retries = self.record(conn, works, outcomes)
+            records = write_audit(conn, entries)
+        emit(records)
+        self.schedule(retries)
+
+    def claim(self, delivery_ids: Sequence[str]) -> list[Work]:
+        """Lease the open, due deliveries among ``delivery_ids`` for one attempt each.
+
+        Those open but not due yet (a retry message that came early, or a lease another
+        worker, alive or dead, still holds) are scheduled again for when they are due.
+        """
+        works = self._claim(delivery_ids)
+        claimed = {work.delivery_id for work in works}
+        self._put_back([i for i in delivery_ids if i not in claimed])
+        return works
+
+    def _claim(self, delivery_ids: Sequence[str]) -> list[Work]:
+        if not delivery_ids:
+            return []
+        now = utcnow()
+        with self._engine.begin() as conn:
+            claimed = conn.scalars(
+                update(_DELIVERIES)
+                .where(
+                    _DELIVERIES.c.id.in_(delivery_ids),
+                    _DELIVERIES.c.status.in_(_OPEN),
+                    or_(
+                        _DELIVERIES.c.next_attempt_at.is_(None),
+                        _DELIVERIES.c.next_attempt_at <= now,
+                    ),
+                )
+                .values(
+                    attempts=_DELIVERIES.c.attempts + 1,
+                    next_attempt_at=now + self.lease,
+                    updated_at=now,
+                )
+                .returning(_DELIVERIES.c.id)
+            ).all()
+            if not claimed:
+                return []
+            rows = conn.execute(_claimed_rows(claimed)).mappings().all()
+        return [
+            self.work(
+                row,
+                delivery_id=row["delivery_id"],
+                created_at=row["created_at"],
+                attempt=row["attempts"],
+                user_id=row["user_id"],
+                event_id=row["event_id"],
+                event_type=row["event_type"],
+                initiator=str(row["payload"].get("initiator", "system")),
+                now=now,
+            )
+            for row in rows
+        ]
+
+    def _put_back(self, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        now = utcnow()
+        with self._engine.connect() as conn:
+            waiting = conn.execute(
+                select(_DELIVERIES.c.id, _DELIVERIES.c.next_attempt_at).where(
+                    _DELIVERIES.c.id.in_(delivery_ids),
+                    _DELIVERIES.c.status.in_(_OPEN),
+                    _DELIVERIES.c.next_attempt_at > now,
+                )
+            ).all()
+        for delivery_id, due in waiting:
+            self._schedule(delivery_id, math.ceil((due - now).total_seconds() * 1000) / 1000)
+
+    def work(
+        self,
+        link: RowMapping,
+        *,
+        delivery_id: str,
+        created_at: datetime,
+        attempt: int,
+        user_id: str,
+        event_id: str,
+        event_type: str,
+        initiator: str,
+        now: datetime,
+    ) -> Work:
+        """A :class:`Work` from a row of :data:`LINK_COLUMNS` and the delivery's facts."""
+        handler = self._handlers.get(link["protocol"])
+        return Work(
+            delivery_id=delivery_id,
+            created_at=created_at,
+            attempt=attempt,
+            provider=ProviderInfo(
+                name=link["provider"],
+                protocol=link["protocol"],
+                enabled=link["enabled"],
+                full_logout_on_rp_initiated=link["full_logout_on_rp_initiated"],
+                settings=self._provider_settings(handler, link),
+            ),
+            session=ProviderSessionInfo(
+                id=link["ps_id"],
+                session_id=link["session_id"],
+                user_id=user_id,
+                provider=link["provider"],
+                sid=link["sid"],
+                sub=link["sub"],
+                name_id=link["name_id"],
+                name_id_format=link["name_id_format"],
+                name_qualifier=link["name_qualifier"],
+                sp_name_qualifier=link["sp_name_qualifier"],
+                session_index=link["session_index"],
+            ),
+            context=LogoutContext(
+                event_id=event_id,
+                event_type=event_type,
+                initiator=initiator,
+                delivery_id=delivery_id,
+                attempt=attempt,
+                now=now,
+            ),
+            handler=handler,
+        )
+
+    def _provider_settings(self, handler: ProtocolHandler | None, link: RowMapping) -> Any:
+        if handler is None:
+            return link["settings"]
+        key = (link["provider"], link["provider_updated_at"])
+        if key not in self._settings_cache:
+            try:
+                self._settings_cache[key] = handler.validate_settings(
+                    link["provider"], link["settings"]
+                )
+            except InputError:
+                self._settings_cache[key] = None
+        return self._settings_cache[key]
+
+    # -- attempting (no database) ------------------------------------------------------
+
+    def attempt(self, works: Sequence[Work]) -> dict[str, Outcome]:
+        """Build every request and send them all at once; one outcome per delivery."""
+        outcomes: dict[str, Outcome] = {}
+        to_send: list[tuple[Work, BackchannelRequest]] = []
         for work in works:
             reason = self._skip_reason(work)
             if reason is not None:
-                outcomes[work.delivery_id] = _Outcome(DeliveryStatus.SKIPPED, reason)
+                outcomes[work.delivery_id] = Outcome(DeliveryStatus.SKIPPED, reason)
                 continue
             assert work.handler is not None
             try:
@@ -122,106 +299,9 @@ class FanOut:
             answered = utcnow()  # Retry-After counts from the answer, not from the send
             for (work, request), result in zip(to_send, results, strict=True):
                 outcomes[work.delivery_id] = self._interpret(work, request, result, answered)
-        self._record(works, outcomes)
+        return outcomes
 
-    # -- steps -------------------------------------------------------------------------
-
-    def _claim(self, delivery_ids: Sequence[str]) -> list[_Work]:
-        now = utcnow()
-        with self._sessions.begin() as db:
-            claimed = db.scalars(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(delivery_ids),
-                    Delivery.status.in_(_OPEN),
-                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                )
-                .values(
-                    attempts=Delivery.attempts + 1,
-                    next_attempt_at=now + self._lease,
-                    updated_at=now,
-                )
-                .returning(Delivery.id)
-                .execution_options(synchronize_session=False)
-            ).all()
-            if not claimed:
-                return []
-            rows = db.execute(
-                select(Delivery, ProviderSession, Provider, EventRecord)
-                .join(ProviderSession, ProviderSession.id == Delivery.provider_session_id)
-                .join(Provider, Provider.name == Delivery.provider)
-                .join(EventRecord, EventRecord.event_id == Delivery.event_id)
-                .where(Delivery.id.in_(claimed))
-            ).all()
-            return [self._work(d, ps, p, e, now) for d, ps, p, e in rows]
-
-    def _put_back(self, delivery_ids: Sequence[str]) -> None:
-        if not delivery_ids:
-            return
-        now = utcnow()
-        with self._sessions() as db:
-            waiting = db.execute(
-                select(Delivery.id, Delivery.next_attempt_at).where(
-                    Delivery.id.in_(delivery_ids),
-                    Delivery.status.in_(_OPEN),
-                    Delivery.next_attempt_at > now,
-                )
-            ).all()
-        for delivery_id, due in waiting:
-            assert due is not None  # the query asked for a future time
-            self._schedule(delivery_id, math.ceil((due - now).total_seconds() * 1000) / 1000)
-
-    def _work(
-        self, d: Delivery, ps: ProviderSession, p: Provider, e: EventRecord, now: datetime
-    ) -> _Work:
-        handler = self._handlers.get(p.protocol)
-        return _Work(
-            delivery_id=d.id,
-            created_at=d.created_at,
-            attempt=d.attempts,
-            provider=ProviderInfo(
-                name=p.name,
-                protocol=p.protocol,
-                enabled=p.enabled,
-                full_logout_on_rp_initiated=p.full_logout_on_rp_initiated,
-                settings=self._provider_settings(handler, p),
-            ),
-            session=ProviderSessionInfo(
-                id=ps.id,
-                session_id=ps.session_id,
-                user_id=d.user_id,
-                provider=ps.provider,
-                sid=ps.sid,
-                sub=ps.sub,
-                name_id=ps.name_id,
-                name_id_format=ps.name_id_format,
-                name_qualifier=ps.name_qualifier,
-                sp_name_qualifier=ps.sp_name_qualifier,
-                session_index=ps.session_index,
-            ),
-            context=LogoutContext(
-                event_id=e.event_id,
-                event_type=e.type,
-                initiator=str(e.payload.get("initiator", "system")),
-                delivery_id=d.id,
-                attempt=d.attempts,
-                now=now,
-            ),
-            handler=handler,
-        )
-
-    def _provider_settings(self, handler: ProtocolHandler | None, p: Provider) -> Any:
-        if handler is None:
-            return p.settings
-        key = (p.name, p.updated_at)
-        if key not in self._settings_cache:
-            try:
-                self._settings_cache[key] = handler.validate_settings(p.name, p.settings)
-            except InputError:
-                self._settings_cache[key] = None
-        return self._settings_cache[key]
-
-    def _skip_reason(self, work: _Work) -> str | None:
+    def _skip_reason(self, work: Work) -> str | None:
         provider = work.provider
         if work.handler is None:
             return f"no handler for protocol {provider.protocol!r} is enabled"
@@ -235,8 +315,8 @@ class FanOut:
         return None
 
     def _interpret(
-        self, work: _Work, request: BackchannelRequest, result: SendResult, answered: datetime
-    ) -> _Outcome:
+        self, work: Work, request: BackchannelRequest, result: SendResult, answered: datetime
+    ) -> Outcome:
         if isinstance(result, DeliveryError):
             return self._failure(work, result, answered)
         assert work.handler is not None
@@ -246,63 +326,88 @@ class FanOut:
             )
         except DeliveryError as exc:
             return self._failure(work, exc, answered, result)
-        return _Outcome(DeliveryStatus.SUCCEEDED, status_code=result.status_code)
+        return Outcome(DeliveryStatus.SUCCEEDED, status_code=result.status_code)
 
     def _failure(
         self,
-        work: _Work,
+        work: Work,
         exc: DeliveryError,
         answered: datetime,
         response: BackchannelResponse | None = None,
-    ) -> _Outcome:
-        code = (
-            exc.status_code
-            if exc.status_code is not None
-            else (response.status_code if response is not None else None)
-        )
+    ) -> Outcome:
+        code = exc.status_code
+        if code is None and response is not None:
+            code = response.status_code
         if isinstance(exc, PermanentDeliveryError):
-            return _Outcome(DeliveryStatus.FAILED, exc.detail, code)
+            return Outcome(DeliveryStatus.FAILED, exc.detail, code)
         retry_after = getattr(exc, "retry_after", None)
         when = self._policy.next_attempt(work.attempt, work.created_at, answered, retry_after)
         if when is None:
-            return _Outcome(
-                DeliveryStatus.FAILED,
-                f"{exc.detail}; gave up after {work.attempt} attempts",
-                code,
-            )
+            detail = f"{exc.detail}; gave up after {work.attempt} attempts"
+            return Outcome(DeliveryStatus.FAILED, detail, code)
         wait = (when - answered).total_seconds()
-        return _Outcome(DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait)
+        return Outcome(DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait)
 
-    def _record(self, works: Sequence[_Work], outcomes: Mapping[str, _Outcome]) -> None:
+    # -- recording ---------------------------------------------------------------------
+
+    def record(
+        self, conn: Connection, works: Sequence[Work], outcomes: Mapping[str, Outcome]
+    ) -> tuple[list[AuditEntry], list[tuple[str, float]]]:
+        """Write every outcome in the caller's transaction (one executemany).
+
+        Returns the audit entries to write and the retries to :meth:`schedule` once the
+        transaction has committed.
+        """
         now = utcnow()
+        rows: list[dict[str, Any]] = []
         entries: list[AuditEntry] = []
         retries: list[tuple[str, float]] = []
-        rows: list[dict[str, Any]] = []
         for work in works:
             outcome = outcomes[work.delivery_id]
             final = outcome.status is not DeliveryStatus.RETRYING
             rows.append(
                 {
-                    "id": work.delivery_id,
-                    "status": outcome.status,
-                    "last_error": outcome.detail,
-                    "last_status_code": outcome.status_code,
-                    "updated_at": now,
-                    "next_attempt_at": outcome.next_attempt_at,
-                    "completed_at": now if final else None,
+                    "b_id": work.delivery_id,
+                    "b_status": outcome.status.value,
+                    "b_error": outcome.detail,
+                    "b_code": outcome.status_code,
+                    "b_now": now,
+                    "b_next": outcome.next_attempt_at,
+                    "b_done": now if final else None,
                 }
             )
             entries.append(_audit(work, outcome))
             if outcome.next_attempt_at is not None:
                 retries.append((work.delivery_id, outcome.retry_in))
-        with self._sessions.begin() as db:
-            db.execute(update(Delivery), rows)  # one executemany, by primary key
-            records = write_audit(db, entries, at=now)
-        emit(records)
+        if rows:
+            conn.execute(_RECORD, rows)
+        return entries, retries
+
+    def schedule(self, retries: Sequence[tuple[str, float]]) -> None:
+        """Schedule retries (after their outcomes are committed)."""
         for delivery_id, wait in retries:
             # Counted from the answer and rounded up to the broker's milliseconds, so the
             # message never arrives before ``next_attempt_at`` (an early one is put back).
             self._schedule(delivery_id, math.ceil(wait * 1000) / 1000)
+
+
+def _claimed_rows(delivery_ids: Sequence[str]) -> Select[Any]:
+    return (
+        select(
+            _DELIVERIES.c.id.label("delivery_id"),
+            _DELIVERIES.c.created_at,
+            _DELIVERIES.c.attempts,
+            _DELIVERIES.c.user_id,
+            EventRecord.event_id,
+            EventRecord.type.label("event_type"),
+            EventRecord.payload,
+            *LINK_COLUMNS,
+        )
+        .join(ProviderSession, ProviderSession.id == _DELIVERIES.c.provider_session_id)
+        .join(Provider, Provider.name == _DELIVERIES.c.provider)
+        .join(EventRecord, EventRecord.event_id == _DELIVERIES.c.event_id)
+        .where(_DELIVERIES.c.id.in_(delivery_ids))
+    )
 
 
 _AUDIT_TYPES = {
@@ -313,7 +418,7 @@ _AUDIT_TYPES = {
 }
 
 
-def _audit(work: _Work, outcome: _Outcome) -> AuditEntry:
+def _audit(work: Work, outcome: Outcome) -> AuditEntry:
     kind = _AUDIT_TYPES[outcome.status]
     detail: dict[str, Any] = {
         "delivery_id": work.delivery_id,

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from orchestrator import EventProcessor, HandleResult, Settings
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
-from orchestrator.fanout import FanOut
+from orchestrator.fanout import FanOut, Outcome, Work
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -562,14 +562,22 @@ def test_audit_never_contains_the_request_body(env: _Env) -> None:
 
 
 class _Deferred(FanOut):
-    """Keeps the delivery ids the pipeline hands over instead of delivering them."""
+    """Sends nothing: every delivery the pipeline hands over is left open and due now."""
 
     def __init__(self, sessions: SessionFactory) -> None:
         super().__init__(sessions, {}, _no_sender, RetryPolicy(), _no_schedule, lease=30)
         self.handed: list[str] = []
 
-    def deliver(self, delivery_ids: Sequence[str]) -> None:
-        self.handed.extend(delivery_ids)
+    def attempt(self, works: Sequence[Work]) -> dict[str, Outcome]:
+        self.handed.extend(work.delivery_id for work in works)
+        due = utcnow() - timedelta(seconds=1)
+        return {
+            work.delivery_id: Outcome(DeliveryStatus.RETRYING, "deferred", None, due)
+            for work in works
+        }
+
+    def schedule(self, retries: Sequence[tuple[str, float]]) -> None:
+        return
 
 
 def _no_sender() -> HttpSender:
@@ -617,5 +625,6 @@ def test_two_fanouts_racing_send_each_delivery_once(env: _Env) -> None:
     with env.sessions() as db:
         rows = list(db.scalars(select(Delivery)))
     assert len(rows) == len(names) * rounds
-    assert all(row.status == DeliveryStatus.SUCCEEDED and row.attempts == 1 for row in rows)
+    # attempt 1 was the deferred one; the race made exactly one more
+    assert all(row.status == DeliveryStatus.SUCCEEDED and row.attempts == 2 for row in rows)
     assert len(env.audit("delivery.succeeded")) == len(names) * rounds

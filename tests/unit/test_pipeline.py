@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from orchestrator import EventProcessor, HandleResult, Runtime
 from orchestrator.sender import HttpSender
@@ -17,6 +18,7 @@ from orchestrator.store import (
     IdpSession,
     ProviderSession,
     RejectedEvent,
+    utcnow,
 )
 from schemas import BINDING_LOGOUT_REASON
 from tests.unit.conftest import make_event
@@ -256,11 +258,14 @@ def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime
     event = make_event("user.revoke_all", user_id="alice", initiator="admin")
     processor = _processor(populated)
     parsed = processor_parse(event)
-    # First attempt dies after step 2 (sessions ended, deliveries recorded), before fan-out.
-    assert processor._claim(parsed, "m-1")
-    first_ids = processor._end_sessions(parsed)
-    assert len(first_ids) == 5
-    # The broker redelivers the same message to another worker.
+    # The first attempt dies after its first transaction (sessions ended, deliveries
+    # recorded and leased), before anything was sent.
+    begun = processor._begin(parsed, "m-1")
+    assert begun is not None
+    assert len(begun.works) == 5
+    # Its leases run out; the broker redelivers the same message to another worker.
+    with populated.sessions.begin() as db:
+        db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
     assert processor.handle(event, "m-1") is HandleResult.COMPLETED
     rows = _audit(populated, str(event["event_id"]))
     counts: dict[str, int] = {}
@@ -282,9 +287,24 @@ def test_other_message_during_processing_is_a_duplicate(populated: Runtime) -> N
     """A re-publish while the first message is still in progress does not run it twice."""
     event = make_event("logout.user", session_id="s-1")
     processor = _processor(populated)
-    assert processor._claim(processor_parse(event), "m-1")
+    assert processor._begin(processor_parse(event), "m-1") is not None
     assert processor.handle(event, "m-2") is HandleResult.DUPLICATE
-    assert _ended(populated) == {}
+    assert _ended(populated) == {"s-1": "logout"}  # by the first message, not the second
+
+
+def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
+    """A replay while the dead attempt's leases run schedules them for when they end."""
+    scheduled: list[tuple[str, float]] = []
+    fanout = populated.fanout(lambda delivery_id, delay: scheduled.append((delivery_id, delay)))
+    processor = EventProcessor(populated.sessions, fanout)
+    event = make_event("logout.user", session_id="s-1")
+    assert processor._begin(processor_parse(event), "m-1") is not None
+    assert processor.handle(event, "m-1") is HandleResult.COMPLETED
+    assert len(scheduled) == 3
+    assert all(0 < delay <= fanout.lease.total_seconds() for _, delay in scheduled)
+    [completed] = [r for r in _audit(populated) if r.type == "logout.completed"]
+    assert completed.outcome == "retrying"
+    assert completed.detail["deliveries"]["pending"] == 3
 
 
 def processor_parse(raw: dict[str, Any]) -> Any:

@@ -1,0 +1,31 @@
+"""Small SQL helpers shared by the hot paths (SQLAlchemy Core, no ORM overhead)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["engine_of", "insert_ignore"]
+
+
+def insert_ignore(db: Connection | Session, table: Table, keys: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the connection's dialect."""
+    dialect = db.get_bind().dialect.name if isinstance(db, Session) else db.dialect.name
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    return insert(table).prefix_with("IGNORE")  # pragma: no cover - other dialects
+
+
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine a session factory is bound to."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the session factory must be bound to an Engine")
+    return bind
