@@ -10,13 +10,24 @@ Core only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, RowMapping, Select, Table, bindparam, or_, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Select,
+    Table,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import DeliveryError, InputError, PermanentDeliveryError
@@ -43,7 +54,15 @@ from protocols import (
 )
 from schemas import AuditType
 
-__all__ = ["LINK_COLUMNS", "FanOut", "Outcome", "RetryScheduler", "Work"]
+__all__ = [
+    "LINK_COLUMNS",
+    "FanOut",
+    "Outcome",
+    "RetryScheduler",
+    "Work",
+    "is_settled",
+    "settled_entry",
+]
 
 _log = structlog.get_logger("logout.fanout")
 
@@ -144,6 +163,39 @@ class FanOut:
             records = write_audit(conn, entries)
         emit(records)
         self.schedule(retries)
+        self.settle({work.context.event_id for work in works})
+
+    def settle(self, event_ids: Iterable[str]) -> None:
+        """Write ``logout.settled`` for each event whose deliveries are all final now.
+
+        Runs after the outcomes are committed, so of two retries finishing the last
+        deliveries of one event at once, the later always sees both.
+        """
+        wanted = sorted(event_ids)
+        if not wanted:
+            return
+        with self._engine.begin() as conn:
+            counts: dict[str, Counter[DeliveryStatus]] = {}
+            users: dict[str, str] = {}
+            for event_id, status, user_id, count in conn.execute(
+                select(
+                    _DELIVERIES.c.event_id,
+                    _DELIVERIES.c.status,
+                    func.max(_DELIVERIES.c.user_id),
+                    func.count(),
+                )
+                .where(_DELIVERIES.c.event_id.in_(wanted))
+                .group_by(_DELIVERIES.c.event_id, _DELIVERIES.c.status)
+            ):
+                counts.setdefault(event_id, Counter())[DeliveryStatus(status)] = count
+                users[event_id] = user_id
+            entries = [
+                settled_entry(event_id, users[event_id], None, tally)
+                for event_id, tally in counts.items()
+                if is_settled(tally)
+            ]
+            records = write_audit(conn, entries)
+        emit(records)
 
     def claim(self, delivery_ids: Sequence[str]) -> list[Work]:
         """Lease the open, due deliveries among ``delivery_ids`` for one attempt each.
@@ -389,6 +441,29 @@ class FanOut:
             # Counted from the answer and rounded up to the broker's milliseconds, so the
             # message never arrives before ``next_attempt_at`` (an early one is put back).
             self._schedule(delivery_id, math.ceil(wait * 1000) / 1000)
+
+
+def is_settled(counts: Mapping[DeliveryStatus, int]) -> bool:
+    """True when no delivery is still pending or retrying."""
+    return not any(counts.get(status, 0) for status in _OPEN)
+
+
+def settled_entry(
+    event_id: str,
+    user_id: str | None,
+    session_id: str | None,
+    counts: Mapping[DeliveryStatus, int],
+) -> AuditEntry:
+    """The final word on one logout: every delivery's outcome, counted."""
+    return AuditEntry(
+        key=f"logout.settled:{event_id}",
+        type=AuditType.LOGOUT_SETTLED,
+        outcome="partial" if counts.get(DeliveryStatus.FAILED, 0) else "success",
+        event_id=event_id,
+        user_id=user_id,
+        session_id=session_id,
+        detail={"deliveries": {status.value: counts.get(status, 0) for status in DeliveryStatus}},
+    )
 
 
 def _claimed_rows(delivery_ids: Sequence[str]) -> Select[Any]:

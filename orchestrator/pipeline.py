@@ -26,7 +26,7 @@ from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError
-from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work
+from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work, is_settled, settled_entry
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
@@ -397,6 +397,10 @@ class EventProcessor:
             else:  # every delivery of the event was just attempted here
                 counts = Counter(outcome.status for outcome in outcomes.values())
             entries.append(_completed(event, begun, counts))
+            settled_now = not begun.resumed and is_settled(counts)
+            if settled_now:
+                session_id = getattr(event, "session_id", None)
+                entries.append(settled_entry(event_id, begun.user_id, session_id, counts))
             records = write_audit(conn, entries)
             conn.execute(
                 update(_EVENTS)
@@ -405,6 +409,8 @@ class EventProcessor:
             )
         emit(records)
         self._fanout.schedule(retries)
+        if begun.resumed:  # other attempts may have finished deliveries meanwhile
+            self._fanout.settle([event_id])
 
 
 def _completed(event: Event, begun: _Begun, counts: Counter[DeliveryStatus]) -> AuditEntry:

@@ -26,6 +26,7 @@ class AuditType(StrEnum):
     DELIVERY_FAILED = "delivery.failed"
     DELIVERY_SKIPPED = "delivery.skipped"
     LOGOUT_COMPLETED = "logout.completed"
+    LOGOUT_SETTLED = "logout.settled"
 
 
 class AuditRecord(BaseModel):

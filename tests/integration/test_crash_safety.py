@@ -125,6 +125,7 @@ def test_sigkill_mid_batch_then_recovery(stack: Stack, capsys: pytest.CaptureFix
     assert _count(stack, "event.received") == EVENTS
     assert _count(stack, "session.ended") == EVENTS
     assert _count(stack, "logout.completed") == EVENTS
+    assert _count(stack, "logout.settled") == EVENTS
     assert _count(stack, "delivery.skipped") == EVENTS
     assert _count(stack, "event.rejected") == 0
 

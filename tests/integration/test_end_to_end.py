@@ -83,10 +83,11 @@ def test_publish_to_audit_trail_and_duplicate(stack: Stack, tmp_path: Path) -> N
             "session.ended": 1,
             "delivery.skipped": 2,
             "logout.completed": 1,
+            "logout.settled": 1,
         }
     ), records
     assert records[0]["type"] == "event.received"
-    assert records[-1]["type"] == "logout.completed"
+    assert [r["type"] for r in records[-2:]] == ["logout.completed", "logout.settled"]
     ended = next(r for r in records if r["type"] == "session.ended")
     assert ended["session_id"] == "s-e2e"
     assert ended["user_id"] == "alice"

@@ -82,4 +82,10 @@ def test_one_event_over_rabbitmq(amqp_stack: Stack) -> None:
                 .order_by(AuditRow.seq)
             )
         )
-    assert types == ["event.received", "session.ended", "delivery.skipped", "logout.completed"]
+    assert types == [
+        "event.received",
+        "session.ended",
+        "delivery.skipped",
+        "logout.completed",
+        "logout.settled",
+    ]

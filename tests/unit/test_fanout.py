@@ -628,3 +628,27 @@ def test_two_fanouts_racing_send_each_delivery_once(env: _Env) -> None:
     # attempt 1 was the deferred one; the race made exactly one more
     assert all(row.status == DeliveryStatus.SUCCEEDED and row.attempts == 2 for row in rows)
     assert len(env.audit("delivery.succeeded")) == len(names) * rounds
+
+
+def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
+    """logout.settled appears only once every delivery is final, with the final counts."""
+    one_rp.rps.answer("/rp1", (503, {}), (200, {}))
+    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    assert one_rp.audit("logout.settled") == []
+    [completed] = one_rp.audit("logout.completed")
+    assert completed.outcome == "retrying"
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    with one_rp.sessions.begin() as db:
+        db.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+    one_rp.fanout().deliver([delivery.id])
+    [settled] = one_rp.audit("logout.settled")
+    assert settled.event_id == event_id
+    assert settled.outcome == "success"
+    assert settled.detail["deliveries"]["succeeded"] == 1
+    assert settled.detail["deliveries"]["retrying"] == 0
+    one_rp.fanout().settle([event_id])
+    assert len(one_rp.audit("logout.settled")) == 1

@@ -68,7 +68,7 @@ def test_user_logout_ends_one_session_and_all_its_provider_sessions(populated: R
     types = [row.type for row in _audit(populated, event_id)]
     assert types[:2] == ["event.received", "session.ended"]
     assert types.count("delivery.skipped") == 3
-    assert types[-1] == "logout.completed"
+    assert types[-2:] == ["logout.completed", "logout.settled"]
 
 
 def test_roll_up_counts_outcomes(populated: Runtime) -> None:
@@ -238,7 +238,7 @@ def test_unknown_session_is_audited(populated: Runtime) -> None:
     """An event naming an unknown session completes with a session.not_found record."""
     event_id = _handle(populated, "logout.user", session_id="nope")
     types = [r.type for r in _audit(populated, event_id)]
-    assert types == ["event.received", "session.not_found", "logout.completed"]
+    assert types == ["event.received", "session.not_found", "logout.completed", "logout.settled"]
     assert _audit(populated, event_id)[1].outcome == "not_found"
 
 
@@ -276,6 +276,7 @@ def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime
         "session.ended": 3,
         "delivery.skipped": 5,
         "logout.completed": 1,
+        "logout.settled": 1,
     }
     with populated.sessions() as db:
         assert db.scalar(select(func.count()).select_from(Delivery)) == 5
@@ -305,6 +306,7 @@ def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     [completed] = [r for r in _audit(populated) if r.type == "logout.completed"]
     assert completed.outcome == "retrying"
     assert completed.detail["deliveries"]["pending"] == 3
+    assert not [r for r in _audit(populated) if r.type == "logout.settled"]
 
 
 def processor_parse(raw: dict[str, Any]) -> Any:
