@@ -36,17 +36,7 @@ class AuditEntry:
 
 
 def _to_record(row: AuditRow) -> AuditRecord:
-    return AuditRecord(
-        id=row.id,
-        at=row.at,
-        type=AuditType(row.type),
-        event_id=row.event_id,
-        user_id=row.user_id,
-        session_id=row.session_id,
-        provider=row.provider,
-        outcome=row.outcome,
-        detail=row.detail,
-    )
+    return AuditRecord.model_validate(row, from_attributes=True)
 
 
 _AUDIT = cast(Table, AuditRow.__table__)
