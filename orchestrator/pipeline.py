@@ -1,28 +1,36 @@
-"""Handling one event: validate, dedupe, end sessions, record deliveries, fan out, roll up.
+"""Handling events: validate, dedupe, end sessions, record deliveries, fan out, roll up.
+
+Events are handled in batches (a worker process hands over every event its threads hold;
+``handle`` is a batch of one). Each event keeps its own meaning, dedupe and audit trail;
+the batch only shares the SQL statements, two transactions, and one concurrent fan-out.
 
 Every step is idempotent, so a redelivered message (a worker died mid-event) resumes where
 the last one stopped and never doubles a logout or an audit record:
 
-1. claim the ``event_id`` (a re-published event only leaves ``event.duplicate``);
-2. in one transaction, end the IdP sessions and provider sessions the event names (marked
-   with the event's id, so a replay finds them again) and record one delivery each;
-3. fan out the open deliveries;
-4. write the ``logout.completed`` roll-up and mark the event completed.
+1. claim each ``event_id`` (a re-published event only leaves ``event.duplicate``), end the
+   IdP sessions and provider sessions each event names (marked with its id, so a replay
+   finds them again) and record one delivery each, already leased for its first attempt;
+2. fan out every delivery of the batch at once;
+3. record the outcomes, write each ``logout.completed`` roll-up (and ``logout.settled``
+   when nothing is left to retry) and mark the events completed.
+
+Ending a session is a conditional UPDATE (``WHERE ended_at IS NULL``), atomic on SQLite and
+PostgreSQL alike: when two events race for one session, exactly one ends it.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Table, and_, func, select, update
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError
@@ -58,6 +66,60 @@ __all__ = ["EventProcessor", "HandleResult", "end_reason"]
 
 _log = structlog.get_logger("logout.pipeline")
 
+_EVENTS = cast(Table, EventRecord.__table__)
+_SESSIONS = cast(Table, IdpSession.__table__)
+_LINKS = cast(Table, ProviderSession.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
+_REJECTED = cast(Table, RejectedEvent.__table__)
+_OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+
+# Prepared once: executed with one parameter set per event (executemany).
+_END_SESSION = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.session_id == bindparam("b_session"), _SESSIONS.c.ended_at.is_(None))
+    .values(
+        ended_at=bindparam("b_now"),
+        end_reason=bindparam("b_reason"),
+        ended_by_event=bindparam("b_event"),
+    )
+)
+_END_USER_SESSIONS = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.user_id == bindparam("b_user"), _SESSIONS.c.ended_at.is_(None))
+    .values(
+        ended_at=bindparam("b_now"),
+        end_reason=bindparam("b_reason"),
+        ended_by_event=bindparam("b_event"),
+    )
+)
+_END_OTHER_SESSIONS = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.user_id == bindparam("b_user"),
+        _SESSIONS.c.session_id != bindparam("b_keep"),
+        _SESSIONS.c.ended_at.is_(None),
+    )
+    .values(
+        ended_at=bindparam("b_now"),
+        end_reason=bindparam("b_reason"),
+        ended_by_event=bindparam("b_event"),
+    )
+)
+_END_LINKS = (
+    update(_LINKS)
+    .where(_LINKS.c.session_id == bindparam("b_session"), _LINKS.c.ended_at.is_(None))
+    .values(ended_at=bindparam("b_now"), ended_by_event=bindparam("b_event"))
+)
+_END_ONE_LINK = (
+    update(_LINKS)
+    .where(
+        _LINKS.c.session_id == bindparam("b_session"),
+        _LINKS.c.provider == bindparam("b_provider"),
+        _LINKS.c.ended_at.is_(None),
+    )
+    .values(ended_at=bindparam("b_now"), ended_by_event=bindparam("b_event"))
+)
+
 
 class HandleResult(StrEnum):
     REJECTED = "rejected"
@@ -84,36 +146,36 @@ def end_reason(event: Event) -> str:
             return "logout"
 
 
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    """Which sessions an event ends."""
-
-    sessions: ColumnElement[bool]  # a WHERE clause over idp_sessions
-    end_idp_sessions: bool
-    only_provider: str | None
-    single_session: str | None
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass
 class _Begun:
-    """What the first transaction of an event established."""
+    """What the first transaction established for one event it owns."""
 
-    works: list[Work]
-    reopened: list[str]
-    sessions_ended: int
-    user_id: str | None
-    resumed: bool
+    works: list[Work] = field(default_factory=list)
+    reopened: list[str] = field(default_factory=list)
+    sessions_ended: int = 0
+    user_id: str | None = None
+    resumed: bool = False
 
 
-_EVENTS = cast(Table, EventRecord.__table__)
-_SESSIONS = cast(Table, IdpSession.__table__)
-_LINKS = cast(Table, ProviderSession.__table__)
-_DELIVERIES = cast(Table, Delivery.__table__)
-_REJECTED = cast(Table, RejectedEvent.__table__)
+@dataclass
+class _Item:
+    """One message of a batch, and what became of it."""
+
+    raw: Any
+    message_id: str
+    event: Event | None = None
+    problems: InputError | None = None
+    result: HandleResult | None = None
+    begun: _Begun | None = None
+
+    @property
+    def event_id(self) -> str:
+        assert self.event is not None
+        return str(self.event.event_id)
 
 
 class EventProcessor:
-    """Handles events; safe to call from many threads and processes at once."""
+    """Handles events, one or a batch at a time; safe from many threads and processes."""
 
     def __init__(self, sessions: SessionFactory, fanout: FanOut) -> None:
         self._engine = engine_of(sessions)
@@ -121,296 +183,449 @@ class EventProcessor:
 
     def handle(self, raw: Any, message_id: str) -> HandleResult:
         """Handle one event as published (a JSON object); see the module docstring."""
-        try:
-            event = parse_event(raw, "event")
-        except InputError as exc:
-            self._reject(raw, message_id, exc)
-            return HandleResult.REJECTED
-        event_id = str(event.event_id)
-        with structlog.contextvars.bound_contextvars(event_id=event_id, event_type=event.type):
-            begun = self._begin(event, message_id)
-            if begun is None:
-                return HandleResult.DUPLICATE
-            works = begun.works + self._fanout.claim(begun.reopened)
-            outcomes = self._fanout.attempt(works)
-            self._finish(event, begun, works, outcomes)
-        return HandleResult.COMPLETED
+        return self.handle_batch([(raw, message_id)])[0]
+
+    def handle_batch(self, messages: Sequence[tuple[Any, str]]) -> list[HandleResult]:
+        """Handle several messages together; one result per message, in order."""
+        items = [_Item(raw, message_id) for raw, message_id in messages]
+        for item in items:
+            try:
+                item.event = parse_event(item.raw, "event")
+            except InputError as exc:
+                item.problems = exc
+                item.result = HandleResult.REJECTED
+        rejected = [item for item in items if item.problems is not None]
+        if rejected:
+            self._reject(rejected)
+        valid = [item for item in items if item.event is not None]
+        if valid:
+            self._begin(valid)
+            owned = [item for item in valid if item.begun is not None]
+            if owned:
+                reopened = [i for item in owned if item.begun for i in item.begun.reopened]
+                works = [w for item in owned if item.begun for w in item.begun.works]
+                works += self._fanout.claim(reopened)
+                outcomes = self._fanout.attempt(works)
+                self._finish(owned, works, outcomes)
+        return [item.result or HandleResult.COMPLETED for item in items]
 
     # -- rejection ---------------------------------------------------------------------
 
-    def _reject(self, raw: Any, message_id: str, exc: InputError) -> None:
-        problems = [str(p) for p in exc.problems]
-        event_id = raw.get("event_id") if isinstance(raw, dict) else None
-        event_id = str(event_id)[:64] if event_id is not None else None
-        payload = raw if isinstance(raw, str) else json.dumps(raw, default=str)
-        with self._engine.begin() as conn:
-            conn.execute(
-                insert_ignore(conn, _REJECTED, ["message_id"]).values(
-                    message_id=message_id,
+    def _reject(self, items: list[_Item]) -> None:
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        entries: list[AuditEntry] = []
+        for item in items:
+            assert item.problems is not None
+            problems = [str(p) for p in item.problems.problems]
+            raw = item.raw
+            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            event_id = str(event_id)[:64] if event_id is not None else None
+            rows.append(
+                {
+                    "message_id": item.message_id,
+                    "event_id": event_id,
+                    "received_at": now,
+                    "payload": raw if isinstance(raw, str) else json.dumps(raw, default=str),
+                    "problems": problems,
+                }
+            )
+            entries.append(
+                AuditEntry(
+                    key=f"event.rejected:{item.message_id}",
+                    type=AuditType.EVENT_REJECTED,
+                    outcome="rejected",
                     event_id=event_id,
-                    received_at=utcnow(),
-                    payload=payload,
-                    problems=problems,
+                    detail={"message_id": item.message_id, "problems": problems},
                 )
             )
-            records = write_audit(
-                conn,
+            _log.warning("event rejected", message_id=item.message_id, problems=problems)
+        with self._engine.begin() as conn:
+            conn.execute(insert_ignore(conn, _REJECTED, ["message_id"]), rows)
+            records = write_audit(conn, entries, at=now)
+        emit(records)
+
+    # -- transaction 1 -----------------------------------------------------------------
+
+    def _begin(self, items: list[_Item]) -> None:
+        """Claim the events, end what they name, record their deliveries (leased)."""
+        now = utcnow()
+        entries: list[AuditEntry] = []
+        with self._engine.begin() as conn:
+            owned = self._claim(conn, items, now, entries)
+            if owned:
+                targets = self._end_sessions(conn, owned, now, entries)
+                self._record_deliveries(conn, owned, targets, now)
+            records = write_audit(conn, entries, at=now)
+        emit(records)
+
+    def _claim(
+        self, conn: Connection, items: list[_Item], now: datetime, entries: list[AuditEntry]
+    ) -> list[_Item]:
+        """The items whose message owns its event: the first message with that event_id,
+        or that same message redelivered before the event completed (a worker died).
+        Every other one is a duplicate and leaves ``event.duplicate``.
+        """
+        first: dict[str, _Item] = {}
+        for item in items:
+            first.setdefault(item.event_id, item)
+        inserted = set(
+            conn.scalars(
+                insert_ignore(conn, _EVENTS, ["event_id"]).returning(_EVENTS.c.event_id),
                 [
-                    AuditEntry(
-                        key=f"event.rejected:{message_id}",
-                        type=AuditType.EVENT_REJECTED,
-                        outcome="rejected",
-                        event_id=event_id,
-                        detail={"message_id": message_id, "problems": problems},
-                    )
+                    {
+                        "event_id": event_id,
+                        "type": item.event.type if item.event else "",
+                        "status": EventStatus.PROCESSING.value,
+                        "message_id": item.message_id,
+                        "payload": item.event.model_dump(mode="json") if item.event else {},
+                        "received_at": now,
+                        "attempted_at": now,
+                    }
+                    for event_id, item in first.items()
                 ],
             )
-        emit(records)
-        _log.warning("event rejected", message_id=message_id, problems=problems)
-
-    # -- transaction 1: claim the event, end sessions, record claimed deliveries ---------
-
-    def _claim(self, conn: Connection, event: Event, message_id: str, now: datetime) -> Any:
-        """The event's row when this message owns it, else None (after auditing a duplicate).
-
-        Owner: the first message with this ``event_id``, or that same message redelivered
-        before the event completed (a worker died: resume).
-        """
-        event_id = str(event.event_id)
-        inserted = conn.scalar(
-            insert_ignore(conn, _EVENTS, ["event_id"])
-            .values(
-                event_id=event_id,
-                type=event.type,
-                status=EventStatus.PROCESSING,
-                message_id=message_id,
-                payload=event.model_dump(mode="json"),
-                received_at=now,
-                attempted_at=now,
-            )
-            .returning(_EVENTS.c.event_id)
         )
-        if inserted is not None:
-            return True
-        first = conn.execute(select(_EVENTS).where(_EVENTS.c.event_id == event_id)).one()
-        if first.message_id == message_id and first.status != EventStatus.COMPLETED:
+        known = [event_id for event_id in first if event_id not in inserted]
+        rows = {}
+        if known:
+            rows = {
+                row.event_id: row
+                for row in conn.execute(select(_EVENTS).where(_EVENTS.c.event_id.in_(known)))
+            }
+        owned: list[_Item] = []
+        resumed: list[str] = []
+        for item in items:
+            assert item.event is not None
+            event_id = item.event_id
+            if item is first[event_id] and event_id in inserted:
+                owned.append(item)
+                item.begun = _Begun()
+                entries.append(_received(item.event, item.message_id))
+                continue
+            row = rows.get(event_id)
+            if (
+                item is first[event_id]
+                and row is not None
+                and row.message_id == item.message_id
+                and row.status != EventStatus.COMPLETED
+            ):
+                owned.append(item)
+                item.begun = _Begun(resumed=True)
+                resumed.append(event_id)
+                continue
+            seen = row if row is not None else _FirstInBatch(first[event_id], now)
+            entries.append(_duplicate(item.event, seen, item.message_id))
+            item.result = HandleResult.DUPLICATE
+        if resumed:
             conn.execute(
-                update(_EVENTS).where(_EVENTS.c.event_id == event_id).values(attempted_at=now)
+                update(_EVENTS).where(_EVENTS.c.event_id.in_(resumed)).values(attempted_at=now)
             )
-            return False
-        return first
-
-    def _begin(self, event: Event, message_id: str) -> _Begun | None:
-        now = utcnow()
-        reason = end_reason(event)
-        with self._engine.begin() as conn:
-            claim = self._claim(conn, event, message_id, now)
-            if claim is not True and claim is not False:
-                records = write_audit(conn, [_duplicate(event, claim, message_id)], at=now)
-                owned = None
-            else:
-                entries = [_received(event, message_id)] if claim is True else []
-                owned = self._end_sessions(conn, event, now, reason, entries, resumed=not claim)
-                records = write_audit(conn, entries, at=now)
-        emit(records)
         return owned
 
-    def _scope(self, conn: Connection, event: Event) -> _Scope:
-        match event:
-            case UserRevokeAll():
-                return _Scope(_SESSIONS.c.user_id == event.user_id, True, None, None)
-            case SessionTerminateOthers():
-                where = and_(
-                    _SESSIONS.c.user_id == event.user_id,
-                    _SESSIONS.c.session_id != event.keep_session_id,
-                )
-                return _Scope(where, True, None, None)
-            case LogoutProvider():
-                configured = conn.scalar(
-                    select(Provider.full_logout_on_rp_initiated).where(
-                        Provider.name == event.provider
+    def _end_sessions(
+        self, conn: Connection, items: list[_Item], now: datetime, entries: list[AuditEntry]
+    ) -> dict[str, list[tuple[str, str]]]:
+        """End what every event names; returns each event's (session, user) targets."""
+        providers = sorted(
+            {item.event.provider for item in items if isinstance(item.event, LogoutProvider)}
+        )
+        full_by_provider: dict[str, bool] = {}
+        if providers:
+            full_by_provider = {
+                name: full
+                for name, full in conn.execute(
+                    select(Provider.name, Provider.full_logout_on_rp_initiated).where(
+                        Provider.name.in_(providers)
                     )
                 )
-                full = event.full_logout or bool(configured)
-                where = _SESSIONS.c.session_id == event.session_id
-                return _Scope(where, full, None if full else event.provider, event.session_id)
-            case _:
-                where = _SESSIONS.c.session_id == event.session_id
-                return _Scope(where, True, None, event.session_id)
+            }
+        singles: list[dict[str, Any]] = []
+        all_of_user: list[dict[str, Any]] = []
+        others_of_user: list[dict[str, Any]] = []
+        ending: list[_Item] = []
+        provider_only: dict[str, _Item] = {}
+        for item in items:
+            event = item.event
+            assert event is not None
+            params = {"b_now": now, "b_reason": end_reason(event), "b_event": item.event_id}
+            match event:
+                case UserRevokeAll():
+                    all_of_user.append({**params, "b_user": event.user_id})
+                case SessionTerminateOthers():
+                    others_of_user.append(
+                        {**params, "b_user": event.user_id, "b_keep": event.keep_session_id}
+                    )
+                case LogoutProvider() if not (
+                    event.full_logout or full_by_provider.get(event.provider, False)
+                ):
+                    provider_only[item.event_id] = item
+                    continue
+                case _:
+                    singles.append({**params, "b_session": _session_of(event)})
+            ending.append(item)
+        for statement, rows in (
+            (_END_SESSION, singles),
+            (_END_USER_SESSIONS, all_of_user),
+            (_END_OTHER_SESSIONS, others_of_user),
+        ):
+            if rows:
+                conn.execute(statement, rows)
+        targets: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        if ending:
+            for session_id, user_id, event_id in conn.execute(
+                select(_SESSIONS.c.session_id, _SESSIONS.c.user_id, _SESSIONS.c.ended_by_event)
+                .where(_SESSIONS.c.ended_by_event.in_([item.event_id for item in ending]))
+                .order_by(_SESSIONS.c.session_id)
+            ):
+                targets[event_id].append((session_id, user_id))
+        if provider_only:
+            wanted = {_session_of(i.event) for i in provider_only.values()}
+            open_sessions = {
+                session_id: user_id
+                for session_id, user_id in conn.execute(
+                    select(_SESSIONS.c.session_id, _SESSIONS.c.user_id).where(
+                        _SESSIONS.c.session_id.in_(wanted), _SESSIONS.c.ended_at.is_(None)
+                    )
+                )
+            }
+            for event_id, item in provider_only.items():
+                session_id = _session_of(item.event)
+                if session_id is not None and session_id in open_sessions:
+                    targets[event_id].append((session_id, open_sessions[session_id]))
+        missing = [
+            item
+            for item in items
+            if not targets[item.event_id] and _session_of(item.event) is not None
+        ]
+        if missing:
+            entries += self._not_found(conn, missing)
+        for item in ending:
+            assert item.event is not None
+            assert item.begun is not None
+            reason = end_reason(item.event)
+            found = targets[item.event_id]
+            item.begun.sessions_ended = len(found)
+            entries += [_session_ended(item.event, sid, uid, reason) for sid, uid in found]
+        for item in items:
+            assert item.begun is not None
+            found = targets[item.event_id]
+            item.begun.user_id = (
+                getattr(item.event, "user_id", None)
+                or (found[0][1] if found else None)
+                or item.begun.user_id
+            )
+        # Provider sessions: all of each ended session, or the one provider's.
+        every_link = [
+            {"b_now": now, "b_event": item.event_id, "b_session": session_id}
+            for item in ending
+            for session_id, _ in targets[item.event_id]
+        ]
+        one_link = [
+            {
+                "b_now": now,
+                "b_event": event_id,
+                "b_session": session_id,
+                "b_provider": _provider_of(item.event),
+            }
+            for event_id, item in provider_only.items()
+            for session_id, _ in targets[event_id]
+        ]
+        if every_link:
+            conn.execute(_END_LINKS, every_link)
+        if one_link:
+            conn.execute(_END_ONE_LINK, one_link)
+        return targets
 
-    def _end_sessions(
+    def _not_found(self, conn: Connection, items: list[_Item]) -> list[AuditEntry]:
+        wanted = {str(_session_of(item.event)) for item in items}
+        rows = {
+            row.session_id: row
+            for row in conn.execute(select(_SESSIONS).where(_SESSIONS.c.session_id.in_(wanted)))
+        }
+        entries = []
+        for item in items:
+            assert item.event is not None
+            assert item.begun is not None
+            session_id = str(_session_of(item.event))
+            row = rows.get(session_id)
+            detail: dict[str, Any] = {"reason": "unknown session"}
+            if row is not None:
+                item.begun.user_id = row.user_id
+                detail = {
+                    "reason": "session already ended",
+                    "ended_at": row.ended_at.isoformat() if row.ended_at else None,
+                    "end_reason": row.end_reason,
+                }
+            entries.append(
+                AuditEntry(
+                    key=f"session.not_found:{item.event_id}:{session_id}",
+                    type=AuditType.SESSION_NOT_FOUND,
+                    outcome="already_ended" if row is not None else "not_found",
+                    event_id=item.event_id,
+                    user_id=row.user_id if row is not None else None,
+                    session_id=session_id,
+                    detail=detail,
+                )
+            )
+        return entries
+
+    def _record_deliveries(
         self,
         conn: Connection,
-        event: Event,
+        items: list[_Item],
+        targets: dict[str, list[tuple[str, str]]],
         now: datetime,
-        reason: str,
-        entries: list[AuditEntry],
-        *,
-        resumed: bool,
-    ) -> _Begun:
-        """End what the event names and record a delivery per provider session ended.
-
-        Ending is a conditional UPDATE (``WHERE ended_at IS NULL``), atomic on SQLite and
-        PostgreSQL alike: when two events race for one session, exactly one ends it. What
-        this event ended carries its id, so a replay finds the same sessions again. The
-        deliveries are inserted already leased for their first attempt.
-        """
-        event_id = str(event.event_id)
-        scope = self._scope(conn, event)
-        if scope.end_idp_sessions:
+    ) -> None:
+        """One delivery per provider session each event ended, inserted already leased."""
+        by_id = {item.event_id: item for item in items}
+        links = (
             conn.execute(
-                update(_SESSIONS)
-                .where(scope.sessions, _SESSIONS.c.ended_at.is_(None))
-                .values(ended_at=now, end_reason=reason, ended_by_event=event_id)
-            )
-            targets = conn.execute(
-                select(_SESSIONS.c.session_id, _SESSIONS.c.user_id)
-                .where(_SESSIONS.c.ended_by_event == event_id)
-                .order_by(_SESSIONS.c.session_id)
-            ).all()
-            entries += [_session_ended(event, sid, uid, reason) for sid, uid in targets]
-            ended = len(targets)
-        else:
-            targets = conn.execute(
-                select(_SESSIONS.c.session_id, _SESSIONS.c.user_id).where(
-                    scope.sessions, _SESSIONS.c.ended_at.is_(None)
-                )
-            ).all()
-            ended = 0
-        users: dict[str, str] = {sid: uid for sid, uid in targets}
-        user_id = getattr(event, "user_id", None) or next(iter(users.values()), None)
-        if not targets and scope.single_session is not None:
-            missing = self._not_found(conn, event, scope.single_session)
-            user_id = user_id or missing.user_id
-            entries.append(missing)
-        if not targets:
-            return _Begun([], [], ended, user_id, resumed)
-        owned: list[ColumnElement[bool]] = [_LINKS.c.session_id.in_(users)]
-        if scope.only_provider is not None:
-            owned.append(_LINKS.c.provider == scope.only_provider)
-        conn.execute(
-            update(_LINKS)
-            .where(*owned, _LINKS.c.ended_at.is_(None))
-            .values(ended_at=now, ended_by_event=event_id)
-        )
-        links = {
-            link["ps_id"]: link
-            for link in conn.execute(
-                select(*LINK_COLUMNS)
+                select(*LINK_COLUMNS, _LINKS.c.ended_by_event)
                 .join(Provider, Provider.name == _LINKS.c.provider)
-                .where(*owned, _LINKS.c.ended_by_event == event_id)
+                .where(_LINKS.c.ended_by_event.in_(list(by_id)))
                 .order_by(_LINKS.c.id)
-            ).mappings()
-        }
+            )
+            .mappings()
+            .all()
+        )
         if not links:
-            return _Begun([], [], ended, user_id, resumed)
+            return
+        users = {
+            (event_id, session_id): user_id
+            for event_id, found in targets.items()
+            for session_id, user_id in found
+        }
         rows = {
-            ps_id: {
+            (link["ended_by_event"], link["ps_id"]): {
                 "id": str(uuid.uuid4()),
-                "event_id": event_id,
-                "provider_session_id": ps_id,
+                "event_id": link["ended_by_event"],
+                "provider_session_id": link["ps_id"],
                 "provider": link["provider"],
                 "session_id": link["session_id"],
-                "user_id": users[link["session_id"]],
+                "user_id": users[(link["ended_by_event"], link["session_id"])],
                 "status": DeliveryStatus.PENDING.value,
                 "attempts": 1,
                 "created_at": now,
                 "updated_at": now,
                 "next_attempt_at": now + self._fanout.lease,
             }
-            for ps_id, link in links.items()
+            for link in links
         }
-        fresh = set(
-            conn.scalars(
+        fresh = {
+            (event_id, ps_id)
+            for event_id, ps_id in conn.execute(
                 insert_ignore(conn, _DELIVERIES, ["event_id", "provider_session_id"]).returning(
-                    _DELIVERIES.c.provider_session_id
+                    _DELIVERIES.c.event_id, _DELIVERIES.c.provider_session_id
                 ),
                 list(rows.values()),
             )
-        )
-        works = [
-            self._fanout.work(
-                links[ps_id],
-                delivery_id=rows[ps_id]["id"],
-                created_at=now,
-                attempt=1,
-                user_id=rows[ps_id]["user_id"],
-                event_id=event_id,
-                event_type=event.type,
-                initiator=event.initiator,
-                now=now,
-            )
-            for ps_id in links
-            if ps_id in fresh
-        ]
-        reopened: list[str] = []
-        if len(fresh) < len(links):  # a replay: deliveries of an earlier attempt exist
-            reopened = list(
-                conn.scalars(
-                    select(_DELIVERIES.c.id).where(
-                        _DELIVERIES.c.event_id == event_id,
-                        _DELIVERIES.c.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRYING)),
-                        _DELIVERIES.c.provider_session_id.not_in(fresh),
-                    )
+        }
+        for link in links:
+            key = (link["ended_by_event"], link["ps_id"])
+            if key not in fresh:
+                continue
+            item = by_id[key[0]]
+            assert item.event is not None
+            assert item.begun is not None
+            row = rows[key]
+            item.begun.works.append(
+                self._fanout.work(
+                    link,
+                    delivery_id=row["id"],
+                    created_at=now,
+                    attempt=1,
+                    user_id=row["user_id"],
+                    event_id=item.event_id,
+                    event_type=item.event.type,
+                    initiator=item.event.initiator,
+                    now=now,
                 )
             )
-        return _Begun(works, reopened, ended, user_id, resumed or bool(reopened))
+        replayed = {key[0] for key in rows if key not in fresh}
+        if replayed:  # deliveries of an earlier attempt exist: pick up the open ones
+            for delivery_id, event_id in conn.execute(
+                select(_DELIVERIES.c.id, _DELIVERIES.c.event_id).where(
+                    _DELIVERIES.c.event_id.in_(replayed), _DELIVERIES.c.status.in_(_OPEN)
+                )
+            ):
+                begun = by_id[event_id].begun
+                assert begun is not None
+                if delivery_id not in {w.delivery_id for w in begun.works}:
+                    begun.reopened.append(delivery_id)
+                    begun.resumed = True
 
-    def _not_found(self, conn: Connection, event: Event, session_id: str) -> AuditEntry:
-        row = conn.execute(select(_SESSIONS).where(_SESSIONS.c.session_id == session_id)).first()
-        detail: dict[str, Any] = {"reason": "unknown session"}
-        if row is not None:
-            detail = {
-                "reason": "session already ended",
-                "ended_at": row.ended_at.isoformat() if row.ended_at else None,
-                "end_reason": row.end_reason,
-            }
-        return AuditEntry(
-            key=f"session.not_found:{event.event_id}:{session_id}",
-            type=AuditType.SESSION_NOT_FOUND,
-            outcome="already_ended" if row is not None else "not_found",
-            event_id=str(event.event_id),
-            user_id=row.user_id if row is not None else None,
-            session_id=session_id,
-            detail=detail,
-        )
+    # -- transaction 2 -----------------------------------------------------------------
 
-    # -- transaction 2: outcomes, roll-up, completion ----------------------------------
-
-    def _finish(
-        self, event: Event, begun: _Begun, works: list[Work], outcomes: dict[str, Outcome]
-    ) -> None:
-        event_id = str(event.event_id)
+    def _finish(self, items: list[_Item], works: list[Work], outcomes: dict[str, Outcome]) -> None:
+        """Record every outcome, roll each event up, and mark the events completed."""
+        now = utcnow()
+        resumed = [item.event_id for item in items if item.begun and item.begun.resumed]
         with self._engine.begin() as conn:
             entries, retries = self._fanout.record(conn, works, outcomes)
-            if begun.resumed:
-                counts = Counter(
-                    {
-                        DeliveryStatus(status): count
-                        for status, count in conn.execute(
-                            select(_DELIVERIES.c.status, func.count())
-                            .where(_DELIVERIES.c.event_id == event_id)
-                            .group_by(_DELIVERIES.c.status)
-                        )
-                    }
-                )
-            else:  # every delivery of the event was just attempted here
-                counts = Counter(outcome.status for outcome in outcomes.values())
-            entries.append(_completed(event, begun, counts))
-            settled_now = not begun.resumed and is_settled(counts)
-            if settled_now:
-                session_id = getattr(event, "session_id", None)
-                entries.append(settled_entry(event_id, begun.user_id, session_id, counts))
-            records = write_audit(conn, entries)
+            counts: dict[str, Counter[DeliveryStatus]] = defaultdict(Counter)
+            for work in works:
+                if work.context.event_id not in resumed:
+                    counts[work.context.event_id][outcomes[work.delivery_id].status] += 1
+            if resumed:
+                for event_id, status, count in conn.execute(
+                    select(_DELIVERIES.c.event_id, _DELIVERIES.c.status, func.count())
+                    .where(_DELIVERIES.c.event_id.in_(resumed))
+                    .group_by(_DELIVERIES.c.event_id, _DELIVERIES.c.status)
+                ):
+                    counts[event_id][DeliveryStatus(status)] = count
+            for item in items:
+                assert item.event is not None
+                assert item.begun is not None
+                tally = counts[item.event_id]
+                entries.append(_completed(item.event, item.begun, tally))
+                if not item.begun.resumed and is_settled(tally):
+                    session_id = _session_of(item.event)
+                    entries.append(
+                        settled_entry(item.event_id, item.begun.user_id, session_id, tally)
+                    )
+            records = write_audit(conn, entries, at=now)
             conn.execute(
                 update(_EVENTS)
-                .where(_EVENTS.c.event_id == event_id)
-                .values(status=EventStatus.COMPLETED, completed_at=utcnow())
+                .where(_EVENTS.c.event_id.in_([item.event_id for item in items]))
+                .values(status=EventStatus.COMPLETED, completed_at=now)
             )
         emit(records)
         self._fanout.schedule(retries)
-        if begun.resumed:  # other attempts may have finished deliveries meanwhile
-            self._fanout.settle([event_id])
+        if resumed:  # other attempts may have finished deliveries meanwhile
+            self._fanout.settle(resumed)
+
+
+def _session_of(event: Event | None) -> str | None:
+    """The single session an event names, if it names one."""
+    session_id = getattr(event, "session_id", None)
+    return str(session_id) if session_id is not None else None
+
+
+def _provider_of(event: Event | None) -> str:
+    assert isinstance(event, LogoutProvider)
+    return event.provider
+
+
+@dataclass(frozen=True, slots=True)
+class _FirstInBatch:
+    """Stands for the events row of an event first seen earlier in the same batch."""
+
+    item: _Item
+    received_at: datetime
+
+    @property
+    def message_id(self) -> str:
+        return self.item.message_id
+
+    @property
+    def status(self) -> str:
+        return EventStatus.PROCESSING.value
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        assert self.item.event is not None
+        return self.item.event.model_dump(mode="json")
 
 
 def _completed(event: Event, begun: _Begun, counts: Counter[DeliveryStatus]) -> AuditEntry:
@@ -425,7 +640,7 @@ def _completed(event: Event, begun: _Begun, counts: Counter[DeliveryStatus]) -> 
         outcome=outcome,
         event_id=str(event.event_id),
         user_id=begun.user_id,
-        session_id=getattr(event, "session_id", None),
+        session_id=_session_of(event),
         detail={
             "event_type": event.type,
             "sessions_ended": begun.sessions_ended,
@@ -450,7 +665,7 @@ def _received(event: Event, message_id: str) -> AuditEntry:
         outcome="accepted",
         event_id=str(event.event_id),
         user_id=getattr(event, "user_id", None),
-        session_id=getattr(event, "session_id", None),
+        session_id=_session_of(event),
         detail=detail,
     )
 
@@ -463,7 +678,7 @@ def _duplicate(event: Event, first: Any, message_id: str) -> AuditEntry:
         outcome="ignored",
         event_id=str(event.event_id),
         user_id=getattr(event, "user_id", None),
-        session_id=getattr(event, "session_id", None),
+        session_id=_session_of(event),
         detail={
             "message_id": message_id,
             "first_message_id": first.message_id,

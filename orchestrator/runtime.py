@@ -80,7 +80,8 @@ class Runtime:
         return EventProcessor(self.sessions, self.fanout(schedule))
 
     def fanout(self, schedule: RetryScheduler) -> FanOut:
-        lease = self.settings.delivery_timeout * 2 + 30
+        # Covers building, one send (at most delivery_timeout) and recording, with room to spare.
+        lease = self.settings.delivery_timeout * 2 + 5
         return FanOut(
             self.sessions, self.handlers, self.sender, self.retry_policy(), schedule, lease
         )

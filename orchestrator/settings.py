@@ -7,18 +7,21 @@ named after the fields with a ``LOGOUT_`` prefix, then a TOML file (``--config``
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from orchestrator.errors import ConfigurationError
 
@@ -59,16 +62,18 @@ class Settings(BaseSettings):
     issuer: str = "http://localhost:9000"
 
     worker_processes: int = Field(default=2, ge=1, le=64)
-    worker_threads: int = Field(default=8, ge=1, le=256)
+    worker_threads: int = Field(default=16, ge=1, le=256)
+    max_batch_events: int = Field(default=64, ge=1, le=1000)
+    batch_concurrency: int = Field(default=4, ge=1, le=256)
     auto_migrate: bool = True
     redis_heartbeat_timeout_ms: int = Field(default=60_000, ge=1_000)
     redis_maintenance_chance: int = Field(default=1_000, ge=1, le=1_000_000)
     recovery_interval: float = Field(default=60.0, gt=0)
     recovery_grace: float = Field(default=300.0, gt=0)
 
-    protocols: list[str] | None = None
+    protocols: Annotated[list[str] | None, NoDecode] = None
 
-    oidc_key_files: list[Path] = Field(
+    oidc_key_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="PEM private keys (RS256 or ES256); all are published"
     )
     oidc_active_kid: str | None = Field(default=None, description="kid of the signing key")
@@ -97,9 +102,15 @@ class Settings(BaseSettings):
     @field_validator("protocols", "oidc_key_files", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        """Lists from the environment: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc.msg}") from exc
+        return [item.strip() for item in value.split(",") if item.strip()]
 
     @classmethod
     def settings_customise_sources(
@@ -122,6 +133,8 @@ class Settings(BaseSettings):
         bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
         try:
             return bound(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[no-any-return]
+        except SettingsError as exc:
+            raise ConfigurationError(f"invalid settings: {exc}") from exc
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"

@@ -23,6 +23,7 @@ from orchestrator.publishing import (
 from orchestrator.recovery import RecoveryReport, recover
 from orchestrator.runtime import Runtime
 from schemas import Event
+from workers.batching import EventBatcher
 
 __all__ = ["Actors", "declare_actors"]
 
@@ -63,14 +64,18 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
     def schedule(delivery_id: str, delay: float) -> None:
         scheduler[0].schedule(delivery_id, delay)
 
-    processor = runtime.processor(schedule)
+    batcher = EventBatcher(
+        runtime.processor(schedule),
+        runtime.settings.max_batch_events,
+        runtime.settings.batch_concurrency,
+    )
     fanout = runtime.fanout(schedule)
 
     def handle_event(event: Any) -> None:
         message = CurrentMessage.get_current_message()
         if message is None:  # pragma: no cover - CurrentMessage is always installed
             raise LogoutError("handle_event called outside a worker")
-        processor.handle(event, message.message_id)
+        batcher.handle(event, message.message_id)
 
     def deliver(delivery_id: str) -> None:
         fanout.deliver([delivery_id])

@@ -102,7 +102,7 @@ def test_config_show_redacts(env: dict[str, str]) -> None:
     result = _run({**env, "LOGOUT_BROKER_URL": "redis://:pw@host:6379/0"}, "config", "show")
     shown = json.loads(result.output)
     assert shown["broker_url"] == "redis://:***@host:6379/0"
-    assert shown["worker_threads"] == 8
+    assert shown["worker_threads"] == 16
 
 
 def test_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:

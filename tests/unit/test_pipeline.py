@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from orchestrator import EventProcessor, HandleResult, Runtime
+from orchestrator.fanout import FanOut, Outcome, Work
 from orchestrator.sender import HttpSender
 from orchestrator.store import (
     AuditRow,
@@ -26,6 +28,21 @@ from tests.unit.conftest import make_event
 
 def _no_sender() -> HttpSender:
     raise AssertionError("no request should be sent: no protocol handler is enabled")
+
+
+class _WorkerDies(FanOut):
+    """The worker is killed right after the event's first transaction committed."""
+
+    def attempt(self, works: Sequence[Work]) -> dict[str, Outcome]:
+        raise RuntimeError("SIGKILL")
+
+
+def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
+    dying = _WorkerDies(
+        runtime.sessions, {}, _no_sender, runtime.retry_policy(), lambda *_: None, lease=40
+    )
+    with pytest.raises(RuntimeError, match="SIGKILL"):
+        EventProcessor(runtime.sessions, dying).handle(event, message_id)
 
 
 def _processor(runtime: Runtime) -> EventProcessor:
@@ -257,12 +274,11 @@ def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime
     """A redelivered message resumes a half-done event: one of every record, all deliveries."""
     event = make_event("user.revoke_all", user_id="alice", initiator="admin")
     processor = _processor(populated)
-    parsed = processor_parse(event)
     # The first attempt dies after its first transaction (sessions ended, deliveries
     # recorded and leased), before anything was sent.
-    begun = processor._begin(parsed, "m-1")
-    assert begun is not None
-    assert len(begun.works) == 5
+    _crash(populated, event, "m-1")
+    with populated.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Delivery)) == 5
     # Its leases run out; the broker redelivers the same message to another worker.
     with populated.sessions.begin() as db:
         db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
@@ -288,7 +304,7 @@ def test_other_message_during_processing_is_a_duplicate(populated: Runtime) -> N
     """A re-publish while the first message is still in progress does not run it twice."""
     event = make_event("logout.user", session_id="s-1")
     processor = _processor(populated)
-    assert processor._begin(processor_parse(event), "m-1") is not None
+    _crash(populated, event, "m-1")
     assert processor.handle(event, "m-2") is HandleResult.DUPLICATE
     assert _ended(populated) == {"s-1": "logout"}  # by the first message, not the second
 
@@ -299,7 +315,7 @@ def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     fanout = populated.fanout(lambda delivery_id, delay: scheduled.append((delivery_id, delay)))
     processor = EventProcessor(populated.sessions, fanout)
     event = make_event("logout.user", session_id="s-1")
-    assert processor._begin(processor_parse(event), "m-1") is not None
+    _crash(populated, event, "m-1")
     assert processor.handle(event, "m-1") is HandleResult.COMPLETED
     assert len(scheduled) == 3
     assert all(0 < delay <= fanout.lease.total_seconds() for _, delay in scheduled)
@@ -307,13 +323,6 @@ def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     assert completed.outcome == "retrying"
     assert completed.detail["deliveries"]["pending"] == 3
     assert not [r for r in _audit(populated) if r.type == "logout.settled"]
-
-
-def processor_parse(raw: dict[str, Any]) -> Any:
-    """The validated form of a raw event."""
-    from orchestrator import parse_event
-
-    return parse_event(raw)
 
 
 @pytest.mark.parametrize(
@@ -359,3 +368,58 @@ def test_racing_events_end_each_session_exactly_once(runtime: Runtime) -> None:
             )
         ).all()
     assert {count for _, count in per_link} == {1}
+
+
+def test_a_batch_keeps_every_event_apart(populated: Runtime) -> None:
+    """A mixed batch: each event gets its own outcome, sessions, deliveries and records."""
+    user = make_event("logout.user", session_id="s-2")
+    again = dict(user)  # the same event twice in one batch
+    partial = make_event("logout.provider", session_id="s-1", provider="chat")
+    bob = make_event("user.revoke_all", user_id="bob", initiator="admin")
+    unknown = make_event("session.revoke", session_id="nope", initiator="admin")
+    invalid = {"type": "session.revoke", "session_id": "s-3"}
+    results = _processor(populated).handle_batch(
+        [
+            (user, "m-1"),
+            (again, "m-2"),
+            (partial, "m-3"),
+            (bob, "m-4"),
+            (unknown, "m-5"),
+            (invalid, "m-6"),
+        ]
+    )
+    assert results == [
+        HandleResult.COMPLETED,
+        HandleResult.DUPLICATE,
+        HandleResult.COMPLETED,
+        HandleResult.COMPLETED,
+        HandleResult.COMPLETED,
+        HandleResult.REJECTED,
+    ]
+    assert _ended(populated) == {"s-2": "logout", "s-9": "revoked_all"}
+    assert _delivered(populated, str(user["event_id"])) == {("s-2", "wiki")}
+    assert _delivered(populated, str(partial["event_id"])) == {("s-1", "chat")}
+    assert _delivered(populated, str(bob["event_id"])) == {("s-9", "wiki")}
+    rows = _audit(populated)
+    [duplicate] = [r for r in rows if r.type == "event.duplicate"]
+    assert duplicate.event_id == user["event_id"]
+    assert duplicate.detail["first_message_id"] == "m-1"
+    completed = {r.event_id: r for r in rows if r.type == "logout.completed"}
+    assert set(completed) == {str(e["event_id"]) for e in (user, partial, bob, unknown)}
+    assert completed[str(bob["event_id"])].user_id == "bob"
+    assert completed[str(partial["event_id"])].detail["sessions_ended"] == 0
+    assert [r.outcome for r in rows if r.type == "session.not_found"] == ["not_found"]
+    assert [r.type for r in rows].count("event.rejected") == 1
+    assert [r.type for r in rows].count("logout.settled") == 4
+
+
+def test_two_events_for_one_session_in_one_batch(populated: Runtime) -> None:
+    """In one batch, the first event naming a session ends it; the other finds it ended."""
+    first = make_event("session.expired", session_id="s-1", reason="idle", initiator="system")
+    second = make_event("logout.user", session_id="s-1")
+    _processor(populated).handle_batch([(first, "m-1"), (second, "m-2")])
+    assert _ended(populated) == {"s-1": "expired_idle"}
+    assert len(_delivered(populated, str(first["event_id"]))) == 3
+    assert _delivered(populated, str(second["event_id"])) == set()
+    [missing] = [r for r in _audit(populated) if r.type == "session.not_found"]
+    assert (missing.event_id, missing.outcome) == (second["event_id"], "already_ended")

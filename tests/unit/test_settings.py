@@ -98,3 +98,19 @@ def test_with_overrides_validates_and_keeps_the_rest(tmp_path: Path) -> None:
     assert (changed.worker_processes, changed.worker_threads, changed.namespace) == (3, 4, "n1")
     with pytest.raises(ConfigurationError, match="worker_processes"):
         settings.with_overrides(worker_processes=0)
+
+
+@pytest.mark.parametrize("value", ["/k/a.pem", "/k/a.pem, /k/b.pem", '["/k/a.pem", "/k/b.pem"]'])
+def test_key_files_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """LOGOUT_OIDC_KEY_FILES takes one path, comma-separated paths or a JSON list."""
+    monkeypatch.setenv("LOGOUT_OIDC_KEY_FILES", value)
+    files = Settings.load().oidc_key_files
+    assert files[0] == Path("/k/a.pem")
+    assert len(files) == (1 if value == "/k/a.pem" else 2)
+
+
+def test_broken_json_list_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A malformed JSON list names the setting instead of raising a traceback."""
+    monkeypatch.setenv("LOGOUT_PROTOCOLS", '["oidc"')
+    with pytest.raises(ConfigurationError, match="protocols"):
+        Settings.load()

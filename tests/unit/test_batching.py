@@ -1,0 +1,96 @@
+"""Cooperative batching of the events a worker process's threads hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from orchestrator.pipeline import EventProcessor, HandleResult
+from workers.batching import EventBatcher
+
+
+class _Recorder(EventProcessor):
+    """Stands in for the pipeline: records batches; 'poison' raises; the first batch waits."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self._first = True
+        self._lock = threading.Lock()
+
+    def handle_batch(self, messages: Sequence[tuple[Any, str]]) -> list[HandleResult]:
+        with self._lock:
+            self.batches.append([message_id for _, message_id in messages])
+            first, self._first = self._first, False
+        if first:
+            assert self.gate.wait(5), "the test never opened the gate"
+        if any(raw == "poison" for raw, _ in messages):
+            raise ValueError("poison")
+        return [
+            HandleResult.COMPLETED if raw != "dup" else HandleResult.DUPLICATE
+            for raw, _ in messages
+        ]
+
+
+def test_events_that_pile_up_are_handled_together() -> None:
+    """While one batch runs, the events that arrive meanwhile form the next batch."""
+    recorder = _Recorder()
+    batcher = EventBatcher(recorder, max_batch=64, concurrency=1)
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        first = pool.submit(batcher.handle, "e", "m-0")
+        while not recorder.batches:
+            time.sleep(0.001)
+        rest = [
+            pool.submit(batcher.handle, "dup" if n == 3 else "e", f"m-{n}") for n in range(1, 9)
+        ]
+        while len(batcher._pending) < 8:
+            time.sleep(0.001)
+        recorder.gate.set()
+        assert first.result(5) is HandleResult.COMPLETED
+        results = [f.result(5) for f in rest]
+    assert results[2] is HandleResult.DUPLICATE
+    assert results.count(HandleResult.COMPLETED) == 7
+    assert recorder.batches[0] == ["m-0"]
+    assert sorted(recorder.batches[1]) == sorted(f"m-{n}" for n in range(1, 9))
+
+
+def test_a_failing_event_fails_alone() -> None:
+    """When a batch raises, its events are retried one by one; only the bad one fails."""
+    recorder = _Recorder()
+    recorder.gate.set()
+    batcher = EventBatcher(recorder, max_batch=64)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(batcher.handle, "e", "warm-up").result(5)
+    jobs = [("e", "m-1"), ("poison", "m-2"), ("e", "m-3")]
+    from workers.batching import _Job
+
+    queued = [_Job(raw, mid) for raw, mid in jobs]
+    batcher._run(queued)
+    assert queued[0].result.result(1) is HandleResult.COMPLETED
+    with pytest.raises(ValueError, match="poison"):
+        queued[1].result.result(1)
+    assert queued[2].result.result(1) is HandleResult.COMPLETED
+    assert recorder.batches[1:] == [["m-1", "m-2", "m-3"], ["m-1"], ["m-2"], ["m-3"]]
+
+
+def test_batch_size_is_capped() -> None:
+    """No batch takes more than max_batch events."""
+    recorder = _Recorder()
+    batcher = EventBatcher(recorder, max_batch=3, concurrency=1)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(batcher.handle, "e", "m-0")
+        while not recorder.batches:
+            time.sleep(0.001)
+        rest = [pool.submit(batcher.handle, "e", f"m-{n}") for n in range(1, 8)]
+        while len(batcher._pending) < 7:
+            time.sleep(0.001)
+        recorder.gate.set()
+        for future in [first, *rest]:
+            assert future.result(5) is HandleResult.COMPLETED
+    assert max(len(batch) for batch in recorder.batches) <= 3
+    assert sum(len(batch) for batch in recorder.batches) == 8
