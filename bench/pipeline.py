@@ -484,8 +484,13 @@ def run_in_process(
     events: int,
     warmup: int,
     profile: cProfile.Profile | None = None,
+    batch: int = 1,
 ) -> Row:
-    """``EventProcessor.handle`` called ``events`` times in a row, after ``warmup`` calls."""
+    """``EventProcessor.handle`` called ``events`` times in a row, after ``warmup`` calls.
+
+    With ``batch`` > 1, ``handle_batch`` of that many events at a time instead (as a worker
+    process under load hands them over); latencies are then per batch.
+    """
     runtime = Runtime.start(_settings(data_dir, database_url), handlers={})
     try:
         began = time.perf_counter()
@@ -506,9 +511,14 @@ def run_in_process(
             profile.enable()
         cpu = time.process_time()
         start = clock()
-        for raw, message_id in work[warmup:]:
+        timed = work[warmup:]
+        for first in range(0, len(timed), batch):
+            chunk = timed[first : first + batch]
             before = clock()
-            results.append(processor.handle(raw, message_id))
+            if batch == 1:
+                results.append(processor.handle(*chunk[0]))
+            else:
+                results.extend(processor.handle_batch(chunk))
             latencies.append(clock() - before)
         elapsed = (clock() - start) / 1e9
         cpu = time.process_time() - cpu
@@ -523,8 +533,9 @@ def run_in_process(
     finally:
         runtime.close()
     latencies.sort()
+    per = "event" if batch == 1 else f"batch of {batch}"
     return Row(
-        scenario="in-process `handle()`",
+        scenario="in-process `handle()`" if batch == 1 else f"in-process `handle_batch({batch})`",
         backend=backend,
         events=events,
         seconds=elapsed,
@@ -533,8 +544,8 @@ def run_in_process(
         p99_ms=percentile(latencies, 0.99) / 1e6,
         cpu_ms=cpu * 1000 / events,
         notes=(
-            f"1 thread; {counted.get('statements', 0) / events:.0f} SQL statements in "
-            f"{counted.get('commits', 0) / events:.0f} transactions per event; "
+            f"1 thread; {counted.get('statements', 0) / events:.1f} SQL statements in "
+            f"{counted.get('commits', 0) / events:.2f} transactions per event; latency per {per}; "
             f"machine {_fmt(machine_busy, 0)}% busy"
         ),
         extra={
@@ -842,6 +853,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             ),
             ("in-process PostgreSQL", lambda: _in_process_postgres(data_dir, args.events, warmup)),
+            (
+                "in-process SQLite, batches of 32",
+                lambda: run_in_process(
+                    "SQLite",
+                    f"sqlite:///{data_dir / 'batch.db'}",
+                    data_dir,
+                    args.events,
+                    warmup,
+                    batch=32,
+                ),
+            ),
+            (
+                "in-process PostgreSQL, batches of 32",
+                lambda: _in_process_postgres(data_dir, args.events, warmup, batch=32),
+            ),
         ]
         if not args.in_process_only:
             steps.append(
@@ -883,9 +909,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _in_process_postgres(data_dir: Path, events: int, warmup: int) -> Row:
+def _in_process_postgres(data_dir: Path, events: int, warmup: int, batch: int = 1) -> Row:
     with postgres_database(POSTGRES_URL) as url:
-        return run_in_process("PostgreSQL", url, data_dir, events, warmup)
+        return run_in_process("PostgreSQL", url, data_dir, events, warmup, batch=batch)
 
 
 if __name__ == "__main__":
