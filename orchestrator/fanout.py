@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -141,8 +142,10 @@ class FanOut:
         policy: RetryPolicy,
         schedule: RetryScheduler,
         lease: float,
+        builders: Executor | None = None,
     ) -> None:
         self._engine = engine_of(sessions)
+        self._builders = builders
         self._handlers = handlers
         self._sender = sender
         self._policy = policy
@@ -331,21 +334,24 @@ class FanOut:
     def attempt(self, works: Sequence[Work]) -> dict[str, Outcome]:
         """Build every request and send them all at once; one outcome per delivery."""
         outcomes: dict[str, Outcome] = {}
-        to_send: list[tuple[Work, BackchannelRequest]] = []
+        to_build: list[Work] = []
         for work in works:
             reason = self._skip_reason(work)
-            if reason is not None:
+            if reason is None:
+                to_build.append(work)
+            else:
                 outcomes[work.delivery_id] = Outcome(DeliveryStatus.SKIPPED, reason)
-                continue
-            assert work.handler is not None
-            try:
-                request = work.handler.backchannel_request(
-                    work.provider, work.session, work.context
-                )
-            except DeliveryError as exc:
-                outcomes[work.delivery_id] = self._failure(work, exc, utcnow())
-                continue
-            to_send.append((work, request))
+        # Signing (RSA above all) releases the GIL: several threads sign side by side.
+        if self._builders is not None and len(to_build) > 1:
+            built = list(self._builders.map(_build, to_build))
+        else:
+            built = [_build(work) for work in to_build]
+        to_send: list[tuple[Work, BackchannelRequest]] = []
+        for work, request in zip(to_build, built, strict=True):
+            if isinstance(request, DeliveryError):
+                outcomes[work.delivery_id] = self._failure(work, request, utcnow())
+            else:
+                to_send.append((work, request))
         if to_send:
             results = self._sender().send_all([request for _, request in to_send])
             answered = utcnow()  # Retry-After counts from the answer, not from the send
@@ -441,6 +447,15 @@ class FanOut:
             # Counted from the answer and rounded up to the broker's milliseconds, so the
             # message never arrives before ``next_attempt_at`` (an early one is put back).
             self._schedule(delivery_id, math.ceil(wait * 1000) / 1000)
+
+
+def _build(work: Work) -> BackchannelRequest | DeliveryError:
+    """The request of one attempt, or why it cannot be built."""
+    assert work.handler is not None
+    try:
+        return work.handler.backchannel_request(work.provider, work.session, work.context)
+    except DeliveryError as exc:
+        return exc
 
 
 def is_settled(counts: Mapping[DeliveryStatus, int]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -29,6 +30,7 @@ class Runtime:
     sessions: SessionFactory
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
+    _builders: ThreadPoolExecutor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -82,8 +84,19 @@ class Runtime:
     def fanout(self, schedule: RetryScheduler) -> FanOut:
         # Covers building, one send (at most delivery_timeout) and recording, with room to spare.
         lease = self.settings.delivery_timeout * 2 + 5
+        with self._lock:
+            if self._builders is None:
+                self._builders = ThreadPoolExecutor(
+                    self.settings.signing_threads, thread_name_prefix="logout-sign"
+                )
         return FanOut(
-            self.sessions, self.handlers, self.sender, self.retry_policy(), schedule, lease
+            self.sessions,
+            self.handlers,
+            self.sender,
+            self.retry_policy(),
+            schedule,
+            lease,
+            self._builders,
         )
 
     def close(self) -> None:
@@ -91,4 +104,7 @@ class Runtime:
             if self._sender is not None:
                 self._sender.close()
                 self._sender = None
+            if self._builders is not None:
+                self._builders.shutdown()
+                self._builders = None
         self.engine.dispose()

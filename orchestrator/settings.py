@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     retry_initial_delay: float = Field(default=2.0, gt=0)
     retry_max_delay: float = Field(default=600.0, gt=0)
     max_concurrent_deliveries: int = Field(default=256, ge=1)
+    signing_threads: int = Field(default=2, ge=1, le=64)
     max_concurrent_per_host: int = Field(default=8, ge=1)
     response_body_limit: int = Field(default=64 * 1024, ge=1024)
 

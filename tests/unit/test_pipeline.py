@@ -38,8 +38,9 @@ class _WorkerDies(FanOut):
 
 
 def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
+    lease = runtime.fanout(lambda *_: None).lease.total_seconds()  # the worker's own lease
     dying = _WorkerDies(
-        runtime.sessions, {}, _no_sender, runtime.retry_policy(), lambda *_: None, lease=40
+        runtime.sessions, {}, _no_sender, runtime.retry_policy(), lambda *_: None, lease=lease
     )
     with pytest.raises(RuntimeError, match="SIGKILL"):
         EventProcessor(runtime.sessions, dying).handle(event, message_id)
