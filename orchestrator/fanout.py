@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import structlog
 from sqlalchemy import (
     Connection,
     RowMapping,
@@ -64,8 +63,6 @@ __all__ = [
     "is_settled",
     "settled_entry",
 ]
-
-_log = structlog.get_logger("logout.fanout")
 
 #: Called with a delivery id and a delay in seconds to try it again later.
 RetryScheduler = Callable[[str, float], None]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -81,8 +81,3 @@ def parse_event_lines(text: str) -> list[Event]:
     if not events:
         raise InputError([Problem("input", "", "no event found")])
     return events
-
-
-def iter_problems(items: Iterable[InputError]) -> list[Problem]:
-    """Flatten several input errors into one list of problems."""
-    return [problem for item in items for problem in item.problems]

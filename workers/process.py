@@ -82,7 +82,7 @@ def run_worker(settings: Settings, *, migrate: bool = True) -> int:
         "worker started",
         pid=os.getpid(),
         threads=settings.worker_threads,
-        broker=urlscheme(settings.broker_url),
+        broker=settings.broker_url.split(":", 1)[0],
         protocols=sorted(runtime.handlers),
     )
     sweeper = threading.Thread(target=_recovery_loop, args=(actors, stop), daemon=True)
@@ -96,10 +96,6 @@ def run_worker(settings: Settings, *, migrate: bool = True) -> int:
         runtime.close()
         _log.info("worker stopped", pid=os.getpid())
     return 0
-
-
-def urlscheme(url: str) -> str:
-    return url.split(":", 1)[0]
 
 
 def _child(settings_data: dict[str, Any]) -> None:  # pragma: no cover - runs in a subprocess
