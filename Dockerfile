@@ -14,6 +14,11 @@ COPY . .
 RUN pip install --no-cache-dir . \
     && logout-orchestrator --help >/dev/null
 
+# Generated signing keys and the embedded database live here; mount a shared volume so every
+# worker signs with the same key (or point LOGOUT_OIDC_KEY_FILES at managed keys).
+RUN mkdir -p /var/lib/logout-orchestrator && chown logout:logout /var/lib/logout-orchestrator
+ENV LOGOUT_DATA_DIR=/var/lib/logout-orchestrator
+
 USER logout
 WORKDIR /home/logout
 
