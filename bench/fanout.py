@@ -90,7 +90,7 @@ LATENCY_POLL = 0.005
 LATENCY_RP_DELAY_MS = 50.0
 #: Throughput: RPs per session, worker shape, polling.
 THROUGHPUT_RPS = 5
-THROUGHPUT_SHAPE = (2, 8)
+THROUGHPUT_SHAPE = (2, 32)
 THROUGHPUT_POLL = 0.05
 LATENCY_SHAPE = (1, 8)
 SEED_CHUNK = 2000
@@ -104,7 +104,7 @@ WORKER_CLI_FLAG = "--worker-cli"
 SENDER_SHIM_ENV = "LO_BENCH_SENDER"
 SHIM_MARKER = "bench: sender shim installed in pid"
 SENDERS = {
-    "product": "product `HttpSender` (httpx default transport)",
+    "product": "product `HttpSender` (as shipped: httpx over aiohttp's pool)",
     "aiohttp": "bench shim: `HttpSender` + `AiohttpTransport`",
 }
 #: The target the issue states for RS256 on this machine.

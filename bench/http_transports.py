@@ -415,7 +415,7 @@ def measure_sender(
             samples.append(meter.sample(count))
     finally:
         sender.close()
-    label = "`HttpSender` (httpx default transport)"
+    label = "`HttpSender` as shipped (httpx over aiohttp's pool)"
     if transport == "aiohttp":
         label = "`HttpSender` + `AiohttpTransport` (injected via `transport=`)"
     who = "1 thread" if threads == 1 else f"{threads} threads at once"
