@@ -254,8 +254,8 @@ class EventProcessor:
         with self._engine.begin() as conn:
             owned = self._claim(conn, items, now, entries)
             if owned:
-                targets = self._end_sessions(conn, owned, now, entries)
-                self._record_deliveries(conn, owned, targets, now)
+                self._end_sessions(conn, owned, now, entries)
+                self._record_deliveries(conn, owned, now)
             records = write_audit(conn, entries, at=now)
         emit(records)
 
@@ -325,8 +325,8 @@ class EventProcessor:
 
     def _end_sessions(
         self, conn: Connection, items: list[_Item], now: datetime, entries: list[AuditEntry]
-    ) -> dict[str, list[tuple[str, str]]]:
-        """End what every event names; returns each event's (session, user) targets."""
+    ) -> None:
+        """End what every event names, and audit it."""
         providers = sorted(
             {item.event.provider for item in items if isinstance(item.event, LogoutProvider)}
         )
@@ -435,7 +435,6 @@ class EventProcessor:
             conn.execute(_END_LINKS, every_link)
         if one_link:
             conn.execute(_END_ONE_LINK, one_link)
-        return targets
 
     def _not_found(self, conn: Connection, items: list[_Item]) -> list[AuditEntry]:
         wanted = {str(_session_of(item.event)) for item in items}
@@ -470,19 +469,14 @@ class EventProcessor:
             )
         return entries
 
-    def _record_deliveries(
-        self,
-        conn: Connection,
-        items: list[_Item],
-        targets: dict[str, list[tuple[str, str]]],
-        now: datetime,
-    ) -> None:
+    def _record_deliveries(self, conn: Connection, items: list[_Item], now: datetime) -> None:
         """One delivery per provider session each event ended, inserted already leased."""
         by_id = {item.event_id: item for item in items}
         links = (
             conn.execute(
-                select(*LINK_COLUMNS, _LINKS.c.ended_by_event)
+                select(*LINK_COLUMNS, _LINKS.c.ended_by_event, _SESSIONS.c.user_id)
                 .join(Provider, Provider.name == _LINKS.c.provider)
+                .join(_SESSIONS, _SESSIONS.c.session_id == _LINKS.c.session_id)
                 .where(_LINKS.c.ended_by_event.in_(list(by_id)))
                 .order_by(_LINKS.c.id)
             )
@@ -491,11 +485,6 @@ class EventProcessor:
         )
         if not links:
             return
-        users = {
-            (event_id, session_id): user_id
-            for event_id, found in targets.items()
-            for session_id, user_id in found
-        }
         rows = {
             (link["ended_by_event"], link["ps_id"]): {
                 "id": str(uuid.uuid4()),
@@ -503,7 +492,7 @@ class EventProcessor:
                 "provider_session_id": link["ps_id"],
                 "provider": link["provider"],
                 "session_id": link["session_id"],
-                "user_id": users[(link["ended_by_event"], link["session_id"])],
+                "user_id": link["user_id"],
                 "status": DeliveryStatus.PENDING.value,
                 "attempts": 1,
                 "created_at": now,

@@ -424,3 +424,18 @@ def test_two_events_for_one_session_in_one_batch(populated: Runtime) -> None:
     assert _delivered(populated, str(second["event_id"])) == set()
     [missing] = [r for r in _audit(populated) if r.type == "session.not_found"]
     assert (missing.event_id, missing.outcome) == (second["event_id"], "already_ended")
+
+
+def test_replay_of_a_partial_logout_after_the_session_ended(populated: Runtime) -> None:
+    """A redelivered RP-initiated logout still delivers once its session was ended meanwhile."""
+    partial = make_event("logout.provider", session_id="s-1", provider="chat")
+    _crash(populated, partial, "m-1")
+    _handle(populated, "session.revoke", message_id="m-2", session_id="s-1", initiator="admin")
+    with populated.sessions.begin() as db:
+        db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    assert _processor(populated).handle(partial, "m-1") is HandleResult.COMPLETED
+    assert _delivered(populated, str(partial["event_id"])) == {("s-1", "chat")}
+    [skipped] = [
+        r for r in _audit(populated, str(partial["event_id"])) if r.type == "delivery.skipped"
+    ]
+    assert (skipped.provider, skipped.user_id) == ("chat", "alice")
