@@ -1,8 +1,9 @@
 """Recovery: nothing is lost even when the broker loses messages or a worker dies.
 
 Periodically, events still ``processing`` long after their last attempt are published again
-under their first message id (so the worker resumes them), and open deliveries whose retry
-is overdue are scheduled again. Claims make any doubled message harmless.
+under their first message id (so the worker resumes them, deliveries included), and open
+deliveries of completed events whose retry is overdue are scheduled again. Claims make any
+doubled message harmless.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def recover(
                 .where(
                     Delivery.id.in_(
                         select(Delivery.id)
+                        .join(EventRecord, EventRecord.event_id == Delivery.event_id)
                         .where(
+                            # A stuck event's deliveries are resumed by its re-publication.
+                            EventRecord.status == EventStatus.COMPLETED,
                             Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRYING)),
                             or_(
                                 Delivery.next_attempt_at < cutoff,

@@ -1,0 +1,72 @@
+"""Recovery: work stuck by a dead worker or a lost message is put back, once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from orchestrator import Runtime
+from orchestrator.recovery import recover
+from orchestrator.store import Delivery, EventRecord, EventStatus, utcnow
+from schemas import Event
+from tests.unit.conftest import make_event
+from tests.unit.test_pipeline import _audit, _crash
+from workers import embedded
+
+
+def _age(runtime: Runtime, seconds: float) -> None:
+    """Pretend the crash happened ``seconds`` ago."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with runtime.sessions.begin() as db:
+        db.execute(update(EventRecord).values(attempted_at=past))
+        db.execute(update(Delivery).values(next_attempt_at=past))
+
+
+def test_stuck_event_and_overdue_deliveries_are_put_back_once(populated: Runtime) -> None:
+    """A stuck event is re-published under its first message id; a second sweep does nothing."""
+    event = make_event("logout.user", session_id="s-1")
+    _crash(populated, event, "m-first")
+    republished: list[tuple[Event, str]] = []
+    rescheduled: list[tuple[str, float]] = []
+
+    def sweep() -> tuple[int, int]:
+        report = recover(
+            populated.sessions,
+            grace=60,
+            republish=lambda e, m: republished.append((e, m)),
+            reschedule=lambda d, delay: rescheduled.append((d, delay)),
+        )
+        return report.events, report.deliveries
+
+    assert sweep() == (0, 0), "nothing is stuck before the grace period"
+    _age(populated, 120)
+    assert sweep() == (1, 0), "the event's own re-publication resumes its deliveries"
+    assert [(str(e.event_id), m) for e, m in republished] == [(event["event_id"], "m-first")]
+    assert sweep() == (0, 0), "what was put back is not put back again at once"
+    # Once the event has completed, an overdue retry is rescheduled by the sweep.
+    with populated.sessions.begin() as db:
+        db.execute(update(EventRecord).values(status=EventStatus.COMPLETED))
+    _age(populated, 120)
+    assert sweep() == (0, 3)
+    assert {delay for _, delay in rescheduled} == {0.0}
+    assert sweep() == (0, 0)
+
+
+def test_a_lost_message_is_finished_by_the_next_worker(populated: Runtime) -> None:
+    """When the broker lost the message, the next worker's sweep completes the event."""
+    event = make_event("logout.user", session_id="s-1")
+    _crash(populated, event, "m-lost")
+    _age(populated, populated.settings.recovery_grace + 60)
+    with embedded(populated.settings, populated) as actors:
+        broker = actors.handle_event.broker
+        broker.join(actors.handle_event.queue_name, timeout=10_000)
+        broker.join(actors.deliver.queue_name, timeout=10_000)
+    with populated.sessions() as db:
+        assert db.scalar(select(EventRecord.status)) == EventStatus.COMPLETED
+        statuses = set(db.scalars(select(Delivery.status)))
+    assert statuses == {"skipped"}
+    types = [r.type for r in _audit(populated)]
+    assert types.count("event.received") == 1
+    assert types.count("logout.completed") == 1
+    assert types.count("logout.settled") == 1
