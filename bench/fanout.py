@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,33 +37,49 @@ import psycopg
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from bench.common import (
+    DRAIN_TIMEOUT,
+    POSTGRES_URL,
+    REDIS_URL,
+    REPO,
+    RESULTS,
+    WORKER_START_TIMEOUT,
+    BenchError,
+    Worker,
+    add_json_option,
+    bench_settings,
+    busy_percent,
+    clean_redis,
+    command_line,
+    completed_events,
+    exit_on_sigterm,
+    forget_heartbeats,
+    group_cpu,
+    heartbeats,
+    kill_group,
+    logout_event,
+    machine_cpu,
+    new_parser,
+    percentile,
+    postgres_database,
+    postgres_version,
+    process_cpu,
+    redis_version,
+    render_table,
+    wait_consuming,
+    worker_cli,
+    worker_command,
+    worker_env,
+    worker_process,
+    write_json,
+)
 from bench.http_transports import (
     Budget,
     floor_sign_and_post,
     measure_signing,
     request_builder,
 )
-from bench.pipeline import (
-    POSTGRES_URL,
-    REDIS_URL,
-    BenchError,
-    Worker,
-    busy_percent,
-    clean_redis,
-    forget_heartbeats,
-    group_cpu,
-    heartbeats,
-    logout_event,
-    machine,
-    machine_cpu,
-    machine_line,
-    percentile,
-    postgres_database,
-    postgres_version,
-    redis_version,
-    wait_consuming,
-    worker_cli,
-)
+from bench.pipeline import machine, machine_line
 from bench.rp_server import RpServer, light_rp_server, python_rp_server
 from orchestrator import Publisher, Runtime, Settings
 from orchestrator.logging import configure_logging
@@ -71,8 +87,6 @@ from orchestrator.store import (
     TERMINAL_DELIVERY_STATUSES,
     Delivery,
     DeliveryStatus,
-    EventRecord,
-    EventStatus,
     make_engine,
 )
 from protocols.oidc.keys import Algorithm, load_key
@@ -81,8 +95,6 @@ from workers import build_broker
 
 __all__ = ["main"]
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 DEFAULT_JSON = RESULTS / "fanout.json"
 
 #: Latency: how often the audit trail is polled, how long the worker idles before each event.
@@ -94,10 +106,7 @@ THROUGHPUT_SHAPE = (2, 32)
 THROUGHPUT_POLL = 0.05
 LATENCY_SHAPE = (1, 8)
 SEED_CHUNK = 2000
-WORKER_START_TIMEOUT = 90.0
 EVENT_TIMEOUT = 60.0
-DRAIN_TIMEOUT = 300.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: ``--sender aiohttp``: the worker runs as ``python -m bench.fanout --worker-cli worker ...``
 #: with this variable set, and every worker process patches ``Runtime.sender`` on import.
 WORKER_CLI_FLAG = "--worker-cli"
@@ -148,19 +157,37 @@ class ThroughputRow:
 
 
 def latency_table(rows: Sequence[LatencyRow]) -> str:
-    lines = [
-        "| series | RPs (N) | runs | publish → `logout.completed` median (ms) | max (ms) "
-        "| pick-up median (ms) | pick-up max (ms) | `event.received` → `logout.completed` "
-        "median (ms) | max (ms) | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.series} | {row.rps:,} | {row.runs} | {row.median_ms:,.0f} | "
-            f"{row.max_ms:,.0f} | {row.pickup_median_ms:,.0f} | {row.pickup_max_ms:,.0f} | "
-            f"{row.work_median_ms:,.0f} | {row.work_max_ms:,.0f} | {row.notes} |"
-        )
-    return "\n".join(lines)
+    columns = (
+        "series",
+        "RPs (N)",
+        "runs",
+        "publish → `logout.completed` median (ms)",
+        "max (ms)",
+        "pick-up median (ms)",
+        "pick-up max (ms)",
+        "`event.received` → `logout.completed` median (ms)",
+        "max (ms)",
+        "notes",
+    )
+    return render_table(
+        columns,
+        "lrrrrrrrrl",
+        (
+            (
+                row.series,
+                f"{row.rps:,}",
+                str(row.runs),
+                f"{row.median_ms:,.0f}",
+                f"{row.max_ms:,.0f}",
+                f"{row.pickup_median_ms:,.0f}",
+                f"{row.pickup_max_ms:,.0f}",
+                f"{row.work_median_ms:,.0f}",
+                f"{row.work_max_ms:,.0f}",
+                row.notes,
+            )
+            for row in rows
+        ),
+    )
 
 
 def latency_ratios(rows: Sequence[LatencyRow], low: int = 1, high: int = 100) -> list[str]:
@@ -180,20 +207,35 @@ def latency_ratios(rows: Sequence[LatencyRow], low: int = 1, high: int = 100) ->
 
 
 def throughput_table(rows: Sequence[ThroughputRow]) -> str:
-    lines = [
-        "| scenario | keys | events | deliveries | time (s) | deliveries/s | CPU ms/delivery "
-        "| machine busy | notes |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
-        events = "-" if row.events is None else f"{row.events:,}"
-        cpu = "-" if row.cpu_ms is None else f"{row.cpu_ms:.2f}"
-        busy = "-" if row.busy is None else f"{row.busy:.0f}%"
-        lines.append(
-            f"| {row.scenario} | {row.keys} | {events} | {row.deliveries:,} | "
-            f"{row.seconds:.2f} | {row.rate:,.0f} | {cpu} | {busy} | {row.notes} |"
-        )
-    return "\n".join(lines)
+    columns = (
+        "scenario",
+        "keys",
+        "events",
+        "deliveries",
+        "time (s)",
+        "deliveries/s",
+        "CPU ms/delivery",
+        "machine busy",
+        "notes",
+    )
+    return render_table(
+        columns,
+        "llrrrrrrl",
+        (
+            (
+                row.scenario,
+                row.keys,
+                "-" if row.events is None else f"{row.events:,}",
+                f"{row.deliveries:,}",
+                f"{row.seconds:.2f}",
+                f"{row.rate:,.0f}",
+                "-" if row.cpu_ms is None else f"{row.cpu_ms:.2f}",
+                "-" if row.busy is None else f"{row.busy:.0f}%",
+                row.notes,
+            )
+            for row in rows
+        ),
+    )
 
 
 # -- set-up ----------------------------------------------------------------------------
@@ -203,8 +245,7 @@ def generate_key_file(directory: Path, alg: Algorithm) -> Path:
     """``logout-orchestrator keys generate --alg ALG --dir DIR``; returns the PEM's path."""
     directory.mkdir(parents=True, exist_ok=True)
     before = set(directory.glob("*.pem"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_")}
-    env.update(LOGOUT_DATA_DIR=str(directory.parent), LOGOUT_LOG_LEVEL="WARNING")
+    env = worker_env(data_dir=str(directory.parent), log_level="WARNING")
     subprocess.run(
         [str(worker_cli()), "keys", "generate", "--alg", alg, "--dir", str(directory)],
         env=env,
@@ -218,37 +259,34 @@ def generate_key_file(directory: Path, alg: Algorithm) -> Path:
     return made[0]
 
 
-def bench_settings(data_dir: Path, database_url: str, namespace: str, key_file: Path) -> Settings:
-    return Settings.load(
-        None,
-        data_dir=data_dir,
-        database_url=database_url,
+def oidc_settings(data_dir: Path, database_url: str, namespace: str, key_file: Path) -> Settings:
+    return bench_settings(
+        data_dir,
+        database_url,
         broker_url=REDIS_URL,
         namespace=namespace,
         protocols=["oidc"],
         oidc_key_files=[key_file],
-        log_level="WARNING",
     )
 
 
-def worker_env(
+def oidc_worker_env(
     data_dir: Path,
     database_url: str,
     namespace: str,
     key_file: Path,
     worker_timeout_ms: int | None,
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_")}
-    env.pop("dramatiq_worker_timeout", None)
-    env.update(
-        LOGOUT_BROKER_URL=REDIS_URL,
-        LOGOUT_DATABASE_URL=database_url,
-        LOGOUT_NAMESPACE=namespace,
-        LOGOUT_DATA_DIR=str(data_dir),
-        LOGOUT_LOG_LEVEL="WARNING",
-        LOGOUT_PROTOCOLS="oidc",
-        LOGOUT_OIDC_KEY_FILES=json.dumps([str(key_file)]),
+    env = worker_env(
+        broker_url=REDIS_URL,
+        database_url=database_url,
+        namespace=namespace,
+        data_dir=str(data_dir),
+        log_level="WARNING",
+        protocols="oidc",
+        oidc_key_files=json.dumps([str(key_file)]),
     )
+    env.pop("dramatiq_worker_timeout", None)
     if worker_timeout_ms is not None:
         # dramatiq reads its default ``worker_timeout`` from this variable (no code change).
         env["dramatiq_worker_timeout"] = str(worker_timeout_ms)
@@ -309,7 +347,7 @@ def seed(
 
 
 @contextmanager
-def worker_process(
+def sender_worker_process(
     env: dict[str, str], log: Path, processes: int, threads: int, sender: str
 ) -> Iterator[Worker]:
     """``logout-orchestrator worker --processes P --threads T`` in its own process group.
@@ -317,26 +355,14 @@ def worker_process(
     ``sender="aiohttp"`` runs the same CLI through ``python -m bench.fanout --worker-cli`` with
     the sender shim installed in every worker process (see :func:`install_sender_shim`).
     """
-    shape = ["worker", "--processes", str(processes), "--threads", str(threads)]
+    shape = worker_command(processes, threads)
     if sender == "product":
         command = [str(worker_cli()), *shape]
     else:
         command = [sys.executable, "-m", "bench.fanout", WORKER_CLI_FLAG, *shape]
         env = {**env, SENDER_SHIM_ENV: sender}
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=REPO,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    worker = Worker(process, log)
-    try:
+    with worker_process(command, env, log, cwd=REPO) as worker:
         yield worker
-    finally:
-        worker.stop()
 
 
 @contextmanager
@@ -347,7 +373,7 @@ def running_worker(
     processes, threads = shape
     before = heartbeats(REDIS_URL)
     try:
-        with worker_process(env, log, processes, threads, sender) as worker:
+        with sender_worker_process(env, log, processes, threads, sender) as worker:
             wait_consuming(REDIS_URL, before, processes, worker)
             if sender != "product":
                 check_shim(worker, processes)
@@ -401,8 +427,7 @@ def time_event(
         if "logout.completed" in rows:
             seen = time.time() - start
             break
-        if not worker.alive():
-            raise BenchError(f"worker exited ({worker.process.returncode}):\n{worker.output()}")
+        worker.check_alive()
         if time.monotonic() > deadline:
             raise BenchError(f"no logout.completed after {EVENT_TIMEOUT:.0f}s:\n{worker.output()}")
         time.sleep(LATENCY_POLL)
@@ -458,13 +483,13 @@ def run_latency(
     with ExitStack() as stack:
         database_url = stack.enter_context(postgres_database(POSTGRES_URL))
         stack.callback(clean_redis, REDIS_URL, namespace)
-        settings = bench_settings(data_dir, database_url, namespace, key_file)
+        settings = oidc_settings(data_dir, database_url, namespace, key_file)
         runtime = Runtime.start(settings)
         try:
             seed(runtime, server, max(counts), sessions)
         finally:
             runtime.close()
-        env = worker_env(data_dir, database_url, namespace, key_file, worker_timeout_ms)
+        env = oidc_worker_env(data_dir, database_url, namespace, key_file, worker_timeout_ms)
         log = data_dir / f"worker-latency-{sender}-{worker_timeout_ms or 'default'}.log"
         worker = stack.enter_context(running_worker(env, log, LATENCY_SHAPE, sender))
         broker = build_broker(settings)
@@ -536,17 +561,13 @@ def _latency_row(series: str, n: int, timings: Sequence[Timing]) -> LatencyRow:
 
 def _final_counts(engine: Engine) -> tuple[int, int]:
     with engine.connect() as connection:
-        completed = connection.scalar(
-            select(func.count())
-            .select_from(EventRecord)
-            .where(EventRecord.status == EventStatus.COMPLETED)
-        )
+        completed = completed_events(connection)
         final = connection.scalar(
             select(func.count())
             .select_from(Delivery)
             .where(Delivery.status.in_([s.value for s in TERMINAL_DELIVERY_STATUSES]))
         )
-    return int(completed or 0), int(final or 0)
+    return completed, int(final or 0)
 
 
 def wait_final(
@@ -558,8 +579,7 @@ def wait_final(
         completed, final = _final_counts(engine)
         if completed >= events and final >= deliveries:
             return
-        if not worker.alive():
-            raise BenchError(f"worker exited ({worker.process.returncode}):\n{worker.output()}")
+        worker.check_alive()
         if time.monotonic() > deadline:
             raise BenchError(
                 f"{completed}/{events} events completed, {final}/{deliveries} deliveries final "
@@ -575,16 +595,6 @@ def postgres_backends(engine: Engine) -> set[int]:
             text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
         ).scalars()
         return {int(pid) for pid in pids}
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used; 0 when it is gone or unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[-1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def check_deliveries(engine: Engine, expected: int) -> None:
@@ -645,8 +655,7 @@ def py_spy(pid: int, output: Path, rate: int) -> Iterator[None]:
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process.pid)
             process.wait(timeout=5)
 
 
@@ -756,7 +765,7 @@ def run_throughput(
     with ExitStack() as stack:
         database_url = stack.enter_context(postgres_database(POSTGRES_URL))
         stack.callback(clean_redis, REDIS_URL, namespace)
-        settings = bench_settings(data_dir, database_url, namespace, key_file)
+        settings = oidc_settings(data_dir, database_url, namespace, key_file)
         runtime = Runtime.start(settings)
         try:
             began = time.perf_counter()
@@ -766,7 +775,7 @@ def run_throughput(
             runtime.close()
         engine = make_engine(database_url)
         stack.callback(engine.dispose)
-        env = worker_env(data_dir, database_url, namespace, key_file, None)
+        env = oidc_worker_env(data_dir, database_url, namespace, key_file, None)
         log = data_dir / f"worker-throughput-{sender}-{alg}.log"
         worker = stack.enter_context(running_worker(env, log, THROUGHPUT_SHAPE, sender))
         broker = build_broker(settings)
@@ -874,9 +883,7 @@ def floor_rows(server: RpServer, key_dir: Path, alg: Algorithm) -> list[Throughp
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.fanout", description=__doc__.split("\n\n", 1)[0] if __doc__ else ""
-    )
+    parser = new_parser("fanout", __doc__)
     parser.add_argument(
         "--only", choices=("latency", "throughput"), help="run one part only (default: both)"
     )
@@ -930,14 +937,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "`Runtime.sender` to inject `httpx_aiohttp.AiohttpTransport` (bench only, to measure "
         "that change)",
     )
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const=str(DEFAULT_JSON),
-        default=None,
-        metavar="PATH",
-        help="also write the results as JSON (PATH defaults to bench/results/fanout.json)",
-    )
+    add_json_option(parser, DEFAULT_JSON)
     args = parser.parse_args(argv)
     try:
         args.rps_list = [int(v) for v in args.rps.split(",") if v.strip()]
@@ -960,8 +960,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _worker_cli(arguments[1:])
     args = parse_args(argv)
     configure_logging("WARNING", "json")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
-    command = "python -m bench.fanout " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    exit_on_sigterm()  # clean up on SIGTERM too
+    command = command_line("fanout", argv)
     info = machine(postgres_version(POSTGRES_URL), redis_version(REDIS_URL))
     print(f"machine: {machine_line(info)}", file=sys.stderr)
     latency: list[LatencyRow] = []
@@ -1017,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"running floor {alg} ...", file=sys.stderr, flush=True)
                     throughput += floor_rows(server, data_dir, algorithm)
     print(f"Machine: {machine_line(info)}\n")
-    print(f"Command: `{command.strip()}`\n")
+    print(f"Command: `{command}`\n")
     for note in notes:
         print(f"**Note: {note}.**\n")
     if latency:
@@ -1042,18 +1042,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for alg, report in profiles.items():
         print(f"\npy-spy, throughput run with {alg} keys:\n\n```\n{report}\n```")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "machine": info,
-            "command": command.strip(),
+            "command": command,
             "latency": [asdict(row) for row in latency],
             "latency_ratios": latency_ratios(latency),
             "throughput": [asdict(row) for row in throughput],
             "profiles": profiles,
         }
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {path}", file=sys.stderr)
+        write_json(args.json, document)
     return 0
 
 

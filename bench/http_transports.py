@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
-import signal
 import ssl
 import sys
 import tempfile
@@ -45,7 +41,23 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from bench.pipeline import busy_percent, cpu_model, group_cpu, machine_cpu
+from bench.common import (
+    RESULTS,
+    BenchError,
+    add_json_option,
+    bench_settings,
+    busy_percent,
+    command_line,
+    exit_on_sigterm,
+    fmt,
+    group_cpu,
+    machine_cpu,
+    machine_info,
+    new_parser,
+    render_table,
+    write_json,
+)
+from bench.common import machine_line as common_machine_line
 from bench.rp_server import RpServer, light_rp_server
 from orchestrator.sender import HttpSender
 from orchestrator.settings import Settings
@@ -69,7 +81,6 @@ __all__ = [
     "request_builder",
 ]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS / "http_transports.json"
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -85,10 +96,6 @@ TIMEOUT = 10.0
 #: ``post(url, body) -> status`` of one client.
 Poster = Callable[[str, bytes], Awaitable[int]]
 ClientFactory = Callable[[int], AbstractAsyncContextManager[Poster]]
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run, or what it measured is wrong."""
 
 
 # -- results ---------------------------------------------------------------------------
@@ -139,25 +146,37 @@ class Budget:
         return min(self.count, max(MIN_COUNT, affordable))
 
 
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
 def markdown_table(rows: Sequence[Row]) -> str:
     """The results as a Markdown table."""
-    lines = [
-        "| scenario | client | requests | time (s) | per second | client CPU µs/req "
-        "| server CPU µs/req | machine busy | notes |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
-        busy = "-" if row.busy is None else f"{row.busy:.0f}%"
-        lines.append(
-            f"| {row.scenario} | {row.client} | {row.requests:,} | {row.seconds:.2f} | "
-            f"{row.rate:,.0f} | {_fmt(row.cpu_us)} | {_fmt(row.server_cpu_us)} | {busy} "
-            f"| {row.notes} |"
-        )
-    return "\n".join(lines)
+    columns = (
+        "scenario",
+        "client",
+        "requests",
+        "time (s)",
+        "per second",
+        "client CPU µs/req",
+        "server CPU µs/req",
+        "machine busy",
+        "notes",
+    )
+    return render_table(
+        columns,
+        "llrrrrrrl",
+        (
+            (
+                row.scenario,
+                row.client,
+                f"{row.requests:,}",
+                f"{row.seconds:.2f}",
+                f"{row.rate:,.0f}",
+                fmt(row.cpu_us, 0),
+                fmt(row.server_cpu_us, 0),
+                "-" if row.busy is None else f"{row.busy:.0f}%",
+                row.notes,
+            )
+            for row in rows
+        ),
+    )
 
 
 def summarize(
@@ -441,14 +460,11 @@ def request_builder(alg: Algorithm, key_dir: Path, sites: Callable[[int], str]) 
     ``sites(index)`` gives the back-channel URL of request ``index``.
     """
     key = generate_key(key_dir / alg.lower(), alg)
-    settings = Settings.load(
-        None,
-        data_dir=key_dir,
-        database_url=f"sqlite:///{key_dir / 'unused.db'}",
-        broker_url="memory://",
+    settings = bench_settings(
+        key_dir,
+        f"sqlite:///{key_dir / 'unused.db'}",
         protocols=["oidc"],
         oidc_key_files=[Path(key.source)],
-        log_level="WARNING",
     )
     handler = OidcHandler(settings)
     providers = [
@@ -563,42 +579,38 @@ def machine(server: RpServer) -> dict[str, Any]:
     """What the numbers were measured on."""
     from cryptography.hazmat.backends.openssl import backend
 
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "packages": {
-            name: _version(name)
-            for name in ("httpx", "httpcore", "aiohttp", "httpx-aiohttp", "PyJWT", "cryptography")
-        },
-        "openssl_cryptography": backend.openssl_version_text(),
-        "openssl_python": ssl.OPENSSL_VERSION,
-        "server": server.description,
-        "server_notes": server.notes,
-        "kernel": platform.release(),
-        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return machine_info(
+        {
+            "packages": {
+                name: _version(name)
+                for name in (
+                    "httpx",
+                    "httpcore",
+                    "aiohttp",
+                    "httpx-aiohttp",
+                    "PyJWT",
+                    "cryptography",
+                )
+            },
+            "openssl_cryptography": backend.openssl_version_text(),
+            "openssl_python": ssl.OPENSSL_VERSION,
+            "server": server.description,
+            "server_notes": server.notes,
+        }
+    )
 
 
 def machine_line(info: dict[str, Any]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
-    return (
-        f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, {packages}, "
-        f"{info['openssl_cryptography']} (cryptography), Linux {info['kernel']}, load average "
-        f"at start {' / '.join(str(v) for v in info['loadavg_at_start'])}, {info['date']}; "
-        f"server: {info['server']}"
-    )
+    versions = f"{packages}, {info['openssl_cryptography']} (cryptography)"
+    return f"{common_machine_line(info, versions)}; server: {info['server']}"
 
 
 # -- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.http_transports",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else "",
-    )
+    parser = new_parser("http_transports", __doc__)
     parser.add_argument(
         "--requests", type=int, default=5000, help="requests per timed run (default 5000)"
     )
@@ -621,14 +633,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-nginx", action="store_true", help="use the Python server even if nginx is there"
     )
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const=str(DEFAULT_JSON),
-        default=None,
-        metavar="PATH",
-        help="also write the results as JSON (PATH defaults to bench/results/http_transports.json)",
-    )
+    add_json_option(parser, DEFAULT_JSON)
     args = parser.parse_args(argv)
     if args.requests < 100 or args.repeats < 1:
         parser.error("use at least 100 requests and 1 repeat")
@@ -679,10 +684,8 @@ def run(args: argparse.Namespace, server: RpServer, key_dir: Path) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
-    command = "python -m bench.http_transports " + " ".join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    exit_on_sigterm()  # clean up on SIGTERM too
+    command = command_line("http_transports", argv)
     with ExitStack() as cleanup:
         key_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="lo-bench-")))
         server = cleanup.enter_context(light_rp_server(SITES, use_nginx=not args.no_nginx))
@@ -694,18 +697,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Machine: {machine_line(info)}\n")
     for note in info["server_notes"]:
         print(f"**Note: {note}.**\n")
-    print(f"Command: `{command.strip()}`\n")
+    print(f"Command: `{command}`\n")
     print(markdown_table(rows))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "machine": info,
-            "command": command.strip(),
-            "results": [asdict(row) for row in rows],
-        }
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {path}", file=sys.stderr)
+        write_json(
+            args.json,
+            {"machine": info, "command": command, "results": [asdict(row) for row in rows]},
+        )
     return 0
 
 

@@ -17,40 +17,67 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
-import math
 import os
-import platform
 import pstats
 import secrets
-import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import redis
 import sqlalchemy
-from sqlalchemy import Engine, create_engine, event, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, event, func, select
 
-from orchestrator import HandleResult, Publisher, Runtime, Settings
+from bench.common import (
+    DRAIN_TIMEOUT,
+    POSTGRES_URL,
+    REDIS_URL,
+    RESULTS,
+    WORKER_START_TIMEOUT,
+    BenchError,
+    Worker,
+    add_json_option,
+    bench_settings,
+    busy_percent,
+    clean_redis,
+    command_line,
+    completed_events,
+    exit_on_sigterm,
+    fmt,
+    forget_heartbeats,
+    group_cpu,
+    heartbeats,
+    logout_event,
+    machine_cpu,
+    machine_info,
+    new_parser,
+    percentile,
+    postgres_database,
+    postgres_version,
+    redis_version,
+    render_table,
+    wait_consuming,
+    worker_cli,
+    worker_command,
+    worker_env,
+    worker_process,
+    write_json,
+)
+from bench.common import (
+    machine_line as common_machine_line,
+)
+from orchestrator import HandleResult, Publisher, Runtime
 from orchestrator.logging import configure_logging
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
-    EventRecord,
-    EventStatus,
     make_engine,
 )
 from schemas import ProviderConfig, ProviderSessionRecord, SessionRecord
@@ -58,11 +85,6 @@ from workers import build_broker
 
 __all__ = ["main"]
 
-POSTGRES_URL = os.environ.get(
-    "LOGOUT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("LOGOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS / "pipeline.json"
 
 #: Two providers per session, of a protocol no handler serves: deliveries end ``skipped``.
@@ -72,15 +94,8 @@ NO_HANDLER = "bench-none"
 SEED_CHUNK = 1000
 #: How often the end-to-end run polls the ``events`` table.
 POLL_INTERVAL = 0.05
-#: Longest wait for a worker to start, or for one run to drain.
-WORKER_START_TIMEOUT = 90.0
-DRAIN_TIMEOUT = 300.0
 #: (processes, threads) of the end-to-end runs.
 WORKER_SHAPES = ((1, 8), (2, 8))
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run, or what it measured is wrong."""
 
 
 # -- results ---------------------------------------------------------------------------
@@ -102,280 +117,60 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1) of already sorted values."""
-    if not sorted_values:
-        raise ValueError("no values")
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
 def markdown_table(rows: Sequence[Row]) -> str:
     """The results as a Markdown table."""
-    lines = [
-        "| scenario | backend | events | time (s) | events/s | p50 (ms) | p99 (ms) "
-        "| CPU ms/event | notes |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.scenario} | {row.backend} | {row.events:,} | {row.seconds:.2f} | "
-            f"{row.rate:,.0f} | {_fmt(row.p50_ms)} | {_fmt(row.p99_ms)} | {_fmt(row.cpu_ms)} "
-            f"| {row.notes} |"
-        )
-    return "\n".join(lines)
+    columns = (
+        "scenario",
+        "backend",
+        "events",
+        "time (s)",
+        "events/s",
+        "p50 (ms)",
+        "p99 (ms)",
+        "CPU ms/event",
+        "notes",
+    )
+    return render_table(
+        columns,
+        "llrrrrrrl",
+        (
+            (
+                row.scenario,
+                row.backend,
+                f"{row.events:,}",
+                f"{row.seconds:.2f}",
+                f"{row.rate:,.0f}",
+                fmt(row.p50_ms),
+                fmt(row.p99_ms),
+                fmt(row.cpu_ms),
+                row.notes,
+            )
+            for row in rows
+        ),
+    )
 
 
 # -- machine ---------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU model named in /proc/cpuinfo, or what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine(postgres_version: str | None, redis_version: str | None) -> dict[str, Any]:
     """What the numbers were measured on."""
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlalchemy": sqlalchemy.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "postgresql": postgres_version,
-        "redis": redis_version,
-        "kernel": platform.release(),
-        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def machine_line(info: dict[str, Any]) -> str:
-    return (
-        f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, "
-        f"SQLAlchemy {info['sqlalchemy']}, SQLite {info['sqlite']}, "
-        f"PostgreSQL {info['postgresql'] or 'n/a'}, Redis {info['redis'] or 'n/a'}, "
-        f"Linux {info['kernel']}, load average at start "
-        f"{' / '.join(str(v) for v in info['loadavg_at_start'])}, {info['date']}"
+    return machine_info(
+        {
+            "sqlalchemy": sqlalchemy.__version__,
+            "sqlite": sqlite3.sqlite_version,
+            "postgresql": postgres_version,
+            "redis": redis_version,
+        }
     )
 
 
-# -- CPU accounting --------------------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return (0.0, 0.0)
-    total = sum(fields[:8])  # guest time is already counted in user
-    idle = fields[3] + fields[4]  # idle + iowait
-    return ((total - idle) / _TICK, total / _TICK)
-
-
-def busy_percent(before: tuple[float, float], after: tuple[float, float]) -> float | None:
-    """Share of the machine's CPUs that were busy between two :func:`machine_cpu` samples."""
-    total = after[1] - before[1]
-    return None if total <= 0 else 100 * (after[0] - before[0]) / total
-
-
-def group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of process group ``pgid``."""
-    used = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 12 and int(fields[2]) == pgid:
-            used += int(fields[11]) + int(fields[12])  # utime + stime
-    return used / _TICK
-
-
-# -- services ------------------------------------------------------------------------
-
-
-def _admin_engine(admin_url: str) -> Engine:
-    url = make_url(admin_url)
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-
-
-def postgres_version(admin_url: str) -> str:
-    engine = _admin_engine(admin_url)
-    try:
-        with engine.connect() as connection:
-            return str(connection.execute(text("SHOW server_version")).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def redis_version(url: str) -> str:
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        info: dict[str, Any] = client.info("server")
-        return str(info.get("redis_version", "?"))
-    finally:
-        client.close()
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh database ``lo_bench_<hex>``, dropped (WITH FORCE) afterwards; yields its URL."""
-    admin = _admin_engine(admin_url)
-    name = f"lo_bench_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
-def clean_redis(url: str, namespace: str) -> int:
-    """Delete the namespace's queues and acks (``dramatiq:<namespace>*``); returns the count."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    deleted = 0
-    try:
-        for pattern in (f"dramatiq:{namespace}*", f"dramatiq:__acks__.*.{namespace}*"):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                deleted += int(client.delete(*keys))
-    finally:
-        client.close()
-    return deleted
-
-
-_HEARTBEATS = "dramatiq:__heartbeats__"
-
-
-def heartbeats(url: str) -> set[str]:
-    """Worker ids in dramatiq's heartbeat set (shared by every worker on this Redis db)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        members: list[bytes] = client.zrange(_HEARTBEATS, 0, -1)  # type: ignore[assignment]
-        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
-    finally:
-        client.close()
-
-
-def forget_heartbeats(url: str, before: set[str]) -> None:
-    """Remove the heartbeats our (stopped) workers left, i.e. those not in ``before``."""
-    ours = heartbeats(url) - before
-    if not ours:
-        return
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.zrem(_HEARTBEATS, *ours)
-    finally:
-        client.close()
-
-
-def worker_cli() -> Path:
-    """``logout-orchestrator`` of the interpreter's environment."""
-    beside = Path(sys.executable).parent / "logout-orchestrator"
-    if beside.exists():
-        return beside
-    found = shutil.which("logout-orchestrator")
-    if found is None:
-        raise BenchError("logout-orchestrator is not installed beside this Python")
-    return Path(found)
-
-
-@dataclass
-class Worker:
-    """A ``logout-orchestrator worker`` subprocess, in its own process group."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self, lines: int = 40) -> str:
-        try:
-            text_ = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text_.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM and wait; SIGKILL the group when it does not stop, or leaves children."""
-        pid = self.process.pid
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            _kill_group(pid)
-            self.process.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while _group_exists(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _group_exists(pid):
-            _kill_group(pid)
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_group(pgid: int) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-@contextmanager
-def worker_process(
-    env: dict[str, str], log: Path, processes: int, threads: int
-) -> Iterator[Worker]:
-    """Start ``logout-orchestrator worker --processes P --threads T``; stop it afterwards."""
-    command = [
-        str(worker_cli()),
-        "worker",
-        "--processes",
-        str(processes),
-        "--threads",
-        str(threads),
-    ]
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    worker = Worker(process, log)
-    try:
-        yield worker
-    finally:
-        worker.stop()
+def machine_line(info: dict[str, Any]) -> str:
+    return common_machine_line(
+        info,
+        f"SQLAlchemy {info['sqlalchemy']}, SQLite {info['sqlite']}, "
+        f"PostgreSQL {info['postgresql'] or 'n/a'}, Redis {info['redis'] or 'n/a'}",
+    )
 
 
 # -- data ------------------------------------------------------------------------------
@@ -409,25 +204,10 @@ def seed(runtime: Runtime, prefix: str, count: int) -> list[str]:
     return ids
 
 
-def logout_event(session_id: str) -> dict[str, Any]:
-    """A ``logout.user`` event as a publisher sends it."""
-    return {
-        "type": "logout.user",
-        "event_id": str(uuid.uuid4()),
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "initiator": "user",
-        "session_id": session_id,
-    }
-
-
 def check_outcome(engine: Engine, events: int) -> None:
     """Every event completed, every delivery skipped: the run measured what it claims to."""
     with engine.connect() as connection:
-        completed = connection.scalar(
-            select(func.count())
-            .select_from(EventRecord)
-            .where(EventRecord.status == EventStatus.COMPLETED)
-        )
+        completed = completed_events(connection)
         by_status = dict(
             connection.execute(
                 select(Delivery.status, func.count()).group_by(Delivery.status)
@@ -439,18 +219,6 @@ def check_outcome(engine: Engine, events: int) -> None:
             f"expected {events} completed events and {events * len(PROVIDERS)} skipped "
             f"deliveries; found {completed} completed, deliveries {by_status}"
         )
-
-
-def _settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "database_url": database_url,
-        "broker_url": "memory://",
-        "protocols": [],
-        "log_level": "WARNING",
-        **overrides,
-    }
-    return Settings.load(None, **values)
 
 
 def _count_statements(engine: Engine) -> dict[str, int]:
@@ -491,7 +259,7 @@ def run_in_process(
     With ``batch`` > 1, ``handle_batch`` of that many events at a time instead (as a worker
     process under load hands them over); latencies are then per batch.
     """
-    runtime = Runtime.start(_settings(data_dir, database_url), handlers={})
+    runtime = Runtime.start(bench_settings(data_dir, database_url), handlers={})
     try:
         began = time.perf_counter()
         ids = seed(runtime, "ip", warmup + events)
@@ -546,7 +314,7 @@ def run_in_process(
         notes=(
             f"1 thread; {counted.get('statements', 0) / events:.1f} SQL statements in "
             f"{counted.get('commits', 0) / events:.2f} transactions per event; latency per {per}; "
-            f"machine {_fmt(machine_busy, 0)}% busy"
+            f"machine {fmt(machine_busy, 0)}% busy"
         ),
         extra={
             "cpu_seconds": round(cpu, 3),
@@ -568,7 +336,7 @@ def run_in_process(
 def run_publish_only(redis_url: str, data_dir: Path, events: int) -> Row:
     """``Publisher.publish_many`` of ``events`` events with no worker consuming them."""
     namespace = f"lobench{secrets.token_hex(5)}"
-    settings = _settings(
+    settings = bench_settings(
         data_dir, f"sqlite:///{data_dir / 'unused.db'}", broker_url=redis_url, namespace=namespace
     )
     payloads = [logout_event(f"pub-{index}") for index in range(events)]
@@ -598,12 +366,7 @@ def run_publish_only(redis_url: str, data_dir: Path, events: int) -> Row:
 
 def _count_completed(engine: Engine) -> int:
     with engine.connect() as connection:
-        count = connection.scalar(
-            select(func.count())
-            .select_from(EventRecord)
-            .where(EventRecord.status == EventStatus.COMPLETED)
-        )
-    return int(count or 0)
+        return completed_events(connection)
 
 
 def wait_completed(
@@ -620,25 +383,13 @@ def wait_completed(
             on_first()
         if done >= target:
             return
-        if not worker.alive():
-            raise BenchError(f"worker exited ({worker.process.returncode}):\n{worker.output()}")
+        worker.check_alive()
         if time.monotonic() > deadline:
             raise BenchError(
                 f"only {done}/{target} events completed after {timeout:.0f}s; worker log:\n"
                 f"{worker.output()}"
             )
         time.sleep(POLL_INTERVAL)
-
-
-def wait_consuming(url: str, before: set[str], processes: int, worker: Worker) -> None:
-    """Wait until ``processes`` new consumers heartbeat: every worker process is fetching."""
-    deadline = time.monotonic() + WORKER_START_TIMEOUT
-    while len(heartbeats(url) - before) < processes:
-        if not worker.alive():
-            raise BenchError(f"worker exited ({worker.process.returncode}):\n{worker.output()}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"worker processes did not start consuming:\n{worker.output()}")
-        time.sleep(0.1)
 
 
 def run_end_to_end(
@@ -655,7 +406,7 @@ def run_end_to_end(
     with ExitStack() as stack:
         database_url = stack.enter_context(postgres_database(admin_url))
         stack.callback(clean_redis, redis_url, namespace)
-        settings = _settings(data_dir, database_url, broker_url=redis_url, namespace=namespace)
+        settings = bench_settings(data_dir, database_url, broker_url=redis_url, namespace=namespace)
         runtime = Runtime.start(settings, handlers={})  # migrates
         try:
             began = time.perf_counter()
@@ -665,19 +416,20 @@ def run_end_to_end(
             runtime.close()
         engine = make_engine(database_url)
         stack.callback(engine.dispose)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_")}
-        env.update(
-            LOGOUT_BROKER_URL=redis_url,
-            LOGOUT_DATABASE_URL=database_url,
-            LOGOUT_NAMESPACE=namespace,
-            LOGOUT_DATA_DIR=str(data_dir),
-            LOGOUT_LOG_LEVEL="WARNING",
-            LOGOUT_PROTOCOLS="[]",
+        env = worker_env(
+            broker_url=redis_url,
+            database_url=database_url,
+            namespace=namespace,
+            data_dir=str(data_dir),
+            log_level="WARNING",
+            protocols="[]",
         )
         log = data_dir / f"worker-{processes}x{threads}.log"
         before = heartbeats(redis_url)
         stack.callback(forget_heartbeats, redis_url, before)
-        worker = stack.enter_context(worker_process(env, log, processes, threads))
+        worker = stack.enter_context(
+            worker_process([str(worker_cli()), *worker_command(processes, threads)], env, log)
+        )
         wait_consuming(redis_url, before, processes, worker)
         broker = build_broker(settings)
         stack.callback(broker.close)
@@ -716,7 +468,7 @@ def run_end_to_end(
         rate=events / elapsed,
         cpu_ms=worker_cpu * 1000 / events,
         notes=(
-            f"CPU = all worker processes'; machine {_fmt(machine_busy, 0)}% busy; "
+            f"CPU = all worker processes'; machine {fmt(machine_busy, 0)}% busy; "
             f"publishing took {published:.2f}s ({events / published:,.0f}/s) of it; "
             f"first completion seen at {first[0] if first else float('nan'):.2f}s"
         ),
@@ -778,9 +530,7 @@ def _profile_report(profile: cProfile.Profile, events: int, limit: int = 25) -> 
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.pipeline", description=__doc__.split("\n\n", 1)[0] if __doc__ else ""
-    )
+    parser = new_parser("pipeline", __doc__)
     parser.add_argument(
         "--events", type=int, default=500, help="events per in-process run (default 500)"
     )
@@ -790,14 +540,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="events per end-to-end run and for publish only (default: --events)",
     )
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const=str(DEFAULT_JSON),
-        default=None,
-        metavar="PATH",
-        help="also write the results as JSON (PATH defaults to bench/results/pipeline.json)",
-    )
+    add_json_option(parser, DEFAULT_JSON)
     parser.add_argument(
         "--in-process-only", action="store_true", help="skip publish-only and end-to-end runs"
     )
@@ -817,11 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     e2e_events: int = args.e2e_events or args.events
     configure_logging("WARNING", "json")  # as the worker runs: audit lines are not printed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
+    exit_on_sigterm()  # clean up on SIGTERM too
     info = machine(postgres_version(POSTGRES_URL), redis_version(REDIS_URL))
     warmup = max(10, args.events // 20)
     rows: list[Row] = []
-    command = "python -m bench.pipeline " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    command = command_line("pipeline", argv)
     print(f"machine: {machine_line(info)}", file=sys.stderr)
     with ExitStack() as cleanup:
         # Publishers and workers alike leave their id in dramatiq's heartbeat set.
@@ -894,18 +637,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(step())
             print(f"  done in {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
     print(f"Machine: {machine_line(info)}\n")
-    print(f"Command: `{command.strip()}`\n")
+    print(f"Command: `{command}`\n")
     print(markdown_table(rows))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "machine": info,
-            "command": command.strip(),
-            "results": [asdict(row) for row in rows],
-        }
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {path}", file=sys.stderr)
+        write_json(
+            args.json,
+            {"machine": info, "command": command, "results": [asdict(row) for row in rows]},
+        )
     return 0
 
 
