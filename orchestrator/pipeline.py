@@ -30,7 +30,8 @@ from enum import StrEnum
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, func, select, update
+from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError
@@ -73,52 +74,35 @@ _DELIVERIES = cast(Table, Delivery.__table__)
 _REJECTED = cast(Table, RejectedEvent.__table__)
 _OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
+
+def _end_open_sessions(*where: ColumnElement[bool]) -> Update:
+    return (
+        update(_SESSIONS)
+        .where(*where, _SESSIONS.c.ended_at.is_(None))
+        .values(
+            ended_at=bindparam("b_now"),
+            end_reason=bindparam("b_reason"),
+            ended_by_event=bindparam("b_event"),
+        )
+    )
+
+
+def _end_open_links(*where: ColumnElement[bool]) -> Update:
+    return (
+        update(_LINKS)
+        .where(_LINKS.c.session_id == bindparam("b_session"), *where, _LINKS.c.ended_at.is_(None))
+        .values(ended_at=bindparam("b_now"), ended_by_event=bindparam("b_event"))
+    )
+
+
 # Prepared once: executed with one parameter set per event (executemany).
-_END_SESSION = (
-    update(_SESSIONS)
-    .where(_SESSIONS.c.session_id == bindparam("b_session"), _SESSIONS.c.ended_at.is_(None))
-    .values(
-        ended_at=bindparam("b_now"),
-        end_reason=bindparam("b_reason"),
-        ended_by_event=bindparam("b_event"),
-    )
+_END_SESSION = _end_open_sessions(_SESSIONS.c.session_id == bindparam("b_session"))
+_END_USER_SESSIONS = _end_open_sessions(_SESSIONS.c.user_id == bindparam("b_user"))
+_END_OTHER_SESSIONS = _end_open_sessions(
+    _SESSIONS.c.user_id == bindparam("b_user"), _SESSIONS.c.session_id != bindparam("b_keep")
 )
-_END_USER_SESSIONS = (
-    update(_SESSIONS)
-    .where(_SESSIONS.c.user_id == bindparam("b_user"), _SESSIONS.c.ended_at.is_(None))
-    .values(
-        ended_at=bindparam("b_now"),
-        end_reason=bindparam("b_reason"),
-        ended_by_event=bindparam("b_event"),
-    )
-)
-_END_OTHER_SESSIONS = (
-    update(_SESSIONS)
-    .where(
-        _SESSIONS.c.user_id == bindparam("b_user"),
-        _SESSIONS.c.session_id != bindparam("b_keep"),
-        _SESSIONS.c.ended_at.is_(None),
-    )
-    .values(
-        ended_at=bindparam("b_now"),
-        end_reason=bindparam("b_reason"),
-        ended_by_event=bindparam("b_event"),
-    )
-)
-_END_LINKS = (
-    update(_LINKS)
-    .where(_LINKS.c.session_id == bindparam("b_session"), _LINKS.c.ended_at.is_(None))
-    .values(ended_at=bindparam("b_now"), ended_by_event=bindparam("b_event"))
-)
-_END_ONE_LINK = (
-    update(_LINKS)
-    .where(
-        _LINKS.c.session_id == bindparam("b_session"),
-        _LINKS.c.provider == bindparam("b_provider"),
-        _LINKS.c.ended_at.is_(None),
-    )
-    .values(ended_at=bindparam("b_now"), ended_by_event=bindparam("b_event"))
-)
+_END_LINKS = _end_open_links()
+_END_ONE_LINK = _end_open_links(_LINKS.c.provider == bindparam("b_provider"))
 
 
 class HandleResult(StrEnum):
