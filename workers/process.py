@@ -57,8 +57,11 @@ def _recovery_loop(actors: Actors, stop: threading.Event) -> None:
             _log.exception("recovery sweep failed")
 
 
-def run_worker(settings: Settings, *, migrate: bool = True) -> int:
-    """Run one worker process until SIGTERM or SIGINT; returns the exit status."""
+def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None = None) -> int:
+    """Run one worker process until SIGTERM or SIGINT; returns the exit status.
+
+    With ``parent`` (a supervisor's pid), it also stops when that process is gone.
+    """
     if is_in_process(settings):
         raise ConfigurationError(
             "broker_url memory:// lives inside one process: a separate worker cannot share it; "
@@ -89,7 +92,10 @@ def run_worker(settings: Settings, *, migrate: bool = True) -> int:
     sweeper.start()
     try:
         actors.recover()
-        stop.wait()
+        while not stop.wait(1.0):
+            if parent is not None and os.getppid() != parent:
+                _log.warning("supervisor gone; stopping", supervisor=parent)
+                stop.set()
     finally:
         worker.stop()
         broker.close()
@@ -98,13 +104,14 @@ def run_worker(settings: Settings, *, migrate: bool = True) -> int:
     return 0
 
 
-def _child(settings_data: dict[str, Any]) -> None:  # pragma: no cover - runs in a subprocess
+def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no cover - subprocess
+    # Never outlive the supervisor: the kernel sends SIGTERM when it dies (Linux), and the
+    # worker also watches its parent, so it finishes what it holds and stops either way.
     if sys.platform.startswith("linux"):
-        # Die with the supervisor: a SIGKILLed supervisor must not leave orphans behind.
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     settings = Settings.load(**settings_data)
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(run_worker(settings, migrate=False))
+    sys.exit(run_worker(settings, migrate=False, parent=parent))
 
 
 def serve(settings: Settings) -> int:
@@ -125,7 +132,8 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     children = [
-        context.Process(target=_child, args=(data,)) for _ in range(settings.worker_processes)
+        context.Process(target=_child, args=(data, os.getpid()))
+        for _ in range(settings.worker_processes)
     ]
     for child in children:
         child.start()
@@ -135,7 +143,7 @@ def serve(settings: Settings) -> int:
             if not child.is_alive():
                 _log.error("worker process died; starting another", exitcode=child.exitcode)
                 time.sleep(1)
-                children[index] = context.Process(target=_child, args=(data,))
+                children[index] = context.Process(target=_child, args=(data, os.getpid()))
                 children[index].start()
     for child in children:
         if child.pid is not None and child.is_alive():
