@@ -7,7 +7,7 @@ a. **Latency**: an idle ``logout-orchestrator worker --processes 1 --threads 8``
    ``event.received``) and the event's own work (``event.received`` to ``logout.completed``).
 b. **Throughput**: E ``logout.user`` events, each ending a session with 5 RPs (5 ports of nginx,
    or of the Python server when nginx is absent, answering 200 at once), published at once to an
-   idle ``--processes 2 --threads 8`` worker; deliveries per second until every event is
+   idle ``--processes 2 --threads 32`` worker; deliveries per second until every event is
    completed and every delivery final, with RS256 and with ES256 keys, beside the floor of
    ``bench.http_transports`` (signing alone; signing + POST in a bare asyncio loop).
 
