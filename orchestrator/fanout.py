@@ -9,7 +9,6 @@ Core only.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -261,7 +260,7 @@ class FanOut:
                 )
             ).all()
         for delivery_id, due in waiting:
-            self._schedule(delivery_id, math.ceil((due - now).total_seconds() * 1000) / 1000)
+            self._schedule(delivery_id, (due - now).total_seconds())
 
     def work(
         self,
@@ -441,9 +440,8 @@ class FanOut:
     def schedule(self, retries: Sequence[tuple[str, float]]) -> None:
         """Schedule retries (after their outcomes are committed)."""
         for delivery_id, wait in retries:
-            # Counted from the answer and rounded up to the broker's milliseconds, so the
-            # message never arrives before ``next_attempt_at`` (an early one is put back).
-            self._schedule(delivery_id, math.ceil(wait * 1000) / 1000)
+            # Counted from the answer, so the retry never comes before ``Retry-After``.
+            self._schedule(delivery_id, wait)
 
 
 def _build(work: Work) -> BackchannelRequest | DeliveryError:

@@ -6,6 +6,7 @@ actors reload state from the database, so a redelivered message is harmless.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from orchestrator.errors import LogoutError
+from orchestrator.pipeline import EventProcessor
 from orchestrator.publishing import (
     DELIVER_ACTOR,
     HANDLE_EVENT_ACTOR,
@@ -40,8 +42,12 @@ class Actors:
     runtime: Runtime
 
     def schedule(self, delivery_id: str, delay: float) -> None:
-        """Try ``delivery_id`` again in ``delay`` seconds."""
-        self.deliver.send_with_options(args=(delivery_id,), delay=int(delay * 1000))
+        """Try ``delivery_id`` again in ``delay`` seconds, never sooner.
+
+        Rounded up to the broker's milliseconds: a message that came early would only be
+        put back until its delivery is due.
+        """
+        self.deliver.send_with_options(args=(delivery_id,), delay=math.ceil(delay * 1000))
 
     def republish(self, event: Event, message_id: str) -> None:
         self.publisher.enqueue([event], [message_id])
@@ -64,12 +70,12 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
     def schedule(delivery_id: str, delay: float) -> None:
         scheduler[0].schedule(delivery_id, delay)
 
+    fanout = runtime.fanout(schedule)  # one per process: events and retries share it
     batcher = EventBatcher(
-        runtime.processor(schedule),
+        EventProcessor(runtime.sessions, fanout),
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
     )
-    fanout = runtime.fanout(schedule)
 
     def handle_event(event: Any) -> None:
         message = CurrentMessage.get_current_message()

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator import Runtime
 from orchestrator.pipeline import EventProcessor, HandleResult
+from workers import build_broker, declare_actors
 from workers.batching import EventBatcher
 
 
@@ -94,3 +96,21 @@ def test_batch_size_is_capped() -> None:
             assert future.result(5) is HandleResult.COMPLETED
     assert max(len(batch) for batch in recorder.batches) <= 3
     assert sum(len(batch) for batch in recorder.batches) == 8
+
+
+def test_retry_delays_are_rounded_up_to_the_millisecond(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry is scheduled no sooner than asked, even where float arithmetic truncates."""
+    sent: list[int] = []
+    broker = build_broker(runtime.settings)
+    try:
+        actors = declare_actors(broker, runtime)
+        monkeypatch.setattr(
+            actors.deliver, "send_with_options", lambda *, args, delay: sent.append(delay)
+        )
+        for seconds in (1.005, 7.0, 0.0001, 0.0):
+            actors.schedule("d-1", seconds)
+    finally:
+        broker.close()
+    assert sent == [1005, 7000, 1, 0]
