@@ -373,7 +373,7 @@ def _sender(transport: str) -> HttpSender:
         "max_concurrency": defaults["max_concurrent_deliveries"].default,
         "per_host": defaults["max_concurrent_per_host"].default,
     }
-    if transport == "aiohttp":
+    if transport == "httpx-aiohttp":
         limit = kwargs["max_concurrency"]
         # A factory: the session is made inside the sender's loop on the first request.
         kwargs["transport"] = AiohttpTransport(client=lambda: aiohttp_session(limit))
@@ -434,9 +434,9 @@ def measure_sender(
             samples.append(meter.sample(count))
     finally:
         sender.close()
-    label = "`HttpSender` as shipped (httpx over aiohttp's pool)"
-    if transport == "aiohttp":
-        label = "`HttpSender` + `AiohttpTransport` (injected via `transport=`)"
+    label = "`HttpSender` as shipped (aiohttp directly)"
+    if transport == "httpx-aiohttp":
+        label = "`HttpSender` + httpx over `AiohttpTransport` (`transport=`; the previous sender)"
     who = "1 thread" if threads == 1 else f"{threads} threads at once"
     return summarize(
         f"`send_all`, batches of {batch}, {who}",
@@ -660,7 +660,12 @@ def run(args: argparse.Namespace, server: RpServer, key_dir: Path) -> list[Row]:
         step(name, partial(measure_client, name, server, budget, CONCURRENCY)) for name in CLIENTS
     ]
     step("httpx, 8 in flight", partial(measure_client, "httpx", server, budget, 8))
-    shapes = (("httpx", 1, 64), ("aiohttp", 1, 64), ("httpx", 8, 8), ("aiohttp", 8, 8))
+    shapes = (
+        ("product", 1, 64),
+        ("httpx-aiohttp", 1, 64),
+        ("product", 8, 8),
+        ("httpx-aiohttp", 8, 8),
+    )
     for transport, threads, batch in shapes:
         step(
             f"HttpSender {transport} {threads}x{batch}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -31,7 +31,7 @@ from sqlalchemy import (
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import DeliveryError, InputError, PermanentDeliveryError
 from orchestrator.retry import RetryPolicy
-from orchestrator.sender import HttpSender, SendResult
+from orchestrator.sender import Built, HttpSender, SendResult
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
@@ -337,22 +337,22 @@ class FanOut:
                 to_build.append(work)
             else:
                 outcomes[work.delivery_id] = Outcome(DeliveryStatus.SKIPPED, reason)
-        # Signing (RSA above all) releases the GIL: several threads sign side by side.
+        if not to_build:
+            return outcomes
+        # Signing (RSA above all) releases the GIL: several threads sign side by side, and
+        # each request goes out as soon as it is built, while the next ones are signed.
+        builds: list[Future[Built]]
         if self._builders is not None and len(to_build) > 1:
-            built = list(self._builders.map(_build, to_build))
+            builds = [self._builders.submit(_build, work) for work in to_build]
         else:
-            built = [_build(work) for work in to_build]
-        to_send: list[tuple[Work, BackchannelRequest]] = []
-        for work, request in zip(to_build, built, strict=True):
-            if isinstance(request, DeliveryError):
-                outcomes[work.delivery_id] = self._failure(work, request, utcnow())
+            builds = [_done(_build(work)) for work in to_build]
+        sent = self._sender().send_as_built(builds)
+        answered = utcnow()  # Retry-After counts from the answer, not from the send
+        for work, item in zip(to_build, sent, strict=True):
+            if isinstance(item, DeliveryError):
+                outcomes[work.delivery_id] = self._failure(work, item, answered)
             else:
-                to_send.append((work, request))
-        if to_send:
-            results = self._sender().send_all([request for _, request in to_send])
-            answered = utcnow()  # Retry-After counts from the answer, not from the send
-            for (work, request), result in zip(to_send, results, strict=True):
-                outcomes[work.delivery_id] = self._interpret(work, request, result, answered)
+                outcomes[work.delivery_id] = self._interpret(work, *item, answered)
         return outcomes
 
     def _skip_reason(self, work: Work) -> str | None:
@@ -444,7 +444,13 @@ class FanOut:
             self._schedule(delivery_id, wait)
 
 
-def _build(work: Work) -> BackchannelRequest | DeliveryError:
+def _done(built: Built) -> Future[Built]:
+    future: Future[Built] = Future()
+    future.set_result(built)
+    return future
+
+
+def _build(work: Work) -> Built:
     """The request of one attempt, or why it cannot be built."""
     assert work.handler is not None
     try:

@@ -6,13 +6,13 @@ from urllib.parse import urlsplit
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings import Settings
 from workers.middleware import LogContext
+from workers.redis_wakeup import WakingRedisBroker
 
 __all__ = ["build_broker", "is_in_process"]
 
@@ -29,7 +29,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     scheme = urlsplit(settings.broker_url).scheme
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
+        # Idle consumers wait on a Pub/Sub wake-up instead of sleeping (workers/redis_wakeup).
+        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
             url=settings.broker_url,
             middleware=middleware,
             heartbeat_timeout=settings.redis_heartbeat_timeout_ms,

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from orchestrator.errors import PermanentDeliveryError, TransientDeliveryError
-from orchestrator.sender import HttpSender
+from orchestrator.sender import Built, HttpSender, Sent
 from protocols import BackchannelRequest, BackchannelResponse
 
 MakeSender = Callable[..., HttpSender]
@@ -456,3 +457,129 @@ def test_loopback_refused_connection_is_transient(make_sender: MakeSender) -> No
     [result] = sender.send_all([_post(f"http://127.0.0.1:{port}/logout")])
     assert isinstance(result, TransientDeliveryError)
     assert "connection failed" in result.detail
+
+
+# -- the default client (aiohttp) against a real loopback server ---------------------------
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    """Answers by path: ``/redirect`` 302, ``/big`` 1 MiB, ``/cookie`` sets a cookie."""
+
+    seen: ClassVar[list[tuple[str, dict[str, str], bytes]]]
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", "0"))
+        type(self).seen.append(
+            (self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+        )
+        body = b"ok"
+        self.send_response(302 if self.path == "/redirect" else 200)
+        if self.path == "/redirect":
+            self.send_header("location", "/elsewhere")
+        elif self.path == "/big":
+            body = b"a" * (1 << 20)
+        elif self.path == "/cookie":
+            self.send_header("set-cookie", "rp_session=user-a; Path=/")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, type[_ScriptedHandler]]]:
+    """A threading HTTP server on 127.0.0.1 answering by path."""
+
+    class Handler(_ScriptedHandler):
+        seen: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host!s}:{port}", Handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_default_client_sends_the_request_as_built(
+    make_sender: MakeSender, scripted: tuple[str, type[_ScriptedHandler]]
+) -> None:
+    """aiohttp sends the body and headers unchanged and returns lower-cased headers."""
+    base, handler = scripted
+    [result] = make_sender().send_all([_post(f"{base}/logout", b"logout_token=abc")])
+    assert isinstance(result, BackchannelResponse)
+    assert (result.status_code, result.content) == (200, b"ok")
+    assert result.headers["content-length"] == "2"
+    [(path, headers, body)] = handler.seen
+    assert (path, body) == ("/logout", b"logout_token=abc")
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+
+
+def test_default_client_returns_redirects_unfollowed(
+    make_sender: MakeSender, scripted: tuple[str, type[_ScriptedHandler]]
+) -> None:
+    """A 302 from a real server comes back as it is; the target is never requested."""
+    base, handler = scripted
+    [result] = make_sender().send_all([_post(f"{base}/redirect")])
+    assert isinstance(result, BackchannelResponse)
+    assert result.status_code == 302
+    assert result.headers["location"] == "/elsewhere"
+    assert [path for path, _, _ in handler.seen] == ["/redirect"]
+
+
+def test_default_client_caps_the_body(
+    make_sender: MakeSender, scripted: tuple[str, type[_ScriptedHandler]]
+) -> None:
+    """Of a 1 MiB answer only ``body_limit`` bytes are kept."""
+    base, _ = scripted
+    [result] = make_sender(body_limit=4096).send_all([_post(f"{base}/big")])
+    assert isinstance(result, BackchannelResponse)
+    assert result.content == b"a" * 4096
+
+
+def test_default_client_keeps_no_cookies(
+    make_sender: MakeSender, scripted: tuple[str, type[_ScriptedHandler]]
+) -> None:
+    """A cookie set by one logout's answer is never sent with the next one."""
+    base, handler = scripted
+    sender = make_sender()
+    sender.send_all([_post(f"{base}/cookie")])
+    sender.send_all([_post(f"{base}/cookie")])
+    assert [headers.get("cookie") for _, headers, _ in handler.seen] == [None, None]
+
+
+def test_send_as_built_sends_each_request_when_it_is_ready(
+    make_sender: MakeSender, scripted: tuple[str, type[_ScriptedHandler]]
+) -> None:
+    """A finished build goes out before a slower one is done; a failed build is returned."""
+    base, handler = scripted
+    ready: Future[Built] = Future()
+    later: Future[Built] = Future()
+    failed: Future[Built] = Future()
+    ready.set_result(_post(f"{base}/first"))
+    failed.set_result(PermanentDeliveryError("no sid"))
+    outcome: list[list[Sent]] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(make_sender().send_as_built([ready, later, failed]))
+    )
+    thread.start()
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while not handler.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [path for path, _, _ in handler.seen] == ["/first"], "the ready request waited"
+    later.set_result(_post(f"{base}/second"))
+    thread.join(timeout=5)
+    [(first, second, third)] = outcome
+    assert isinstance(first, tuple)
+    assert isinstance(first[1], BackchannelResponse)
+    assert isinstance(second, tuple)
+    assert second[0].url == f"{base}/second"
+    assert isinstance(third, PermanentDeliveryError)
+    assert [path for path, _, _ in handler.seen] == ["/first", "/second"]
