@@ -8,10 +8,8 @@ JWK thumbprint, so it never depends on a file name.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from protocols.keyfiles import directory_lock, write_private
 from schemas.errors import ConfigurationError
 
 __all__ = ["Algorithm", "KeyRing", "SigningKey", "generate_key", "load_key", "thumbprint"]
@@ -110,9 +109,7 @@ def generate_key(directory: Path, alg: Algorithm = "RS256") -> SigningKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    write_private(path, pem)
     return SigningKey(key.kid, key.alg, private_key, str(path))
 
 
@@ -162,9 +159,7 @@ class KeyRing:
 
     def _generate_once(self) -> SigningKey:
         """Generate the default key; several processes starting at once make only one."""
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with (self._dir / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with directory_lock(self._dir):
             existing = self._generated()
             return existing[0] if existing else generate_key(self._dir)
 

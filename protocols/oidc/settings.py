@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.errors import InputError, Problem
+from protocols.validation import check_uri, input_error
 
 __all__ = ["LogoutMethod", "OidcProviderSettings", "parse_provider_settings"]
 
@@ -16,20 +15,6 @@ __all__ = ["LogoutMethod", "OidcProviderSettings", "parse_provider_settings"]
 class LogoutMethod(StrEnum):
     BACKCHANNEL = "backchannel"
     FRONTCHANNEL = "frontchannel"
-
-
-def _check_uri(name: str, value: str | None, allow_http: bool) -> None:
-    if value is None:
-        return
-    parts = urlsplit(value)
-    if not parts.scheme or not parts.netloc:
-        raise ValueError(f"{name}: must be an absolute URI")
-    if parts.fragment or value.endswith("#"):
-        raise ValueError(f"{name}: must not have a fragment")
-    if parts.scheme not in ("https", "http"):
-        raise ValueError(f"{name}: must use https")
-    if parts.scheme == "http" and not allow_http:
-        raise ValueError(f"{name}: must use https (set allow_http = true to permit http)")
 
 
 class OidcProviderSettings(BaseModel):
@@ -49,8 +34,8 @@ class OidcProviderSettings(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
-        _check_uri("backchannel_logout_uri", self.backchannel_logout_uri, self.allow_http)
-        _check_uri("frontchannel_logout_uri", self.frontchannel_logout_uri, self.allow_http)
+        check_uri("backchannel_logout_uri", self.backchannel_logout_uri, self.allow_http)
+        check_uri("frontchannel_logout_uri", self.frontchannel_logout_uri, self.allow_http)
         method = self.method
         if method is LogoutMethod.BACKCHANNEL and self.backchannel_logout_uri is None:
             raise ValueError("backchannel_logout_uri: required by logout_method 'backchannel'")
@@ -73,13 +58,4 @@ def parse_provider_settings(provider: str, settings: Any) -> OidcProviderSetting
     try:
         return OidcProviderSettings.model_validate(settings)
     except ValidationError as exc:
-        where = f"provider {provider!r}"
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if not field and ": " in message:
-                # Cross-field rules say "field: problem".
-                field, message = message.split(": ", 1)
-            problems.append(Problem(where, field, message))
-        raise InputError(problems) from exc
+        raise input_error(exc, provider) from exc
