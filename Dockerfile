@@ -11,7 +11,7 @@ RUN useradd --create-home --uid 10001 --user-group logout
 
 WORKDIR /src
 COPY . .
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --only-binary lxml,xmlsec . \
     && logout-orchestrator --help >/dev/null
 
 # Generated signing keys and the embedded database live here; mount a shared volume so every

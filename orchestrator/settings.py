@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,6 +28,7 @@ from orchestrator.errors import ConfigurationError
 __all__ = ["BROKER_SCHEMES", "Settings", "default_data_dir", "redact_url"]
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
+SamlBinding = Literal["soap", "redirect", "post"]
 
 
 def default_data_dir() -> Path:
@@ -79,6 +80,19 @@ class Settings(BaseSettings):
     oidc_active_kid: str | None = Field(default=None, description="kid of the signing key")
     logout_token_lifetime: int = Field(default=120, ge=10, le=120)
 
+    saml_entity_id: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="default: the issuer"
+    )
+    saml_key_file: Path | None = Field(default=None, description="PEM RSA key signing SAML")
+    saml_cert_file: Path | None = Field(default=None, description="its PEM X.509 certificate")
+    saml_request_lifetime: int = Field(default=120, ge=10, le=3600)
+    saml_slo_urls: dict[SamlBinding, str] = Field(
+        default_factory=dict, description="the IdP's SLO endpoints in its metadata"
+    )
+    saml_sso_urls: dict[SamlBinding, str] = Field(
+        default_factory=dict, description="the IdP's SSO endpoints in its metadata"
+    )
+
     delivery_timeout: float = Field(default=5.0, gt=0, le=60)
     delivery_max_attempts: int = Field(default=8, ge=1, le=100)
     delivery_max_age: float = Field(default=6 * 3600.0, gt=0)
@@ -99,6 +113,21 @@ class Settings(BaseSettings):
         if scheme not in BROKER_SCHEMES:
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
         return value
+
+    @field_validator("saml_slo_urls", "saml_sso_urls")
+    @classmethod
+    def _absolute_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for binding, url in value.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.netloc:
+                raise ValueError(f"{binding}: {url!r} is not an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _saml_pair(self) -> Self:
+        if (self.saml_key_file is None) != (self.saml_cert_file is None):
+            raise ValueError("saml_key_file and saml_cert_file go together: set both or neither")
+        return self
 
     @field_validator("protocols", "oidc_key_files", mode="before")
     @classmethod

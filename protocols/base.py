@@ -88,12 +88,17 @@ class LogoutContext:
 
 @dataclass(frozen=True, slots=True)
 class BackchannelRequest:
-    """An HTTP request to send server to server. ``content`` may hold a token: never log it."""
+    """An HTTP request to send server to server. ``content`` may hold a token: never log it.
+
+    ``reference`` is what the handler needs to match the answer to this request (SAML: the
+    request's ``ID``, checked against the response's ``InResponseTo``); never a secret.
+    """
 
     url: str
     content: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     method: str = "POST"
+    reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +106,8 @@ class FrontchannelEntry:
     """What the browser is shown for one provider session: no secrets, everything to render.
 
     ``binding`` is ``iframe`` (a URL loaded in a hidden frame), ``redirect`` (a top-level
-    navigation) or ``post`` (an auto-submitting form of ``url`` with ``saml_request`` and
-    ``relay_state``).
+    navigation) or ``post`` (an auto-submitting form of ``url`` with ``saml_request`` or
+    ``saml_response``, and ``relay_state``).
     """
 
     provider: str
@@ -112,6 +117,7 @@ class FrontchannelEntry:
     url: str
     saml_request: str | None = None
     relay_state: str | None = None
+    saml_response: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

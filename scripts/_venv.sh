@@ -67,7 +67,9 @@ ensure_venv() {
         || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "installing the project into .venv (pip install -e '.[test]')"
         rm -f "$stamp"
-        .venv/bin/pip install -q -e '.[test]'
+        # lxml and xmlsec as wheels only: each bundles its own libxml2, and only the pinned
+        # pair of wheels agree on it (built from source they would not).
+        .venv/bin/pip install -q --only-binary lxml,xmlsec -e '.[test]'
         printf '%s\n' "$want" >"$stamp"
     fi
 }

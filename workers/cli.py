@@ -21,6 +21,7 @@ from orchestrator.store import upgrade
 from orchestrator.validation import parse_event_lines
 from protocols.oidc import OidcHandler, generate_key
 from protocols.oidc.keys import Algorithm
+from protocols.saml import SamlHandler
 from workers.broker import build_broker, is_in_process
 from workers.process import embedded, serve
 from workers.tables import print_audit_table
@@ -263,6 +264,18 @@ def keys_generate(ctx: click.Context, alg: Algorithm, directory: str | None) -> 
 def keys_jwks(ctx: click.Context) -> None:
     """Print the public JWKS relying parties use to verify logout tokens."""
     sys.stdout.write(json.dumps(_oidc(ctx).keys.jwks(), indent=2) + "\n")
+
+
+@main.group()
+def saml() -> None:
+    """The IdP's SAML identity."""
+
+
+@saml.command("metadata")
+@click.pass_context
+def saml_metadata(ctx: click.Context) -> None:
+    """Print the IdP metadata SPs trust: entity id, signing certificate, SLO/SSO endpoints."""
+    sys.stdout.write(SamlHandler(_settings(ctx)).metadata().decode("utf-8") + "\n")
 
 
 @main.group()

@@ -1,0 +1,243 @@
+"""The SAML protocol handler: signed LogoutRequests over SOAP, HTTP-Redirect and HTTP-POST."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from protocols.base import (
+    BackchannelRequest,
+    BackchannelResponse,
+    Channel,
+    FrontchannelEntry,
+    LogoutContext,
+    ProtocolHandler,
+    ProviderInfo,
+    ProviderSessionInfo,
+    classify_status,
+)
+from protocols.saml.bindings import (
+    SOAP_HEADERS,
+    post_value,
+    redirect_url,
+    serialize,
+    soap_body,
+    soap_envelope,
+)
+from protocols.saml.identity import IdentitySource
+from protocols.saml.logout_request import LogoutRequest, NameId, logout_request, reason_for
+from protocols.saml.logout_response import logout_response, read_logout_response
+from protocols.saml.metadata import endpoints, idp_metadata
+from protocols.saml.parsing import MessageError, parse_xml
+from protocols.saml.settings import (
+    LogoutMethod,
+    SamlProviderSettings,
+    SlsBinding,
+    parse_provider_settings,
+)
+from protocols.saml.signing import sign_enveloped
+from schemas.errors import PermanentDeliveryError
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+__all__ = ["SamlHandler"]
+
+_CHANNELS = {
+    LogoutMethod.BACKCHANNEL: Channel.BACKCHANNEL,
+    LogoutMethod.FRONTCHANNEL_IFRAME: Channel.FRONTCHANNEL_IFRAME,
+    LogoutMethod.FRONTCHANNEL_NATIVE: Channel.FRONTCHANNEL_NATIVE,
+}
+
+
+class SamlHandler(ProtocolHandler):
+    """SAML 2.0 Single Logout, the IdP (session authority) side."""
+
+    protocol = "saml"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.identity = IdentitySource(settings)
+        if self.identity.configured:
+            _ = self.identity.current  # a configured key must load now: a bad one stops the worker
+
+    def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        return parse_provider_settings(provider, settings)
+
+    def channel(self, provider: ProviderInfo) -> Channel:
+        sp: SamlProviderSettings = provider.settings
+        return _CHANNELS[sp.method]
+
+    def metadata(self) -> bytes:
+        """The IdP's metadata document (``saml metadata``)."""
+        slo, sso = endpoints(self.settings)
+        return serialize(idp_metadata(self.identity.current, slo=slo, sso=sso), pretty=True)
+
+    def logout_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> LogoutRequest:
+        """An unsigned LogoutRequest for exactly this provider session (fresh ``ID``)."""
+        sp: SamlProviderSettings = provider.settings
+        if session.name_id is None:
+            raise PermanentDeliveryError("the provider session has no name_id")
+        return logout_request(
+            issuer=self.identity.current.entity_id,
+            destination=sp.sls_url,
+            name_id=NameId(
+                session.name_id,
+                session.name_id_format,
+                session.name_qualifier,
+                session.sp_name_qualifier,
+            ),
+            session_index=session.session_index,
+            reason=reason_for(context.event_type),
+            now=context.now,
+            lifetime=self.settings.saml_request_lifetime,
+        )
+
+    def _signed(self, sp: SamlProviderSettings, built: LogoutRequest) -> LogoutRequest:
+        if sp.sign_requests:
+            sign_enveloped(built.element, self.identity.current.signing_key, after=built.issuer)
+        return built
+
+    def backchannel_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> BackchannelRequest:
+        sp: SamlProviderSettings = provider.settings
+        if sp.sls_binding is not SlsBinding.SOAP:
+            raise PermanentDeliveryError(
+                f"sls_binding {sp.sls_binding.value!r} is shown to the browser, not sent over SOAP"
+            )
+        built = self._signed(sp, self.logout_request(provider, session, context))
+        return BackchannelRequest(
+            url=sp.sls_url,
+            content=soap_envelope(built.element),
+            headers=SOAP_HEADERS,
+            reference=built.id,
+        )
+
+    def interpret_response(
+        self,
+        provider: ProviderInfo,
+        session: ProviderSessionInfo,
+        request: BackchannelRequest,
+        response: BackchannelResponse,
+        context: LogoutContext,
+    ) -> None:
+        """HTTP statuses as every handler reads them; a 200 must carry a LogoutResponse that
+        answers this request, comes from this SP (signed when required) and says Success."""
+        status = response.status_code
+        if status != 200:
+            classify_status(response, context.now)  # raises, except for 204
+            raise PermanentDeliveryError(
+                f"HTTP {status} without a LogoutResponse", status_code=status
+            )
+        sp: SamlProviderSettings = provider.settings
+        if request.reference is None:
+            raise PermanentDeliveryError("the request has no ID to match the response to")
+        try:
+            envelope = parse_xml(
+                response.content, limit=self.settings.response_body_limit, what="the SOAP response"
+            )
+            answer = read_logout_response(
+                soap_body(envelope),
+                request_id=request.reference,
+                sp_entity_id=sp.entity_id,
+                keys=sp.verification_keys,
+                require_signature=sp.require_signed_responses,
+            )
+        except MessageError as exc:
+            raise PermanentDeliveryError(str(exc), status_code=status) from exc
+        if not answer.success:
+            raise PermanentDeliveryError(f"LogoutResponse status {answer}", status_code=status)
+
+    def frontchannel_entry(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> FrontchannelEntry:
+        """The signed redirect URL (iframe or top-level), or the POST form's values.
+
+        ``RelayState`` is the delivery id, so the SP's answer can be matched to the delivery.
+        """
+        sp: SamlProviderSettings = provider.settings
+        channel = _CHANNELS[sp.method]
+        if channel is Channel.BACKCHANNEL:
+            raise PermanentDeliveryError("the SP is logged out over SOAP, not in the browser")
+        built = self.logout_request(provider, session, context)
+        relay_state = context.delivery_id
+        if sp.sls_binding is SlsBinding.POST:
+            self._signed(sp, built)
+            return FrontchannelEntry(
+                provider=provider.name,
+                protocol=self.protocol,
+                channel=channel,
+                binding="post",
+                url=sp.sls_url,
+                saml_request=post_value(built.element),
+                relay_state=relay_state,
+            )
+        url = redirect_url(
+            sp.sls_url,
+            built.element,
+            relay_state=relay_state,
+            key=self.identity.current.signing_key if sp.sign_requests else None,
+        )
+        binding = "iframe" if channel is Channel.FRONTCHANNEL_IFRAME else "redirect"
+        return FrontchannelEntry(
+            provider=provider.name,
+            protocol=self.protocol,
+            channel=channel,
+            binding=binding,
+            url=url,
+        )
+
+    def logout_response_entry(
+        self,
+        provider: ProviderInfo,
+        *,
+        in_response_to: str,
+        partial: bool,
+        relay_state: str | None,
+        now: datetime,
+    ) -> FrontchannelEntry:
+        """The last step of a logout an SP started in the browser: the IdP's signed
+        LogoutResponse to it, ``Success`` (with ``PartialLogout`` when ``partial``), by the
+        SP's binding: a signed redirect URL, or a POST form with ``saml_response``.
+
+        An SP that sent its LogoutRequest over SOAP gets the answer in the HTTP response:
+        ``soap_envelope(logout_response(...))``.
+        """
+        sp: SamlProviderSettings = provider.settings
+        if sp.sls_binding is SlsBinding.SOAP:
+            raise ValueError("an SP using SOAP gets its LogoutResponse in the SOAP response")
+        identity = self.identity.current
+        key = identity.signing_key if sp.sign_requests else None
+        post = sp.sls_binding is SlsBinding.POST
+        response = logout_response(
+            issuer=identity.entity_id,
+            destination=sp.sls_url,
+            in_response_to=in_response_to,
+            partial=partial,
+            now=now,
+            key=key if post else None,
+        )
+        if post:
+            return FrontchannelEntry(
+                provider=provider.name,
+                protocol=self.protocol,
+                channel=Channel.FRONTCHANNEL_NATIVE,
+                binding="post",
+                url=sp.sls_url,
+                saml_response=post_value(response),
+                relay_state=relay_state,
+            )
+        url = redirect_url(
+            sp.sls_url, response, parameter="SAMLResponse", relay_state=relay_state, key=key
+        )
+        return FrontchannelEntry(
+            provider=provider.name,
+            protocol=self.protocol,
+            channel=Channel.FRONTCHANNEL_NATIVE,
+            binding="redirect",
+            url=url,
+        )

@@ -1,0 +1,70 @@
+"""The IdP's SAML metadata (SAML Metadata §2.4.3): entity id, signing key, endpoints.
+
+The endpoints are the IdP web component's, not this service's: ``saml_slo_urls`` and
+``saml_sso_urls`` (binding → URL), by default ``<issuer>/saml/slo`` and ``<issuer>/saml/sso``
+for the Redirect and POST bindings. Metadata needs at least one ``SingleSignOnService``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from protocols.saml.identity import IdpIdentity
+from protocols.saml.uris import (
+    BINDING_POST,
+    BINDING_REDIRECT,
+    BINDING_SOAP,
+    DSIG_NS,
+    METADATA_NS,
+    PROTOCOL_NS,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+__all__ = ["BINDINGS", "endpoints", "idp_metadata"]
+
+#: Binding names in settings → SAML binding URIs.
+BINDINGS: Mapping[str, str] = {
+    "soap": BINDING_SOAP,
+    "redirect": BINDING_REDIRECT,
+    "post": BINDING_POST,
+}
+
+_MD = f"{{{METADATA_NS}}}"
+_DS = f"{{{DSIG_NS}}}"
+
+
+def endpoints(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """The SingleLogoutService and SingleSignOnService URLs by binding name."""
+    base = settings.issuer.rstrip("/")
+    derived = ("redirect", "post")
+    slo = {str(b): url for b, url in settings.saml_slo_urls.items()}
+    sso = {str(b): url for b, url in settings.saml_sso_urls.items()}
+    return (
+        slo or {b: f"{base}/saml/slo" for b in derived},
+        sso or {b: f"{base}/saml/sso" for b in derived},
+    )
+
+
+def idp_metadata(
+    identity: IdpIdentity, *, slo: Mapping[str, str], sso: Mapping[str, str]
+) -> etree._Element:
+    """``<md:EntityDescriptor>`` with one ``<md:IDPSSODescriptor>``."""
+    root = etree.Element(f"{_MD}EntityDescriptor", nsmap={"md": METADATA_NS, "ds": DSIG_NS})
+    root.set("entityID", identity.entity_id)
+    idp = etree.SubElement(root, f"{_MD}IDPSSODescriptor")
+    idp.set("protocolSupportEnumeration", PROTOCOL_NS)
+    key = etree.SubElement(idp, f"{_MD}KeyDescriptor")
+    key.set("use", "signing")
+    x509 = etree.SubElement(etree.SubElement(key, f"{_DS}KeyInfo"), f"{_DS}X509Data")
+    etree.SubElement(x509, f"{_DS}X509Certificate").text = identity.certificate_base64
+    for tag, urls in (("SingleLogoutService", slo), ("SingleSignOnService", sso)):
+        for binding, url in urls.items():
+            service = etree.SubElement(idp, f"{_MD}{tag}")
+            service.set("Binding", BINDINGS[binding])
+            service.set("Location", url)
+    return root

@@ -1,0 +1,151 @@
+"""A SAML service provider's logout settings, validated when providers are loaded.
+
+``sp_certificate`` names a PEM file (or holds the PEM itself); it is read and checked on
+load and stored as PEM, so workers need not see the file.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Self
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocols.validation import check_uri, input_error
+
+__all__ = [
+    "LogoutMethod",
+    "SamlProviderSettings",
+    "SlsBinding",
+    "load_certificates",
+    "parse_provider_settings",
+]
+
+_PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+
+
+class SlsBinding(StrEnum):
+    """How LogoutRequests reach the SP's Single Logout Service."""
+
+    SOAP = "soap"
+    REDIRECT = "redirect"
+    POST = "post"
+
+
+class LogoutMethod(StrEnum):
+    BACKCHANNEL = "backchannel"
+    FRONTCHANNEL_IFRAME = "frontchannel_iframe"
+    FRONTCHANNEL_NATIVE = "frontchannel_native"
+
+
+#: The bindings each logout method can use.
+_BINDINGS = {
+    LogoutMethod.BACKCHANNEL: (SlsBinding.SOAP,),
+    LogoutMethod.FRONTCHANNEL_IFRAME: (SlsBinding.REDIRECT,),
+    LogoutMethod.FRONTCHANNEL_NATIVE: (SlsBinding.POST, SlsBinding.REDIRECT),
+}
+_DEFAULT_METHOD = {
+    SlsBinding.SOAP: LogoutMethod.BACKCHANNEL,
+    SlsBinding.REDIRECT: LogoutMethod.FRONTCHANNEL_IFRAME,
+    SlsBinding.POST: LogoutMethod.FRONTCHANNEL_NATIVE,
+}
+
+
+def load_certificates(pem: str) -> list[x509.Certificate]:
+    """The certificates of a PEM text (one, or several during an SP's key rollover)."""
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError("not a PEM X.509 certificate") from exc
+    for certificate in certificates:
+        key = certificate.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < 2048:
+                raise ValueError(f"an RSA key of {key.key_size} bits; at least 2048 required")
+        elif not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError("the certificate's key is neither RSA nor EC")
+    return certificates
+
+
+class SamlProviderSettings(BaseModel):
+    """One SP's Single Logout registration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity_id: str = Field(min_length=1, max_length=1024)
+    sls_url: str = Field(min_length=1, max_length=2048)
+    sls_binding: SlsBinding
+    logout_method: LogoutMethod | None = Field(
+        default=None,
+        description="Default: backchannel for soap, frontchannel_iframe for redirect, "
+        "frontchannel_native for post.",
+    )
+    sp_certificate: str | None = Field(
+        default=None, description="Path to the SP's signing certificate (PEM), or the PEM."
+    )
+    sign_requests: bool = True
+    require_signed_responses: bool = False
+    allow_http: bool = False
+
+    @field_validator("sp_certificate")
+    @classmethod
+    def _read_certificate(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.lstrip().startswith(_PEM_CERTIFICATE):
+            pem = value
+        else:
+            try:
+                pem = Path(value).read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not a PEM text file"
+                raise ValueError(f"cannot read {value}: {reason}") from exc
+        certificates = load_certificates(pem)
+        return "".join(
+            c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates
+        )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        check_uri("sls_url", self.sls_url, self.allow_http)
+        allowed = _BINDINGS[self.method]
+        if self.sls_binding not in allowed:
+            names = " or ".join(repr(b.value) for b in allowed)
+            raise ValueError(
+                f"sls_binding: logout_method {self.method.value!r} needs sls_binding {names}, "
+                f"not {self.sls_binding.value!r}"
+            )
+        if self.require_signed_responses and self.sp_certificate is None:
+            raise ValueError("sp_certificate: required by require_signed_responses = true")
+        return self
+
+    @property
+    def method(self) -> LogoutMethod:
+        """The logout method in force (explicit, or the binding's natural one)."""
+        return self.logout_method or _DEFAULT_METHOD[self.sls_binding]
+
+    @cached_property
+    def verification_keys(self) -> list[xmlsec.Key]:
+        """The SP's certificates as python-xmlsec keys (none without ``sp_certificate``)."""
+        if self.sp_certificate is None:
+            return []
+        return [
+            xmlsec.Key.from_memory(
+                c.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem
+            )
+            for c in load_certificates(self.sp_certificate)
+        ]
+
+
+def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSettings:
+    """Validate ``settings``; raise :class:`InputError` naming the provider and field."""
+    try:
+        return SamlProviderSettings.model_validate(settings)
+    except ValidationError as exc:
+        raise input_error(exc, provider) from exc
