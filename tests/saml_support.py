@@ -1,0 +1,197 @@
+"""What the SAML tests share: key pairs, and the independent implementations that judge our
+messages: Debian's ``xmlsec1`` command for XML signatures, python3-saml (onelogin) as an SP."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from onelogin.saml2.constants import OneLogin_Saml2_Constants
+from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
+
+from orchestrator import Settings
+from protocols import LogoutContext, ProviderInfo, ProviderSessionInfo
+from protocols.saml import SamlHandler, self_signed
+
+__all__ = [
+    "EMAIL_FORMAT",
+    "IDP_ENTITY",
+    "LOGOUT_REQUEST",
+    "LOGOUT_RESPONSE",
+    "SP_ENTITY",
+    "KeyPair",
+    "context",
+    "handler_with",
+    "make_pair",
+    "onelogin_settings",
+    "provider",
+    "provider_session",
+    "soap",
+    "sp_logout_response",
+    "xmlsec1_verify",
+]
+
+IDP_ENTITY = "https://idp.test"
+SP_ENTITY = "https://sp.test/metadata"
+LOGOUT_REQUEST = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest"
+LOGOUT_RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutResponse"
+EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """An RSA key and its self-signed certificate, as PEM text and as files."""
+
+    key_pem: str
+    cert_pem: str
+    key_path: Path
+    cert_path: Path
+
+
+def make_pair(directory: Path, name: str) -> KeyPair:
+    """A fresh 2048-bit RSA key and certificate written to ``directory/name-{key,cert}.pem``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    cert_pem = self_signed(key, datetime.now(UTC)).public_bytes(serialization.Encoding.PEM).decode()
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path, cert_path = directory / f"{name}-key.pem", directory / f"{name}-cert.pem"
+    key_path.write_text(key_pem)
+    cert_path.write_text(cert_pem)
+    return KeyPair(key_pem, cert_pem, key_path, cert_path)
+
+
+def xmlsec1_verify(xml: bytes, cert: Path, element: str, workdir: Path) -> tuple[bool, str]:
+    """Verify the XML signature on ``element`` (``ns:Name``) with the xmlsec1 command.
+
+    Only the key of ``cert`` is trusted; returns (verified, xmlsec1's output).
+    """
+    command = shutil.which("xmlsec1")
+    assert command is not None, "xmlsec1 is not installed (scripts/test installs it)"
+    path = workdir / "signed.xml"
+    path.write_bytes(xml)
+    result = subprocess.run(
+        [command, "--verify", "--pubkey-cert-pem", str(cert), "--id-attr:ID", element, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode == 0, result.stdout + result.stderr
+
+
+def onelogin_settings(
+    idp_cert_pem: str, sls_url: str, *, want_signed: bool = True
+) -> OneLogin_Saml2_Settings:
+    """python3-saml settings of an SP (``SP_ENTITY`` at ``sls_url``) trusting our IdP."""
+    config: dict[str, Any] = {
+        "strict": True,
+        "sp": {
+            "entityId": SP_ENTITY,
+            "assertionConsumerService": {"url": "https://sp.test/acs"},
+            "singleLogoutService": {"url": sls_url},
+            "NameIDFormat": "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+        },
+        "idp": {
+            "entityId": IDP_ENTITY,
+            "singleSignOnService": {"url": f"{IDP_ENTITY}/saml/sso"},
+            "singleLogoutService": {"url": f"{IDP_ENTITY}/saml/slo"},
+            "x509cert": idp_cert_pem,
+        },
+        "security": {"wantMessagesSigned": want_signed, "rejectDeprecatedAlgorithm": True},
+    }
+    return OneLogin_Saml2_Settings(config, sp_validation_only=True)
+
+
+def sp_logout_response(
+    settings: OneLogin_Saml2_Settings,
+    in_response_to: str,
+    *,
+    status: str = OneLogin_Saml2_Constants.STATUS_SUCCESS,
+    signer: KeyPair | None = None,
+) -> bytes:
+    """A LogoutResponse as python3-saml builds it for the SP, signed by ``signer`` if given."""
+    response = OneLogin_Saml2_Logout_Response(settings)
+    response.build(in_response_to, status=status)
+    xml: str = response.get_xml()
+    if signer is None:
+        return xml.encode()
+    signed: str | bytes = OneLogin_Saml2_Utils.add_sign(
+        xml,
+        signer.key_pem,
+        signer.cert_pem,
+        sign_algorithm=OneLogin_Saml2_Constants.RSA_SHA256,
+        digest_algorithm=OneLogin_Saml2_Constants.SHA256,
+    )
+    return signed if isinstance(signed, bytes) else signed.encode()
+
+
+def soap(message: bytes) -> bytes:
+    """``message`` in a SOAP 1.1 envelope, as an SP writes one (any XML declaration dropped)."""
+    if message.startswith(b"<?xml"):
+        message = message[message.index(b"?>") + 2 :].lstrip()
+    return (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/">'
+        b"<soap11:Body>" + message + b"</soap11:Body></soap11:Envelope>"
+    )
+
+
+
+def handler_with(idp: KeyPair, data_dir: Path, **settings: Any) -> SamlHandler:
+    """A SAML handler whose IdP (``IDP_ENTITY``) signs with ``idp``."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "issuer": IDP_ENTITY,
+        "saml_key_file": idp.key_path,
+        "saml_cert_file": idp.cert_path,
+        "broker_url": "memory://",
+        **settings,
+    }
+    return SamlHandler(Settings.load(None, **values))
+
+
+def provider(handler: SamlHandler, name: str = "sp", **fields: Any) -> ProviderInfo:
+    """A SAML provider validated by ``handler``: ``SP_ENTITY``, SOAP unless ``fields`` say."""
+    table: dict[str, Any] = {
+        "entity_id": SP_ENTITY,
+        "sls_url": "https://sp.test/saml/sls",
+        "sls_binding": "soap",
+        **fields,
+    }
+    return ProviderInfo(name, "saml", True, False, handler.validate_settings(name, table))
+
+
+def provider_session(**ids: Any) -> ProviderSessionInfo:
+    """Alice's provider session at the SP: an email NameID qualified by the SP, one index."""
+    values: dict[str, Any] = {
+        "name_id": "alice@example.com",
+        "name_id_format": EMAIL_FORMAT,
+        "sp_name_qualifier": SP_ENTITY,
+        "session_index": "_session-7",
+        **ids,
+    }
+    return ProviderSessionInfo(7, "s-1", "alice", "sp", **values)
+
+
+def context(event_type: str = "logout.user", attempt: int = 1) -> LogoutContext:
+    """A delivery attempt's context, now."""
+    return LogoutContext(
+        event_id="e-1",
+        event_type=event_type,
+        initiator="user",
+        delivery_id="0b8f5f9e-0d54-4a8a-9c1e-1a3b2c4d5e6f",
+        attempt=attempt,
+        now=datetime.now(UTC),
+    )

@@ -1,0 +1,359 @@
+"""Reading an SP's SOAP LogoutResponse: every outcome, hostile XML, and signature wrapping.
+
+The responses are built and signed by python3-saml, as an SP built with it would send them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+from onelogin.saml2.constants import OneLogin_Saml2_Constants
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
+
+from protocols import BackchannelResponse, ProviderInfo
+from protocols.saml import SamlHandler, parse_xml, read_logout_response, verify_enveloped
+from protocols.saml.parsing import MessageError
+from schemas.errors import PermanentDeliveryError, TransientDeliveryError
+from tests.saml_support import (
+    KeyPair,
+    context,
+    handler_with,
+    make_pair,
+    onelogin_settings,
+    provider,
+    provider_session,
+    soap,
+    sp_logout_response,
+)
+
+P = "{urn:oasis:names:tc:SAML:2.0:protocol}"
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+REQUESTER = OneLogin_Saml2_Constants.STATUS_REQUESTER
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
+    """The IdP's key pair, the SP's, and an attacker's."""
+    folder = tmp_path_factory.mktemp("keys")
+    return {name: make_pair(folder, name) for name in ("idp", "sp", "attacker")}
+
+
+@pytest.fixture
+def handler(keys: dict[str, KeyPair], tmp_path: Path) -> SamlHandler:
+    """The IdP's handler."""
+    return handler_with(keys["idp"], tmp_path)
+
+
+@pytest.fixture
+def sp_settings(keys: dict[str, KeyPair]) -> OneLogin_Saml2_Settings:
+    """python3-saml's settings of the SP."""
+    return onelogin_settings(keys["idp"].cert_pem, "https://sp.test/saml/sls")
+
+
+def _sp(handler: SamlHandler, keys: dict[str, KeyPair], **fields: Any) -> ProviderInfo:
+    """The SP with its certificate and signed responses required, unless ``fields`` say."""
+    values: dict[str, Any] = {
+        "sp_certificate": str(keys["sp"].cert_path),
+        "require_signed_responses": True,
+        **fields,
+    }
+    return provider(handler, **values)
+
+
+def _outcome(
+    handler: SamlHandler,
+    sp: ProviderInfo,
+    respond: Callable[[str], bytes],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Exception | None:
+    """Build a request, let ``respond(request ID)`` make the SP's answer, interpret it."""
+    ctx = context()
+    request = handler.backchannel_request(sp, provider_session(), ctx)
+    assert request.reference is not None
+    response = BackchannelResponse(
+        status, headers or {"content-type": "text/xml"}, respond(request.reference)
+    )
+    try:
+        handler.interpret_response(sp, provider_session(), request, response, ctx)
+    except (PermanentDeliveryError, TransientDeliveryError) as exc:
+        return exc
+    return None
+
+
+def test_signed_success_succeeds(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A Success response to this request, signed by the SP, ends the delivery well."""
+    sp = _sp(handler, keys)
+    outcome = _outcome(
+        handler, sp, lambda rid: soap(sp_logout_response(sp_settings, rid, signer=keys["sp"]))
+    )
+    assert outcome is None
+
+
+def test_unsigned_success_without_requirement(
+    handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """Without a certificate or requirement, an unsigned Success is accepted."""
+    outcome = _outcome(
+        handler, provider(handler), lambda rid: soap(sp_logout_response(sp_settings, rid))
+    )
+    assert outcome is None
+
+
+def test_non_success_status_fails_permanently_with_the_codes(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A Requester status is a permanent failure naming the status code."""
+    sp = _sp(handler, keys)
+    outcome = _outcome(
+        handler,
+        sp,
+        lambda rid: soap(sp_logout_response(sp_settings, rid, status=REQUESTER, signer=keys["sp"])),
+    )
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert outcome.detail == f"LogoutResponse status {REQUESTER}"
+    assert outcome.status_code == 200
+
+
+def test_second_level_status_and_message_are_recorded(
+    handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """Both status codes and the SP's status message are in the error."""
+
+    def respond(rid: str) -> bytes:
+        xml = sp_logout_response(sp_settings, rid, status=OneLogin_Saml2_Constants.STATUS_RESPONDER)
+        xml = xml.replace(
+            b" />\n    </samlp:Status>",
+            b'><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"/>'
+            b"</samlp:StatusCode><samlp:StatusMessage>  no such\n user </samlp:StatusMessage>"
+            b"</samlp:Status>",
+        )
+        return soap(xml)
+
+    outcome = _outcome(handler, provider(handler), respond)
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert outcome.detail == (
+        "LogoutResponse status urn:oasis:names:tc:SAML:2.0:status:Responder / "
+        "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal: no such user"
+    )
+
+
+@pytest.mark.parametrize(
+    ("signer", "expected"),
+    [
+        (None, "LogoutResponse is not signed, and require_signed_responses is set"),
+        ("attacker", "LogoutResponse's signature does not verify against the SP certificate"),
+        ("idp", "LogoutResponse's signature does not verify against the SP certificate"),
+    ],
+)
+def test_signature_missing_or_by_another_key(
+    handler: SamlHandler,
+    keys: dict[str, KeyPair],
+    sp_settings: OneLogin_Saml2_Settings,
+    signer: str | None,
+    expected: str,
+) -> None:
+    """A required signature that is missing, or made with any other key, fails permanently."""
+    sp = _sp(handler, keys)
+    pair = keys[signer] if signer else None
+    outcome = _outcome(
+        handler, sp, lambda rid: soap(sp_logout_response(sp_settings, rid, signer=pair))
+    )
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert outcome.detail.startswith(expected), outcome.detail
+
+
+def test_signature_checked_when_present_even_if_not_required(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """With the SP's certificate known, a bad signature fails even without the requirement."""
+    sp = _sp(handler, keys, require_signed_responses=False)
+    outcome = _outcome(
+        handler,
+        sp,
+        lambda rid: soap(sp_logout_response(sp_settings, rid, signer=keys["attacker"])),
+    )
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert "does not verify" in outcome.detail
+
+
+def test_tampered_signed_response_fails(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """Changing a signed Requester status to Success breaks the signature."""
+    sp = _sp(handler, keys)
+
+    def respond(rid: str) -> bytes:
+        signed = sp_logout_response(sp_settings, rid, status=REQUESTER, signer=keys["sp"])
+        return soap(
+            signed.replace(REQUESTER.encode(), OneLogin_Saml2_Constants.STATUS_SUCCESS.encode())
+        )
+
+    outcome = _outcome(handler, sp, respond)
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert "does not verify" in outcome.detail
+
+
+def test_wrong_in_response_to(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A (validly signed) answer to another request fails permanently, naming both IDs."""
+    sp = _sp(handler, keys)
+    outcome = _outcome(
+        handler,
+        sp,
+        lambda rid: soap(sp_logout_response(sp_settings, "_another", signer=keys["sp"])),
+    )
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert "InResponseTo '_another' is not the request's ID" in outcome.detail
+
+
+def test_wrong_issuer(handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings) -> None:
+    """An answer from another entity fails permanently."""
+    sp = provider(handler, entity_id="https://other-sp.test")
+    outcome = _outcome(handler, sp, lambda rid: soap(sp_logout_response(sp_settings, rid)))
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert "Issuer 'https://sp.test/metadata' is not the SP's entity_id" in outcome.detail
+
+
+BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]>
+<soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/"><soap11:Body>&lol2;
+</soap11:Body></soap11:Envelope>"""
+EXTERNAL = b"""<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/"><soap11:Body>&x;
+</soap11:Body></soap11:Envelope>"""
+FAULT = b"""<soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/">
+<soap11:Body><soap11:Fault><faultcode>soap11:Server</faultcode><faultstring>database down
+</faultstring></soap11:Fault></soap11:Body></soap11:Envelope>"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (BOMB, "has a DTD (DOCTYPE), which is never accepted"),
+        (EXTERNAL, "has a DTD (DOCTYPE), which is never accepted"),
+        (b"<soap11:Envelope", "is not well-formed XML"),
+        (b"", "is empty"),
+        (b"<html><body>ok</body></html>", "not a SOAP 1.1 envelope"),
+        (FAULT, "SOAP fault soap11:Server: database down"),
+        (b"x" * 70_000, "over the 65536 byte limit"),
+    ],
+)
+def test_hostile_or_broken_xml_fails_permanently(
+    handler: SamlHandler, body: bytes, expected: str
+) -> None:
+    """DTDs and entities, malformed or oversized XML and SOAP faults: permanent, with a reason."""
+    outcome = _outcome(handler, provider(handler), lambda _: body)
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert expected in outcome.detail, outcome.detail
+    assert "lol" not in outcome.detail
+    assert "passwd" not in outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "code"),
+    [
+        (503, TransientDeliveryError, 503),
+        (429, TransientDeliveryError, 429),
+        (500, PermanentDeliveryError, 500),
+        (404, PermanentDeliveryError, 404),
+        (302, PermanentDeliveryError, 302),
+        (204, PermanentDeliveryError, 204),
+    ],
+)
+def test_http_statuses_follow_the_shared_classification(
+    handler: SamlHandler, status: int, kind: type[Exception], code: int
+) -> None:
+    """Non-200 answers are classified as for every protocol; 204 carries no LogoutResponse."""
+    outcome = _outcome(handler, provider(handler), lambda _: b"", status, {"retry-after": "7"})
+    assert type(outcome) is kind
+    assert isinstance(outcome, PermanentDeliveryError | TransientDeliveryError)
+    assert outcome.status_code == code
+    if isinstance(outcome, TransientDeliveryError):
+        assert outcome.retry_after == 7.0
+
+
+# -- signature wrapping -----------------------------------------------------------------
+
+
+def _signed_response(
+    sp_settings: OneLogin_Saml2_Settings, keys: dict[str, KeyPair], rid: str, status: str
+) -> etree._Element:
+    xml = sp_logout_response(sp_settings, rid, status=status, signer=keys["sp"])
+    return parse_xml(xml, limit=65536)
+
+
+def _read(response: etree._Element, rid: str, keys: dict[str, KeyPair]) -> None:
+    sp = provider(
+        handler_with(keys["idp"], Path("unused")), sp_certificate=str(keys["sp"].cert_path)
+    )
+    read_logout_response(
+        response,
+        request_id=rid,
+        sp_entity_id="https://sp.test/metadata",
+        keys=sp.settings.verification_keys,
+        require_signature=True,
+    )
+
+
+def test_signature_moved_onto_another_response_is_refused(
+    keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A genuine signed response hidden inside a forged one, the forged one carrying the
+    same ID and the genuine signature: the duplicate ID is refused."""
+    genuine = _signed_response(sp_settings, keys, "_r1", REQUESTER)
+    forged = _signed_response(sp_settings, keys, "_r1", OneLogin_Saml2_Constants.STATUS_SUCCESS)
+    forged.remove(forged.find(f"{DS}Signature"))  # type: ignore[arg-type]
+    signature = genuine.find(f"{DS}Signature")
+    assert signature is not None
+    forged.set("ID", genuine.get("ID", ""))
+    forged.find("{urn:oasis:names:tc:SAML:2.0:assertion}Issuer").addnext(  # type: ignore[union-attr]
+        etree.fromstring(etree.tostring(signature))
+    )
+    extensions = etree.SubElement(forged, f"{P}Extensions")
+    extensions.append(genuine)
+    with pytest.raises(MessageError, match="ID appears 2 times"):
+        _read(forged, "_r1", keys)
+
+
+def test_signature_referencing_another_element_is_refused(
+    keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A signature whose Reference points elsewhere than the response read is refused,
+    even though it verifies."""
+    forged = _signed_response(sp_settings, keys, "_r2", OneLogin_Saml2_Constants.STATUS_SUCCESS)
+    genuine_id = forged.get("ID")
+    forged.set("ID", "_forged")
+    with pytest.raises(MessageError, match="does not reference the LogoutResponse"):
+        _read(forged, "_r2", keys)
+    forged.set("ID", genuine_id or "")
+    _read(forged, "_r2", keys)  # the untouched response reads fine
+
+
+def test_signature_not_enveloped_in_the_response_is_not_its_signature(
+    keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A signature elsewhere in the document does not count for the response read."""
+    response = _signed_response(sp_settings, keys, "_r3", OneLogin_Saml2_Constants.STATUS_SUCCESS)
+    signature = response.find(f"{DS}Signature")
+    assert signature is not None
+    response.remove(signature)
+    etree.SubElement(response, f"{P}Extensions").append(signature)
+    with pytest.raises(MessageError, match="not signed"):
+        _read(response, "_r3", keys)
+
+
+def test_verify_enveloped_requires_a_key(
+    keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """No certificate, no verified signature."""
+    response = _signed_response(sp_settings, keys, "_r4", OneLogin_Saml2_Constants.STATUS_SUCCESS)
+    with pytest.raises(MessageError, match="no certificate"):
+        verify_enveloped(response, [])
