@@ -24,11 +24,15 @@ from orchestrator.settings import Settings
 from orchestrator.store import Delivery
 from orchestrator.validation import parse_event_lines
 from protocols.oidc import OidcHandler
-from workers.demo_rps import DemoRelyingParties
+from protocols.saml import SamlHandler
+from workers.demo_rps import DemoRelyingParties, DemoServiceProvider
 from workers.process import embedded
 from workers.tables import print_audit_table
 
 __all__ = ["demo_events", "run_demo"]
+
+#: What the demo prints of each logout token's claims and each LogoutRequest.
+_SHOWN = ("sid", "sub", "name_id", "session_index", "reason")
 
 
 def _event(kind: str, **fields: Any) -> dict[str, Any]:
@@ -96,16 +100,24 @@ def run_demo(out: Console, data_dir: str | None) -> int:
     runtime = Runtime.start(settings)
     oidc = runtime.handlers.get("oidc")
     jwks = oidc.keys.jwks() if isinstance(oidc, OidcHandler) else {"keys": []}
-    rps = DemoRelyingParties(jwks, settings.issuer).start()
+    saml = runtime.handlers.get("saml")
+    sp = (
+        DemoServiceProvider(folder / "demo-sp", saml.identity.current.certificate)
+        if isinstance(saml, SamlHandler)
+        else None
+    )
+    rps = DemoRelyingParties(jwks, settings.issuer, sp).start()
     out.print(
-        f"sample relying parties on {rps.url}: wiki 200, chat 204, crm 400, mail 503 then 200",
+        f"sample relying parties on {rps.url}: wiki 200, chat 204, crm 400, mail 503 then 200, "
+        "payroll (SAML over SOAP) a signed LogoutResponse",
         markup=False,
     )
     try:
         data = files("workers") / "demo_data"
         template = Template((data / "providers.toml").read_text(encoding="utf-8"))
         loaded = runtime.registry.load_providers_file(
-            template.substitute(rp=rps.url), "providers.toml"
+            template.substitute(rp=rps.url, sp_certificate=sp.certificate_path if sp else "unused"),
+            "providers.toml",
         )
         for warning in loaded.warnings:
             out.print(f"[yellow]warning[/]: {warning}")
@@ -153,13 +165,16 @@ def run_demo(out: Console, data_dir: str | None) -> int:
                 f"  {d.provider:8} session {d.session_id}: {d.status} ({d.last_error or 'ok'})",
                 markup=False,
             )
-        out.rule("what the relying parties received (each token verified against the JWKS)")
+        out.rule(
+            "what the relying parties received (each token verified against the JWKS, "
+            "each LogoutRequest against the IdP certificate)"
+        )
         for got in rps.received:
             claims = got.claims or {}
+            shown = " ".join(f"{k}={claims[k]}" for k in _SHOWN if k in claims)
             note = f"  ({got.error})" if got.error else ""
             out.print(
-                f"  {got.rp:5} HTTP {got.status}  sid={claims.get('sid')} sub={claims.get('sub')} "
-                f"verified={got.claims is not None}{note}",
+                f"  {got.rp:7} HTTP {got.status}  {shown} verified={got.claims is not None}{note}",
                 markup=False,
             )
         out.print(

@@ -1,20 +1,39 @@
 """Sample relying parties for the demo: a loopback HTTP server that verifies logout tokens.
 
 ``/wiki`` and ``/chat`` accept (200 and 204), ``/crm`` rejects with 400 (a permanent
-failure), ``/mail`` answers 503 once and then 200 (a retry).
+failure), ``/mail`` answers 503 once and then 200 (a retry). ``/payroll`` is a SAML SP on
+the SOAP binding: it checks the LogoutRequest's signature against the IdP's certificate and
+answers with a LogoutResponse (``Success``) signed with its own key.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["DemoRelyingParties", "Received"]
+from protocols.saml import (
+    MessageError,
+    logout_response,
+    parse_xml,
+    self_signed,
+    soap_body,
+    soap_envelope,
+    verify_enveloped,
+)
+from protocols.saml.uris import ASSERTION_NS, PROTOCOL_NS
+
+__all__ = ["DemoRelyingParties", "DemoServiceProvider", "Received"]
 
 _STATUS = {"wiki": 200, "chat": 204, "crm": 400, "mail": 200}
 
@@ -27,12 +46,60 @@ class Received:
     error: str | None
 
 
+class DemoServiceProvider:
+    """The SAML SP "payroll": its own key and self-signed certificate, the IdP's to verify."""
+
+    entity_id = "https://payroll.example.com/sp"
+
+    def __init__(self, folder: Path, idp_certificate: x509.Certificate) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        certificate = self_signed(key, datetime.now(UTC)).public_bytes(serialization.Encoding.PEM)
+        folder.mkdir(parents=True, exist_ok=True)
+        #: The SP's certificate, named by ``sp_certificate`` in the demo's providers file.
+        self.certificate_path = folder / "payroll-sp-cert.pem"
+        self.certificate_path.write_bytes(certificate)
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self._key = xmlsec.Key.from_memory(private, xmlsec.constants.KeyDataFormatPem)
+        self._key.load_cert_from_memory(certificate, xmlsec.constants.KeyDataFormatCertPem)
+        idp_pem = idp_certificate.public_bytes(serialization.Encoding.PEM)
+        self._idp = [xmlsec.Key.from_memory(idp_pem, xmlsec.constants.KeyDataFormatCertPem)]
+
+    def answer(self, body: bytes) -> tuple[Received, bytes]:
+        """Check a SOAP LogoutRequest; answer with a signed SOAP LogoutResponse."""
+        try:
+            request = soap_body(parse_xml(body, limit=64 * 1024))
+            verify_enveloped(request, self._idp)
+        except MessageError as exc:
+            return Received("payroll", 400, None, f"invalid LogoutRequest: {exc}"), b""
+        facts = {
+            "name_id": request.findtext(f"{{{ASSERTION_NS}}}NameID"),
+            "session_index": request.findtext(f"{{{PROTOCOL_NS}}}SessionIndex"),
+            "reason": (request.get("Reason") or "").rsplit(":", 1)[-1],
+        }
+        response = logout_response(
+            issuer=self.entity_id,
+            destination=None,
+            in_response_to=request.get("ID") or "",
+            partial=False,
+            now=datetime.now(UTC),
+            key=self._key,
+        )
+        return Received("payroll", 200, facts, None), soap_envelope(response)
+
+
 class DemoRelyingParties:
     """Start with :meth:`start`, read :attr:`received`, stop with :meth:`stop`."""
 
-    def __init__(self, jwks: dict[str, Any], issuer: str) -> None:
+    def __init__(
+        self, jwks: dict[str, Any], issuer: str, saml: DemoServiceProvider | None = None
+    ) -> None:
         self._keys = {key["kid"]: jwt.PyJWK(key) for key in jwks["keys"]}
         self._issuer = issuer
+        self._saml = saml
         self.received: list[Received] = []
         self._failed_once: set[str] = set()
         self._lock = threading.Lock()
@@ -91,14 +158,21 @@ class DemoRelyingParties:
             def do_POST(self) -> None:
                 rp = self.path.strip("/").split("/")[0]
                 length = int(self.headers.get("content-length") or 0)
-                form = parse_qs(self.rfile.read(length).decode())
-                tokens = form.get("logout_token")
-                received = parties._answer(rp, tokens[0] if tokens else None)
+                body = self.rfile.read(length)
+                answer = b""
+                if rp == "payroll" and parties._saml is not None:
+                    received, answer = parties._saml.answer(body)
+                else:
+                    tokens = parse_qs(body.decode()).get("logout_token")
+                    received = parties._answer(rp, tokens[0] if tokens else None)
                 with parties._lock:
                     parties.received.append(received)
                 self.send_response(received.status)
-                self.send_header("content-length", "0")
+                if answer:
+                    self.send_header("content-type", "text/xml; charset=utf-8")
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

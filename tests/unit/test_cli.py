@@ -126,6 +126,11 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     for text in ("event.received", "session.ended", "event.duplicate", "event.rejected"):
         assert text in result.output
     assert "logout.completed" in result.output
+    # The SAML SP over SOAP: it verified the signed LogoutRequest, we its signed response.
+    assert "payroll  session s-1: succeeded (ok)" in result.output
+    assert "payroll HTTP 200  name_id=alice@example.com session_index=_idx-1 reason=user" in (
+        result.output
+    )
 
 
 def test_worker_options_are_applied(env: dict[str, str]) -> None:
