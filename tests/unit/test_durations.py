@@ -1,0 +1,296 @@
+"""Durations: both notations, -1 for disabled, exact errors, and the pydantic settings types."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.durations import (
+    DAYS_PER_MONTH,
+    DAYS_PER_YEAR,
+    Duration,
+    DurationError,
+    OptionalDuration,
+    format_duration,
+    parse_duration,
+)
+from orchestrator.errors import LogoutError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("microseconds=7", timedelta(microseconds=7)),
+        ("milliseconds=7", timedelta(milliseconds=7)),
+        ("seconds=7", timedelta(seconds=7)),
+        ("minutes=7", timedelta(minutes=7)),
+        ("hours=7", timedelta(hours=7)),
+        ("days=7", timedelta(days=7)),
+        ("weeks=7", timedelta(weeks=7)),
+        ("hours=1,minutes=2,seconds=3", timedelta(hours=1, minutes=2, seconds=3)),
+        ("hours=1,minutes=2.5", timedelta(hours=1, minutes=2, seconds=30)),
+        ("days=0.5", timedelta(hours=12)),
+        ("seconds=.25", timedelta(milliseconds=250)),
+        ("milliseconds=1.5", timedelta(microseconds=1500)),
+        ("seconds=3.", timedelta(seconds=3)),
+        (" hours = 1 , minutes= 30 ", timedelta(hours=1, minutes=30)),
+        (
+            "weeks=1,days=1,hours=1,minutes=1,seconds=1,milliseconds=1,microseconds=1",
+            timedelta(days=8, hours=1, minutes=1, seconds=1, microseconds=1001),
+        ),
+        ("seconds=0", timedelta(0)),
+    ],
+)
+def test_keyword_form(text: str, expected: timedelta) -> None:
+    """Every timedelta keyword, floats, several keys and spaces around ',' and '='."""
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1y", timedelta(days=365)),
+        ("1M", timedelta(days=30)),
+        ("1w", timedelta(days=7)),
+        ("1d", timedelta(days=1)),
+        ("1h", timedelta(hours=1)),
+        ("5m", timedelta(minutes=5)),
+        ("30s", timedelta(seconds=30)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("40us", timedelta(microseconds=40)),
+        ("40µs", timedelta(microseconds=40)),
+        ("40\u03bcs", timedelta(microseconds=40)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1y2M", timedelta(days=365 + 60)),
+        (
+            "1y1M1w1d1h1m1s1ms1us",
+            timedelta(days=365 + 30 + 7 + 1, hours=1, minutes=1, seconds=1, microseconds=1001),
+        ),
+        ("30m1h", timedelta(minutes=90)),
+        ("1h 30m", timedelta(minutes=90)),
+        ("  2d  ", timedelta(days=2)),
+        ("1.5h", timedelta(minutes=90)),
+        ("0.5M", timedelta(days=15)),
+        (".5s", timedelta(milliseconds=500)),
+        ("0s", timedelta(0)),
+        ("1m1s", timedelta(seconds=61)),
+        ("1ms1m", timedelta(minutes=1, milliseconds=1)),
+    ],
+)
+def test_compact_form(text: str, expected: timedelta) -> None:
+    """Every unit, combinations in any order, fractions, and m (minutes) apart from M (months)."""
+    assert parse_duration(text) == expected
+
+
+def test_month_and_year_are_fixed_lengths() -> None:
+    """A month is 30 days and a year 365 days, as documented."""
+    assert (DAYS_PER_MONTH, DAYS_PER_YEAR) == (30, 365)
+    assert parse_duration("12M") == timedelta(days=360) != parse_duration("1y")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", timedelta(0)), ("90", timedelta(seconds=90)), ("2.5", timedelta(seconds=2.5))],
+)
+def test_bare_number_is_seconds(text: str, expected: timedelta) -> None:
+    """A bare number is seconds, like a numeric setting; 0 is a valid zero duration."""
+    assert parse_duration(text) == expected
+    assert parse_duration(text, allow_disabled=False) == expected
+
+
+def test_minus_one_disables_only_where_allowed() -> None:
+    """-1 gives None (disabled) by default and is refused when the caller forbids it."""
+    assert parse_duration("-1") is None
+    assert parse_duration(" -1 ") is None
+    with pytest.raises(DurationError, match=r"'-1'.*not allowed here"):
+        parse_duration("-1", allow_disabled=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("hourz=1", "unknown key 'hourz'"),
+        ("Hours=1", "unknown key 'Hours'"),
+        ("hours=1,hours=2", "duplicate key 'hours'"),
+        ("hours=1,", "empty item"),
+        ("hours=1,,minutes=2", "empty item"),
+        ("hours=", "missing number for the value of 'hours'"),
+        ("=5", "missing key"),
+        ("hours=abc", "'abc' is not a plain decimal number"),
+        ("hours=1e3", "'1e3' is not a plain decimal number"),
+        ("hours=-1", "the value of 'hours' is negative"),
+        ("hours=1,5m", "'5m' is not key=value"),
+        ("hours==1", "'=1' is not a plain decimal number"),
+        ("1h30", "'30' has no unit"),
+        ("1h,30m", "unexpected ',30m'"),
+        ("1h30m!", "unexpected '!'"),
+        ("abc", "not a duration: 'abc'"),
+        ("5H", "unknown unit 'H'"),
+        ("1hour", "unknown unit 'hour'"),
+        ("1h1h", "duplicate unit 'h'"),
+        ("1us2µs", "duplicate unit 'µs'"),
+        ("-5m", "'-5m' is negative"),
+        ("-2", "number of seconds is negative; -1 alone means disabled"),
+        ("-1.0", "is negative"),
+        ("+5m", "'+5' is not a plain decimal number"),
+        ("1.2.3s", "'1.2.3' is not a plain decimal number"),
+        ("1000000000d", "too large"),
+        ("9" * 100 + ".0s", "too large"),
+    ],
+)
+def test_malformed_durations_quote_the_text(text: str, problem: str) -> None:
+    """A malformed duration raises DurationError quoting the text and naming the problem."""
+    with pytest.raises(DurationError) as caught:
+        parse_duration(text)
+    message = str(caught.value)
+    assert message.startswith(f"invalid duration {text!r}: ")
+    assert problem in message
+    assert caught.value.text == text
+    assert problem in caught.value.problem
+
+
+def test_duration_error_is_a_value_error_and_a_logout_error() -> None:
+    """DurationError fits pydantic validators (ValueError) and the project's exception root."""
+    assert issubclass(DurationError, ValueError)
+    assert issubclass(DurationError, LogoutError)
+
+
+def test_long_text_is_shortened_in_the_message() -> None:
+    """A very long offending text is quoted in part, and kept whole on the exception."""
+    for text in ("x" * 500, "9" * 500 + "s", "1h" + "x" * 500):
+        with pytest.raises(DurationError) as caught:
+            parse_duration(text)
+        assert str(caught.value).startswith(f"invalid duration {text[:120]!r}...")
+        assert len(str(caught.value)) < 500
+        assert caught.value.text == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-1"),
+        (timedelta(0), "0s"),
+        (timedelta(minutes=90), "1h30m"),
+        (timedelta(hours=1, minutes=2, seconds=30), "1h2m30s"),
+        (timedelta(days=14), "2w"),
+        (timedelta(days=30), "30d"),
+        (timedelta(days=15, hours=1), "15d1h"),
+        (timedelta(milliseconds=1500), "1s500ms"),
+        (timedelta(microseconds=1001), "1ms1us"),
+    ],
+)
+def test_format_duration(value: timedelta | None, text: str) -> None:
+    """The compact form with exact units only; None is -1."""
+    assert format_duration(value) == text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        timedelta(0),
+        timedelta(microseconds=1),
+        timedelta(days=365, seconds=1, microseconds=999_999),
+        timedelta(weeks=3, hours=23),
+        timedelta.max,
+    ],
+)
+def test_format_then_parse_round_trips(value: timedelta) -> None:
+    """What format_duration writes, parse_duration reads back exactly."""
+    assert parse_duration(format_duration(value)) == value
+
+
+def test_format_refuses_negative() -> None:
+    """A negative timedelta has no notation."""
+    with pytest.raises(DurationError, match="negative"):
+        format_duration(timedelta(seconds=-1))
+
+
+class Policy(BaseModel):
+    """A model with both annotated types, as the settings use them."""
+
+    lifetime: Duration
+    idle: OptionalDuration = timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("hours=1,minutes=2.5", timedelta(hours=1, minutes=2, seconds=30)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1M", timedelta(days=30)),
+        (3600, timedelta(hours=1)),
+        (2.5, timedelta(seconds=2.5)),
+        (0, timedelta(0)),
+        ("0", timedelta(0)),
+        (timedelta(days=2), timedelta(days=2)),
+    ],
+)
+def test_pydantic_duration_accepts_every_form(raw: object, expected: timedelta) -> None:
+    """Duration takes both notations, seconds as int or float, and timedelta."""
+    assert Policy.model_validate({"lifetime": raw}).lifetime == expected
+
+
+@pytest.mark.parametrize("raw", [-1, -1.0, "-1", " -1 ", None])
+def test_pydantic_optional_duration_disabled(raw: object) -> None:
+    """OptionalDuration turns -1 (number or text) and None into None: disabled."""
+    assert Policy.model_validate({"lifetime": "1h", "idle": raw}).idle is None
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "problem"),
+    [
+        ("lifetime", -1, "invalid duration '-1': -1 (disabled) is not allowed here"),
+        ("lifetime", "-1", "invalid duration '-1': -1 (disabled) is not allowed here"),
+        ("lifetime", None, "not NoneType"),
+        ("lifetime", True, "not bool"),
+        ("lifetime", -5, "invalid duration '-5'"),
+        ("lifetime", float("inf"), "invalid duration 'inf'"),
+        ("lifetime", timedelta(seconds=-1), "negative"),
+        ("lifetime", ["1h"], "not list"),
+        ("idle", "5 minutes", "invalid duration '5 minutes'"),
+        ("idle", -2, "invalid duration '-2'"),
+        ("idle", "hours=1,weeks=x", "invalid duration 'hours=1,weeks=x'"),
+    ],
+)
+def test_pydantic_refusals_name_the_field_and_text(field: str, raw: object, problem: str) -> None:
+    """A refused value gives a ValidationError naming the field and quoting the text."""
+    data = {"lifetime": "1h", field: raw}
+    with pytest.raises(ValidationError) as caught:
+        Policy.model_validate(data)
+    (error,) = caught.value.errors()
+    assert error["loc"] == (field,)
+    assert problem in error["msg"]
+
+
+def test_pydantic_serialises_to_the_compact_form_in_json() -> None:
+    """JSON output (config show) is the compact form, -1 if disabled; Python output is timedelta."""
+    enabled = Policy(lifetime="hours=1,minutes=30", idle="days=14")
+    assert enabled.model_dump(mode="json") == {"lifetime": "1h30m", "idle": "2w"}
+    assert enabled.model_dump() == {"lifetime": timedelta(minutes=90), "idle": timedelta(days=14)}
+    disabled = Policy(lifetime=timedelta(0), idle=None)
+    assert disabled.model_dump_json() == '{"lifetime":"0s","idle":"-1"}'
+    assert Policy.model_validate_json(disabled.model_dump_json()) == disabled
+    assert Policy.model_validate_json(enabled.model_dump_json()) == enabled
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment variables carry either notation, including the comma of the keyword form."""
+
+    class EnvSettings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="DURATIONTEST_")
+
+        lifetime: Duration = timedelta(hours=8)
+        idle: OptionalDuration = timedelta(minutes=30)
+
+    monkeypatch.setenv("DURATIONTEST_LIFETIME", "hours=1,minutes=2.5")
+    monkeypatch.setenv("DURATIONTEST_IDLE", "-1")
+    settings = EnvSettings()
+    assert settings.lifetime == timedelta(hours=1, minutes=2, seconds=30)
+    assert settings.idle is None
+    monkeypatch.setenv("DURATIONTEST_IDLE", "1y2M")
+    assert EnvSettings().idle == timedelta(days=425)
