@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,6 @@ from joserfc.jwk import KeySet, import_key
 from sqlalchemy import func, select
 
 from orchestrator.store import (
-    TERMINAL_DELIVERY_STATUSES,
-    AuditRow,
     Delivery,
     EventRecord,
     IdpSession,
@@ -35,7 +31,19 @@ from orchestrator.store import (
 from orchestrator.validation import parse_event
 from protocols.oidc import generate_key
 
-from .support import CLI, Stack, closed_port, logout_event
+from .support import (
+    Stack,
+    audit_rows,
+    cli,
+    closed_port,
+    deliveries,
+    event,
+    logout_event,
+    output,
+    publish,
+    session_record,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -299,25 +307,6 @@ def oidc_provider(name: str, rp: RelyingParty | str, **settings: Any) -> dict[st
     }
 
 
-def cli(stack: Stack, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
-    """Start ``logout-orchestrator ARGS`` (it takes seconds to start: overlap it with work)."""
-    return subprocess.Popen(
-        [str(CLI), *args],
-        env=stack.env(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def output(process: subprocess.Popen[str]) -> str:
-    """The stdout of a command started by :func:`cli`; fails, with its stderr, unless it exits 0."""
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, f"{process.args!r} exited {process.returncode}:\n{stderr}"
-    return stdout
-
-
 def start(
     stack: Stack,
     providers: Sequence[Mapping[str, Any]],
@@ -336,66 +325,6 @@ def start(
     document = output(jwks)
     stack.start_worker({**DELIVERY_SETTINGS, **env})
     return parse_jwks(document)
-
-
-def event(kind: str, **fields: Any) -> dict[str, Any]:
-    """A valid event of type ``kind``."""
-    return {
-        "type": kind,
-        "event_id": str(uuid.uuid4()),
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "initiator": "user",
-        **fields,
-    }
-
-
-def publish(stack: Stack, *events: Mapping[str, Any]) -> None:
-    """Validate and publish ``events`` on the stack's broker."""
-    with stack.publisher() as publisher:
-        for item in events:
-            publisher.publish(item)
-
-
-def deliveries(stack: Stack, event_id: str | None = None) -> list[Delivery]:
-    """Every delivery (of ``event_id`` when given)."""
-    with stack.db() as db:
-        query = select(Delivery)
-        if event_id is not None:
-            query = query.where(Delivery.event_id == event_id)
-        return list(db.scalars(query))
-
-
-def wait_settled(stack: Stack, event_id: str, count: int, timeout: float = 30.0) -> None:
-    """Until the event has completed and its ``count`` deliveries are all final."""
-
-    def settled() -> bool:
-        with stack.db() as db:
-            status = db.scalar(select(EventRecord.status).where(EventRecord.event_id == event_id))
-        found = deliveries(stack, event_id)
-        return (
-            status == "completed"
-            and len(found) == count
-            and all(d.status in TERMINAL_DELIVERY_STATUSES for d in found)
-        )
-
-    stack.wait_for(settled, what=f"{count} final deliveries of event {event_id}", timeout=timeout)
-
-
-def audit_rows(stack: Stack, event_id: str, kind: str) -> list[AuditRow]:
-    """The audit records of type ``kind`` for ``event_id``, oldest first."""
-    with stack.db() as db:
-        return list(
-            db.scalars(
-                select(AuditRow)
-                .where(AuditRow.event_id == event_id, AuditRow.type == kind)
-                .order_by(AuditRow.seq)
-            )
-        )
-
-
-def session_record(session_id: str, user_id: str) -> dict[str, Any]:
-    """An IdP session for ``sessions import``."""
-    return {"kind": "session", "session_id": session_id, "user_id": user_id}
 
 
 def link_record(
