@@ -1,0 +1,49 @@
+"""Network and GeoIP session binding: look an address up, judge it against the login's.
+
+Pure building blocks: :class:`GeoipReader` reads the MaxMind City and ASN databases, and
+:func:`evaluate` compares a request's address with what a :class:`BoundSession` recorded at
+login, returning :class:`BindingOk` or a :class:`BindingViolation` that builds the
+``session.binding_violation`` event. No database session, no broker.
+"""
+
+from orchestrator.binding.evaluate import (
+    BindingModeError,
+    BindingOk,
+    BindingResult,
+    BindingViolation,
+    BoundSession,
+    GeoipBinding,
+    NetworkBinding,
+    UnlistedAddressPolicy,
+    evaluate,
+)
+from orchestrator.binding.geoip import (
+    GeoipClosedError,
+    GeoipDatabaseError,
+    GeoipReader,
+    InvalidAddressError,
+    IpAddress,
+    IpFacts,
+    is_special_address,
+    parse_address,
+)
+
+__all__ = [
+    "BindingModeError",
+    "BindingOk",
+    "BindingResult",
+    "BindingViolation",
+    "BoundSession",
+    "GeoipBinding",
+    "GeoipClosedError",
+    "GeoipDatabaseError",
+    "GeoipReader",
+    "InvalidAddressError",
+    "IpAddress",
+    "IpFacts",
+    "NetworkBinding",
+    "UnlistedAddressPolicy",
+    "evaluate",
+    "is_special_address",
+    "parse_address",
+]

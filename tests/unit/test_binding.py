@@ -1,0 +1,595 @@
+"""Network and GeoIP binding against MaxMind's public test databases in ../shared/geoip/.
+
+Addresses used (from the test databases):
+
+- ASN: 89.160.20.112 and 89.160.20.130 are AS29518 in 89.160.0.0/17; 216.160.83.56 is AS209;
+  12.81.92.10 is AS7018 in 12.81.92.0/22 and 12.81.100.10 is AS7018 in 12.81.96.0/19;
+  81.2.69.142 and 2.125.160.216 are not in the ASN database.
+- City: 81.2.69.142 and 81.2.69.160 are EU/GB/London, 2.125.160.216 is EU/GB/Boxford,
+  89.160.20.112 is EU/SE/Linköping, 216.160.83.56 is NA/US/Milton, 214.0.0.1 is AS/SG and
+  214.0.1.1 OC/AU (both AS721 in 214.0.0.0/8); 2.3.3.1 is listed with a continent (EU) but no
+  country, 214.1.1.1 is listed with nothing; 1.128.0.1 is not in the City database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+import orchestrator.binding
+from orchestrator.binding import (
+    BindingModeError,
+    BindingOk,
+    BindingViolation,
+    BoundSession,
+    GeoipBinding,
+    GeoipClosedError,
+    GeoipDatabaseError,
+    GeoipReader,
+    InvalidAddressError,
+    NetworkBinding,
+    UnlistedAddressPolicy,
+    evaluate,
+    is_special_address,
+    parse_address,
+)
+from orchestrator.errors import ConfigurationError
+from schemas.events import BINDING_REASONS, HttpRequest, SessionBindingViolation, event_adapter
+
+GEOIP_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "geoip"
+CITY_DB = GEOIP_DIR / "GeoIP2-City-Test.mmdb"
+ASN_DB = GEOIP_DIR / "GeoLite2-ASN-Test.mmdb"
+
+ALLOW = UnlistedAddressPolicy.ALLOW
+ENFORCE = UnlistedAddressPolicy.ENFORCE
+N = NetworkBinding
+G = GeoipBinding
+
+
+@pytest.fixture(scope="module")
+def databases() -> None:
+    """The test databases must be there: their absence fails the tests, it never skips them."""
+    missing = [path.name for path in (CITY_DB, ASN_DB) if not path.is_file()]
+    if missing:
+        pytest.fail(
+            f"MaxMind test databases {', '.join(missing)} not found in {GEOIP_DIR}: "
+            "they belong in ../shared/geoip/ next to the repository (see NOTICE.md there)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def reader(databases: None) -> Iterator[GeoipReader]:
+    """One reader on both test databases, shared by the module's tests."""
+    with GeoipReader(CITY_DB, ASN_DB) as opened:
+        yield opened
+
+
+def bound(
+    reader: GeoipReader,
+    login_ip: str,
+    network: NetworkBinding = N.NO_BINDING,
+    geoip: GeoipBinding = G.NO_BINDING,
+) -> BoundSession:
+    """A session bound at login from ``login_ip``, its facts read from the test databases."""
+    return BoundSession.at_login(
+        "session-1", reader.lookup(login_ip), network_binding=network, geoip_binding=geoip
+    )
+
+
+# --- the reader -------------------------------------------------------------------------------
+
+
+def test_lookup_reads_both_databases(reader: GeoipReader) -> None:
+    """A listed address gets its ASN, the ASN network, continent, country, city and location."""
+    facts = reader.lookup("89.160.20.112")
+    assert (facts.ip, facts.asn, facts.as_org, facts.network) == (
+        "89.160.20.112",
+        29518,
+        "Bredband2 AB",
+        "89.160.0.0/17",
+    )
+    assert (facts.continent, facts.country, facts.city) == ("EU", "SE", "Linköping")
+    assert (facts.lat, facts.long) == (58.4167, 15.6167)
+    assert (facts.asn_listed, facts.city_listed, facts.special) == (True, True, False)
+
+
+def test_lookup_of_addresses_one_database_lacks(reader: GeoipReader) -> None:
+    """An address missing from one database has only the other one's facts."""
+    london = reader.lookup("81.2.69.142")
+    assert (london.asn, london.network, london.asn_listed) == (None, None, False)
+    assert (london.continent, london.country, london.city) == ("EU", "GB", "London")
+    telstra = reader.lookup("1.128.0.1")
+    assert (telstra.asn, telstra.network, telstra.city_listed) == (1221, "1.128.0.0/11", False)
+    assert telstra.continent is None
+    empty = reader.lookup("214.1.1.1")
+    assert empty.city_listed
+    assert (empty.continent, empty.country, empty.city) == (None, None, None)
+
+
+def test_ipv6_and_ipv4_mapped_addresses(reader: GeoipReader) -> None:
+    """IPv6 addresses are looked up, and IPv4-mapped ones as their IPv4 address."""
+    assert reader.lookup("2001:480:10::1").city == "San Diego"
+    mapped = reader.lookup("::ffff:89.160.20.112")
+    assert (mapped.ip, mapped.asn) == ("89.160.20.112", 29518)
+
+
+@pytest.mark.parametrize(
+    "ip", ["10.1.2.3", "192.168.1.10", "127.0.0.1", "::1", "169.254.0.1", "fe80::1%eth0"]
+)
+def test_private_loopback_and_link_local_are_special(reader: GeoipReader, ip: str) -> None:
+    """Private, loopback and link-local addresses are marked special and have no facts."""
+    facts = reader.lookup(ip)
+    assert facts.special
+    assert is_special_address(parse_address(ip))
+    assert (facts.asn, facts.continent) == (None, None)
+
+
+@pytest.mark.parametrize("text", ["not-an-ip", "999.1.1.1", "", "81.2.69.142/32", "1.2.3"])
+def test_invalid_ip_text_names_the_value(reader: GeoipReader, text: str) -> None:
+    """Text that is not an address is refused with a message naming it."""
+    with pytest.raises(InvalidAddressError) as caught:
+        reader.lookup(text)
+    assert f"{text!r} is not a valid IP address" in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_missing_database_file_names_the_path(tmp_path: Path, databases: None) -> None:
+    """A database path that does not exist is a configuration error naming it."""
+    missing = tmp_path / "GeoIP2-City.mmdb"
+    with pytest.raises(GeoipDatabaseError) as caught:
+        GeoipReader(missing, ASN_DB)
+    assert str(missing) in str(caught.value)
+    assert "no such file" in str(caught.value)
+    assert isinstance(caught.value, ConfigurationError)
+    with pytest.raises(GeoipDatabaseError, match=r"GeoIP ASN database .*asn\.mmdb: no such file"):
+        GeoipReader(CITY_DB, tmp_path / "asn.mmdb")
+
+
+def test_file_that_is_not_a_database_names_the_path(tmp_path: Path, databases: None) -> None:
+    """A file that is not a MaxMind database is refused, naming it."""
+    bogus = tmp_path / "bogus.mmdb"
+    bogus.write_bytes(b"not a MaxMind database\n" * 10)
+    with pytest.raises(GeoipDatabaseError) as caught:
+        GeoipReader(bogus, None)
+    assert str(bogus) in str(caught.value)
+    assert "not a readable MaxMind database" in str(caught.value)
+
+
+def test_swapped_databases_are_refused(databases: None) -> None:
+    """The ASN database given as the City one (or the reverse) is refused."""
+    with pytest.raises(
+        GeoipDatabaseError, match=r"City database .*: wrong kind of database \(GeoLite2-ASN\)"
+    ):
+        GeoipReader(ASN_DB, None)
+    with pytest.raises(
+        GeoipDatabaseError, match=r"ASN database .*: wrong kind of database \(GeoIP2-City\)"
+    ):
+        GeoipReader(None, CITY_DB)
+
+
+def test_absent_database_gives_nothing(databases: None) -> None:
+    """With one database left out, its lookups give nothing and the other still answers."""
+    with GeoipReader(None, ASN_DB) as asn_only:
+        facts = asn_only.lookup("89.160.20.112")
+        assert (facts.asn, facts.continent, facts.city_listed) == (29518, None, False)
+        assert (asn_only.has_asn_database, asn_only.has_city_database) == (True, False)
+    with GeoipReader(CITY_DB, None) as city_only:
+        facts = city_only.lookup("89.160.20.112")
+        assert (facts.asn, facts.country) == (None, "SE")
+
+
+def test_close_is_idempotent_and_refuses_later_lookups(databases: None) -> None:
+    """After close, lookups raise GeoipClosedError; closing twice is harmless."""
+    reader = GeoipReader(CITY_DB, ASN_DB)
+    reader.close()
+    reader.close()
+    assert reader.closed
+    with pytest.raises(GeoipClosedError):
+        reader.lookup("81.2.69.142")
+
+
+def test_threads_share_a_reader_and_close_waits_for_them(databases: None) -> None:
+    """Threads look up concurrently with correct answers; close stops them cleanly."""
+    reader = GeoipReader(CITY_DB, ASN_DB)
+    expected = {"89.160.20.112": "SE", "81.2.69.142": "GB", "216.160.83.56": "US"}
+    counts = [0] * 4
+    outcomes: list[str | None] = [None] * 4
+    wrong: list[str] = []
+    busy = threading.Event()
+
+    def work(index: int) -> None:
+        try:
+            while True:
+                for ip, country in expected.items():
+                    if reader.lookup(ip).country != country:
+                        wrong.append(ip)
+                    counts[index] += 1
+                if min(counts) >= 30:
+                    busy.set()
+        except GeoipClosedError:
+            outcomes[index] = "closed"
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    assert busy.wait(timeout=30), "the lookup threads did not get going"
+    reader.close()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert outcomes == ["closed"] * 4
+    assert wrong == []
+
+
+# --- every reason -----------------------------------------------------------------------------
+
+
+ReasonCase = tuple[
+    str, str, NetworkBinding, GeoipBinding, UnlistedAddressPolicy, str, str | None, str | None
+]
+
+# One pair of test-database addresses per reason: login, new, modes, policy, expected.
+# fmt: off
+REASON_CASES: list[ReasonCase] = [
+    # the new address has no ASN data (not in the ASN database), policy enforce
+    ("89.160.20.112", "81.2.69.142", N.BIND_ASN, G.NO_BINDING, ENFORCE,
+     "network.missing", "29518", None),
+    ("89.160.20.112", "216.160.83.56", N.BIND_ASN, G.NO_BINDING, ALLOW,
+     "network.asn", "29518", "209"),
+    ("12.81.92.10", "12.81.100.10", N.BIND_ASN_NETWORK, G.NO_BINDING, ALLOW,
+     "network.asn_network", "12.81.92.0/22", "12.81.96.0/19"),
+    ("89.160.20.112", "89.160.20.130", N.BIND_ASN_NETWORK_IP, G.NO_BINDING, ALLOW,
+     "network.ip", "89.160.20.112", "89.160.20.130"),
+    # listed in the City database, but without a country
+    ("81.2.69.142", "2.3.3.1", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY, ALLOW,
+     "geoip.missing", "GB", None),
+    ("81.2.69.142", "216.160.83.56", N.NO_BINDING, G.BIND_CONTINENT, ALLOW,
+     "geoip.continent", "EU", "NA"),
+    ("81.2.69.142", "89.160.20.112", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY, ALLOW,
+     "geoip.country", "GB", "SE"),
+    ("81.2.69.142", "2.125.160.216", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY_CITY, ALLOW,
+     "geoip.city", "London", "Boxford"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("login", "new", "network", "geoip", "policy", "reason", "previous", "value"),
+    REASON_CASES,
+)
+def test_every_reason(
+    reader: GeoipReader,
+    login: str,
+    new: str,
+    network: NetworkBinding,
+    geoip: GeoipBinding,
+    policy: UnlistedAddressPolicy,
+    reason: str,
+    previous: str | None,
+    value: str | None,
+) -> None:
+    """Each of the eight reasons comes from a real pair of test-database addresses."""
+    result = evaluate(bound(reader, login, network, geoip), new, reader, policy)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.previous_value, result.new_value) == (reason, previous, value)
+    assert (result.ip.previous, result.ip.new) == (login, new)
+    assert not result.ok
+
+
+def test_the_reason_table_covers_every_reason() -> None:
+    """The parametrised pairs above produce each reason of the contract exactly once."""
+    assert sorted(row[5] for row in REASON_CASES) == sorted(BINDING_REASONS)
+
+
+def test_violation_describes_the_new_address(reader: GeoipReader) -> None:
+    """asn and geo describe the new address, whatever the reason."""
+    session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT)
+    result = evaluate(session, "216.160.83.56", reader)
+    assert isinstance(result, BindingViolation)
+    assert result.asn.model_dump() == {"asn": 209, "as_org": None, "network": "216.160.64.0/18"}
+    assert result.geo.model_dump() == {
+        "continent": "NA",
+        "country": "US",
+        "city": "Milton",
+        "lat": 47.2513,
+        "long": -122.3149,
+    }
+
+
+def test_network_is_checked_before_geoip_and_coarsest_first(reader: GeoipReader) -> None:
+    """With every level bound, the coarsest change is named: ASN before continent and city."""
+    session = bound(reader, "89.160.20.112", N.BIND_ASN_NETWORK_IP, G.BIND_CONTINENT_COUNTRY_CITY)
+    result = evaluate(session, "216.160.83.56", reader)
+    assert isinstance(result, BindingViolation)
+    assert result.reason == "network.asn"
+    same_network = evaluate(
+        bound(reader, "214.0.0.1", N.BIND_ASN_NETWORK, G.BIND_CONTINENT_COUNTRY_CITY),
+        "214.0.1.1",
+        reader,
+    )
+    assert isinstance(same_network, BindingViolation)
+    assert (same_network.reason, same_network.previous_value, same_network.new_value) == (
+        "geoip.continent",
+        "AS",
+        "OC",
+    )
+
+
+def test_session_that_recorded_nothing_is_missing(reader: GeoipReader) -> None:
+    """A session that recorded no value although its address is listed: *.missing, even allowed."""
+    network = BoundSession("s", N.BIND_ASN, ip="89.160.20.112")
+    result = evaluate(network, "89.160.20.130", reader, ALLOW)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.previous_value, result.new_value) == (
+        "network.missing",
+        None,
+        "29518",
+    )
+    geoip = BoundSession("s", geoip_binding=G.BIND_CONTINENT, ip="81.2.69.142")
+    result = evaluate(geoip, "216.160.83.56", reader, ALLOW)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.new_value) == ("geoip.missing", "NA")
+    unknown = BoundSession("s", N.BIND_ASN_NETWORK_IP)
+    result = evaluate(unknown, "89.160.20.130", reader, ALLOW)
+    assert isinstance(result, BindingViolation)
+    assert result.reason == "network.missing"
+
+
+def test_listed_address_without_data_is_missing_even_when_allowed(reader: GeoipReader) -> None:
+    """214.1.1.1 is in the City database with no continent: geoip.missing under both policies."""
+    session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT)
+    for policy in UnlistedAddressPolicy:
+        result = evaluate(session, "214.1.1.1", reader, policy)
+        assert isinstance(result, BindingViolation)
+        assert (result.reason, result.previous_value, result.new_value) == (
+            "geoip.missing",
+            "EU",
+            None,
+        )
+
+
+# --- ok for every mode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("login", "new", "network", "geoip"),
+    [
+        ("89.160.20.112", "216.160.83.56", N.NO_BINDING, G.NO_BINDING),
+        ("12.81.92.10", "12.81.100.10", N.BIND_ASN, G.NO_BINDING),
+        ("89.160.20.112", "89.160.20.130", N.BIND_ASN_NETWORK, G.NO_BINDING),
+        ("89.160.20.112", "89.160.20.112", N.BIND_ASN_NETWORK_IP, G.NO_BINDING),
+        ("89.160.20.112", "::ffff:89.160.20.112", N.BIND_ASN_NETWORK_IP, G.NO_BINDING),
+        ("81.2.69.142", "89.160.20.112", N.NO_BINDING, G.BIND_CONTINENT),
+        ("81.2.69.142", "2.125.160.216", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY),
+        ("81.2.69.142", "81.2.69.160", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY_CITY),
+        ("89.160.20.112", "89.160.20.130", N.BIND_ASN_NETWORK, G.BIND_CONTINENT_COUNTRY_CITY),
+    ],
+)
+def test_ok_for_each_mode(
+    reader: GeoipReader, login: str, new: str, network: NetworkBinding, geoip: GeoipBinding
+) -> None:
+    """An address that keeps every bound level passes, in each mode, under both policies."""
+    session = bound(reader, login, network, geoip)
+    for policy in UnlistedAddressPolicy:
+        result = evaluate(session, new, reader, policy)
+        assert isinstance(result, BindingOk)
+        assert result.ok
+        assert result.facts.ip == str(parse_address(new))
+
+
+def test_same_address_passes_even_if_the_database_changed(reader: GeoipReader) -> None:
+    """The address recorded at login passes even when the recorded facts no longer match."""
+    session = BoundSession(
+        "s", N.BIND_ASN_NETWORK_IP, G.BIND_CONTINENT_COUNTRY_CITY, ip="89.160.20.112", asn=1
+    )
+    assert isinstance(evaluate(session, "89.160.20.112", reader, ENFORCE), BindingOk)
+
+
+# --- private, loopback and unlisted addresses --------------------------------------------------
+
+
+@pytest.mark.parametrize("new", ["10.20.30.40", "127.0.0.1", "::1", "1.128.0.1"])
+def test_unlisted_new_address_allowed(reader: GeoipReader, new: str) -> None:
+    """With allow, a private, loopback or unlisted new address passes the levels lacking data."""
+    session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY_CITY)
+    assert isinstance(evaluate(session, new, reader, ALLOW), BindingOk)
+    assert isinstance(evaluate(session, new, reader), BindingOk)  # allow is the default
+
+
+@pytest.mark.parametrize("new", ["10.20.30.40", "127.0.0.1", "::1", "1.128.0.1"])
+def test_unlisted_new_address_enforced(reader: GeoipReader, new: str) -> None:
+    """With enforce, a private, loopback or unlisted new address is geoip.missing."""
+    session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY_CITY)
+    result = evaluate(session, new, reader, ENFORCE)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.previous_value, result.new_value) == ("geoip.missing", "EU", None)
+
+
+@pytest.mark.parametrize(
+    ("new", "policy", "reason"),
+    [
+        ("192.168.1.10", ALLOW, None),
+        ("127.0.0.1", ALLOW, None),
+        ("192.168.1.10", ENFORCE, "network.missing"),
+        ("127.0.0.1", ENFORCE, "network.missing"),
+    ],
+)
+def test_private_and_loopback_against_network_binding(
+    reader: GeoipReader, new: str, policy: UnlistedAddressPolicy, reason: str | None
+) -> None:
+    """Network binding: a private or loopback new address passes if allowed, else is missing."""
+    session = bound(reader, "89.160.20.112", N.BIND_ASN_NETWORK, G.BIND_CONTINENT_COUNTRY)
+    result = evaluate(session, new, reader, policy)
+    if reason is None:
+        assert isinstance(result, BindingOk)
+    else:
+        assert isinstance(result, BindingViolation)
+        assert (result.reason, result.previous_value, result.new_value) == (reason, "29518", None)
+        assert result.asn.asn is None
+        assert result.geo.continent is None
+
+
+def test_private_address_still_breaks_ip_binding(reader: GeoipReader) -> None:
+    """bind_asn_network_ip compares the IP itself, which a private address has: network.ip."""
+    session = bound(reader, "89.160.20.112", N.BIND_ASN_NETWORK_IP)
+    result = evaluate(session, "10.0.0.1", reader, ALLOW)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.previous_value, result.new_value) == (
+        "network.ip",
+        "89.160.20.112",
+        "10.0.0.1",
+    )
+
+
+@pytest.mark.parametrize("login", ["192.168.1.10", "127.0.0.1"])
+def test_session_from_a_private_address(reader: GeoipReader, login: str) -> None:
+    """A session bound at a private or loopback address: allow passes, enforce is missing."""
+    session = bound(reader, login, N.BIND_ASN, G.BIND_CONTINENT)
+    assert (session.asn, session.continent) == (None, None)
+    assert isinstance(evaluate(session, "89.160.20.112", reader, ALLOW), BindingOk)
+    result = evaluate(session, "89.160.20.112", reader, ENFORCE)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.previous_value, result.new_value) == (
+        "network.missing",
+        None,
+        "29518",
+    )
+
+
+def test_custom_database_data_for_private_addresses_is_ignored(reader: GeoipReader) -> None:
+    """A private address counts as unlisted even if recorded facts would match it."""
+    session = BoundSession("s", geoip_binding=G.BIND_CONTINENT, ip="81.2.69.142", continent="EU")
+    result = evaluate(session, "10.0.0.1", reader, ENFORCE)
+    assert isinstance(result, BindingViolation)
+    assert (result.reason, result.new_value) == ("geoip.missing", None)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_evaluate_refuses_invalid_ip_text(reader: GeoipReader) -> None:
+    """The new address must be an IP address; the error names the value."""
+    session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT)
+    with pytest.raises(InvalidAddressError, match=r"'81\.2\.69\.300' is not a valid IP address"):
+        evaluate(session, "81.2.69.300", reader)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"network_binding": "bind_everything"}, "network_binding: 'bind_everything' is not one"),
+        ({"geoip_binding": "bind_country"}, "geoip_binding: 'bind_country' is not one of"),
+        ({"ip": "localhost"}, "ip: 'localhost' is not a valid IP address"),
+        ({"as_network": "12.81.92.0/33"}, "as_network: '12.81.92.0/33' is not a valid network"),
+        ({"session_id": ""}, "needs a session_id"),
+    ],
+)
+def test_bound_session_refuses_invalid_values(fields: dict[str, str], message: str) -> None:
+    """Invalid modes, addresses and networks are refused with the field and the value."""
+    values: dict[str, str] = {"session_id": "s", **fields}
+    with pytest.raises(BindingModeError, match=message):
+        BoundSession(**values)  # type: ignore[arg-type]
+
+
+def test_bound_session_accepts_strings_and_normalises() -> None:
+    """Modes may be strings (as in sessions import); addresses and networks are normalised."""
+    session = BoundSession(
+        "s",
+        "bind_asn_network",  # type: ignore[arg-type]
+        "bind_continent",  # type: ignore[arg-type]
+        ip="::ffff:81.2.69.142",
+        as_network="2001:0DB8::/32",
+    )
+    assert session.network_binding is N.BIND_ASN_NETWORK
+    assert session.geoip_binding is G.BIND_CONTINENT
+    assert (session.ip, session.as_network) == ("81.2.69.142", "2001:db8::/32")
+
+
+def test_mode_needing_an_absent_database_is_a_configuration_error(databases: None) -> None:
+    """A binding mode whose database the reader lacks is a configuration error, not a violation."""
+    with GeoipReader(None, ASN_DB) as asn_only:
+        session = BoundSession("s", geoip_binding=G.BIND_CONTINENT, ip="81.2.69.142")
+        with pytest.raises(ConfigurationError, match="needs the GeoIP City database"):
+            evaluate(session, "89.160.20.112", asn_only)
+    with GeoipReader(CITY_DB, None) as city_only:
+        session = BoundSession("s", N.BIND_ASN, ip="89.160.20.112")
+        with pytest.raises(ConfigurationError, match="needs the GeoIP ASN database"):
+            evaluate(session, "216.160.83.56", city_only)
+
+
+# --- the event --------------------------------------------------------------------------------
+
+
+def test_violation_builds_the_event(reader: GeoipReader) -> None:
+    """event() gives a valid session.binding_violation with binding, ip, asn, geo and request."""
+    session = bound(reader, "89.160.20.112", N.BIND_ASN)
+    result = evaluate(session, "216.160.83.56", reader)
+    assert isinstance(result, BindingViolation)
+    http = HttpRequest(path="/if/flow/", method="GET", args={"next": "/"}, user_agent="Firefox")
+    before = datetime.now(UTC)
+    event = result.event("session-1", request=http)
+    assert isinstance(event, SessionBindingViolation)
+    assert event.type == "session.binding_violation"
+    assert isinstance(event.event_id, UUID)
+    assert before <= event.occurred_at <= datetime.now(UTC) + timedelta(seconds=1)
+    assert event.occurred_at.utcoffset() == timedelta(0)
+    assert (event.session_id, event.initiator, event.actor) == ("session-1", "policy", None)
+    assert event.binding.model_dump() == {
+        "reason": "network.asn",
+        "previous_value": "29518",
+        "new_value": "209",
+    }
+    assert event.ip.model_dump() == {"previous": "89.160.20.112", "new": "216.160.83.56"}
+    assert event.asn.asn == 209
+    assert (event.geo.country, event.geo.city) == ("US", "Milton")
+    assert event.http_request == http
+    assert event.request is not None
+    assert (event.request.ip, event.request.path, event.request.user_agent) == (
+        "216.160.83.56",
+        "/if/flow/",
+        "Firefox",
+    )
+    parsed = event_adapter.validate_json(event.model_dump_json())
+    assert parsed == event
+
+
+def test_event_ids_are_fresh_and_initiator_can_be_set(reader: GeoipReader) -> None:
+    """Each event gets its own id; initiator and actor are the caller's to set."""
+    session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY)
+    result = evaluate(session, "89.160.20.112", reader)
+    assert isinstance(result, BindingViolation)
+    first = result.event("session-1")
+    second = result.event("session-1", "admin", actor="admin-7")
+    assert first.event_id != second.event_id
+    assert (second.initiator, second.actor) == ("admin", "admin-7")
+    assert first.http_request == HttpRequest()
+
+
+def test_package_exports() -> None:
+    """The package's public names are pinned and sorted."""
+    exported = orchestrator.binding.__all__
+    assert exported == sorted(exported)
+    assert set(exported) == {
+        "BindingModeError",
+        "BindingOk",
+        "BindingResult",
+        "BindingViolation",
+        "BoundSession",
+        "GeoipBinding",
+        "GeoipClosedError",
+        "GeoipDatabaseError",
+        "GeoipReader",
+        "InvalidAddressError",
+        "IpAddress",
+        "IpFacts",
+        "NetworkBinding",
+        "UnlistedAddressPolicy",
+        "evaluate",
+        "is_special_address",
+        "parse_address",
+    }
