@@ -310,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pysaml2": version("pysaml2"),
         "xmlsec1": subprocess.run(
             [xmlsec1, "--version"], capture_output=True, text=True, check=True
-        ).stdout.strip().removeprefix("xmlsec1 "),
+        )
+        .stdout.strip()
+        .removeprefix("xmlsec1 "),
     }
     info = machine_info(versions)
     with tempfile.TemporaryDirectory(prefix="saml-bench-") as tmp:

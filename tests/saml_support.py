@@ -148,7 +148,6 @@ def soap(message: bytes) -> bytes:
     )
 
 
-
 def handler_with(idp: KeyPair, data_dir: Path, **settings: Any) -> SamlHandler:
     """A SAML handler whose IdP (``IDP_ENTITY``) signs with ``idp``."""
     values: dict[str, Any] = {
