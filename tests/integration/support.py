@@ -8,14 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 import pytest
 import redis
@@ -427,3 +429,50 @@ def audit_rows(stack: Stack, event_id: str, kind: str) -> list[AuditRow]:
 def session_record(session_id: str, user_id: str) -> dict[str, Any]:
     """An IdP session for ``sessions import``."""
     return {"kind": "session", "session_id": session_id, "user_id": user_id}
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 and an ephemeral port, for one test.
+
+    ``lock`` guards what its handlers record; ``release`` ends any answer held back (a hung
+    endpoint) when the test stops the server.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+_S = TypeVar("_S", bound=LoopbackServer)
+
+
+class LoopbackServers(Generic[_S]):
+    """Runs servers for one test, each on its own thread, and stops them all afterwards."""
+
+    def __init__(self) -> None:
+        self._running: list[tuple[_S, threading.Thread]] = []
+
+    def start(self, server: _S) -> _S:
+        """Serve ``server`` until :meth:`close`."""
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        thread.start()
+        self._running.append((server, thread))
+        return server
+
+    def close(self) -> None:
+        """Release every held answer, stop every server and wait for its thread."""
+        for server, thread in self._running:
+            server.release.set()
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)

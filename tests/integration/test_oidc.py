@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,6 +31,8 @@ from orchestrator.validation import parse_event
 from protocols.oidc import generate_key
 
 from .support import (
+    LoopbackServer,
+    LoopbackServers,
     Stack,
     audit_rows,
     cli,
@@ -99,28 +100,23 @@ class LogoutToken:
     request: Received
 
 
-class RelyingParty(ThreadingHTTPServer):
+class RelyingParty(LoopbackServer):
     """A relying party's back-channel logout endpoint on 127.0.0.1 and an ephemeral port.
 
     Answers its n-th request with ``script[n - 1]`` (the last reply repeats) and remembers
     every request and when it answered.
     """
 
-    daemon_threads = True
-
     def __init__(self, name: str, script: Sequence[Reply]) -> None:
-        super().__init__(("127.0.0.1", 0), _Endpoint)
+        super().__init__(_Endpoint)
         self.name = name
         self.script = list(script) or [Reply()]
-        self.lock = threading.Lock()
         self.received: list[Received] = []
         self.answered: list[tuple[float, int]] = []
-        self.release = threading.Event()
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/backchannel-logout"
+        return f"{self.base_url}/backchannel-logout"
 
     def requests(self) -> list[Received]:
         with self.lock:
@@ -169,27 +165,11 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-class RelyingParties:
+class RelyingParties(LoopbackServers[RelyingParty]):
     """Starts relying parties for one test and stops them all afterwards."""
 
-    def __init__(self) -> None:
-        self._running: list[tuple[RelyingParty, threading.Thread]] = []
-
     def __call__(self, name: str, *script: Reply) -> RelyingParty:
-        server = RelyingParty(name, script)
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        thread.start()
-        self._running.append((server, thread))
-        return server
-
-    def close(self) -> None:
-        for server, thread in self._running:
-            server.release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+        return self.start(RelyingParty(name, script))
 
 
 @pytest.fixture

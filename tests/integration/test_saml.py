@@ -7,12 +7,11 @@ something worse. The IdP's certificate comes from ``logout-orchestrator saml met
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ from tests.saml_support import (
 )
 
 from .support import (
+    LoopbackServer,
+    LoopbackServers,
     Stack,
     audit_rows,
     cli,
@@ -139,29 +140,24 @@ def busy(rid: str, settings: OneLogin_Saml2_Settings, pair: KeyPair) -> tuple[in
     return 503, b"", 0.0
 
 
-class ServiceProvider(ThreadingHTTPServer):
+class ServiceProvider(LoopbackServer):
     """A SAML SP's SOAP Single Logout endpoint; answers its n-th request with ``script[n-1]``
     (the last repeats) after checking the request."""
 
-    daemon_threads = True
-
     def __init__(self, name: str, folder: Path, idp_cert: Path, script: Sequence[Answer]) -> None:
-        super().__init__(("127.0.0.1", 0), _Endpoint)
+        super().__init__(_Endpoint)
         self.name = name
         self.folder = folder / name
         self.folder.mkdir(parents=True)
         self.pair = make_pair(self.folder, "sp")
         self.idp_cert = idp_cert
         self.script = list(script)
-        self.lock = threading.Lock()
         self.checked: list[Checked] = []
-        self.release = threading.Event()
         self.settings = onelogin_settings(idp_cert.read_text(), self.url, want_signed=False)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/saml/sls"
+        return f"{self.base_url}/saml/sls"
 
     def check(self, body: bytes, headers: Message) -> Checked:
         """What an SP verifies: xmlsec1 for the signature, python3-saml for the message."""
@@ -172,8 +168,8 @@ class ServiceProvider(ThreadingHTTPServer):
         signature_ok, _ = xmlsec1_verify(body, self.idp_cert, LOGOUT_REQUEST, workdir)
         xml = etree.tostring(request).decode()
         message = OneLogin_Saml2_Logout_Request(self.settings, OneLogin_Saml2_Utils.b64encode(xml))
-        host, port = self.server_address[:2]
-        request_data = {"http_host": f"{host!s}:{port}", "script_name": "/saml/sls", "get_data": {}}
+        host = self.base_url.removeprefix("http://")
+        request_data = {"http_host": host, "script_name": "/saml/sls", "get_data": {}}
         valid = message.is_valid(request_data)
         name_id = OneLogin_Saml2_Logout_Request.get_nameid_data(xml)
         return Checked(
@@ -220,30 +216,17 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-class ServiceProviders:
+class ServiceProviders(LoopbackServers[ServiceProvider]):
     """Starts SPs for one test and stops them all afterwards."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__()
         self.folder = folder
         self.idp_cert: Path | None = None
-        self._running: list[tuple[ServiceProvider, threading.Thread]] = []
 
     def __call__(self, name: str, *script: Answer) -> ServiceProvider:
         assert self.idp_cert is not None, "read the IdP's metadata first"
-        server = ServiceProvider(name, self.folder, self.idp_cert, script or [signed()])
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        thread.start()
-        self._running.append((server, thread))
-        return server
-
-    def close(self) -> None:
-        for server, thread in self._running:
-            server.release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+        return self.start(ServiceProvider(name, self.folder, self.idp_cert, script or [signed()]))
 
 
 @pytest.fixture
