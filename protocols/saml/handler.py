@@ -96,10 +96,10 @@ class SamlHandler(ProtocolHandler):
             lifetime=self.settings.saml_request_lifetime,
         )
 
-    def _signed(self, sp: SamlProviderSettings, built: LogoutRequest) -> LogoutRequest:
+    def _sign(self, sp: SamlProviderSettings, built: LogoutRequest) -> None:
+        """Sign ``built`` in place (enveloped, after ``Issuer``) unless ``sign_requests`` is off."""
         if sp.sign_requests:
             sign_enveloped(built.element, self.identity.current.signing_key, after=built.issuer)
-        return built
 
     def backchannel_request(
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
@@ -109,7 +109,8 @@ class SamlHandler(ProtocolHandler):
             raise PermanentDeliveryError(
                 f"sls_binding {sp.sls_binding.value!r} is shown to the browser, not sent over SOAP"
             )
-        built = self._signed(sp, self.logout_request(provider, session, context))
+        built = self.logout_request(provider, session, context)
+        self._sign(sp, built)
         return BackchannelRequest(
             url=sp.sls_url,
             content=soap_envelope(built.element),
@@ -166,7 +167,7 @@ class SamlHandler(ProtocolHandler):
         built = self.logout_request(provider, session, context)
         relay_state = context.delivery_id
         if sp.sls_binding is SlsBinding.POST:
-            self._signed(sp, built)
+            self._sign(sp, built)
             return FrontchannelEntry(
                 provider=provider.name,
                 protocol=self.protocol,
