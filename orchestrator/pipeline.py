@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Table, Update, bindparam, func, select, updat
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, Problem
 from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work, is_settled, settled_entry
 from orchestrator.store import (
     Delivery,
@@ -59,6 +59,8 @@ from schemas import (
     SessionBindingViolation,
     SessionExpired,
     SessionRevoke,
+    SessionSeen,
+    SessionStarted,
     SessionTerminateOthers,
     UserRevokeAll,
 )
@@ -109,6 +111,7 @@ class HandleResult(StrEnum):
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
     COMPLETED = "completed"
+    RECORDED = "recorded"  # session activity (session.started / session.seen)
 
 
 def end_reason(event: Event) -> str:
@@ -161,9 +164,17 @@ class _Item:
 class EventProcessor:
     """Handles events, one or a batch at a time; safe from many threads and processes."""
 
-    def __init__(self, sessions: SessionFactory, fanout: FanOut) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        fanout: FanOut,
+        activity: Callable[[SessionStarted | SessionSeen], None] | None = None,
+    ) -> None:
+        """``activity`` handles ``session.started`` / ``session.seen`` (not logouts); without
+        one they are rejected with a reason."""
         self._engine = engine_of(sessions)
         self._fanout = fanout
+        self._activity = activity
 
     def handle(self, raw: Any, message_id: str) -> HandleResult:
         """Handle one event as published (a JSON object); see the module docstring."""
@@ -178,10 +189,13 @@ class EventProcessor:
             except InputError as exc:
                 item.problems = exc
                 item.result = HandleResult.REJECTED
+        for item in items:
+            if isinstance(item.event, SessionStarted | SessionSeen):
+                self._record_activity(item, item.event)
         rejected = [item for item in items if item.problems is not None]
         if rejected:
             self._reject(rejected)
-        valid = [item for item in items if item.event is not None]
+        valid = [item for item in items if item.event is not None and item.result is None]
         if valid:
             self._begin(valid)
             owned = [item for item in valid if item.begun is not None]
@@ -192,6 +206,21 @@ class EventProcessor:
                 outcomes = self._fanout.attempt(works)
                 self._finish(owned, works, outcomes)
         return [item.result or HandleResult.COMPLETED for item in items]
+
+    def _record_activity(self, item: _Item, event: SessionStarted | SessionSeen) -> None:
+        """Not a logout: record it and acknowledge; bad references are rejected."""
+        if self._activity is None:
+            problem = Problem("event", "type", f"{event.type} is not handled by this processor")
+            item.problems, item.event = InputError([problem]), None
+            item.result = HandleResult.REJECTED
+            return
+        try:
+            self._activity(event)
+        except InputError as exc:
+            item.problems, item.event = exc, None
+            item.result = HandleResult.REJECTED
+            return
+        item.result = HandleResult.RECORDED
 
     # -- rejection ---------------------------------------------------------------------
 
@@ -679,6 +708,8 @@ def _session_ended(event: Event, session_id: str, user_id: str, reason: str) -> 
         )
     if isinstance(event, LogoutUser) and event.plan_id is not None:
         detail["plan_id"] = event.plan_id
+    if isinstance(event, SessionRevoke) and event.reason is not None:
+        detail["reason"] = event.reason
     return AuditEntry(
         key=f"session.ended:{session_id}",
         type=AuditType.SESSION_ENDED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,13 +12,15 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from orchestrator.binding import BoundSession, InvalidAddressError, IpFacts
 from orchestrator.errors import InputError, LogoutError, Problem
+from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession, Provider, ProviderSession, SessionFactory, utcnow
 from orchestrator.validation import problems_from
 from protocols import ProtocolHandler
 from schemas import ProviderConfig, ProviderSessionRecord, SessionRecord, registry_record_adapter
 
-__all__ = ["ImportSummary", "SessionRegistry", "parse_providers_toml"]
+__all__ = ["FactsLookup", "ImportSummary", "SessionRegistry", "parse_providers_toml"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,31 @@ def parse_providers_toml(text: str, source: str = "providers file") -> list[Prov
     return configs
 
 
-class SessionRegistry:
-    """Write and read providers and sessions. Every method is one transaction."""
+#: Looks an address up for a session's binding; None when no GeoIP database is configured.
+FactsLookup = Callable[[str], IpFacts]
 
-    def __init__(self, sessions: SessionFactory, handlers: Mapping[str, ProtocolHandler]) -> None:
+_BOUND_FACTS = ("asn", "as_network", "continent", "country", "city")
+
+
+class SessionRegistry:
+    """Write and read providers and sessions. Every method is one transaction.
+
+    New sessions get their absolute deadline from ``policy`` unless the record gives one;
+    a bound session (``network_binding``/``geoip_binding``) whose record carries no login
+    facts gets them from ``lookup`` (the GeoIP databases) when there is one.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        handlers: Mapping[str, ProtocolHandler],
+        policy: SessionPolicy | None = None,
+        lookup: FactsLookup | None = None,
+    ) -> None:
         self._sessions = sessions
         self._handlers = handlers
+        self._policy = policy or SessionPolicy()
+        self._lookup = lookup
 
     # -- providers ---------------------------------------------------------------------
 
@@ -126,17 +147,26 @@ class SessionRegistry:
         user_agent: str | None = None,
         created: datetime | None = None,
         expires: datetime | None = None,
+        **extra: Any,
     ) -> None:
-        """Record (or update) an IdP session."""
-        record = SessionRecord(
-            kind="session",
-            session_id=session_id,
-            user_id=user_id,
-            ip=ip,
-            user_agent=user_agent,
-            created=created,
-            expires=expires,
-        )
+        """Record (or update) an IdP session; ``extra``: the other :class:`SessionRecord`
+        fields (``remember_me``, ``network_binding``, ...)."""
+        values = {
+            "ip": ip,
+            "user_agent": user_agent,
+            "created": created,
+            "expires": expires,
+            **extra,
+        }
+        try:
+            record = SessionRecord(
+                kind="session",
+                session_id=session_id,
+                user_id=user_id,
+                **{k: v for k, v in values.items() if v is not None},
+            )
+        except ValidationError as exc:
+            raise InputError(problems_from(exc, f"session {session_id!r}")) from exc
         self.import_records([record])
 
     def record_provider_session(self, session_id: str, provider: str, **ids: str | None) -> None:
@@ -185,16 +215,28 @@ class SessionRegistry:
             self._check_references(db, sessions, links, where)
             for rec in sessions:
                 row = db.get(IdpSession, rec.session_id)
+                given = rec.model_fields_set
                 if row is None:
                     now = utcnow()
+                    started = rec.created or now
                     row = IdpSession(
                         session_id=rec.session_id,
                         user_id=rec.user_id,
-                        created_at=rec.created or now,
-                        last_seen=rec.last_seen or rec.created or now,
+                        created_at=started,
+                        last_seen=rec.last_seen or started,
+                        expires_at=self._policy.expires_at(
+                            started,
+                            remember_me=rec.remember_me,
+                            stay_signed_in=rec.stay_signed_in,
+                        ),
+                        remember_me=rec.remember_me,
+                        stay_signed_in=rec.stay_signed_in,
+                        network_binding=rec.network_binding,
+                        geoip_binding=rec.geoip_binding,
                     )
                     db.add(row)
                     created += 1
+                    self._record_facts(row, rec, where.get(id(rec)))
                 else:
                     if row.user_id != rec.user_id:
                         raise InputError(
@@ -209,6 +251,13 @@ class SessionRegistry:
                     updated += 1
                     if rec.last_seen is not None:
                         row.last_seen = rec.last_seen
+                    for name in ("remember_me", "stay_signed_in", "network_binding"):
+                        if name in given:
+                            setattr(row, name, getattr(rec, name))
+                    if "geoip_binding" in given:
+                        row.geoip_binding = rec.geoip_binding
+                    if given & {"ip", "network_binding", "geoip_binding", *_BOUND_FACTS}:
+                        self._record_facts(row, rec, where.get(id(rec)))
                 row.expires_at = rec.expires or row.expires_at
                 row.ip = rec.ip or row.ip
                 row.user_agent = rec.user_agent or row.user_agent
@@ -237,6 +286,26 @@ class SessionRegistry:
                             setattr(existing, key, value)
                     updated += 1
         return ImportSummary(created, updated)
+
+    def _record_facts(self, row: IdpSession, rec: SessionRecord, label: str | None) -> None:
+        """The login address's facts a binding compares with: given, or looked up."""
+        given = {name: getattr(rec, name) for name in _BOUND_FACTS}
+        if any(value is not None for value in given.values()):
+            for name, value in given.items():
+                setattr(row, name, value)
+            return
+        bound = row.network_binding != "no_binding" or row.geoip_binding != "no_binding"
+        address = rec.ip or row.ip
+        if not bound or address is None or self._lookup is None:
+            return
+        try:
+            facts = self._lookup(address)
+        except InvalidAddressError as exc:
+            where = label or f"session {rec.session_id!r}"
+            raise InputError([Problem(where, "ip", str(exc))]) from exc
+        login = BoundSession.at_login(rec.session_id, facts)
+        for name in _BOUND_FACTS:
+            setattr(row, name, getattr(login, name))
 
     @staticmethod
     def _check_references(

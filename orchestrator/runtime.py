@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from orchestrator.activity import SessionActivity
+from orchestrator.binding import GeoipReader
 from orchestrator.fanout import FanOut, RetryScheduler
 from orchestrator.pipeline import EventProcessor
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
+from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
 from orchestrator.store import SessionFactory, make_engine, make_session_factory, upgrade
 from protocols import ProtocolHandler, load_handlers
+from schemas import Event
 
 __all__ = ["Runtime"]
 
@@ -30,6 +34,7 @@ class Runtime:
     sessions: SessionFactory
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
+    _geoip: GeoipReader | None = field(default=None, repr=False)
     _builders: ThreadPoolExecutor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -52,8 +57,29 @@ class Runtime:
         return cls(settings, engine, make_session_factory(engine), loaded)
 
     @property
+    def policy(self) -> SessionPolicy:
+        return SessionPolicy.from_settings(self.settings)
+
+    @property
     def registry(self) -> SessionRegistry:
-        return SessionRegistry(self.sessions, self.handlers)
+        lookup = self.geoip().lookup if self.has_geoip else None
+        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup)
+
+    @property
+    def has_geoip(self) -> bool:
+        """True when a GeoIP City or ASN database is configured."""
+        return self.settings.geoip_city_db is not None or self.settings.geoip_asn_db is not None
+
+    def geoip(self) -> GeoipReader:
+        """The process's GeoIP reader (the configured databases), opened on first use."""
+        with self._lock:
+            if self._geoip is None:
+                self._geoip = GeoipReader(self.settings.geoip_city_db, self.settings.geoip_asn_db)
+            return self._geoip
+
+    def activity(self, end: Callable[[Sequence[Event]], None]) -> SessionActivity:
+        """Session starts and sightings; ``end`` takes the revocations the session limit makes."""
+        return SessionActivity(self.sessions, self.registry, self.policy, end)
 
     def sender(self) -> HttpSender:
         """The process's HTTP sender, started on first use."""
@@ -77,9 +103,24 @@ class Runtime:
             max_delay=s.retry_max_delay,
         )
 
-    def processor(self, schedule: RetryScheduler) -> EventProcessor:
-        """An event processor whose transient failures are retried through ``schedule``."""
-        return EventProcessor(self.sessions, self.fanout(schedule))
+    def processor(
+        self, schedule: RetryScheduler, end: Callable[[Sequence[Event]], None] | None = None
+    ) -> EventProcessor:
+        """An event processor whose transient failures are retried through ``schedule``.
+
+        Sessions the session limit ends go to ``end`` (the worker publishes them); by
+        default this processor handles them at once, in the caller's thread.
+        """
+        processor: list[EventProcessor] = []
+
+        def in_process(events: Sequence[Event]) -> None:
+            processor[0].handle_batch(
+                [(e.model_dump(mode="json"), f"local:{e.event_id}") for e in events]
+            )
+
+        activity = self.activity(end or in_process)
+        processor.append(EventProcessor(self.sessions, self.fanout(schedule), activity.handle))
+        return processor[0]
 
     def fanout(self, schedule: RetryScheduler) -> FanOut:
         # Covers building, one send (at most delivery_timeout) and recording, with room to spare.
@@ -107,4 +148,7 @@ class Runtime:
             if self._builders is not None:
                 self._builders.shutdown()
                 self._builders = None
+            if self._geoip is not None:
+                self._geoip.close()
+                self._geoip = None
         self.engine.dispose()

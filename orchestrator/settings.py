@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +24,8 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from orchestrator.binding.evaluate import UnlistedAddressPolicy
+from orchestrator.durations import Duration, OptionalDuration
 from orchestrator.errors import ConfigurationError
 
 __all__ = ["BROKER_SCHEMES", "Settings", "default_data_dir", "redact_url"]
@@ -102,6 +105,33 @@ class Settings(BaseSettings):
     signing_threads: int = Field(default=2, ge=1, le=64)
     max_concurrent_per_host: int = Field(default=8, ge=1)
     response_body_limit: int = Field(default=64 * 1024, ge=1024)
+
+    # Session policy (durations: ``hours=1,minutes=30`` or ``1h30m``; ``-1`` disables).
+    session_duration: Duration = Field(
+        default=timedelta(days=1), description="a new session's lifetime; 0 = browser session"
+    )
+    session_stay_signed_in_offset: Duration = Field(
+        default=timedelta(0), description="added to session_duration when 'stay signed in'"
+    )
+    session_remember_me_lifetime: OptionalDuration = Field(
+        default=None, description="lifetime of a remember-me session instead of the above"
+    )
+    session_absolute_lifetime: OptionalDuration = Field(
+        default=None, description="hard cap on any session's age since login"
+    )
+    session_idle_timeout: OptionalDuration = Field(
+        default=None, description="a session unseen this long expires"
+    )
+    max_sessions_per_user: int = Field(
+        default=0, ge=0, description="over it the oldest sessions end; 0 = unlimited"
+    )
+    expiry_interval: float = Field(default=30.0, gt=0, description="seconds between sweeps")
+    expiry_batch: int = Field(default=500, ge=1, le=10_000)
+    expiry_max_per_sweep: int = Field(default=20_000, ge=1)
+
+    geoip_city_db: Path | None = Field(default=None, description="MaxMind City database")
+    geoip_asn_db: Path | None = Field(default=None, description="MaxMind ASN database")
+    binding_unlisted_addresses: UnlistedAddressPolicy = UnlistedAddressPolicy.ALLOW
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -2,6 +2,7 @@
 
 from schemas.audit import BINDING_LOGOUT_REASON, AuditRecord, AuditType
 from schemas.events import (
+    ACTIVITY_EVENT_TYPES,
     ASN,
     BINDING_REASONS,
     EVENT_TYPES,
@@ -17,6 +18,8 @@ from schemas.events import (
     SessionBindingViolation,
     SessionExpired,
     SessionRevoke,
+    SessionSeen,
+    SessionStarted,
     SessionTerminateOthers,
     UserRevokeAll,
     event_adapter,
@@ -30,6 +33,7 @@ from schemas.registry import (
 )
 
 __all__ = [
+    "ACTIVITY_EVENT_TYPES",
     "ASN",
     "BINDING_LOGOUT_REASON",
     "BINDING_REASONS",
@@ -52,6 +56,8 @@ __all__ = [
     "SessionExpired",
     "SessionRecord",
     "SessionRevoke",
+    "SessionSeen",
+    "SessionStarted",
     "SessionTerminateOthers",
     "UserRevokeAll",
     "event_adapter",

@@ -19,6 +19,7 @@ class AuditType(StrEnum):
     EVENT_RECEIVED = "event.received"
     EVENT_REJECTED = "event.rejected"
     EVENT_DUPLICATE = "event.duplicate"
+    SESSION_STARTED = "session.started"
     SESSION_ENDED = "session.ended"
     SESSION_NOT_FOUND = "session.not_found"
     DELIVERY_SUCCEEDED = "delivery.succeeded"

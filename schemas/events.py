@@ -11,7 +11,10 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from schemas.registry import GeoipBindingMode, NetworkBindingMode
+
 __all__ = [
+    "ACTIVITY_EVENT_TYPES",
     "ASN",
     "BINDING_REASONS",
     "EVENT_TYPES",
@@ -29,6 +32,8 @@ __all__ = [
     "SessionBindingViolation",
     "SessionExpired",
     "SessionRevoke",
+    "SessionSeen",
+    "SessionStarted",
     "SessionTerminateOthers",
     "UserRevokeAll",
     "event_adapter",
@@ -105,10 +110,13 @@ class LogoutProvider(EventBase):
 
 
 class SessionRevoke(EventBase):
-    """An admin ends one session."""
+    """An admin (or a policy, such as the per-user session limit) ends one session."""
 
     type: Literal["session.revoke"] = "session.revoke"
     session_id: NonEmpty
+    reason: str | None = Field(
+        default=None, max_length=255, description="Why, for the audit trail (optional)."
+    )
 
 
 class UserRevokeAll(EventBase):
@@ -180,6 +188,30 @@ class SessionBindingViolation(EventBase):
     http_request: HttpRequest = Field(default_factory=HttpRequest)
 
 
+class SessionStarted(EventBase):
+    """A user logged in: the IdP session exists from now on (not a logout)."""
+
+    type: Literal["session.started"] = "session.started"
+    session_id: NonEmpty
+    user_id: NonEmpty
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = None
+    remember_me: bool = False
+    stay_signed_in: bool = False
+    network_binding: NetworkBindingMode = "no_binding"
+    geoip_binding: GeoipBindingMode = "no_binding"
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Default: from the session policy."
+    )
+
+
+class SessionSeen(EventBase):
+    """The session was active at ``occurred_at`` (for the idle timeout; not a logout)."""
+
+    type: Literal["session.seen"] = "session.seen"
+    session_id: NonEmpty
+
+
 Event = Annotated[
     LogoutUser
     | LogoutProvider
@@ -187,7 +219,9 @@ Event = Annotated[
     | UserRevokeAll
     | SessionTerminateOthers
     | SessionExpired
-    | SessionBindingViolation,
+    | SessionBindingViolation
+    | SessionStarted
+    | SessionSeen,
     Field(discriminator="type"),
 ]
 
@@ -199,6 +233,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "session.terminate_others",
     "session.expired",
     "session.binding_violation",
+    "session.started",
+    "session.seen",
 )
+
+#: Events that report a session's life rather than end it.
+ACTIVITY_EVENT_TYPES: tuple[str, ...] = ("session.started", "session.seen")
 
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -7,7 +7,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
+    "GEOIP_BINDINGS",
+    "NETWORK_BINDINGS",
     "PROVIDER_NAME_PATTERN",
+    "GeoipBindingMode",
+    "NetworkBindingMode",
     "ProviderConfig",
     "ProviderSessionRecord",
     "RegistryRecord",
@@ -18,6 +22,13 @@ __all__ = [
 PROVIDER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$"
 _Id = Annotated[str, Field(min_length=1, max_length=255)]
 _Opt = Annotated[str | None, Field(default=None, max_length=255)]
+
+NetworkBindingMode = Literal["no_binding", "bind_asn", "bind_asn_network", "bind_asn_network_ip"]
+GeoipBindingMode = Literal[
+    "no_binding", "bind_continent", "bind_continent_country", "bind_continent_country_city"
+]
+NETWORK_BINDINGS: tuple[str, ...] = NetworkBindingMode.__args__  # type: ignore[attr-defined]
+GEOIP_BINDINGS: tuple[str, ...] = GeoipBindingMode.__args__  # type: ignore[attr-defined]
 
 
 class ProviderConfig(BaseModel):
@@ -48,9 +59,22 @@ class SessionRecord(BaseModel):
     user_id: _Id
     created: AwareDatetime | None = None
     last_seen: AwareDatetime | None = None
-    expires: AwareDatetime | None = None
+    expires: AwareDatetime | None = Field(
+        default=None, description="Default: from the session policy (session_duration, ...)."
+    )
     ip: Annotated[str | None, Field(default=None, max_length=64)]
     user_agent: str | None = None
+    remember_me: bool = False
+    stay_signed_in: bool = False
+    network_binding: NetworkBindingMode = "no_binding"
+    geoip_binding: GeoipBindingMode = "no_binding"
+    asn: int | None = Field(
+        default=None, description="Recorded at login; looked up from ip when absent."
+    )
+    as_network: Annotated[str | None, Field(default=None, max_length=64)]
+    continent: Annotated[str | None, Field(default=None, max_length=8)]
+    country: Annotated[str | None, Field(default=None, max_length=8)]
+    city: _Opt
 
 
 class ProviderSessionRecord(BaseModel):

@@ -14,6 +14,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from orchestrator.errors import LogoutError
+from orchestrator.expiry import ExpirySweeper, SweepReport
 from orchestrator.pipeline import EventProcessor
 from orchestrator.publishing import (
     DELIVER_ACTOR,
@@ -52,6 +53,18 @@ class Actors:
     def republish(self, event: Event, message_id: str) -> None:
         self.publisher.enqueue([event], [message_id])
 
+    def sweep_expired(self) -> SweepReport:
+        """Publish ``session.expired`` for each session past its idle or absolute limit."""
+        settings = self.runtime.settings
+        return ExpirySweeper(
+            self.runtime.sessions,
+            self.runtime.policy,
+            self.publisher.enqueue,
+            batch=settings.expiry_batch,
+            max_per_sweep=settings.expiry_max_per_sweep,
+            grace=settings.recovery_grace,
+        ).sweep()
+
     def recover(self) -> RecoveryReport:
         """Re-publish stuck events and re-schedule overdue deliveries."""
         return recover(
@@ -71,8 +84,11 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         scheduler[0].schedule(delivery_id, delay)
 
     fanout = runtime.fanout(schedule)  # one per process: events and retries share it
+    publisher = Publisher(broker, namespace)
+    # Sessions the per-user limit ends are published like any other revocation.
+    activity = runtime.activity(publisher.enqueue)
     batcher = EventBatcher(
-        EventProcessor(runtime.sessions, fanout),
+        EventProcessor(runtime.sessions, fanout, activity.handle),
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
     )
@@ -99,7 +115,7 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
             queue_name=deliveries_queue(namespace),
             max_retries=_MAX_RETRIES,
         )(deliver),
-        publisher=Publisher(broker, namespace),
+        publisher=publisher,
         runtime=runtime,
     )
     scheduler.append(actors)

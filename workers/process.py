@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,23 +38,38 @@ def embedded(settings: Settings, runtime: Runtime | None = None) -> Iterator[Act
     actors = declare_actors(broker, runtime)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=50)
     worker.start()
+    stop = threading.Event()
+    _start_periodic(actors, stop)
     try:
         actors.recover()
         yield actors
     finally:
+        stop.set()
         worker.stop()
         broker.close()
         if own:
             runtime.close()
 
 
-def _recovery_loop(actors: Actors, stop: threading.Event) -> None:
-    interval = actors.runtime.settings.recovery_interval
+def _every(interval: float, job: Callable[[], object], name: str, stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
-            actors.recover()
+            job()
         except Exception:  # noqa: BLE001 - a failed sweep is logged and tried next interval
-            _log.exception("recovery sweep failed")
+            _log.exception("periodic job failed", job=name)
+
+
+def _start_periodic(actors: Actors, stop: threading.Event) -> None:
+    """The recovery sweep and the expiry sweep, each on its own daemon thread."""
+    settings = actors.runtime.settings
+    jobs = (
+        ("recovery", settings.recovery_interval, actors.recover),
+        ("expiry", settings.expiry_interval, actors.sweep_expired),
+    )
+    for name, interval, job in jobs:
+        threading.Thread(
+            target=_every, args=(interval, job, name, stop), name=f"logout-{name}", daemon=True
+        ).start()
 
 
 def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None = None) -> int:
@@ -88,8 +103,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
         broker=settings.broker_url.split(":", 1)[0],
         protocols=sorted(runtime.handlers),
     )
-    sweeper = threading.Thread(target=_recovery_loop, args=(actors, stop), daemon=True)
-    sweeper.start()
+    _start_periodic(actors, stop)
     try:
         actors.recover()
         while not stop.wait(1.0):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -117,7 +118,29 @@ class IdpSession(Base):
     """A session at the IdP itself."""
 
     __tablename__ = "idp_sessions"
-    __table_args__ = (Index("ix_idp_sessions_user_active", "user_id", "ended_at"),)
+    __table_args__ = (
+        Index("ix_idp_sessions_user_active", "user_id", "ended_at"),
+        # The expiry sweeper's two scans: only open, unclaimed sessions are indexed.
+        Index(
+            "ix_idp_sessions_due_absolute",
+            "expires_at",
+            postgresql_where=text("ended_at IS NULL AND expiry_claimed_at IS NULL"),
+            sqlite_where=text("ended_at IS NULL AND expiry_claimed_at IS NULL"),
+        ),
+        Index(
+            "ix_idp_sessions_due_idle",
+            "last_seen",
+            postgresql_where=text("ended_at IS NULL AND expiry_claimed_at IS NULL"),
+            sqlite_where=text("ended_at IS NULL AND expiry_claimed_at IS NULL"),
+        ),
+        # Expiries claimed but not (yet) carried out: the sweeper's check for lost ones.
+        Index(
+            "ix_idp_sessions_expiry_claimed",
+            "expiry_claimed_at",
+            postgresql_where=text("ended_at IS NULL AND expiry_claimed_at IS NOT NULL"),
+            sqlite_where=text("ended_at IS NULL AND expiry_claimed_at IS NOT NULL"),
+        ),
+    )
 
     session_id: Mapped[str] = mapped_column(_ID, primary_key=True)
     user_id: Mapped[str] = mapped_column(_ID)
@@ -129,6 +152,18 @@ class IdpSession(Base):
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(String(64))
     ended_by_event: Mapped[str | None] = mapped_column(String(36), index=True)
+    remember_me: Mapped[bool] = mapped_column(Boolean, default=False)
+    stay_signed_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Network / GeoIP binding: the modes the login chose and what its address looked like.
+    network_binding: Mapped[str] = mapped_column(String(32), default="no_binding")
+    geoip_binding: Mapped[str] = mapped_column(String(32), default="no_binding")
+    asn: Mapped[int | None] = mapped_column(Integer)
+    as_network: Mapped[str | None] = mapped_column(String(64))
+    continent: Mapped[str | None] = mapped_column(String(8))
+    country: Mapped[str | None] = mapped_column(String(8))
+    city: Mapped[str | None] = mapped_column(_ID)
+    #: Set when the expiry sweeper publishes this session's ``session.expired``.
+    expiry_claimed_at: Mapped[datetime | None]
 
 
 class ProviderSession(Base):

@@ -30,6 +30,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "binding": {"reason": "network.asn", "previous_value": "1", "new_value": "2"},
         "ip": {"previous": "1.2.3.4", "new": "5.6.7.8"},
     },
+    "session.started": {"session_id": "s-1", "user_id": "u-1"},
+    "session.seen": {"session_id": "s-1"},
 }
 
 

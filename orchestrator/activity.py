@@ -1,0 +1,153 @@
+"""Session activity reported by IdP components: a login started a session, a session was seen.
+
+Both are idempotent, so a redelivered message or a repeated call is harmless: a start
+upserts the session (its deadline from the :class:`SessionPolicy`, its login facts for the
+binding) and audits ``session.started`` once; a sighting moves ``last_seen`` forward only.
+
+Over the per-user limit (``max_sessions_per_user``) a start ends the user's oldest other
+sessions: one ``session.revoke`` each (initiator ``policy``, with the reason), handed to
+``end`` (the worker publishes them), so every ended session gets its full logout fan-out
+and audit trail. Their ``event_id`` is derived from the start's, so a start handled twice
+ends nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import Connection, Table, select, update
+
+from orchestrator.audit import AuditEntry, emit, write_audit
+from orchestrator.registry import SessionRegistry
+from orchestrator.session_policy import SessionPolicy
+from orchestrator.store import IdpSession, SessionFactory
+from orchestrator.store.sql import engine_of
+from schemas import AuditType, Event, SessionRevoke, SessionSeen, SessionStarted
+
+__all__ = ["LIMIT_ACTOR", "SessionActivity", "limit_revoke_id"]
+
+_SESSIONS = cast(Table, IdpSession.__table__)
+#: The ``actor`` of the revocations the session limit makes.
+LIMIT_ACTOR = "session-limit"
+_IDS = uuid.UUID("6f1c3c5e-52a8-4a53-9a41-3b0a4f0f6a11")
+
+
+def limit_revoke_id(started_event_id: str, session_id: str) -> uuid.UUID:
+    """The ``event_id`` of the revocation of ``session_id`` caused by one start."""
+    return uuid.uuid5(_IDS, f"session-limit:{started_event_id}:{session_id}")
+
+
+class SessionActivity:
+    """Record starts and sightings; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        registry: SessionRegistry,
+        policy: SessionPolicy,
+        end: Callable[[Sequence[Event]], None],
+    ) -> None:
+        self._engine = engine_of(sessions)
+        self._registry = registry
+        self._policy = policy
+        self._end = end
+
+    def handle(self, event: SessionStarted | SessionSeen) -> None:
+        """Handle an activity event as published."""
+        if isinstance(event, SessionStarted):
+            self.started(event)
+        else:
+            self.seen(event.session_id, event.occurred_at)
+
+    def started(self, event: SessionStarted) -> list[SessionRevoke]:
+        """Record the new session; end the oldest others over the limit (returned)."""
+        self._registry.record_session(
+            event.session_id,
+            event.user_id,
+            ip=event.ip,
+            user_agent=event.user_agent,
+            created=event.occurred_at,
+            expires=event.expires_at,
+            remember_me=event.remember_me,
+            stay_signed_in=event.stay_signed_in,
+            network_binding=event.network_binding,
+            geoip_binding=event.geoip_binding,
+        )
+        entry = AuditEntry(
+            key=f"session.started:{event.session_id}",
+            type=AuditType.SESSION_STARTED,
+            outcome="started",
+            event_id=str(event.event_id),
+            user_id=event.user_id,
+            session_id=event.session_id,
+            detail={
+                "initiator": event.initiator,
+                "remember_me": event.remember_me,
+                "stay_signed_in": event.stay_signed_in,
+                "network_binding": event.network_binding,
+                "geoip_binding": event.geoip_binding,
+            },
+        )
+        with self._engine.begin() as conn:
+            records = write_audit(conn, [entry])
+            over = self._over_limit(conn, event.user_id, event.session_id)
+        emit(records)
+        revokes = [self._revoke(event, session_id) for session_id in over]
+        if revokes:
+            self._end(revokes)
+        return revokes
+
+    def _over_limit(self, conn: Connection, user_id: str, keep: str) -> list[str]:
+        limit = self._policy.max_sessions_per_user
+        if limit <= 0:
+            return []
+        open_sessions = list(
+            conn.scalars(
+                select(_SESSIONS.c.session_id)
+                .where(_SESSIONS.c.user_id == user_id, _SESSIONS.c.ended_at.is_(None))
+                .order_by(_SESSIONS.c.created_at.desc(), _SESSIONS.c.session_id.desc())
+            )
+        )
+        if keep in open_sessions:  # the new one always stays
+            open_sessions.remove(keep)
+            open_sessions.insert(0, keep)
+        return list(reversed(open_sessions[limit:]))  # oldest first
+
+    def _revoke(self, started: SessionStarted, session_id: str) -> SessionRevoke:
+        limit = self._policy.max_sessions_per_user
+        return SessionRevoke(
+            event_id=limit_revoke_id(str(started.event_id), session_id),
+            occurred_at=datetime.now(UTC),
+            initiator="policy",
+            actor=LIMIT_ACTOR,
+            session_id=session_id,
+            reason=(
+                f"concurrent session limit: user has more than {limit} session"
+                f"{'s' if limit != 1 else ''} after login to {started.session_id}"
+            ),
+        )
+
+    def seen(self, session_id: str, at: datetime | None = None) -> bool:
+        """Move ``last_seen`` forward to ``at`` (default now); False if unknown or ended."""
+        when = at or datetime.now(UTC)
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(_SESSIONS)
+                .where(
+                    _SESSIONS.c.session_id == session_id,
+                    _SESSIONS.c.ended_at.is_(None),
+                    _SESSIONS.c.last_seen < when,
+                )
+                .values(last_seen=when)
+            )
+            if result.rowcount:
+                return True
+            known = conn.scalar(
+                select(_SESSIONS.c.session_id).where(
+                    _SESSIONS.c.session_id == session_id, _SESSIONS.c.ended_at.is_(None)
+                )
+            )
+        return known is not None

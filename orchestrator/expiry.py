@@ -1,0 +1,172 @@
+"""The expiry sweeper: publish ``session.expired`` once for each session past a limit.
+
+Every worker process sweeps every ``expiry_interval`` seconds. A sweep takes due sessions in
+batches: open, not yet claimed, past their absolute deadline (``expires_at``) or unseen for
+the idle timeout; both scans use a partial index of open, unclaimed sessions, so a sweep
+costs the same with a million quiet sessions as with ten. Rows are locked with
+``FOR UPDATE SKIP LOCKED`` (PostgreSQL; other processes take other rows) and claimed with a
+conditional ``UPDATE ... WHERE expiry_claimed_at IS NULL RETURNING``, so of several
+processes on several machines exactly one publishes each session's expiry, even where row
+locks do not exist (SQLite). Work per sweep is bounded by ``expiry_max_per_sweep``.
+
+The event's ``event_id`` is derived from the session id, so even the rare re-publication
+(a process died between claiming and publishing: claims older than the grace period whose
+session is still open are published again) is handled once by the pipeline.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, cast
+
+import structlog
+from sqlalchemy import Connection, Select, Table, select, update
+from sqlalchemy.sql import ColumnElement
+
+from orchestrator.session_policy import SessionPolicy
+from orchestrator.store import IdpSession, SessionFactory, utcnow
+from orchestrator.store.sql import engine_of
+from schemas import Event, SessionExpired
+
+__all__ = ["ExpirySweeper", "SweepReport", "expiry_event_id"]
+
+_log = structlog.get_logger("logout.expiry")
+_SESSIONS = cast(Table, IdpSession.__table__)
+_IDS = uuid.UUID("0b6f2f8e-8f7b-4c55-bb0e-2f3b1c1d9e27")
+
+Reason = Literal["absolute", "idle"]
+
+
+def expiry_event_id(session_id: str) -> uuid.UUID:
+    """The one ``event_id`` a session's ``session.expired`` ever has."""
+    return uuid.uuid5(_IDS, f"session.expired:{session_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one sweep published: new expiries, and lost ones published again."""
+
+    published: int
+    republished: int
+
+
+class ExpirySweeper:
+    """Find due sessions, claim them, publish their expiry; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        policy: SessionPolicy,
+        publish: Callable[[Sequence[Event]], None],
+        *,
+        batch: int = 500,
+        max_per_sweep: int = 20_000,
+        grace: float = 300.0,
+    ) -> None:
+        self._engine = engine_of(sessions)
+        self._policy = policy
+        self._publish = publish
+        self._batch = batch
+        self._max = max_per_sweep
+        self._grace = timedelta(seconds=grace)
+
+    def sweep(self, now: datetime | None = None) -> SweepReport:
+        """One sweep: claim and publish due sessions in batches, at most ``max_per_sweep``."""
+        now = now or utcnow()
+        published = 0
+        while published < self._max:
+            claimed = self._claim_batch(now, min(self._batch, self._max - published))
+            if not claimed:
+                break
+            self._publish([_expired(session_id, reason, now) for session_id, reason in claimed])
+            published += len(claimed)
+        republished = self._republish_lost(now)
+        if published or republished:
+            _log.info("sessions expired", published=published, republished=republished)
+        return SweepReport(published, republished)
+
+    def _claim_batch(self, now: datetime, limit: int) -> list[tuple[str, Reason]]:
+        open_unclaimed = (_SESSIONS.c.ended_at.is_(None), _SESSIONS.c.expiry_claimed_at.is_(None))
+        with self._engine.begin() as conn:
+            due: dict[str, Reason] = dict.fromkeys(
+                _locked(
+                    conn,
+                    select(_SESSIONS.c.session_id)
+                    .where(*open_unclaimed, _SESSIONS.c.expires_at <= now)
+                    .order_by(_SESSIONS.c.expires_at),
+                    limit,
+                ),
+                "absolute",
+            )
+            idle_since = self._policy.idle_since(now)
+            if idle_since is not None and len(due) < limit:
+                for session_id in _locked(
+                    conn,
+                    select(_SESSIONS.c.session_id)
+                    .where(*open_unclaimed, _SESSIONS.c.last_seen < idle_since)
+                    .order_by(_SESSIONS.c.last_seen),
+                    limit - len(due),
+                ):
+                    due.setdefault(session_id, "idle")
+            won = _claim(conn, list(due), now, _SESSIONS.c.expiry_claimed_at.is_(None))
+        return [(session_id, reason) for session_id, reason in due.items() if session_id in won]
+
+    def _republish_lost(self, now: datetime) -> int:
+        """Claims older than the grace period whose session is still open: publish again."""
+        lost = (_SESSIONS.c.ended_at.is_(None), _SESSIONS.c.expiry_claimed_at < now - self._grace)
+        with self._engine.begin() as conn:
+            candidates = _locked(conn, select(_SESSIONS.c.session_id).where(*lost), self._batch)
+            again = _claim(conn, candidates, now, *lost)
+            expires = dict(
+                conn.execute(
+                    select(_SESSIONS.c.session_id, _SESSIONS.c.expires_at).where(
+                        _SESSIONS.c.session_id.in_(sorted(again))
+                    )
+                ).tuples()
+            )
+        if again:
+            self._publish(
+                [
+                    _expired(
+                        sid, "absolute" if (e := expires.get(sid)) and e <= now else "idle", now
+                    )
+                    for sid in sorted(again)
+                ]
+            )
+        return len(again)
+
+
+def _locked(conn: Connection, statement: Select[tuple[str]], limit: int) -> list[str]:
+    """Ids from ``statement``, at most ``limit``, row-locked (skipping locked rows) where the
+    database can."""
+    return list(conn.scalars(statement.limit(limit).with_for_update(skip_locked=True)))
+
+
+def _claim(
+    conn: Connection, session_ids: list[str], now: datetime, *still: ColumnElement[bool]
+) -> set[str]:
+    """Claim the sessions that still match ``still``; the ids actually claimed."""
+    if not session_ids:
+        return set()
+    return set(
+        conn.scalars(
+            update(_SESSIONS)
+            .where(_SESSIONS.c.session_id.in_(session_ids), _SESSIONS.c.ended_at.is_(None), *still)
+            .values(expiry_claimed_at=now)
+            .returning(_SESSIONS.c.session_id)
+        )
+    )
+
+
+def _expired(session_id: str, reason: Reason, now: datetime) -> SessionExpired:
+    return SessionExpired(
+        event_id=expiry_event_id(session_id),
+        occurred_at=now.astimezone(UTC),
+        initiator="system",
+        actor="expiry-sweeper",
+        session_id=session_id,
+        reason=reason,
+    )
