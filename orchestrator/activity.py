@@ -7,8 +7,9 @@ binding) and audits ``session.started`` once; a sighting moves ``last_seen`` for
 Over the per-user limit (``max_sessions_per_user``) a start ends the user's oldest other
 sessions: one ``session.revoke`` each (initiator ``policy``, with the reason), handed to
 ``end`` (the worker publishes them), so every ended session gets its full logout fan-out
-and audit trail. Their ``event_id`` is derived from the start's, so a start handled twice
-ends nothing twice.
+and audit trail. A revocation's ``event_id`` is derived from the session it ends, so a start
+handled twice, or a later start that sees the session still open because its revocation is
+still queued, ends nothing twice (the pipeline drops the repeat as a duplicate).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ LIMIT_ACTOR = "session-limit"
 _IDS = uuid.UUID("6f1c3c5e-52a8-4a53-9a41-3b0a4f0f6a11")
 
 
-def limit_revoke_id(started_event_id: str, session_id: str) -> uuid.UUID:
-    """The ``event_id`` of the revocation of ``session_id`` caused by one start."""
-    return uuid.uuid5(_IDS, f"session-limit:{started_event_id}:{session_id}")
+def limit_revoke_id(session_id: str) -> uuid.UUID:
+    """The one ``event_id`` of the session limit's revocation of ``session_id``."""
+    return uuid.uuid5(_IDS, f"session-limit:{session_id}")
 
 
 class SessionActivity:
@@ -119,7 +120,7 @@ class SessionActivity:
     def _revoke(self, started: SessionStarted, session_id: str) -> SessionRevoke:
         limit = self._policy.max_sessions_per_user
         return SessionRevoke(
-            event_id=limit_revoke_id(str(started.event_id), session_id),
+            event_id=limit_revoke_id(session_id),
             occurred_at=datetime.now(UTC),
             initiator="policy",
             actor=LIMIT_ACTOR,

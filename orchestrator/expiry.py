@@ -120,13 +120,14 @@ class ExpirySweeper:
         with self._engine.begin() as conn:
             candidates = _locked(conn, select(_SESSIONS.c.session_id).where(*lost), self._batch)
             again = _claim(conn, candidates, now, *lost)
-            expires = dict(
-                conn.execute(
+            expires: dict[str, datetime | None] = {
+                session_id: deadline
+                for session_id, deadline in conn.execute(
                     select(_SESSIONS.c.session_id, _SESSIONS.c.expires_at).where(
                         _SESSIONS.c.session_id.in_(sorted(again))
                     )
-                ).tuples()
-            )
+                )
+            }
         if again:
             self._publish(
                 [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,10 @@ import click
 from rich.console import Console
 
 from orchestrator.audit import AuditQuery, query_audit
-from orchestrator.errors import InputError, LogoutError
+from orchestrator.binding import BindingViolation
+from orchestrator.binding_check import BindingChecker
+from orchestrator.errors import ConfigurationError, InputError, LogoutError
+from orchestrator.expiry import ExpirySweeper
 from orchestrator.logging import configure_logging
 from orchestrator.publishing import Publisher
 from orchestrator.runtime import Runtime
@@ -22,6 +26,7 @@ from orchestrator.validation import parse_event_lines
 from protocols.oidc import OidcHandler, generate_key
 from protocols.oidc.keys import Algorithm
 from protocols.saml import SamlHandler
+from schemas import Event, HttpRequest
 from workers.broker import build_broker, is_in_process
 from workers.process import embedded, serve
 from workers.tables import print_audit_table
@@ -121,25 +126,30 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
     """
     settings = _settings(ctx)
     events = parse_event_lines(_read(source))
-    if is_in_process(settings):
-        with embedded(settings) as actors:
-            actors.publisher.enqueue(events)
-            broker = actors.handle_event.broker
-            broker.join(actors.handle_event.queue_name, timeout=int(wait * 1000))
-            try:
-                broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
-            except Exception:  # noqa: BLE001 - retries left are recovered by the next run
-                _console(stderr=True).print(
-                    "some deliveries are still retrying; they resume on the next run"
-                )
-    else:
+    _publish_events(settings, events, wait)
+    for event in events:
+        _console().print(f"published {event.type} {event.event_id}", markup=False)
+
+
+def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 30.0) -> None:
+    """Publish on the configured broker; with memory:// handle them here, in-process."""
+    if not is_in_process(settings):
         broker = build_broker(settings)
         try:
             Publisher(broker, settings.namespace).enqueue(events)
         finally:
             broker.close()
-    for event in events:
-        _console().print(f"published {event.type} {event.event_id}", markup=False)
+        return
+    with embedded(settings) as actors:
+        actors.publisher.enqueue(events)
+        broker = actors.handle_event.broker
+        broker.join(actors.handle_event.queue_name, timeout=int(wait * 1000))
+        try:
+            broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
+        except Exception:  # noqa: BLE001 - retries left are recovered by the next run
+            _console(stderr=True).print(
+                "some deliveries are still retrying; they resume on the next run"
+            )
 
 
 @main.group()
@@ -178,6 +188,99 @@ def sessions_import(ctx: click.Context, file: str) -> None:
     finally:
         runtime.close()
     _console().print(f"sessions: {summary.created} created, {summary.updated} updated")
+
+
+@sessions.command("sweep")
+@click.pass_context
+def sessions_sweep(ctx: click.Context) -> None:
+    """Publish session.expired now for every session past its idle or absolute limit.
+
+    Workers do this every expiry_interval seconds; this runs one sweep at once.
+    """
+    settings = _settings(ctx)
+    runtime = Runtime.start(settings)
+    found: list[Event] = []
+    try:
+        sweeper = ExpirySweeper(
+            runtime.sessions,
+            runtime.policy,
+            found.extend,
+            batch=settings.expiry_batch,
+            max_per_sweep=settings.expiry_max_per_sweep,
+            grace=settings.recovery_grace,
+        )
+        report = sweeper.sweep()
+    finally:
+        runtime.close()
+    if found:
+        _publish_events(settings, found)
+    _console().print(f"expired: {report.published} published, {report.republished} published again")
+
+
+@main.group()
+def binding() -> None:
+    """Network and GeoIP session binding."""
+
+
+@binding.command("check")
+@click.option("--session", "session_id", required=True, help="The IdP session id.")
+@click.option("--ip", required=True, help="The address the session's request came from.")
+@click.option("--path", default=None, help="The request's path (for the audit trail).")
+@click.option("--method", default=None, help="The request's HTTP method.")
+@click.option("--user-agent", default=None, help="The request's User-Agent.")
+@click.option("--dry-run", is_flag=True, help="Judge only; publish nothing.")
+@click.pass_context
+def binding_check(
+    ctx: click.Context,
+    session_id: str,
+    ip: str,
+    path: str | None,
+    method: str | None,
+    user_agent: str | None,
+    dry_run: bool,
+) -> None:
+    """Judge a new address against the session's binding; publish a violation.
+
+    Prints one JSON object. Exit status 0: the binding holds; 3: violated (and, unless
+    --dry-run, session.binding_violation was published, which ends the session).
+    """
+    settings = _settings(ctx)
+    if settings.geoip_city_db is None and settings.geoip_asn_db is None:
+        raise ConfigurationError(
+            "binding check needs geoip_city_db and/or geoip_asn_db (LOGOUT_GEOIP_CITY_DB, "
+            "LOGOUT_GEOIP_ASN_DB)"
+        )
+    runtime = Runtime.start(settings)
+    found: list[Event] = []
+    try:
+        checker = BindingChecker(
+            runtime.sessions, runtime.geoip(), settings.binding_unlisted_addresses, found.extend
+        )
+        request = HttpRequest(path=path, method=method, user_agent=user_agent)
+        result = checker.check(session_id, ip, request=request, publish=not dry_run)
+    finally:
+        runtime.close()
+    if found:
+        _publish_events(settings, found)
+    if isinstance(result, BindingViolation):
+        output: dict[str, Any] = {
+            "ok": False,
+            "binding": result.binding.model_dump(mode="json"),
+            "ip": result.ip.model_dump(mode="json"),
+            "asn": result.asn.model_dump(mode="json"),
+            "geo": result.geo.model_dump(mode="json"),
+            "published": [str(event.event_id) for event in found],
+        }
+    else:
+        facts = result.facts
+        output = {
+            "ok": True,
+            "ip": facts.ip,
+            "asn": {"asn": facts.asn, "as_org": facts.as_org, "network": facts.network},
+            "geo": {"continent": facts.continent, "country": facts.country, "city": facts.city},
+        }
+    click.echo(json.dumps(output, sort_keys=True))
+    ctx.exit(0 if output["ok"] else 3)
 
 
 @main.group()
