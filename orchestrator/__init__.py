@@ -1,6 +1,8 @@
 """Discovery, planning, fan-out and audit of logouts; no protocol details live here."""
 
+from orchestrator.activity import SessionActivity
 from orchestrator.audit import AuditEntry, AuditQuery, query_audit, write_audit
+from orchestrator.binding_check import BindingChecker
 from orchestrator.errors import (
     ConfigurationError,
     DeliveryError,
@@ -11,20 +13,24 @@ from orchestrator.errors import (
     Problem,
     TransientDeliveryError,
 )
+from orchestrator.expiry import ExpirySweeper, SweepReport
 from orchestrator.pipeline import EventProcessor, HandleResult
 from orchestrator.publishing import Publisher, publish
 from orchestrator.registry import ImportSummary, SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.runtime import Runtime
+from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
 from orchestrator.validation import parse_event, parse_event_lines
 
 __all__ = [
     "AuditEntry",
     "AuditQuery",
+    "BindingChecker",
     "ConfigurationError",
     "DeliveryError",
     "EventProcessor",
+    "ExpirySweeper",
     "HandleResult",
     "HandlerLoadError",
     "ImportSummary",
@@ -35,8 +41,11 @@ __all__ = [
     "Publisher",
     "RetryPolicy",
     "Runtime",
+    "SessionActivity",
+    "SessionPolicy",
     "SessionRegistry",
     "Settings",
+    "SweepReport",
     "TransientDeliveryError",
     "parse_event",
     "parse_event_lines",
