@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     max_concurrent_per_host: int = Field(default=8, ge=1)
     response_body_limit: int = Field(default=64 * 1024, ge=1024)
 
+    frontchannel_frame_timeout_ms: int = Field(
+        default=5000, ge=100, le=120_000, description="per iframe of the iframe stage"
+    )
+    frontchannel_page_timeout_ms: int = Field(
+        default=10_000, ge=100, le=300_000, description="the whole iframe stage"
+    )
+    frontchannel_native_timeout_ms: int = Field(
+        default=10_000, ge=100, le=300_000, description="per step of the native chain"
+    )
+
     # Session policy (durations: ``hours=1,minutes=30`` or ``1h30m``; ``-1`` disables).
     session_duration: Duration = Field(
         default=timedelta(days=1), description="a new session's lifetime; 0 = browser session"

@@ -24,6 +24,7 @@ from schemas.events import (
     UserRevokeAll,
     event_adapter,
 )
+from schemas.plan import InitiatorResponse, LogoutPlan, PlanEntry, PlanStage
 from schemas.registry import (
     ProviderConfig,
     ProviderSessionRecord,
@@ -45,9 +46,13 @@ __all__ = [
     "EventBase",
     "Geo",
     "HttpRequest",
+    "InitiatorResponse",
     "IpChange",
+    "LogoutPlan",
     "LogoutProvider",
     "LogoutUser",
+    "PlanEntry",
+    "PlanStage",
     "ProviderConfig",
     "ProviderSessionRecord",
     "RegistryRecord",

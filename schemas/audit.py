@@ -28,6 +28,11 @@ class AuditType(StrEnum):
     DELIVERY_SKIPPED = "delivery.skipped"
     LOGOUT_COMPLETED = "logout.completed"
     LOGOUT_SETTLED = "logout.settled"
+    PLAN_BUILT = "plan.built"
+    FRONTCHANNEL_LOADED = "frontchannel.loaded"
+    FRONTCHANNEL_TIMED_OUT = "frontchannel.timed_out"
+    FRONTCHANNEL_COMPLETED = "frontchannel.completed"
+    FRONTCHANNEL_SKIPPED = "frontchannel.skipped"
 
 
 class AuditRecord(BaseModel):

@@ -107,6 +107,17 @@ class LogoutProvider(EventBase):
     full_logout: bool = Field(
         default=False, description="End the IdP session and every provider session too."
     )
+    plan_id: NonEmpty | None = Field(
+        default=None, description="Set when the IdP waits for a front-channel stage plan."
+    )
+    in_response_to: NonEmpty | None = Field(
+        default=None,
+        description="SAML: the ID of the SP's LogoutRequest; the plan ends with the IdP's "
+        "LogoutResponse to it.",
+    )
+    relay_state: str | None = Field(
+        default=None, max_length=80, description="SAML: the SP's RelayState, returned as is."
+    )
 
 
 class SessionRevoke(EventBase):

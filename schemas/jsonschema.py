@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from schemas.audit import AuditRecord
 from schemas.events import event_adapter
+from schemas.plan import LogoutPlan
 from schemas.registry import registry_record_adapter
 
 __all__ = ["SCHEMA_DIR", "render_schemas", "write_schemas"]
@@ -32,6 +33,11 @@ def render_schemas() -> dict[str, str]:
     documents = {
         "event.schema.json": _document(
             event_adapter, "LogoutEvent", "An event an IdP component publishes for the worker."
+        ),
+        "logout-plan.schema.json": _document(
+            TypeAdapter(LogoutPlan),
+            "LogoutPlan",
+            "The front-channel stage plan the IdP shows the browser at logout.",
         ),
         "audit-record.schema.json": _document(
             TypeAdapter(AuditRecord), "AuditRecord", "One record of the logout audit trail."

@@ -34,6 +34,7 @@ __all__ = [
     "EventRecord",
     "EventStatus",
     "IdpSession",
+    "PlanRow",
     "Provider",
     "ProviderSession",
     "RejectedEvent",
@@ -241,6 +242,17 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+
+
+class PlanRow(Base):
+    """A front-channel stage plan (``schemas.LogoutPlan`` as JSON), by its ``plan_id``."""
+
+    __tablename__ = "plans"
+
+    plan_id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    body: Mapped[dict[str, Any]] = mapped_column()
 
 
 class AuditRow(Base):
