@@ -36,6 +36,7 @@ from sqlalchemy.sql import ColumnElement
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError, Problem
 from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work, is_settled, settled_entry
+from orchestrator.plans import PlanTimeouts, build_plan, plan_entry, save_plans
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
@@ -50,12 +51,16 @@ from orchestrator.store import (
 )
 from orchestrator.store.sql import engine_of, insert_ignore
 from orchestrator.validation import parse_event
+from protocols import Channel
 from schemas import (
     BINDING_LOGOUT_REASON,
     AuditType,
     Event,
+    InitiatorResponse,
+    LogoutPlan,
     LogoutProvider,
     LogoutUser,
+    PlanEntry,
     SessionBindingViolation,
     SessionExpired,
     SessionRevoke,
@@ -169,12 +174,18 @@ class EventProcessor:
         sessions: SessionFactory,
         fanout: FanOut,
         activity: Callable[[SessionStarted | SessionSeen], None] | None = None,
+        *,
+        timeouts: PlanTimeouts | None = None,
+        notify: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         """``activity`` handles ``session.started`` / ``session.seen`` (not logouts); without
-        one they are rejected with a reason."""
+        one they are rejected with a reason. ``timeouts`` go into the stage plans; ``notify``
+        announces ``plan:<id>`` and ``event:<id>`` once committed (to waiting IdPs)."""
         self._engine = engine_of(sessions)
         self._fanout = fanout
         self._activity = activity
+        self._timeouts = timeouts or PlanTimeouts()
+        self._notify = notify or (lambda keys: None)
 
     def handle(self, raw: Any, message_id: str) -> HandleResult:
         """Handle one event as published (a JSON object); see the module docstring."""
@@ -199,6 +210,7 @@ class EventProcessor:
         if valid:
             self._begin(valid)
             owned = [item for item in valid if item.begun is not None]
+            self._plan([item for item in valid if _plan_id(item.event) is not None])
             if owned:
                 reopened = [i for item in owned if item.begun for i in item.begun.reopened]
                 works = [w for item in owned if item.begun for w in item.begun.works]
@@ -221,6 +233,71 @@ class EventProcessor:
             item.result = HandleResult.REJECTED
             return
         item.result = HandleResult.RECORDED
+
+    # -- stage plans -------------------------------------------------------------------
+
+    def _plan(self, items: list[_Item]) -> None:
+        """Build, store and announce the stage plan of each event that asks for one.
+
+        Runs before any back-channel request, so the browser can start while the RPs are
+        being notified. A duplicate's plan is the first message's (stored once).
+        """
+        if not items:
+            return
+        now = utcnow()
+        plans: list[LogoutPlan] = []
+        left_out: dict[str, list[dict[str, str]]] = {}
+        for item in items:
+            event = item.event
+            plan_id = _plan_id(event)
+            assert event is not None
+            assert plan_id is not None
+            begun = item.begun
+            works = [w for w in (begun.works if begun else []) if _in_browser(w)]
+            entries: list[PlanEntry] = []
+            for work in works:
+                entry = plan_entry(work, self._timeouts)
+                if isinstance(entry, str):
+                    left_out.setdefault(plan_id, []).append(
+                        {"provider": work.provider.name, "reason": entry}
+                    )
+                else:
+                    entries.append(entry)
+            plans.append(
+                build_plan(
+                    plan_id=plan_id,
+                    event_id=item.event_id,
+                    user_id=begun.user_id if begun else None,
+                    session_id=_session_of(event),
+                    entries=entries,
+                    respond_to=self._respond_to(event),
+                    timeouts=self._timeouts,
+                    now=now,
+                )
+            )
+        with self._engine.begin() as conn:
+            built = save_plans(conn, plans)
+            for record in built:
+                missing = left_out.get(str(record.detail["plan_id"]))
+                if missing:
+                    record.detail["left_out"] = missing
+            records = write_audit(conn, built, at=now)
+        emit(records)
+        self._notify([f"plan:{plan.plan_id}" for plan in plans])
+
+    def _respond_to(self, event: Event) -> InitiatorResponse | None:
+        if not isinstance(event, LogoutProvider) or event.in_response_to is None:
+            return None
+        with self._engine.connect() as conn:
+            protocol = conn.scalar(select(Provider.protocol).where(Provider.name == event.provider))
+        if protocol is None:
+            return None
+        return InitiatorResponse(
+            provider=event.provider,
+            protocol=protocol,
+            in_response_to=event.in_response_to,
+            relay_state=event.relay_state,
+        )
 
     # -- rejection ---------------------------------------------------------------------
 
@@ -593,9 +670,21 @@ class EventProcessor:
                 .values(status=EventStatus.COMPLETED, completed_at=now)
             )
         emit(records)
+        self._notify([f"event:{item.event_id}" for item in items])
         self._fanout.schedule(retries)
         if resumed:  # other attempts may have finished deliveries meanwhile
             self._fanout.settle(resumed)
+
+
+def _plan_id(event: Event | None) -> str | None:
+    return event.plan_id if isinstance(event, LogoutUser | LogoutProvider) else None
+
+
+def _in_browser(work: Work) -> bool:
+    """A delivery carried out by the browser (front-channel), not by the worker."""
+    if work.handler is None or work.provider.settings is None:
+        return False
+    return work.handler.channel(work.provider) is not Channel.BACKCHANNEL
 
 
 def _session_of(event: Event | None) -> str | None:

@@ -13,14 +13,16 @@ from orchestrator.activity import SessionActivity
 from orchestrator.binding import GeoipReader
 from orchestrator.fanout import FanOut, RetryScheduler
 from orchestrator.pipeline import EventProcessor
+from orchestrator.plans import PlanTimeouts
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
 from orchestrator.store import SessionFactory, make_engine, make_session_factory, upgrade
+from orchestrator.waiting import LogoutWaiter, Notifier, make_notifier
 from protocols import ProtocolHandler, load_handlers
-from schemas import Event
+from schemas import Event, SessionSeen, SessionStarted
 
 __all__ = ["Runtime"]
 
@@ -35,6 +37,7 @@ class Runtime:
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
     _geoip: GeoipReader | None = field(default=None, repr=False)
+    _notifier: Notifier | None = field(default=None, repr=False)
     _builders: ThreadPoolExecutor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -76,6 +79,40 @@ class Runtime:
             if self._geoip is None:
                 self._geoip = GeoipReader(self.settings.geoip_city_db, self.settings.geoip_asn_db)
             return self._geoip
+
+    @property
+    def plan_timeouts(self) -> PlanTimeouts:
+        s = self.settings
+        return PlanTimeouts(
+            frame_ms=s.frontchannel_frame_timeout_ms,
+            page_ms=s.frontchannel_page_timeout_ms,
+            native_ms=s.frontchannel_native_timeout_ms,
+        )
+
+    def notifier(self) -> Notifier:
+        """Announces built plans and completed logouts to waiting IdPs (made on first use)."""
+        with self._lock:
+            if self._notifier is None:
+                self._notifier = make_notifier(self.settings)
+            return self._notifier
+
+    def waiter(self) -> LogoutWaiter:
+        """A new :class:`LogoutWaiter` on this runtime's database (close it when done)."""
+        return LogoutWaiter(self.settings, self.sessions)
+
+    def event_processor(
+        self,
+        fanout: FanOut,
+        activity: Callable[[SessionStarted | SessionSeen], None] | None,
+    ) -> EventProcessor:
+        """An :class:`EventProcessor` with this runtime's plan timeouts and notifier."""
+        return EventProcessor(
+            self.sessions,
+            fanout,
+            activity,
+            timeouts=self.plan_timeouts,
+            notify=self.notifier(),
+        )
 
     def activity(self, end: Callable[[Sequence[Event]], None]) -> SessionActivity:
         """Session starts and sightings; ``end`` takes the revocations the session limit makes."""
@@ -119,7 +156,7 @@ class Runtime:
             )
 
         activity = self.activity(end or in_process)
-        processor.append(EventProcessor(self.sessions, self.fanout(schedule), activity.handle))
+        processor.append(self.event_processor(self.fanout(schedule), activity.handle))
         return processor[0]
 
     def fanout(self, schedule: RetryScheduler) -> FanOut:
@@ -151,4 +188,8 @@ class Runtime:
             if self._geoip is not None:
                 self._geoip.close()
                 self._geoip = None
+            closing = getattr(self._notifier, "close", None)
+            if closing is not None:
+                closing()
+            self._notifier = None
         self.engine.dispose()

@@ -15,7 +15,6 @@ from dramatiq.middleware import CurrentMessage
 
 from orchestrator.errors import LogoutError
 from orchestrator.expiry import ExpirySweeper, SweepReport
-from orchestrator.pipeline import EventProcessor
 from orchestrator.publishing import (
     DELIVER_ACTOR,
     HANDLE_EVENT_ACTOR,
@@ -88,7 +87,7 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
     # Sessions the per-user limit ends are published like any other revocation.
     activity = runtime.activity(publisher.enqueue)
     batcher = EventBatcher(
-        EventProcessor(runtime.sessions, fanout, activity.handle),
+        runtime.event_processor(fanout, activity.handle),
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
     )

@@ -1,0 +1,356 @@
+"""Waiting for a logout, for the IdP: the stage plan, and the back-channel outcome.
+
+:class:`LogoutWaiter` returns a plan as soon as the worker has stored it
+(:meth:`~LogoutWaiter.await_plan`), and returns once every back-channel delivery of a logout
+has a final outcome or is retrying (:meth:`~LogoutWaiter.await_completion`), so an
+RP-initiated logout can redirect only after the RPs were notified (OIDC RP-Initiated Logout
+§3). Both wait on a notification, never a sleep-poll loop, and time out cleanly with a
+result that says so.
+
+The worker announces ``plan:<plan_id>`` and ``event:<event_id>`` after committing, on the
+first of these that can reach the waiting process:
+
+* **PostgreSQL** ``NOTIFY`` on the channel ``<namespace>_logout`` when the database is
+  PostgreSQL (any broker): one listening connection per waiter object;
+* **Redis** Pub/Sub on ``<namespace>:logout`` when the broker is Redis (and the database not
+  PostgreSQL);
+* **in-process** otherwise (SQLite with ``memory://``: the embedded worker runs in the same
+  process).
+
+A waiter registers before it reads the database, so a notification between the two is never
+missed; should one still be lost (a dropped connection), the waiter reads the database again
+once a second while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+import redis
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from orchestrator.plans import load_plan
+from orchestrator.settings import Settings
+from orchestrator.store import (
+    Delivery,
+    DeliveryStatus,
+    EventRecord,
+    EventStatus,
+    SessionFactory,
+)
+from schemas import LogoutPlan
+
+__all__ = [
+    "Completion",
+    "LogoutWaiter",
+    "Notifier",
+    "PlanWait",
+    "make_notifier",
+    "notification_backend",
+]
+
+_log = structlog.get_logger("logout.waiting")
+#: Longest wait between two reads of the database while waiting (lost notifications).
+RECHECK_SECONDS = 1.0
+
+Backend = Literal["postgresql", "redis", "local"]
+_T = TypeVar("_T")
+
+
+class Notifier(Protocol):
+    """Announce keys (``plan:<id>``, ``event:<id>``) after the transaction that made them."""
+
+    def __call__(self, keys: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWait:
+    """``plan`` when it was built in time; ``timed_out`` otherwise."""
+
+    plan: LogoutPlan | None
+    timed_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Whether the logout completed in time, with its deliveries by status."""
+
+    completed: bool
+    timed_out: bool
+    deliveries: dict[str, int] = field(default_factory=dict)
+
+
+def notification_backend(settings: Settings) -> Backend:
+    """Which way notifications travel for these settings (see the module docstring)."""
+    if make_url(settings.effective_database_url).get_backend_name() == "postgresql":
+        return "postgresql"
+    if urlsplit(settings.broker_url).scheme in ("redis", "rediss"):
+        return "redis"
+    return "local"
+
+
+def _pg_channel(settings: Settings) -> str:
+    return f"{settings.namespace}_logout"
+
+
+def _redis_channel(settings: Settings) -> str:
+    return f"{settings.namespace}:logout"
+
+
+def _psycopg_conninfo(settings: Settings) -> str:
+    url = make_url(settings.effective_database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+# -- in-process delivery of notifications ---------------------------------------------------
+
+
+class _Registry:
+    """Callbacks waiting for keys; fired from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[Callable[[], None]]] = defaultdict(list)
+
+    def add(self, key: str, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._waiting[key].append(callback)
+
+    def remove(self, key: str, callback: Callable[[], None]) -> None:
+        with self._lock:
+            callbacks = self._waiting.get(key)
+            if callbacks and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._waiting[key]
+
+    def fire(self, key: str) -> None:
+        with self._lock:
+            callbacks = list(self._waiting.get(key, ()))
+        for callback in callbacks:
+            callback()
+
+
+#: Waiters of this process on the in-process backend (the embedded worker fires it).
+_LOCAL = _Registry()
+
+
+def make_notifier(settings: Settings) -> Notifier:
+    """The worker side: announce keys on the backend the waiters listen to."""
+    backend = notification_backend(settings)
+    if backend == "postgresql":
+        return _PostgresNotifier(_psycopg_conninfo(settings), _pg_channel(settings))
+    if backend == "redis":
+        client = redis.Redis.from_url(settings.broker_url)
+        redis_channel = _redis_channel(settings)
+
+        def redis_notify(keys: Sequence[str]) -> None:
+            if keys:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.publish(redis_channel, key)
+                pipe.execute()
+
+        return redis_notify
+
+    def local_notify(keys: Sequence[str]) -> None:
+        for key in keys:
+            _LOCAL.fire(key)
+
+    return local_notify
+
+
+class _PostgresNotifier:
+    """``pg_notify`` on one long-lived autocommit connection (reconnects once on error)."""
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def __call__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                    self._conn.execute(
+                        "SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key",
+                        (self._channel, list(keys)),
+                    )
+                    return
+                except psycopg.OperationalError:
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+# -- the IdP side ------------------------------------------------------------------------------
+
+
+class LogoutWaiter:
+    """Wait for plans and completions (thread-safe; one per process is enough). Close it."""
+
+    def __init__(self, settings: Settings, sessions: SessionFactory) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._backend = notification_backend(settings)
+        self._registry = _LOCAL if self._backend == "local" else _Registry()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._listener: threading.Thread | None = None
+        if self._backend != "local":
+            self._listener = threading.Thread(
+                target=self._listen, name="logout-waiter", daemon=True
+            )
+            self._listener.start()
+            self._ready.wait(5.0)
+
+    # -- listening ---------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._backend == "postgresql":
+                    self._listen_postgres()
+                else:
+                    self._listen_redis()
+            except (psycopg.Error, redis.RedisError, OSError) as exc:
+                _log.warning("notification listener reconnecting", error=str(exc))
+                self._stop.wait(0.5)
+
+    def _listen_postgres(self) -> None:
+        conninfo = _psycopg_conninfo(self._settings)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'LISTEN "{_pg_channel(self._settings)}"')
+            self._ready.set()
+            while not self._stop.is_set():
+                for note in conn.notifies(timeout=0.5):
+                    self._registry.fire(note.payload)
+
+    def _listen_redis(self) -> None:
+        client = redis.Redis.from_url(self._settings.broker_url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(_redis_channel(self._settings))
+            self._ready.set()
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=0.5)
+                if message is not None:
+                    data = message["data"]
+                    self._registry.fire(data.decode() if isinstance(data, bytes) else str(data))
+        finally:
+            pubsub.close()
+            client.close()
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def wait_plan(self, plan_id: str, timeout: float) -> PlanWait:
+        """Block until the plan is built or ``timeout`` seconds pass."""
+        plan = self._wait_sync(
+            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout
+        )
+        return PlanWait(plan, plan is None)
+
+    async def await_plan(self, plan_id: str, timeout: float) -> PlanWait:
+        """The plan as soon as the worker has built it; ``timed_out`` after ``timeout`` s."""
+        plan = await self._wait_async(
+            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout
+        )
+        return PlanWait(plan, plan is None)
+
+    def wait_completion(self, event_id: str, timeout: float) -> Completion:
+        """Block until the logout completed (every delivery final or retrying)."""
+        done = self._wait_sync(f"event:{event_id}", lambda: self._completion(event_id), timeout)
+        return done or Completion(False, True, self._counts(event_id))
+
+    async def await_completion(self, event_id: str, timeout: float) -> Completion:
+        """Once every back-channel delivery has a final outcome or is retrying."""
+        done = await self._wait_async(
+            f"event:{event_id}", lambda: self._completion(event_id), timeout
+        )
+        if done is not None:
+            return done
+        return Completion(False, True, await asyncio.to_thread(self._counts, event_id))
+
+    def _completion(self, event_id: str) -> Completion | None:
+        with self._sessions() as db:
+            status = db.scalar(select(EventRecord.status).where(EventRecord.event_id == event_id))
+        if status != EventStatus.COMPLETED:
+            return None
+        return Completion(True, False, self._counts(event_id))
+
+    def _counts(self, event_id: str) -> dict[str, int]:
+        with self._sessions() as db:
+            rows = db.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.event_id == event_id)
+                .group_by(Delivery.status)
+            ).all()
+        counts = {status.value: 0 for status in DeliveryStatus}
+        counts.update({str(status): int(count) for status, count in rows})
+        return counts
+
+    def _wait_sync(self, key: str, read: Callable[[], _T | None], timeout: float) -> _T | None:
+        woken = threading.Event()
+        self._registry.add(key, woken.set)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                woken.clear()
+                found = read()
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0:
+                    return found
+                woken.wait(min(left, RECHECK_SECONDS))
+        finally:
+            self._registry.remove(key, woken.set)
+
+    async def _wait_async(
+        self, key: str, read: Callable[[], _T | None], timeout: float
+    ) -> _T | None:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        self._registry.add(key, wake)
+        try:
+            deadline = loop.time() + timeout
+            while True:
+                woken.clear()
+                found = await asyncio.to_thread(read)
+                left = deadline - loop.time()
+                if found is not None or left <= 0:
+                    return found
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(left, RECHECK_SECONDS))
+        finally:
+            self._registry.remove(key, wake)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
