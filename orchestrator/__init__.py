@@ -22,11 +22,13 @@ from orchestrator.runtime import Runtime
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
 from orchestrator.validation import parse_event, parse_event_lines
+from orchestrator.waiting import Completion, LogoutWaiter, PlanWait
 
 __all__ = [
     "AuditEntry",
     "AuditQuery",
     "BindingChecker",
+    "Completion",
     "ConfigurationError",
     "DeliveryError",
     "EventProcessor",
@@ -36,7 +38,9 @@ __all__ = [
     "ImportSummary",
     "InputError",
     "LogoutError",
+    "LogoutWaiter",
     "PermanentDeliveryError",
+    "PlanWait",
     "Problem",
     "Publisher",
     "RetryPolicy",
