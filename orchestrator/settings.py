@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=64, ge=1, le=1000)
     batch_concurrency: int = Field(default=4, ge=1, le=256)
     auto_migrate: bool = True
+    redis_wakeup: bool = Field(
+        default=True, description="idle Redis consumers wait for a Pub/Sub notice, not a poll"
+    )
     redis_heartbeat_timeout_ms: int = Field(default=60_000, ge=1_000)
     redis_maintenance_chance: int = Field(default=1_000, ge=1, le=1_000_000)
     recovery_interval: float = Field(default=60.0, gt=0)

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
@@ -30,7 +31,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
         # Idle consumers wait on a Pub/Sub wake-up instead of sleeping (workers/redis_wakeup).
-        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
+        redis_broker = WakingRedisBroker if settings.redis_wakeup else RedisBroker
+        broker = redis_broker(  # type: ignore[no-untyped-call]
             url=settings.broker_url,
             middleware=middleware,
             heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
