@@ -210,7 +210,6 @@ class EventProcessor:
         if valid:
             self._begin(valid)
             owned = [item for item in valid if item.begun is not None]
-            self._plan([item for item in valid if _plan_id(item.event) is not None])
             if owned:
                 reopened = [i for item in owned if item.begun for i in item.begun.reopened]
                 works = [w for item in owned if item.begun for w in item.begun.works]
@@ -236,26 +235,28 @@ class EventProcessor:
 
     # -- stage plans -------------------------------------------------------------------
 
-    def _plan(self, items: list[_Item]) -> None:
-        """Build, store and announce the stage plan of each event that asks for one.
+    def _plans(
+        self, conn: Connection, items: list[_Item], now: datetime
+    ) -> tuple[list[LogoutPlan], list[AuditEntry]]:
+        """Build and store the stage plan of each event that asks for one, from its
+        front-channel deliveries; returns the plans and their ``plan.built`` entries.
 
-        Runs before any back-channel request, so the browser can start while the RPs are
-        being notified. A duplicate's plan is the first message's (stored once).
+        Done in the event's first transaction, before any back-channel request, so the
+        browser can start while the RPs are being notified. Entries that cannot be built
+        are left out and named in ``plan.built``.
         """
-        if not items:
-            return
-        now = utcnow()
         plans: list[LogoutPlan] = []
         left_out: dict[str, list[dict[str, str]]] = {}
         for item in items:
-            event = item.event
+            event, begun = item.event, item.begun
             plan_id = _plan_id(event)
             assert event is not None
+            assert begun is not None
             assert plan_id is not None
-            begun = item.begun
-            works = [w for w in (begun.works if begun else []) if _in_browser(w)]
             entries: list[PlanEntry] = []
-            for work in works:
+            for work in begun.works:
+                if not _in_browser(work):
+                    continue
                 entry = plan_entry(work, self._timeouts)
                 if isinstance(entry, str):
                     left_out.setdefault(plan_id, []).append(
@@ -267,29 +268,26 @@ class EventProcessor:
                 build_plan(
                     plan_id=plan_id,
                     event_id=item.event_id,
-                    user_id=begun.user_id if begun else None,
+                    user_id=begun.user_id,
                     session_id=_session_of(event),
                     entries=entries,
-                    respond_to=self._respond_to(event),
+                    respond_to=self._respond_to(conn, event),
                     timeouts=self._timeouts,
                     now=now,
                 )
             )
-        with self._engine.begin() as conn:
-            built = save_plans(conn, plans)
-            for record in built:
-                missing = left_out.get(str(record.detail["plan_id"]))
-                if missing:
-                    record.detail["left_out"] = missing
-            records = write_audit(conn, built, at=now)
-        emit(records)
-        self._notify([f"plan:{plan.plan_id}" for plan in plans])
+        built = save_plans(conn, plans)
+        for record in built:
+            missing = left_out.get(str(record.detail["plan_id"]))
+            if missing:
+                record.detail["left_out"] = missing
+        return plans, built
 
-    def _respond_to(self, event: Event) -> InitiatorResponse | None:
+    @staticmethod
+    def _respond_to(conn: Connection, event: Event) -> InitiatorResponse | None:
         if not isinstance(event, LogoutProvider) or event.in_response_to is None:
             return None
-        with self._engine.connect() as conn:
-            protocol = conn.scalar(select(Provider.protocol).where(Provider.name == event.provider))
+        protocol = conn.scalar(select(Provider.protocol).where(Provider.name == event.provider))
         if protocol is None:
             return None
         return InitiatorResponse(
@@ -338,16 +336,23 @@ class EventProcessor:
     # -- transaction 1 -----------------------------------------------------------------
 
     def _begin(self, items: list[_Item]) -> None:
-        """Claim the events, end what they name, record their deliveries (leased)."""
+        """Claim the events, end what they name, record their deliveries (leased), and
+        store the stage plans asked for; then announce the plans."""
         now = utcnow()
         entries: list[AuditEntry] = []
+        plans: list[LogoutPlan] = []
         with self._engine.begin() as conn:
             owned = self._claim(conn, items, now, entries)
             if owned:
                 self._end_sessions(conn, owned, now, entries)
                 self._record_deliveries(conn, owned, now)
+                wanted = [i for i in owned if _plan_id(i.event) is not None]
+                plans, built = self._plans(conn, wanted, now)
+                entries += built
             records = write_audit(conn, entries, at=now)
         emit(records)
+        if plans:
+            self._notify([f"plan:{plan.plan_id}" for plan in plans])
 
     def _claim(
         self, conn: Connection, items: list[_Item], now: datetime, entries: list[AuditEntry]
