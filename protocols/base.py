@@ -25,6 +25,7 @@ __all__ = [
     "BackchannelRequest",
     "BackchannelResponse",
     "Channel",
+    "FrontchannelAnswer",
     "FrontchannelEntry",
     "LogoutContext",
     "ProtocolHandler",
@@ -121,6 +122,20 @@ class FrontchannelEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class FrontchannelAnswer:
+    """What the browser brought back to the IdP after a native front-channel step.
+
+    ``query`` is the raw query string as received (a Redirect-binding signature covers its
+    exact bytes); ``form`` holds the fields of a POST. It may carry a protocol message:
+    never log it.
+    """
+
+    method: str
+    query: str
+    form: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class BackchannelResponse:
     """What came back; ``content`` is capped at the configured body limit."""
 
@@ -214,3 +229,13 @@ class ProtocolHandler:
         The default applies :func:`classify_status`.
         """
         classify_status(response, context.now)
+
+    def frontchannel_answer(
+        self, provider: ProviderInfo, sent: FrontchannelEntry, answer: FrontchannelAnswer
+    ) -> None:
+        """Check what the browser brought back after the native step ``sent``.
+
+        Return when it confirms the logout; raise :class:`PermanentDeliveryError` saying
+        why not (never quoting the message).
+        """
+        raise NotImplementedError(f"{type(self).__name__} reads no front-channel answers")

@@ -10,6 +10,7 @@ from protocols.base import (
     BackchannelRequest,
     BackchannelResponse,
     Channel,
+    FrontchannelAnswer,
     FrontchannelEntry,
     LogoutContext,
     ProtocolHandler,
@@ -25,6 +26,7 @@ from protocols.saml.bindings import (
     soap_body,
     soap_envelope,
 )
+from protocols.saml.frontchannel import read_frontchannel_answer
 from protocols.saml.identity import IdentitySource
 from protocols.saml.logout_request import LogoutRequest, NameId, logout_request, reason_for
 from protocols.saml.logout_response import logout_response, read_logout_response
@@ -191,6 +193,22 @@ class SamlHandler(ProtocolHandler):
             binding=binding,
             url=url,
         )
+
+    def frontchannel_answer(
+        self, provider: ProviderInfo, sent: FrontchannelEntry, answer: FrontchannelAnswer
+    ) -> None:
+        """The SP's LogoutResponse to a native step, by HTTP-POST or HTTP-Redirect: read
+        with the hardened parser, its signature checked as for SOAP (or over the query),
+        ``InResponseTo`` the step's request ``ID``; only ``Success`` returns."""
+        sp: SamlProviderSettings = provider.settings
+        try:
+            status = read_frontchannel_answer(
+                sp, sent, answer, limit=self.settings.response_body_limit
+            )
+        except MessageError as exc:
+            raise PermanentDeliveryError(str(exc)) from exc
+        if not status.success:
+            raise PermanentDeliveryError(f"LogoutResponse status {status}")
 
     def logout_response_entry(
         self,

@@ -1,0 +1,155 @@
+"""An SP's LogoutResponse brought back by the browser after a native step (HTTP-POST or
+HTTP-Redirect), checked against the LogoutRequest that step carried.
+
+The request's ``ID`` is read back from the step itself (the signed XML of a POST form,
+or the DEFLATEd ``SAMLRequest`` of a redirect URL), so nothing needs to be remembered
+between the step and its answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
+
+import xmlsec
+from lxml import etree
+
+from protocols.base import FrontchannelAnswer, FrontchannelEntry
+from protocols.saml.logout_response import LogoutStatus, read_logout_response
+from protocols.saml.parsing import MessageError, parse_xml
+from protocols.saml.settings import SamlProviderSettings
+
+__all__ = ["read_frontchannel_answer", "sent_request_id"]
+
+_C = xmlsec.constants
+#: ``SigAlg`` values a Redirect-binding signature may use: SHA-2 only.
+_SIG_ALGS = {
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": _C.TransformRsaSha256,
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384": _C.TransformRsaSha384,
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": _C.TransformRsaSha512,
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": _C.TransformEcdsaSha256,
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": _C.TransformEcdsaSha384,
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": _C.TransformEcdsaSha512,
+}
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=False)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise MessageError(f"{what} is not base64") from exc
+
+
+def _inflate(data: bytes, limit: int, what: str) -> bytes:
+    inflater = zlib.decompressobj(-15)
+    try:
+        raw = inflater.decompress(data, limit)
+    except zlib.error as exc:
+        raise MessageError(f"{what} is not raw DEFLATE data") from exc
+    if inflater.unconsumed_tail:
+        raise MessageError(f"{what} inflates to more than the {limit} byte limit")
+    return raw
+
+
+def _root(data: bytes, limit: int, what: str) -> etree._Element:
+    return parse_xml(data, limit=limit, what=what)
+
+
+def sent_request_id(sent: FrontchannelEntry, *, limit: int) -> str:
+    """The ``ID`` of the LogoutRequest a native step carried (POST form or redirect URL)."""
+    if sent.saml_request is not None:
+        root = _root(_b64(sent.saml_request, "the step's SAMLRequest"), limit, "the request")
+    else:
+        fields = dict(parse_qsl(urlsplit(sent.url).query))
+        if "SAMLRequest" not in fields:
+            raise MessageError("the step carries no SAMLRequest")
+        deflated = _b64(fields["SAMLRequest"], "the step's SAMLRequest")
+        root = _root(_inflate(deflated, limit, "the request"), limit, "the request")
+    request_id = root.get("ID")
+    if not request_id:
+        raise MessageError("the step's LogoutRequest has no ID")
+    return request_id
+
+
+def _raw_fields(query: str) -> dict[str, str]:
+    """Each parameter's value exactly as sent (still URL-encoded); a repeated one is refused."""
+    fields: dict[str, str] = {}
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        name = unquote_plus(name)
+        if name in fields:
+            raise MessageError(f"the query repeats {name}")
+        fields[name] = value
+    return fields
+
+
+def _verify_query(raw: Mapping[str, str], keys: Sequence[xmlsec.Key]) -> None:
+    """Bindings §3.4.4.1: the signature covers ``SAMLResponse=..&RelayState=..&SigAlg=..``
+    as they were encoded by the sender."""
+    sig_alg = unquote_plus(raw.get("SigAlg", ""))
+    transform = _SIG_ALGS.get(sig_alg)
+    if transform is None:
+        raise MessageError("the query signature's SigAlg is missing or not RSA/ECDSA with SHA-2")
+    if not keys:
+        raise MessageError("no certificate to verify the query signature with")
+    signed = "&".join(
+        f"{name}={raw[name]}" for name in ("SAMLResponse", "RelayState", "SigAlg") if name in raw
+    ).encode("ascii", "replace")
+    signature = _b64(unquote_plus(raw["Signature"]), "Signature")
+    for key in keys:
+        context = xmlsec.SignatureContext()
+        context.key = key
+        try:
+            context.verify_binary(signed, transform, signature)
+        except xmlsec.Error:
+            continue
+        return
+    raise MessageError("the query signature does not verify against the SP certificate")
+
+
+def read_frontchannel_answer(
+    sp: SamlProviderSettings,
+    sent: FrontchannelEntry,
+    answer: FrontchannelAnswer,
+    *,
+    limit: int,
+) -> LogoutStatus:
+    """Check the SP's LogoutResponse to the step ``sent`` and return its status.
+
+    HTTP-POST: ``SAMLResponse`` in the form, base64 of the XML (signed enveloped when the
+    SP signs). HTTP-Redirect: ``SAMLResponse`` in the query, DEFLATEd; its signature, if
+    any, is over the query. Either way the signature must be there when the SP's settings
+    require it, and ``InResponseTo`` (the step's request ``ID``), ``Issuer`` (the SP) and
+    ``Version`` must match. Raises :class:`MessageError` saying what is wrong.
+    """
+    request_id = sent_request_id(sent, limit=limit)
+    keys = sp.verification_keys
+    if answer.method == "POST":
+        value = answer.form.get("SAMLResponse")
+        if not value:
+            raise MessageError("the POST carries no SAMLResponse")
+        root = _root(_b64(value, "SAMLResponse"), limit, "the LogoutResponse")
+        required = sp.require_signed_responses
+    else:
+        raw = _raw_fields(answer.query)
+        if "SAMLResponse" not in raw:
+            raise MessageError("the query carries no SAMLResponse")
+        deflated = _b64(unquote_plus(raw["SAMLResponse"]), "SAMLResponse")
+        root = _root(_inflate(deflated, limit, "the LogoutResponse"), limit, "the LogoutResponse")
+        if "Signature" in raw and keys:
+            _verify_query(raw, keys)
+        elif sp.require_signed_responses:  # it implies a certificate: so no signature here
+            raise MessageError("the query is not signed, and require_signed_responses is set")
+        required = False  # a Redirect-binding message is signed over the query, not inside
+    return read_logout_response(
+        root,
+        request_id=request_id,
+        sp_entity_id=sp.entity_id,
+        keys=keys,
+        require_signature=required,
+    )
