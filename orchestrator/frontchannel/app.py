@@ -1,0 +1,482 @@
+"""A small ASGI app an IdP mounts to serve its logout plans to the browser (Starlette;
+``pip install 'logout-orchestrator[web]'``).
+
+Routes, relative to where it is mounted (every plan page needs only the plan's id, which
+must be unguessable: it is the capability):
+
+==========================================  ===========================================
+``GET  /plans/{plan_id}``                   303 to the plan's first front-channel stage
+``GET  /plans/{plan_id}/iframe``            the iframe stage page
+``POST /plans/{plan_id}/report``            ``{"entry_id", "outcome", "elapsed_ms"}``:
+                                            ``frontchannel.loaded`` / ``.timed_out``
+``GET  /plans/{plan_id}/native``            303 to the first native step without outcome,
+                                            or to ``done``
+``GET  /plans/{plan_id}/native/{entry_id}`` one native step page
+``POST /plans/{plan_id}/native/{entry_id}/skip``  ``reason=timeout|unreachable|returned``:
+                                            ``frontchannel.skipped``
+``GET|POST /native/return``                 the SP's answer (``SAMLResponse``,
+                                            ``RelayState`` = delivery id):
+                                            ``frontchannel.completed``
+``GET  /plans/{plan_id}/done``              the IdP's LogoutResponse to the SP that
+                                            started (``plan.respond_to``), else 303 to
+                                            ``next_url``
+==========================================  ===========================================
+
+The SPs' SLO response location (``saml_slo_urls`` in the IdP metadata) is where
+``/native/return`` is mounted. Database work runs in Starlette's thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import parse_qsl
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Route
+
+from orchestrator.errors import InputError
+from orchestrator.frontchannel.csp import Page
+from orchestrator.frontchannel.errors import RenderError
+from orchestrator.frontchannel.outcomes import Ledger
+from orchestrator.frontchannel.render import (
+    render_iframe_stage,
+    render_native_step,
+    render_post_form,
+)
+from orchestrator.frontchannel.urls import check_local_url, check_url
+from orchestrator.runtime import Runtime
+from orchestrator.store import Provider, SessionFactory, utcnow
+from protocols import (
+    Channel,
+    FrontchannelAnswer,
+    FrontchannelEntry,
+    ProtocolHandler,
+    ProviderInfo,
+)
+from schemas import AuditType, LogoutPlan, PlanEntry
+from schemas.errors import DeliveryError
+from schemas.plan import IFRAME_STAGE, NATIVE_STAGE
+
+__all__ = ["FrontchannelApp", "NextUrl", "create_app"]
+
+_log = structlog.get_logger("logout.frontchannel")
+
+#: Where the browser goes when the plan is done: a URL or path, or one per plan.
+NextUrl = str | Callable[[LogoutPlan], str]
+
+_REPORT_LIMIT = 2048
+_SKIP_LIMIT = 1024
+_SKIP_REASONS = frozenset({"timeout", "unreachable", "returned"})
+_MAX_ID = 255
+
+
+class _Report(BaseModel):
+    """What the iframe page reports for one frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    entry_id: str = Field(min_length=1, max_length=_MAX_ID)
+    outcome: Literal["loaded", "timed_out"]
+    elapsed_ms: int = Field(ge=0, le=3_600_000)
+
+
+@runtime_checkable
+class _Responder(Protocol):
+    """A handler that can answer the provider that started the logout (SAML)."""
+
+    def logout_response_entry(
+        self,
+        provider: ProviderInfo,
+        *,
+        in_response_to: str,
+        partial: bool,
+        relay_state: str | None,
+        now: datetime,
+    ) -> FrontchannelEntry: ...
+
+
+class _Problem(Exception):
+    """Ends a request with ``status`` and a plain message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _no_store(response: StarletteResponse) -> StarletteResponse:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _see_other(url: str) -> StarletteResponse:
+    return _no_store(RedirectResponse(url, status_code=303))
+
+
+def _html(page: Page) -> StarletteResponse:
+    return HTMLResponse(page.html, headers=dict(page.headers))
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _Problem(413, f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Problem(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _form(request: Request, limit: int) -> dict[str, str]:
+    if _media_type(request) != "application/x-www-form-urlencoded":
+        raise _Problem(415, "expected an application/x-www-form-urlencoded form")
+    body = await _body(request, limit)
+    try:
+        pairs = parse_qsl(
+            body.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
+            max_num_fields=16,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Problem(400, "the form is not a valid urlencoded form") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise _Problem(400, f"the form repeats the field {name!r}")
+        form[name] = value
+    return form
+
+
+def _entry(plan: LogoutPlan, kind: str, entry_id: str) -> PlanEntry:
+    stage = plan.stage(IFRAME_STAGE if kind == "iframe" else NATIVE_STAGE)
+    for entry in stage.entries if stage is not None else ():
+        if entry.entry_id == entry_id:
+            return entry
+    raise _Problem(400, f"plan {plan.plan_id!r} has no {kind} entry {entry_id!r}")
+
+
+def _sent(entry: PlanEntry) -> FrontchannelEntry:
+    channel = (
+        Channel.FRONTCHANNEL_IFRAME if entry.binding == "iframe" else Channel.FRONTCHANNEL_NATIVE
+    )
+    return FrontchannelEntry(
+        provider=entry.provider,
+        protocol=entry.protocol,
+        channel=channel,
+        binding=entry.binding,
+        url=entry.url,
+        saml_request=entry.saml_request,
+        relay_state=entry.relay_state,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FrontchannelApp:
+    """The app's parts, explicit: the database, the handlers, where the browser ends."""
+
+    sessions: SessionFactory
+    handlers: Mapping[str, ProtocolHandler]
+    next_url: NextUrl
+    probe: bool = True
+    report_grace_ms: int = 1000
+    answer_limit: int = 256 * 1024
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.sessions)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _base(request: Request, plan_id: str) -> str:
+        return f"{request.scope.get('root_path', '')}/plans/{plan_id}"
+
+    async def _plan(self, plan_id: str) -> LogoutPlan:
+        if len(plan_id) > _MAX_ID:
+            raise _Problem(404, "no such logout plan")
+        plan = await run_in_threadpool(self.ledger.plan, plan_id)
+        if plan is None:
+            raise _Problem(404, f"no logout plan {plan_id!r} (unknown, or not built yet)")
+        return plan
+
+    def _final_url(self, plan: LogoutPlan) -> str:
+        url = self.next_url(plan) if callable(self.next_url) else self.next_url
+        return check_local_url(url, "next_url")
+
+    def _provider(self, name: str, handler: ProtocolHandler) -> ProviderInfo | None:
+        with self.sessions() as db:
+            row = db.scalar(select(Provider).where(Provider.name == name))
+        if row is None or row.protocol != handler.protocol:
+            return None
+        try:
+            settings = handler.validate_settings(row.name, row.settings)
+        except InputError:
+            return None
+        return ProviderInfo(
+            row.name, row.protocol, row.enabled, row.full_logout_on_rp_initiated, settings
+        )
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def start(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        base = self._base(request, plan.plan_id)
+        if plan.stage(IFRAME_STAGE) is not None:
+            return _see_other(f"{base}/iframe")
+        return _see_other(f"{base}/native")
+
+    async def iframe(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        base = self._base(request, plan.plan_id)
+        if plan.stage(IFRAME_STAGE) is None:
+            return _see_other(f"{base}/native")
+        page = render_iframe_stage(
+            plan,
+            report_url=f"{base}/report",
+            next_url=f"{base}/native",
+            report_grace_ms=self.report_grace_ms,
+        )
+        return _html(page)
+
+    async def report(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        if _media_type(request) != "application/json":
+            raise _Problem(415, "expected application/json")
+        try:
+            report = _Report.model_validate_json(await _body(request, _REPORT_LIMIT))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            raise _Problem(400, f"invalid report: {problems}") from exc
+        entry = _entry(plan, "iframe", report.entry_id)
+        kind = (
+            AuditType.FRONTCHANNEL_LOADED
+            if report.outcome == "loaded"
+            else AuditType.FRONTCHANNEL_TIMED_OUT
+        )
+        recorded = await run_in_threadpool(
+            self.ledger.record,
+            plan,
+            entry,
+            kind,
+            report.outcome,
+            {"elapsed_ms": report.elapsed_ms, "timeout_ms": entry.timeout_ms},
+        )
+        body = {"entry_id": entry.entry_id, "recorded": recorded.new, "outcome": recorded.outcome}
+        return _no_store(JSONResponse(body))
+
+    async def native(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        base = self._base(request, plan.plan_id)
+        stage = plan.stage(NATIVE_STAGE)
+        if stage is not None and stage.entries:
+            outcomes = await run_in_threadpool(self.ledger.outcomes, plan)
+            for entry in stage.entries:
+                if entry.entry_id not in outcomes:
+                    return _see_other(f"{base}/native/{entry.entry_id}")
+        return _see_other(f"{base}/done")
+
+    async def step(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        entry = _entry(plan, "native", request.path_params["entry_id"])
+        base = self._base(request, plan.plan_id)
+        outcomes = await run_in_threadpool(self.ledger.outcomes, plan)
+        if entry.entry_id in outcomes:  # done already: never run a step twice
+            return _see_other(f"{base}/native")
+        page = render_native_step(
+            plan, entry.entry_id, skip_url=f"{base}/native/{entry.entry_id}/skip", probe=self.probe
+        )
+        return _html(page)
+
+    async def skip(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        entry = _entry(plan, "native", request.path_params["entry_id"])
+        form = await _form(request, _SKIP_LIMIT)
+        reason = form.get("reason", "")
+        if reason not in _SKIP_REASONS or set(form) != {"reason"}:
+            raise _Problem(400, f"reason must be one of {', '.join(sorted(_SKIP_REASONS))}")
+        await run_in_threadpool(
+            self.ledger.record,
+            plan,
+            entry,
+            AuditType.FRONTCHANNEL_SKIPPED,
+            "skipped",
+            {"reason": reason, "timeout_ms": entry.timeout_ms},
+        )
+        return _see_other(f"{self._base(request, plan.plan_id)}/native")
+
+    async def answer(self, request: Request) -> StarletteResponse:
+        if request.method == "POST":
+            form = await _form(request, self.answer_limit)
+            query = ""
+            relay_state = form.get("RelayState")
+        else:
+            form = {}
+            query = request.url.query
+            if len(query) > self.answer_limit:
+                raise _Problem(414, "query too long")
+            relay_state = request.query_params.get("RelayState")
+        if not relay_state or len(relay_state) > _MAX_ID:
+            raise _Problem(400, "no RelayState: cannot tell which logout step this answers")
+        plan = await run_in_threadpool(self.ledger.plan_of_delivery, relay_state)
+        if plan is None:
+            raise _Problem(400, "the RelayState names no step of a logout plan")
+        stage = plan.stage(NATIVE_STAGE)
+        entry = next(
+            (e for e in (stage.entries if stage else ()) if e.delivery_id == relay_state), None
+        )
+        if entry is None:
+            raise _Problem(400, "the RelayState names no native step of a logout plan")
+        answer = FrontchannelAnswer(method=request.method, query=query, form=form)
+        await run_in_threadpool(self._record_answer, plan, entry, answer)
+        root = request.scope.get("root_path", "")
+        return _see_other(f"{root}/plans/{plan.plan_id}/native")
+
+    def _record_answer(
+        self, plan: LogoutPlan, entry: PlanEntry, answer: FrontchannelAnswer
+    ) -> None:
+        if entry.entry_id in self.ledger.outcomes(plan):
+            return  # skipped before it came back, or a repeated answer: the first stands
+        handler = self.handlers.get(entry.protocol)
+        provider = self._provider(entry.provider, handler) if handler is not None else None
+        detail: dict[str, Any] = {"binding_back": "post" if answer.method == "POST" else "redirect"}
+        if handler is None or provider is None:
+            outcome = "failed"
+            detail["error"] = f"provider {entry.provider!r} or its handler is no longer configured"
+        else:
+            try:
+                handler.frontchannel_answer(provider, _sent(entry), answer)
+            except DeliveryError as exc:
+                outcome, detail["error"] = "failed", exc.detail
+            except NotImplementedError as exc:
+                outcome, detail["error"] = "failed", str(exc)
+            else:
+                outcome = "success"
+        self.ledger.record(plan, entry, AuditType.FRONTCHANNEL_COMPLETED, outcome, detail)
+
+    async def done(self, request: Request) -> StarletteResponse:
+        plan = await self._plan(request.path_params["plan_id"])
+        final = self._final_url(plan)
+        respond_to = plan.respond_to
+        if respond_to is None:
+            return _see_other(final)
+        handler = self.handlers.get(respond_to.protocol)
+        provider = (
+            await run_in_threadpool(self._provider, respond_to.provider, handler)
+            if handler is not None
+            else None
+        )
+        if not isinstance(handler, _Responder) or provider is None:
+            _log.warning(
+                "cannot answer the provider that started the logout",
+                plan_id=plan.plan_id,
+                provider=respond_to.provider,
+            )
+            return _see_other(final)
+        partial = await run_in_threadpool(self.ledger.partial, plan)
+        entry = await run_in_threadpool(
+            lambda: handler.logout_response_entry(
+                provider,
+                in_response_to=respond_to.in_response_to,
+                partial=partial,
+                relay_state=respond_to.relay_state,
+                now=utcnow(),
+            )
+        )
+        _log.info(
+            "logout response to the initiating provider",
+            plan_id=plan.plan_id,
+            event_id=plan.event_id,
+            provider=respond_to.provider,
+            partial=partial,
+            binding=entry.binding,
+        )
+        if entry.binding == "post" and entry.saml_response is not None:
+            fields = {"SAMLResponse": entry.saml_response}
+            if entry.relay_state is not None:
+                fields["RelayState"] = entry.relay_state
+            page = render_post_form(
+                entry.url, fields, message=f"Returning to {respond_to.provider}…"
+            )
+            return _html(page)
+        return _see_other(check_url(entry.url, "logout response url"))
+
+
+def _wrap(
+    endpoint: Callable[[Request], Any],
+) -> Callable[[Request], Any]:
+    async def call(request: Request) -> StarletteResponse:
+        try:
+            response: StarletteResponse = await endpoint(request)
+        except _Problem as problem:
+            if request.url.path.endswith("/report"):
+                return _no_store(JSONResponse({"error": problem.message}, problem.status))
+            return _no_store(PlainTextResponse(problem.message, problem.status))
+        except RenderError as exc:
+            _log.error("cannot render a logout page", error=str(exc))
+            return _no_store(PlainTextResponse(f"cannot render this logout step: {exc}", 500))
+        return response
+
+    return call
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    next_url: NextUrl,
+    probe: bool = True,
+    report_grace_ms: int = 1000,
+) -> Starlette:
+    """The mountable app for ``runtime``'s database and protocol handlers.
+
+    ``next_url`` is where the browser ends when a plan is done and no provider waits for
+    an answer: a URL or a path on the IdP, or a function of the plan (an OIDC
+    ``post_logout_redirect_uri`` with its ``state``, say). ``probe`` asks each native
+    SP's endpoint a credential-less ``HEAD`` before navigating there, so an unreachable
+    SP is skipped at once instead of stranding the browser on an error page.
+    ``report_grace_ms``: how long the iframe page waits for its reports to be sent.
+    """
+    if isinstance(next_url, str):
+        check_local_url(next_url, "next_url")
+    limit = runtime.settings.response_body_limit * 2 + 4096  # base64, and the other fields
+    app = FrontchannelApp(
+        sessions=runtime.sessions,
+        handlers=runtime.handlers,
+        next_url=next_url,
+        probe=probe,
+        report_grace_ms=report_grace_ms,
+        answer_limit=limit,
+    )
+    plan = "/plans/{plan_id}"
+    routes = [
+        Route(plan, _wrap(app.start), methods=["GET"], name="plan"),
+        Route(f"{plan}/iframe", _wrap(app.iframe), methods=["GET"], name="iframe"),
+        Route(f"{plan}/report", _wrap(app.report), methods=["POST"], name="report"),
+        Route(f"{plan}/native", _wrap(app.native), methods=["GET"], name="native"),
+        Route(f"{plan}/native/{{entry_id}}", _wrap(app.step), methods=["GET"], name="step"),
+        Route(f"{plan}/native/{{entry_id}}/skip", _wrap(app.skip), methods=["POST"], name="skip"),
+        Route("/native/return", _wrap(app.answer), methods=["GET", "POST"], name="return"),
+        Route(f"{plan}/done", _wrap(app.done), methods=["GET"], name="done"),
+    ]
+    return Starlette(routes=routes)
