@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Table, Update, bindparam, func, select, update
+from sqlalchemy import Connection, Table, Update, bindparam, func, select, text, update
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
@@ -176,11 +176,12 @@ class EventProcessor:
         activity: Callable[[SessionStarted | SessionSeen], None] | None = None,
         *,
         timeouts: PlanTimeouts | None = None,
-        notify: Callable[[Sequence[str]], None] | None = None,
+        notify: Callable[[Sequence[tuple[str, str]]], None] | None = None,
     ) -> None:
         """``activity`` handles ``session.started`` / ``session.seen`` (not logouts); without
         one they are rejected with a reason. ``timeouts`` go into the stage plans; ``notify``
-        announces ``plan:<id>`` and ``event:<id>`` once committed (to waiting IdPs)."""
+        announces ``(plan:<id>, the plan's JSON)`` and ``(event:<id>, "")`` once committed
+        (to waiting IdPs)."""
         self._engine = engine_of(sessions)
         self._fanout = fanout
         self._activity = activity
@@ -349,10 +350,12 @@ class EventProcessor:
                 wanted = [i for i in owned if _plan_id(i.event) is not None]
                 plans, built = self._plans(conn, wanted, now)
                 entries += built
+                if plans and len(owned) == len(items):
+                    _commit_without_flush_wait(conn)
             records = write_audit(conn, entries, at=now)
         emit(records)
         if plans:
-            self._notify([f"plan:{plan.plan_id}" for plan in plans])
+            self._notify([(f"plan:{plan.plan_id}", plan.model_dump_json()) for plan in plans])
 
     def _claim(
         self, conn: Connection, items: list[_Item], now: datetime, entries: list[AuditEntry]
@@ -675,10 +678,22 @@ class EventProcessor:
                 .values(status=EventStatus.COMPLETED, completed_at=now)
             )
         emit(records)
-        self._notify([f"event:{item.event_id}" for item in items])
+        self._notify([(f"event:{item.event_id}", "") for item in items])
         self._fanout.schedule(retries)
         if resumed:  # other attempts may have finished deliveries meanwhile
             self._fanout.settle(resumed)
+
+
+def _commit_without_flush_wait(conn: Connection) -> None:
+    """PostgreSQL: let this transaction's commit return before its WAL is on disk.
+
+    Only for a first transaction whose every event is owned: each is acknowledged to the
+    broker after its last transaction, whose (synchronous) commit flushes the WAL up to it,
+    this one included; until then a lost commit is redone from the redelivered message. An
+    IdP waiting for a plan saves the flush (p99 of a commit here: 3.3 ms against 0.4 ms).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def _plan_id(event: Event | None) -> str | None:

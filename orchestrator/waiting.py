@@ -54,6 +54,7 @@ from schemas import LogoutPlan
 __all__ = [
     "Completion",
     "LogoutWaiter",
+    "Notice",
     "Notifier",
     "PlanWait",
     "make_notifier",
@@ -68,10 +69,28 @@ Backend = Literal["postgresql", "redis", "local"]
 _T = TypeVar("_T")
 
 
-class Notifier(Protocol):
-    """Announce keys (``plan:<id>``, ``event:<id>``) after the transaction that made them."""
+#: What is announced: a key (``plan:<id>``, ``event:<id>``) and a body ("" for none). A plan's
+#: body is the plan itself when it fits a notification, which then saves the waiter a read.
+Notice = tuple[str, str]
+#: PostgreSQL refuses NOTIFY payloads from 8000 bytes on; larger bodies are left out.
+MAX_PAYLOAD = 7900
 
-    def __call__(self, keys: Sequence[str]) -> None: ...
+
+class Notifier(Protocol):
+    """Announce notices after the transaction that made what they name."""
+
+    def __call__(self, notices: Sequence[Notice]) -> None: ...
+
+
+def _payload(notice: Notice) -> str:
+    key, body = notice
+    text = f"{key}\n{body}" if body else key
+    return text if len(text.encode()) <= MAX_PAYLOAD else key
+
+
+def _notice(payload: str) -> Notice:
+    key, _, body = payload.partition("\n")
+    return key, body
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +140,13 @@ class _Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiting: dict[str, list[Callable[[], None]]] = defaultdict(list)
+        self._waiting: dict[str, list[Callable[[str], None]]] = defaultdict(list)
 
-    def add(self, key: str, callback: Callable[[], None]) -> None:
+    def add(self, key: str, callback: Callable[[str], None]) -> None:
         with self._lock:
             self._waiting[key].append(callback)
 
-    def remove(self, key: str, callback: Callable[[], None]) -> None:
+    def remove(self, key: str, callback: Callable[[str], None]) -> None:
         with self._lock:
             callbacks = self._waiting.get(key)
             if callbacks and callback in callbacks:
@@ -135,11 +154,12 @@ class _Registry:
                 if not callbacks:
                     del self._waiting[key]
 
-    def fire(self, key: str) -> None:
+    def fire(self, payload: str) -> None:
+        key, body = _notice(payload)
         with self._lock:
             callbacks = list(self._waiting.get(key, ()))
         for callback in callbacks:
-            callback()
+            callback(body)
 
 
 #: Waiters of this process on the in-process backend (the embedded worker fires it).
@@ -155,18 +175,18 @@ def make_notifier(settings: Settings) -> Notifier:
         client = redis.Redis.from_url(settings.broker_url)
         redis_channel = _redis_channel(settings)
 
-        def redis_notify(keys: Sequence[str]) -> None:
-            if keys:
+        def redis_notify(notices: Sequence[Notice]) -> None:
+            if notices:
                 pipe = client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.publish(redis_channel, key)
+                for notice in notices:
+                    pipe.publish(redis_channel, _payload(notice))
                 pipe.execute()
 
         return redis_notify
 
-    def local_notify(keys: Sequence[str]) -> None:
-        for key in keys:
-            _LOCAL.fire(key)
+    def local_notify(notices: Sequence[Notice]) -> None:
+        for notice in notices:
+            _LOCAL.fire(_payload(notice))
 
     return local_notify
 
@@ -180,9 +200,10 @@ class _PostgresNotifier:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
-    def __call__(self, keys: Sequence[str]) -> None:
-        if not keys:
+    def __call__(self, notices: Sequence[Notice]) -> None:
+        if not notices:
             return
+        payloads = [_payload(notice) for notice in notices]
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -190,7 +211,7 @@ class _PostgresNotifier:
                         self._conn = psycopg.connect(self._conninfo, autocommit=True)
                     self._conn.execute(
                         "SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key",
-                        (self._channel, list(keys)),
+                        (self._channel, payloads),
                     )
                     return
                 except psycopg.OperationalError:
@@ -268,14 +289,14 @@ class LogoutWaiter:
     def wait_plan(self, plan_id: str, timeout: float) -> PlanWait:
         """Block until the plan is built or ``timeout`` seconds pass."""
         plan = self._wait_sync(
-            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout
+            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout, _plan_body
         )
         return PlanWait(plan, plan is None)
 
     async def await_plan(self, plan_id: str, timeout: float) -> PlanWait:
         """The plan as soon as the worker has built it; ``timed_out`` after ``timeout`` s."""
         plan = await self._wait_async(
-            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout
+            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout, _plan_body
         )
         return PlanWait(plan, plan is None)
 
@@ -311,28 +332,46 @@ class LogoutWaiter:
         counts.update({str(status): int(count) for status, count in rows})
         return counts
 
-    def _wait_sync(self, key: str, read: Callable[[], _T | None], timeout: float) -> _T | None:
+    def _wait_sync(
+        self,
+        key: str,
+        read: Callable[[], _T | None],
+        timeout: float,
+        parse: Callable[[str], _T | None] | None = None,
+    ) -> _T | None:
         woken = threading.Event()
-        self._registry.add(key, woken.set)
+        bodies: list[str] = []
+
+        def wake(body: str) -> None:
+            bodies.append(body)
+            woken.set()
+
+        self._registry.add(key, wake)
         try:
             deadline = time.monotonic() + timeout
             while True:
                 woken.clear()
-                found = read()
+                found = _from_body(bodies, parse) or read()
                 left = deadline - time.monotonic()
                 if found is not None or left <= 0:
                     return found
                 woken.wait(min(left, RECHECK_SECONDS))
         finally:
-            self._registry.remove(key, woken.set)
+            self._registry.remove(key, wake)
 
     async def _wait_async(
-        self, key: str, read: Callable[[], _T | None], timeout: float
+        self,
+        key: str,
+        read: Callable[[], _T | None],
+        timeout: float,
+        parse: Callable[[str], _T | None] | None = None,
     ) -> _T | None:
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
+        bodies: list[str] = []
 
-        def wake() -> None:
+        def wake(body: str) -> None:
+            bodies.append(body)
             loop.call_soon_threadsafe(woken.set)
 
         self._registry.add(key, wake)
@@ -340,7 +379,7 @@ class LogoutWaiter:
             deadline = loop.time() + timeout
             while True:
                 woken.clear()
-                found = await asyncio.to_thread(read)
+                found = _from_body(bodies, parse) or await asyncio.to_thread(read)
                 left = deadline - loop.time()
                 if found is not None or left <= 0:
                     return found
@@ -354,3 +393,19 @@ class LogoutWaiter:
         self._stop.set()
         if self._listener is not None:
             self._listener.join(timeout=5)
+
+
+def _from_body(bodies: list[str], parse: Callable[[str], _T | None] | None) -> _T | None:
+    """What a notification carried, when it carried it (else the caller reads)."""
+    while bodies:
+        body = bodies.pop()
+        if body and parse is not None:
+            return parse(body)
+    return None
+
+
+def _plan_body(body: str) -> LogoutPlan | None:
+    try:
+        return LogoutPlan.model_validate_json(body)
+    except ValueError:
+        return None
