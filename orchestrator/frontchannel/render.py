@@ -135,7 +135,7 @@ def render_iframe_stage(
     report_url = check_local_url(report_url, "report_url")
     next_url = check_local_url(next_url, "next_url")
     checked = [
-        (entry, check_url(entry.url, f"entry {entry.entry_id!r} ({entry.provider}) url"))
+        (entry, check_url(entry.url, f"entry {entry.entry_id!r} ({entry.provider!r}) url"))
         for entry in stage.entries
     ]
     entries = [
@@ -212,7 +212,7 @@ def render_native_step(
     position, entry = native_entry(plan, entry_id)
     stage = plan.stage(NATIVE_STAGE)
     total = len(stage.entries) if stage is not None else 0
-    url = check_url(entry.url, f"entry {entry.entry_id!r} ({entry.provider}) url")
+    url = check_url(entry.url, f"entry {entry.entry_id!r} ({entry.provider!r}) url")
     skip_url = check_local_url(skip_url, "skip_url")
     if entry.binding == "post":
         if not entry.saml_request:

@@ -1,9 +1,10 @@
 """The URLs a plan may put in front of the browser: absolute http(s), nothing else.
 
 A provider's URL reaches a page only through :func:`check_url`, so ``javascript:``,
-``data:``, a relative or protocol-relative URL, or one with credentials, whitespace or
-control characters in it is refused at render time with :class:`UnsafeUrlError`, never
-written into the page.
+``data:``, a relative or protocol-relative URL, or one with credentials, whitespace,
+control characters or characters a URI never holds unencoded (``"<>`` and the like) is
+refused at render time with :class:`UnsafeUrlError`, never written into the page (where
+it would be escaped anyway).
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ __all__ = ["check_local_url", "check_url", "origin", "without_query"]
 _SCHEMES = ("https", "http")
 
 
+#: Characters RFC 3986 never allows unencoded in a URI (plus the backslash browsers read
+#: as a slash): a URL holding one is refused rather than repaired.
+_NEVER = frozenset('"<>`{}|^\\')
+
+
 def _plain(url: str, what: str) -> None:
-    if not url.isprintable() or any(c.isspace() for c in url) or "\\" in url:
-        raise UnsafeUrlError(f"{what}: whitespace, backslashes or control characters in the URL")
+    if not url.isprintable() or any(c.isspace() or c in _NEVER for c in url):
+        raise UnsafeUrlError(
+            f"{what}: whitespace, control characters or one of {''.join(sorted(_NEVER))} "
+            "in the URL (they must be percent-encoded)"
+        )
 
 
 def check_url(url: str, what: str = "url") -> str:

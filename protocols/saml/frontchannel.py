@@ -37,8 +37,9 @@ _SIG_ALGS = {
 
 
 def _b64(value: str, what: str) -> bytes:
+    """Strict base64; line breaks (some SPs wrap at 76 characters) are ignored."""
     try:
-        return base64.b64decode(value.encode("ascii"), validate=False)
+        return base64.b64decode("".join(value.split()).encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise MessageError(f"{what} is not base64") from exc
 
