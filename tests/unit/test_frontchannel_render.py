@@ -305,3 +305,14 @@ def test_a_caller_nonce_must_be_a_nonce() -> None:
 def test_check_url_keeps_a_good_url_as_is() -> None:
     url = "https://rp.example.com:8443/fc?iss=https%3A%2F%2Fidp&sid=1"
     assert check_url(url) == url
+
+
+def test_the_package_exports_a_sorted_public_api() -> None:
+    """Rendering is importable without the web extra; the app module is separate."""
+    import orchestrator.frontchannel as package
+
+    exported = list(package.__all__)
+    assert exported == sorted(exported, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    assert {"Page", "UnsafeUrlError", "render_iframe_stage", "render_native_step"} <= set(exported)
+    assert all(hasattr(package, name) for name in exported)
+    assert "orchestrator.frontchannel.app" not in package.__name__
