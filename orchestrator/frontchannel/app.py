@@ -347,7 +347,14 @@ class FrontchannelApp:
             (e for e in (stage.entries if stage else ()) if e.delivery_id == relay_state), None
         )
         if entry is None:
-            raise _Problem(400, "the RelayState names no native step of a logout plan")
+            # An SP logged out in a frame may send its answer back inside that frame: the
+            # frame's outcome is what the iframe page reports, so this only ends its load.
+            return _no_store(
+                HTMLResponse(
+                    "<!doctype html><title>Signed out</title>",
+                    headers={"Content-Security-Policy": "default-src 'none'"},
+                )
+            )
         answer = FrontchannelAnswer(method=request.method, query=query, form=form)
         await run_in_threadpool(self._record_answer, plan, entry, answer)
         root = request.scope.get("root_path", "")

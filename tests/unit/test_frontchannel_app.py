@@ -315,6 +315,17 @@ def test_an_answer_must_name_a_step(world: World, data: dict[str, str], message:
     assert world.client.get("/native/return").status_code == 400
 
 
+def test_an_answer_inside_a_frame_just_ends_the_frame(world: World) -> None:
+    """An iframe entry's SP answering inside its frame gets an empty page (so the frame
+    loads); the frame's outcome stays what the iframe page reports."""
+    plan = world.logout("p-14", "wiki")
+    [wiki] = plan.stages[1].entries
+    response = world.client.get(f"/native/return?SAMLResponse=x&RelayState={wiki.delivery_id}")
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"] == "default-src 'none'"
+    assert world.audit("frontchannel.completed") == []
+
+
 def test_sp_started_logout_gets_partial_when_a_frame_timed_out(world: World) -> None:
     """The last step POSTs the IdP's signed LogoutResponse to the starting SP: Success,
     with PartialLogout because wiki's frame timed out."""
