@@ -187,7 +187,8 @@ class ProviderSession(Base):
     session_index: Mapped[str | None] = mapped_column(_ID)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
-    ended_by_event: Mapped[str | None] = mapped_column(String(36))
+    # Indexed: a logout finds the provider sessions it ended by this column.
+    ended_by_event: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class EventRecord(Base):
