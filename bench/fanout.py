@@ -1032,9 +1032,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in latency_ratios(latency):
             print(f"* {line}")
         print(
-            "* Pick-up: dramatiq's Redis consumer sleeps between empty fetches, backing off up "
-            "to its `worker_timeout` (default 1000 ms: 500 to 1000 ms per sleep once idle), so "
-            "an event published to an idle worker waits up to ~1 s before `event.received`.\n"
+            "* Pick-up: the worker's Redis consumers wait on the wake-up notice each enqueue "
+            "PUBLISHes (`workers/redis_wakeup.py`); with `redis_wakeup = false`, dramatiq's own "
+            "consumer sleeps between empty fetches, backing off up to its `worker_timeout` "
+            "(1000 ms), so an idle worker then picks an event up only after up to ~1 s.\n"
         )
     if throughput:
         print(f"Throughput RPs: {info['throughput_server']}.\n")
