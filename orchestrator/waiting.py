@@ -77,7 +77,8 @@ MAX_PAYLOAD = 7900
 
 
 class Notifier(Protocol):
-    """Announce notices after the transaction that made what they name."""
+    """Announce notices after the transaction that made what they name. Never raises: a
+    notice that cannot be sent is logged (waiters re-read at least once a second)."""
 
     def __call__(self, notices: Sequence[Notice]) -> None: ...
 
@@ -176,11 +177,15 @@ def make_notifier(settings: Settings) -> Notifier:
         redis_channel = _redis_channel(settings)
 
         def redis_notify(notices: Sequence[Notice]) -> None:
-            if notices:
+            if not notices:
+                return
+            try:
                 pipe = client.pipeline(transaction=False)
                 for notice in notices:
                     pipe.publish(redis_channel, _payload(notice))
                 pipe.execute()
+            except redis.RedisError as exc:  # a missed notice costs waiters one re-read
+                _log.warning("could not notify waiters", error=str(exc))
 
         return redis_notify
 
@@ -214,10 +219,11 @@ class _PostgresNotifier:
                         (self._channel, payloads),
                     )
                     return
-                except psycopg.OperationalError:
+                except psycopg.Error as exc:
                     self._conn = None
                     if attempt == 2:
-                        raise
+                        # A missed notice costs waiters one re-read; never the logout.
+                        _log.warning("could not notify waiters", error=str(exc))
 
     def close(self) -> None:
         with self._lock:

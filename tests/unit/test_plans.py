@@ -19,7 +19,7 @@ from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.pipeline import EventProcessor
 from orchestrator.plans import load_plan
 from orchestrator.sender import HttpSender
-from orchestrator.waiting import notification_backend
+from orchestrator.waiting import make_notifier, notification_backend
 from tests.saml_support import make_pair
 
 from .conftest import make_event
@@ -231,3 +231,23 @@ def test_await_completion_after_the_back_channel(mixed: tuple[Runtime, EventProc
     assert done.completed
     assert done.deliveries["succeeded"] == 1
     assert done.deliveries["skipped"] == 1  # wiki: in the plan, carried out by the browser
+
+
+@pytest.mark.parametrize(
+    ("database_url", "broker_url", "backend"),
+    [
+        ("postgresql://nobody@127.0.0.1:1/none", "memory://", "postgresql"),
+        (None, "redis://127.0.0.1:1/0", "redis"),
+    ],
+)
+def test_a_notice_that_cannot_be_sent_never_fails_the_logout(
+    settings: Settings, database_url: str | None, broker_url: str, backend: str
+) -> None:
+    """A notifier whose server is down logs and returns: waiters re-read on their own."""
+    overrides: dict[str, Any] = {"broker_url": broker_url}
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    unreachable = settings.with_overrides(**overrides)
+    assert notification_backend(unreachable) == backend
+    notify = make_notifier(unreachable)
+    notify([("plan:p-1", '{"plan_id": "p-1"}'), ("event:e-1", "")])
