@@ -20,7 +20,7 @@ from orchestrator.sender import HttpSender
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
 from orchestrator.store import SessionFactory, make_engine, make_session_factory, upgrade
-from orchestrator.waiting import LogoutWaiter, Notifier, make_notifier
+from orchestrator.waiting import LogoutWaiter, NoticeBoard, Notifier, make_notifier
 from protocols import ProtocolHandler, load_handlers
 from schemas import Event, SessionSeen, SessionStarted
 
@@ -37,6 +37,7 @@ class Runtime:
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
     _geoip: GeoipReader | None = field(default=None, repr=False)
+    notices: NoticeBoard = field(default_factory=NoticeBoard, repr=False)
     _notifier: Notifier | None = field(default=None, repr=False)
     _builders: ThreadPoolExecutor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -93,12 +94,12 @@ class Runtime:
         """Announces built plans and completed logouts to waiting IdPs (made on first use)."""
         with self._lock:
             if self._notifier is None:
-                self._notifier = make_notifier(self.settings)
+                self._notifier = make_notifier(self.settings, self.notices)
             return self._notifier
 
     def waiter(self) -> LogoutWaiter:
         """A new :class:`LogoutWaiter` on this runtime's database (close it when done)."""
-        return LogoutWaiter(self.settings, self.sessions)
+        return LogoutWaiter(self.settings, self.sessions, self.notices)
 
     def event_processor(
         self,
@@ -188,8 +189,7 @@ class Runtime:
             if self._geoip is not None:
                 self._geoip.close()
                 self._geoip = None
-            closing = getattr(self._notifier, "close", None)
-            if closing is not None:
-                closing()
-            self._notifier = None
+            if self._notifier is not None:
+                self._notifier.close()
+                self._notifier = None
         self.engine.dispose()

@@ -15,7 +15,8 @@ first of these that can reach the waiting process:
 * **Redis** Pub/Sub on ``<namespace>:logout`` when the broker is Redis (and the database not
   PostgreSQL);
 * **in-process** otherwise (SQLite with ``memory://``: the embedded worker runs in the same
-  process).
+  process), on the :class:`NoticeBoard` of the :class:`~orchestrator.runtime.Runtime` that
+  both the worker and the waiter come from.
 
 A waiter registers before it reads the database, so a notification between the two is never
 missed; should one still be lost (a dropped connection), the waiter reads the database again
@@ -55,6 +56,7 @@ __all__ = [
     "Completion",
     "LogoutWaiter",
     "Notice",
+    "NoticeBoard",
     "Notifier",
     "PlanWait",
     "make_notifier",
@@ -81,6 +83,8 @@ class Notifier(Protocol):
     notice that cannot be sent is logged (waiters re-read at least once a second)."""
 
     def __call__(self, notices: Sequence[Notice]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _payload(notice: Notice) -> str:
@@ -136,8 +140,9 @@ def _psycopg_conninfo(settings: Settings) -> str:
 # -- in-process delivery of notifications ---------------------------------------------------
 
 
-class _Registry:
-    """Callbacks waiting for keys; fired from any thread."""
+class NoticeBoard:
+    """Callbacks waiting for keys; fired from any thread. A :class:`Runtime` holds one: its
+    notifier fires it in-process, and its waiters listen on it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -163,37 +168,49 @@ class _Registry:
             callback(body)
 
 
-#: Waiters of this process on the in-process backend (the embedded worker fires it).
-_LOCAL = _Registry()
-
-
-def make_notifier(settings: Settings) -> Notifier:
-    """The worker side: announce keys on the backend the waiters listen to."""
+def make_notifier(settings: Settings, board: NoticeBoard) -> Notifier:
+    """The worker side: announce notices on the backend the waiters listen to (``board``
+    for in-process waiters)."""
     backend = notification_backend(settings)
     if backend == "postgresql":
         return _PostgresNotifier(_psycopg_conninfo(settings), _pg_channel(settings))
     if backend == "redis":
-        client = redis.Redis.from_url(settings.broker_url)
-        redis_channel = _redis_channel(settings)
+        return _RedisNotifier(settings.broker_url, _redis_channel(settings))
+    return _LocalNotifier(board)
 
-        def redis_notify(notices: Sequence[Notice]) -> None:
-            if not notices:
-                return
-            try:
-                pipe = client.pipeline(transaction=False)
-                for notice in notices:
-                    pipe.publish(redis_channel, _payload(notice))
-                pipe.execute()
-            except redis.RedisError as exc:  # a missed notice costs waiters one re-read
-                _log.warning("could not notify waiters", error=str(exc))
 
-        return redis_notify
+class _LocalNotifier:
+    def __init__(self, board: NoticeBoard) -> None:
+        self._board = board
 
-    def local_notify(notices: Sequence[Notice]) -> None:
+    def __call__(self, notices: Sequence[Notice]) -> None:
         for notice in notices:
-            _LOCAL.fire(_payload(notice))
+            self._board.fire(_payload(notice))
 
-    return local_notify
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _RedisNotifier:
+    """PUBLISH on the namespace's channel, pipelined."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._channel = channel
+
+    def __call__(self, notices: Sequence[Notice]) -> None:
+        if not notices:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for notice in notices:
+                pipe.publish(self._channel, _payload(notice))
+            pipe.execute()
+        except redis.RedisError as exc:  # a missed notice costs waiters one re-read
+            _log.warning("could not notify waiters", error=str(exc))
+
+    def close(self) -> None:
+        self._client.close()
 
 
 class _PostgresNotifier:
@@ -238,11 +255,15 @@ class _PostgresNotifier:
 class LogoutWaiter:
     """Wait for plans and completions (thread-safe; one per process is enough). Close it."""
 
-    def __init__(self, settings: Settings, sessions: SessionFactory) -> None:
+    def __init__(
+        self, settings: Settings, sessions: SessionFactory, board: NoticeBoard | None = None
+    ) -> None:
+        """``board``: where this process's worker announces notices in-process (the
+        runtime's); needed only when notices travel in-process (see the module docstring)."""
         self._settings = settings
         self._sessions = sessions
         self._backend = notification_backend(settings)
-        self._registry = _LOCAL if self._backend == "local" else _Registry()
+        self._registry = board if board is not None else NoticeBoard()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._listener: threading.Thread | None = None

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import dramatiq
 import pytest
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 
 from orchestrator.settings import Settings
@@ -117,3 +118,12 @@ def test_close_releases_the_subscription(broker: WakingRedisBroker, namespace: s
     while broker.client.pubsub_numsub(channel)[0][1] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert broker.client.pubsub_numsub(channel) == [(channel.encode(), 0)]
+
+
+def test_redis_wakeup_false_builds_dramatiqs_own_broker(namespace: str) -> None:
+    """``redis_wakeup = false``: the plain RedisBroker, whose consumers poll as dramatiq's do."""
+    built = build_broker(Settings(broker_url=REDIS_URL, namespace=namespace, redis_wakeup=False))
+    try:
+        assert type(built) is RedisBroker
+    finally:
+        built.close()

@@ -19,7 +19,7 @@ from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.pipeline import EventProcessor
 from orchestrator.plans import load_plan
 from orchestrator.sender import HttpSender
-from orchestrator.waiting import make_notifier, notification_backend
+from orchestrator.waiting import NoticeBoard, make_notifier, notification_backend
 from tests.saml_support import make_pair
 
 from .conftest import make_event
@@ -249,5 +249,6 @@ def test_a_notice_that_cannot_be_sent_never_fails_the_logout(
         overrides["database_url"] = database_url
     unreachable = settings.with_overrides(**overrides)
     assert notification_backend(unreachable) == backend
-    notify = make_notifier(unreachable)
+    notify = make_notifier(unreachable, NoticeBoard())
     notify([("plan:p-1", '{"plan_id": "p-1"}'), ("event:e-1", "")])
+    notify.close()
