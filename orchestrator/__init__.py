@@ -1,28 +1,42 @@
 """Discovery, planning, fan-out and audit of logouts; no protocol details live here."""
 
-from orchestrator.activity import SessionActivity
-from orchestrator.audit import AuditEntry, AuditQuery, query_audit, write_audit
-from orchestrator.binding_check import BindingChecker
-from orchestrator.errors import (
-    ConfigurationError,
-    DeliveryError,
-    HandlerLoadError,
-    InputError,
-    LogoutError,
-    PermanentDeliveryError,
-    Problem,
-    TransientDeliveryError,
-)
-from orchestrator.expiry import ExpirySweeper, SweepReport
-from orchestrator.pipeline import EventProcessor, HandleResult
-from orchestrator.publishing import Publisher, publish
-from orchestrator.registry import ImportSummary, SessionRegistry
-from orchestrator.retry import RetryPolicy
-from orchestrator.runtime import Runtime
-from orchestrator.session_policy import SessionPolicy
-from orchestrator.settings import Settings
-from orchestrator.validation import parse_event, parse_event_lines
-from orchestrator.waiting import Completion, LogoutWaiter, PlanWait
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from orchestrator.activity import SessionActivity
+    from orchestrator.audit import (
+        AuditEntry,
+        AuditQuery,
+        query_audit,
+        write_audit,
+    )
+    from orchestrator.binding_check import BindingChecker
+    from orchestrator.errors import (
+        ConfigurationError,
+        DeliveryError,
+        HandlerLoadError,
+        InputError,
+        LogoutError,
+        PermanentDeliveryError,
+        Problem,
+        TransientDeliveryError,
+    )
+    from orchestrator.expiry import ExpirySweeper, SweepReport
+    from orchestrator.pipeline import EventProcessor, HandleResult
+    from orchestrator.publishing import Publisher, publish
+    from orchestrator.registry import ImportSummary, SessionRegistry
+    from orchestrator.retry import RetryPolicy
+    from orchestrator.runtime import Runtime
+    from orchestrator.session_policy import SessionPolicy
+    from orchestrator.settings import Settings
+    from orchestrator.validation import parse_event, parse_event_lines
+    from orchestrator.waiting import (
+        Completion,
+        LogoutWaiter,
+        PlanWait,
+    )
 
 __all__ = [
     "AuditEntry",
@@ -57,3 +71,56 @@ __all__ = [
     "query_audit",
     "write_audit",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "orchestrator.activity": ("SessionActivity",),
+        "orchestrator.audit": (
+            "AuditEntry",
+            "AuditQuery",
+            "query_audit",
+            "write_audit",
+        ),
+        "orchestrator.binding_check": ("BindingChecker",),
+        "orchestrator.errors": (
+            "ConfigurationError",
+            "DeliveryError",
+            "HandlerLoadError",
+            "InputError",
+            "LogoutError",
+            "PermanentDeliveryError",
+            "Problem",
+            "TransientDeliveryError",
+        ),
+        "orchestrator.expiry": (
+            "ExpirySweeper",
+            "SweepReport",
+        ),
+        "orchestrator.pipeline": (
+            "EventProcessor",
+            "HandleResult",
+        ),
+        "orchestrator.publishing": (
+            "Publisher",
+            "publish",
+        ),
+        "orchestrator.registry": (
+            "ImportSummary",
+            "SessionRegistry",
+        ),
+        "orchestrator.retry": ("RetryPolicy",),
+        "orchestrator.runtime": ("Runtime",),
+        "orchestrator.session_policy": ("SessionPolicy",),
+        "orchestrator.settings": ("Settings",),
+        "orchestrator.validation": (
+            "parse_event",
+            "parse_event_lines",
+        ),
+        "orchestrator.waiting": (
+            "Completion",
+            "LogoutWaiter",
+            "PlanWait",
+        ),
+    },
+)
