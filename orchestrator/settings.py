@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -24,7 +25,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from orchestrator.binding.evaluate import UnlistedAddressPolicy
+from orchestrator.binding.policy import UnlistedAddressPolicy
 from orchestrator.durations import Duration, OptionalDuration
 from orchestrator.errors import ConfigurationError
 
@@ -208,6 +209,14 @@ class Settings(BaseSettings):
             return bound(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[no-any-return]
         except SettingsError as exc:
             raise ConfigurationError(f"invalid settings: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
+            raise ConfigurationError(
+                f"config file {path}: not valid TOML: {exc}; fix that line of the file"
+            ) from exc
+        except OSError as exc:
+            raise ConfigurationError(
+                f"config file {path}: cannot read it: {exc.strerror}; check its permissions"
+            ) from exc
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
