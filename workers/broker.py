@@ -23,7 +23,7 @@ __all__ = ["BROKER_ERRORS", "broker_unreachable", "build_broker", "check_broker"
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.RedisError,
     pika.exceptions.AMQPError,
-    dramatiq.errors.ConnectionError,
+    dramatiq.errors.BrokerConnectionError,
     OSError,
 )
 

@@ -83,7 +83,7 @@ def _fail(ctx: click.Context, error: LogoutError) -> None:
         from rich.markup import escape
 
         _console(stderr=True).print(f"[bold red]error[/]: {escape(str(error))}")
-    ctx.exit(exit_code_for(error))
+    ctx.exit(int(exit_code_for(error)))
 
 
 class _Command(click.Command):
@@ -133,7 +133,7 @@ class _Group(click.Group):
                 "This is a bug; LOGOUT_LOG_LEVEL=DEBUG shows the traceback to report.",
                 markup=False,
             )
-            ctx.exit(ExitCode.INTERNAL)
+            ctx.exit(int(ExitCode.INTERNAL))
 
 
 @click.group(cls=_Group)

@@ -85,7 +85,7 @@ def foreign_error(exc: BaseException, database: str, broker: str) -> LogoutError
             ("redis.exceptions", "ConnectionError"),
             ("redis.exceptions", "TimeoutError"),
             ("pika.exceptions", "AMQPConnectionError"),
-            ("dramatiq.errors", "ConnectionError"),
+            ("dramatiq.errors", "BrokerConnectionError"),
         )
     ]
     if any(isinstance(kind, type) and isinstance(exc, kind) for kind in broker_errors):

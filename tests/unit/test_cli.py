@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from tests.unit.conftest import PROVIDERS_TOML, SESSIONS, make_event
 from workers.cli import main
+from workers.exit_codes import ExitCode
 
 
 @pytest.fixture
@@ -108,14 +109,14 @@ def test_config_show_redacts(env: dict[str, str]) -> None:
 def test_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
     """A bad LOGOUT_* variable stops the command with the setting's name."""
     result = CliRunner().invoke(main, ["config", "show"], env={**env, "LOGOUT_WORKER_THREADS": "x"})
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.CONFIGURATION
     assert "worker_threads: Input should be a valid integer" in result.output
 
 
 def test_worker_refuses_memory_broker(env: dict[str, str]) -> None:
     """A separate worker cannot share an in-process broker; it says what to use instead."""
     result = CliRunner().invoke(main, ["worker"], env=env)
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.CONFIGURATION
     assert "memory:// lives inside one process" in result.output
 
 
@@ -136,7 +137,7 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
 def test_worker_options_are_applied(env: dict[str, str]) -> None:
     """--processes and --threads reach the settings (the memory broker then refuses clearly)."""
     result = CliRunner().invoke(main, ["worker", "--processes", "3", "--threads", "2"], env=env)
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.CONFIGURATION
     assert "memory:// lives inside one process" in result.output
     bad = CliRunner().invoke(main, ["worker", "--processes", "0"], env=env)
     assert bad.exit_code == 2
