@@ -47,10 +47,10 @@ class Runtime:
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
     _geoip: GeoipReader | None = field(default=None, repr=False)
-    notices: NoticeBoard = field(default_factory=lambda: _notice_board(), repr=False)
+    _notices: NoticeBoard | None = field(default=None, repr=False)
     _notifier: Notifier | None = field(default=None, repr=False)
     _builders: ThreadPoolExecutor | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def start(
@@ -82,6 +82,16 @@ class Runtime:
             engine.dispose()
             raise
         return cls(settings, engine, make_session_factory(engine), handlers)
+
+    @property
+    def notices(self) -> NoticeBoard:
+        """The in-process board this runtime's notifier fires and its waiters listen on."""
+        with self._lock:
+            if self._notices is None:
+                from orchestrator.waiting import NoticeBoard
+
+                self._notices = NoticeBoard()
+            return self._notices
 
     @property
     def policy(self) -> SessionPolicy:
@@ -234,9 +244,3 @@ class Runtime:
                 self._notifier.close()
                 self._notifier = None
         self.engine.dispose()
-
-
-def _notice_board() -> NoticeBoard:
-    from orchestrator.waiting import NoticeBoard
-
-    return NoticeBoard()
