@@ -35,6 +35,13 @@ COMMANDS: tuple[tuple[str, ...], ...] = (
     ("audit", "list"),
     ("keys", "jwks"),
 )
+#: Floors for comparison, run as ``python -c CODE``: the interpreter, and the libraries a
+#: command that reads the settings (pydantic-settings) or the database (SQLAlchemy ORM) loads.
+REFERENCES: tuple[str, ...] = (
+    "pass",
+    "import pydantic_settings",
+    "import pydantic_settings, sqlalchemy.orm, structlog, rich.table",
+)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -55,9 +62,15 @@ def _env(data_dir: Path, source: Path | None) -> dict[str, str]:
     return env
 
 
+def _argv(args: tuple[str, ...]) -> list[str]:
+    if args[0] == "python -c":
+        return [sys.executable, "-c", *args[1:]]
+    return [str(_cli()), *args]
+
+
 def _works(args: tuple[str, ...], env: dict[str, str]) -> bool:
     """One untimed run; False when this version does not have the command (e.g. --version)."""
-    result = subprocess.run([str(_cli()), *args], env=env, capture_output=True, check=False)
+    result = subprocess.run(_argv(args), env=env, capture_output=True, check=False)
     return result.returncode == 0
 
 
@@ -65,9 +78,7 @@ def _run(args: tuple[str, ...], env: dict[str, str]) -> tuple[float, float]:
     """One run: (wall seconds, CPU seconds of the child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run(
-        [str(_cli()), *args], env=env, capture_output=True, check=False, timeout=120
-    )
+    result = subprocess.run(_argv(args), env=env, capture_output=True, check=False, timeout=120)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
@@ -82,7 +93,8 @@ def measure(runs: int, source: Path | None) -> list[dict[str, Any]]:
         env = _env(Path(tmp), source)
         _run(("db", "upgrade"), env)
         # Warm-up: bytecode caches, the generated OIDC key.
-        commands = [args for args in COMMANDS if _works(args, env)]
+        every = [*COMMANDS, *(("python -c", code) for code in REFERENCES)]
+        commands = [args for args in every if _works(args, env)]
         times: dict[tuple[str, ...], list[tuple[float, float]]] = {a: [] for a in commands}
         for _ in range(runs):
             for args in commands:
@@ -92,7 +104,7 @@ def measure(runs: int, source: Path | None) -> list[dict[str, Any]]:
         walls = sorted(w for w, _ in samples)
         rows.append(
             {
-                "command": " ".join(args),
+                "command": " ".join(args) if args[0] != "python -c" else f"python -c '{args[1]}'",
                 "runs": runs,
                 "wall_median_ms": statistics.median(walls) * 1000,
                 "wall_p90_ms": percentile(walls, 0.9) * 1000,
