@@ -21,6 +21,7 @@ from orchestrator.errors import ConfigurationError, LogoutError, UnavailableErro
 from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
+from protocols import load_handlers
 from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
 
@@ -127,8 +128,10 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    # Nothing says "started" before the database and the broker have answered.
-    runtime = reach(lambda: Runtime.start(settings, migrate=migrate), stop)
+    # Nothing says "started" before the database and the broker have answered; handlers
+    # load first, so a bad one stops the worker at once instead of after the wait.
+    handlers = load_handlers(settings)
+    runtime = reach(lambda: Runtime.start(settings, migrate=migrate, handlers=handlers), stop)
     if runtime is None:
         return 0
     broker = reach(lambda: _connected_broker(settings), stop)
@@ -185,8 +188,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    # Loads handlers (fails fast on a bad one) and migrates once, waiting for the database.
-    runtime = reach(lambda: Runtime.start(settings), stopping)
+    # Loads handlers (fails fast on a bad one), then migrates once, waiting for the database.
+    handlers = load_handlers(settings)
+    runtime = reach(lambda: Runtime.start(settings, handlers=handlers), stopping)
     if runtime is None:
         return 0
     runtime.close()
