@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from orchestrator.binding.policy import UnlistedAddressPolicy
+from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.durations import Duration, OptionalDuration
 from orchestrator.errors import ConfigurationError
 

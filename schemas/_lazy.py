@@ -22,6 +22,11 @@ def lazy_exports(
     Usage in a package ``__init__``: ``__getattr__, __dir__ = lazy_exports(__name__, {...})``.
     """
     where = {name: module for module, names in exports.items() for name in names}
+    # Importing a submodule sets it as the package's attribute, and then no __getattr__ is
+    # asked: a name shared by an export and a submodule must stay an eager import.
+    shared = {module.rsplit(".", 1)[-1] for module in exports} & set(where)
+    if shared:
+        raise ValueError(f"{package}: exports named like its submodules: {sorted(shared)}")
     namespace = importlib.import_module(package).__dict__
 
     def __getattr__(name: str) -> Any:

@@ -6,32 +6,27 @@ login, returning :class:`BindingOk` or a :class:`BindingViolation` that builds t
 ``session.binding_violation`` event. No database session, no broker.
 """
 
-from typing import TYPE_CHECKING
-
-from schemas._lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from orchestrator.binding.evaluate import (
-        BindingModeError,
-        BindingOk,
-        BindingResult,
-        BindingViolation,
-        BoundSession,
-        GeoipBinding,
-        NetworkBinding,
-        UnlistedAddressPolicy,
-        evaluate,
-    )
-    from orchestrator.binding.geoip import (
-        GeoipClosedError,
-        GeoipDatabaseError,
-        GeoipReader,
-        InvalidAddressError,
-        IpAddress,
-        IpFacts,
-        is_special_address,
-        parse_address,
-    )
+from orchestrator.binding.evaluate import (
+    BindingModeError,
+    BindingOk,
+    BindingResult,
+    BindingViolation,
+    BoundSession,
+    GeoipBinding,
+    NetworkBinding,
+    UnlistedAddressPolicy,
+    evaluate,
+)
+from orchestrator.binding.geoip import (
+    GeoipClosedError,
+    GeoipDatabaseError,
+    GeoipReader,
+    InvalidAddressError,
+    IpAddress,
+    IpFacts,
+    is_special_address,
+    parse_address,
+)
 
 __all__ = [
     "BindingModeError",
@@ -52,30 +47,3 @@ __all__ = [
     "is_special_address",
     "parse_address",
 ]
-
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "orchestrator.binding.evaluate": (
-            "BindingModeError",
-            "BindingOk",
-            "BindingResult",
-            "BindingViolation",
-            "BoundSession",
-            "GeoipBinding",
-            "NetworkBinding",
-            "UnlistedAddressPolicy",
-            "evaluate",
-        ),
-        "orchestrator.binding.geoip": (
-            "GeoipClosedError",
-            "GeoipDatabaseError",
-            "GeoipReader",
-            "InvalidAddressError",
-            "IpAddress",
-            "IpFacts",
-            "is_special_address",
-            "parse_address",
-        ),
-    },
-)

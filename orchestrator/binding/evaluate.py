@@ -51,7 +51,7 @@ from orchestrator.binding.geoip import (
     IpFacts,
     parse_address,
 )
-from orchestrator.binding.policy import UnlistedAddressPolicy
+from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.errors import ConfigurationError, LogoutError
 from schemas.events import (
     ASN,

@@ -23,10 +23,23 @@ from orchestrator.errors import (
     SchemaOutdatedError,
 )
 from orchestrator.store.migrate import check_schema, head_revisions, upgrade
+from schemas._lazy import lazy_exports
 from workers import process
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 
-HEAVY = ("lxml", "xmlsec", "aiohttp", "httpx", "dramatiq", "pika", "redis", "alembic", "jwt")
+HEAVY = (
+    "lxml",
+    "xmlsec",
+    "aiohttp",
+    "httpx",
+    "dramatiq",
+    "pika",
+    "redis",
+    "psycopg",
+    "alembic",
+    "jwt",
+    "maxminddb",
+)
 
 
 def _modules_after(code: str) -> set[str]:
@@ -62,6 +75,12 @@ def test_audit_list_path_loads_no_heavy_stack() -> None:
         "workers.tables"
     )
     assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
+
+
+def test_lazy_exports_refuse_a_name_shared_with_a_submodule() -> None:
+    """An export named like a submodule would resolve to the module once it is imported."""
+    with pytest.raises(ValueError, match=r"exports named like its submodules: \['evaluate'\]"):
+        lazy_exports("orchestrator.binding", {"orchestrator.binding.evaluate": ("evaluate",)})
 
 
 @pytest.mark.parametrize(

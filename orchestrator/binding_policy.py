@@ -1,4 +1,5 @@
-"""The unlisted-address policy: a setting, so it lives apart from the GeoIP machinery."""
+"""The unlisted-address policy of session binding: a setting, so it lives apart from the
+binding package (GeoIP databases, event models), which reading the settings does not need."""
 
 from __future__ import annotations
 
