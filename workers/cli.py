@@ -126,8 +126,10 @@ class _Group(click.Group):
                     _fail(ctx, translated)
                 if settings.log_level == "DEBUG":
                     raise
+            from rich.markup import escape
+
             _console(stderr=True).print(
-                f"[bold red]internal error[/]: {type(exc).__name__}: {exc}", markup=False
+                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(str(exc))}"
             )
             _console(stderr=True).print(
                 "This is a bug; LOGOUT_LOG_LEVEL=DEBUG shows the traceback to report.",

@@ -142,3 +142,44 @@ def test_worker_options_are_applied(env: dict[str, str]) -> None:
     bad = CliRunner().invoke(main, ["worker", "--processes", "0"], env=env)
     assert bad.exit_code == 2
     assert "--processes" in bad.output
+
+
+def test_an_unexpected_error_is_a_sentence_not_a_traceback(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug exits 1 with its type and message and how to see the traceback; DEBUG shows it."""
+    from orchestrator.settings import Settings
+
+    def broken(self: Settings) -> dict[str, object]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Settings, "redacted", broken)
+    result = CliRunner().invoke(main, ["config", "show"], env=env)
+    assert result.exit_code == ExitCode.INTERNAL
+    assert "internal error: RuntimeError: boom" in result.output
+    assert "LOGOUT_LOG_LEVEL=DEBUG" in result.output
+    debug = CliRunner().invoke(main, ["config", "show"], env={**env, "LOGOUT_LOG_LEVEL": "DEBUG"})
+    assert isinstance(debug.exception, RuntimeError)
+
+
+def test_memory_publish_not_handled_in_time_says_so(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events still queued when --wait runs out: exit 8, nothing claimed as published."""
+    from dramatiq.brokers.stub import StubBroker
+    from dramatiq.errors import QueueJoinTimeout
+
+    _setup(env, tmp_path)
+
+    def late(self: StubBroker, queue_name: str, **_: object) -> None:
+        raise QueueJoinTimeout(queue_name)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(StubBroker, "join", late)
+    event = make_event("logout.user", session_id="s-1")
+    result = CliRunner().invoke(
+        main, ["publish", "--wait", "5", "-"], env=env, input=json.dumps(event)
+    )
+    assert result.exit_code == ExitCode.INCOMPLETE
+    assert "not every event was handled within --wait 5 s" in result.output
+    assert "publish the same input again" in result.output
+    assert "published logout.user" not in result.output
