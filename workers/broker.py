@@ -58,10 +58,22 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
+def _reason(exc: BaseException, depth: int = 0) -> str:
+    """The first line of what went wrong; pika's errors keep it in a nested exception."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0].rstrip(".")
+    inner = [a for a in exc.args if isinstance(a, BaseException)]
+    inner.append(getattr(exc, "exception", None) or exc.__cause__)  # type: ignore[arg-type]
+    for nested in inner:
+        if isinstance(nested, BaseException) and depth < 5:
+            return _reason(nested, depth + 1)
+    return type(exc).__name__
+
+
 def broker_unreachable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
     """The error to raise for ``exc``: which broker, what its client said, what to do."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    reason = reason.rstrip(".")
+    reason = _reason(exc)
     return BrokerUnavailableError(
         f"broker unreachable: {redact_url(settings.broker_url)}: {reason}; start it, or fix "
         "broker_url (LOGOUT_BROKER_URL)"

@@ -52,15 +52,25 @@ def test_unreachable_database(stack: Stack) -> None:
 
 
 def test_unreachable_broker_publishes_nothing(stack: Stack, tmp_path: Path) -> None:
-    """publish with Redis down says nothing was published and exits 6; nothing is queued."""
+    """publish with Redis or RabbitMQ down says nothing was published and exits 6."""
     source = tmp_path / "events.jsonl"
     source.write_text(json_lines([logout_event("s-1")]), encoding="utf-8")
-    broker = f"redis://127.0.0.1:{closed_port()}/0"
-    result = stack.cli("publish", str(source), env={"LOGOUT_BROKER_URL": broker})
-    _fails(
-        result, ExitCode.BROKER_UNAVAILABLE, "broker unreachable", broker, "Nothing was published"
-    )
-    assert "published" not in result.stdout
+    port = closed_port()
+    for broker, shown in (
+        (f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/0"),
+        (f"amqp://guest:guest@127.0.0.1:{port}/%2F", f"amqp://guest:***@127.0.0.1:{port}/"),
+    ):
+        result = stack.cli("publish", str(source), env={"LOGOUT_BROKER_URL": broker})
+        _fails(
+            result,
+            ExitCode.BROKER_UNAVAILABLE,
+            "broker unreachable",
+            shown,
+            "Connection refused",
+            "Nothing was published",
+        )
+        assert "published" not in result.stdout
+        assert "guest:guest" not in result.stderr, "the password was shown"
     assert stack.queue_length("events") == 0
 
 
