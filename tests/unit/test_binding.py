@@ -1,6 +1,6 @@
-"""Network and GeoIP binding against MaxMind's public test databases in ../shared/geoip/.
+"""Network and GeoIP binding against the test databases of ``tests/geoip_data.py``.
 
-Addresses used (from the test databases):
+Addresses used (the networks are listed there):
 
 - ASN: 89.160.20.112 and 89.160.20.130 are AS29518 in 89.160.0.0/17; 216.160.83.56 is AS209;
   12.81.92.10 is AS7018 in 12.81.92.0/22 and 12.81.100.10 is AS7018 in 12.81.96.0/19;
@@ -40,10 +40,7 @@ from orchestrator.binding import (
 )
 from orchestrator.errors import ConfigurationError
 from schemas.events import BINDING_REASONS, HttpRequest, SessionBindingViolation, event_adapter
-
-GEOIP_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "geoip"
-CITY_DB = GEOIP_DIR / "GeoIP2-City-Test.mmdb"
-ASN_DB = GEOIP_DIR / "GeoLite2-ASN-Test.mmdb"
+from tests.geoip_data import GeoipFiles
 
 ALLOW = UnlistedAddressPolicy.ALLOW
 ENFORCE = UnlistedAddressPolicy.ENFORCE
@@ -52,21 +49,15 @@ G = GeoipBinding
 
 
 @pytest.fixture(scope="module")
-def databases() -> None:
-    """The test databases must be there: their absence fails the tests, it never skips them."""
-    missing = [path.name for path in (CITY_DB, ASN_DB) if not path.is_file()]
-    if missing:
-        pytest.fail(
-            f"MaxMind test databases {', '.join(missing)} not found in {GEOIP_DIR}: "
-            "they belong in ../shared/geoip/ next to the repository (see NOTICE.md there)",
-            pytrace=False,
-        )
+def databases(geoip_files: GeoipFiles) -> GeoipFiles:
+    """The City and ASN test databases (written once per run)."""
+    return geoip_files
 
 
 @pytest.fixture(scope="module")
-def reader(databases: None) -> Iterator[GeoipReader]:
+def reader(databases: GeoipFiles) -> Iterator[GeoipReader]:
     """One reader on both test databases, shared by the module's tests."""
-    with GeoipReader(CITY_DB, ASN_DB) as opened:
+    with GeoipReader(databases.city, databases.asn) as opened:
         yield opened
 
 
@@ -139,19 +130,19 @@ def test_invalid_ip_text_names_the_value(reader: GeoipReader, text: str) -> None
     assert isinstance(caught.value, ValueError)
 
 
-def test_missing_database_file_names_the_path(tmp_path: Path, databases: None) -> None:
+def test_missing_database_file_names_the_path(tmp_path: Path, databases: GeoipFiles) -> None:
     """A database path that does not exist is a configuration error naming it."""
     missing = tmp_path / "GeoIP2-City.mmdb"
     with pytest.raises(GeoipDatabaseError) as caught:
-        GeoipReader(missing, ASN_DB)
+        GeoipReader(missing, databases.asn)
     assert str(missing) in str(caught.value)
     assert "no such file" in str(caught.value)
     assert isinstance(caught.value, ConfigurationError)
     with pytest.raises(GeoipDatabaseError, match=r"GeoIP ASN database .*asn\.mmdb: no such file"):
-        GeoipReader(CITY_DB, tmp_path / "asn.mmdb")
+        GeoipReader(databases.city, tmp_path / "asn.mmdb")
 
 
-def test_file_that_is_not_a_database_names_the_path(tmp_path: Path, databases: None) -> None:
+def test_file_that_is_not_a_database_names_the_path(tmp_path: Path, databases: GeoipFiles) -> None:
     """A file that is not a MaxMind database is refused, naming it."""
     bogus = tmp_path / "bogus.mmdb"
     bogus.write_bytes(b"not a MaxMind database\n" * 10)
@@ -161,32 +152,32 @@ def test_file_that_is_not_a_database_names_the_path(tmp_path: Path, databases: N
     assert "not a readable MaxMind database" in str(caught.value)
 
 
-def test_swapped_databases_are_refused(databases: None) -> None:
+def test_swapped_databases_are_refused(databases: GeoipFiles) -> None:
     """The ASN database given as the City one (or the reverse) is refused."""
     with pytest.raises(
         GeoipDatabaseError, match=r"City database .*: wrong kind of database \(GeoLite2-ASN\)"
     ):
-        GeoipReader(ASN_DB, None)
+        GeoipReader(databases.asn, None)
     with pytest.raises(
         GeoipDatabaseError, match=r"ASN database .*: wrong kind of database \(GeoIP2-City\)"
     ):
-        GeoipReader(None, CITY_DB)
+        GeoipReader(None, databases.city)
 
 
-def test_absent_database_gives_nothing(databases: None) -> None:
+def test_absent_database_gives_nothing(databases: GeoipFiles) -> None:
     """With one database left out, its lookups give nothing and the other still answers."""
-    with GeoipReader(None, ASN_DB) as asn_only:
+    with GeoipReader(None, databases.asn) as asn_only:
         facts = asn_only.lookup("89.160.20.112")
         assert (facts.asn, facts.continent, facts.city_listed) == (29518, None, False)
         assert (asn_only.has_asn_database, asn_only.has_city_database) == (True, False)
-    with GeoipReader(CITY_DB, None) as city_only:
+    with GeoipReader(databases.city, None) as city_only:
         facts = city_only.lookup("89.160.20.112")
         assert (facts.asn, facts.country) == (None, "SE")
 
 
-def test_close_is_idempotent_and_refuses_later_lookups(databases: None) -> None:
+def test_close_is_idempotent_and_refuses_later_lookups(databases: GeoipFiles) -> None:
     """After close, lookups raise GeoipClosedError; closing twice is harmless."""
-    reader = GeoipReader(CITY_DB, ASN_DB)
+    reader = GeoipReader(databases.city, databases.asn)
     reader.close()
     reader.close()
     assert reader.closed
@@ -194,9 +185,9 @@ def test_close_is_idempotent_and_refuses_later_lookups(databases: None) -> None:
         reader.lookup("81.2.69.142")
 
 
-def test_threads_share_a_reader_and_close_waits_for_them(databases: None) -> None:
+def test_threads_share_a_reader_and_close_waits_for_them(databases: GeoipFiles) -> None:
     """Threads look up concurrently with correct answers; close stops them cleanly."""
-    reader = GeoipReader(CITY_DB, ASN_DB)
+    reader = GeoipReader(databases.city, databases.asn)
     expected = {"89.160.20.112": "SE", "81.2.69.142": "GB", "216.160.83.56": "US"}
     counts = [0] * 4
     outcomes: list[str | None] = [None] * 4
@@ -510,13 +501,13 @@ def test_bound_session_accepts_strings_and_normalises() -> None:
     assert (session.ip, session.as_network) == ("81.2.69.142", "2001:db8::/32")
 
 
-def test_mode_needing_an_absent_database_is_a_configuration_error(databases: None) -> None:
+def test_mode_needing_an_absent_database_is_a_configuration_error(databases: GeoipFiles) -> None:
     """A binding mode whose database the reader lacks is a configuration error, not a violation."""
-    with GeoipReader(None, ASN_DB) as asn_only:
+    with GeoipReader(None, databases.asn) as asn_only:
         session = BoundSession("s", geoip_binding=G.BIND_CONTINENT, ip="81.2.69.142")
         with pytest.raises(ConfigurationError, match="needs the GeoIP City database"):
             evaluate(session, "89.160.20.112", asn_only)
-    with GeoipReader(CITY_DB, None) as city_only:
+    with GeoipReader(databases.city, None) as city_only:
         session = BoundSession("s", N.BIND_ASN, ip="89.160.20.112")
         with pytest.raises(ConfigurationError, match="needs the GeoIP ASN database"):
             evaluate(session, "216.160.83.56", city_only)

@@ -26,18 +26,12 @@ from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession
 from orchestrator.validation import parse_event
 from schemas import Event, SessionExpired, SessionRevoke, SessionStarted
+from tests.geoip_data import GeoipFiles
 from workers.cli import main
 
 from .conftest import make_event
 
-GEOIP = Path(__file__).resolve().parents[2].parent / "shared" / "geoip"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def _geoip_dir() -> Path:
-    if not GEOIP.is_dir():
-        pytest.fail(f"MaxMind's test databases are missing: {GEOIP} (shared/geoip)")
-    return GEOIP
 
 
 def _processor(runtime: Runtime) -> EventProcessor:
@@ -299,13 +293,9 @@ def test_expired_session_is_logged_out_once(runtime: Runtime) -> None:
 
 
 @pytest.fixture
-def bound(settings: Settings) -> Iterator[Runtime]:
-    geoip = _geoip_dir()
+def bound(settings: Settings, geoip_files: GeoipFiles) -> Iterator[Runtime]:
     runtime = Runtime.start(
-        settings.with_overrides(
-            geoip_city_db=geoip / "GeoIP2-City-Test.mmdb",
-            geoip_asn_db=geoip / "GeoLite2-ASN-Test.mmdb",
-        ),
+        settings.with_overrides(geoip_city_db=geoip_files.city, geoip_asn_db=geoip_files.asn),
         handlers={},
     )
     yield runtime
