@@ -119,8 +119,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         if name.startswith(_NON_SETTING_PREFIXES):
             continue
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        fields = [known_name.removeprefix(ENV_PREFIX) for known_name in known]
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), fields, n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
         warnings.append(f"{variable} is not a setting{hint}; it is ignored")
     return warnings
 
