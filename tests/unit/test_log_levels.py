@@ -18,6 +18,12 @@ from schemas import AuditRecord, AuditType
 from workers import process
 
 
+@pytest.fixture(autouse=True)
+def _info_logging() -> None:
+    """Lines at INFO and above pass, whatever level an earlier test configured."""
+    configure_logging("INFO", "json")
+
+
 def _record(kind: AuditType, outcome: str) -> AuditRecord:
     return AuditRecord(
         id=f"{kind.value}-{outcome}", at=datetime.now(UTC), type=kind, outcome=outcome
@@ -52,18 +58,15 @@ def test_audit_line_level_follows_the_outcome(kind: AuditType, outcome: str, lev
 def test_a_warning_filter_keeps_every_failure(capsys: pytest.CaptureFixture[str]) -> None:
     """With log_level WARNING, failures and partial logouts are logged, successes are not."""
     configure_logging("WARNING", "json")
-    try:
-        emit(
-            [
-                _record(AuditType.DELIVERY_SUCCEEDED, "succeeded"),
-                _record(AuditType.DELIVERY_FAILED, "failed"),
-                _record(AuditType.LOGOUT_SETTLED, "partial"),
-                _record(AuditType.LOGOUT_SETTLED, "success"),
-            ]
-        )
-        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
-    finally:
-        configure_logging("INFO", "json")
+    emit(
+        [
+            _record(AuditType.DELIVERY_SUCCEEDED, "succeeded"),
+            _record(AuditType.DELIVERY_FAILED, "failed"),
+            _record(AuditType.LOGOUT_SETTLED, "partial"),
+            _record(AuditType.LOGOUT_SETTLED, "success"),
+        ]
+    )
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
     assert [(x["type"], x["level"]) for x in lines] == [
         ("delivery.failed", "warning"),
         ("logout.settled", "error"),

@@ -14,6 +14,7 @@ import structlog
 
 from orchestrator import ConfigurationError, Settings
 from orchestrator.durations import duration_fields, format_duration
+from orchestrator.logging import configure_logging
 from orchestrator.settings import redact_url, unknown_variables
 from protocols import available_protocols
 
@@ -274,6 +275,7 @@ def test_unknown_variables_suggest_the_closest_setting() -> None:
 def test_load_warns_once_per_unknown_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings.load logs a warning per unknown variable; internal reloads stay quiet."""
     monkeypatch.setenv("LOGOUT_BROKER_ULR", "redis://x")
+    configure_logging("INFO", "json")  # structlog configured: the warning goes through it
     with structlog.testing.capture_logs() as logs:
         settings = Settings.load()
         settings.with_overrides(worker_threads=3)
