@@ -111,15 +111,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     non-setting variables (:data:`NON_SETTING_VARIABLES`, ``LOGOUT_TEST_*``, ``LOGOUT_BENCH_*``)
     are not reported. Each warning suggests the closest setting's variable, when one is close.
     """
-    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    fields = [name.upper() for name in Settings.model_fields]
     warnings = []
     for variable in sorted(environ):
         name = variable.upper()
-        if not name.startswith(ENV_PREFIX) or name in known or name in NON_SETTING_VARIABLES:
+        if not name.startswith(ENV_PREFIX) or name.removeprefix(ENV_PREFIX) in fields:
             continue
-        if name.startswith(_NON_SETTING_PREFIXES):
+        if name in NON_SETTING_VARIABLES or name.startswith(_NON_SETTING_PREFIXES):
             continue
-        fields = [known_name.removeprefix(ENV_PREFIX) for known_name in known]
         close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), fields, n=1)
         hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
         warnings.append(f"{variable} is not a setting{hint}; it is ignored")
