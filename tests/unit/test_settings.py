@@ -262,7 +262,7 @@ def test_unknown_variables_suggest_the_closest_setting() -> None:
         "LOGOUT_BENCH_REDIS_URL": "redis://x",
         "LOGOUT_PYTHON": "python3.11",
         "LOGOUT_FORCE_INSTALL": "1",
-        "HOME": "/root",
+        "HOME": "/home/alice",
     }
     assert unknown_variables(environ) == [
         "LOGOUT_BROKER_ULR is not a setting (did you mean LOGOUT_BROKER_URL?); it is ignored",
