@@ -389,7 +389,11 @@ def config() -> None:
 @config.command("show")
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
-    """Print the effective settings as JSON, secrets redacted."""
+    """Print the effective settings as JSON, secrets redacted.
+
+    URL passwords are masked, derived defaults show their value in force, and each duration
+    is {"value": ..., "reading": "900 days"}.
+    """
     sys.stdout.write(json.dumps(_settings(ctx).redacted(), indent=2, sort_keys=True) + "\n")
 
 

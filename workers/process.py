@@ -128,7 +128,7 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     # worker also watches its parent, so it finishes what it holds and stops either way.
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    settings = Settings.load(**settings_data)
+    settings = Settings.load(warn_unknown=False, **settings_data)  # the supervisor warned
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, migrate=False, parent=parent))
 
@@ -139,6 +139,7 @@ def serve(settings: Settings) -> int:
         return run_worker(settings)  # raises the clear error
     runtime = Runtime.start(settings)  # loads handlers (fails fast) and migrates once
     runtime.close()
+    _log.info("duration settings", durations=settings.duration_readings())
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
     context = multiprocessing.get_context("spawn")
