@@ -16,6 +16,7 @@ ago whose event the pipeline never recorded (a broker that lost them).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,14 @@ class OutboxRelay:
         self._batch = batch
         self._max = max_per_run
         self._lease = timedelta(seconds=lease)
+        self._lock = threading.Lock()
+        self._total = 0
+
+    @property
+    def total_published(self) -> int:
+        """Messages this relay has published since it was made, over all its runs."""
+        with self._lock:
+            return self._total
 
     def run(self) -> RelayReport:
         """Publish unsent rows in batches, at most ``max_per_run``; stop at the first failure."""
@@ -117,6 +126,8 @@ class OutboxRelay:
                 sent.append(row_id)
             self._finish(owner, sent, [row_id for row_id, _ in leased[len(sent) :]], error)
             published += len(sent)
+        with self._lock:
+            self._total += published
         pending = self.pending()
         if error is not None:
             _log.warning(

@@ -215,7 +215,8 @@ def sessions_sweep(ctx: click.Context) -> None:
             report = relay.run()
     finally:
         runtime.close()
-    _console().print(f"expired: {sweep.claimed} claimed, {report.published} published")
+    # The relay's total: with memory:// it also ran when the embedded worker started.
+    _console().print(f"expired: {sweep.claimed} claimed, {relay.total_published} published")
     if report.error is not None:
         _console(stderr=True).print(kept_message(report), markup=False)
         ctx.exit(OUTBOX_KEPT)
