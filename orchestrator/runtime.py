@@ -130,7 +130,7 @@ class Runtime:
 
     def relay(self, send: Callable[[OutboxMessage], None]) -> OutboxRelay:
         """A relay publishing this database's outbox through ``send`` (a ``BrokerSender``)."""
-        return OutboxRelay(self.sessions, send, batch=self.settings.expiry_batch)
+        return OutboxRelay(self.sessions, send)
 
     def sender(self) -> HttpSender:
         """The process's HTTP sender, started on first use."""

@@ -24,6 +24,7 @@ from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import EventRecord, EventStatus, IdpSession, OutboxRow, utcnow
 from schemas import SessionStarted
 from tests.integration.support import closed_port
+from workers import embedded
 from workers.cli import main
 from workers.relaying import OUTBOX_KEPT
 
@@ -286,6 +287,23 @@ def test_session_limit_decision_and_revocation_commit_together(
         assert _rows(limited) == []
     finally:
         limited.close()
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+
+def test_a_workers_sweep_publishes_and_its_recovery_clears_the_outbox(runtime: Runtime) -> None:
+    """A worker's expiry sweep relays at once (the sessions end); its recovery sweep then
+    deletes the rows whose events completed."""
+    _import_due(runtime, 3)
+    with embedded(runtime.settings, runtime) as actors:
+        assert actors.sweep_expired().claimed == 3
+        actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
+        with runtime.sessions() as db:
+            assert set(db.scalars(select(IdpSession.end_reason))) == {"expired_absolute"}
+        assert len(_rows(runtime)) == 3
+        actors.recover()
+        assert _rows(runtime) == []
 
 
 # -- the command line ---------------------------------------------------------------------------
