@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from orchestrator.relay import BrokerSender
 from orchestrator.store import AuditRow, IdpSession, OutboxRow
 from schemas import SessionStarted
-from tests.unit.test_session_lifecycle import _geoip_dir
+from tests.geoip_data import GeoipFiles
 from workers import build_broker
 
 from .support import WORKER_LOGS, Stack, closed_port, tail
@@ -212,15 +212,11 @@ def test_session_limit_revocation_waits_for_the_broker(world: Stack, own_redis: 
 
 
 def test_binding_check_with_the_broker_down_keeps_the_violation(
-    world: Stack, own_redis: OwnRedis
+    world: Stack, own_redis: OwnRedis, geoip_files: GeoipFiles
 ) -> None:
     """`binding check` on a broken binding with Redis down: exit 3, the event id under "kept",
     one line saying so; with Redis back, `sessions sweep` publishes it, once."""
-    geoip = _geoip_dir()
-    databases = {
-        "geoip_city_db": geoip / "GeoIP2-City-Test.mmdb",
-        "geoip_asn_db": geoip / "GeoLite2-ASN-Test.mmdb",
-    }
+    databases = {"geoip_city_db": geoip_files.city, "geoip_asn_db": geoip_files.asn}
     with world.runtime(handlers={}, **databases) as runtime:  # looks up the login's place
         record = {
             "kind": "session",
