@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 import structlog
-from sqlalchemy import Connection, Select, Table, select, update
+from sqlalchemy import Connection, Select, Table, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.outbox import add_to_outbox, event_message
@@ -101,10 +101,15 @@ class ExpirySweeper:
             )
             idle_since = self._policy.idle_since(now)
             if idle_since is not None and len(due) < limit:
+                # Past its deadline too: an absolute expiry, for the next batch (a session
+                # committed between the two scans would otherwise be called idle here).
+                within_deadline = or_(
+                    _SESSIONS.c.expires_at.is_(None), _SESSIONS.c.expires_at > now
+                )
                 for session_id in _locked(
                     conn,
                     select(_SESSIONS.c.session_id)
-                    .where(*open_unclaimed, _SESSIONS.c.last_seen < idle_since)
+                    .where(*open_unclaimed, _SESSIONS.c.last_seen < idle_since, within_deadline)
                     .order_by(_SESSIONS.c.last_seen),
                     limit - len(due),
                 ):

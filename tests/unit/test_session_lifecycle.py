@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+import orchestrator.expiry
 from orchestrator import Runtime, Settings
 from orchestrator.activity import limit_revoke_id
 from orchestrator.audit import AuditQuery, query_audit
@@ -254,6 +255,37 @@ def test_sweeper_publishes_each_expiry_once(runtime: Runtime) -> None:
     assert {e.event_id for e in published} == {expiry_event_id("abs"), expiry_event_id("idle")}
     assert _sweeper(runtime, policy).sweep(now).claimed == 0
     assert _relayed(runtime) == []
+
+
+def test_a_session_past_its_deadline_is_never_called_idle(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session both past its deadline and idle that the deadline scan did not see (it was
+    committed between the two scans) is left for the next sweep, which calls it absolute."""
+    now = datetime.now(UTC)
+    _import(
+        runtime,
+        {
+            "session_id": "both",
+            "created": (now - timedelta(days=2)).isoformat(),
+            "expires": (now - timedelta(minutes=1)).isoformat(),
+        },
+    )
+    real = orchestrator.expiry._locked
+    scans = 0
+
+    def first_deadline_scan_misses_it(conn: Any, statement: Any, limit: int) -> list[str]:
+        nonlocal scans
+        scans += 1
+        return [] if scans == 1 else real(conn, statement, limit)
+
+    monkeypatch.setattr(orchestrator.expiry, "_locked", first_deadline_scan_misses_it)
+    policy = SessionPolicy(idle_timeout=timedelta(hours=1))
+    assert _sweeper(runtime, policy).sweep(now).claimed == 0
+    assert _sweeper(runtime, policy).sweep(now).claimed == 1
+    [event] = _relayed(runtime)
+    assert isinstance(event, SessionExpired)
+    assert event.reason == "absolute"
 
 
 def test_sweeper_work_is_bounded_and_continues(runtime: Runtime) -> None:
