@@ -149,7 +149,7 @@ def audit_types(selector: str) -> tuple[AuditType, ...]:
     Anything else is an :class:`InputError` listing the valid types and families.
     """
     text = selector.strip()
-    if text in AuditType._value2member_map_:
+    if text in {member.value for member in AuditType}:
         return (AuditType(text),)
     if text in AUDIT_TYPE_FAMILIES:
         return tuple(member for member in AuditType if member.value.startswith(text))

@@ -50,8 +50,9 @@ class AuditListOptions:
 
 def _bad_parameter(exc: InputError) -> click.BadParameter:
     """Our refusal as click's: 'Invalid value for --type: ...' and exit status 2."""
-    [problem] = exc.problems
-    return click.BadParameter(problem.message, param_hint=f"'--{problem.field}'")
+    fields = dict.fromkeys(f"'--{problem.field}'" for problem in exc.problems)
+    message = "; ".join(problem.message for problem in exc.problems)
+    return click.BadParameter(message, param_hint=" / ".join(fields))
 
 
 def list_audit(settings: Settings, options: AuditListOptions, out: Console, err: Console) -> None:

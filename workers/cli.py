@@ -320,7 +320,7 @@ def audit() -> None:
 )
 @click.option(
     "--since",
-    help="Only records at or after this time, as printed (JSON, table: UTC; or a date).",
+    help="Only records at or after this time: as --json or the table prints it, or a date.",
 )
 @click.option(
     "--limit",
