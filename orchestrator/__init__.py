@@ -5,14 +5,19 @@ from typing import TYPE_CHECKING
 from schemas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from orchestrator.activity import SessionActivity
+    from orchestrator.activity import (
+        SessionActivity,
+    )
     from orchestrator.audit import (
         AuditEntry,
         AuditQuery,
+        iter_audit,
         query_audit,
         write_audit,
     )
-    from orchestrator.binding_check import BindingChecker
+    from orchestrator.binding_check import (
+        BindingChecker,
+    )
     from orchestrator.errors import (
         BrokerUnavailableError,
         ConfigurationError,
@@ -28,15 +33,46 @@ if TYPE_CHECKING:
         TransientDeliveryError,
         UnavailableError,
     )
-    from orchestrator.expiry import ExpirySweeper, SweepReport
-    from orchestrator.pipeline import EventProcessor, HandleResult
-    from orchestrator.publishing import Publisher, publish
-    from orchestrator.registry import ImportSummary, SessionRegistry
-    from orchestrator.retry import RetryPolicy
-    from orchestrator.runtime import Runtime
-    from orchestrator.session_policy import SessionPolicy
-    from orchestrator.settings import Settings
-    from orchestrator.validation import parse_event, parse_event_lines
+    from orchestrator.expiry import (
+        ExpirySweeper,
+        SweepReport,
+    )
+    from orchestrator.outbox import (
+        OutboxMessage,
+    )
+    from orchestrator.pipeline import (
+        EventProcessor,
+        HandleResult,
+    )
+    from orchestrator.publishing import (
+        Publisher,
+        publish,
+    )
+    from orchestrator.registry import (
+        ImportSummary,
+        SessionRegistry,
+    )
+    from orchestrator.relay import (
+        BrokerSender,
+        OutboxRelay,
+        RelayReport,
+    )
+    from orchestrator.retry import (
+        RetryPolicy,
+    )
+    from orchestrator.runtime import (
+        Runtime,
+    )
+    from orchestrator.session_policy import (
+        SessionPolicy,
+    )
+    from orchestrator.settings import (
+        Settings,
+    )
+    from orchestrator.validation import (
+        parse_event,
+        parse_event_lines,
+    )
     from orchestrator.waiting import (
         Completion,
         LogoutWaiter,
@@ -47,6 +83,7 @@ __all__ = [
     "AuditEntry",
     "AuditQuery",
     "BindingChecker",
+    "BrokerSender",
     "BrokerUnavailableError",
     "Completion",
     "ConfigurationError",
@@ -61,10 +98,13 @@ __all__ = [
     "InputError",
     "LogoutError",
     "LogoutWaiter",
+    "OutboxMessage",
+    "OutboxRelay",
     "PermanentDeliveryError",
     "PlanWait",
     "Problem",
     "Publisher",
+    "RelayReport",
     "RetryPolicy",
     "Runtime",
     "SchemaOutdatedError",
@@ -75,6 +115,7 @@ __all__ = [
     "SweepReport",
     "TransientDeliveryError",
     "UnavailableError",
+    "iter_audit",
     "parse_event",
     "parse_event_lines",
     "publish",
@@ -89,6 +130,7 @@ __getattr__, __dir__ = lazy_exports(
         "orchestrator.audit": (
             "AuditEntry",
             "AuditQuery",
+            "iter_audit",
             "query_audit",
             "write_audit",
         ),
@@ -112,6 +154,7 @@ __getattr__, __dir__ = lazy_exports(
             "ExpirySweeper",
             "SweepReport",
         ),
+        "orchestrator.outbox": ("OutboxMessage",),
         "orchestrator.pipeline": (
             "EventProcessor",
             "HandleResult",
@@ -123,6 +166,11 @@ __getattr__, __dir__ = lazy_exports(
         "orchestrator.registry": (
             "ImportSummary",
             "SessionRegistry",
+        ),
+        "orchestrator.relay": (
+            "BrokerSender",
+            "OutboxRelay",
+            "RelayReport",
         ),
         "orchestrator.retry": ("RetryPolicy",),
         "orchestrator.runtime": ("Runtime",),

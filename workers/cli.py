@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,6 @@ from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
     from protocols.oidc import OidcHandler
     from protocols.oidc.keys import Algorithm
@@ -52,23 +50,6 @@ def _read(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise click.FileError(path, exc.strerror) from exc
-
-
-def _reader(ctx: click.Context) -> Runtime:
-    """A runtime for commands that only read: it never migrates and needs no handler.
-
-    A missing or older schema is :class:`SchemaOutdatedError` (run ``db upgrade``).
-    """
-    from orchestrator.runtime import Runtime
-    from orchestrator.store.migrate import check_schema
-
-    runtime = Runtime.start(_settings(ctx), migrate=False, handlers={})
-    try:
-        check_schema(runtime.engine)
-    except BaseException:
-        runtime.close()
-        raise
-    return runtime
 
 
 def _fail(ctx: click.Context, error: LogoutError) -> None:
@@ -152,8 +133,9 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     """End a user's sessions everywhere: OIDC and SAML logout fan-out with an audit trail.
 
     Exit statuses: 0 done, 1 internal error, 2 input refused or usage, 3 binding broken,
-    4 configuration, 5 database unreachable, 6 broker unreachable, 7 schema missing or behind
-    (run db upgrade), 8 stopped before the work was done.
+    4 broker unreachable (nothing published, or kept in the outbox), 5 database unreachable,
+    6 configuration, 7 schema missing or behind (run db upgrade), 8 stopped before the work
+    was done.
     """
     if ctx.resilient_parsing:
         return
@@ -330,29 +312,33 @@ def sessions_import(ctx: click.Context, file: str) -> None:
 def sessions_sweep(ctx: click.Context) -> None:
     """Publish session.expired now for every session past its idle or absolute limit.
 
-    Workers do this every expiry_interval seconds; this runs one sweep at once.
+    Workers do this every expiry_interval seconds; this runs one sweep at once. Claims and
+    their events are written to the outbox together, then published with whatever else the
+    outbox holds. Exit status 4: the broker did not answer; the events are kept in the outbox.
     """
     from orchestrator.expiry import ExpirySweeper
     from orchestrator.runtime import Runtime
+    from workers.relaying import OUTBOX_KEPT, command_relay, kept_message
 
     settings = _settings(ctx)
     runtime = Runtime.start(settings)
-    found: list[Event] = []
     try:
-        sweeper = ExpirySweeper(
-            runtime.sessions,
-            runtime.policy,
-            found.extend,
-            batch=settings.expiry_batch,
-            max_per_sweep=settings.expiry_max_per_sweep,
-            grace=settings.recovery_grace,
-        )
-        report = sweeper.sweep()
+        with command_relay(settings, runtime) as relay:
+            sweep = ExpirySweeper(
+                runtime.sessions,
+                runtime.policy,
+                namespace=settings.namespace,
+                batch=settings.expiry_batch,
+                max_per_sweep=settings.expiry_max_per_sweep,
+            ).sweep()
+            report = relay.run()
     finally:
         runtime.close()
-    if found:
-        _publish_events(settings, found)
-    _console().print(f"expired: {report.published} published, {report.republished} published again")
+    # The relay's total: with memory:// it also ran when the embedded worker started.
+    _console().print(f"expired: {sweep.claimed} claimed, {relay.total_published} published")
+    if report.error is not None:
+        _console(stderr=True).print(kept_message(report), markup=False)
+        ctx.exit(OUTBOX_KEPT)
 
 
 @main.group()
@@ -380,13 +366,15 @@ def binding_check(
     """Judge a new address against the session's binding; publish a violation.
 
     Prints one JSON object. Exit status 0: the binding holds; 3: violated (and, unless
-    --dry-run, session.binding_violation was published, which ends the session).
+    --dry-run, session.binding_violation was written to the outbox and published, which ends
+    the session; "kept" instead of "published" when the broker did not answer).
     """
     from orchestrator.binding import BindingViolation
     from orchestrator.binding_check import BindingChecker
     from orchestrator.runtime import Runtime
     from schemas import HttpRequest
     from schemas.errors import ConfigurationError
+    from workers.relaying import command_relay, kept_message
 
     settings = _settings(ctx)
     if settings.geoip_city_db is None and settings.geoip_asn_db is None:
@@ -395,17 +383,28 @@ def binding_check(
             "LOGOUT_GEOIP_ASN_DB)"
         )
     runtime = Runtime.start(settings)
-    found: list[Event] = []
+    recorded: list[str] = []
+    kept = False
     try:
         checker = BindingChecker(
-            runtime.sessions, runtime.geoip(), settings.binding_unlisted_addresses, found.extend
+            runtime.sessions,
+            runtime.geoip(),
+            settings.binding_unlisted_addresses,
+            namespace=settings.namespace,
         )
         request = HttpRequest(path=path, method=method, user_agent=user_agent)
-        result = checker.check(session_id, ip, request=request, publish=not dry_run)
+        result = checker.check(session_id, ip, request=request, publish=False)
+        if isinstance(result, BindingViolation) and not dry_run:
+            event = result.event(session_id, request=request)
+            with command_relay(settings, runtime) as relay:
+                checker.record(event)
+                recorded.append(str(event.event_id))
+                report = relay.run()
+            if report.error is not None:
+                kept = True
+                _console(stderr=True).print(kept_message(report), markup=False)
     finally:
         runtime.close()
-    if found:
-        _publish_events(settings, found)
     if isinstance(result, BindingViolation):
         output: dict[str, Any] = {
             "ok": False,
@@ -413,7 +412,8 @@ def binding_check(
             "ip": result.ip.model_dump(mode="json"),
             "asn": result.asn.model_dump(mode="json"),
             "geo": result.geo.model_dump(mode="json"),
-            "published": [str(event.event_id) for event in found],
+            "published": [] if kept else recorded,
+            "kept": recorded if kept else [],
         }
     else:
         facts = result.facts
@@ -433,16 +433,30 @@ def audit() -> None:
 
 
 @audit.command("list")
-@click.option("--user", "user_id", help="Only this user's records.")
+@click.option(
+    "--user",
+    "user_id",
+    help="Only this user's records, with the event.received/.duplicate of its events.",
+)
 @click.option("--session", "session_id", help="Only this IdP session's records.")
-@click.option("--event", "event_id", help="Only this event's records.")
-@click.option("--type", "record_type", help="Only records of this type, e.g. delivery.failed.")
+@click.option("--event", "event_id", help="Only this event's records: its id or a unique start.")
+@click.option(
+    "--type",
+    "record_type",
+    help="Only records of this type (delivery.failed) or family (delivery.).",
+)
 @click.option(
     "--since",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="Only records at or after this time (RFC 3339; UTC when no offset).",
+    help="Only records at or after this time: as --json or the table prints it, or a date.",
 )
-@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many: the latest, or the first after --after "
+    "(default: 1000 for the table, every record with --json).",
+)
+@click.option("--after", help="Only records written after this record id (paging; from --json).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 @click.pass_context
 def audit_list(
@@ -451,34 +465,22 @@ def audit_list(
     session_id: str | None,
     event_id: str | None,
     record_type: str | None,
-    since: datetime | None,
-    limit: int,
+    since: str | None,
+    limit: int | None,
+    after: str | None,
     as_json: bool,
 ) -> None:
-    """List audit records, oldest first (the latest LIMIT of them).
+    """List audit records, oldest first: the latest LIMIT, or every one with --json.
 
+    When a limit cuts the output, stderr says how many matched and how to get the rest.
     Only reads: never migrates (a missing or older schema exits 7: run db upgrade).
     """
-    from orchestrator.audit import AuditQuery, query_audit
-    from workers.tables import print_audit_table
+    from workers.audit_list import AuditListOptions, list_audit
 
-    if since is not None and since.tzinfo is None:
-        from datetime import UTC
-
-        since = since.replace(tzinfo=UTC)
-    runtime = _reader(ctx)
-    try:
-        with runtime.sessions() as db:
-            records = query_audit(
-                db, AuditQuery(user_id, session_id, event_id, record_type, since, limit)
-            )
-    finally:
-        runtime.close()
-    if as_json:
-        for record in records:
-            sys.stdout.write(record.model_dump_json() + "\n")
-    else:
-        print_audit_table(records, _console())
+    options = AuditListOptions(
+        user_id, session_id, event_id, record_type, since, limit, after, as_json
+    )
+    list_audit(_settings(ctx), options, _console(), _console(stderr=True))
 
 
 @main.group()
@@ -545,7 +547,11 @@ def config() -> None:
 @config.command("show", logs=False)
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
-    """Print the effective settings as JSON, secrets redacted."""
+    """Print the effective settings as JSON, secrets redacted.
+
+    URL passwords are masked, derived defaults show their value in force, and each duration
+    is {"value": ..., "reading": "900 days"}.
+    """
     sys.stdout.write(json.dumps(_settings(ctx).redacted(), indent=2, sort_keys=True) + "\n")
 
 

@@ -33,12 +33,12 @@ class ExitCode(IntEnum):
     """Input refused or wrong usage (click's own usage errors exit 2 too); nothing applied."""
     BINDING_BROKEN = 3
     """``binding check``: the session's binding is broken."""
-    CONFIGURATION = 4
-    """Settings, config file, database URL, key or data directory cannot work."""
+    BROKER_UNAVAILABLE = 4
+    """The broker cannot be reached: nothing was published, or the events wait in the outbox."""
     DATABASE_UNAVAILABLE = 5
     """The database cannot be reached."""
-    BROKER_UNAVAILABLE = 6
-    """The broker cannot be reached; nothing was published."""
+    CONFIGURATION = 6
+    """Settings, config file, database URL, key or data directory cannot work."""
     SCHEMA_OUTDATED = 7
     """The database schema is missing or behind: run ``logout-orchestrator db upgrade``."""
     INCOMPLETE = 8

@@ -172,7 +172,7 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     # worker also watches its parent, so it finishes what it holds and stops either way.
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    settings = Settings.load(**settings_data)
+    settings = Settings.load(warn_unknown=False, **settings_data)  # the supervisor warned
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, migrate=False, parent=parent))
 
@@ -194,6 +194,7 @@ def serve(settings: Settings) -> int:
     if runtime is None:
         return 0
     runtime.close()
+    _log.info("duration settings", durations=settings.duration_readings())
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
     context = multiprocessing.get_context("spawn")

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
         make_engine,
         make_session_factory,
     )
-    from orchestrator.store.migrate import upgrade
+    from orchestrator.store.migrate import (
+        upgrade,
+    )
     from orchestrator.store.models import (
         TERMINAL_DELIVERY_STATUSES,
         AuditRow,
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
         EventRecord,
         EventStatus,
         IdpSession,
+        OutboxRow,
         PlanRow,
         Provider,
         ProviderSession,
@@ -36,6 +39,7 @@ __all__ = [
     "EventRecord",
     "EventStatus",
     "IdpSession",
+    "OutboxRow",
     "PlanRow",
     "Provider",
     "ProviderSession",
@@ -65,6 +69,7 @@ __getattr__, __dir__ = lazy_exports(
             "EventRecord",
             "EventStatus",
             "IdpSession",
+            "OutboxRow",
             "PlanRow",
             "Provider",
             "ProviderSession",
