@@ -16,12 +16,25 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Table, select
+import psycopg
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    Table,
+    any_,
+    bindparam,
+    column,
+    select,
+    text,
+)
+from sqlalchemy import table as sql_table
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from orchestrator.binding import BoundSession, InvalidAddressError, IpFacts, unserved_modes
-from orchestrator.errors import InputError, Problem
+from orchestrator.errors import InputError, LogoutError, Problem
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession, Provider, ProviderSession, utcnow
 from protocols import ProtocolHandler, ProviderInfo, ProviderSessionIdentifiers
@@ -31,6 +44,8 @@ __all__ = ["CHUNK", "GeoipDatabases", "ImportCounts", "Progress", "SessionImport
 
 #: Rows per statement (and between two progress reports while writing).
 CHUNK = 2000
+#: Rows per ``COPY`` and upsert from the temporary table (PostgreSQL).
+_COPY_CHUNK = 10_000
 #: Keys per ``IN (...)`` list when reading what already exists (SQLite's parameter limit).
 _KEYS_PER_QUERY = 900
 
@@ -63,6 +78,7 @@ _SESSION_UPDATES = (
     *_FACTS,
 )
 _SESSION_COLUMNS = ("session_id", "user_id", "created_at", *_SESSION_UPDATES)
+_LINK_COLUMNS = ("session_id", "provider", "created_at", *_IDENTIFIERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +150,14 @@ class SessionImport:
     ) -> None:
         where = label or f"session {rec.session_id!r}"
         given = rec.model_fields_set
-        unserved = unserved_modes(
-            rec.network_binding if "network_binding" in given else "no_binding",
-            rec.geoip_binding if "geoip_binding" in given else "no_binding",
-            has_asn_database=self._databases.asn,
-            has_city_database=self._databases.city,
-        )
-        self._problems.extend(Problem(where, name, reason) for name, reason in unserved)
+        if rec.network_binding != "no_binding" or rec.geoip_binding != "no_binding":
+            unserved = unserved_modes(
+                rec.network_binding,
+                rec.geoip_binding,
+                has_asn_database=self._databases.asn,
+                has_city_database=self._databases.city,
+            )
+            self._problems.extend(Problem(where, name, reason) for name, reason in unserved)
         row = self._sessions.get(rec.session_id) or existing.get(rec.session_id)
         if row is None:
             started = rec.created or utcnow()
@@ -268,10 +285,8 @@ class SessionImport:
     def _providers(self, conn: Connection, names: Collection[str]) -> dict[str, ProviderInfo]:
         """The named providers, their settings as their handler parses them (None: refused)."""
         found: dict[str, ProviderInfo] = {}
-        for chunk in _chunks(sorted(names), _KEYS_PER_QUERY):
-            for row in conn.execute(
-                select(_PROVIDERS).where(_PROVIDERS.c.name.in_(chunk))
-            ).mappings():
+        for where in _among(conn, _PROVIDERS.c.name, names):
+            for row in conn.execute(select(_PROVIDERS).where(where)).mappings():
                 handler = self._handlers.get(row["protocol"])
                 settings: Any = row["settings"]
                 if handler is not None:
@@ -293,8 +308,8 @@ class SessionImport:
         """Stored IdP sessions among ``ids`` (locked on PostgreSQL until the commit)."""
         columns = [_SESSIONS.c[name] for name in _SESSION_COLUMNS]
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(sorted(ids), _KEYS_PER_QUERY):
-            query = select(*columns).where(_SESSIONS.c.session_id.in_(chunk)).with_for_update()
+        for where in _among(conn, _SESSIONS.c.session_id, ids):
+            query = select(*columns).where(where).with_for_update()
             for row in conn.execute(query).mappings():
                 found[row["session_id"]] = dict(row)
         return found
@@ -302,12 +317,8 @@ class SessionImport:
     @staticmethod
     def _existing_ids(conn: Connection, ids: Collection[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(sorted(ids), _KEYS_PER_QUERY):
-            found.update(
-                conn.scalars(
-                    select(_SESSIONS.c.session_id).where(_SESSIONS.c.session_id.in_(chunk))
-                )
-            )
+        for where in _among(conn, _SESSIONS.c.session_id, ids):
+            found.update(conn.scalars(select(_SESSIONS.c.session_id).where(where)))
         return found
 
     @staticmethod
@@ -317,8 +328,8 @@ class SessionImport:
         columns = [_LINKS.c.session_id, _LINKS.c.provider, _LINKS.c.created_at]
         columns += [_LINKS.c[name] for name in _IDENTIFIERS]
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for chunk in _chunks(sorted(session_ids), _KEYS_PER_QUERY):
-            query = select(*columns).where(_LINKS.c.session_id.in_(chunk)).with_for_update()
+        for where in _among(conn, _LINKS.c.session_id, session_ids):
+            query = select(*columns).where(where).with_for_update()
             for row in conn.execute(query).mappings():
                 found[(row["session_id"], row["provider"])] = dict(row)
         return found
@@ -326,39 +337,123 @@ class SessionImport:
     # -- writing -----------------------------------------------------------------------
 
     def write(self, conn: Connection) -> None:
-        """Upsert the merged rows: IdP sessions, then provider sessions."""
+        """Upsert the merged rows: IdP sessions, then provider sessions.
+
+        PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT ... SELECT ... ON
+        CONFLICT DO UPDATE`` per table; SQLite: the upsert, executed for many rows at once.
+        """
         sessions = [
             {name: row[name] for name in _SESSION_COLUMNS} for row in self._sessions.values()
         ]
         links = list(self._links.values())
         total = len(sessions) + len(links)
-        done = 0
-        self._report("writing", done, total)
-        statements = (
-            (_SESSIONS, sessions, ["session_id"], _SESSION_UPDATES),
-            (_LINKS, links, ["session_id", "provider"], _IDENTIFIERS),
-        )
-        for table, rows, keys, updates in statements:
-            if not rows:
-                continue
-            statement = _upsert(conn, table, keys, updates)
-            for chunk in _chunks(rows, CHUNK):
-                conn.execute(statement, chunk)
-                done += len(chunk)
-                self._report("writing", done, total)
+        written = 0
+
+        def advanced(count: int) -> None:
+            nonlocal written
+            written += count
+            self._report("writing", written, total)
+
+        self._report("writing", 0, total)
+        upsert = _copy_upsert if conn.dialect.name == "postgresql" else _executemany_upsert
+        if sessions:
+            upsert(
+                conn,
+                _SESSIONS,
+                _SESSION_COLUMNS,
+                ("session_id",),
+                _SESSION_UPDATES,
+                sessions,
+                advanced,
+            )
+        if links:
+            upsert(
+                conn,
+                _LINKS,
+                _LINK_COLUMNS,
+                ("session_id", "provider"),
+                _IDENTIFIERS,
+                links,
+                advanced,
+            )
 
     def _report(self, stage: str, done: int, total: int) -> None:
         if self._progress is not None:
             self._progress(stage, done, total)
 
 
-def _upsert(conn: Connection, table: Table, keys: list[str], updates: Iterable[str]) -> Any:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET`` each of ``updates`` to the new value."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
+def _conflict_update(statement: Any, keys: Sequence[str], updates: Iterable[str]) -> Any:
+    """``statement ON CONFLICT (keys) DO UPDATE SET`` each of ``updates`` to the new value."""
     return statement.on_conflict_do_update(
-        index_elements=keys, set_={name: statement.excluded[name] for name in updates}
+        index_elements=list(keys), set_={name: statement.excluded[name] for name in updates}
     )
+
+
+def _executemany_upsert(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    updates: Iterable[str],
+    rows: Sequence[dict[str, Any]],
+    advanced: Callable[[int], None],
+) -> None:
+    statement = _conflict_update(sqlite_insert(table), keys, updates)
+    for chunk in _chunks(rows, CHUNK):
+        conn.execute(statement, list(chunk))
+        advanced(len(chunk))
+
+
+def _copy_upsert(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    updates: Iterable[str],
+    rows: Sequence[dict[str, Any]],
+    advanced: Callable[[int], None],
+) -> None:
+    """``COPY`` the rows into a temporary table (dropped at commit), then upsert from it."""
+    staging = f"import_{table.name}"
+    listed = ", ".join(columns)
+    conn.execute(
+        text(
+            f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "  # noqa: S608 - our names
+            f"SELECT {listed} FROM {table.name} WITH NO DATA"
+        )
+    )
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise LogoutError("PostgreSQL is reached through psycopg 3 (postgresql+psycopg://)")
+    staged = sql_table(staging, *(column(name) for name in columns))
+    upsert = _conflict_update(
+        pg_insert(table).from_select(list(columns), select(*staged.c)), keys, updates
+    )
+    empty = text(f"TRUNCATE {staging}")
+    for chunk in _chunks(rows, _COPY_CHUNK):
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {staging} ({listed}) FROM STDIN") as copy,
+        ):
+            for row in chunk:
+                copy.write_row([row[name] for name in columns])
+        conn.execute(upsert)
+        conn.execute(empty)
+        advanced(len(chunk))
+
+
+def _among(
+    conn: Connection, key: ColumnElement[str], values: Collection[str]
+) -> Iterable[ColumnElement[bool]]:
+    """Conditions that together select the rows whose ``key`` is one of ``values``: one
+    ``= ANY(array)`` on PostgreSQL, ``IN`` lists of :data:`_KEYS_PER_QUERY` elsewhere."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        yield key == any_(bindparam("keys", list(values), type_=ARRAY(String)))
+        return
+    for chunk in _chunks(sorted(values), _KEYS_PER_QUERY):
+        yield key.in_(chunk)
 
 
 _T = TypeVar("_T")
