@@ -37,7 +37,9 @@ def _setup(env: dict[str, str], tmp_path: Path) -> None:
     assert _run(env, "providers", "load", str(tmp_path / "p.toml")).exit_code == 0
     result = _run(env, "sessions", "import", str(tmp_path / "s.jsonl"))
     assert result.exit_code == 0, result.output
-    assert "10 created" in result.output
+    assert "sessions: 4 created, 0 updated; provider sessions: 6 created, 0 updated" in (
+        result.output
+    )
 
 
 def test_publish_in_memory_mode_handles_events_inline(env: dict[str, str], tmp_path: Path) -> None:
