@@ -133,12 +133,27 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     sys.exit(run_worker(settings, migrate=False, parent=parent))
 
 
+def _warn_unserved(runtime: Runtime) -> None:
+    """Say at start which enabled providers no enabled handler serves: their logouts are
+    skipped (``delivery.skipped``), which an operator should hear before the first logout."""
+    unserved = runtime.registry.unserved_providers()
+    if unserved:
+        _log.warning(
+            "providers without an enabled handler; their logouts are skipped until the "
+            "handler is enabled (protocols) or the provider is loaded with enabled = false",
+            providers={name: protocol for name, protocol in unserved},
+        )
+
+
 def serve(settings: Settings) -> int:
     """``logout-orchestrator worker``: migrate once, then run ``worker_processes`` workers."""
     if is_in_process(settings):
         return run_worker(settings)  # raises the clear error
     runtime = Runtime.start(settings)  # loads handlers (fails fast) and migrates once
-    runtime.close()
+    try:
+        _warn_unserved(runtime)
+    finally:
+        runtime.close()
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
     context = multiprocessing.get_context("spawn")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings
 from orchestrator.pipeline import HandleResult
@@ -21,6 +22,7 @@ from orchestrator.store import (
 from protocols import ProtocolHandler
 from tests.geoip_data import GeoipFiles
 from tests.unit.conftest import make_event, store_providers
+from workers.process import _warn_unserved
 
 PROVIDERS = """
 [[providers]]
@@ -458,3 +460,13 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
         assert audited.detail["problems"] == [expected]
         assert not list(db.scalars(select(AuditRow).where(AuditRow.type == "session.started")))
+
+
+def test_worker_start_names_unserved_providers(runtime: Runtime) -> None:
+    """At start the worker warns, naming each enabled provider no enabled handler serves."""
+    store_providers(runtime, '[[providers]]\nname = "old"\nprotocol = "openid"\n')
+    with capture_logs() as logs:
+        _warn_unserved(runtime)
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert warning["providers"] == {"old": "openid"}
+    assert "logouts are skipped" in warning["event"]
