@@ -2,10 +2,11 @@
 
 Seeds a fresh PostgreSQL database with N open sessions (``INSERT ... SELECT generate_series``;
 most fresh, some past their deadline, some idle), then times, in one run: a sweep with nothing
-due (the cost every worker pays every ``expiry_interval``), sweeps that claim and publish the
-due sessions in batches (``expiry_batch``) up to ``expiry_max_per_sweep``, and the query plans
-of the two scans (they must use the partial indexes, not a sequential scan). Publishing goes
-to a counter, not a broker: what is measured is the database work.
+due (the cost every worker pays every ``expiry_interval``), sweeps that claim the due sessions
+and write their events to the outbox in batches (``expiry_batch``) up to
+``expiry_max_per_sweep``, and the query plans of the two scans (they must use the partial
+indexes, not a sequential scan). The outbox is not relayed: what is measured is the database
+work.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from bench.common import (
     REPO,
@@ -40,8 +41,7 @@ from orchestrator.expiry import ExpirySweeper
 from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import IdpSession, utcnow
-from schemas import Event
+from orchestrator.store import IdpSession, OutboxRow, utcnow
 
 DEFAULT_JSON = REPO / "bench" / "results" / "expiry.json"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -118,26 +118,27 @@ def run(
             plans = _plans(runtime, policy)
             if any("Seq Scan" in plan for plan in plans):
                 raise BenchError(f"a sweeper scan does not use its index: {plans}")
-            published: list[Event] = []
-            sweeper = ExpirySweeper(
-                runtime.sessions, policy, published.extend, batch=batch, max_per_sweep=per_sweep
-            )
+            sweeper = ExpirySweeper(runtime.sessions, policy, batch=batch, max_per_sweep=per_sweep)
             sweeps: list[tuple[int, float]] = []
             while True:
                 began = time.perf_counter()
                 report = sweeper.sweep()
-                sweeps.append((report.published, time.perf_counter() - began))
-                if report.published == 0:
+                sweeps.append((report.claimed, time.perf_counter() - began))
+                if report.claimed == 0:
                     break
             idle_times = []
             for _ in range(5):
                 began = time.perf_counter()
                 sweeper.sweep()
                 idle_times.append(time.perf_counter() - began)
-            if len(published) != due:
-                raise BenchError(f"published {len(published)} expiries, expected {due}")
-            if len({e.event_id for e in published}) != due:
-                raise BenchError("an expiry was published twice")
+            with runtime.engine.connect() as conn:
+                written, distinct = conn.execute(
+                    select(func.count(), func.count(OutboxRow.event_id.distinct()))
+                ).one()
+            if written != due:
+                raise BenchError(f"wrote {written} expiries to the outbox, expected {due}")
+            if distinct != due:
+                raise BenchError("an expiry was written twice")
         finally:
             runtime.close()
     claiming = [(n, t) for n, t in sweeps if n]

@@ -14,9 +14,11 @@ from orchestrator.errors import (
     TransientDeliveryError,
 )
 from orchestrator.expiry import ExpirySweeper, SweepReport
+from orchestrator.outbox import OutboxMessage
 from orchestrator.pipeline import EventProcessor, HandleResult
 from orchestrator.publishing import Publisher, publish
 from orchestrator.registry import ImportSummary, SessionRegistry
+from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
 from orchestrator.retry import RetryPolicy
 from orchestrator.runtime import Runtime
 from orchestrator.session_policy import SessionPolicy
@@ -28,6 +30,7 @@ __all__ = [
     "AuditEntry",
     "AuditQuery",
     "BindingChecker",
+    "BrokerSender",
     "Completion",
     "ConfigurationError",
     "DeliveryError",
@@ -39,10 +42,13 @@ __all__ = [
     "InputError",
     "LogoutError",
     "LogoutWaiter",
+    "OutboxMessage",
+    "OutboxRelay",
     "PermanentDeliveryError",
     "PlanWait",
     "Problem",
     "Publisher",
+    "RelayReport",
     "RetryPolicy",
     "Runtime",
     "SessionActivity",

@@ -5,28 +5,31 @@ upserts the session (its deadline from the :class:`SessionPolicy`, its login fac
 binding) and audits ``session.started`` once; a sighting moves ``last_seen`` forward only.
 
 Over the per-user limit (``max_sessions_per_user``) a start ends the user's oldest other
-sessions: one ``session.revoke`` each (initiator ``policy``, with the reason), handed to
-``end`` (the worker publishes them), so every ended session gets its full logout fan-out
-and audit trail. A revocation's ``event_id`` is derived from the session it ends, so a start
-handled twice, or a later start that sees the session still open because its revocation is
-still queued, ends nothing twice (the pipeline drops the repeat as a duplicate).
+sessions: one ``session.revoke`` each (initiator ``policy``, with the reason), written to the
+outbox in the transaction that decides it, then published by ``relay`` (run after the
+commit), so every ended session gets its full logout fan-out and audit trail even when the
+broker was down at the time. A revocation's ``event_id`` (and message id) is derived from
+the session it ends, so a start handled twice, or a later start that sees the session still
+open because its revocation is still queued, ends nothing twice (the outbox keeps one row,
+the pipeline drops a repeat as a duplicate).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Connection, Table, select, update
 
 from orchestrator.audit import AuditEntry, emit, write_audit
+from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.registry import SessionRegistry
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession, SessionFactory
 from orchestrator.store.sql import engine_of
-from schemas import AuditType, Event, SessionRevoke, SessionSeen, SessionStarted
+from schemas import AuditType, SessionRevoke, SessionSeen, SessionStarted
 
 __all__ = ["LIMIT_ACTOR", "SessionActivity", "limit_revoke_id"]
 
@@ -49,12 +52,15 @@ class SessionActivity:
         sessions: SessionFactory,
         registry: SessionRegistry,
         policy: SessionPolicy,
-        end: Callable[[Sequence[Event]], None],
+        *,
+        namespace: str = "logout",
+        relay: Callable[[], object] | None = None,
     ) -> None:
         self._engine = engine_of(sessions)
         self._registry = registry
         self._policy = policy
-        self._end = end
+        self._namespace = namespace
+        self._relay = relay
 
     def handle(self, event: SessionStarted | SessionSeen) -> None:
         """Handle an activity event as published."""
@@ -64,7 +70,11 @@ class SessionActivity:
             self.seen(event.session_id, event.occurred_at)
 
     def started(self, event: SessionStarted) -> list[SessionRevoke]:
-        """Record the new session; end the oldest others over the limit (returned)."""
+        """Record the new session; end the oldest others over the limit (returned).
+
+        The revocations are written to the outbox with the start's audit record, then
+        ``relay`` runs (when given) to publish them.
+        """
         self._registry.record_session(
             event.session_id,
             event.user_id,
@@ -95,10 +105,11 @@ class SessionActivity:
         with self._engine.begin() as conn:
             records = write_audit(conn, [entry])
             over = self._over_limit(conn, event.user_id, event.session_id)
+            revokes = [self._revoke(event, session_id) for session_id in over]
+            add_to_outbox(conn, [event_message(r, self._namespace) for r in revokes])
         emit(records)
-        revokes = [self._revoke(event, session_id) for session_id in over]
-        if revokes:
-            self._end(revokes)
+        if revokes and self._relay is not None:
+            self._relay()
         return revokes
 
     def _over_limit(self, conn: Connection, user_id: str, keep: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from orchestrator.store import AuditRow, utcnow
 from orchestrator.store.sql import insert_ignore
 from schemas import AuditRecord, AuditType
 
-__all__ = ["AuditEntry", "AuditQuery", "emit", "query_audit", "write_audit"]
+__all__ = ["AuditEntry", "AuditQuery", "emit", "log_level", "query_audit", "write_audit"]
 
 _log = structlog.get_logger("logout.audit")
 
@@ -76,11 +77,35 @@ def write_audit(
     return [record for record, key in zip(records, keys, strict=True) if key in written]
 
 
+#: Records logged at ``warning``: a delivery that failed or will be tried again.
+_WARNING_TYPES = frozenset(
+    {AuditType.DELIVERY_FAILED, AuditType.DELIVERY_RETRYING, AuditType.FRONTCHANNEL_TIMED_OUT}
+)
+#: Roll-ups logged at ``error`` when some delivery failed for good (outcome ``partial``).
+_ROLL_UPS = frozenset({AuditType.LOGOUT_COMPLETED, AuditType.LOGOUT_SETTLED})
+
+
+def log_level(record: AuditRecord) -> int:
+    """The level of a record's log line: a WARNING filter shows every failed logout.
+
+    ``error`` for a logout whose roll-up counts failed deliveries, ``warning`` for a failed or
+    retrying delivery (and a front-channel time-out), ``info`` for everything else.
+    """
+    if record.type in _ROLL_UPS and record.outcome == "partial":
+        return logging.ERROR
+    if record.type in _WARNING_TYPES:
+        return logging.WARNING
+    return logging.INFO
+
+
 def emit(records: Sequence[AuditRecord]) -> None:
     """One structured JSON log line per record (after the records are committed)."""
     for record in records:
-        _log.info(
-            "audit", **record.model_dump(mode="json", exclude={"detail"}), detail=record.detail
+        _log.log(
+            log_level(record),
+            "audit",
+            **record.model_dump(mode="json", exclude={"detail"}),
+            detail=record.detail,
         )
 
 

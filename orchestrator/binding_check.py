@@ -2,13 +2,18 @@
 
 :class:`BindingChecker` reads what the session recorded at login (binding modes and the
 login address's facts), asks :func:`orchestrator.binding.evaluate` about the new address
-and, on a violation, publishes ``session.binding_violation`` (the session then ends with
-the full logout fan-out). The same check backs ``logout-orchestrator binding check``.
+and, on a violation, writes ``session.binding_violation`` to the outbox (in a transaction
+that first checks the session is still open) and runs ``relay`` to publish it; the session
+then ends with the full logout fan-out, even if the broker was down at the time. The same
+check backs ``logout-orchestrator binding check``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import cast
+
+from sqlalchemy import Table, select
 
 from orchestrator.binding import (
     BindingResult,
@@ -21,26 +26,33 @@ from orchestrator.binding import (
     evaluate,
 )
 from orchestrator.errors import InputError, Problem
+from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.store import IdpSession, SessionFactory
-from schemas import Event, HttpRequest
+from orchestrator.store.sql import engine_of
+from schemas import HttpRequest, SessionBindingViolation
 
 __all__ = ["BindingChecker"]
 
+_SESSIONS = cast(Table, IdpSession.__table__)
+
 
 class BindingChecker:
-    """Check addresses against sessions; publish violations through ``publish``."""
+    """Check addresses against sessions; write violations to the outbox, then ``relay``."""
 
     def __init__(
         self,
         sessions: SessionFactory,
         reader: GeoipReader,
         policy: UnlistedAddressPolicy,
-        publish: Callable[[Sequence[Event]], None] | None = None,
+        *,
+        namespace: str = "logout",
+        relay: Callable[[], object] | None = None,
     ) -> None:
         self._sessions = sessions
         self._reader = reader
         self._policy = policy
-        self._publish = publish
+        self._namespace = namespace
+        self._relay = relay
 
     def bound_session(self, session_id: str) -> BoundSession:
         """The open session's binding as recorded at login; InputError if unknown or ended."""
@@ -69,8 +81,25 @@ class BindingChecker:
         request: HttpRequest | None = None,
         publish: bool = True,
     ) -> BindingResult:
-        """Judge ``ip``; on a violation publish the event (unless ``publish`` is False)."""
+        """Judge ``ip``; on a violation :meth:`record` its event (unless ``publish`` is False)."""
         result = evaluate(self.bound_session(session_id), ip, self._reader, self._policy)
-        if isinstance(result, BindingViolation) and publish and self._publish is not None:
-            self._publish([result.event(session_id, request=request)])
+        if isinstance(result, BindingViolation) and publish:
+            self.record(result.event(session_id, request=request))
         return result
+
+    def record(self, event: SessionBindingViolation) -> None:
+        """Write ``event`` to the outbox if its session is still open (else InputError), then
+        run the relay."""
+        with engine_of(self._sessions).begin() as conn:
+            still_open = conn.scalar(
+                select(_SESSIONS.c.session_id)
+                .where(_SESSIONS.c.session_id == event.session_id, _SESSIONS.c.ended_at.is_(None))
+                .with_for_update()
+            )
+            if still_open is None:
+                raise InputError(
+                    [Problem(f"session {event.session_id!r}", "session_id", "has ended")]
+                )
+            add_to_outbox(conn, [event_message(event, self._namespace)])
+        if self._relay is not None:
+            self._relay()

@@ -1,4 +1,4 @@
-"""Durations in the two notations seen in the field, and pydantic types for settings.
+"""Durations in the notations seen in the field, and pydantic types for settings.
 
 Accepted text (surrounding whitespace is ignored):
 
@@ -10,7 +10,11 @@ Accepted text (surrounding whitespace is ignored):
   order, optionally separated by spaces (``1h 30m``). Units are case-sensitive: ``y`` year,
   ``M`` month, ``w`` week, ``d`` day, ``h`` hour, ``m`` minute, ``s`` second, ``ms`` millisecond,
   ``us`` (or ``µs``) microsecond. Numbers may have a fractional part (``1.5h``).
-- **A bare number** is seconds (``90``, ``2.5``), as an integer or float setting would be;
+- **ISO 8601** ``PT30M``, ``P1D``, ``P1DT2H30M``, ``PT0.5S`` (read by pydantic): as in the
+  standard, ``M`` before ``T`` is months and after it minutes; months and years have the fixed
+  lengths below.
+- **A bare number** is seconds (``90``, ``2.5``), as an integer or float setting would be
+  (``bare_unit`` names another unit, e.g. milliseconds for the ``_ms`` settings);
   ``0`` is a valid zero duration.
 - **``-1``** means *disabled* and gives ``None``, but only where the caller allows it
   (``allow_disabled=True``, :data:`OptionalDuration`); elsewhere it is refused.
@@ -18,18 +22,30 @@ Accepted text (surrounding whitespace is ignored):
 Months and years have fixed lengths, with no calendar arithmetic: **a month (``M``) is 30 days
 and a year (``y``) is 365 days**. Signs, exponents and other negative values are refused.
 
-Anything else raises :class:`DurationError`, whose message quotes the offending text and says
-what is wrong with it.
+Anything else raises :class:`DurationError`, whose message quotes the offending text, says
+what is wrong with it and lists the accepted notations (``"90 minutes"``: the unit is ``m``).
+
+Settings that have always been plain numbers keep their type and unit (:data:`Seconds`,
+:data:`WholeSeconds`, :data:`Milliseconds`): they accept the same text, converted to their unit.
+:func:`describe_duration` reads a duration back in plain words (``900 days``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
-from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from orchestrator.errors import LogoutError
 
@@ -37,9 +53,16 @@ __all__ = [
     "DAYS_PER_MONTH",
     "DAYS_PER_YEAR",
     "DISABLED",
+    "NOTATIONS",
     "Duration",
     "DurationError",
+    "DurationUnit",
+    "Milliseconds",
     "OptionalDuration",
+    "Seconds",
+    "WholeSeconds",
+    "describe_duration",
+    "duration_fields",
     "format_duration",
     "parse_duration",
 ]
@@ -76,11 +99,39 @@ _UNITS: Final[dict[str, tuple[str, int]]] = {
     "μs": ("microseconds", 1),  # Greek small letter mu
 }
 _UNIT_LIST: Final = "y, M (30 days), w, d, h, m (minutes), s, ms, us"
+NOTATIONS: Final = (
+    f"compact '1h30m' (units {_UNIT_LIST}; case-sensitive), keywords 'hours=1,minutes=30', "
+    "ISO 8601 'PT1H30M' or 'P1D', or a bare number of {bare_unit}"
+)
+"""The accepted notations, for messages (``{bare_unit}``: what a bare number counts)."""
+
+# Words people write for a unit (singular, lower case) -> the unit meant.
+_UNIT_WORDS: Final = {
+    "year": "y",
+    "yr": "y",
+    "month": "M",
+    "mo": "M",
+    "mon": "M",
+    "week": "w",
+    "wk": "w",
+    "day": "d",
+    "hour": "h",
+    "hr": "h",
+    "minute": "m",
+    "min": "m",
+    "second": "s",
+    "sec": "s",
+    "millisecond": "ms",
+    "msec": "ms",
+    "microsecond": "us",
+    "usec": "us",
+}
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _BARE_NUMBER = re.compile(r"[-+]?[0-9.]+")
-_COMPACT_PART = re.compile(r"(?P<number>[-+]?[0-9.]+)(?P<unit>[A-Za-zµμ]*)")
+_COMPACT_PART = re.compile(r"(?P<number>[-+]?[0-9.]+)(?P<space>\s*)(?P<unit>[A-Za-zµμ]*)")
 _QUOTE_LIMIT: Final = 120
+_ISO: Final = TypeAdapter(timedelta)
 
 
 class DurationError(LogoutError, ValueError):
@@ -97,10 +148,13 @@ def _quote(text: str) -> str:
     return repr(text) if len(text) <= _QUOTE_LIMIT else repr(text[:_QUOTE_LIMIT]) + "..."
 
 
-def parse_duration(text: str, *, allow_disabled: bool = True) -> timedelta | None:
+def parse_duration(
+    text: str, *, allow_disabled: bool = True, bare_unit: str = "seconds"
+) -> timedelta | None:
     """The duration ``text`` denotes, or ``None`` for ``-1`` (disabled) when ``allow_disabled``.
 
     See the module documentation for the notations; a month is 30 days and a year 365 days.
+    A bare number counts ``bare_unit`` (a :class:`~datetime.timedelta` keyword).
     Raises :class:`DurationError` naming the offending text and the problem.
     """
     stripped = text.strip()
@@ -110,12 +164,32 @@ def parse_duration(text: str, *, allow_disabled: bool = True) -> timedelta | Non
         if allow_disabled:
             return None
         raise DurationError(text, "-1 (disabled) is not allowed here; give a duration")
+    if stripped.lstrip("+-").startswith("P"):
+        return _parse_iso(text, stripped, bare_unit)
     if "=" in stripped:
         return _parse_keywords(text, stripped)
     if _BARE_NUMBER.fullmatch(stripped):
-        seconds = _number(text, stripped, "the number of seconds", allow_disabled)
-        return _build(text, {"seconds": seconds})
-    return _parse_compact(text, stripped, allow_disabled)
+        number = _number(text, stripped, f"the number of {bare_unit}", allow_disabled)
+        return _build(text, {bare_unit: number})
+    return _parse_compact(text, stripped, allow_disabled, bare_unit)
+
+
+def _parse_iso(text: str, stripped: str, bare_unit: str) -> timedelta:
+    """ISO 8601 (``PT30M``), read by pydantic; ``M`` is months before ``T``, minutes after."""
+    if not stripped.startswith("P"):
+        raise DurationError(text, "negative durations are not allowed")
+    try:
+        value = _ISO.validate_python(stripped)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Input should be a valid timedelta, ")
+        raise DurationError(
+            text,
+            f"not an ISO 8601 duration ({reason}); ISO 8601 looks like 'PT30M', 'P1D' or "
+            f"'P1DT2H30M'. Accepted: {NOTATIONS.format(bare_unit=bare_unit)}",
+        ) from exc
+    if value < timedelta(0):
+        raise DurationError(text, "negative durations are not allowed")
+    return value
 
 
 def _parse_keywords(text: str, stripped: str) -> timedelta:
@@ -142,7 +216,7 @@ def _parse_keywords(text: str, stripped: str) -> timedelta:
     return _build(text, values)
 
 
-def _parse_compact(text: str, stripped: str, allow_disabled: bool) -> timedelta:
+def _parse_compact(text: str, stripped: str, allow_disabled: bool, bare_unit: str) -> timedelta:
     values: dict[str, float] = {}
     seen: set[str] = set()
     position = 0
@@ -155,18 +229,14 @@ def _parse_compact(text: str, stripped: str, allow_disabled: bool) -> timedelta:
             what = "unexpected" if position else "not a duration:"
             raise DurationError(
                 text,
-                f"{what} {_quote(stripped[position:])}; expected <number><unit> parts like "
-                "'1h30m' or key=value items like 'hours=1,minutes=30'",
+                f"{what} {_quote(stripped[position:])}; "
+                f"accepted: {NOTATIONS.format(bare_unit=bare_unit)}",
             )
         number, unit = match["number"], match["unit"]
         if not unit:
             raise DurationError(text, f"{_quote(number)} has no unit; units are {_UNIT_LIST}")
-        if unit not in _UNITS:
-            raise DurationError(
-                text,
-                f"unknown unit {_quote(unit)} in {_quote(match[0])}; "
-                f"units are {_UNIT_LIST} (case-sensitive)",
-            )
+        if unit not in _UNITS or match["space"]:
+            raise DurationError(text, _unit_problem(number, match["space"], unit, bare_unit))
         canonical = "us" if unit in ("µs", "μs") else unit
         if canonical in seen:
             raise DurationError(text, f"duplicate unit {_quote(unit)}")
@@ -176,6 +246,30 @@ def _parse_compact(text: str, stripped: str, allow_disabled: bool) -> timedelta:
         values[keyword] = values.get(keyword, 0) + value
         position = match.end()
     return _build(text, values)
+
+
+def _unit_problem(number: str, space: str, unit: str, bare_unit: str) -> str:
+    """What is wrong with ``unit`` after ``number`` (a word, a wrong case, a space), and the fix."""
+    accepted = f"accepted: {NOTATIONS.format(bare_unit=bare_unit)}"
+    if unit in _UNITS:
+        return f"a space between {_quote(number)} and its unit; write '{number}{unit}'; {accepted}"
+    meant = _UNIT_WORDS.get(unit.lower()) or _UNIT_WORDS.get(unit.lower().removesuffix("s"))
+    if meant is None and unit.lower() in _UNITS:
+        meant = unit.lower()
+    part = f"{number}{space}{unit}"
+    hint = ""
+    if meant is not None:
+        hint = f"; write '{number}{meant}' ({_meaning(meant)})"
+    return f"unknown unit {_quote(unit)} in {_quote(part)}{hint}; {accepted}"
+
+
+def _meaning(unit: str) -> str:
+    keyword, factor = _UNITS[unit]
+    if unit == "M":
+        return "M = months of 30 days, m = minutes"
+    if unit == "m":
+        return "m = minutes, M = months"
+    return f"{unit} = {keyword}" if factor == 1 else f"{unit} = {factor} {keyword}"
 
 
 def _number(text: str, token: str, what: str, allow_disabled: bool) -> float:
@@ -230,6 +324,35 @@ def format_duration(value: timedelta | None) -> str:
     return "".join(parts)
 
 
+_WORDS: Final = (
+    ("day", timedelta(days=1)),
+    ("hour", timedelta(hours=1)),
+    ("minute", timedelta(minutes=1)),
+    ("second", timedelta(seconds=1)),
+    ("millisecond", timedelta(milliseconds=1)),
+    ("microsecond", timedelta(microseconds=1)),
+)
+
+
+def describe_duration(value: timedelta | None) -> str:
+    """``value`` in plain words (``1 hour, 30 minutes``; ``disabled`` for ``None``).
+
+    Days are never folded into months or years, so a surprise shows: ``30M`` reads
+    ``900 days``, not ``30 minutes``.
+    """
+    if value is None:
+        return "disabled"
+    if value < timedelta(0):
+        raise DurationError(str(value), "negative durations have no reading")
+    parts: list[str] = []
+    rest = value
+    for word, size in _WORDS:
+        amount, rest = divmod(rest, size)
+        if amount:
+            parts.append(f"{amount} {word}{'' if amount == 1 else 's'}")
+    return ", ".join(parts) or "0 seconds"
+
+
 def _coerce(value: object, *, allow_disabled: bool) -> timedelta | None:
     """A settings value (text, number of seconds, timedelta) as a timedelta, or None if disabled."""
     if isinstance(value, str):
@@ -265,14 +388,76 @@ def _validate_optional_duration(value: object) -> timedelta | None:
     return _coerce(value, allow_disabled=True)
 
 
+@dataclass(frozen=True, slots=True)
+class DurationUnit:
+    """Marks a settings field as a duration, and what its value counts.
+
+    ``name`` is a :class:`~datetime.timedelta` keyword (``seconds``, ``milliseconds``) for a
+    numeric field, or ``""`` for a field that holds a timedelta (:data:`Duration`). A numeric
+    field keeps its type; text is converted to its unit (``whole``: an exact int).
+    """
+
+    name: str
+    whole: bool = False
+
+    @property
+    def size(self) -> timedelta:
+        """One of the unit (one second for a timedelta field)."""
+        return timedelta(**{self.name or "seconds": 1})
+
+    def as_timedelta(self, value: object) -> timedelta | None:
+        """A field's value as a timedelta (``None``: disabled)."""
+        if value is None or isinstance(value, timedelta):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return self.size * value
+        raise TypeError(f"not a duration value: {value!r}")
+
+    def to_unit(self, value: Any) -> Any:
+        """Before pydantic's number check: text or a timedelta becomes a number of the unit.
+
+        Plain numbers (and numeric text) pass untouched, so they keep their unit, type and
+        bounds exactly as before.
+        """
+        if isinstance(value, str):
+            if _PLAIN_NUMBER.fullmatch(value.strip()):
+                return value
+            parsed = parse_duration(value, allow_disabled=False, bare_unit=self.name)
+            assert parsed is not None  # allow_disabled=False never gives None
+            return self._count(value, parsed)
+        if isinstance(value, timedelta):
+            if value < timedelta(0):
+                raise DurationError(str(value), "negative")
+            return self._count(str(value), value)
+        return value
+
+    def _count(self, text: str, value: timedelta) -> float | int:
+        whole, remainder = divmod(value, self.size)
+        if not remainder:
+            return whole
+        if self.whole:
+            raise DurationError(
+                text, f"{describe_duration(value)} is not a whole number of {self.name}"
+            )
+        return value / self.size
+
+
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_SECONDS: Final = DurationUnit("seconds")
+_WHOLE_SECONDS: Final = DurationUnit("seconds", whole=True)
+_MILLISECONDS: Final = DurationUnit("milliseconds", whole=True)
+_TIMEDELTA: Final = DurationUnit("")
+
+
 _INPUT_SCHEMA: Final = {
     "anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}],
-    "description": "A duration: '1h30m', 'hours=1,minutes=30' or a number of seconds.",
-    "examples": ["15m", "1h30m", "hours=1,minutes=2.5", 3600],
+    "description": "A duration: '1h30m', 'hours=1,minutes=30', 'PT1H30M' or a number of seconds.",
+    "examples": ["15m", "1h30m", "hours=1,minutes=2.5", "PT30M", 3600],
 }
 
 Duration = Annotated[
     timedelta,
+    _TIMEDELTA,
     PlainValidator(_validate_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema(_INPUT_SCHEMA, mode="validation"),
@@ -286,6 +471,7 @@ Accepts either text notation, an int or float number of seconds, or a timedelta;
 
 OptionalDuration = Annotated[
     timedelta | None,
+    _TIMEDELTA,
     PlainValidator(_validate_optional_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema(
@@ -298,3 +484,38 @@ OptionalDuration = Annotated[
 
 Serialised to JSON as ``-1`` when disabled.
 """
+
+
+def _number_schema(unit: DurationUnit) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+            "description": f"A number of {unit.name}, or a duration: '1h30m', "
+            "'hours=1,minutes=30', 'PT1H30M'.",
+        },
+        mode="validation",
+    )
+
+
+Seconds = Annotated[float, _SECONDS, BeforeValidator(_SECONDS.to_unit), _number_schema(_SECONDS)]
+"""A float number of seconds that also accepts every duration notation (``"2m"`` -> 120.0)."""
+
+WholeSeconds = Annotated[
+    int, _WHOLE_SECONDS, BeforeValidator(_WHOLE_SECONDS.to_unit), _number_schema(_WHOLE_SECONDS)
+]
+"""An int number of seconds that also accepts every duration notation (``"PT2M"`` -> 120)."""
+
+Milliseconds = Annotated[
+    int, _MILLISECONDS, BeforeValidator(_MILLISECONDS.to_unit), _number_schema(_MILLISECONDS)
+]
+"""An int number of milliseconds (a bare number is milliseconds) or a duration (``"1m"``)."""
+
+
+def duration_fields(model: type[Any]) -> dict[str, DurationUnit]:
+    """The duration fields of a pydantic model class, by name, with what they count."""
+    return {
+        name: marker
+        for name, info in model.model_fields.items()
+        for marker in info.metadata
+        if isinstance(marker, DurationUnit)
+    }

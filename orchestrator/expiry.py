@@ -1,4 +1,4 @@
-"""The expiry sweeper: publish ``session.expired`` once for each session past a limit.
+"""The expiry sweeper: a ``session.expired`` for each session past a limit, once.
 
 Every worker process sweeps every ``expiry_interval`` seconds. A sweep takes due sessions in
 batches: open, not yet claimed, past their absolute deadline (``expires_at``) or unseen for
@@ -6,30 +6,31 @@ the idle timeout; both scans use a partial index of open, unclaimed sessions, so
 costs the same with a million quiet sessions as with ten. Rows are locked with
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; other processes take other rows) and claimed with a
 conditional ``UPDATE ... WHERE expiry_claimed_at IS NULL RETURNING``, so of several
-processes on several machines exactly one publishes each session's expiry, even where row
-locks do not exist (SQLite). Work per sweep is bounded by ``expiry_max_per_sweep``.
+processes on several machines exactly one claims each session, even where row locks do not
+exist (SQLite). Work per sweep is bounded by ``expiry_max_per_sweep``.
 
-The event's ``event_id`` is derived from the session id, so even the rare re-publication
-(a process died between claiming and publishing: claims older than the grace period whose
-session is still open are published again) is handled once by the pipeline.
+The claim writes the session's ``session.expired`` to the outbox in the same transaction
+(:mod:`orchestrator.outbox`), so a claim and its event never come apart: the caller then
+runs the relay, and a broker that is down keeps the events in the outbox until it answers.
+The event's ``event_id`` (and message id) is derived from the session id.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal, cast
 
 import structlog
-from sqlalchemy import Connection, Select, Table, select, update
+from sqlalchemy import Connection, Select, Table, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
+from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession, SessionFactory, utcnow
 from orchestrator.store.sql import engine_of
-from schemas import Event, SessionExpired
+from schemas import SessionExpired
 
 __all__ = ["ExpirySweeper", "SweepReport", "expiry_event_id"]
 
@@ -47,48 +48,45 @@ def expiry_event_id(session_id: str) -> uuid.UUID:
 
 @dataclass(frozen=True, slots=True)
 class SweepReport:
-    """What one sweep published: new expiries, and lost ones published again."""
+    """What one sweep claimed: one ``session.expired`` each, written to the outbox."""
 
-    published: int
-    republished: int
+    claimed: int
 
 
 class ExpirySweeper:
-    """Find due sessions, claim them, publish their expiry; see the module docstring."""
+    """Find due sessions, claim them and write their expiry to the outbox; see the module
+    docstring."""
 
     def __init__(
         self,
         sessions: SessionFactory,
         policy: SessionPolicy,
-        publish: Callable[[Sequence[Event]], None],
         *,
+        namespace: str = "logout",
         batch: int = 500,
         max_per_sweep: int = 20_000,
-        grace: float = 300.0,
     ) -> None:
         self._engine = engine_of(sessions)
         self._policy = policy
-        self._publish = publish
+        self._namespace = namespace
         self._batch = batch
         self._max = max_per_sweep
-        self._grace = timedelta(seconds=grace)
 
     def sweep(self, now: datetime | None = None) -> SweepReport:
-        """One sweep: claim and publish due sessions in batches, at most ``max_per_sweep``."""
+        """One sweep: claim due sessions in batches, at most ``max_per_sweep``."""
         now = now or utcnow()
-        published = 0
-        while published < self._max:
-            claimed = self._claim_batch(now, min(self._batch, self._max - published))
-            if not claimed:
+        claimed = 0
+        while claimed < self._max:
+            batch = self._claim_batch(now, min(self._batch, self._max - claimed))
+            if not batch:
                 break
-            self._publish([_expired(session_id, reason, now) for session_id, reason in claimed])
-            published += len(claimed)
-        republished = self._republish_lost(now)
-        if published or republished:
-            _log.info("sessions expired", published=published, republished=republished)
-        return SweepReport(published, republished)
+            claimed += batch
+        if claimed:
+            _log.info("sessions expired", claimed=claimed)
+        return SweepReport(claimed)
 
-    def _claim_batch(self, now: datetime, limit: int) -> list[tuple[str, Reason]]:
+    def _claim_batch(self, now: datetime, limit: int) -> int:
+        """Claim up to ``limit`` due sessions and write their events, in one transaction."""
         open_unclaimed = (_SESSIONS.c.ended_at.is_(None), _SESSIONS.c.expiry_claimed_at.is_(None))
         with self._engine.begin() as conn:
             due: dict[str, Reason] = dict.fromkeys(
@@ -103,41 +101,29 @@ class ExpirySweeper:
             )
             idle_since = self._policy.idle_since(now)
             if idle_since is not None and len(due) < limit:
+                # Past its deadline too: an absolute expiry, for the next batch (a session
+                # committed between the two scans would otherwise be called idle here).
+                within_deadline = or_(
+                    _SESSIONS.c.expires_at.is_(None), _SESSIONS.c.expires_at > now
+                )
                 for session_id in _locked(
                     conn,
                     select(_SESSIONS.c.session_id)
-                    .where(*open_unclaimed, _SESSIONS.c.last_seen < idle_since)
+                    .where(*open_unclaimed, _SESSIONS.c.last_seen < idle_since, within_deadline)
                     .order_by(_SESSIONS.c.last_seen),
                     limit - len(due),
                 ):
                     due.setdefault(session_id, "idle")
             won = _claim(conn, list(due), now, _SESSIONS.c.expiry_claimed_at.is_(None))
-        return [(session_id, reason) for session_id, reason in due.items() if session_id in won]
-
-    def _republish_lost(self, now: datetime) -> int:
-        """Claims older than the grace period whose session is still open: publish again."""
-        lost = (_SESSIONS.c.ended_at.is_(None), _SESSIONS.c.expiry_claimed_at < now - self._grace)
-        with self._engine.begin() as conn:
-            candidates = _locked(conn, select(_SESSIONS.c.session_id).where(*lost), self._batch)
-            again = _claim(conn, candidates, now, *lost)
-            expires: dict[str, datetime | None] = {
-                session_id: deadline
-                for session_id, deadline in conn.execute(
-                    select(_SESSIONS.c.session_id, _SESSIONS.c.expires_at).where(
-                        _SESSIONS.c.session_id.in_(sorted(again))
-                    )
-                )
-            }
-        if again:
-            self._publish(
+            add_to_outbox(
+                conn,
                 [
-                    _expired(
-                        sid, "absolute" if (e := expires.get(sid)) and e <= now else "idle", now
-                    )
-                    for sid in sorted(again)
-                ]
+                    event_message(_expired(session_id, reason, now), self._namespace)
+                    for session_id, reason in due.items()
+                    if session_id in won
+                ],
             )
-        return len(again)
+        return len(won)
 
 
 def _locked(conn: Connection, statement: Select[tuple[str]], limit: int) -> list[str]:

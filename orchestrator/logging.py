@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["REDACTED_KEYS", "configure_logging", "redact_secrets"]
+__all__ = ["REDACTED_KEYS", "configure_logging", "redact_secrets", "startup_logger"]
 
 #: Keys whose values are never logged, at any depth.
 REDACTED_KEYS = frozenset(
@@ -69,19 +69,41 @@ def _print_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library's logging to stderr as JSON or console lines."""
-    shared: list[Any] = [
+def _shared_processors() -> list[Any]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+
+
+def _renderer(fmt: str) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=False)
+
+
+def startup_logger(level: str = "INFO", fmt: str = "json") -> Any:
+    """A logger for what happens before :func:`configure_logging` (reading the settings).
+
+    Once structlog is configured, that configuration's logger; until then, one writing the
+    lines :func:`configure_logging` would (``fmt``, at ``level``) to stderr, so a JSON log
+    stays JSON and standard output stays clean.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger("logout.settings")
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[*_shared_processors(), _renderer(fmt)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
     )
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and the standard library's logging to stderr as JSON or console lines."""
+    shared = _shared_processors()
+    renderer = _renderer(fmt)
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

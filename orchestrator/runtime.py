@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,9 +12,11 @@ from sqlalchemy import Engine
 from orchestrator.activity import SessionActivity
 from orchestrator.binding import GeoipReader
 from orchestrator.fanout import FanOut, RetryScheduler
+from orchestrator.outbox import OutboxMessage
 from orchestrator.pipeline import EventProcessor
 from orchestrator.plans import PlanTimeouts
 from orchestrator.registry import GeoipDatabases, SessionRegistry
+from orchestrator.relay import OutboxRelay
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
 from orchestrator.session_policy import SessionPolicy
@@ -22,7 +24,7 @@ from orchestrator.settings import Settings
 from orchestrator.store import SessionFactory, make_engine, make_session_factory, upgrade
 from orchestrator.waiting import LogoutWaiter, NoticeBoard, Notifier, make_notifier
 from protocols import ProtocolHandler, load_handlers
-from schemas import Event, SessionSeen, SessionStarted
+from schemas import SessionSeen, SessionStarted
 
 __all__ = ["Runtime"]
 
@@ -119,9 +121,20 @@ class Runtime:
             notify=self.notifier(),
         )
 
-    def activity(self, end: Callable[[Sequence[Event]], None]) -> SessionActivity:
-        """Session starts and sightings; ``end`` takes the revocations the session limit makes."""
-        return SessionActivity(self.sessions, self.registry, self.policy, end)
+    def activity(self, relay: Callable[[], object] | None = None) -> SessionActivity:
+        """Session starts and sightings; the session limit's revocations go to the outbox and
+        ``relay`` (e.g. :meth:`OutboxRelay.run`) runs after each commit that wrote some."""
+        return SessionActivity(
+            self.sessions,
+            self.registry,
+            self.policy,
+            namespace=self.settings.namespace,
+            relay=relay,
+        )
+
+    def relay(self, send: Callable[[OutboxMessage], None]) -> OutboxRelay:
+        """A relay publishing this database's outbox through ``send`` (a ``BrokerSender``)."""
+        return OutboxRelay(self.sessions, send)
 
     def sender(self) -> HttpSender:
         """The process's HTTP sender, started on first use."""
@@ -146,21 +159,19 @@ class Runtime:
         )
 
     def processor(
-        self, schedule: RetryScheduler, end: Callable[[Sequence[Event]], None] | None = None
+        self, schedule: RetryScheduler, send: Callable[[OutboxMessage], None] | None = None
     ) -> EventProcessor:
         """An event processor whose transient failures are retried through ``schedule``.
 
-        Sessions the session limit ends go to ``end`` (the worker publishes them); by
-        default this processor handles them at once, in the caller's thread.
+        What the session limit writes to the outbox is relayed through ``send`` (a worker's
+        broker); by default this processor handles it at once, in the caller's thread.
         """
         processor: list[EventProcessor] = []
 
-        def in_process(events: Sequence[Event]) -> None:
-            processor[0].handle_batch(
-                [(e.model_dump(mode="json"), f"local:{e.event_id}") for e in events]
-            )
+        def in_process(message: OutboxMessage) -> None:
+            processor[0].handle(message.payload, message.message_id)
 
-        activity = self.activity(end or in_process)
+        activity = self.activity(self.relay(send or in_process).run)
         processor.append(self.event_processor(self.fanout(schedule), activity.handle))
         return processor[0]
 

@@ -2,19 +2,28 @@
 
 Sources, highest priority first: keyword overrides (CLI options), environment variables
 named after the fields with a ``LOGOUT_`` prefix, then a TOML file (``--config`` or
-``LOGOUT_CONFIG``).
+``LOGOUT_CONFIG``). A refused value is reported with its source (``LOGOUT_X (environment)``,
+``logout.toml: x``, ``option: x``); a ``LOGOUT_`` variable that is no setting is warned about.
+
+Every duration setting takes the notations of :mod:`orchestrator.durations` (``1h30m``,
+``hours=1``, ``PT30M``) besides a plain number of its unit (seconds, or ms for ``*_ms``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
+import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,12 +34,40 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from orchestrator.binding.evaluate import UnlistedAddressPolicy
-from orchestrator.durations import Duration, OptionalDuration
+from orchestrator.durations import (
+    Duration,
+    Milliseconds,
+    OptionalDuration,
+    Seconds,
+    WholeSeconds,
+    describe_duration,
+    duration_fields,
+)
 from orchestrator.errors import ConfigurationError
+from orchestrator.logging import startup_logger
+from protocols.loading import available_protocols
 
-__all__ = ["BROKER_SCHEMES", "Settings", "default_data_dir", "redact_url"]
+__all__ = [
+    "BROKER_SCHEMES",
+    "ENV_PREFIX",
+    "NON_SETTING_VARIABLES",
+    "Settings",
+    "default_data_dir",
+    "redact_url",
+    "unknown_variables",
+]
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
+ENV_PREFIX: Final = "LOGOUT_"
+#: ``LOGOUT_*`` variables the project's scripts and tests read that are not settings.
+NON_SETTING_VARIABLES: Final = frozenset(
+    {"LOGOUT_CONFIG", "LOGOUT_PYTHON", "LOGOUT_FORCE_INSTALL", "LOGOUT_REPO_ROOT"}
+)
+_NON_SETTING_PREFIXES: Final = ("LOGOUT_TEST_", "LOGOUT_BENCH_")
+_BOUND_ERRORS: Final = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+)
+_SETTINGS_ERROR = re.compile(r'error parsing value for field "(?P<field>\w+)" from source')
 SamlBinding = Literal["soap", "redirect", "post"]
 
 
@@ -40,16 +77,52 @@ def default_data_dir() -> Path:
     return Path(base) / "logout-orchestrator"
 
 
+_USERINFO_PASSWORD = re.compile(r"(?P<user>//[^/@:]*):[^/@]*@")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced by ``***`` (host, port and user kept as written)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not parseable (say a broken IPv6 host): mask any user:password@
+        return _USERINFO_PASSWORD.sub(r"\g<user>:***@", url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
+    user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _redact_urls(value: Any) -> Any:
+    """``value`` with the password of every URL in it masked, at any depth."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {key: _redact_urls(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_urls(item) for item in value]
+    return value
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning for each ``LOGOUT_*`` variable in ``environ`` that is no setting.
+
+    Names are matched without regard to case, as the settings read them; the project's own
+    non-setting variables (:data:`NON_SETTING_VARIABLES`, ``LOGOUT_TEST_*``, ``LOGOUT_BENCH_*``)
+    are not reported. Each warning suggests the closest setting's variable, when one is close.
+    """
+    fields = [name.upper() for name in Settings.model_fields]
+    warnings = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX) or name.removeprefix(ENV_PREFIX) in fields:
+            continue
+        if name in NON_SETTING_VARIABLES or name.startswith(_NON_SETTING_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), fields, n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        warnings.append(f"{variable} is not a setting{hint}; it is ignored")
+    return warnings
 
 
 class Settings(BaseSettings):
@@ -73,10 +146,10 @@ class Settings(BaseSettings):
     redis_wakeup: bool = Field(
         default=True, description="idle Redis consumers wait for a Pub/Sub notice, not a poll"
     )
-    redis_heartbeat_timeout_ms: int = Field(default=60_000, ge=1_000)
+    redis_heartbeat_timeout_ms: Milliseconds = Field(default=60_000, ge=1_000)
     redis_maintenance_chance: int = Field(default=1_000, ge=1, le=1_000_000)
-    recovery_interval: float = Field(default=60.0, gt=0)
-    recovery_grace: float = Field(default=300.0, gt=0)
+    recovery_interval: Seconds = Field(default=60.0, gt=0)
+    recovery_grace: Seconds = Field(default=300.0, gt=0)
 
     protocols: Annotated[list[str] | None, NoDecode] = None
 
@@ -84,14 +157,14 @@ class Settings(BaseSettings):
         default_factory=list, description="PEM private keys (RS256 or ES256); all are published"
     )
     oidc_active_kid: str | None = Field(default=None, description="kid of the signing key")
-    logout_token_lifetime: int = Field(default=120, ge=10, le=120)
+    logout_token_lifetime: WholeSeconds = Field(default=120, ge=10, le=120)
 
     saml_entity_id: str | None = Field(
         default=None, min_length=1, max_length=1024, description="default: the issuer"
     )
     saml_key_file: Path | None = Field(default=None, description="PEM RSA key signing SAML")
     saml_cert_file: Path | None = Field(default=None, description="its PEM X.509 certificate")
-    saml_request_lifetime: int = Field(default=120, ge=10, le=3600)
+    saml_request_lifetime: WholeSeconds = Field(default=120, ge=10, le=3600)
     saml_slo_urls: dict[SamlBinding, str] = Field(
         default_factory=dict, description="the IdP's SLO endpoints in its metadata"
     )
@@ -99,27 +172,27 @@ class Settings(BaseSettings):
         default_factory=dict, description="the IdP's SSO endpoints in its metadata"
     )
 
-    delivery_timeout: float = Field(default=5.0, gt=0, le=60)
+    delivery_timeout: Seconds = Field(default=5.0, gt=0, le=60)
     delivery_max_attempts: int = Field(default=8, ge=1, le=100)
-    delivery_max_age: float = Field(default=6 * 3600.0, gt=0)
-    retry_initial_delay: float = Field(default=2.0, gt=0)
-    retry_max_delay: float = Field(default=600.0, gt=0)
+    delivery_max_age: Seconds = Field(default=6 * 3600.0, gt=0)
+    retry_initial_delay: Seconds = Field(default=2.0, gt=0)
+    retry_max_delay: Seconds = Field(default=600.0, gt=0)
     max_concurrent_deliveries: int = Field(default=256, ge=1)
     signing_threads: int = Field(default=2, ge=1, le=64)
     max_concurrent_per_host: int = Field(default=8, ge=1)
     response_body_limit: int = Field(default=64 * 1024, ge=1024)
 
-    frontchannel_frame_timeout_ms: int = Field(
+    frontchannel_frame_timeout_ms: Milliseconds = Field(
         default=5000, ge=100, le=120_000, description="per iframe of the iframe stage"
     )
-    frontchannel_page_timeout_ms: int = Field(
+    frontchannel_page_timeout_ms: Milliseconds = Field(
         default=10_000, ge=100, le=300_000, description="the whole iframe stage"
     )
-    frontchannel_native_timeout_ms: int = Field(
+    frontchannel_native_timeout_ms: Milliseconds = Field(
         default=10_000, ge=100, le=300_000, description="per step of the native chain"
     )
 
-    # Session policy (durations: ``hours=1,minutes=30`` or ``1h30m``; ``-1`` disables).
+    # Session policy (durations: ``hours=1,minutes=30``, ``1h30m``, ``PT1H30M``; ``-1`` disables).
     session_duration: Duration = Field(
         default=timedelta(days=1), description="a new session's lifetime; 0 = browser session"
     )
@@ -138,7 +211,7 @@ class Settings(BaseSettings):
     max_sessions_per_user: int = Field(
         default=0, ge=0, description="over it the oldest sessions end; 0 = unlimited"
     )
-    expiry_interval: float = Field(default=30.0, gt=0, description="seconds between sweeps")
+    expiry_interval: Seconds = Field(default=30.0, gt=0, description="seconds between sweeps")
     expiry_batch: int = Field(default=500, ge=1, le=10_000)
     expiry_max_per_sweep: int = Field(default=20_000, ge=1)
 
@@ -197,29 +270,47 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @classmethod
-    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
-        """Read the settings once: overrides, then ``LOGOUT_*`` variables, then the TOML file."""
+    def load(
+        cls, config_file: str | Path | None = None, *, warn_unknown: bool = True, **overrides: Any
+    ) -> Settings:
+        """Read the settings once: overrides, then ``LOGOUT_*`` variables, then the TOML file.
+
+        A refused value raises :class:`ConfigurationError` naming its source. With
+        ``warn_unknown``, every ``LOGOUT_*`` variable that is no setting is logged as a warning
+        (through structlog when it is configured, else as one line on stderr in the format the
+        settings ask for).
+        """
         path = config_file or os.environ.get("LOGOUT_CONFIG") or None
         if path is not None and not Path(path).is_file():
             raise ConfigurationError(f"config file {path}: no such file")
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
-        bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
-        try:
-            return bound(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[no-any-return]
-        except SettingsError as exc:
-            raise ConfigurationError(f"invalid settings: {exc}") from exc
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            source = f" (from {path})" if path else ""
-            raise ConfigurationError(f"invalid settings{source}: {problems}") from exc
+        given = {k: v for k, v in overrides.items() if v is not None}
+        settings = cls._read(path, given, options=given)
+        if warn_unknown:
+            log = startup_logger(settings.log_level, settings.log_format)
+            for warning in unknown_variables(os.environ):
+                log.warning(warning)
+        return settings
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A validated copy with ``changes`` applied (``None`` values are ignored)."""
-        data = {**self.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
-        return type(self).load(None, **data)
+        given = {k: v for k, v in changes.items() if v is not None}
+        return self._read(None, {**self.model_dump(), **given}, options=given)
+
+    @classmethod
+    def _read(
+        cls, path: str | Path | None, values: dict[str, Any], *, options: Mapping[str, Any]
+    ) -> Settings:
+        """Validate ``values`` over the environment and the file; errors name their source."""
+        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
+        bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
+        try:
+            return bound(**values)  # type: ignore[no-any-return]
+        except SettingsError as exc:
+            raise ConfigurationError(f"invalid settings: {_source_problem(exc)}") from exc
+        except ValidationError as exc:
+            sources = _Sources(options, path)
+            problems = "; ".join(sources.describe(err) for err in exc.errors())
+            raise ConfigurationError(f"invalid settings: {problems}") from exc
 
     @property
     def effective_database_url(self) -> str:
@@ -228,9 +319,109 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{self.data_dir / 'logout.db'}"
 
+    @property
+    def effective_saml_entity_id(self) -> str:
+        """``saml_entity_id``, else the ``issuer``."""
+        return self.saml_entity_id or self.issuer
+
+    @property
+    def effective_saml_slo_urls(self) -> dict[str, str]:
+        """``saml_slo_urls``, else ``<issuer>/saml/slo`` for the Redirect and POST bindings."""
+        return self._endpoints(self.saml_slo_urls, "slo")
+
+    @property
+    def effective_saml_sso_urls(self) -> dict[str, str]:
+        """``saml_sso_urls``, else ``<issuer>/saml/sso`` for the Redirect and POST bindings."""
+        return self._endpoints(self.saml_sso_urls, "sso")
+
+    def _endpoints(self, configured: Mapping[SamlBinding, str], service: str) -> dict[str, str]:
+        if configured:
+            return {str(binding): url for binding, url in configured.items()}
+        base = self.issuer.rstrip("/")
+        return {binding: f"{base}/saml/{service}" for binding in ("redirect", "post")}
+
+    def duration_readings(self) -> dict[str, str]:
+        """Every duration setting's value in plain words (``900 days``, ``disabled``)."""
+        return {
+            name: describe_duration(unit.as_timedelta(getattr(self, name)))
+            for name, unit in duration_fields(type(self)).items()
+        }
+
     def redacted(self) -> dict[str, Any]:
-        """The effective settings as JSON-ready data, with every secret masked."""
+        """The effective settings as JSON-ready data, for ``config show``.
+
+        Every URL's password is masked; derived defaults show the value in force
+        (``database_url``, ``saml_entity_id``, the SAML endpoints, ``protocols``); each
+        duration is ``{"value": <as configured, in its unit or notation>, "reading": <plain
+        words>}``, e.g. ``{"value": "900d", "reading": "900 days"}`` for ``30M``.
+        """
         data = self.model_dump(mode="json")
-        data["database_url"] = redact_url(self.effective_database_url)
-        data["broker_url"] = redact_url(self.broker_url)
-        return data
+        data["database_url"] = self.effective_database_url
+        data["saml_entity_id"] = self.effective_saml_entity_id
+        data["saml_slo_urls"] = self.effective_saml_slo_urls
+        data["saml_sso_urls"] = self.effective_saml_sso_urls
+        if self.protocols is None:
+            data["protocols"] = available_protocols()
+        for name, reading in self.duration_readings().items():
+            data[name] = {"value": data[name], "reading": reading}
+        return _redact_urls(data)  # type: ignore[no-any-return]
+
+
+class _Sources:
+    """Names the source of a refused value: an option, an environment variable or the file."""
+
+    def __init__(self, given: Mapping[str, Any], path: str | Path | None) -> None:
+        self._given = given
+        self._path = path
+        self._variables = {
+            variable.upper().removeprefix(ENV_PREFIX).lower(): variable
+            for variable in os.environ
+            if variable.upper().startswith(ENV_PREFIX)
+        }
+        self._file_keys: set[str] = set()
+        if path is not None:
+            try:
+                self._file_keys = set(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                self._file_keys = set()
+
+    def label(self, field: str) -> str:
+        """Where ``field``'s value came from, as the start of a message ("" for a default)."""
+        if field in self._given:
+            return "option: "
+        if field in self._variables:
+            return f"{self._variables[field]} (environment): "
+        if field in self._file_keys and self._path is not None:
+            return f"{self._path}: "
+        return ""
+
+    def describe(self, error: ErrorDetails) -> str:
+        """One refused value: its source, the field (and nested place), and the reason."""
+        loc = [str(part) for part in error["loc"]]
+        if not loc:
+            return f"settings: {error['msg'].removeprefix('Value error, ')}"
+        field = loc[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
+            message += f" ({field} is not a setting; did you mean {close[0]}?)" if close else ""
+        unit = duration_fields(Settings).get(field)
+        if unit is not None and unit.name and error["type"] in _BOUND_ERRORS:
+            limit = next(iter(error.get("ctx", {}).values()), None)
+            message += f" {unit.name}"
+            if isinstance(limit, int | float):
+                message += f" ({describe_duration(unit.size * limit)})"
+            got = error.get("input")
+            if isinstance(got, int | float) and got >= 0:
+                message += f"; got {describe_duration(unit.size * got)}"
+        return f"{self.label(field)}{'.'.join(loc)}: {message}"
+
+
+def _source_problem(exc: SettingsError) -> str:
+    """A pydantic-settings source error (a variable that is not JSON) with its variable named."""
+    match = _SETTINGS_ERROR.search(str(exc))
+    if match is None or "EnvSettingsSource" not in str(exc):
+        return str(exc)
+    field = match["field"]
+    reason = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+    return f"{ENV_PREFIX}{field.upper()} (environment): {field}: not valid JSON{reason}"

@@ -28,6 +28,19 @@ as_root() {
     fi
 }
 
+in_ci() { [ "$(printf '%s' "${CI:-}" | tr '[:upper:]' '[:lower:]')" = true ]; }
+
+# LOGOUT_TEST_NO_APT=1: install no Debian package (the tests that need a missing one fail,
+# naming it). CI must run everything, so there the opt-out is ignored, loudly.
+apt_allowed() {
+    [ "${LOGOUT_TEST_NO_APT:-0}" = 1 ] || return 0
+    if in_ci; then
+        log "LOGOUT_TEST_NO_APT=1 is ignored: CI=true, where every test must run"
+        return 0
+    fi
+    return 1
+}
+
 # Install Debian packages; `apt-get update` runs at most once per script run.
 _LOGOUT_APT_UPDATED=0
 apt_install() {
@@ -39,6 +52,17 @@ apt_install() {
     fi
     log "apt-get install $*"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# want_package PACKAGE WHY: install a missing Debian package, saying first what and why;
+# returns 1 (installing nothing) when LOGOUT_TEST_NO_APT=1 opts out.
+want_package() {
+    if ! apt_allowed; then
+        log "not installing Debian's $1 ($2): LOGOUT_TEST_NO_APT=1; the tests that need it will fail, naming it"
+        return 1
+    fi
+    log "installing Debian's $1: $2 (set LOGOUT_TEST_NO_APT=1 to install nothing)"
+    apt_install "$1"
 }
 
 ensure_venv() {

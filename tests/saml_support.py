@@ -78,7 +78,10 @@ def xmlsec1_verify(xml: bytes, cert: Path, element: str, workdir: Path) -> tuple
     Only the key of ``cert`` is trusted; returns (verified, xmlsec1's output).
     """
     command = shutil.which("xmlsec1")
-    assert command is not None, "xmlsec1 is not installed (scripts/test installs it)"
+    assert command is not None, (
+        "xmlsec1 is not installed: ./scripts/test installs Debian's xmlsec1 unless "
+        "LOGOUT_TEST_NO_APT=1 (or: apt-get install xmlsec1)"
+    )
     path = workdir / "signed.xml"
     path.write_bytes(xml)
     result = subprocess.run(

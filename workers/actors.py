@@ -23,6 +23,7 @@ from orchestrator.publishing import (
     events_queue,
 )
 from orchestrator.recovery import RecoveryReport, recover
+from orchestrator.relay import BrokerSender, OutboxRelay
 from orchestrator.runtime import Runtime
 from schemas import Event
 from workers.batching import EventBatcher
@@ -39,6 +40,7 @@ class Actors:
     handle_event: dramatiq.Actor[[Any], None]
     deliver: dramatiq.Actor[[str], None]
     publisher: Publisher
+    relay: OutboxRelay
     runtime: Runtime
 
     def schedule(self, delivery_id: str, delay: float) -> None:
@@ -53,25 +55,32 @@ class Actors:
         self.publisher.enqueue([event], [message_id])
 
     def sweep_expired(self) -> SweepReport:
-        """Publish ``session.expired`` for each session past its idle or absolute limit."""
+        """Claim each session past its idle or absolute limit (its ``session.expired`` goes to
+        the outbox), then publish the outbox."""
         settings = self.runtime.settings
-        return ExpirySweeper(
+        report = ExpirySweeper(
             self.runtime.sessions,
             self.runtime.policy,
-            self.publisher.enqueue,
+            namespace=settings.namespace,
             batch=settings.expiry_batch,
             max_per_sweep=settings.expiry_max_per_sweep,
-            grace=settings.recovery_grace,
         ).sweep()
+        self.relay.run()
+        return report
 
     def recover(self) -> RecoveryReport:
-        """Re-publish stuck events and re-schedule overdue deliveries."""
-        return recover(
+        """Re-publish stuck events, re-schedule overdue deliveries, publish the outbox (and
+        send again what the broker lost)."""
+        grace = self.runtime.settings.recovery_grace
+        report = recover(
             self.runtime.sessions,
-            grace=self.runtime.settings.recovery_grace,
+            grace=grace,
             republish=self.republish,
             reschedule=self.schedule,
         )
+        self.relay.recover(grace)
+        self.relay.run()
+        return report
 
 
 def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
@@ -84,8 +93,9 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
 
     fanout = runtime.fanout(schedule)  # one per process: events and retries share it
     publisher = Publisher(broker, namespace)
-    # Sessions the per-user limit ends are published like any other revocation.
-    activity = runtime.activity(publisher.enqueue)
+    relay = runtime.relay(BrokerSender(broker))
+    # Sessions the per-user limit ends: to the outbox, published right after the commit.
+    activity = runtime.activity(relay.run)
     batcher = EventBatcher(
         runtime.event_processor(fanout, activity.handle),
         runtime.settings.max_batch_events,
@@ -115,6 +125,7 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
             max_retries=_MAX_RETRIES,
         )(deliver),
         publisher=publisher,
+        relay=relay,
         runtime=runtime,
     )
     scheduler.append(actors)

@@ -208,26 +208,31 @@ def sessions_import(ctx: click.Context, file: str) -> None:
 def sessions_sweep(ctx: click.Context) -> None:
     """Publish session.expired now for every session past its idle or absolute limit.
 
-    Workers do this every expiry_interval seconds; this runs one sweep at once.
+    Workers do this every expiry_interval seconds; this runs one sweep at once. Claims and
+    their events are written to the outbox together, then published with whatever else the
+    outbox holds. Exit status 4: the broker did not answer; the events are kept in the outbox.
     """
+    from workers.relaying import OUTBOX_KEPT, command_relay, kept_message
+
     settings = _settings(ctx)
     runtime = Runtime.start(settings)
-    found: list[Event] = []
     try:
-        sweeper = ExpirySweeper(
-            runtime.sessions,
-            runtime.policy,
-            found.extend,
-            batch=settings.expiry_batch,
-            max_per_sweep=settings.expiry_max_per_sweep,
-            grace=settings.recovery_grace,
-        )
-        report = sweeper.sweep()
+        with command_relay(settings, runtime) as relay:
+            sweep = ExpirySweeper(
+                runtime.sessions,
+                runtime.policy,
+                namespace=settings.namespace,
+                batch=settings.expiry_batch,
+                max_per_sweep=settings.expiry_max_per_sweep,
+            ).sweep()
+            report = relay.run()
     finally:
         runtime.close()
-    if found:
-        _publish_events(settings, found)
-    _console().print(f"expired: {report.published} published, {report.republished} published again")
+    # The relay's total: with memory:// it also ran when the embedded worker started.
+    _console().print(f"expired: {sweep.claimed} claimed, {relay.total_published} published")
+    if report.error is not None:
+        _console(stderr=True).print(kept_message(report), markup=False)
+        ctx.exit(OUTBOX_KEPT)
 
 
 @main.group()
@@ -255,8 +260,11 @@ def binding_check(
     """Judge a new address against the session's binding; publish a violation.
 
     Prints one JSON object. Exit status 0: the binding holds; 3: violated (and, unless
-    --dry-run, session.binding_violation was published, which ends the session).
+    --dry-run, session.binding_violation was written to the outbox and published, which ends
+    the session; "kept" instead of "published" when the broker did not answer).
     """
+    from workers.relaying import command_relay, kept_message
+
     settings = _settings(ctx)
     if settings.geoip_city_db is None and settings.geoip_asn_db is None:
         raise ConfigurationError(
@@ -264,17 +272,28 @@ def binding_check(
             "LOGOUT_GEOIP_ASN_DB)"
         )
     runtime = Runtime.start(settings)
-    found: list[Event] = []
+    recorded: list[str] = []
+    kept = False
     try:
         checker = BindingChecker(
-            runtime.sessions, runtime.geoip(), settings.binding_unlisted_addresses, found.extend
+            runtime.sessions,
+            runtime.geoip(),
+            settings.binding_unlisted_addresses,
+            namespace=settings.namespace,
         )
         request = HttpRequest(path=path, method=method, user_agent=user_agent)
-        result = checker.check(session_id, ip, request=request, publish=not dry_run)
+        result = checker.check(session_id, ip, request=request, publish=False)
+        if isinstance(result, BindingViolation) and not dry_run:
+            event = result.event(session_id, request=request)
+            with command_relay(settings, runtime) as relay:
+                checker.record(event)
+                recorded.append(str(event.event_id))
+                report = relay.run()
+            if report.error is not None:
+                kept = True
+                _console(stderr=True).print(kept_message(report), markup=False)
     finally:
         runtime.close()
-    if found:
-        _publish_events(settings, found)
     if isinstance(result, BindingViolation):
         output: dict[str, Any] = {
             "ok": False,
@@ -282,7 +301,8 @@ def binding_check(
             "ip": result.ip.model_dump(mode="json"),
             "asn": result.asn.model_dump(mode="json"),
             "geo": result.geo.model_dump(mode="json"),
-            "published": [str(event.event_id) for event in found],
+            "published": [] if kept else recorded,
+            "kept": recorded if kept else [],
         }
     else:
         facts = result.facts
@@ -402,7 +422,11 @@ def config() -> None:
 @config.command("show")
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
-    """Print the effective settings as JSON, secrets redacted."""
+    """Print the effective settings as JSON, secrets redacted.
+
+    URL passwords are masked, derived defaults show their value in force, and each duration
+    is {"value": ..., "reading": "900 days"}.
+    """
     sys.stdout.write(json.dumps(_settings(ctx).redacted(), indent=2, sort_keys=True) + "\n")
 
 

@@ -139,10 +139,14 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         events = demo_events()
         with embedded(settings, runtime) as actors:
             parsed = parse_event_lines("\n".join(json.dumps(e) for e in events))
-            actors.publisher.enqueue(parsed)
+            broker = actors.handle_event.broker
+            # The user's own logout first, then the admin's revocation of the rest: were
+            # both in flight at once, either could end s-1 and the demo would vary per run.
+            actors.publisher.enqueue(parsed[:-1])
+            broker.join(actors.handle_event.queue_name, timeout=30_000)
+            actors.publisher.enqueue(parsed[-1:])
             actors.publisher.enqueue(parsed[:1])  # the same event again: a duplicate
             # What a publisher in another language could put on the queue unchecked:
-            broker = actors.handle_event.broker
             broker.enqueue(
                 Message(
                     queue_name=events_queue(settings.namespace),

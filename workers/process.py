@@ -104,6 +104,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
         broker=settings.broker_url.split(":", 1)[0],
         protocols=sorted(runtime.handlers),
     )
+    _warn_unserved(runtime)
     _start_periodic(actors, stop)
     # What start-up made lives as long as the process: keep it out of the collector's scans,
     # so a collection during an event's handling is shorter.
@@ -128,7 +129,7 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     # worker also watches its parent, so it finishes what it holds and stops either way.
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    settings = Settings.load(**settings_data)
+    settings = Settings.load(warn_unknown=False, **settings_data)  # the supervisor warned
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, migrate=False, parent=parent))
 
@@ -150,10 +151,8 @@ def serve(settings: Settings) -> int:
     if is_in_process(settings):
         return run_worker(settings)  # raises the clear error
     runtime = Runtime.start(settings)  # loads handlers (fails fast) and migrates once
-    try:
-        _warn_unserved(runtime)
-    finally:
-        runtime.close()
+    runtime.close()
+    _log.info("duration settings", durations=settings.duration_readings())
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
     context = multiprocessing.get_context("spawn")

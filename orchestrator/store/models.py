@@ -34,6 +34,7 @@ __all__ = [
     "EventRecord",
     "EventStatus",
     "IdpSession",
+    "OutboxRow",
     "PlanRow",
     "Provider",
     "ProviderSession",
@@ -134,13 +135,6 @@ class IdpSession(Base):
             postgresql_where=text("ended_at IS NULL AND expiry_claimed_at IS NULL"),
             sqlite_where=text("ended_at IS NULL AND expiry_claimed_at IS NULL"),
         ),
-        # Expiries claimed but not (yet) carried out: the sweeper's check for lost ones.
-        Index(
-            "ix_idp_sessions_expiry_claimed",
-            "expiry_claimed_at",
-            postgresql_where=text("ended_at IS NULL AND expiry_claimed_at IS NOT NULL"),
-            sqlite_where=text("ended_at IS NULL AND expiry_claimed_at IS NOT NULL"),
-        ),
     )
 
     session_id: Mapped[str] = mapped_column(_ID, primary_key=True)
@@ -163,7 +157,7 @@ class IdpSession(Base):
     continent: Mapped[str | None] = mapped_column(String(8))
     country: Mapped[str | None] = mapped_column(String(8))
     city: Mapped[str | None] = mapped_column(_ID)
-    #: Set when the expiry sweeper publishes this session's ``session.expired``.
+    #: Set when the expiry sweeper writes this session's ``session.expired`` to the outbox.
     expiry_claimed_at: Mapped[datetime | None]
 
 
@@ -243,6 +237,33 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+
+
+class OutboxRow(Base):
+    """A message to publish, written in the transaction of the decision that made it.
+
+    The relay (``orchestrator.relay``) publishes unsent rows (``sent_at`` null) under their
+    ``message_id``, leasing them first (``lease_owner``/``lease_until``) so that of several
+    relays one publishes each; it deletes a sent row once the pipeline has recorded its event.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_sent_at", "sent_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The broker message id, kept on every (re)publication; also the outbox's dedupe key.
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_id: Mapped[str] = mapped_column(String(36), index=True)
+    queue: Mapped[str] = mapped_column(_ID)
+    actor: Mapped[str] = mapped_column(String(64))
+    #: The event as the contract serialises it: the message's one argument.
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[datetime | None]
 
 
 class PlanRow(Base):

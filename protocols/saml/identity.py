@@ -163,7 +163,7 @@ class IdentitySource:
     @property
     def entity_id(self) -> str:
         """``saml_entity_id``, else the ``issuer``."""
-        return self._settings.saml_entity_id or self._settings.issuer
+        return self._settings.effective_saml_entity_id
 
     @property
     def configured(self) -> bool:

@@ -40,14 +40,7 @@ _DS = f"{{{DSIG_NS}}}"
 
 def endpoints(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """The SingleLogoutService and SingleSignOnService URLs by binding name."""
-    base = settings.issuer.rstrip("/")
-    derived = ("redirect", "post")
-    slo = {str(b): url for b, url in settings.saml_slo_urls.items()}
-    sso = {str(b): url for b, url in settings.saml_sso_urls.items()}
-    return (
-        slo or {b: f"{base}/saml/slo" for b in derived},
-        sso or {b: f"{base}/saml/sso" for b in derived},
-    )
+    return settings.effective_saml_slo_urls, settings.effective_saml_sso_urls
 
 
 def idp_metadata(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import pytest
 import uvicorn
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from starlette.applications import Starlette
@@ -27,14 +26,14 @@ from starlette.routing import Mount, Route
 from orchestrator import Runtime
 from orchestrator.frontchannel.app import NextUrl, create_app
 
-from .support import LoopbackServer, in_ci
+from .support import LoopbackServer, missing
 
 __all__ = [
     "CHROMIUM",
     "IdpWeb",
     "Recorded",
     "RecordingServer",
-    "browser_or_skip",
+    "browser_or_fail",
     "idp_web",
     "launch",
 ]
@@ -44,20 +43,21 @@ CHROMIUM = Path("/usr/bin/chromium")
 FINAL_PAGE = "/goodbye"
 
 
-def browser_or_skip() -> Path:
-    """The Chromium binary; skips the test without it, or fails it when ``CI`` is ``true``."""
+def browser_or_fail() -> Path:
+    """The Chromium binary; without it the test fails, naming what to install."""
     if CHROMIUM.exists() or shutil.which("chromium"):
         return CHROMIUM if CHROMIUM.exists() else Path(str(shutil.which("chromium")))
-    message = f"{CHROMIUM} is missing (scripts/test installs Debian's chromium)"
-    if in_ci():
-        pytest.fail(f"{message}; CI=true, so browser tests are never skipped", pytrace=False)
-    pytest.skip(message)
+    missing(
+        f"{CHROMIUM} is missing",
+        "./scripts/test installs Debian's chromium unless LOGOUT_TEST_NO_APT=1 "
+        "(or: apt-get install chromium)",
+    )
 
 
 @contextmanager
 def launch() -> Iterator[tuple[Playwright, Browser]]:
     """Headless Debian Chromium under Playwright (never Playwright's own browser builds)."""
-    binary = browser_or_skip()
+    binary = browser_or_fail()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(binary), headless=True)
         try:

@@ -35,7 +35,7 @@ REDIS_URL = os.environ.get("LOGOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(
     "LOGOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+RABBITMQ_URL = os.environ.get("LOGOUT_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 CLI = Path(sys.executable).parent / "logout-orchestrator"
 WORKER_ARGS = ("worker", "--processes", "1", "--threads", "4")
 
@@ -52,17 +52,18 @@ WORKER_SETTINGS: Mapping[str, str] = {
 }
 
 
-def in_ci() -> bool:
-    """True when the suite runs in CI, where a missing service is a failure, never a skip."""
-    return os.environ.get("CI", "").strip().lower() == "true"
+def missing(what: str, fix: str) -> NoReturn:
+    """Fail the test because ``what`` is missing, saying how to get it; never a skip."""
+    pytest.fail(f"{what}; {fix}", pytrace=False)
 
 
 def unavailable(what: str, url: str, exc: BaseException) -> NoReturn:
-    """Skip the test because ``what`` is down, or fail it when ``CI`` is ``true``."""
-    message = f"{what} at {redact(url)} is unreachable ({type(exc).__name__}: {exc})"
-    if in_ci():
-        pytest.fail(f"{message}; CI=true, so integration tests are never skipped", pytrace=False)
-    pytest.skip(message)
+    """Fail the test because ``what`` is down, naming it and the fix (never a skip)."""
+    missing(
+        f"{what} at {redact(url)} is unreachable ({type(exc).__name__}: {exc})",
+        "run the tests with ./scripts/test, which starts one (installing Debian's package "
+        "unless LOGOUT_TEST_NO_APT=1), or point LOGOUT_TEST_* at a running server",
+    )
 
 
 def redact(url: str) -> str:

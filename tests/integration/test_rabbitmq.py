@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from orchestrator.store import AuditRow, Delivery, EventRecord, IdpSession
 
-from .support import RABBITMQ_URL, Stack, logout_event, tcp_reachable
+from .support import RABBITMQ_URL, Stack, logout_event, tcp_reachable, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +23,10 @@ def _queues(namespace: str) -> list[str]:
 
 @pytest.fixture
 def amqp_stack(stack: Stack) -> Iterator[Stack]:
-    """The test's stack on RabbitMQ (skipped, even in CI, when RabbitMQ is not running)."""
+    """The test's stack on RabbitMQ (a failure naming it when RabbitMQ does not answer)."""
     parts = urlsplit(RABBITMQ_URL)
     if not tcp_reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
-        pytest.skip(f"RabbitMQ is not running at {parts.hostname}:{parts.port}")
+        unavailable("RabbitMQ", RABBITMQ_URL, ConnectionRefusedError("nothing answers"))
     stack.broker_url = RABBITMQ_URL
     stack.protocols = []  # no handler for "oidc": its delivery is skipped
     yield stack

@@ -1,11 +1,11 @@
-"""Durations: both notations, -1 for disabled, exact errors, and the pydantic settings types."""
+"""Durations: every notation, -1 for disabled, exact errors, readings, and the pydantic types."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.durations import (
@@ -13,7 +13,13 @@ from orchestrator.durations import (
     DAYS_PER_YEAR,
     Duration,
     DurationError,
+    DurationUnit,
+    Milliseconds,
     OptionalDuration,
+    Seconds,
+    WholeSeconds,
+    describe_duration,
+    duration_fields,
     format_duration,
     parse_duration,
 )
@@ -166,7 +172,8 @@ def test_long_text_is_shortened_in_the_message() -> None:
         with pytest.raises(DurationError) as caught:
             parse_duration(text)
         assert str(caught.value).startswith(f"invalid duration {text[:120]!r}...")
-        assert len(str(caught.value)) < 500
+        assert text not in str(caught.value)
+        assert len(str(caught.value)) < 800  # two quotes of 120 and the accepted notations
         assert caught.value.text == text
 
 
@@ -294,3 +301,176 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.idle is None
     monkeypatch.setenv("DURATIONTEST_IDLE", "1y2M")
     assert EnvSettings().idle == timedelta(days=425)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PT30M", timedelta(minutes=30)),
+        ("P1D", timedelta(days=1)),
+        ("P1DT2H30M", timedelta(days=1, hours=2, minutes=30)),
+        ("PT0.5S", timedelta(milliseconds=500)),
+        ("P1W", timedelta(weeks=1)),
+        ("P1M", timedelta(days=DAYS_PER_MONTH)),
+        ("P1Y", timedelta(days=DAYS_PER_YEAR)),
+        ("P0D", timedelta(0)),
+        (" PT1H ", timedelta(hours=1)),
+    ],
+)
+def test_iso_8601(text: str, expected: timedelta) -> None:
+    """ISO 8601 durations; M is months before T and minutes after, with our fixed lengths."""
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("PT", "not an ISO 8601 duration (input is too short)"),
+        ("P", "not an ISO 8601 duration"),
+        ("PT1H30", "not an ISO 8601 duration"),
+        ("Pxx", "not an ISO 8601 duration"),
+        ("-PT1H", "negative durations are not allowed"),
+    ],
+)
+def test_bad_iso_8601_says_what_iso_looks_like(text: str, problem: str) -> None:
+    """A malformed ISO 8601 duration names the problem, an example, and every notation."""
+    with pytest.raises(DurationError) as caught:
+        parse_duration(text)
+    assert problem in caught.value.problem
+    if "ISO" in problem:
+        assert "'PT30M'" in caught.value.problem
+        assert "keywords 'hours=1,minutes=30'" in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "fix"),
+    [
+        ("90 minutes", "'minutes'", "write '90m' (m = minutes, M = months)"),
+        ("5 mins", "'mins'", "write '5m'"),
+        ("1 hour", "'hour'", "write '1h' (h = hours)"),
+        ("2days", "'days'", "write '2d'"),
+        ("3 Months", "'Months'", "write '3M' (M = months of 30 days, m = minutes)"),
+        ("5H", "'H'", "write '5h'"),
+    ],
+)
+def test_unit_words_name_the_unit_problem(text: str, unit: str, fix: str) -> None:
+    """A unit written as a word (or in the wrong case) is named, with the fix and the notations."""
+    with pytest.raises(DurationError) as caught:
+        parse_duration(text)
+    problem = caught.value.problem
+    assert f"unknown unit {unit}" in problem
+    assert fix in problem
+    assert "accepted: compact '1h30m'" in problem
+    assert "ISO 8601 'PT1H30M'" in problem
+    assert "a bare number of seconds" in problem
+
+
+def test_a_space_before_a_known_unit_is_refused_with_the_fix() -> None:
+    """'1 h' is not silently read: the message says to write '1h'."""
+    with pytest.raises(DurationError, match="a space between '1' and its unit; write '1h'"):
+        parse_duration("1 h")
+
+
+def test_bare_unit_changes_what_a_bare_number_counts() -> None:
+    """A bare number counts bare_unit (milliseconds for the *_ms settings); units stay units."""
+    assert parse_duration("1500", bare_unit="milliseconds") == timedelta(milliseconds=1500)
+    assert parse_duration("2s", bare_unit="milliseconds") == timedelta(seconds=2)
+    with pytest.raises(DurationError, match="a bare number of milliseconds"):
+        parse_duration("5 mins", bare_unit="milliseconds")
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (None, "disabled"),
+        (timedelta(0), "0 seconds"),
+        (timedelta(days=900), "900 days"),
+        (timedelta(minutes=30), "30 minutes"),
+        (timedelta(hours=1, minutes=30), "1 hour, 30 minutes"),
+        (timedelta(days=1, seconds=1), "1 day, 1 second"),
+        (timedelta(milliseconds=250), "250 milliseconds"),
+        (timedelta(microseconds=1001), "1 millisecond, 1 microsecond"),
+    ],
+)
+def test_describe_duration(value: timedelta | None, words: str) -> None:
+    """Plain words, days never folded into months, so 30M reads 900 days."""
+    assert describe_duration(value) == words
+
+
+def test_describe_reads_the_month_surprise() -> None:
+    """The point of the reading: 30M is 900 days, 30m is 30 minutes."""
+    assert describe_duration(parse_duration("30M")) == "900 days"
+    assert describe_duration(parse_duration("30m")) == "30 minutes"
+
+
+class Limits(BaseModel):
+    """Numeric duration fields with bounds, as the settings declare them."""
+
+    timeout: Seconds = Field(default=5.0, gt=0, le=60)
+    lifetime: WholeSeconds = Field(default=120, ge=10, le=120)
+    heartbeat: Milliseconds = Field(default=60_000, ge=1_000)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "expected"),
+    [
+        ("timeout", 2.5, 2.5),
+        ("timeout", "2.5", 2.5),
+        ("timeout", 3, 3.0),
+        ("timeout", "1e1", 10.0),
+        ("timeout", "500ms", 0.5),
+        ("timeout", "PT30S", 30.0),
+        ("timeout", "seconds=1.5", 1.5),
+        ("timeout", timedelta(seconds=7), 7.0),
+        ("lifetime", "2m", 120),
+        ("lifetime", "PT1M", 60),
+        ("lifetime", 90, 90),
+        ("heartbeat", 5000, 5000),
+        ("heartbeat", "5000", 5000),
+        ("heartbeat", "1m", 60_000),
+        ("heartbeat", "PT2.5S", 2500),
+        ("heartbeat", timedelta(seconds=3), 3000),
+    ],
+)
+def test_numeric_durations_keep_their_unit(field: str, raw: object, expected: float) -> None:
+    """Plain numbers keep their unit (s, or ms); text and timedelta are converted to it."""
+    value = getattr(Limits.model_validate({field: raw}), field)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "problem"),
+    [
+        ("timeout", "2m", "less than or equal to 60"),
+        ("timeout", "0s", "greater than 0"),
+        ("timeout", "-1", "greater than 0"),
+        ("timeout", "90 minutes", "unknown unit 'minutes'"),
+        ("lifetime", "1.5s", "1 second, 500 milliseconds is not a whole number of seconds"),
+        ("heartbeat", "1.5ms", "is not a whole number of milliseconds"),
+        ("heartbeat", "500", "greater than or equal to 1000"),
+        ("heartbeat", "5 mins", "a bare number of milliseconds"),
+        ("timeout", timedelta(seconds=-1), "negative"),
+    ],
+)
+def test_numeric_durations_keep_their_bounds(field: str, raw: object, problem: str) -> None:
+    """Bounds apply after the conversion; a fraction of a whole unit is refused, named."""
+    with pytest.raises(ValidationError) as caught:
+        Limits.model_validate({field: raw})
+    (error,) = caught.value.errors()
+    assert error["loc"] == (field,)
+    assert problem in error["msg"]
+
+
+def test_duration_fields_find_every_kind() -> None:
+    """duration_fields lists timedelta and numeric duration fields with what they count."""
+
+    class Mixed(Limits):
+        idle: OptionalDuration = None
+        count: int = 3
+
+    fields = duration_fields(Mixed)
+    assert sorted(fields) == ["heartbeat", "idle", "lifetime", "timeout"]
+    assert fields["heartbeat"] == DurationUnit("milliseconds", whole=True)
+    assert fields["heartbeat"].as_timedelta(1500) == timedelta(milliseconds=1500)
+    assert fields["idle"].as_timedelta(None) is None

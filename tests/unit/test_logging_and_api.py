@@ -61,7 +61,18 @@ def test_every_audit_record_is_logged_once(
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        (orchestrator, {"publish", "Publisher", "Settings", "SessionRegistry", "LogoutError"}),
+        (
+            orchestrator,
+            {
+                "publish",
+                "Publisher",
+                "Settings",
+                "SessionRegistry",
+                "LogoutError",
+                "OutboxRelay",
+                "BrokerSender",
+            },
+        ),
         (protocols, {"ProtocolHandler", "BackchannelRequest", "load_handlers", "Channel"}),
         (schemas, {"Event", "AuditRecord", "AuditType", "LogoutUser", "event_adapter"}),
         (workers, {"build_broker", "declare_actors", "embedded", "serve"}),

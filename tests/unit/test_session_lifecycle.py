@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+import orchestrator.expiry
 from orchestrator import Runtime, Settings
 from orchestrator.activity import limit_revoke_id
 from orchestrator.audit import AuditQuery, query_audit
@@ -21,6 +22,7 @@ from orchestrator.binding import BindingOk, BindingViolation
 from orchestrator.binding_check import BindingChecker
 from orchestrator.errors import ConfigurationError, InputError
 from orchestrator.expiry import ExpirySweeper, expiry_event_id
+from orchestrator.outbox import OutboxMessage
 from orchestrator.pipeline import EventProcessor, HandleResult
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession
@@ -157,11 +159,11 @@ def test_session_limit_ends_the_oldest_sessions(limited: Runtime) -> None:
     assert len(_audit(limited, type="event.received")) == 1
 
 
-def test_session_limit_publishes_through_end(limited: Runtime) -> None:
-    """In a worker the revocations go to ``end`` (the broker); a session still open when the
-    next start comes is named again, under the same event id (a duplicate, dropped)."""
-    published: list[Event] = []
-    activity = limited.activity(published.extend)
+def test_session_limit_publishes_through_the_outbox(limited: Runtime) -> None:
+    """In a worker the revocations go to the outbox and the relay (the broker); a session still
+    open when the next start comes is named again under the same id: the outbox keeps one."""
+    sent: list[OutboxMessage] = []
+    activity = limited.activity(limited.relay(sent.append).run)
     for minute, session_id in enumerate(("s-1", "s-2", "s-3", "s-4")):
         event = make_event(
             "session.started",
@@ -172,9 +174,10 @@ def test_session_limit_publishes_through_end(limited: Runtime) -> None:
         parsed = parse_event(event)
         assert isinstance(parsed, SessionStarted)
         activity.handle(parsed)
-    revoked = [e for e in published if isinstance(e, SessionRevoke)]
-    assert [e.session_id for e in revoked] == ["s-1", "s-1", "s-2"]
-    assert {e.event_id for e in revoked} == {limit_revoke_id("s-1"), limit_revoke_id("s-2")}
+    revoked = [e for e in _events(sent) if isinstance(e, SessionRevoke)]
+    assert [e.session_id for e in revoked] == ["s-1", "s-2"]
+    assert [e.event_id for e in revoked] == [limit_revoke_id("s-1"), limit_revoke_id("s-2")]
+    assert [m.message_id for m in sent] == [str(e.event_id) for e in revoked]
 
 
 def test_seen_moves_last_seen_forward_only(limited: Runtime) -> None:
@@ -189,7 +192,7 @@ def test_seen_moves_last_seen_forward_only(limited: Runtime) -> None:
     older = make_event("session.seen", session_id="s-1", occurred_at=T0.isoformat())
     processor.handle(older, "m-older")
     assert _session(limited, "s-1").last_seen == T0 + timedelta(minutes=5)
-    activity = limited.activity(lambda _: None)
+    activity = limited.activity()
     assert activity.seen("nobody") is False
     assert activity.seen("s-1", T0 + timedelta(hours=1)) is True
 
@@ -206,10 +209,19 @@ def test_activity_events_without_a_handler_are_rejected_and_recorded(runtime: Ru
 # -- the expiry sweeper ------------------------------------------------------------------------
 
 
-def _sweeper(
-    runtime: Runtime, published: list[Event], policy: SessionPolicy, **kwargs: Any
-) -> ExpirySweeper:
-    return ExpirySweeper(runtime.sessions, policy, published.extend, **kwargs)
+def _sweeper(runtime: Runtime, policy: SessionPolicy, **kwargs: Any) -> ExpirySweeper:
+    return ExpirySweeper(runtime.sessions, policy, **kwargs)
+
+
+def _events(messages: Sequence[OutboxMessage]) -> list[Event]:
+    return [parse_event(m.payload) for m in messages]
+
+
+def _relayed(runtime: Runtime) -> list[Event]:
+    """Publish what the outbox holds; the events published."""
+    sent: list[OutboxMessage] = []
+    runtime.relay(sent.append).run()
+    return _events(sent)
 
 
 def _import(runtime: Runtime, *records: dict[str, Any]) -> None:
@@ -236,14 +248,44 @@ def test_sweeper_publishes_each_expiry_once(runtime: Runtime) -> None:
         {"session_id": "fresh", "expires": (now + timedelta(days=1)).isoformat()},
     )
     policy = SessionPolicy(idle_timeout=timedelta(hours=1))
-    published: list[Event] = []
-    report = _sweeper(runtime, published, policy).sweep(now)
-    assert (report.published, report.republished) == (2, 0)
+    assert _sweeper(runtime, policy).sweep(now).claimed == 2
+    published = _relayed(runtime)
     reasons = {e.session_id: e.reason for e in published if isinstance(e, SessionExpired)}
     assert reasons == {"abs": "absolute", "idle": "idle"}
     assert {e.event_id for e in published} == {expiry_event_id("abs"), expiry_event_id("idle")}
-    assert _sweeper(runtime, published, policy).sweep(now).published == 0
-    assert len(published) == 2
+    assert _sweeper(runtime, policy).sweep(now).claimed == 0
+    assert _relayed(runtime) == []
+
+
+def test_a_session_past_its_deadline_is_never_called_idle(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session both past its deadline and idle that the deadline scan did not see (it was
+    committed between the two scans) is left for the next sweep, which calls it absolute."""
+    now = datetime.now(UTC)
+    _import(
+        runtime,
+        {
+            "session_id": "both",
+            "created": (now - timedelta(days=2)).isoformat(),
+            "expires": (now - timedelta(minutes=1)).isoformat(),
+        },
+    )
+    real = orchestrator.expiry._locked
+    scans = 0
+
+    def first_deadline_scan_misses_it(conn: Any, statement: Any, limit: int) -> list[str]:
+        nonlocal scans
+        scans += 1
+        return [] if scans == 1 else real(conn, statement, limit)
+
+    monkeypatch.setattr(orchestrator.expiry, "_locked", first_deadline_scan_misses_it)
+    policy = SessionPolicy(idle_timeout=timedelta(hours=1))
+    assert _sweeper(runtime, policy).sweep(now).claimed == 0
+    assert _sweeper(runtime, policy).sweep(now).claimed == 1
+    [event] = _relayed(runtime)
+    assert isinstance(event, SessionExpired)
+    assert event.reason == "absolute"
 
 
 def test_sweeper_work_is_bounded_and_continues(runtime: Runtime) -> None:
@@ -251,35 +293,21 @@ def test_sweeper_work_is_bounded_and_continues(runtime: Runtime) -> None:
     now = datetime.now(UTC)
     past = (now - timedelta(minutes=1)).isoformat()
     _import(runtime, *({"session_id": f"s-{i:02d}", "expires": past} for i in range(25)))
-    published: list[Event] = []
-    sweeper = _sweeper(runtime, published, SessionPolicy(), batch=4, max_per_sweep=10)
-    assert sweeper.sweep(now).published == 10
-    assert sweeper.sweep(now).published == 10
-    assert sweeper.sweep(now).published == 5
-    assert sweeper.sweep(now).published == 0
+    sweeper = _sweeper(runtime, SessionPolicy(), batch=4, max_per_sweep=10)
+    assert sweeper.sweep(now).claimed == 10
+    assert sweeper.sweep(now).claimed == 10
+    assert sweeper.sweep(now).claimed == 5
+    assert sweeper.sweep(now).claimed == 0
+    published = _relayed(runtime)
     assert len({e.session_id for e in published if isinstance(e, SessionExpired)}) == 25
-
-
-def test_sweeper_publishes_a_lost_expiry_again_with_the_same_id(runtime: Runtime) -> None:
-    """A claim whose session is still open after the grace period is published again."""
-    now = datetime.now(UTC)
-    _import(runtime, {"session_id": "lost", "expires": (now - timedelta(hours=1)).isoformat()})
-    lost: list[Event] = []
-    assert _sweeper(runtime, lost, SessionPolicy(), grace=60).sweep(now).published == 1
-    again: list[Event] = []
-    sweeper = _sweeper(runtime, again, SessionPolicy(), grace=60)
-    assert sweeper.sweep(now + timedelta(seconds=30)).republished == 0
-    report = sweeper.sweep(now + timedelta(seconds=90))
-    assert (report.published, report.republished) == (0, 1)
-    assert [e.event_id for e in again] == [lost[0].event_id]
 
 
 def test_expired_session_is_logged_out_once(runtime: Runtime) -> None:
     """Publishing the sweep's events into the pipeline ends the session, once."""
     now = datetime.now(UTC)
     _import(runtime, {"session_id": "s-1", "expires": (now - timedelta(seconds=1)).isoformat()})
-    published: list[Event] = []
-    _sweeper(runtime, published, SessionPolicy()).sweep(now)
+    _sweeper(runtime, SessionPolicy()).sweep(now)
+    published = _relayed(runtime)
     processor = _processor(runtime)
     for event in [*published, *published]:  # a doubled message
         processor.handle(event.model_dump(mode="json"), f"m-{uuid.uuid4()}")
@@ -330,9 +358,12 @@ def test_login_facts_are_looked_up_for_bound_sessions(bound: Runtime) -> None:
 def test_binding_violation_is_published_and_ends_the_session(bound: Runtime) -> None:
     """A new ASN breaks bind_asn: the event is published and its logout audited in shape."""
     _import(bound, {"session_id": "b", "ip": "89.160.20.112", "network_binding": "bind_asn"})
-    published: list[Event] = []
+    sent: list[OutboxMessage] = []
     checker = BindingChecker(
-        bound.sessions, bound.geoip(), bound.settings.binding_unlisted_addresses, published.extend
+        bound.sessions,
+        bound.geoip(),
+        bound.settings.binding_unlisted_addresses,
+        relay=bound.relay(sent.append).run,
     )
     assert isinstance(checker.check("b", "89.160.20.113"), BindingOk)
     result = checker.check("b", "216.160.83.56")
@@ -342,7 +373,7 @@ def test_binding_violation_is_published_and_ends_the_session(bound: Runtime) -> 
         "29518",
         "209",
     )
-    [event] = published
+    [event] = _events(sent)
     processor = _processor(bound)
     processor.handle(event.model_dump(mode="json"), "m-1")
     [ended] = _audit(bound, type="session.ended")

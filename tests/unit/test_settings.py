@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 
 from orchestrator import ConfigurationError, Settings
-from orchestrator.settings import redact_url
+from orchestrator.durations import duration_fields, format_duration
+from orchestrator.logging import configure_logging
+from orchestrator.settings import redact_url, unknown_variables
+from protocols import available_protocols
 
 
 def test_precedence_file_then_environment_then_overrides(
@@ -45,7 +54,7 @@ def test_comma_separated_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("bogus = 1\n", "bogus: Extra inputs are not permitted"),
         ("worker_threads = 0\n", "worker_threads: Input should be greater than or equal to 1"),
-        ('broker_url = "kafka://x"\n', "broker_url: Value error, scheme 'kafka' is not one of"),
+        ('broker_url = "kafka://x"\n', "broker_url: scheme 'kafka' is not one of"),
         ('log_level = "LOUD"\n', "log_level: Input should be 'DEBUG'"),
     ],
 )
@@ -112,5 +121,249 @@ def test_key_files_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: 
 def test_broken_json_list_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A malformed JSON list names the setting instead of raising a traceback."""
     monkeypatch.setenv("LOGOUT_PROTOCOLS", '["oidc"')
-    with pytest.raises(ConfigurationError, match="protocols"):
+    with pytest.raises(
+        ConfigurationError, match=r"LOGOUT_PROTOCOLS \(environment\): protocols: not a JSON"
+    ):
         Settings.load()
+
+
+DURATION_SETTINGS = {
+    "delivery_max_age",
+    "delivery_timeout",
+    "expiry_interval",
+    "frontchannel_frame_timeout_ms",
+    "frontchannel_native_timeout_ms",
+    "frontchannel_page_timeout_ms",
+    "logout_token_lifetime",
+    "recovery_grace",
+    "recovery_interval",
+    "redis_heartbeat_timeout_ms",
+    "retry_initial_delay",
+    "retry_max_delay",
+    "saml_request_lifetime",
+    "session_absolute_lifetime",
+    "session_duration",
+    "session_idle_timeout",
+    "session_remember_me_lifetime",
+    "session_stay_signed_in_offset",
+}
+
+
+def test_every_duration_setting_is_a_duration_field() -> None:
+    """Each setting that holds a time span reads the duration notations (one field type)."""
+    assert set(duration_fields(Settings)) == DURATION_SETTINGS
+
+
+@pytest.mark.parametrize("name", sorted(DURATION_SETTINGS))
+def test_duration_settings_take_every_notation(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Compact, keyword and ISO 8601 text of the default gives the default, from any source."""
+    default = getattr(Settings.load(None, data_dir=tmp_path), name)
+    span = duration_fields(Settings)[name].as_timedelta(default)
+    if span is None:  # disabled by default: any duration will do
+        span, default = timedelta(minutes=90), timedelta(minutes=90)
+    seconds = span.total_seconds()
+    for text in (format_duration(span), f"seconds={seconds}", f"PT{seconds}S"):
+        monkeypatch.setenv(f"LOGOUT_{name.upper()}", text)
+        assert getattr(Settings.load(None, data_dir=tmp_path), name) == default, text
+        monkeypatch.delenv(f"LOGOUT_{name.upper()}")
+        config = tmp_path / "c.toml"
+        config.write_text(f'{name} = "{text}"\n')
+        assert getattr(Settings.load(config, data_dir=tmp_path), name) == default, text
+
+
+def test_plain_numbers_keep_their_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backward compatible: a bare number is seconds, or milliseconds for *_ms settings."""
+    monkeypatch.setenv("LOGOUT_DELIVERY_TIMEOUT", "2.5")
+    monkeypatch.setenv("LOGOUT_REDIS_HEARTBEAT_TIMEOUT_MS", "5000")
+    monkeypatch.setenv("LOGOUT_LOGOUT_TOKEN_LIFETIME", "PT1M")
+    settings = Settings.load(None, recovery_interval=90)
+    assert settings.delivery_timeout == 2.5
+    assert settings.redis_heartbeat_timeout_ms == 5000
+    assert settings.logout_token_lifetime == 60
+    assert settings.recovery_interval == 90.0
+
+
+def test_error_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad LOGOUT_* value names the variable and says (environment), not the file."""
+    monkeypatch.setenv("LOGOUT_DELIVERY_TIMEOUT", "90 minutes")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load()
+    message = str(caught.value)
+    assert "LOGOUT_DELIVERY_TIMEOUT (environment): delivery_timeout: invalid duration" in message
+    assert "unknown unit 'minutes'" in message
+    assert "write '90m'" in message
+
+
+def test_error_from_the_file_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad value in the TOML file names the file and the key; a good env value is not blamed."""
+    config = tmp_path / "logout.toml"
+    config.write_text('delivery_timeout = "5 mins"\nworker_threads = 4\n')
+    monkeypatch.setenv("LOGOUT_WORKER_THREADS", "8")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(config)
+    message = str(caught.value)
+    assert f"{config}: delivery_timeout: invalid duration '5 mins'" in message
+    assert "environment" not in message
+
+
+def test_environment_beats_the_file_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The value in force is the one blamed: the variable, when it overrides the file."""
+    config = tmp_path / "logout.toml"
+    config.write_text("delivery_timeout = 5\n")
+    monkeypatch.setenv("LOGOUT_DELIVERY_TIMEOUT", "2m")
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(config)
+    message = str(caught.value)
+    assert message == (
+        "invalid settings: LOGOUT_DELIVERY_TIMEOUT (environment): delivery_timeout: "
+        "Input should be less than or equal to 60 seconds (1 minute); got 2 minutes"
+    )
+
+
+def test_error_from_an_option_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides (CLI options, keyword arguments) are blamed as options, also in with_overrides."""
+    monkeypatch.setenv("LOGOUT_WORKER_THREADS", "8")
+    with pytest.raises(ConfigurationError, match=r"option: worker_threads: Input should be"):
+        Settings.load(None, worker_threads=0)
+    settings = Settings.load()
+    with pytest.raises(ConfigurationError) as caught:
+        settings.with_overrides(worker_processes=0)
+    assert "option: worker_processes: Input should be greater than or equal to 1" in str(
+        caught.value
+    )
+    assert "environment" not in str(caught.value)
+
+
+def test_unknown_file_key_suggests_the_setting(tmp_path: Path) -> None:
+    """A misspelled key in the file is refused and the closest setting is suggested."""
+    config = tmp_path / "logout.toml"
+    config.write_text('broker_ulr = "redis://x"\n')
+    with pytest.raises(ConfigurationError, match=r"did you mean broker_url\?"):
+        Settings.load(config)
+
+
+def test_unknown_variables_suggest_the_closest_setting() -> None:
+    """Every unknown LOGOUT_* variable is reported once, with the closest known name."""
+    environ = {
+        "LOGOUT_BROKER_ULR": "redis://x",
+        "logout_delivery_timout": "5",
+        "LOGOUT_ZZZ": "1",
+        "LOGOUT_BROKER_URL": "redis://x",
+        "logout_worker_threads": "2",
+        "LOGOUT_CONFIG": "x.toml",
+        "LOGOUT_TEST_REDIS_URL": "redis://x",
+        "LOGOUT_TEST_NO_APT": "1",
+        "LOGOUT_BENCH_REDIS_URL": "redis://x",
+        "LOGOUT_PYTHON": "python3.11",
+        "LOGOUT_FORCE_INSTALL": "1",
+        "HOME": "/home/alice",
+    }
+    assert unknown_variables(environ) == [
+        "LOGOUT_BROKER_ULR is not a setting (did you mean LOGOUT_BROKER_URL?); it is ignored",
+        "LOGOUT_ZZZ is not a setting; it is ignored",
+        "logout_delivery_timout is not a setting (did you mean LOGOUT_DELIVERY_TIMEOUT?); "
+        "it is ignored",
+    ]
+
+
+def test_load_warns_once_per_unknown_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings.load logs a warning per unknown variable; internal reloads stay quiet."""
+    monkeypatch.setenv("LOGOUT_BROKER_ULR", "redis://x")
+    configure_logging("INFO", "json")  # structlog configured: the warning goes through it
+    with structlog.testing.capture_logs() as logs:
+        settings = Settings.load()
+        settings.with_overrides(worker_threads=3)
+        Settings.load(warn_unknown=False)
+    warnings = [log for log in logs if log["log_level"] == "warning"]
+    assert [w["event"] for w in warnings] == [
+        "LOGOUT_BROKER_ULR is not a setting (did you mean LOGOUT_BROKER_URL?); it is ignored"
+    ]
+
+
+def test_config_show_before_logging_is_json_on_stderr_only(tmp_path: Path) -> None:
+    """Before logging is set up the warning is a JSON log line on stderr; stdout stays JSON."""
+    env = {
+        **os.environ,
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_BROKER_ULR": "redis://x",
+        "LOGOUT_SESSION_ABSOLUTE_LIFETIME": "30M",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from workers.cli import main; main()", "config", "show"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    shown = json.loads(result.stdout)
+    assert shown["session_absolute_lifetime"] == {"value": "900d", "reading": "900 days"}
+    (line,) = [json.loads(x) for x in result.stderr.splitlines() if "LOGOUT_BROKER_ULR" in x]
+    assert line["level"] == "warning"
+    assert line["event"].startswith("LOGOUT_BROKER_ULR is not a setting (did you mean")
+
+
+def test_config_show_gives_effective_values_and_readings(tmp_path: Path) -> None:
+    """Derived defaults show their value in force; durations carry a plain-words reading."""
+    settings = Settings.load(
+        None,
+        data_dir=tmp_path,
+        issuer="https://idp.example.com",
+        session_absolute_lifetime="30M",
+        session_idle_timeout="30m",
+        redis_heartbeat_timeout_ms="PT1M",
+        protocols=None,
+    )
+    shown = settings.redacted()
+    assert shown["database_url"] == f"sqlite:///{tmp_path / 'logout.db'}"
+    assert shown["saml_entity_id"] == "https://idp.example.com"
+    assert shown["saml_slo_urls"] == {
+        "redirect": "https://idp.example.com/saml/slo",
+        "post": "https://idp.example.com/saml/slo",
+    }
+    assert shown["saml_sso_urls"]["post"] == "https://idp.example.com/saml/sso"
+    assert shown["protocols"] == available_protocols()
+    assert shown["session_absolute_lifetime"] == {"value": "900d", "reading": "900 days"}
+    assert shown["session_idle_timeout"] == {"value": "30m", "reading": "30 minutes"}
+    assert shown["session_remember_me_lifetime"] == {"value": "-1", "reading": "disabled"}
+    assert shown["delivery_timeout"] == {"value": 5.0, "reading": "5 seconds"}
+    assert shown["redis_heartbeat_timeout_ms"] == {"value": 60000, "reading": "1 minute"}
+    assert json.loads(json.dumps(shown)) == shown
+
+
+def test_config_show_redacts_every_url(tmp_path: Path) -> None:
+    """Passwords are masked in every URL: broker, database, issuer, the SAML endpoints."""
+    settings = Settings.load(
+        None,
+        data_dir=tmp_path,
+        broker_url="amqp://guest:pw1@rabbit:5672/",
+        database_url="postgresql://logout:pw2@[::1]:5432/logout",
+        issuer="https://idp:pw3@idp.example.com",
+        saml_slo_urls={"soap": "https://sp:pw4@idp.example.com/slo"},
+    )
+    shown = settings.redacted()
+    text = json.dumps(shown)
+    for secret in ("pw1", "pw2", "pw3", "pw4"):
+        assert secret not in text
+    assert shown["database_url"] == "postgresql://logout:***@[::1]:5432/logout"
+    assert shown["saml_entity_id"] == "https://idp:***@idp.example.com"
+    assert shown["saml_sso_urls"]["redirect"] == "https://idp:***@idp.example.com/saml/sso"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+        ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+        ("redis://u:pw@[::1:6379/0", "redis://u:***@[::1:6379/0"),
+    ],
+)
+def test_redact_url_keeps_the_rest_as_written(url: str, shown: str) -> None:
+    """No password: unchanged; IPv6 hosts keep their brackets; an unparseable URL is masked."""
+    assert redact_url(url) == shown

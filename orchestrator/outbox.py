@@ -1,0 +1,74 @@
+"""The transactional outbox: a message is written in the transaction of the decision that
+made it, so the decision and its publication never come apart.
+
+The expiry claim, the session limit and the binding check call :func:`add_to_outbox` on
+the connection of their own transaction; :class:`~orchestrator.relay.OutboxRelay` then
+publishes what the outbox holds (at once after the commit, and periodically). A broker that
+is down loses nothing: the rows wait until it answers.
+
+A message is a broker message in all but name: its queue, its actor, its one argument (the
+event as the contract serialises it) and its ``message_id``, which is the outbox's dedupe
+key and the id every (re)publication carries. Writing a message whose id is already in the
+outbox does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table
+
+from orchestrator.publishing import HANDLE_EVENT_ACTOR, events_queue
+from orchestrator.store import OutboxRow, utcnow
+from orchestrator.store.sql import insert_ignore
+from schemas import Event
+
+__all__ = ["OutboxMessage", "add_to_outbox", "event_message"]
+
+_OUTBOX = cast(Table, OutboxRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One message for the broker: ``actor`` on ``queue`` with ``payload`` as its argument."""
+
+    message_id: str
+    event_id: str
+    queue: str
+    actor: str
+    payload: dict[str, Any]
+
+
+def event_message(event: Event, namespace: str, message_id: str | None = None) -> OutboxMessage:
+    """``event`` for the ``handle_event`` actor; its message id is its event id by default."""
+    return OutboxMessage(
+        message_id=message_id or str(event.event_id),
+        event_id=str(event.event_id),
+        queue=events_queue(namespace),
+        actor=HANDLE_EVENT_ACTOR,
+        payload=event.model_dump(mode="json"),
+    )
+
+
+def add_to_outbox(conn: Connection, messages: Sequence[OutboxMessage]) -> None:
+    """Write ``messages`` in the caller's transaction; ids already held are left alone."""
+    if not messages:
+        return
+    now = utcnow()
+    conn.execute(
+        insert_ignore(conn, _OUTBOX, ["message_id"]),
+        [
+            {
+                "message_id": m.message_id,
+                "event_id": m.event_id,
+                "queue": m.queue,
+                "actor": m.actor,
+                "payload": m.payload,
+                "created_at": now,
+                "attempts": 0,
+            }
+            for m in messages
+        ],
+    )

@@ -1,0 +1,221 @@
+"""The outbox relay: publish what the outbox holds, and mark it sent.
+
+:meth:`OutboxRelay.run` leases a batch of unsent rows with one conditional ``UPDATE``
+(its ``WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` lets relays on PostgreSQL take
+different rows; the condition on the lease makes it atomic on SQLite too), sends them in
+order, marks the sent ones sent and frees the rest. So of many relays in many processes on
+many machines, one publishes each row in the normal path. Rows stay unsent when the broker
+fails (the attempt and the error are recorded): the next run publishes them. A relay that
+dies between sending and marking leaves its lease to expire, and the row is published again
+under the same message id: at least once, and the pipeline handles an event once.
+
+:meth:`OutboxRelay.recover` (periodic, with the recovery sweep) deletes sent rows whose
+event the pipeline has completed, and sends again those sent longer than the grace period
+ago whose event the pipeline never recorded (a broker that lost them).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import dramatiq
+import structlog
+from dramatiq import Message
+from sqlalchemy import Table, delete, exists, func, or_, select, update
+
+from orchestrator.outbox import OutboxMessage
+from orchestrator.store import EventRecord, EventStatus, OutboxRow, SessionFactory, utcnow
+from orchestrator.store.sql import engine_of
+
+__all__ = ["BrokerSender", "OutboxRecovery", "OutboxRelay", "RelayReport"]
+
+_log = structlog.get_logger("logout.outbox")
+_OUTBOX = cast(Table, OutboxRow.__table__)
+_EVENTS = cast(Table, EventRecord.__table__)
+_ERROR_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReport:
+    """What one run published, what the outbox still holds unsent, and why it stopped."""
+
+    published: int
+    pending: int
+    #: The broker's error when publishing failed (the rows are kept), else None.
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecovery:
+    """Sent rows deleted (their event completed) and rows sent again (their message lost)."""
+
+    done: int
+    resent: int
+
+
+class BrokerSender:
+    """Sends outbox messages on a dramatiq broker under their own message ids."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._broker = broker
+        self._declared: set[str] = set()
+
+    def __call__(self, message: OutboxMessage) -> None:
+        if message.queue not in self._declared:
+            self._broker.declare_queue(message.queue)
+            self._declared.add(message.queue)
+        self._broker.enqueue(
+            Message(
+                queue_name=message.queue,
+                actor_name=message.actor,
+                args=(message.payload,),
+                kwargs={},
+                options={},
+                message_id=message.message_id,
+            )
+        )
+
+
+class OutboxRelay:
+    """Publish the outbox through ``send``; see the module docstring."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        send: Callable[[OutboxMessage], None],
+        *,
+        batch: int = 500,
+        max_per_run: int = 20_000,
+        lease: float = 60.0,
+    ) -> None:
+        self._engine = engine_of(sessions)
+        self._send = send
+        self._batch = batch
+        self._max = max_per_run
+        self._lease = timedelta(seconds=lease)
+        self._lock = threading.Lock()
+        self._total = 0
+
+    @property
+    def total_published(self) -> int:
+        """Messages this relay has published since it was made, over all its runs."""
+        with self._lock:
+            return self._total
+
+    def run(self) -> RelayReport:
+        """Publish unsent rows in batches, at most ``max_per_run``; stop at the first failure."""
+        owner = str(uuid.uuid4())
+        published = 0
+        error: str | None = None
+        while published < self._max and error is None:
+            leased = self._lease_batch(owner, min(self._batch, self._max - published))
+            if not leased:
+                break
+            sent: list[int] = []
+            for row_id, message in leased:
+                try:
+                    self._send(message)
+                except Exception as exc:  # noqa: BLE001 - any broker failure keeps the row
+                    error = f"{type(exc).__name__}: {exc}"[:_ERROR_LIMIT]
+                    break
+                sent.append(row_id)
+            self._finish(owner, sent, [row_id for row_id, _ in leased[len(sent) :]], error)
+            published += len(sent)
+        with self._lock:
+            self._total += published
+        pending = self.pending()
+        if error is not None:
+            _log.warning(
+                "outbox not published: the broker failed; rows kept",
+                published=published,
+                pending=pending,
+                error=error,
+            )
+        elif published:
+            _log.info("outbox published", published=published, pending=pending)
+        return RelayReport(published, pending, error)
+
+    def pending(self) -> int:
+        """Rows not yet sent."""
+        with self._engine.connect() as conn:
+            count = conn.scalar(select(func.count()).where(_OUTBOX.c.sent_at.is_(None)))
+        return int(count or 0)
+
+    def recover(self, grace: float) -> OutboxRecovery:
+        """Delete rows whose event completed; unmark rows sent ``grace`` seconds ago whose event
+        never arrived, so the next :meth:`run` sends them again."""
+        cutoff = utcnow() - timedelta(seconds=grace)
+        event = _EVENTS.c.event_id == _OUTBOX.c.event_id
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                delete(_OUTBOX).where(
+                    _OUTBOX.c.sent_at.is_not(None),
+                    exists().where(event, _EVENTS.c.status == EventStatus.COMPLETED),
+                )
+            ).rowcount
+            resent = conn.execute(
+                update(_OUTBOX)
+                .where(_OUTBOX.c.sent_at < cutoff, ~exists().where(event))
+                .values(sent_at=None)
+            ).rowcount
+        if resent:
+            _log.warning("outbox messages lost by the broker; sending again", resent=resent)
+        return OutboxRecovery(done, resent)
+
+    def _lease_batch(self, owner: str, limit: int) -> list[tuple[int, OutboxMessage]]:
+        now = utcnow()
+        c = _OUTBOX.c
+        free = (c.sent_at.is_(None), or_(c.lease_until.is_(None), c.lease_until < now))
+        candidates = (
+            select(c.id)
+            .where(*free)
+            .order_by(c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                update(_OUTBOX)
+                .where(c.id.in_(candidates), *free)
+                .values(lease_owner=owner, lease_until=now + self._lease, attempts=c.attempts + 1)
+                .returning(c.id, c.message_id, c.event_id, c.queue, c.actor, c.payload)
+            ).all()
+        return sorted(
+            ((row.id, _message(row)) for row in rows),
+            key=lambda item: item[0],
+        )
+
+    def _finish(
+        self, owner: str, sent: Sequence[int], kept: Sequence[int], error: str | None
+    ) -> None:
+        c = _OUTBOX.c
+        free: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        with self._engine.begin() as conn:
+            if sent:
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(c.id.in_(sent), c.sent_at.is_(None))
+                    .values(sent_at=utcnow(), last_error=None, **free)
+                )
+            if kept:
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(c.id.in_(kept), c.lease_owner == owner)
+                    .values(last_error=error, **free)
+                )
+
+
+def _message(row: Any) -> OutboxMessage:
+    return OutboxMessage(
+        message_id=row.message_id,
+        event_id=row.event_id,
+        queue=row.queue,
+        actor=row.actor,
+        payload=row.payload,
+    )

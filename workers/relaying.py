@@ -1,0 +1,60 @@
+"""The outbox relay for one command (``sessions sweep``, ``binding check``).
+
+A command writes its events to the outbox and then runs the relay this gives it: on the
+configured broker, or, with ``memory://``, on an embedded worker that handles what the relay
+published before the command returns. When the broker does not answer, the events stay in
+the outbox and the command says so and exits with :data:`OUTBOX_KEPT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+from dramatiq.errors import QueueJoinTimeout
+
+from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
+from workers.broker import build_broker, is_in_process
+from workers.process import embedded
+
+__all__ = ["OUTBOX_KEPT", "command_relay", "kept_message"]
+
+#: Exit status of a command whose events are kept in the outbox (the broker did not answer).
+OUTBOX_KEPT = 4
+
+_log = structlog.get_logger("logout.outbox")
+
+
+@contextmanager
+def command_relay(
+    settings: Settings, runtime: Runtime, wait: float = 30.0
+) -> Iterator[OutboxRelay]:
+    """A relay on the configured broker; with ``memory://`` what it publishes is handled
+    in-process (for at most ``wait`` seconds) before the block is left."""
+    if not is_in_process(settings):
+        broker = build_broker(settings)
+        try:
+            yield runtime.relay(BrokerSender(broker))
+        finally:
+            broker.close()
+        return
+    with embedded(settings, runtime) as actors:
+        yield actors.relay
+        broker = actors.handle_event.broker
+        broker.join(actors.handle_event.queue_name, timeout=int(wait * 1000))
+        try:
+            broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
+        except QueueJoinTimeout:
+            _log.info("some deliveries are still retrying; they resume on the next run")
+
+
+def kept_message(report: RelayReport) -> str:
+    """One line for the operator: how many events wait in the outbox, why, and what next."""
+    return (
+        f"{report.pending} event(s) kept in the outbox: the broker did not answer "
+        f"({report.error}); the next `logout-orchestrator sessions sweep` or a running worker "
+        "publishes them once it answers"
+    )
