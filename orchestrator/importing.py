@@ -78,6 +78,9 @@ _SESSION_UPDATES = (
     *_FACTS,
 )
 _SESSION_COLUMNS = ("session_id", "user_id", "created_at", *_SESSION_UPDATES)
+_FACTS_GIVEN = frozenset(_FACTS)
+#: Fields of a record that make its session's login facts be recorded again.
+_FACTS_TOUCHED = frozenset({"ip", "network_binding", "geoip_binding", *_FACTS})
 _LINK_COLUMNS = ("session_id", "provider", "created_at", *_IDENTIFIERS)
 
 
@@ -149,8 +152,8 @@ class SessionImport:
         self, rec: SessionRecord, existing: Mapping[str, dict[str, Any]], label: str | None
     ) -> None:
         where = label or f"session {rec.session_id!r}"
-        given = rec.model_fields_set
-        if rec.network_binding != "no_binding" or rec.geoip_binding != "no_binding":
+        bound = rec.network_binding != "no_binding" or rec.geoip_binding != "no_binding"
+        if bound:
             unserved = unserved_modes(
                 rec.network_binding,
                 rec.geoip_binding,
@@ -178,8 +181,10 @@ class SessionImport:
                 **dict.fromkeys(_FACTS),
             }
             self.counts.sessions_created += 1
-            self._record_facts(row, rec, where)
+            if bound or _FACTS_GIVEN & rec.model_fields_set:
+                self._record_facts(row, rec, where)
         else:
+            given = rec.model_fields_set
             if row["user_id"] != rec.user_id:
                 self._problems.append(
                     Problem(
@@ -195,7 +200,7 @@ class SessionImport:
             for name in ("remember_me", "stay_signed_in", "network_binding", "geoip_binding"):
                 if name in given:
                     row[name] = getattr(rec, name)
-            if given & {"ip", "network_binding", "geoip_binding", *_FACTS}:
+            if given & _FACTS_TOUCHED:
                 self._record_facts(row, rec, where)
         row["expires_at"] = rec.expires or row["expires_at"]
         row["ip"] = rec.ip or row["ip"]
@@ -231,7 +236,7 @@ class SessionImport:
         stored_links = self._stored_links(conn, (wanted & self._stored) | stored_ids)
         labels: dict[tuple[str, str], str] = {}
         for link in links:
-            label = where.get(id(link), f"provider session {link.session_id}/{link.provider}")
+            label = where.get(id(link)) or f"provider session {link.session_id}/{link.provider}"
             known = True
             if link.provider not in providers:
                 self._problems.append(
