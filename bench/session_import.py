@@ -4,13 +4,15 @@ Generates N lines (N/2 IdP sessions, each followed by one OIDC provider session)
 provider, then imports the lines with :meth:`SessionRegistry.import_lines` (what
 ``logout-orchestrator sessions import`` runs: parsing, validation by the protocol handler,
 references, then the writes, all or nothing) into an empty database, then once more over
-the same rows (every line an update). Runs on PostgreSQL (a database of yours, emptied
-first) and on SQLite (a file in a temporary folder).
+the same rows (every line an update), ``--repeat`` times (the median is shown). Runs on
+PostgreSQL (a database of yours, its registry tables emptied first) and on SQLite (a file in
+a temporary folder).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +33,7 @@ from bench.common import (
     machine_info,
     machine_line,
     new_parser,
+    postgres_version,
     render_table,
     write_json,
 )
@@ -95,37 +98,48 @@ def _count(runtime: Runtime, model: Any) -> int:
         return int(db.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def measure(database_url: str, data_dir: Path, lines: list[str]) -> dict[str, Any]:
-    """Import ``lines`` into an empty database, then again (updates); seconds and lines/s."""
+def measure(database_url: str, data_dir: Path, lines: list[str], repeat: int) -> dict[str, Any]:
+    """``repeat`` times: import ``lines`` into emptied tables, then again (every line an
+    update); per kind, every run's seconds and client CPU seconds, and the median."""
     settings = bench_settings(data_dir, database_url, protocols=["oidc"])
     runtime = Runtime.start(settings)
+    runs: dict[str, list[dict[str, Any]]] = {"created": [], "updated": []}
     try:
-        _empty(runtime)
-        runtime.registry.load_providers_file(PROVIDERS, "providers.toml")
-        runs: dict[str, Any] = {}
-        for name in ("created", "updated"):
-            began = time.perf_counter()
-            summary = runtime.registry.import_lines(lines)
-            seconds = time.perf_counter() - began
-            runs[name] = {
-                "seconds": seconds,
-                "lines_per_second": len(lines) / seconds,
-                "created": summary.created,
-                "updated": summary.updated,
-            }
-        if _count(runtime, IdpSession) != len(lines) // 2:
-            raise BenchError("not every session was stored")
-        if _count(runtime, ProviderSession) != len(lines) // 2:
-            raise BenchError("not every provider session was stored")
+        for _ in range(repeat):
+            _empty(runtime)
+            runtime.registry.load_providers_file(PROVIDERS, "providers.toml")
+            for name, done in runs.items():
+                began, cpu = time.perf_counter(), time.process_time()
+                summary = runtime.registry.import_lines(lines)
+                seconds = time.perf_counter() - began
+                expected = (len(lines), 0) if name == "created" else (0, len(lines))
+                if (summary.created, summary.updated) != expected:
+                    raise BenchError(f"{name}: {summary} instead of {expected}")
+                done.append({"seconds": seconds, "client_cpu": time.process_time() - cpu})
+            if _count(runtime, IdpSession) != len(lines) // 2:
+                raise BenchError("not every session was stored")
+            if _count(runtime, ProviderSession) != len(lines) // 2:
+                raise BenchError("not every provider session was stored")
         _empty(runtime)
     finally:
         runtime.close()
-    return runs
+    result: dict[str, Any] = {}
+    for name, done in runs.items():
+        seconds = statistics.median(run["seconds"] for run in done)
+        result[name] = {
+            "runs": done,
+            "median_seconds": seconds,
+            "median_lines_per_second": len(lines) / seconds,
+            "best_lines_per_second": len(lines) / min(run["seconds"] for run in done),
+            "median_client_cpu": statistics.median(run["client_cpu"] for run in done),
+        }
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = new_parser("session_import", __doc__)
     parser.add_argument("--lines", type=int, default=60_000, help="JSON lines (even)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per database (median)")
     parser.add_argument(
         "--postgres-url",
         default=DEFAULT_POSTGRES,
@@ -137,33 +151,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_on_sigterm()
     configure_logging("WARNING")
     lines = generate(args.lines)
-    info = machine_info({})
+    info = machine_info({"postgresql": postgres_version(args.postgres_url)})
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["postgresql"] = measure(args.postgres_url, Path(tmp), lines)
+        results["postgresql"] = measure(args.postgres_url, Path(tmp), lines, args.repeat)
         if not args.skip_sqlite:
             sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-            results["sqlite"] = measure(sqlite_url, Path(tmp), lines)
+            results["sqlite"] = measure(sqlite_url, Path(tmp), lines, args.repeat)
     rows = []
-    for database, runs in results.items():
-        for run in runs.values():
+    for database, kinds in results.items():
+        for name, run in kinds.items():
             rows.append(
                 [
                     database,
-                    f"{run['created']:,} created, {run['updated']:,} updated",
-                    fmt(run["seconds"], 2),
-                    fmt(run["lines_per_second"], 0),
+                    f"{len(lines):,} {name}",
+                    fmt(run["median_seconds"], 2),
+                    fmt(run["median_lines_per_second"], 0),
+                    fmt(run["best_lines_per_second"], 0),
+                    fmt(run["median_client_cpu"], 2),
                 ]
             )
-    print(f"Machine: {machine_line(info, 'SQLAlchemy, psycopg 3')}\n")
+    print(f"Machine: {machine_line(info, 'PostgreSQL ' + info['postgresql'])}\n")
     print(f"Command: `{command_line('session_import', argv)}`\n")
-    print(f"{len(lines):,} lines: {len(lines) // 2:,} sessions, one provider session each.\n")
-    print(render_table(["database", "import", "seconds", "lines/s"], "llrr", rows))
+    print(
+        f"{len(lines):,} lines: {len(lines) // 2:,} sessions, one provider session each; "
+        f"median of {args.repeat} runs.\n"
+    )
+    columns = ["database", "lines", "seconds", "lines/s", "best lines/s", "client CPU s"]
+    print(render_table(columns, "llrrrr", rows))
     if args.json:
         document = {
             "machine": info,
             "command": command_line("session_import", argv),
             "lines": len(lines),
+            "repeat": args.repeat,
             **results,
         }
         write_json(args.json, document)
