@@ -315,8 +315,8 @@ class SessionImport:
         found: dict[str, dict[str, Any]] = {}
         for where in _among(conn, _SESSIONS.c.session_id, ids):
             query = select(*columns).where(where).with_for_update()
-            for row in conn.execute(query).mappings():
-                found[row["session_id"]] = dict(row)
+            for row in conn.execute(query).all():
+                found[row[0]] = dict(zip(_SESSION_COLUMNS, row, strict=True))
         return found
 
     @staticmethod
@@ -330,13 +330,12 @@ class SessionImport:
     def _stored_links(
         conn: Connection, session_ids: Collection[str]
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        columns = [_LINKS.c.session_id, _LINKS.c.provider, _LINKS.c.created_at]
-        columns += [_LINKS.c[name] for name in _IDENTIFIERS]
+        columns = [_LINKS.c[name] for name in _LINK_COLUMNS]
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for where in _among(conn, _LINKS.c.session_id, session_ids):
             query = select(*columns).where(where).with_for_update()
-            for row in conn.execute(query).mappings():
-                found[(row["session_id"], row["provider"])] = dict(row)
+            for row in conn.execute(query).all():
+                found[(row[0], row[1])] = dict(zip(_LINK_COLUMNS, row, strict=True))
         return found
 
     # -- writing -----------------------------------------------------------------------
