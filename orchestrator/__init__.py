@@ -1,7 +1,7 @@
 """Discovery, planning, fan-out and audit of logouts; no protocol details live here."""
 
 from orchestrator.activity import SessionActivity
-from orchestrator.audit import AuditEntry, AuditQuery, query_audit, write_audit
+from orchestrator.audit import AuditEntry, AuditQuery, iter_audit, query_audit, write_audit
 from orchestrator.binding_check import BindingChecker
 from orchestrator.errors import (
     ConfigurationError,
@@ -57,6 +57,7 @@ __all__ = [
     "Settings",
     "SweepReport",
     "TransientDeliveryError",
+    "iter_audit",
     "parse_event",
     "parse_event_lines",
     "publish",

@@ -9,7 +9,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    field_serializer,
+    model_validator,
+)
 
 from schemas.registry import GeoipBindingMode, NetworkBindingMode
 
@@ -23,11 +32,15 @@ __all__ = [
     "Event",
     "EventBase",
     "Geo",
+    "GeoipBindingChange",
+    "GeoipBindingReason",
     "HttpRequest",
     "Initiator",
     "IpChange",
     "LogoutProvider",
     "LogoutUser",
+    "NetworkBindingChange",
+    "NetworkBindingReason",
     "RequestInfo",
     "SessionBindingViolation",
     "SessionExpired",
@@ -40,16 +53,19 @@ __all__ = [
 ]
 
 Initiator = Literal["user", "admin", "policy", "system"]
-BindingReason = Literal[
+NetworkBindingReason = Literal[
     "network.missing",
     "network.asn",
     "network.asn_network",
     "network.ip",
+]
+GeoipBindingReason = Literal[
     "geoip.missing",
     "geoip.continent",
     "geoip.country",
     "geoip.city",
 ]
+BindingReason = Literal[NetworkBindingReason, GeoipBindingReason]
 BINDING_REASONS: tuple[str, ...] = BindingReason.__args__  # type: ignore[attr-defined]
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=255)]
@@ -153,31 +169,145 @@ class SessionExpired(EventBase):
     reason: Literal["idle", "absolute"]
 
 
-class Binding(_Contract):
-    """Which binding broke, and the values compared."""
-
-    reason: BindingReason
-    previous_value: str | None = None
-    new_value: str | None = None
-
-
 class IpChange(_Contract):
     previous: str | None = None
     new: str | None = None
 
 
 class ASN(_Contract):
+    """An ASN database record: the autonomous system, its organisation and the network (CIDR)."""
+
     asn: int | None = None
     as_org: str | None = None
     network: str | None = None
 
 
 class Geo(_Contract):
+    """A GeoIP City record: continent code, country ISO code, city (English), location."""
+
     continent: str | None = None
     country: str | None = None
     city: str | None = None
     lat: float | None = None
     long: float | None = None
+
+
+#: The seven continent codes of the GeoIP databases (to read a pre-object ``geoip.missing``).
+_CONTINENT_CODES = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+
+
+def _legacy_asn(value: str | None) -> dict[str, Any]:
+    """A value of the string shape (before the records) as the ASN record it came from.
+
+    Its form tells the field: digits are the ASN, a CIDR the network; an address (what
+    ``network.ip`` compared) is already in the event's ``ip``, so it gives ``{}``, as does
+    ``null`` or anything else.
+    """
+    if value is None:
+        return {}
+    text = value.strip()
+    if text.isdigit():
+        return {"asn": int(text)}
+    if "/" in text:
+        return {"network": text}
+    return {}
+
+
+_GEO_FIELD: dict[str, str] = {
+    "geoip.continent": "continent",
+    "geoip.country": "country",
+    "geoip.city": "city",
+}
+
+
+def _legacy_geo(reason: object, value: str | None) -> dict[str, Any]:
+    """A value of the string shape (before the records) as the GeoIP record it came from.
+
+    The reason names the field; for ``geoip.missing`` (any of the three levels) the form
+    does: a continent code is the continent, another two letters the country, else the city.
+    """
+    if value is None:
+        return {}
+    name = _GEO_FIELD.get(str(reason))
+    if name is None:
+        if value in _CONTINENT_CODES:
+            name = "continent"
+        elif len(value) == 2 and value.isalpha() and value.isupper():
+            name = "country"
+        else:
+            name = "city"
+    return {name: value}
+
+
+class _BindingChange(_Contract):
+    """Shared by both binding kinds: a record that found nothing is written ``{}``."""
+
+    @field_serializer("previous_value", "new_value", mode="wrap", check_fields=False)
+    def _nothing_found_is_empty(
+        self, value: BaseModel, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(value)
+        return dumped if any(item is not None for item in dumped.values()) else {}
+
+
+class NetworkBindingChange(_BindingChange):
+    """A broken network binding: the login's ASN record and the new address's.
+
+    ``previous_value`` is what the session recorded at login (``as_org`` is not recorded, so
+    it is ``null`` there); ``new_value`` is the ASN database's record for the new address.
+    ``{}`` when the lookup found nothing (a private address, one not in the database). The
+    string shape of earlier releases (``"15169"``, ``"89.160.0.0/17"``) is still read.
+    """
+
+    reason: NetworkBindingReason
+    previous_value: ASN = Field(default_factory=ASN)
+    new_value: ASN = Field(default_factory=ASN)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_strings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            **data,
+            **{
+                key: _legacy_asn(data[key])
+                for key in ("previous_value", "new_value")
+                if key in data and (data[key] is None or isinstance(data[key], str))
+            },
+        }
+
+
+class GeoipBindingChange(_BindingChange):
+    """A broken GeoIP binding: the login's GeoIP record and the new address's.
+
+    ``previous_value`` is what the session recorded at login (``lat`` and ``long`` are not
+    recorded, so they are ``null`` there); ``new_value`` is the City database's record for the
+    new address. ``{}`` when the lookup found nothing. The string shape of earlier releases
+    (``"SE"``, ``"London"``) is still read.
+    """
+
+    reason: GeoipBindingReason
+    previous_value: Geo = Field(default_factory=Geo)
+    new_value: Geo = Field(default_factory=Geo)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_strings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            **data,
+            **{
+                key: _legacy_geo(data.get("reason"), data[key])
+                for key in ("previous_value", "new_value")
+                if key in data and (data[key] is None or isinstance(data[key], str))
+            },
+        }
+
+
+Binding = Annotated[NetworkBindingChange | GeoipBindingChange, Field(discriminator="reason")]
+"""Which binding broke (the reason names the coarsest change) and the two records compared."""
 
 
 class HttpRequest(_Contract):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.binding import BindingViolation
 from orchestrator.binding_check import BindingChecker
 from orchestrator.errors import ConfigurationError, InputError, LogoutError
@@ -36,7 +34,6 @@ from workers.progress import (
     import_summary,
     publish_summary,
 )
-from workers.tables import print_audit_table
 
 __all__ = ["main"]
 
@@ -322,16 +319,30 @@ def audit() -> None:
 
 
 @audit.command("list")
-@click.option("--user", "user_id", help="Only this user's records.")
+@click.option(
+    "--user",
+    "user_id",
+    help="Only this user's records, with the event.received/.duplicate of its events.",
+)
 @click.option("--session", "session_id", help="Only this IdP session's records.")
-@click.option("--event", "event_id", help="Only this event's records.")
-@click.option("--type", "record_type", help="Only records of this type, e.g. delivery.failed.")
+@click.option("--event", "event_id", help="Only this event's records: its id or a unique start.")
+@click.option(
+    "--type",
+    "record_type",
+    help="Only records of this type (delivery.failed) or family (delivery.).",
+)
 @click.option(
     "--since",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="Only records at or after this time (RFC 3339; UTC when no offset).",
+    help="Only records at or after this time: as --json or the table prints it, or a date.",
 )
-@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many: the latest, or the first after --after "
+    "(default: 1000 for the table, every record with --json).",
+)
+@click.option("--after", help="Only records written after this record id (paging; from --json).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 @click.pass_context
 def audit_list(
@@ -340,28 +351,21 @@ def audit_list(
     session_id: str | None,
     event_id: str | None,
     record_type: str | None,
-    since: datetime | None,
-    limit: int,
+    since: str | None,
+    limit: int | None,
+    after: str | None,
     as_json: bool,
 ) -> None:
-    """List audit records, oldest first (the latest LIMIT of them)."""
-    if since is not None and since.tzinfo is None:
-        from datetime import UTC
+    """List audit records, oldest first: the latest LIMIT, or every one with --json.
 
-        since = since.replace(tzinfo=UTC)
-    runtime = Runtime.start(_settings(ctx))
-    try:
-        with runtime.sessions() as db:
-            records = query_audit(
-                db, AuditQuery(user_id, session_id, event_id, record_type, since, limit)
-            )
-    finally:
-        runtime.close()
-    if as_json:
-        for record in records:
-            sys.stdout.write(record.model_dump_json() + "\n")
-    else:
-        print_audit_table(records, _console())
+    When a limit cuts the output, stderr says how many matched and how to get the rest.
+    """
+    from workers.audit_list import AuditListOptions, list_audit
+
+    options = AuditListOptions(
+        user_id, session_id, event_id, record_type, since, limit, after, as_json
+    )
+    list_audit(_settings(ctx), options, _console(), _console(stderr=True))
 
 
 @main.group()

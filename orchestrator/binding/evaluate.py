@@ -57,9 +57,11 @@ from schemas.events import (
     Binding,
     BindingReason,
     Geo,
+    GeoipBindingChange,
     HttpRequest,
     Initiator,
     IpChange,
+    NetworkBindingChange,
     RequestInfo,
     SessionBindingViolation,
 )
@@ -247,24 +249,32 @@ class BindingOk:
 class BindingViolation:
     """The binding broke: the coarsest level that changed or lacks data, and what was compared.
 
-    ``ip`` holds the recorded and the new address; ``asn`` and ``geo`` describe the new address
-    (empty for a private or other special address).
+    ``binding`` holds the reason and the two records compared: ASN records for ``network.*``
+    reasons, GeoIP records for ``geoip.*`` ones; the previous one is what the session recorded
+    at login, the new one the new address's. ``ip`` holds the recorded and the new address;
+    ``asn`` and ``geo`` describe the new address (empty for a private or other special address).
     """
 
-    reason: BindingReason
-    previous_value: str | None
-    new_value: str | None
+    binding: Binding
     ip: IpChange
     asn: ASN = field(default_factory=ASN)
     geo: Geo = field(default_factory=Geo)
     ok: ClassVar[bool] = False
 
     @property
-    def binding(self) -> Binding:
-        """The ``binding`` object of the event: reason and the two values compared."""
-        return Binding(
-            reason=self.reason, previous_value=self.previous_value, new_value=self.new_value
-        )
+    def reason(self) -> BindingReason:
+        """The coarsest thing that changed, e.g. ``network.asn``."""
+        return self.binding.reason
+
+    @property
+    def previous_value(self) -> ASN | Geo:
+        """The record the session holds from its login."""
+        return self.binding.previous_value
+
+    @property
+    def new_value(self) -> ASN | Geo:
+        """The new address's record."""
+        return self.binding.new_value
 
     def event(
         self,
@@ -403,17 +413,23 @@ class _RecordedAddress:
 def _violation(
     reason: BindingReason, level: _Level, session: BoundSession, new: IpFacts
 ) -> BindingViolation:
+    asn = ASN(asn=new.asn, as_org=new.as_org, network=new.network)
+    geo = Geo(
+        continent=new.continent, country=new.country, city=new.city, lat=new.lat, long=new.long
+    )
+    binding: Binding
+    if level.missing == "network.missing":
+        # as_org is not recorded at login: null in the previous record.
+        previous_asn = ASN(asn=session.asn, network=session.as_network)
+        binding = NetworkBindingChange.model_validate(
+            {"reason": reason, "previous_value": previous_asn, "new_value": asn}
+        )
+    else:
+        # lat and long are not recorded at login: null in the previous record.
+        previous_geo = Geo(continent=session.continent, country=session.country, city=session.city)
+        binding = GeoipBindingChange.model_validate(
+            {"reason": reason, "previous_value": previous_geo, "new_value": geo}
+        )
     return BindingViolation(
-        reason=reason,
-        previous_value=None if level.previous is None else str(level.previous),
-        new_value=None if level.new is None else str(level.new),
-        ip=IpChange(previous=session.ip, new=new.ip),
-        asn=ASN(asn=new.asn, as_org=new.as_org, network=new.network),
-        geo=Geo(
-            continent=new.continent,
-            country=new.country,
-            city=new.city,
-            lat=new.lat,
-            long=new.long,
-        ),
+        binding=binding, ip=IpChange(previous=session.ip, new=new.ip), asn=asn, geo=geo
     )

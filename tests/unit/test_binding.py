@@ -17,9 +17,11 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
+from pydantic import ValidationError
 
 import orchestrator.binding
 from orchestrator.binding import (
@@ -39,7 +41,16 @@ from orchestrator.binding import (
     parse_address,
 )
 from orchestrator.errors import ConfigurationError
-from schemas.events import BINDING_REASONS, HttpRequest, SessionBindingViolation, event_adapter
+from schemas.events import (
+    ASN,
+    BINDING_REASONS,
+    Geo,
+    GeoipBindingChange,
+    HttpRequest,
+    NetworkBindingChange,
+    SessionBindingViolation,
+    event_adapter,
+)
 from tests.geoip_data import GeoipFiles
 
 ALLOW = UnlistedAddressPolicy.ALLOW
@@ -220,31 +231,53 @@ def test_threads_share_a_reader_and_close_waits_for_them(databases: GeoipFiles) 
 # --- every reason -----------------------------------------------------------------------------
 
 
+Record = dict[str, Any]
 ReasonCase = tuple[
-    str, str, NetworkBinding, GeoipBinding, UnlistedAddressPolicy, str, str | None, str | None
+    str, str, NetworkBinding, GeoipBinding, UnlistedAddressPolicy, str, Record, Record
 ]
+
+
+def asn(number: int, org: str | None, network: str) -> Record:
+    """An ASN record as the binding object carries it."""
+    return {"asn": number, "as_org": org, "network": network}
+
+
+def geo(
+    continent: str,
+    country: str | None = None,
+    city: str | None = None,
+    lat: float | None = None,
+    long: float | None = None,
+) -> Record:
+    """A GeoIP record as the binding object carries it."""
+    return {"continent": continent, "country": country, "city": city, "lat": lat, "long": long}
+
+
+# What a session records at login: no organisation, no location (null in the previous record).
+BREDBAND_AT_LOGIN = asn(29518, None, "89.160.0.0/17")
+LONDON_AT_LOGIN = geo("EU", "GB", "London")
 
 # One pair of test-database addresses per reason: login, new, modes, policy, expected.
 # fmt: off
 REASON_CASES: list[ReasonCase] = [
     # the new address has no ASN data (not in the ASN database), policy enforce
     ("89.160.20.112", "81.2.69.142", N.BIND_ASN, G.NO_BINDING, ENFORCE,
-     "network.missing", "29518", None),
+     "network.missing", BREDBAND_AT_LOGIN, {}),
     ("89.160.20.112", "216.160.83.56", N.BIND_ASN, G.NO_BINDING, ALLOW,
-     "network.asn", "29518", "209"),
+     "network.asn", BREDBAND_AT_LOGIN, asn(209, None, "216.160.64.0/18")),
     ("12.81.92.10", "12.81.100.10", N.BIND_ASN_NETWORK, G.NO_BINDING, ALLOW,
-     "network.asn_network", "12.81.92.0/22", "12.81.96.0/19"),
+     "network.asn_network", asn(7018, None, "12.81.92.0/22"), asn(7018, None, "12.81.96.0/19")),
     ("89.160.20.112", "89.160.20.130", N.BIND_ASN_NETWORK_IP, G.NO_BINDING, ALLOW,
-     "network.ip", "89.160.20.112", "89.160.20.130"),
+     "network.ip", BREDBAND_AT_LOGIN, asn(29518, "Bredband2 AB", "89.160.0.0/17")),
     # listed in the City database, but without a country
     ("81.2.69.142", "2.3.3.1", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY, ALLOW,
-     "geoip.missing", "GB", None),
+     "geoip.missing", LONDON_AT_LOGIN, geo("EU")),
     ("81.2.69.142", "216.160.83.56", N.NO_BINDING, G.BIND_CONTINENT, ALLOW,
-     "geoip.continent", "EU", "NA"),
+     "geoip.continent", LONDON_AT_LOGIN, geo("NA", "US", "Milton", 47.2513, -122.3149)),
     ("81.2.69.142", "89.160.20.112", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY, ALLOW,
-     "geoip.country", "GB", "SE"),
+     "geoip.country", LONDON_AT_LOGIN, geo("EU", "SE", "Linköping", 58.4167, 15.6167)),
     ("81.2.69.142", "2.125.160.216", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY_CITY, ALLOW,
-     "geoip.city", "London", "Boxford"),
+     "geoip.city", LONDON_AT_LOGIN, geo("EU", "GB", "Boxford", 51.75, -1.25)),
 ]
 # fmt: on
 
@@ -261,15 +294,20 @@ def test_every_reason(
     geoip: GeoipBinding,
     policy: UnlistedAddressPolicy,
     reason: str,
-    previous: str | None,
-    value: str | None,
+    previous: Record,
+    value: Record,
 ) -> None:
     """Each of the eight reasons comes from a real pair of test-database addresses."""
     result = evaluate(bound(reader, login, network, geoip), new, reader, policy)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.previous_value, result.new_value) == (reason, previous, value)
+    assert compared(result) == {"reason": reason, "previous_value": previous, "new_value": value}
     assert (result.ip.previous, result.ip.new) == (login, new)
     assert not result.ok
+
+
+def compared(result: BindingViolation) -> Record:
+    """The ``binding`` object as the event and the audit record carry it."""
+    return result.binding.model_dump(mode="json")
 
 
 def test_the_reason_table_covers_every_reason() -> None:
@@ -304,11 +342,11 @@ def test_network_is_checked_before_geoip_and_coarsest_first(reader: GeoipReader)
         reader,
     )
     assert isinstance(same_network, BindingViolation)
-    assert (same_network.reason, same_network.previous_value, same_network.new_value) == (
-        "geoip.continent",
-        "AS",
-        "OC",
-    )
+    assert compared(same_network) == {
+        "reason": "geoip.continent",
+        "previous_value": geo("AS", "SG", "Singapore"),
+        "new_value": geo("OC", "AU", "Melbourne", -37.8159, 144.9669),
+    }
 
 
 def test_session_that_recorded_nothing_is_missing(reader: GeoipReader) -> None:
@@ -316,15 +354,16 @@ def test_session_that_recorded_nothing_is_missing(reader: GeoipReader) -> None:
     network = BoundSession("s", N.BIND_ASN, ip="89.160.20.112")
     result = evaluate(network, "89.160.20.130", reader, ALLOW)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.previous_value, result.new_value) == (
-        "network.missing",
-        None,
-        "29518",
-    )
+    assert compared(result) == {
+        "reason": "network.missing",
+        "previous_value": {},
+        "new_value": asn(29518, "Bredband2 AB", "89.160.0.0/17"),
+    }
     geoip = BoundSession("s", geoip_binding=G.BIND_CONTINENT, ip="81.2.69.142")
     result = evaluate(geoip, "216.160.83.56", reader, ALLOW)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.new_value) == ("geoip.missing", "NA")
+    assert (result.reason, compared(result)["new_value"]["continent"]) == ("geoip.missing", "NA")
+    assert compared(result)["previous_value"] == {}
     unknown = BoundSession("s", N.BIND_ASN_NETWORK_IP)
     result = evaluate(unknown, "89.160.20.130", reader, ALLOW)
     assert isinstance(result, BindingViolation)
@@ -337,11 +376,11 @@ def test_listed_address_without_data_is_missing_even_when_allowed(reader: GeoipR
     for policy in UnlistedAddressPolicy:
         result = evaluate(session, "214.1.1.1", reader, policy)
         assert isinstance(result, BindingViolation)
-        assert (result.reason, result.previous_value, result.new_value) == (
-            "geoip.missing",
-            "EU",
-            None,
-        )
+        assert compared(result) == {
+            "reason": "geoip.missing",
+            "previous_value": LONDON_AT_LOGIN,
+            "new_value": {},  # listed with an empty record: the lookup found nothing
+        }
 
 
 # --- ok for every mode ------------------------------------------------------------------------
@@ -398,7 +437,11 @@ def test_unlisted_new_address_enforced(reader: GeoipReader, new: str) -> None:
     session = bound(reader, "81.2.69.142", N.NO_BINDING, G.BIND_CONTINENT_COUNTRY_CITY)
     result = evaluate(session, new, reader, ENFORCE)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.previous_value, result.new_value) == ("geoip.missing", "EU", None)
+    assert compared(result) == {
+        "reason": "geoip.missing",
+        "previous_value": LONDON_AT_LOGIN,
+        "new_value": {},
+    }
 
 
 @pytest.mark.parametrize(
@@ -420,7 +463,11 @@ def test_private_and_loopback_against_network_binding(
         assert isinstance(result, BindingOk)
     else:
         assert isinstance(result, BindingViolation)
-        assert (result.reason, result.previous_value, result.new_value) == (reason, "29518", None)
+        assert compared(result) == {
+            "reason": reason,
+            "previous_value": BREDBAND_AT_LOGIN,
+            "new_value": {},
+        }
         assert result.asn.asn is None
         assert result.geo.continent is None
 
@@ -430,11 +477,12 @@ def test_private_address_still_breaks_ip_binding(reader: GeoipReader) -> None:
     session = bound(reader, "89.160.20.112", N.BIND_ASN_NETWORK_IP)
     result = evaluate(session, "10.0.0.1", reader, ALLOW)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.previous_value, result.new_value) == (
-        "network.ip",
-        "89.160.20.112",
-        "10.0.0.1",
-    )
+    assert compared(result) == {
+        "reason": "network.ip",
+        "previous_value": BREDBAND_AT_LOGIN,
+        "new_value": {},  # a private address has no ASN record; the addresses are in ip
+    }
+    assert (result.ip.previous, result.ip.new) == ("89.160.20.112", "10.0.0.1")
 
 
 @pytest.mark.parametrize("login", ["192.168.1.10", "127.0.0.1"])
@@ -445,11 +493,11 @@ def test_session_from_a_private_address(reader: GeoipReader, login: str) -> None
     assert isinstance(evaluate(session, "89.160.20.112", reader, ALLOW), BindingOk)
     result = evaluate(session, "89.160.20.112", reader, ENFORCE)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.previous_value, result.new_value) == (
-        "network.missing",
-        None,
-        "29518",
-    )
+    assert compared(result) == {
+        "reason": "network.missing",
+        "previous_value": {},  # nothing recorded for a private login address
+        "new_value": asn(29518, "Bredband2 AB", "89.160.0.0/17"),
+    }
 
 
 def test_custom_database_data_for_private_addresses_is_ignored(reader: GeoipReader) -> None:
@@ -457,7 +505,11 @@ def test_custom_database_data_for_private_addresses_is_ignored(reader: GeoipRead
     session = BoundSession("s", geoip_binding=G.BIND_CONTINENT, ip="81.2.69.142", continent="EU")
     result = evaluate(session, "10.0.0.1", reader, ENFORCE)
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.new_value) == ("geoip.missing", None)
+    assert compared(result) == {
+        "reason": "geoip.missing",
+        "previous_value": geo("EU"),
+        "new_value": {},
+    }
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -530,10 +582,10 @@ def test_violation_builds_the_event(reader: GeoipReader) -> None:
     assert before <= event.occurred_at <= datetime.now(UTC) + timedelta(seconds=1)
     assert event.occurred_at.utcoffset() == timedelta(0)
     assert (event.session_id, event.initiator, event.actor) == ("session-1", "policy", None)
-    assert event.binding.model_dump() == {
+    assert event.model_dump(mode="json")["binding"] == {
         "reason": "network.asn",
-        "previous_value": "29518",
-        "new_value": "209",
+        "previous_value": BREDBAND_AT_LOGIN,
+        "new_value": asn(209, None, "216.160.64.0/18"),
     }
     assert event.ip.model_dump() == {"previous": "89.160.20.112", "new": "216.160.83.56"}
     assert event.asn.asn == 209
@@ -547,6 +599,76 @@ def test_violation_builds_the_event(reader: GeoipReader) -> None:
     )
     parsed = event_adapter.validate_json(event.model_dump_json())
     assert parsed == event
+
+
+LEGACY_EVENT: Record = {
+    "type": "session.binding_violation",
+    "event_id": "4b1f6c3e-8f0a-4c1e-9a57-3f1f0e2d9a10",
+    "occurred_at": "2026-01-01T12:00:00+00:00",
+    "initiator": "policy",
+    "session_id": "s-1",
+    "ip": {"previous": "89.160.20.112", "new": "216.160.83.56"},
+}
+
+
+# The string shape of earlier releases: reason, previous, new, the records they are read as.
+# fmt: off
+LEGACY_CASES: list[tuple[str, str | None, str | None, Record, Record]] = [
+    ("network.asn", "15169", "1221", {"asn": 15169}, {"asn": 1221}),
+    ("network.asn_network", "12.81.92.0/22", "12.81.96.0/19",
+     {"network": "12.81.92.0/22"}, {"network": "12.81.96.0/19"}),
+    ("network.ip", "89.160.20.112", "89.160.20.130", {}, {}),  # the addresses are in ip
+    ("network.missing", "29518", None, {"asn": 29518}, {}),
+    ("network.missing", None, "89.160.0.0/17", {}, {"network": "89.160.0.0/17"}),
+    ("geoip.continent", "EU", "NA", {"continent": "EU"}, {"continent": "NA"}),
+    ("geoip.country", "GB", "SE", {"country": "GB"}, {"country": "SE"}),
+    ("geoip.city", "London", "Boxford", {"city": "London"}, {"city": "Boxford"}),
+    ("geoip.missing", "EU", None, {"continent": "EU"}, {}),
+    ("geoip.missing", "GB", None, {"country": "GB"}, {}),
+    ("geoip.missing", "Linköping", None, {"city": "Linköping"}, {}),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("reason", "previous", "new", "previous_record", "new_record"), LEGACY_CASES
+)
+def test_events_queued_in_the_string_shape_are_read_as_records(
+    reason: str, previous: str | None, new: str | None, previous_record: Record, new_record: Record
+) -> None:
+    """A rolling upgrade rejects nothing: the old string values become the record they came from."""
+    binding = {"reason": reason, "previous_value": previous, "new_value": new}
+    event = event_adapter.validate_python({**LEGACY_EVENT, "binding": binding})
+    assert isinstance(event, SessionBindingViolation)
+    kind = ASN if reason.startswith("network.") else Geo
+    empty = dict.fromkeys(kind.model_fields)
+    dumped = event.model_dump(mode="json")["binding"]
+    assert dumped == {
+        "reason": reason,
+        "previous_value": {**empty, **previous_record} if previous_record else {},
+        "new_value": {**empty, **new_record} if new_record else {},
+    }
+    assert event_adapter.validate_json(event.model_dump_json()) == event
+
+
+def test_binding_records_follow_the_reason() -> None:
+    """network.* carries ASN records, geoip.* GeoIP ones; a record of the other kind is refused."""
+    network = {"reason": "network.asn", "previous_value": {"asn": 1}, "new_value": {"asn": 2}}
+    event = event_adapter.validate_python({**LEGACY_EVENT, "binding": network})
+    assert isinstance(event, SessionBindingViolation)
+    assert isinstance(event.binding, NetworkBindingChange)
+    assert event.binding.new_value == ASN(asn=2)
+    placed = {"reason": "geoip.country", "previous_value": {"country": "GB"}, "new_value": {}}
+    event = event_adapter.validate_python({**LEGACY_EVENT, "binding": placed})
+    assert isinstance(event, SessionBindingViolation)
+    assert isinstance(event.binding, GeoipBindingChange)
+    assert event.binding.new_value == Geo()
+    wrong = {"reason": "network.asn", "previous_value": {"country": "GB"}, "new_value": {}}
+    with pytest.raises(ValidationError, match=r"previous_value\.country"):
+        event_adapter.validate_python({**LEGACY_EVENT, "binding": wrong})
+    unknown = {"reason": "network.planet", "previous_value": {}, "new_value": {}}
+    with pytest.raises(ValidationError, match=r"network\.planet"):
+        event_adapter.validate_python({**LEGACY_EVENT, "binding": unknown})
 
 
 def test_event_ids_are_fresh_and_initiator_can_be_set(reader: GeoipReader) -> None:

@@ -176,7 +176,23 @@ def test_provider_configured_for_full_logout(populated: Runtime) -> None:
 def test_binding_violation_audit_carries_the_documented_shape(populated: Runtime) -> None:
     """The logout record of a binding violation has logout_reason and the five objects."""
     violation: dict[str, Any] = {
-        "binding": {"reason": "geoip.country", "previous_value": "SE", "new_value": "GB"},
+        "binding": {
+            "reason": "geoip.country",
+            "previous_value": {
+                "continent": "EU",
+                "country": "SE",
+                "city": "Linköping",
+                "lat": None,
+                "long": None,
+            },
+            "new_value": {
+                "continent": "EU",
+                "country": "GB",
+                "city": "London",
+                "lat": 51.5,
+                "long": -0.1,
+            },
+        },
         "ip": {"previous": "89.160.20.112", "new": "81.2.69.142"},
         "asn": {"asn": 29518, "as_org": "Bredband2 AB", "network": "89.160.0.0/17"},
         "geo": {"continent": "EU", "country": "GB", "city": "London", "lat": 51.5, "long": -0.1},
@@ -190,6 +206,27 @@ def test_binding_violation_audit_carries_the_documented_shape(populated: Runtime
     for key, value in violation.items():
         assert ended.detail[key] == value
     assert _ended(populated) == {"s-1": "binding_violation"}
+
+
+def test_binding_violation_queued_in_the_string_shape_is_handled(populated: Runtime) -> None:
+    """An event published before the records (a rolling upgrade) ends the session, audited as
+    records."""
+    event_id = _handle(
+        populated,
+        "session.binding_violation",
+        session_id="s-1",
+        initiator="policy",
+        binding={"reason": "network.asn", "previous_value": "15169", "new_value": None},
+        ip={"previous": "89.160.20.112", "new": "10.0.0.1"},
+    )
+    assert _ended(populated) == {"s-1": "binding_violation"}
+    [ended] = [r for r in _audit(populated, event_id) if r.type == "session.ended"]
+    assert ended.detail["binding"] == {
+        "reason": "network.asn",
+        "previous_value": {"asn": 15169, "as_org": None, "network": None},
+        "new_value": {},
+    }
+    assert not [r for r in _audit(populated, event_id) if r.type == "event.rejected"]
 
 
 def test_republished_event_is_a_duplicate_and_changes_nothing(populated: Runtime) -> None:

@@ -368,11 +368,13 @@ def test_binding_violation_is_published_and_ends_the_session(bound: Runtime) -> 
     assert isinstance(checker.check("b", "89.160.20.113"), BindingOk)
     result = checker.check("b", "216.160.83.56")
     assert isinstance(result, BindingViolation)
-    assert (result.reason, result.previous_value, result.new_value) == (
-        "network.asn",
-        "29518",
-        "209",
-    )
+    bredband_at_login = {"asn": 29518, "as_org": None, "network": "89.160.0.0/17"}
+    as209 = {"asn": 209, "as_org": None, "network": "216.160.64.0/18"}
+    assert result.binding.model_dump(mode="json") == {
+        "reason": "network.asn",
+        "previous_value": bredband_at_login,
+        "new_value": as209,
+    }
     [event] = _events(sent)
     processor = _processor(bound)
     processor.handle(event.model_dump(mode="json"), "m-1")
@@ -380,8 +382,8 @@ def test_binding_violation_is_published_and_ends_the_session(bound: Runtime) -> 
     assert ended.detail["logout_reason"] == "Session binding broken"
     assert ended.detail["binding"] == {
         "reason": "network.asn",
-        "previous_value": "29518",
-        "new_value": "209",
+        "previous_value": bredband_at_login,
+        "new_value": as209,
     }
     assert ended.detail["ip"] == {"previous": "89.160.20.112", "new": "216.160.83.56"}
     assert set(ended.detail) >= {"asn", "geo", "http_request"}
@@ -411,7 +413,23 @@ def test_binding_check_cli(bound: Runtime, tmp_path: Path) -> None:
     )
     assert bad.exit_code == 3, bad.output
     verdict = json.loads(bad.output.strip().splitlines()[-1])
-    assert verdict["binding"]["reason"] == "geoip.continent"
+    assert verdict["binding"] == {
+        "reason": "geoip.continent",
+        "previous_value": {
+            "continent": "EU",
+            "country": "GB",
+            "city": "London",
+            "lat": None,  # not recorded at login
+            "long": None,
+        },
+        "new_value": {
+            "continent": "NA",
+            "country": "US",
+            "city": "Milton",
+            "lat": 47.2513,
+            "long": -122.3149,
+        },
+    }
     assert len(verdict["published"]) == 1
     assert _session(bound, "b").end_reason == "binding_violation"
 

@@ -1,0 +1,98 @@
+"""`audit list` on PostgreSQL: streaming past 1,000, paging, and the filters' SQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from orchestrator import Runtime, Settings
+from orchestrator.audit import AuditEntry, write_audit
+from schemas import AuditType
+from workers.cli import main
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+EVENT_A = "3f2a0c1e-0000-4000-8000-00000000000a"
+EVENT_B = "3f2b9d4e-0000-4000-8000-00000000000b"
+
+
+@pytest.fixture
+def trail(tmp_path: Path, postgres_url: str) -> dict[str, str]:
+    """1,234 numbered records, then bob's and alice's events; the CLI's environment for them."""
+    settings = Settings.load(
+        None, data_dir=tmp_path, database_url=postgres_url, broker_url="memory://", protocols=[]
+    )
+    runtime = Runtime.start(settings, handlers={})
+    received, ended = AuditType.EVENT_RECEIVED, AuditType.SESSION_ENDED
+    try:
+        with runtime.sessions.begin() as db:
+            numbered = [
+                AuditEntry(f"n-{n}", received, "accepted", session_id=f"s-{n}") for n in range(1234)
+            ]
+            write_audit(db, numbered, at=T0)
+            events = [
+                AuditEntry("a-r", received, "accepted", EVENT_A, session_id="s-9"),
+                AuditEntry("a-e", ended, "ended", EVENT_A, user_id="bob", session_id="s-9"),
+                AuditEntry("a-dup", AuditType.EVENT_DUPLICATE, "ignored", EVENT_A),
+                AuditEntry("b-r", received, "accepted", EVENT_B, session_id="s-1"),
+                AuditEntry("b-e", ended, "ended", EVENT_B, user_id="alice", session_id="s-1"),
+            ]
+            write_audit(db, events, at=T0 + timedelta(seconds=1.25))
+    finally:
+        runtime.close()
+    return {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": postgres_url,
+        "LOGOUT_BROKER_URL": "memory://",
+        "LOGOUT_PROTOCOLS": "",
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+
+
+def _list(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(main, ["audit", "list", *args], env=env)
+
+
+def _lines(result: Result) -> list[dict[str, Any]]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_audit_list_on_postgresql(trail: dict[str, str]) -> None:
+    """Every record streamed, the table's cut said, paging, prefix, family, user and since."""
+    everything = _lines(_list(trail, "--json"))
+    assert len(everything) == 1239
+    assert [r["session_id"] for r in everything[:1234]] == [f"s-{n}" for n in range(1234)]
+
+    table = _list(trail)
+    assert table.stderr.strip() == "showing the latest 1,000 of 1,239; use --limit or --json"
+
+    page = _list(trail, "--json", "--after", everything[0]["id"], "--limit", "1000")
+    assert [r["id"] for r in _lines(page)] == [r["id"] for r in everything[1:1001]]
+    assert f"continue with --after {everything[1000]['id']}" in page.stderr
+
+    prefixed = _lines(_list(trail, "--json", "--event", "3F2A0C1E"))
+    assert [r["type"] for r in prefixed] == ["event.received", "session.ended", "event.duplicate"]
+    ambiguous = _list(trail, "--event", "3f2")
+    assert ambiguous.exit_code == 2
+    assert EVENT_A in ambiguous.stderr
+    assert EVENT_B in ambiguous.stderr
+
+    bob = _lines(_list(trail, "--json", "--user", "bob"))
+    assert [(r["type"], r["event_id"]) for r in bob] == [
+        ("event.received", EVENT_A),
+        ("session.ended", EVENT_A),
+        ("event.duplicate", EVENT_A),
+    ]
+    family = _lines(_list(trail, "--json", "--type", "session."))
+    assert [r["user_id"] for r in family] == ["bob", "alice"]
+    since = _lines(_list(trail, "--json", "--since", everything[-1]["at"]))
+    assert len(since) == 5
+    assert everything[-1]["at"] == "2026-01-01T12:00:01.250000Z"
+    assert len(_lines(_list(trail, "--json", "--since", "2026-01-01 12:00:01"))) == 5
