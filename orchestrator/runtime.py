@@ -15,7 +15,7 @@ from orchestrator.fanout import FanOut, RetryScheduler
 from orchestrator.outbox import OutboxMessage
 from orchestrator.pipeline import EventProcessor
 from orchestrator.plans import PlanTimeouts
-from orchestrator.registry import SessionRegistry
+from orchestrator.registry import GeoipDatabases, SessionRegistry
 from orchestrator.relay import OutboxRelay
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -69,7 +69,11 @@ class Runtime:
     @property
     def registry(self) -> SessionRegistry:
         lookup = self.geoip().lookup if self.has_geoip else None
-        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup)
+        databases = GeoipDatabases(
+            asn=self.settings.geoip_asn_db is not None,
+            city=self.settings.geoip_city_db is not None,
+        )
+        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup, databases)
 
     @property
     def has_geoip(self) -> bool:
