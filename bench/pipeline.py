@@ -87,7 +87,8 @@ __all__ = ["main"]
 
 DEFAULT_JSON = RESULTS / "pipeline.json"
 
-#: Two providers per session, of a protocol no handler serves: deliveries end ``skipped``.
+#: Two disabled providers per session, of a protocol no handler serves: deliveries end
+#: ``skipped``.
 PROVIDERS = ("bench-a", "bench-b")
 NO_HANDLER = "bench-none"
 #: Sessions per ``import_records`` transaction while seeding.
@@ -179,7 +180,10 @@ def machine_line(info: dict[str, Any]) -> str:
 def seed(runtime: Runtime, prefix: str, count: int) -> list[str]:
     """Providers, then ``count`` IdP sessions with one provider session per provider."""
     registry = runtime.registry
-    registry.upsert_providers([ProviderConfig(name=p, protocol=NO_HANDLER) for p in PROVIDERS])
+    # Disabled: the registry refuses an enabled provider no handler serves.
+    registry.upsert_providers(
+        [ProviderConfig(name=p, protocol=NO_HANDLER, enabled=False) for p in PROVIDERS]
+    )
     ids = [f"{prefix}-{index:07d}" for index in range(count)]
     for start in range(0, count, SEED_CHUNK):
         records: list[SessionRecord | ProviderSessionRecord] = []

@@ -12,24 +12,46 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from orchestrator.binding import BoundSession, InvalidAddressError, IpFacts
+from orchestrator.binding import IpFacts
 from orchestrator.errors import InputError, LogoutError, Problem
+from orchestrator.importing import GeoipDatabases, Progress, SessionImport
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import IdpSession, Provider, ProviderSession, SessionFactory, utcnow
+from orchestrator.store import Provider, SessionFactory, utcnow
 from orchestrator.validation import problems_from
-from protocols import ProtocolHandler
+from protocols import ProtocolHandler, available_protocols
 from schemas import ProviderConfig, ProviderSessionRecord, SessionRecord, registry_record_adapter
 
-__all__ = ["FactsLookup", "ImportSummary", "SessionRegistry", "parse_providers_toml"]
+__all__ = [
+    "FactsLookup",
+    "GeoipDatabases",
+    "ImportSummary",
+    "Progress",
+    "SessionRegistry",
+    "parse_providers_toml",
+]
+
+#: Lines between two progress reports while validating.
+_REPORT_EVERY = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class ImportSummary:
-    """What a load or import changed."""
+    """What a load or import changed: ``created``/``updated`` count every row; of them,
+    ``sessions_created``/``sessions_updated`` IdP sessions (the rest provider sessions)."""
 
     created: int
     updated: int
     warnings: tuple[str, ...] = ()
+    sessions_created: int = 0
+    sessions_updated: int = 0
+
+    @property
+    def provider_sessions_created(self) -> int:
+        return self.created - self.sessions_created
+
+    @property
+    def provider_sessions_updated(self) -> int:
+        return self.updated - self.sessions_updated
 
 
 def parse_providers_toml(text: str, source: str = "providers file") -> list[ProviderConfig]:
@@ -67,15 +89,14 @@ def parse_providers_toml(text: str, source: str = "providers file") -> list[Prov
 #: Looks an address up for a session's binding; None when no GeoIP database is configured.
 FactsLookup = Callable[[str], IpFacts]
 
-_BOUND_FACTS = ("asn", "as_network", "continent", "country", "city")
-
 
 class SessionRegistry:
     """Write and read providers and sessions. Every method is one transaction.
 
     New sessions get their absolute deadline from ``policy`` unless the record gives one;
     a bound session (``network_binding``/``geoip_binding``) whose record carries no login
-    facts gets them from ``lookup`` (the GeoIP databases) when there is one.
+    facts gets them from ``lookup`` (the GeoIP databases) when there is one. A binding mode
+    whose database is not configured (``databases``) is refused: it could never be checked.
     """
 
     def __init__(
@@ -84,26 +105,35 @@ class SessionRegistry:
         handlers: Mapping[str, ProtocolHandler],
         policy: SessionPolicy | None = None,
         lookup: FactsLookup | None = None,
+        databases: GeoipDatabases | None = None,
     ) -> None:
         self._sessions = sessions
         self._handlers = handlers
         self._policy = policy or SessionPolicy()
         self._lookup = lookup
+        self._databases = databases or GeoipDatabases()
 
     # -- providers ---------------------------------------------------------------------
 
     def upsert_providers(self, configs: Sequence[ProviderConfig]) -> ImportSummary:
-        """Validate every provider with its handler, then upsert all or none."""
+        """Validate every provider with its handler, then upsert all or none.
+
+        A provider whose protocol no enabled handler serves is refused, unless it says
+        ``enabled = false`` (stored unchecked, with a warning): its logouts could not be sent.
+        """
         problems: list[Problem] = []
         warnings: list[str] = []
         validated: list[tuple[ProviderConfig, dict[str, Any]]] = []
         for config in configs:
             handler = self._handlers.get(config.protocol)
             settings = config.protocol_settings
+            if handler is None and config.enabled:
+                problems.append(self._unserved(config.name, config.protocol))
+                continue
             if handler is None:
                 warnings.append(
                     f"provider {config.name!r}: no handler for protocol {config.protocol!r} is "
-                    "enabled; its settings are stored unchecked and its logouts are skipped"
+                    "enabled; stored disabled, its settings unchecked"
                 )
             else:
                 try:
@@ -132,9 +162,40 @@ class SessionRegistry:
                 row.updated_at = utcnow()
         return ImportSummary(created, updated, tuple(warnings))
 
+    def _unserved(self, provider: str, protocol: str) -> Problem:
+        """Why ``protocol`` cannot serve ``provider``: not installed, or not enabled."""
+        where = f"provider {provider!r}"
+        enabled = ", ".join(sorted(self._handlers)) or "none"
+        installed = available_protocols()
+        if protocol in installed:
+            return Problem(
+                where,
+                "protocol",
+                f"the {protocol!r} handler is installed but not enabled by the protocols "
+                f"setting (enabled: {enabled}); add it to protocols, or set enabled = false",
+            )
+        return Problem(
+            where,
+            "protocol",
+            f"no installed handler serves {protocol!r}; installed: "
+            f"{', '.join(installed) or 'none'} (fix the name, install the handler, or set "
+            "enabled = false)",
+        )
+
     def load_providers_file(self, text: str, source: str) -> ImportSummary:
         """``providers load``: parse, validate and upsert a TOML file as a whole."""
         return self.upsert_providers(parse_providers_toml(text, source))
+
+    def unserved_providers(self) -> list[tuple[str, str]]:
+        """``(name, protocol)`` of each enabled provider no enabled handler serves (stored
+        before such providers were refused, or since the ``protocols`` setting changed)."""
+        with self._sessions() as db:
+            rows = db.execute(
+                select(Provider.name, Provider.protocol)
+                .where(Provider.enabled.is_(True))
+                .order_by(Provider.name)
+            ).all()
+        return [(name, protocol) for name, protocol in rows if protocol not in self._handlers]
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -181,12 +242,19 @@ class SessionRegistry:
             ) from exc
         self.import_records([record])
 
-    def import_lines(self, lines: Iterable[str]) -> ImportSummary:
-        """``sessions import``: JSON lines with a ``kind`` field; all or nothing."""
+    def import_lines(self, lines: Iterable[str], progress: Progress | None = None) -> ImportSummary:
+        """``sessions import``: JSON lines with a ``kind`` field; all or nothing.
+
+        ``progress(stage, done, total)`` is told how far validating and writing got.
+        """
+        text = lines if isinstance(lines, Sequence) else list(lines)
         records: list[SessionRecord | ProviderSessionRecord] = []
         labels: list[str] = []
         problems: list[Problem] = []
-        for number, line in enumerate(lines, start=1):
+        total = len(text)
+        for number, line in enumerate(text, start=1):
+            if progress is not None and number % _REPORT_EVERY == 0:
+                progress("validating", number, total)
             if not line.strip():
                 continue
             try:
@@ -194,142 +262,50 @@ class SessionRegistry:
                 labels.append(f"line {number}")
             except ValidationError as exc:
                 problems.extend(problems_from(exc, f"line {number}", tagged=True))
+        if progress is not None:
+            progress("validating", total, total)
         if problems:
             raise InputError(problems)
-        return self.import_records(records, labels)
+        return self.import_records(records, labels, progress)
 
     def import_records(
         self,
         records: Sequence[SessionRecord | ProviderSessionRecord],
         labels: Sequence[str] | None = None,
+        progress: Progress | None = None,
     ) -> ImportSummary:
-        """Upsert sessions and provider sessions in one transaction, after checking references.
+        """Upsert sessions and provider sessions in one transaction, after checking them all:
+        binding modes against the configured GeoIP databases, references, and each provider
+        session's identifiers with its protocol handler (see :mod:`orchestrator.importing`).
 
         ``labels`` name each record in errors (``line 3``); by default its identifiers.
         """
         where = dict(zip(map(id, records), labels, strict=True)) if labels else {}
         sessions = [r for r in records if isinstance(r, SessionRecord)]
         links = [r for r in records if isinstance(r, ProviderSessionRecord)]
-        created = updated = 0
+        batch = SessionImport(self._handlers, self._policy, self._lookup, self._databases, progress)
         with self._sessions.begin() as db:
-            self._check_references(db, sessions, links, where)
-            for rec in sessions:
-                row = db.get(IdpSession, rec.session_id)
-                given = rec.model_fields_set
-                if row is None:
-                    now = utcnow()
-                    started = rec.created or now
-                    row = IdpSession(
-                        session_id=rec.session_id,
-                        user_id=rec.user_id,
-                        created_at=started,
-                        last_seen=rec.last_seen or started,
-                        expires_at=self._policy.expires_at(
-                            started,
-                            remember_me=rec.remember_me,
-                            stay_signed_in=rec.stay_signed_in,
-                        ),
-                        remember_me=rec.remember_me,
-                        stay_signed_in=rec.stay_signed_in,
-                        network_binding=rec.network_binding,
-                        geoip_binding=rec.geoip_binding,
-                    )
-                    db.add(row)
-                    created += 1
-                    self._record_facts(row, rec, where.get(id(rec)))
-                else:
-                    if row.user_id != rec.user_id:
-                        raise InputError(
-                            [
-                                Problem(
-                                    where.get(id(rec), f"session {rec.session_id!r}"),
-                                    "user_id",
-                                    f"belongs to user {row.user_id!r}; a session never moves",
-                                )
-                            ]
-                        )
-                    updated += 1
-                    if rec.last_seen is not None:
-                        row.last_seen = rec.last_seen
-                    for name in ("remember_me", "stay_signed_in", "network_binding"):
-                        if name in given:
-                            setattr(row, name, getattr(rec, name))
-                    if "geoip_binding" in given:
-                        row.geoip_binding = rec.geoip_binding
-                    if given & {"ip", "network_binding", "geoip_binding", *_BOUND_FACTS}:
-                        self._record_facts(row, rec, where.get(id(rec)))
-                row.expires_at = rec.expires or row.expires_at
-                row.ip = rec.ip or row.ip
-                row.user_agent = rec.user_agent or row.user_agent
-            db.flush()
-            for link in links:
-                existing = db.scalar(
-                    select(ProviderSession).where(
-                        ProviderSession.session_id == link.session_id,
-                        ProviderSession.provider == link.provider,
-                    )
-                )
-                fields = link.model_dump(exclude={"kind", "session_id", "provider", "created"})
-                if existing is None:
-                    db.add(
-                        ProviderSession(
-                            session_id=link.session_id,
-                            provider=link.provider,
-                            created_at=link.created or utcnow(),
-                            **fields,
-                        )
-                    )
-                    created += 1
-                else:
-                    for key, value in fields.items():
-                        if value is not None:
-                            setattr(existing, key, value)
-                    updated += 1
-        return ImportSummary(created, updated)
-
-    def _record_facts(self, row: IdpSession, rec: SessionRecord, label: str | None) -> None:
-        """The login address's facts a binding compares with: given, or looked up."""
-        given = {name: getattr(rec, name) for name in _BOUND_FACTS}
-        if any(value is not None for value in given.values()):
-            for name, value in given.items():
-                setattr(row, name, value)
-            return
-        bound = row.network_binding != "no_binding" or row.geoip_binding != "no_binding"
-        address = rec.ip or row.ip
-        if not bound or address is None or self._lookup is None:
-            return
-        try:
-            facts = self._lookup(address)
-        except InvalidAddressError as exc:
-            where = label or f"session {rec.session_id!r}"
-            raise InputError([Problem(where, "ip", str(exc))]) from exc
-        login = BoundSession.at_login(rec.session_id, facts)
-        for name in _BOUND_FACTS:
-            setattr(row, name, getattr(login, name))
-
-    @staticmethod
-    def _check_references(
-        db: Any,
-        sessions: Sequence[SessionRecord],
-        links: Sequence[ProviderSessionRecord],
-        labels: Mapping[int, str],
-    ) -> None:
-        problems: list[Problem] = []
-        providers = set(db.scalars(select(Provider.name)))
-        known = {s.session_id for s in sessions}
-        wanted = {link.session_id for link in links} - known
-        if wanted:
-            known |= set(
-                db.scalars(select(IdpSession.session_id).where(IdpSession.session_id.in_(wanted)))
-            )
-        for link in links:
-            where = labels.get(id(link), f"provider session {link.session_id}/{link.provider}")
-            if link.provider not in providers:
-                problems.append(Problem(where, "provider", "no such provider (load it first)"))
-            if link.session_id not in known:
-                problems.append(Problem(where, "session_id", "no such IdP session"))
-        if problems:
-            raise InputError(problems)
+            conn = db.connection()
+            batch.check(conn, sessions, links, where)
+            batch.write(conn)
+        counts = batch.counts
+        warnings = tuple(
+            f"provider {name!r}: no handler for its protocol is enabled; {count} provider "
+            "session(s) stored unchecked, and its logouts are skipped"
+            for name, count in sorted(counts.unchecked.items())
+        ) + tuple(
+            f"provider {name!r}: its stored settings no longer pass its handler's checks; "
+            f"{count} provider session(s) stored unchecked, and its logouts are skipped until "
+            "the providers file is loaded again"
+            for name, count in sorted(counts.stale.items())
+        )
+        return ImportSummary(
+            created=counts.sessions_created + counts.links_created,
+            updated=counts.sessions_updated + counts.links_updated,
+            warnings=warnings,
+            sessions_created=counts.sessions_created,
+            sessions_updated=counts.sessions_updated,
+        )
 
 
 def _jsonable(value: Any) -> dict[str, Any]:

@@ -116,10 +116,14 @@ class Runtime:
 
     @property
     def registry(self) -> SessionRegistry:
-        from orchestrator.registry import SessionRegistry
+        from orchestrator.registry import GeoipDatabases, SessionRegistry
 
         lookup = self.geoip().lookup if self.has_geoip else None
-        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup)
+        databases = GeoipDatabases(
+            asn=self.settings.geoip_asn_db is not None,
+            city=self.settings.geoip_city_db is not None,
+        )
+        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup, databases)
 
     @property
     def has_geoip(self) -> bool:

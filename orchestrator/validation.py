@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +12,9 @@ from orchestrator.errors import InputError, Problem
 from schemas import Event, event_adapter
 
 __all__ = ["parse_event", "parse_event_lines", "problems_from"]
+
+#: Objects between two progress reports.
+_REPORT_EVERY = 1000
 
 
 def _field(loc: tuple[int | str, ...], tagged: bool) -> str:
@@ -64,11 +67,19 @@ class _BadJSON:
         self.message = f"invalid JSON: {message} (column {column})"
 
 
-def parse_event_lines(text: str) -> list[Event]:
-    """Parse one JSON object or JSON lines; every bad line is reported, none is returned."""
+def parse_event_lines(
+    text: str, progress: Callable[[str, int, int], None] | None = None
+) -> list[Event]:
+    """Parse one JSON object or JSON lines; every bad line is reported, none is returned.
+
+    ``progress("validating", done, total)`` hears how many lines were read, of how many.
+    """
     events: list[Event] = []
     problems: list[Problem] = []
-    for where, raw in _numbered_objects(text):
+    total = text.count("\n") + (not text.endswith("\n"))
+    for done, (where, raw) in enumerate(_numbered_objects(text), start=1):
+        if progress is not None and done % _REPORT_EVERY == 0:
+            progress("validating", done, total)
         if isinstance(raw, _BadJSON):
             problems.append(Problem(where, "", raw.message))
             continue
@@ -76,6 +87,8 @@ def parse_event_lines(text: str) -> list[Event]:
             events.append(parse_event(raw, where))
         except InputError as exc:
             problems.extend(exc.problems)
+    if progress is not None:
+        progress("validating", total, total)
     if problems:
         raise InputError(problems)
     if not events:

@@ -9,13 +9,13 @@ group whose value is a :class:`ProtocolHandler` subclass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from schemas.errors import PermanentDeliveryError, TransientDeliveryError
+from schemas.errors import PermanentDeliveryError, Problem, TransientDeliveryError
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -30,6 +30,7 @@ __all__ = [
     "LogoutContext",
     "ProtocolHandler",
     "ProviderInfo",
+    "ProviderSessionIdentifiers",
     "ProviderSessionInfo",
     "classify_status",
     "parse_retry_after",
@@ -73,6 +74,25 @@ class ProviderSessionInfo:
     name_qualifier: str | None = None
     sp_name_qualifier: str | None = None
     session_index: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSessionIdentifiers:
+    """The protocol identifiers a provider session is recorded with (imported, or recorded
+    through the Python API), before it is stored: what :meth:`ProtocolHandler.
+    validate_provider_session` checks."""
+
+    sid: str | None = None
+    sub: str | None = None
+    name_id: str | None = None
+    name_id_format: str | None = None
+    name_qualifier: str | None = None
+    sp_name_qualifier: str | None = None
+    session_index: str | None = None
+
+    def given(self) -> list[str]:
+        """The names of the identifiers that have a value."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +219,19 @@ class ProtocolHandler:
         The default accepts the mapping as it is.
         """
         return dict(settings)
+
+    def validate_provider_session(
+        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+    ) -> list[Problem]:
+        """Check the identifiers of a provider session about to be recorded for ``provider``
+        (its ``settings`` as :meth:`validate_settings` returned them).
+
+        Return one :class:`Problem` per field that cannot work, its ``message`` saying what
+        to give instead (``where`` is left empty: the caller names the line or record);
+        nothing is recorded then. Called on ``sessions import`` and
+        ``record_provider_session``. The default accepts any identifiers.
+        """
+        return []
 
     def channel(self, provider: ProviderInfo) -> Channel:
         """How this provider's sessions are logged out. Default: back-channel."""

@@ -249,6 +249,25 @@ class _BindingChange(_Contract):
         dumped: dict[str, Any] = handler(value)
         return dumped if any(item is not None for item in dumped.values()) else {}
 
+    @staticmethod
+    def _from_string(reason: object, value: str | None) -> dict[str, Any]:
+        """A value of the string shape of earlier releases as the record it came from."""
+        raise NotImplementedError
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_strings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            **data,
+            **{
+                key: cls._from_string(data.get("reason"), data[key])
+                for key in ("previous_value", "new_value")
+                if key in data and (data[key] is None or isinstance(data[key], str))
+            },
+        }
+
 
 class NetworkBindingChange(_BindingChange):
     """A broken network binding: the login's ASN record and the new address's.
@@ -263,19 +282,9 @@ class NetworkBindingChange(_BindingChange):
     previous_value: ASN = Field(default_factory=ASN)
     new_value: ASN = Field(default_factory=ASN)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _read_strings(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        return {
-            **data,
-            **{
-                key: _legacy_asn(data[key])
-                for key in ("previous_value", "new_value")
-                if key in data and (data[key] is None or isinstance(data[key], str))
-            },
-        }
+    @staticmethod
+    def _from_string(reason: object, value: str | None) -> dict[str, Any]:
+        return _legacy_asn(value)
 
 
 class GeoipBindingChange(_BindingChange):
@@ -291,19 +300,9 @@ class GeoipBindingChange(_BindingChange):
     previous_value: Geo = Field(default_factory=Geo)
     new_value: Geo = Field(default_factory=Geo)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _read_strings(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        return {
-            **data,
-            **{
-                key: _legacy_geo(data.get("reason"), data[key])
-                for key in ("previous_value", "new_value")
-                if key in data and (data[key] is None or isinstance(data[key], str))
-            },
-        }
+    @staticmethod
+    def _from_string(reason: object, value: str | None) -> dict[str, Any]:
+        return _legacy_geo(reason, value)
 
 
 Binding = Annotated[NetworkBindingChange | GeoipBindingChange, Field(discriminator="reason")]

@@ -184,12 +184,16 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
     the events are handled right here, in-process.
     """
     from orchestrator.validation import parse_event_lines
+    from workers.progress import MAX_LISTED_ON_TERMINAL, ProgressBar, Reported, publish_summary
 
     settings = _settings(ctx)
-    events = parse_event_lines(_read(source))
-    _publish_events(settings, events, wait)
-    for event in events:
-        _console().print(f"published {event.type} {event.event_id}", markup=False)
+    with ProgressBar() as progress:
+        events = parse_event_lines(_read(source), progress)
+        _publish_events(settings, Reported(events, progress, "publishing"), wait)
+    if not (progress.shown and len(events) > MAX_LISTED_ON_TERMINAL):
+        for event in events:
+            _console().print(f"published {event.type} {event.event_id}", markup=False)
+    _console().print(publish_summary(len(events), progress.elapsed), markup=False)
 
 
 def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 30.0) -> None:
@@ -298,13 +302,17 @@ def sessions() -> None:
 def sessions_import(ctx: click.Context, file: str) -> None:
     """Upsert sessions from JSON lines with a "kind" field (session | provider_session)."""
     from orchestrator.runtime import Runtime
+    from workers.progress import ProgressBar, import_summary
 
     runtime = Runtime.start(_settings(ctx))
     try:
-        summary = runtime.registry.import_lines(_read(file).splitlines())
+        with ProgressBar() as progress:
+            summary = runtime.registry.import_lines(_read(file).splitlines(), progress)
     finally:
         runtime.close()
-    _console().print(f"sessions: {summary.created} created, {summary.updated} updated")
+    for warning in summary.warnings:
+        _console(stderr=True).print(f"warning: {warning}", markup=False)
+    _console().print(import_summary(summary, progress.elapsed), markup=False)
 
 
 @sessions.command("sweep")

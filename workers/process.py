@@ -148,6 +148,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
         broker=settings.broker_url.split(":", 1)[0],
         protocols=sorted(runtime.handlers),
     )
+    _warn_unserved(runtime)
     _start_periodic(actors, stop)
     # What start-up made lives as long as the process: keep it out of the collector's scans,
     # so a collection during an event's handling is shorter.
@@ -175,6 +176,18 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     settings = Settings.load(warn_unknown=False, **settings_data)  # the supervisor warned
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, migrate=False, parent=parent))
+
+
+def _warn_unserved(runtime: Runtime) -> None:
+    """Say at start which enabled providers no enabled handler serves: their logouts are
+    skipped (``delivery.skipped``), which an operator should hear before the first logout."""
+    unserved = runtime.registry.unserved_providers()
+    if unserved:
+        _log.warning(
+            "providers without an enabled handler; their logouts are skipped until the "
+            "handler is enabled (protocols) or the provider is loaded with enabled = false",
+            providers={name: protocol for name, protocol in unserved},
+        )
 
 
 def serve(settings: Settings) -> int:

@@ -16,6 +16,7 @@ from orchestrator.binding.evaluate import (
     NetworkBinding,
     UnlistedAddressPolicy,
     evaluate,
+    unserved_modes,
 )
 from orchestrator.binding.geoip import (
     GeoipClosedError,
@@ -46,4 +47,5 @@ __all__ = [
     "evaluate",
     "is_special_address",
     "parse_address",
+    "unserved_modes",
 ]

@@ -77,6 +77,7 @@ __all__ = [
     "NetworkBinding",
     "UnlistedAddressPolicy",
     "evaluate",
+    "unserved_modes",
 ]
 
 
@@ -116,6 +117,40 @@ _GEOIP_DEPTH = {
     GeoipBinding.BIND_CONTINENT_COUNTRY: 2,
     GeoipBinding.BIND_CONTINENT_COUNTRY_CITY: 3,
 }
+
+
+#: The setting naming the database each binding family reads.
+_DATABASE_SETTINGS = {"network_binding": "geoip_asn_db", "geoip_binding": "geoip_city_db"}
+
+
+def unserved_modes(
+    network_binding: NetworkBinding | str,
+    geoip_binding: GeoipBinding | str,
+    *,
+    has_asn_database: bool,
+    has_city_database: bool,
+) -> list[tuple[str, str]]:
+    """``(field, reason)`` for each mode the configured databases cannot serve; empty if none.
+
+    A network binding other than ``no_binding`` reads the ASN database (``geoip_asn_db``),
+    a GeoIP binding other than ``no_binding`` the City database (``geoip_city_db``). Raises
+    :class:`BindingModeError` for a value that is not a mode.
+    """
+    network = _mode(NetworkBinding, network_binding, "network_binding")
+    geoip = _mode(GeoipBinding, geoip_binding, "geoip_binding")
+    unserved: list[tuple[str, str]] = []
+    if _NETWORK_DEPTH[network] and not has_asn_database:
+        unserved.append(("network_binding", _unserved(network, "ASN", "network_binding")))
+    if _GEOIP_DEPTH[geoip] and not has_city_database:
+        unserved.append(("geoip_binding", _unserved(geoip, "City", "geoip_binding")))
+    return unserved
+
+
+def _unserved(mode: NetworkBinding | GeoipBinding, database: str, family: str) -> str:
+    return (
+        f"{mode.value} needs the GeoIP {database} database, and none is configured "
+        f"(set {_DATABASE_SETTINGS[family]}, or use no_binding)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,16 +333,14 @@ def evaluate(
     policy = UnlistedAddressPolicy(policy)
     network_depth = _NETWORK_DEPTH[session.network_binding]
     geoip_depth = _GEOIP_DEPTH[session.geoip_binding]
-    if network_depth and not reader.has_asn_database:
-        raise ConfigurationError(
-            f"network binding {session.network_binding.value} needs the GeoIP ASN database, "
-            "and none is configured"
-        )
-    if geoip_depth and not reader.has_city_database:
-        raise ConfigurationError(
-            f"GeoIP binding {session.geoip_binding.value} needs the GeoIP City database, "
-            "and none is configured"
-        )
+    unserved = unserved_modes(
+        session.network_binding,
+        session.geoip_binding,
+        has_asn_database=reader.has_asn_database,
+        has_city_database=reader.has_city_database,
+    )
+    if unserved:
+        raise ConfigurationError("; ".join(f"{name}: {reason}" for name, reason in unserved))
     address = parse_address(new_ip)
     facts = reader.lookup(address)
     if session.ip is not None and session.ip == facts.ip:

@@ -13,13 +13,14 @@ from protocols.base import (
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
+    ProviderSessionIdentifiers,
     ProviderSessionInfo,
 )
 from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.keys import KeyRing
 from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
 from protocols.oidc.tokens import logout_token_claims, sign
-from schemas.errors import PermanentDeliveryError
+from schemas.errors import PermanentDeliveryError, Problem
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["OidcHandler"]
 
 _FORM = "application/x-www-form-urlencoded"
+#: Identifiers of SAML sessions: an OIDC logout never carries them.
+_FOREIGN = ("name_id", "name_id_format", "name_qualifier", "sp_name_qualifier", "session_index")
 
 
 class OidcHandler(ProtocolHandler):
@@ -44,6 +47,35 @@ class OidcHandler(ProtocolHandler):
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
+
+    def validate_provider_session(
+        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+    ) -> list[Problem]:
+        """What the client's logout needs: a back-channel logout token names ``sid`` or
+        ``sub`` (Back-Channel Logout §2.4), ``sid`` when the client registered
+        ``backchannel_logout_session_required``; a front-channel URL carries ``sid`` when
+        ``frontchannel_logout_session_required``. SAML identifiers are refused: never sent."""
+        rp: OidcProviderSettings = provider.settings
+        problems = [
+            Problem("", name, f"is a SAML identifier; provider {provider.name!r} is OIDC")
+            for name in _FOREIGN
+            if getattr(identifiers, name) is not None
+        ]
+        if identifiers.sid is None:
+            if rp.method is LogoutMethod.BACKCHANNEL and rp.backchannel_logout_session_required:
+                problems.append(_sid_required(provider.name, "backchannel"))
+            elif rp.method is LogoutMethod.FRONTCHANNEL and rp.frontchannel_logout_session_required:
+                problems.append(_sid_required(provider.name, "frontchannel"))
+            elif rp.method is LogoutMethod.BACKCHANNEL and identifiers.sub is None:
+                problems.append(
+                    Problem(
+                        "",
+                        "sid",
+                        "a logout token needs sid or sub, and neither is given "
+                        "(give the sid or the sub the client received in its ID token)",
+                    )
+                )
+        return problems
 
     def channel(self, provider: ProviderInfo) -> Channel:
         rp: OidcProviderSettings = provider.settings
@@ -108,3 +140,12 @@ class OidcHandler(ProtocolHandler):
             binding="iframe",
             url=url,
         )
+
+
+def _sid_required(provider: str, channel: str) -> Problem:
+    return Problem(
+        "",
+        "sid",
+        f"required: provider {provider!r} sets {channel}_logout_session_required = true "
+        "(give the sid of the client's ID token)",
+    )

@@ -15,6 +15,7 @@ from protocols.base import (
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
+    ProviderSessionIdentifiers,
     ProviderSessionInfo,
     classify_status,
 )
@@ -39,7 +40,7 @@ from protocols.saml.settings import (
     parse_provider_settings,
 )
 from protocols.saml.signing import sign_enveloped
-from schemas.errors import PermanentDeliveryError
+from schemas.errors import PermanentDeliveryError, Problem
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -66,6 +67,28 @@ class SamlHandler(ProtocolHandler):
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
+
+    def validate_provider_session(
+        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+    ) -> list[Problem]:
+        """A LogoutRequest names the session by the ``NameID`` issued to the SP (SAML Core
+        §3.7.1), so ``name_id`` is required; ``session_index`` narrows it to one session
+        (without it the SP ends all of that NameID's sessions). OIDC identifiers are refused."""
+        problems = [
+            Problem("", name, f"is an OIDC identifier; provider {provider.name!r} is SAML")
+            for name in ("sid", "sub")
+            if getattr(identifiers, name) is not None
+        ]
+        if not identifiers.name_id:
+            problems.append(
+                Problem(
+                    "",
+                    "name_id",
+                    "required: a LogoutRequest names the NameID issued to the SP (give it, "
+                    "with name_id_format and session_index as in the assertion)",
+                )
+            )
+        return problems
 
     def channel(self, provider: ProviderInfo) -> Channel:
         sp: SamlProviderSettings = provider.settings

@@ -26,7 +26,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from orchestrator import Publisher, Runtime, Settings
-from orchestrator.store import TERMINAL_DELIVERY_STATUSES, AuditRow, Delivery, EventRecord
+from orchestrator.store import (
+    TERMINAL_DELIVERY_STATUSES,
+    AuditRow,
+    Delivery,
+    EventRecord,
+    Provider,
+)
 from protocols import ProtocolHandler
 from schemas import ProviderConfig
 from workers import build_broker
@@ -277,12 +283,29 @@ class Stack:
     ) -> None:
         """Load providers (``[[providers]]`` tables) and session records through the registry.
 
-        Providers are validated by the enabled handlers; records need none.
+        Providers are validated by the enabled handlers; records need none. A provider no
+        enabled handler serves (a test whose deliveries are to be skipped) is stored as a row,
+        unchecked, as ``providers load`` stored such providers before it refused them.
         """
         with self.runtime(handlers=None if providers else {}) as runtime:
             if providers:
                 configs = [ProviderConfig.model_validate(table) for table in providers]
-                runtime.registry.upsert_providers(configs)
+                runtime.registry.upsert_providers(
+                    [c for c in configs if c.protocol in runtime.handlers]
+                )
+                with runtime.sessions.begin() as db:
+                    for config in configs:
+                        if config.protocol not in runtime.handlers:
+                            db.merge(
+                                Provider(
+                                    name=config.name,
+                                    protocol=config.protocol,
+                                    enabled=config.enabled,
+                                    full_logout_on_rp_initiated=config.full_logout_on_rp_initiated,
+                                    settings=config.protocol_settings,
+                                    updated_at=datetime.now(UTC),
+                                )
+                            )
             if records:
                 runtime.registry.import_lines(json_lines(records).splitlines())
 

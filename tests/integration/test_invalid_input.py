@@ -105,3 +105,44 @@ def test_worker_records_an_invalid_raw_message(stack: Stack) -> None:
         assert db.scalar(select(func.count()).select_from(EventRecord)) == 0
     stack.wait_for(lambda: stack.unacked("events") == 0, what="the message to be acknowledged")
     assert worker.alive()
+
+
+def test_worker_rejects_a_start_whose_binding_no_database_serves(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """session.started with network_binding and no ASN database: rejected, kept, audited."""
+    stack.protocols = []  # no handler is needed here
+    with stack.runtime():
+        pass
+    worker = stack.start_worker()
+    event = {
+        "type": "session.started",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-22T10:00:00+00:00",
+        "initiator": "user",
+        "session_id": "s-bound",
+        "user_id": "alice",
+        "ip": "81.2.69.142",
+        "network_binding": "bind_asn",
+    }
+    source = tmp_path / "start.jsonl"
+    source.write_text(json_lines([event]), encoding="utf-8")
+    published = stack.cli("publish", str(source))
+    assert published.returncode == 0, published.stderr
+
+    def rejected() -> bool:
+        with stack.db() as db:
+            return bool(db.scalar(select(func.count()).select_from(RejectedEvent)))
+
+    stack.wait_for(rejected, what="the rejected_events row", timeout=60)
+    expected = (
+        "session 's-bound': network_binding: bind_asn needs the GeoIP ASN database, and none "
+        "is configured (set geoip_asn_db, or use no_binding)"
+    )
+    with stack.db() as db:
+        [row] = db.scalars(select(RejectedEvent))
+        assert row.problems == [expected]
+        [audit] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
+        assert audit.detail["problems"] == [expected]
+        assert not list(db.scalars(select(AuditRow).where(AuditRow.type == "session.started")))
+    assert worker.alive()

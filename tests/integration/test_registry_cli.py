@@ -109,7 +109,9 @@ def test_providers_and_sessions_round_trip_and_refusals(stack: Stack, tmp_path: 
         "sessions", "import", _write(tmp_path / "sessions.jsonl", json_lines(SESSIONS))
     )
     assert imported.returncode == 0, imported.stderr
-    assert "5 created" in imported.stdout
+    assert (
+        "sessions: 2 created, 0 updated; provider sessions: 3 created, 0 updated" in imported.stdout
+    )
     assert _sessions(stack) == {"s-1": "alice", "s-2": "bob"}
     assert _links(stack) == {("s-1", "wiki", "w1"), ("s-1", "chat", "c1"), ("s-2", "wiki", "w2")}
 
@@ -136,3 +138,85 @@ def test_providers_and_sessions_round_trip_and_refusals(stack: Stack, tmp_path: 
     assert "line 2" not in rejected.stderr
     assert _sessions(stack) == {"s-1": "alice", "s-2": "bob"}, "a refused file stored a session"
     assert _links(stack) == {("s-1", "wiki", "w1"), ("s-1", "chat", "c1"), ("s-2", "wiki", "w2")}
+
+
+SAML_AND_OIDC = """\
+[[providers]]
+name = "wiki"
+protocol = "oidc"
+client_id = "wiki-client"
+backchannel_logout_uri = "https://wiki.example.test/bcl"
+backchannel_logout_session_required = true
+
+[[providers]]
+name = "payroll"
+protocol = "saml"
+entity_id = "https://payroll.example.test/sp"
+sls_url = "https://payroll.example.test/sls"
+sls_binding = "soap"
+"""
+
+
+def test_operator_mistakes_are_refused_naming_line_field_and_fix(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Unknown protocol, missing sid / name_id, a binding without its database: each refused."""
+    openid = SAML_AND_OIDC + '\n[[providers]]\nname = "x"\nprotocol = "openid"\nclient_id = "x"\n'
+    refused = stack.cli("providers", "load", _write(tmp_path / "openid.toml", openid))
+    assert refused.returncode == 2, refused.stdout
+    assert "provider 'x': protocol: no installed handler serves 'openid'; installed: " in (
+        refused.stderr
+    )
+    assert "or set enabled = false" in refused.stderr
+    assert _providers(stack) == {}
+    loaded = stack.cli("providers", "load", _write(tmp_path / "p.toml", SAML_AND_OIDC))
+    assert loaded.returncode == 0, loaded.stderr
+
+    lines = [
+        {"kind": "session", "session_id": "s-1", "user_id": "alice"},
+        {"kind": "session", "session_id": "s-2", "user_id": "bob", "network_binding": "bind_asn"},
+        {"kind": "provider_session", "session_id": "s-1", "provider": "wiki", "sub": "alice"},
+        {"kind": "provider_session", "session_id": "s-1", "provider": "payroll"},
+    ]
+    rejected = stack.cli("sessions", "import", _write(tmp_path / "s.jsonl", json_lines(lines)))
+    assert rejected.returncode == 2, rejected.stdout
+    problems = [line.strip() for line in rejected.stderr.splitlines() if "line " in line]
+    assert [p.split(":", 2)[:2] for p in problems] == [
+        ["line 2", " network_binding"],
+        ["line 3", " sid"],
+        ["line 4", " name_id"],
+    ], rejected.stderr
+    assert "set geoip_asn_db" in problems[0]
+    assert "backchannel_logout_session_required" in problems[1]
+    assert "NameID" in problems[2]
+    assert _sessions(stack) == {}, "a refused file stored a session"
+
+
+def test_large_import_on_postgresql_creates_then_updates(stack: Stack, tmp_path: Path) -> None:
+    """Thousands of lines through COPY: counted, stored, and updated in place the second time."""
+    stack.cli("providers", "load", _write(tmp_path / "p.toml", SAML_AND_OIDC))
+    lines: list[dict[str, object]] = []
+    for n in range(12_000):
+        lines.append({"kind": "session", "session_id": f"s-{n}", "user_id": f"u-{n % 7}"})
+        lines.append(
+            {"kind": "provider_session", "session_id": f"s-{n}", "provider": "wiki", "sid": f"w{n}"}
+        )
+    source = _write(tmp_path / "big.jsonl", json_lines(lines))
+    first = stack.cli("sessions", "import", source)
+    assert first.returncode == 0, first.stderr
+    assert (
+        "sessions: 12,000 created, 0 updated; provider sessions: 12,000 created, 0 updated"
+        in first.stdout
+    )
+    assert "━" not in first.stdout + first.stderr  # redirected: no bar
+    lines[1] = {**lines[1], "sid": "changed"}
+    second = stack.cli("sessions", "import", _write(tmp_path / "again.jsonl", json_lines(lines)))
+    assert second.returncode == 0, second.stderr
+    assert (
+        "sessions: 0 created, 12,000 updated; provider sessions: 0 created, 12,000 updated"
+        in second.stdout
+    )
+    links = _links(stack)
+    assert len(links) == 12_000
+    assert ("s-0", "wiki", "changed") in links
+    assert ("s-1", "wiki", "w1") in links

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from orchestrator import Runtime, Settings
+from orchestrator.registry import parse_providers_toml
+from orchestrator.store import Provider
 
 
 def make_event(kind: str, **fields: Any) -> dict[str, Any]:
@@ -77,9 +79,27 @@ SESSIONS = [
 ]
 
 
+def store_providers(runtime: Runtime, text: str) -> None:
+    """Store the ``[[providers]]`` of ``text`` as rows, unchecked, upserted: providers no
+    enabled handler serves (loaded before such were refused, or ``protocols`` changed since);
+    ``providers load`` refuses them."""
+    with runtime.sessions.begin() as db:
+        for config in parse_providers_toml(text, "providers.toml"):
+            db.merge(
+                Provider(
+                    name=config.name,
+                    protocol=config.protocol,
+                    enabled=config.enabled,
+                    full_logout_on_rp_initiated=config.full_logout_on_rp_initiated,
+                    settings=config.protocol_settings,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+
+
 @pytest.fixture
 def populated(runtime: Runtime) -> Runtime:
-    """Three providers; alice has sessions s-1..s-3, bob has s-9."""
-    runtime.registry.load_providers_file(PROVIDERS_TOML, "providers.toml")
+    """Three providers (stored without a handler); alice has sessions s-1..s-3, bob has s-9."""
+    store_providers(runtime, PROVIDERS_TOML)
     runtime.registry.import_lines(SESSIONS)
     return runtime

@@ -705,4 +705,5 @@ def test_package_exports() -> None:
         "evaluate",
         "is_special_address",
         "parse_address",
+        "unserved_modes",
     }

@@ -30,12 +30,17 @@ def _run(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
 
 
 def _setup(env: dict[str, str], tmp_path: Path) -> None:
-    (tmp_path / "p.toml").write_text(PROVIDERS_TOML)
+    # No handler is enabled (LOGOUT_PROTOCOLS=""): providers load only disabled.
+    (tmp_path / "p.toml").write_text(
+        PROVIDERS_TOML.replace("protocol =", "enabled = false\nprotocol =")
+    )
     (tmp_path / "s.jsonl").write_text("\n".join(SESSIONS) + "\n")
     assert _run(env, "providers", "load", str(tmp_path / "p.toml")).exit_code == 0
     result = _run(env, "sessions", "import", str(tmp_path / "s.jsonl"))
     assert result.exit_code == 0, result.output
-    assert "10 created" in result.output
+    assert "sessions: 4 created, 0 updated; provider sessions: 6 created, 0 updated" in (
+        result.output
+    )
 
 
 def test_publish_in_memory_mode_handles_events_inline(env: dict[str, str], tmp_path: Path) -> None:

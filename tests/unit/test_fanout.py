@@ -448,7 +448,8 @@ def test_unknown_ids_are_ignored(one_rp: _Env) -> None:
 def test_disabled_provider_and_missing_handler_are_skipped(env: _Env) -> None:
     """A disabled provider and a protocol without handler are skipped, with reasons."""
     env.provider("off", enabled=False)
-    env.provider("legacy", protocol="other")
+    with env.sessions.begin() as db:  # stored before such providers were refused
+        db.add(Provider(name="legacy", protocol="other", enabled=True, settings={}))
     env.provider("rp1")
     env.session("s-1", "alice", {"off": "sid-off", "legacy": "sid-legacy", "rp1": "sid-rp1"})
     event_id = env.logout("s-1")

@@ -23,7 +23,7 @@ from orchestrator.store import (
     utcnow,
 )
 from schemas import BINDING_LOGOUT_REASON
-from tests.unit.conftest import make_event
+from tests.unit.conftest import make_event, store_providers
 
 
 def _no_sender() -> HttpSender:
@@ -164,9 +164,9 @@ def test_provider_logout_with_full_logout_ends_everything(populated: Runtime) ->
 
 def test_provider_configured_for_full_logout(populated: Runtime) -> None:
     """A provider with full_logout_on_rp_initiated ends everything on its own logout."""
-    populated.registry.load_providers_file(
+    store_providers(
+        populated,
         '[[providers]]\nname = "chat"\nprotocol = "oidc"\nfull_logout_on_rp_initiated = true\n',
-        "override.toml",
     )
     event_id = _handle(populated, "logout.provider", session_id="s-1", provider="chat")
     assert _ended(populated) == {"s-1": "provider_logout"}
@@ -381,7 +381,7 @@ def test_racing_events_end_each_session_exactly_once(runtime: Runtime) -> None:
     """Events racing for the same sessions end each once, with one delivery per link."""
     from concurrent.futures import ThreadPoolExecutor
 
-    runtime.registry.load_providers_file('[[providers]]\nname="w"\nprotocol="oidc"\n', "p")
+    store_providers(runtime, '[[providers]]\nname="w"\nprotocol="oidc"\n')
     lines = []
     for n in range(40):
         lines.append(f'{{"kind": "session", "session_id": "r-{n}", "user_id": "u"}}')

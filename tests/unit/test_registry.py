@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
-from orchestrator import InputError, Problem, Runtime, SessionRegistry
-from orchestrator.store import IdpSession, Provider, ProviderSession
+from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings
+from orchestrator.pipeline import HandleResult
+from orchestrator.store import (
+    AuditRow,
+    IdpSession,
+    Provider,
+    ProviderSession,
+    RejectedEvent,
+)
 from protocols import ProtocolHandler
+from tests.geoip_data import GeoipFiles
+from tests.unit.conftest import make_event, store_providers
+from workers.process import _warn_unserved
+
+PROVIDERS = """
+[[providers]]
+name = "wiki"
+protocol = "oidc"
+client_id = "wiki"
+backchannel_logout_uri = "https://wiki.example.com/bcl"
+backchannel_logout_session_required = true
+
+[[providers]]
+name = "chat"
+protocol = "oidc"
+client_id = "chat"
+backchannel_logout_uri = "https://chat.example.com/bcl"
+
+[[providers]]
+name = "portal"
+protocol = "oidc"
+client_id = "portal"
+frontchannel_logout_uri = "https://portal.example.com/fcl"
+frontchannel_logout_session_required = true
+
+[[providers]]
+name = "payroll"
+protocol = "saml"
+entity_id = "https://payroll.example.com/sp"
+sls_url = "https://payroll.example.com/sls"
+sls_binding = "soap"
+"""
 
 
 class StrictHandler(ProtocolHandler):
@@ -29,11 +70,20 @@ def _count(runtime: Runtime, model: Any) -> int:
         return int(db.scalar(select(func.count()).select_from(model)) or 0)
 
 
+@pytest.fixture
+def handled(settings: Settings) -> Iterator[Runtime]:
+    """A migrated runtime with the OIDC and SAML handlers enabled."""
+    rt = Runtime.start(settings.with_overrides(protocols=["oidc", "saml"]))
+    yield rt
+    rt.close()
+
+
 def test_providers_load_and_upsert(runtime: Runtime) -> None:
     """Loading twice updates instead of duplicating; protocol settings are kept."""
-    text = '[[providers]]\nname = "wiki"\nprotocol = "oidc"\nclient_id = "w"\n'
-    first = runtime.registry.load_providers_file(text, "p.toml")
-    second = runtime.registry.load_providers_file(text.replace('"w"', '"w2"'), "p.toml")
+    registry = SessionRegistry(runtime.sessions, {"strict": StrictHandler(runtime.settings)})
+    text = '[[providers]]\nname = "wiki"\nprotocol = "strict"\nclient_id = "w"\n'
+    first = registry.load_providers_file(text, "p.toml")
+    second = registry.load_providers_file(text.replace('"w"', '"w2"'), "p.toml")
     assert (first.created, first.updated, second.created, second.updated) == (1, 0, 0, 1)
     with runtime.sessions() as db:
         row = db.get(Provider, "wiki")
@@ -42,15 +92,56 @@ def test_providers_load_and_upsert(runtime: Runtime) -> None:
         assert row.enabled is True
 
 
-def test_provider_without_handler_warns(runtime: Runtime) -> None:
-    """A protocol with no enabled handler is stored, with a warning that says so."""
-    summary = runtime.registry.load_providers_file(
-        '[[providers]]\nname = "x"\nprotocol = "cas"\n', "p.toml"
+def test_unknown_protocol_is_refused_whole(handled: Runtime) -> None:
+    """A protocol no installed handler serves refuses the file, naming provider, field, fix."""
+    text = PROVIDERS + '[[providers]]\nname = "x"\nprotocol = "openid"\nclient_id = "x"\n'
+    with pytest.raises(InputError) as caught:
+        handled.registry.load_providers_file(text, "providers.toml")
+    assert [str(p) for p in caught.value.problems] == [
+        "provider 'x': protocol: no installed handler serves 'openid'; installed: oidc, saml "
+        "(fix the name, install the handler, or set enabled = false)"
+    ]
+    assert _count(handled, Provider) == 0
+
+
+def test_installed_protocol_not_enabled_is_refused(settings: Settings) -> None:
+    """An installed handler left out of the protocols setting is named, with the setting."""
+    runtime = Runtime.start(settings.with_overrides(protocols=["oidc"]))
+    try:
+        with pytest.raises(InputError) as caught:
+            runtime.registry.load_providers_file(PROVIDERS, "providers.toml")
+        assert [str(p) for p in caught.value.problems] == [
+            "provider 'payroll': protocol: the 'saml' handler is installed but not enabled by "
+            "the protocols setting (enabled: oidc); add it to protocols, or set enabled = false"
+        ]
+        assert _count(runtime, Provider) == 0
+    finally:
+        runtime.close()
+
+
+def test_disabled_provider_without_handler_is_stored_with_a_warning(handled: Runtime) -> None:
+    """enabled = false stores a provider no handler serves, unchecked, and says so."""
+    summary = handled.registry.load_providers_file(
+        '[[providers]]\nname = "x"\nprotocol = "cas"\nenabled = false\nurl = "u"\n', "p.toml"
     )
     assert summary.warnings == (
-        "provider 'x': no handler for protocol 'cas' is enabled; its settings are stored "
-        "unchecked and its logouts are skipped",
+        "provider 'x': no handler for protocol 'cas' is enabled; stored disabled, its settings "
+        "unchecked",
     )
+    with handled.sessions() as db:
+        row = db.get(Provider, "x")
+        assert row is not None
+        assert (row.enabled, row.settings) == (False, {"url": "u"})
+
+
+def test_unserved_providers_are_listed(runtime: Runtime) -> None:
+    """Enabled providers stored before the refusal, which no handler serves, are named."""
+    store_providers(
+        runtime,
+        '[[providers]]\nname = "old"\nprotocol = "openid"\n'
+        '[[providers]]\nname = "off"\nprotocol = "openid"\nenabled = false\n',
+    )
+    assert runtime.registry.unserved_providers() == [("old", "openid")]
 
 
 @pytest.mark.parametrize(
@@ -155,14 +246,227 @@ def test_invalid_sessions_are_refused_whole(
         assert db.get(IdpSession, "s-new") is None
 
 
-def test_python_api_records_sessions(runtime: Runtime) -> None:
+def test_python_api_records_sessions(handled: Runtime) -> None:
     """IdP components record sessions and provider sessions through the Python API."""
-    runtime.registry.load_providers_file('[[providers]]\nname="w"\nprotocol="oidc"\n', "p")
-    runtime.registry.record_session("s-1", "u-1", ip="81.2.69.142", user_agent="ff")
-    runtime.registry.record_provider_session("s-1", "w", sid="abc", sub="u-1")
-    with runtime.sessions() as db:
+    handled.registry.load_providers_file(PROVIDERS.replace('"chat"', '"w"'), "p")
+    handled.registry.record_session("s-1", "u-1", ip="81.2.69.142", user_agent="ff")
+    handled.registry.record_provider_session("s-1", "w", sid="abc", sub="u-1")
+    with handled.sessions() as db:
         link = db.scalar(select(ProviderSession))
         assert link is not None
         assert (link.sid, link.sub, link.provider) == ("abc", "u-1", "w")
     with pytest.raises(InputError, match="sid: String should have at most 255 characters"):
-        runtime.registry.record_provider_session("s-1", "w", sid="x" * 300)
+        handled.registry.record_provider_session("s-1", "w", sid="x" * 300)
+
+
+def _session(session_id: str, **fields: Any) -> str:
+    return json.dumps({"kind": "session", "session_id": session_id, "user_id": "u", **fields})
+
+
+def _link(session_id: str, provider: str, **ids: str) -> str:
+    return json.dumps(
+        {"kind": "provider_session", "session_id": session_id, "provider": provider, **ids}
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            _link("s-1", "wiki", sub="u"),
+            "line 2: sid: required: provider 'wiki' sets backchannel_logout_session_required = "
+            "true (give the sid of the client's ID token)",
+        ),
+        (
+            _link("s-1", "portal"),
+            "line 2: sid: required: provider 'portal' sets frontchannel_logout_session_required "
+            "= true (give the sid of the client's ID token)",
+        ),
+        (
+            _link("s-1", "chat"),
+            "line 2: sid: a logout token needs sid or sub, and neither is given (give the sid "
+            "or the sub the client received in its ID token)",
+        ),
+        (
+            _link("s-1", "chat", sid="c", session_index="_i"),
+            "line 2: session_index: is a SAML identifier; provider 'chat' is OIDC",
+        ),
+        (
+            _link("s-1", "payroll", session_index="_i"),
+            "line 2: name_id: required: a LogoutRequest names the NameID issued to the SP (give "
+            "it, with name_id_format and session_index as in the assertion)",
+        ),
+        (
+            _link("s-1", "payroll", name_id="a@x", sid="s"),
+            "line 2: sid: is an OIDC identifier; provider 'payroll' is SAML",
+        ),
+    ],
+)
+def test_provider_session_the_handler_refuses(handled: Runtime, line: str, expected: str) -> None:
+    """Each handler checks the identifiers its logout needs; the file is refused whole."""
+    handled.registry.load_providers_file(PROVIDERS, "providers.toml")
+    with pytest.raises(InputError) as caught:
+        handled.registry.import_lines([_session("s-1"), line])
+    assert [str(p) for p in caught.value.problems] == [expected]
+    assert _count(handled, IdpSession) == 0
+
+
+def test_provider_sessions_the_handlers_accept(handled: Runtime) -> None:
+    """What each logout needs passes; an update is checked merged with what is stored."""
+    handled.registry.load_providers_file(PROVIDERS, "providers.toml")
+    summary = handled.registry.import_lines(
+        [
+            _session("s-1"),
+            _link("s-1", "wiki", sid="w"),
+            _link("s-1", "chat", sub="u"),
+            _link("s-1", "portal", sid="p"),
+            _link("s-1", "payroll", name_id="a@x"),
+        ]
+    )
+    assert (summary.sessions_created, summary.provider_sessions_created) == (1, 4)
+    update = handled.registry.import_lines([_link("s-1", "payroll", session_index="_i")])
+    assert (update.created, update.updated, update.warnings) == (0, 1, ())
+    with handled.sessions() as db:
+        row = db.scalar(select(ProviderSession).where(ProviderSession.provider == "payroll"))
+        assert row is not None
+        assert (row.name_id, row.session_index) == ("a@x", "_i")
+
+
+def test_record_provider_session_is_checked_by_the_handler(handled: Runtime) -> None:
+    """The Python API refuses what the handler refuses, naming the record and the field."""
+    handled.registry.load_providers_file(PROVIDERS, "providers.toml")
+    handled.registry.record_session("s-1", "u")
+    with pytest.raises(InputError) as caught:
+        handled.registry.record_provider_session("s-1", "payroll", session_index="_i")
+    assert str(caught.value).startswith("provider session s-1/payroll: name_id: required")
+    assert _count(handled, ProviderSession) == 0
+
+
+def test_sessions_of_providers_without_handler_warn(populated: Runtime) -> None:
+    """Provider sessions of a provider no enabled handler serves are stored, with a warning."""
+    summary = populated.registry.import_lines([_link("s-2", "chat", sid="c2")])
+    assert summary.warnings == (
+        "provider 'chat': no handler for its protocol is enabled; 1 provider session(s) "
+        "stored unchecked, and its logouts are skipped",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"network_binding": "bind_asn"},
+            "line 1: network_binding: bind_asn needs the GeoIP ASN database, and none is "
+            "configured (set geoip_asn_db, or use no_binding)",
+        ),
+        (
+            {"geoip_binding": "bind_continent_country", "ip": "81.2.69.142"},
+            "line 1: geoip_binding: bind_continent_country needs the GeoIP City database, and "
+            "none is configured (set geoip_city_db, or use no_binding)",
+        ),
+        (
+            {"network_binding": "bind_asn_network_ip", "asn": 29518},
+            "line 1: network_binding: bind_asn_network_ip needs the GeoIP ASN database, and "
+            "none is configured (set geoip_asn_db, or use no_binding)",
+        ),
+    ],
+)
+def test_binding_modes_need_their_database(
+    runtime: Runtime, fields: dict[str, Any], expected: str
+) -> None:
+    """A binding mode no configured database serves is refused on import, naming the fix."""
+    with pytest.raises(InputError) as caught:
+        runtime.registry.import_lines([_session("s-1", **fields), _session("s-2")])
+    assert [str(p) for p in caught.value.problems] == [expected]
+    assert _count(runtime, IdpSession) == 0
+
+
+def test_record_session_refuses_a_binding_without_database(
+    settings: Settings, geoip_files: GeoipFiles
+) -> None:
+    """record_session: the City database alone serves geoip_binding, not network_binding."""
+    runtime = Runtime.start(settings.with_overrides(geoip_city_db=geoip_files.city), handlers={})
+    try:
+        runtime.registry.record_session(
+            "s-1", "u", ip="81.2.69.142", geoip_binding="bind_continent"
+        )
+        with pytest.raises(InputError, match=r"^session 's-2': network_binding: bind_asn needs"):
+            runtime.registry.record_session(
+                "s-2", "u", ip="81.2.69.142", network_binding="bind_asn"
+            )
+        with runtime.sessions() as db:
+            row = db.get(IdpSession, "s-1")
+            assert row is not None
+            assert (row.continent, row.country) == ("EU", "GB")
+            assert db.get(IdpSession, "s-2") is None
+    finally:
+        runtime.close()
+
+
+def test_repeated_records_are_one_row(runtime: Runtime) -> None:
+    """A session or provider session repeated in one file is created once, then updated."""
+    store_providers(runtime, '[[providers]]\nname = "w"\nprotocol = "x"\n')
+    summary = runtime.registry.import_lines(
+        [
+            _session("s-1", ip="192.0.2.1"),
+            _link("s-1", "w", sid="a"),
+            _session("s-1", user_agent="ff"),
+            _link("s-1", "w", sub="u"),
+        ]
+    )
+    assert (summary.created, summary.updated) == (2, 2)
+    assert (summary.sessions_created, summary.sessions_updated) == (1, 1)
+    with runtime.sessions() as db:
+        session = db.get(IdpSession, "s-1")
+        link = db.scalar(select(ProviderSession))
+        assert session is not None
+        assert link is not None
+        assert (session.ip, session.user_agent, link.sid, link.sub) == ("192.0.2.1", "ff", "a", "u")
+
+
+def test_progress_is_reported_with_totals(populated: Runtime) -> None:
+    """The callback hears how far validating and writing got, ending at the totals."""
+    lines = [_session(f"p-{n}") for n in range(2500)] + ["", _link("p-1", "wiki", sid="x")]
+    calls: list[tuple[str, int, int]] = []
+    populated.registry.import_lines(lines, progress=lambda *call: calls.append(call))
+    validating = [c for c in calls if c[0] == "validating"]
+    writing = [c for c in calls if c[0] == "writing"]
+    assert validating[-1] == ("validating", 2502, 2502)
+    assert [done for _, done, _ in validating] == sorted(done for _, done, _ in validating)
+    assert writing[0] == ("writing", 0, 2501)
+    assert writing[-1] == ("writing", 2501, 2501)
+    assert len(writing) >= 3  # reported per chunk
+
+
+def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> None:
+    """session.started with a binding no database serves is rejected and kept, not recorded."""
+    processor = runtime.processor(schedule=lambda *_: None)
+    event = make_event(
+        "session.started",
+        session_id="s-1",
+        user_id="u",
+        ip="81.2.69.142",
+        network_binding="bind_asn",
+    )
+    assert processor.handle(event, "m-1") is HandleResult.REJECTED
+    expected = (
+        "session 's-1': network_binding: bind_asn needs the GeoIP ASN database, and none is "
+        "configured (set geoip_asn_db, or use no_binding)"
+    )
+    with runtime.sessions() as db:
+        assert db.get(IdpSession, "s-1") is None
+        [kept] = db.scalars(select(RejectedEvent))
+        assert (kept.message_id, kept.problems) == ("m-1", [expected])
+        [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
+        assert audited.detail["problems"] == [expected]
+        assert not list(db.scalars(select(AuditRow).where(AuditRow.type == "session.started")))
+
+
+def test_worker_start_names_unserved_providers(runtime: Runtime) -> None:
+    """At start the worker warns, naming each enabled provider no enabled handler serves."""
+    store_providers(runtime, '[[providers]]\nname = "old"\nprotocol = "openid"\n')
+    with capture_logs() as logs:
+        _warn_unserved(runtime)
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert warning["providers"] == {"old": "openid"}
+    assert "logouts are skipped" in warning["event"]
