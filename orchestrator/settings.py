@@ -44,7 +44,6 @@ from orchestrator.durations import (
     duration_fields,
 )
 from orchestrator.errors import ConfigurationError
-from orchestrator.logging import startup_logger
 from protocols.loading import available_protocols
 
 __all__ = [
@@ -285,9 +284,13 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"config file {path}: no such file")
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = cls._read(path, given, options=given)
-        if warn_unknown:
+        warnings = unknown_variables(os.environ) if warn_unknown else []
+        if warnings:
+            # Imported only when there is something to say: structlog costs a command's start.
+            from orchestrator.logging import startup_logger
+
             log = startup_logger(settings.log_level, settings.log_format)
-            for warning in unknown_variables(os.environ):
+            for warning in warnings:
                 log.warning(warning)
         return settings
 

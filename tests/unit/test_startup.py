@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -66,6 +67,24 @@ def test_packages_import_lazily() -> None:
         "import orchestrator, protocols, schemas, workers, orchestrator.settings"
     )
     assert not {m.split(".")[0] for m in loaded} & {*HEAVY, "sqlalchemy"}
+
+
+def test_config_show_loads_neither_database_nor_logging(tmp_path: Path) -> None:
+    """config show reads the settings only: no SQLAlchemy, no structlog, no heavy stack."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from workers.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['config', 'show'], standalone_mode=False)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_") or "_TEST_" in k}
+    env.update(LOGOUT_DATA_DIR=str(tmp_path), LOGOUT_BROKER_URL="memory://")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    loaded = {m.split(".")[0] for m in json.loads(out.splitlines()[-1])}
+    assert not loaded & {*HEAVY, "sqlalchemy", "structlog"}
 
 
 def test_audit_list_path_loads_no_heavy_stack() -> None:
