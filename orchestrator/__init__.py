@@ -1,44 +1,100 @@
 """Discovery, planning, fan-out and audit of logouts; no protocol details live here."""
 
-from orchestrator.activity import SessionActivity
-from orchestrator.audit import AuditEntry, AuditQuery, iter_audit, query_audit, write_audit
-from orchestrator.binding_check import BindingChecker
-from orchestrator.errors import (
-    ConfigurationError,
-    DeliveryError,
-    HandlerLoadError,
-    InputError,
-    LogoutError,
-    PermanentDeliveryError,
-    Problem,
-    TransientDeliveryError,
-)
-from orchestrator.expiry import ExpirySweeper, SweepReport
-from orchestrator.outbox import OutboxMessage
-from orchestrator.pipeline import EventProcessor, HandleResult
-from orchestrator.publishing import Publisher, publish
-from orchestrator.registry import ImportSummary, SessionRegistry
-from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
-from orchestrator.retry import RetryPolicy
-from orchestrator.runtime import Runtime
-from orchestrator.session_policy import SessionPolicy
-from orchestrator.settings import Settings
-from orchestrator.validation import parse_event, parse_event_lines
-from orchestrator.waiting import Completion, LogoutWaiter, PlanWait
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from orchestrator.activity import (
+        SessionActivity,
+    )
+    from orchestrator.audit import (
+        AuditEntry,
+        AuditQuery,
+        iter_audit,
+        query_audit,
+        write_audit,
+    )
+    from orchestrator.binding_check import (
+        BindingChecker,
+    )
+    from orchestrator.errors import (
+        BrokerUnavailableError,
+        ConfigurationError,
+        DatabaseUnavailableError,
+        DeliveryError,
+        HandlerLoadError,
+        IncompleteError,
+        InputError,
+        LogoutError,
+        PermanentDeliveryError,
+        Problem,
+        SchemaOutdatedError,
+        TransientDeliveryError,
+        UnavailableError,
+    )
+    from orchestrator.expiry import (
+        ExpirySweeper,
+        SweepReport,
+    )
+    from orchestrator.outbox import (
+        OutboxMessage,
+    )
+    from orchestrator.pipeline import (
+        EventProcessor,
+        HandleResult,
+    )
+    from orchestrator.publishing import (
+        Publisher,
+        publish,
+    )
+    from orchestrator.registry import (
+        ImportSummary,
+        SessionRegistry,
+    )
+    from orchestrator.relay import (
+        BrokerSender,
+        OutboxRelay,
+        RelayReport,
+    )
+    from orchestrator.retry import (
+        RetryPolicy,
+    )
+    from orchestrator.runtime import (
+        Runtime,
+    )
+    from orchestrator.session_policy import (
+        SessionPolicy,
+    )
+    from orchestrator.settings import (
+        Settings,
+    )
+    from orchestrator.validation import (
+        parse_event,
+        parse_event_lines,
+    )
+    from orchestrator.waiting import (
+        Completion,
+        LogoutWaiter,
+        PlanWait,
+    )
 
 __all__ = [
     "AuditEntry",
     "AuditQuery",
     "BindingChecker",
     "BrokerSender",
+    "BrokerUnavailableError",
     "Completion",
     "ConfigurationError",
+    "DatabaseUnavailableError",
     "DeliveryError",
     "EventProcessor",
     "ExpirySweeper",
     "HandleResult",
     "HandlerLoadError",
     "ImportSummary",
+    "IncompleteError",
     "InputError",
     "LogoutError",
     "LogoutWaiter",
@@ -51,12 +107,14 @@ __all__ = [
     "RelayReport",
     "RetryPolicy",
     "Runtime",
+    "SchemaOutdatedError",
     "SessionActivity",
     "SessionPolicy",
     "SessionRegistry",
     "Settings",
     "SweepReport",
     "TransientDeliveryError",
+    "UnavailableError",
     "iter_audit",
     "parse_event",
     "parse_event_lines",
@@ -64,3 +122,68 @@ __all__ = [
     "query_audit",
     "write_audit",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "orchestrator.activity": ("SessionActivity",),
+        "orchestrator.audit": (
+            "AuditEntry",
+            "AuditQuery",
+            "iter_audit",
+            "query_audit",
+            "write_audit",
+        ),
+        "orchestrator.binding_check": ("BindingChecker",),
+        "orchestrator.errors": (
+            "BrokerUnavailableError",
+            "ConfigurationError",
+            "DatabaseUnavailableError",
+            "DeliveryError",
+            "HandlerLoadError",
+            "IncompleteError",
+            "InputError",
+            "LogoutError",
+            "PermanentDeliveryError",
+            "Problem",
+            "SchemaOutdatedError",
+            "TransientDeliveryError",
+            "UnavailableError",
+        ),
+        "orchestrator.expiry": (
+            "ExpirySweeper",
+            "SweepReport",
+        ),
+        "orchestrator.outbox": ("OutboxMessage",),
+        "orchestrator.pipeline": (
+            "EventProcessor",
+            "HandleResult",
+        ),
+        "orchestrator.publishing": (
+            "Publisher",
+            "publish",
+        ),
+        "orchestrator.registry": (
+            "ImportSummary",
+            "SessionRegistry",
+        ),
+        "orchestrator.relay": (
+            "BrokerSender",
+            "OutboxRelay",
+            "RelayReport",
+        ),
+        "orchestrator.retry": ("RetryPolicy",),
+        "orchestrator.runtime": ("Runtime",),
+        "orchestrator.session_policy": ("SessionPolicy",),
+        "orchestrator.settings": ("Settings",),
+        "orchestrator.validation": (
+            "parse_event",
+            "parse_event_lines",
+        ),
+        "orchestrator.waiting": (
+            "Completion",
+            "LogoutWaiter",
+            "PlanWait",
+        ),
+    },
+)

@@ -1,23 +1,33 @@
 """The exception root and failure types (defined in :mod:`schemas.errors`, re-exported)."""
 
 from schemas.errors import (
+    BrokerUnavailableError,
     ConfigurationError,
+    DatabaseUnavailableError,
     DeliveryError,
     HandlerLoadError,
+    IncompleteError,
     InputError,
     LogoutError,
     PermanentDeliveryError,
     Problem,
+    SchemaOutdatedError,
     TransientDeliveryError,
+    UnavailableError,
 )
 
 __all__ = [
+    "BrokerUnavailableError",
     "ConfigurationError",
+    "DatabaseUnavailableError",
     "DeliveryError",
     "HandlerLoadError",
+    "IncompleteError",
     "InputError",
     "LogoutError",
     "PermanentDeliveryError",
     "Problem",
+    "SchemaOutdatedError",
     "TransientDeliveryError",
+    "UnavailableError",
 ]

@@ -125,3 +125,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # pika logs every failed connection attempt at ERROR, several lines each; the failure
+    # reaches us as an exception and is reported once, in one sentence.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -6,25 +6,35 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from orchestrator.activity import SessionActivity
-from orchestrator.binding import GeoipReader
-from orchestrator.fanout import FanOut, RetryScheduler
-from orchestrator.outbox import OutboxMessage
-from orchestrator.pipeline import EventProcessor
-from orchestrator.plans import PlanTimeouts
-from orchestrator.registry import GeoipDatabases, SessionRegistry
-from orchestrator.relay import OutboxRelay
 from orchestrator.retry import RetryPolicy
-from orchestrator.sender import HttpSender
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
-from orchestrator.store import SessionFactory, make_engine, make_session_factory, upgrade
-from orchestrator.waiting import LogoutWaiter, NoticeBoard, Notifier, make_notifier
-from protocols import ProtocolHandler, load_handlers
-from schemas import SessionSeen, SessionStarted
+from orchestrator.store.engine import (
+    SessionFactory,
+    check_connection,
+    make_engine,
+    make_session_factory,
+)
+
+# What only some commands use (HTTP, fan-out, waiting, GeoIP) is imported where it is used,
+# so a command that only reads the database starts without loading those stacks.
+if TYPE_CHECKING:
+    from orchestrator.activity import SessionActivity
+    from orchestrator.binding import GeoipReader
+    from orchestrator.fanout import FanOut, RetryScheduler
+    from orchestrator.outbox import OutboxMessage
+    from orchestrator.pipeline import EventProcessor
+    from orchestrator.plans import PlanTimeouts
+    from orchestrator.registry import SessionRegistry
+    from orchestrator.relay import OutboxRelay
+    from orchestrator.sender import HttpSender
+    from orchestrator.waiting import LogoutWaiter, NoticeBoard, Notifier
+    from protocols import ProtocolHandler
+    from schemas import SessionSeen, SessionStarted
 
 __all__ = ["Runtime"]
 
@@ -39,10 +49,10 @@ class Runtime:
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
     _geoip: GeoipReader | None = field(default=None, repr=False)
-    notices: NoticeBoard = field(default_factory=NoticeBoard, repr=False)
+    _notices: NoticeBoard | None = field(default=None, repr=False)
     _notifier: Notifier | None = field(default=None, repr=False)
     _builders: ThreadPoolExecutor | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def start(
@@ -54,13 +64,51 @@ class Runtime:
     ) -> Runtime:
         """Connect, migrate (when ``auto_migrate``) and load the enabled protocol handlers.
 
-        Raises :class:`~orchestrator.errors.HandlerLoadError` when a handler cannot load.
+        Raises :class:`~orchestrator.errors.HandlerLoadError` when a handler cannot load,
+        :class:`~orchestrator.errors.DatabaseUnavailableError` when the database cannot be
+        reached, :class:`~orchestrator.errors.ConfigurationError` for a database URL that
+        cannot work.
         """
-        loaded = handlers if handlers is not None else load_handlers(settings)
+        if handlers is None:
+            from protocols import load_handlers
+
+            handlers = load_handlers(settings)
         engine = make_engine(settings.effective_database_url)
-        if settings.auto_migrate if migrate is None else migrate:
-            upgrade(engine)
-        return cls(settings, engine, make_session_factory(engine), loaded)
+        try:
+            check_connection(engine)
+            if settings.auto_migrate if migrate is None else migrate:
+                from orchestrator.store.migrate import upgrade
+
+                upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(settings, engine, make_session_factory(engine), handlers)
+
+    @classmethod
+    def for_reading(cls, settings: Settings) -> Runtime:
+        """A runtime for commands that only read (``audit list``): it never migrates and
+        loads no handler; a missing or older schema is
+        :class:`~orchestrator.errors.SchemaOutdatedError` (run ``db upgrade``)."""
+        from orchestrator.store.migrate import check_schema
+
+        runtime = cls.start(settings, migrate=False, handlers={})
+        try:
+            check_schema(runtime.engine)
+        except BaseException:
+            runtime.close()
+            raise
+        return runtime
+
+    @property
+    def notices(self) -> NoticeBoard:
+        """The in-process board this runtime's notifier fires and its waiters listen on."""
+        with self._lock:
+            if self._notices is None:
+                from orchestrator.waiting import NoticeBoard
+
+                self._notices = NoticeBoard()
+            return self._notices
 
     @property
     def policy(self) -> SessionPolicy:
@@ -68,6 +116,8 @@ class Runtime:
 
     @property
     def registry(self) -> SessionRegistry:
+        from orchestrator.registry import GeoipDatabases, SessionRegistry
+
         lookup = self.geoip().lookup if self.has_geoip else None
         databases = GeoipDatabases(
             asn=self.settings.geoip_asn_db is not None,
@@ -84,11 +134,15 @@ class Runtime:
         """The process's GeoIP reader (the configured databases), opened on first use."""
         with self._lock:
             if self._geoip is None:
+                from orchestrator.binding import GeoipReader
+
                 self._geoip = GeoipReader(self.settings.geoip_city_db, self.settings.geoip_asn_db)
             return self._geoip
 
     @property
     def plan_timeouts(self) -> PlanTimeouts:
+        from orchestrator.plans import PlanTimeouts
+
         s = self.settings
         return PlanTimeouts(
             frame_ms=s.frontchannel_frame_timeout_ms,
@@ -100,11 +154,15 @@ class Runtime:
         """Announces built plans and completed logouts to waiting IdPs (made on first use)."""
         with self._lock:
             if self._notifier is None:
+                from orchestrator.waiting import make_notifier
+
                 self._notifier = make_notifier(self.settings, self.notices)
             return self._notifier
 
     def waiter(self) -> LogoutWaiter:
         """A new :class:`LogoutWaiter` on this runtime's database (close it when done)."""
+        from orchestrator.waiting import LogoutWaiter
+
         return LogoutWaiter(self.settings, self.sessions, self.notices)
 
     def event_processor(
@@ -113,6 +171,8 @@ class Runtime:
         activity: Callable[[SessionStarted | SessionSeen], None] | None,
     ) -> EventProcessor:
         """An :class:`EventProcessor` with this runtime's plan timeouts and notifier."""
+        from orchestrator.pipeline import EventProcessor
+
         return EventProcessor(
             self.sessions,
             fanout,
@@ -124,6 +184,8 @@ class Runtime:
     def activity(self, relay: Callable[[], object] | None = None) -> SessionActivity:
         """Session starts and sightings; the session limit's revocations go to the outbox and
         ``relay`` (e.g. :meth:`OutboxRelay.run`) runs after each commit that wrote some."""
+        from orchestrator.activity import SessionActivity
+
         return SessionActivity(
             self.sessions,
             self.registry,
@@ -134,12 +196,16 @@ class Runtime:
 
     def relay(self, send: Callable[[OutboxMessage], None]) -> OutboxRelay:
         """A relay publishing this database's outbox through ``send`` (a ``BrokerSender``)."""
+        from orchestrator.relay import OutboxRelay
+
         return OutboxRelay(self.sessions, send)
 
     def sender(self) -> HttpSender:
         """The process's HTTP sender, started on first use."""
         with self._lock:
             if self._sender is None:
+                from orchestrator.sender import HttpSender
+
                 s = self.settings
                 self._sender = HttpSender(
                     timeout=s.delivery_timeout,
@@ -176,6 +242,8 @@ class Runtime:
         return processor[0]
 
     def fanout(self, schedule: RetryScheduler) -> FanOut:
+        from orchestrator.fanout import FanOut
+
         # Covers building, one send (at most delivery_timeout) and recording, with room to spare.
         lease = self.settings.delivery_timeout * 2 + 5
         with self._lock:

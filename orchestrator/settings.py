@@ -33,7 +33,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from orchestrator.binding.evaluate import UnlistedAddressPolicy
+from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.durations import (
     Duration,
     Milliseconds,
@@ -44,7 +44,6 @@ from orchestrator.durations import (
     duration_fields,
 )
 from orchestrator.errors import ConfigurationError
-from orchestrator.logging import startup_logger
 from protocols.loading import available_protocols
 
 __all__ = [
@@ -285,9 +284,13 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"config file {path}: no such file")
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = cls._read(path, given, options=given)
-        if warn_unknown:
+        warnings = unknown_variables(os.environ) if warn_unknown else []
+        if warnings:
+            # Imported only when there is something to say: structlog costs a command's start.
+            from orchestrator.logging import startup_logger
+
             log = startup_logger(settings.log_level, settings.log_format)
-            for warning in unknown_variables(os.environ):
+            for warning in warnings:
                 log.warning(warning)
         return settings
 
@@ -307,6 +310,14 @@ class Settings(BaseSettings):
             return bound(**values)  # type: ignore[no-any-return]
         except SettingsError as exc:
             raise ConfigurationError(f"invalid settings: {_source_problem(exc)}") from exc
+        except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
+            raise ConfigurationError(
+                f"config file {path}: not valid TOML: {exc}; fix that line of the file"
+            ) from exc
+        except OSError as exc:
+            raise ConfigurationError(
+                f"config file {path}: cannot read it: {exc.strerror}; check its permissions"
+            ) from exc
         except ValidationError as exc:
             sources = _Sources(options, path)
             problems = "; ".join(sources.describe(err) for err in exc.errors())

@@ -1,21 +1,30 @@
 """Protocol handlers: one package per protocol, sans-IO, found through entry points."""
 
-from protocols.base import (
-    TRANSIENT_STATUS_CODES,
-    BackchannelRequest,
-    BackchannelResponse,
-    Channel,
-    FrontchannelAnswer,
-    FrontchannelEntry,
-    LogoutContext,
-    ProtocolHandler,
-    ProviderInfo,
-    ProviderSessionIdentifiers,
-    ProviderSessionInfo,
-    classify_status,
-    parse_retry_after,
-)
-from protocols.loading import ENTRY_POINT_GROUP, available_protocols, load_handlers
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from protocols.base import (
+        TRANSIENT_STATUS_CODES,
+        BackchannelRequest,
+        BackchannelResponse,
+        Channel,
+        FrontchannelAnswer,
+        FrontchannelEntry,
+        LogoutContext,
+        ProtocolHandler,
+        ProviderInfo,
+        ProviderSessionIdentifiers,
+        ProviderSessionInfo,
+        classify_status,
+        parse_retry_after,
+    )
+    from protocols.loading import (
+        ENTRY_POINT_GROUP,
+        available_protocols,
+        load_handlers,
+    )
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -35,3 +44,29 @@ __all__ = [
     "load_handlers",
     "parse_retry_after",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "protocols.base": (
+            "TRANSIENT_STATUS_CODES",
+            "BackchannelRequest",
+            "BackchannelResponse",
+            "Channel",
+            "FrontchannelAnswer",
+            "FrontchannelEntry",
+            "LogoutContext",
+            "ProtocolHandler",
+            "ProviderInfo",
+            "ProviderSessionIdentifiers",
+            "ProviderSessionInfo",
+            "classify_status",
+            "parse_retry_after",
+        ),
+        "protocols.loading": (
+            "ENTRY_POINT_GROUP",
+            "available_protocols",
+            "load_handlers",
+        ),
+    },
+)

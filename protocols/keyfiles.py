@@ -12,7 +12,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["directory_lock", "write_private"]
+from schemas.errors import ConfigurationError
+
+__all__ = ["directory_lock", "make_key_directory", "write_private"]
+
+
+def _unwritable(where: Path, exc: OSError) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot write keys to {where}: {exc.strerror or exc}; use a writable directory "
+        "(data_dir / LOGOUT_DATA_DIR, or keys generate --dir)"
+    )
+
+
+def make_key_directory(directory: Path) -> None:
+    """Create ``directory`` (mode 0700) if needed; :class:`ConfigurationError` if it cannot."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise _unwritable(directory, exc) from exc
 
 
 @contextmanager
@@ -22,14 +39,23 @@ def directory_lock(directory: Path) -> Iterator[None]:
     The lock is ``flock`` on ``<directory>/.lock``: it serialises processes on one machine
     and on a shared volume (the compose set-up), and is released when the process dies.
     """
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (directory / ".lock").open("w") as lock:
+    make_key_directory(directory)
+    try:
+        lock = (directory / ".lock").open("w")
+    except OSError as exc:
+        raise _unwritable(directory, exc) from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a new file readable by its owner only (0600); never overwrite one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise _unwritable(path.parent, exc) from exc
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)

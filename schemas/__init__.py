@@ -1,39 +1,53 @@
 """Contracts: the events IdP components publish and the audit records auditors read."""
 
-from schemas.audit import BINDING_LOGOUT_REASON, AuditRecord, AuditType
-from schemas.events import (
-    ACTIVITY_EVENT_TYPES,
-    ASN,
-    BINDING_REASONS,
-    EVENT_TYPES,
-    Binding,
-    Event,
-    EventBase,
-    Geo,
-    GeoipBindingChange,
-    HttpRequest,
-    IpChange,
-    LogoutProvider,
-    LogoutUser,
-    NetworkBindingChange,
-    RequestInfo,
-    SessionBindingViolation,
-    SessionExpired,
-    SessionRevoke,
-    SessionSeen,
-    SessionStarted,
-    SessionTerminateOthers,
-    UserRevokeAll,
-    event_adapter,
-)
-from schemas.plan import InitiatorResponse, LogoutPlan, PlanEntry, PlanStage
-from schemas.registry import (
-    ProviderConfig,
-    ProviderSessionRecord,
-    RegistryRecord,
-    SessionRecord,
-    registry_record_adapter,
-)
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from schemas.audit import (
+        BINDING_LOGOUT_REASON,
+        AuditRecord,
+        AuditType,
+    )
+    from schemas.events import (
+        ACTIVITY_EVENT_TYPES,
+        ASN,
+        BINDING_REASONS,
+        EVENT_TYPES,
+        Binding,
+        Event,
+        EventBase,
+        Geo,
+        GeoipBindingChange,
+        HttpRequest,
+        IpChange,
+        LogoutProvider,
+        LogoutUser,
+        NetworkBindingChange,
+        RequestInfo,
+        SessionBindingViolation,
+        SessionExpired,
+        SessionRevoke,
+        SessionSeen,
+        SessionStarted,
+        SessionTerminateOthers,
+        UserRevokeAll,
+        event_adapter,
+    )
+    from schemas.plan import (
+        InitiatorResponse,
+        LogoutPlan,
+        PlanEntry,
+        PlanStage,
+    )
+    from schemas.registry import (
+        ProviderConfig,
+        ProviderSessionRecord,
+        RegistryRecord,
+        SessionRecord,
+        registry_record_adapter,
+    )
 
 __all__ = [
     "ACTIVITY_EVENT_TYPES",
@@ -72,3 +86,52 @@ __all__ = [
     "event_adapter",
     "registry_record_adapter",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "schemas.audit": (
+            "BINDING_LOGOUT_REASON",
+            "AuditRecord",
+            "AuditType",
+        ),
+        "schemas.events": (
+            "ACTIVITY_EVENT_TYPES",
+            "ASN",
+            "BINDING_REASONS",
+            "EVENT_TYPES",
+            "Binding",
+            "Event",
+            "EventBase",
+            "Geo",
+            "GeoipBindingChange",
+            "HttpRequest",
+            "IpChange",
+            "LogoutProvider",
+            "LogoutUser",
+            "NetworkBindingChange",
+            "RequestInfo",
+            "SessionBindingViolation",
+            "SessionExpired",
+            "SessionRevoke",
+            "SessionSeen",
+            "SessionStarted",
+            "SessionTerminateOthers",
+            "UserRevokeAll",
+            "event_adapter",
+        ),
+        "schemas.plan": (
+            "InitiatorResponse",
+            "LogoutPlan",
+            "PlanEntry",
+            "PlanStage",
+        ),
+        "schemas.registry": (
+            "ProviderConfig",
+            "ProviderSessionRecord",
+            "RegistryRecord",
+            "SessionRecord",
+            "registry_record_adapter",
+        ),
+    },
+)

@@ -14,14 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "BrokerUnavailableError",
     "ConfigurationError",
+    "DatabaseUnavailableError",
     "DeliveryError",
     "HandlerLoadError",
+    "IncompleteError",
     "InputError",
     "LogoutError",
     "PermanentDeliveryError",
     "Problem",
+    "SchemaOutdatedError",
     "TransientDeliveryError",
+    "UnavailableError",
 ]
 
 
@@ -57,6 +62,29 @@ class ConfigurationError(LogoutError):
 
 class HandlerLoadError(ConfigurationError):
     """An enabled protocol handler could not be loaded from its entry point."""
+
+
+class UnavailableError(LogoutError):
+    """A server this process needs (the database, the broker) cannot be reached right now.
+
+    Waiting may help: a worker retries with a growing back-off; a command stops and says so.
+    """
+
+
+class DatabaseUnavailableError(UnavailableError):
+    """The database cannot be reached (refused, unknown host, wrong credentials...)."""
+
+
+class BrokerUnavailableError(UnavailableError):
+    """The broker (Redis, RabbitMQ) cannot be reached."""
+
+
+class SchemaOutdatedError(LogoutError):
+    """The database schema is missing or older than this version: run ``db upgrade``."""
+
+
+class IncompleteError(LogoutError):
+    """A command stopped before all of its work was done; the message says what is left."""
 
 
 class DeliveryError(LogoutError):

@@ -1,9 +1,18 @@
 """Broker set-up, actors, middleware and the command line."""
 
-from workers.actors import Actors, declare_actors
-from workers.broker import build_broker, is_in_process
-from workers.middleware import LogContext
-from workers.process import embedded, run_worker, serve
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from workers.actors import Actors, declare_actors
+    from workers.broker import build_broker, is_in_process
+    from workers.middleware import LogContext
+    from workers.process import (
+        embedded,
+        run_worker,
+        serve,
+    )
 
 __all__ = [
     "Actors",
@@ -15,3 +24,23 @@ __all__ = [
     "run_worker",
     "serve",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "workers.actors": (
+            "Actors",
+            "declare_actors",
+        ),
+        "workers.broker": (
+            "build_broker",
+            "is_in_process",
+        ),
+        "workers.middleware": ("LogContext",),
+        "workers.process": (
+            "embedded",
+            "run_worker",
+            "serve",
+        ),
+    },
+)

@@ -71,7 +71,7 @@ def list_audit(settings: Settings, options: AuditListOptions, out: Console, err:
         )
     except InputError as exc:
         raise _bad_parameter(exc) from None
-    runtime = Runtime.start(settings, handlers={})
+    runtime = Runtime.for_reading(settings)  # never migrates; a stale schema is refused
     try:
         with runtime.sessions() as db:
             try:

@@ -5,17 +5,27 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import dramatiq
+import pika.exceptions
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
-from orchestrator.errors import ConfigurationError
-from orchestrator.settings import Settings
+from orchestrator.errors import BrokerUnavailableError, ConfigurationError
+from orchestrator.settings import Settings, redact_url
 from workers.middleware import LogContext
 from workers.redis_wakeup import WakingRedisBroker
 
-__all__ = ["build_broker", "is_in_process"]
+__all__ = ["BROKER_ERRORS", "broker_unreachable", "build_broker", "check_broker", "is_in_process"]
+
+#: What the broker clients raise when the server cannot be reached or drops the connection.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    pika.exceptions.AMQPError,
+    dramatiq.errors.BrokerConnectionError,
+    OSError,
+)
 
 
 def is_in_process(settings: Settings) -> bool:
@@ -46,3 +56,36 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         raise ConfigurationError(f"broker_url: unsupported scheme {scheme!r}")
     dramatiq.set_broker(broker)
     return broker
+
+
+def _reason(exc: BaseException, depth: int = 0) -> str:
+    """The first line of what went wrong; pika's errors keep it in a nested exception."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0].rstrip(".")
+    inner = [a for a in exc.args if isinstance(a, BaseException)]
+    inner.append(getattr(exc, "exception", None) or exc.__cause__)  # type: ignore[arg-type]
+    for nested in inner:
+        if isinstance(nested, BaseException) and depth < 5:
+            return _reason(nested, depth + 1)
+    return type(exc).__name__
+
+
+def broker_unreachable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
+    """The error to raise for ``exc``: which broker, what its client said, what to do."""
+    reason = _reason(exc)
+    return BrokerUnavailableError(
+        f"broker unreachable: {redact_url(settings.broker_url)}: {reason}; start it, or fix "
+        "broker_url (LOGOUT_BROKER_URL)"
+    )
+
+
+def check_broker(broker: dramatiq.Broker, settings: Settings) -> None:
+    """Reach the broker once; raise :class:`BrokerUnavailableError` when it does not answer."""
+    try:
+        if isinstance(broker, RedisBroker):
+            broker.client.ping()
+        elif isinstance(broker, RabbitmqBroker):
+            _ = broker.connection  # opens this thread's connection (kept for later use)
+    except BROKER_ERRORS as exc:
+        raise broker_unreachable(settings, exc) from exc

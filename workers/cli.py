@@ -1,4 +1,9 @@
-"""``logout-orchestrator``: the command line. Settings are read once, here."""
+"""``logout-orchestrator``: the command line. Settings are read once, here.
+
+Each command imports what it needs when it runs, so ``--help``, ``config show`` and
+``audit list`` start without loading the HTTP, SAML and broker stacks (``bench/cli_startup.py``).
+Failures are one or two sentences and an exit status from :class:`workers.exit_codes.ExitCode`.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +11,27 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from orchestrator.binding import BindingViolation
-from orchestrator.binding_check import BindingChecker
-from orchestrator.errors import ConfigurationError, InputError, LogoutError
-from orchestrator.expiry import ExpirySweeper
-from orchestrator.logging import configure_logging
-from orchestrator.publishing import Publisher
-from orchestrator.runtime import Runtime
-from orchestrator.settings import Settings
-from orchestrator.store import upgrade
-from orchestrator.validation import parse_event_lines
-from protocols.oidc import OidcHandler, generate_key
-from protocols.oidc.keys import Algorithm
-from protocols.saml import SamlHandler
-from schemas import Event, HttpRequest
-from workers.broker import build_broker, is_in_process
-from workers.process import embedded, serve
-from workers.progress import (
-    MAX_LISTED_ON_TERMINAL,
-    ProgressBar,
-    Reported,
-    import_summary,
-    publish_summary,
-)
+from schemas.errors import IncompleteError, InputError, LogoutError, Problem
+from workers.exit_codes import ExitCode, exit_code_for, foreign_error
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestrator.settings import Settings
+    from protocols.oidc import OidcHandler
+    from protocols.oidc.keys import Algorithm
+    from schemas import Event
 
 __all__ = ["main"]
 
 
 def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     # Piped output (CI logs, files) is not cut to 80 columns.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 200
@@ -46,7 +39,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
+    settings: Settings = ctx.find_root().obj
     return settings
 
 
@@ -59,22 +52,71 @@ def _read(path: str) -> str:
         raise click.FileError(path, exc.strerror) from exc
 
 
+def _fail(ctx: click.Context, error: LogoutError) -> None:
+    """Print ``error`` as one or two lines and exit with its status."""
+    if isinstance(error, InputError):
+        _console(stderr=True).print(
+            f"[bold red]refused[/]: {len(error.problems)} problem(s), nothing was applied"
+        )
+        for problem in error.problems:
+            _console(stderr=True).print(f"  {problem}", markup=False)
+    else:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[bold red]error[/]: {escape(str(error))}")
+    ctx.exit(int(exit_code_for(error)))
+
+
+class _Command(click.Command):
+    """A command; ``logs=False`` for those that never log (no logging set-up to pay for)."""
+
+    def __init__(self, *args: Any, logs: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logs = logs
+
+    def invoke(self, ctx: click.Context) -> Any:
+        settings = ctx.find_root().obj
+        if self.logs and settings is not None:
+            from orchestrator.logging import configure_logging
+
+            configure_logging(settings.log_level, settings.log_format)
+        return super().invoke(ctx)
+
+
 class _Group(click.Group):
-    """Turns our errors into one clear message and a non-zero exit, never a traceback."""
+    """Turns every failure into one clear message and its exit status, never a traceback."""
+
+    command_class = _Command
+    group_class = type  # subgroups are _Group too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except InputError as exc:
-            _console(stderr=True).print(
-                f"[bold red]refused[/]: {len(exc.problems)} problem(s), nothing was applied"
-            )
-            for problem in exc.problems:
-                _console(stderr=True).print(f"  {problem}", markup=False)
-            ctx.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except LogoutError as exc:
-            _console(stderr=True).print(f"[bold red]error[/]: {exc}")
-            ctx.exit(1)
+            _fail(ctx, exc)
+        except Exception as exc:  # the boundary: a sentence, never a traceback
+            settings = ctx.find_root().obj
+            if settings is not None:
+                from orchestrator.settings import redact_url
+
+                database = redact_url(settings.effective_database_url)
+                translated = foreign_error(exc, database, redact_url(settings.broker_url))
+                if translated is not None:
+                    _fail(ctx, translated)
+                if settings.log_level == "DEBUG":
+                    raise
+            from rich.markup import escape
+
+            _console(stderr=True).print(
+                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(str(exc))}"
+            )
+            _console(stderr=True).print(
+                "This is a bug; LOGOUT_LOG_LEVEL=DEBUG shows the traceback to report.",
+                markup=False,
+            )
+            ctx.exit(int(ExitCode.INTERNAL))
 
 
 @click.group(cls=_Group)
@@ -85,17 +127,24 @@ class _Group(click.Group):
     envvar="LOGOUT_CONFIG",
     help="TOML settings file (else LOGOUT_CONFIG); LOGOUT_* variables override it.",
 )
+@click.version_option(package_name="logout-orchestrator", prog_name="logout-orchestrator")
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None) -> None:
-    """End a user's sessions everywhere: OIDC and SAML logout fan-out with an audit trail."""
+    """End a user's sessions everywhere: OIDC and SAML logout fan-out with an audit trail.
+
+    Exit statuses: 0 done, 1 internal error, 2 input refused or usage, 3 binding broken,
+    4 broker unreachable (nothing published, or kept in the outbox), 5 database unreachable,
+    6 configuration, 7 schema missing or behind (run db upgrade), 8 stopped before the work
+    was done.
+    """
     if ctx.resilient_parsing:
         return
+    from orchestrator.settings import Settings
+
     try:
         ctx.obj = Settings.load(config_file)
     except LogoutError as exc:
-        _console(stderr=True).print(f"[bold red]error[/]: {exc}")
-        ctx.exit(1)
-    configure_logging(ctx.obj.log_level, ctx.obj.log_format)
+        _fail(ctx, exc)
 
 
 @main.command()
@@ -107,7 +156,13 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 )
 @click.pass_context
 def worker(ctx: click.Context, processes: int | None, threads: int | None) -> None:
-    """Consume events from the broker until SIGTERM/SIGINT."""
+    """Consume events from the broker until SIGTERM/SIGINT.
+
+    Waits for the database and the broker first (retrying with a growing back-off, one log
+    line per attempt); "worker started" is logged once both have answered.
+    """
+    from workers.process import serve
+
     settings = _settings(ctx).with_overrides(worker_processes=processes, worker_threads=threads)
     ctx.exit(serve(settings))
 
@@ -116,10 +171,10 @@ def worker(ctx: click.Context, processes: int | None, threads: int | None) -> No
 @click.argument("source", default="-")
 @click.option(
     "--wait",
-    type=float,
+    type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
-    help="memory:// only: seconds to wait for retries before returning.",
+    help="memory:// only: seconds to wait for the events, then for delivery retries (> 0).",
 )
 @click.pass_context
 def publish(ctx: click.Context, source: str, wait: float) -> None:
@@ -128,6 +183,9 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
     Nothing of a batch is published when any event is invalid. With broker_url memory://
     the events are handled right here, in-process.
     """
+    from orchestrator.validation import parse_event_lines
+    from workers.progress import MAX_LISTED_ON_TERMINAL, ProgressBar, Reported, publish_summary
+
     settings = _settings(ctx)
     with ProgressBar() as progress:
         events = parse_event_lines(_read(source), progress)
@@ -139,21 +197,73 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
 
 
 def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 30.0) -> None:
-    """Publish on the configured broker; with memory:// handle them here, in-process."""
+    """Publish on the configured broker; with memory:// handle them here, in-process.
+
+    Loses nothing: an unreachable broker is found before anything is sent, and with
+    memory:// the command returns only once every event was handled (else it says so).
+    """
+    from workers.broker import broker_unreachable, build_broker, check_broker, is_in_process
+
     if not is_in_process(settings):
+        from orchestrator.publishing import Publisher
+        from schemas.errors import BrokerUnavailableError
+        from workers.broker import BROKER_ERRORS
+
         broker = build_broker(settings)
         try:
-            Publisher(broker, settings.namespace).enqueue(events)
+            try:
+                check_broker(broker, settings)
+            except BrokerUnavailableError as exc:
+                raise BrokerUnavailableError(f"{exc}. Nothing was published") from exc
+            try:
+                Publisher(broker, settings.namespace).enqueue(events)
+            except BROKER_ERRORS as exc:
+                raise BrokerUnavailableError(
+                    f"{broker_unreachable(settings, exc)}. Publishing stopped part-way: publish "
+                    "the same input again (an event already handled is handled once)"
+                ) from exc
         finally:
             broker.close()
         return
+    if wait <= 0:
+        raise InputError(
+            [
+                Problem(
+                    "--wait",
+                    "",
+                    "with broker_url memory:// the events are handled inside this command, "
+                    "so it must wait for them: give --wait seconds > 0 (default 30), or "
+                    "publish to redis:// or amqp:// for a worker",
+                )
+            ]
+        )
+    import time
+
+    from dramatiq.brokers.stub import StubBroker
+    from dramatiq.errors import QueueJoinTimeout
+
+    from workers.process import embedded
+
+    deadline = time.monotonic() + wait
+
+    def left_ms() -> int:
+        return max(1, int((deadline - time.monotonic()) * 1000))  # 0 would mean "forever"
+
     with embedded(settings) as actors:
         actors.publisher.enqueue(events)
         broker = actors.handle_event.broker
-        broker.join(actors.handle_event.queue_name, timeout=int(wait * 1000))
+        assert isinstance(broker, StubBroker)  # memory:// builds one
         try:
-            broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
-        except Exception:  # noqa: BLE001 - retries left are recovered by the next run
+            broker.join(actors.handle_event.queue_name, timeout=left_ms(), fail_fast=False)
+        except QueueJoinTimeout as exc:
+            raise IncompleteError(
+                f"not every event was handled within --wait {wait:g} s, and the in-process "
+                "broker stops with this command; publish the same input again with a longer "
+                "--wait (an event already handled is handled once)"
+            ) from exc
+        try:
+            broker.join(actors.deliver.queue_name, timeout=left_ms(), fail_fast=False)
+        except QueueJoinTimeout:
             _console(stderr=True).print(
                 "some deliveries are still retrying; they resume on the next run"
             )
@@ -169,6 +279,8 @@ def providers() -> None:
 @click.pass_context
 def providers_load(ctx: click.Context, file: str) -> None:
     """Upsert the [[providers]] of a TOML file; an invalid file is refused whole."""
+    from orchestrator.runtime import Runtime
+
     runtime = Runtime.start(_settings(ctx))
     try:
         summary = runtime.registry.load_providers_file(_read(file), Path(file).name)
@@ -189,6 +301,9 @@ def sessions() -> None:
 @click.pass_context
 def sessions_import(ctx: click.Context, file: str) -> None:
     """Upsert sessions from JSON lines with a "kind" field (session | provider_session)."""
+    from orchestrator.runtime import Runtime
+    from workers.progress import ProgressBar, import_summary
+
     runtime = Runtime.start(_settings(ctx))
     try:
         with ProgressBar() as progress:
@@ -209,6 +324,8 @@ def sessions_sweep(ctx: click.Context) -> None:
     their events are written to the outbox together, then published with whatever else the
     outbox holds. Exit status 4: the broker did not answer; the events are kept in the outbox.
     """
+    from orchestrator.expiry import ExpirySweeper
+    from orchestrator.runtime import Runtime
     from workers.relaying import OUTBOX_KEPT, command_relay, kept_message
 
     settings = _settings(ctx)
@@ -260,6 +377,11 @@ def binding_check(
     --dry-run, session.binding_violation was written to the outbox and published, which ends
     the session; "kept" instead of "published" when the broker did not answer).
     """
+    from orchestrator.binding import BindingViolation
+    from orchestrator.binding_check import BindingChecker
+    from orchestrator.runtime import Runtime
+    from schemas import HttpRequest
+    from schemas.errors import ConfigurationError
     from workers.relaying import command_relay, kept_message
 
     settings = _settings(ctx)
@@ -359,6 +481,7 @@ def audit_list(
     """List audit records, oldest first: the latest LIMIT, or every one with --json.
 
     When a limit cuts the output, stderr says how many matched and how to get the rest.
+    Only reads: never migrates (a missing or older schema exits 7: run db upgrade).
     """
     from workers.audit_list import AuditListOptions, list_audit
 
@@ -374,6 +497,8 @@ def keys() -> None:
 
 
 def _oidc(ctx: click.Context) -> OidcHandler:
+    from protocols.oidc import OidcHandler
+
     return OidcHandler(_settings(ctx))
 
 
@@ -388,6 +513,8 @@ def _oidc(ctx: click.Context) -> OidcHandler:
 @click.pass_context
 def keys_generate(ctx: click.Context, alg: Algorithm, directory: str | None) -> None:
     """Write a new private key as <kid>.pem (mode 0600); print its kid and path."""
+    from protocols.oidc import generate_key
+
     settings = _settings(ctx)
     key = generate_key(Path(directory) if directory else settings.data_dir / "oidc-keys", alg)
     _console().print(f"kid {key.kid} ({key.alg}) written to {key.source}", markup=False)
@@ -415,6 +542,8 @@ def saml() -> None:
 @click.pass_context
 def saml_metadata(ctx: click.Context) -> None:
     """Print the IdP metadata SPs trust: entity id, signing certificate, SLO/SSO endpoints."""
+    from protocols.saml import SamlHandler
+
     sys.stdout.write(SamlHandler(_settings(ctx)).metadata().decode("utf-8") + "\n")
 
 
@@ -423,7 +552,7 @@ def config() -> None:
     """Settings."""
 
 
-@config.command("show")
+@config.command("show", logs=False)
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the effective settings as JSON, secrets redacted.
@@ -443,6 +572,9 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply every pending migration (workers also do this at start when auto_migrate)."""
+    from orchestrator.runtime import Runtime
+    from orchestrator.store.migrate import upgrade
+
     runtime = Runtime.start(_settings(ctx), migrate=False, handlers={})
     try:
         upgrade(runtime.engine)

@@ -12,22 +12,58 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import structlog
 
-from orchestrator.errors import ConfigurationError, LogoutError
+from orchestrator.errors import ConfigurationError, LogoutError, UnavailableError
 from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
+from protocols import load_handlers
 from workers.actors import Actors, declare_actors
-from workers.broker import build_broker, is_in_process
+from workers.broker import build_broker, check_broker, is_in_process
 
-__all__ = ["embedded", "run_worker", "serve"]
+__all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "embedded", "reach", "run_worker", "serve"]
 
 _log = structlog.get_logger("logout.worker")
 _PR_SET_PDEATHSIG = 1
+_T = TypeVar("_T")
+
+#: Seconds before the first new attempt to reach the database or broker at start-up; each
+#: further attempt waits twice as long, at most :data:`BACKOFF_CAP`.
+BACKOFF_FIRST = 1.0
+BACKOFF_CAP = 30.0
+
+
+def reach(connect: Callable[[], _T], stop: threading.Event) -> _T | None:
+    """``connect()`` until it succeeds; None when ``stop`` is set while waiting.
+
+    While the database or broker is unreachable, logs one line per attempt naming it and
+    when the next attempt comes (1 s, 2 s, 4 s ... 30 s); any other error is raised.
+    """
+    delay = BACKOFF_FIRST
+    attempt = 1
+    while True:
+        try:
+            return connect()
+        except UnavailableError as exc:
+            _log.warning(f"{exc}; retrying in {delay:g} s", attempt=attempt, retry_in=delay)
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, BACKOFF_CAP)
+        attempt += 1
+
+
+def _connected_broker(settings: Settings) -> dramatiq.Broker:
+    broker = build_broker(settings)
+    try:
+        check_broker(broker, settings)
+    except BaseException:
+        broker.close()
+        raise
+    return broker
 
 
 @contextmanager
@@ -84,10 +120,6 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
             "use redis:// or amqp://, or run `logout-orchestrator publish` (it processes "
             "events in-process with memory://)"
         )
-    runtime = Runtime.start(settings, migrate=migrate)
-    broker = build_broker(settings)
-    actors = declare_actors(broker, runtime)
-    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -96,6 +128,18 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # Nothing says "started" before the database and the broker have answered; handlers
+    # load first, so a bad one stops the worker at once instead of after the wait.
+    handlers = load_handlers(settings)
+    runtime = reach(lambda: Runtime.start(settings, migrate=migrate, handlers=handlers), stop)
+    if runtime is None:
+        return 0
+    broker = reach(lambda: _connected_broker(settings), stop)
+    if broker is None:
+        runtime.close()
+        return 0
+    actors = declare_actors(broker, runtime)
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
     worker.start()
     _log.info(
         "worker started",
@@ -150,13 +194,6 @@ def serve(settings: Settings) -> int:
     """``logout-orchestrator worker``: migrate once, then run ``worker_processes`` workers."""
     if is_in_process(settings):
         return run_worker(settings)  # raises the clear error
-    runtime = Runtime.start(settings)  # loads handlers (fails fast) and migrates once
-    runtime.close()
-    _log.info("duration settings", durations=settings.duration_readings())
-    if settings.worker_processes == 1:
-        return run_worker(settings, migrate=False)
-    context = multiprocessing.get_context("spawn")
-    data = settings.model_dump(mode="json")
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -164,6 +201,17 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # Loads handlers (fails fast on a bad one), then migrates once, waiting for the database.
+    handlers = load_handlers(settings)
+    runtime = reach(lambda: Runtime.start(settings, handlers=handlers), stopping)
+    if runtime is None:
+        return 0
+    runtime.close()
+    _log.info("duration settings", durations=settings.duration_readings())
+    if settings.worker_processes == 1:
+        return run_worker(settings, migrate=False)
+    context = multiprocessing.get_context("spawn")
+    data = settings.model_dump(mode="json")
     children = [
         context.Process(target=_child, args=(data, os.getpid()))
         for _ in range(settings.worker_processes)

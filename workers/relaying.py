@@ -18,12 +18,13 @@ from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from workers.broker import build_broker, is_in_process
+from workers.exit_codes import ExitCode
 from workers.process import embedded
 
 __all__ = ["OUTBOX_KEPT", "command_relay", "kept_message"]
 
 #: Exit status of a command whose events are kept in the outbox (the broker did not answer).
-OUTBOX_KEPT = 4
+OUTBOX_KEPT = int(ExitCode.BROKER_UNAVAILABLE)
 
 _log = structlog.get_logger("logout.outbox")
 

@@ -51,6 +51,7 @@ from orchestrator.binding.geoip import (
     IpFacts,
     parse_address,
 )
+from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.errors import ConfigurationError, LogoutError
 from schemas.events import (
     ASN,
@@ -96,15 +97,6 @@ class GeoipBinding(StrEnum):
     BIND_CONTINENT = "bind_continent"
     BIND_CONTINENT_COUNTRY = "bind_continent_country"
     BIND_CONTINENT_COUNTRY_CITY = "bind_continent_country_city"
-
-
-class UnlistedAddressPolicy(StrEnum):
-    """What a level lacking data because of an unlisted address gives (module documentation)."""
-
-    ALLOW = "allow"
-    """The level passes (default): private, loopback and unlisted addresses cause no violation."""
-    ENFORCE = "enforce"
-    """The level is a ``network.missing`` or ``geoip.missing`` violation."""
 
 
 class BindingModeError(LogoutError, ValueError):

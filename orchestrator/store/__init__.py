@@ -1,23 +1,34 @@
 """Persistence: the session registry, deliveries, events and the audit trail."""
 
-from orchestrator.store.engine import SessionFactory, make_engine, make_session_factory
-from orchestrator.store.migrate import upgrade
-from orchestrator.store.models import (
-    TERMINAL_DELIVERY_STATUSES,
-    AuditRow,
-    Base,
-    Delivery,
-    DeliveryStatus,
-    EventRecord,
-    EventStatus,
-    IdpSession,
-    OutboxRow,
-    PlanRow,
-    Provider,
-    ProviderSession,
-    RejectedEvent,
-    utcnow,
-)
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from orchestrator.store.engine import (
+        SessionFactory,
+        make_engine,
+        make_session_factory,
+    )
+    from orchestrator.store.migrate import (
+        upgrade,
+    )
+    from orchestrator.store.models import (
+        TERMINAL_DELIVERY_STATUSES,
+        AuditRow,
+        Base,
+        Delivery,
+        DeliveryStatus,
+        EventRecord,
+        EventStatus,
+        IdpSession,
+        OutboxRow,
+        PlanRow,
+        Provider,
+        ProviderSession,
+        RejectedEvent,
+        utcnow,
+    )
 
 __all__ = [
     "TERMINAL_DELIVERY_STATUSES",
@@ -39,3 +50,31 @@ __all__ = [
     "upgrade",
     "utcnow",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "orchestrator.store.engine": (
+            "SessionFactory",
+            "make_engine",
+            "make_session_factory",
+        ),
+        "orchestrator.store.migrate": ("upgrade",),
+        "orchestrator.store.models": (
+            "TERMINAL_DELIVERY_STATUSES",
+            "AuditRow",
+            "Base",
+            "Delivery",
+            "DeliveryStatus",
+            "EventRecord",
+            "EventStatus",
+            "IdpSession",
+            "OutboxRow",
+            "PlanRow",
+            "Provider",
+            "ProviderSession",
+            "RejectedEvent",
+            "utcnow",
+        ),
+    },
+)

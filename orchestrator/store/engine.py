@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.errors import ConfigurationError
+from orchestrator.errors import ConfigurationError, DatabaseUnavailableError
+from orchestrator.settings import redact_url
 
-__all__ = ["SessionFactory", "make_engine", "make_session_factory"]
+__all__ = [
+    "SessionFactory",
+    "check_connection",
+    "installed_drivers",
+    "make_engine",
+    "make_session_factory",
+]
 
 SessionFactory = sessionmaker[Session]
+
+
+def installed_drivers() -> list[str]:
+    """The databases this installation can use, as a user would name them."""
+    drivers = ["sqlite"]
+    if find_spec("psycopg") is not None:
+        drivers.append("postgresql (psycopg)")
+    return drivers
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -33,14 +50,48 @@ def make_engine(url: str) -> Engine:
         raise ConfigurationError(f"database_url: cannot parse {url!r}: {exc}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise ConfigurationError(
+            f"database_url: {parsed.drivername}:// is not supported; installed drivers: "
+            f"{', '.join(installed_drivers())}. Set database_url (LOGOUT_DATABASE_URL) to a "
+            "sqlite:/// or postgresql:// URL"
+        )
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(database).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot create the database directory {directory}: {exc.strerror}; "
+                    "set data_dir (LOGOUT_DATA_DIR) or database_url to a writable place"
+                ) from exc
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once; raise :class:`DatabaseUnavailableError` naming the database and why."""
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        raise DatabaseUnavailableError(_unreachable(engine, exc)) from exc
+
+
+def _unreachable(engine: Engine, exc: DBAPIError) -> str:
+    """One sentence: which database, what the driver said, and what to do."""
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    reason = reason.rstrip(".")
+    shown = engine.url.set(drivername=engine.url.get_backend_name())  # as the user wrote it
+    url = redact_url(shown.render_as_string(hide_password=False))
+    return (
+        f"database unreachable: {url}: {reason}; start it, or fix database_url "
+        "(LOGOUT_DATABASE_URL)"
+    )
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:

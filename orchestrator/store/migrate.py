@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
-__all__ = ["alembic_config", "upgrade"]
+from orchestrator.errors import SchemaOutdatedError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["alembic_config", "check_schema", "head_revisions", "upgrade"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x4C4F474F5554  # "LOGOUT": one advisory lock for every migrating process
+_REVISION = re.compile(r"^(down_)?revision\s*(?::[^=]*)?=\s*(.+)$", re.MULTILINE)
+_UPGRADE = "run `logout-orchestrator db upgrade`"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at our migrations, bound to ``connection``."""
+    from alembic.config import Config  # Alembic is loaded only by what migrates
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -24,6 +33,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; on PostgreSQL under an advisory lock."""
+    from alembic import command
+
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
@@ -35,3 +46,47 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
                 connection.commit()
+
+
+def _revisions() -> tuple[set[str], set[str]]:
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        for down, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            names = set(re.findall(r"[\"']([^\"']+)[\"']", value))
+            (parents if down else revisions).update(names)
+    return revisions, parents
+
+
+def head_revisions() -> set[str]:
+    """The newest revision(s) of our migrations, read from the version files' headers.
+
+    What Alembic's script directory says, without loading Alembic and every migration
+    (a unit test holds the two equal): the revisions no other revision names as its parent.
+    """
+    revisions, parents = _revisions()
+    return revisions - parents
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaOutdatedError` unless the schema is at the newest revision.
+
+    For commands that only read: they never migrate, so they say what to run instead.
+    """
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            raise SchemaOutdatedError(f"the database has no schema yet; {_UPGRADE}")
+        current = set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+    known, parents = _revisions()
+    heads = known - parents
+    found = ", ".join(sorted(current)) or "none"
+    if current - known:
+        raise SchemaOutdatedError(
+            f"the database schema is at revision {found}, newer than this version knows; "
+            "run a newer logout-orchestrator against it"
+        )
+    if current != heads:
+        raise SchemaOutdatedError(
+            f"the database schema is at revision {found}, this version needs "
+            f"{', '.join(sorted(heads))}; {_UPGRADE}"
+        )

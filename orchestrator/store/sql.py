@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["engine_of", "insert_ignore"]
@@ -16,9 +14,14 @@ __all__ = ["engine_of", "insert_ignore"]
 def insert_ignore(db: Connection | Session, table: Table, keys: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the connection's dialect."""
     dialect = db.get_bind().dialect.name if isinstance(db, Session) else db.dialect.name
+    # Each dialect's module is loaded by its engine anyway; SQLite users never load PostgreSQL's.
     if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         return pg_insert(table).on_conflict_do_nothing(index_elements=list(keys))
     if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
     return insert(table).prefix_with("IGNORE")  # pragma: no cover - other dialects
 

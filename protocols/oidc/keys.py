@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from protocols.keyfiles import directory_lock, write_private
+from protocols.keyfiles import directory_lock, make_key_directory, write_private
 from schemas.errors import ConfigurationError
 
 __all__ = ["Algorithm", "KeyRing", "SigningKey", "generate_key", "load_key", "thumbprint"]
@@ -102,7 +102,7 @@ def generate_key(directory: Path, alg: Algorithm = "RS256") -> SigningKey:
         else ec.generate_private_key(ec.SECP256R1())
     )
     key = _from_private(private_key, "")
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_key_directory(directory)
     path = directory / f"{key.kid}.pem"
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,

@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from tests.unit.conftest import PROVIDERS_TOML, SESSIONS, make_event
 from workers.cli import main
+from workers.exit_codes import ExitCode
 
 
 @pytest.fixture
@@ -116,14 +117,14 @@ def test_config_show_redacts(env: dict[str, str]) -> None:
 def test_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
     """A bad LOGOUT_* variable stops the command with the setting's name."""
     result = CliRunner().invoke(main, ["config", "show"], env={**env, "LOGOUT_WORKER_THREADS": "x"})
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.CONFIGURATION
     assert "worker_threads: Input should be a valid integer" in result.output
 
 
 def test_worker_refuses_memory_broker(env: dict[str, str]) -> None:
     """A separate worker cannot share an in-process broker; it says what to use instead."""
     result = CliRunner().invoke(main, ["worker"], env=env)
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.CONFIGURATION
     assert "memory:// lives inside one process" in result.output
 
 
@@ -144,8 +145,49 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
 def test_worker_options_are_applied(env: dict[str, str]) -> None:
     """--processes and --threads reach the settings (the memory broker then refuses clearly)."""
     result = CliRunner().invoke(main, ["worker", "--processes", "3", "--threads", "2"], env=env)
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.CONFIGURATION
     assert "memory:// lives inside one process" in result.output
     bad = CliRunner().invoke(main, ["worker", "--processes", "0"], env=env)
     assert bad.exit_code == 2
     assert "--processes" in bad.output
+
+
+def test_an_unexpected_error_is_a_sentence_not_a_traceback(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug exits 1 with its type and message and how to see the traceback; DEBUG shows it."""
+    from orchestrator.settings import Settings
+
+    def broken(self: Settings) -> dict[str, object]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Settings, "redacted", broken)
+    result = CliRunner().invoke(main, ["config", "show"], env=env)
+    assert result.exit_code == ExitCode.INTERNAL
+    assert "internal error: RuntimeError: boom" in result.output
+    assert "LOGOUT_LOG_LEVEL=DEBUG" in result.output
+    debug = CliRunner().invoke(main, ["config", "show"], env={**env, "LOGOUT_LOG_LEVEL": "DEBUG"})
+    assert isinstance(debug.exception, RuntimeError)
+
+
+def test_memory_publish_not_handled_in_time_says_so(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events still queued when --wait runs out: exit 8, nothing claimed as published."""
+    from dramatiq.brokers.stub import StubBroker
+    from dramatiq.errors import QueueJoinTimeout
+
+    _setup(env, tmp_path)
+
+    def late(self: StubBroker, queue_name: str, **_: object) -> None:
+        raise QueueJoinTimeout(queue_name)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(StubBroker, "join", late)
+    event = make_event("logout.user", session_id="s-1")
+    result = CliRunner().invoke(
+        main, ["publish", "--wait", "5", "-"], env=env, input=json.dumps(event)
+    )
+    assert result.exit_code == ExitCode.INCOMPLETE
+    assert "not every event was handled within --wait 5 s" in result.output
+    assert "publish the same input again" in result.output
+    assert "published logout.user" not in result.output

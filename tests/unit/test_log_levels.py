@@ -80,7 +80,7 @@ def test_worker_start_logs_the_duration_readings(
 
     class _Runtime:
         @classmethod
-        def start(cls, _settings: Settings) -> _Runtime:
+        def start(cls, _settings: Settings, **_options: Any) -> _Runtime:
             return cls()
 
         def close(self) -> None:

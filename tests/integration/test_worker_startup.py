@@ -1,0 +1,101 @@
+"""A worker started before its broker: it waits, says so once per growing back-off step,
+never claims to have started, and starts by itself once the broker is there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.store import EventRecord
+
+from .support import Stack, closed_port, logout_event
+
+pytestmark = pytest.mark.integration
+
+
+def _lines(text: str) -> list[dict[str, object]]:
+    found = []
+    for line in text.splitlines():
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
+@pytest.fixture
+def late_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A free port for a Redis the test starts later; that server is stopped afterwards."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is needed (scripts/test installs it)", pytrace=False)
+    started: list[subprocess.Popen[bytes]] = []
+    yield closed_port(), started
+    for server in started:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_worker_waits_for_its_broker_then_starts(
+    stack: Stack, tmp_path: Path, late_redis: tuple[int, list[subprocess.Popen[bytes]]]
+) -> None:
+    """Broker down: one line per attempt, delays growing, no "worker started"; then it runs."""
+    port, servers = late_redis
+    stack.protocols = []
+    stack.broker_url = f"redis://127.0.0.1:{port}/0"
+    stack.seed(records=[{"kind": "session", "session_id": "s-1", "user_id": "u"}])
+    worker = stack.start_worker()
+
+    def waiting() -> list[dict[str, object]]:
+        return [x for x in _lines(worker.output()) if "retrying in" in str(x.get("event"))]
+
+    stack.wait_for(lambda: len(waiting()) >= 3, what="three back-off lines", timeout=30)
+    lines = waiting()
+    assert all("broker unreachable" in str(x["event"]) for x in lines), lines
+    assert all(f"127.0.0.1:{port}" in str(x["event"]) for x in lines), lines
+    delays = [float(str(x["retry_in"])) for x in lines]
+    assert delays[:3] == [1.0, 2.0, 4.0], delays
+    assert "worker started" not in worker.output()
+    assert "Traceback" not in worker.output()
+
+    servers.append(
+        subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    stack.wait_for(
+        lambda: "worker started" in worker.output(), what="the worker to start", timeout=40
+    )
+
+    event = logout_event("s-1")
+    with stack.publisher() as publisher:
+        publisher.publish(event)
+
+    def handled() -> bool:
+        with stack.db() as db:
+            status = db.scalar(
+                select(EventRecord.status).where(EventRecord.event_id == event["event_id"])
+            )
+        return status == "completed"
+
+    stack.wait_for(handled, what="the event to be handled", timeout=30)
+    assert worker.stop() == 0

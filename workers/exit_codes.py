@@ -1,0 +1,96 @@
+"""The command line's exit statuses, defined once, and which error gives which.
+
+Cheap to import (no third-party module): the CLI maps an error to its status at the boundary,
+and errors of libraries that were never imported cannot have been raised.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import IntEnum
+
+from schemas.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    IncompleteError,
+    InputError,
+    LogoutError,
+    SchemaOutdatedError,
+)
+
+__all__ = ["ExitCode", "exit_code_for", "foreign_error"]
+
+
+class ExitCode(IntEnum):
+    """``logout-orchestrator``'s exit statuses (README: *Exit codes*)."""
+
+    OK = 0
+    """Done."""
+    INTERNAL = 1
+    """An unexpected error: a bug, or a failure no other status names."""
+    INPUT = 2
+    """Input refused or wrong usage (click's own usage errors exit 2 too); nothing applied."""
+    BINDING_BROKEN = 3
+    """``binding check``: the session's binding is broken."""
+    BROKER_UNAVAILABLE = 4
+    """The broker cannot be reached: nothing was published, or the events wait in the outbox."""
+    DATABASE_UNAVAILABLE = 5
+    """The database cannot be reached."""
+    CONFIGURATION = 6
+    """Settings, config file, database URL, key or data directory cannot work."""
+    SCHEMA_OUTDATED = 7
+    """The database schema is missing or behind: run ``logout-orchestrator db upgrade``."""
+    INCOMPLETE = 8
+    """The command stopped before its work was done; the message says what is left."""
+
+
+# The first matching type wins: subclasses before their parents.
+_CODES: tuple[tuple[type[LogoutError], ExitCode], ...] = (
+    (InputError, ExitCode.INPUT),
+    (ConfigurationError, ExitCode.CONFIGURATION),
+    (DatabaseUnavailableError, ExitCode.DATABASE_UNAVAILABLE),
+    (BrokerUnavailableError, ExitCode.BROKER_UNAVAILABLE),
+    (SchemaOutdatedError, ExitCode.SCHEMA_OUTDATED),
+    (IncompleteError, ExitCode.INCOMPLETE),
+)
+
+
+def exit_code_for(error: LogoutError) -> ExitCode:
+    """The exit status of a command that failed with ``error``."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return ExitCode.INTERNAL
+
+
+def foreign_error(exc: BaseException, database: str, broker: str) -> LogoutError | None:
+    """A library's connection error that reached the boundary untranslated, as ours.
+
+    ``database`` and ``broker`` are the (redacted) URLs in force. None when ``exc`` is not
+    a connection error of the database or broker clients.
+    """
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.OperationalError):
+        origin = getattr(exc, "orig", None)
+        reason = (str(origin).strip().splitlines() or [reason])[0].rstrip(".") if origin else reason
+        return DatabaseUnavailableError(
+            f"database error: {database}: {reason}; check that it runs and that "
+            "database_url (LOGOUT_DATABASE_URL) is right"
+        )
+    broker_errors = [
+        getattr(sys.modules.get(module), name, None)
+        for module, name in (
+            ("redis.exceptions", "ConnectionError"),
+            ("redis.exceptions", "TimeoutError"),
+            ("pika.exceptions", "AMQPConnectionError"),
+            ("dramatiq.errors", "BrokerConnectionError"),
+        )
+    ]
+    if any(isinstance(kind, type) and isinstance(exc, kind) for kind in broker_errors):
+        return BrokerUnavailableError(
+            f"broker unreachable: {broker}: {reason}; start it, or fix broker_url "
+            "(LOGOUT_BROKER_URL)"
+        )
+    return None
