@@ -67,10 +67,13 @@ class BindingChecker:
                 geoip_binding=GeoipBinding(row.geoip_binding),
                 ip=row.ip,
                 asn=row.asn,
+                as_org=row.as_org,
                 as_network=row.as_network,
                 continent=row.continent,
                 country=row.country,
                 city=row.city,
+                lat=row.lat,
+                long=row.long,
             )
 
     def check(

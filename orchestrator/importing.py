@@ -55,7 +55,7 @@ Progress = Callable[[str, int, int], None]
 _SESSIONS = cast(Table, IdpSession.__table__)
 _LINKS = cast(Table, ProviderSession.__table__)
 _PROVIDERS = cast(Table, Provider.__table__)
-_FACTS = ("asn", "as_network", "continent", "country", "city")
+_FACTS = ("asn", "as_org", "as_network", "continent", "country", "city", "lat", "long")
 _IDENTIFIERS = (
     "sid",
     "sub",

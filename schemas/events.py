@@ -272,10 +272,11 @@ class _BindingChange(_Contract):
 class NetworkBindingChange(_BindingChange):
     """A broken network binding: the login's ASN record and the new address's.
 
-    ``previous_value`` is what the session recorded at login (``as_org`` is not recorded, so
-    it is ``null`` there); ``new_value`` is the ASN database's record for the new address.
-    ``{}`` when the lookup found nothing (a private address, one not in the database). The
-    string shape of earlier releases (``"15169"``, ``"89.160.0.0/17"``) is still read.
+    ``previous_value`` is what the session recorded at login (sessions recorded before the
+    organisation was kept have ``as_org`` ``null``); ``new_value`` is the ASN database's record
+    for the new address. ``{}`` when the lookup found nothing (a private address, one not in
+    the database). The string shape of earlier releases (``"15169"``, ``"89.160.0.0/17"``) is
+    still read.
     """
 
     reason: NetworkBindingReason
@@ -290,10 +291,10 @@ class NetworkBindingChange(_BindingChange):
 class GeoipBindingChange(_BindingChange):
     """A broken GeoIP binding: the login's GeoIP record and the new address's.
 
-    ``previous_value`` is what the session recorded at login (``lat`` and ``long`` are not
-    recorded, so they are ``null`` there); ``new_value`` is the City database's record for the
-    new address. ``{}`` when the lookup found nothing. The string shape of earlier releases
-    (``"SE"``, ``"London"``) is still read.
+    ``previous_value`` is what the session recorded at login (sessions recorded before the
+    location was kept have ``lat`` and ``long`` ``null``); ``new_value`` is the City database's
+    record for the new address. ``{}`` when the lookup found nothing. The string shape of
+    earlier releases (``"SE"``, ``"London"``) is still read.
     """
 
     reason: GeoipBindingReason

@@ -71,10 +71,13 @@ class SessionRecord(BaseModel):
     asn: int | None = Field(
         default=None, description="Recorded at login; looked up from ip when absent."
     )
+    as_org: _Opt
     as_network: Annotated[str | None, Field(default=None, max_length=64)]
     continent: Annotated[str | None, Field(default=None, max_length=8)]
     country: Annotated[str | None, Field(default=None, max_length=8)]
     city: _Opt
+    lat: Annotated[float | None, Field(default=None, ge=-90, le=90)]
+    long: Annotated[float | None, Field(default=None, ge=-180, le=180)]
 
 
 class ProviderSessionRecord(BaseModel):

@@ -166,10 +166,13 @@ class BoundSession:
     geoip_binding: GeoipBinding = GeoipBinding.NO_BINDING
     ip: str | None = None
     asn: int | None = None
+    as_org: str | None = None
     as_network: str | None = None
     continent: str | None = None
     country: str | None = None
     city: str | None = None
+    lat: float | None = None
+    long: float | None = None
 
     def __post_init__(self) -> None:
         if not self.session_id:
@@ -214,10 +217,13 @@ class BoundSession:
             geoip_binding=_mode(GeoipBinding, geoip_binding, "geoip_binding"),
             ip=facts.ip,
             asn=facts.asn if known else None,
+            as_org=facts.as_org if known else None,
             as_network=facts.network if known else None,
             continent=facts.continent if known else None,
             country=facts.country if known else None,
             city=facts.city if known else None,
+            lat=facts.lat if known else None,
+            long=facts.long if known else None,
         )
 
 
@@ -411,14 +417,18 @@ def _violation(
     )
     binding: Binding
     if level.missing == "network.missing":
-        # as_org is not recorded at login: null in the previous record.
-        previous_asn = ASN(asn=session.asn, network=session.as_network)
+        previous_asn = ASN(asn=session.asn, as_org=session.as_org, network=session.as_network)
         binding = NetworkBindingChange.model_validate(
             {"reason": reason, "previous_value": previous_asn, "new_value": asn}
         )
     else:
-        # lat and long are not recorded at login: null in the previous record.
-        previous_geo = Geo(continent=session.continent, country=session.country, city=session.city)
+        previous_geo = Geo(
+            continent=session.continent,
+            country=session.country,
+            city=session.city,
+            lat=session.lat,
+            long=session.long,
+        )
         binding = GeoipBindingChange.model_validate(
             {"reason": reason, "previous_value": previous_geo, "new_value": geo}
         )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -153,10 +154,13 @@ class IdpSession(Base):
     network_binding: Mapped[str] = mapped_column(String(32), default="no_binding")
     geoip_binding: Mapped[str] = mapped_column(String(32), default="no_binding")
     asn: Mapped[int | None] = mapped_column(Integer)
+    as_org: Mapped[str | None] = mapped_column(_ID)
     as_network: Mapped[str | None] = mapped_column(String(64))
     continent: Mapped[str | None] = mapped_column(String(8))
     country: Mapped[str | None] = mapped_column(String(8))
     city: Mapped[str | None] = mapped_column(_ID)
+    lat: Mapped[float | None] = mapped_column(Float)
+    long: Mapped[float | None] = mapped_column(Float)
     #: Set when the expiry sweeper writes this session's ``session.expired`` to the outbox.
     expiry_claimed_at: Mapped[datetime | None]
 

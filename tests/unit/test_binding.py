@@ -253,9 +253,9 @@ def geo(
     return {"continent": continent, "country": country, "city": city, "lat": lat, "long": long}
 
 
-# What a session records at login: no organisation, no location (null in the previous record).
-BREDBAND_AT_LOGIN = asn(29518, None, "89.160.0.0/17")
-LONDON_AT_LOGIN = geo("EU", "GB", "London")
+# What a session records at login: the whole ASN and GeoIP records of its address.
+BREDBAND_AT_LOGIN = asn(29518, "Bredband2 AB", "89.160.0.0/17")
+LONDON_AT_LOGIN = geo("EU", "GB", "London", 51.5142, -0.0931)
 
 # One pair of test-database addresses per reason: login, new, modes, policy, expected.
 # fmt: off
@@ -266,7 +266,8 @@ REASON_CASES: list[ReasonCase] = [
     ("89.160.20.112", "216.160.83.56", N.BIND_ASN, G.NO_BINDING, ALLOW,
      "network.asn", BREDBAND_AT_LOGIN, asn(209, None, "216.160.64.0/18")),
     ("12.81.92.10", "12.81.100.10", N.BIND_ASN_NETWORK, G.NO_BINDING, ALLOW,
-     "network.asn_network", asn(7018, None, "12.81.92.0/22"), asn(7018, None, "12.81.96.0/19")),
+     "network.asn_network", asn(7018, "AT&T Services", "12.81.92.0/22"),
+     asn(7018, None, "12.81.96.0/19")),
     ("89.160.20.112", "89.160.20.130", N.BIND_ASN_NETWORK_IP, G.NO_BINDING, ALLOW,
      "network.ip", BREDBAND_AT_LOGIN, asn(29518, "Bredband2 AB", "89.160.0.0/17")),
     # listed in the City database, but without a country
@@ -344,7 +345,7 @@ def test_network_is_checked_before_geoip_and_coarsest_first(reader: GeoipReader)
     assert isinstance(same_network, BindingViolation)
     assert compared(same_network) == {
         "reason": "geoip.continent",
-        "previous_value": geo("AS", "SG", "Singapore"),
+        "previous_value": geo("AS", "SG", "Singapore", 1.336, 103.7716),
         "new_value": geo("OC", "AU", "Melbourne", -37.8159, 144.9669),
     }
 

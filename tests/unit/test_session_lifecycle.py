@@ -368,7 +368,7 @@ def test_binding_violation_is_published_and_ends_the_session(bound: Runtime) -> 
     assert isinstance(checker.check("b", "89.160.20.113"), BindingOk)
     result = checker.check("b", "216.160.83.56")
     assert isinstance(result, BindingViolation)
-    bredband_at_login = {"asn": 29518, "as_org": None, "network": "89.160.0.0/17"}
+    bredband_at_login = {"asn": 29518, "as_org": "Bredband2 AB", "network": "89.160.0.0/17"}
     as209 = {"asn": 209, "as_org": None, "network": "216.160.64.0/18"}
     assert result.binding.model_dump(mode="json") == {
         "reason": "network.asn",
@@ -419,8 +419,8 @@ def test_binding_check_cli(bound: Runtime, tmp_path: Path) -> None:
             "continent": "EU",
             "country": "GB",
             "city": "London",
-            "lat": None,  # not recorded at login
-            "long": None,
+            "lat": 51.5142,
+            "long": -0.0931,
         },
         "new_value": {
             "continent": "NA",
