@@ -17,14 +17,13 @@ the pipeline drops a repeat as a duplicate).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Connection, Table, select, update
 
 from orchestrator.audit import AuditEntry, emit, write_audit
-from orchestrator.outbox import add_to_outbox, event_message
+from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.registry import SessionRegistry
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession, SessionFactory
@@ -54,7 +53,7 @@ class SessionActivity:
         policy: SessionPolicy,
         *,
         namespace: str = "logout",
-        relay: Callable[[], object] | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._engine = engine_of(sessions)
         self._registry = registry
@@ -109,7 +108,7 @@ class SessionActivity:
             add_to_outbox(conn, [event_message(r, self._namespace) for r in revokes])
         emit(records)
         if revokes and self._relay is not None:
-            self._relay()
+            self._relay([str(revoke.event_id) for revoke in revokes])
         return revokes
 
     def _over_limit(self, conn: Connection, user_id: str, keep: str) -> list[str]:

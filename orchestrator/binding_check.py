@@ -10,7 +10,6 @@ check backs ``logout-orchestrator binding check``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast
 
 from sqlalchemy import Table, select
@@ -26,7 +25,7 @@ from orchestrator.binding import (
     evaluate,
 )
 from orchestrator.errors import InputError, Problem
-from orchestrator.outbox import add_to_outbox, event_message
+from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.store import IdpSession, SessionFactory
 from orchestrator.store.sql import engine_of
 from schemas import HttpRequest, SessionBindingViolation
@@ -46,7 +45,7 @@ class BindingChecker:
         policy: UnlistedAddressPolicy,
         *,
         namespace: str = "logout",
-        relay: Callable[[], object] | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._sessions = sessions
         self._reader = reader
@@ -103,6 +102,7 @@ class BindingChecker:
                 raise InputError(
                     [Problem(f"session {event.session_id!r}", "session_id", "has ended")]
                 )
-            add_to_outbox(conn, [event_message(event, self._namespace)])
+            message = event_message(event, self._namespace)
+            add_to_outbox(conn, [message])
         if self._relay is not None:
-            self._relay()
+            self._relay([message.message_id])

@@ -14,7 +14,7 @@ outbox does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,7 +25,11 @@ from orchestrator.store import OutboxRow, utcnow
 from orchestrator.store.sql import insert_ignore
 from schemas import Event
 
-__all__ = ["OutboxMessage", "add_to_outbox", "event_message"]
+__all__ = ["OutboxMessage", "Relay", "add_to_outbox", "event_message"]
+
+#: Publishes the outbox rows of these message ids (what one commit wrote), e.g.
+#: :meth:`OutboxRelay.run <orchestrator.relay.OutboxRelay.run>`.
+Relay = Callable[[Collection[str]], object]
 
 _OUTBOX = cast(Table, OutboxRow.__table__)
 

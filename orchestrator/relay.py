@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -29,7 +29,14 @@ from dramatiq import Message
 from sqlalchemy import Table, delete, exists, func, or_, select, update
 
 from orchestrator.outbox import OutboxMessage
-from orchestrator.store import EventRecord, EventStatus, OutboxRow, SessionFactory, utcnow
+from orchestrator.store import (
+    EventRecord,
+    EventStatus,
+    OutboxRow,
+    RejectedEvent,
+    SessionFactory,
+    utcnow,
+)
 from orchestrator.store.sql import engine_of
 
 __all__ = ["BrokerSender", "OutboxRecovery", "OutboxRelay", "RelayReport"]
@@ -37,6 +44,7 @@ __all__ = ["BrokerSender", "OutboxRecovery", "OutboxRelay", "RelayReport"]
 _log = structlog.get_logger("logout.outbox")
 _OUTBOX = cast(Table, OutboxRow.__table__)
 _EVENTS = cast(Table, EventRecord.__table__)
+_REJECTED = cast(Table, RejectedEvent.__table__)
 _ERROR_LIMIT = 500
 
 
@@ -107,13 +115,16 @@ class OutboxRelay:
         with self._lock:
             return self._total
 
-    def run(self) -> RelayReport:
-        """Publish unsent rows in batches, at most ``max_per_run``; stop at the first failure."""
+    def run(self, only: Collection[str] | None = None) -> RelayReport:
+        """Publish unsent rows in batches, at most ``max_per_run``; stop at the first failure.
+
+        ``only``: just the rows of these message ids (what one commit wrote, published by the
+        thread that committed it; a backlog is the periodic run's work, not a handler's)."""
         owner = str(uuid.uuid4())
         published = 0
         error: str | None = None
         while published < self._max and error is None:
-            leased = self._lease_batch(owner, min(self._batch, self._max - published))
+            leased = self._lease_batch(owner, min(self._batch, self._max - published), only)
             if not leased:
                 break
             sent: list[int] = []
@@ -124,7 +135,9 @@ class OutboxRelay:
                     error = f"{type(exc).__name__}: {exc}"[:_ERROR_LIMIT]
                     break
                 sent.append(row_id)
-            self._finish(owner, sent, [row_id for row_id, _ in leased[len(sent) :]], error)
+            untried = [row_id for row_id, _ in leased[len(sent) + 1 :]]
+            failed = leased[len(sent)][0] if error is not None else None
+            self._finish(owner, sent, failed, untried, error)
             published += len(sent)
         with self._lock:
             self._total += published
@@ -151,26 +164,33 @@ class OutboxRelay:
         never arrived, so the next :meth:`run` sends them again."""
         cutoff = utcnow() - timedelta(seconds=grace)
         event = _EVENTS.c.event_id == _OUTBOX.c.event_id
+        # A message the pipeline refused is kept in rejected_events: it arrived, and sending
+        # it again would only be refused again.
+        rejected = exists().where(_REJECTED.c.message_id == _OUTBOX.c.message_id)
         with self._engine.begin() as conn:
             done = conn.execute(
                 delete(_OUTBOX).where(
                     _OUTBOX.c.sent_at.is_not(None),
-                    exists().where(event, _EVENTS.c.status == EventStatus.COMPLETED),
+                    or_(exists().where(event, _EVENTS.c.status == EventStatus.COMPLETED), rejected),
                 )
             ).rowcount
             resent = conn.execute(
                 update(_OUTBOX)
-                .where(_OUTBOX.c.sent_at < cutoff, ~exists().where(event))
+                .where(_OUTBOX.c.sent_at < cutoff, ~exists().where(event), ~rejected)
                 .values(sent_at=None)
             ).rowcount
         if resent:
             _log.warning("outbox messages lost by the broker; sending again", resent=resent)
         return OutboxRecovery(done, resent)
 
-    def _lease_batch(self, owner: str, limit: int) -> list[tuple[int, OutboxMessage]]:
+    def _lease_batch(
+        self, owner: str, limit: int, only: Collection[str] | None
+    ) -> list[tuple[int, OutboxMessage]]:
         now = utcnow()
         c = _OUTBOX.c
-        free = (c.sent_at.is_(None), or_(c.lease_until.is_(None), c.lease_until < now))
+        free = [c.sent_at.is_(None), or_(c.lease_until.is_(None), c.lease_until < now)]
+        if only is not None:
+            free.append(c.message_id.in_(sorted(only)))
         candidates = (
             select(c.id)
             .where(*free)
@@ -183,7 +203,7 @@ class OutboxRelay:
             rows = conn.execute(
                 update(_OUTBOX)
                 .where(c.id.in_(candidates), *free)
-                .values(lease_owner=owner, lease_until=now + self._lease, attempts=c.attempts + 1)
+                .values(lease_owner=owner, lease_until=now + self._lease)
                 .returning(c.id, c.message_id, c.event_id, c.queue, c.actor, c.payload)
             ).all()
         return sorted(
@@ -192,8 +212,15 @@ class OutboxRelay:
         )
 
     def _finish(
-        self, owner: str, sent: Sequence[int], kept: Sequence[int], error: str | None
+        self,
+        owner: str,
+        sent: Sequence[int],
+        failed: int | None,
+        untried: Sequence[int],
+        error: str | None,
     ) -> None:
+        """Mark ``sent`` sent; free the rest of the lease, counting an attempt only for the row
+        whose send ``failed``."""
         c = _OUTBOX.c
         free: dict[str, Any] = {"lease_owner": None, "lease_until": None}
         with self._engine.begin() as conn:
@@ -201,13 +228,17 @@ class OutboxRelay:
                 conn.execute(
                     update(_OUTBOX)
                     .where(c.id.in_(sent), c.sent_at.is_(None))
-                    .values(sent_at=utcnow(), last_error=None, **free)
+                    .values(sent_at=utcnow(), last_error=None, attempts=c.attempts + 1, **free)
                 )
-            if kept:
+            if failed is not None:
                 conn.execute(
                     update(_OUTBOX)
-                    .where(c.id.in_(kept), c.lease_owner == owner)
-                    .values(last_error=error, **free)
+                    .where(c.id == failed, c.lease_owner == owner)
+                    .values(last_error=error, attempts=c.attempts + 1, **free)
+                )
+            if untried:
+                conn.execute(
+                    update(_OUTBOX).where(c.id.in_(untried), c.lease_owner == owner).values(**free)
                 )
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from orchestrator.activity import SessionActivity
     from orchestrator.binding import GeoipReader
     from orchestrator.fanout import FanOut, RetryScheduler
-    from orchestrator.outbox import OutboxMessage
+    from orchestrator.outbox import OutboxMessage, Relay
     from orchestrator.pipeline import EventProcessor
     from orchestrator.plans import PlanTimeouts
     from orchestrator.registry import SessionRegistry
@@ -181,9 +181,10 @@ class Runtime:
             notify=self.notifier(),
         )
 
-    def activity(self, relay: Callable[[], object] | None = None) -> SessionActivity:
+    def activity(self, relay: Relay | None = None) -> SessionActivity:
         """Session starts and sightings; the session limit's revocations go to the outbox and
-        ``relay`` (e.g. :meth:`OutboxRelay.run`) runs after each commit that wrote some."""
+        ``relay`` (e.g. :meth:`OutboxRelay.run`) publishes them after each commit that wrote
+        some."""
         from orchestrator.activity import SessionActivity
 
         return SessionActivity(

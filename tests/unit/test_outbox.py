@@ -19,9 +19,16 @@ from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.errors import LogoutError
 from orchestrator.expiry import ExpirySweeper, expiry_event_id
 from orchestrator.outbox import OutboxMessage
-from orchestrator.relay import OutboxRelay, RelayReport
+from orchestrator.relay import OutboxRecovery, OutboxRelay, RelayReport
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import EventRecord, EventStatus, IdpSession, OutboxRow, utcnow
+from orchestrator.store import (
+    EventRecord,
+    EventStatus,
+    IdpSession,
+    OutboxRow,
+    RejectedEvent,
+    utcnow,
+)
 from schemas import SessionStarted
 from tests.integration.support import closed_port
 from workers import embedded
@@ -143,6 +150,7 @@ def test_failing_publish_leaves_the_row_unsent(runtime: Runtime) -> None:
     assert len(kept) == 7
     assert kept[0].attempts == 1
     assert kept[0].last_error == report.error
+    assert [r.attempts for r in kept[1:]] == [0] * 6, "rows never tried count no attempt"
     assert all(r.lease_owner is None and r.lease_until is None for r in kept)
     back = Broker()
     assert runtime.relay(back).run() == RelayReport(7, 0, None)
@@ -229,6 +237,32 @@ def test_recover_prunes_completed_and_resends_lost_messages(runtime: Runtime) ->
     assert runtime.relay(again).run().published == 1
     assert again.ids == [lost]
     assert {r.message_id for r in _rows(runtime)} == {processing, lost}
+
+
+def test_recover_prunes_messages_the_pipeline_rejected(runtime: Runtime) -> None:
+    """A sent message the pipeline refused (kept in rejected_events) is deleted, never sent
+    again: it arrived, and would only be refused again."""
+    [sid] = _import_due(runtime, 1)
+    _sweep(runtime)
+    relay = runtime.relay(Broker())
+    relay.run()
+    message_id = str(expiry_event_id(sid))
+    with runtime.sessions.begin() as db:
+        db.add(RejectedEvent(message_id=message_id, event_id=message_id, payload="{}", problems=[]))
+        db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(minutes=5)))
+    assert relay.recover(grace=60) == OutboxRecovery(done=1, resent=0)
+    assert _rows(runtime) == []
+
+
+def test_a_run_for_one_commit_publishes_only_its_rows(runtime: Runtime) -> None:
+    """``run(only=...)``: the rows one commit wrote, not the backlog before them."""
+    ids = _import_due(runtime, 5)
+    _sweep(runtime)
+    mine = str(expiry_event_id(ids[3]))
+    broker = Broker()
+    assert runtime.relay(broker).run([mine]).published == 1
+    assert broker.ids == [mine]
+    assert runtime.relay(broker).run().published == 4
 
 
 # -- the session limit and the binding check --------------------------------------------------
