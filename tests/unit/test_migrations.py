@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from orchestrator.store import Base
 from orchestrator.store.engine import make_engine
@@ -26,3 +27,34 @@ def test_migrated_sqlite_schema_matches_the_models(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_upgrade_to_the_outbox_unclaims_expiries_nothing_would_publish(tmp_path: Path) -> None:
+    """A session claimed for expiry before the outbox (0004) but still open is unclaimed by
+    0005, so the next sweep claims it into the outbox; an ended one keeps its claim."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'upgrade.db'}")
+    claimed = "2026-11-01 00:00:00.000000"
+    try:
+        upgrade(engine, "0004")
+        with engine.begin() as connection:
+            for session_id, ended in (("open", None), ("ended", claimed)):
+                connection.execute(
+                    text(
+                        "INSERT INTO idp_sessions (session_id, user_id, created_at, last_seen, "
+                        "remember_me, stay_signed_in, network_binding, geoip_binding, "
+                        "expiry_claimed_at, ended_at) VALUES (:sid, 'u', :at, :at, 0, 0, "
+                        "'no_binding', 'no_binding', :at, :ended)"
+                    ),
+                    {"sid": session_id, "at": claimed, "ended": ended},
+                )
+        upgrade(engine)
+        with engine.connect() as connection:
+            rows = dict(
+                connection.execute(
+                    text("SELECT session_id, expiry_claimed_at FROM idp_sessions")
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert rows["open"] is None
+    assert rows["ended"] is not None

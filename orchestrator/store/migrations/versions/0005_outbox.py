@@ -44,6 +44,16 @@ def upgrade() -> None:
     op.create_index(op.f("ix_outbox_event_id"), "outbox", ["event_id"], unique=False)
     op.create_index("ix_outbox_sent_at", "outbox", ["sent_at"], unique=False)
     op.drop_index("ix_idp_sessions_expiry_claimed", table_name="idp_sessions")
+    # An expiry claimed before this revision but never handled was published (if at all) the
+    # old way, which nothing re-publishes any more: unclaim it, so the next sweep claims it
+    # again into the outbox. Its event id is derived from the session, so one that did reach
+    # the pipeline is handled once.
+    op.execute(
+        sa.text(
+            "UPDATE idp_sessions SET expiry_claimed_at = NULL "
+            "WHERE ended_at IS NULL AND expiry_claimed_at IS NOT NULL"
+        )
+    )
 
 
 def downgrade() -> None:
