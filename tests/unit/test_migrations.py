@@ -49,11 +49,12 @@ def test_upgrade_to_the_outbox_unclaims_expiries_nothing_would_publish(tmp_path:
                 )
         upgrade(engine)
         with engine.connect() as connection:
-            rows = dict(
-                connection.execute(
+            rows: dict[str, object] = {
+                row.session_id: row.expiry_claimed_at
+                for row in connection.execute(
                     text("SELECT session_id, expiry_claimed_at FROM idp_sessions")
-                ).all()
-            )
+                )
+            }
     finally:
         engine.dispose()
     assert rows["open"] is None
