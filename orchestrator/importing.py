@@ -16,7 +16,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-import psycopg
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -46,6 +45,9 @@ __all__ = ["CHUNK", "GeoipDatabases", "ImportCounts", "Progress", "SessionImport
 CHUNK = 2000
 #: Rows per ``COPY`` and upsert from the temporary table (PostgreSQL).
 _COPY_CHUNK = 10_000
+#: Fewest rows worth a temporary table and ``COPY`` (PostgreSQL); fewer, as one login's
+#: session, go by a plain upsert.
+_COPY_FROM = 1000
 #: Keys per ``IN (...)`` list when reading what already exists (SQLite's parameter limit).
 _KEYS_PER_QUERY = 900
 
@@ -343,8 +345,9 @@ class SessionImport:
     def write(self, conn: Connection) -> None:
         """Upsert the merged rows: IdP sessions, then provider sessions.
 
-        PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT ... SELECT ... ON
-        CONFLICT DO UPDATE`` per table; SQLite: the upsert, executed for many rows at once.
+        PostgreSQL, from :data:`_COPY_FROM` rows: ``COPY`` into a temporary table, then one
+        ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per table; fewer rows (a login) and
+        SQLite: the upsert, executed for many rows at once.
         """
         sessions = [
             {name: row[name] for name in _SESSION_COLUMNS} for row in self._sessions.values()
@@ -359,7 +362,8 @@ class SessionImport:
             self._report("writing", written, total)
 
         self._report("writing", 0, total)
-        upsert = _copy_upsert if conn.dialect.name == "postgresql" else _executemany_upsert
+        postgresql = conn.dialect.name == "postgresql"
+        upsert = _copy_upsert if postgresql and total >= _COPY_FROM else _executemany_upsert
         if sessions:
             upsert(
                 conn,
@@ -402,7 +406,8 @@ def _executemany_upsert(
     rows: Sequence[dict[str, Any]],
     advanced: Callable[[int], None],
 ) -> None:
-    statement = _conflict_update(sqlite_insert(table), keys, updates)
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = _conflict_update(insert(table), keys, updates)
     for chunk in _chunks(rows, CHUNK):
         conn.execute(statement, list(chunk))
         advanced(len(chunk))
@@ -418,6 +423,8 @@ def _copy_upsert(
     advanced: Callable[[int], None],
 ) -> None:
     """``COPY`` the rows into a temporary table (dropped at commit), then upsert from it."""
+    import psycopg  # PostgreSQL only: SQLite users of the registry never load it
+
     staging = f"import_{table.name}"
     listed = ", ".join(columns)
     conn.execute(

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from orchestrator.store import IdpSession, Provider, ProviderSession
 
@@ -220,3 +220,24 @@ def test_large_import_on_postgresql_creates_then_updates(stack: Stack, tmp_path:
     assert len(links) == 12_000
     assert ("s-0", "wiki", "changed") in links
     assert ("s-1", "wiki", "w1") in links
+
+
+def test_a_login_on_postgresql_is_a_plain_upsert(stack: Stack) -> None:
+    """One session (a login, or a small import) is upserted in place: no temporary table and
+    no COPY, which would cost round trips and catalog churn at the rate of logins."""
+    statements: list[str] = []
+    with stack.runtime(handlers={}) as runtime:
+        event.listen(
+            runtime.engine,
+            "before_cursor_execute",
+            lambda _c, _cur, statement, *_: statements.append(statement),
+        )
+        runtime.registry.record_session("s-login", "alice", ip="81.2.69.142")
+        runtime.registry.record_session("s-login", "alice", ip="81.2.69.160")
+        with runtime.sessions() as db:
+            stored = db.get(IdpSession, "s-login")
+            assert stored is not None
+            assert stored.ip == "81.2.69.160"
+    written = [s for s in statements if "idp_sessions" in s and "INSERT" in s.upper()]
+    assert len(written) == 2
+    assert not [s for s in statements if "TEMPORARY" in s.upper() or "COPY" in s.upper()]
