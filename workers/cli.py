@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from schemas.errors import IncompleteError, InputError, LogoutError, Problem
+from schemas.errors import InputError, LogoutError, Problem
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 
 if TYPE_CHECKING:
@@ -237,33 +237,12 @@ def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 3
                 )
             ]
         )
-    import time
-
-    from dramatiq.brokers.stub import StubBroker
-    from dramatiq.errors import QueueJoinTimeout
-
-    from workers.process import embedded
-
-    deadline = time.monotonic() + wait
-
-    def left_ms() -> int:
-        return max(1, int((deadline - time.monotonic()) * 1000))  # 0 would mean "forever"
+    from workers.process import drain, embedded
 
     with embedded(settings) as actors:
         actors.publisher.enqueue(events)
-        broker = actors.handle_event.broker
-        assert isinstance(broker, StubBroker)  # memory:// builds one
-        try:
-            broker.join(actors.handle_event.queue_name, timeout=left_ms(), fail_fast=False)
-        except QueueJoinTimeout as exc:
-            raise IncompleteError(
-                f"not every event was handled within --wait {wait:g} s, and the in-process "
-                "broker stops with this command; publish the same input again with a longer "
-                "--wait (an event already handled is handled once)"
-            ) from exc
-        try:
-            broker.join(actors.deliver.queue_name, timeout=left_ms(), fail_fast=False)
-        except QueueJoinTimeout:
+        again = f"publish the same input again with a longer --wait than {wait:g}"
+        if not drain(actors, wait, again):
             _console(stderr=True).print(
                 "some deliveries are still retrying; they resume on the next run"
             )

@@ -22,10 +22,11 @@ from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from protocols import load_handlers
+from schemas.errors import IncompleteError
 from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
 
-__all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "embedded", "reach", "run_worker", "serve"]
+__all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "drain", "embedded", "reach", "run_worker", "serve"]
 
 _log = structlog.get_logger("logout.worker")
 _PR_SET_PDEATHSIG = 1
@@ -86,6 +87,39 @@ def embedded(settings: Settings, runtime: Runtime | None = None) -> Iterator[Act
         broker.close()
         if own:
             runtime.close()
+
+
+def drain(actors: Actors, wait: float, again: str) -> bool:
+    """Wait, within one deadline of ``wait`` seconds, until the in-process worker of
+    :func:`embedded` has handled every queued event, then every delivery.
+
+    Events not all handled in time raise :class:`IncompleteError` (``again`` says how to go
+    on); False when only delivery retries are left (they are recorded and resume later).
+    A message that failed is already recorded by the pipeline, so joins never fail fast.
+    """
+    from dramatiq.brokers.stub import StubBroker
+    from dramatiq.errors import QueueJoinTimeout
+
+    broker = actors.handle_event.broker
+    if not isinstance(broker, StubBroker):
+        raise LogoutError("drain() is for the in-process broker of memory://")
+    deadline = time.monotonic() + wait
+
+    def left_ms() -> int:
+        return max(1, int((deadline - time.monotonic()) * 1000))  # 0 would mean "forever"
+
+    try:
+        broker.join(actors.handle_event.queue_name, timeout=left_ms(), fail_fast=False)
+    except QueueJoinTimeout as exc:
+        raise IncompleteError(
+            f"not every event was handled within {wait:g} s, and the in-process broker stops "
+            f"with this command; {again} (an event already handled is handled once)"
+        ) from exc
+    try:
+        broker.join(actors.deliver.queue_name, timeout=left_ms(), fail_fast=False)
+    except QueueJoinTimeout:
+        return False
+    return True
 
 
 def _every(interval: float, job: Callable[[], object], name: str, stop: threading.Event) -> None:

@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import structlog
-from dramatiq.errors import QueueJoinTimeout
 
 from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from workers.broker import build_broker, is_in_process
 from workers.exit_codes import ExitCode
-from workers.process import embedded
+from workers.process import drain, embedded
 
 __all__ = ["OUTBOX_KEPT", "command_relay", "kept_message"]
 
@@ -44,11 +43,7 @@ def command_relay(
         return
     with embedded(settings, runtime) as actors:
         yield actors.relay
-        broker = actors.handle_event.broker
-        broker.join(actors.handle_event.queue_name, timeout=int(wait * 1000))
-        try:
-            broker.join(actors.deliver.queue_name, timeout=int(wait * 1000))
-        except QueueJoinTimeout:
+        if not drain(actors, wait, "what is left is sent again after recovery_grace"):
             _log.info("some deliveries are still retrying; they resume on the next run")
 
 

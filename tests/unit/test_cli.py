@@ -188,6 +188,6 @@ def test_memory_publish_not_handled_in_time_says_so(
         main, ["publish", "--wait", "5", "-"], env=env, input=json.dumps(event)
     )
     assert result.exit_code == ExitCode.INCOMPLETE
-    assert "not every event was handled within --wait 5 s" in result.output
-    assert "publish the same input again" in result.output
+    assert "not every event was handled within 5 s" in result.output
+    assert "publish the same input again with a longer --wait" in result.output
     assert "published logout.user" not in result.output
