@@ -6,6 +6,7 @@ and errors of libraries that were never imported cannot have been raised.
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import IntEnum
 
@@ -64,6 +65,15 @@ def exit_code_for(error: LogoutError) -> ExitCode:
     return ExitCode.INTERNAL
 
 
+#: A missing table or column: SQLite's and PostgreSQL's wording.
+_MISSING_TABLE = re.compile(r"no such (table|column)|relation .* does not exist|UndefinedTable")
+#: Failures to reach the server (PostgreSQL) or open the file (SQLite).
+_UNREACHABLE = re.compile(
+    r"connect|connection|could not translate host|timeout expired|unable to open database",
+    re.IGNORECASE,
+)
+
+
 def foreign_error(exc: BaseException, database: str, broker: str) -> LogoutError | None:
     """A library's connection error that reached the boundary untranslated, as ours.
 
@@ -72,12 +82,26 @@ def foreign_error(exc: BaseException, database: str, broker: str) -> LogoutError
     """
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
     sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
-    if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.OperationalError):
+    if sqlalchemy_exc is not None and isinstance(
+        exc, sqlalchemy_exc.OperationalError | sqlalchemy_exc.ProgrammingError
+    ):
         origin = getattr(exc, "orig", None)
         reason = (str(origin).strip().splitlines() or [reason])[0].rstrip(".") if origin else reason
+        if _MISSING_TABLE.search(reason):
+            return SchemaOutdatedError(
+                f"the database schema at {database} is missing a table ({reason}); "
+                "run `logout-orchestrator db upgrade` (or turn auto_migrate on)"
+            )
+        if isinstance(exc, sqlalchemy_exc.ProgrammingError):
+            return None  # a bug, not the database's state: reported as an internal error
+        if _UNREACHABLE.search(reason):
+            return DatabaseUnavailableError(
+                f"database unreachable: {database}: {reason}; check that it runs and that "
+                "database_url (LOGOUT_DATABASE_URL) is right"
+            )
         return DatabaseUnavailableError(
-            f"database error: {database}: {reason}; check that it runs and that "
-            "database_url (LOGOUT_DATABASE_URL) is right"
+            f"the database refused the work: {database}: {reason}; nothing of this command "
+            "was committed, run it again once that is fixed"
         )
     broker_errors = [
         getattr(sys.modules.get(module), name, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from structlog.testing import capture_logs
 
 from orchestrator.errors import (
@@ -128,10 +129,35 @@ def test_library_connection_errors_are_translated() -> None:
     broker = foreign_error(redis.ConnectionError("Connection refused."), "db", "redis://h/0")
     assert isinstance(broker, BrokerUnavailableError)
     assert "redis://h/0: Connection refused;" in str(broker)
-    database = foreign_error(OperationalError("SELECT 1", {}, Exception("gone")), "pg://h", "b")
+    refused = Exception('connection to server at "h" failed: Connection refused')
+    database = foreign_error(OperationalError("SELECT 1", {}, refused), "pg://h", "b")
     assert isinstance(database, DatabaseUnavailableError)
-    assert "pg://h: gone" in str(database)
+    assert str(database).startswith("database unreachable: pg://h: connection to server")
     assert foreign_error(KeyError("x"), "db", "b") is None
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "text"),
+    [
+        (OperationalError("x", {}, Exception("no such table: outbox")), SchemaOutdatedError,
+         "missing a table (no such table: outbox); run `logout-orchestrator db upgrade`"),
+        (ProgrammingError("x", {}, Exception('relation "outbox" does not exist')),
+         SchemaOutdatedError, "run `logout-orchestrator db upgrade`"),
+        (OperationalError("x", {}, Exception("database is locked")), DatabaseUnavailableError,
+         "the database refused the work: db: database is locked; nothing of this command"),
+        (OperationalError("x", {}, Exception("attempt to write a readonly database")),
+         DatabaseUnavailableError, "refused the work: db: attempt to write a readonly database"),
+    ],
+)  # fmt: skip
+def test_database_errors_that_are_not_unreachable_say_what_they_are(
+    error: Exception, kind: type[Exception], text: str
+) -> None:
+    """A missing table is the schema (exit 7), a locked or read-only database is named as it
+    is, never "check that it runs"."""
+    translated = foreign_error(error, "db", "b")
+    assert isinstance(translated, kind)
+    assert text in str(translated)
+    assert "check that it runs" not in str(translated)
 
 
 def test_head_revisions_match_alembic() -> None:
