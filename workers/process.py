@@ -244,6 +244,11 @@ def serve(settings: Settings) -> int:
     _log.info("duration settings", durations=settings.duration_readings())
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
+    # The children would each wait for a broker that is down, each saying so: wait once here.
+    broker = reach(lambda: _connected_broker(settings), stopping)
+    if broker is None:
+        return 0
+    broker.close()
     context = multiprocessing.get_context("spawn")
     data = settings.model_dump(mode="json")
     children = [

@@ -230,13 +230,15 @@ class Stack:
             check=False,
         )
 
-    def start_worker(self, extra: Mapping[str, str] | None = None) -> WorkerProcess:
-        """Start ``logout-orchestrator worker --processes 1 --threads 4`` in the background."""
+    def start_worker(
+        self, extra: Mapping[str, str] | None = None, processes: int = 1
+    ) -> WorkerProcess:
+        """Start ``logout-orchestrator worker --processes N --threads 4`` in the background."""
         log = self.tmp_path / f"worker-{len(self.workers) + 1}.stderr.log"
         env = self.env({**WORKER_SETTINGS, **(extra or {})})
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                [str(CLI), *WORKER_ARGS],
+                [str(CLI), "worker", "--processes", str(processes), "--threads", "4"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,

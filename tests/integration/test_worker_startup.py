@@ -41,15 +41,20 @@ def late_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[byte
         server.wait(timeout=10)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_worker_waits_for_its_broker_then_starts(
-    stack: Stack, tmp_path: Path, late_redis: tuple[int, list[subprocess.Popen[bytes]]]
+    stack: Stack,
+    tmp_path: Path,
+    late_redis: tuple[int, list[subprocess.Popen[bytes]]],
+    processes: int,
 ) -> None:
-    """Broker down: one line per attempt, delays growing, no "worker started"; then it runs."""
+    """Broker down: one line per attempt, delays growing, no "worker started"; then it runs.
+    With several processes the supervisor waits alone: the lines are not repeated N times."""
     port, servers = late_redis
     stack.protocols = []
     stack.broker_url = f"redis://127.0.0.1:{port}/0"
     stack.seed(records=[{"kind": "session", "session_id": "s-1", "user_id": "u"}])
-    worker = stack.start_worker()
+    worker = stack.start_worker(processes=processes)
 
     def waiting() -> list[dict[str, object]]:
         return [x for x in _lines(worker.output()) if "retrying in" in str(x.get("event"))]
@@ -60,6 +65,7 @@ def test_worker_waits_for_its_broker_then_starts(
     assert all(f"127.0.0.1:{port}" in str(x["event"]) for x in lines), lines
     delays = [float(str(x["retry_in"])) for x in lines]
     assert delays[:3] == [1.0, 2.0, 4.0], delays
+    assert delays.count(1.0) == 1, "one process waits and says so, not each of them"
     assert "worker started" not in worker.output()
     assert "Traceback" not in worker.output()
 
