@@ -28,6 +28,10 @@ def lazy_exports(
     if shared:
         raise ValueError(f"{package}: exports named like its submodules: {sorted(shared)}")
     namespace = importlib.import_module(package).__dict__
+    # Each name in __all__ must be importable: eagerly imported above, or mapped here.
+    unmapped = set(namespace.get("__all__", ())) - set(where) - set(namespace)
+    if unmapped:
+        raise ValueError(f"{package}: __all__ names no module exports: {sorted(unmapped)}")
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)

@@ -305,7 +305,7 @@ def sessions_sweep(ctx: click.Context) -> None:
     """
     from orchestrator.expiry import ExpirySweeper
     from orchestrator.runtime import Runtime
-    from workers.relaying import OUTBOX_KEPT, command_relay, kept_message
+    from workers.relaying import command_relay, kept_message
 
     settings = _settings(ctx)
     runtime = Runtime.start(settings)
@@ -325,7 +325,7 @@ def sessions_sweep(ctx: click.Context) -> None:
     _console().print(f"expired: {sweep.claimed} claimed, {relay.total_published} published")
     if report.error is not None:
         _console(stderr=True).print(kept_message(report), markup=False)
-        ctx.exit(OUTBOX_KEPT)
+        ctx.exit(ExitCode.BROKER_UNAVAILABLE)
 
 
 @main.group()

@@ -3,7 +3,7 @@
 A command writes its events to the outbox and then runs the relay this gives it: on the
 configured broker, or, with ``memory://``, on an embedded worker that handles what the relay
 published before the command returns. When the broker does not answer, the events stay in
-the outbox and the command says so and exits with :data:`OUTBOX_KEPT`.
+the outbox and the command says so and exits with ``ExitCode.BROKER_UNAVAILABLE`` (4).
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from workers.broker import build_broker, is_in_process
-from workers.exit_codes import ExitCode
 from workers.process import drain, embedded
 
-__all__ = ["OUTBOX_KEPT", "command_relay", "kept_message"]
+__all__ = ["command_relay", "kept_message"]
 
-#: Exit status of a command whose events are kept in the outbox (the broker did not answer).
-OUTBOX_KEPT = int(ExitCode.BROKER_UNAVAILABLE)
 
 _log = structlog.get_logger("logout.outbox")
 

@@ -77,8 +77,8 @@ def check_schema(engine: Engine) -> None:
         if not inspect(connection).has_table("alembic_version"):
             raise SchemaOutdatedError(f"the database has no schema yet; {_UPGRADE}")
         current = set(connection.scalars(text("SELECT version_num FROM alembic_version")))
-    known, parents = _revisions()
-    heads = known - parents
+    known, _ = _revisions()
+    heads = head_revisions()
     found = ", ".join(sorted(current)) or "none"
     if current - known:
         raise SchemaOutdatedError(

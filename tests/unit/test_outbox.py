@@ -33,7 +33,7 @@ from schemas import SessionStarted
 from tests.integration.support import closed_port
 from workers import embedded
 from workers.cli import main
-from workers.relaying import OUTBOX_KEPT
+from workers.exit_codes import ExitCode
 
 from .conftest import make_event
 
@@ -362,7 +362,7 @@ def test_sessions_sweep_with_the_broker_down_keeps_the_events(runtime: Runtime) 
         ["sessions", "sweep"],
         env=_env(runtime, f"redis://127.0.0.1:{closed_port()}/0"),
     )
-    assert down.exit_code == OUTBOX_KEPT, down.output
+    assert down.exit_code == ExitCode.BROKER_UNAVAILABLE, down.output
     assert down.exception is None or isinstance(down.exception, SystemExit)
     assert "expired: 3 claimed, 0 published" in down.output
     assert "3 event(s) kept in the outbox" in down.output
