@@ -46,6 +46,8 @@ _OUTBOX = cast(Table, OutboxRow.__table__)
 _EVENTS = cast(Table, EventRecord.__table__)
 _REJECTED = cast(Table, RejectedEvent.__table__)
 _ERROR_LIMIT = 500
+#: Resends of a lost message wait grace, 2 x grace, 4 x grace ... at most 2**6 x grace.
+_MAX_DOUBLINGS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,28 +162,46 @@ class OutboxRelay:
         return int(count or 0)
 
     def recover(self, grace: float) -> OutboxRecovery:
-        """Delete rows whose event completed; unmark rows sent ``grace`` seconds ago whose event
-        never arrived, so the next :meth:`run` sends them again."""
-        cutoff = utcnow() - timedelta(seconds=grace)
-        event = _EVENTS.c.event_id == _OUTBOX.c.event_id
+        """Delete rows whose event completed; unmark rows whose event never arrived, so the
+        next :meth:`run` sends them again.
+
+        A row is sent again ``grace`` seconds after its first send, then after twice that,
+        four times... (up to 64 times): a queue merely slower than the grace period (a backlog
+        behind a long outage) gets a few copies, not one more every recovery run."""
+        now = utcnow()
+        c = _OUTBOX.c
+        event = _EVENTS.c.event_id == c.event_id
         # A message the pipeline refused is kept in rejected_events: it arrived, and sending
         # it again would only be refused again.
-        rejected = exists().where(_REJECTED.c.message_id == _OUTBOX.c.message_id)
+        rejected = exists().where(_REJECTED.c.message_id == c.message_id)
         with self._engine.begin() as conn:
             done = conn.execute(
                 delete(_OUTBOX).where(
-                    _OUTBOX.c.sent_at.is_not(None),
+                    c.sent_at.is_not(None),
                     or_(exists().where(event, _EVENTS.c.status == EventStatus.COMPLETED), rejected),
                 )
             ).rowcount
-            resent = conn.execute(
-                update(_OUTBOX)
-                .where(_OUTBOX.c.sent_at < cutoff, ~exists().where(event), ~rejected)
-                .values(sent_at=None)
-            ).rowcount
-        if resent:
-            _log.warning("outbox messages lost by the broker; sending again", resent=resent)
-        return OutboxRecovery(done, resent)
+            overdue = conn.execute(
+                select(c.id, c.sent_at, c.attempts)
+                .where(
+                    c.sent_at < now - timedelta(seconds=grace), ~exists().where(event), ~rejected
+                )
+                .with_for_update(skip_locked=True)
+            ).all()
+            lost = [
+                row.id
+                for row in overdue
+                if row.sent_at
+                < now
+                - timedelta(seconds=grace * 2 ** min(max(row.attempts - 1, 0), _MAX_DOUBLINGS))
+            ]
+            for chunk in range(0, len(lost), 500):
+                conn.execute(
+                    update(_OUTBOX).where(c.id.in_(lost[chunk : chunk + 500])).values(sent_at=None)
+                )
+        if lost:
+            _log.warning("outbox messages lost by the broker; sending again", resent=len(lost))
+        return OutboxRecovery(done, len(lost))
 
     def _lease_batch(
         self, owner: str, limit: int, only: Collection[str] | None

@@ -239,6 +239,31 @@ def test_recover_prunes_completed_and_resends_lost_messages(runtime: Runtime) ->
     assert {r.message_id for r in _rows(runtime)} == {processing, lost}
 
 
+def test_a_message_still_unhandled_is_resent_ever_more_rarely(runtime: Runtime) -> None:
+    """Resends wait grace, then 2 x grace, 4 x grace: a queue that is merely slow (a backlog
+    longer than the grace period) gets a few copies, not one more at every recovery run."""
+    _import_due(runtime, 1)
+    _sweep(runtime)
+    relay = runtime.relay(Broker())
+
+    def sent_minutes_ago(minutes: float) -> None:
+        with runtime.sessions.begin() as db:
+            db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(minutes=minutes)))
+
+    relay.run()  # the first send: attempts 1
+    sent_minutes_ago(2)
+    assert relay.recover(grace=60).resent == 1
+    relay.run()  # the second send: attempts 2, next resend after 2 minutes
+    sent_minutes_ago(1.5)
+    assert relay.recover(grace=60).resent == 0
+    sent_minutes_ago(3)
+    assert relay.recover(grace=60).resent == 1
+    relay.run()  # attempts 3: after 4 minutes
+    sent_minutes_ago(3)
+    assert relay.recover(grace=60).resent == 0
+    assert [r.attempts for r in _rows(runtime)] == [3]
+
+
 def test_recover_prunes_messages_the_pipeline_rejected(runtime: Runtime) -> None:
     """A sent message the pipeline refused (kept in rejected_events) is deleted, never sent
     again: it arrived, and would only be refused again."""
