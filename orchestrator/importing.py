@@ -164,6 +164,16 @@ class SessionImport:
             )
             self._problems.extend(Problem(where, name, reason) for name, reason in unserved)
         row = self._sessions.get(rec.session_id) or existing.get(rec.session_id)
+        if bound and rec.ip is None and (row is None or row["ip"] is None):
+            # Nothing to compare a later address with: every check would end the session.
+            self._problems.append(
+                Problem(
+                    where,
+                    "ip",
+                    "a network or GeoIP binding needs the login's address: give ip, or use "
+                    "no_binding",
+                )
+            )
         if row is None:
             started = rec.created or utcnow()
             row = {

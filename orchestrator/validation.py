@@ -29,7 +29,10 @@ def problems_from(exc: ValidationError, where: str, *, tagged: bool = False) -> 
 
     ``tagged`` for a discriminated union, whose errors start with the tag.
     """
-    return [Problem(where, _field(err["loc"], tagged), err["msg"]) for err in exc.errors()]
+    return [
+        Problem(where, _field(err["loc"], tagged), err["msg"].removeprefix("Value error, "))
+        for err in exc.errors()
+    ]
 
 
 def parse_event(raw: Any, where: str = "") -> Event:

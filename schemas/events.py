@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.registry import GeoipBindingMode, NetworkBindingMode
+from schemas.registry import GeoipBindingMode, IpText, NetworkBindingMode
 
 __all__ = [
     "ACTIVITY_EVENT_TYPES",
@@ -335,7 +335,7 @@ class SessionStarted(EventBase):
     type: Literal["session.started"] = "session.started"
     session_id: NonEmpty
     user_id: NonEmpty
-    ip: str | None = Field(default=None, max_length=64)
+    ip: IpText = None
     user_agent: str | None = None
     remember_me: bool = False
     stay_signed_in: bool = False

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "GEOIP_BINDINGS",
     "NETWORK_BINDINGS",
     "PROVIDER_NAME_PATTERN",
     "GeoipBindingMode",
+    "IpText",
     "NetworkBindingMode",
     "ProviderConfig",
     "ProviderSessionRecord",
@@ -22,6 +24,20 @@ __all__ = [
 PROVIDER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$"
 _Id = Annotated[str, Field(min_length=1, max_length=255)]
 _Opt = Annotated[str | None, Field(default=None, max_length=255)]
+
+
+def _an_address(text: str | None) -> str | None:
+    if text is not None:
+        try:
+            ip_address(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    return text
+
+
+#: An IP address as text, refused unless it is one (a binding compares every later address
+#: with it, whether or not GeoIP databases are configured now).
+IpText = Annotated[str | None, Field(default=None, max_length=64), AfterValidator(_an_address)]
 
 NetworkBindingMode = Literal["no_binding", "bind_asn", "bind_asn_network", "bind_asn_network_ip"]
 GeoipBindingMode = Literal[
@@ -62,7 +78,7 @@ class SessionRecord(BaseModel):
     expires: AwareDatetime | None = Field(
         default=None, description="Default: from the session policy (session_duration, ...)."
     )
-    ip: Annotated[str | None, Field(default=None, max_length=64)]
+    ip: IpText
     user_agent: str | None = None
     remember_me: bool = False
     stay_signed_in: bool = False

@@ -355,7 +355,7 @@ def test_sessions_of_providers_without_handler_warn(populated: Runtime) -> None:
     ("fields", "expected"),
     [
         (
-            {"network_binding": "bind_asn"},
+            {"network_binding": "bind_asn", "ip": "89.160.20.112"},
             "line 1: network_binding: bind_asn needs the GeoIP ASN database, and none is "
             "configured (set geoip_asn_db, or use no_binding)",
         ),
@@ -365,7 +365,7 @@ def test_sessions_of_providers_without_handler_warn(populated: Runtime) -> None:
             "none is configured (set geoip_city_db, or use no_binding)",
         ),
         (
-            {"network_binding": "bind_asn_network_ip", "asn": 29518},
+            {"network_binding": "bind_asn_network_ip", "asn": 29518, "ip": "89.160.20.112"},
             "line 1: network_binding: bind_asn_network_ip needs the GeoIP ASN database, and "
             "none is configured (set geoip_asn_db, or use no_binding)",
         ),
@@ -379,6 +379,38 @@ def test_binding_modes_need_their_database(
         runtime.registry.import_lines([_session("s-1", **fields), _session("s-2")])
     assert [str(p) for p in caught.value.problems] == [expected]
     assert _count(runtime, IdpSession) == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"network_binding": "bind_asn"},
+            "line 1: ip: a network or GeoIP binding needs the login's address: give ip, or use "
+            "no_binding",
+        ),
+        ({"ip": "999.1.1.1"}, "line 1: ip: '999.1.1.1' is not an IPv4 or IPv6 address"),
+        ({"ip": "not-an-ip"}, "line 1: ip: 'not-an-ip' is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_a_login_address_is_required_by_a_binding_and_must_be_one(
+    settings: Settings, geoip_files: GeoipFiles, fields: dict[str, Any], expected: str
+) -> None:
+    """A bound session without its login address would be ended by its first check; an
+    address that is none is refused whether or not GeoIP databases are configured."""
+    with_databases = settings.with_overrides(
+        geoip_city_db=geoip_files.city, geoip_asn_db=geoip_files.asn
+    )
+    for configured in (with_databases, settings):
+        if "network_binding" in fields and configured is settings:
+            continue  # without databases the binding is refused for that reason first
+        runtime = Runtime.start(configured, handlers={})
+        try:
+            with pytest.raises(InputError) as caught:
+                runtime.registry.import_lines([_session("s-1", **fields)])
+        finally:
+            runtime.close()
+        assert [str(p) for p in caught.value.problems] == [expected]
 
 
 def test_record_session_refuses_a_binding_without_database(
