@@ -189,6 +189,8 @@ def _parse_iso(text: str, stripped: str, bare_unit: str) -> timedelta:
         ) from exc
     if value < timedelta(0):
         raise DurationError(text, "negative durations are not allowed")
+    if value > LONGEST:
+        raise DurationError(text, _TOO_LARGE)
     return value
 
 
@@ -284,11 +286,20 @@ def _number(text: str, token: str, what: str, allow_disabled: bool) -> float:
     return float(token) if "." in token else int(token)
 
 
+#: The longest duration any setting takes: beyond it a deadline computed from now overflows
+#: the calendar (a value this large is a typo, such as a unit left out).
+LONGEST: Final = timedelta(days=36500)
+_TOO_LARGE: Final = "too large (at most 100 years, 36500 days)"
+
+
 def _build(text: str, values: dict[str, float]) -> timedelta:
     try:
-        return timedelta(**values)
+        value = timedelta(**values)
     except OverflowError as exc:
-        raise DurationError(text, f"too large (at most {timedelta.max.days} days)") from exc
+        raise DurationError(text, _TOO_LARGE) from exc
+    if value > LONGEST:
+        raise DurationError(text, _TOO_LARGE)
+    return value
 
 
 def format_duration(value: timedelta | None) -> str:
@@ -360,6 +371,8 @@ def _coerce(value: object, *, allow_disabled: bool) -> timedelta | None:
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise DurationError(str(value), "negative")
+        if value > LONGEST:
+            raise DurationError(str(value), _TOO_LARGE)
         return value
     if value is None and allow_disabled:
         return None
@@ -421,6 +434,7 @@ class DurationUnit:
         """
         if isinstance(value, str):
             if _PLAIN_NUMBER.fullmatch(value.strip()):
+                self.to_unit(float(value))  # refuses what is too large
                 return value
             parsed = parse_duration(value, allow_disabled=False, bare_unit=self.name)
             assert parsed is not None  # allow_disabled=False never gives None
@@ -428,7 +442,15 @@ class DurationUnit:
         if isinstance(value, timedelta):
             if value < timedelta(0):
                 raise DurationError(str(value), "negative")
+            if value > LONGEST:
+                raise DurationError(str(value), _TOO_LARGE)
             return self._count(str(value), value)
+        if isinstance(value, bool):  # TOML's true is no duration, though Python counts it 1
+            raise DurationError(repr(value).lower(), "true/false is not a duration")
+        if isinstance(value, int | float) and (
+            not math.isfinite(value) or abs(value) > LONGEST / self.size
+        ):
+            raise DurationError(str(value), f"{_TOO_LARGE}, in {self.name or 'seconds'}")
         return value
 
     def _count(self, text: str, value: timedelta) -> float | int:

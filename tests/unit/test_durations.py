@@ -203,7 +203,7 @@ def test_format_duration(value: timedelta | None, text: str) -> None:
         timedelta(microseconds=1),
         timedelta(days=365, seconds=1, microseconds=999_999),
         timedelta(weeks=3, hours=23),
-        timedelta.max,
+        timedelta(days=36500),
     ],
 )
 def test_format_then_parse_round_trips(value: timedelta) -> None:

@@ -367,3 +367,32 @@ def test_config_show_redacts_every_url(tmp_path: Path) -> None:
 def test_redact_url_keeps_the_rest_as_written(url: str, shown: str) -> None:
     """No password: unchanged; IPv6 hosts keep their brackets; an unparseable URL is masked."""
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOGOUT_SESSION_DURATION", "1000000y"),
+        ("LOGOUT_SESSION_IDLE_TIMEOUT", "P200Y"),
+        ("LOGOUT_RECOVERY_INTERVAL", "1e308"),
+        ("LOGOUT_RETRY_MAX_DELAY", "1e300"),
+        ("LOGOUT_EXPIRY_INTERVAL", "99999999999999"),
+        ("LOGOUT_FRONTCHANNEL_FRAME_TIMEOUT_MS", "999999999999999"),
+    ],
+)
+def test_durations_beyond_a_century_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A duration so large it overflows a deadline (a unit left out) is refused on load, naming
+    the variable, never accepted to crash a login or config show later."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=rf"{variable} \(environment\).*too large"):
+        Settings.load(None)
+
+
+def test_a_boolean_is_no_duration(tmp_path: Path) -> None:
+    """TOML's ``true`` is refused (Python would count it as 1 second)."""
+    config = tmp_path / "logout.toml"
+    config.write_text("delivery_timeout = true\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"delivery_timeout.*true/false is not a duration"):
+        Settings.load(config)
