@@ -79,6 +79,9 @@ def default_data_dir() -> Path:
 _USERINFO_PASSWORD = re.compile(r"(?P<user>//[^/@:]*):[^/@]*@")
 
 
+_QUERY_PASSWORD = re.compile(r"(?P<key>(?:^|(?<=[&;]))[^=&;]*pass(?:word)?)=[^&;]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (host, port and user kept as written)."""
     try:
@@ -86,10 +89,11 @@ def redact_url(url: str) -> str:
     except ValueError:  # not parseable (say a broken IPv6 host): mask any user:password@
         return _USERINFO_PASSWORD.sub(r"\g<user>:***@", url)
     userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if at and ":" in userinfo:
+        url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
+    # libpq and redis also take a password in the query (?password=, ?sslpassword=).
+    base, mark, query = url.partition("?")
+    return base + mark + _QUERY_PASSWORD.sub(r"\g<key>=***", query)
 
 
 def _redact_urls(value: Any) -> Any:

@@ -396,3 +396,21 @@ def test_a_boolean_is_no_duration(tmp_path: Path) -> None:
     config.write_text("delivery_timeout = true\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=r"delivery_timeout.*true/false is not a duration"):
         Settings.load(config)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://user:pw@db/x?password=qpw&sslpassword=kp",
+            "postgresql://user:***@db/x?password=***&sslpassword=***",
+        ),
+        ("postgresql://db/x?user=a&password=qpw2", "postgresql://db/x?user=a&password=***"),
+        ("rediss://default:pw@h:6380/0?password=xx", "rediss://default:***@h:6380/0?password=***"),
+        ("postgresql://u@db/x?passfile=/p&sslmode=require", "postgresql://u@db/x?passfile=/p&sslmode=require"),
+        ("sqlite:////var/lib/logout/logout.db", "sqlite:////var/lib/logout/logout.db"),
+    ],
+)  # fmt: skip
+def test_passwords_in_the_query_are_masked_too(url: str, shown: str) -> None:
+    """libpq and redis take a password in the query as well; it never shows."""
+    assert redact_url(url) == shown
