@@ -322,6 +322,10 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"config file {path}: cannot read it: {exc.strerror}; check its permissions"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"config file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from exc
         except ValidationError as exc:
             sources = _Sources(options, path)
             problems = "; ".join(sources.describe(err) for err in exc.errors())

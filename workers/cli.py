@@ -44,12 +44,17 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """The text of ``path`` (``-``: standard input); InputError (exit 2) when it cannot be read
+    or is not UTF-8 (JSON lines and TOML are UTF-8)."""
     try:
+        if path == "-":
+            return sys.stdin.read()
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise click.FileError(path, exc.strerror) from exc
+        problem = f"cannot read it: {exc.strerror or exc}; check the path and its permissions"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    raise InputError([Problem(path if path != "-" else "standard input", "", problem)])
 
 
 def _fail(ctx: click.Context, error: LogoutError) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,20 +33,48 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; on PostgreSQL under an advisory lock."""
-    from alembic import command
+    """Bring the schema to ``revision``; on PostgreSQL under an advisory lock.
+
+    A schema already at the newest revision costs one query (Alembic is not even loaded);
+    otherwise one log line says what was applied, instead of Alembic's own lines.
+    """
+    import structlog
 
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
             connection.commit()
         try:
-            command.upgrade(alembic_config(connection), revision)
+            before = _current(connection)
+            if revision == "head" and before == head_revisions():
+                return
+            chatty = logging.getLogger("alembic")
+            level = chatty.level
+            chatty.setLevel(max(logging.WARNING, level))
+            try:
+                from alembic import command  # its import logs a line per plugin, at INFO
+
+                command.upgrade(alembic_config(connection), revision)
+            finally:
+                chatty.setLevel(level)
             connection.commit()
+            after = _current(connection)
+            structlog.get_logger("logout.store").info(
+                "database schema upgraded",
+                before=", ".join(sorted(before)) or "none",
+                after=", ".join(sorted(after)),
+            )
         finally:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
                 connection.commit()
+
+
+def _current(connection: Connection) -> set[str]:
+    """The revisions the schema is at (none before the first migration)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return set(connection.scalars(text("SELECT version_num FROM alembic_version")))
 
 
 def _revisions() -> tuple[set[str], set[str]]:
@@ -74,9 +103,9 @@ def check_schema(engine: Engine) -> None:
     For commands that only read: they never migrate, so they say what to run instead.
     """
     with engine.connect() as connection:
-        if not inspect(connection).has_table("alembic_version"):
-            raise SchemaOutdatedError(f"the database has no schema yet; {_UPGRADE}")
-        current = set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+        current = _current(connection)
+    if not current:
+        raise SchemaOutdatedError(f"the database has no schema yet; {_UPGRADE}")
     known, _ = _revisions()
     heads = head_revisions()
     found = ", ".join(sorted(current)) or "none"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from orchestrator.logging import configure_logging
 from orchestrator.store import Base
 from orchestrator.store.engine import make_engine
-from orchestrator.store.migrate import upgrade
+from orchestrator.store.migrate import head_revisions, upgrade
 
 
 def test_migrated_sqlite_schema_matches_the_models(tmp_path: Path) -> None:
@@ -59,3 +62,23 @@ def test_upgrade_to_the_outbox_unclaims_expiries_nothing_would_publish(tmp_path:
         engine.dispose()
     assert rows["open"] is None
     assert rows["ended"] is not None
+
+
+def test_upgrade_says_one_line_and_nothing_when_current(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A writing command migrates without Alembic's lines: one line of ours when something was
+    applied, nothing (and Alembic not even asked) when the schema is current."""
+    configure_logging("INFO", "json")
+    engine = make_engine(f"sqlite:///{tmp_path / 'quiet.db'}")
+    try:
+        upgrade(engine)
+        first = capsys.readouterr().err
+        upgrade(engine)
+        second = capsys.readouterr().err
+    finally:
+        engine.dispose()
+    lines = [json.loads(line) for line in first.splitlines()]
+    assert [line["event"] for line in lines] == ["database schema upgraded"]
+    assert (lines[0]["before"], lines[0]["after"]) == ("none", max(head_revisions()))
+    assert second == ""

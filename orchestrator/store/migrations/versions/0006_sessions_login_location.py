@@ -1,4 +1,4 @@
-"""sessions: the login's AS organisation and location
+"""idp_sessions: the login's AS organisation and location
 
 A broken binding's record shows the login's full ASN record (``as_org``) and GeoIP record
 (``lat``, ``long``) beside the new address's; these were looked up at login but not kept.
