@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -90,8 +91,19 @@ class Runtime:
         """A runtime for commands that only read (``audit list``): it never migrates and
         loads no handler; a missing or older schema is
         :class:`~orchestrator.errors.SchemaOutdatedError` (run ``db upgrade``)."""
+        from sqlalchemy.engine import make_url
+
+        from orchestrator.errors import SchemaOutdatedError
         from orchestrator.store.migrate import check_schema
 
+        url = make_url(settings.effective_database_url)
+        file = url.database if url.get_backend_name() == "sqlite" else None
+        if file and file != ":memory:" and not file.startswith("file:") and not Path(file).exists():
+            # Opening it would create it (and its folders): a typo would leave files behind.
+            raise SchemaOutdatedError(
+                f"no database at {file}; check database_url (LOGOUT_DATABASE_URL), or run "
+                "`logout-orchestrator db upgrade` to create it"
+            )
         runtime = cls.start(settings, migrate=False, handlers={})
         try:
             check_schema(runtime.engine)

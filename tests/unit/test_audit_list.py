@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +280,13 @@ def test_since_that_is_not_a_timestamp(dated: Runtime, env: dict[str, str]) -> N
     assert "Traceback" not in result.output
     with pytest.raises(InputError, match="since"):
         parse_timestamp("12/31/2025")
+
+
+def test_a_missing_database_file_is_named_not_created(env: dict[str, str], tmp_path: Path) -> None:
+    """Reading never creates: a mistyped SQLite path is exit 7 naming it, and nothing is left
+    behind (opening it would have made the file and its folders)."""
+    missing = tmp_path / "typo" / "sub" / "logout.db"
+    result = _list({**env, "LOGOUT_DATABASE_URL": f"sqlite:///{missing}"})
+    assert result.exit_code == 7, result.output
+    assert f"no database at {missing}" in result.output
+    assert not (tmp_path / "typo").exists()
