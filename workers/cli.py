@@ -21,6 +21,7 @@ from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
     from protocols.oidc import OidcHandler
     from protocols.oidc.keys import Algorithm
@@ -194,15 +195,22 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
     settings = _settings(ctx)
     with ProgressBar() as progress:
         events = parse_event_lines(_read(source), progress)
-        _publish_events(settings, Reported(events, progress, "publishing"), wait)
+        refused = _publish_events(settings, Reported(events, progress, "publishing"), wait)
     if not (progress.shown and len(events) > MAX_LISTED_ON_TERMINAL):
         for event in events:
             _console().print(f"published {event.type} {event.event_id}", markup=False)
     _console().print(publish_summary(len(events), progress.elapsed), markup=False)
+    if refused:  # memory:// only: a worker elsewhere records them the same way, later
+        for problem in refused:
+            _console(stderr=True).print(str(problem), markup=False)
+        ctx.exit(int(ExitCode.INPUT))
 
 
-def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 30.0) -> None:
-    """Publish on the configured broker; with memory:// handle them here, in-process.
+def _publish_events(
+    settings: Settings, events: Sequence[Event], wait: float = 30.0
+) -> list[Problem]:
+    """Publish on the configured broker; with memory:// handle them here, in-process, and
+    return what the worker refused of them (recorded as ``event.rejected``).
 
     Loses nothing: an unreachable broker is found before anything is sent, and with
     memory:// the command returns only once every event was handled (else it says so).
@@ -229,7 +237,7 @@ def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 3
                 ) from exc
         finally:
             broker.close()
-        return
+        return []
     if wait <= 0:
         raise InputError(
             [
@@ -251,6 +259,27 @@ def _publish_events(settings: Settings, events: Sequence[Event], wait: float = 3
             _console(stderr=True).print(
                 "some deliveries are still retrying; they resume on the next run"
             )
+        return _refused_by_the_worker(actors.runtime, [str(e.event_id) for e in events])
+
+
+def _refused_by_the_worker(runtime: Runtime, event_ids: Sequence[str]) -> list[Problem]:
+    """What the in-process worker refused of ``event_ids`` (valid as events, refused by what
+    handles them, e.g. a binding no database serves): each recorded as ``event.rejected``."""
+    from sqlalchemy import select
+
+    from orchestrator.store import RejectedEvent
+
+    with runtime.sessions() as db:
+        rows = db.execute(
+            select(RejectedEvent.event_id, RejectedEvent.problems).where(
+                RejectedEvent.event_id.in_(event_ids)
+            )
+        ).all()
+    return [
+        Problem(f"event {event_id}", "", f"refused by the worker (recorded): {problem}")
+        for event_id, problems in rows
+        for problem in problems or ["refused"]
+    ]
 
 
 @main.group()

@@ -191,3 +191,25 @@ def test_memory_publish_not_handled_in_time_says_so(
     assert "not every event was handled within 5 s" in result.output
     assert "publish the same input again with a longer --wait" in result.output
     assert "published logout.user" not in result.output
+
+
+def test_memory_publish_says_what_the_worker_refused(env: dict[str, str]) -> None:
+    """A valid event the in-process worker refuses (a binding no database serves) is not
+    reported as a success: exit 2 and the reason; the good one beside it is handled."""
+    refused = make_event(
+        "session.started",
+        session_id="s-b",
+        user_id="u",
+        ip="81.2.69.142",
+        network_binding="bind_asn",
+    )
+    fine = make_event("session.started", session_id="s-f", user_id="u", ip="81.2.69.142")
+    stdin = json.dumps(refused) + "\n" + json.dumps(fine) + "\n"
+    result = _run(env, "publish", "-", stdin=stdin)
+    assert result.exit_code == 2, result.output
+    assert (
+        f"event {refused['event_id']}: refused by the worker (recorded): session 's-b': "
+        "network_binding: bind_asn needs the GeoIP ASN database"
+    ) in result.output
+    assert str(fine["event_id"]) not in result.output.split("refused")[-1]
+    assert _run(env, "audit", "list", "--session", "s-f").exit_code == 0
