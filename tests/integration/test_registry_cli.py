@@ -174,7 +174,13 @@ def test_operator_mistakes_are_refused_naming_line_field_and_fix(
 
     lines = [
         {"kind": "session", "session_id": "s-1", "user_id": "alice"},
-        {"kind": "session", "session_id": "s-2", "user_id": "bob", "network_binding": "bind_asn"},
+        {
+            "kind": "session",
+            "session_id": "s-2",
+            "user_id": "bob",
+            "ip": "89.160.20.112",
+            "network_binding": "bind_asn",
+        },
         {"kind": "provider_session", "session_id": "s-1", "provider": "wiki", "sub": "alice"},
         {"kind": "provider_session", "session_id": "s-1", "provider": "payroll"},
     ]
