@@ -277,7 +277,12 @@ def test_backchannel_outcomes_over_http(stack: Stack, tmp_path: Path, endpoint: 
     deadline = time.monotonic() + 30
     while endpoint.hits().total() < expected_hits.total() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert endpoint.hits() == expected_hits, (
+    hits = endpoint.hits()
+    # A timed-out attempt need not have reached the server (the client gives up after 1 s,
+    # wherever the request is by then): /hang is never asked more than 3 times, and at least
+    # once; every other endpoint exactly as often as its outcome needs.
+    assert 1 <= hits.pop("/hang", 0) <= expected_hits.pop("/hang"), endpoint.hits()
+    assert hits == expected_hits, (
         "a redirect was followed, or a request was sent too often or not at all"
     )
     assert set(endpoint.methods) == {"POST"}, endpoint.methods
