@@ -122,7 +122,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         if name in NON_SETTING_VARIABLES or name.startswith(_NON_SETTING_PREFIXES):
             continue
-        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), fields, n=1)
+        # LOGOUT_CONFIG is no setting but is the one most costly to misspell (the file is
+        # then never read): it is suggested too.
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"], n=1)
         hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
         warnings.append(f"{variable} is not a setting{hint}; it is ignored")
     return warnings

@@ -254,6 +254,7 @@ def test_unknown_variables_suggest_the_closest_setting() -> None:
         "LOGOUT_BROKER_ULR": "redis://x",
         "logout_delivery_timout": "5",
         "LOGOUT_ZZZ": "1",
+        "LOGOUT_CONFGI": "logout.toml",
         "LOGOUT_BROKER_URL": "redis://x",
         "logout_worker_threads": "2",
         "LOGOUT_CONFIG": "x.toml",
@@ -266,6 +267,7 @@ def test_unknown_variables_suggest_the_closest_setting() -> None:
     }
     assert unknown_variables(environ) == [
         "LOGOUT_BROKER_ULR is not a setting (did you mean LOGOUT_BROKER_URL?); it is ignored",
+        "LOGOUT_CONFGI is not a setting (did you mean LOGOUT_CONFIG?); it is ignored",
         "LOGOUT_ZZZ is not a setting; it is ignored",
         "logout_delivery_timout is not a setting (did you mean LOGOUT_DELIVERY_TIMEOUT?); "
         "it is ignored",
