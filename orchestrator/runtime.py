@@ -6,7 +6,6 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -19,6 +18,7 @@ from orchestrator.store.engine import (
     check_connection,
     make_engine,
     make_session_factory,
+    sqlite_file,
 )
 
 # What only some commands use (HTTP, fan-out, waiting, GeoIP) is imported where it is used,
@@ -96,9 +96,8 @@ class Runtime:
         from orchestrator.errors import SchemaOutdatedError
         from orchestrator.store.migrate import check_schema
 
-        url = make_url(settings.effective_database_url)
-        file = url.database if url.get_backend_name() == "sqlite" else None
-        if file and file != ":memory:" and not file.startswith("file:") and not Path(file).exists():
+        file = sqlite_file(make_url(settings.effective_database_url))
+        if file is not None and not file.exists():
             # Opening it would create it (and its folders): a typo would leave files behind.
             raise SchemaOutdatedError(
                 f"no database at {file}; check database_url (LOGOUT_DATABASE_URL), or run "

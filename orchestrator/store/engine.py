@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +20,7 @@ __all__ = [
     "installed_drivers",
     "make_engine",
     "make_session_factory",
+    "sqlite_file",
 ]
 
 SessionFactory = sessionmaker[Session]
@@ -42,6 +43,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite ``url`` opens (None: not SQLite, in memory, or a ``file:`` URI)."""
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; ``postgresql://`` uses psycopg 3, SQLite gets WAL and foreign keys."""
     try:
@@ -57,9 +66,9 @@ def make_engine(url: str) -> Engine:
             "sqlite:/// or postgresql:// URL"
         )
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            directory = Path(database).parent
+        file = sqlite_file(parsed)
+        if file is not None:
+            directory = file.parent
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
