@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
-from orchestrator import Publisher, Runtime, Settings
+from orchestrator import BrokerSender, Publisher, Runtime, Settings
 from orchestrator.store import (
     TERMINAL_DELIVERY_STATUSES,
     AuditRow,
@@ -313,10 +313,22 @@ class Stack:
 
     @contextmanager
     def publisher(self) -> Iterator[Publisher]:
-        """A publisher on this stack's broker; the broker is closed afterwards."""
+        """A publisher on this stack's broker and database (its outbox); both are closed
+        afterwards."""
         broker = build_broker(self.settings())
         try:
-            yield Publisher(broker, self.namespace)
+            with self.runtime(handlers={}) as runtime:
+                yield Publisher(broker, runtime.sessions, self.namespace)
+        finally:
+            broker.close()
+
+    @contextmanager
+    def raw_sender(self) -> Iterator[BrokerSender]:
+        """Sends messages straight to this stack's broker, as a foreign publisher or the
+        broker's own redelivery would (no outbox row)."""
+        broker = build_broker(self.settings())
+        try:
+            yield BrokerSender(broker)
         finally:
             broker.close()
 
