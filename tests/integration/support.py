@@ -105,6 +105,24 @@ def closed_port() -> int:
     return port
 
 
+def server_port() -> int:
+    """A free port for a server a test starts itself: in ``LOGOUT_TEST_PORTS`` (``FIRST-LAST``)
+    when set, so parallel suites on one machine keep to their own ranges, else any."""
+    span = os.environ.get("LOGOUT_TEST_PORTS")
+    if not span:
+        return closed_port()
+    first, _, last = span.partition("-")
+    for port in range(int(first), int(last or first) + 1):
+        if not tcp_reachable("127.0.0.1", port, timeout=0.2):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    missing(f"no free port in LOGOUT_TEST_PORTS={span}", "widen the range or unset it")
+
+
 def logout_event(session_id: str, event_id: str | None = None) -> dict[str, Any]:
     """A valid ``logout.user`` event as a publisher sends it (offset timestamp, not UTC)."""
     offset = timezone(timedelta(hours=2))
