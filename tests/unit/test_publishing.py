@@ -4,11 +4,13 @@ once."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select, update
@@ -28,7 +30,10 @@ from orchestrator.store import (
     utcnow,
 )
 from orchestrator.validation import parse_event
+from tests.integration.support import closed_port
 from workers import embedded
+from workers.cli import main
+from workers.exit_codes import ExitCode
 
 from .conftest import make_event
 
@@ -168,3 +173,52 @@ def test_an_event_the_database_did_not_record_is_not_enqueued(tmp_path: Path) ->
     finally:
         engine.dispose()
     assert _queued_ids(broker) == []
+
+
+def _cli_env(runtime: Runtime, broker_url: str) -> dict[str, str]:
+    return {
+        "LOGOUT_DATA_DIR": str(runtime.settings.data_dir),
+        "LOGOUT_DATABASE_URL": runtime.settings.effective_database_url,
+        "LOGOUT_BROKER_URL": broker_url,
+        "LOGOUT_PROTOCOLS": "[]",
+    }
+
+
+def test_cli_publish_with_the_broker_unreachable_records_nothing(runtime: Runtime) -> None:
+    """`publish` to a Redis nobody answers: exit 4, "Nothing was published", no outbox row."""
+    lines = "\n".join(json.dumps(make_event("logout.user", session_id=f"s-{i}")) for i in range(3))
+    result = CliRunner().invoke(
+        main, ["publish", "-"], input=lines, env=_cli_env(runtime, _nobody())
+    )
+    assert result.exit_code == ExitCode.BROKER_UNAVAILABLE, result.output
+    assert "Nothing was published" in result.output
+    assert "Traceback" not in result.output
+    assert _rows(runtime) == []
+
+
+def test_cli_publish_keeps_in_the_outbox_what_the_broker_refused(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker answering the check, then failing at the first enqueue: every event is in
+    the outbox, unsent; `publish` says how many wait there and who sends them, and exits 4;
+    a worker's relay (here the in-process one of memory://) then handles each once."""
+    monkeypatch.setattr("workers.broker.check_broker", lambda *_: None)
+    events = [make_event("logout.user", session_id=f"s-{i}") for i in range(3)]
+    lines = "\n".join(json.dumps(e) for e in events)
+    result = CliRunner().invoke(
+        main, ["publish", "-"], input=lines, env=_cli_env(runtime, _nobody())
+    )
+    assert result.exit_code == ExitCode.BROKER_UNAVAILABLE, result.output
+    assert "3 event(s) kept in the outbox: the broker did not answer" in result.output
+    assert "Traceback" not in result.output
+    assert {r.event_id for r in _rows(runtime) if r.sent_at is None} == {
+        e["event_id"] for e in events
+    }
+    with embedded(runtime.settings, runtime) as actors:  # starting, it relays the outbox
+        actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
+    with runtime.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(EventRecord)) == 3
+
+
+def _nobody() -> str:
+    return f"redis://127.0.0.1:{closed_port()}/0"
