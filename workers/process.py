@@ -28,16 +28,7 @@ from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
 from workers.redis_upkeep import UpkeptRedisBroker, keep_up, persistence_warning
 
-__all__ = [
-    "BACKOFF_CAP",
-    "BACKOFF_FIRST",
-    "drain",
-    "embedded",
-    "reach",
-    "run_worker",
-    "serve",
-    "warn_if_volatile",
-]
+__all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "drain", "embedded", "reach", "run_worker", "serve"]
 
 _log = structlog.get_logger("logout.worker")
 _PR_SET_PDEATHSIG = 1
@@ -197,7 +188,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
     )
     _warn_unserved(runtime)
     if parent is None:  # a supervisor warned once for all its workers
-        warn_if_volatile(broker, settings)
+        _warn_if_volatile(broker, settings)
     _start_periodic(actors, stop)
     # What start-up made lives as long as the process: keep it out of the collector's scans,
     # so a collection during an event's handling is shorter.
@@ -227,7 +218,7 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     sys.exit(run_worker(settings, migrate=False, parent=parent))
 
 
-def warn_if_volatile(broker: dramatiq.Broker, settings: Settings) -> None:
+def _warn_if_volatile(broker: dramatiq.Broker, settings: Settings) -> None:
     """Say at start what a restart of a Redis broker would lose (nothing to say for an
     append-only Redis, or RabbitMQ: its queues are durable and its messages persistent)."""
     if isinstance(broker, RedisBroker):
@@ -274,7 +265,7 @@ def serve(settings: Settings) -> int:
     if broker is None:
         return 0
     try:
-        warn_if_volatile(broker, settings)
+        _warn_if_volatile(broker, settings)
     finally:
         broker.close()
     context = multiprocessing.get_context("spawn")
