@@ -496,7 +496,9 @@ def run_latency(
         worker = stack.enter_context(running_worker(env, log, LATENCY_SHAPE, sender))
         broker = build_broker(settings)
         stack.callback(broker.close)
-        publisher = Publisher(broker, namespace)
+        publishing = Runtime.start(settings, handlers={}, migrate=False)
+        stack.callback(publishing.close)
+        publisher = Publisher(broker, publishing.sessions, namespace)
         poll = stack.enter_context(psycopg.connect(_psycopg_url(database_url), autocommit=True))
         for n in counts:
             timings: list[Timing] = []
@@ -782,7 +784,9 @@ def run_throughput(
         worker = stack.enter_context(running_worker(env, log, THROUGHPUT_SHAPE, sender))
         broker = build_broker(settings)
         stack.callback(broker.close)
-        publisher = Publisher(broker, namespace)
+        publishing = Runtime.start(settings, handlers={}, migrate=False)
+        stack.callback(publishing.close)
+        publisher = Publisher(broker, publishing.sessions, namespace)
         payloads = [logout_event(session_id) for session_id, _n in sessions]
         publisher.publish_many(payloads[:warmup])
         wait_final(engine, warmup, warmup * THROUGHPUT_RPS, worker, WORKER_START_TIMEOUT)

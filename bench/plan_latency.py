@@ -152,12 +152,14 @@ def _event(session_id: str, plan_id: str | None = None) -> dict[str, Any]:
 
 
 @contextmanager
-def _background(settings: Settings, sessions: list[str], rate: float) -> Iterator[list[int]]:
+def _background(
+    settings: Settings, runtime: Runtime, sessions: list[str], rate: float
+) -> Iterator[list[int]]:
     """Publish logouts of ``sessions`` at ``rate`` per second from another thread."""
     sent = [0]
     stop = threading.Event()
     broker = build_broker(settings)
-    publisher = Publisher(broker, settings.namespace)
+    publisher = Publisher(broker, runtime.sessions, settings.namespace)
 
     def run() -> None:
         interval = 1.0 / rate
@@ -186,7 +188,7 @@ def _series(
     gap: float,
 ) -> dict[str, Any]:
     broker = build_broker(settings)
-    publisher = Publisher(broker, settings.namespace)
+    publisher = Publisher(broker, runtime.sessions, settings.namespace)
     waiter = runtime.waiter()
     times: list[float] = []
     try:
@@ -279,7 +281,7 @@ def run(args: Any) -> list[dict[str, Any]]:
                 runtime = Runtime.start(settings)
                 try:
                     if load:
-                        with _background(settings, background, load) as sent:
+                        with _background(settings, runtime, background, load) as sent:
                             result = _series(label, settings, runtime, mine, gap)
                         result["background_events"] = sent[0]
                     else:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table
 
-from orchestrator.publishing import HANDLE_EVENT_ACTOR, events_queue
+from orchestrator.queues import HANDLE_EVENT_ACTOR, events_queue
 from orchestrator.store import OutboxRow, utcnow
 from orchestrator.store.sql import insert_ignore
 from schemas import Event
@@ -56,8 +57,13 @@ def event_message(event: Event, namespace: str, message_id: str | None = None) -
     )
 
 
-def add_to_outbox(conn: Connection, messages: Sequence[OutboxMessage]) -> None:
-    """Write ``messages`` in the caller's transaction; ids already held are left alone."""
+def add_to_outbox(
+    conn: Connection, messages: Sequence[OutboxMessage], *, sent_at: datetime | None = None
+) -> None:
+    """Write ``messages`` in the caller's transaction; ids already held are left alone.
+
+    ``sent_at``: the caller enqueues them itself right after the commit (a publisher), so no
+    relay takes them; if they never arrive, recovery sends them again after its grace."""
     if not messages:
         return
     now = utcnow()
@@ -71,7 +77,8 @@ def add_to_outbox(conn: Connection, messages: Sequence[OutboxMessage]) -> None:
                 "actor": m.actor,
                 "payload": m.payload,
                 "created_at": now,
-                "attempts": 0,
+                "sent_at": sent_at,
+                "attempts": 0 if sent_at is None else 1,
             }
             for m in messages
         ],

@@ -1,19 +1,33 @@
-"""Publishing events: validate first, then enqueue one broker message per event.
+"""Publishing events: validate first, record each in the outbox, then enqueue it.
+
+An accepted event is in the database before the broker is asked to carry it (the outbox of
+:mod:`orchestrator.outbox`, in the state "sent"), so a broker that loses it (Redis restarted
+without persistence, a publisher dying between the commit and the enqueue) loses nothing:
+the workers' recovery sweep sends again, under the same message id, every accepted event the
+pipeline has not recorded ``recovery_grace`` after it was sent (see
+:meth:`OutboxRelay.recover <orchestrator.relay.OutboxRelay.recover>`). An enqueue that fails
+leaves its events unsent in the outbox, for the next relay run of any worker.
 
 The wire format, for publishers in other languages: a dramatiq message on the queue
 ``<namespace>.events`` (``logout.events`` by default) for the actor ``handle_event``, whose
-single argument is the event object described by ``schemas/json/event.schema.json``.
+single argument is the event object described by ``schemas/json/event.schema.json``. (Such
+a publisher writes no outbox row: what its broker loses is lost.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 import dramatiq
-from dramatiq import Message
 
 from orchestrator.errors import InputError, Problem
+from orchestrator.outbox import event_message
+from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR, deliveries_queue, events_queue
+from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
+from orchestrator.store import SessionFactory
 from orchestrator.validation import parse_event
 from schemas import Event, EventBase
 
@@ -26,37 +40,19 @@ __all__ = [
     "publish",
 ]
 
-HANDLE_EVENT_ACTOR = "handle_event"
-DELIVER_ACTOR = "deliver"
-
-
-def events_queue(namespace: str) -> str:
-    """The queue events are published to."""
-    return f"{namespace}.events"
-
-
-def deliveries_queue(namespace: str) -> str:
-    """The queue delivery retries are scheduled on."""
-    return f"{namespace}.deliveries"
-
-
-def _message(event: Event, namespace: str, message_id: str | None = None) -> Message[Any]:
-    message: Message[Any] = Message(
-        queue_name=events_queue(namespace),
-        actor_name=HANDLE_EVENT_ACTOR,
-        args=(event.model_dump(mode="json"),),
-        kwargs={},
-        options={},
-    )
-    return message.copy(message_id=message_id) if message_id else message
+#: Events recorded in one transaction, then enqueued, by :meth:`Publisher.enqueue`.
+_CHUNK = 500
 
 
 class Publisher:
-    """Publishes validated events to a broker; nothing of an invalid batch is sent."""
+    """Publishes validated events through the outbox of ``sessions``' database to ``broker``;
+    nothing of an invalid batch is recorded or sent."""
 
-    def __init__(self, broker: dramatiq.Broker, namespace: str = "logout") -> None:
-        self._broker = broker
+    def __init__(
+        self, broker: dramatiq.Broker, sessions: SessionFactory, namespace: str = "logout"
+    ) -> None:
         self._namespace = namespace
+        self._relay = OutboxRelay(sessions, BrokerSender(broker))
         broker.declare_queue(events_queue(namespace))
 
     def publish(self, event: EventBase | Mapping[str, Any] | str) -> Event:
@@ -64,7 +60,10 @@ class Publisher:
         return self.publish_many([event])[0]
 
     def publish_many(self, events: Iterable[EventBase | Mapping[str, Any] | str]) -> list[Event]:
-        """Validate every event, then publish them all; raise :class:`InputError` if any is bad."""
+        """Validate every event, then publish them all; raise :class:`InputError` if any is bad.
+
+        Returns once every event is recorded; what the broker refused waits in the outbox
+        for the next relay run of a worker (logged; :meth:`enqueue` returns how many)."""
         parsed: list[Event] = []
         problems: list[Problem] = []
         for number, item in enumerate(events, start=1):
@@ -79,18 +78,31 @@ class Publisher:
         self.enqueue(parsed)
         return parsed
 
-    def enqueue(self, events: Sequence[Event], message_ids: Sequence[str] | None = None) -> None:
-        """Enqueue already-validated events (``message_ids`` lets recovery reuse the first id)."""
-        ids = list(message_ids) if message_ids is not None else [None] * len(events)
-        for event, message_id in zip(events, ids, strict=True):
-            self._broker.enqueue(_message(event, self._namespace, message_id))
+    def enqueue(self, events: Iterable[Event]) -> RelayReport:
+        """Record already-validated events in the outbox and enqueue them, each under a new
+        message id (publishing an event again is a new message: the pipeline keeps one and
+        records ``event.duplicate``). After the broker's first failure the rest is only
+        recorded: every event is then in the outbox, and the report counts those that wait
+        there (``pending``) and says why (``error``); any worker's relay publishes them."""
+        published = kept = 0
+        error: str | None = None
+        items = iter(events)
+        while chunk := list(islice(items, _CHUNK)):
+            messages = [event_message(e, self._namespace, str(uuid.uuid4())) for e in chunk]
+            report = self._relay.accept(messages, send=error is None)
+            published += report.published
+            kept += report.pending
+            error = error or report.error
+        return RelayReport(published, kept, error)
 
 
 def publish(
     event: EventBase | Mapping[str, Any] | str,
     *,
     broker: dramatiq.Broker,
+    sessions: SessionFactory,
     namespace: str = "logout",
 ) -> Event:
-    """Validate ``event`` and publish it on ``broker``; returns the validated event."""
-    return Publisher(broker, namespace).publish(event)
+    """Validate ``event``, record it in the outbox of ``sessions``' database and publish it on
+    ``broker``; returns the validated event."""
+    return Publisher(broker, sessions, namespace).publish(event)

@@ -28,7 +28,7 @@ import structlog
 from dramatiq import Message
 from sqlalchemy import Table, delete, exists, func, or_, select, update
 
-from orchestrator.outbox import OutboxMessage
+from orchestrator.outbox import OutboxMessage, add_to_outbox
 from orchestrator.store import (
     EventRecord,
     EventStatus,
@@ -154,6 +154,52 @@ class OutboxRelay:
         elif published:
             _log.info("outbox published", published=published, pending=pending)
         return RelayReport(published, pending, error)
+
+    def accept(self, messages: Sequence[OutboxMessage], *, send: bool = True) -> RelayReport:
+        """Record ``messages`` in the outbox as sent, then send them, in order.
+
+        The publisher's path: one transaction and no lease, as no relay takes a row marked
+        sent. A process dying between the commit and the sends leaves the rows to
+        :meth:`recover`; a send that fails unmarks that row and the rest (the failed one with
+        its error), so the next :meth:`run` publishes them. ``send=False`` only records them,
+        unsent (the broker already failed), for the next :meth:`run`."""
+        if not messages:
+            return RelayReport(0, 0)
+        with self._engine.begin() as conn:
+            add_to_outbox(conn, messages, sent_at=utcnow() if send else None)
+        if not send:
+            return RelayReport(0, len(messages))
+        for published, message in enumerate(messages):
+            try:
+                self._send(message)
+            except Exception as exc:  # noqa: BLE001 - any broker failure keeps the rows
+                error = f"{type(exc).__name__}: {exc}"[:_ERROR_LIMIT]
+                self._unmark(messages[published:], error)
+                _log.warning(
+                    "events recorded but not published: the broker failed; rows kept",
+                    published=published,
+                    kept=len(messages) - published,
+                    error=error,
+                )
+                return RelayReport(published, len(messages) - published, error)
+        with self._lock:
+            self._total += len(messages)
+        return RelayReport(len(messages), 0)
+
+    def _unmark(self, messages: Sequence[OutboxMessage], error: str) -> None:
+        """Make ``messages`` unsent again; the first (whose send failed) keeps ``error``."""
+        c = _OUTBOX.c
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(_OUTBOX)
+                .where(c.message_id == messages[0].message_id)
+                .values(sent_at=None, last_error=error)
+            )
+            for chunk in range(1, len(messages), 500):
+                ids = [m.message_id for m in messages[chunk : chunk + 500]]
+                conn.execute(
+                    update(_OUTBOX).where(c.message_id.in_(ids)).values(sent_at=None, attempts=0)
+                )
 
     def pending(self) -> int:
         """Rows not yet sent."""

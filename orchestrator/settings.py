@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     redis_wakeup: bool = Field(
         default=True, description="idle Redis consumers wait for a Pub/Sub notice, not a poll"
     )
-    redis_heartbeat_timeout_ms: Milliseconds = Field(default=60_000, ge=1_000)
+    redis_heartbeat_timeout_ms: Milliseconds = Field(default=15_000, ge=1_000)
     redis_maintenance_chance: int = Field(default=1_000, ge=1, le=1_000_000)
     recovery_interval: Seconds = Field(default=60.0, gt=0)
     recovery_grace: Seconds = Field(default=300.0, gt=0)

@@ -15,13 +15,9 @@ from dramatiq.middleware import CurrentMessage
 
 from orchestrator.errors import LogoutError
 from orchestrator.expiry import ExpirySweeper, SweepReport
-from orchestrator.publishing import (
-    DELIVER_ACTOR,
-    HANDLE_EVENT_ACTOR,
-    Publisher,
-    deliveries_queue,
-    events_queue,
-)
+from orchestrator.outbox import event_message
+from orchestrator.publishing import Publisher
+from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR, deliveries_queue, events_queue
 from orchestrator.recovery import RecoveryReport, recover
 from orchestrator.relay import BrokerSender, OutboxRelay
 from orchestrator.runtime import Runtime
@@ -42,6 +38,7 @@ class Actors:
     publisher: Publisher
     relay: OutboxRelay
     runtime: Runtime
+    sender: BrokerSender
 
     def schedule(self, delivery_id: str, delay: float) -> None:
         """Try ``delivery_id`` again in ``delay`` seconds, never sooner.
@@ -52,7 +49,9 @@ class Actors:
         self.deliver.send_with_options(args=(delivery_id,), delay=math.ceil(delay * 1000))
 
     def republish(self, event: Event, message_id: str) -> None:
-        self.publisher.enqueue([event], [message_id])
+        """Enqueue a stuck event again under its first message id (its row in ``events`` is
+        its record: no outbox row)."""
+        self.sender(event_message(event, self.runtime.settings.namespace, message_id))
 
     def sweep_expired(self) -> SweepReport:
         """Claim each session past its idle or absolute limit (its ``session.expired`` goes to
@@ -92,8 +91,9 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         scheduler[0].schedule(delivery_id, delay)
 
     fanout = runtime.fanout(schedule)  # one per process: events and retries share it
-    publisher = Publisher(broker, namespace)
-    relay = runtime.relay(BrokerSender(broker))
+    publisher = Publisher(broker, runtime.sessions, namespace)
+    sender = BrokerSender(broker)
+    relay = runtime.relay(sender)
     # Sessions the per-user limit ends: to the outbox, published right after the commit.
     activity = runtime.activity(relay.run)
     batcher = EventBatcher(
@@ -127,6 +127,7 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         publisher=publisher,
         relay=relay,
         runtime=runtime,
+        sender=sender,
     )
     scheduler.append(actors)
     return actors

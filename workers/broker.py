@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from orchestrator.errors import BrokerUnavailableError, ConfigurationError
 from orchestrator.settings import Settings, redact_url
 from workers.middleware import LogContext
+from workers.redis_upkeep import UpkeptRedisBroker
 from workers.redis_wakeup import WakingRedisBroker
 
 __all__ = ["BROKER_ERRORS", "broker_unreachable", "build_broker", "check_broker", "is_in_process"]
@@ -41,8 +42,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
         # Idle consumers wait on a Pub/Sub wake-up instead of sleeping (workers/redis_wakeup).
-        redis_broker = WakingRedisBroker if settings.redis_wakeup else RedisBroker
-        broker = redis_broker(  # type: ignore[no-untyped-call]
+        # A thread of each worker runs their maintenance on a clock (workers/redis_upkeep).
+        redis_broker = WakingRedisBroker if settings.redis_wakeup else UpkeptRedisBroker
+        broker = redis_broker(
             url=settings.broker_url,
             middleware=middleware,
             heartbeat_timeout=settings.redis_heartbeat_timeout_ms,

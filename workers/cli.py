@@ -212,31 +212,34 @@ def _publish_events(
     """Publish on the configured broker; with memory:// handle them here, in-process, and
     return what the worker refused of them (recorded as ``event.rejected``).
 
-    Loses nothing: an unreachable broker is found before anything is sent, and with
-    memory:// the command returns only once every event was handled (else it says so).
+    Loses nothing: each event is recorded in the outbox as it is enqueued (so a broker that
+    loses it, or fails part-way, leaves it to the workers' relay and recovery), an unreachable
+    broker is found before anything is recorded, and with memory:// the command returns only
+    once every event was handled (else it says so).
     """
-    from workers.broker import broker_unreachable, build_broker, check_broker, is_in_process
+    from workers.broker import build_broker, check_broker, is_in_process
 
     if not is_in_process(settings):
         from orchestrator.publishing import Publisher
+        from orchestrator.runtime import Runtime
         from schemas.errors import BrokerUnavailableError
-        from workers.broker import BROKER_ERRORS
+        from workers.relaying import kept_message
 
-        broker = build_broker(settings)
+        runtime = Runtime.start(settings, handlers={})
         try:
+            broker = build_broker(settings)
             try:
-                check_broker(broker, settings)
-            except BrokerUnavailableError as exc:
-                raise BrokerUnavailableError(f"{exc}. Nothing was published") from exc
-            try:
-                Publisher(broker, settings.namespace).enqueue(events)
-            except BROKER_ERRORS as exc:
-                raise BrokerUnavailableError(
-                    f"{broker_unreachable(settings, exc)}. Publishing stopped part-way: publish "
-                    "the same input again (an event already handled is handled once)"
-                ) from exc
+                try:
+                    check_broker(broker, settings)
+                except BrokerUnavailableError as exc:
+                    raise BrokerUnavailableError(f"{exc}. Nothing was published") from exc
+                report = Publisher(broker, runtime.sessions, settings.namespace).enqueue(events)
+            finally:
+                broker.close()
         finally:
-            broker.close()
+            runtime.close()
+        if report.error is not None:
+            raise BrokerUnavailableError(kept_message(report))
         return []
     if wait <= 0:
         raise InputError(

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.errors import InputError
 from orchestrator.logging import configure_logging
-from orchestrator.publishing import HANDLE_EVENT_ACTOR, events_queue
+from orchestrator.queues import HANDLE_EVENT_ACTOR, events_queue
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.store import Delivery

@@ -16,15 +16,17 @@ from typing import Any, TypeVar
 
 import dramatiq
 import structlog
+from dramatiq.brokers.redis import RedisBroker
 
 from orchestrator.errors import ConfigurationError, LogoutError, UnavailableError
 from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, redact_url
 from protocols import load_handlers
 from schemas.errors import IncompleteError
 from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
+from workers.redis_upkeep import UpkeptRedisBroker, keep_up, persistence_warning
 
 __all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "drain", "embedded", "reach", "run_worker", "serve"]
 
@@ -175,6 +177,8 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
     actors = declare_actors(broker, runtime)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
     worker.start()
+    if isinstance(broker, UpkeptRedisBroker):
+        keep_up(broker, stop)
     _log.info(
         "worker started",
         pid=os.getpid(),
@@ -183,6 +187,8 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
         protocols=sorted(runtime.handlers),
     )
     _warn_unserved(runtime)
+    if parent is None:  # a supervisor warned once for all its workers
+        _warn_if_volatile(broker, settings)
     _start_periodic(actors, stop)
     # What start-up made lives as long as the process: keep it out of the collector's scans,
     # so a collection during an event's handling is shorter.
@@ -210,6 +216,16 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     settings = Settings.load(warn_unknown=False, **settings_data)  # the supervisor warned
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, migrate=False, parent=parent))
+
+
+def _warn_if_volatile(broker: dramatiq.Broker, settings: Settings) -> None:
+    """Say at start what a restart of a Redis broker would lose (nothing to say for an
+    append-only Redis, or RabbitMQ: its queues are durable and its messages persistent)."""
+    if isinstance(broker, RedisBroker):
+        where = redact_url(settings.broker_url)
+        warning = persistence_warning(broker.client, where, settings.recovery_grace)
+        if warning is not None:
+            _log.warning(warning)
 
 
 def _warn_unserved(runtime: Runtime) -> None:
@@ -248,7 +264,10 @@ def serve(settings: Settings) -> int:
     broker = reach(lambda: _connected_broker(settings), stopping)
     if broker is None:
         return 0
-    broker.close()
+    try:
+        _warn_if_volatile(broker, settings)
+    finally:
+        broker.close()
     context = multiprocessing.get_context("spawn")
     data = settings.model_dump(mode="json")
     children = [

@@ -9,8 +9,9 @@ sleeping. A message is picked up within a Redis round trip of its publish.
 
 The notification is only a hint: the message itself is in the queue, which consumers still
 fetch as dramatiq does. A lost notification (a consumer reconnecting, a message enqueued
-by something else, such as dramatiq's requeue of a dead worker's messages) costs at most
-one backoff period, as before.
+by something else, such as a foreign publisher) costs at most one backoff period, as
+before; each upkeep run (``workers.redis_upkeep``), which may requeue a dead worker's
+messages, wakes every queue's consumers.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Any
 import redis
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
+
+from workers.redis_upkeep import UpkeptRedisBroker
 
 __all__ = ["AT_CAPACITY_MAX_WAIT_MS", "WakingRedisBroker", "wake_channel"]
 
@@ -37,8 +40,8 @@ def wake_channel(namespace: str, queue_name: str) -> str:
     return f"{namespace}:wake:{queue_name}"
 
 
-class WakingRedisBroker(RedisBroker):
-    """:class:`RedisBroker` that announces each enqueue; see the module docstring."""
+class WakingRedisBroker(UpkeptRedisBroker):
+    """A Redis broker that announces each enqueue; see the module docstring."""
 
     @property
     def consumer_class(self) -> type[_WakingConsumer]:
@@ -49,6 +52,13 @@ class WakingRedisBroker(RedisBroker):
         # ``enqueued.queue_name`` is the delay queue's when ``delay`` is set.
         self.client.publish(wake_channel(self.namespace, enqueued.queue_name), b"")
         return enqueued
+
+    def after_upkeep(self, queues: set[str]) -> None:
+        """Messages requeued from a dead worker came with no notice: wake the consumers."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for queue in sorted(queues):
+                pipe.publish(wake_channel(self.namespace, queue), b"")
+            pipe.execute()
 
 
 class _WakingConsumer(_RedisConsumer):

@@ -11,6 +11,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
+from .own_redis import OwnRedis
 from .support import (
     POSTGRES_URL,
     REDIS_URL,
@@ -110,3 +111,38 @@ def stack(
         yield world
     finally:
         world.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """This test's own ``redis-server`` (no persistence), stopped afterwards."""
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def world(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str, own_redis: OwnRedis
+) -> Iterator[Stack]:
+    """A stack on this test's PostgreSQL database and its own Redis."""
+    logs: list[Path] = []
+    request.node.stash[WORKER_LOGS] = logs
+    client = own_redis.client()
+    stack = Stack(
+        tmp_path=tmp_path,
+        database_url=postgres_url,
+        broker_url=own_redis.url,
+        namespace=f"it{secrets.token_hex(6)}",
+        redis=client,
+        logs=logs,
+        protocols=[],
+    )
+    try:
+        yield stack
+    finally:
+        stack.close()
+        client.close()

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
-from orchestrator import Publisher, Runtime, Settings
+from orchestrator import BrokerSender, Publisher, Runtime, Settings
 from orchestrator.store import (
     TERMINAL_DELIVERY_STATUSES,
     AuditRow,
@@ -103,6 +103,24 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def server_port() -> int:
+    """A free port for a server a test starts itself: in ``LOGOUT_TEST_PORTS`` (``FIRST-LAST``)
+    when set, so parallel suites on one machine keep to their own ranges, else any."""
+    span = os.environ.get("LOGOUT_TEST_PORTS")
+    if not span:
+        return closed_port()
+    first, _, last = span.partition("-")
+    for port in range(int(first), int(last or first) + 1):
+        if not tcp_reachable("127.0.0.1", port, timeout=0.2):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    missing(f"no free port in LOGOUT_TEST_PORTS={span}", "widen the range or unset it")
 
 
 def logout_event(session_id: str, event_id: str | None = None) -> dict[str, Any]:
@@ -313,10 +331,22 @@ class Stack:
 
     @contextmanager
     def publisher(self) -> Iterator[Publisher]:
-        """A publisher on this stack's broker; the broker is closed afterwards."""
+        """A publisher on this stack's broker and database (its outbox); both are closed
+        afterwards."""
         broker = build_broker(self.settings())
         try:
-            yield Publisher(broker, self.namespace)
+            with self.runtime(handlers={}) as runtime:
+                yield Publisher(broker, runtime.sessions, self.namespace)
+        finally:
+            broker.close()
+
+    @contextmanager
+    def raw_sender(self) -> Iterator[BrokerSender]:
+        """Sends messages straight to this stack's broker, as a foreign publisher or the
+        broker's own redelivery would (no outbox row)."""
+        broker = build_broker(self.settings())
+        try:
+            yield BrokerSender(broker)
         finally:
             broker.close()
 

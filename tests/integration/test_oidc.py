@@ -21,6 +21,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet, import_key
 from sqlalchemy import func, select
 
+from orchestrator.outbox import event_message
 from orchestrator.store import (
     Delivery,
     EventRecord,
@@ -670,16 +671,17 @@ def test_republished_event_sends_nothing_again(stack: Stack, rps: RelyingParties
     event_id = logout["event_id"]
     # The first message gets a known id, so the broker's redelivery of it can be replayed.
     message_id = str(uuid.uuid4())
-    parsed = parse_event(logout, "event")
-    with stack.publisher() as publisher:
-        publisher.enqueue([parsed], [message_id])
+    message = event_message(parse_event(logout, "event"), stack.namespace, message_id)
+    with stack.raw_sender() as send:
+        send(message)
     wait_settled(stack, event_id, 2)
     stack.wait_for(lambda: stack.unacked("events") == 0, what="the event to be acknowledged")
     before = {rp.name: len(rp.requests()) for rp in (rp_a, rp_b)}
     assert before == {"a": 1, "b": 1}, before
 
+    with stack.raw_sender() as send:
+        send(message)  # redelivered as it was
     with stack.publisher() as publisher:
-        publisher.enqueue([parsed], [message_id])  # redelivered as it was
         publisher.publish(logout)  # published again: a new message, the same event_id
 
     def duplicates() -> int:

@@ -19,6 +19,7 @@ from dramatiq.common import dq_name
 
 from orchestrator.settings import Settings
 from workers.broker import build_broker
+from workers.redis_upkeep import UpkeptRedisBroker
 from workers.redis_wakeup import WakingRedisBroker, wake_channel
 
 from .support import REDIS_URL
@@ -120,10 +121,13 @@ def test_close_releases_the_subscription(broker: WakingRedisBroker, namespace: s
     assert broker.client.pubsub_numsub(channel) == [(channel.encode(), 0)]
 
 
-def test_redis_wakeup_false_builds_dramatiqs_own_broker(namespace: str) -> None:
-    """``redis_wakeup = false``: the plain RedisBroker, whose consumers poll as dramatiq's do."""
+def test_redis_wakeup_false_builds_dramatiqs_own_consumers(namespace: str) -> None:
+    """``redis_wakeup = false``: a broker without the wake-up (only the upkeep added to
+    dramatiq's RedisBroker), whose consumers poll as dramatiq's do."""
     built = build_broker(Settings(broker_url=REDIS_URL, namespace=namespace, redis_wakeup=False))
     try:
-        assert type(built) is RedisBroker
+        assert type(built) is UpkeptRedisBroker
+        assert not isinstance(built, WakingRedisBroker)
+        assert UpkeptRedisBroker.consumer_class is RedisBroker.consumer_class
     finally:
         built.close()
