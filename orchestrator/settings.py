@@ -11,7 +11,6 @@ Every duration setting takes the notations of :mod:`orchestrator.durations` (``1
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -44,7 +43,9 @@ from orchestrator.durations import (
     duration_fields,
 )
 from orchestrator.errors import ConfigurationError
+from protocols.files import CONFIG_MAX, UnreadableFileError, read_regular_file
 from protocols.loading import available_protocols
+from schemas.hints import closest
 
 __all__ = [
     "BROKER_SCHEMES",
@@ -124,8 +125,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         # LOGOUT_CONFIG is no setting but is the one most costly to misspell (the file is
         # then never read): it is suggested too.
-        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"], n=1)
-        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        close = closest(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"])
+        hint = f" (did you mean {ENV_PREFIX}{close.upper()}?)" if close else ""
         warnings.append(f"{variable} is not a setting{hint}; it is ignored")
     return warnings
 
@@ -286,8 +287,13 @@ class Settings(BaseSettings):
         settings ask for).
         """
         path = config_file or os.environ.get("LOGOUT_CONFIG") or None
-        if path is not None and not Path(path).is_file():
-            raise ConfigurationError(f"config file {path}: no such file")
+        if path is not None:
+            try:
+                read_regular_file(path, CONFIG_MAX)
+            except UnreadableFileError as exc:
+                raise ConfigurationError(
+                    f"config file {path}: {exc}; fix --config (LOGOUT_CONFIG)"
+                ) from exc
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = cls._read(path, given, options=given)
         warnings = unknown_variables(os.environ) if warn_unknown else []
@@ -319,6 +325,10 @@ class Settings(BaseSettings):
         except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
             raise ConfigurationError(
                 f"config file {path}: not valid TOML: {exc}; fix that line of the file"
+            ) from exc
+        except RecursionError as exc:
+            raise ConfigurationError(
+                f"config file {path}: not valid TOML: nested too deeply to read; flatten it"
             ) from exc
         except OSError as exc:
             raise ConfigurationError(
@@ -403,7 +413,7 @@ class _Sources:
         if path is not None:
             try:
                 self._file_keys = set(tomllib.loads(Path(path).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
                 self._file_keys = set()
 
     def label(self, field: str) -> str:
@@ -424,8 +434,8 @@ class _Sources:
         field = loc[0]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
-            message += f" ({field} is not a setting; did you mean {close[0]}?)" if close else ""
+            close = closest(field, Settings.model_fields)
+            message += f" ({field} is not a setting; did you mean {close}?)" if close else ""
         unit = duration_fields(Settings).get(field)
         if unit is not None and unit.name and error["type"] in _BOUND_ERRORS:
             limit = next(iter(error.get("ctx", {}).values()), None)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
     from protocols.oidc import OidcHandler
     from protocols.oidc.keys import Algorithm
-    from schemas import Event
+    from schemas import Event, HttpRequest
 
 __all__ = ["main"]
 
@@ -44,13 +44,30 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _read(path: str) -> str:
+def _read(path: str, *, regular: bool = False) -> str:
     """The text of ``path`` (``-``: standard input); InputError (exit 2) when it cannot be read
-    or is not UTF-8 (JSON lines and TOML are UTF-8)."""
+    or is not UTF-8 (JSON lines and TOML are UTF-8).
+
+    A device, directory or socket is refused (``/dev/zero`` would be read forever); a FIFO
+    is read unless ``regular`` (a configuration file, read whole and bounded).
+    """
+    import os
+    import stat
+
+    from protocols.files import CONFIG_MAX, UnreadableFileError, file_kind, read_regular_file
+
     try:
         if path == "-":
             return sys.stdin.read()
+        if regular:
+            return read_regular_file(path, CONFIG_MAX).decode("utf-8")
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            problem = f"{file_kind(mode)}, not a file; give a file, or - for standard input"
+            raise InputError([Problem(path, "", problem)])
         return Path(path).read_text(encoding="utf-8")
+    except UnreadableFileError as exc:
+        problem = f"cannot read it: {exc}"
     except OSError as exc:
         problem = f"cannot read it: {exc.strerror or exc}; check the path and its permissions"
     except UnicodeDecodeError as exc:
@@ -291,12 +308,21 @@ def providers() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.pass_context
 def providers_load(ctx: click.Context, file: str) -> None:
-    """Upsert the [[providers]] of a TOML file; an invalid file is refused whole."""
-    from orchestrator.runtime import Runtime
+    """Upsert the [[providers]] of a TOML file; an invalid file is refused whole.
 
-    runtime = Runtime.start(_settings(ctx))
+    Every problem of the file is named at once (file, provider, field), before the
+    database is reached.
+    """
+    from orchestrator.providers_file import check_providers, read_providers_toml
+    from orchestrator.runtime import Runtime
+    from protocols import load_handlers
+
+    settings = _settings(ctx)
+    handlers = load_handlers(settings)
+    checked = check_providers(read_providers_toml(_read(file, regular=True), file), handlers, file)
+    runtime = Runtime.start(settings, handlers=handlers)
     try:
-        summary = runtime.registry.load_providers_file(_read(file), Path(file).name)
+        summary = runtime.registry.store_providers(checked)
     finally:
         runtime.close()
     for warning in summary.warnings:
@@ -393,7 +419,6 @@ def binding_check(
     from orchestrator.binding import BindingViolation
     from orchestrator.binding_check import BindingChecker
     from orchestrator.runtime import Runtime
-    from schemas import HttpRequest
     from schemas.errors import ConfigurationError
     from workers.relaying import command_relay, kept_message
 
@@ -413,7 +438,7 @@ def binding_check(
             settings.binding_unlisted_addresses,
             namespace=settings.namespace,
         )
-        request = HttpRequest(path=path, method=method, user_agent=user_agent)
+        request = _http_request(path, method, user_agent)
         result = checker.check(session_id, ip, request=request, publish=False)
         if isinstance(result, BindingViolation) and not dry_run:
             event = result.event(session_id, request=request)
@@ -446,6 +471,22 @@ def binding_check(
         }
     click.echo(json.dumps(output, sort_keys=True))
     ctx.exit(0 if output["ok"] else 3)
+
+
+def _http_request(path: str | None, method: str | None, user_agent: str | None) -> HttpRequest:
+    """The request ``binding check`` was given; InputError naming the option when refused."""
+    from pydantic import ValidationError
+
+    from orchestrator.validation import problems_from
+    from schemas import HttpRequest
+
+    try:
+        return HttpRequest(path=path, method=method, user_agent=user_agent)
+    except ValidationError as exc:
+        problems = problems_from(exc, "")
+        raise InputError(
+            [Problem(f"--{p.field.replace('_', '-')}", "", p.message) for p in problems]
+        ) from exc
 
 
 @main.group()
