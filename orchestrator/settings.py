@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -228,6 +228,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    _sources: _Sources | None = PrivateAttr(default=None)
+
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
@@ -309,7 +311,18 @@ class Settings(BaseSettings):
     def with_overrides(self, **changes: Any) -> Settings:
         """A validated copy with ``changes`` applied (``None`` values are ignored)."""
         given = {k: v for k, v in changes.items() if v is not None}
-        return self._read(None, {**self.model_dump(), **given}, options=given)
+        copy = self._read(None, {**self.model_dump(), **given}, options=given)
+        before = self._sources
+        copy._sources = _Sources(
+            {**before.given, **given} if before else given, before.path if before else None
+        )
+        return copy
+
+    def origin(self, field: str) -> str:
+        """Where ``field``'s value came from, for a message that says what to fix:
+        ``LOGOUT_DATABASE_URL (environment)``, ``database_url in logout.toml``,
+        ``database_url (option)``, or ``database_url (LOGOUT_DATABASE_URL)`` for a default."""
+        return self._sources.origin(field) if self._sources else _Sources.default(field)
 
     @classmethod
     def _read(
@@ -319,7 +332,9 @@ class Settings(BaseSettings):
         config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
         bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
         try:
-            return bound(**values)  # type: ignore[no-any-return]
+            settings: Settings = bound(**values)
+            settings._sources = _Sources(options, path)
+            return settings
         except SettingsError as exc:
             raise ConfigurationError(f"invalid settings: {_source_problem(exc)}") from exc
         except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
@@ -402,8 +417,8 @@ class _Sources:
     """Names the source of a refused value: an option, an environment variable or the file."""
 
     def __init__(self, given: Mapping[str, Any], path: str | Path | None) -> None:
-        self._given = given
-        self._path = path
+        self.given = dict(given)
+        self.path = path
         self._variables = {
             variable.upper().removeprefix(ENV_PREFIX).lower(): variable
             for variable in os.environ
@@ -418,13 +433,28 @@ class _Sources:
 
     def label(self, field: str) -> str:
         """Where ``field``'s value came from, as the start of a message ("" for a default)."""
-        if field in self._given:
+        if field in self.given:
             return "option: "
         if field in self._variables:
             return f"{self._variables[field]} (environment): "
-        if field in self._file_keys and self._path is not None:
-            return f"{self._path}: "
+        if field in self._file_keys and self.path is not None:
+            return f"{self.path}: "
         return ""
+
+    def origin(self, field: str) -> str:
+        """``field`` and where its value came from, as :meth:`Settings.origin` says it."""
+        if field in self.given:
+            return f"{field} (option)"
+        if field in self._variables:
+            return f"{self._variables[field]} (environment)"
+        if field in self._file_keys and self.path is not None:
+            return f"{field} in {self.path}"
+        return self.default(field)
+
+    @staticmethod
+    def default(field: str) -> str:
+        """A field left at its default: named with the variable that would set it."""
+        return f"{field} ({ENV_PREFIX}{field.upper()})"
 
     def describe(self, error: ErrorDetails) -> str:
         """One refused value: its source, the field (and nested place), and the reason."""

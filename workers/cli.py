@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
+    from protocols import ProtocolHandler
     from protocols.oidc import OidcHandler
     from protocols.oidc.keys import Algorithm
     from schemas import Event, HttpRequest
@@ -203,16 +205,35 @@ def worker(ctx: click.Context, processes: int | None, threads: int | None) -> No
 def publish(ctx: click.Context, source: str, wait: float) -> None:
     """Validate and publish events from SOURCE (a file of one JSON object or JSON lines, or -).
 
-    Nothing of a batch is published when any event is invalid. With broker_url memory://
-    the events are handled right here, in-process.
+    Nothing of a batch is published when any event is invalid; every problem (each bad
+    line, and --wait) is named at once. With broker_url memory:// the events are handled
+    right here, in-process: the directories that needs to write are checked first.
     """
     from orchestrator.validation import parse_event_lines
+    from workers.broker import is_in_process
     from workers.progress import MAX_LISTED_ON_TERMINAL, ProgressBar, Reported, publish_summary
 
     settings = _settings(ctx)
+    handlers = None
+    problems = []
+    if is_in_process(settings):
+        from orchestrator.writable import check_writable
+        from protocols import load_handlers
+
+        handlers = load_handlers(settings)
+        check_writable(settings, handlers)
+        if wait <= 0:
+            problems.append(_WAIT_PROBLEM)
     with ProgressBar() as progress:
-        events = parse_event_lines(_read(source), progress)
-        refused = _publish_events(settings, Reported(events, progress, "publishing"), wait)
+        try:
+            events = parse_event_lines(_read(source), progress)
+        except InputError as exc:
+            raise InputError([*exc.problems, *problems]) from exc
+        if problems:
+            raise InputError(problems)
+        refused = _publish_events(
+            settings, Reported(events, progress, "publishing"), wait, handlers
+        )
     if not (progress.shown and len(events) > MAX_LISTED_ON_TERMINAL):
         for event in events:
             _console().print(f"published {event.type} {event.event_id}", markup=False)
@@ -223,8 +244,21 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
         ctx.exit(int(ExitCode.INPUT))
 
 
+#: ``publish --wait 0`` on ``memory://``: the events could not be handled.
+_WAIT_PROBLEM = Problem(
+    "--wait",
+    "",
+    "with broker_url memory:// the events are handled inside this command, so it must wait "
+    "for them: give --wait seconds > 0 (default 30), or publish to redis:// or amqp:// for "
+    "a worker",
+)
+
+
 def _publish_events(
-    settings: Settings, events: Sequence[Event], wait: float = 30.0
+    settings: Settings,
+    events: Sequence[Event],
+    wait: float = 30.0,
+    handlers: Mapping[str, ProtocolHandler] | None = None,
 ) -> list[Problem]:
     """Publish on the configured broker; with memory:// handle them here, in-process, and
     return what the worker refused of them (recorded as ``event.rejected``).
@@ -256,20 +290,12 @@ def _publish_events(
             broker.close()
         return []
     if wait <= 0:
-        raise InputError(
-            [
-                Problem(
-                    "--wait",
-                    "",
-                    "with broker_url memory:// the events are handled inside this command, "
-                    "so it must wait for them: give --wait seconds > 0 (default 30), or "
-                    "publish to redis:// or amqp:// for a worker",
-                )
-            ]
-        )
+        raise InputError([_WAIT_PROBLEM])
+    from orchestrator.runtime import Runtime
     from workers.process import drain, embedded
 
-    with embedded(settings) as actors:
+    runtime = Runtime.start(settings, handlers=handlers)
+    with closing(runtime), embedded(settings, runtime) as actors:
         actors.publisher.enqueue(events)
         again = f"publish the same input again with a longer --wait than {wait:g}"
         if not drain(actors, wait, again):
