@@ -30,7 +30,7 @@ _REPORT_EVERY = 1000
 
 def _field(loc: tuple[int | str, ...], tagged: bool) -> str:
     parts = [str(p) for p in loc]
-    if tagged and len(parts) > 1:
+    if tagged and parts:
         parts = parts[1:]  # pydantic puts a tagged union's tag ("logout.user") first
     return ".".join(parts)
 
