@@ -449,6 +449,7 @@ def binding_check(
     from workers.relaying import command_relay, kept_message
 
     settings = _settings(ctx)
+    request = _http_request(session_id, path, method, user_agent)
     if settings.geoip_city_db is None and settings.geoip_asn_db is None:
         raise ConfigurationError(
             "binding check needs geoip_city_db and/or geoip_asn_db (LOGOUT_GEOIP_CITY_DB, "
@@ -464,7 +465,6 @@ def binding_check(
             settings.binding_unlisted_addresses,
             namespace=settings.namespace,
         )
-        request = _http_request(path, method, user_agent)
         result = checker.check(session_id, ip, request=request, publish=False)
         if isinstance(result, BindingViolation) and not dry_run:
             event = result.event(session_id, request=request)
@@ -499,20 +499,31 @@ def binding_check(
     ctx.exit(0 if output["ok"] else 3)
 
 
-def _http_request(path: str | None, method: str | None, user_agent: str | None) -> HttpRequest:
-    """The request ``binding check`` was given; InputError naming the option when refused."""
-    from pydantic import ValidationError
+def _http_request(
+    session_id: str, path: str | None, method: str | None, user_agent: str | None
+) -> HttpRequest:
+    """The request ``binding check`` was given (its session id checked too); InputError
+    naming each refused option."""
+    from pydantic import TypeAdapter, ValidationError
 
     from orchestrator.validation import problems_from
     from schemas import HttpRequest
+    from schemas.fields import Identifier
 
+    problems = []
     try:
-        return HttpRequest(path=path, method=method, user_agent=user_agent)
+        TypeAdapter(Identifier).validate_python(session_id)
     except ValidationError as exc:
-        problems = problems_from(exc, "")
-        raise InputError(
-            [Problem(f"--{p.field.replace('_', '-')}", "", p.message) for p in problems]
-        ) from exc
+        problems += [Problem("--session", "", p.message) for p in problems_from(exc, "")]
+    try:
+        request = HttpRequest(path=path, method=method, user_agent=user_agent)
+    except ValidationError as exc:
+        problems += [
+            Problem(f"--{p.field.replace('_', '-')}", "", p.message) for p in problems_from(exc, "")
+        ]
+    if problems:
+        raise InputError(problems)
+    return request
 
 
 @main.group()

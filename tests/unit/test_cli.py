@@ -213,3 +213,24 @@ def test_memory_publish_says_what_the_worker_refused(env: dict[str, str]) -> Non
     ) in result.output
     assert str(fine["event_id"]) not in result.output.split("refused")[-1]
     assert _run(env, "audit", "list", "--session", "s-f").exit_code == 0
+
+
+def test_binding_check_refuses_bad_options_together(env: dict[str, str]) -> None:
+    """A control character in --session and an oversized --path are named in one round,
+    before any database or GeoIP file is needed."""
+    result = _run(
+        env, "binding", "check", "--session", "a\tb", "--ip", "1.2.3.4", "--path", "/" * 3000
+    )
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "--session: contains the control character U+0009 at position 2" in result.output
+    assert "--path: String should have at most 2048 characters" in result.output
+
+
+def test_publish_names_every_problem_with_wait_zero(env: dict[str, str], tmp_path: Path) -> None:
+    """memory:// with --wait 0 and a bad line: both problems in the same refusal."""
+    source = tmp_path / "e.jsonl"
+    source.write_text('{"type": "logout.user"}\n', encoding="utf-8")
+    result = _run(env, "publish", "--wait", "0", str(source))
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "event 1: event_id: Field required" in result.output
+    assert "--wait: with broker_url memory://" in result.output
