@@ -50,8 +50,9 @@ def _read(path: str, *, regular: bool = False) -> str:
     """The text of ``path`` (``-``: standard input); InputError (exit 2) when it cannot be read
     or is not UTF-8 (JSON lines and TOML are UTF-8).
 
-    A device, directory or socket is refused (``/dev/zero`` would be read forever); a FIFO
-    is read unless ``regular`` (a configuration file, read whole and bounded).
+    A device, directory or socket is refused (``/dev/zero`` would be read forever), except
+    ``/dev/null`` (empty); a FIFO is read unless ``regular`` (a configuration file, read whole
+    and bounded).
     """
     import os
     import stat
@@ -61,6 +62,8 @@ def _read(path: str, *, regular: bool = False) -> str:
     try:
         if path == "-":
             return sys.stdin.read()
+        if path == os.devnull:
+            return ""
         if regular:
             return read_regular_file(path, CONFIG_MAX).decode("utf-8")
         mode = os.stat(path).st_mode
