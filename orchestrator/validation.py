@@ -13,6 +13,7 @@ from schemas import Event, event_adapter
 from schemas.hints import did_you_mean
 
 __all__ = [
+    "EventCheck",
     "Models",
     "load_json",
     "models_by_tag",
@@ -139,12 +140,20 @@ class _BadJSON:
         self.message = message
 
 
+#: A check of a valid event against what will handle it: ``(field, problem)`` pairs.
+EventCheck = Callable[[Event], Sequence[tuple[str, str]]]
+
+
 def parse_event_lines(
-    text: str, progress: Callable[[str, int, int], None] | None = None
+    text: str,
+    progress: Callable[[str, int, int], None] | None = None,
+    check: EventCheck | None = None,
 ) -> list[Event]:
     """Parse one JSON object or JSON lines; every bad line is reported, none is returned.
 
     ``progress("validating", done, total)`` hears how many lines were read, of how many.
+    ``check`` adds what the handler would refuse of a valid event (``publish`` on
+    ``memory://``: a binding mode no configured GeoIP database serves), in the same round.
     """
     events: list[Event] = []
     problems: list[Problem] = []
@@ -156,9 +165,13 @@ def parse_event_lines(
             problems.append(Problem(where, "", raw.message))
             continue
         try:
-            events.append(parse_event(raw, where))
+            event = parse_event(raw, where)
         except InputError as exc:
             problems.extend(exc.problems)
+            continue
+        events.append(event)
+        if check is not None:
+            problems.extend(Problem(where, field, message) for field, message in check(event))
     if progress is not None:
         progress("validating", total, total)
     if problems:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
+    from orchestrator.validation import EventCheck
     from protocols import ProtocolHandler
     from protocols.oidc import OidcHandler
     from protocols.oidc.keys import Algorithm
@@ -219,6 +220,7 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
     settings = _settings(ctx)
     handlers = None
     problems = []
+    check = None
     if is_in_process(settings):
         from orchestrator.writable import check_writable
         from protocols import load_handlers
@@ -227,9 +229,10 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
         check_writable(settings, handlers)
         if wait <= 0:
             problems.append(_WAIT_PROBLEM)
+        check = _served_bindings(settings)
     with ProgressBar() as progress:
         try:
-            events = parse_event_lines(_read(source), progress)
+            events = parse_event_lines(_read(source), progress, check)
         except InputError as exc:
             raise InputError([*exc.problems, *problems]) from exc
         if problems:
@@ -245,6 +248,24 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
         for problem in refused:
             _console(stderr=True).print(str(problem), markup=False)
         ctx.exit(int(ExitCode.INPUT))
+
+
+def _served_bindings(settings: Settings) -> EventCheck:
+    """What the in-process worker would refuse of a valid event: a ``session.started``
+    binding mode no configured GeoIP database serves (checked with the rest of the input)."""
+    from orchestrator.binding import unserved_modes
+
+    def check(event: Event) -> list[tuple[str, str]]:
+        if event.type != "session.started":
+            return []
+        return unserved_modes(
+            event.network_binding,
+            event.geoip_binding,
+            has_asn_database=settings.geoip_asn_db is not None,
+            has_city_database=settings.geoip_city_db is not None,
+        )
+
+    return check
 
 
 #: ``publish --wait 0`` on ``memory://``: the events could not be handled.

@@ -193,9 +193,12 @@ def test_memory_publish_not_handled_in_time_says_so(
     assert "published logout.user" not in result.output
 
 
-def test_memory_publish_says_what_the_worker_refused(env: dict[str, str]) -> None:
-    """A valid event the in-process worker refuses (a binding no database serves) is not
-    reported as a success: exit 2 and the reason; the good one beside it is handled."""
+def test_memory_publish_refuses_a_binding_no_database_serves_with_the_rest(
+    env: dict[str, str],
+) -> None:
+    """A valid event the in-process worker would refuse (a binding no database serves) is
+    named with the input's other problems in one round, and nothing of the batch is handled
+    (the worker used to refuse it only after the bad lines were fixed, the rest handled)."""
     refused = make_event(
         "session.started",
         session_id="s-b",
@@ -204,15 +207,13 @@ def test_memory_publish_says_what_the_worker_refused(env: dict[str, str]) -> Non
         network_binding="bind_asn",
     )
     fine = make_event("session.started", session_id="s-f", user_id="u", ip="81.2.69.142")
-    stdin = json.dumps(refused) + "\n" + json.dumps(fine) + "\n"
+    stdin = "\n".join([json.dumps(refused), json.dumps(fine), '{"type": "logout.user"}']) + "\n"
     result = _run(env, "publish", "-", stdin=stdin)
-    assert result.exit_code == 2, result.output
-    assert (
-        f"event {refused['event_id']}: refused by the worker (recorded): session 's-b': "
-        "network_binding: bind_asn needs the GeoIP ASN database"
-    ) in result.output
-    assert str(fine["event_id"]) not in result.output.split("refused")[-1]
-    assert _run(env, "audit", "list", "--session", "s-f").exit_code == 0
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "line 1: network_binding: bind_asn needs the GeoIP ASN database" in result.output
+    assert "line 3: event_id: Field required" in result.output
+    listed = _run(env, "audit", "list", "--json")
+    assert listed.exit_code == ExitCode.SCHEMA_OUTDATED, "nothing was handled, not even migrated"
 
 
 def test_binding_check_refuses_bad_options_together(env: dict[str, str]) -> None:
