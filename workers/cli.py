@@ -138,8 +138,11 @@ class _Group(click.Group):
                     raise
             from rich.markup import escape
 
+            # The first line only: a database error goes on with the SQL and its parameters,
+            # which may hold what the input held.
+            reason = (str(exc).strip().splitlines() or [""])[0]
             _console(stderr=True).print(
-                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(str(exc))}"
+                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(reason)}"
             )
             _console(stderr=True).print(
                 "This is a bug; LOGOUT_LOG_LEVEL=DEBUG shows the traceback to report.",

@@ -170,6 +170,23 @@ def test_an_unexpected_error_is_a_sentence_not_a_traceback(
     assert isinstance(debug.exception, RuntimeError)
 
 
+def test_an_unexpected_error_shows_its_first_line_only(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error's SQL and parameters (which may hold the input) are never printed."""
+    from orchestrator.settings import Settings
+
+    def broken(self: Settings) -> dict[str, object]:
+        raise RuntimeError("bad value\n[SQL: INSERT ...]\n[parameters: {'secret': 'x'}]")
+
+    monkeypatch.setattr(Settings, "redacted", broken)
+    result = CliRunner().invoke(main, ["config", "show"], env=env)
+    assert result.exit_code == ExitCode.INTERNAL
+    assert "internal error: RuntimeError: bad value" in result.output
+    assert "parameters" not in result.output
+    assert "INSERT" not in result.output
+
+
 def test_memory_publish_not_handled_in_time_says_so(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
