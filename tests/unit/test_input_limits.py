@@ -387,3 +387,32 @@ def test_database_url_errors_name_the_config_file(tmp_path: Path) -> None:
     assert str(caught.value).startswith(f"database_url in {config}: mysql:// is not supported")
     env = Settings.load(None, database_url="mysql://u@h/db")
     assert env.origin("database_url") == "database_url (option)"
+
+
+def test_config_files_that_cannot_be_read_are_configuration_errors(tmp_path: Path) -> None:
+    """--config /dev/zero (endless), a deeply nested TOML file and a signing key that is a
+    device are refused at once, naming the file and the setting."""
+    with pytest.raises(ConfigurationError, match=r"^config file /dev/zero: a character device"):
+        Settings.load("/dev/zero")
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigurationError, match=r"not valid TOML: nested too deeply"):
+        Settings.load(deep)
+    settings = Settings.load(
+        None, data_dir=tmp_path, oidc_key_files="/dev/zero", protocols=["oidc"]
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_handlers(settings)
+    assert "signing key /dev/zero: a character device" in str(caught.value)
+    assert "oidc_key_files (LOGOUT_OIDC_KEY_FILES)" in str(caught.value)
+
+
+def test_protocols_naming_an_uninstalled_handler_say_where_and_suggest(tmp_path: Path) -> None:
+    """A misspelled protocols entry names its source and the installed handler it resembles."""
+    config = tmp_path / "logout.toml"
+    config.write_text('protocols = ["oidc", "sml"]\n')
+    with pytest.raises(ConfigurationError) as caught:
+        load_handlers(Settings.load(config))
+    assert str(caught.value).startswith(
+        f"protocols in {config}: sml enabled but not installed (did you mean saml?)"
+    )
