@@ -214,7 +214,7 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
 
     Nothing of a batch is published when any event is invalid; every problem (each bad
     line, and --wait) is named at once. With broker_url memory:// the events are handled
-    right here, in-process: the directories that needs to write are checked first.
+    right here, in-process, after checking that the directories it writes to are writable.
     """
     from orchestrator.validation import parse_event_lines
     from workers.broker import is_in_process
