@@ -118,13 +118,18 @@ class SessionImport:
         lookup: Callable[[str], IpFacts] | None,
         databases: GeoipDatabases,
         progress: Progress | None = None,
+        *,
+        refused: Sequence[Problem] = (),
+        refused_sessions: Collection[str] = (),
     ) -> None:
         self._handlers = handlers
         self._policy = policy
         self._lookup = lookup
         self._databases = databases
         self._progress = progress
-        self._problems: list[Problem] = []
+        # Problems found before (the input's own), reported with these checks' in one round.
+        self._problems: list[Problem] = list(refused)
+        self._refused_sessions = frozenset(refused_sessions)
         self._sessions: dict[str, dict[str, Any]] = {}
         self._links: dict[tuple[str, str], dict[str, Any]] = {}
         self._stored: set[str] = set()  # IdP sessions stored before this import
@@ -256,7 +261,8 @@ class SessionImport:
                 )
                 known = False
             if link.session_id not in known_ids and link.session_id not in stored_ids:
-                self._problems.append(Problem(label, "session_id", "no such IdP session"))
+                if link.session_id not in self._refused_sessions:
+                    self._problems.append(Problem(label, "session_id", "no such IdP session"))
                 known = False
             if not known:
                 continue

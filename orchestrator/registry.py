@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,13 +11,25 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from orchestrator.binding import IpFacts
-from orchestrator.errors import InputError, LogoutError, Problem
+from orchestrator.errors import InputError, Problem
 from orchestrator.importing import GeoipDatabases, Progress, SessionImport
+from orchestrator.providers_file import (
+    CheckedProviders,
+    check_providers,
+    parse_providers_toml,
+    read_providers_toml,
+)
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import Provider, SessionFactory, utcnow
-from orchestrator.validation import problems_from
-from protocols import ProtocolHandler, available_protocols
-from schemas import ProviderConfig, ProviderSessionRecord, SessionRecord, registry_record_adapter
+from orchestrator.validation import load_json, models_by_tag, problems_from
+from protocols import ProtocolHandler
+from schemas import (
+    ProviderConfig,
+    ProviderSessionRecord,
+    RegistryRecord,
+    SessionRecord,
+    registry_record_adapter,
+)
 
 __all__ = [
     "FactsLookup",
@@ -32,6 +42,14 @@ __all__ = [
 
 #: Lines between two progress reports while validating.
 _REPORT_EVERY = 1000
+#: Each record kind's model, for "did you mean" on an unknown field.
+_RECORD_MODELS = models_by_tag(RegistryRecord, "kind")
+
+
+def _line_number(problem: Problem) -> int:
+    """For sorting: the number of a ``line N`` problem (others last, in their order)."""
+    number = problem.where.removeprefix("line ")
+    return int(number) if number.isdigit() else 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,38 +70,6 @@ class ImportSummary:
     @property
     def provider_sessions_updated(self) -> int:
         return self.updated - self.sessions_updated
-
-
-def parse_providers_toml(text: str, source: str = "providers file") -> list[ProviderConfig]:
-    """Read ``[[providers]]`` tables; raise :class:`InputError` naming provider and field."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError([Problem(source, "", f"invalid TOML: {exc}")]) from exc
-    unknown = sorted(set(document) - {"providers"})
-    if unknown:
-        raise InputError([Problem(source, key, "unknown top-level key") for key in unknown])
-    tables = document.get("providers", [])
-    if not isinstance(tables, list):
-        raise InputError([Problem(source, "providers", "must be an array of tables")])
-    problems: list[Problem] = []
-    configs: list[ProviderConfig] = []
-    seen: set[str] = set()
-    for index, table in enumerate(tables, start=1):
-        label = table.get("name") if isinstance(table, dict) else None
-        where = f"provider {label!r}" if isinstance(label, str) else f"provider #{index}"
-        try:
-            config = ProviderConfig.model_validate(table)
-        except ValidationError as exc:
-            problems.extend(problems_from(exc, where))
-            continue
-        if config.name in seen:
-            problems.append(Problem(where, "name", "appears more than once in the file"))
-        seen.add(config.name)
-        configs.append(config)
-    if problems:
-        raise InputError(problems)
-    return configs
 
 
 #: Looks an address up for a session's binding; None when no GeoIP database is configured.
@@ -121,33 +107,20 @@ class SessionRegistry:
         A provider whose protocol no enabled handler serves is refused, unless it says
         ``enabled = false`` (stored unchecked, with a warning): its logouts could not be sent.
         """
-        problems: list[Problem] = []
-        warnings: list[str] = []
-        validated: list[tuple[ProviderConfig, dict[str, Any]]] = []
-        for config in configs:
-            handler = self._handlers.get(config.protocol)
-            settings = config.protocol_settings
-            if handler is None and config.enabled:
-                problems.append(self._unserved(config.name, config.protocol))
-                continue
-            if handler is None:
-                warnings.append(
-                    f"provider {config.name!r}: no handler for protocol {config.protocol!r} is "
-                    "enabled; stored disabled, its settings unchecked"
-                )
-            else:
-                try:
-                    parsed = handler.validate_settings(config.name, settings)
-                except InputError as exc:
-                    problems.extend(exc.problems)
-                    continue
-                settings = _jsonable(parsed)
-            validated.append((config, settings))
-        if problems:
-            raise InputError(problems)
+        tables = [config.model_dump() for config in configs]
+        return self.store_providers(check_providers(tables, self._handlers))
+
+    def load_providers_file(self, text: str, source: str) -> ImportSummary:
+        """``providers load``: parse, validate and upsert a TOML file as a whole; every
+        problem is reported at once, each naming ``source``, the provider and the field."""
+        tables = read_providers_toml(text, source)
+        return self.store_providers(check_providers(tables, self._handlers, source))
+
+    def store_providers(self, checked: CheckedProviders) -> ImportSummary:
+        """Upsert providers :func:`check_providers` passed, in one transaction."""
         created = updated = 0
         with self._sessions.begin() as db:
-            for config, settings in validated:
+            for config, settings in checked.providers:
                 row = db.get(Provider, config.name)
                 if row is None:
                     row = Provider(name=config.name)
@@ -160,31 +133,7 @@ class SessionRegistry:
                 row.full_logout_on_rp_initiated = config.full_logout_on_rp_initiated
                 row.settings = settings
                 row.updated_at = utcnow()
-        return ImportSummary(created, updated, tuple(warnings))
-
-    def _unserved(self, provider: str, protocol: str) -> Problem:
-        """Why ``protocol`` cannot serve ``provider``: not installed, or not enabled."""
-        where = f"provider {provider!r}"
-        enabled = ", ".join(sorted(self._handlers)) or "none"
-        installed = available_protocols()
-        if protocol in installed:
-            return Problem(
-                where,
-                "protocol",
-                f"the {protocol!r} handler is installed but not enabled by the protocols "
-                f"setting (enabled: {enabled}); add it to protocols, or set enabled = false",
-            )
-        return Problem(
-            where,
-            "protocol",
-            f"no installed handler serves {protocol!r}; installed: "
-            f"{', '.join(installed) or 'none'} (fix the name, install the handler, or set "
-            "enabled = false)",
-        )
-
-    def load_providers_file(self, text: str, source: str) -> ImportSummary:
-        """``providers load``: parse, validate and upsert a TOML file as a whole."""
-        return self.upsert_providers(parse_providers_toml(text, source))
+        return ImportSummary(created, updated, checked.warnings)
 
     def unserved_providers(self) -> list[tuple[str, str]]:
         """``(name, protocol)`` of each enabled provider no enabled handler serves (stored
@@ -245,45 +194,72 @@ class SessionRegistry:
     def import_lines(self, lines: Iterable[str], progress: Progress | None = None) -> ImportSummary:
         """``sessions import``: JSON lines with a ``kind`` field; all or nothing.
 
-        ``progress(stage, done, total)`` is told how far validating and writing got.
+        ``progress(stage, done, total)`` is told how far validating and writing got. Every
+        problem of the file is reported in one round, in line order: a line's own (JSON,
+        fields) and those the valid lines have against the database (references, bindings,
+        the handlers' checks).
         """
         text = lines if isinstance(lines, Sequence) else list(lines)
         records: list[SessionRecord | ProviderSessionRecord] = []
         labels: list[str] = []
         problems: list[Problem] = []
+        refused_sessions: set[str] = set()  # of invalid lines: not "no such IdP session"
         total = len(text)
         for number, line in enumerate(text, start=1):
             if progress is not None and number % _REPORT_EVERY == 0:
                 progress("validating", number, total)
             if not line.strip():
                 continue
+            where = f"line {number}"
             try:
-                records.append(registry_record_adapter.validate_json(line))
-                labels.append(f"line {number}")
+                raw = load_json(line, where)
+                records.append(registry_record_adapter.validate_python(raw))
+                labels.append(where)
+            except InputError as exc:
+                problems.extend(exc.problems)
             except ValidationError as exc:
-                problems.extend(problems_from(exc, f"line {number}", tagged=True))
+                problems.extend(problems_from(exc, where, tagged=True, models=_RECORD_MODELS))
+                if isinstance(raw, dict) and isinstance(raw.get("session_id"), str):
+                    refused_sessions.add(raw["session_id"])
         if progress is not None:
             progress("validating", total, total)
-        if problems:
-            raise InputError(problems)
-        return self.import_records(records, labels, progress)
+        try:
+            return self.import_records(
+                records, labels, progress, refused=problems, refused_sessions=refused_sessions
+            )
+        except InputError as exc:
+            raise InputError(sorted(exc.problems, key=_line_number)) from exc
 
     def import_records(
         self,
         records: Sequence[SessionRecord | ProviderSessionRecord],
         labels: Sequence[str] | None = None,
         progress: Progress | None = None,
+        *,
+        refused: Sequence[Problem] = (),
+        refused_sessions: Collection[str] = (),
     ) -> ImportSummary:
         """Upsert sessions and provider sessions in one transaction, after checking them all:
         binding modes against the configured GeoIP databases, references, and each provider
         session's identifiers with its protocol handler (see :mod:`orchestrator.importing`).
 
         ``labels`` name each record in errors (``line 3``); by default its identifiers.
+        ``refused``: problems already found in the same input (nothing is written then, but
+        the records are still checked, so all are reported at once); ``refused_sessions``:
+        IdP sessions of refused records, which provider sessions may name.
         """
         where = dict(zip(map(id, records), labels, strict=True)) if labels else {}
         sessions = [r for r in records if isinstance(r, SessionRecord)]
         links = [r for r in records if isinstance(r, ProviderSessionRecord)]
-        batch = SessionImport(self._handlers, self._policy, self._lookup, self._databases, progress)
+        batch = SessionImport(
+            self._handlers,
+            self._policy,
+            self._lookup,
+            self._databases,
+            progress,
+            refused=refused,
+            refused_sessions=refused_sessions,
+        )
         with self._sessions.begin() as db:
             conn = db.connection()
             batch.check(conn, sessions, links, where)
@@ -306,12 +282,3 @@ class SessionRegistry:
             sessions_created=counts.sessions_created,
             sessions_updated=counts.sessions_updated,
         )
-
-
-def _jsonable(value: Any) -> dict[str, Any]:
-    """A handler's parsed settings as JSON data for the providers table."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")  # type: ignore[no-any-return]
-    if isinstance(value, Mapping):
-        return json.loads(json.dumps(dict(value), default=str))  # type: ignore[no-any-return]
-    raise LogoutError(f"handler returned settings of unsupported type {type(value).__name__}")

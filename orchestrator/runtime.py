@@ -74,7 +74,7 @@ class Runtime:
             from protocols import load_handlers
 
             handlers = load_handlers(settings)
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url, settings.origin("database_url"))
         try:
             check_connection(engine)
             if settings.auto_migrate if migrate is None else migrate:

@@ -11,7 +11,6 @@ Every duration setting takes the notations of :mod:`orchestrator.durations` (``1
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -44,7 +43,9 @@ from orchestrator.durations import (
     duration_fields,
 )
 from orchestrator.errors import ConfigurationError
+from protocols.files import CONFIG_MAX, UnreadableFileError, read_regular_file
 from protocols.loading import available_protocols
+from schemas.hints import closest
 
 __all__ = [
     "BROKER_SCHEMES",
@@ -124,8 +125,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         # LOGOUT_CONFIG is no setting but is the one most costly to misspell (the file is
         # then never read): it is suggested too.
-        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"], n=1)
-        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        close = closest(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"])
+        hint = f" (did you mean {ENV_PREFIX}{close.upper()}?)" if close else ""
         warnings.append(f"{variable} is not a setting{hint}; it is ignored")
     return warnings
 
@@ -227,6 +228,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    _sources: _Sources | None = PrivateAttr(default=None)
+
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
@@ -286,8 +289,13 @@ class Settings(BaseSettings):
         settings ask for).
         """
         path = config_file or os.environ.get("LOGOUT_CONFIG") or None
-        if path is not None and not Path(path).is_file():
-            raise ConfigurationError(f"config file {path}: no such file")
+        if path is not None:
+            try:
+                read_regular_file(path, CONFIG_MAX)
+            except UnreadableFileError as exc:
+                raise ConfigurationError(
+                    f"config file {path}: {exc}; fix --config (LOGOUT_CONFIG)"
+                ) from exc
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = cls._read(path, given, options=given)
         warnings = unknown_variables(os.environ) if warn_unknown else []
@@ -303,7 +311,18 @@ class Settings(BaseSettings):
     def with_overrides(self, **changes: Any) -> Settings:
         """A validated copy with ``changes`` applied (``None`` values are ignored)."""
         given = {k: v for k, v in changes.items() if v is not None}
-        return self._read(None, {**self.model_dump(), **given}, options=given)
+        copy = self._read(None, {**self.model_dump(), **given}, options=given)
+        before = self._sources
+        copy._sources = _Sources(
+            {**before.given, **given} if before else given, before.path if before else None
+        )
+        return copy
+
+    def origin(self, field: str) -> str:
+        """Where ``field``'s value came from, for a message that says what to fix:
+        ``LOGOUT_DATABASE_URL (environment)``, ``database_url in logout.toml``,
+        ``database_url (option)``, or ``database_url (LOGOUT_DATABASE_URL)`` for a default."""
+        return self._sources.origin(field) if self._sources else _Sources.default(field)
 
     @classmethod
     def _read(
@@ -313,12 +332,18 @@ class Settings(BaseSettings):
         config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
         bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
         try:
-            return bound(**values)  # type: ignore[no-any-return]
+            settings: Settings = bound(**values)
+            settings._sources = _Sources(options, path)
+            return settings
         except SettingsError as exc:
             raise ConfigurationError(f"invalid settings: {_source_problem(exc)}") from exc
         except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
             raise ConfigurationError(
                 f"config file {path}: not valid TOML: {exc}; fix that line of the file"
+            ) from exc
+        except RecursionError as exc:
+            raise ConfigurationError(
+                f"config file {path}: not valid TOML: nested too deeply to read; flatten it"
             ) from exc
         except OSError as exc:
             raise ConfigurationError(
@@ -392,8 +417,8 @@ class _Sources:
     """Names the source of a refused value: an option, an environment variable or the file."""
 
     def __init__(self, given: Mapping[str, Any], path: str | Path | None) -> None:
-        self._given = given
-        self._path = path
+        self.given = dict(given)
+        self.path = path
         self._variables = {
             variable.upper().removeprefix(ENV_PREFIX).lower(): variable
             for variable in os.environ
@@ -403,18 +428,33 @@ class _Sources:
         if path is not None:
             try:
                 self._file_keys = set(tomllib.loads(Path(path).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
                 self._file_keys = set()
 
     def label(self, field: str) -> str:
         """Where ``field``'s value came from, as the start of a message ("" for a default)."""
-        if field in self._given:
+        if field in self.given:
             return "option: "
         if field in self._variables:
             return f"{self._variables[field]} (environment): "
-        if field in self._file_keys and self._path is not None:
-            return f"{self._path}: "
+        if field in self._file_keys and self.path is not None:
+            return f"{self.path}: "
         return ""
+
+    def origin(self, field: str) -> str:
+        """``field`` and where its value came from, as :meth:`Settings.origin` says it."""
+        if field in self.given:
+            return f"{field} (option)"
+        if field in self._variables:
+            return f"{self._variables[field]} (environment)"
+        if field in self._file_keys and self.path is not None:
+            return f"{field} in {self.path}"
+        return self.default(field)
+
+    @staticmethod
+    def default(field: str) -> str:
+        """A field left at its default: named with the variable that would set it."""
+        return f"{field} ({ENV_PREFIX}{field.upper()})"
 
     def describe(self, error: ErrorDetails) -> str:
         """One refused value: its source, the field (and nested place), and the reason."""
@@ -424,8 +464,8 @@ class _Sources:
         field = loc[0]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
-            message += f" ({field} is not a setting; did you mean {close[0]}?)" if close else ""
+            close = closest(field, Settings.model_fields)
+            message += f" ({field} is not a setting; did you mean {close}?)" if close else ""
         unit = duration_fields(Settings).get(field)
         if unit is not None and unit.name and error["type"] in _BOUND_ERRORS:
             limit = next(iter(error.get("ctx", {}).values()), None)

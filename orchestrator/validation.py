@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import InputError, Problem
 from schemas import Event, event_adapter
+from schemas.hints import did_you_mean
 
-__all__ = ["parse_event", "parse_event_lines", "problems_from"]
+__all__ = [
+    "EventCheck",
+    "Models",
+    "load_json",
+    "models_by_tag",
+    "parse_event",
+    "parse_event_lines",
+    "problems_from",
+]
+
+#: The model a validation ran against, or for a tagged union each member by its tag.
+Models = type[BaseModel] | Mapping[str, type[BaseModel]]
 
 #: Objects between two progress reports.
 _REPORT_EVERY = 1000
@@ -19,30 +31,88 @@ _REPORT_EVERY = 1000
 
 def _field(loc: tuple[int | str, ...], tagged: bool) -> str:
     parts = [str(p) for p in loc]
-    if tagged and len(parts) > 1:
+    if tagged and parts:
         parts = parts[1:]  # pydantic puts a tagged union's tag ("logout.user") first
     return ".".join(parts)
 
 
-def problems_from(exc: ValidationError, where: str, *, tagged: bool = False) -> list[Problem]:
+def models_by_tag(union: Any, tag: str) -> dict[str, type[BaseModel]]:
+    """The members of a tagged union (``Annotated[A | B, Field(discriminator=tag)]``) by
+    the value of their ``tag`` field."""
+    members = get_args(get_args(union)[0]) if get_args(union) else ()
+    return {get_args(m.model_fields[tag].annotation)[0]: m for m in members}
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds (``RequestInfo | None`` gives ``RequestInfo``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_of(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_fields(models: Models, loc: Sequence[int | str]) -> list[str]:
+    """The fields of the model that holds the last element of ``loc`` (an unknown key)."""
+    parts = list(loc)
+    model: type[BaseModel] | None
+    if isinstance(models, Mapping):
+        model = models.get(str(parts.pop(0))) if parts else None
+    else:
+        model = models
+    for part in parts[:-1]:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _model_of(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def problems_from(
+    exc: ValidationError, where: str, *, tagged: bool = False, models: Models | None = None
+) -> list[Problem]:
     """One :class:`Problem` per pydantic error, e.g. ``line 3: session_id: Field required``.
 
-    ``tagged`` for a discriminated union, whose errors start with the tag.
+    ``tagged`` for a discriminated union, whose errors start with the tag. With ``models``
+    (the model validated against, or a union's members by tag), an unknown field names the
+    closest known one: ``sesion_id: unknown field (did you mean session_id?)``.
     """
-    return [
-        Problem(where, _field(err["loc"], tagged), err["msg"].removeprefix("Value error, "))
-        for err in exc.errors()
-    ]
+    problems = []
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            known = _known_fields(models, err["loc"]) if models is not None else []
+            message = "unknown field" + did_you_mean(str(err["loc"][-1]), known)
+        problems.append(Problem(where, _field(err["loc"], tagged), message))
+    return problems
+
+
+#: Each event type's model, for "did you mean" on an unknown field.
+_EVENT_MODELS = models_by_tag(Event, "type")
 
 
 def parse_event(raw: Any, where: str = "") -> Event:
     """Validate one event (a mapping or JSON text); raise :class:`InputError` if it is bad."""
     try:
         if isinstance(raw, str | bytes):
-            return event_adapter.validate_json(raw)
+            raw = load_json(raw, where)
         return event_adapter.validate_python(raw)
     except ValidationError as exc:
-        raise InputError(problems_from(exc, where, tagged=True)) from exc
+        raise InputError(problems_from(exc, where, tagged=True, models=_EVENT_MODELS)) from exc
+
+
+def load_json(text: str | bytes, where: str) -> Any:
+    """Decode one JSON text; :class:`InputError` naming ``where`` when it is not JSON, holds a
+    number too long to read (over 4300 digits) or nests too deeply to read."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        reason = "nested too deeply to read (at most a few hundred levels)"
+    except json.JSONDecodeError as exc:
+        reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except ValueError as exc:  # an integer over sys.get_int_max_str_digits()
+        reason = f"invalid JSON: {exc}".split("; use sys.", 1)[0]
+    raise InputError([Problem(where, "", reason)])
 
 
 def _numbered_objects(text: str) -> Iterator[tuple[str, Any]]:
@@ -52,30 +122,38 @@ def _numbered_objects(text: str) -> Iterator[tuple[str, Any]]:
     if stripped.startswith("{"):
         try:
             # A single (possibly pretty-printed) JSON object.
-            yield "event 1", json.loads(stripped)
+            yield "event 1", load_json(stripped, "event 1")
             return
-        except json.JSONDecodeError:
+        except InputError:
             pass  # not one object: read it as JSON lines below
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield f"line {number}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield f"line {number}", _BadJSON(exc.msg, exc.colno)
+            yield f"line {number}", load_json(line, f"line {number}")
+        except InputError as exc:
+            yield f"line {number}", _BadJSON(str(exc).removeprefix(f"line {number}: "))
 
 
 class _BadJSON:
-    def __init__(self, message: str, column: int) -> None:
-        self.message = f"invalid JSON: {message} (column {column})"
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+#: A check of a valid event against what will handle it: ``(field, problem)`` pairs.
+EventCheck = Callable[[Event], Sequence[tuple[str, str]]]
 
 
 def parse_event_lines(
-    text: str, progress: Callable[[str, int, int], None] | None = None
+    text: str,
+    progress: Callable[[str, int, int], None] | None = None,
+    check: EventCheck | None = None,
 ) -> list[Event]:
     """Parse one JSON object or JSON lines; every bad line is reported, none is returned.
 
     ``progress("validating", done, total)`` hears how many lines were read, of how many.
+    ``check`` adds what the handler would refuse of a valid event (``publish`` on
+    ``memory://``: a binding mode no configured GeoIP database serves), in the same round.
     """
     events: list[Event] = []
     problems: list[Problem] = []
@@ -87,9 +165,13 @@ def parse_event_lines(
             problems.append(Problem(where, "", raw.message))
             continue
         try:
-            events.append(parse_event(raw, where))
+            event = parse_event(raw, where)
         except InputError as exc:
             problems.extend(exc.problems)
+            continue
+        events.append(event)
+        if check is not None:
+            problems.extend(Problem(where, field, message) for field, message in check(event))
     if progress is not None:
         progress("validating", total, total)
     if problems:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         classify_status,
         parse_retry_after,
     )
+    from protocols.keyfiles import KeyDirectory
     from protocols.loading import (
         ENTRY_POINT_GROUP,
         available_protocols,
@@ -34,6 +35,7 @@ __all__ = [
     "Channel",
     "FrontchannelAnswer",
     "FrontchannelEntry",
+    "KeyDirectory",
     "LogoutContext",
     "ProtocolHandler",
     "ProviderInfo",
@@ -63,6 +65,7 @@ __getattr__, __dir__ = lazy_exports(
             "classify_status",
             "parse_retry_after",
         ),
+        "protocols.keyfiles": ("KeyDirectory",),
         "protocols.loading": (
             "ENTRY_POINT_GROUP",
             "available_protocols",

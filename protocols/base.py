@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from protocols.keyfiles import KeyDirectory
 from schemas.errors import PermanentDeliveryError, Problem, TransientDeliveryError
 
 if TYPE_CHECKING:
@@ -211,6 +212,15 @@ class ProtocolHandler:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def key_directories(self) -> list[KeyDirectory]:
+        """Directories this handler will write to when it first signs (generated keys).
+
+        Commands that deliver (``worker``, ``publish`` on ``memory://``) check at start that
+        each is writable, so a read-only data directory is a configuration error at once,
+        not a failed logout later. The default: none.
+        """
+        return []
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         """Check a provider's protocol settings; return the parsed form.

@@ -8,13 +8,45 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import ConfigurationError
 
-__all__ = ["directory_lock", "make_key_directory", "write_private"]
+__all__ = [
+    "KeyDirectory",
+    "directory_lock",
+    "make_key_directory",
+    "unwritable_reason",
+    "write_private",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDirectory:
+    """A directory a handler will write generated keys to, and the settings that make
+    generating unnecessary (``instead``: ``oidc_key_files (LOGOUT_OIDC_KEY_FILES)``)."""
+
+    path: Path
+    instead: str
+
+
+def unwritable_reason(directory: Path, mode: int = 0o700) -> str | None:
+    """Why files cannot be written in ``directory`` (made with ``mode`` if missing), or None.
+
+    Tried, not guessed from permission bits (which a root user or a read-only mount make
+    misleading): the directory is created and a temporary file written and removed.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=mode)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _unwritable(where: Path, exc: OSError) -> ConfigurationError:

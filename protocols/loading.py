@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from protocols.base import ProtocolHandler
 from schemas.errors import HandlerLoadError
+from schemas.hints import did_you_mean
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -59,8 +60,10 @@ def load_handlers(settings: Settings) -> dict[str, ProtocolHandler]:
     wanted = settings.protocols if settings.protocols is not None else sorted(installed)
     missing = [name for name in wanted if name not in installed]
     if missing:
+        hints = "".join(did_you_mean(name, installed) for name in missing)
         raise HandlerLoadError(
-            f"protocols {', '.join(missing)} enabled in settings but not installed "
-            f"(installed: {', '.join(sorted(installed)) or 'none'})"
+            f"{settings.origin('protocols')}: {', '.join(missing)} enabled but not "
+            f"installed{hints} (installed: {', '.join(sorted(installed)) or 'none'}); fix "
+            "the names, or install the handlers"
         )
     return {name: _load(installed[name], settings) for name in wanted}

@@ -6,11 +6,9 @@ and optionally ``actor`` and ``request``. Fields may be added to these models, n
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +18,22 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.fields import (
+    AsNumber,
+    EventId,
+    GeoCode,
+    Identifier,
+    Latitude,
+    Longitude,
+    Method,
+    Name,
+    RelayState,
+    RequestArgs,
+    ShortName,
+    Timestamp,
+    UrlPath,
+    UserAgent,
+)
 from schemas.registry import GeoipBindingMode, IpText, NetworkBindingMode
 
 __all__ = [
@@ -68,8 +82,6 @@ GeoipBindingReason = Literal[
 BindingReason = Literal[NetworkBindingReason, GeoipBindingReason]
 BINDING_REASONS: tuple[str, ...] = BindingReason.__args__  # type: ignore[attr-defined]
 
-NonEmpty = Annotated[str, Field(min_length=1, max_length=255)]
-
 
 class _Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,11 +90,11 @@ class _Contract(BaseModel):
 class RequestInfo(_Contract):
     """The HTTP request that caused the event, as the IdP saw it."""
 
-    ip: str | None = None
-    user_agent: str | None = None
-    path: str | None = None
-    method: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
+    ip: IpText = None
+    user_agent: UserAgent | None = None
+    path: UrlPath | None = None
+    method: Method | None = None
+    args: RequestArgs = Field(default_factory=dict)
 
 
 def _require_type(schema: dict[str, Any]) -> None:
@@ -97,10 +109,10 @@ class EventBase(_Contract):
 
     model_config = ConfigDict(json_schema_extra=_require_type)
 
-    event_id: UUID = Field(description="Idempotency key: the same event_id is handled once.")
-    occurred_at: AwareDatetime = Field(description="RFC 3339 timestamp with a UTC offset.")
+    event_id: EventId = Field(description="Idempotency key: the same event_id is handled once.")
+    occurred_at: Timestamp = Field(description="RFC 3339 timestamp with a UTC offset.")
     initiator: Initiator
-    actor: str | None = Field(default=None, description="Who caused it, e.g. an admin's id.")
+    actor: Name | None = Field(default=None, description="Who caused it, e.g. an admin's id.")
     request: RequestInfo | None = None
 
 
@@ -108,8 +120,8 @@ class LogoutUser(EventBase):
     """The user logs out of the IdP: the session and all its provider sessions end."""
 
     type: Literal["logout.user"] = "logout.user"
-    session_id: NonEmpty
-    plan_id: NonEmpty | None = Field(
+    session_id: Identifier
+    plan_id: Identifier | None = Field(
         default=None, description="Set when the IdP waits for a front-channel stage plan."
     )
 
@@ -118,21 +130,21 @@ class LogoutProvider(EventBase):
     """An application started the logout."""
 
     type: Literal["logout.provider"] = "logout.provider"
-    session_id: NonEmpty
-    provider: NonEmpty
+    session_id: Identifier
+    provider: Identifier
     full_logout: bool = Field(
         default=False, description="End the IdP session and every provider session too."
     )
-    plan_id: NonEmpty | None = Field(
+    plan_id: Identifier | None = Field(
         default=None, description="Set when the IdP waits for a front-channel stage plan."
     )
-    in_response_to: NonEmpty | None = Field(
+    in_response_to: Identifier | None = Field(
         default=None,
         description="SAML: the ID of the SP's LogoutRequest; the plan ends with the IdP's "
         "LogoutResponse to it.",
     )
-    relay_state: str | None = Field(
-        default=None, max_length=80, description="SAML: the SP's RelayState, returned as is."
+    relay_state: RelayState | None = Field(
+        default=None, description="SAML: the SP's RelayState, returned as is."
     )
 
 
@@ -140,56 +152,54 @@ class SessionRevoke(EventBase):
     """An admin (or a policy, such as the per-user session limit) ends one session."""
 
     type: Literal["session.revoke"] = "session.revoke"
-    session_id: NonEmpty
-    reason: str | None = Field(
-        default=None, max_length=255, description="Why, for the audit trail (optional)."
-    )
+    session_id: Identifier
+    reason: Name | None = Field(default=None, description="Why, for the audit trail (optional).")
 
 
 class UserRevokeAll(EventBase):
     """An admin ends every session of a user (also used on deactivation)."""
 
     type: Literal["user.revoke_all"] = "user.revoke_all"
-    user_id: NonEmpty
+    user_id: Identifier
 
 
 class SessionTerminateOthers(EventBase):
     """At login, every other session of the user ends."""
 
     type: Literal["session.terminate_others"] = "session.terminate_others"
-    user_id: NonEmpty
-    keep_session_id: NonEmpty
+    user_id: Identifier
+    keep_session_id: Identifier
 
 
 class SessionExpired(EventBase):
     """The session passed its idle or absolute lifetime."""
 
     type: Literal["session.expired"] = "session.expired"
-    session_id: NonEmpty
+    session_id: Identifier
     reason: Literal["idle", "absolute"]
 
 
 class IpChange(_Contract):
-    previous: str | None = None
-    new: str | None = None
+    previous: IpText = None
+    new: IpText = None
 
 
 class ASN(_Contract):
     """An ASN database record: the autonomous system, its organisation and the network (CIDR)."""
 
-    asn: int | None = None
-    as_org: str | None = None
-    network: str | None = None
+    asn: AsNumber | None = None
+    as_org: Name | None = None
+    network: ShortName | None = None
 
 
 class Geo(_Contract):
     """A GeoIP City record: continent code, country ISO code, city (English), location."""
 
-    continent: str | None = None
-    country: str | None = None
-    city: str | None = None
-    lat: float | None = None
-    long: float | None = None
+    continent: GeoCode | None = None
+    country: GeoCode | None = None
+    city: Name | None = None
+    lat: Latitude | None = None
+    long: Longitude | None = None
 
 
 #: The seven continent codes of the GeoIP databases (to read a pre-object ``geoip.missing``).
@@ -311,17 +321,17 @@ Binding = Annotated[NetworkBindingChange | GeoipBindingChange, Field(discriminat
 
 
 class HttpRequest(_Contract):
-    path: str | None = None
-    method: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
-    user_agent: str | None = None
+    path: UrlPath | None = None
+    method: Method | None = None
+    args: RequestArgs = Field(default_factory=dict)
+    user_agent: UserAgent | None = None
 
 
 class SessionBindingViolation(EventBase):
     """The session's network or GeoIP binding broke."""
 
     type: Literal["session.binding_violation"] = "session.binding_violation"
-    session_id: NonEmpty
+    session_id: Identifier
     binding: Binding
     ip: IpChange
     asn: ASN = Field(default_factory=ASN)
@@ -333,24 +343,30 @@ class SessionStarted(EventBase):
     """A user logged in: the IdP session exists from now on (not a logout)."""
 
     type: Literal["session.started"] = "session.started"
-    session_id: NonEmpty
-    user_id: NonEmpty
+    session_id: Identifier
+    user_id: Identifier
     ip: IpText = None
-    user_agent: str | None = None
+    user_agent: UserAgent | None = None
     remember_me: bool = False
     stay_signed_in: bool = False
     network_binding: NetworkBindingMode = "no_binding"
     geoip_binding: GeoipBindingMode = "no_binding"
-    expires_at: AwareDatetime | None = Field(
-        default=None, description="Default: from the session policy."
+    expires_at: Timestamp | None = Field(
+        default=None, description="Default: from the session policy; after occurred_at."
     )
+
+    @model_validator(mode="after")
+    def _expires_after_start(self) -> Self:
+        if self.expires_at is not None and self.expires_at <= self.occurred_at:
+            raise ValueError("expires_at: must be after occurred_at (the login)")
+        return self
 
 
 class SessionSeen(EventBase):
     """The session was active at ``occurred_at`` (for the idle timeout; not a logout)."""
 
     type: Literal["session.seen"] = "session.seen"
-    session_id: NonEmpty
+    session_id: Identifier
 
 
 Event = Annotated[

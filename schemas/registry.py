@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from ipaddress import ip_address
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from schemas.fields import (
+    AsNumber,
+    GeoCode,
+    Identifier,
+    Latitude,
+    LongIdentifier,
+    Longitude,
+    Name,
+    ShortName,
+    Timestamp,
+    UserAgent,
+)
 
 __all__ = [
     "GEOIP_BINDINGS",
@@ -22,8 +35,6 @@ __all__ = [
 ]
 
 PROVIDER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$"
-_Id = Annotated[str, Field(min_length=1, max_length=255)]
-_Opt = Annotated[str | None, Field(default=None, max_length=255)]
 
 
 def _an_address(text: str | None) -> str | None:
@@ -71,29 +82,36 @@ class SessionRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["session"]
-    session_id: _Id
-    user_id: _Id
-    created: AwareDatetime | None = None
-    last_seen: AwareDatetime | None = None
-    expires: AwareDatetime | None = Field(
-        default=None, description="Default: from the session policy (session_duration, ...)."
+    session_id: Identifier
+    user_id: Identifier
+    created: Timestamp | None = None
+    last_seen: Timestamp | None = None
+    expires: Timestamp | None = Field(
+        default=None,
+        description="Default: from the session policy (session_duration, ...); after created.",
     )
     ip: IpText
-    user_agent: str | None = None
+    user_agent: UserAgent | None = None
     remember_me: bool = False
     stay_signed_in: bool = False
     network_binding: NetworkBindingMode = "no_binding"
     geoip_binding: GeoipBindingMode = "no_binding"
-    asn: int | None = Field(
+    asn: AsNumber | None = Field(
         default=None, description="Recorded at login; looked up from ip when absent."
     )
-    as_org: _Opt
-    as_network: Annotated[str | None, Field(default=None, max_length=64)]
-    continent: Annotated[str | None, Field(default=None, max_length=8)]
-    country: Annotated[str | None, Field(default=None, max_length=8)]
-    city: _Opt
-    lat: Annotated[float | None, Field(default=None, ge=-90, le=90)]
-    long: Annotated[float | None, Field(default=None, ge=-180, le=180)]
+    as_org: Name | None = None
+    as_network: ShortName | None = None
+    continent: GeoCode | None = None
+    country: GeoCode | None = None
+    city: Name | None = None
+    lat: Latitude | None = None
+    long: Longitude | None = None
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Self:
+        if self.created is not None and self.expires is not None and self.expires <= self.created:
+            raise ValueError("expires: must be after created")
+        return self
 
 
 class ProviderSessionRecord(BaseModel):
@@ -102,16 +120,16 @@ class ProviderSessionRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["provider_session"]
-    session_id: _Id
-    provider: _Id
-    sid: _Opt
-    sub: _Opt
-    name_id: str | None = None
-    name_id_format: _Opt
-    name_qualifier: _Opt
-    sp_name_qualifier: _Opt
-    session_index: _Opt
-    created: AwareDatetime | None = None
+    session_id: Identifier
+    provider: Identifier
+    sid: Identifier | None = None
+    sub: Identifier | None = None
+    name_id: LongIdentifier | None = None
+    name_id_format: Identifier | None = None
+    name_qualifier: LongIdentifier | None = None
+    sp_name_qualifier: LongIdentifier | None = None
+    session_index: Identifier | None = None
+    created: Timestamp | None = None
 
 
 RegistryRecord = Annotated[SessionRecord | ProviderSessionRecord, Field(discriminator="kind")]

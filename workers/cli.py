@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
 
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
+    from orchestrator.validation import EventCheck
+    from protocols import ProtocolHandler
     from protocols.oidc import OidcHandler
     from protocols.oidc.keys import Algorithm
-    from schemas import Event
+    from schemas import Event, HttpRequest
 
 __all__ = ["main"]
 
@@ -44,13 +47,33 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _read(path: str) -> str:
+def _read(path: str, *, regular: bool = False) -> str:
     """The text of ``path`` (``-``: standard input); InputError (exit 2) when it cannot be read
-    or is not UTF-8 (JSON lines and TOML are UTF-8)."""
+    or is not UTF-8 (JSON lines and TOML are UTF-8).
+
+    A device, directory or socket is refused (``/dev/zero`` would be read forever), except
+    ``/dev/null`` (empty); a FIFO is read unless ``regular`` (a configuration file, read whole
+    and bounded).
+    """
+    import os
+    import stat
+
+    from protocols.files import CONFIG_MAX, UnreadableFileError, file_kind, read_regular_file
+
     try:
         if path == "-":
             return sys.stdin.read()
+        if path == os.devnull:
+            return ""
+        if regular:
+            return read_regular_file(path, CONFIG_MAX).decode("utf-8")
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            problem = f"{file_kind(mode)}, not a file; give a file, or - for standard input"
+            raise InputError([Problem(path, "", problem)])
         return Path(path).read_text(encoding="utf-8")
+    except UnreadableFileError as exc:
+        problem = f"cannot read it: {exc}"
     except OSError as exc:
         problem = f"cannot read it: {exc.strerror or exc}; check the path and its permissions"
     except UnicodeDecodeError as exc:
@@ -115,8 +138,11 @@ class _Group(click.Group):
                     raise
             from rich.markup import escape
 
+            # The first line only: a database error goes on with the SQL and its parameters,
+            # which may hold what the input held.
+            reason = (str(exc).strip().splitlines() or [""])[0]
             _console(stderr=True).print(
-                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(str(exc))}"
+                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(reason)}"
             )
             _console(stderr=True).print(
                 "This is a bug; LOGOUT_LOG_LEVEL=DEBUG shows the traceback to report.",
@@ -186,16 +212,37 @@ def worker(ctx: click.Context, processes: int | None, threads: int | None) -> No
 def publish(ctx: click.Context, source: str, wait: float) -> None:
     """Validate and publish events from SOURCE (a file of one JSON object or JSON lines, or -).
 
-    Nothing of a batch is published when any event is invalid. With broker_url memory://
-    the events are handled right here, in-process.
+    Nothing of a batch is published when any event is invalid; every problem (each bad
+    line, and --wait) is named at once. With broker_url memory:// the events are handled
+    right here, in-process, after checking that the directories it writes to are writable.
     """
     from orchestrator.validation import parse_event_lines
+    from workers.broker import is_in_process
     from workers.progress import MAX_LISTED_ON_TERMINAL, ProgressBar, Reported, publish_summary
 
     settings = _settings(ctx)
+    handlers = None
+    problems = []
+    check = None
+    if is_in_process(settings):
+        from orchestrator.writable import check_writable
+        from protocols import load_handlers
+
+        handlers = load_handlers(settings)
+        check_writable(settings, handlers)
+        if wait <= 0:
+            problems.append(_WAIT_PROBLEM)
+        check = _served_bindings(settings)
     with ProgressBar() as progress:
-        events = parse_event_lines(_read(source), progress)
-        refused = _publish_events(settings, Reported(events, progress, "publishing"), wait)
+        try:
+            events = parse_event_lines(_read(source), progress, check)
+        except InputError as exc:
+            raise InputError([*exc.problems, *problems]) from exc
+        if problems:
+            raise InputError(problems)
+        refused = _publish_events(
+            settings, Reported(events, progress, "publishing"), wait, handlers
+        )
     if not (progress.shown and len(events) > MAX_LISTED_ON_TERMINAL):
         for event in events:
             _console().print(f"published {event.type} {event.event_id}", markup=False)
@@ -206,8 +253,39 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
         ctx.exit(int(ExitCode.INPUT))
 
 
+def _served_bindings(settings: Settings) -> EventCheck:
+    """What the in-process worker would refuse of a valid event: a ``session.started``
+    binding mode no configured GeoIP database serves (checked with the rest of the input)."""
+    from orchestrator.binding import unserved_modes
+
+    def check(event: Event) -> list[tuple[str, str]]:
+        if event.type != "session.started":
+            return []
+        return unserved_modes(
+            event.network_binding,
+            event.geoip_binding,
+            has_asn_database=settings.geoip_asn_db is not None,
+            has_city_database=settings.geoip_city_db is not None,
+        )
+
+    return check
+
+
+#: ``publish --wait 0`` on ``memory://``: the events could not be handled.
+_WAIT_PROBLEM = Problem(
+    "--wait",
+    "",
+    "with broker_url memory:// the events are handled inside this command, so it must wait "
+    "for them: give --wait seconds > 0 (default 30), or publish to redis:// or amqp:// for "
+    "a worker",
+)
+
+
 def _publish_events(
-    settings: Settings, events: Sequence[Event], wait: float = 30.0
+    settings: Settings,
+    events: Sequence[Event],
+    wait: float = 30.0,
+    handlers: Mapping[str, ProtocolHandler] | None = None,
 ) -> list[Problem]:
     """Publish on the configured broker; with memory:// handle them here, in-process, and
     return what the worker refused of them (recorded as ``event.rejected``).
@@ -242,20 +320,12 @@ def _publish_events(
             raise BrokerUnavailableError(kept_message(report))
         return []
     if wait <= 0:
-        raise InputError(
-            [
-                Problem(
-                    "--wait",
-                    "",
-                    "with broker_url memory:// the events are handled inside this command, "
-                    "so it must wait for them: give --wait seconds > 0 (default 30), or "
-                    "publish to redis:// or amqp:// for a worker",
-                )
-            ]
-        )
+        raise InputError([_WAIT_PROBLEM])
+    from orchestrator.runtime import Runtime
     from workers.process import drain, embedded
 
-    with embedded(settings) as actors:
+    runtime = Runtime.start(settings, handlers=handlers)
+    with closing(runtime), embedded(settings, runtime) as actors:
         actors.publisher.enqueue(events)
         again = f"publish the same input again with a longer --wait than {wait:g}"
         if not drain(actors, wait, again):
@@ -294,12 +364,21 @@ def providers() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.pass_context
 def providers_load(ctx: click.Context, file: str) -> None:
-    """Upsert the [[providers]] of a TOML file; an invalid file is refused whole."""
-    from orchestrator.runtime import Runtime
+    """Upsert the [[providers]] of a TOML file; an invalid file is refused whole.
 
-    runtime = Runtime.start(_settings(ctx))
+    Every problem of the file is named at once (file, provider, field), before the
+    database is reached.
+    """
+    from orchestrator.providers_file import check_providers, read_providers_toml
+    from orchestrator.runtime import Runtime
+    from protocols import load_handlers
+
+    settings = _settings(ctx)
+    handlers = load_handlers(settings)
+    checked = check_providers(read_providers_toml(_read(file, regular=True), file), handlers, file)
+    runtime = Runtime.start(settings, handlers=handlers)
     try:
-        summary = runtime.registry.load_providers_file(_read(file), Path(file).name)
+        summary = runtime.registry.store_providers(checked)
     finally:
         runtime.close()
     for warning in summary.warnings:
@@ -396,11 +475,11 @@ def binding_check(
     from orchestrator.binding import BindingViolation
     from orchestrator.binding_check import BindingChecker
     from orchestrator.runtime import Runtime
-    from schemas import HttpRequest
     from schemas.errors import ConfigurationError
     from workers.relaying import command_relay, kept_message
 
     settings = _settings(ctx)
+    request = _http_request(session_id, path, method, user_agent)
     if settings.geoip_city_db is None and settings.geoip_asn_db is None:
         raise ConfigurationError(
             "binding check needs geoip_city_db and/or geoip_asn_db (LOGOUT_GEOIP_CITY_DB, "
@@ -416,7 +495,6 @@ def binding_check(
             settings.binding_unlisted_addresses,
             namespace=settings.namespace,
         )
-        request = HttpRequest(path=path, method=method, user_agent=user_agent)
         result = checker.check(session_id, ip, request=request, publish=False)
         if isinstance(result, BindingViolation) and not dry_run:
             event = result.event(session_id, request=request)
@@ -449,6 +527,33 @@ def binding_check(
         }
     click.echo(json.dumps(output, sort_keys=True))
     ctx.exit(0 if output["ok"] else 3)
+
+
+def _http_request(
+    session_id: str, path: str | None, method: str | None, user_agent: str | None
+) -> HttpRequest:
+    """The request ``binding check`` was given (its session id checked too); InputError
+    naming each refused option."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from orchestrator.validation import problems_from
+    from schemas import HttpRequest
+    from schemas.fields import Identifier
+
+    problems = []
+    try:
+        TypeAdapter(Identifier).validate_python(session_id)
+    except ValidationError as exc:
+        problems += [Problem("--session", "", p.message) for p in problems_from(exc, "")]
+    try:
+        request = HttpRequest(path=path, method=method, user_agent=user_agent)
+    except ValidationError as exc:
+        problems += [
+            Problem(f"--{p.field.replace('_', '-')}", "", p.message) for p in problems_from(exc, "")
+        ]
+    if problems:
+        raise InputError(problems)
+    return request
 
 
 @main.group()

@@ -22,6 +22,7 @@ from orchestrator.errors import ConfigurationError, LogoutError, UnavailableErro
 from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings, redact_url
+from orchestrator.writable import check_writable
 from protocols import load_handlers
 from schemas.errors import IncompleteError
 from workers.actors import Actors, declare_actors
@@ -167,6 +168,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
     # Nothing says "started" before the database and the broker have answered; handlers
     # load first, so a bad one stops the worker at once instead of after the wait.
     handlers = load_handlers(settings)
+    check_writable(settings, handlers)
     runtime = reach(lambda: Runtime.start(settings, migrate=migrate, handlers=handlers), stop)
     if runtime is None:
         return 0
@@ -253,6 +255,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, _stop)
     # Loads handlers (fails fast on a bad one), then migrates once, waiting for the database.
     handlers = load_handlers(settings)
+    check_writable(settings, handlers)
     runtime = reach(lambda: Runtime.start(settings, handlers=handlers), stopping)
     if runtime is None:
         return 0

@@ -51,19 +51,24 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; ``postgresql://`` uses psycopg 3, SQLite gets WAL and foreign keys."""
+def make_engine(url: str, origin: str = "database_url (LOGOUT_DATABASE_URL)") -> Engine:
+    """An engine for ``url``; ``postgresql://`` uses psycopg 3, SQLite gets WAL and foreign keys.
+
+    ``origin`` names where the URL came from in errors (:meth:`Settings.origin`).
+    """
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise ConfigurationError(f"database_url: cannot parse {url!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"{origin}: cannot parse {redact_url(url)!r}: {exc}; fix it there"
+        ) from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ConfigurationError(
-            f"database_url: {parsed.drivername}:// is not supported; installed drivers: "
-            f"{', '.join(installed_drivers())}. Set database_url (LOGOUT_DATABASE_URL) to a "
-            "sqlite:/// or postgresql:// URL"
+            f"{origin}: {parsed.drivername}:// is not supported; installed drivers: "
+            f"{', '.join(installed_drivers())}. Set it there to a sqlite:/// or postgresql:// "
+            "URL"
         )
     if parsed.get_backend_name() == "sqlite":
         file = sqlite_file(parsed)

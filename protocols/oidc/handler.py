@@ -16,6 +16,7 @@ from protocols.base import (
     ProviderSessionIdentifiers,
     ProviderSessionInfo,
 )
+from protocols.keyfiles import KeyDirectory
 from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.keys import KeyRing
 from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
@@ -44,6 +45,14 @@ class OidcHandler(ProtocolHandler):
         )
         if settings.oidc_key_files:
             _ = self.keys.active  # configured keys must load now: a bad one stops the worker
+
+    def key_directories(self) -> list[KeyDirectory]:
+        """``<data_dir>/oidc-keys`` when a signing key will be generated there: no
+        ``oidc_key_files`` and no key generated before."""
+        directory = self.settings.data_dir / "oidc-keys"
+        if self.settings.oidc_key_files or any(directory.glob("*.pem")):
+            return []
+        return [KeyDirectory(directory, "oidc_key_files (LOGOUT_OIDC_KEY_FILES)")]
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)

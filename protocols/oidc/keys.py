@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from protocols.files import KEY_MAX, UnreadableFileError, read_regular_file
 from protocols.keyfiles import directory_lock, make_key_directory, write_private
 from schemas.errors import ConfigurationError
 
@@ -84,9 +85,11 @@ def _from_private(private_key: Any, source: str) -> SigningKey:
 def load_key(path: Path) -> SigningKey:
     """Read a PEM private key (PKCS#8 or traditional, unencrypted)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"signing key {path}: {exc.strerror}") from exc
+        data = read_regular_file(path, KEY_MAX)
+    except UnreadableFileError as exc:
+        raise ConfigurationError(
+            f"signing key {path}: {exc}; fix oidc_key_files (LOGOUT_OIDC_KEY_FILES)"
+        ) from exc
     try:
         private_key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

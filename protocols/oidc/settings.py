@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocols.validation import check_uri, input_error
+from protocols.validation import check_uri, input_error, uri_form
+from schemas.fields import Identifier
 
 __all__ = ["LogoutMethod", "OidcProviderSettings", "parse_provider_settings"]
 
@@ -22,7 +23,7 @@ class OidcProviderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    client_id: str = Field(min_length=1, max_length=255)
+    client_id: Identifier
     backchannel_logout_uri: str | None = None
     backchannel_logout_session_required: bool = False
     frontchannel_logout_uri: str | None = None
@@ -31,6 +32,8 @@ class OidcProviderSettings(BaseModel):
         default=None, description="Default: backchannel when its URI is set, else frontchannel."
     )
     allow_http: bool = False
+
+    _uri_form = field_validator("backchannel_logout_uri", "frontchannel_logout_uri")(uri_form)
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -58,4 +61,4 @@ def parse_provider_settings(provider: str, settings: Any) -> OidcProviderSetting
     try:
         return OidcProviderSettings.model_validate(settings)
     except ValidationError as exc:
-        raise input_error(exc, provider) from exc
+        raise input_error(exc, provider, OidcProviderSettings) from exc

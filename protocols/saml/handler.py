@@ -19,6 +19,7 @@ from protocols.base import (
     ProviderSessionInfo,
     classify_status,
 )
+from protocols.keyfiles import KeyDirectory
 from protocols.saml.bindings import (
     SOAP_HEADERS,
     post_value,
@@ -64,6 +65,14 @@ class SamlHandler(ProtocolHandler):
         self.identity = IdentitySource(settings)
         if self.identity.configured:
             _ = self.identity.current  # a configured key must load now: a bad one stops the worker
+
+    def key_directories(self) -> list[KeyDirectory]:
+        """``<data_dir>/saml-idp`` unless the key and certificate are configured: the
+        generated pair is kept (and locked while it is made or read) there."""
+        if self.settings.saml_key_file is not None:
+            return []
+        directory = self.settings.data_dir / "saml-idp"
+        return [KeyDirectory(directory, "saml_key_file and saml_cert_file")]
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)

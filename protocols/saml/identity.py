@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
 from protocols.keyfiles import directory_lock, write_private
 from schemas.errors import ConfigurationError
 
@@ -82,9 +83,9 @@ def _identity(
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"{what} {path}: {exc.strerror}") from exc
+        return read_regular_file(path, CERTIFICATE_MAX)
+    except UnreadableFileError as exc:
+        raise ConfigurationError(f"{what} {path}: {exc}") from exc
 
 
 def _load_key(path: Path, what: str) -> rsa.RSAPrivateKey:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Self
 
 import xmlsec
@@ -17,7 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocols.validation import check_uri, input_error
+from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
+from protocols.validation import check_uri, input_error, uri_form
+from schemas.fields import LongIdentifier
 
 __all__ = [
     "LogoutMethod",
@@ -78,8 +79,8 @@ class SamlProviderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    entity_id: str = Field(min_length=1, max_length=1024)
-    sls_url: str = Field(min_length=1, max_length=2048)
+    entity_id: LongIdentifier
+    sls_url: str = Field(min_length=1)
     sls_binding: SlsBinding
     logout_method: LogoutMethod | None = Field(
         default=None,
@@ -102,14 +103,17 @@ class SamlProviderSettings(BaseModel):
             pem = value
         else:
             try:
-                pem = Path(value).read_text(encoding="ascii")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or "not a PEM text file"
-                raise ValueError(f"cannot read {value}: {reason}") from exc
+                pem = read_regular_file(value, CERTIFICATE_MAX).decode("ascii")
+            except UnreadableFileError as exc:
+                raise ValueError(f"cannot read {value}: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"cannot read {value}: not a PEM text file") from exc
         certificates = load_certificates(pem)
         return "".join(
             c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates
         )
+
+    _uri_form = field_validator("sls_url")(uri_form)
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -148,4 +152,4 @@ def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSetting
     try:
         return SamlProviderSettings.model_validate(settings)
     except ValidationError as exc:
-        raise input_error(exc, provider) from exc
+        raise input_error(exc, provider, SamlProviderSettings) from exc

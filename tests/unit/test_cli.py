@@ -170,6 +170,23 @@ def test_an_unexpected_error_is_a_sentence_not_a_traceback(
     assert isinstance(debug.exception, RuntimeError)
 
 
+def test_an_unexpected_error_shows_its_first_line_only(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error's SQL and parameters (which may hold the input) are never printed."""
+    from orchestrator.settings import Settings
+
+    def broken(self: Settings) -> dict[str, object]:
+        raise RuntimeError("bad value\n[SQL: INSERT ...]\n[parameters: {'secret': 'x'}]")
+
+    monkeypatch.setattr(Settings, "redacted", broken)
+    result = CliRunner().invoke(main, ["config", "show"], env=env)
+    assert result.exit_code == ExitCode.INTERNAL
+    assert "internal error: RuntimeError: bad value" in result.output
+    assert "parameters" not in result.output
+    assert "INSERT" not in result.output
+
+
 def test_memory_publish_not_handled_in_time_says_so(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -193,9 +210,12 @@ def test_memory_publish_not_handled_in_time_says_so(
     assert "published logout.user" not in result.output
 
 
-def test_memory_publish_says_what_the_worker_refused(env: dict[str, str]) -> None:
-    """A valid event the in-process worker refuses (a binding no database serves) is not
-    reported as a success: exit 2 and the reason; the good one beside it is handled."""
+def test_memory_publish_refuses_a_binding_no_database_serves_with_the_rest(
+    env: dict[str, str],
+) -> None:
+    """A valid event the in-process worker would refuse (a binding no database serves) is
+    named with the input's other problems in one round, and nothing of the batch is handled
+    (the worker used to refuse it only after the bad lines were fixed, the rest handled)."""
     refused = make_event(
         "session.started",
         session_id="s-b",
@@ -204,12 +224,31 @@ def test_memory_publish_says_what_the_worker_refused(env: dict[str, str]) -> Non
         network_binding="bind_asn",
     )
     fine = make_event("session.started", session_id="s-f", user_id="u", ip="81.2.69.142")
-    stdin = json.dumps(refused) + "\n" + json.dumps(fine) + "\n"
+    stdin = "\n".join([json.dumps(refused), json.dumps(fine), '{"type": "logout.user"}']) + "\n"
     result = _run(env, "publish", "-", stdin=stdin)
-    assert result.exit_code == 2, result.output
-    assert (
-        f"event {refused['event_id']}: refused by the worker (recorded): session 's-b': "
-        "network_binding: bind_asn needs the GeoIP ASN database"
-    ) in result.output
-    assert str(fine["event_id"]) not in result.output.split("refused")[-1]
-    assert _run(env, "audit", "list", "--session", "s-f").exit_code == 0
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "line 1: network_binding: bind_asn needs the GeoIP ASN database" in result.output
+    assert "line 3: event_id: Field required" in result.output
+    listed = _run(env, "audit", "list", "--json")
+    assert listed.exit_code == ExitCode.SCHEMA_OUTDATED, "nothing was handled, not even migrated"
+
+
+def test_binding_check_refuses_bad_options_together(env: dict[str, str]) -> None:
+    """A control character in --session and an oversized --path are named in one round,
+    before any database or GeoIP file is needed."""
+    result = _run(
+        env, "binding", "check", "--session", "a\tb", "--ip", "1.2.3.4", "--path", "/" * 3000
+    )
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "--session: contains the control character U+0009 at position 2" in result.output
+    assert "--path: String should have at most 2048 characters" in result.output
+
+
+def test_publish_names_every_problem_with_wait_zero(env: dict[str, str], tmp_path: Path) -> None:
+    """memory:// with --wait 0 and a bad line: both problems in the same refusal."""
+    source = tmp_path / "e.jsonl"
+    source.write_text('{"type": "logout.user"}\n', encoding="utf-8")
+    result = _run(env, "publish", "--wait", "0", str(source))
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "event 1: event_id: Field required" in result.output
+    assert "--wait: with broker_url memory://" in result.output

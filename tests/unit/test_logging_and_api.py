@@ -73,7 +73,10 @@ def test_every_audit_record_is_logged_once(
                 "BrokerSender",
             },
         ),
-        (protocols, {"ProtocolHandler", "BackchannelRequest", "load_handlers", "Channel"}),
+        (
+            protocols,
+            {"ProtocolHandler", "BackchannelRequest", "load_handlers", "Channel", "KeyDirectory"},
+        ),
         (schemas, {"Event", "AuditRecord", "AuditType", "LogoutUser", "event_adapter"}),
         (workers, {"build_broker", "declare_actors", "embedded", "serve"}),
     ],

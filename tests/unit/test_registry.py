@@ -98,8 +98,9 @@ def test_unknown_protocol_is_refused_whole(handled: Runtime) -> None:
     with pytest.raises(InputError) as caught:
         handled.registry.load_providers_file(text, "providers.toml")
     assert [str(p) for p in caught.value.problems] == [
-        "provider 'x': protocol: no installed handler serves 'openid'; installed: oidc, saml "
-        "(fix the name, install the handler, or set enabled = false)"
+        "providers.toml: provider 'x': protocol: no installed handler serves 'openid' (did you "
+        "mean oidc?); installed: oidc, saml (fix the name, install the handler, or set "
+        "enabled = false)"
     ]
     assert _count(handled, Provider) == 0
 
@@ -111,7 +112,8 @@ def test_installed_protocol_not_enabled_is_refused(settings: Settings) -> None:
         with pytest.raises(InputError) as caught:
             runtime.registry.load_providers_file(PROVIDERS, "providers.toml")
         assert [str(p) for p in caught.value.problems] == [
-            "provider 'payroll': protocol: the 'saml' handler is installed but not enabled by "
+            "providers.toml: provider 'payroll': protocol: the 'saml' handler is installed but "
+            "not enabled by "
             "the protocols setting (enabled: oidc); add it to protocols, or set enabled = false"
         ]
         assert _count(runtime, Provider) == 0
@@ -125,8 +127,8 @@ def test_disabled_provider_without_handler_is_stored_with_a_warning(handled: Run
         '[[providers]]\nname = "x"\nprotocol = "cas"\nenabled = false\nurl = "u"\n', "p.toml"
     )
     assert summary.warnings == (
-        "provider 'x': no handler for protocol 'cas' is enabled; stored disabled, its settings "
-        "unchecked",
+        "p.toml: provider 'x': no handler for protocol 'cas' is enabled; stored disabled, its "
+        "settings unchecked",
     )
     with handled.sessions() as db:
         row = db.get(Provider, "x")
@@ -149,20 +151,20 @@ def test_unserved_providers_are_listed(runtime: Runtime) -> None:
     [
         (
             '[[providers]]\nname = "a"\nprotocol = "oidc"\n[[providers]]\nname = "b"\n',
-            "provider 'b': protocol: Field required",
+            "p.toml: provider 'b': protocol: Field required",
         ),
         (
             '[[providers]]\nname = "a b"\nprotocol = "oidc"\n',
-            "provider 'a b': name: String should match pattern",
+            "p.toml: provider 'a b': name: String should match pattern",
         ),
         (
             '[[providers]]\nname = "a"\nprotocol = "oidc"\nenabled = "maybe"\n',
-            "provider 'a': enabled: Input should be a valid boolean",
+            "p.toml: provider 'a': enabled: Input should be a valid boolean",
         ),
         (
             '[[providers]]\nname = "a"\nprotocol = "oidc"\n[[providers]]\nname = "a"\n'
             'protocol = "oidc"\n',
-            "provider 'a': name: appears more than once in the file",
+            "p.toml: provider 'a': name: appears more than once in the file",
         ),
         ('[[provider]]\nname = "a"\n', "p.toml: provider: unknown top-level key"),
         ("[[providers]\n", "p.toml: invalid TOML"),
@@ -185,7 +187,7 @@ def test_handler_validation_refuses_the_file(runtime: Runtime) -> None:
         '[[providers]]\nname = "good"\nprotocol = "strict"\nclient_id = "g"\n'
         '[[providers]]\nname = "bad"\nprotocol = "strict"\n'
     )
-    with pytest.raises(InputError, match=r"provider 'bad': client_id: is required"):
+    with pytest.raises(InputError, match=r"p.toml: provider 'bad': client_id: is required"):
         registry.load_providers_file(text, "p.toml")
     assert _count(runtime, Provider) == 0
     registry.load_providers_file(text.split('[[providers]]\nname = "bad"')[0], "p.toml")
@@ -218,7 +220,7 @@ def test_sessions_import_creates_and_updates(populated: Runtime) -> None:
     [
         (['{"kind": "session", "session_id": "s-5"}'], "line 2: user_id: Field required"),
         (['{"kind": "token", "x": 1}'], "line 2: Input tag 'token' found using 'kind'"),
-        (["", "{oops"], "line 2: Invalid JSON"),
+        (["", "{oops"], "line 2: invalid JSON: Expecting property name"),
         (
             ['{"kind": "provider_session", "session_id": "s-1", "provider": "nope"}'],
             "line 2: provider: no such provider",

@@ -115,12 +115,12 @@ def test_impossible_combinations_are_refused(binding: str, method: str, needs: s
         ),
         (
             {"sls_url": SLS, "sls_binding": "soap", "client_id": "x"},
-            "provider 'payroll': client_id: Extra inputs are not permitted",
+            "provider 'payroll': client_id: unknown field (did you mean entity_id?)",
         ),
         (
             {"sls_url": SLS, "sls_binding": "soap", "sp_certificate": "/no/such/cert.pem"},
             "provider 'payroll': sp_certificate: cannot read /no/such/cert.pem: "
-            "No such file or directory",
+            "no such file or directory",
         ),
     ],
 )
@@ -186,7 +186,7 @@ logout_method = "backchannel"
 """
         with pytest.raises(InputError) as caught:
             runtime.registry.load_providers_file(text, "providers.toml")
-        assert [p.where for p in caught.value.problems] == ["provider 'bad'"]
+        assert [p.where for p in caught.value.problems] == ["providers.toml: provider 'bad'"]
         assert [p.field for p in caught.value.problems] == ["sls_binding"]
         loaded = runtime.registry.load_providers_file(
             text.split('[[providers]]\nname = "bad"')[0], "p"
@@ -295,7 +295,7 @@ def test_configured_identity_loads_at_start(pair: KeyPair, tmp_path: Path) -> No
                 None, data_dir=tmp_path, saml_key_file=ec_key, saml_cert_file=pair.cert_path
             )
         )
-    with pytest.raises(ConfigurationError, match="No such file"):
+    with pytest.raises(ConfigurationError, match="no such file"):
         SamlHandler(
             Settings.load(
                 None,

@@ -1,0 +1,162 @@
+"""Checking providers (a ``[[providers]]`` TOML file, or configs) before anything is stored.
+
+Every problem of every provider is reported in one round, each naming its source (the file),
+the provider and the field: the common fields, the protocol (a handler must serve it unless
+the provider says ``enabled = false``) and the protocol's own settings, which its handler
+checks even when a common field is wrong. Needs no database: ``providers load`` refuses a
+bad file before it connects.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.errors import InputError, LogoutError, Problem
+from orchestrator.validation import problems_from
+from protocols import ProtocolHandler, available_protocols
+from schemas import ProviderConfig
+from schemas.hints import did_you_mean
+
+__all__ = ["CheckedProviders", "check_providers", "parse_providers_toml", "read_providers_toml"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedProviders:
+    """Providers that passed every check, each with its settings as its handler parsed them
+    (JSON data; unchecked for a disabled provider no handler serves), and the warnings."""
+
+    providers: tuple[tuple[ProviderConfig, dict[str, Any]], ...]
+    warnings: tuple[str, ...] = ()
+
+
+def read_providers_toml(text: str, source: str = "providers file") -> list[dict[str, Any]]:
+    """The ``[[providers]]`` tables of a TOML text; :class:`InputError` naming ``source``
+    when it is no such file (syntax, nesting, unknown top-level keys)."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError([Problem(source, "", f"invalid TOML: {exc}")]) from exc
+    except RecursionError as exc:
+        raise InputError(
+            [Problem(source, "", "invalid TOML: nested too deeply to read; flatten it")]
+        ) from exc
+    problems = [
+        Problem(source, key, "unknown top-level key" + did_you_mean(key, ["providers"]))
+        for key in sorted(set(document) - {"providers"})
+    ]
+    tables = document.get("providers", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        problems.append(Problem(source, "providers", "must be an array of tables [[providers]]"))
+    if problems:
+        raise InputError(problems)
+    return list(tables)
+
+
+def parse_providers_toml(text: str, source: str = "providers file") -> list[ProviderConfig]:
+    """Read ``[[providers]]`` tables (common fields only); raise :class:`InputError`."""
+    configs: list[ProviderConfig] = []
+    problems: list[Problem] = []
+    for where, table in _labelled(read_providers_toml(text, source), source):
+        try:
+            configs.append(ProviderConfig.model_validate(table))
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, where, models=ProviderConfig))
+    if problems:
+        raise InputError(problems)
+    return configs
+
+
+def _labelled(
+    tables: Sequence[Mapping[str, Any]], source: str
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Each table with its label in errors: ``p.toml: provider 'wiki'`` (or ``#3``)."""
+    labelled = []
+    prefix = f"{source}: " if source else ""
+    for index, table in enumerate(tables, start=1):
+        name = table.get("name")
+        label = f"provider {name!r}" if isinstance(name, str) else f"provider #{index}"
+        labelled.append((prefix + label, table))
+    return labelled
+
+
+def check_providers(
+    tables: Sequence[Mapping[str, Any]],
+    handlers: Mapping[str, ProtocolHandler],
+    source: str = "",
+) -> CheckedProviders:
+    """Check every provider table; :class:`InputError` with every problem of every one."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    checked: list[tuple[ProviderConfig, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for where, table in _labelled(tables, source):
+        try:
+            config: ProviderConfig | None = ProviderConfig.model_validate(table)
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, where, models=ProviderConfig))
+            config = None
+        name, protocol = table.get("name"), table.get("protocol")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(Problem(where, "name", "appears more than once in the file"))
+            seen.add(name)
+        if not isinstance(protocol, str):
+            continue  # refused above
+        own = {k: v for k, v in table.items() if k not in ProviderConfig.model_fields}
+        handler = handlers.get(protocol)
+        enabled = table.get("enabled", True) is not False
+        settings: dict[str, Any] | None = own
+        if handler is None and enabled:
+            problems.append(_unserved(where, protocol, handlers))
+            settings = None
+        elif handler is None:
+            warnings.append(
+                f"{where}: no handler for protocol {protocol!r} is enabled; stored disabled, "
+                "its settings unchecked"
+            )
+        else:
+            try:
+                settings = _jsonable(handler.validate_settings(str(name), own))
+            except InputError as exc:
+                problems.extend(Problem(where, p.field, p.message) for p in exc.problems)
+                settings = None
+        if config is not None and settings is not None:
+            checked.append((config, settings))
+    if problems:
+        raise InputError(problems)
+    return CheckedProviders(tuple(checked), tuple(warnings))
+
+
+def _unserved(where: str, protocol: str, handlers: Mapping[str, ProtocolHandler]) -> Problem:
+    """Why ``protocol`` cannot serve a provider: not installed, or not enabled."""
+    enabled = ", ".join(sorted(handlers)) or "none"
+    installed = available_protocols()
+    if protocol in installed:
+        return Problem(
+            where,
+            "protocol",
+            f"the {protocol!r} handler is installed but not enabled by the protocols "
+            f"setting (enabled: {enabled}); add it to protocols, or set enabled = false",
+        )
+    return Problem(
+        where,
+        "protocol",
+        f"no installed handler serves {protocol!r}{did_you_mean(protocol, installed)}; "
+        f"installed: {', '.join(installed) or 'none'} (fix the name, install the handler, "
+        "or set enabled = false)",
+    )
+
+
+def _jsonable(value: Any) -> dict[str, Any]:
+    """A handler's parsed settings as JSON data for the providers table."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):
+        return json.loads(json.dumps(dict(value), default=str))  # type: ignore[no-any-return]
+    raise LogoutError(f"handler returned settings of unsupported type {type(value).__name__}")
