@@ -19,7 +19,7 @@ def _age(runtime: Runtime, seconds: float) -> None:
     """Pretend the crash happened ``seconds`` ago."""
     past = utcnow() - timedelta(seconds=seconds)
     with runtime.sessions.begin() as db:
-        db.execute(update(EventRecord).values(attempted_at=past))
+        db.execute(update(EventRecord).values(attempted_at=past, lease_until=past))
         db.execute(update(Delivery).values(next_attempt_at=past))
 
 
