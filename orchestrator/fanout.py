@@ -489,19 +489,21 @@ class FanOut:
                     "b_done": now if final else None,
                 }
             )
-        conn.execute(_RECORD, rows)
-        # An attempt's number is claimed once, and only its holder records it: a row still
-        # at that number was written by this transaction (it holds the row until commit).
-        held = {
-            (delivery_id, attempt)
-            for delivery_id, attempt in conn.execute(
-                select(_DELIVERIES.c.id, _DELIVERIES.c.attempts).where(
-                    tuple_(_DELIVERIES.c.id, _DELIVERIES.c.attempts).in_(
-                        [(w.delivery_id, w.attempt) for w in ordered]
+        written = conn.execute(_RECORD, rows).rowcount
+        held = {(w.delivery_id, w.attempt) for w in ordered}
+        if written != len(rows) or not conn.dialect.supports_sane_multi_rowcount:
+            # Some attempt was superseded. An attempt's number is claimed once: a row at
+            # that number stamped with this transaction's time was written by it (and it
+            # holds the row until commit).
+            held = {
+                (delivery_id, attempt)
+                for delivery_id, attempt in conn.execute(
+                    select(_DELIVERIES.c.id, _DELIVERIES.c.attempts).where(
+                        tuple_(_DELIVERIES.c.id, _DELIVERIES.c.attempts).in_(held),
+                        _DELIVERIES.c.updated_at == now,
                     )
                 )
-            )
-        }
+            }
         recorded = Recorded()
         for work in works:
             outcome = outcomes[work.delivery_id]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import select, update
 
 from orchestrator import EventProcessor, HandleResult, Settings
+from orchestrator.audit import write_audit
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
 from orchestrator.fanout import FanOut, Outcome, Work
+from orchestrator.leases import Leases
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -30,6 +34,7 @@ from orchestrator.store import (
     AuditRow,
     Delivery,
     DeliveryStatus,
+    EventRecord,
     Provider,
     SessionFactory,
     make_engine,
@@ -37,6 +42,7 @@ from orchestrator.store import (
     upgrade,
     utcnow,
 )
+from orchestrator.store.sql import engine_of
 from protocols import (
     BackchannelRequest,
     Channel,
@@ -653,3 +659,121 @@ def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
     assert settled.detail["deliveries"]["retrying"] == 0
     one_rp.fanout().settle([event_id])
     assert len(one_rp.audit("logout.settled")) == 1
+
+
+# -- fenced attempts and leases ----------------------------------------------------------
+
+
+def _deferred_delivery(env: _Env) -> str:
+    """The one delivery of a logout of s-1, left open and due (its first attempt deferred)."""
+    deferred = _Deferred(env.sessions)
+    env.logout("s-1", deferred)
+    [delivery_id] = deferred.handed
+    return delivery_id
+
+
+def _final_records(env: _Env, delivery_id: str) -> list[str]:
+    return [
+        row.type
+        for row in env.audit()
+        if row.type in ("delivery.succeeded", "delivery.failed")
+        and row.detail["delivery_id"] == delivery_id
+    ]
+
+
+def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
+    """An attempt whose lease ran out and was claimed again writes no row, audit or retry."""
+    delivery_id = _deferred_delivery(one_rp)
+    stale = one_rp.fanout()
+    [first] = stale.claim([delivery_id])
+    one_rp.make_due(delivery_id)  # its lease ran out while it waited
+    fresh = one_rp.fanout()
+    [second] = fresh.claim([delivery_id])
+    assert second.attempt == first.attempt + 1
+    with one_rp.sessions.begin() as db:
+        won = fresh.record(
+            db.connection(), [second], {delivery_id: Outcome(DeliveryStatus.SUCCEEDED)}
+        )
+    assert won.lost == set()
+    assert len(won.entries) == 1
+    retry = Outcome(DeliveryStatus.RETRYING, "no answer", None, utcnow(), retry_in=5)
+    with structlog.testing.capture_logs() as logs, one_rp.sessions.begin() as db:
+        lost = stale.record(db.connection(), [first], {delivery_id: retry})
+    assert (lost.lost, lost.entries, lost.retries) == ({delivery_id}, [], [])
+    [line] = [entry for entry in logs if "lost its lease" in entry["event"]]
+    assert line["log_level"] == "info"
+    assert (line["delivery_id"], line["attempt"]) == (delivery_id, first.attempt)
+    assert one_rp.delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+
+
+def test_a_final_status_never_changes(one_rp: _Env) -> None:
+    """An attempt that recorded a final outcome cannot record another over it."""
+    delivery_id = _deferred_delivery(one_rp)
+    fanout = one_rp.fanout()
+    [work] = fanout.claim([delivery_id])
+    for outcome in (Outcome(DeliveryStatus.SUCCEEDED), Outcome(DeliveryStatus.FAILED, "HTTP 400")):
+        with one_rp.sessions.begin() as db:
+            recorded = fanout.record(db.connection(), [work], {delivery_id: outcome})
+            write_audit(db.connection(), recorded.entries)
+    assert recorded.lost == {delivery_id}, "the second outcome was not recorded"
+    assert one_rp.delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+    assert _final_records(one_rp, delivery_id) == ["delivery.succeeded"]
+    assert fanout.claim([delivery_id]) == [], "a final delivery is never claimed again"
+
+
+def test_held_leases_are_renewed_and_the_keeper_stops_after(one_rp: _Env) -> None:
+    """Held attempts and events get their leases moved forward while held, and only then."""
+    delivery_id = _deferred_delivery(one_rp)
+    fanout = one_rp.fanout()
+    [work] = fanout.claim([delivery_id])
+    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=0.6))
+    with one_rp.sessions.begin() as db:  # as if the event were still being handled
+        db.execute(update(EventRecord).values(status="processing", lease_until=None))
+        event_id = db.scalar(select(EventRecord.event_id))
+    assert event_id is not None
+    claimed_until = one_rp.delivery(delivery_id).next_attempt_at
+    with leases.hold([(work.delivery_id, work.attempt, work.context.now)], [event_id]):
+        time.sleep(0.9)  # a renewal every 0.2 s
+        lease = leases.get(work.delivery_id, work.attempt)
+        assert lease is not None
+        assert lease.time_left() > 0.2
+        renewed = one_rp.delivery(delivery_id).next_attempt_at
+        with one_rp.sessions() as db:
+            event_lease = db.scalar(select(EventRecord.lease_until))
+    assert claimed_until is not None
+    assert renewed is not None
+    assert event_lease is not None
+    assert renewed < claimed_until, "renewed for 0.6 s from now, not the 30 s of the claim"
+    assert renewed > utcnow()
+    assert event_lease > utcnow() - timedelta(seconds=0.3)
+    time.sleep(0.5)
+    assert leases.get(work.delivery_id, work.attempt) is None
+    assert one_rp.delivery(delivery_id).next_attempt_at == renewed, "no renewal after"
+
+
+def test_a_renewal_finds_a_superseded_attempt_lost(one_rp: _Env) -> None:
+    """When another attempt claimed the delivery, the holder's lease is lost: no time left."""
+    delivery_id = _deferred_delivery(one_rp)
+    fanout = one_rp.fanout()
+    [work] = fanout.claim([delivery_id])
+    with fanout.hold([work]):
+        lease = fanout.leases.get(work.delivery_id, work.attempt)
+        assert lease is not None
+        assert lease.time_left() > 0
+        one_rp.make_due(delivery_id)
+        assert len(one_rp.fanout().claim([delivery_id])) == 1
+        fanout.leases.renew([lease], [])
+        assert lease.lost
+        assert lease.time_left() == 0
+
+
+def test_settled_on_the_retry_path_names_session_and_user(one_rp: _Env) -> None:
+    """``logout.settled`` written by the last retry carries the event's session and user."""
+    one_rp.rps.answer("/rp1", (503, {}), (200, {}))
+    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    one_rp.make_due(delivery.id)
+    one_rp.fanout().deliver([delivery.id])
+    [settled] = one_rp.audit("logout.settled")
+    assert (settled.session_id, settled.user_id) == ("s-1", "alice")
+    assert settled.detail["deliveries"]["succeeded"] == 1

@@ -70,3 +70,25 @@ def test_a_lost_message_is_finished_by_the_next_worker(populated: Runtime) -> No
     assert types.count("event.received") == 1
     assert types.count("logout.completed") == 1
     assert types.count("logout.settled") == 1
+
+
+def test_an_event_a_live_worker_holds_is_left_alone(populated: Runtime) -> None:
+    """An event whose lease runs is not re-published, however old its last attempt."""
+    _crash(populated, make_event("logout.user", session_id="s-1"), "m-1")
+    with populated.sessions.begin() as db:
+        db.execute(update(EventRecord).values(attempted_at=utcnow() - timedelta(seconds=600)))
+    republished: list[str] = []
+
+    def sweep() -> int:
+        return recover(
+            populated.sessions,
+            grace=60,
+            republish=lambda event, message_id: republished.append(message_id),
+            reschedule=lambda delivery_id, delay: None,
+        ).events
+
+    assert sweep() == 0, "the worker renewing the event's lease is alive"
+    with populated.sessions.begin() as db:
+        db.execute(update(EventRecord).values(lease_until=utcnow() - timedelta(seconds=1)))
+    assert sweep() == 1
+    assert republished == ["m-1"]
