@@ -36,6 +36,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import Connection, Table, Update, bindparam, func, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
@@ -221,11 +222,31 @@ class EventProcessor:
             if owned:
                 reopened = [i for item in owned if item.begun for i in item.begun.reopened]
                 works = [w for item in owned if item.begun for w in item.begun.works]
-                works += self._fanout.claim(reopened)
-                with self._fanout.hold(works, [item.event_id for item in owned]):
-                    outcomes = self._fanout.attempt(works)
-                    self._finish(owned, works, outcomes)
+                held = [item.event_id for item in owned]
+                try:
+                    works += self._fanout.claim(reopened)
+                    with self._fanout.hold(works, held):
+                        outcomes = self._fanout.attempt(works)
+                        self._finish(owned, works, outcomes)
+                except BaseException:
+                    self._release(held)  # so that handling them again need not wait a lease
+                    raise
         return [item.result or HandleResult.COMPLETED for item in items]
+
+    def _release(self, event_ids: list[str]) -> None:
+        """Give up the leases of events this run failed to finish (best effort)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    update(_EVENTS)
+                    .where(
+                        _EVENTS.c.event_id.in_(event_ids),
+                        _EVENTS.c.status == EventStatus.PROCESSING,
+                    )
+                    .values(lease_until=None)
+                )
+        except SQLAlchemyError as exc:  # the lease then simply runs out
+            _log.warning("event leases not released", error=type(exc).__name__)
 
     def _record_activity(self, item: _Item, event: SessionStarted | SessionSeen) -> None:
         """Not a logout: record it and acknowledge; bad references are rejected."""

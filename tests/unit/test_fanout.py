@@ -721,34 +721,52 @@ def test_a_final_status_never_changes(one_rp: _Env) -> None:
     assert fanout.claim([delivery_id]) == [], "a final delivery is never claimed again"
 
 
-def test_held_leases_are_renewed_and_the_keeper_stops_after(one_rp: _Env) -> None:
-    """Held attempts and events get their leases moved forward while held, and only then."""
+def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.02)
+
+
+def test_a_renewal_moves_held_leases_forward(one_rp: _Env) -> None:
+    """Renewing extends the held attempt's and event's leases to one lease from now."""
     delivery_id = _deferred_delivery(one_rp)
-    fanout = one_rp.fanout()
+    fanout = one_rp.fanout()  # leases of 30 s
     [work] = fanout.claim([delivery_id])
-    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=0.6))
+    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=600))
     with one_rp.sessions.begin() as db:  # as if the event were still being handled
         db.execute(update(EventRecord).values(status="processing", lease_until=None))
         event_id = db.scalar(select(EventRecord.event_id))
     assert event_id is not None
-    claimed_until = one_rp.delivery(delivery_id).next_attempt_at
     with leases.hold([(work.delivery_id, work.attempt, work.context.now)], [event_id]):
-        time.sleep(0.9)  # a renewal every 0.2 s
         lease = leases.get(work.delivery_id, work.attempt)
         assert lease is not None
-        assert lease.time_left() > 0.2
-        renewed = one_rp.delivery(delivery_id).next_attempt_at
-        with one_rp.sessions() as db:
-            event_lease = db.scalar(select(EventRecord.lease_until))
-    assert claimed_until is not None
+        leases.renew([lease], [event_id])
+        assert lease.time_left() > 590
+    renewed = one_rp.delivery(delivery_id).next_attempt_at
+    with one_rp.sessions() as db:
+        event_lease = db.scalar(select(EventRecord.lease_until))
     assert renewed is not None
     assert event_lease is not None
-    assert renewed < claimed_until, "renewed for 0.6 s from now, not the 30 s of the claim"
-    assert renewed > utcnow()
-    assert event_lease > utcnow() - timedelta(seconds=0.3)
-    time.sleep(0.5)
-    assert leases.get(work.delivery_id, work.attempt) is None
-    assert one_rp.delivery(delivery_id).next_attempt_at == renewed, "no renewal after"
+    for until in (renewed, event_lease):
+        assert utcnow() + timedelta(seconds=590) < until < utcnow() + timedelta(seconds=601)
+
+
+def test_the_keeper_renews_while_held_and_stops_after(one_rp: _Env) -> None:
+    """The keeper thread renews held leases by itself, and ends once nothing is held."""
+    delivery_id = _deferred_delivery(one_rp)
+    [work] = one_rp.fanout().claim([delivery_id])
+    claimed_until = one_rp.delivery(delivery_id).next_attempt_at
+    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=0.3))  # renewed every 0.1 s
+    with leases.hold([(work.delivery_id, work.attempt, work.context.now)]):
+        _until(
+            lambda: one_rp.delivery(delivery_id).next_attempt_at != claimed_until,
+            "the held lease renewed",
+        )
+    _until(lambda: leases._thread is None, "the keeper thread ended")
+    last = one_rp.delivery(delivery_id).next_attempt_at
+    time.sleep(0.4)
+    assert one_rp.delivery(delivery_id).next_attempt_at == last, "renewed after the hold"
 
 
 def test_a_renewal_finds_a_superseded_attempt_lost(one_rp: _Env) -> None:

@@ -37,13 +37,20 @@ class _WorkerDies(FanOut):
         raise RuntimeError("SIGKILL")
 
 
+class _Killed(EventProcessor):
+    """A process killed mid-event gives nothing up: its leases run out by themselves."""
+
+    def _release(self, event_ids: list[str]) -> None:
+        return
+
+
 def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
     lease = runtime.fanout(lambda *_: None).lease.total_seconds()  # the worker's own lease
     dying = _WorkerDies(
         runtime.sessions, {}, _no_sender, runtime.retry_policy(), lambda *_: None, lease=lease
     )
     with pytest.raises(RuntimeError, match="SIGKILL"):
-        EventProcessor(runtime.sessions, dying).handle(event, message_id)
+        _Killed(runtime.sessions, dying).handle(event, message_id)
 
 
 def _leases_run_out(runtime: Runtime, *, deliveries: bool = True) -> None:
@@ -368,6 +375,22 @@ def test_a_second_copy_of_a_message_in_progress_is_refused(populated: Runtime) -
         assert sorted(db.scalars(select(Delivery.attempts))) == attempts, "nothing was claimed"
         assert db.scalar(select(EventRecord.status)) == EventStatus.PROCESSING
     _leases_run_out(populated)
+    assert _processor(populated).handle(event, "m-1") is HandleResult.COMPLETED
+
+
+def test_an_event_that_failed_in_process_is_resumed_at_once(populated: Runtime) -> None:
+    """An exception (not a death) gives the event's lease up: handling it again need not wait."""
+    event = make_event("logout.user", session_id="s-1")
+    lease = populated.fanout(lambda *_: None).lease.total_seconds()
+    failing = _WorkerDies(
+        populated.sessions, {}, _no_sender, populated.retry_policy(), lambda *_: None, lease=lease
+    )
+    with pytest.raises(RuntimeError, match="SIGKILL"):
+        EventProcessor(populated.sessions, failing).handle(event, "m-1")
+    with populated.sessions() as db:
+        assert db.scalar(select(EventRecord.lease_until)) is None
+    with populated.sessions.begin() as db:  # its deliveries' leases ran out meanwhile
+        db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
     assert _processor(populated).handle(event, "m-1") is HandleResult.COMPLETED
 
 
