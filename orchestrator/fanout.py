@@ -462,7 +462,8 @@ class FanOut:
         self, conn: Connection, works: Sequence[Work], outcomes: Mapping[str, Outcome]
     ) -> Recorded:
         """Write the outcome of every attempt that still holds its delivery, in the
-        caller's transaction (one fenced executemany, then one read of what it wrote).
+        caller's transaction: one fenced executemany, and a read of what it wrote only when
+        it wrote fewer rows than it was given.
 
         An attempt superseded meanwhile (its lease ran out and another attempt claimed the
         delivery, or the delivery is final) records nothing: no row, no audit record, no
