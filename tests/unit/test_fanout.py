@@ -27,6 +27,7 @@ from orchestrator.audit import write_audit
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
 from orchestrator.fanout import FanOut, Outcome, Work
 from orchestrator.leases import Leases
+from orchestrator.logging import configure_logging
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -697,6 +698,7 @@ def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
     assert won.lost == set()
     assert len(won.entries) == 1
     retry = Outcome(DeliveryStatus.RETRYING, "no answer", None, utcnow(), retry_in=5)
+    configure_logging("INFO", "json")  # an earlier test may have left WARNING in force
     with structlog.testing.capture_logs() as logs, one_rp.sessions.begin() as db:
         lost = stale.record(db.connection(), [first], {delivery_id: retry})
     assert (lost.lost, lost.entries, lost.retries) == ({delivery_id}, [], [])
