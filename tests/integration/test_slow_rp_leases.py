@@ -4,8 +4,9 @@ The scenario of issue 11 (High 1) at CI scale: one RP host that answers each log
 250 ms, a 1 s delivery timeout, 2 requests per host at once, and recovery sweeping every
 second with a 2 s grace. Each event fans out to 20 providers on that host: the 100 requests
 take about 12.5 s to go through 2 slots, so the later ones wait longer than one lease (7 s)
-for a slot, and recovery looks at the events while they are still being processed. The RP refuses a second logout of a session it already
-ended (400), as a real one may: a stale or doubled attempt then shows as a failure.
+for a slot, and recovery looks at the events while they are still being processed. The RP
+refuses a second logout of a session it already ended (400), as a real one may: a stale or
+doubled attempt then shows as a failure.
 """
 
 from __future__ import annotations
