@@ -3,8 +3,11 @@ record every attempt and outcome, and schedule retries of transient failures.
 
 A delivery is claimed with one conditional UPDATE (or inserted already claimed by the
 event that creates it), so two workers, or a redelivered message, never send the same
-attempt twice, and a delivery that succeeded is never sent again. Hot path: SQLAlchemy
-Core only.
+attempt twice, and a delivery that succeeded is never sent again. The claim is a lease
+(see :mod:`orchestrator.leases`), renewed while the attempt waits and runs, and its
+number is a fencing token: an outcome is recorded only where the delivery is still open
+and still at that attempt, so a stale attempt records nothing and a final status never
+changes. Hot path: SQLAlchemy Core only.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import (
     Connection,
     RowMapping,
@@ -25,13 +30,15 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import DeliveryError, InputError, PermanentDeliveryError
+from orchestrator.leases import Leases
 from orchestrator.retry import RetryPolicy
-from orchestrator.sender import Built, HttpSender, SendResult
+from orchestrator.sender import Built, HttpSender, SendResult, TimeLeft
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
@@ -57,11 +64,14 @@ __all__ = [
     "LINK_COLUMNS",
     "FanOut",
     "Outcome",
+    "Recorded",
     "RetryScheduler",
     "Work",
     "is_settled",
     "settled_entry",
 ]
+
+_log = structlog.get_logger("logout.fanout")
 
 #: Called with a delivery id and a delay in seconds to try it again later.
 RetryScheduler = Callable[[str, float], None]
@@ -88,9 +98,16 @@ LINK_COLUMNS = (
     Provider.updated_at.label("provider_updated_at"),
 )
 
+_EVENTS = cast(Table, EventRecord.__table__)
+
+# Fenced: only the attempt that holds the delivery records, and only while it is open.
 _RECORD = (
     update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .where(
+        _DELIVERIES.c.id == bindparam("b_id"),
+        _DELIVERIES.c.attempts == bindparam("b_attempt"),
+        or_(*(_DELIVERIES.c.status == status.value for status in _OPEN)),  # executemany: no IN
+    )
     .values(
         status=bindparam("b_status"),
         last_error=bindparam("b_error"),
@@ -113,6 +130,16 @@ class Work:
     session: ProviderSessionInfo
     context: LogoutContext
     handler: ProtocolHandler | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :meth:`FanOut.record` wrote: audit entries to write, retries to schedule once
+    committed, and the deliveries whose attempt had lost its lease (nothing recorded)."""
+
+    entries: list[AuditEntry] = field(default_factory=list)
+    retries: list[tuple[str, float]] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +174,14 @@ class FanOut:
         self._policy = policy
         self._schedule = schedule
         self.lease = timedelta(seconds=lease)
+        self.leases = Leases(self._engine, self.lease)
         self._settings_cache: dict[tuple[str, datetime], Any] = {}
+
+    def hold(
+        self, works: Sequence[Work], events: Iterable[str] = ()
+    ) -> AbstractContextManager[None]:
+        """Keep the leases of ``works`` (and of ``events``) renewed until the block ends."""
+        return self.leases.hold(((w.delivery_id, w.attempt, w.context.now) for w in works), events)
 
     # -- the retry path: claim, attempt, record ----------------------------------------
 
@@ -156,16 +190,18 @@ class FanOut:
         works = self.claim(delivery_ids)
         if not works:
             return
-        outcomes = self.attempt(works)
-        with self._engine.begin() as conn:
-            entries, retries = self.record(conn, works, outcomes)
-            records = write_audit(conn, entries)
+        with self.hold(works):
+            outcomes = self.attempt(works)
+            with self._engine.begin() as conn:
+                recorded = self.record(conn, works, outcomes)
+                records = write_audit(conn, recorded.entries)
         emit(records)
-        self.schedule(retries)
+        self.schedule(recorded.retries)
         self.settle({work.context.event_id for work in works})
 
     def settle(self, event_ids: Iterable[str]) -> None:
-        """Write ``logout.settled`` for each event whose deliveries are all final now.
+        """Write ``logout.settled`` for each event whose deliveries are all final now,
+        counted from the rows (final statuses never change, so the counts stay true).
 
         Runs after the outcomes are committed, so of two retries finishing the last
         deliveries of one event at once, the later always sees both.
@@ -188,10 +224,16 @@ class FanOut:
             ):
                 counts.setdefault(event_id, Counter())[DeliveryStatus(status)] = count
                 users[event_id] = user_id
+            done = [event_id for event_id, tally in counts.items() if is_settled(tally)]
+            named = _named_by(conn, done)
             entries = [
-                settled_entry(event_id, users[event_id], None, tally)
-                for event_id, tally in counts.items()
-                if is_settled(tally)
+                settled_entry(
+                    event_id,
+                    named.get(event_id, (None, None))[0] or users[event_id],
+                    named.get(event_id, (None, None))[1],
+                    counts[event_id],
+                )
+                for event_id in done
             ]
             records = write_audit(conn, entries)
         emit(records)
@@ -211,17 +253,25 @@ class FanOut:
         if not delivery_ids:
             return []
         now = utcnow()
+        # Locked in id order, as every writer of deliveries does (no deadlock); a delivery
+        # another transaction is recording or renewing right now is its holder's.
+        due = (
+            select(_DELIVERIES.c.id)
+            .where(
+                _DELIVERIES.c.id.in_(delivery_ids),
+                _DELIVERIES.c.status.in_(_OPEN),
+                or_(
+                    _DELIVERIES.c.next_attempt_at.is_(None),
+                    _DELIVERIES.c.next_attempt_at <= now,
+                ),
+            )
+            .order_by(_DELIVERIES.c.id)
+            .with_for_update(skip_locked=True)
+        )
         with self._engine.begin() as conn:
             claimed = conn.scalars(
                 update(_DELIVERIES)
-                .where(
-                    _DELIVERIES.c.id.in_(delivery_ids),
-                    _DELIVERIES.c.status.in_(_OPEN),
-                    or_(
-                        _DELIVERIES.c.next_attempt_at.is_(None),
-                        _DELIVERIES.c.next_attempt_at <= now,
-                    ),
-                )
+                .where(_DELIVERIES.c.id.in_(due))
                 .values(
                     attempts=_DELIVERIES.c.attempts + 1,
                     next_attempt_at=now + self.lease,
@@ -346,7 +396,7 @@ class FanOut:
             builds = [self._builders.submit(_build, work) for work in to_build]
         else:
             builds = [_done(_build(work)) for work in to_build]
-        sent = self._sender().send_as_built(builds)
+        sent = self._sender().send_as_built(builds, [self._time_left(w) for w in to_build])
         answered = utcnow()  # Retry-After counts from the answer, not from the send
         for work, item in zip(to_build, sent, strict=True):
             if isinstance(item, DeliveryError):
@@ -354,6 +404,10 @@ class FanOut:
             else:
                 outcomes[work.delivery_id] = self._interpret(work, *item, answered)
         return outcomes
+
+    def _time_left(self, work: Work) -> TimeLeft | None:
+        lease = self.leases.get(work.delivery_id, work.attempt)
+        return lease.time_left if lease is not None else None
 
     def _skip_reason(self, work: Work) -> str | None:
         provider = work.provider
@@ -406,22 +460,28 @@ class FanOut:
 
     def record(
         self, conn: Connection, works: Sequence[Work], outcomes: Mapping[str, Outcome]
-    ) -> tuple[list[AuditEntry], list[tuple[str, float]]]:
-        """Write every outcome in the caller's transaction (one executemany).
+    ) -> Recorded:
+        """Write the outcome of every attempt that still holds its delivery, in the
+        caller's transaction: one fenced executemany, and a read of what it wrote only when
+        it wrote fewer rows than it was given.
 
-        Returns the audit entries to write and the retries to :meth:`schedule` once the
-        transaction has committed.
+        An attempt superseded meanwhile (its lease ran out and another attempt claimed the
+        delivery, or the delivery is final) records nothing: no row, no audit record, no
+        retry; it is logged and named in :attr:`Recorded.lost`.
         """
+        if not works:
+            return Recorded()
         now = utcnow()
+        ordered = sorted(works, key=lambda w: w.delivery_id)  # lock order: by id
+        self.leases.release((w.delivery_id, w.attempt) for w in ordered)
         rows: list[dict[str, Any]] = []
-        entries: list[AuditEntry] = []
-        retries: list[tuple[str, float]] = []
-        for work in works:
+        for work in ordered:
             outcome = outcomes[work.delivery_id]
             final = outcome.status is not DeliveryStatus.RETRYING
             rows.append(
                 {
                     "b_id": work.delivery_id,
+                    "b_attempt": work.attempt,
                     "b_status": outcome.status.value,
                     "b_error": outcome.detail,
                     "b_code": outcome.status_code,
@@ -430,12 +490,37 @@ class FanOut:
                     "b_done": now if final else None,
                 }
             )
-            entries.append(_audit(work, outcome))
+        written = conn.execute(_RECORD, rows).rowcount
+        held = {(w.delivery_id, w.attempt) for w in ordered}
+        if written != len(rows) or not conn.dialect.supports_sane_multi_rowcount:
+            # Some attempt was superseded. An attempt's number is claimed once: a row at
+            # that number stamped with this transaction's time was written by it (and it
+            # holds the row until commit).
+            held = {
+                (delivery_id, attempt)
+                for delivery_id, attempt in conn.execute(
+                    select(_DELIVERIES.c.id, _DELIVERIES.c.attempts).where(
+                        tuple_(_DELIVERIES.c.id, _DELIVERIES.c.attempts).in_(held),
+                        _DELIVERIES.c.updated_at == now,
+                    )
+                )
+            }
+        recorded = Recorded()
+        for work in works:
+            outcome = outcomes[work.delivery_id]
+            if (work.delivery_id, work.attempt) not in held:
+                recorded.lost.add(work.delivery_id)
+                _log.info(
+                    "delivery attempt lost its lease; its outcome is not recorded",
+                    delivery_id=work.delivery_id,
+                    attempt=work.attempt,
+                    outcome=outcome.status.value,
+                )
+                continue
+            recorded.entries.append(_audit(work, outcome))
             if outcome.next_attempt_at is not None:
-                retries.append((work.delivery_id, outcome.retry_in))
-        if rows:
-            conn.execute(_RECORD, rows)
-        return entries, retries
+                recorded.retries.append((work.delivery_id, outcome.retry_in))
+        return recorded
 
     def schedule(self, retries: Sequence[tuple[str, float]]) -> None:
         """Schedule retries (after their outcomes are committed)."""
@@ -480,6 +565,24 @@ def settled_entry(
         session_id=session_id,
         detail={"deliveries": {status.value: counts.get(status, 0) for status in DeliveryStatus}},
     )
+
+
+def _named_by(
+    conn: Connection, event_ids: Sequence[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """The user and the single session each event names (from its stored payload), if any."""
+    if not event_ids:
+        return {}
+    named: dict[str, tuple[str | None, str | None]] = {}
+    for event_id, payload in conn.execute(
+        select(_EVENTS.c.event_id, _EVENTS.c.payload).where(_EVENTS.c.event_id.in_(event_ids))
+    ):
+        user_id, session_id = payload.get("user_id"), payload.get("session_id")
+        named[event_id] = (
+            str(user_id) if user_id is not None else None,
+            str(session_id) if session_id is not None else None,
+        )
+    return named
 
 
 def _claimed_rows(delivery_ids: Sequence[str]) -> Select[Any]:

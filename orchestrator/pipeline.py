@@ -14,6 +14,11 @@ the last one stopped and never doubles a logout or an audit record:
 3. record the outcomes, write each ``logout.completed`` roll-up (and ``logout.settled``
    when nothing is left to retry) and mark the events completed.
 
+An event being handled is leased to its worker (``events.lease_until``, renewed with the
+leases of its delivery attempts while it is handled; see :mod:`orchestrator.leases`): a
+second copy of its message that arrives meanwhile is refused (:attr:`HandleResult.BUSY`,
+to be tried again later), never run beside the first.
+
 Ending a session is a conditional UPDATE (``WHERE ended_at IS NULL``), atomic on SQLite and
 PostgreSQL alike: when two events race for one session, exactly one ends it.
 """
@@ -30,7 +35,8 @@ from enum import StrEnum
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Table, Update, bindparam, func, select, text, update
+from sqlalchemy import Connection, Table, Update, bindparam, func, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.audit import AuditEntry, emit, write_audit
@@ -117,6 +123,8 @@ class HandleResult(StrEnum):
     DUPLICATE = "duplicate"
     COMPLETED = "completed"
     RECORDED = "recorded"  # session activity (session.started / session.seen)
+    #: A live worker holds the event (its lease runs): try this message again later.
+    BUSY = "busy"
 
 
 def end_reason(event: Event) -> str:
@@ -214,10 +222,31 @@ class EventProcessor:
             if owned:
                 reopened = [i for item in owned if item.begun for i in item.begun.reopened]
                 works = [w for item in owned if item.begun for w in item.begun.works]
-                works += self._fanout.claim(reopened)
-                outcomes = self._fanout.attempt(works)
-                self._finish(owned, works, outcomes)
+                held = [item.event_id for item in owned]
+                try:
+                    works += self._fanout.claim(reopened)
+                    with self._fanout.hold(works, held):
+                        outcomes = self._fanout.attempt(works)
+                        self._finish(owned, works, outcomes)
+                except BaseException:
+                    self._release(held)  # so that handling them again need not wait a lease
+                    raise
         return [item.result or HandleResult.COMPLETED for item in items]
+
+    def _release(self, event_ids: list[str]) -> None:
+        """Give up the leases of events this run failed to finish (best effort)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    update(_EVENTS)
+                    .where(
+                        _EVENTS.c.event_id.in_(event_ids),
+                        _EVENTS.c.status == EventStatus.PROCESSING,
+                    )
+                    .values(lease_until=None)
+                )
+        except SQLAlchemyError as exc:  # the lease then simply runs out
+            _log.warning("event leases not released", error=type(exc).__name__)
 
     def _record_activity(self, item: _Item, event: SessionStarted | SessionSeen) -> None:
         """Not a logout: record it and acknowledge; bad references are rejected."""
@@ -379,6 +408,7 @@ class EventProcessor:
                         "payload": item.event.model_dump(mode="json") if item.event else {},
                         "received_at": now,
                         "attempted_at": now,
+                        "lease_until": now + self._fanout.lease,
                     }
                     for event_id, item in first.items()
                 ],
@@ -391,8 +421,26 @@ class EventProcessor:
                 row.event_id: row
                 for row in conn.execute(select(_EVENTS).where(_EVENTS.c.event_id.in_(known)))
             }
+        resumable = [
+            event_id
+            for event_id, row in rows.items()
+            if row.message_id == first[event_id].message_id and row.status != EventStatus.COMPLETED
+        ]
+        taken: set[str] = set()
+        if resumable:  # the message of an unfinished event: resume it unless a live worker has it
+            taken = set(
+                conn.scalars(
+                    update(_EVENTS)
+                    .where(
+                        _EVENTS.c.event_id.in_(resumable),
+                        _EVENTS.c.status != EventStatus.COMPLETED,
+                        or_(_EVENTS.c.lease_until.is_(None), _EVENTS.c.lease_until <= now),
+                    )
+                    .values(attempted_at=now, lease_until=now + self._fanout.lease)
+                    .returning(_EVENTS.c.event_id)
+                )
+            )
         owned: list[_Item] = []
-        resumed: list[str] = []
         for item in items:
             assert item.event is not None
             event_id = item.event_id
@@ -401,24 +449,22 @@ class EventProcessor:
                 item.begun = _Begun()
                 entries.append(_received(item.event, item.message_id))
                 continue
-            row = rows.get(event_id)
-            if (
-                item is first[event_id]
-                and row is not None
-                and row.message_id == item.message_id
-                and row.status != EventStatus.COMPLETED
-            ):
+            if item is first[event_id] and event_id in taken:
                 owned.append(item)
                 item.begun = _Begun(resumed=True)
-                resumed.append(event_id)
                 continue
+            if item is first[event_id] and event_id in resumable:
+                _log.info(
+                    "event held by a live worker; its message is tried again later",
+                    event_id=event_id,
+                    message_id=item.message_id,
+                )
+                item.result = HandleResult.BUSY
+                continue
+            row = rows.get(event_id)
             seen = row if row is not None else _FirstInBatch(first[event_id], now)
             entries.append(_duplicate(item.event, seen, item.message_id))
             item.result = HandleResult.DUPLICATE
-        if resumed:
-            conn.execute(
-                update(_EVENTS).where(_EVENTS.c.event_id.in_(resumed)).values(attempted_at=now)
-            )
         return owned
 
     def _end_sessions(
@@ -645,19 +691,30 @@ class EventProcessor:
     # -- transaction 2 -----------------------------------------------------------------
 
     def _finish(self, items: list[_Item], works: list[Work], outcomes: dict[str, Outcome]) -> None:
-        """Record every outcome, roll each event up, and mark the events completed."""
+        """Record every outcome, roll each event up, and mark the events completed.
+
+        An event whose deliveries this run did not all record (resumed after a crash, or an
+        attempt lost its lease) is counted from its rows, and settled from them once
+        committed; the others are counted from the outcomes just recorded.
+        """
         now = utcnow()
-        resumed = [item.event_id for item in items if item.begun and item.begun.resumed]
         with self._engine.begin() as conn:
-            entries, retries = self._fanout.record(conn, works, outcomes)
+            recorded = self._fanout.record(conn, works, outcomes)
+            entries = recorded.entries
+            partial = {w.context.event_id for w in works if w.delivery_id in recorded.lost}
+            recount = [
+                item.event_id
+                for item in items
+                if item.begun and (item.begun.resumed or item.event_id in partial)
+            ]
             counts: dict[str, Counter[DeliveryStatus]] = defaultdict(Counter)
             for work in works:
-                if work.context.event_id not in resumed:
+                if work.context.event_id not in recount:
                     counts[work.context.event_id][outcomes[work.delivery_id].status] += 1
-            if resumed:
+            if recount:
                 for event_id, status, count in conn.execute(
                     select(_DELIVERIES.c.event_id, _DELIVERIES.c.status, func.count())
-                    .where(_DELIVERIES.c.event_id.in_(resumed))
+                    .where(_DELIVERIES.c.event_id.in_(recount))
                     .group_by(_DELIVERIES.c.event_id, _DELIVERIES.c.status)
                 ):
                     counts[event_id][DeliveryStatus(status)] = count
@@ -666,7 +723,7 @@ class EventProcessor:
                 assert item.begun is not None
                 tally = counts[item.event_id]
                 entries.append(_completed(item.event, item.begun, tally))
-                if not item.begun.resumed and is_settled(tally):
+                if item.event_id not in recount and is_settled(tally):
                     session_id = _session_of(item.event)
                     entries.append(
                         settled_entry(item.event_id, item.begun.user_id, session_id, tally)
@@ -675,13 +732,13 @@ class EventProcessor:
             conn.execute(
                 update(_EVENTS)
                 .where(_EVENTS.c.event_id.in_([item.event_id for item in items]))
-                .values(status=EventStatus.COMPLETED, completed_at=now)
+                .values(status=EventStatus.COMPLETED, completed_at=now, lease_until=None)
             )
         emit(records)
         self._notify([(f"event:{item.event_id}", "") for item in items])
-        self._fanout.schedule(retries)
-        if resumed:  # other attempts may have finished deliveries meanwhile
-            self._fanout.settle(resumed)
+        self._fanout.schedule(recorded.retries)
+        if recount:  # other attempts may have finished deliveries meanwhile
+            self._fanout.settle(recount)
 
 
 def _commit_without_flush_wait(conn: Connection) -> None:

@@ -1,9 +1,11 @@
 """Recovery: nothing is lost even when the broker loses messages or a worker dies.
 
-Periodically, events still ``processing`` long after their last attempt are published again
-under their first message id (so the worker resumes them, deliveries included), and open
-deliveries of completed events whose retry is overdue are scheduled again. Claims make any
-doubled message harmless.
+Periodically, events still ``processing`` long after their last attempt, and no longer
+leased by a live worker, are published again under their first message id (so the worker
+resumes them, deliveries included), and open deliveries of completed events whose retry (or
+lease) is overdue are scheduled again. Work a live worker holds is never taken: its leases
+are renewed while it works (:mod:`orchestrator.leases`). Claims make any doubled message
+harmless.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def recover(
             db.scalars(
                 select(EventRecord)
                 .where(
-                    EventRecord.status == EventStatus.PROCESSING, EventRecord.attempted_at < cutoff
+                    EventRecord.status == EventStatus.PROCESSING,
+                    EventRecord.attempted_at < cutoff,
+                    or_(EventRecord.lease_until.is_(None), EventRecord.lease_until < now),
                 )
                 .order_by(EventRecord.attempted_at)
                 .limit(batch)

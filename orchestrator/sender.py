@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,13 +24,15 @@ from orchestrator.errors import DeliveryError, TransientDeliveryError
 from orchestrator.http_exchange import AiohttpExchange, Exchange, HttpxExchange
 from protocols import BackchannelRequest, BackchannelResponse
 
-__all__ = ["Built", "HttpSender", "SendResult", "Sent"]
+__all__ = ["Built", "HttpSender", "SendResult", "Sent", "TimeLeft"]
 
 SendResult = BackchannelResponse | DeliveryError
 #: What building one request gave: the request, or why it could not be built.
 Built = BackchannelRequest | DeliveryError
 #: A request and what sending it gave, or why it could not be built (nothing was sent).
 Sent = tuple[BackchannelRequest, SendResult] | DeliveryError
+#: Seconds the attempt behind a request may still use (its lease), asked when it could start.
+TimeLeft = Callable[[], float]
 _T = TypeVar("_T")
 
 
@@ -76,27 +78,36 @@ class HttpSender:
             return []
         return self._call(self._send_all(requests))
 
-    def send_as_built(self, builds: Sequence[Future[Built]]) -> list[Sent]:
+    def send_as_built(
+        self, builds: Sequence[Future[Built]], time_left: Sequence[TimeLeft | None] = ()
+    ) -> list[Sent]:
         """Send each request as soon as its build finishes; one item per build, in order.
 
         ``builds`` are futures of another executor (e.g. a signing thread pool). A build
         that gave a :class:`DeliveryError` is returned as it is, and nothing is sent for it.
+        ``time_left`` (one per build, or none) says how long each attempt still owns its
+        delivery: a request whose turn comes when less than the timeout is left is not sent
+        (a transient error says so), since its answer could come after its lease ended.
         """
         if not builds:
             return []
-        return self._call(self._send_as_built(builds))
+        lefts = list(time_left) or [None] * len(builds)
+        return self._call(self._send_as_built(builds, lefts))
 
     async def _send_all(self, requests: Sequence[BackchannelRequest]) -> list[SendResult]:
         return list(await asyncio.gather(*(self._send(r) for r in requests)))
 
-    async def _send_as_built(self, builds: Sequence[Future[Built]]) -> list[Sent]:
-        return list(await asyncio.gather(*(self._send_built(b) for b in builds)))
+    async def _send_as_built(
+        self, builds: Sequence[Future[Built]], time_left: Sequence[TimeLeft | None]
+    ) -> list[Sent]:
+        sends = (self._send_built(b, left) for b, left in zip(builds, time_left, strict=True))
+        return list(await asyncio.gather(*sends))
 
-    async def _send_built(self, build: Future[Built]) -> Sent:
+    async def _send_built(self, build: Future[Built], time_left: TimeLeft | None) -> Sent:
         request = await asyncio.wrap_future(build)
         if isinstance(request, DeliveryError):
             return request
-        return request, await self._send(request)
+        return request, await self._send(request, time_left)
 
     def _host_limit(self, url: str) -> asyncio.Semaphore:
         host = urlsplit(url).netloc.lower()
@@ -105,9 +116,15 @@ class HttpSender:
             semaphore = self._hosts[host] = asyncio.Semaphore(self._per_host)
         return semaphore
 
-    async def _send(self, request: BackchannelRequest) -> SendResult:
+    async def _send(
+        self, request: BackchannelRequest, time_left: TimeLeft | None = None
+    ) -> SendResult:
         # Per host first: a request queued behind a busy host must not hold a global slot.
         async with self._host_limit(request.url), self._global:
+            if time_left is not None and time_left() <= self._timeout:
+                return TransientDeliveryError(
+                    "not sent: the attempt's lease ran out while it waited for a connection slot"
+                )
             try:
                 async with asyncio.timeout(self._timeout):
                     return await self._exchange(request)

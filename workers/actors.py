@@ -16,6 +16,7 @@ from dramatiq.middleware import CurrentMessage
 from orchestrator.errors import LogoutError
 from orchestrator.expiry import ExpirySweeper, SweepReport
 from orchestrator.outbox import event_message
+from orchestrator.pipeline import HandleResult
 from orchestrator.publishing import Publisher
 from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR, deliveries_queue, events_queue
 from orchestrator.recovery import RecoveryReport, recover
@@ -106,7 +107,10 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         message = CurrentMessage.get_current_message()
         if message is None:  # pragma: no cover - CurrentMessage is always installed
             raise LogoutError("handle_event called outside a worker")
-        batcher.handle(event, message.message_id)
+        if batcher.handle(event, message.message_id) is HandleResult.BUSY:
+            # A live worker holds the event: this copy comes back once that lease could have
+            # ended (same message id, no retry spent), and is then resumed or a duplicate.
+            broker.enqueue(message, delay=math.ceil(fanout.lease.total_seconds() * 1000))
 
     def deliver(delivery_id: str) -> None:
         fanout.deliver([delivery_id])

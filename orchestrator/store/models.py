@@ -203,6 +203,9 @@ class EventRecord(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    #: While in the future, a live worker handles the event (renewed by its lease keeper):
+    #: neither recovery nor a second copy of its message takes it over.
+    lease_until: Mapped[datetime | None]
 
 
 class RejectedEvent(Base):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import select, update
 
 from orchestrator import EventProcessor, HandleResult, Settings
+from orchestrator.audit import write_audit
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
 from orchestrator.fanout import FanOut, Outcome, Work
+from orchestrator.leases import Leases
+from orchestrator.logging import configure_logging
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -30,6 +35,7 @@ from orchestrator.store import (
     AuditRow,
     Delivery,
     DeliveryStatus,
+    EventRecord,
     Provider,
     SessionFactory,
     make_engine,
@@ -37,6 +43,7 @@ from orchestrator.store import (
     upgrade,
     utcnow,
 )
+from orchestrator.store.sql import engine_of
 from protocols import (
     BackchannelRequest,
     Channel,
@@ -653,3 +660,140 @@ def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
     assert settled.detail["deliveries"]["retrying"] == 0
     one_rp.fanout().settle([event_id])
     assert len(one_rp.audit("logout.settled")) == 1
+
+
+# -- fenced attempts and leases ----------------------------------------------------------
+
+
+def _deferred_delivery(env: _Env) -> str:
+    """The one delivery of a logout of s-1, left open and due (its first attempt deferred)."""
+    deferred = _Deferred(env.sessions)
+    env.logout("s-1", deferred)
+    [delivery_id] = deferred.handed
+    return delivery_id
+
+
+def _final_records(env: _Env, delivery_id: str) -> list[str]:
+    return [
+        row.type
+        for row in env.audit()
+        if row.type in ("delivery.succeeded", "delivery.failed")
+        and row.detail["delivery_id"] == delivery_id
+    ]
+
+
+def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
+    """An attempt whose lease ran out and was claimed again writes no row, audit or retry."""
+    delivery_id = _deferred_delivery(one_rp)
+    stale = one_rp.fanout()
+    [first] = stale.claim([delivery_id])
+    one_rp.make_due(delivery_id)  # its lease ran out while it waited
+    fresh = one_rp.fanout()
+    [second] = fresh.claim([delivery_id])
+    assert second.attempt == first.attempt + 1
+    with one_rp.sessions.begin() as db:
+        won = fresh.record(
+            db.connection(), [second], {delivery_id: Outcome(DeliveryStatus.SUCCEEDED)}
+        )
+    assert won.lost == set()
+    assert len(won.entries) == 1
+    retry = Outcome(DeliveryStatus.RETRYING, "no answer", None, utcnow(), retry_in=5)
+    configure_logging("INFO", "json")  # an earlier test may have left WARNING in force
+    with structlog.testing.capture_logs() as logs, one_rp.sessions.begin() as db:
+        lost = stale.record(db.connection(), [first], {delivery_id: retry})
+    assert (lost.lost, lost.entries, lost.retries) == ({delivery_id}, [], [])
+    [line] = [entry for entry in logs if "lost its lease" in entry["event"]]
+    assert line["log_level"] == "info"
+    assert (line["delivery_id"], line["attempt"]) == (delivery_id, first.attempt)
+    assert one_rp.delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+
+
+def test_a_final_status_never_changes(one_rp: _Env) -> None:
+    """An attempt that recorded a final outcome cannot record another over it."""
+    delivery_id = _deferred_delivery(one_rp)
+    fanout = one_rp.fanout()
+    [work] = fanout.claim([delivery_id])
+    for outcome in (Outcome(DeliveryStatus.SUCCEEDED), Outcome(DeliveryStatus.FAILED, "HTTP 400")):
+        with one_rp.sessions.begin() as db:
+            recorded = fanout.record(db.connection(), [work], {delivery_id: outcome})
+            write_audit(db.connection(), recorded.entries)
+    assert recorded.lost == {delivery_id}, "the second outcome was not recorded"
+    assert one_rp.delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+    assert _final_records(one_rp, delivery_id) == ["delivery.succeeded"]
+    assert fanout.claim([delivery_id]) == [], "a final delivery is never claimed again"
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.02)
+
+
+def test_a_renewal_moves_held_leases_forward(one_rp: _Env) -> None:
+    """Renewing extends the held attempt's and event's leases to one lease from now."""
+    delivery_id = _deferred_delivery(one_rp)
+    fanout = one_rp.fanout()  # leases of 30 s
+    [work] = fanout.claim([delivery_id])
+    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=600))
+    with one_rp.sessions.begin() as db:  # as if the event were still being handled
+        db.execute(update(EventRecord).values(status="processing", lease_until=None))
+        event_id = db.scalar(select(EventRecord.event_id))
+    assert event_id is not None
+    with leases.hold([(work.delivery_id, work.attempt, work.context.now)], [event_id]):
+        lease = leases.get(work.delivery_id, work.attempt)
+        assert lease is not None
+        leases.renew([lease], [event_id])
+        assert lease.time_left() > 590
+    renewed = one_rp.delivery(delivery_id).next_attempt_at
+    with one_rp.sessions() as db:
+        event_lease = db.scalar(select(EventRecord.lease_until))
+    assert renewed is not None
+    assert event_lease is not None
+    for until in (renewed, event_lease):
+        assert utcnow() + timedelta(seconds=590) < until < utcnow() + timedelta(seconds=601)
+
+
+def test_the_keeper_renews_while_held_and_stops_after(one_rp: _Env) -> None:
+    """The keeper thread renews held leases by itself, and ends once nothing is held."""
+    delivery_id = _deferred_delivery(one_rp)
+    [work] = one_rp.fanout().claim([delivery_id])
+    claimed_until = one_rp.delivery(delivery_id).next_attempt_at
+    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=0.3))  # renewed every 0.1 s
+    with leases.hold([(work.delivery_id, work.attempt, work.context.now)]):
+        _until(
+            lambda: one_rp.delivery(delivery_id).next_attempt_at != claimed_until,
+            "the held lease renewed",
+        )
+    _until(lambda: leases._thread is None, "the keeper thread ended")
+    last = one_rp.delivery(delivery_id).next_attempt_at
+    time.sleep(0.4)
+    assert one_rp.delivery(delivery_id).next_attempt_at == last, "renewed after the hold"
+
+
+def test_a_renewal_finds_a_superseded_attempt_lost(one_rp: _Env) -> None:
+    """When another attempt claimed the delivery, the holder's lease is lost: no time left."""
+    delivery_id = _deferred_delivery(one_rp)
+    fanout = one_rp.fanout()
+    [work] = fanout.claim([delivery_id])
+    with fanout.hold([work]):
+        lease = fanout.leases.get(work.delivery_id, work.attempt)
+        assert lease is not None
+        assert lease.time_left() > 0
+        one_rp.make_due(delivery_id)
+        assert len(one_rp.fanout().claim([delivery_id])) == 1
+        fanout.leases.renew([lease], [])
+        assert lease.lost
+        assert lease.time_left() == 0
+
+
+def test_settled_on_the_retry_path_names_session_and_user(one_rp: _Env) -> None:
+    """``logout.settled`` written by the last retry carries the event's session and user."""
+    one_rp.rps.answer("/rp1", (503, {}), (200, {}))
+    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    delivery = one_rp.deliveries(event_id)["rp1"]
+    one_rp.make_due(delivery.id)
+    one_rp.fanout().deliver([delivery.id])
+    [settled] = one_rp.audit("logout.settled")
+    assert (settled.session_id, settled.user_id) == ("s-1", "alice")
+    assert settled.detail["deliveries"]["succeeded"] == 1

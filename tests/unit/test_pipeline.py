@@ -37,13 +37,29 @@ class _WorkerDies(FanOut):
         raise RuntimeError("SIGKILL")
 
 
+class _Killed(EventProcessor):
+    """A process killed mid-event gives nothing up: its leases run out by themselves."""
+
+    def _release(self, event_ids: list[str]) -> None:
+        return
+
+
 def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
     lease = runtime.fanout(lambda *_: None).lease.total_seconds()  # the worker's own lease
     dying = _WorkerDies(
         runtime.sessions, {}, _no_sender, runtime.retry_policy(), lambda *_: None, lease=lease
     )
     with pytest.raises(RuntimeError, match="SIGKILL"):
-        EventProcessor(runtime.sessions, dying).handle(event, message_id)
+        _Killed(runtime.sessions, dying).handle(event, message_id)
+
+
+def _leases_run_out(runtime: Runtime, *, deliveries: bool = True) -> None:
+    """The dead worker's leases end: its event's (and, with ``deliveries``, its attempts')."""
+    past = utcnow() - timedelta(seconds=1)
+    with runtime.sessions.begin() as db:
+        db.execute(update(EventRecord).values(lease_until=past))
+        if deliveries:
+            db.execute(update(Delivery).values(next_attempt_at=past))
 
 
 def _processor(runtime: Runtime) -> EventProcessor:
@@ -318,8 +334,7 @@ def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime
     with populated.sessions() as db:
         assert db.scalar(select(func.count()).select_from(Delivery)) == 5
     # Its leases run out; the broker redelivers the same message to another worker.
-    with populated.sessions.begin() as db:
-        db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    _leases_run_out(populated)
     assert processor.handle(event, "m-1") is HandleResult.COMPLETED
     rows = _audit(populated, str(event["event_id"]))
     counts: dict[str, int] = {}
@@ -347,6 +362,38 @@ def test_other_message_during_processing_is_a_duplicate(populated: Runtime) -> N
     assert _ended(populated) == {"s-1": "logout"}  # by the first message, not the second
 
 
+def test_a_second_copy_of_a_message_in_progress_is_refused(populated: Runtime) -> None:
+    """While the event's lease runs, its own message again is BUSY and changes nothing."""
+    event = make_event("logout.user", session_id="s-1")
+    _crash(populated, event, "m-1")  # to the pipeline, as a live worker still at it
+    before = [(r.type, r.dedupe_key) for r in _audit(populated)]
+    with populated.sessions() as db:
+        attempts = sorted(db.scalars(select(Delivery.attempts)))
+    assert _processor(populated).handle(event, "m-1") is HandleResult.BUSY
+    assert [(r.type, r.dedupe_key) for r in _audit(populated)] == before
+    with populated.sessions() as db:
+        assert sorted(db.scalars(select(Delivery.attempts))) == attempts, "nothing was claimed"
+        assert db.scalar(select(EventRecord.status)) == EventStatus.PROCESSING
+    _leases_run_out(populated)
+    assert _processor(populated).handle(event, "m-1") is HandleResult.COMPLETED
+
+
+def test_an_event_that_failed_in_process_is_resumed_at_once(populated: Runtime) -> None:
+    """An exception (not a death) gives the event's lease up: handling it again need not wait."""
+    event = make_event("logout.user", session_id="s-1")
+    lease = populated.fanout(lambda *_: None).lease.total_seconds()
+    failing = _WorkerDies(
+        populated.sessions, {}, _no_sender, populated.retry_policy(), lambda *_: None, lease=lease
+    )
+    with pytest.raises(RuntimeError, match="SIGKILL"):
+        EventProcessor(populated.sessions, failing).handle(event, "m-1")
+    with populated.sessions() as db:
+        assert db.scalar(select(EventRecord.lease_until)) is None
+    with populated.sessions.begin() as db:  # its deliveries' leases ran out meanwhile
+        db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    assert _processor(populated).handle(event, "m-1") is HandleResult.COMPLETED
+
+
 def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     """A replay while the dead attempt's leases run schedules them for when they end."""
     scheduled: list[tuple[str, float]] = []
@@ -354,6 +401,7 @@ def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     processor = EventProcessor(populated.sessions, fanout)
     event = make_event("logout.user", session_id="s-1")
     _crash(populated, event, "m-1")
+    _leases_run_out(populated, deliveries=False)  # the event's worker died; the attempts live
     assert processor.handle(event, "m-1") is HandleResult.COMPLETED
     assert len(scheduled) == 3
     assert all(0 < delay <= fanout.lease.total_seconds() for _, delay in scheduled)
@@ -468,8 +516,7 @@ def test_replay_of_a_partial_logout_after_the_session_ended(populated: Runtime) 
     partial = make_event("logout.provider", session_id="s-1", provider="chat")
     _crash(populated, partial, "m-1")
     _handle(populated, "session.revoke", message_id="m-2", session_id="s-1", initiator="admin")
-    with populated.sessions.begin() as db:
-        db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    _leases_run_out(populated)
     assert _processor(populated).handle(partial, "m-1") is HandleResult.COMPLETED
     assert _delivered(populated, str(partial["event_id"])) == {("s-1", "chat")}
     [skipped] = [

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import timedelta
+from typing import Any
 
+from dramatiq import Broker, Message, Middleware
 from sqlalchemy import select, update
 
 from orchestrator import Runtime
 from orchestrator.recovery import recover
 from orchestrator.store import Delivery, EventRecord, EventStatus, utcnow
+from orchestrator.validation import parse_event
 from schemas import Event
 from tests.unit.conftest import make_event
 from tests.unit.test_pipeline import _audit, _crash
@@ -19,7 +24,7 @@ def _age(runtime: Runtime, seconds: float) -> None:
     """Pretend the crash happened ``seconds`` ago."""
     past = utcnow() - timedelta(seconds=seconds)
     with runtime.sessions.begin() as db:
-        db.execute(update(EventRecord).values(attempted_at=past))
+        db.execute(update(EventRecord).values(attempted_at=past, lease_until=past))
         db.execute(update(Delivery).values(next_attempt_at=past))
 
 
@@ -70,3 +75,56 @@ def test_a_lost_message_is_finished_by_the_next_worker(populated: Runtime) -> No
     assert types.count("event.received") == 1
     assert types.count("logout.completed") == 1
     assert types.count("logout.settled") == 1
+
+
+def test_an_event_a_live_worker_holds_is_left_alone(populated: Runtime) -> None:
+    """An event whose lease runs is not re-published, however old its last attempt."""
+    _crash(populated, make_event("logout.user", session_id="s-1"), "m-1")
+    with populated.sessions.begin() as db:
+        db.execute(update(EventRecord).values(attempted_at=utcnow() - timedelta(seconds=600)))
+    republished: list[str] = []
+
+    def sweep() -> int:
+        return recover(
+            populated.sessions,
+            grace=60,
+            republish=lambda event, message_id: republished.append(message_id),
+            reschedule=lambda delivery_id, delay: None,
+        ).events
+
+    assert sweep() == 0, "the worker renewing the event's lease is alive"
+    with populated.sessions.begin() as db:
+        db.execute(update(EventRecord).values(lease_until=utcnow() - timedelta(seconds=1)))
+    assert sweep() == 1
+    assert republished == ["m-1"]
+
+
+class _Enqueues(Middleware):
+    """Remembers every enqueue: the message id and its delay in ms."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []
+
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        self.seen.append((message.message_id, delay))
+
+
+def test_a_copy_of_a_message_in_progress_comes_back_after_a_lease(populated: Runtime) -> None:
+    """A worker given the message of an event another worker holds re-enqueues it, delayed by
+    one lease and under the same id, and records nothing."""
+    event = make_event("logout.user", session_id="s-1")
+    _crash(populated, event, "m-held")  # its lease runs: as if a live worker were at it
+    before = [row.dedupe_key for row in _audit(populated)]
+    enqueues = _Enqueues()
+    with embedded(populated.settings, populated) as actors:
+        broker = actors.handle_event.broker
+        broker.add_middleware(enqueues)
+        actors.republish(parse_event(event), "m-held")
+        deadline = time.monotonic() + 10
+        while len(enqueues.seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # joining would wait for the delayed copy too
+        lease_ms = math.ceil(actors.runtime.fanout(lambda *_: None).lease.total_seconds() * 1000)
+    assert enqueues.seen == [("m-held", None), ("m-held", lease_ms)]
+    assert [row.dedupe_key for row in _audit(populated)] == before
+    with populated.sessions() as db:
+        assert db.scalar(select(EventRecord.status)) == EventStatus.PROCESSING

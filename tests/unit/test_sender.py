@@ -583,3 +583,28 @@ def test_send_as_built_sends_each_request_when_it_is_ready(
     assert second[0].url == f"{base}/second"
     assert isinstance(third, PermanentDeliveryError)
     assert [path for path, _, _ in handler.seen] == ["/first", "/second"]
+
+
+def test_a_request_without_lease_enough_is_not_sent() -> None:
+    """A request whose attempt has no more lease left than the timeout is not started."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _reply(200)
+
+    sender = HttpSender(timeout=1.0, transport=httpx.MockTransport(answer))
+    builds: list[Future[Built]] = [Future(), Future()]
+    for build in builds:
+        build.set_result(_post("http://rp.test/a"))
+    try:
+        refused, sent = sender.send_as_built(builds, [lambda: 0.5, lambda: 30.0])
+    finally:
+        sender.close()
+    assert isinstance(refused, tuple)
+    assert isinstance(refused[1], TransientDeliveryError)
+    assert "lease ran out" in refused[1].detail
+    assert isinstance(sent, tuple)
+    assert isinstance(sent[1], BackchannelResponse)
+    assert sent[1].status_code == 200
+    assert len(seen) == 1, "only the request with time enough left went out"
