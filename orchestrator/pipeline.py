@@ -30,7 +30,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
@@ -232,6 +232,13 @@ class EventProcessor:
                     self._release(held)  # so that handling them again need not wait a lease
                     raise
         return [item.result or HandleResult.COMPLETED for item in items]
+
+    def lease_left(self, event_id: str) -> timedelta:
+        """How much longer the lease a worker holds on ``event_id`` runs (zero when none does):
+        a copy of its message refused as :attr:`HandleResult.BUSY` is worth trying then."""
+        with self._engine.connect() as conn:
+            until = conn.scalar(select(_EVENTS.c.lease_until).where(_EVENTS.c.event_id == event_id))
+        return max(until - utcnow(), timedelta(0)) if until is not None else timedelta(0)
 
     def _release(self, event_ids: list[str]) -> None:
         """Give up the leases of events this run failed to finish (best effort)."""

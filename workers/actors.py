@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -30,6 +31,8 @@ __all__ = ["Actors", "declare_actors"]
 #: Unexpected errors (database down, a bug) are retried by dramatiq's Retries middleware
 #: with its backoff; delivery failures never reach it, the fan-out records and schedules them.
 _MAX_RETRIES = 10
+#: A refused copy of a held event's message comes back this long after the lease's end.
+_BUSY_MARGIN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +100,9 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
     relay = runtime.relay(sender)
     # Sessions the per-user limit ends: to the outbox, published right after the commit.
     activity = runtime.activity(relay.run)
+    processor = runtime.event_processor(fanout, activity.handle)
     batcher = EventBatcher(
-        runtime.event_processor(fanout, activity.handle),
+        processor,
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
     )
@@ -108,9 +112,12 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         if message is None:  # pragma: no cover - CurrentMessage is always installed
             raise LogoutError("handle_event called outside a worker")
         if batcher.handle(event, message.message_id) is HandleResult.BUSY:
-            # A live worker holds the event: this copy comes back once that lease could have
-            # ended (same message id, no retry spent), and is then resumed or a duplicate.
-            broker.enqueue(message, delay=math.ceil(fanout.lease.total_seconds() * 1000))
+            # A worker holds the event: this copy comes back when that lease ends unless it is
+            # renewed (same message id, no retry spent), and is then resumed or a duplicate. A
+            # dead worker's lease is not renewed, so its event goes on one lease after its last
+            # renewal, not a whole lease after its message came back.
+            left = processor.lease_left(str(event["event_id"])) + _BUSY_MARGIN
+            broker.enqueue(message, delay=math.ceil(left.total_seconds() * 1000))
 
     def deliver(delivery_id: str) -> None:
         fanout.deliver([delivery_id])

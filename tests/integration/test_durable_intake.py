@@ -29,10 +29,14 @@ pytestmark = pytest.mark.integration
 
 ISSUER = "https://idp.test"
 HEARTBEAT_MS = 4000
+DELIVERY_TIMEOUT = 1.0
+#: What a worker holds is leased for this long past its last renewal (``Runtime.fanout``).
+LEASE = 2 * DELIVERY_TIMEOUT + 5
 #: dramatiq's random maintenance as rare as the setting allows: only the upkeep can help.
 NO_RANDOM_MAINTENANCE = {
     "LOGOUT_REDIS_HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_MS),
     "LOGOUT_REDIS_MAINTENANCE_CHANCE": "1",
+    "LOGOUT_DELIVERY_TIMEOUT": str(DELIVERY_TIMEOUT),
     # The outbox's resend must not be what brings the dead worker's events back.
     "LOGOUT_RECOVERY_GRACE": "600",
 }
@@ -182,8 +186,9 @@ def test_a_killed_workers_prefetched_events_come_back_within_the_bound(
     world: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A worker SIGKILLed while it holds fetched events: a second worker handles every one of
-    them within 1.25 x the heartbeat timeout of the kill (plus its own start-up), although
-    dramatiq's random maintenance is all but off; every event is completed exactly once."""
+    them once their messages are back (1.25 x the heartbeat timeout of the kill, plus its own
+    start-up) and the dead worker's event leases have run out (one lease after the kill),
+    although dramatiq's random maintenance is all but off; every event is completed once."""
     stack = world
     sessions = _seed(stack, 400, None)
     with stack.publisher() as publisher:
@@ -218,12 +223,14 @@ def test_a_killed_workers_prefetched_events_come_back_within_the_bound(
     with capsys.disabled():
         print(
             f"\n  [durable-intake] {len(stranded)} events held by a SIGKILLed worker: handled "
-            f"{since_kill:.1f} s after the kill (heartbeat timeout {heartbeat:g} s, second "
+            f"{since_kill:.1f} s after the kill (heartbeat timeout {heartbeat:g} s, lease {LEASE:g} s, "
+            "second "
             f"worker up {started:.1f} s after the kill)"
         )
     # Requeued by the second worker's first upkeep (every heartbeat / 4) once the dead one's
-    # heartbeat is a timeout old; 2 s for the fetch and the handling.
-    assert since_kill <= max(1.25 * heartbeat, started + heartbeat / 4) + 2.0
+    # heartbeat is a timeout old; an event whose lease still runs is put back until the lease's
+    # end (+1 s); 2 s for the fetch and the handling.
+    assert since_kill <= max(1.25 * heartbeat, started + heartbeat / 4, LEASE + 1.0) + 2.0
     assert not any(stack.redis.exists(k) for k in dead_keys), "dead worker's ack sets remain"
     audit = _audit_counts(stack)
     assert audit["event.received"] == len(sessions)
