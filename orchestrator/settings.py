@@ -22,16 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
-from pydantic_settings.exceptions import SettingsError
 
 from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.durations import (
@@ -44,6 +36,7 @@ from orchestrator.durations import (
     duration_fields,
 )
 from orchestrator.errors import ConfigurationError
+from orchestrator.settings_sources import NoDecode, read_sources
 from protocols.loading import available_protocols
 
 __all__ = [
@@ -66,7 +59,6 @@ _NON_SETTING_PREFIXES: Final = ("LOGOUT_TEST_", "LOGOUT_BENCH_")
 _BOUND_ERRORS: Final = frozenset(
     {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 )
-_SETTINGS_ERROR = re.compile(r'error parsing value for field "(?P<field>\w+)" from source')
 SamlBinding = Literal["soap", "redirect", "post"]
 
 
@@ -130,10 +122,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-class Settings(BaseSettings):
-    """Everything the worker, the publisher and the CLI need to know, validated once."""
+class Settings(BaseModel):
+    """Everything the worker, the publisher and the CLI need to know, validated once.
 
-    model_config = SettingsConfigDict(env_prefix="LOGOUT_", frozen=True, extra="forbid")
+    ``Settings(**values)`` holds exactly ``values`` (and the defaults); :meth:`load` reads
+    the environment and the file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = Field(
@@ -264,17 +260,6 @@ class Settings(BaseSettings):
         return [item.strip() for item in value.split(",") if item.strip()]
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
-
-    @classmethod
     def load(
         cls, config_file: str | Path | None = None, *, warn_unknown: bool = True, **overrides: Any
     ) -> Settings:
@@ -310,12 +295,9 @@ class Settings(BaseSettings):
         cls, path: str | Path | None, values: dict[str, Any], *, options: Mapping[str, Any]
     ) -> Settings:
         """Validate ``values`` over the environment and the file; errors name their source."""
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
-        bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
         try:
-            return bound(**values)  # type: ignore[no-any-return]
-        except SettingsError as exc:
-            raise ConfigurationError(f"invalid settings: {_source_problem(exc)}") from exc
+            file = Path(path) if path is not None else None
+            return cls(**read_sources(cls, ENV_PREFIX, values, file))
         except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
             raise ConfigurationError(
                 f"config file {path}: not valid TOML: {exc}; fix that line of the file"
@@ -436,13 +418,3 @@ class _Sources:
             if isinstance(got, int | float) and got >= 0:
                 message += f"; got {describe_duration(unit.size * got)}"
         return f"{self.label(field)}{'.'.join(loc)}: {message}"
-
-
-def _source_problem(exc: SettingsError) -> str:
-    """A pydantic-settings source error (a variable that is not JSON) with its variable named."""
-    match = _SETTINGS_ERROR.search(str(exc))
-    if match is None or "EnvSettingsSource" not in str(exc):
-        return str(exc)
-    field = match["field"]
-    reason = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-    return f"{ENV_PREFIX}{field.upper()} (environment): {field}: not valid JSON{reason}"
