@@ -37,7 +37,6 @@ from orchestrator.durations import (
 )
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings_sources import NoDecode, read_sources
-from protocols.loading import available_protocols
 
 __all__ = [
     "BROKER_SCHEMES",
@@ -364,6 +363,8 @@ class Settings(BaseModel):
         data["saml_slo_urls"] = self.effective_saml_slo_urls
         data["saml_sso_urls"] = self.effective_saml_sso_urls
         if self.protocols is None:
+            from protocols.loading import available_protocols
+
             data["protocols"] = available_protocols()
         for name, reading in self.duration_readings().items():
             data[name] = {"value": data[name], "reading": reading}
