@@ -48,27 +48,4 @@ __all__ = [
     "utcnow",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "orchestrator.store.engine": ("make_engine",),
-        "orchestrator.store.sessions": ("SessionFactory", "make_session_factory"),
-        "orchestrator.store.migrate": ("upgrade",),
-        "orchestrator.store.models": (
-            "TERMINAL_DELIVERY_STATUSES",
-            "AuditRow",
-            "Base",
-            "Delivery",
-            "DeliveryStatus",
-            "EventRecord",
-            "EventStatus",
-            "IdpSession",
-            "OutboxRow",
-            "PlanRow",
-            "Provider",
-            "ProviderSession",
-            "RejectedEvent",
-            "utcnow",
-        ),
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ from orchestrator.errors import (
     SchemaOutdatedError,
 )
 from orchestrator.store.migrate import check_schema, head_revisions, upgrade
-from schemas._lazy import lazy_exports
+from schemas._lazy import type_checking_exports
 from workers import process
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 
@@ -97,10 +98,80 @@ def test_audit_list_path_loads_no_heavy_stack() -> None:
     assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
 
 
-def test_lazy_exports_refuse_a_name_shared_with_a_submodule() -> None:
+LAZY_PACKAGES = ("orchestrator", "orchestrator.store", "protocols", "schemas", "workers")
+
+
+def _package(root: Path, name: str, init: str, **modules: str) -> None:
+    """A package ``name`` under ``root`` with this ``__init__`` and submodules."""
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text(init, encoding="utf-8")
+    for module, body in modules.items():
+        (root / name / f"{module}.py").write_text(body, encoding="utf-8")
+
+
+_LAZY_INIT = (
+    "from typing import TYPE_CHECKING\n"
+    "from schemas._lazy import lazy_exports\n"
+    "if TYPE_CHECKING:\n"
+    "    from {name}.{module} import {names}\n"
+    "__all__ = {all}\n"
+    "__getattr__, __dir__ = lazy_exports(__name__)\n"
+)
+
+
+def test_lazy_exports_import_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name of the TYPE_CHECKING block is imported when first asked for, aliases kept."""
+    init = _LAZY_INIT.format(
+        name="lazy_ok", module="impl", names="one, two as deux", all='["deux", "one"]'
+    )
+    _package(tmp_path, "lazy_ok", init, impl="one = 1\ntwo = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_ok  # type: ignore[import-not-found]
+
+    assert "lazy_ok.impl" not in sys.modules
+    assert (lazy_ok.one, lazy_ok.deux) == (1, 2)
+    assert {"one", "deux"} <= set(dir(lazy_ok))
+    with pytest.raises(AttributeError, match="has no attribute 'two'"):
+        _ = lazy_ok.two
+
+
+def test_lazy_exports_refuse_a_name_shared_with_a_submodule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An export named like a submodule would resolve to the module once it is imported."""
+    init = _LAZY_INIT.format(
+        name="lazy_shared", module="evaluate", names="evaluate", all='["evaluate"]'
+    )
+    _package(tmp_path, "lazy_shared", init, evaluate="def evaluate(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_shared  # type: ignore[import-not-found]
+
     with pytest.raises(ValueError, match=r"exports named like its submodules: \['evaluate'\]"):
-        lazy_exports("orchestrator.binding", {"orchestrator.binding.evaluate": ("evaluate",)})
+        _ = lazy_shared.evaluate
+
+
+def test_lazy_exports_refuse_a_listed_name_no_module_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name in __all__ that the TYPE_CHECKING block does not import is refused."""
+    init = _LAZY_INIT.format(name="lazy_gap", module="impl", names="one", all='["one", "two"]')
+    _package(tmp_path, "lazy_gap", init, impl="one = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_gap  # type: ignore[import-not-found]
+
+    with pytest.raises(ValueError, match=r"__all__ names no module exports: \['two'\]"):
+        _ = lazy_gap.one
+
+
+@pytest.mark.parametrize("name", LAZY_PACKAGES)
+def test_lazy_export_lists_agree(name: str) -> None:
+    """The TYPE_CHECKING imports and __all__ name the same exports, each of which resolves
+    to the object its module defines."""
+    package = importlib.import_module(name)
+    imported = type_checking_exports(name)
+    assert sorted(imported) == sorted(package.__all__)
+    for export, (module, attribute) in imported.items():
+        assert getattr(package, export) is getattr(importlib.import_module(module), attribute)
 
 
 @pytest.mark.parametrize(
