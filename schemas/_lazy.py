@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -33,6 +32,14 @@ def _is_type_checking(test: ast.expr) -> bool:
     if isinstance(test, ast.Name):
         return test.id == "TYPE_CHECKING"
     return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+
+
+def _absolute(package: str, level: int, module: str | None) -> str:
+    """The module ``from <level dots><module> import`` names inside ``package``."""
+    if level == 0:
+        return module or ""
+    base = package.rsplit(".", level - 1)[0]
+    return f"{base}.{module}" if module else base
 
 
 def type_checking_exports(package: str) -> dict[str, tuple[str, str]]:
@@ -49,8 +56,7 @@ def type_checking_exports(package: str) -> dict[str, tuple[str, str]]:
             continue
         for statement in node.body:
             if isinstance(statement, ast.ImportFrom):
-                relative = "." * statement.level + (statement.module or "")
-                module = importlib.util.resolve_name(relative, package)
+                module = _absolute(package, statement.level, statement.module)
                 for alias in statement.names:
                     imports[alias.asname or alias.name] = (module, alias.name)
     return imports

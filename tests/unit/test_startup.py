@@ -120,17 +120,18 @@ _LAZY_INIT = (
 
 
 def test_lazy_exports_import_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A name of the TYPE_CHECKING block is imported when first asked for, aliases kept."""
+    """A name of the TYPE_CHECKING block is imported when first asked for, aliases and
+    relative imports included."""
     init = _LAZY_INIT.format(
-        name="lazy_ok", module="impl", names="one, two as deux", all='["deux", "one"]'
-    )
-    _package(tmp_path, "lazy_ok", init, impl="one = 1\ntwo = 2\n")
+        name="lazy_ok", module="impl", names="one, two as deux", all='["deux", "one", "three"]'
+    ).replace("if TYPE_CHECKING:\n", "if TYPE_CHECKING:\n    from .more import three\n")
+    _package(tmp_path, "lazy_ok", init, impl="one = 1\ntwo = 2\n", more="three = 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import lazy_ok  # type: ignore[import-not-found]
 
     assert "lazy_ok.impl" not in sys.modules
-    assert (lazy_ok.one, lazy_ok.deux) == (1, 2)
-    assert {"one", "deux"} <= set(dir(lazy_ok))
+    assert (lazy_ok.one, lazy_ok.deux, lazy_ok.three) == (1, 2, 3)
+    assert {"one", "deux", "three"} <= set(dir(lazy_ok))
     with pytest.raises(AttributeError, match="has no attribute 'two'"):
         _ = lazy_ok.two
 
