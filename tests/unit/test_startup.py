@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -27,8 +26,10 @@ from orchestrator.errors import (
 )
 from orchestrator.store.migrate import check_schema, head_revisions, upgrade
 from schemas._lazy import type_checking_exports
+from tests.cli_imports import NEVER_ON_READING_COMMANDS, command_modules, loaded_of
 from workers import process
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
+from workers.tables import AUDIT_COLUMNS
 
 HEAVY = (
     "lxml",
@@ -71,31 +72,26 @@ def test_packages_import_lazily() -> None:
     assert not {m.split(".")[0] for m in loaded} & {*HEAVY, "sqlalchemy"}
 
 
-def test_config_show_loads_neither_database_nor_logging(tmp_path: Path) -> None:
-    """config show reads the settings only: no SQLAlchemy, no structlog, no heavy stack."""
-    code = (
-        "import contextlib, io, json, sys\n"
-        "from workers.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['config', 'show'], standalone_mode=False)\n"
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_") or "_TEST_" in k}
-    env.update(LOGOUT_DATA_DIR=str(tmp_path), LOGOUT_BROKER_URL="memory://")
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    loaded = {m.split(".")[0] for m in json.loads(out.splitlines()[-1])}
-    assert not loaded & {*HEAVY, "sqlalchemy", "structlog"}
+def test_config_show_loads_no_database_logging_or_other_stack(tmp_path: Path) -> None:
+    """config show reads the settings only: no SQLAlchemy, no psycopg, nothing of
+    NEVER_ON_READING_COMMANDS (pydantic-settings, structlog, rich, the other stacks)."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_BROKER_URL": "memory://"}
+    output, loaded = command_modules(["config", "show"], env)
+    assert json.loads(output)["broker_url"] == "memory://"
+    assert loaded_of(loaded, [*NEVER_ON_READING_COMMANDS, "sqlalchemy", "psycopg"]) == []
 
 
-def test_audit_list_path_loads_no_heavy_stack() -> None:
-    """What audit list imports (runtime, audit query, table) leaves the other stacks alone."""
-    loaded = _modules_after(
-        "import orchestrator.runtime, orchestrator.audit, orchestrator.store.migrate, "
-        "workers.tables"
-    )
-    assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
+def test_audit_list_on_sqlite_loads_core_only(tmp_path: Path) -> None:
+    """audit list on the embedded database reads through SQLAlchemy Core: no ORM, Alembic,
+    structlog, rich, psycopg or other stack (NEVER_ON_READING_COMMANDS)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'logout.db'}")
+    upgrade(engine)
+    engine.dispose()
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_BROKER_URL": "memory://"}
+    output, loaded = command_modules(["audit", "list"], env)
+    assert output.split() == list(AUDIT_COLUMNS)  # the header of an empty trail
+    assert "sqlalchemy.dialects.sqlite" in loaded
+    assert loaded_of(loaded, [*NEVER_ON_READING_COMMANDS, "psycopg"]) == []
 
 
 LAZY_PACKAGES = ("orchestrator", "orchestrator.store", "protocols", "schemas", "workers")
