@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -92,6 +93,24 @@ def test_audit_list_on_sqlite_loads_core_only(tmp_path: Path) -> None:
     assert output.split() == list(AUDIT_COLUMNS)  # the header of an empty trail
     assert "sqlalchemy.dialects.sqlite" in loaded
     assert loaded_of(loaded, [*NEVER_ON_READING_COMMANDS, "psycopg"]) == []
+
+
+def test_reading_commands_run_as_the_program_flush_and_keep_their_status(tmp_path: Path) -> None:
+    """Run as the program, config show and audit list end the process without the
+    interpreter's teardown: their whole output still arrives, with their exit status."""
+    cli = Path(sys.executable).parent / "logout-orchestrator"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_") or "_TEST_" in k}
+    env.update(LOGOUT_DATA_DIR=str(tmp_path), LOGOUT_BROKER_URL="memory://")
+    shown = subprocess.run([cli, "config", "show"], env=env, capture_output=True, text=True)
+    assert (shown.returncode, json.loads(shown.stdout)["broker_url"]) == (0, "memory://")
+    missing = subprocess.run([cli, "audit", "list"], env=env, capture_output=True, text=True)
+    assert missing.returncode == ExitCode.SCHEMA_OUTDATED
+    assert missing.stderr.startswith("error: no database at ")
+    engine = create_engine(f"sqlite:///{tmp_path / 'logout.db'}")
+    upgrade(engine)
+    engine.dispose()
+    listed = subprocess.run([cli, "audit", "list"], env=env, capture_output=True, text=True)
+    assert (listed.returncode, listed.stdout.split()) == (0, list(AUDIT_COLUMNS))
 
 
 LAZY_PACKAGES = ("orchestrator", "orchestrator.store", "protocols", "schemas", "workers")
