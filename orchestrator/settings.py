@@ -11,11 +11,9 @@ Every duration setting takes the notations of :mod:`orchestrator.durations` (``1
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -113,6 +111,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         if name in NON_SETTING_VARIABLES or name.startswith(_NON_SETTING_PREFIXES):
             continue
+        import difflib  # only when there is something to suggest
+
         # LOGOUT_CONFIG is no setting but is the one most costly to misspell (the file is
         # then never read): it is suggested too.
         close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"], n=1)
@@ -294,21 +294,10 @@ class Settings(BaseModel):
         cls, path: str | Path | None, values: dict[str, Any], *, options: Mapping[str, Any]
     ) -> Settings:
         """Validate ``values`` over the environment and the file; errors name their source."""
+        file = Path(path) if path is not None else None
+        merged = read_sources(cls, ENV_PREFIX, values, file)
         try:
-            file = Path(path) if path is not None else None
-            return cls(**read_sources(cls, ENV_PREFIX, values, file))
-        except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
-            raise ConfigurationError(
-                f"config file {path}: not valid TOML: {exc}; fix that line of the file"
-            ) from exc
-        except OSError as exc:
-            raise ConfigurationError(
-                f"config file {path}: cannot read it: {exc.strerror}; check its permissions"
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(
-                f"config file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
-            ) from exc
+            return cls(**merged)
         except ValidationError as exc:
             sources = _Sources(options, path)
             problems = "; ".join(sources.describe(err) for err in exc.errors())
@@ -384,6 +373,8 @@ class _Sources:
         }
         self._file_keys: set[str] = set()
         if path is not None:
+            import tomllib  # a refused value from the file: which keys it holds
+
             try:
                 self._file_keys = set(tomllib.loads(Path(path).read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -407,6 +398,8 @@ class _Sources:
         field = loc[0]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
+            import difflib
+
             close = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
             message += f" ({field} is not a setting; did you mean {close[0]}?)" if close else ""
         unit = duration_fields(Settings).get(field)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -85,9 +84,25 @@ def _environment(model: type[BaseModel], prefix: str, environ: Mapping[str, str]
 
 
 def _file(path: Path) -> dict[str, Any]:
-    """The TOML file's top-level keys (its errors are the caller's to word)."""
-    with path.open("rb") as stream:
-        return tomllib.load(stream)
+    """The TOML file's top-level keys; a file that cannot be read or parsed is a
+    :class:`ConfigurationError` naming it and the fix."""
+    import tomllib  # only when there is a file to read
+
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
+        raise ConfigurationError(
+            f"config file {path}: not valid TOML: {exc}; fix that line of the file"
+        ) from exc
+    except OSError as exc:
+        raise ConfigurationError(
+            f"config file {path}: cannot read it: {exc.strerror}; check its permissions"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"config file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from exc
 
 
 def _merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,9 +126,8 @@ def read_sources(
 ) -> dict[str, Any]:
     """The values to validate ``model`` with: ``values``, then the environment, then ``path``.
 
-    The file is read first: its errors (``OSError``, ``UnicodeDecodeError``,
-    ``tomllib.TOMLDecodeError``) are raised as they are, for the caller to word. Then a
-    container variable that is no JSON raises :class:`ConfigurationError` naming it.
+    The file is read first, then the environment: a file that cannot be read or is no TOML,
+    or a container variable that is no JSON, raises :class:`ConfigurationError` naming it.
     """
     from_file = _file(path) if path is not None else {}
     from_environment = _environment(model, prefix, environ)
