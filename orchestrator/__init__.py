@@ -10,10 +10,12 @@ if TYPE_CHECKING:
     )
     from orchestrator.audit import (
         AuditEntry,
+        write_audit,
+    )
+    from orchestrator.audit_query import (
         AuditQuery,
         iter_audit,
         query_audit,
-        write_audit,
     )
     from orchestrator.binding_check import (
         BindingChecker,
@@ -123,67 +125,4 @@ __all__ = [
     "write_audit",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "orchestrator.activity": ("SessionActivity",),
-        "orchestrator.audit": (
-            "AuditEntry",
-            "AuditQuery",
-            "iter_audit",
-            "query_audit",
-            "write_audit",
-        ),
-        "orchestrator.binding_check": ("BindingChecker",),
-        "orchestrator.errors": (
-            "BrokerUnavailableError",
-            "ConfigurationError",
-            "DatabaseUnavailableError",
-            "DeliveryError",
-            "HandlerLoadError",
-            "IncompleteError",
-            "InputError",
-            "LogoutError",
-            "PermanentDeliveryError",
-            "Problem",
-            "SchemaOutdatedError",
-            "TransientDeliveryError",
-            "UnavailableError",
-        ),
-        "orchestrator.expiry": (
-            "ExpirySweeper",
-            "SweepReport",
-        ),
-        "orchestrator.outbox": ("OutboxMessage",),
-        "orchestrator.pipeline": (
-            "EventProcessor",
-            "HandleResult",
-        ),
-        "orchestrator.publishing": (
-            "Publisher",
-            "publish",
-        ),
-        "orchestrator.registry": (
-            "ImportSummary",
-            "SessionRegistry",
-        ),
-        "orchestrator.relay": (
-            "BrokerSender",
-            "OutboxRelay",
-            "RelayReport",
-        ),
-        "orchestrator.retry": ("RetryPolicy",),
-        "orchestrator.runtime": ("Runtime",),
-        "orchestrator.session_policy": ("SessionPolicy",),
-        "orchestrator.settings": ("Settings",),
-        "orchestrator.validation": (
-            "parse_event",
-            "parse_event_lines",
-        ),
-        "orchestrator.waiting": (
-            "Completion",
-            "LogoutWaiter",
-            "PlanWait",
-        ),
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__)

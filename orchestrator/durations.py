@@ -36,6 +36,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -131,7 +132,12 @@ _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _BARE_NUMBER = re.compile(r"[-+]?[0-9.]+")
 _COMPACT_PART = re.compile(r"(?P<number>[-+]?[0-9.]+)(?P<space>\s*)(?P<unit>[A-Za-zµμ]*)")
 _QUOTE_LIMIT: Final = 120
-_ISO: Final = TypeAdapter(timedelta)
+
+
+@cache
+def _iso() -> TypeAdapter[timedelta]:
+    """pydantic's ISO 8601 reader, built on first use (not on import)."""
+    return TypeAdapter(timedelta)
 
 
 class DurationError(LogoutError, ValueError):
@@ -179,7 +185,7 @@ def _parse_iso(text: str, stripped: str, bare_unit: str) -> timedelta:
     if not stripped.startswith("P"):
         raise DurationError(text, "negative durations are not allowed")
     try:
-        value = _ISO.validate_python(stripped)
+        value = _iso().validate_python(stripped)
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"].removeprefix("Input should be a valid timedelta, ")
         raise DurationError(

@@ -13,13 +13,8 @@ from sqlalchemy import Engine
 from orchestrator.retry import RetryPolicy
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
-from orchestrator.store.engine import (
-    SessionFactory,
-    check_connection,
-    make_engine,
-    make_session_factory,
-    sqlite_file,
-)
+from orchestrator.store.engine import check_connection, make_engine
+from orchestrator.store.sessions import SessionFactory, make_session_factory
 
 # What only some commands use (HTTP, fan-out, waiting, GeoIP) is imported where it is used,
 # so a command that only reads the database starts without loading those stacks.
@@ -88,28 +83,14 @@ class Runtime:
 
     @classmethod
     def for_reading(cls, settings: Settings) -> Runtime:
-        """A runtime for commands that only read (``audit list``): it never migrates and
-        loads no handler; a missing or older schema is
-        :class:`~orchestrator.errors.SchemaOutdatedError` (run ``db upgrade``)."""
-        from sqlalchemy.engine import make_url
+        """A runtime that only reads: it never migrates and loads no handler; a missing or
+        older schema is :class:`~orchestrator.errors.SchemaOutdatedError` (run ``db
+        upgrade``). Its engine is :func:`~orchestrator.store.reading.reading_engine`'s, as
+        ``audit list``'s."""
+        from orchestrator.store.reading import reading_engine
 
-        from orchestrator.errors import SchemaOutdatedError
-        from orchestrator.store.migrate import check_schema
-
-        file = sqlite_file(make_url(settings.effective_database_url))
-        if file is not None and not file.exists():
-            # Opening it would create it (and its folders): a typo would leave files behind.
-            raise SchemaOutdatedError(
-                f"no database at {file}; check database_url (LOGOUT_DATABASE_URL), or run "
-                "`logout-orchestrator db upgrade` to create it"
-            )
-        runtime = cls.start(settings, migrate=False, handlers={})
-        try:
-            check_schema(runtime.engine)
-        except BaseException:
-            runtime.close()
-            raise
-        return runtime
+        engine = reading_engine(settings.effective_database_url)
+        return cls(settings, engine, make_session_factory(engine), {})
 
     @property
     def notices(self) -> NoticeBoard:

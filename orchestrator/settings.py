@@ -14,23 +14,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
-from pydantic_settings.exceptions import SettingsError
+from pydantic_core import ErrorDetails
 
 from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.durations import (
@@ -43,8 +42,7 @@ from orchestrator.durations import (
     duration_fields,
 )
 from orchestrator.errors import ConfigurationError
-from protocols.files import CONFIG_MAX, UnreadableFileError, read_regular_file
-from protocols.loading import available_protocols
+from orchestrator.settings_sources import NoDecode, read_sources
 from schemas.hints import closest
 
 __all__ = [
@@ -67,7 +65,6 @@ _NON_SETTING_PREFIXES: Final = ("LOGOUT_TEST_", "LOGOUT_BENCH_")
 _BOUND_ERRORS: Final = frozenset(
     {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 )
-_SETTINGS_ERROR = re.compile(r'error parsing value for field "(?P<field>\w+)" from source')
 SamlBinding = Literal["soap", "redirect", "post"]
 
 
@@ -131,10 +128,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-class Settings(BaseSettings):
-    """Everything the worker, the publisher and the CLI need to know, validated once."""
+class Settings(BaseModel):
+    """Everything the worker, the publisher and the CLI need to know, validated once.
 
-    model_config = SettingsConfigDict(env_prefix="LOGOUT_", frozen=True, extra="forbid")
+    ``Settings(**values)`` holds exactly ``values`` (and the defaults); :meth:`load` reads
+    the environment and the file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = Field(
@@ -267,17 +268,6 @@ class Settings(BaseSettings):
         return [item.strip() for item in value.split(",") if item.strip()]
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
-
-    @classmethod
     def load(
         cls, config_file: str | Path | None = None, *, warn_unknown: bool = True, **overrides: Any
     ) -> Settings:
@@ -289,13 +279,6 @@ class Settings(BaseSettings):
         settings ask for).
         """
         path = config_file or os.environ.get("LOGOUT_CONFIG") or None
-        if path is not None:
-            try:
-                read_regular_file(path, CONFIG_MAX)
-            except UnreadableFileError as exc:
-                raise ConfigurationError(
-                    f"config file {path}: {exc}; fix --config (LOGOUT_CONFIG)"
-                ) from exc
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = cls._read(path, given, options=given)
         warnings = unknown_variables(os.environ) if warn_unknown else []
@@ -329,30 +312,12 @@ class Settings(BaseSettings):
         cls, path: str | Path | None, values: dict[str, Any], *, options: Mapping[str, Any]
     ) -> Settings:
         """Validate ``values`` over the environment and the file; errors name their source."""
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": path})
-        bound = type(cls.__name__, (cls,), {"model_config": config, "__module__": cls.__module__})
+        file = Path(path) if path is not None else None
+        merged = read_sources(cls, ENV_PREFIX, values, file)
         try:
-            settings: Settings = bound(**values)
+            settings = cls(**merged)
             settings._sources = _Sources(options, path)
             return settings
-        except SettingsError as exc:
-            raise ConfigurationError(f"invalid settings: {_source_problem(exc)}") from exc
-        except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
-            raise ConfigurationError(
-                f"config file {path}: not valid TOML: {exc}; fix that line of the file"
-            ) from exc
-        except RecursionError as exc:
-            raise ConfigurationError(
-                f"config file {path}: not valid TOML: nested too deeply to read; flatten it"
-            ) from exc
-        except OSError as exc:
-            raise ConfigurationError(
-                f"config file {path}: cannot read it: {exc.strerror}; check its permissions"
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(
-                f"config file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
-            ) from exc
         except ValidationError as exc:
             sources = _Sources(options, path)
             problems = "; ".join(sources.describe(err) for err in exc.errors())
@@ -407,6 +372,8 @@ class Settings(BaseSettings):
         data["saml_slo_urls"] = self.effective_saml_slo_urls
         data["saml_sso_urls"] = self.effective_saml_sso_urls
         if self.protocols is None:
+            from protocols.loading import available_protocols
+
             data["protocols"] = available_protocols()
         for name, reading in self.duration_readings().items():
             data[name] = {"value": data[name], "reading": reading}
@@ -426,6 +393,8 @@ class _Sources:
         }
         self._file_keys: set[str] = set()
         if path is not None:
+            import tomllib  # a refused value from the file: which keys it holds
+
             try:
                 self._file_keys = set(tomllib.loads(Path(path).read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
@@ -476,13 +445,3 @@ class _Sources:
             if isinstance(got, int | float) and got >= 0:
                 message += f"; got {describe_duration(unit.size * got)}"
         return f"{self.label(field)}{'.'.join(loc)}: {message}"
-
-
-def _source_problem(exc: SettingsError) -> str:
-    """A pydantic-settings source error (a variable that is not JSON) with its variable named."""
-    match = _SETTINGS_ERROR.search(str(exc))
-    if match is None or "EnvSettingsSource" not in str(exc):
-        return str(exc)
-    field = match["field"]
-    reason = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-    return f"{ENV_PREFIX}{field.upper()} (environment): {field}: not valid JSON{reason}"

@@ -47,29 +47,4 @@ __all__ = [
     "parse_retry_after",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "protocols.base": (
-            "TRANSIENT_STATUS_CODES",
-            "BackchannelRequest",
-            "BackchannelResponse",
-            "Channel",
-            "FrontchannelAnswer",
-            "FrontchannelEntry",
-            "LogoutContext",
-            "ProtocolHandler",
-            "ProviderInfo",
-            "ProviderSessionIdentifiers",
-            "ProviderSessionInfo",
-            "classify_status",
-            "parse_retry_after",
-        ),
-        "protocols.keyfiles": ("KeyDirectory",),
-        "protocols.loading": (
-            "ENTRY_POINT_GROUP",
-            "available_protocols",
-            "load_handlers",
-        ),
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__)

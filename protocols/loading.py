@@ -5,12 +5,12 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
-from protocols.base import ProtocolHandler
 from schemas.errors import HandlerLoadError
 from schemas.hints import did_you_mean
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
+    from protocols.base import ProtocolHandler
 
 __all__ = ["ENTRY_POINT_GROUP", "available_protocols", "load_handlers"]
 
@@ -27,6 +27,8 @@ def available_protocols() -> list[str]:
 
 
 def _load(entry: EntryPoint, settings: Settings) -> ProtocolHandler:
+    from protocols.base import ProtocolHandler  # what listing the installed ones needs not
+
     try:
         factory = entry.load()
     except Exception as exc:

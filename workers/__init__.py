@@ -25,22 +25,4 @@ __all__ = [
     "serve",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "workers.actors": (
-            "Actors",
-            "declare_actors",
-        ),
-        "workers.broker": (
-            "build_broker",
-            "is_in_process",
-        ),
-        "workers.middleware": ("LogContext",),
-        "workers.process": (
-            "embedded",
-            "run_worker",
-            "serve",
-        ),
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__)

@@ -2,6 +2,8 @@
 
 ``--json`` without ``--limit`` streams every matching record in keyset pages (constant memory);
 otherwise one page is read, and when the limit cut it, stderr says so and how to get the rest.
+It reads through SQLAlchemy Core and prints plain text: no ORM, logging or rich to load
+(``tests/unit/test_startup.py`` pins that).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import click
-from rich.console import Console
 
-from orchestrator.audit import (
+from orchestrator.audit_query import (
     AuditPage,
     AuditQuery,
     iter_audit,
@@ -23,10 +24,9 @@ from orchestrator.audit import (
     resolve_event_id,
 )
 from orchestrator.errors import InputError
-from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
-from schemas import AuditRecord
-from workers.tables import print_audit_table
+from orchestrator.store.reading import reading_engine
+from workers.tables import audit_table
 
 __all__ = ["TABLE_LIMIT", "AuditListOptions", "list_audit"]
 
@@ -55,8 +55,9 @@ def _bad_parameter(exc: InputError) -> click.BadParameter:
     return click.BadParameter(message, param_hint=" / ".join(fields))
 
 
-def list_audit(settings: Settings, options: AuditListOptions, out: Console, err: Console) -> None:
-    """Print the records ``options`` select; bad input is a :class:`click.BadParameter`."""
+def list_audit(settings: Settings, options: AuditListOptions) -> None:
+    """Print the records ``options`` select on standard output (the cut note on standard
+    error); bad input is a :class:`click.BadParameter`."""
     try:
         since = parse_timestamp(options.since) if options.since is not None else None
         stream = options.as_json and options.limit is None
@@ -71,27 +72,27 @@ def list_audit(settings: Settings, options: AuditListOptions, out: Console, err:
         )
     except InputError as exc:
         raise _bad_parameter(exc) from None
-    runtime = Runtime.for_reading(settings)  # never migrates; a stale schema is refused
+    engine = reading_engine(settings.effective_database_url)  # never migrates
     try:
-        with runtime.sessions() as db:
+        with engine.connect() as db:
             try:
                 if options.event is not None:
                     event_id = resolve_event_id(db, options.event)
                     query = replace(query, event_id=event_id)
                 if stream:
-                    _write_lines(iter_audit(db, query))
+                    _write_lines(record.model_dump_json() for record in iter_audit(db, query))
                     return
                 page = read_audit_page(db, query)
             except InputError as exc:
                 raise _bad_parameter(exc) from None
     finally:
-        runtime.close()
+        engine.dispose()
     if options.as_json:
-        _write_lines(page.records)
+        _write_lines(record.model_dump_json() for record in page.records)
     else:
-        print_audit_table(page.records, out)
+        _write_lines(audit_table(page.records))
     if page.cut:
-        err.print(_cut_note(page, options), markup=False)
+        sys.stderr.write(_cut_note(page, options) + "\n")
 
 
 def _cut_note(page: AuditPage, options: AuditListOptions) -> str:
@@ -107,11 +108,11 @@ def _cut_note(page: AuditPage, options: AuditListOptions) -> str:
     return f"showing the latest {shown:,} of {total:,}; use --limit or --json"
 
 
-def _write_lines(records: Iterable[AuditRecord]) -> None:
-    """One JSON line per record; a reader that stops early (``| head``) ends it quietly."""
+def _write_lines(lines: Iterable[str]) -> None:
+    """The lines on standard output; a reader that stops early (``| head``) ends it quietly."""
     try:
-        for record in records:
-            sys.stdout.write(record.model_dump_json() + "\n")
+        for line in lines:
+            sys.stdout.write(line + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
         # Python would report the closed pipe again at exit: point stdout elsewhere first.

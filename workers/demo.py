@@ -162,7 +162,7 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         with runtime.sessions() as db:
             records = query_audit(db, AuditQuery(limit=None))
             deliveries = list(db.scalars(select(Delivery).order_by(Delivery.created_at)))
-        print_audit_table(records, out)
+        print_audit_table(records, out.file)
         out.rule("deliveries")
         for d in deliveries:
             out.print(

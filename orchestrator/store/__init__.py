@@ -5,11 +5,7 @@ from typing import TYPE_CHECKING
 from schemas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from orchestrator.store.engine import (
-        SessionFactory,
-        make_engine,
-        make_session_factory,
-    )
+    from orchestrator.store.engine import make_engine
     from orchestrator.store.migrate import (
         upgrade,
     )
@@ -29,6 +25,7 @@ if TYPE_CHECKING:
         RejectedEvent,
         utcnow,
     )
+    from orchestrator.store.sessions import SessionFactory, make_session_factory
 
 __all__ = [
     "TERMINAL_DELIVERY_STATUSES",
@@ -51,30 +48,4 @@ __all__ = [
     "utcnow",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "orchestrator.store.engine": (
-            "SessionFactory",
-            "make_engine",
-            "make_session_factory",
-        ),
-        "orchestrator.store.migrate": ("upgrade",),
-        "orchestrator.store.models": (
-            "TERMINAL_DELIVERY_STATUSES",
-            "AuditRow",
-            "Base",
-            "Delivery",
-            "DeliveryStatus",
-            "EventRecord",
-            "EventStatus",
-            "IdpSession",
-            "OutboxRow",
-            "PlanRow",
-            "Provider",
-            "ProviderSession",
-            "RejectedEvent",
-            "utcnow",
-        ),
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__)

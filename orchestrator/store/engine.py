@@ -1,4 +1,5 @@
-"""Database engines: SQLite embedded by default, PostgreSQL in production."""
+"""Database engines: SQLite embedded by default, PostgreSQL in production (Core only: the
+ORM's sessions are :mod:`orchestrator.store.sessions`)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,16 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import ConfigurationError, DatabaseUnavailableError
 from orchestrator.settings import redact_url
 
 __all__ = [
-    "SessionFactory",
     "check_connection",
     "installed_drivers",
     "make_engine",
-    "make_session_factory",
     "sqlite_file",
 ]
-
-SessionFactory = sessionmaker[Session]
 
 
 def installed_drivers() -> list[str]:
@@ -106,8 +102,3 @@ def _unreachable(engine: Engine, exc: DBAPIError) -> str:
         f"database unreachable: {url}: {reason}; start it, or fix database_url "
         "(LOGOUT_DATABASE_URL)"
     )
-
-
-def make_session_factory(engine: Engine) -> SessionFactory:
-    """Sessions that keep loaded objects usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)

@@ -12,19 +12,18 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from orchestrator.store.tables import ID, METADATA, UTCDateTime, audit_records
 
 __all__ = [
     "TERMINAL_DELIVERY_STATUSES",
@@ -49,35 +48,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets zones)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given where UTC is required")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-_NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=_NAMING)
+    metadata = METADATA
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
@@ -101,15 +73,13 @@ TERMINAL_DELIVERY_STATUSES = frozenset(
     {DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED}
 )
 
-_ID = String(255)
-
 
 class Provider(Base):
     """A relying party or service provider the IdP logs users out of."""
 
     __tablename__ = "providers"
 
-    name: Mapped[str] = mapped_column(_ID, primary_key=True)
+    name: Mapped[str] = mapped_column(ID, primary_key=True)
     protocol: Mapped[str] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     full_logout_on_rp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -138,8 +108,8 @@ class IdpSession(Base):
         ),
     )
 
-    session_id: Mapped[str] = mapped_column(_ID, primary_key=True)
-    user_id: Mapped[str] = mapped_column(_ID)
+    session_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
@@ -154,11 +124,11 @@ class IdpSession(Base):
     network_binding: Mapped[str] = mapped_column(String(32), default="no_binding")
     geoip_binding: Mapped[str] = mapped_column(String(32), default="no_binding")
     asn: Mapped[int | None] = mapped_column(Integer)
-    as_org: Mapped[str | None] = mapped_column(_ID)
+    as_org: Mapped[str | None] = mapped_column(ID)
     as_network: Mapped[str | None] = mapped_column(String(64))
     continent: Mapped[str | None] = mapped_column(String(8))
     country: Mapped[str | None] = mapped_column(String(8))
-    city: Mapped[str | None] = mapped_column(_ID)
+    city: Mapped[str | None] = mapped_column(ID)
     lat: Mapped[float | None] = mapped_column(Float)
     long: Mapped[float | None] = mapped_column(Float)
     #: Set when the expiry sweeper writes this session's ``session.expired`` to the outbox.
@@ -176,13 +146,13 @@ class ProviderSession(Base):
         ForeignKey("idp_sessions.session_id", ondelete="CASCADE"), index=True
     )
     provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
-    sid: Mapped[str | None] = mapped_column(_ID)
-    sub: Mapped[str | None] = mapped_column(_ID)
+    sid: Mapped[str | None] = mapped_column(ID)
+    sub: Mapped[str | None] = mapped_column(ID)
     name_id: Mapped[str | None] = mapped_column(Text)
-    name_id_format: Mapped[str | None] = mapped_column(_ID)
-    name_qualifier: Mapped[str | None] = mapped_column(_ID)
-    sp_name_qualifier: Mapped[str | None] = mapped_column(_ID)
-    session_index: Mapped[str | None] = mapped_column(_ID)
+    name_id_format: Mapped[str | None] = mapped_column(ID)
+    name_qualifier: Mapped[str | None] = mapped_column(ID)
+    sp_name_qualifier: Mapped[str | None] = mapped_column(ID)
+    session_index: Mapped[str | None] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
     # Indexed: a logout finds the provider sessions it ended by this column.
@@ -233,9 +203,9 @@ class Delivery(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
     provider_session_id: Mapped[int] = mapped_column(ForeignKey("provider_sessions.id"))
-    provider: Mapped[str] = mapped_column(_ID)
-    session_id: Mapped[str] = mapped_column(_ID)
-    user_id: Mapped[str] = mapped_column(_ID)
+    provider: Mapped[str] = mapped_column(ID)
+    session_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str] = mapped_column(ID)
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -261,7 +231,7 @@ class OutboxRow(Base):
     #: The broker message id, kept on every (re)publication; also the outbox's dedupe key.
     message_id: Mapped[str] = mapped_column(String(64), unique=True)
     event_id: Mapped[str] = mapped_column(String(36), index=True)
-    queue: Mapped[str] = mapped_column(_ID)
+    queue: Mapped[str] = mapped_column(ID)
     actor: Mapped[str] = mapped_column(String(64))
     #: The event as the contract serialises it: the message's one argument.
     payload: Mapped[dict[str, Any]]
@@ -278,28 +248,25 @@ class PlanRow(Base):
 
     __tablename__ = "plans"
 
-    plan_id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ID, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     body: Mapped[dict[str, Any]] = mapped_column()
 
 
 class AuditRow(Base):
-    """One audit record; ``dedupe_key`` makes writing it again after a crash a no-op.
+    """One audit record (the Core table :data:`~orchestrator.store.tables.audit_records`)."""
 
-    ``seq`` orders the trail exactly as it was written.
-    """
+    __table__ = audit_records
 
-    __tablename__ = "audit_records"
-
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(36), unique=True)
-    dedupe_key: Mapped[str] = mapped_column(String(512), unique=True)
-    at: Mapped[datetime] = mapped_column(index=True)
-    type: Mapped[str] = mapped_column(String(64), index=True)
-    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    user_id: Mapped[str | None] = mapped_column(_ID, index=True)
-    session_id: Mapped[str | None] = mapped_column(_ID, index=True)
-    provider: Mapped[str | None] = mapped_column(_ID)
-    outcome: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seq: Mapped[int]
+    id: Mapped[str]
+    dedupe_key: Mapped[str]
+    at: Mapped[datetime]
+    type: Mapped[str]
+    event_id: Mapped[str | None]
+    user_id: Mapped[str | None]
+    session_id: Mapped[str | None]
+    provider: Mapped[str | None]
+    outcome: Mapped[str]
+    detail: Mapped[dict[str, Any]]

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
 from schemas import AuditType
+from tests.cli_imports import NEVER_ON_READING_COMMANDS, command_modules, loaded_of
 from workers.cli import main
 
 pytestmark = pytest.mark.integration
@@ -96,3 +97,12 @@ def test_audit_list_on_postgresql(trail: dict[str, str]) -> None:
     assert len(since) == 5
     assert everything[-1]["at"] == "2026-01-01T12:00:01.250000Z"
     assert len(_lines(_list(trail, "--json", "--since", "2026-01-01 12:00:01"))) == 5
+
+
+def test_audit_list_on_postgresql_loads_core_only(trail: dict[str, str]) -> None:
+    """On PostgreSQL too, audit list reads through SQLAlchemy Core and psycopg: no ORM,
+    Alembic, structlog, rich or other stack (NEVER_ON_READING_COMMANDS)."""
+    output, loaded = command_modules(["audit", "list", "--json", "--event", EVENT_A], trail)
+    assert [json.loads(line)["event_id"] for line in output.splitlines()] == [EVENT_A] * 3
+    assert "psycopg" in loaded
+    assert loaded_of(loaded, NEVER_ON_READING_COMMANDS) == []

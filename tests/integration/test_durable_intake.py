@@ -223,9 +223,8 @@ def test_a_killed_workers_prefetched_events_come_back_within_the_bound(
     with capsys.disabled():
         print(
             f"\n  [durable-intake] {len(stranded)} events held by a SIGKILLed worker: handled "
-            f"{since_kill:.1f} s after the kill (heartbeat timeout {heartbeat:g} s, lease {LEASE:g} s, "
-            "second "
-            f"worker up {started:.1f} s after the kill)"
+            f"{since_kill:.1f} s after the kill (heartbeat timeout {heartbeat:g} s, lease "
+            f"{LEASE:g} s, second worker up {started:.1f} s after the kill)"
         )
     # Requeued by the second worker's first upkeep (every heartbeat / 4) once the dead one's
     # heartbeat is a timeout old; an event whose lease still runs is put back until the lease's

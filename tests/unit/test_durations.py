@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.durations import (
     DAYS_PER_MONTH,
@@ -24,6 +23,7 @@ from orchestrator.durations import (
     parse_duration,
 )
 from orchestrator.errors import LogoutError
+from orchestrator.settings_sources import read_sources
 
 
 @pytest.mark.parametrize(
@@ -288,19 +288,21 @@ def test_pydantic_serialises_to_the_compact_form_in_json() -> None:
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Environment variables carry either notation, including the comma of the keyword form."""
 
-    class EnvSettings(BaseSettings):
-        model_config = SettingsConfigDict(env_prefix="DURATIONTEST_")
-
+    class EnvSettings(BaseModel):
         lifetime: Duration = timedelta(hours=8)
         idle: OptionalDuration = timedelta(minutes=30)
 
+        @classmethod
+        def load(cls) -> EnvSettings:
+            return cls(**read_sources(cls, "DURATIONTEST_", {}))
+
     monkeypatch.setenv("DURATIONTEST_LIFETIME", "hours=1,minutes=2.5")
     monkeypatch.setenv("DURATIONTEST_IDLE", "-1")
-    settings = EnvSettings()
+    settings = EnvSettings.load()
     assert settings.lifetime == timedelta(hours=1, minutes=2, seconds=30)
     assert settings.idle is None
     monkeypatch.setenv("DURATIONTEST_IDLE", "1y2M")
-    assert EnvSettings().idle == timedelta(days=425)
+    assert EnvSettings.load().idle == timedelta(days=425)
 
 
 @pytest.mark.parametrize(

@@ -416,3 +416,31 @@ def test_a_boolean_is_no_duration(tmp_path: Path) -> None:
 def test_passwords_in_the_query_are_masked_too(url: str, shown: str) -> None:
     """libpq and redis take a password in the query as well; it never shows."""
     assert redact_url(url) == shown
+
+
+def test_dict_settings_merge_file_and_environment_key_by_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dict setting from the file and from LOGOUT_* merges key by key, the variable first."""
+    config = tmp_path / "logout.toml"
+    config.write_text(
+        'saml_slo_urls = {redirect = "https://f.test/r", post = "https://f.test/p"}\n'
+    )
+    monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"post": "https://e.test/p"}')
+    assert Settings.load(config).saml_slo_urls == {
+        "redirect": "https://f.test/r",
+        "post": "https://e.test/p",
+    }
+
+
+def test_a_dict_variable_that_is_no_json_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LOGOUT_SAML_SLO_URLS must be JSON: anything else is refused naming it and the reason."""
+    monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"post": ')
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^invalid settings: LOGOUT_SAML_SLO_URLS \(environment\): saml_slo_urls: "
+        r"not valid JSON \(Expecting value",
+    ):
+        Settings.load()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -25,9 +26,11 @@ from orchestrator.errors import (
     SchemaOutdatedError,
 )
 from orchestrator.store.migrate import check_schema, head_revisions, upgrade
-from schemas._lazy import lazy_exports
+from schemas._lazy import type_checking_exports
+from tests.cli_imports import NEVER_ON_READING_COMMANDS, command_modules, loaded_of
 from workers import process
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
+from workers.tables import AUDIT_COLUMNS
 
 HEAVY = (
     "lxml",
@@ -70,37 +73,121 @@ def test_packages_import_lazily() -> None:
     assert not {m.split(".")[0] for m in loaded} & {*HEAVY, "sqlalchemy"}
 
 
-def test_config_show_loads_neither_database_nor_logging(tmp_path: Path) -> None:
-    """config show reads the settings only: no SQLAlchemy, no structlog, no heavy stack."""
-    code = (
-        "import contextlib, io, json, sys\n"
-        "from workers.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['config', 'show'], standalone_mode=False)\n"
-        "print(json.dumps(sorted(sys.modules)))"
-    )
+def test_config_show_loads_no_database_logging_or_other_stack(tmp_path: Path) -> None:
+    """config show reads the settings only: no SQLAlchemy, no psycopg, nothing of
+    NEVER_ON_READING_COMMANDS (pydantic-settings, structlog, rich, the other stacks)."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_BROKER_URL": "memory://"}
+    output, loaded = command_modules(["config", "show"], env)
+    assert json.loads(output)["broker_url"] == "memory://"
+    assert loaded_of(loaded, [*NEVER_ON_READING_COMMANDS, "sqlalchemy", "psycopg"]) == []
+
+
+def test_audit_list_on_sqlite_loads_core_only(tmp_path: Path) -> None:
+    """audit list on the embedded database reads through SQLAlchemy Core: no ORM, Alembic,
+    structlog, rich, psycopg or other stack (NEVER_ON_READING_COMMANDS)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'logout.db'}")
+    upgrade(engine)
+    engine.dispose()
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_BROKER_URL": "memory://"}
+    output, loaded = command_modules(["audit", "list"], env)
+    assert output.split() == list(AUDIT_COLUMNS)  # the header of an empty trail
+    assert "sqlalchemy.dialects.sqlite" in loaded
+    assert loaded_of(loaded, [*NEVER_ON_READING_COMMANDS, "psycopg"]) == []
+
+
+def test_reading_commands_run_as_the_program_flush_and_keep_their_status(tmp_path: Path) -> None:
+    """Run as the program, config show and audit list end the process without the
+    interpreter's teardown: their whole output still arrives, with their exit status."""
+    cli = Path(sys.executable).parent / "logout-orchestrator"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGOUT_") or "_TEST_" in k}
     env.update(LOGOUT_DATA_DIR=str(tmp_path), LOGOUT_BROKER_URL="memory://")
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    loaded = {m.split(".")[0] for m in json.loads(out.splitlines()[-1])}
-    assert not loaded & {*HEAVY, "sqlalchemy", "structlog"}
+    shown = subprocess.run([cli, "config", "show"], env=env, capture_output=True, text=True)
+    assert (shown.returncode, json.loads(shown.stdout)["broker_url"]) == (0, "memory://")
+    missing = subprocess.run([cli, "audit", "list"], env=env, capture_output=True, text=True)
+    assert missing.returncode == ExitCode.SCHEMA_OUTDATED
+    assert missing.stderr.startswith("error: no database at ")
+    engine = create_engine(f"sqlite:///{tmp_path / 'logout.db'}")
+    upgrade(engine)
+    engine.dispose()
+    listed = subprocess.run([cli, "audit", "list"], env=env, capture_output=True, text=True)
+    assert (listed.returncode, listed.stdout.split()) == (0, list(AUDIT_COLUMNS))
 
 
-def test_audit_list_path_loads_no_heavy_stack() -> None:
-    """What audit list imports (runtime, audit query, table) leaves the other stacks alone."""
-    loaded = _modules_after(
-        "import orchestrator.runtime, orchestrator.audit, orchestrator.store.migrate, "
-        "workers.tables"
-    )
-    assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
+LAZY_PACKAGES = ("orchestrator", "orchestrator.store", "protocols", "schemas", "workers")
 
 
-def test_lazy_exports_refuse_a_name_shared_with_a_submodule() -> None:
+def _package(root: Path, name: str, init: str, **modules: str) -> None:
+    """A package ``name`` under ``root`` with this ``__init__`` and submodules."""
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text(init, encoding="utf-8")
+    for module, body in modules.items():
+        (root / name / f"{module}.py").write_text(body, encoding="utf-8")
+
+
+_LAZY_INIT = (
+    "from typing import TYPE_CHECKING\n"
+    "from schemas._lazy import lazy_exports\n"
+    "if TYPE_CHECKING:\n"
+    "    from {name}.{module} import {names}\n"
+    "__all__ = {all}\n"
+    "__getattr__, __dir__ = lazy_exports(__name__)\n"
+)
+
+
+def test_lazy_exports_import_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name of the TYPE_CHECKING block is imported when first asked for, aliases and
+    relative imports included."""
+    init = _LAZY_INIT.format(
+        name="lazy_ok", module="impl", names="one, two as deux", all='["deux", "one", "three"]'
+    ).replace("if TYPE_CHECKING:\n", "if TYPE_CHECKING:\n    from .more import three\n")
+    _package(tmp_path, "lazy_ok", init, impl="one = 1\ntwo = 2\n", more="three = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_ok  # type: ignore[import-not-found]
+
+    assert "lazy_ok.impl" not in sys.modules
+    assert (lazy_ok.one, lazy_ok.deux, lazy_ok.three) == (1, 2, 3)
+    assert {"one", "deux", "three"} <= set(dir(lazy_ok))
+    with pytest.raises(AttributeError, match="has no attribute 'two'"):
+        _ = lazy_ok.two
+
+
+def test_lazy_exports_refuse_a_name_shared_with_a_submodule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An export named like a submodule would resolve to the module once it is imported."""
+    init = _LAZY_INIT.format(
+        name="lazy_shared", module="evaluate", names="evaluate", all='["evaluate"]'
+    )
+    _package(tmp_path, "lazy_shared", init, evaluate="def evaluate(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_shared  # type: ignore[import-not-found]
+
     with pytest.raises(ValueError, match=r"exports named like its submodules: \['evaluate'\]"):
-        lazy_exports("orchestrator.binding", {"orchestrator.binding.evaluate": ("evaluate",)})
+        _ = lazy_shared.evaluate
+
+
+def test_lazy_exports_refuse_a_listed_name_no_module_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name in __all__ that the TYPE_CHECKING block does not import is refused."""
+    init = _LAZY_INIT.format(name="lazy_gap", module="impl", names="one", all='["one", "two"]')
+    _package(tmp_path, "lazy_gap", init, impl="one = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_gap  # type: ignore[import-not-found]
+
+    with pytest.raises(ValueError, match=r"__all__ names no module exports: \['two'\]"):
+        _ = lazy_gap.one
+
+
+@pytest.mark.parametrize("name", LAZY_PACKAGES)
+def test_lazy_export_lists_agree(name: str) -> None:
+    """The TYPE_CHECKING imports and __all__ name the same exports, each of which resolves
+    to the object its module defines."""
+    package = importlib.import_module(name)
+    imported = type_checking_exports(name)
+    assert sorted(imported) == sorted(package.__all__)
+    for export, (module, attribute) in imported.items():
+        assert getattr(package, export) is getattr(importlib.import_module(module), attribute)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,278 @@
+"""Reading the audit trail: filters, pages and keyset streaming, in SQLAlchemy Core.
+
+What ``audit list`` runs, so it loads neither the ORM nor the logging stack; it reads through
+a Core connection or an ORM session alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Connection, RowMapping, Select, and_, func, or_, select
+
+from orchestrator.errors import InputError, Problem
+from orchestrator.store.tables import audit_records
+from schemas.audit import AuditRecord, AuditType
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "AUDIT_TYPE_FAMILIES",
+    "PAGE_SIZE",
+    "AuditPage",
+    "AuditQuery",
+    "audit_types",
+    "iter_audit",
+    "parse_timestamp",
+    "query_audit",
+    "read_audit_page",
+    "resolve_event_id",
+]
+
+_AUDIT = audit_records.c
+
+#: Record types by family: ``delivery.`` selects every ``delivery.*`` type.
+AUDIT_TYPE_FAMILIES: tuple[str, ...] = tuple(
+    sorted({member.value.partition(".")[0] + "." for member in AuditType})
+)
+
+#: How many records one keyset page of :func:`iter_audit` reads.
+PAGE_SIZE = 500
+
+_MAX_CANDIDATES = 10
+_HEX = frozenset("0123456789abcdefABCDEF-")
+
+
+def audit_types(selector: str) -> tuple[AuditType, ...]:
+    """The types ``selector`` names: one type (``delivery.failed``) or a family (``delivery.``).
+
+    Anything else is an :class:`InputError` listing the valid types and families.
+    """
+    text = selector.strip()
+    if text in {member.value for member in AuditType}:
+        return (AuditType(text),)
+    if text in AUDIT_TYPE_FAMILIES:
+        return tuple(member for member in AuditType if member.value.startswith(text))
+    types = ", ".join(member.value for member in AuditType)
+    families = ", ".join(AUDIT_TYPE_FAMILIES)
+    raise InputError(
+        [
+            Problem(
+                "",
+                "type",
+                f"{selector!r} is not an audit record type; valid types: {types}; "
+                f"or a family ending in a dot: {families}",
+            )
+        ]
+    )
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A timestamp in any form the tool prints, as an aware datetime (UTC when no offset).
+
+    RFC 3339 / ISO 8601 with or without fractional seconds, ``Z`` or an offset (the JSON
+    output and the log lines), the table's ``2026-01-31 12:00:00`` (UTC), or a date.
+    """
+    try:
+        parsed = datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        raise InputError(
+            [
+                Problem(
+                    "",
+                    "since",
+                    f"{text!r} is not a timestamp; give one as the tool prints it: "
+                    "2026-01-31T12:00:00.250Z or 2026-01-31T13:00:00+01:00 (JSON), "
+                    "2026-01-31 12:00:00 (the table, UTC) or 2026-01-31",
+                )
+            ]
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def resolve_event_id(db: Connection | Session, prefix: str) -> str:
+    """The one event id of the trail that starts with ``prefix`` (a full id is its own prefix).
+
+    No match, or several, is an :class:`InputError`; several are listed (up to ten).
+    """
+    text = prefix.strip()
+    if all(char in _HEX for char in text):
+        text = text.lower()  # event ids are written in lower case
+    if not text:
+        raise InputError([Problem("", "event", "give an event id or the start of one")])
+    candidates = list(
+        db.scalars(
+            select(_AUDIT.event_id)
+            .where(_AUDIT.event_id.startswith(text, autoescape=True))
+            .distinct()
+            .order_by(_AUDIT.event_id)
+            .limit(_MAX_CANDIDATES + 1)
+        )
+    )
+    matches = [str(candidate) for candidate in candidates if candidate is not None]
+    if text in matches:
+        return text
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        message = f"no audit record has an event id starting with {prefix!r}"
+    else:
+        listed = ", ".join(matches[:_MAX_CANDIDATES])
+        more = ", and more" if len(matches) > _MAX_CANDIDATES else ""
+        message = (
+            f"{prefix!r} is the start of several event ids: {listed}{more}; give more characters"
+        )
+    raise InputError([Problem("", "event", message)])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters for reading the trail; all optional, combined with AND.
+
+    ``user_id`` also matches the records of that user's events that name no user
+    (``event.received``, ``event.duplicate``). ``type`` is a type or a family
+    (``delivery.``, see :func:`audit_types`). ``after`` is a record id: only the records
+    written after it. ``limit`` keeps the latest records, or with ``after`` the first ones
+    after it; ``None`` keeps all.
+    """
+
+    user_id: str | None = None
+    session_id: str | None = None
+    event_id: str | None = None
+    type: str | None = None
+    since: datetime | None = None
+    limit: int | None = 1000
+    after: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type is not None:
+            audit_types(self.type)  # refuses an unknown type at once
+        if self.limit is not None and self.limit < 1:
+            raise InputError([Problem("", "limit", f"{self.limit} is not a positive number")])
+
+    def where(self) -> list[ColumnElement[bool]]:
+        """The filters as SQL conditions (without ``after``)."""
+        conditions: list[ColumnElement[bool]] = []
+        if self.user_id is not None:
+            users_events = select(_AUDIT.event_id).where(
+                _AUDIT.user_id == self.user_id, _AUDIT.event_id.is_not(None)
+            )
+            conditions.append(
+                or_(
+                    _AUDIT.user_id == self.user_id,
+                    and_(_AUDIT.user_id.is_(None), _AUDIT.event_id.in_(users_events)),
+                )
+            )
+        if self.session_id is not None:
+            conditions.append(_AUDIT.session_id == self.session_id)
+        if self.event_id is not None:
+            conditions.append(_AUDIT.event_id == self.event_id)
+        if self.type is not None:
+            conditions.append(_AUDIT.type.in_([t.value for t in audit_types(self.type)]))
+        if self.since is not None:
+            conditions.append(_AUDIT.at >= self.since)
+        return conditions
+
+    def statement(self) -> Select[Any]:
+        """The latest ``limit`` matching rows, newest first (oldest first when no limit).
+
+        ``after`` is not applied here: it needs the database (see :func:`read_audit_page`).
+        """
+        stmt = select(audit_records).where(*self.where())
+        if self.limit is None:
+            return stmt.order_by(_AUDIT.seq)
+        return stmt.order_by(_AUDIT.seq.desc()).limit(self.limit)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """Records read for one query, oldest first, and how many matched in all."""
+
+    records: list[AuditRecord]
+    total: int
+    latest: bool
+    """True: the latest records that matched; False: the first ones after ``after``."""
+
+    @property
+    def cut(self) -> bool:
+        """Whether more records matched than were read."""
+        return len(self.records) < self.total
+
+
+def _after_seq(db: Connection | Session, record_id: str | None) -> int | None:
+    if record_id is None:
+        return None
+    seq = db.scalar(select(_AUDIT.seq).where(_AUDIT.id == record_id.strip()))
+    if seq is None:
+        raise InputError(
+            [
+                Problem(
+                    "",
+                    "after",
+                    f"no audit record has the id {record_id!r} (the `id` of a --json line)",
+                )
+            ]
+        )
+    return int(seq)
+
+
+def _record(row: RowMapping) -> AuditRecord:
+    return AuditRecord.model_validate({name: row[name] for name in AuditRecord.model_fields})
+
+
+def read_audit_page(db: Connection | Session, query: AuditQuery) -> AuditPage:
+    """The records :class:`AuditQuery` selects, with the number that matched in all.
+
+    Without ``after``: the latest ``limit``; with it, the first ``limit`` written after it.
+    The count is only run when the limit cut the output.
+    """
+    after = _after_seq(db, query.after)
+    conditions = query.where()
+    if after is not None:
+        conditions.append(_AUDIT.seq > after)
+    stmt = select(audit_records).where(*conditions)
+    if query.limit is None:
+        rows = db.execute(stmt.order_by(_AUDIT.seq)).mappings()
+        records = [_record(row) for row in rows]
+        return AuditPage(records, len(records), latest=after is None)
+    order = _AUDIT.seq if after is not None else _AUDIT.seq.desc()
+    rows = db.execute(stmt.order_by(order).limit(query.limit + 1)).mappings()
+    records = [_record(row) for row in rows]
+    total = len(records)
+    if total > query.limit:
+        records = records[: query.limit]
+        count = select(func.count()).select_from(audit_records).where(*conditions)
+        total = db.scalar(count) or total
+    if after is None:
+        records.reverse()
+    return AuditPage(records, total, latest=after is None)
+
+
+def iter_audit(
+    db: Connection | Session, query: AuditQuery, *, page_size: int = PAGE_SIZE
+) -> Iterator[AuditRecord]:
+    """Every record matching ``query`` (``limit`` is ignored), oldest first, in constant memory.
+
+    Reads keyset pages of ``page_size`` rows by the trail's sequence, so nothing holds more
+    than one page, on SQLite and PostgreSQL alike.
+    """
+    last = _after_seq(db, query.after)
+    conditions = query.where()
+    while True:
+        page = conditions if last is None else [*conditions, _AUDIT.seq > last]
+        stmt = select(audit_records).where(*page).order_by(_AUDIT.seq).limit(page_size)
+        rows = db.execute(stmt).mappings().all()
+        for row in rows:
+            yield _record(row)
+        if len(rows) < page_size:
+            return
+        last = rows[-1]["seq"]
+
+
+def query_audit(db: Connection | Session, query: AuditQuery) -> list[AuditRecord]:
+    """The records matching ``query`` (the latest ``limit`` of them), oldest first."""
+    return read_audit_page(db, query).records
