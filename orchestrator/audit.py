@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Engine,
     RowMapping,
     Select,
     Table,
@@ -20,20 +21,25 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from orchestrator.errors import InputError, Problem
+from orchestrator.errors import IncompleteError, InputError, Problem
 from orchestrator.store import AuditRow, utcnow
-from orchestrator.store.sql import insert_ignore
+from orchestrator.store.sql import dialect_name, insert_ignore
 from schemas import AuditRecord, AuditType
 
 __all__ = [
+    "AUDIT_LOCK_KEY",
     "AUDIT_TYPE_FAMILIES",
+    "HORIZON_WAIT",
     "PAGE_SIZE",
     "AuditEntry",
     "AuditPage",
     "AuditQuery",
+    "audit_horizon",
     "audit_types",
     "emit",
     "iter_audit",
@@ -64,6 +70,15 @@ class AuditEntry:
 
 _AUDIT = cast(Table, AuditRow.__table__)
 
+#: The PostgreSQL advisory lock of the trail ("AUDIT" in ASCII; the migrations use another
+#: key). Writers hold it shared from their insert to their commit; a reader takes it
+#: exclusively for an instant to find the :func:`audit_horizon`.
+AUDIT_LOCK_KEY = 0x4155444954
+_WRITING = text("SELECT pg_advisory_xact_lock_shared(:key)").bindparams(key=AUDIT_LOCK_KEY)
+_NO_WRITER = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=AUDIT_LOCK_KEY)
+#: How long a reader waits for a transaction writing audit records before giving up.
+HORIZON_WAIT = 30
+
 
 def write_audit(
     db: Connection | Session, entries: Sequence[AuditEntry], *, at: datetime | None = None
@@ -71,6 +86,12 @@ def write_audit(
     """Insert the entries in the caller's transaction; returns only those newly written.
 
     Call :func:`emit` with the result after the transaction commits.
+
+    On PostgreSQL the insert first takes the trail's advisory lock (:data:`AUDIT_LOCK_KEY`)
+    in shared mode, held until the commit: writers never wait for each other, and a reader
+    can wait for every writer in flight (see :func:`audit_horizon`). Call it **last** in the
+    transaction, after every other write: a holder then never waits for a row lock, so a
+    reader waiting for the lock (and the writers queued behind it) cannot deadlock with it.
     """
     when = at or utcnow()
     records = [
@@ -95,6 +116,8 @@ def write_audit(
         for record, key in zip(records, keys, strict=True)
     ]
     statement = insert_ignore(db, _AUDIT, ["dedupe_key"]).returning(_AUDIT.c.dedupe_key)
+    if dialect_name(db) == "postgresql":
+        db.execute(_WRITING)
     written = set(db.execute(statement, rows).scalars())
     return [record for record, key in zip(records, keys, strict=True) if key in written]
 
@@ -140,6 +163,7 @@ AUDIT_TYPE_FAMILIES: tuple[str, ...] = tuple(
 PAGE_SIZE = 500
 
 _MAX_CANDIDATES = 10
+_LOCK_NOT_AVAILABLE = "55P03"
 _HEX = frozenset("0123456789abcdefABCDEF-")
 
 
@@ -316,6 +340,40 @@ def _after_seq(db: Session, record_id: str | None) -> int | None:
     return seq
 
 
+def audit_horizon(db: Session) -> int | None:
+    """The highest ``seq`` a reader may list now; ``None``: no bound is needed (SQLite).
+
+    ``seq`` is taken at insert, so on PostgreSQL a transaction can hold a lower ``seq``
+    uncommitted while one with a higher ``seq`` commits and is read; a reader that then
+    continues after the higher one (``--after``) would never see the lower. Below the
+    horizon nothing can still appear: the reader takes the trail's lock exclusively for an
+    instant, in a transaction of its own, which waits for every writer in flight (each holds
+    it shared from its insert to its commit) and lets new ones through right after. Every
+    ``seq`` taken until then belongs to a finished transaction, and the highest visible one
+    is the horizon. A writer that has held it for :data:`HORIZON_WAIT` seconds is an
+    :class:`IncompleteError`. On SQLite one writer at a time commits in ``seq`` order.
+    """
+    if dialect_name(db) != "postgresql":
+        return None
+    bind = db.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with engine.connect() as conn:
+        conn.execute(text(f"SET LOCAL lock_timeout = '{HORIZON_WAIT}s'"))
+        try:
+            conn.execute(_NO_WRITER)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise IncompleteError(
+                f"a transaction has been writing audit records for over {HORIZON_WAIT} s, and "
+                "the trail cannot be read past it until it ends; nothing was listed: run the "
+                "command again (PostgreSQL's pg_stat_activity shows the transaction)"
+            ) from None
+        horizon = conn.scalar(select(func.max(AuditRow.seq)))
+        conn.rollback()  # releases the lock
+    return int(horizon or 0)
+
+
 def _record(row: RowMapping) -> AuditRecord:
     return AuditRecord.model_validate({name: row[name] for name in AuditRecord.model_fields})
 
@@ -323,13 +381,17 @@ def _record(row: RowMapping) -> AuditRecord:
 def read_audit_page(db: Session, query: AuditQuery) -> AuditPage:
     """The records :class:`AuditQuery` selects, with the number that matched in all.
 
-    Without ``after``: the latest ``limit``; with it, the first ``limit`` written after it.
+    Without ``after``: the latest ``limit``; with it, the first ``limit`` written after it;
+    either way only up to the :func:`audit_horizon`, so a later ``after`` skips nothing.
     The count is only run when the limit cut the output.
     """
     after = _after_seq(db, query.after)
     conditions = query.where()
     if after is not None:
         conditions.append(AuditRow.seq > after)
+    horizon = audit_horizon(db)
+    if horizon is not None:
+        conditions.append(AuditRow.seq <= horizon)
     stmt = select(_AUDIT).where(*conditions)
     if query.limit is None:
         rows = db.execute(stmt.order_by(AuditRow.seq)).mappings()
@@ -354,10 +416,14 @@ def iter_audit(
     """Every record matching ``query`` (``limit`` is ignored), oldest first, in constant memory.
 
     Reads keyset pages of ``page_size`` rows by the trail's sequence, so nothing holds more
-    than one page, on SQLite and PostgreSQL alike.
+    than one page, on SQLite and PostgreSQL alike; up to the :func:`audit_horizon` taken at
+    the start (what commits later is for the next run, after the last record shown).
     """
     last = _after_seq(db, query.after)
     conditions = query.where()
+    horizon = audit_horizon(db)
+    if horizon is not None:
+        conditions.append(AuditRow.seq <= horizon)
     while True:
         page = conditions if last is None else [*conditions, AuditRow.seq > last]
         stmt = select(_AUDIT).where(*page).order_by(AuditRow.seq).limit(page_size)
