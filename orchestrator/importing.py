@@ -485,9 +485,7 @@ def _copy_rows(
         "SELECT attname, atttypid::int FROM pg_attribute "
         "WHERE attrelid = CAST(:target AS regclass) AND attnum > 0 AND NOT attisdropped"
     )
-    types: dict[str, int] = {
-        name: oid for name, oid in conn.execute(catalog, {"target": target})
-    }
+    types: dict[str, int] = {name: oid for name, oid in conn.execute(catalog, {"target": target})}
     listed = ", ".join(columns)
     values = itemgetter(*columns)
     for chunk in _chunks(rows, _COPY_CHUNK):
