@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import IncompleteError, InputError, Problem
@@ -71,13 +71,28 @@ class AuditEntry:
 _AUDIT = cast(Table, AuditRow.__table__)
 
 #: The PostgreSQL advisory lock of the trail ("AUDIT" in ASCII; the migrations use another
-#: key). Writers hold it shared from their insert to their commit; a reader takes it
-#: exclusively for an instant to find the :func:`audit_horizon`.
+#: key). Every writer holds it shared from just before its insert to its commit, so a reader
+#: can tell which transactions may still hold a ``seq`` (see :func:`audit_horizon`).
 AUDIT_LOCK_KEY = 0x4155444954
 _WRITING = text("SELECT pg_advisory_xact_lock_shared(:key)").bindparams(key=AUDIT_LOCK_KEY)
-_NO_WRITER = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=AUDIT_LOCK_KEY)
-#: How long a reader waits for a transaction writing audit records before giving up.
+#: The lock as ``pg_locks`` shows a one-bigint advisory key.
+_THE_LOCK = (
+    "locktype = 'advisory' AND granted AND objsubid = 1 "
+    f"AND classid = {AUDIT_LOCK_KEY >> 32} AND objid = {AUDIT_LOCK_KEY & 0xFFFFFFFF}"
+)
+_HOLDERS = text(f"SELECT virtualtransaction FROM pg_locks WHERE {_THE_LOCK}")  # noqa: S608
+_STILL_HOLDING = text(
+    f"SELECT virtualtransaction FROM pg_locks WHERE {_THE_LOCK} "  # noqa: S608 - constants
+    "AND virtualtransaction = ANY(CAST(:holders AS text[]))"
+)
+#: The highest ``seq`` handed out so far, committed or not (NULL before the first).
+_HANDED_OUT = text(
+    "SELECT pg_sequence_last_value(CAST(pg_get_serial_sequence('audit_records', 'seq') "
+    "AS regclass))"
+)
+#: How long a reader waits for the transactions writing audit records before giving up.
 HORIZON_WAIT = 30
+_POLL = 0.005
 
 
 def write_audit(
@@ -88,10 +103,10 @@ def write_audit(
     Call :func:`emit` with the result after the transaction commits.
 
     On PostgreSQL the insert first takes the trail's advisory lock (:data:`AUDIT_LOCK_KEY`)
-    in shared mode, held until the commit: writers never wait for each other, and a reader
-    can wait for every writer in flight (see :func:`audit_horizon`). Call it **last** in the
-    transaction, after every other write: a holder then never waits for a row lock, so a
-    reader waiting for the lock (and the writers queued behind it) cannot deadlock with it.
+    in shared mode, held until the commit. Nothing ever takes it exclusively: no writer waits
+    for another or for a reader; it only shows a reader which transactions may still hold a
+    ``seq`` (see :func:`audit_horizon`). Call it **last** in the transaction, after every
+    other write, so that it is held for the insert and the commit only (a reader's wait).
     """
     when = at or utcnow()
     records = [
@@ -163,7 +178,6 @@ AUDIT_TYPE_FAMILIES: tuple[str, ...] = tuple(
 PAGE_SIZE = 500
 
 _MAX_CANDIDATES = 10
-_LOCK_NOT_AVAILABLE = "55P03"
 _HEX = frozenset("0123456789abcdefABCDEF-")
 
 
@@ -345,33 +359,36 @@ def audit_horizon(db: Session) -> int | None:
 
     ``seq`` is taken at insert, so on PostgreSQL a transaction can hold a lower ``seq``
     uncommitted while one with a higher ``seq`` commits and is read; a reader that then
-    continues after the higher one (``--after``) would never see the lower. Below the
-    horizon nothing can still appear: the reader takes the trail's lock exclusively for an
-    instant, in a transaction of its own, which waits for every writer in flight (each holds
-    it shared from its insert to its commit) and lets new ones through right after. Every
-    ``seq`` taken until then belongs to a finished transaction, and the highest visible one
-    is the horizon. A writer that has held it for :data:`HORIZON_WAIT` seconds is an
-    :class:`IncompleteError`. On SQLite one writer at a time commits in ``seq`` order.
+    continued after the higher one (``--after``) would never see the lower. Below the
+    horizon nothing can still appear. It is found without making any writer wait: read the
+    highest ``seq`` handed out so far, then which transactions hold the trail's lock (each
+    writer takes it, shared, before its insert and keeps it to its commit, so every writer
+    that may hold a ``seq`` up to that one and has not finished is among them), and wait
+    until each of those has finished (polled every few milliseconds; usually none, or one
+    committing). More than :data:`HORIZON_WAIT` seconds is an :class:`IncompleteError`.
+    On SQLite one writer at a time commits in ``seq`` order.
     """
     if dialect_name(db) != "postgresql":
         return None
     bind = db.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     with engine.connect() as conn:
-        conn.execute(text(f"SET LOCAL lock_timeout = '{HORIZON_WAIT}s'"))
-        try:
-            conn.execute(_NO_WRITER)
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
-                raise
-            raise IncompleteError(
-                f"a transaction has been writing audit records for over {HORIZON_WAIT} s, and "
-                "the trail cannot be read past it until it ends; nothing was listed: run the "
-                "command again (PostgreSQL's pg_stat_activity shows the transaction)"
-            ) from None
-        horizon = conn.scalar(select(func.max(AuditRow.seq)))
-        conn.rollback()  # releases the lock
-    return int(horizon or 0)
+        handed_out = conn.scalar(_HANDED_OUT)
+        holders = list(conn.scalars(_HOLDERS))
+        deadline = time.monotonic() + HORIZON_WAIT
+        while holders:
+            conn.rollback()  # a fresh look at pg_locks each time
+            holders = list(conn.scalars(_STILL_HOLDING, {"holders": holders}))
+            if holders and time.monotonic() > deadline:
+                raise IncompleteError(
+                    f"a transaction has been writing audit records for over {HORIZON_WAIT} s, "
+                    "and the trail cannot be read past it until it ends; nothing was listed: "
+                    "run the command again (PostgreSQL's pg_stat_activity shows the transaction)"
+                )
+            if holders:
+                time.sleep(_POLL)
+        conn.rollback()
+    return int(handed_out or 0)
 
 
 def _record(row: RowMapping) -> AuditRecord:
