@@ -365,8 +365,9 @@ def audit_horizon(db: Session) -> int | None:
     writer takes it, shared, before its insert and keeps it to its commit, so every writer
     that may hold a ``seq`` up to that one and has not finished is among them), and wait
     until each of those has finished (polled every few milliseconds; usually none, or one
-    committing). More than :data:`HORIZON_WAIT` seconds is an :class:`IncompleteError`.
-    On SQLite one writer at a time commits in ``seq`` order.
+    committing). More than :data:`HORIZON_WAIT` seconds is an :class:`IncompleteError`; so
+    read the trail outside any transaction that has written audit records (it would wait for
+    itself). On SQLite one writer at a time commits in ``seq`` order.
     """
     if dialect_name(db) != "postgresql":
         return None
