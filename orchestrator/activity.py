@@ -102,10 +102,10 @@ class SessionActivity:
             },
         )
         with self._engine.begin() as conn:
-            records = write_audit(conn, [entry])
             over = self._over_limit(conn, event.user_id, event.session_id)
             revokes = [self._revoke(event, session_id) for session_id in over]
             add_to_outbox(conn, [event_message(r, self._namespace) for r in revokes])
+            records = write_audit(conn, [entry])  # last: see write_audit
         emit(records)
         if revokes and self._relay is not None:
             self._relay([str(revoke.event_id) for revoke in revokes])

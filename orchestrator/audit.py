@@ -13,14 +13,16 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from orchestrator.audit_query import (
     AUDIT_TYPE_FAMILIES,
+    HORIZON_WAIT,
     PAGE_SIZE,
     AuditPage,
     AuditQuery,
+    audit_horizon,
     audit_types,
     iter_audit,
     parse_timestamp,
@@ -29,16 +31,19 @@ from orchestrator.audit_query import (
     resolve_event_id,
 )
 from orchestrator.store import utcnow
-from orchestrator.store.sql import insert_ignore
-from orchestrator.store.tables import audit_records
+from orchestrator.store.sql import dialect_name, insert_ignore
+from orchestrator.store.tables import AUDIT_LOCK_KEY, audit_records
 from schemas import AuditRecord, AuditType
 
 __all__ = [
+    "AUDIT_LOCK_KEY",
     "AUDIT_TYPE_FAMILIES",
+    "HORIZON_WAIT",
     "PAGE_SIZE",
     "AuditEntry",
     "AuditPage",
     "AuditQuery",
+    "audit_horizon",
     "audit_types",
     "emit",
     "iter_audit",
@@ -51,6 +56,7 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("logout.audit")
+_WRITING = text("SELECT pg_advisory_xact_lock_shared(:key)").bindparams(key=AUDIT_LOCK_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,12 @@ def write_audit(
     """Insert the entries in the caller's transaction; returns only those newly written.
 
     Call :func:`emit` with the result after the transaction commits.
+
+    On PostgreSQL the insert first takes the trail's advisory lock (:data:`AUDIT_LOCK_KEY`)
+    in shared mode, held until the commit. Nothing ever takes it exclusively: no writer waits
+    for another or for a reader; it only shows a reader which transactions may still hold a
+    ``seq`` (see :func:`audit_horizon`). Call it **last** in the transaction, after every
+    other write, so that it is held for the insert and the commit only (a reader's wait).
     """
     when = at or utcnow()
     records = [
@@ -100,6 +112,8 @@ def write_audit(
         for record, key in zip(records, keys, strict=True)
     ]
     statement = insert_ignore(db, _AUDIT, ["dedupe_key"]).returning(_AUDIT.c.dedupe_key)
+    if dialect_name(db) == "postgresql":
+        db.execute(_WRITING)
     written = set(db.execute(statement, rows).scalars())
     return [record for record, key in zip(records, keys, strict=True) if key in written]
 

@@ -6,15 +6,26 @@ a Core connection or an ORM session alike.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, Select, and_, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    Select,
+    and_,
+    func,
+    or_,
+    select,
+    text,
+)
 
-from orchestrator.errors import InputError, Problem
-from orchestrator.store.tables import audit_records
+from orchestrator.errors import IncompleteError, InputError, Problem
+from orchestrator.store.tables import AUDIT_LOCK_KEY, audit_records
 from schemas.audit import AuditRecord, AuditType
 
 if TYPE_CHECKING:
@@ -22,9 +33,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_TYPE_FAMILIES",
+    "HORIZON_WAIT",
     "PAGE_SIZE",
     "AuditPage",
     "AuditQuery",
+    "audit_horizon",
     "audit_types",
     "iter_audit",
     "parse_timestamp",
@@ -42,6 +55,25 @@ AUDIT_TYPE_FAMILIES: tuple[str, ...] = tuple(
 
 #: How many records one keyset page of :func:`iter_audit` reads.
 PAGE_SIZE = 500
+
+#: The trail's lock as ``pg_locks`` shows a one-bigint advisory key.
+_THE_LOCK = (
+    "locktype = 'advisory' AND granted AND objsubid = 1 "
+    f"AND classid = {AUDIT_LOCK_KEY >> 32} AND objid = {AUDIT_LOCK_KEY & 0xFFFFFFFF}"
+)
+_HOLDERS = text(f"SELECT virtualtransaction FROM pg_locks WHERE {_THE_LOCK}")  # noqa: S608
+_STILL_HOLDING = text(
+    f"SELECT virtualtransaction FROM pg_locks WHERE {_THE_LOCK} "  # noqa: S608 - constants
+    "AND virtualtransaction = ANY(CAST(:holders AS text[]))"
+)
+#: The highest ``seq`` handed out so far, committed or not (NULL before the first).
+_HANDED_OUT = text(
+    "SELECT pg_sequence_last_value(CAST(pg_get_serial_sequence('audit_records', 'seq') "
+    "AS regclass))"
+)
+#: How long a reader waits for the transactions writing audit records before giving up.
+HORIZON_WAIT = 30
+_POLL = 0.005
 
 _MAX_CANDIDATES = 10
 _HEX = frozenset("0123456789abcdefABCDEF-")
@@ -220,6 +252,44 @@ def _after_seq(db: Connection | Session, record_id: str | None) -> int | None:
     return int(seq)
 
 
+def audit_horizon(db: Connection | Session) -> int | None:
+    """The highest ``seq`` a reader may list now; ``None``: no bound is needed (SQLite).
+
+    ``seq`` is taken at insert, so on PostgreSQL a transaction can hold a lower ``seq``
+    uncommitted while one with a higher ``seq`` commits and is read; a reader that then
+    continued after the higher one (``--after``) would never see the lower. Below the
+    horizon nothing can still appear. It is found without making any writer wait: read the
+    highest ``seq`` handed out so far, then which transactions hold the trail's lock (each
+    writer takes it, shared, before its insert and keeps it to its commit, so every writer
+    that may hold a ``seq`` up to that one and has not finished is among them), and wait
+    until each of those has finished (polled every few milliseconds; usually none, or one
+    committing). More than :data:`HORIZON_WAIT` seconds is an :class:`IncompleteError`; so
+    read the trail outside any transaction that has written audit records (it would wait for
+    itself). On SQLite one writer at a time commits in ``seq`` order.
+    """
+    bind = db if isinstance(db, Connection) else db.get_bind()
+    if bind.dialect.name != "postgresql":
+        return None
+    engine = bind.engine
+    with engine.connect() as conn:
+        handed_out = conn.scalar(_HANDED_OUT)
+        holders = list(conn.scalars(_HOLDERS))
+        deadline = time.monotonic() + HORIZON_WAIT
+        while holders:
+            conn.rollback()  # a fresh look at pg_locks each time
+            holders = list(conn.scalars(_STILL_HOLDING, {"holders": holders}))
+            if holders and time.monotonic() > deadline:
+                raise IncompleteError(
+                    f"a transaction has been writing audit records for over {HORIZON_WAIT} s, "
+                    "and the trail cannot be read past it until it ends; nothing was listed: "
+                    "run the command again (PostgreSQL's pg_stat_activity shows the transaction)"
+                )
+            if holders:
+                time.sleep(_POLL)
+        conn.rollback()
+    return int(handed_out or 0)
+
+
 def _record(row: RowMapping) -> AuditRecord:
     return AuditRecord.model_validate({name: row[name] for name in AuditRecord.model_fields})
 
@@ -227,13 +297,17 @@ def _record(row: RowMapping) -> AuditRecord:
 def read_audit_page(db: Connection | Session, query: AuditQuery) -> AuditPage:
     """The records :class:`AuditQuery` selects, with the number that matched in all.
 
-    Without ``after``: the latest ``limit``; with it, the first ``limit`` written after it.
+    Without ``after``: the latest ``limit``; with it, the first ``limit`` written after it;
+    either way only up to the :func:`audit_horizon`, so a later ``after`` skips nothing.
     The count is only run when the limit cut the output.
     """
     after = _after_seq(db, query.after)
     conditions = query.where()
     if after is not None:
         conditions.append(_AUDIT.seq > after)
+    horizon = audit_horizon(db)
+    if horizon is not None:
+        conditions.append(_AUDIT.seq <= horizon)
     stmt = select(audit_records).where(*conditions)
     if query.limit is None:
         rows = db.execute(stmt.order_by(_AUDIT.seq)).mappings()
@@ -258,10 +332,14 @@ def iter_audit(
     """Every record matching ``query`` (``limit`` is ignored), oldest first, in constant memory.
 
     Reads keyset pages of ``page_size`` rows by the trail's sequence, so nothing holds more
-    than one page, on SQLite and PostgreSQL alike.
+    than one page, on SQLite and PostgreSQL alike; up to the :func:`audit_horizon` taken at
+    the start (what commits later is for the next run, after the last record shown).
     """
     last = _after_seq(db, query.after)
     conditions = query.where()
+    horizon = audit_horizon(db)
+    if horizon is not None:
+        conditions.append(_AUDIT.seq <= horizon)
     while True:
         page = conditions if last is None else [*conditions, _AUDIT.seq > last]
         stmt = select(audit_records).where(*page).order_by(_AUDIT.seq).limit(page_size)

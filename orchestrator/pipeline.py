@@ -735,12 +735,12 @@ class EventProcessor:
                     entries.append(
                         settled_entry(item.event_id, item.begun.user_id, session_id, tally)
                     )
-            records = write_audit(conn, entries, at=now)
             conn.execute(
                 update(_EVENTS)
                 .where(_EVENTS.c.event_id.in_([item.event_id for item in items]))
                 .values(status=EventStatus.COMPLETED, completed_at=now, lease_until=None)
             )
+            records = write_audit(conn, entries, at=now)  # last: see write_audit
         emit(records)
         self._notify([(f"event:{item.event_id}", "") for item in items])
         self._fanout.schedule(recorded.retries)

@@ -52,9 +52,11 @@ _MAX_DOUBLINGS = 6
 
 @dataclass(frozen=True, slots=True)
 class RelayReport:
-    """What one run published, what the outbox still holds unsent, and why it stopped."""
+    """What one run published, what it left unsent, and why it stopped."""
 
     published: int
+    #: Unsent rows in the outbox when the run stopped early (a broker failure, or
+    #: ``max_per_run`` reached); 0 when it took every row it could (nothing was counted).
     pending: int
     #: The broker's error when publishing failed (the rows are kept), else None.
     error: str | None = None
@@ -121,12 +123,18 @@ class OutboxRelay:
         """Publish unsent rows in batches, at most ``max_per_run``; stop at the first failure.
 
         ``only``: just the rows of these message ids (what one commit wrote, published by the
-        thread that committed it; a backlog is the periodic run's work, not a handler's)."""
+        thread that committed it; a backlog is the periodic run's work, not a handler's).
+
+        The outbox is counted (:meth:`pending`) only when the run stopped with rows left: on a
+        broker failure or at ``max_per_run``. A run that took every row it could reports 0
+        without counting, so the common runs (nothing to send, or one commit's rows) cost one
+        ``UPDATE`` each, or two plus the sends, instead of a scan of the outbox."""
         owner = str(uuid.uuid4())
         published = 0
         error: str | None = None
         while published < self._max and error is None:
-            leased = self._lease_batch(owner, min(self._batch, self._max - published), only)
+            limit = min(self._batch, self._max - published)
+            leased = self._lease_batch(owner, limit, only)
             if not leased:
                 break
             sent: list[int] = []
@@ -141,9 +149,12 @@ class OutboxRelay:
             failed = leased[len(sent)][0] if error is not None else None
             self._finish(owner, sent, failed, untried, error)
             published += len(sent)
+            if len(leased) < limit:  # nothing more was free to take
+                break
         with self._lock:
             self._total += published
-        pending = self.pending()
+        stopped_early = error is not None or published >= self._max
+        pending = self.pending() if stopped_early else 0
         if error is not None:
             _log.warning(
                 "outbox not published: the broker failed; rows kept",

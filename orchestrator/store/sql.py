@@ -8,12 +8,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["engine_of", "insert_ignore"]
+__all__ = ["dialect_name", "engine_of", "insert_ignore"]
+
+
+def dialect_name(db: Connection | Session) -> str:
+    """The database a connection or session talks to: ``postgresql``, ``sqlite``..."""
+    return db.get_bind().dialect.name if isinstance(db, Session) else db.dialect.name
 
 
 def insert_ignore(db: Connection | Session, table: Table, keys: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the connection's dialect."""
-    dialect = db.get_bind().dialect.name if isinstance(db, Session) else db.dialect.name
+    dialect = dialect_name(db)
     # Each dialect's module is loaded by its engine anyway; SQLite users never load PostgreSQL's.
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ID", "METADATA", "UTCDateTime", "audit_records"]
+__all__ = ["AUDIT_LOCK_KEY", "ID", "METADATA", "UTCDateTime", "audit_records"]
 
 METADATA = MetaData(
     naming_convention={
@@ -22,6 +22,11 @@ METADATA = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+#: The PostgreSQL advisory lock of the audit trail ("AUDIT" in ASCII; the migrations use
+#: another key). Every writer holds it shared from just before its insert to its commit, so a
+#: reader can tell which transactions may still hold a ``seq``
+#: (:func:`orchestrator.audit_query.audit_horizon`).
+AUDIT_LOCK_KEY = 0x4155444954
 #: User, session and provider identifiers.
 ID = String(255)
 

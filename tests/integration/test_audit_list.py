@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
@@ -106,3 +111,109 @@ def test_audit_list_on_postgresql_loads_core_only(trail: dict[str, str]) -> None
     assert [json.loads(line)["event_id"] for line in output.splitlines()] == [EVENT_A] * 3
     assert "psycopg" in loaded
     assert loaded_of(loaded, NEVER_ON_READING_COMMANDS) == []
+
+
+def _trail_env(tmp_path: Path, postgres_url: str) -> dict[str, str]:
+    return {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": postgres_url,
+        "LOGOUT_BROKER_URL": "memory://",
+        "LOGOUT_PROTOCOLS": "",
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+
+
+def _reader_waits(runtime: Runtime) -> bool:
+    """Whether a reader is waiting for writers: another connection polls pg_locks for them."""
+    with runtime.sessions() as db:
+        waiting = db.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND query LIKE '%virtualtransaction = ANY%'"
+            )
+        )
+    return bool(waiting)
+
+
+def _in_thread(call: Callable[[], Result]) -> tuple[threading.Thread, list[Result]]:
+    results: list[Result] = []
+    thread = threading.Thread(target=lambda: results.append(call()))
+    thread.start()
+    return thread, results
+
+
+@pytest.fixture
+def started(tmp_path: Path, postgres_url: str) -> Iterator[Runtime]:
+    """A runtime on an empty trail (migrated)."""
+    settings = Settings.load(
+        None, data_dir=tmp_path, database_url=postgres_url, broker_url="memory://", protocols=[]
+    )
+    runtime = Runtime.start(settings, handlers={})
+    yield runtime
+    runtime.close()
+
+
+def _write(conn: Connection | Session, name: str) -> None:
+    write_audit(conn, [AuditEntry(name, AuditType.EVENT_RECEIVED, "accepted", session_id=name)])
+
+
+def test_after_never_skips_a_record_that_commits_late(
+    tmp_path: Path, postgres_url: str, started: Runtime
+) -> None:
+    """A transaction holds a record (the lower seq) uncommitted while another writes one and
+    commits (writers never wait for each other); `audit list --after` started meanwhile waits
+    for the first to commit (polling, holding no lock), then lists both in seq order. Every
+    record shows up in exactly one page: the late one is never skipped."""
+    env = _trail_env(tmp_path, postgres_url)
+    with started.sessions.begin() as db:
+        _write(db, "first")
+    (first,) = _lines(_list(env, "--json"))
+
+    late = started.engine.connect()
+    late_tx = late.begin()
+    _write(late, "late")
+
+    def write_next() -> None:
+        with started.engine.begin() as conn:
+            _write(conn, "next")
+
+    writer = threading.Thread(target=write_next)  # a higher seq, committed at once
+    writer.start()
+    writer.join(timeout=15)
+    assert not writer.is_alive(), "a second writer waited for the first"
+
+    reader, results = _in_thread(lambda: _list(env, "--json", "--after", first["id"]))
+    deadline = time.monotonic() + 15
+    while reader.is_alive() and not _reader_waits(started):
+        assert time.monotonic() < deadline, "the reader neither waits nor ends"
+        time.sleep(0.02)
+    assert reader.is_alive(), "the reader listed past a transaction still writing"
+    late_tx.commit()
+    late.close()
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    before = _lines(results[0])
+    cursor = before[-1]["id"] if before else first["id"]
+    after = _lines(_list(env, "--json", "--after", cursor))
+
+    listed = [r["session_id"] for r in [*before, *after]]
+    assert sorted(listed) == ["late", "next"], f"before: {before}, after: {after}"
+    assert listed == ["late", "next"], "listed in seq order"
+    assert [r["session_id"] for r in _lines(_list(env, "--json"))] == ["first", "late", "next"]
+
+
+def test_a_writer_open_too_long_stops_the_listing_with_a_sentence(
+    tmp_path: Path, postgres_url: str, started: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction holding an audit record uncommitted past the wait: `audit list` lists
+    nothing, says why in one line, and exits 8; once it commits, the record is listed."""
+    monkeypatch.setattr("orchestrator.audit_query.HORIZON_WAIT", 1)
+    env = _trail_env(tmp_path, postgres_url)
+    with started.engine.connect() as held, held.begin():
+        _write(held, "held")
+        stuck = _list(env, "--json")
+        assert stuck.exit_code == 8, stuck.output
+        assert stuck.stdout == ""
+        assert "writing audit records for over 1 s" in stuck.stderr
+        assert "Traceback" not in stuck.output
+    assert [r["session_id"] for r in _lines(_list(env, "--json"))] == ["held"]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
+from orchestrator.importing import GeoipDatabases, SessionImport
 from orchestrator.store import IdpSession, Provider, ProviderSession
+from schemas import SessionRecord
 
 from .support import Stack, json_lines
 
@@ -249,3 +251,74 @@ def test_a_login_on_postgresql_is_a_plain_upsert(stack: Stack) -> None:
     written = [s for s in statements if "idp_sessions" in s and "INSERT" in s.upper()]
     assert len(written) == 2
     assert not [s for s in statements if "TEMPORARY" in s.upper() or "COPY" in s.upper()]
+
+
+FACTS = {
+    "ip": "81.2.69.142",
+    "user_agent": "Firefox",
+    "remember_me": True,
+    "created": "2026-11-22T09:00:00.250000+00:00",
+    "asn": 15169,
+    "as_org": "Example AS",
+    "as_network": "81.2.69.0/24",
+    "continent": "EU",
+    "country": "GB",
+    "city": "London",
+    "lat": 51.5,
+    "long": -0.125,
+}
+
+
+@pytest.mark.parametrize("race", [False, True], ids=["new rows", "one created meanwhile"])
+def test_large_import_copies_every_value(stack: Stack, race: bool) -> None:
+    """1,500 new sessions with every kind of value go by binary COPY straight into the table
+    and read back exactly. When another transaction creates one of them between the checks
+    and the writes, the COPY is refused by the key and rolled back to its savepoint, and the
+    rows go by the upsert instead: all stored, the import's values standing, nothing refused."""
+    records = [
+        SessionRecord.model_validate(
+            {"kind": "session", "session_id": f"r-{n}", "user_id": "u-1", **FACTS}
+        )
+        for n in range(1500)
+    ]
+    statements: list[str] = []
+    with stack.runtime(handlers={}) as runtime:
+        event.listen(
+            runtime.engine,
+            "before_cursor_execute",
+            lambda _c, _cur, statement, *_: statements.append(statement),
+        )
+        batch = SessionImport({}, runtime.policy, None, GeoipDatabases())
+        with runtime.sessions.begin() as db:
+            conn = db.connection()
+            batch.check(conn, records, [], {})
+            if race:
+                runtime.registry.record_session("r-7", "u-1", ip="81.2.69.160")  # commits
+            batch.write(conn)
+        assert (batch.counts.sessions_created, batch.counts.sessions_updated) == (1500, 0)
+    rolled_back = [s for s in statements if s.upper().startswith("ROLLBACK TO SAVEPOINT")]
+    assert bool(rolled_back) is race
+    assert len([sid for sid in _sessions(stack) if sid.startswith("r-")]) == 1500
+    with stack.db() as db:
+        for session_id in ("r-0", "r-7"):
+            row = db.get(IdpSession, session_id)
+            assert row is not None
+            stored = {
+                "ip": row.ip,
+                "user_agent": row.user_agent,
+                "remember_me": row.remember_me,
+                "created": row.created_at.isoformat(),
+                "asn": row.asn,
+                "as_org": row.as_org,
+                "as_network": row.as_network,
+                "continent": row.continent,
+                "country": row.country,
+                "city": row.city,
+                "lat": row.lat,
+                "long": row.long,
+            }
+            if race and session_id == "r-7":  # an update never moves created_at
+                assert stored.pop("created") != FACTS["created"]
+                assert stored == {k: v for k, v in FACTS.items() if k != "created"}
+            else:
+                assert stored == FACTS, session_id

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
@@ -29,6 +30,7 @@ from orchestrator.store import (
     RejectedEvent,
     utcnow,
 )
+from orchestrator.store.sql import engine_of
 from schemas import SessionStarted
 from tests.integration.support import closed_port
 from workers import embedded
@@ -134,6 +136,39 @@ def test_relay_publishes_in_order_and_marks_sent(runtime: Runtime) -> None:
     assert all(r.sent_at is not None and r.lease_owner is None for r in rows)
     assert runtime.relay(broker).run().published == 0
     assert len(broker.sent) == 10
+
+
+def _statements(runtime: Runtime) -> list[str]:
+    """Every SQL statement the runtime's engine runs from now on, as text."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    sqlalchemy.event.listen(engine_of(runtime.sessions), "before_cursor_execute", record)
+    return seen
+
+
+def test_relay_counts_the_outbox_only_when_a_run_stops_early(runtime: Runtime) -> None:
+    """Nothing pending: one UPDATE and no count. A run that takes every row: no count, 0
+    pending. Stopped by max_per_run or a broker failure: the outbox is counted."""
+    seen = _statements(runtime)
+    report = runtime.relay(Broker()).run()
+    assert report == RelayReport(0, 0, None)
+    assert len(seen) == 1, seen
+    assert seen[0].lstrip().upper().startswith("UPDATE"), seen
+    _import_due(runtime, 10)
+    _sweep(runtime)
+    seen.clear()
+    assert runtime.relay(Broker()).run(only=[r.message_id for r in _rows(runtime)[:4]]) == (
+        RelayReport(4, 0, None)
+    )
+    assert not [s for s in seen if "count(" in s.lower()], seen
+    capped = OutboxRelay(runtime.sessions, Broker(), batch=2, max_per_run=4)
+    assert capped.run() == RelayReport(4, 2, None)
+    assert [s for s in seen if "count(" in s.lower()]
+    report = runtime.relay(Broker(fail_from=2)).run()
+    assert (report.published, report.pending) == (1, 1)
 
 
 def test_failing_publish_leaves_the_row_unsent(runtime: Runtime) -> None:
