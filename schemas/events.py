@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.redaction import redact
 from schemas.registry import GeoipBindingMode, IpText, NetworkBindingMode
 
 __all__ = [
@@ -69,6 +71,9 @@ BindingReason = Literal[NetworkBindingReason, GeoipBindingReason]
 BINDING_REASONS: tuple[str, ...] = BindingReason.__args__  # type: ignore[attr-defined]
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=255)]
+#: A request's arguments, kept with secret-named values (``id_token_hint``, ``password``)
+#: and JWTs redacted: they are stored, audited and logged.
+RequestArgs = Annotated[dict[str, Any], AfterValidator(redact)]
 
 
 class _Contract(BaseModel):
@@ -82,7 +87,7 @@ class RequestInfo(_Contract):
     user_agent: str | None = None
     path: str | None = None
     method: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: RequestArgs = Field(default_factory=dict)
 
 
 def _require_type(schema: dict[str, Any]) -> None:
@@ -313,7 +318,7 @@ Binding = Annotated[NetworkBindingChange | GeoipBindingChange, Field(discriminat
 class HttpRequest(_Contract):
     path: str | None = None
     method: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: RequestArgs = Field(default_factory=dict)
     user_agent: str | None = None
 
 

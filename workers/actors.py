@@ -7,6 +7,7 @@ actors reload state from the database, so a redelivered message is harmless.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,15 +24,20 @@ from orchestrator.publishing import (
     events_queue,
 )
 from orchestrator.recovery import RecoveryReport, recover
+from orchestrator.rejection import Rejection, record_rejections
 from orchestrator.relay import BrokerSender, OutboxRelay
 from orchestrator.runtime import Runtime
+from orchestrator.store.sql import engine_of
 from schemas import Event
 from workers.batching import EventBatcher
+from workers.outage import Guard, Health, unguarded
+from workers.redis_broker import LogoutRedisBroker
 
 __all__ = ["Actors", "declare_actors"]
 
-#: Unexpected errors (database down, a bug) are retried by dramatiq's Retries middleware
-#: with its backoff; delivery failures never reach it, the fan-out records and schedules them.
+#: Unexpected errors (a bug) are retried by dramatiq's Retries middleware with its backoff;
+#: an outage of the database or broker is waited out in place (``Health``), and delivery
+#: failures never reach it: the fan-out records and schedules them.
 _MAX_RETRIES = 10
 
 
@@ -83,9 +89,17 @@ class Actors:
         return report
 
 
-def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
-    """Declare both actors on ``broker``, bound to ``runtime``."""
+def declare_actors(
+    broker: dramatiq.Broker, runtime: Runtime, health: Health | None = None
+) -> Actors:
+    """Declare both actors on ``broker``, bound to ``runtime``.
+
+    With ``health`` (a worker process), work the database or broker failed waits for it
+    and runs again, and a Redis broker screens what it fetches (see
+    :mod:`workers.redis_broker`).
+    """
     namespace = runtime.settings.namespace
+    guard: Guard = health.guard if health is not None else unguarded
     scheduler: list[Actors] = []
 
     def schedule(delivery_id: str, delay: float) -> None:
@@ -100,6 +114,7 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         runtime.event_processor(fanout, activity.handle),
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
+        guard,
     )
 
     def handle_event(event: Any) -> None:
@@ -109,7 +124,16 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         batcher.handle(event, message.message_id)
 
     def deliver(delivery_id: str) -> None:
-        fanout.deliver([delivery_id])
+        guard(lambda: fanout.deliver([delivery_id]))
+
+    if isinstance(broker, LogoutRedisBroker):
+        engine = engine_of(runtime.sessions)
+
+        def reject(rejections: Sequence[Rejection]) -> None:
+            guard(lambda: record_rejections(engine, rejections))
+
+        broker.health = health
+        broker.rejecter = reject
 
     actors = Actors(
         handle_event=dramatiq.actor(

@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from orchestrator.errors import BrokerUnavailableError, ConfigurationError
 from orchestrator.settings import Settings, redact_url
 from workers.middleware import LogContext
+from workers.redis_broker import LogoutRedisBroker
 from workers.redis_wakeup import WakingRedisBroker
 
 __all__ = ["BROKER_ERRORS", "broker_unreachable", "build_broker", "check_broker", "is_in_process"]
@@ -41,7 +42,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
         # Idle consumers wait on a Pub/Sub wake-up instead of sleeping (workers/redis_wakeup).
-        redis_broker = WakingRedisBroker if settings.redis_wakeup else RedisBroker
+        redis_broker = WakingRedisBroker if settings.redis_wakeup else LogoutRedisBroker
         broker = redis_broker(  # type: ignore[no-untyped-call]
             url=settings.broker_url,
             middleware=middleware,

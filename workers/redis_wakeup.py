@@ -21,9 +21,10 @@ from typing import Any
 import redis
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
+
+from workers.redis_broker import LogoutRedisBroker, PatientConsumer
 
 __all__ = ["AT_CAPACITY_MAX_WAIT_MS", "WakingRedisBroker", "wake_channel"]
 
@@ -37,8 +38,8 @@ def wake_channel(namespace: str, queue_name: str) -> str:
     return f"{namespace}:wake:{queue_name}"
 
 
-class WakingRedisBroker(RedisBroker):
-    """:class:`RedisBroker` that announces each enqueue; see the module docstring."""
+class WakingRedisBroker(LogoutRedisBroker):
+    """:class:`LogoutRedisBroker` that announces each enqueue; see the module docstring."""
 
     @property
     def consumer_class(self) -> type[_WakingConsumer]:
@@ -51,7 +52,7 @@ class WakingRedisBroker(RedisBroker):
         return enqueued
 
 
-class _WakingConsumer(_RedisConsumer):
+class _WakingConsumer(PatientConsumer):
     """Fetches as dramatiq's consumer does; waits on the wake-up channel when idle."""
 
     def __init__(
@@ -68,10 +69,10 @@ class _WakingConsumer(_RedisConsumer):
             self._pubsub.close()
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
-    def __next__(self) -> MessageProxy | None:
+    def _next(self) -> MessageProxy | None:
         try:
             self._drain()  # notifications of messages the fetch below will see anyway
-            message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+            message: MessageProxy | None = super()._next()
             if message is not None:
                 self._idle_misses = 0
                 return message

@@ -1,0 +1,132 @@
+"""dramatiq's Redis broker, hardened for a worker: screened fetches, patient consumers.
+
+* Every fetched message is screened (:mod:`workers.screening`) before dramatiq decodes it:
+  one that would strand, dead-letter or loop is recorded as rejected and acknowledged, and
+  the valid messages fetched beside it go on as usual.
+* A consumer that loses Redis does not restart every few seconds with a critical line each
+  time: it asks the process's :class:`~workers.outage.Health` to ride the outage out (one
+  line per back-off step, for all consumers together), then fetches again. Acknowledgements
+  wait for Redis the same way instead of warning every 5 s.
+
+Without a :class:`~workers.outage.Health` and a rejecter (a publishing command), it behaves
+as dramatiq's broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import BrokerConnectionError
+
+from orchestrator.rejection import Rejection
+from workers.screening import screen
+
+if TYPE_CHECKING:
+    from workers.outage import Health, Passed
+
+__all__ = ["LogoutRedisBroker", "PatientConsumer"]
+
+#: Records rejected messages (in the database) before they are acknowledged.
+Rejecter = Callable[[Sequence[Rejection]], None]
+_LOST = (BrokerConnectionError, redis.ConnectionError, redis.TimeoutError)
+
+
+class LogoutRedisBroker(RedisBroker):
+    """:class:`RedisBroker` with screened fetches and patient consumers (module docstring)."""
+
+    #: Set by the worker once it runs: outages to ride out, and where rejections go.
+    health: Health | None = None
+    rejecter: Rejecter | None = None
+
+    @property
+    def consumer_class(self) -> type[PatientConsumer]:
+        return PatientConsumer
+
+    def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes | None]:
+        fetched: list[bytes | None] = self._dispatch("fetch")(queue_name, prefetch)  # type: ignore[no-untyped-call]
+        if self.rejecter is None:
+            return fetched
+        kept: list[bytes | None] = []
+        refused: list[tuple[bytes, Rejection]] = []
+        for data in fetched:
+            verdict = None if data is None else screen(self.actors, queue_name, data)
+            if isinstance(verdict, Rejection):
+                assert data is not None
+                refused.append((data, verdict))
+            else:
+                kept.append(data)
+        if refused:
+            self._refuse(queue_name, refused)
+        return kept
+
+    def _refuse(self, queue_name: str, refused: list[tuple[bytes, Rejection]]) -> None:
+        """Record the rejections, then acknowledge their messages (found by their bytes
+        among those this worker holds: a message that does not decode has no id to read)."""
+        assert self.rejecter is not None
+        self.rejecter([rejection for _, rejection in refused])
+        acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        held = [bytes(i) for i in self.client.smembers(acks) if isinstance(i, bytes)]
+        stored = self.client.hmget(f"{self.namespace}:{queue_name}.msgs", held) if held else []
+        by_data: dict[bytes, list[bytes]] = {}
+        for redis_id, data in zip(held, stored, strict=True):
+            if data is not None:
+                by_data.setdefault(bytes(data), []).append(redis_id)
+        for data, _ in refused:
+            ids = by_data.get(data)
+            if ids:
+                self.do_ack(queue_name, ids.pop().decode())
+
+
+class PatientConsumer(_RedisConsumer):
+    """Rides Redis outages out instead of restarting (see the module docstring)."""
+
+    broker: LogoutRedisBroker
+
+    def _ride_out(self) -> Passed | None:
+        health = self.broker.health
+        return None if health is None else health.broker.ride_out()
+
+    def _recovered(self) -> bool:
+        from workers.outage import Passed
+
+        return self._ride_out() is Passed.RECOVERED
+
+    def _next(self) -> MessageProxy | None:
+        """One step of dramatiq's consumer (a message, or None when there is none yet)."""
+        return super().__next__()  # type: ignore[no-untyped-call,no-any-return]
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            return self._next()
+        except _LOST:
+            if self._recovered():
+                return None
+            raise
+
+    def ack(self, message: MessageProxy) -> None:
+        while True:
+            try:
+                super().ack(message)  # type: ignore[no-untyped-call]
+                return
+            except _LOST:
+                if not self._recovered():
+                    raise
+
+    def nack(self, message: MessageProxy) -> None:
+        while True:
+            try:
+                super().nack(message)  # type: ignore[no-untyped-call]
+                return
+            except _LOST:
+                if not self._recovered():
+                    raise
+
+    def requeue(self, messages: Any) -> None:
+        # Redis is gone: it hands this worker's messages to others once it is seen dead.
+        with contextlib.suppress(redis.RedisError):
+            super().requeue(messages)  # type: ignore[no-untyped-call]
