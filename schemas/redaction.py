@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "REDACTED_KEYS", "redact", "redact_text"]
+__all__ = ["MAX_DEPTH", "REDACTED", "REDACTED_KEYS", "redact", "redact_text"]
 
 REDACTED = "[redacted]"
 
@@ -52,15 +52,22 @@ def redact_text(text: str) -> str:
     return _SECRET_PAIR.sub(r"\1" + REDACTED, _JWT.sub(REDACTED, text))
 
 
-def redact(value: Any) -> Any:
+#: Deeper than this, a container is replaced whole (no event is nested so deep).
+MAX_DEPTH = 64
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
     """``value`` with every secret-named key's value replaced by ``[redacted]``, at any
     depth, and the secrets in its text masked (:func:`redact_text`)."""
-    if isinstance(value, Mapping):
-        return {
-            k: REDACTED if str(k).lower() in REDACTED_KEYS else redact(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
     if isinstance(value, str):
         return redact_text(value)
-    return value
+    if not isinstance(value, Mapping | list | tuple):
+        return value
+    if _depth >= MAX_DEPTH:
+        return f"[nested deeper than {MAX_DEPTH} levels]"
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if str(k).lower() in REDACTED_KEYS else redact(v, _depth + 1)
+            for k, v in value.items()
+        }
+    return [redact(v, _depth + 1) for v in value]

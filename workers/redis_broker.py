@@ -27,7 +27,7 @@ from orchestrator.rejection import Rejection
 from workers.screening import screen
 
 if TYPE_CHECKING:
-    from workers.outage import Health, Passed
+    from workers.outage import Health
 
 __all__ = ["LogoutRedisBroker", "PatientConsumer"]
 
@@ -86,15 +86,26 @@ class PatientConsumer(_RedisConsumer):
     """Rides Redis outages out instead of restarting (see the module docstring)."""
 
     broker: LogoutRedisBroker
+    #: Connection errors in a row while Redis answers a ping (connections it dropped when
+    #: it restarted, each re-made on its next use) before dramatiq's restart takes over.
+    STALE_RETRIES = 3
 
-    def _ride_out(self) -> Passed | None:
-        health = self.broker.health
-        return None if health is None else health.broker.ride_out()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._stale = 0
 
-    def _recovered(self) -> bool:
+    def _again(self) -> bool:
+        """After a connection error: True when the work may be done again now (Redis
+        answers again after an outage, or the error came from a dropped connection)."""
         from workers.outage import Passed
 
-        return self._ride_out() is Passed.RECOVERED
+        health = self.broker.health
+        passed = Passed.STOPPED if health is None else health.broker.ride_out()
+        if passed is Passed.NO_OUTAGE:
+            self._stale += 1
+            return self._stale <= self.STALE_RETRIES
+        self._stale = 0
+        return passed is Passed.RECOVERED
 
     def _next(self) -> MessageProxy | None:
         """One step of dramatiq's consumer (a message, or None when there is none yet)."""
@@ -102,11 +113,13 @@ class PatientConsumer(_RedisConsumer):
 
     def __next__(self) -> MessageProxy | None:
         try:
-            return self._next()
+            message = self._next()
         except _LOST:
-            if self._recovered():
+            if self._again():
                 return None
             raise
+        self._stale = 0
+        return message
 
     def ack(self, message: MessageProxy) -> None:
         while True:
@@ -114,7 +127,7 @@ class PatientConsumer(_RedisConsumer):
                 super().ack(message)  # type: ignore[no-untyped-call]
                 return
             except _LOST:
-                if not self._recovered():
+                if not self._again():
                     raise
 
     def nack(self, message: MessageProxy) -> None:
@@ -123,7 +136,7 @@ class PatientConsumer(_RedisConsumer):
                 super().nack(message)  # type: ignore[no-untyped-call]
                 return
             except _LOST:
-                if not self._recovered():
+                if not self._again():
                     raise
 
     def requeue(self, messages: Any) -> None:

@@ -59,7 +59,7 @@ class _WakingConsumer(PatientConsumer):
         self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int
     ) -> None:
         # A zero timeout makes the parent's backoff sleep 0 ms; this class does the waiting.
-        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
+        super().__init__(broker, queue_name, prefetch, 0)
         self._idle_timeout = timeout
         self._idle_misses = 0
         self._pubsub = broker.client.pubsub(ignore_subscribe_messages=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Message
+from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 
 from orchestrator.publishing import DELIVER_ACTOR, HANDLE_EVENT_ACTOR
@@ -110,6 +111,8 @@ def screen(
     problem = _problem(message, actors)
     if problem is None and message.queue_name != queue_name:
         problem = f"queue_name: says {str(message.queue_name)[:100]!r}, found on {queue_name!r}"
+    if problem is None and actors[message.actor_name].queue_name != q_name(queue_name):
+        problem = f"actor_name: {message.actor_name} does not take messages from {queue_name!r}"
     if problem is None:
         return message
     event = message.args[0] if isinstance(message.args, tuple) and message.args else None

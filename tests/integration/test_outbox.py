@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from orchestrator.relay import BrokerSender
@@ -26,55 +23,12 @@ from schemas import SessionStarted
 from tests.geoip_data import GeoipFiles
 from workers import build_broker
 
-from .support import WORKER_LOGS, Stack, closed_port, tail
+from .servers import OwnRedis
+from .support import WORKER_LOGS, Stack, tail
 
 pytestmark = pytest.mark.integration
 
 DUE = 25
-
-
-class OwnRedis:
-    """A ``redis-server`` of this test alone, on a free loopback port, without persistence:
-    stopping it loses nothing of anyone else's, and restarting it starts empty."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = closed_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (scripts/test installs it)", pytrace=False)
-        options = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), *options, "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = self.client()
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"redis-server on port {self.port} did not start")
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_connect_timeout=3)
 
 
 @pytest.fixture
