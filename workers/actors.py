@@ -39,6 +39,10 @@ __all__ = ["Actors", "declare_actors"]
 #: an outage of the database or broker is waited out in place (``Health``), and delivery
 #: failures never reach it: the fan-out records and schedules them.
 _MAX_RETRIES = 10
+#: dramatiq's default time limit (10 minutes) would interrupt a message waiting out a
+#: database or broker outage, and spend a retry; each step of handling has its own bound
+#: (delivery timeouts), so this only catches a hung thread.
+_TIME_LIMIT_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +145,14 @@ def declare_actors(
             actor_name=HANDLE_EVENT_ACTOR,
             queue_name=events_queue(namespace),
             max_retries=_MAX_RETRIES,
+            time_limit=_TIME_LIMIT_MS,
         )(handle_event),
         deliver=dramatiq.actor(
             broker=broker,
             actor_name=DELIVER_ACTOR,
             queue_name=deliveries_queue(namespace),
             max_retries=_MAX_RETRIES,
+            time_limit=_TIME_LIMIT_MS,
         )(deliver),
         publisher=publisher,
         relay=relay,
