@@ -122,6 +122,8 @@ class Outage:
 
     def ride_out(self) -> Passed:
         """Wait until the server answers (logging as the module docstring says)."""
+        if self._stop.is_set():
+            return Passed.STOPPED
         with self._lock:
             leader = self._back.is_set()
             if leader:

@@ -15,6 +15,7 @@ as dramatiq's broker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,21 +66,28 @@ class LogoutRedisBroker(RedisBroker):
         return kept
 
     def _refuse(self, queue_name: str, refused: list[tuple[bytes, Rejection]]) -> None:
-        """Record the rejections, then acknowledge their messages (found by their bytes
-        among those this worker holds: a message that does not decode has no id to read)."""
+        """Record the rejections, then acknowledge their messages, found by their bytes
+        among those this worker holds (a message that does not decode has no id to read;
+        it is recorded under its Redis id, so a redelivery is recorded once)."""
         assert self.rejecter is not None
-        self.rejecter([rejection for _, rejection in refused])
         acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
         held = [bytes(i) for i in self.client.smembers(acks) if isinstance(i, bytes)]
         stored = self.client.hmget(f"{self.namespace}:{queue_name}.msgs", held) if held else []
-        by_data: dict[bytes, list[bytes]] = {}
-        for redis_id, data in zip(held, stored, strict=True):
+        by_data: dict[bytes, list[str]] = {}
+        for held_id, data in zip(held, stored, strict=True):
             if data is not None:
-                by_data.setdefault(bytes(data), []).append(redis_id)
-        for data, _ in refused:
+                by_data.setdefault(bytes(data), []).append(held_id.decode())
+        found: list[tuple[str | None, Rejection]] = []
+        for data, rejection in refused:
             ids = by_data.get(data)
-            if ids:
-                self.do_ack(queue_name, ids.pop().decode())
+            redis_id = ids.pop() if ids else None
+            if redis_id is not None and rejection.message_id.startswith("sha256:"):
+                rejection = dataclasses.replace(rejection, message_id=f"redis:{redis_id}")
+            found.append((redis_id, rejection))
+        self.rejecter([rejection for _, rejection in found])
+        for redis_id, _ in found:
+            if redis_id is not None:
+                self.do_ack(queue_name, redis_id)
 
 
 class PatientConsumer(_RedisConsumer):

@@ -53,6 +53,7 @@ def _poison(stack: Stack) -> dict[str, tuple[str, bytes]]:
     with_secrets = {**event, "request": {"args": {"id_token_hint": JWT, "password": "hunter2"}}}
     return {
         "not JSON": (str(uuid.uuid4()), b"\x00\xff{not json password=hunter2"),
+        "the same bytes again": (str(uuid.uuid4()), b"\x00\xff{not json password=hunter2"),
         "JSON but no message": (str(uuid.uuid4()), b'{"hello": "world"}'),
         "unknown actor": _message(stack, actor_name="drop_everything"),
         "actor of another queue": _message(stack, actor_name="deliver", args=["d-1"]),
@@ -72,7 +73,7 @@ def _poison(stack: Stack) -> dict[str, tuple[str, bytes]]:
 
 
 def test_poison_messages_never_strand_valid_events(stack: Stack) -> None:
-    """14 poison messages ahead of 20 valid events: all 20 completed, each poison message
+    """15 poison messages ahead of 20 valid events: all 20 completed, each poison message
     rejected once with its raw bytes, the queue empty and unacknowledged set empty, no
     dead letter, no retry, no traceback, and neither planted secret in any log line."""
     stack.protocols = []
