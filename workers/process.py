@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import dramatiq
 import structlog
@@ -32,7 +32,6 @@ __all__ = ["drain", "embedded", "run_worker", "serve"]
 
 _log = structlog.get_logger("logout.worker")
 _PR_SET_PDEATHSIG = 1
-_T = TypeVar("_T")
 
 
 def _connected_broker(settings: Settings) -> dramatiq.Broker:

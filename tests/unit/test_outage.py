@@ -12,6 +12,7 @@ import sqlalchemy.exc
 from structlog.testing import capture_logs
 
 from orchestrator.errors import DatabaseUnavailableError
+from orchestrator.logging import configure_logging
 from workers import outage
 from workers.outage import Health, Outage, Passed
 
@@ -34,6 +35,7 @@ class FlakyServer:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_logging("INFO", "json")  # an earlier test may have left a higher level
     monkeypatch.setattr(outage, "BACKOFF_FIRST", 0.01)
     monkeypatch.setattr(outage, "BACKOFF_CAP", 0.04)
 
