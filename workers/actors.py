@@ -31,7 +31,7 @@ from orchestrator.store.sql import engine_of
 from schemas import Event
 from workers.batching import EventBatcher
 from workers.outage import Guard, Health, unguarded
-from workers.redis_broker import LogoutRedisBroker
+from workers.screening import Screened
 
 __all__ = ["Actors", "declare_actors"]
 
@@ -130,7 +130,7 @@ def declare_actors(
     def deliver(delivery_id: str) -> None:
         guard(lambda: fanout.deliver([delivery_id]))
 
-    if isinstance(broker, LogoutRedisBroker):
+    if isinstance(broker, Screened):
         engine = engine_of(runtime.sessions)
 
         def reject(rejections: Sequence[Rejection]) -> None:

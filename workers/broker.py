@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from orchestrator.errors import BrokerUnavailableError, ConfigurationError
 from orchestrator.settings import Settings, redact_url
 from workers.middleware import LogContext
+from workers.rabbitmq_broker import LogoutRabbitmqBroker
 from workers.redis_broker import LogoutRedisBroker
 from workers.redis_wakeup import WakingRedisBroker
 
@@ -50,7 +51,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             maintenance_chance=settings.redis_maintenance_chance,
         )
     elif scheme in ("amqp", "amqps"):
-        broker = RabbitmqBroker(url=settings.broker_url, middleware=middleware)
+        broker = LogoutRabbitmqBroker(url=settings.broker_url, middleware=middleware)
     elif scheme == "memory":
         broker = StubBroker(middleware=middleware)
     else:  # pragma: no cover - Settings already refuses other schemes

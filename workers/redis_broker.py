@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -25,24 +24,18 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.errors import BrokerConnectionError
 
 from orchestrator.rejection import Rejection
-from workers.screening import screen
+from workers.screening import Screened, screen
 
 if TYPE_CHECKING:
-    from workers.outage import Health
+    pass
 
 __all__ = ["LogoutRedisBroker", "PatientConsumer"]
 
-#: Records rejected messages (in the database) before they are acknowledged.
-Rejecter = Callable[[Sequence[Rejection]], None]
 _LOST = (BrokerConnectionError, redis.ConnectionError, redis.TimeoutError)
 
 
-class LogoutRedisBroker(RedisBroker):
+class LogoutRedisBroker(Screened, RedisBroker):
     """:class:`RedisBroker` with screened fetches and patient consumers (module docstring)."""
-
-    #: Set by the worker once it runs: outages to ride out, and where rejections go.
-    health: Health | None = None
-    rejecter: Rejecter | None = None
 
     @property
     def consumer_class(self) -> type[PatientConsumer]:
@@ -55,7 +48,9 @@ class LogoutRedisBroker(RedisBroker):
         kept: list[bytes | None] = []
         refused: list[tuple[bytes, Rejection]] = []
         for data in fetched:
-            verdict = None if data is None else screen(self.actors, queue_name, data)
+            verdict = (
+                None if data is None else screen(self.actors, queue_name, data, "redis_message_id")
+            )
             if isinstance(verdict, Rejection):
                 assert data is not None
                 refused.append((data, verdict))

@@ -12,8 +12,8 @@ such message is refused here instead, once, with a reason: :func:`screen` return
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq import Message
@@ -23,7 +23,23 @@ from dramatiq.errors import DecodeError
 from orchestrator.publishing import DELIVER_ACTOR, HANDLE_EVENT_ACTOR
 from orchestrator.rejection import MAX_ID, Rejection, raw_detail, raw_text, rejection_id
 
-__all__ = ["MAX_DEPTH", "screen"]
+if TYPE_CHECKING:
+    from workers.outage import Health
+
+__all__ = ["MAX_DEPTH", "Rejecter", "Screened", "screen"]
+
+#: Records rejected messages (in the database) before they are acknowledged.
+Rejecter = Callable[[Sequence[Rejection]], None]
+
+
+class Screened:
+    """A broker whose consumers screen what they fetch. Set by the worker once it runs:
+    the outages to ride out, and where rejections go (without a rejecter, nothing is
+    screened: a publishing command)."""
+
+    health: Health | None = None
+    rejecter: Rejecter | None = None
+
 
 #: Deepest nesting of a message's arguments (an event is a few levels deep).
 MAX_DEPTH = 32
@@ -62,17 +78,19 @@ def _unstorable(value: Any, depth: int = 0) -> str | None:
     return None
 
 
-def _problem(message: Message[Any], actors: Mapping[str, dramatiq.Actor[Any, Any]]) -> str | None:
+def _problem(
+    message: Message[Any], actors: Mapping[str, dramatiq.Actor[Any, Any]], option: str | None
+) -> str | None:
     """What is wrong with a decoded ``message``, or None."""
     message_id = message.message_id
     if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_ID:
         return f"message_id: must be a string of 1 to {MAX_ID} characters"
     if not message_id.isprintable():
         return "message_id: holds control characters"
-    if not isinstance(message.options, dict) or not isinstance(
-        message.options.get("redis_message_id"), str
-    ):
-        return "options: must be an object with the broker's redis_message_id"
+    if not isinstance(message.options, dict):
+        return "options: must be an object"
+    if option is not None and not isinstance(message.options.get(option), str):
+        return f"options: must hold the broker's {option}"
     actor = actors.get(message.actor_name) if isinstance(message.actor_name, str) else None
     if actor is None:
         return (
@@ -95,9 +113,15 @@ def _problem(message: Message[Any], actors: Mapping[str, dramatiq.Actor[Any, Any
 
 
 def screen(
-    actors: Mapping[str, dramatiq.Actor[Any, Any]], queue_name: str, data: bytes
+    actors: Mapping[str, dramatiq.Actor[Any, Any]],
+    queue_name: str,
+    data: bytes,
+    option: str | None = None,
 ) -> Message[Any] | Rejection:
-    """The message ``data`` holds, or the rejection to record for it (see the module)."""
+    """The message ``data`` holds, or the rejection to record for it (see the module).
+
+    ``option``: the option the broker needs in every message (Redis: ``redis_message_id``).
+    """
     try:
         message: Message[Any] = Message.decode(data)
     except (DecodeError, RecursionError) as exc:
@@ -108,7 +132,7 @@ def screen(
         return Rejection(
             rejection_id(None, data), raw_text(data), [undecodable], raw=raw_detail(data)
         )
-    problem = _problem(message, actors)
+    problem = _problem(message, actors, option)
     if problem is None and message.queue_name != queue_name:
         problem = f"queue_name: says {str(message.queue_name)[:100]!r}, found on {queue_name!r}"
     if problem is None and actors[message.actor_name].queue_name != q_name(queue_name):

@@ -10,12 +10,13 @@ import time
 import uuid
 from typing import Any
 
+import pika
 import pytest
 from sqlalchemy import func, select
 
 from orchestrator.store import AuditRow, EventRecord, RejectedEvent
 
-from .support import Stack, logout_event
+from .support import RABBITMQ_URL, Stack, logout_event
 
 pytestmark = pytest.mark.integration
 
@@ -72,36 +73,69 @@ def _poison(stack: Stack) -> dict[str, tuple[str, bytes]]:
     }
 
 
+def _seeded(stack: Stack) -> list[dict[str, Any]]:
+    """20 sessions and their valid events; the first event carries both planted secrets."""
+    stack.protocols = []
+    sessions = [{"kind": "session", "session_id": f"s-{i}", "user_id": "u"} for i in range(VALID)]
+    stack.seed(records=sessions)
+    valid = [logout_event(f"s-{i}") for i in range(VALID)]
+    valid[0]["request"] = {"args": {"id_token_hint": JWT, "password": "hunter2"}}
+    return valid
+
+
+def _counts(stack: Stack) -> tuple[int, int]:
+    """Events completed, messages rejected."""
+    with stack.db() as db:
+        done = db.scalar(
+            select(func.count()).select_from(EventRecord).where(EventRecord.status == "completed")
+        )
+        refused = db.scalar(select(func.count()).select_from(RejectedEvent))
+    return int(done or 0), int(refused or 0)
+
+
+def _assert_recorded(stack: Stack, poison: int, valid: list[dict[str, Any]]) -> None:
+    """Each rejection has its record with the raw bytes; the planted secrets are stored
+    redacted."""
+    with stack.db() as db:
+        rejected = db.scalars(select(RejectedEvent)).all()
+        records = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected")).all()
+        stored = db.scalar(
+            select(EventRecord.payload).where(EventRecord.event_id == valid[0]["event_id"])
+        )
+    assert len(records) == poison
+    assert {r.detail["message_id"] for r in records} == {r.message_id for r in rejected}
+    for row in rejected:
+        assert row.problems, row.message_id
+        assert "\x00" not in row.payload
+        assert len(row.message_id) <= 64
+    raw = [r.detail["raw"] for r in records if "raw" in r.detail]
+    assert len(raw) == poison - 1, "all but the one refused by validation keep raw bytes"
+    assert all(r["bytes"] > 0 and ("text" in r or "base64" in r) for r in raw)
+    assert any("base64" in r for r in raw), "bytes that are no UTF-8 are kept as base64"
+    assert stored is not None
+    assert stored["request"]["args"] == {"id_token_hint": "[redacted]", "password": "[redacted]"}
+
+
+def _assert_quiet(output: str) -> None:
+    for forbidden in ("Traceback", "Failed to process", "Consumer encountered", "hunter2", JWT):
+        assert forbidden not in output, forbidden
+
+
 def test_poison_messages_never_strand_valid_events(stack: Stack) -> None:
     """15 poison messages ahead of 20 valid events: all 20 completed, each poison message
     rejected once with its raw bytes, the queue empty and unacknowledged set empty, no
     dead letter, no retry, no traceback, and neither planted secret in any log line."""
-    stack.protocols = []
-    sessions = [{"kind": "session", "session_id": f"s-{i}", "user_id": "u"} for i in range(VALID)]
-    stack.seed(records=sessions)
+    valid = _seeded(stack)
     poison = _poison(stack)
     queue = f"dramatiq:{stack.namespace}.events"
     for redis_id, data in poison.values():
         stack.redis.hset(f"{queue}.msgs", redis_id, data)
         stack.redis.rpush(queue, redis_id)
-    valid = [logout_event(f"s-{i}") for i in range(VALID)]
-    valid[0]["request"] = {"args": {"id_token_hint": JWT, "password": "hunter2"}}
     with stack.publisher() as publisher:
         publisher.publish_many(valid)
     worker = stack.start_worker()
-
-    def counts() -> tuple[int, int]:
-        with stack.db() as db:
-            done = db.scalar(
-                select(func.count())
-                .select_from(EventRecord)
-                .where(EventRecord.status == "completed")
-            )
-            refused = db.scalar(select(func.count()).select_from(RejectedEvent))
-        return int(done or 0), int(refused or 0)
-
     stack.wait_for(
-        lambda: counts() == (VALID, len(poison)),
+        lambda: _counts(stack) == (VALID, len(poison)),
         what=f"{VALID} events completed and {len(poison)} rejected",
         timeout=60,
     )
@@ -111,28 +145,48 @@ def test_poison_messages_never_strand_valid_events(stack: Stack) -> None:
     )
     assert stack.redis.zcard(f"{queue}.XQ") == 0, "nothing is dead-lettered"
     assert stack.queue_length("events.DQ") == 0, "nothing is retried"
-    with stack.db() as db:
-        rejected = db.scalars(select(RejectedEvent)).all()
-        records = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected")).all()
-        stored = db.scalar(
-            select(EventRecord.payload).where(EventRecord.event_id == valid[0]["event_id"])
-        )
-    assert len(records) == len(poison)
-    assert {r.detail["message_id"] for r in records} == {r.message_id for r in rejected}
-    for row in rejected:
-        assert row.problems, row.message_id
-        assert "\x00" not in row.payload
-        assert len(row.message_id) <= 64
-    raw = [r.detail["raw"] for r in records if "raw" in r.detail]
-    assert len(raw) == len(poison) - 1, "all but the one refused by validation keep raw bytes"
-    assert all(r["bytes"] > 0 and ("text" in r or "base64" in r) for r in raw)
-    assert any("base64" in r for r in raw), "bytes that are no UTF-8 are kept as base64"
-    assert stored is not None
-    assert stored["request"]["args"] == {
-        "id_token_hint": "[redacted]",
-        "password": "[redacted]",
-    }
+    _assert_recorded(stack, len(poison), valid)
     assert worker.stop() == 0
-    output = worker.output()
-    for forbidden in ("Traceback", "Failed to process", "Consumer encountered", "hunter2", JWT):
-        assert forbidden not in output, forbidden
+    _assert_quiet(worker.output())
+
+
+def test_poison_messages_over_rabbitmq(amqp_stack: Stack) -> None:
+    """The same over RabbitMQ (but the Redis-only cases): all 20 valid events completed,
+    each poison delivery rejected once with its raw bytes, nothing left in the queue or
+    dead-lettered, no traceback, no planted secret in the log."""
+    stack = amqp_stack
+    valid = _seeded(stack)
+    redis_only = ("no redis_message_id", "the same bytes again")
+    poison = {k: v for k, v in _poison(stack).items() if k not in redis_only}
+    with stack.publisher() as publisher:
+        publisher.publish(valid[0])  # declares the queues as dramatiq does
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+        try:
+            channel = connection.channel()
+            for _, data in poison.values():
+                channel.basic_publish(
+                    exchange="",
+                    routing_key=f"{stack.namespace}.events",
+                    body=data,
+                    properties=pika.BasicProperties(delivery_mode=2),  # type: ignore[no-untyped-call]
+                )
+        finally:
+            connection.close()
+        publisher.publish_many(valid[1:])
+    worker = stack.start_worker()
+    stack.wait_for(
+        lambda: _counts(stack) == (VALID, len(poison)),
+        what=f"{VALID} events completed and {len(poison)} rejected",
+        timeout=60,
+    )
+    _assert_recorded(stack, len(poison), valid)
+    assert worker.stop() == 0
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        for queue in (f"{stack.namespace}.events", f"{stack.namespace}.events.XQ"):
+            left = channel.queue_declare(queue=queue, passive=True).method.message_count
+            assert left == 0, f"{left} message(s) left on {queue}"
+    finally:
+        connection.close()
+    _assert_quiet(worker.output())

@@ -82,7 +82,7 @@ def test_a_valid_message_passes(actors: dict[str, dramatiq.Actor[Any, Any]]) -> 
         (_data(args=[_deep(MAX_DEPTH + 1)]), f"args: nested deeper than {MAX_DEPTH}"),
         (_data(message_id="m" * 65), "message_id: must be a string of 1 to 64"),
         (_data(message_id="m\n1"), "message_id: holds control characters"),
-        (_data(options={}), "options: must be an object"),
+        (_data(options=[]), "options: must be an object"),
         (_data(queue_name="logout.deliveries"), "queue_name: says 'logout.deliveries'"),
     ],
 )
@@ -99,6 +99,16 @@ def test_poison_is_refused_naming_the_field(
     assert "\x00" not in verdict.payload
     assert verdict.raw is not None
     assert verdict.raw["bytes"] == len(data)
+
+
+def test_redis_needs_its_message_id(actors: dict[str, dramatiq.Actor[Any, Any]]) -> None:
+    """On Redis a message without ``redis_message_id`` could never be acknowledged: refused
+    there; RabbitMQ needs no such option."""
+    data = _data(options={})
+    verdict = screen(actors, QUEUE, data, "redis_message_id")
+    assert isinstance(verdict, Rejection)
+    assert verdict.problems == ["options: must hold the broker's redis_message_id"]
+    assert isinstance(screen(actors, QUEUE, data), Message)
 
 
 def test_raw_bytes_are_kept_printable_and_bounded() -> None:
