@@ -43,6 +43,7 @@ from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError, Problem
 from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work, is_settled, settled_entry
 from orchestrator.plans import PlanTimeouts, build_plan, plan_entry, save_plans
+from orchestrator.rejection import Rejection, record_rejections
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
@@ -51,7 +52,6 @@ from orchestrator.store import (
     IdpSession,
     Provider,
     ProviderSession,
-    RejectedEvent,
     SessionFactory,
     utcnow,
 )
@@ -75,6 +75,7 @@ from schemas import (
     SessionTerminateOthers,
     UserRevokeAll,
 )
+from schemas.redaction import redact
 
 __all__ = ["EventProcessor", "HandleResult", "end_reason"]
 
@@ -84,7 +85,6 @@ _EVENTS = cast(Table, EventRecord.__table__)
 _SESSIONS = cast(Table, IdpSession.__table__)
 _LINKS = cast(Table, ProviderSession.__table__)
 _DELIVERIES = cast(Table, Delivery.__table__)
-_REJECTED = cast(Table, RejectedEvent.__table__)
 _OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
@@ -337,38 +337,22 @@ class EventProcessor:
     # -- rejection ---------------------------------------------------------------------
 
     def _reject(self, items: list[_Item]) -> None:
-        now = utcnow()
-        rows: list[dict[str, Any]] = []
-        entries: list[AuditEntry] = []
+        rejections: list[Rejection] = []
         for item in items:
             assert item.problems is not None
-            problems = [str(p) for p in item.problems.problems]
             raw = item.raw
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
-            event_id = str(event_id)[:64] if event_id is not None else None
-            rows.append(
-                {
-                    "message_id": item.message_id,
-                    "event_id": event_id,
-                    "received_at": now,
-                    "payload": raw if isinstance(raw, str) else json.dumps(raw, default=str),
-                    "problems": problems,
-                }
-            )
-            entries.append(
-                AuditEntry(
-                    key=f"event.rejected:{item.message_id}",
-                    type=AuditType.EVENT_REJECTED,
-                    outcome="rejected",
-                    event_id=event_id,
-                    detail={"message_id": item.message_id, "problems": problems},
+            rejections.append(
+                Rejection(
+                    message_id=item.message_id,
+                    event_id=str(event_id) if event_id is not None else None,
+                    payload=redact(raw)
+                    if isinstance(raw, str)
+                    else json.dumps(redact(raw), default=str),
+                    problems=[str(p) for p in item.problems.problems],
                 )
             )
-            _log.warning("event rejected", message_id=item.message_id, problems=problems)
-        with self._engine.begin() as conn:
-            conn.execute(insert_ignore(conn, _REJECTED, ["message_id"]), rows)
-            records = write_audit(conn, entries, at=now)
-        emit(records)
+        record_rejections(self._engine, rejections)
 
     # -- transaction 1 -----------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
 
+from schemas.redaction import redact
+
 __all__ = [
     "ID_MAX",
     "NIL_UUID",
@@ -144,13 +146,16 @@ def _arg_value(value: Any) -> Any:
 _ArgName = Annotated[str, Field(max_length=_ARG_NAME_MAX), _TextCheck]
 #: One request argument: a value, or the list of values of a repeated argument.
 ArgValue = Annotated[Any, AfterValidator(_arg_value), WithJsonSchema(_ARG_VALUE_SCHEMA)]
-#: A request's arguments: at most 100, names of at most 256 characters, values of at most 4096.
+#: A request's arguments: at most 100, names of at most 256 characters, values of at most 4096;
+#: kept with secret-named values (``id_token_hint``, ``password``) and JWTs redacted, for they
+#: are stored, audited and logged.
 RequestArgs = Annotated[
     dict[_ArgName, ArgValue],
     Field(
         max_length=REQUEST_ARGS_MAX,
         json_schema_extra={"propertyNames": {"maxLength": _ARG_NAME_MAX, "pattern": _TEXT_PATTERN}},
     ),
+    AfterValidator(redact),
 ]
 
 

@@ -7,6 +7,7 @@ actors reload state from the database, so a redelivered message is harmless.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,18 +22,27 @@ from orchestrator.pipeline import HandleResult
 from orchestrator.publishing import Publisher
 from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR, deliveries_queue, events_queue
 from orchestrator.recovery import RecoveryReport, recover
+from orchestrator.rejection import Rejection, record_rejections
 from orchestrator.relay import BrokerSender, OutboxRelay
 from orchestrator.runtime import Runtime
+from orchestrator.store.sql import engine_of
 from schemas import Event
 from workers.batching import EventBatcher
+from workers.outage import Guard, Health, unguarded
+from workers.screening import Screened
 
 __all__ = ["Actors", "declare_actors"]
 
-#: Unexpected errors (database down, a bug) are retried by dramatiq's Retries middleware
-#: with its backoff; delivery failures never reach it, the fan-out records and schedules them.
+#: Unexpected errors (a bug) are retried by dramatiq's Retries middleware with its backoff;
+#: an outage of the database or broker is waited out in place (``Health``), and delivery
+#: failures never reach it: the fan-out records and schedules them.
 _MAX_RETRIES = 10
 #: A refused copy of a held event's message comes back this long after the lease's end.
 _BUSY_MARGIN = timedelta(seconds=1)
+#: dramatiq's default time limit (10 minutes) would interrupt a message waiting out a
+#: database or broker outage, and spend a retry; each step of handling has its own bound
+#: (delivery timeouts), so this only catches a hung thread.
+_TIME_LIMIT_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +96,17 @@ class Actors:
         return report
 
 
-def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
-    """Declare both actors on ``broker``, bound to ``runtime``."""
+def declare_actors(
+    broker: dramatiq.Broker, runtime: Runtime, health: Health | None = None
+) -> Actors:
+    """Declare both actors on ``broker``, bound to ``runtime``.
+
+    With ``health`` (a worker process), work the database or broker failed waits for it
+    and runs again, and a Redis broker screens what it fetches (see
+    :mod:`workers.redis_broker`).
+    """
     namespace = runtime.settings.namespace
+    guard: Guard = health.guard if health is not None else unguarded
     scheduler: list[Actors] = []
 
     def schedule(delivery_id: str, delay: float) -> None:
@@ -105,6 +123,7 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
         processor,
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
+        guard,
     )
 
     def handle_event(event: Any) -> None:
@@ -116,11 +135,20 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
             # renewed (same message id, no retry spent), and is then resumed or a duplicate. A
             # dead worker's lease is not renewed, so its event goes on one lease after its last
             # renewal, not a whole lease after its message came back.
-            left = processor.lease_left(str(event["event_id"])) + _BUSY_MARGIN
+            left = guard(lambda: processor.lease_left(str(event["event_id"]))) + _BUSY_MARGIN
             broker.enqueue(message, delay=math.ceil(left.total_seconds() * 1000))
 
     def deliver(delivery_id: str) -> None:
-        fanout.deliver([delivery_id])
+        guard(lambda: fanout.deliver([delivery_id]))
+
+    if isinstance(broker, Screened):
+        engine = engine_of(runtime.sessions)
+
+        def reject(rejections: Sequence[Rejection]) -> None:
+            guard(lambda: record_rejections(engine, rejections))
+
+        broker.health = health
+        broker.rejecter = reject
 
     actors = Actors(
         handle_event=dramatiq.actor(
@@ -128,12 +156,14 @@ def declare_actors(broker: dramatiq.Broker, runtime: Runtime) -> Actors:
             actor_name=HANDLE_EVENT_ACTOR,
             queue_name=events_queue(namespace),
             max_retries=_MAX_RETRIES,
+            time_limit=_TIME_LIMIT_MS,
         )(handle_event),
         deliver=dramatiq.actor(
             broker=broker,
             actor_name=DELIVER_ACTOR,
             queue_name=deliveries_queue(namespace),
             max_retries=_MAX_RETRIES,
+            time_limit=_TIME_LIMIT_MS,
         )(deliver),
         publisher=publisher,
         relay=relay,

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from orchestrator.pipeline import EventProcessor, HandleResult
+from workers.outage import Guard, unguarded
 
 __all__ = ["EventBatcher"]
 
@@ -36,9 +37,16 @@ class EventBatcher:
     """Handles events submitted from many threads in batches; see the module docstring."""
 
     def __init__(
-        self, processor: EventProcessor, max_batch: int = 64, concurrency: int = 4
+        self,
+        processor: EventProcessor,
+        max_batch: int = 64,
+        concurrency: int = 4,
+        guard: Guard = unguarded,
     ) -> None:
+        """``guard`` runs each batch: with a worker's :class:`~workers.outage.Health`, a
+        batch the database or broker failed is handled again once it answers."""
         self._processor = processor
+        self._guard = guard
         self._max = max_batch
         self._slots = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
@@ -62,7 +70,8 @@ class EventBatcher:
 
     def _run(self, batch: list[_Job]) -> None:
         try:
-            results = self._processor.handle_batch([(job.raw, job.message_id) for job in batch])
+            messages = [(job.raw, job.message_id) for job in batch]
+            results = self._guard(lambda: self._processor.handle_batch(messages))
         except Exception as exc:  # noqa: BLE001 - one bad message must not fail the others
             if len(batch) == 1:
                 batch[0].result.set_exception(exc)

@@ -15,7 +15,8 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 from orchestrator.errors import BrokerUnavailableError, ConfigurationError
 from orchestrator.settings import Settings, redact_url
 from workers.middleware import LogContext
-from workers.redis_upkeep import UpkeptRedisBroker
+from workers.rabbitmq_broker import LogoutRabbitmqBroker
+from workers.redis_broker import LogoutRedisBroker
 from workers.redis_wakeup import WakingRedisBroker
 
 __all__ = ["BROKER_ERRORS", "broker_unreachable", "build_broker", "check_broker", "is_in_process"]
@@ -43,7 +44,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if scheme in ("redis", "rediss"):
         # Idle consumers wait on a Pub/Sub wake-up instead of sleeping (workers/redis_wakeup).
         # A thread of each worker runs their maintenance on a clock (workers/redis_upkeep).
-        redis_broker = WakingRedisBroker if settings.redis_wakeup else UpkeptRedisBroker
+        redis_broker = WakingRedisBroker if settings.redis_wakeup else LogoutRedisBroker
         broker = redis_broker(
             url=settings.broker_url,
             middleware=middleware,
@@ -51,7 +52,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             maintenance_chance=settings.redis_maintenance_chance,
         )
     elif scheme in ("amqp", "amqps"):
-        broker = RabbitmqBroker(url=settings.broker_url, middleware=middleware)
+        broker = LogoutRabbitmqBroker(url=settings.broker_url, middleware=middleware)
     elif scheme == "memory":
         broker = StubBroker(middleware=middleware)
     else:  # pragma: no cover - Settings already refuses other schemes

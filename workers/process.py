@@ -12,52 +12,29 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import dramatiq
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from orchestrator.errors import ConfigurationError, LogoutError, UnavailableError
+from orchestrator.errors import ConfigurationError, LogoutError
 from orchestrator.logging import configure_logging
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings, redact_url
+from orchestrator.store.engine import check_connection
 from orchestrator.writable import check_writable
 from protocols import load_handlers
 from schemas.errors import IncompleteError
 from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
+from workers.outage import Guard, Health, Outage, reach, unguarded
 from workers.redis_upkeep import UpkeptRedisBroker, keep_up, persistence_warning
 
-__all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "drain", "embedded", "reach", "run_worker", "serve"]
+__all__ = ["drain", "embedded", "run_worker", "serve"]
 
 _log = structlog.get_logger("logout.worker")
 _PR_SET_PDEATHSIG = 1
-_T = TypeVar("_T")
-
-#: Seconds before the first new attempt to reach the database or broker at start-up; each
-#: further attempt waits twice as long, at most :data:`BACKOFF_CAP`.
-BACKOFF_FIRST = 1.0
-BACKOFF_CAP = 30.0
-
-
-def reach(connect: Callable[[], _T], stop: threading.Event) -> _T | None:
-    """``connect()`` until it succeeds; None when ``stop`` is set while waiting.
-
-    While the database or broker is unreachable, logs one line per attempt naming it and
-    when the next attempt comes (1 s, 2 s, 4 s ... 30 s); any other error is raised.
-    """
-    delay = BACKOFF_FIRST
-    attempt = 1
-    while True:
-        try:
-            return connect()
-        except UnavailableError as exc:
-            _log.warning(f"{exc}; retrying in {delay:g} s", attempt=attempt, retry_in=delay)
-        if stop.wait(delay):
-            return None
-        delay = min(delay * 2, BACKOFF_CAP)
-        attempt += 1
 
 
 def _connected_broker(settings: Settings) -> dramatiq.Broker:
@@ -125,15 +102,18 @@ def drain(actors: Actors, wait: float, again: str) -> bool:
     return True
 
 
-def _every(interval: float, job: Callable[[], object], name: str, stop: threading.Event) -> None:
+def _every(
+    interval: float, job: Callable[[], object], name: str, stop: threading.Event, guard: Guard
+) -> None:
     while not stop.wait(interval):
         try:
-            job()
+            guard(job)
         except Exception:  # noqa: BLE001 - a failed sweep is logged and tried next interval
-            _log.exception("periodic job failed", job=name)
+            if not stop.is_set():
+                _log.exception("periodic job failed", job=name)
 
 
-def _start_periodic(actors: Actors, stop: threading.Event) -> None:
+def _start_periodic(actors: Actors, stop: threading.Event, guard: Guard = unguarded) -> None:
     """The recovery sweep and the expiry sweep, each on its own daemon thread."""
     settings = actors.runtime.settings
     jobs = (
@@ -142,7 +122,10 @@ def _start_periodic(actors: Actors, stop: threading.Event) -> None:
     )
     for name, interval, job in jobs:
         threading.Thread(
-            target=_every, args=(interval, job, name, stop), name=f"logout-{name}", daemon=True
+            target=_every,
+            args=(interval, job, name, stop, guard),
+            name=f"logout-{name}",
+            daemon=True,
         ).start()
 
 
@@ -176,7 +159,11 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
     if broker is None:
         runtime.close()
         return 0
-    actors = declare_actors(broker, runtime)
+    health = Health(
+        database=Outage("database", lambda: check_connection(runtime.engine), stop),
+        broker=Outage("broker", lambda: check_broker(broker, settings), stop),
+    )
+    actors = declare_actors(broker, runtime, health)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
     worker.start()
     if isinstance(broker, UpkeptRedisBroker):
@@ -191,13 +178,13 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
     _warn_unserved(runtime)
     if parent is None:  # a supervisor warned once for all its workers
         _warn_if_volatile(broker, settings)
-    _start_periodic(actors, stop)
+    _start_periodic(actors, stop, health.guard)
     # What start-up made lives as long as the process: keep it out of the collector's scans,
     # so a collection during an event's handling is shorter.
     gc.collect()
     gc.freeze()
     try:
-        actors.recover()
+        health.guard(actors.recover)
         while not stop.wait(1.0):
             if parent is not None and os.getppid() != parent:
                 _log.warning("supervisor gone; stopping", supervisor=parent)

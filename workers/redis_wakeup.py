@@ -22,11 +22,10 @@ from typing import Any
 import redis
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
 
-from workers.redis_upkeep import UpkeptRedisBroker
+from workers.redis_broker import LogoutRedisBroker, PatientConsumer
 
 __all__ = ["AT_CAPACITY_MAX_WAIT_MS", "WakingRedisBroker", "wake_channel"]
 
@@ -40,8 +39,8 @@ def wake_channel(namespace: str, queue_name: str) -> str:
     return f"{namespace}:wake:{queue_name}"
 
 
-class WakingRedisBroker(UpkeptRedisBroker):
-    """A Redis broker that announces each enqueue; see the module docstring."""
+class WakingRedisBroker(LogoutRedisBroker):
+    """:class:`LogoutRedisBroker` that announces each enqueue; see the module docstring."""
 
     @property
     def consumer_class(self) -> type[_WakingConsumer]:
@@ -61,14 +60,14 @@ class WakingRedisBroker(UpkeptRedisBroker):
             pipe.execute()
 
 
-class _WakingConsumer(_RedisConsumer):
+class _WakingConsumer(PatientConsumer):
     """Fetches as dramatiq's consumer does; waits on the wake-up channel when idle."""
 
     def __init__(
         self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int
     ) -> None:
         # A zero timeout makes the parent's backoff sleep 0 ms; this class does the waiting.
-        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]
+        super().__init__(broker, queue_name, prefetch, 0)
         self._idle_timeout = timeout
         self._idle_misses = 0
         self._pubsub = broker.client.pubsub(ignore_subscribe_messages=True)
@@ -78,10 +77,10 @@ class _WakingConsumer(_RedisConsumer):
             self._pubsub.close()
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
-    def __next__(self) -> MessageProxy | None:
+    def _next(self) -> MessageProxy | None:
         try:
             self._drain()  # notifications of messages the fetch below will see anyway
-            message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+            message: MessageProxy | None = super()._next()
             if message is not None:
                 self._idle_misses = 0
                 return message

@@ -6,19 +6,23 @@ from __future__ import annotations
 import secrets
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pika
 import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from .own_redis import OwnRedis
+from .servers import OwnRedis
 from .support import (
     POSTGRES_URL,
+    RABBITMQ_URL,
     REDIS_URL,
     WORKER_LOGS,
     Stack,
     psycopg_url,
     tail,
+    tcp_reachable,
     unavailable,
 )
 
@@ -146,3 +150,27 @@ def world(
     finally:
         stack.close()
         client.close()
+
+
+def _queues(namespace: str) -> list[str]:
+    names = [f"{namespace}.events", f"{namespace}.deliveries"]
+    return [f"{name}{suffix}" for name in names for suffix in ("", ".DQ", ".XQ")]
+
+
+@pytest.fixture
+def amqp_stack(stack: Stack) -> Iterator[Stack]:
+    """The test's stack on RabbitMQ (a failure naming it when RabbitMQ does not answer)."""
+    parts = urlsplit(RABBITMQ_URL)
+    if not tcp_reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
+        unavailable("RabbitMQ", RABBITMQ_URL, ConnectionRefusedError("nothing answers"))
+    stack.broker_url = RABBITMQ_URL
+    stack.protocols = []  # no handler for "oidc": its delivery is skipped
+    yield stack
+    stack.close()  # stop the worker first, or it would declare the queues again
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        for queue in _queues(stack.namespace):
+            channel.queue_delete(queue=queue)
+    finally:
+        connection.close()

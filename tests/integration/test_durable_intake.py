@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from orchestrator.store import TERMINAL_DELIVERY_STATUSES, AuditRow, Delivery, EventRecord
 
-from .own_redis import OwnRedis
+from .servers import OwnRedis
 from .support import LoopbackServer, LoopbackServers, Stack, logout_event
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from schemas import SessionStarted
 from tests.geoip_data import GeoipFiles
 from workers import build_broker
 
-from .own_redis import OwnRedis
+from .servers import OwnRedis
 from .support import Stack, tail
 
 pytestmark = pytest.mark.integration

@@ -3,42 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from urllib.parse import urlsplit
 
-import pika
 import pytest
 from sqlalchemy import func, select
 
 from orchestrator.store import AuditRow, Delivery, EventRecord, IdpSession
 
-from .support import RABBITMQ_URL, Stack, logout_event, tcp_reachable, unavailable
+from .support import Stack, logout_event
 
 pytestmark = pytest.mark.integration
-
-
-def _queues(namespace: str) -> list[str]:
-    names = [f"{namespace}.events", f"{namespace}.deliveries"]
-    return [f"{name}{suffix}" for name in names for suffix in ("", ".DQ", ".XQ")]
-
-
-@pytest.fixture
-def amqp_stack(stack: Stack) -> Iterator[Stack]:
-    """The test's stack on RabbitMQ (a failure naming it when RabbitMQ does not answer)."""
-    parts = urlsplit(RABBITMQ_URL)
-    if not tcp_reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
-        unavailable("RabbitMQ", RABBITMQ_URL, ConnectionRefusedError("nothing answers"))
-    stack.broker_url = RABBITMQ_URL
-    stack.protocols = []  # no handler for "oidc": its delivery is skipped
-    yield stack
-    stack.close()  # stop the worker first, or it would declare the queues again
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        channel = connection.channel()
-        for queue in _queues(stack.namespace):
-            channel.queue_delete(queue=queue)
-    finally:
-        connection.close()
 
 
 def test_one_event_over_rabbitmq(amqp_stack: Stack) -> None:

@@ -28,7 +28,7 @@ from orchestrator.errors import (
 from orchestrator.store.migrate import check_schema, head_revisions, upgrade
 from schemas._lazy import type_checking_exports
 from tests.cli_imports import NEVER_ON_READING_COMMANDS, command_modules, loaded_of
-from workers import process
+from workers import outage
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 from workers.tables import AUDIT_COLUMNS
 
@@ -276,8 +276,8 @@ def test_schema_check_says_what_to_run(tmp_path: Path) -> None:
 
 def test_reach_backs_off_and_logs_each_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unreachable: one warning per attempt, the delay doubling up to the cap; then the value."""
-    monkeypatch.setattr(process, "BACKOFF_FIRST", 0.001)
-    monkeypatch.setattr(process, "BACKOFF_CAP", 0.004)
+    monkeypatch.setattr(outage, "BACKOFF_FIRST", 0.001)
+    monkeypatch.setattr(outage, "BACKOFF_CAP", 0.004)
     attempts = iter([DatabaseUnavailableError("database unreachable: x")] * 4)
 
     def connect() -> str:
@@ -287,7 +287,7 @@ def test_reach_backs_off_and_logs_each_attempt(monkeypatch: pytest.MonkeyPatch) 
         return "connected"
 
     with capture_logs() as logs:
-        assert process.reach(connect, threading.Event()) == "connected"
+        assert outage.reach(connect, threading.Event()) == "connected"
     assert [entry["retry_in"] for entry in logs] == [0.001, 0.002, 0.004, 0.004]
     assert all(e["event"].startswith("database unreachable: x; retrying in") for e in logs)
 
@@ -301,10 +301,10 @@ def test_reach_stops_when_asked_and_raises_other_errors() -> None:
         raise BrokerUnavailableError("broker unreachable: x")
 
     with capture_logs():
-        assert process.reach(down, stop) is None
+        assert outage.reach(down, stop) is None
 
     def wrong() -> None:
         raise ConfigurationError("database_url: mysql:// is not supported")
 
     with pytest.raises(ConfigurationError):
-        process.reach(wrong, threading.Event())
+        outage.reach(wrong, threading.Event())

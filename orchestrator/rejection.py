@@ -1,0 +1,151 @@
+"""Recording what a worker refuses: one ``rejected_events`` row and one ``event.rejected``
+record per message, whatever the message holds.
+
+A message may be anything a broker carries: bytes that are no JSON, a message for an
+unknown actor, an event with NUL characters or nested 500 deep. Everything stored is
+bounded and printable: control characters (NUL included, which PostgreSQL text cannot hold
+and which breaks ``->>`` on JSON) are written as escapes, the raw bytes kept in the audit
+record are at most :data:`AUDIT_RAW_BYTES` (base64 when they are no UTF-8 text), and the
+stored payload at most :data:`PAYLOAD_CHARS` characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import structlog
+from sqlalchemy import Engine, Table
+
+from orchestrator.audit import AuditEntry, emit, write_audit
+from orchestrator.store import RejectedEvent, utcnow
+from orchestrator.store.sql import insert_ignore
+from schemas import AuditType
+
+__all__ = [
+    "AUDIT_RAW_BYTES",
+    "MAX_ID",
+    "PAYLOAD_CHARS",
+    "Rejection",
+    "printable",
+    "raw_detail",
+    "raw_text",
+    "record_rejections",
+    "rejection_id",
+]
+
+_log = structlog.get_logger("logout.pipeline")
+_REJECTED = cast(Table, RejectedEvent.__table__)
+
+#: Longest message or event id stored (the columns' width).
+MAX_ID = 64
+#: Most characters of a rejected message kept in ``rejected_events.payload``.
+PAYLOAD_CHARS = 1_000_000
+#: Most bytes of a rejected message kept in its ``event.rejected`` record.
+AUDIT_RAW_BYTES = 4096
+#: Most characters of one problem sentence.
+_PROBLEM_CHARS = 1000
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` with every control character escaped (``\\x00``, ``\\n``), cut at ``limit``."""
+    if text.isprintable():
+        shown = text
+    else:
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if limit is not None and len(shown) > limit:
+        return shown[:limit] + f"... ({len(shown) - limit} more characters)"
+    return shown
+
+
+def rejection_id(candidate: object, raw: bytes) -> str:
+    """``candidate`` when it is a usable id (a printable string of at most 64 characters);
+    otherwise one derived from the raw bytes, the same each time the message comes back."""
+    if isinstance(candidate, str) and 0 < len(candidate) <= MAX_ID and candidate.isprintable():
+        return candidate
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[: MAX_ID - 7]
+
+
+def raw_text(raw: bytes) -> str:
+    """The raw bytes as stored text: UTF-8 where they are, ``\\xNN`` escapes elsewhere."""
+    return printable(raw.decode("utf-8", errors="backslashreplace"), PAYLOAD_CHARS)
+
+
+def raw_detail(raw: bytes) -> dict[str, Any]:
+    """The raw bytes for an audit record: their size, digest and first bytes (UTF-8 text
+    with control characters escaped, or base64 when they are no UTF-8)."""
+    head = raw[:AUDIT_RAW_BYTES]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a character cut at the limit
+            return {
+                "bytes": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "base64": base64.b64encode(head).decode("ascii"),
+                "truncated": len(raw) > len(head),
+            }
+        text = head[: exc.start].decode("utf-8")
+    return {
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "text": printable(text),
+        "truncated": len(raw) > len(head),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One refused message: its id, what it held, and why it was refused."""
+
+    message_id: str
+    payload: str
+    problems: Sequence[str]
+    event_id: str | None = None
+    #: The raw message (see :func:`raw_detail`), for messages refused before decoding.
+    raw: dict[str, Any] | None = field(default=None)
+
+
+def record_rejections(engine: Engine, rejections: Sequence[Rejection]) -> None:
+    """Store each rejection and its ``event.rejected`` record (one transaction), then log
+    them. A message rejected again (redelivered) writes nothing twice."""
+    if not rejections:
+        return
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    entries: list[AuditEntry] = []
+    for rejection in rejections:
+        message_id = printable(rejection.message_id)[:MAX_ID]
+        event_id = (
+            printable(rejection.event_id)[:MAX_ID] if rejection.event_id is not None else None
+        )
+        problems = [printable(p, _PROBLEM_CHARS) for p in rejection.problems]
+        rows.append(
+            {
+                "message_id": message_id,
+                "event_id": event_id,
+                "received_at": now,
+                "payload": printable(rejection.payload, PAYLOAD_CHARS),
+                "problems": problems,
+            }
+        )
+        detail: dict[str, Any] = {"message_id": message_id, "problems": problems}
+        if rejection.raw is not None:
+            detail["raw"] = rejection.raw
+        entries.append(
+            AuditEntry(
+                key=f"event.rejected:{message_id}",
+                type=AuditType.EVENT_REJECTED,
+                outcome="rejected",
+                event_id=event_id,
+                detail=detail,
+            )
+        )
+        _log.warning("event rejected", message_id=message_id, problems=problems)
+    with engine.begin() as conn:
+        conn.execute(insert_ignore(conn, _REJECTED, ["message_id"]), rows)
+        records = write_audit(conn, entries, at=now)
+    emit(records)
