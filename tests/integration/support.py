@@ -231,14 +231,14 @@ class Stack:
         )
 
     def start_worker(
-        self, extra: Mapping[str, str] | None = None, processes: int = 1
+        self, extra: Mapping[str, str] | None = None, processes: int = 1, threads: int = 4
     ) -> WorkerProcess:
-        """Start ``logout-orchestrator worker --processes N --threads 4`` in the background."""
+        """Start ``logout-orchestrator worker --processes N --threads T`` in the background."""
         log = self.tmp_path / f"worker-{len(self.workers) + 1}.stderr.log"
         env = self.env({**WORKER_SETTINGS, **(extra or {})})
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                [str(CLI), "worker", "--processes", str(processes), "--threads", "4"],
+                [str(CLI), "worker", "--processes", str(processes), "--threads", str(threads)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
