@@ -260,10 +260,9 @@ def _fact(record: AuditRow) -> tuple[Any, ...] | None:
 
 def _duplicated(records: Sequence[AuditRow], examples: list[str]) -> int:
     facts = Counter(f for f in map(_fact, records) if f is not None)
-    doubled = {fact: n for fact, n in facts.items() if n > 1}
-    examples.extend(f"audit fact {fact} written {n} times" for fact, n in doubled.items())
-    del examples[2 * _EXAMPLES :]
-    return sum(n - 1 for n in doubled.values())
+    doubled = [(fact, n) for fact, n in facts.items() if n > 1]
+    examples.extend(f"audit fact {fact} written {n} times" for fact, n in doubled[:_EXAMPLES])
+    return sum(n - 1 for _, n in doubled)
 
 
 def _contradictory(

@@ -186,10 +186,6 @@ class PostgresServer:
         if os.geteuid() == 0:
             self._as_owner = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.folder, "postgres")
-        self._run(
-            "initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "UTF8",
-            "--no-locale", "--no-sync",
-        )  # fmt: skip
 
     @property
     def admin_url(self) -> str:
@@ -211,7 +207,21 @@ class PostgresServer:
             )
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server (creating the cluster the first time) and wait until it accepts
+        connections."""
+        if not self.data.exists():
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            )
         options = (
             f"-k {self.folder} -p {self.port} -h 127.0.0.1 -c fsync=off "
             "-c max_connections=200 -c full_page_writes=off"

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,15 +73,10 @@ class Campaign:
         self.results.append(figures)
         document = {
             "variant": self.sizes.name,
-            "sizes": {k: v for k, v in vars_of(self.sizes).items() if k != "worker_settings"},
-            "worker_settings": dict(self.sizes.worker_settings),
+            "sizes": asdict(self.sizes),
             "scenarios": [row.as_json() for row in self.results],
         }
         self.path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
-def vars_of(sizes: Sizes) -> dict[str, Any]:
-    return {name: getattr(sizes, name) for name in sizes.__slots__}
 
 
 class World:
@@ -348,10 +343,10 @@ def world_of(campaign: Campaign, tmp_path: Path, logs: list[Path], name: str) ->
     """A world on its own Redis server and a new database of the campaign's PostgreSQL."""
     assert campaign.postgres is not None
     broker = RedisServer(campaign.ports.take(), tmp_path / "redis")
-    broker.start()
     client = redis.Redis.from_url(broker.url, socket_connect_timeout=3, socket_timeout=10)
     world: World | None = None
     try:
+        broker.start()
         if not campaign.postgres.running():
             campaign.postgres.start()  # an earlier scenario's outage ended in a failure
         stack = Stack(
