@@ -4,11 +4,16 @@
 failure), ``/mail`` answers 503 once and then 200 (a retry). ``/payroll`` is a SAML SP on
 the SOAP binding: it checks the LogoutRequest's signature against the IdP's certificate and
 answers with a LogoutResponse (``Success``) signed with its own key.
+
+The fault campaign (``tests/faults``) runs them too, slowed down by ``delay``, and counts
+what :attr:`DemoRelyingParties.received` names (each token's ``sid``, each request's
+``SessionIndex``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,19 +96,34 @@ class DemoServiceProvider:
         return Received("payroll", 200, facts, None), soap_envelope(response)
 
 
+class _Server(ThreadingHTTPServer):
+    # Workers open dozens of connections at once; the default backlog of 5 would drop
+    # connection attempts, and each dropped one costs the client a second.
+    request_queue_size = 128
+
+
 class DemoRelyingParties:
     """Start with :meth:`start`, read :attr:`received`, stop with :meth:`stop`."""
 
     def __init__(
-        self, jwks: dict[str, Any], issuer: str, saml: DemoServiceProvider | None = None
+        self,
+        jwks: dict[str, Any],
+        issuer: str,
+        saml: DemoServiceProvider | None = None,
+        *,
+        delay: float = 0.0,
+        port: int = 0,
     ) -> None:
+        """``delay``: seconds each answer is held back once the request is read (a slow
+        relying party); ``port``: where to listen on 127.0.0.1 (0: any free port)."""
         self._keys = {key["kid"]: jwt.PyJWK(key) for key in jwks["keys"]}
         self._issuer = issuer
         self._saml = saml
+        self._delay = delay
         self.received: list[Received] = []
         self._failed_once: set[str] = set()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -167,12 +187,17 @@ class DemoRelyingParties:
                     received = parties._answer(rp, tokens[0] if tokens else None)
                 with parties._lock:
                     parties.received.append(received)
-                self.send_response(received.status)
-                if answer:
-                    self.send_header("content-type", "text/xml; charset=utf-8")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                if parties._delay > 0:
+                    time.sleep(parties._delay)
+                try:
+                    self.send_response(received.status)
+                    if answer:
+                        self.send_header("content-type", "text/xml; charset=utf-8")
+                    self.send_header("content-length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass  # the client stopped waiting (its timeout): nothing to answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -1,0 +1,117 @@
+"""Fixtures of the fault campaign: one PostgreSQL cluster per session (a scenario stops it),
+one Redis server per scenario (a scenario kills it), and the campaign's table at the end.
+
+``LOGOUT_TEST_FAULTS=full`` runs the long variant; ``LOGOUT_TEST_FAULT_PORTS=FIRST-LAST``
+keeps the servers the campaign starts within a port range.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.settings import Settings
+from tests.integration.conftest import pytest_runtest_makereport
+from tests.integration.support import WORKER_LOGS, missing
+
+from .measure import table
+from .servers import PortRange, PostgresServer
+from .world import Campaign, Sizes, World, world_of
+
+__all__ = ["pytest_runtest_makereport", "pytest_terminal_summary"]
+
+_DEFAULTS = Settings.model_fields
+
+#: Small enough for ./scripts/test: about two minutes for every scenario together.
+CI = Sizes(
+    name="ci",
+    kill_events=300,
+    redis_events=200,
+    postgres_events=200,
+    slow_events=40,
+    poison_valid=20,
+    poison_repeat=1,
+    deadline=60.0,
+    drain=15.0,
+    worker_settings={},
+)
+#: The long variant: the issue's sizes, and the product's own dead-worker hand-over
+#: (heartbeat timeout and maintenance chance at their defaults, not the suite's fast ones).
+FULL = Sizes(
+    name="full",
+    kill_events=1000,
+    redis_events=400,
+    postgres_events=400,
+    slow_events=120,
+    poison_valid=200,
+    poison_repeat=3,
+    deadline=600.0,
+    drain=60.0,
+    worker_settings={
+        "LOGOUT_REDIS_HEARTBEAT_TIMEOUT_MS": str(_DEFAULTS["redis_heartbeat_timeout_ms"].default),
+        "LOGOUT_REDIS_MAINTENANCE_CHANCE": str(_DEFAULTS["redis_maintenance_chance"].default),
+    },
+)
+_VARIANTS = {"": CI, "ci": CI, "full": FULL}
+
+_CAMPAIGN = pytest.StashKey[Campaign]()
+
+
+def variant() -> Sizes:
+    """The variant ``LOGOUT_TEST_FAULTS`` names (unset: the CI one)."""
+    name = os.environ.get("LOGOUT_TEST_FAULTS", "").strip().lower()
+    if name not in _VARIANTS:
+        missing(
+            f"LOGOUT_TEST_FAULTS={name!r} names no variant of the fault campaign",
+            "use full (the long variant) or ci, or leave it unset",
+        )
+    return _VARIANTS[name]
+
+
+@pytest.fixture(scope="session")
+def campaign(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Campaign]:
+    """The campaign: its variant, ports, PostgreSQL cluster and figures file."""
+    ports = PortRange(os.environ.get("LOGOUT_TEST_FAULT_PORTS"))
+    found = Campaign(
+        sizes=variant(),
+        ports=ports,
+        path=tmp_path_factory.getbasetemp() / "faults-campaign.json",
+    )
+    request.config.stash[_CAMPAIGN] = found
+    found.postgres = PostgresServer(ports.take())
+    try:
+        found.postgres.start()
+        yield found
+    finally:
+        found.postgres.remove()
+
+
+@pytest.fixture
+def world(request: pytest.FixtureRequest, campaign: Campaign, tmp_path: Path) -> Iterator[World]:
+    """This scenario's world; its servers and workers are stopped afterwards, pass or fail."""
+    logs: list[Path] = []
+    request.node.stash[WORKER_LOGS] = logs
+    name = request.node.name.removeprefix("test_").replace("_", "-")
+    with world_of(campaign, tmp_path, logs, name) as built:
+        yield built
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The campaign's table, whatever the verbosity or capture: where a CI log shows it."""
+    found = terminalreporter.config.stash.get(_CAMPAIGN, None)
+    if found is None or not found.results:
+        return
+    terminalreporter.write_sep("=", f"fault campaign ({found.sizes.name} variant)")
+    for line in table(found.results):
+        terminalreporter.write_line(line)
+    for row in found.results:
+        for what in row.faults:
+            terminalreporter.write_line(f"{row.scenario}: {what}")
+        for example in row.examples:
+            terminalreporter.write_line(f"{row.scenario}: e.g. {example}")
+    terminalreporter.write_line(f"figures (JSON): {found.path}")
