@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, delete
 
 from orchestrator.queues import HANDLE_EVENT_ACTOR, events_queue
 from orchestrator.store import OutboxRow, utcnow
 from orchestrator.store.sql import insert_ignore
 from schemas import Event
 
-__all__ = ["OutboxMessage", "Relay", "add_to_outbox", "event_message"]
+__all__ = ["OutboxMessage", "Relay", "add_to_outbox", "event_message", "remove_arrived"]
 
 #: Publishes the outbox rows of these message ids (what one commit wrote), e.g.
 #: :meth:`OutboxRelay.run <orchestrator.relay.OutboxRelay.run>`.
@@ -83,3 +83,17 @@ def add_to_outbox(
             for m in messages
         ],
     )
+
+
+def remove_arrived(conn: Connection, message_ids: Collection[str]) -> None:
+    """Delete the sent rows of ``message_ids``: their messages arrived and were handled.
+
+    For what leaves no ``events`` row to show it arrived (session activity); without this,
+    recovery would take such a row for lost and send it again, and again."""
+    ids = sorted(message_ids)
+    for chunk in range(0, len(ids), 500):
+        conn.execute(
+            delete(_OUTBOX).where(
+                _OUTBOX.c.message_id.in_(ids[chunk : chunk + 500]), _OUTBOX.c.sent_at.is_not(None)
+            )
+        )

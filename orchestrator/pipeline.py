@@ -42,6 +42,7 @@ from sqlalchemy.sql import ColumnElement
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError, Problem
 from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work, is_settled, settled_entry
+from orchestrator.outbox import remove_arrived
 from orchestrator.plans import PlanTimeouts, build_plan, plan_entry, save_plans
 from orchestrator.rejection import Rejection, record_rejections
 from orchestrator.store import (
@@ -212,6 +213,10 @@ class EventProcessor:
         for item in items:
             if isinstance(item.event, SessionStarted | SessionSeen):
                 self._record_activity(item, item.event)
+        recorded = [item.message_id for item in items if item.result is HandleResult.RECORDED]
+        if recorded:  # no events row shows they arrived: their outbox rows go now
+            with self._engine.begin() as conn:
+                remove_arrived(conn, recorded)
         rejected = [item for item in items if item.problems is not None]
         if rejected:
             self._reject(rejected)

@@ -47,6 +47,8 @@ _EVENTS = cast(Table, EventRecord.__table__)
 _REJECTED = cast(Table, RejectedEvent.__table__)
 _ERROR_LIMIT = 500
 #: Resends of a lost message wait grace, 2 x grace, 4 x grace ... at most 2**6 x grace.
+#: The most overdue rows one recovery run looks at (the oldest first); the next run goes on.
+_RECOVER_MAX = 5000
 _MAX_DOUBLINGS = 6
 
 
@@ -243,6 +245,8 @@ class OutboxRelay:
                 .where(
                     c.sent_at < now - timedelta(seconds=grace), ~exists().where(event), ~rejected
                 )
+                .order_by(c.sent_at)
+                .limit(_RECOVER_MAX)
                 .with_for_update(skip_locked=True)
             ).all()
             lost = [

@@ -89,7 +89,7 @@ class Runtime:
         ``audit list``'s."""
         from orchestrator.store.reading import reading_engine
 
-        engine = reading_engine(settings.effective_database_url)
+        engine = reading_engine(settings.effective_database_url, settings.origin("database_url"))
         return cls(settings, engine, make_session_factory(engine), {})
 
     @property

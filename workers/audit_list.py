@@ -72,7 +72,9 @@ def list_audit(settings: Settings, options: AuditListOptions) -> None:
         )
     except InputError as exc:
         raise _bad_parameter(exc) from None
-    engine = reading_engine(settings.effective_database_url)  # never migrates
+    engine = reading_engine(
+        settings.effective_database_url, settings.origin("database_url")
+    )  # never migrates
     try:
         with engine.connect() as db:
             try:

@@ -222,3 +222,20 @@ def test_cli_publish_keeps_in_the_outbox_what_the_broker_refused(
 
 def _nobody() -> str:
     return f"redis://127.0.0.1:{closed_port()}/0"
+
+
+def test_session_activity_leaves_no_outbox_row_to_be_sent_again(runtime: Runtime) -> None:
+    """session.started and session.seen leave no ``events`` row: once handled, their outbox
+    rows go, so recovery, however late, never takes them for lost and sends them again."""
+    started = make_event("session.started", session_id="s-a", user_id="alice")
+    seen = make_event("session.seen", session_id="s-a")
+    with embedded(runtime.settings, runtime) as actors:
+        actors.publisher.enqueue([parse_event(started)])
+        actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
+        actors.publisher.enqueue([parse_event(seen)])
+        actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
+        assert _rows(runtime) == []
+        with runtime.sessions.begin() as db:  # a row written before this fix, long overdue
+            db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(days=1)))
+        actors.recover()
+        assert actors.handle_event.broker.queues[actors.handle_event.queue_name].qsize() == 0
