@@ -17,6 +17,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import or_, select, update
 
+from orchestrator.errors import InputError
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
@@ -91,7 +92,18 @@ def recover(
             )
         )
     for row in stuck:
-        republish(parse_event(row.payload), row.message_id)
+        try:
+            event = parse_event(row.payload)
+        except InputError as exc:
+            # Stored before a stricter contract (an upgrade): it cannot be resumed as it is,
+            # but must not stop the others; said once per grace period, with its id.
+            _log.warning(
+                "stuck event no longer valid; it cannot be resumed",
+                event_id=row.event_id,
+                problems=[f"{p.field}: {p.message}" for p in exc.problems][:3],
+            )
+            continue
+        republish(event, row.message_id)
     for delivery_id in overdue:
         reschedule(delivery_id, 0.0)
     if stuck or overdue:

@@ -24,6 +24,7 @@ from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.store import RejectedEvent, utcnow
 from orchestrator.store.sql import insert_ignore
 from schemas import AuditType
+from schemas.redaction import redact_text
 
 __all__ = [
     "AUDIT_RAW_BYTES",
@@ -70,13 +71,15 @@ def rejection_id(candidate: object, raw: bytes) -> str:
 
 
 def raw_text(raw: bytes) -> str:
-    """The raw bytes as stored text: UTF-8 where they are, ``\\xNN`` escapes elsewhere."""
-    return printable(raw.decode("utf-8", errors="backslashreplace"), PAYLOAD_CHARS)
+    """The raw bytes as stored text: UTF-8 where they are, ``\\xNN`` escapes elsewhere; JWTs
+    and secret-named values masked (:func:`~schemas.redaction.redact_text`)."""
+    text = raw.decode("utf-8", errors="backslashreplace")
+    return printable(redact_text(text), PAYLOAD_CHARS)
 
 
 def raw_detail(raw: bytes) -> dict[str, Any]:
     """The raw bytes for an audit record: their size, digest and first bytes (UTF-8 text
-    with control characters escaped, or base64 when they are no UTF-8)."""
+    with control characters escaped and secrets masked, or base64 when they are no UTF-8)."""
     head = raw[:AUDIT_RAW_BYTES]
     try:
         text = head.decode("utf-8")
@@ -92,7 +95,7 @@ def raw_detail(raw: bytes) -> dict[str, Any]:
     return {
         "bytes": len(raw),
         "sha256": hashlib.sha256(raw).hexdigest(),
-        "text": printable(text),
+        "text": printable(redact_text(text)),
         "truncated": len(raw) > len(head),
     }
 

@@ -135,3 +135,26 @@ def test_a_copy_of_a_message_in_progress_comes_back_when_the_lease_ends(
     assert [row.dedupe_key for row in _audit(populated)] == before
     with populated.sessions() as db:
         assert db.scalar(select(EventRecord.status)) == EventStatus.PROCESSING
+
+
+def test_a_stored_event_the_contract_now_refuses_does_not_stop_the_others(
+    populated: Runtime,
+) -> None:
+    """A stuck event stored before a stricter contract (a 2,000-character user agent): the
+    sweep says so and goes on; the valid stuck event beside it is re-published."""
+    _crash(populated, make_event("logout.user", session_id="s-1"), "m-old")
+    _crash(populated, make_event("logout.user", session_id="s-2"), "m-good")
+    with populated.sessions.begin() as db:
+        row = db.scalars(select(EventRecord).where(EventRecord.message_id == "m-old")).one()
+        row.payload = {**row.payload, "request": {"user_agent": "x" * 2000}}
+        db.execute(update(EventRecord).values(lease_until=None))
+    _age(populated, 120)
+    republished: list[str] = []
+    report = recover(
+        populated.sessions,
+        grace=60,
+        republish=lambda event, message_id: republished.append(message_id),
+        reschedule=lambda delivery_id, delay: None,
+    )
+    assert republished == ["m-good"]
+    assert report.events == 2

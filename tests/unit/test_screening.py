@@ -124,3 +124,14 @@ def test_raw_bytes_are_kept_printable_and_bounded() -> None:
     assert rejection_id("m" * 65, b"x") == rejection_id("m" * 65, b"x")
     assert rejection_id("m" * 65, b"x").startswith("sha256:")
     assert len(rejection_id(None, b"x")) == 64
+
+
+def test_stored_raw_messages_keep_no_secret() -> None:
+    """A refused message's stored payload and its audit record's text mask a JWT and a
+    secret-named value, as every log line does."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    raw = json.dumps({"request": {"args": {"id_token_hint": jwt, "password": "hunter2"}}})
+    data = raw.encode() + b"\x00"
+    for text in (raw_text(data), str(raw_detail(data)["text"])):
+        assert jwt not in text and "hunter2" not in text, text
+        assert "[redacted]" in text
