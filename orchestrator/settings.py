@@ -301,6 +301,23 @@ class Settings(BaseModel):
         )
         return copy
 
+    def for_child(self) -> dict[str, Any]:
+        """These settings as a worker process rebuilds them (:meth:`from_parent`): the
+        values in force, and where each came from, so its messages name the real source."""
+        sources = self._sources
+        return {
+            "values": self.model_dump(mode="json"),
+            "given": dict(sources.given) if sources else {},
+            "path": str(sources.path) if sources and sources.path is not None else None,
+        }
+
+    @classmethod
+    def from_parent(cls, data: Mapping[str, Any]) -> Settings:
+        """The settings :meth:`for_child` gave: the same values, read from no other source."""
+        settings = cls(**data["values"])
+        settings._sources = _Sources(data["given"], data["path"])
+        return settings
+
     def origin(self, field: str) -> str:
         """Where ``field``'s value came from, for a message that says what to fix:
         ``LOGOUT_DATABASE_URL (environment)``, ``database_url in logout.toml``,

@@ -202,7 +202,7 @@ def _child(settings_data: dict[str, Any], parent: int) -> None:  # pragma: no co
     # worker also watches its parent, so it finishes what it holds and stops either way.
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    settings = Settings.load(warn_unknown=False, **settings_data)  # the supervisor warned
+    settings = Settings.from_parent(settings_data)  # the supervisor read and warned
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, migrate=False, parent=parent))
 
@@ -259,7 +259,7 @@ def serve(settings: Settings) -> int:
     finally:
         broker.close()
     context = multiprocessing.get_context("spawn")
-    data = settings.model_dump(mode="json")
+    data = settings.for_child()
     children = [
         context.Process(target=_child, args=(data, os.getpid()))
         for _ in range(settings.worker_processes)

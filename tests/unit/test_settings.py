@@ -444,3 +444,21 @@ def test_a_dict_variable_that_is_no_json_names_the_variable(
         r"not valid JSON \(Expecting value",
     ):
         Settings.load()
+
+
+def test_a_worker_process_rebuilds_the_settings_with_their_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the supervisor hands a worker process: the same values (the environment is not
+    read again) and the same sources, so the worker's messages name the variable, the file
+    or the option, not "option" for everything."""
+    config = tmp_path / "logout.toml"
+    config.write_text('namespace = "from-file"\n', encoding="utf-8")
+    monkeypatch.setenv("LOGOUT_DATA_DIR", str(tmp_path / "env"))
+    parent = Settings.load(config, worker_threads=3)
+    monkeypatch.setenv("LOGOUT_DATA_DIR", str(tmp_path / "changed"))
+    child = Settings.from_parent(parent.for_child())
+    assert child.model_dump() == parent.model_dump()
+    assert child.origin("data_dir") == "LOGOUT_DATA_DIR (environment)"
+    assert child.origin("namespace") == f"namespace in {config}"
+    assert child.origin("worker_threads") == "worker_threads (option)"
