@@ -87,10 +87,34 @@ LongIdentifier = Annotated[
 Name = Annotated[str, Field(max_length=255), _TextCheck, _TEXT_SCHEMA]
 #: A reason or other free text for the audit trail: at most 1024 characters, no NUL.
 Text = Annotated[str, Field(max_length=1024), _TextCheck, _TEXT_SCHEMA]
-#: A browser's User-Agent: at most 1024 characters, no NUL.
-UserAgent = Annotated[str, Field(max_length=1024), _TextCheck, _TEXT_SCHEMA]
-#: A request path: at most 2048 characters, no NUL.
-UrlPath = Annotated[str, Field(max_length=2048), _TextCheck, _TEXT_SCHEMA]
+#: What the HTTP client sent (its User-Agent, the path, the arguments) is clipped, never
+#: refused: a hostile client must not be able to veto the logout or the binding violation
+#: its request causes. Clipped text ends with this mark; a NUL becomes U+FFFD.
+CLIPPED_MARK: Final = "\u2026"
+USER_AGENT_MAX: Final = 1024
+PATH_MAX: Final = 2048
+
+
+def clip_text(value: str, limit: int) -> str:
+    """``value`` without NULs, and at most ``limit`` characters (the last one the mark)."""
+    value = value.replace("\x00", "\ufffd")
+    return value if len(value) <= limit else value[: limit - 1] + CLIPPED_MARK
+
+
+def _clipper(limit: int) -> BeforeValidator:
+    return BeforeValidator(
+        lambda value: clip_text(value, limit) if isinstance(value, str) else value
+    )
+
+
+def _clipped_schema(limit: int) -> Any:
+    return Field(description=f"clipped to {limit} characters (a NUL becomes U+FFFD)")
+
+
+#: A browser's User-Agent, as the client sent it: clipped to 1024 characters, never refused.
+UserAgent = Annotated[str, _clipper(USER_AGENT_MAX), _clipped_schema(USER_AGENT_MAX)]
+#: A request path, as the client sent it: clipped to 2048 characters, never refused.
+UrlPath = Annotated[str, _clipper(PATH_MAX), _clipped_schema(PATH_MAX)]
 
 #: A short code or label (a country or continent code, a CIDR network): at most 64, no NUL.
 ShortName = Annotated[str, Field(max_length=64), _TextCheck, _TEXT_SCHEMA]
@@ -109,51 +133,59 @@ _ARG_TEXT_MAX: Final = 4096
 _ARG_NAME_MAX: Final = 256
 _ARG_VALUE_SCHEMA: Final[dict[str, Any]] = {
     "anyOf": [
-        {"type": "string", "maxLength": _ARG_TEXT_MAX, "pattern": _TEXT_PATTERN},
+        {"type": "string"},
         {"type": ["number", "boolean", "null"]},
-        {
-            "type": "array",
-            "maxItems": REQUEST_ARGS_MAX,
-            "items": {"type": "string", "maxLength": _ARG_TEXT_MAX, "pattern": _TEXT_PATTERN},
-        },
+        {"type": "array", "items": {"type": "string"}},
     ]
 }
 
 
-def _arg_text(value: str) -> str:
-    _no_nul(value)
-    if len(value) > _ARG_TEXT_MAX:
-        raise ValueError(f"longer than {_ARG_TEXT_MAX} characters ({len(value)})")
+def _clip_arg(value: Any) -> Any:
+    if isinstance(value, str):
+        return clip_text(value, _ARG_TEXT_MAX)
+    if isinstance(value, list):
+        return [
+            clip_text(v, _ARG_TEXT_MAX) if isinstance(v, str) else v
+            for v in value[:REQUEST_ARGS_MAX]
+        ]
     return value
+
+
+def _clip_args(value: Any) -> Any:
+    """The client's arguments clipped: the first 100, names to 256 characters, values (and
+    each value of a repeated argument, at most 100) to 4096."""
+    if not isinstance(value, dict):
+        return value
+    return {
+        (clip_text(name, _ARG_NAME_MAX) if isinstance(name, str) else name): _clip_arg(item)
+        for name, item in list(value.items())[:REQUEST_ARGS_MAX]
+    }
 
 
 def _arg_value(value: Any) -> Any:
     """A request argument: text, a number, a boolean, null, or a list of texts."""
-    if isinstance(value, str):
-        return _arg_text(value)
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        if len(value) > REQUEST_ARGS_MAX:
-            raise ValueError(f"more than {REQUEST_ARGS_MAX} values ({len(value)})")
-        return [_arg_text(item) for item in value]
+        return value
     raise ValueError(
-        "must be a string, a number, a boolean, null or a list of strings "
-        f"(not {type(value).__name__})"
+        f"must be text, a number, a boolean, null or a list of strings (not {type(value).__name__})"
     )
 
 
-_ArgName = Annotated[str, Field(max_length=_ARG_NAME_MAX), _TextCheck]
 #: One request argument: a value, or the list of values of a repeated argument.
 ArgValue = Annotated[Any, AfterValidator(_arg_value), WithJsonSchema(_ARG_VALUE_SCHEMA)]
-#: A request's arguments: at most 100, names of at most 256 characters, values of at most 4096;
-#: kept with secret-named values (``id_token_hint``, ``password``) and JWTs redacted, for they
-#: are stored, audited and logged.
+#: A request's arguments, as the client sent them: clipped (the first 100, names of at most 256
+#: characters, values of at most 4096), never refused; kept with secret-named values
+#: (``id_token_hint``, ``password``) and JWTs redacted, for they are stored, audited and logged.
 RequestArgs = Annotated[
-    dict[_ArgName, ArgValue],
+    dict[str, ArgValue],
+    BeforeValidator(_clip_args),
     Field(
-        max_length=REQUEST_ARGS_MAX,
-        json_schema_extra={"propertyNames": {"maxLength": _ARG_NAME_MAX, "pattern": _TEXT_PATTERN}},
+        description=(
+            f"clipped to the first {REQUEST_ARGS_MAX} arguments, names of at most "
+            f"{_ARG_NAME_MAX} and values of at most {_ARG_TEXT_MAX} characters"
+        )
     ),
     AfterValidator(redact),
 ]

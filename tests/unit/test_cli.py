@@ -234,14 +234,25 @@ def test_memory_publish_refuses_a_binding_no_database_serves_with_the_rest(
 
 
 def test_binding_check_refuses_bad_options_together(env: dict[str, str]) -> None:
-    """A control character in --session and an oversized --path are named in one round,
-    before any database or GeoIP file is needed."""
+    """A control character in --session and one in --method are named in one round, before
+    any database or GeoIP file is needed (an oversized --path is clipped, not refused)."""
     result = _run(
-        env, "binding", "check", "--session", "a\tb", "--ip", "1.2.3.4", "--path", "/" * 3000
+        env,
+        "binding",
+        "check",
+        "--session",
+        "a\tb",
+        "--ip",
+        "1.2.3.4",
+        "--path",
+        "/" * 3000,
+        "--method",
+        "GET\r\n",
     )
     assert result.exit_code == ExitCode.INPUT, result.output
     assert "--session: contains the control character U+0009 at position 2" in result.output
-    assert "--path: String should have at most 2048 characters" in result.output
+    assert "--method: contains the control character U+000D at position 4" in result.output
+    assert "--path" not in result.output
 
 
 def test_publish_names_every_problem_with_wait_zero(env: dict[str, str], tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from orchestrator.providers_file import check_providers, read_providers_toml
 from orchestrator.writable import check_writable
 from protocols import load_handlers
 from protocols.files import UnreadableFileError, read_regular_file
+from schemas import SessionBindingViolation
+from schemas.fields import CLIPPED_MARK
 from schemas.jsonschema import SCHEMA_DIR
 from tests.unit.conftest import make_event, store_providers
 
@@ -77,18 +79,9 @@ _FIELDS = {
     [
         ({"actor": "a" * 256}, "actor", "at most 255 characters"),
         ({"actor": "ad\x00min"}, "actor", "contains a NUL character at position 3"),
-        ({"request": {"user_agent": "u" * 1025}}, "request.user_agent", "at most 1024"),
-        ({"request": {"path": "/" * 2049}}, "request.path", "at most 2048"),
         ({"request": {"method": "GET\r\nX: y"}}, "request.method", "control character"),
         ({"request": {"ip": "not-an-ip"}}, "request.ip", "is not an IPv4 or IPv6 address"),
-        ({"request": {"args": {"q": "x" * 4097}}}, "request.args.q", "longer than 4096"),
-        ({"request": {"args": {"q": "a\x00b"}}}, "request.args.q", "NUL character"),
         ({"request": {"args": {"q": {"deep": 1}}}}, "request.args.q", "list of strings"),
-        (
-            {"request": {"args": {f"k{i}": "v" for i in range(101)}}},
-            "request.args",
-            "at most 100",
-        ),
         ({"occurred_at": 1_700_000_000}, "occurred_at", "not a number"),
         ({"occurred_at": "1700000000"}, "occurred_at", "not a number"),
         ({"event_id": "00000000-0000-0000-0000-000000000000"}, "event_id", "the nil UUID"),
@@ -150,9 +143,11 @@ def test_json_schema_states_every_cap() -> None:
     actor = defs["LogoutUser"]["properties"]["actor"]["anyOf"][0]
     assert (actor["maxLength"], actor["pattern"]) == (255, "^[^\\x00]*$")
     request = defs["RequestInfo"]["properties"]
-    assert request["user_agent"]["anyOf"][0]["maxLength"] == 1024
-    assert request["args"]["maxProperties"] == 100
-    assert request["args"]["propertyNames"]["maxLength"] == 256
+    # What the client sent is clipped, not refused: no cap a publisher would refuse it by.
+    assert "maxLength" not in json.dumps(request["user_agent"])
+    assert "clipped to 1024" in json.dumps(request["user_agent"])
+    assert "maxProperties" not in request["args"]
+    assert "clipped to the first 100 arguments" in request["args"]["description"]
     event_id = defs["LogoutUser"]["properties"]["event_id"]
     assert event_id["not"] == {"const": "00000000-0000-0000-0000-000000000000"}
     imports = json.loads((SCHEMA_DIR / "session-import.schema.json").read_text(encoding="utf-8"))
@@ -416,3 +411,30 @@ def test_protocols_naming_an_uninstalled_handler_say_where_and_suggest(tmp_path:
     assert str(caught.value).startswith(
         f"protocols in {config}: sml enabled but not installed (did you mean saml?)"
     )
+
+
+def test_what_the_client_sent_is_clipped_never_refused() -> None:
+    """A hostile client's request (a 5,000-character User-Agent and path, 150 arguments, a
+    NUL, 9,000-character values) cannot veto the binding violation it causes: the event is
+    accepted with each field clipped, the clip marked, the NUL replaced."""
+    event = make_event(
+        "session.binding_violation",
+        session_id="s-1",
+        binding={"reason": "network.asn", "previous_value": "1", "new_value": "2"},
+        ip={"previous": "1.2.3.4", "new": "5.6.7.8"},
+        http_request={
+            "user_agent": "u" * 5000,
+            "path": "/" + "p" * 5000,
+            "args": {**{f"k{i}": "v" for i in range(150)}, "k0": ["a\x00b", "x" * 9000]},
+        },
+    )
+    parsed = parse_event(event)
+    assert isinstance(parsed, SessionBindingViolation)
+    request = parsed.http_request
+    assert request is not None
+    assert request.user_agent == "u" * 1023 + CLIPPED_MARK
+    assert request.path is not None
+    assert len(request.path) == 2048
+    assert request.path.endswith(CLIPPED_MARK)
+    assert len(request.args) == 100
+    assert request.args["k0"] == ["a\ufffdb", "x" * 4095 + CLIPPED_MARK]

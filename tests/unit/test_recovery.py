@@ -140,13 +140,13 @@ def test_a_copy_of_a_message_in_progress_comes_back_when_the_lease_ends(
 def test_a_stored_event_the_contract_now_refuses_does_not_stop_the_others(
     populated: Runtime,
 ) -> None:
-    """A stuck event stored before a stricter contract (a 2,000-character user agent): the
+    """A stuck event stored before a stricter contract (a 300-character actor): the
     sweep says so and goes on; the valid stuck event beside it is re-published."""
     _crash(populated, make_event("logout.user", session_id="s-1"), "m-old")
     _crash(populated, make_event("logout.user", session_id="s-2"), "m-good")
     with populated.sessions.begin() as db:
         row = db.scalars(select(EventRecord).where(EventRecord.message_id == "m-old")).one()
-        row.payload = {**row.payload, "request": {"user_agent": "x" * 2000}}
+        row.payload = {**row.payload, "actor": "x" * 300}
         db.execute(update(EventRecord).values(lease_until=None))
     _age(populated, 120)
     republished: list[str] = []
