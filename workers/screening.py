@@ -20,7 +20,7 @@ from dramatiq import Message
 from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 
-from orchestrator.publishing import DELIVER_ACTOR, HANDLE_EVENT_ACTOR
+from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR
 from orchestrator.rejection import MAX_ID, Rejection, raw_detail, raw_text, rejection_id
 
 if TYPE_CHECKING:

@@ -6,7 +6,8 @@ SAMLResponse values) is read by :func:`parse_xml`, which opens nothing on the do
 1. Size: the input is capped before anything reads it.
 2. No DTD: the prolog is read first with expat, which loads nothing external, and a
    ``DOCTYPE`` is refused whole before libxml2 sees the document, in every encoding expat
-   reads (UTF-8, UTF-16, ISO-8859-1, US-ASCII); any other encoding is refused. So no entity
+   reads (its own UTF-8, UTF-16, ISO-8859-1 and US-ASCII, and the single-byte ones Python's
+   codecs give it, such as windows-1252); any other encoding is refused. So no entity
    is declared, a ``SYSTEM`` identifier is never opened, and no parameter entity is loaded.
    (libxml2 loads an external subset or parameter entity even with ``load_dtd=False``.)
 3. A resolver that refuses everything: should libxml2 still ask for an external resource
