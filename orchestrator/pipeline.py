@@ -168,6 +168,7 @@ class _Item:
     problems: InputError | None = None
     result: HandleResult | None = None
     begun: _Begun | None = None
+    settle_again: bool = False
 
     @property
     def event_id(self) -> str:
@@ -223,6 +224,9 @@ class EventProcessor:
         valid = [item for item in items if item.event is not None and item.result is None]
         if valid:
             self._begin(valid)
+            again = sorted({item.event_id for item in valid if item.settle_again})
+            if again:  # idempotent: a roll-up already written is not written twice
+                self._fanout.settle(again)
             owned = [item for item in valid if item.begun is not None]
             if owned:
                 reopened = [i for item in owned if item.begun for i in item.begun.reopened]
@@ -461,6 +465,13 @@ class EventProcessor:
             seen = row if row is not None else _FirstInBatch(first[event_id], now)
             entries.append(_duplicate(item.event, seen, item.message_id))
             item.result = HandleResult.DUPLICATE
+            # Its own message again, the event completed: what followed that commit (the
+            # roll-up counted from the rows) may not have happened; it is settled again.
+            item.settle_again = (
+                row is not None
+                and row.message_id == item.message_id
+                and row.status == EventStatus.COMPLETED
+            )
         return owned
 
     def _end_sessions(

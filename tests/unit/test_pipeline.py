@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from orchestrator import EventProcessor, HandleResult, Runtime
 from orchestrator.fanout import FanOut, Outcome, Work
@@ -268,6 +268,26 @@ def test_redelivered_completed_message_is_a_duplicate(populated: Runtime) -> Non
     assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
     duplicates = [r for r in _audit(populated) if r.type == "event.duplicate"]
     assert len(duplicates) == 1
+
+
+def test_its_own_message_again_settles_a_logout_whose_roll_up_was_lost(
+    populated: Runtime,
+) -> None:
+    """The event's commit went through but what follows it did not (the database went away
+    before ``logout.settled``, and the worker runs the message again): the second run writes
+    the missing roll-up, counted from the rows, once; a third writes nothing more."""
+    event = make_event("logout.user", session_id="s-1")
+    processor = _processor(populated)
+    processor.handle(event, "m-1")
+    settled = [r for r in _audit(populated, event["event_id"]) if r.type == "logout.settled"]
+    assert len(settled) == 1
+    with populated.sessions.begin() as db:  # as if the worker had died before writing it
+        db.execute(delete(AuditRow).where(AuditRow.id == settled[0].id))
+    assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
+    assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
+    again = [r for r in _audit(populated, event["event_id"]) if r.type == "logout.settled"]
+    assert len(again) == 1
+    assert again[0].detail == settled[0].detail
 
 
 def test_same_event_id_with_other_content_is_flagged(populated: Runtime) -> None:
