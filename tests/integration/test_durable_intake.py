@@ -104,17 +104,12 @@ def _seed(stack: Stack, count: int, rp: CountingRp | None) -> list[str]:
 
 
 def _completed(stack: Stack, message_ids: set[str] | None = None) -> int:
-    query = select(func.count()).select_from(EventRecord).where(EventRecord.status == "completed")
-    if message_ids is not None:
-        query = query.where(EventRecord.message_id.in_(sorted(message_ids)))
-    with stack.db() as db:
-        return int(db.scalar(query) or 0)
+    among = () if message_ids is None else (EventRecord.message_id.in_(sorted(message_ids)),)
+    return stack.count(EventRecord, EventRecord.status == "completed", *among)
 
 
 def _open_deliveries(stack: Stack) -> int:
-    with stack.db() as db:
-        query = select(func.count()).where(Delivery.status.not_in(TERMINAL_DELIVERY_STATUSES))
-        return int(db.scalar(query) or 0)
+    return stack.count(Delivery, Delivery.status.not_in(TERMINAL_DELIVERY_STATUSES))
 
 
 def _audit_counts(stack: Stack) -> Counter[str]:
@@ -139,8 +134,7 @@ def test_events_lost_by_a_redis_restart_are_each_delivered_once(
         publisher.publish_many([logout_event(s) for s in sessions])
     assert stack.queue_length("events") == len(sessions)
 
-    own_redis.kill()
-    own_redis.start()
+    own_redis.restart()
     assert stack.queue_length("events") == 0, "the restarted Redis still held the queue"
 
     began = time.monotonic()

@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from orchestrator.outbox import event_message
 from orchestrator.store import AuditRow, EventRecord
@@ -34,16 +32,6 @@ def own_postgres() -> Iterator[OwnPostgres]:
         yield server
     finally:
         server.remove()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _lines(worker: WorkerProcess) -> list[dict[str, Any]]:
@@ -82,16 +70,8 @@ def _quiet(worker: WorkerProcess) -> None:
 
 def _completed(stack: Stack, events: list[dict[str, Any]]) -> int:
     """How many of ``events`` are completed (the module's tests share one database)."""
-    with stack.db() as db:
-        done = db.scalar(
-            select(func.count())
-            .select_from(EventRecord)
-            .where(
-                EventRecord.status == "completed",
-                EventRecord.event_id.in_([e["event_id"] for e in events]),
-            )
-        )
-    return int(done or 0)
+    among = EventRecord.event_id.in_([e["event_id"] for e in events])
+    return stack.count(EventRecord, EventRecord.status == "completed", among)
 
 
 def _seed(stack: Stack) -> list[dict[str, Any]]:
@@ -169,18 +149,12 @@ def test_postgres_outage_is_ridden_out_without_spending_retries(
     queue = f"dramatiq:{stack.namespace}.events"
     assert stack.redis.zcard(f"{queue}.XQ") == 0, "nothing is dead-lettered"
     assert stack.queue_length("events.DQ") == 0, "no retry is scheduled"
-    with stack.db() as db:
-        duplicates = db.scalar(
-            select(func.count()).select_from(AuditRow).where(AuditRow.type == "event.duplicate")
-        )
-        ended = db.scalar(
-            select(func.count())
-            .select_from(AuditRow)
-            .where(
-                AuditRow.type == "session.ended",
-                AuditRow.event_id.in_([e["event_id"] for e in events]),
-            )
-        )
+    duplicates = stack.count(AuditRow, AuditRow.type == "event.duplicate")
+    ended = stack.count(
+        AuditRow,
+        AuditRow.type == "session.ended",
+        AuditRow.event_id.in_([e["event_id"] for e in events]),
+    )
     assert ended == EVENTS
     assert duplicates == 0, "a message held through the outage was handled twice"
     for each in (worker, other):
