@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Generic, NoReturn, TypeVar
+from urllib.parse import parse_qs
 
 import pytest
 import redis
@@ -510,6 +512,13 @@ class LoopbackServer(ThreadingHTTPServer):
 _S = TypeVar("_S", bound=LoopbackServer)
 
 
+def logout_token_sid(body: bytes) -> str:
+    """The ``sid`` claim of the logout token in a back-channel logout POST (unverified)."""
+    token = parse_qs(body.decode())["logout_token"][0]
+    claims = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"])
+
+
 class LoopbackServers(Generic[_S]):
     """Runs servers for one test, each on its own thread, and stops them all afterwards."""
 
@@ -532,3 +541,13 @@ class LoopbackServers(Generic[_S]):
             server.shutdown()
             server.server_close()
             thread.join(timeout=10)
+
+
+@contextmanager
+def serving(server: _S) -> Iterator[_S]:
+    """Serve one ``server`` for the ``with`` block (a test's relying party)."""
+    servers: LoopbackServers[_S] = LoopbackServers()
+    try:
+        yield servers.start(server)
+    finally:
+        servers.close()

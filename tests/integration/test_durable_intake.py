@@ -8,14 +8,12 @@ a SIGKILLed worker had fetched is handled by another within the documented bound
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +21,7 @@ from sqlalchemy import func, select
 from orchestrator.store import TERMINAL_DELIVERY_STATUSES, AuditRow, Delivery, EventRecord
 
 from .servers import OwnRedis
-from .support import LoopbackServer, LoopbackServers, Stack, logout_event
+from .support import LoopbackServer, Stack, logout_event, logout_token_sid, serving
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +56,7 @@ class _Endpoint(BaseHTTPRequestHandler):
     server: CountingRp
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        token = parse_qs(body)["logout_token"][0]
-        claims = token.split(".")[1]
-        sid = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"]
+        sid = logout_token_sid(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         with self.server.lock:
             self.server.sids[sid] += 1
         self.send_response(200)
@@ -74,11 +69,8 @@ class _Endpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def rp() -> Iterator[CountingRp]:
-    servers: LoopbackServers[CountingRp] = LoopbackServers()
-    try:
-        yield servers.start(CountingRp())
-    finally:
-        servers.close()
+    with serving(CountingRp()) as server:
+        yield server
 
 
 def _seed(stack: Stack, count: int, rp: CountingRp | None) -> list[str]:
