@@ -163,6 +163,16 @@ class WorkerProcess:
         except OSError:
             return ""
 
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines the worker wrote so far (anything else skipped)."""
+        found = []
+        for line in self.output().splitlines():
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return found
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; SIGKILL if it does not stop in time. Returns the exit status."""
         if self.alive():

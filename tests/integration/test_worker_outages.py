@@ -5,7 +5,6 @@ the server is back. Each test owns the server it stops (own port, own data)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,21 +33,11 @@ def own_postgres() -> Iterator[OwnPostgres]:
         server.remove()
 
 
-def _lines(worker: WorkerProcess) -> list[dict[str, Any]]:
-    found = []
-    for line in worker.output().splitlines():
-        try:
-            found.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return found
-
-
 def _waiting(worker: WorkerProcess, server: str) -> list[dict[str, Any]]:
     """The back-off lines about ``server`` ("database unreachable ...; retrying in N s")."""
     return [
         x
-        for x in _lines(worker)
+        for x in worker.lines()
         if str(x.get("event", "")).startswith(f"{server} unreachable")
         and "retrying in" in str(x["event"])
     ]
@@ -144,7 +133,7 @@ def test_postgres_outage_is_ridden_out_without_spending_retries(
     for each in (worker, other):
         if _waiting(each, "database"):  # a worker with no message in hand may not notice
             _assert_backed_off(_waiting(each, "database"))
-            recovered = [x for x in _lines(each) if x.get("event") == again]
+            recovered = [x for x in each.lines() if x.get("event") == again]
             assert len(recovered) == 1, "one outage, one recovery"
     queue = f"dramatiq:{stack.namespace}.events"
     assert stack.redis.zcard(f"{queue}.XQ") == 0, "nothing is dead-lettered"
@@ -178,7 +167,7 @@ def test_broker_lost_after_start_is_ridden_out(stack: Stack, own_redis: OwnRedis
     own_redis.start()
     stack.wait_for(
         lambda: any(
-            str(x.get("event", "")).startswith("broker reachable again") for x in _lines(worker)
+            str(x.get("event", "")).startswith("broker reachable again") for x in worker.lines()
         ),
         what="the worker to see Redis again",
         timeout=40,
