@@ -26,7 +26,14 @@ from protocols.oidc import OidcHandler
 from protocols.saml import SamlHandler
 from schemas import AuditType
 from tests.integration.servers import OwnPostgres, OwnRedis, server_port
-from tests.integration.support import Stack, WorkerProcess, logout_event, wait_until
+from tests.integration.support import (
+    Stack,
+    WorkerProcess,
+    json_lines,
+    logout_event,
+    session_record,
+    wait_until,
+)
 from workers.demo_rps import DemoRelyingParties, DemoServiceProvider
 
 from .measure import Expected, Figures, count_stranded, measure, table
@@ -127,7 +134,7 @@ class World:
         sessions = [f"{self.name}-{n:05d}" for n in range(count)]
         records: list[dict[str, Any]] = []
         for n, session_id in enumerate(sessions):
-            records.append({"kind": "session", "session_id": session_id, "user_id": f"u-{n}"})
+            records.append(session_record(session_id, f"u-{n}"))
             link = {"kind": "provider_session", "session_id": session_id}
             records.append({**link, "provider": "wiki", "sid": f"sid-{n}", "sub": f"u-{n}"})
             records.append(
@@ -154,7 +161,7 @@ class World:
     def publish(self, events: Sequence[Mapping[str, Any]]) -> None:
         """``logout-orchestrator publish FILE``, as an IdP component would; it must succeed."""
         path = self.stack.tmp_path / f"events-{secrets.token_hex(3)}.jsonl"
-        path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        path.write_text(json_lines(events), encoding="utf-8")
         result = self.stack.cli("publish", str(path), timeout=300)
         if result.returncode != 0:
             pytest.fail(f"publish exited {result.returncode}: {result.stderr[-2000:]}")
