@@ -1,8 +1,8 @@
 """Fixtures of the fault campaign: one PostgreSQL cluster per session (a scenario stops it),
 one Redis server per scenario (a scenario kills it), and the campaign's table at the end.
 
-``LOGOUT_TEST_FAULTS=full`` runs the long variant; ``LOGOUT_TEST_FAULT_PORTS=FIRST-LAST``
-keeps the servers the campaign starts within a port range.
+``LOGOUT_TEST_FAULTS=full`` runs the long variant; the servers it starts take their ports
+from ``LOGOUT_TEST_PORTS=FIRST-LAST`` when set (``tests/integration/servers.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 
 from orchestrator.settings import Settings
 from tests.integration.conftest import pytest_runtest_makereport
+from tests.integration.servers import OwnPostgres
 from tests.integration.support import WORKER_LOGS, missing
 
 from .measure import table
-from .servers import PortRange, PostgresServer
 from .world import Campaign, Sizes, World, world_of
 
 __all__ = ["pytest_runtest_makereport", "pytest_terminal_summary"]
@@ -75,15 +75,13 @@ def variant() -> Sizes:
 def campaign(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Campaign]:
-    """The campaign: its variant, ports, PostgreSQL cluster and figures file."""
-    ports = PortRange(os.environ.get("LOGOUT_TEST_FAULT_PORTS"))
+    """The campaign: its variant, PostgreSQL cluster and figures file."""
     found = Campaign(
         sizes=variant(),
-        ports=ports,
         path=tmp_path_factory.getbasetemp() / "faults-campaign.json",
     )
     request.config.stash[_CAMPAIGN] = found
-    found.postgres = PostgresServer(ports.take())
+    found.postgres = OwnPostgres()
     try:
         found.postgres.start()
         yield found

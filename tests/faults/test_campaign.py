@@ -56,8 +56,7 @@ def test_redis_restarted_without_persistence(world: World) -> None:
     world.start_worker()
     world.start_worker()
     world.wait_completed(count // 4)
-    world.broker.crash()
-    world.broker.start()
+    world.broker.restart()
     world.fault("Redis SIGKILLed and restarted empty (--save '' --appendonly no)")
     assert_sound(world.finish())
 

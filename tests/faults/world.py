@@ -19,19 +19,25 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.store import AuditRow, Delivery, EventRecord, utcnow
 from protocols.oidc import OidcHandler
 from protocols.saml import SamlHandler
 from schemas import AuditType
-from tests.integration.support import Stack, WorkerProcess, logout_event
+from tests.integration.servers import OwnPostgres, OwnRedis, server_port
+from tests.integration.support import (
+    Stack,
+    WorkerProcess,
+    json_lines,
+    logout_event,
+    session_record,
+    wait_until,
+)
 from workers.demo_rps import DemoRelyingParties, DemoServiceProvider
 
 from .measure import Expected, Figures, count_stranded, measure, table
 from .poison import RawMessage
-from .servers import PortRange, PostgresServer, RedisServer, wait_until
 
 __all__ = ["Campaign", "Sizes", "World", "assert_sound", "world_of"]
 
@@ -64,9 +70,8 @@ class Campaign:
     """The figures of every scenario run in this session, kept as JSON at ``path``."""
 
     sizes: Sizes
-    ports: PortRange
     path: Path
-    postgres: PostgresServer | None = None
+    postgres: OwnPostgres | None = None
     results: list[Figures] = field(default_factory=list)
 
     def record(self, figures: Figures) -> None:
@@ -82,7 +87,7 @@ class Campaign:
 class World:
     """See the module docstring."""
 
-    def __init__(self, campaign: Campaign, stack: Stack, broker: RedisServer, name: str) -> None:
+    def __init__(self, campaign: Campaign, stack: Stack, broker: OwnRedis, name: str) -> None:
         self.campaign = campaign
         self.stack = stack
         self.broker = broker
@@ -106,9 +111,7 @@ class World:
             jwks, certificate = oidc.keys.jwks(), saml.identity.current.certificate
             issuer = runtime.settings.issuer
         sp = DemoServiceProvider(self.stack.tmp_path / "sp", certificate)
-        self.rps = DemoRelyingParties(
-            jwks, issuer, sp, delay=delay, port=self.campaign.ports.take()
-        ).start()
+        self.rps = DemoRelyingParties(jwks, issuer, sp, delay=delay, port=server_port()).start()
         providers = [
             {
                 "name": "wiki",
@@ -131,7 +134,7 @@ class World:
         sessions = [f"{self.name}-{n:05d}" for n in range(count)]
         records: list[dict[str, Any]] = []
         for n, session_id in enumerate(sessions):
-            records.append({"kind": "session", "session_id": session_id, "user_id": f"u-{n}"})
+            records.append(session_record(session_id, f"u-{n}"))
             link = {"kind": "provider_session", "session_id": session_id}
             records.append({**link, "provider": "wiki", "sid": f"sid-{n}", "sub": f"u-{n}"})
             records.append(
@@ -158,7 +161,7 @@ class World:
     def publish(self, events: Sequence[Mapping[str, Any]]) -> None:
         """``logout-orchestrator publish FILE``, as an IdP component would; it must succeed."""
         path = self.stack.tmp_path / f"events-{secrets.token_hex(3)}.jsonl"
-        path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        path.write_text(json_lines(events), encoding="utf-8")
         result = self.stack.cli("publish", str(path), timeout=300)
         if result.returncode != 0:
             pytest.fail(f"publish exited {result.returncode}: {result.stderr[-2000:]}")
@@ -176,15 +179,7 @@ class World:
     def completed(self) -> int:
         """Events completed so far (0 while the database does not answer)."""
         try:
-            with self.stack.db() as db:
-                return int(
-                    db.scalar(
-                        select(func.count())
-                        .select_from(EventRecord)
-                        .where(EventRecord.status == "completed")
-                    )
-                    or 0
-                )
+            return self.stack.count(EventRecord, EventRecord.status == "completed")
         except SQLAlchemyError:
             return 0
 
@@ -226,46 +221,24 @@ class World:
     def _handled(self) -> bool:
         expected = self.expected
         valid = list(expected.deliveries)
+        count, completed = self.stack.count, EventRecord.status == "completed"
         try:
-            with self.stack.db() as db:
-                done = db.scalar(
-                    select(func.count())
-                    .select_from(EventRecord)
-                    .where(EventRecord.status == "completed", EventRecord.event_id.in_(valid))
-                )
-                deliveries = {
-                    status: int(count)
-                    for status, count in db.execute(
-                        select(Delivery.status, func.count()).group_by(Delivery.status)
-                    )
-                }
-                settled = db.scalar(
-                    select(func.count())
-                    .select_from(AuditRow)
-                    .where(AuditRow.type == AuditType.LOGOUT_SETTLED.value)
-                )
-                rejected = db.scalar(
-                    select(func.count())
-                    .select_from(AuditRow)
-                    .where(AuditRow.type == AuditType.EVENT_REJECTED.value)
-                )
-                raw_done = db.scalar(
-                    select(func.count())
-                    .select_from(EventRecord)
-                    .where(
-                        EventRecord.status == "completed",
-                        EventRecord.event_id.in_(list(expected.raw_event_ids)),
-                    )
-                )
+            done = count(EventRecord, completed, EventRecord.event_id.in_(valid))
+            deliveries = count(Delivery)
+            open_ = count(Delivery, Delivery.status.in_(["pending", "retrying"]))
+            settled = count(AuditRow, AuditRow.type == AuditType.LOGOUT_SETTLED.value)
+            rejected = count(AuditRow, AuditRow.type == AuditType.EVENT_REJECTED.value)
+            raw_done = count(
+                EventRecord, completed, EventRecord.event_id.in_(list(expected.raw_event_ids))
+            )
         except SQLAlchemyError:
             return False
-        open_ = deliveries.get("pending", 0) + deliveries.get("retrying", 0)
         return (
             done == len(valid)
-            and sum(deliveries.values()) == sum(expected.deliveries.values())
+            and deliveries == sum(expected.deliveries.values())
             and open_ == 0
-            and (settled or 0) >= len(valid)
-            and (rejected or 0) + (raw_done or 0) >= expected.raw
+            and settled >= len(valid)
+            and rejected + raw_done >= expected.raw
         )
 
     def _stranded(self) -> int | None:
@@ -342,8 +315,8 @@ def assert_sound(figures: Figures) -> None:
 def world_of(campaign: Campaign, tmp_path: Path, logs: list[Path], name: str) -> Iterator[World]:
     """A world on its own Redis server and a new database of the campaign's PostgreSQL."""
     assert campaign.postgres is not None
-    broker = RedisServer(campaign.ports.take(), tmp_path / "redis")
-    client = redis.Redis.from_url(broker.url, socket_connect_timeout=3, socket_timeout=10)
+    broker = OwnRedis(tmp_path / "redis")
+    client = broker.client(socket_timeout=10)
     world: World | None = None
     try:
         broker.start()

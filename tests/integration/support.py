@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,10 +19,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Generic, NoReturn, TypeVar
+from urllib.parse import parse_qs
 
 import pytest
 import redis
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import ColumnElement, Engine, create_engine, func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
@@ -105,22 +107,15 @@ def closed_port() -> int:
     return port
 
 
-def server_port() -> int:
-    """A free port for a server a test starts itself: in ``LOGOUT_TEST_PORTS`` (``FIRST-LAST``)
-    when set, so parallel suites on one machine keep to their own ranges, else any."""
-    span = os.environ.get("LOGOUT_TEST_PORTS")
-    if not span:
-        return closed_port()
-    first, _, last = span.partition("-")
-    for port in range(int(first), int(last or first) + 1):
-        if not tcp_reachable("127.0.0.1", port, timeout=0.2):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    missing(f"no free port in LOGOUT_TEST_PORTS={span}", "widen the range or unset it")
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> float | None:
+    """Poll ``check`` until it is true; the seconds it took, or None after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - started
+        if time.monotonic() - started >= timeout:
+            return None
+        time.sleep(interval)
 
 
 def logout_event(session_id: str, event_id: str | None = None) -> dict[str, Any]:
@@ -167,6 +162,16 @@ class WorkerProcess:
             return self.log.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines the worker wrote so far (anything else skipped)."""
+        found = []
+        for line in self.output().splitlines():
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return found
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait; SIGKILL if it does not stop in time. Returns the exit status."""
@@ -282,6 +287,11 @@ class Stack:
         with Session(self.engine) as session:
             yield session
 
+    def count(self, model: type[Any], *where: ColumnElement[bool]) -> int:
+        """Rows of ``model`` (EventRecord, Delivery, AuditRow ...) matching ``where``."""
+        with self.db() as db:
+            return int(db.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
     @contextmanager
     def runtime(
         self, handlers: Mapping[str, ProtocolHandler] | None = None, **overrides: Any
@@ -374,11 +384,10 @@ class Stack:
 
         Fails early, with its output, when one of this stack's workers has exited.
         """
-        started = time.monotonic()
-        deadline = started + timeout
-        while True:
+
+        def done() -> bool:
             if check():
-                return time.monotonic() - started
+                return True
             for worker in self.workers:
                 code = worker.process.poll()
                 if code is not None and code != -signal.SIGKILL:
@@ -387,9 +396,12 @@ class Stack:
                         f"{tail(worker.output())}",
                         pytrace=False,
                     )
-            if time.monotonic() >= deadline:
-                pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
-            time.sleep(interval)
+            return False
+
+        took = wait_until(done, timeout, interval)
+        if took is None:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+        return took
 
     def close(self) -> None:
         """Kill any worker still running and release the engine."""
@@ -510,6 +522,13 @@ class LoopbackServer(ThreadingHTTPServer):
 _S = TypeVar("_S", bound=LoopbackServer)
 
 
+def logout_token_sid(body: bytes) -> str:
+    """The ``sid`` claim of the logout token in a back-channel logout POST (unverified)."""
+    token = parse_qs(body.decode())["logout_token"][0]
+    claims = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"])
+
+
 class LoopbackServers(Generic[_S]):
     """Runs servers for one test, each on its own thread, and stops them all afterwards."""
 
@@ -532,3 +551,13 @@ class LoopbackServers(Generic[_S]):
             server.shutdown()
             server.server_close()
             thread.join(timeout=10)
+
+
+@contextmanager
+def serving(server: _S) -> Iterator[_S]:
+    """Serve one ``server`` for the ``with`` block (a test's relying party)."""
+    servers: LoopbackServers[_S] = LoopbackServers()
+    try:
+        yield servers.start(server)
+    finally:
+        servers.close()

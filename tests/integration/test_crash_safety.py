@@ -47,37 +47,15 @@ def _seed(stack: Stack) -> list[str]:
 
 
 def _completed(stack: Stack) -> int:
-    with stack.db() as db:
-        return int(
-            db.scalar(
-                select(func.count())
-                .select_from(EventRecord)
-                .where(EventRecord.status == "completed")
-            )
-            or 0
-        )
+    return stack.count(EventRecord, EventRecord.status == "completed")
 
 
 def _open_deliveries(stack: Stack) -> int:
-    with stack.db() as db:
-        return int(
-            db.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(Delivery.status.not_in(TERMINAL_DELIVERY_STATUSES))
-            )
-            or 0
-        )
+    return stack.count(Delivery, Delivery.status.not_in(TERMINAL_DELIVERY_STATUSES))
 
 
 def _count(stack: Stack, record_type: str) -> int:
-    with stack.db() as db:
-        return int(
-            db.scalar(
-                select(func.count()).select_from(AuditRow).where(AuditRow.type == record_type)
-            )
-            or 0
-        )
+    return stack.count(AuditRow, AuditRow.type == record_type)
 
 
 def test_sigkill_mid_batch_then_recovery(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,14 +8,12 @@ a SIGKILLed worker had fetched is handled by another within the documented bound
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +21,7 @@ from sqlalchemy import func, select
 from orchestrator.store import TERMINAL_DELIVERY_STATUSES, AuditRow, Delivery, EventRecord
 
 from .servers import OwnRedis
-from .support import LoopbackServer, LoopbackServers, Stack, logout_event
+from .support import LoopbackServer, Stack, logout_event, logout_token_sid, serving
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +56,7 @@ class _Endpoint(BaseHTTPRequestHandler):
     server: CountingRp
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        token = parse_qs(body)["logout_token"][0]
-        claims = token.split(".")[1]
-        sid = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"]
+        sid = logout_token_sid(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         with self.server.lock:
             self.server.sids[sid] += 1
         self.send_response(200)
@@ -74,11 +69,8 @@ class _Endpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def rp() -> Iterator[CountingRp]:
-    servers: LoopbackServers[CountingRp] = LoopbackServers()
-    try:
-        yield servers.start(CountingRp())
-    finally:
-        servers.close()
+    with serving(CountingRp()) as server:
+        yield server
 
 
 def _seed(stack: Stack, count: int, rp: CountingRp | None) -> list[str]:
@@ -104,17 +96,12 @@ def _seed(stack: Stack, count: int, rp: CountingRp | None) -> list[str]:
 
 
 def _completed(stack: Stack, message_ids: set[str] | None = None) -> int:
-    query = select(func.count()).select_from(EventRecord).where(EventRecord.status == "completed")
-    if message_ids is not None:
-        query = query.where(EventRecord.message_id.in_(sorted(message_ids)))
-    with stack.db() as db:
-        return int(db.scalar(query) or 0)
+    among = () if message_ids is None else (EventRecord.message_id.in_(sorted(message_ids)),)
+    return stack.count(EventRecord, EventRecord.status == "completed", *among)
 
 
 def _open_deliveries(stack: Stack) -> int:
-    with stack.db() as db:
-        query = select(func.count()).where(Delivery.status.not_in(TERMINAL_DELIVERY_STATUSES))
-        return int(db.scalar(query) or 0)
+    return stack.count(Delivery, Delivery.status.not_in(TERMINAL_DELIVERY_STATUSES))
 
 
 def _audit_counts(stack: Stack) -> Counter[str]:
@@ -139,8 +126,7 @@ def test_events_lost_by_a_redis_restart_are_each_delivered_once(
         publisher.publish_many([logout_event(s) for s in sessions])
     assert stack.queue_length("events") == len(sessions)
 
-    own_redis.kill()
-    own_redis.start()
+    own_redis.restart()
     assert stack.queue_length("events") == 0, "the restarted Redis still held the queue"
 
     began = time.monotonic()

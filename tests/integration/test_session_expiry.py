@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from orchestrator.store import AuditRow, Delivery, EventRecord, IdpSession
 
-from .support import LoopbackServer, LoopbackServers, Stack
+from .support import LoopbackServer, Stack, serving
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +47,8 @@ class Counting(LoopbackServer):
 
 @pytest.fixture
 def rp() -> Iterator[Counting]:
-    servers: LoopbackServers[Counting] = LoopbackServers()
-    try:
-        yield servers.start(Counting())
-    finally:
-        servers.close()
+    with serving(Counting()) as server:
+        yield server
 
 
 def _records(now: datetime) -> list[dict[str, Any]]:

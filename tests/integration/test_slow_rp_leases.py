@@ -11,14 +11,11 @@ doubled attempt then shows as a failure.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import select
@@ -27,11 +24,12 @@ from orchestrator.store import TERMINAL_DELIVERY_STATUSES, AuditRow, Delivery, E
 
 from .support import (
     LoopbackServer,
-    LoopbackServers,
     Stack,
     cli,
     logout_event,
+    logout_token_sid,
     output,
+    serving,
     session_record,
 )
 
@@ -70,10 +68,7 @@ class _Logout(BaseHTTPRequestHandler):
     server: SlowRp
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        token = parse_qs(body.decode())["logout_token"][0]
-        claims = token.split(".")[1]
-        sid = str(json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"])
+        sid = logout_token_sid(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         time.sleep(ANSWER_AFTER)
         with self.server.lock:
             status = 400 if any(seen == sid for seen, _ in self.server.answers) else 200
@@ -92,11 +87,8 @@ class _Logout(BaseHTTPRequestHandler):
 @pytest.fixture
 def rp() -> Iterator[SlowRp]:
     """The slow RP host on 127.0.0.1."""
-    servers: LoopbackServers[SlowRp] = LoopbackServers()
-    try:
-        yield servers.start(SlowRp())
-    finally:
-        servers.close()
+    with serving(SlowRp()) as server:
+        yield server
 
 
 def _seed(stack: Stack, rp: SlowRp) -> list[str]:

@@ -5,14 +5,11 @@ the server is back. Each test owns the server it stops (own port, own data)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from orchestrator.outbox import event_message
 from orchestrator.store import AuditRow, EventRecord
@@ -36,31 +33,11 @@ def own_postgres() -> Iterator[OwnPostgres]:
         server.remove()
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _lines(worker: WorkerProcess) -> list[dict[str, Any]]:
-    found = []
-    for line in worker.output().splitlines():
-        try:
-            found.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return found
-
-
 def _waiting(worker: WorkerProcess, server: str) -> list[dict[str, Any]]:
     """The back-off lines about ``server`` ("database unreachable ...; retrying in N s")."""
     return [
         x
-        for x in _lines(worker)
+        for x in worker.lines()
         if str(x.get("event", "")).startswith(f"{server} unreachable")
         and "retrying in" in str(x["event"])
     ]
@@ -82,16 +59,8 @@ def _quiet(worker: WorkerProcess) -> None:
 
 def _completed(stack: Stack, events: list[dict[str, Any]]) -> int:
     """How many of ``events`` are completed (the module's tests share one database)."""
-    with stack.db() as db:
-        done = db.scalar(
-            select(func.count())
-            .select_from(EventRecord)
-            .where(
-                EventRecord.status == "completed",
-                EventRecord.event_id.in_([e["event_id"] for e in events]),
-            )
-        )
-    return int(done or 0)
+    among = EventRecord.event_id.in_([e["event_id"] for e in events])
+    return stack.count(EventRecord, EventRecord.status == "completed", among)
 
 
 def _seed(stack: Stack) -> list[dict[str, Any]]:
@@ -164,23 +133,17 @@ def test_postgres_outage_is_ridden_out_without_spending_retries(
     for each in (worker, other):
         if _waiting(each, "database"):  # a worker with no message in hand may not notice
             _assert_backed_off(_waiting(each, "database"))
-            recovered = [x for x in _lines(each) if x.get("event") == again]
+            recovered = [x for x in each.lines() if x.get("event") == again]
             assert len(recovered) == 1, "one outage, one recovery"
     queue = f"dramatiq:{stack.namespace}.events"
     assert stack.redis.zcard(f"{queue}.XQ") == 0, "nothing is dead-lettered"
     assert stack.queue_length("events.DQ") == 0, "no retry is scheduled"
-    with stack.db() as db:
-        duplicates = db.scalar(
-            select(func.count()).select_from(AuditRow).where(AuditRow.type == "event.duplicate")
-        )
-        ended = db.scalar(
-            select(func.count())
-            .select_from(AuditRow)
-            .where(
-                AuditRow.type == "session.ended",
-                AuditRow.event_id.in_([e["event_id"] for e in events]),
-            )
-        )
+    duplicates = stack.count(AuditRow, AuditRow.type == "event.duplicate")
+    ended = stack.count(
+        AuditRow,
+        AuditRow.type == "session.ended",
+        AuditRow.event_id.in_([e["event_id"] for e in events]),
+    )
     assert ended == EVENTS
     assert duplicates == 0, "a message held through the outage was handled twice"
     for each in (worker, other):
@@ -204,7 +167,7 @@ def test_broker_lost_after_start_is_ridden_out(stack: Stack, own_redis: OwnRedis
     own_redis.start()
     stack.wait_for(
         lambda: any(
-            str(x.get("event", "")).startswith("broker reachable again") for x in _lines(worker)
+            str(x.get("event", "")).startswith("broker reachable again") for x in worker.lines()
         ),
         what="the worker to see Redis again",
         timeout=40,

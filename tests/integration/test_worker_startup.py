@@ -3,9 +3,6 @@ never claims to have started, and starts by itself once the broker is there."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,50 +11,39 @@ from sqlalchemy import select
 
 from orchestrator.store import EventRecord
 
-from .support import Stack, closed_port, logout_event
+from .servers import OwnRedis
+from .support import Stack, logout_event
 
 pytestmark = pytest.mark.integration
 
 
-def _lines(text: str) -> list[dict[str, object]]:
-    found = []
-    for line in text.splitlines():
-        try:
-            found.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return found
-
-
 @pytest.fixture
-def late_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
-    """A free port for a Redis the test starts later; that server is stopped afterwards."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is needed (scripts/test installs it)", pytrace=False)
-    started: list[subprocess.Popen[bytes]] = []
-    yield closed_port(), started
-    for server in started:
-        server.terminate()
-        server.wait(timeout=10)
+def late_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """This test's own Redis, on a port of its own, which the test starts later; stopped
+    afterwards."""
+    server = OwnRedis(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_worker_waits_for_its_broker_then_starts(
     stack: Stack,
-    tmp_path: Path,
-    late_redis: tuple[int, list[subprocess.Popen[bytes]]],
+    late_redis: OwnRedis,
     processes: int,
 ) -> None:
     """Broker down: one line per attempt, delays growing, no "worker started"; then it runs.
     With several processes the supervisor waits alone: the lines are not repeated N times."""
-    port, servers = late_redis
+    port = late_redis.port
     stack.protocols = []
-    stack.broker_url = f"redis://127.0.0.1:{port}/0"
+    stack.broker_url = late_redis.url
     stack.seed(records=[{"kind": "session", "session_id": "s-1", "user_id": "u"}])
     worker = stack.start_worker(processes=processes)
 
     def waiting() -> list[dict[str, object]]:
-        return [x for x in _lines(worker.output()) if "retrying in" in str(x.get("event"))]
+        return [x for x in worker.lines() if "retrying in" in str(x.get("event"))]
 
     stack.wait_for(lambda: len(waiting()) >= 3, what="three back-off lines", timeout=30)
     lines = waiting()
@@ -69,25 +55,7 @@ def test_worker_waits_for_its_broker_then_starts(
     assert "worker started" not in worker.output()
     assert "Traceback" not in worker.output()
 
-    servers.append(
-        subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
+    late_redis.start()
     stack.wait_for(
         lambda: "worker started" in worker.output(), what="the worker to start", timeout=40
     )
