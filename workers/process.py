@@ -175,7 +175,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
         broker=settings.broker_url.split(":", 1)[0],
         protocols=sorted(runtime.handlers),
     )
-    _warn_unserved(runtime)
+    health.guard(lambda: _warn_unserved(runtime))  # the database may go away at any time
     if parent is None:  # a supervisor warned once for all its workers
         _warn_if_volatile(broker, settings)
     _start_periodic(actors, stop, health.guard)
