@@ -20,25 +20,35 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
 import structlog
-from sqlalchemy import Engine, Table, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.store import Delivery, DeliveryStatus, EventRecord, EventStatus, utcnow
 
-__all__ = ["DeliveryLease", "Leases"]
+__all__ = ["DeliveryLease", "Leases", "lease_events"]
 
 _log = structlog.get_logger("logout.leases")
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _EVENTS = cast(Table, EventRecord.__table__)
 _OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+
+
+def lease_events(conn: Connection, event_ids: Collection[str], until: datetime | None) -> None:
+    """Lease the events still processing among ``event_ids`` until ``until``; ``None`` gives
+    their leases up (another worker may take them at once)."""
+    conn.execute(
+        update(_EVENTS)
+        .where(_EVENTS.c.event_id.in_(list(event_ids)), _EVENTS.c.status == EventStatus.PROCESSING)
+        .values(lease_until=until)
+    )
 
 
 @dataclass
@@ -151,14 +161,7 @@ class Leases:
                         )
                     }
                 if events:
-                    conn.execute(
-                        update(_EVENTS)
-                        .where(
-                            _EVENTS.c.event_id.in_(events),
-                            _EVENTS.c.status == EventStatus.PROCESSING,
-                        )
-                        .values(lease_until=until)
-                    )
+                    lease_events(conn, events, until)
         except SQLAlchemyError as exc:
             _log.warning(
                 "leases not renewed; trying again",

@@ -42,6 +42,7 @@ from sqlalchemy.sql import ColumnElement
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.errors import InputError, Problem
 from orchestrator.fanout import LINK_COLUMNS, FanOut, Outcome, Work, is_settled, settled_entry
+from orchestrator.leases import lease_events
 from orchestrator.outbox import remove_arrived
 from orchestrator.plans import PlanTimeouts, build_plan, plan_entry, save_plans
 from orchestrator.rejection import Rejection, record_rejections
@@ -253,14 +254,7 @@ class EventProcessor:
         """Give up the leases of events this run failed to finish (best effort)."""
         try:
             with self._engine.begin() as conn:
-                conn.execute(
-                    update(_EVENTS)
-                    .where(
-                        _EVENTS.c.event_id.in_(event_ids),
-                        _EVENTS.c.status == EventStatus.PROCESSING,
-                    )
-                    .values(lease_until=None)
-                )
+                lease_events(conn, event_ids, None)
         except SQLAlchemyError as exc:  # the lease then simply runs out
             _log.warning("event leases not released", error=type(exc).__name__)
 
