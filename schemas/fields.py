@@ -169,7 +169,8 @@ def _arg_value(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
     raise ValueError(
-        f"must be text, a number, a boolean, null or a list of strings (not {type(value).__name__})"
+        "must be a string, a number, a boolean, null or a list of strings "
+        f"(not {type(value).__name__})"
     )
 
 
