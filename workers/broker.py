@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import dramatiq
+import pika
 import pika.exceptions
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -89,6 +90,8 @@ def check_broker(broker: dramatiq.Broker, settings: Settings) -> None:
         if isinstance(broker, RedisBroker):
             broker.client.ping()
         elif isinstance(broker, RabbitmqBroker):
-            _ = broker.connection  # opens this thread's connection (kept for later use)
+            # A connection of its own, closed at once: the one a thread keeps may have died
+            # without its knowing yet (a probe during an outage must not trust it).
+            pika.BlockingConnection(broker.parameters).close()
     except BROKER_ERRORS as exc:
         raise broker_unreachable(settings, exc) from exc

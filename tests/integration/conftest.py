@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from .servers import OwnRedis
+from .servers import OwnRabbitmq, OwnRedis
 from .support import (
     POSTGRES_URL,
     RABBITMQ_URL,
@@ -126,6 +126,17 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def own_rabbitmq(tmp_path: Path) -> Iterator[OwnRabbitmq]:
+    """This test's own RabbitMQ node (own ports, own epmd), removed afterwards."""
+    server = OwnRabbitmq(tmp_path / "rabbitmq")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
-"""Servers a test owns: a ``redis-server`` and a PostgreSQL cluster it may stop, SIGKILL and
-restart without touching anyone else's (own port, own data directory). The integration suite
-and the fault campaign (``tests/faults``) both start theirs from here.
+"""Servers a test owns: a ``redis-server``, a PostgreSQL cluster and a RabbitMQ node it may
+stop, SIGKILL and restart without touching anyone else's (own ports, own data directory).
+The integration suite and the fault campaign (``tests/faults``) both start theirs from here.
 
 Ports come from ``LOGOUT_TEST_PORTS`` (``FIRST-LAST``, so parallel runs on one machine keep
 to their own ranges) or, without it, from the kernel's free ports. PostgreSQL runs from
 Debian's binaries (``/usr/lib/postgresql/*/bin``), as the ``postgres`` user when the tests
-run as root.
+run as root; RabbitMQ from Debian's ``/usr/lib/rabbitmq/bin`` (as the user the tests run as,
+with its own Erlang port mapper, so the machine's nodes and their ``epmd`` are never touched).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+import pika
+import pika.exceptions
 import psycopg
 import pytest
 import redis
@@ -29,7 +32,7 @@ from psycopg import sql
 
 from .support import closed_port, missing, tcp_reachable, wait_until
 
-__all__ = ["OwnPostgres", "OwnRedis", "server_port"]
+__all__ = ["OwnPostgres", "OwnRabbitmq", "OwnRedis", "server_port"]
 
 _START_TIMEOUT = 30.0
 _last_port: int | None = None
@@ -257,4 +260,112 @@ class OwnPostgres:
         if pid_file.exists():  # pg_ctl failed: end the postmaster itself
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+_RABBITMQ_START_TIMEOUT = 120.0  # a node takes ~10 s here, up to a minute on a busy machine
+
+
+class OwnRabbitmq:
+    """A RabbitMQ node of this test alone: its own AMQP port, Erlang distribution port,
+    ``epmd`` (on a port of its own) and files, so the machine's node (5672, 25672, 4369) is
+    never touched. :meth:`stop` (a clean shutdown: clients see their connections closed) and
+    :meth:`start` make an outage; durable queues and persistent messages outlive it.
+    :meth:`remove` stops everything and deletes its files."""
+
+    def __init__(self, directory: Path) -> None:
+        epmd = shutil.which("epmd")
+        if not _RABBITMQ_SERVER.exists() or epmd is None:
+            missing(
+                f"RabbitMQ ({_RABBITMQ_SERVER}) or Erlang's epmd is not installed (tests that "
+                "stop RabbitMQ start their own node)",
+                "run ./scripts/test, which installs Debian's rabbitmq-server, or install it",
+            )
+        self.port = server_port()
+        self.dist_port = server_port()
+        self.epmd_port = server_port()
+        self.directory = directory
+        self.log = directory / "rabbitmq.out"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.process: subprocess.Popen[bytes] | None = None
+        for sub in ("home", "mnesia", "log"):
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+        (directory / "enabled_plugins").write_text("[].\n")
+        (directory / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq
+        (directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        own = {
+            "HOME": str(directory / "home"),  # its Erlang cookie
+            "RABBITMQ_CONF_ENV_FILE": str(directory / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(directory / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(directory / "log"),
+            "RABBITMQ_PID_FILE": str(directory / "rabbitmq.pid"),
+            "RABBITMQ_NODENAME": f"logout-test-{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        self.env = {**inherited, **own}
+        self.epmd = subprocess.Popen(
+            [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def start(self) -> None:
+        """Start the node and wait until it accepts an AMQP connection."""
+        with self.log.open("ab") as out:
+            self.process = process = subprocess.Popen(
+                [str(_RABBITMQ_SERVER)],
+                cwd=self.directory,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                return True
+            try:
+                pika.BlockingConnection(pika.URLParameters(self.url)).close()
+            except pika.exceptions.AMQPError:
+                return False
+            return True
+
+        up = wait_until(answers, _RABBITMQ_START_TIMEOUT, interval=0.5)
+        if up is None or process.poll() is not None:
+            self.stop()
+            _failed(f"RabbitMQ did not come up on 127.0.0.1:{self.port}", self.log)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM; SIGKILL to the node's process group after 60 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # rabbitmq-server's shell stops the node, then exits
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        self.process = None
+
+    def remove(self) -> None:
+        """Stop the node and its ``epmd``; delete its files."""
+        self.stop()
+        if self.epmd.poll() is None:
+            self.epmd.terminate()
+            self.epmd.wait(timeout=30)
         shutil.rmtree(self.directory, ignore_errors=True)

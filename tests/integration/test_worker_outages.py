@@ -1,7 +1,7 @@
 """A running worker loses its broker or its database, or starts before its database: it
 says so once per growing back-off step (no traceback, no dramatiq critical line every few
 seconds), takes no message it cannot handle, spends no retry, and goes on by itself once
-the server is back. Each test owns the server it stops (own port, own data)."""
+the server is back. Each test owns the server it stops (own ports, own data)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from orchestrator.outbox import event_message
 from orchestrator.store import AuditRow, EventRecord
 from orchestrator.validation import parse_event
 
-from .servers import OwnPostgres, OwnRedis
+from .servers import OwnPostgres, OwnRabbitmq, OwnRedis
 from .support import Stack, WorkerProcess, logout_event
 
 pytestmark = pytest.mark.integration
@@ -63,14 +63,14 @@ def _completed(stack: Stack, events: list[dict[str, Any]]) -> int:
     return stack.count(EventRecord, EventRecord.status == "completed", among)
 
 
-def _seed(stack: Stack) -> list[dict[str, Any]]:
+def _seed(stack: Stack, count: int = EVENTS) -> list[dict[str, Any]]:
     stack.protocols = []
     stack.seed(
         records=[
-            {"kind": "session", "session_id": f"s-{i}", "user_id": f"u-{i}"} for i in range(EVENTS)
+            {"kind": "session", "session_id": f"s-{i}", "user_id": f"u-{i}"} for i in range(count)
         ]
     )
-    return [logout_event(f"s-{i}") for i in range(EVENTS)]
+    return [logout_event(f"s-{i}") for i in range(count)]
 
 
 def test_worker_started_while_postgres_is_down_waits_then_starts(
@@ -177,3 +177,55 @@ def test_broker_lost_after_start_is_ridden_out(stack: Stack, own_redis: OwnRedis
     stack.wait_for(lambda: _completed(stack, events) == EVENTS, what=f"{EVENTS} events")
     assert worker.stop() == 0
     _quiet(worker)
+
+
+def test_rabbitmq_lost_after_start_is_ridden_out(
+    stack: Stack, own_rabbitmq: OwnRabbitmq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RabbitMQ stopped ~10 s under a running worker, right after 20 events were published:
+    one line per growing back-off step for the whole process (no critical line per consumer
+    every 3 s); RabbitMQ started again: the worker says so once, and the 20 events queued
+    before the outage and 20 published after it are each handled once."""
+    stack.broker_url = own_rabbitmq.url
+    events = _seed(stack, 2 * EVENTS)
+    before, after = events[:EVENTS], events[EVENTS:]
+    worker = stack.start_worker()
+    stack.wait_for(lambda: "worker started" in worker.output(), what="the worker to start")
+    with stack.publisher() as publisher:
+        publisher.publish(before[0])
+        stack.wait_for(lambda: _completed(stack, before[:1]) == 1, what="the consumers to run")
+        publisher.publish_many(before[1:])
+    own_rabbitmq.stop()  # at once: some events are in the worker's hands, some queued
+    stopped = time.monotonic()
+    stack.wait_for(lambda: len(_waiting(worker, "broker")) >= 3, what="3 back-off lines")
+    time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
+    own_rabbitmq.start()
+    again = "broker reachable again; resuming"
+    stack.wait_for(
+        lambda: any(x.get("event") == again for x in worker.lines()),
+        what="the worker to see RabbitMQ again",
+        timeout=60,
+    )
+    resumed = time.monotonic()
+    with stack.publisher() as publisher:
+        publisher.publish_many(after)
+    stack.wait_for(lambda: _completed(stack, events) == 2 * EVENTS, what="40 events", timeout=60)
+    handled = time.monotonic()
+    lines = _waiting(worker, "broker")
+    _assert_backed_off(lines)
+    assert all(f"127.0.0.1:{own_rabbitmq.port}" in x["event"] for x in lines), lines
+    assert [x for x in worker.lines() if x.get("event") == again] != []
+    assert len([x for x in worker.lines() if x.get("event") == again]) == 1, "one recovery"
+    ids = [e["event_id"] for e in events]
+    for kind in ("event.received", "session.ended"):
+        got = stack.count(AuditRow, AuditRow.type == kind, AuditRow.event_id.in_(ids))
+        assert got == len(events), f"{kind}: {got}"
+    assert worker.stop() == 0
+    _quiet(worker)
+    with capsys.disabled():
+        delays = [x["retry_in"] for x in lines]
+        print(
+            f"\n  [rabbitmq outage] back-off {delays}; all 40 handled "
+            f"{handled - resumed:.1f} s after 'reachable again' "
+            f"({resumed - stopped:.1f} s after the stop)"
+        )
