@@ -85,7 +85,7 @@ def with_metadata(
         result = SamlProviderSettings.model_validate({**filled, **own})
     except ValidationError as exc:
         for problem in input_error(exc, provider, SamlProviderSettings, METADATA_FIELDS).problems:
-            if problem.field in filled:
+            if problem.field.split(".")[0] in filled:
                 message = f"{label}: its {problem.field}: {problem.message}"
                 problems.append(Problem(where, field, message))
             elif not (problems and problem.field in _FILLED and problem.message == _REQUIRED):

@@ -115,8 +115,10 @@ class SloEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     binding: SlsBinding
-    location: str
+    location: str = Field(min_length=1)
     response_location: str | None = None
+
+    _uri_form = field_validator("location", "response_location")(uri_form)
 
 
 class AdvertisedAlgorithms(BaseModel):

@@ -355,6 +355,22 @@ def test_a_value_the_metadata_gave_is_reported_on_metadata_file(tmp_path: Path) 
     assert "an RSA key of 1024 bits; at least 2048 required" in weak_problem
 
 
+def test_every_listed_endpoint_must_be_a_uri(tmp_path: Path) -> None:
+    """An endpoint kept in slo_endpoints (not the chosen one) is still checked: a Location
+    that is no URI refuses the metadata, named on metadata_file."""
+    bad = tmp_path / "bad.xml"
+    bad.write_text(
+        SHIBBOLETH.read_text().replace(
+            "https://sp.example.org/Shibboleth.sso/SLO/POST", "/SLO/POST"
+        )
+    )
+    (problem,) = _problems({"metadata_file": str(bad)})
+    assert problem == (
+        f"provider 'sp': metadata_file: {bad}: its slo_endpoints.2.location: must be an "
+        "absolute URI"
+    )
+
+
 def test_every_problem_in_one_round(tmp_path: Path) -> None:
     """A refused metadata file and an unrelated mistake are both reported; the fields the
     metadata was to fill are not reported missing on top."""
