@@ -70,14 +70,22 @@ def uri_form(value: str | None, info: ValidationInfo) -> str | None:
 
 
 def input_error(
-    exc: ValidationError, provider: str, model: type[BaseModel] | None = None
+    exc: ValidationError,
+    provider: str,
+    model: type[BaseModel] | None = None,
+    also: Iterable[str] = (),
 ) -> InputError:
     """The problems of a provider's settings, each naming the provider and the field.
 
     With ``model`` (the protocol's settings model), an unknown field names the closest of
-    its fields and the common ones (``enabeld``: did you mean enabled?).
+    its fields, ``also`` (fields read before the model, such as ``metadata_file``) and the
+    common ones (``enabeld``: did you mean enabled?).
     """
-    known: Iterable[str] = [*ProviderConfig.model_fields, *(model.model_fields if model else ())]
+    known: Iterable[str] = [
+        *ProviderConfig.model_fields,
+        *(model.model_fields if model else ()),
+        *also,
+    ]
     where = f"provider {provider!r}"
     problems = []
     for err in exc.errors():

@@ -34,6 +34,7 @@ __all__ = [
     "onelogin_settings",
     "provider",
     "provider_session",
+    "sign_metadata",
     "soap",
     "sp_logout_response",
     "xmlsec1_verify",
@@ -70,6 +71,34 @@ def make_pair(directory: Path, name: str) -> KeyPair:
     key_path.write_text(key_pem)
     cert_path.write_text(cert_pem)
     return KeyPair(key_pem, cert_pem, key_path, cert_path)
+
+
+def sign_metadata(xml: bytes, signer: KeyPair, *, sign: bool = True) -> bytes:
+    """``xml`` with an enveloped signature by ``signer`` as the root's first child (as
+    federations sign metadata: RSA-SHA256, exclusive C14N, over the root's ``ID``); with
+    ``sign=False`` only the empty template, for the ``xmlsec1`` command to sign."""
+    import xmlsec
+    from lxml import etree
+
+    constants = xmlsec.constants
+    root = etree.fromstring(xml)
+    signature = xmlsec.template.create(
+        root, constants.TransformExclC14N, constants.TransformRsaSha256, ns="ds"
+    )
+    root.insert(0, signature)
+    reference = xmlsec.template.add_reference(
+        signature, constants.TransformSha256, uri=f"#{root.get('ID')}"
+    )
+    xmlsec.template.add_transform(reference, constants.TransformEnveloped)
+    xmlsec.template.add_transform(reference, constants.TransformExclC14N)
+    xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
+    if sign:
+        context = xmlsec.SignatureContext()
+        context.key = xmlsec.Key.from_memory(signer.key_pem, constants.KeyDataFormatPem)
+        context.key.load_cert_from_memory(signer.cert_pem, constants.KeyDataFormatCertPem)
+        context.register_id(root, "ID")
+        context.sign(signature)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def xmlsec1_verify(xml: bytes, cert: Path, element: str, workdir: Path) -> tuple[bool, str]:

@@ -698,6 +698,26 @@ def keys_generate(ctx: click.Context, alg: Algorithm, directory: str | None) -> 
     )
 
 
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array instead of a table.")
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """List every published key: kid, algorithm, source (file or generated), path, and
+    which one signs. Like keys jwks, generates the default key when there is none."""
+    listing = _oidc(ctx).keys.listing()
+    if as_json:
+        sys.stdout.write(json.dumps(listing, indent=2) + "\n")
+        return
+    rows = [("KID", "ALG", "SOURCE", "SIGNS", "PATH")]
+    rows += [
+        (k["kid"], k["alg"], k["source"], "yes" if k["signs"] else "", k["path"]) for k in listing
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        sys.stdout.write("  ".join([*cells, row[4]]) + "\n")
+
+
 @keys.command("jwks")
 @click.pass_context
 def keys_jwks(ctx: click.Context) -> None:

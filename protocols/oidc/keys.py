@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,17 +53,23 @@ class SigningKey:
     alg: Algorithm
     private_key: PrivateKey
     source: str
+    #: Generated into the data directory, rather than configured in ``oidc_key_files``.
+    generated: bool = False
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid!r}, alg={self.alg!r}, source={self.source!r})"
 
     def public_jwk(self) -> dict[str, Any]:
-        """The public half as a JWK with ``kid``, ``alg`` and ``use: sig``."""
+        """The public half as a JWK with ``kid``, ``alg`` and ``use: sig``.
+
+        ``use`` only: RFC 7517 §4.3 advises against ``key_ops`` beside it (PyJWT adds one).
+        """
         public = self.private_key.public_key()
         if isinstance(public, rsa.RSAPublicKey):
             jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
         else:
             jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+        jwk.pop("key_ops", None)
         return {**jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
 
 
@@ -134,7 +140,7 @@ class KeyRing:
 
     def _generated(self) -> list[SigningKey]:
         paths = sorted(self._dir.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
-        return [load_key(path) for path in paths]
+        return [replace(load_key(path), generated=True) for path in paths]
 
     def _load(self) -> list[SigningKey]:
         keys = [load_key(path) for path in self._files]
@@ -164,7 +170,7 @@ class KeyRing:
         """Generate the default key; several processes starting at once make only one."""
         with directory_lock(self._dir):
             existing = self._generated()
-            return existing[0] if existing else generate_key(self._dir)
+            return existing[0] if existing else replace(generate_key(self._dir), generated=True)
 
     @property
     def keys(self) -> list[SigningKey]:
@@ -181,6 +187,22 @@ class KeyRing:
         if self._active_kid is None:
             return keys[0]
         return next(k for k in keys if k.kid == self._active_kid)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every published key as ``keys list`` shows it: ``kid``, ``alg``, ``source``
+        (``file`` from ``oidc_key_files`` or ``generated`` into the data directory), its
+        ``path`` and whether it ``signs`` (the active key). Never the key itself."""
+        active = self.active.kid
+        return [
+            {
+                "kid": key.kid,
+                "alg": key.alg,
+                "source": "generated" if key.generated else "file",
+                "path": key.source,
+                "signs": key.kid == active,
+            }
+            for key in self.keys
+        ]
 
     def jwks(self) -> dict[str, Any]:
         """The public JWKS relying parties verify logout tokens with."""

@@ -1,11 +1,15 @@
 """A SAML service provider's logout settings, validated when providers are loaded.
 
 ``sp_certificate`` names a PEM file (or holds the PEM itself); it is read and checked on
-load and stored as PEM, so workers need not see the file.
+load and stored as PEM, so workers need not see the file. ``metadata_file`` (or
+``metadata``) fills the settings from the SP's SAML metadata on load
+(:mod:`protocols.saml.from_metadata`); what is stored is the result, never the file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, Self
@@ -21,11 +25,16 @@ from protocols.validation import check_uri, input_error, uri_form
 from schemas.fields import LongIdentifier
 
 __all__ = [
+    "METHOD_BINDINGS",
+    "AdvertisedAlgorithms",
     "LogoutMethod",
     "SamlProviderSettings",
+    "SloEndpoint",
     "SlsBinding",
+    "certificate_pem",
     "load_certificates",
     "parse_provider_settings",
+    "xmlsec_keys",
 ]
 
 _PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
@@ -45,8 +54,8 @@ class LogoutMethod(StrEnum):
     FRONTCHANNEL_NATIVE = "frontchannel_native"
 
 
-#: The bindings each logout method can use.
-_BINDINGS = {
+#: The bindings each logout method can use, the one it prefers first.
+METHOD_BINDINGS = {
     LogoutMethod.BACKCHANNEL: (SlsBinding.SOAP,),
     LogoutMethod.FRONTCHANNEL_IFRAME: (SlsBinding.REDIRECT,),
     LogoutMethod.FRONTCHANNEL_NATIVE: (SlsBinding.POST, SlsBinding.REDIRECT),
@@ -74,6 +83,53 @@ def load_certificates(pem: str) -> list[x509.Certificate]:
     return certificates
 
 
+def certificate_pem(value: str) -> str:
+    """The certificates of ``value`` (a PEM file's path, or the PEM), checked, as PEM text;
+    ``ValueError`` saying what is wrong."""
+    if value.lstrip().startswith(_PEM_CERTIFICATE):
+        pem = value
+    else:
+        try:
+            pem = read_regular_file(value, CERTIFICATE_MAX).decode("ascii")
+        except UnreadableFileError as exc:
+            raise ValueError(f"cannot read {value}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"cannot read {value}: not a PEM text file") from exc
+    certificates = load_certificates(pem)
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
+
+
+def xmlsec_keys(pem: str) -> list[xmlsec.Key]:
+    """The certificates of a (checked) PEM text as python-xmlsec verification keys."""
+    return [
+        xmlsec.Key.from_memory(
+            c.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem
+        )
+        for c in load_certificates(pem)
+    ]
+
+
+class SloEndpoint(BaseModel):
+    """One of the SP's Single Logout endpoints, as its metadata lists them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    binding: SlsBinding
+    location: str = Field(min_length=1)
+    response_location: str | None = None
+
+    _uri_form = field_validator("location", "response_location")(uri_form)
+
+
+class AdvertisedAlgorithms(BaseModel):
+    """The algorithms an SP's metadata advertises (algsupport extension), as URIs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signing: tuple[str, ...] = ()
+    digest: tuple[str, ...] = ()
+
+
 class SamlProviderSettings(BaseModel):
     """One SP's Single Logout registration."""
 
@@ -90,6 +146,12 @@ class SamlProviderSettings(BaseModel):
     sp_certificate: str | None = Field(
         default=None, description="Path to the SP's signing certificate (PEM), or the PEM."
     )
+    slo_endpoints: tuple[SloEndpoint, ...] = Field(
+        default=(), description="Every SingleLogoutService of the SP's metadata (kept)."
+    )
+    advertised_algorithms: AdvertisedAlgorithms | None = Field(
+        default=None, description="What the SP's metadata advertises (kept for later use)."
+    )
     sign_requests: bool = True
     require_signed_responses: bool = False
     allow_http: bool = False
@@ -97,28 +159,14 @@ class SamlProviderSettings(BaseModel):
     @field_validator("sp_certificate")
     @classmethod
     def _read_certificate(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if value.lstrip().startswith(_PEM_CERTIFICATE):
-            pem = value
-        else:
-            try:
-                pem = read_regular_file(value, CERTIFICATE_MAX).decode("ascii")
-            except UnreadableFileError as exc:
-                raise ValueError(f"cannot read {value}: {exc}") from exc
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"cannot read {value}: not a PEM text file") from exc
-        certificates = load_certificates(pem)
-        return "".join(
-            c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates
-        )
+        return None if value is None else certificate_pem(value)
 
     _uri_form = field_validator("sls_url")(uri_form)
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         check_uri("sls_url", self.sls_url, self.allow_http)
-        allowed = _BINDINGS[self.method]
+        allowed = METHOD_BINDINGS[self.method]
         if self.sls_binding not in allowed:
             names = " or ".join(repr(b.value) for b in allowed)
             raise ValueError(
@@ -137,19 +185,18 @@ class SamlProviderSettings(BaseModel):
     @cached_property
     def verification_keys(self) -> list[xmlsec.Key]:
         """The SP's certificates as python-xmlsec keys (none without ``sp_certificate``)."""
-        if self.sp_certificate is None:
-            return []
-        return [
-            xmlsec.Key.from_memory(
-                c.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem
-            )
-            for c in load_certificates(self.sp_certificate)
-        ]
+        return [] if self.sp_certificate is None else xmlsec_keys(self.sp_certificate)
 
 
 def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSettings:
-    """Validate ``settings``; raise :class:`InputError` naming the provider and field."""
+    """Validate ``settings``, filled from the SP's metadata when they name it (``metadata_file``
+    or ``metadata``); raise :class:`InputError` naming the provider and field of every problem.
+    """
+    from protocols.saml.from_metadata import METADATA_FIELDS, with_metadata
+
+    if isinstance(settings, Mapping) and METADATA_FIELDS & settings.keys():
+        return with_metadata(provider, settings, datetime.now(UTC))
     try:
         return SamlProviderSettings.model_validate(settings)
     except ValidationError as exc:
-        raise input_error(exc, provider, SamlProviderSettings) from exc
+        raise input_error(exc, provider, SamlProviderSettings, METADATA_FIELDS) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ALGSUPPORT_NS",
     "ASSERTION_NS",
     "BINDING_POST",
     "BINDING_REDIRECT",
@@ -27,6 +28,8 @@ PROTOCOL_NS: Final = "urn:oasis:names:tc:SAML:2.0:protocol"
 ASSERTION_NS: Final = "urn:oasis:names:tc:SAML:2.0:assertion"
 METADATA_NS: Final = "urn:oasis:names:tc:SAML:2.0:metadata"
 DSIG_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
+#: The SAML V2.0 Metadata Profile for Algorithm Support (``alg:SigningMethod``, ...).
+ALGSUPPORT_NS: Final = "urn:oasis:names:tc:SAML:metadata:algsupport"
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 
 #: The ``SOAPAction`` of the SAML SOAP binding (Bindings §3.2.2.3).

@@ -427,3 +427,40 @@ def test_one_request_per_session_with_the_event_s_reason(
     assert all(c.signature_ok and c.python3_saml_error is None for c in sp.requests())
     assert {d.status for d in deliveries(stack)} == {"succeeded"}
     assert (stack.data_dir / "saml-idp" / "key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_an_sp_loaded_from_its_metadata_is_logged_out(
+    stack: Stack, sps: ServiceProviders, tmp_path: Path
+) -> None:
+    """An SP known only by Shibboleth-shaped metadata (its SOAP endpoint, its signing
+    certificate), loaded with providers load: the worker sends it a LogoutRequest it accepts,
+    and verifies its signed answer with the certificate from the metadata."""
+    trust_idp_metadata(stack, sps)
+    sp = sps("sp-metadata")
+    template = (Path(__file__).parent.parent / "sp_metadata" / "shibboleth-sp3.xml").read_text()
+    cert = "".join(sp.pair.cert_pem.strip().splitlines()[1:-1])
+    document = template.replace("https://sp.example.org/shibboleth", SP_ENTITY)
+    document = document.replace("https://sp.example.org/Shibboleth.sso/SLO/SOAP", sp.url)
+    first = document.index("<ds:X509Certificate>") + len("<ds:X509Certificate>")
+    document = document[:first] + cert + document[document.index("</ds:X509Certificate>") :]
+    metadata = tmp_path / "sp-metadata.xml"
+    metadata.write_text(document)
+    providers = tmp_path / "providers.toml"
+    providers.write_text(
+        f'[[providers]]\nname = "sp-metadata"\nprotocol = "saml"\nmetadata_file = "{metadata}"\n'
+        "require_signed_responses = true\nallow_http = true\n"
+    )
+    loaded = cli(stack, ["providers", "load", str(providers)], SAML_ENV)
+    assert "providers: 1 created" in output(loaded)
+    start(
+        stack,
+        [],
+        [session_record("s-1", "erin"), saml_link("s-1", "sp-metadata", "erin@example.com", "_i")],
+    )
+    logout = logout_event("s-1")
+    publish(stack, logout)
+    wait_settled(stack, logout["event_id"], 1)
+    (request,) = sp.requests()
+    assert request.signature_ok
+    assert request.python3_saml_error is None
+    assert [d.status for d in deliveries(stack)] == ["succeeded"]

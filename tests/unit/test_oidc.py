@@ -243,6 +243,55 @@ def test_keys_cli_generate_and_jwks(tmp_path: Path) -> None:
     assert jwks["keys"][0]["alg"] == "ES256"
 
 
+def test_jwks_publishes_use_and_never_key_ops(tmp_path: Path) -> None:
+    """Each published key says use: sig and carries no key_ops (RFC 7517 §4.3), RSA and EC."""
+    rsa_key = generate_key(tmp_path / "k", "RS256")
+    ec_key = generate_key(tmp_path / "k", "ES256")
+    ring = KeyRing([Path(rsa_key.source), Path(ec_key.source)], tmp_path / "none")
+    published = ring.jwks()["keys"]
+    assert [k["kty"] for k in published] == ["RSA", "EC"]
+    for jwk in published:
+        assert jwk["use"] == "sig"
+        assert "key_ops" not in jwk
+
+
+def test_keys_list_shows_every_key_its_source_and_the_signer(tmp_path: Path) -> None:
+    """keys list names each key's kid, alg, source (file or generated) and the one signing."""
+    configured = generate_key(tmp_path / "managed", "ES256")
+    generated = generate_key(tmp_path / "oidc-keys", "RS256")
+    env = {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_LOG_LEVEL": "ERROR",
+        "LOGOUT_OIDC_KEY_FILES": configured.source,
+        "LOGOUT_OIDC_ACTIVE_KID": generated.kid,
+    }
+    result = CliRunner().invoke(main, ["keys", "list", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {
+            "kid": configured.kid,
+            "alg": "ES256",
+            "source": "file",
+            "path": configured.source,
+            "signs": False,
+        },
+        {
+            "kid": generated.kid,
+            "alg": "RS256",
+            "source": "generated",
+            "path": generated.source,
+            "signs": True,
+        },
+    ]
+    table = CliRunner().invoke(main, ["keys", "list"], env=env)
+    assert table.exit_code == 0, table.output
+    header, first, second = table.stdout.splitlines()
+    assert header.split() == ["KID", "ALG", "SOURCE", "SIGNS", "PATH"]
+    assert first.split() == [configured.kid, "ES256", "file", configured.source]
+    assert second.split() == [generated.kid, "RS256", "generated", "yes", generated.source]
+    assert "PRIVATE" not in table.stdout + json.dumps(result.stdout)
+
+
 # -- front-channel ---------------------------------------------------------------------
 
 
