@@ -35,7 +35,10 @@ CI = Sizes(
     poison_valid=20,
     poison_repeat=1,
     deadline=60.0,
-    drain=15.0,
+    # Longer than a lease (15 s at the default delivery_timeout) and its 1 s margin: a copy of
+    # a message whose event a SIGKILLed worker held is put back for when that lease ends, and
+    # is acknowledged then (a duplicate of the completed event), not stranded.
+    drain=30.0,
     worker_settings={},
 )
 #: The long variant: the issue's sizes, and the product's own dead-worker hand-over
