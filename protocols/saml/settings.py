@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
+from protocols.saml.uris import RSA_MIN_BITS
 from protocols.validation import check_uri, input_error, uri_form
 from schemas.fields import LongIdentifier
 
@@ -67,8 +68,10 @@ def load_certificates(pem: str) -> list[x509.Certificate]:
     for certificate in certificates:
         key = certificate.public_key()
         if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size < 2048:
-                raise ValueError(f"an RSA key of {key.key_size} bits; at least 2048 required")
+            if key.key_size < RSA_MIN_BITS:
+                raise ValueError(
+                    f"an RSA key of {key.key_size} bits; at least {RSA_MIN_BITS} required"
+                )
         elif not isinstance(key, ec.EllipticCurvePublicKey):
             raise ValueError("the certificate's key is neither RSA nor EC")
     return certificates
