@@ -3,6 +3,7 @@ messages: Debian's ``xmlsec1`` command for XML signatures, python3-saml (onelogi
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
@@ -34,6 +36,7 @@ __all__ = [
     "onelogin_settings",
     "provider",
     "provider_session",
+    "sha256_fingerprint",
     "soap",
     "sp_logout_response",
     "xmlsec1_verify",
@@ -70,6 +73,15 @@ def make_pair(directory: Path, name: str) -> KeyPair:
     key_path.write_text(key_pem)
     cert_path.write_text(cert_pem)
     return KeyPair(key_pem, cert_pem, key_path, cert_path)
+
+
+def sha256_fingerprint(pair: KeyPair) -> str:
+    """The SHA-256 fingerprint of ``pair``'s certificate, upper-case hex with colons."""
+    der = x509.load_pem_x509_certificate(pair.cert_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def xmlsec1_verify(xml: bytes, cert: Path, element: str, workdir: Path) -> tuple[bool, str]:
@@ -123,8 +135,11 @@ def sp_logout_response(
     *,
     status: str = OneLogin_Saml2_Constants.STATUS_SUCCESS,
     signer: KeyPair | None = None,
+    sign_algorithm: str = OneLogin_Saml2_Constants.RSA_SHA256,
+    digest_algorithm: str = OneLogin_Saml2_Constants.SHA256,
 ) -> bytes:
-    """A LogoutResponse as python3-saml builds it for the SP, signed by ``signer`` if given."""
+    """A LogoutResponse as python3-saml builds it for the SP, signed by ``signer`` if given
+    (RSA-SHA256 with a SHA-256 digest unless the algorithms are named)."""
     response = OneLogin_Saml2_Logout_Response(settings)
     response.build(in_response_to, status=status)
     xml: str = response.get_xml()
@@ -134,8 +149,8 @@ def sp_logout_response(
         xml,
         signer.key_pem,
         signer.cert_pem,
-        sign_algorithm=OneLogin_Saml2_Constants.RSA_SHA256,
-        digest_algorithm=OneLogin_Saml2_Constants.SHA256,
+        sign_algorithm=sign_algorithm,
+        digest_algorithm=digest_algorithm,
     )
     return signed if isinstance(signed, bytes) else signed.encode()
 

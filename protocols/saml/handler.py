@@ -179,7 +179,7 @@ class SamlHandler(ProtocolHandler):
                 soap_body(envelope),
                 request_id=request.reference,
                 sp_entity_id=sp.entity_id,
-                keys=sp.verification_keys,
+                trust=sp.trust,
                 require_signature=sp.require_signed_responses,
             )
         except MessageError as exc:

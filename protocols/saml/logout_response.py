@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,6 +11,7 @@ from lxml import etree
 from protocols.saml.logout_request import instant, message_id
 from protocols.saml.parsing import MessageError
 from protocols.saml.signing import enveloped_signature, sign_enveloped, verify_enveloped
+from protocols.saml.trust import Trust
 from protocols.saml.uris import (
     ASSERTION_NS,
     PROTOCOL_NS,
@@ -59,20 +59,21 @@ def read_logout_response(
     *,
     request_id: str,
     sp_entity_id: str,
-    keys: Sequence[xmlsec.Key],
+    trust: Trust,
     require_signature: bool,
 ) -> LogoutStatus:
     """Check an SP's LogoutResponse to our request ``request_id`` and return its status.
 
-    The signature is verified first, against ``keys`` (the SP's certificates), whenever the
-    response is signed and keys are known, and must be there when ``require_signature``.
+    The signature is verified first, against ``trust`` (the SP's certificates, and whether
+    SHA-1 passes), whenever the response is signed and certificates are known, and must be
+    there when ``require_signature``.
     Then ``Version``, ``InResponseTo`` and ``Issuer`` must be what was expected. Raises
     :class:`MessageError` saying what is wrong; a non-success status is returned, not raised.
     """
     if response.tag != f"{_P}LogoutResponse":
         raise MessageError(f"expected a LogoutResponse, got {etree.QName(response).localname}")
-    if enveloped_signature(response) is not None and keys:
-        verify_enveloped(response, keys)
+    if enveloped_signature(response) is not None and trust.certificates:
+        verify_enveloped(response, trust)
     elif require_signature:
         raise MessageError("LogoutResponse is not signed, and require_signed_responses is set")
     if response.get("Version") != "2.0":

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from protocols.saml.identity import IdpIdentity
+from protocols.saml.signing import ACCEPTED_DIGESTS, ACCEPTED_SIGNATURES
 from protocols.saml.uris import (
-    ACCEPTED_DIGESTS,
-    ACCEPTED_SIGNATURES,
     ALGSUPPORT_NS,
     BINDING_POST,
     BINDING_REDIRECT,

@@ -10,13 +10,13 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Self
 
-import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
+from protocols.saml.trust import Trust
 from protocols.saml.uris import RSA_MIN_BITS
 from protocols.validation import check_uri, input_error, uri_form
 from schemas.fields import LongIdentifier
@@ -95,6 +95,10 @@ class SamlProviderSettings(BaseModel):
     )
     sign_requests: bool = True
     require_signed_responses: bool = False
+    allow_sha1_signatures: bool = Field(
+        default=False,
+        description="Accept RSA-SHA1/ECDSA-SHA1 signatures and SHA-1 digests from this SP.",
+    )
     allow_http: bool = False
 
     @field_validator("sp_certificate")
@@ -130,6 +134,11 @@ class SamlProviderSettings(BaseModel):
             )
         if self.require_signed_responses and self.sp_certificate is None:
             raise ValueError("sp_certificate: required by require_signed_responses = true")
+        if self.allow_sha1_signatures and self.sp_certificate is None:
+            raise ValueError(
+                "sp_certificate: required by allow_sha1_signatures = true (without a "
+                "certificate no signature is checked; give it, or drop the setting)"
+            )
         return self
 
     @property
@@ -138,16 +147,10 @@ class SamlProviderSettings(BaseModel):
         return self.logout_method or _DEFAULT_METHOD[self.sls_binding]
 
     @cached_property
-    def verification_keys(self) -> list[xmlsec.Key]:
-        """The SP's certificates as python-xmlsec keys (none without ``sp_certificate``)."""
-        if self.sp_certificate is None:
-            return []
-        return [
-            xmlsec.Key.from_memory(
-                c.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem
-            )
-            for c in load_certificates(self.sp_certificate)
-        ]
+    def trust(self) -> Trust:
+        """What the SP's signatures are checked against (no certificate: nothing verifies)."""
+        certificates = load_certificates(self.sp_certificate) if self.sp_certificate else []
+        return Trust.of(certificates, allow_sha1=self.allow_sha1_signatures)
 
 
 def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSettings:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
-    "ACCEPTED_DIGESTS",
-    "ACCEPTED_SIGNATURES",
     "ALGSUPPORT_NS",
     "ASSERTION_NS",
     "BINDING_POST",
@@ -19,10 +17,7 @@ __all__ = [
     "REASON_GLOBAL_TIMEOUT",
     "REASON_USER",
     "RSA_MIN_BITS",
-    "RSA_SHA1",
     "RSA_SHA256",
-    "SHA1",
-    "SHA1_ALGORITHMS",
     "SOAP_ACTION",
     "SOAP_ENV_NS",
     "STATUS_PARTIAL_LOGOUT",
@@ -55,27 +50,6 @@ REASON_GLOBAL_TIMEOUT: Final = "urn:oasis:names:tc:SAML:2.0:logout:global-timeou
 
 #: The signature algorithm of every message we sign (``SigAlg`` of the Redirect binding too).
 RSA_SHA256: Final = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
-
-_MORE: Final = "http://www.w3.org/2001/04/xmldsig-more#"
-#: Signature algorithms accepted on an SP's message (and advertised), most preferred first.
-ACCEPTED_SIGNATURES: Final = (
-    RSA_SHA256,
-    _MORE + "rsa-sha384",
-    _MORE + "rsa-sha512",
-    _MORE + "ecdsa-sha256",
-    _MORE + "ecdsa-sha384",
-    _MORE + "ecdsa-sha512",
-)
-#: Digest algorithms accepted in a signature's references (and advertised), most preferred first.
-ACCEPTED_DIGESTS: Final = (
-    "http://www.w3.org/2001/04/xmlenc#sha256",
-    _MORE + "sha384",
-    "http://www.w3.org/2001/04/xmlenc#sha512",
-)
-#: SHA-1, refused unless a provider sets ``allow_sha1_signatures``.
-RSA_SHA1: Final = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
-SHA1: Final = "http://www.w3.org/2000/09/xmldsig#sha1"
-SHA1_ALGORITHMS: Final = frozenset({RSA_SHA1, _MORE + "ecdsa-sha1", SHA1})
 
 #: The smallest RSA key accepted from an SP or for the IdP (advertised as ``MinKeySize``).
 RSA_MIN_BITS: Final = 2048

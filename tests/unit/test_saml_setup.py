@@ -146,7 +146,7 @@ def test_certificate_is_read_checked_and_stored_as_pem(pair: KeyPair, tmp_path: 
     copy.unlink()
     again = parse_provider_settings("payroll", stored)
     assert again == parsed
-    assert len(again.verification_keys) == 1
+    assert len(again.trust.keys) == 1
     inline = parse_provider_settings("payroll", {**stored, "sp_certificate": pair.cert_pem})
     assert inline == parsed
 
