@@ -14,6 +14,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
@@ -47,6 +48,7 @@ SP_ENTITY = "https://sp.test/metadata"
 LOGOUT_REQUEST = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest"
 LOGOUT_RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutResponse"
 EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+_P = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +139,26 @@ def sp_logout_response(
     signer: KeyPair | None = None,
     sign_algorithm: str = OneLogin_Saml2_Constants.RSA_SHA256,
     digest_algorithm: str = OneLogin_Saml2_Constants.SHA256,
+    substatus: str | None = None,
+    status_message: str | None = None,
 ) -> bytes:
     """A LogoutResponse as python3-saml builds it for the SP, signed by ``signer`` if given
-    (RSA-SHA256 with a SHA-256 digest unless the algorithms are named)."""
+    (RSA-SHA256 with a SHA-256 digest unless the algorithms are named); ``substatus`` and
+    ``status_message`` are added to its Status before it is signed (as Shibboleth answers
+    ``Responder`` / ``PartialLogout`` when it holds no session)."""
     response = OneLogin_Saml2_Logout_Response(settings)
     response.build(in_response_to, status=status)
     xml: str = response.get_xml()
+    if substatus is not None or status_message is not None:
+        root = etree.fromstring(xml.encode())
+        code = root.find(f"{_P}Status/{_P}StatusCode")
+        assert code is not None
+        if substatus is not None:
+            etree.SubElement(code, f"{_P}StatusCode").set("Value", substatus)
+        if status_message is not None:
+            code.addnext(etree.Element(f"{_P}StatusMessage"))
+            code.getnext().text = status_message  # type: ignore[union-attr]
+        xml = etree.tostring(root, encoding="unicode")
     if signer is None:
         return xml.encode()
     signed: str | bytes = OneLogin_Saml2_Utils.add_sign(

@@ -41,6 +41,7 @@ from tests.saml_support import (
 P = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 REQUESTER = OneLogin_Saml2_Constants.STATUS_REQUESTER
+PARTIAL_LOGOUT = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
 
 
 @pytest.fixture(scope="module")
@@ -130,26 +131,59 @@ def test_non_success_status_fails_permanently_with_the_codes(
 
 
 def test_second_level_status_and_message_are_recorded(
-    handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
 ) -> None:
-    """Both status codes and the SP's status message are in the error."""
+    """Shibboleth without a session answers Responder / PartialLogout with a message: a
+    failure whose error and audit facts carry both codes and the message, whitespace
+    collapsed and control or format characters escaped."""
 
     def respond(rid: str) -> bytes:
-        xml = sp_logout_response(sp_settings, rid, status=OneLogin_Saml2_Constants.STATUS_RESPONDER)
-        xml = xml.replace(
-            b" />\n    </samlp:Status>",
-            b'><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"/>'
-            b"</samlp:StatusCode><samlp:StatusMessage>  no such\n user </samlp:StatusMessage>"
-            b"</samlp:Status>",
+        xml = sp_logout_response(
+            sp_settings,
+            rid,
+            status=OneLogin_Saml2_Constants.STATUS_RESPONDER,
+            substatus=PARTIAL_LOGOUT,
+            status_message="  no session\n for\u202e principal\x9b ",
+            signer=keys["sp"],
         )
         return soap(xml)
 
+    outcome = _outcome(handler, _sp(handler, keys), respond)
+    assert isinstance(outcome, PermanentDeliveryError)
+    codes = [OneLogin_Saml2_Constants.STATUS_RESPONDER, PARTIAL_LOGOUT]
+    message = "no session for\\u202e principal\\x9b"
+    assert outcome.detail == f"LogoutResponse status {codes[0]} / {codes[1]}: {message}"
+    assert outcome.facts == {"sp_status": {"codes": codes, "message": message}}
+
+
+def test_status_text_is_bounded(handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings) -> None:
+    """A huge StatusMessage and deeply nested codes are cut: three codes, 300 characters."""
+
+    def respond(rid: str) -> bytes:
+        xml = sp_logout_response(
+            sp_settings,
+            rid,
+            status=OneLogin_Saml2_Constants.STATUS_RESPONDER,
+            substatus=PARTIAL_LOGOUT,
+            status_message="x" * 5000,
+        )
+        root = etree.fromstring(xml)
+        inner = root.find(f"{P}Status/{P}StatusCode/{P}StatusCode")
+        assert inner is not None
+        for level in range(4):
+            inner = etree.SubElement(inner, f"{P}StatusCode", Value=f"urn:deeper:{level}")
+        return soap(etree.tostring(root))
+
     outcome = _outcome(handler, provider(handler), respond)
     assert isinstance(outcome, PermanentDeliveryError)
-    assert outcome.detail == (
-        "LogoutResponse status urn:oasis:names:tc:SAML:2.0:status:Responder / "
-        "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal: no such user"
-    )
+    status = outcome.facts["sp_status"]
+    assert status["codes"] == [
+        OneLogin_Saml2_Constants.STATUS_RESPONDER,
+        PARTIAL_LOGOUT,
+        "urn:deeper:0",
+    ]
+    assert status["message"] == "x" * 300 + "... (4700 more characters)"
+    assert len(outcome.detail) < 600
 
 
 def test_missing_signature_fails_when_required(
