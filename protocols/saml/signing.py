@@ -70,10 +70,11 @@ ACCEPTED_DIGESTS: tuple[str, ...] = tuple(t.href for t in _SHA2_DIGESTS)
 
 #: Canonicalization without comments, the only kind accepted.
 _CANONICALIZATIONS = (_C.TransformExclC14N, _C.TransformInclC14N)
+_CANONICALIZATION_URIS = frozenset(t.href for t in _CANONICALIZATIONS)
 _EXCLUSIVE = _C.TransformExclC14N.href
 _EXC_NS = f"{{{_EXCLUSIVE}}}"
 _ENVELOPED = _C.TransformEnveloped.href
-_REFERENCE_TRANSFORM_URIS = frozenset({_ENVELOPED, *(t.href for t in _CANONICALIZATIONS)})
+_REFERENCE_TRANSFORM_URIS = frozenset({_ENVELOPED, *_CANONICALIZATION_URIS})
 
 
 def sign_enveloped(element: etree._Element, key: xmlsec.Key, *, after: etree._Element) -> None:
@@ -156,7 +157,7 @@ def _check_algorithms(signed_info: etree._Element, trust: Trust, what: str) -> T
     """The signature method's transform, once every algorithm ``SignedInfo`` names is accepted."""
     canonicalization = signed_info.find(f"{_DS}CanonicalizationMethod")
     c14n = canonicalization.get("Algorithm", "") if canonicalization is not None else ""
-    if c14n not in {t.href for t in _CANONICALIZATIONS}:
+    if c14n not in _CANONICALIZATION_URIS:
         raise MessageError(
             f"{what} uses the canonicalization {printable(c14n, 200) or '(none)'}, not accepted "
             "(exclusive or inclusive C14N without comments)"
