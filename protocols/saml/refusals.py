@@ -2,16 +2,30 @@
 
 Each names what was found (never the message itself): the algorithm URI and, for SHA-1,
 the provider setting that would accept it; the certificates expected and the one the
-message carries; or content altered after signing. A delivery that meets one fails
+message carries; or content altered after signing. :func:`diagnose` tells the last two
+apart once xmlsec has refused a signature. A delivery that meets one fails
 permanently: sending the same request again gets the same answer.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import xmlsec
+from cryptography import x509
+from lxml import etree
+
+from protocols.saml.identity import fingerprint
 from protocols.saml.parsing import MessageError
+from protocols.saml.trust import Trust
+from protocols.saml.uris import DSIG_NS
 from schemas.fields import printable
+
+if TYPE_CHECKING:  # python-xmlsec's stubs name the transforms' type only privately
+    from xmlsec.constants import __Transform as Transform
 
 __all__ = [
     "SHA1_SETTING",
@@ -19,12 +33,16 @@ __all__ = [
     "DigestMismatchError",
     "KeyMismatchError",
     "SignatureRefusedError",
+    "diagnose",
 ]
 
 #: The provider setting that accepts SHA-1 signatures and digests.
 SHA1_SETTING = "allow_sha1_signatures"
 #: Most characters of an algorithm URI quoted from a message.
 _URI_CHARS = 200
+_DS = f"{{{DSIG_NS}}}"
+_EXCLUSIVE = xmlsec.constants.TransformExclC14N.href
+_EXC_NS = f"{{{_EXCLUSIVE}}}"
 
 
 class SignatureRefusedError(MessageError):
@@ -83,3 +101,59 @@ class DigestMismatchError(SignatureRefusedError):
             f"{what} was altered after signing: the signature is the SP's (it verifies with "
             "sp_certificate), but the digest of the signed content does not match"
         )
+
+
+def diagnose(
+    signature: etree._Element,
+    signed_info: etree._Element,
+    transform: Transform,
+    trust: Trust,
+    name: str,
+) -> SignatureRefusedError:
+    """Why a signature with accepted algorithms did not verify, once xmlsec refused it:
+    when ``SignedInfo`` verifies with a trusted key, the signer is the SP and a digest
+    failed (content altered); otherwise the key is not the SP's (or ``SignedInfo`` itself
+    was altered)."""
+    canonicalization = signed_info.find(f"{_DS}CanonicalizationMethod")
+    exclusive = canonicalization is not None and canonicalization.get("Algorithm") == _EXCLUSIVE
+    prefixes = signed_info.find(f"{_DS}CanonicalizationMethod/{_EXC_NS}InclusiveNamespaces")
+    listed = (prefixes.get("PrefixList") or "").split() if prefixes is not None else []
+    data = etree.tostring(
+        signed_info,
+        method="c14n",
+        exclusive=exclusive,
+        with_comments=False,
+        inclusive_ns_prefixes=listed or None,
+    )
+    try:
+        value = base64.b64decode(
+            "".join((signature.findtext(f"{_DS}SignatureValue") or "").split())
+        )
+    except binascii.Error:
+        value = b""
+    if value and any(_verifies(data, transform, value, key) for key in trust.keys):
+        return DigestMismatchError(name)
+    return KeyMismatchError(
+        f"{name}'s signature", trust.fingerprints, _carried_fingerprint(signature)
+    )
+
+
+def _verifies(data: bytes, transform: Transform, value: bytes, key: xmlsec.Key) -> bool:
+    context = xmlsec.SignatureContext()
+    context.key = key
+    try:
+        context.verify_binary(data, transform, value)
+    except xmlsec.Error:
+        return False
+    return True
+
+
+def _carried_fingerprint(signature: etree._Element) -> str | None:
+    """The SHA-256 fingerprint of the certificate in the signature's ``KeyInfo``, if readable."""
+    text = signature.findtext(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate")
+    if not text:
+        return None
+    try:
+        return fingerprint(x509.load_der_x509_certificate(base64.b64decode("".join(text.split()))))
+    except (binascii.Error, ValueError):
+        return None

@@ -16,22 +16,13 @@ wrapping attacks, where a signature over one element is shown next to another.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import TYPE_CHECKING
 
 import xmlsec
-from cryptography import x509
 from lxml import etree
 
-from protocols.saml.identity import fingerprint
 from protocols.saml.parsing import MessageError
-from protocols.saml.refusals import (
-    AlgorithmRefusedError,
-    DigestMismatchError,
-    KeyMismatchError,
-    SignatureRefusedError,
-)
+from protocols.saml.refusals import AlgorithmRefusedError, diagnose
 from protocols.saml.trust import Trust
 from protocols.saml.uris import DSIG_NS
 from schemas.fields import printable
@@ -71,8 +62,6 @@ ACCEPTED_DIGESTS: tuple[str, ...] = tuple(t.href for t in _SHA2_DIGESTS)
 #: Canonicalization without comments, the only kind accepted.
 _CANONICALIZATIONS = (_C.TransformExclC14N, _C.TransformInclC14N)
 _CANONICALIZATION_URIS = frozenset(t.href for t in _CANONICALIZATIONS)
-_EXCLUSIVE = _C.TransformExclC14N.href
-_EXC_NS = f"{{{_EXCLUSIVE}}}"
 _ENVELOPED = _C.TransformEnveloped.href
 _REFERENCE_TRANSFORM_URIS = frozenset({_ENVELOPED, *_CANONICALIZATION_URIS})
 
@@ -205,62 +194,7 @@ def verify_enveloped(element: etree._Element, trust: Trust) -> None:
         except xmlsec.Error:
             continue
         return
-    raise _refusal(signature, signed_info, transform, trust, name)
-
-
-def _refusal(
-    signature: etree._Element,
-    signed_info: etree._Element,
-    transform: Transform,
-    trust: Trust,
-    name: str,
-) -> SignatureRefusedError:
-    """Why a signature with accepted algorithms did not verify: when ``SignedInfo`` verifies
-    with a trusted key, the signer is the SP and a digest failed (content altered);
-    otherwise the key is not the SP's (or ``SignedInfo`` itself was altered)."""
-    canonicalization = signed_info.find(f"{_DS}CanonicalizationMethod")
-    exclusive = canonicalization is not None and canonicalization.get("Algorithm") == _EXCLUSIVE
-    prefixes = signed_info.find(f"{_DS}CanonicalizationMethod/{_EXC_NS}InclusiveNamespaces")
-    listed = (prefixes.get("PrefixList") or "").split() if prefixes is not None else []
-    data = etree.tostring(
-        signed_info,
-        method="c14n",
-        exclusive=exclusive,
-        with_comments=False,
-        inclusive_ns_prefixes=listed or None,
-    )
-    try:
-        value = base64.b64decode(
-            "".join((signature.findtext(f"{_DS}SignatureValue") or "").split())
-        )
-    except binascii.Error:
-        value = b""
-    if value and any(_verifies(data, transform, value, key) for key in trust.keys):
-        return DigestMismatchError(name)
-    return KeyMismatchError(
-        f"{name}'s signature", trust.fingerprints, _carried_fingerprint(signature)
-    )
-
-
-def _verifies(data: bytes, transform: Transform, value: bytes, key: xmlsec.Key) -> bool:
-    context = xmlsec.SignatureContext()
-    context.key = key
-    try:
-        context.verify_binary(data, transform, value)
-    except xmlsec.Error:
-        return False
-    return True
-
-
-def _carried_fingerprint(signature: etree._Element) -> str | None:
-    """The SHA-256 fingerprint of the certificate in the signature's ``KeyInfo``, if readable."""
-    text = signature.findtext(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate")
-    if not text:
-        return None
-    try:
-        return fingerprint(x509.load_der_x509_certificate(base64.b64decode("".join(text.split()))))
-    except (binascii.Error, ValueError):
-        return None
+    raise diagnose(signature, signed_info, transform, trust, name)
 
 
 def sign_binary(data: bytes, key: xmlsec.Key) -> bytes:
