@@ -152,6 +152,8 @@ class Outcome:
     next_attempt_at: datetime | None = None
     retry_after: float | None = None
     retry_in: float = 0.0
+    #: Fields the error adds to the audit record (``DeliveryError.facts``).
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FanOut:
@@ -447,14 +449,16 @@ class FanOut:
         if code is None and response is not None:
             code = response.status_code
         if isinstance(exc, PermanentDeliveryError):
-            return Outcome(DeliveryStatus.FAILED, exc.detail, code)
+            return Outcome(DeliveryStatus.FAILED, exc.detail, code, facts=exc.facts)
         retry_after = getattr(exc, "retry_after", None)
         when = self._policy.next_attempt(work.attempt, work.created_at, answered, retry_after)
         if when is None:
             detail = f"{exc.detail}; gave up after {work.attempt} attempts"
-            return Outcome(DeliveryStatus.FAILED, detail, code)
+            return Outcome(DeliveryStatus.FAILED, detail, code, facts=exc.facts)
         wait = (when - answered).total_seconds()
-        return Outcome(DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait)
+        return Outcome(
+            DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait, exc.facts
+        )
 
     # -- recording ---------------------------------------------------------------------
 
@@ -629,6 +633,8 @@ def _audit(work: Work, outcome: Outcome) -> AuditEntry:
         detail["next_attempt_at"] = outcome.next_attempt_at.isoformat()
     if outcome.retry_after is not None:
         detail["retry_after"] = outcome.retry_after
+    for name, value in outcome.facts.items():
+        detail.setdefault(name, value)  # never over what the record itself says
     suffix = f":{work.attempt}" if outcome.status is DeliveryStatus.RETRYING else ""
     return AuditEntry(
         key=f"{kind.value}:{work.delivery_id}{suffix}",

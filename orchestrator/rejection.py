@@ -24,6 +24,7 @@ from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.store import RejectedEvent, utcnow
 from orchestrator.store.sql import insert_ignore
 from schemas import AuditType
+from schemas.fields import printable
 from schemas.redaction import redact_text
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "MAX_ID",
     "PAYLOAD_CHARS",
     "Rejection",
-    "printable",
     "raw_detail",
     "raw_text",
     "record_rejections",
@@ -49,17 +49,6 @@ PAYLOAD_CHARS = 1_000_000
 AUDIT_RAW_BYTES = 4096
 #: Most characters of one problem sentence.
 _PROBLEM_CHARS = 1000
-
-
-def printable(text: str, limit: int | None = None) -> str:
-    """``text`` with every control character escaped (``\\x00``, ``\\n``), cut at ``limit``."""
-    if text.isprintable():
-        shown = text
-    else:
-        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    if limit is not None and len(shown) > limit:
-        return shown[:limit] + f"... ({len(shown) - limit} more characters)"
-    return shown
 
 
 def rejection_id(candidate: object, raw: bytes) -> str:

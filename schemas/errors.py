@@ -10,8 +10,9 @@ is retried with backoff until the retry policy gives up.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "BrokerUnavailableError",
@@ -91,11 +92,20 @@ class DeliveryError(LogoutError):
     """A logout delivery to one provider failed.
 
     ``detail`` is safe to log and audit: it never holds a token or a SAML message.
+    ``facts`` (JSON values, as safe) go into the audit record's detail as they are, for what
+    an auditor reads field by field (a SAML SP's status codes and message, say).
     """
 
-    def __init__(self, detail: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status_code: int | None = None,
+        facts: Mapping[str, Any] | None = None,
+    ) -> None:
         self.detail = detail
         self.status_code = status_code
+        self.facts: Mapping[str, Any] = facts or {}
         super().__init__(detail)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "Timestamp",
     "UrlPath",
     "UserAgent",
+    "printable",
 ]
 
 #: The longest identifier (session, user, provider session ids, ``sid``, ...).
@@ -93,6 +94,17 @@ Text = Annotated[str, Field(max_length=1024), _TextCheck, _TEXT_SCHEMA]
 CLIPPED_MARK: Final = "\u2026"
 USER_AGENT_MAX: Final = 1024
 PATH_MAX: Final = 2048
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` with every control character escaped (``\\x00``, ``\\n``), cut at ``limit``."""
+    if text.isprintable():
+        shown = text
+    else:
+        shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if limit is not None and len(shown) > limit:
+        return shown[:limit] + f"... ({len(shown) - limit} more characters)"
+    return shown
 
 
 def clip_text(value: str, limit: int) -> str:

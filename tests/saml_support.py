@@ -3,6 +3,7 @@ messages: Debian's ``xmlsec1`` command for XML signatures, python3-saml (onelogi
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -10,8 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
@@ -34,6 +37,7 @@ __all__ = [
     "onelogin_settings",
     "provider",
     "provider_session",
+    "sha256_fingerprint",
     "sign_metadata",
     "soap",
     "sp_logout_response",
@@ -45,6 +49,7 @@ SP_ENTITY = "https://sp.test/metadata"
 LOGOUT_REQUEST = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest"
 LOGOUT_RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:LogoutResponse"
 EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+_P = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,15 @@ def sign_metadata(xml: bytes, signer: KeyPair, *, sign: bool = True) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
+def sha256_fingerprint(pair: KeyPair) -> str:
+    """The SHA-256 fingerprint of ``pair``'s certificate, upper-case hex with colons."""
+    der = x509.load_pem_x509_certificate(pair.cert_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
 def xmlsec1_verify(xml: bytes, cert: Path, element: str, workdir: Path) -> tuple[bool, str]:
     """Verify the XML signature on ``element`` (``ns:Name``) with the xmlsec1 command.
 
@@ -152,19 +166,36 @@ def sp_logout_response(
     *,
     status: str = OneLogin_Saml2_Constants.STATUS_SUCCESS,
     signer: KeyPair | None = None,
+    sign_algorithm: str = OneLogin_Saml2_Constants.RSA_SHA256,
+    digest_algorithm: str = OneLogin_Saml2_Constants.SHA256,
+    substatus: str | None = None,
+    status_message: str | None = None,
 ) -> bytes:
-    """A LogoutResponse as python3-saml builds it for the SP, signed by ``signer`` if given."""
+    """A LogoutResponse as python3-saml builds it for the SP, signed by ``signer`` if given
+    (RSA-SHA256 with a SHA-256 digest unless the algorithms are named); ``substatus`` and
+    ``status_message`` are added to its Status before it is signed (as Shibboleth answers
+    ``Responder`` / ``PartialLogout`` when it holds no session)."""
     response = OneLogin_Saml2_Logout_Response(settings)
     response.build(in_response_to, status=status)
     xml: str = response.get_xml()
+    if substatus is not None or status_message is not None:
+        root = etree.fromstring(xml.encode())
+        code = root.find(f"{_P}Status/{_P}StatusCode")
+        assert code is not None
+        if substatus is not None:
+            etree.SubElement(code, f"{_P}StatusCode").set("Value", substatus)
+        if status_message is not None:
+            code.addnext(etree.Element(f"{_P}StatusMessage"))
+            code.getnext().text = status_message  # type: ignore[union-attr]
+        xml = etree.tostring(root, encoding="unicode")
     if signer is None:
         return xml.encode()
     signed: str | bytes = OneLogin_Saml2_Utils.add_sign(
         xml,
         signer.key_pem,
         signer.cert_pem,
-        sign_algorithm=OneLogin_Saml2_Constants.RSA_SHA256,
-        digest_algorithm=OneLogin_Saml2_Constants.SHA256,
+        sign_algorithm=sign_algorithm,
+        digest_algorithm=digest_algorithm,
     )
     return signed if isinstance(signed, bytes) else signed.encode()
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from protocols.saml import (
     MessageError,
+    Trust,
     logout_response,
     parse_xml,
     self_signed,
@@ -70,8 +71,7 @@ class DemoServiceProvider:
         )
         self._key = xmlsec.Key.from_memory(private, xmlsec.constants.KeyDataFormatPem)
         self._key.load_cert_from_memory(certificate, xmlsec.constants.KeyDataFormatCertPem)
-        idp_pem = idp_certificate.public_bytes(serialization.Encoding.PEM)
-        self._idp = [xmlsec.Key.from_memory(idp_pem, xmlsec.constants.KeyDataFormatCertPem)]
+        self._idp = Trust.of([idp_certificate])
 
     def answer(self, body: bytes) -> tuple[Received, bytes]:
         """Check a SOAP LogoutRequest; answer with a signed SOAP LogoutResponse."""

@@ -376,6 +376,8 @@ class FrontchannelApp:
                 handler.frontchannel_answer(provider, _sent(entry), answer)
             except DeliveryError as exc:
                 outcome, detail["error"] = "failed", exc.detail
+                for name, value in exc.facts.items():
+                    detail.setdefault(name, value)
             except NotImplementedError as exc:
                 outcome, detail["error"] = "failed", str(exc)
             else:

@@ -21,6 +21,12 @@ from protocols.saml.logout_request import REASONS, LogoutRequest, NameId, logout
 from protocols.saml.logout_response import LogoutStatus, logout_response, read_logout_response
 from protocols.saml.metadata import endpoints, idp_metadata
 from protocols.saml.parsing import MessageError, parse_xml
+from protocols.saml.refusals import (
+    AlgorithmRefusedError,
+    DigestMismatchError,
+    KeyMismatchError,
+    SignatureRefusedError,
+)
 from protocols.saml.settings import (
     LogoutMethod,
     SamlProviderSettings,
@@ -28,13 +34,17 @@ from protocols.saml.settings import (
     parse_provider_settings,
 )
 from protocols.saml.signing import sign_enveloped, verify_enveloped
+from protocols.saml.trust import Trust
 
 __all__ = [
     "MAX_RELAY_STATE",
     "REASONS",
     "SOAP_HEADERS",
+    "AlgorithmRefusedError",
+    "DigestMismatchError",
     "IdentitySource",
     "IdpIdentity",
+    "KeyMismatchError",
     "LogoutMethod",
     "LogoutRequest",
     "LogoutStatus",
@@ -42,7 +52,9 @@ __all__ = [
     "NameId",
     "SamlHandler",
     "SamlProviderSettings",
+    "SignatureRefusedError",
     "SlsBinding",
+    "Trust",
     "endpoints",
     "generate_identity",
     "idp_metadata",

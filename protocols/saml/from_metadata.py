@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-import xmlsec
 from pydantic import ValidationError
 
 from protocols.files import UnreadableFileError, read_regular_file
@@ -35,9 +34,10 @@ from protocols.saml.settings import (
     SamlProviderSettings,
     SlsBinding,
     certificate_pem,
-    xmlsec_keys,
+    load_certificates,
 )
 from protocols.saml.sp_metadata import METADATA_MAX, SpMetadata, read_sp_metadata
+from protocols.saml.trust import Trust
 from protocols.validation import input_error
 from schemas.errors import InputError, Problem
 
@@ -129,9 +129,7 @@ def _document(
     return field, "the metadata", value.encode("utf-8")
 
 
-def _signers(
-    settings: Mapping[str, Any], where: str, problems: list[Problem]
-) -> list[xmlsec.Key] | None:
+def _signers(settings: Mapping[str, Any], where: str, problems: list[Problem]) -> Trust | None:
     """The keys ``metadata_signed_by`` names (None when not given)."""
     value = settings.get("metadata_signed_by")
     if value is None:
@@ -142,7 +140,7 @@ def _signers(
         )
         return None
     try:
-        return xmlsec_keys(certificate_pem(value))
+        return Trust.of(load_certificates(certificate_pem(value)))
     except ValueError as exc:
         problems.append(Problem(where, "metadata_signed_by", str(exc)))
         return None

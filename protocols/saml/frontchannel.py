@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import xmlsec
@@ -20,20 +20,12 @@ from lxml import etree
 from protocols.base import FrontchannelAnswer, FrontchannelEntry
 from protocols.saml.logout_response import LogoutStatus, read_logout_response
 from protocols.saml.parsing import MessageError, parse_xml
+from protocols.saml.refusals import KeyMismatchError
 from protocols.saml.settings import SamlProviderSettings
+from protocols.saml.signing import signature_method
+from protocols.saml.trust import Trust
 
 __all__ = ["read_frontchannel_answer", "sent_request_id"]
-
-_C = xmlsec.constants
-#: ``SigAlg`` values a Redirect-binding signature may use: SHA-2 only.
-_SIG_ALGS = {
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": _C.TransformRsaSha256,
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384": _C.TransformRsaSha384,
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": _C.TransformRsaSha512,
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": _C.TransformEcdsaSha256,
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": _C.TransformEcdsaSha384,
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": _C.TransformEcdsaSha512,
-}
 
 
 def _b64(value: str, what: str) -> bytes:
@@ -89,20 +81,18 @@ def _raw_fields(query: str) -> dict[str, str]:
     return fields
 
 
-def _verify_query(raw: Mapping[str, str], keys: Sequence[xmlsec.Key]) -> None:
+def _verify_query(raw: Mapping[str, str], trust: Trust) -> None:
     """Bindings §3.4.4.1: the signature covers ``SAMLResponse=..&RelayState=..&SigAlg=..``
     as they were encoded by the sender."""
-    sig_alg = unquote_plus(raw.get("SigAlg", ""))
-    transform = _SIG_ALGS.get(sig_alg)
-    if transform is None:
-        raise MessageError("the query signature's SigAlg is missing or not RSA/ECDSA with SHA-2")
-    if not keys:
+    what = "the query signature"
+    transform = signature_method(unquote_plus(raw.get("SigAlg", "")), trust, what)
+    if not trust.keys:
         raise MessageError("no certificate to verify the query signature with")
     signed = "&".join(
         f"{name}={raw[name]}" for name in ("SAMLResponse", "RelayState", "SigAlg") if name in raw
     ).encode("ascii", "replace")
     signature = _b64(unquote_plus(raw["Signature"]), "Signature")
-    for key in keys:
+    for key in trust.keys:
         context = xmlsec.SignatureContext()
         context.key = key
         try:
@@ -110,7 +100,12 @@ def _verify_query(raw: Mapping[str, str], keys: Sequence[xmlsec.Key]) -> None:
         except xmlsec.Error:
             continue
         return
-    raise MessageError("the query signature does not verify against the SP certificate")
+    raise KeyMismatchError(
+        what,
+        trust.fingerprints,
+        None,
+        tail="a query carries no certificate: another key and an altered query look alike",
+    )
 
 
 def read_frontchannel_answer(
@@ -129,7 +124,7 @@ def read_frontchannel_answer(
     ``Version`` must match. Raises :class:`MessageError` saying what is wrong.
     """
     request_id = sent_request_id(sent, limit=limit)
-    keys = sp.verification_keys
+    trust = sp.trust
     if answer.method == "POST":
         value = answer.form.get("SAMLResponse")
         if not value:
@@ -142,8 +137,8 @@ def read_frontchannel_answer(
             raise MessageError("the query carries no SAMLResponse")
         deflated = _b64(unquote_plus(raw["SAMLResponse"]), "SAMLResponse")
         root = _root(_inflate(deflated, limit, "the LogoutResponse"), limit, "the LogoutResponse")
-        if "Signature" in raw and keys:
-            _verify_query(raw, keys)
+        if "Signature" in raw and trust.certificates:
+            _verify_query(raw, trust)
         elif sp.require_signed_responses:  # it implies a certificate: so no signature here
             raise MessageError("the query is not signed, and require_signed_responses is set")
         required = False  # a Redirect-binding message is signed over the query, not inside
@@ -151,6 +146,6 @@ def read_frontchannel_answer(
         root,
         request_id=request_id,
         sp_entity_id=sp.entity_id,
-        keys=keys,
+        trust=trust,
         require_signature=required,
     )

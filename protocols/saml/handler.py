@@ -179,13 +179,17 @@ class SamlHandler(ProtocolHandler):
                 soap_body(envelope),
                 request_id=request.reference,
                 sp_entity_id=sp.entity_id,
-                keys=sp.verification_keys,
+                trust=sp.trust,
                 require_signature=sp.require_signed_responses,
             )
         except MessageError as exc:
             raise PermanentDeliveryError(str(exc), status_code=status) from exc
         if not answer.success:
-            raise PermanentDeliveryError(f"LogoutResponse status {answer}", status_code=status)
+            raise PermanentDeliveryError(
+                f"LogoutResponse status {answer}",
+                status_code=status,
+                facts={"sp_status": answer.audit_detail()},
+            )
 
     def frontchannel_entry(
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
@@ -240,7 +244,9 @@ class SamlHandler(ProtocolHandler):
         except MessageError as exc:
             raise PermanentDeliveryError(str(exc)) from exc
         if not status.success:
-            raise PermanentDeliveryError(f"LogoutResponse status {status}")
+            raise PermanentDeliveryError(
+                f"LogoutResponse status {status}", facts={"sp_status": status.audit_detail()}
+            )
 
     def logout_response_entry(
         self,

@@ -23,12 +23,20 @@ from cryptography.x509.oid import NameOID
 
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
 from protocols.keyfiles import directory_lock, write_private
+from protocols.saml.uris import RSA_MIN_BITS
 from schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
-__all__ = ["IdentitySource", "IdpIdentity", "generate_identity", "load_identity", "self_signed"]
+__all__ = [
+    "IdentitySource",
+    "IdpIdentity",
+    "fingerprint",
+    "generate_identity",
+    "load_identity",
+    "self_signed",
+]
 
 _log = structlog.get_logger("logout.saml.identity")
 _KEY_FILE = "key.pem"
@@ -59,8 +67,13 @@ class IdpIdentity:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the certificate's DER, hex with colons (as SP admin screens show it)."""
-        digest = self.certificate.fingerprint(hashes.SHA256()).hex().upper()
-        return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+        return fingerprint(self.certificate)
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of ``certificate``'s DER, upper-case hex with colons."""
+    digest = certificate.fingerprint(hashes.SHA256()).hex().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
@@ -95,8 +108,8 @@ def _load_key(path: Path, what: str) -> rsa.RSAPrivateKey:
         raise ConfigurationError(f"{what} {path}: not an unencrypted PEM private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigurationError(f"{what} {path}: must be an RSA key (messages are RSA-SHA256)")
-    if key.key_size < 2048:
-        raise ConfigurationError(f"{what} {path}: RSA keys must have at least 2048 bits")
+    if key.key_size < RSA_MIN_BITS:
+        raise ConfigurationError(f"{what} {path}: RSA keys must have at least {RSA_MIN_BITS} bits")
     return key
 
 
@@ -141,7 +154,7 @@ def generate_identity(entity_id: str, directory: Path) -> tuple[IdpIdentity, boo
         if key_path.exists():
             key = _load_key(key_path, "generated SAML key")
         else:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_MIN_BITS)
             write_private(key_path, _private_pem(key))
             made = True
         if cert_path.exists():

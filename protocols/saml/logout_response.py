@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import xmlsec
 from lxml import etree
@@ -12,12 +12,14 @@ from lxml import etree
 from protocols.saml.logout_request import instant, message_id
 from protocols.saml.parsing import MessageError
 from protocols.saml.signing import enveloped_signature, sign_enveloped, verify_enveloped
+from protocols.saml.trust import Trust
 from protocols.saml.uris import (
     ASSERTION_NS,
     PROTOCOL_NS,
     STATUS_PARTIAL_LOGOUT,
     STATUS_SUCCESS,
 )
+from schemas.fields import printable
 
 __all__ = ["LogoutStatus", "logout_response", "read_logout_response"]
 
@@ -26,32 +28,53 @@ _A = f"{{{ASSERTION_NS}}}"
 _NSMAP = {"samlp": PROTOCOL_NS, "saml": ASSERTION_NS}
 
 
+#: Most nested ``StatusCode`` levels kept, characters of a code and of the StatusMessage:
+#: the SP writes them, an auditor reads them.
+STATUS_LEVELS = 3
+CODE_CHARS = 200
+MESSAGE_CHARS = 300
+
+
 @dataclass(frozen=True, slots=True)
 class LogoutStatus:
-    """A response's status: top-level code, second-level code, message (SP-written text)."""
+    """A response's status: its ``StatusCode`` values, top-level first, and the
+    ``StatusMessage``; SP-written text, so bounded and with control characters escaped."""
 
-    code: str
-    subcode: str | None = None
+    codes: tuple[str, ...]
     message: str | None = None
+
+    @property
+    def code(self) -> str:
+        """The top-level code."""
+        return self.codes[0]
 
     @property
     def success(self) -> bool:
         return self.code == STATUS_SUCCESS
 
+    def audit_detail(self) -> dict[str, Any]:
+        """The status as an audit record carries it: ``{"codes": [...], "message": ...}``."""
+        return {"codes": list(self.codes), "message": self.message}
+
     def __str__(self) -> str:
-        codes = " / ".join(c for c in (self.code, self.subcode) if c)
+        codes = " / ".join(self.codes)
         return f"{codes}: {self.message}" if self.message else codes
 
 
 def _status(response: etree._Element) -> LogoutStatus:
     code = response.find(f"{_P}Status/{_P}StatusCode")
-    value = code.get("Value") if code is not None else None
+    value = (code.get("Value") or "").strip() if code is not None else ""
     if code is None or not value:
         raise MessageError("LogoutResponse has no Status/StatusCode Value")
-    sub = code.find(f"{_P}StatusCode")
-    subcode = (sub.get("Value") or "").strip() if sub is not None else ""
+    codes = [printable(value, CODE_CHARS)]
+    nested = code.find(f"{_P}StatusCode")
+    while nested is not None and len(codes) < STATUS_LEVELS:
+        value = (nested.get("Value") or "").strip()
+        if value:
+            codes.append(printable(value, CODE_CHARS))
+        nested = nested.find(f"{_P}StatusCode")
     message = " ".join((response.findtext(f"{_P}Status/{_P}StatusMessage") or "").split())
-    return LogoutStatus(value.strip(), subcode or None, message[:200] or None)
+    return LogoutStatus(tuple(codes), printable(message, MESSAGE_CHARS) or None)
 
 
 def read_logout_response(
@@ -59,20 +82,21 @@ def read_logout_response(
     *,
     request_id: str,
     sp_entity_id: str,
-    keys: Sequence[xmlsec.Key],
+    trust: Trust,
     require_signature: bool,
 ) -> LogoutStatus:
     """Check an SP's LogoutResponse to our request ``request_id`` and return its status.
 
-    The signature is verified first, against ``keys`` (the SP's certificates), whenever the
-    response is signed and keys are known, and must be there when ``require_signature``.
+    The signature is verified first, against ``trust`` (the SP's certificates, and whether
+    SHA-1 passes), whenever the response is signed and certificates are known, and must be
+    there when ``require_signature``.
     Then ``Version``, ``InResponseTo`` and ``Issuer`` must be what was expected. Raises
     :class:`MessageError` saying what is wrong; a non-success status is returned, not raised.
     """
     if response.tag != f"{_P}LogoutResponse":
         raise MessageError(f"expected a LogoutResponse, got {etree.QName(response).localname}")
-    if enveloped_signature(response) is not None and keys:
-        verify_enveloped(response, keys)
+    if enveloped_signature(response) is not None and trust.certificates:
+        verify_enveloped(response, trust)
     elif require_signature:
         raise MessageError("LogoutResponse is not signed, and require_signed_responses is set")
     if response.get("Version") != "2.0":

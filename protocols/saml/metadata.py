@@ -1,4 +1,10 @@
-"""The IdP's SAML metadata (SAML Metadata §2.4.3): entity id, signing key, endpoints.
+"""The IdP's SAML metadata (SAML Metadata §2.4.3): entity id, signing key, endpoints, and
+the algorithms it signs with and accepts (SAML V2.0 Metadata Profile for Algorithm Support).
+
+The algorithms sit in the ``<md:Extensions>`` of the ``EntityDescriptor`` (its first child,
+as the metadata schema orders it): ``alg:DigestMethod`` elements, then ``alg:SigningMethod``
+ones, each most preferred first. An SP reading them (Shibboleth SP 3 does) then signs its
+messages to us with SHA-256 rather than its SHA-1 default.
 
 The endpoints are the IdP web component's, not this service's: ``saml_slo_urls`` and
 ``saml_sso_urls`` (binding → URL), by default ``<issuer>/saml/slo`` and ``<issuer>/saml/sso``
@@ -13,13 +19,16 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from protocols.saml.identity import IdpIdentity
+from protocols.saml.signing import ACCEPTED_DIGESTS, ACCEPTED_SIGNATURES
 from protocols.saml.uris import (
+    ALGSUPPORT_NS,
     BINDING_POST,
     BINDING_REDIRECT,
     BINDING_SOAP,
     DSIG_NS,
     METADATA_NS,
     PROTOCOL_NS,
+    RSA_MIN_BITS,
 )
 
 if TYPE_CHECKING:
@@ -36,6 +45,7 @@ BINDINGS: Mapping[str, str] = {
 
 _MD = f"{{{METADATA_NS}}}"
 _DS = f"{{{DSIG_NS}}}"
+_ALG = f"{{{ALGSUPPORT_NS}}}"
 
 
 def endpoints(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -46,9 +56,19 @@ def endpoints(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
 def idp_metadata(
     identity: IdpIdentity, *, slo: Mapping[str, str], sso: Mapping[str, str]
 ) -> etree._Element:
-    """``<md:EntityDescriptor>`` with one ``<md:IDPSSODescriptor>``."""
-    root = etree.Element(f"{_MD}EntityDescriptor", nsmap={"md": METADATA_NS, "ds": DSIG_NS})
+    """``<md:EntityDescriptor>`` with the algorithm support extension and one
+    ``<md:IDPSSODescriptor>``."""
+    nsmap = {"md": METADATA_NS, "ds": DSIG_NS, "alg": ALGSUPPORT_NS}
+    root = etree.Element(f"{_MD}EntityDescriptor", nsmap=nsmap)
     root.set("entityID", identity.entity_id)
+    extensions = etree.SubElement(root, f"{_MD}Extensions")
+    for digest in ACCEPTED_DIGESTS:
+        etree.SubElement(extensions, f"{_ALG}DigestMethod").set("Algorithm", digest)
+    for signing in ACCEPTED_SIGNATURES:
+        method = etree.SubElement(extensions, f"{_ALG}SigningMethod")
+        method.set("Algorithm", signing)
+        if "#rsa-" in signing:
+            method.set("MinKeySize", str(RSA_MIN_BITS))
     idp = etree.SubElement(root, f"{_MD}IDPSSODescriptor")
     idp.set("protocolSupportEnumeration", PROTOCOL_NS)
     key = etree.SubElement(idp, f"{_MD}KeyDescriptor")

@@ -14,13 +14,14 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Self
 
-import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
+from protocols.saml.trust import Trust
+from protocols.saml.uris import RSA_MIN_BITS
 from protocols.validation import check_uri, input_error, uri_form
 from schemas.fields import LongIdentifier
 
@@ -34,7 +35,6 @@ __all__ = [
     "certificate_pem",
     "load_certificates",
     "parse_provider_settings",
-    "xmlsec_keys",
 ]
 
 _PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
@@ -76,8 +76,10 @@ def load_certificates(pem: str) -> list[x509.Certificate]:
     for certificate in certificates:
         key = certificate.public_key()
         if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size < 2048:
-                raise ValueError(f"an RSA key of {key.key_size} bits; at least 2048 required")
+            if key.key_size < RSA_MIN_BITS:
+                raise ValueError(
+                    f"an RSA key of {key.key_size} bits; at least {RSA_MIN_BITS} required"
+                )
         elif not isinstance(key, ec.EllipticCurvePublicKey):
             raise ValueError("the certificate's key is neither RSA nor EC")
     return certificates
@@ -97,16 +99,6 @@ def certificate_pem(value: str) -> str:
             raise ValueError(f"cannot read {value}: not a PEM text file") from exc
     certificates = load_certificates(pem)
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
-
-
-def xmlsec_keys(pem: str) -> list[xmlsec.Key]:
-    """The certificates of a (checked) PEM text as python-xmlsec verification keys."""
-    return [
-        xmlsec.Key.from_memory(
-            c.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem
-        )
-        for c in load_certificates(pem)
-    ]
 
 
 class SloEndpoint(BaseModel):
@@ -154,6 +146,10 @@ class SamlProviderSettings(BaseModel):
     )
     sign_requests: bool = True
     require_signed_responses: bool = False
+    allow_sha1_signatures: bool = Field(
+        default=False,
+        description="Accept RSA-SHA1/ECDSA-SHA1 signatures and SHA-1 digests from this SP.",
+    )
     allow_http: bool = False
 
     @field_validator("sp_certificate")
@@ -175,6 +171,11 @@ class SamlProviderSettings(BaseModel):
             )
         if self.require_signed_responses and self.sp_certificate is None:
             raise ValueError("sp_certificate: required by require_signed_responses = true")
+        if self.allow_sha1_signatures and self.sp_certificate is None:
+            raise ValueError(
+                "sp_certificate: required by allow_sha1_signatures = true (without a "
+                "certificate no signature is checked; give it, or drop the setting)"
+            )
         return self
 
     @property
@@ -183,9 +184,10 @@ class SamlProviderSettings(BaseModel):
         return self.logout_method or _DEFAULT_METHOD[self.sls_binding]
 
     @cached_property
-    def verification_keys(self) -> list[xmlsec.Key]:
-        """The SP's certificates as python-xmlsec keys (none without ``sp_certificate``)."""
-        return [] if self.sp_certificate is None else xmlsec_keys(self.sp_certificate)
+    def trust(self) -> Trust:
+        """What the SP's signatures are checked against (no certificate: nothing verifies)."""
+        certificates = load_certificates(self.sp_certificate) if self.sp_certificate else []
+        return Trust.of(certificates, allow_sha1=self.allow_sha1_signatures)
 
 
 def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSettings:

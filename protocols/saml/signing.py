@@ -1,6 +1,11 @@
 """XML signatures (enveloped, exclusive C14N, RSA-SHA256, SHA-256) and Redirect-binding
 signatures, made and checked in process with python-xmlsec.
 
+An SP's signature may use RSA or ECDSA with SHA-256, SHA-384 or SHA-512 (SHA-1 too when
+its ``allow_sha1_signatures`` is set); the algorithms are checked before the signature, and
+a signature that does not verify is told apart as a key mismatch or altered content
+(:mod:`protocols.saml.refusals`).
+
 Verification trusts only the keys it is given (never a key or certificate inside the
 message) and only a signature that covers the very element being read: an enveloped
 ``<ds:Signature>`` that is a child of that element, with one ``Reference`` whose URI is
@@ -11,28 +16,36 @@ wrapping attacks, where a signature over one element is shown next to another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import xmlsec
 from lxml import etree
 
 from protocols.saml.parsing import MessageError
+from protocols.saml.refusals import AlgorithmRefusedError, diagnose
+from protocols.saml.trust import Trust
 from protocols.saml.uris import DSIG_NS
+from schemas.fields import printable
+
+if TYPE_CHECKING:  # python-xmlsec's stubs name the transforms' type only privately
+    from xmlsec.constants import __Transform as Transform
 
 __all__ = [
+    "ACCEPTED_DIGESTS",
+    "ACCEPTED_SIGNATURES",
     "enveloped_signature",
     "sign_binary",
     "sign_enveloped",
+    "signature_method",
     "verify_enveloped",
 ]
 
 _C = xmlsec.constants
 _DS = f"{{{DSIG_NS}}}"
 
-#: What a verified signature may use: SHA-2 only, canonicalization without comments.
-_SIGNATURE_TRANSFORMS = (
-    _C.TransformExclC14N,
-    _C.TransformInclC14N,
+#: Signature and digest algorithms accepted from an SP, most preferred first (and advertised
+#: in the IdP's metadata); SHA-1 ones only with ``allow_sha1_signatures``.
+_SHA2_SIGNATURES = (
     _C.TransformRsaSha256,
     _C.TransformRsaSha384,
     _C.TransformRsaSha512,
@@ -40,22 +53,17 @@ _SIGNATURE_TRANSFORMS = (
     _C.TransformEcdsaSha384,
     _C.TransformEcdsaSha512,
 )
-_REFERENCE_TRANSFORMS = (
-    _C.TransformEnveloped,
-    _C.TransformExclC14N,
-    _C.TransformInclC14N,
-    _C.TransformSha256,
-    _C.TransformSha384,
-    _C.TransformSha512,
-)
-_ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
-_REFERENCE_TRANSFORM_URIS = frozenset(
-    {
-        _ENVELOPED,
-        "http://www.w3.org/2001/10/xml-exc-c14n#",
-        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
-    }
-)
+_SHA1_SIGNATURES = (_C.TransformRsaSha1, _C.TransformEcdsaSha1)
+_SHA2_DIGESTS = (_C.TransformSha256, _C.TransformSha384, _C.TransformSha512)
+_SHA1_DIGESTS = (_C.TransformSha1,)
+ACCEPTED_SIGNATURES: tuple[str, ...] = tuple(t.href for t in _SHA2_SIGNATURES)
+ACCEPTED_DIGESTS: tuple[str, ...] = tuple(t.href for t in _SHA2_DIGESTS)
+
+#: Canonicalization without comments, the only kind accepted.
+_CANONICALIZATIONS = (_C.TransformExclC14N, _C.TransformInclC14N)
+_CANONICALIZATION_URIS = frozenset(t.href for t in _CANONICALIZATIONS)
+_ENVELOPED = _C.TransformEnveloped.href
+_REFERENCE_TRANSFORM_URIS = frozenset({_ENVELOPED, *_CANONICALIZATION_URIS})
 
 
 def sign_enveloped(element: etree._Element, key: xmlsec.Key, *, after: etree._Element) -> None:
@@ -109,35 +117,84 @@ def _check_reference(element: etree._Element, signature: etree._Element) -> None
         raise MessageError(f"{name}'s signature uses transforms not accepted: {unexpected}")
 
 
-def verify_enveloped(element: etree._Element, keys: Sequence[xmlsec.Key]) -> None:
-    """Check that ``element`` carries a valid enveloped signature by one of ``keys``.
+def _method(
+    algorithm: str,
+    trust: Trust,
+    what: str,
+    kind: str,
+    sha2: tuple[Transform, ...],
+    sha1: tuple[Transform, ...],
+) -> Transform:
+    for transform in sha2:
+        if transform.href == algorithm:
+            return transform
+    for transform in sha1:
+        if transform.href == algorithm:
+            if trust.allow_sha1:
+                return transform
+            raise AlgorithmRefusedError(what, kind, algorithm, sha1=True)
+    raise AlgorithmRefusedError(what, kind, algorithm, sha1=False)
 
-    Raises :class:`MessageError` naming what is wrong (never quoting the message).
+
+def signature_method(algorithm: str, trust: Trust, what: str) -> Transform:
+    """The transform of signature algorithm ``algorithm`` if accepted from this SP;
+    otherwise :class:`AlgorithmRefusedError` naming it (and the SHA-1 setting)."""
+    return _method(algorithm, trust, what, "signature", _SHA2_SIGNATURES, _SHA1_SIGNATURES)
+
+
+def _check_algorithms(signed_info: etree._Element, trust: Trust, what: str) -> Transform:
+    """The signature method's transform, once every algorithm ``SignedInfo`` names is accepted."""
+    canonicalization = signed_info.find(f"{_DS}CanonicalizationMethod")
+    c14n = canonicalization.get("Algorithm", "") if canonicalization is not None else ""
+    if c14n not in _CANONICALIZATION_URIS:
+        raise MessageError(
+            f"{what} uses the canonicalization {printable(c14n, 200) or '(none)'}, not accepted "
+            "(exclusive or inclusive C14N without comments)"
+        )
+    method = signed_info.find(f"{_DS}SignatureMethod")
+    transform = signature_method(
+        method.get("Algorithm", "") if method is not None else "", trust, what
+    )
+    for digest in signed_info.iterfind(f"{_DS}Reference/{_DS}DigestMethod"):
+        _method(digest.get("Algorithm", ""), trust, what, "digest", _SHA2_DIGESTS, _SHA1_DIGESTS)
+    return transform
+
+
+def verify_enveloped(element: etree._Element, trust: Trust) -> None:
+    """Check that ``element`` carries a valid enveloped signature by one of ``trust``'s
+    certificates, with accepted algorithms.
+
+    Raises :class:`MessageError` naming what is wrong (never quoting the message); a
+    :class:`SignatureRefusedError` says whether the algorithm, the key or the content is
+    to blame.
     """
     name = etree.QName(element).localname
     signature = enveloped_signature(element)
     if signature is None:
         raise MessageError(f"{name} is not signed")
     _check_reference(element, signature)
-    if not keys:
+    if not trust.keys:
         raise MessageError(f"no certificate to verify the {name}'s signature with")
-    for key in keys:
+    what = f"{name}'s signature"
+    signed_info = signature.find(f"{_DS}SignedInfo")
+    assert signed_info is not None  # _check_reference found its Reference
+    transform = _check_algorithms(signed_info, trust, what)
+    signatures = (*_SHA2_SIGNATURES, *(_SHA1_SIGNATURES if trust.allow_sha1 else ()))
+    digests = (*_SHA2_DIGESTS, *(_SHA1_DIGESTS if trust.allow_sha1 else ()))
+    for key in trust.keys:
         context = xmlsec.SignatureContext()
         context.key = key
         context.register_id(element, "ID")
-        for transform in _SIGNATURE_TRANSFORMS:
-            context.enable_signature_transform(transform)
-        for transform in _REFERENCE_TRANSFORMS:
-            context.enable_reference_transform(transform)
+        for accepted in (*_CANONICALIZATIONS, *signatures):
+            context.enable_signature_transform(accepted)
+        for accepted in (_C.TransformEnveloped, *_CANONICALIZATIONS, *digests):
+            context.enable_reference_transform(accepted)
         try:
             context.verify(signature)
         except xmlsec.Error:
             continue
         return
-    raise MessageError(
-        f"{name}'s signature does not verify against the SP certificate "
-        "(wrong key, altered content, or an algorithm other than RSA/ECDSA with SHA-2)"
-    )
+    raise diagnose(signature, signed_info, transform, trust, name)
 
 
 def sign_binary(data: bytes, key: xmlsec.Key) -> bytes:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
@@ -32,6 +31,7 @@ from lxml import etree
 from protocols.saml.metadata import BINDINGS
 from protocols.saml.parsing import MessageError, parse_xml
 from protocols.saml.signing import enveloped_signature, verify_enveloped
+from protocols.saml.trust import Trust
 from protocols.saml.uris import ALGSUPPORT_NS, DSIG_NS, METADATA_NS, PROTOCOL_NS
 
 __all__ = ["METADATA_MAX", "SloEndpointInfo", "SpMetadata", "read_sp_metadata"]
@@ -76,7 +76,7 @@ def read_sp_metadata(
     *,
     what: str,
     entity_id: str | None = None,
-    signers: Sequence[xmlsec.Key] | None = None,
+    signers: Trust | None = None,
     now: datetime,
 ) -> SpMetadata:
     """Read the SP ``entity_id`` (or the only SP) from the metadata ``data``.
@@ -180,7 +180,7 @@ def _check_validity(role: etree._Element, now: datetime, what: str) -> None:
             )
 
 
-def _check_signature(entity: etree._Element, signers: Sequence[xmlsec.Key], what: str) -> None:
+def _check_signature(entity: etree._Element, signers: Trust, what: str) -> None:
     """The entity, or the root enclosing it, carries a valid signature by one of ``signers``."""
     root = entity.getroottree().getroot()
     signed = next(

@@ -16,6 +16,7 @@ __all__ = [
     "REASON_ADMIN",
     "REASON_GLOBAL_TIMEOUT",
     "REASON_USER",
+    "RSA_MIN_BITS",
     "RSA_SHA256",
     "SOAP_ACTION",
     "SOAP_ENV_NS",
@@ -49,3 +50,6 @@ REASON_GLOBAL_TIMEOUT: Final = "urn:oasis:names:tc:SAML:2.0:logout:global-timeou
 
 #: The signature algorithm of every message we sign (``SigAlg`` of the Redirect binding too).
 RSA_SHA256: Final = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+
+#: The smallest RSA key accepted from an SP or for the IdP (advertised as ``MinKeySize``).
+RSA_MIN_BITS: Final = 2048

@@ -65,6 +65,10 @@ P = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 A = "{urn:oasis:names:tc:SAML:2.0:assertion}"
 SUCCESS = OneLogin_Saml2_Constants.STATUS_SUCCESS
 REQUESTER = OneLogin_Saml2_Constants.STATUS_REQUESTER
+RESPONDER = OneLogin_Saml2_Constants.STATUS_RESPONDER
+PARTIAL_LOGOUT = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
+RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+SHA1 = "http://www.w3.org/2000/09/xmldsig#sha1"
 
 BOMB = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
@@ -123,6 +127,31 @@ def signed_by(other: KeyPair) -> Answer:
         return 200, soap(sp_logout_response(settings, rid, signer=other)), 0.0
 
     return answer
+
+
+def signed_sha1(
+    rid: str, settings: OneLogin_Saml2_Settings, pair: KeyPair
+) -> tuple[int, bytes, float]:
+    """A Success response signed RSA-SHA1 with a SHA-1 digest (pysaml2's default)."""
+    body = sp_logout_response(
+        settings, rid, signer=pair, sign_algorithm=RSA_SHA1, digest_algorithm=SHA1
+    )
+    return 200, soap(body), 0.0
+
+
+def no_session(
+    rid: str, settings: OneLogin_Saml2_Settings, pair: KeyPair
+) -> tuple[int, bytes, float]:
+    """Shibboleth SP's signed answer when it holds no session for the NameID."""
+    body = sp_logout_response(
+        settings,
+        rid,
+        status=OneLogin_Saml2_Constants.STATUS_RESPONDER,
+        substatus=PARTIAL_LOGOUT,
+        status_message="Logout failed: no active session",
+        signer=pair,
+    )
+    return 200, soap(body), 0.0
 
 
 def bomb(rid: str, settings: OneLogin_Saml2_Settings, pair: KeyPair) -> tuple[int, bytes, float]:
@@ -340,7 +369,7 @@ def test_response_classes(stack: Stack, sps: ServiceProviders, tmp_path: Path) -
     errors = {name: d.last_error or "" for name, d in found.items()}
     assert errors["denied"] == f"LogoutResponse status {REQUESTER}"
     assert "not signed, and require_signed_responses is set" in errors["unsigned"]
-    assert "signature does not verify against the SP certificate" in errors["forged"]
+    assert "signature does not verify with the SP certificate in sp_certificate" in errors["forged"]
     assert "InResponseTo '_an-older-request' is not the request's ID" in errors["stale"]
     assert "has a DTD (DOCTYPE), which is never accepted" in errors["bomb"]
     assert "no answer within 1 s" in errors["hang"]
@@ -391,6 +420,55 @@ def test_response_classes(stack: Stack, sps: ServiceProviders, tmp_path: Path) -
             assert marker not in text, f"{marker!r} in the audit trail or the log"
     records = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
     assert any(r["type"] == "logout.settled" for r in records)
+
+
+def test_sha1_answers_and_an_sp_without_the_session(stack: Stack, sps: ServiceProviders) -> None:
+    """An RSA-SHA1 signed answer fails naming the algorithm and the setting, and succeeds
+    for the SP with allow_sha1_signatures = true; Shibboleth's no-session answer fails with
+    the SP's codes and message in the delivery.failed record."""
+    trust_idp_metadata(stack, sps)
+    parties = {
+        "sha1": (sps("sp-sha1", signed_sha1), {}),
+        "sha1-allowed": (sps("sp-sha1-allowed", signed_sha1), {"allow_sha1_signatures": True}),
+        "no-session": (sps("sp-no-session", no_session), {}),
+    }
+    start(
+        stack,
+        [saml_provider(sp, **settings) for sp, settings in parties.values()],
+        [
+            session_record("s-1", "alice"),
+            *(
+                saml_link("s-1", sp.name, "alice@example.com", f"_idx-{name}")
+                for name, (sp, _) in parties.items()
+            ),
+        ],
+    )
+    logout = logout_event("s-1")
+    publish(stack, logout)
+    event_id = logout["event_id"]
+    wait_settled(stack, event_id, len(parties), timeout=60)
+
+    found = {d.provider.removeprefix("sp-"): d for d in deliveries(stack, event_id)}
+    assert {name: d.status for name, d in found.items()} == {
+        "sha1": "failed",
+        "sha1-allowed": "succeeded",
+        "no-session": "failed",
+    }
+    assert found["sha1"].last_error == (
+        f"LogoutResponse's signature uses the SHA-1 signature algorithm {RSA_SHA1}, refused "
+        "by default; the provider setting allow_sha1_signatures = true accepts it"
+    )
+    message = "Logout failed: no active session"
+    assert found["no-session"].last_error == (
+        f"LogoutResponse status {RESPONDER} / {PARTIAL_LOGOUT}: {message}"
+    )
+    [record] = [
+        row
+        for row in audit_rows(stack, event_id, "delivery.failed")
+        if row.provider == "sp-no-session"
+    ]
+    assert record.detail["sp_status"] == {"codes": [RESPONDER, PARTIAL_LOGOUT], "message": message}
+    assert record.detail["error"] == found["no-session"].last_error
 
 
 def test_one_request_per_session_with_the_event_s_reason(

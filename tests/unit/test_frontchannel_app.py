@@ -103,14 +103,13 @@ class World:
         with self.runtime.sessions() as db:
             return query_audit(db, AuditQuery(type=kind, limit=None))
 
-    def answer(self, plan: LogoutPlan, signer: KeyPair | None = None, **override: str) -> str:
-        """The SP's signed LogoutResponse to the plan's native step, as a form value."""
+    def answer(self, plan: LogoutPlan, signer: KeyPair | None = None, **status: str) -> str:
+        """The SP's signed LogoutResponse to the plan's native step, as a form value;
+        ``status`` (``status``, ``substatus``, ``status_message``) as the SP sets it."""
         entry = plan.stages[-1].entries[0]
         request_id = etree.fromstring(base64.b64decode(entry.saml_request or "")).get("ID")
         settings = onelogin_settings(self.idp.cert_pem, entry.url, want_signed=False)
-        xml = sp_logout_response(
-            settings, override.get("in_response_to", request_id or ""), signer=signer or self.sp
-        )
+        xml = sp_logout_response(settings, request_id or "", signer=signer or self.sp, **status)
         return base64.b64encode(xml).decode()
 
 
@@ -298,6 +297,31 @@ def test_a_bad_answer_is_recorded_as_failed(world: World, tmp_path: Path) -> Non
     assert record.outcome == "failed"
     assert "does not verify" in record.detail["error"]
     assert "SAMLResponse" not in str(record.detail)
+
+
+def test_an_sp_without_the_session_is_a_failure_with_its_status(world: World) -> None:
+    """Shibboleth's answer when it holds no session (Responder / PartialLogout and a
+    message): failed, and the record carries the SP's codes and message field by field."""
+    plan = world.logout("p-7", "payroll")
+    [payroll] = plan.stages[1].entries
+    responder = "urn:oasis:names:tc:SAML:2.0:status:Responder"
+    partial = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
+    value = world.answer(
+        plan, status=responder, substatus=partial, status_message="No active session"
+    )
+    response = world.client.post(
+        "/native/return", data={"SAMLResponse": value, "RelayState": payroll.delivery_id}
+    )
+    assert response.status_code == 303
+    [record] = world.audit("frontchannel.completed")
+    assert record.outcome == "failed"
+    assert record.detail["sp_status"] == {
+        "codes": [responder, partial],
+        "message": "No active session",
+    }
+    assert record.detail["error"] == f"LogoutResponse status {responder} / {partial}: " + (
+        "No active session"
+    )
 
 
 @pytest.mark.parametrize(

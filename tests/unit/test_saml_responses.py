@@ -14,7 +14,15 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
 from protocols import BackchannelResponse, ProviderInfo
-from protocols.saml import SamlHandler, parse_xml, read_logout_response, verify_enveloped
+from protocols.saml import (
+    DigestMismatchError,
+    KeyMismatchError,
+    SamlHandler,
+    Trust,
+    parse_xml,
+    read_logout_response,
+    verify_enveloped,
+)
 from protocols.saml.parsing import MessageError
 from schemas.errors import PermanentDeliveryError, TransientDeliveryError
 from tests.saml_support import (
@@ -25,6 +33,7 @@ from tests.saml_support import (
     onelogin_settings,
     provider,
     provider_session,
+    sha256_fingerprint,
     soap,
     sp_logout_response,
 )
@@ -32,6 +41,7 @@ from tests.saml_support import (
 P = "{urn:oasis:names:tc:SAML:2.0:protocol}"
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 REQUESTER = OneLogin_Saml2_Constants.STATUS_REQUESTER
+PARTIAL_LOGOUT = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
 
 
 @pytest.fixture(scope="module")
@@ -121,51 +131,116 @@ def test_non_success_status_fails_permanently_with_the_codes(
 
 
 def test_second_level_status_and_message_are_recorded(
-    handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
 ) -> None:
-    """Both status codes and the SP's status message are in the error."""
+    """Shibboleth without a session answers Responder / PartialLogout with a message: a
+    failure whose error and audit facts carry both codes and the message, whitespace
+    collapsed and control or format characters escaped."""
 
     def respond(rid: str) -> bytes:
-        xml = sp_logout_response(sp_settings, rid, status=OneLogin_Saml2_Constants.STATUS_RESPONDER)
-        xml = xml.replace(
-            b" />\n    </samlp:Status>",
-            b'><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"/>'
-            b"</samlp:StatusCode><samlp:StatusMessage>  no such\n user </samlp:StatusMessage>"
-            b"</samlp:Status>",
+        xml = sp_logout_response(
+            sp_settings,
+            rid,
+            status=OneLogin_Saml2_Constants.STATUS_RESPONDER,
+            substatus=PARTIAL_LOGOUT,
+            status_message="  no session\n for\u202e principal\x9b ",
+            signer=keys["sp"],
         )
         return soap(xml)
 
+    outcome = _outcome(handler, _sp(handler, keys), respond)
+    assert isinstance(outcome, PermanentDeliveryError)
+    codes = [OneLogin_Saml2_Constants.STATUS_RESPONDER, PARTIAL_LOGOUT]
+    message = "no session for\\u202e principal\\x9b"
+    assert outcome.detail == f"LogoutResponse status {codes[0]} / {codes[1]}: {message}"
+    assert outcome.facts == {"sp_status": {"codes": codes, "message": message}}
+
+
+def test_status_text_is_bounded(handler: SamlHandler, sp_settings: OneLogin_Saml2_Settings) -> None:
+    """A huge StatusMessage and deeply nested codes are cut: three codes, 300 characters."""
+
+    def respond(rid: str) -> bytes:
+        xml = sp_logout_response(
+            sp_settings,
+            rid,
+            status=OneLogin_Saml2_Constants.STATUS_RESPONDER,
+            substatus=PARTIAL_LOGOUT,
+            status_message="x" * 5000,
+        )
+        root = etree.fromstring(xml)
+        inner = root.find(f"{P}Status/{P}StatusCode/{P}StatusCode")
+        assert inner is not None
+        for level in range(4):
+            inner = etree.SubElement(inner, f"{P}StatusCode", Value=f"urn:deeper:{level}")
+        return soap(etree.tostring(root))
+
     outcome = _outcome(handler, provider(handler), respond)
     assert isinstance(outcome, PermanentDeliveryError)
-    assert outcome.detail == (
-        "LogoutResponse status urn:oasis:names:tc:SAML:2.0:status:Responder / "
-        "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal: no such user"
+    status = outcome.facts["sp_status"]
+    assert status["codes"] == [
+        OneLogin_Saml2_Constants.STATUS_RESPONDER,
+        PARTIAL_LOGOUT,
+        "urn:deeper:0",
+    ]
+    assert status["message"] == "x" * 300 + "... (4700 more characters)"
+    assert len(outcome.detail) < 600
+
+
+def test_missing_signature_fails_when_required(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A required signature that is missing fails permanently, naming the setting."""
+    outcome = _outcome(
+        handler, _sp(handler, keys), lambda rid: soap(sp_logout_response(sp_settings, rid))
     )
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert outcome.detail == "LogoutResponse is not signed, and require_signed_responses is set"
 
 
-@pytest.mark.parametrize(
-    ("signer", "expected"),
-    [
-        (None, "LogoutResponse is not signed, and require_signed_responses is set"),
-        ("attacker", "LogoutResponse's signature does not verify against the SP certificate"),
-        ("idp", "LogoutResponse's signature does not verify against the SP certificate"),
-    ],
-)
-def test_signature_missing_or_by_another_key(
+@pytest.mark.parametrize("signer", ["attacker", "idp"])
+def test_signature_by_another_key_names_both_fingerprints(
     handler: SamlHandler,
     keys: dict[str, KeyPair],
     sp_settings: OneLogin_Saml2_Settings,
-    signer: str | None,
-    expected: str,
+    signer: str,
 ) -> None:
-    """A required signature that is missing, or made with any other key, fails permanently."""
+    """A signature made with any other key is a key mismatch: the error names the SHA-256
+    fingerprint of the configured certificate and of the one in KeyInfo."""
     sp = _sp(handler, keys)
-    pair = keys[signer] if signer else None
     outcome = _outcome(
-        handler, sp, lambda rid: soap(sp_logout_response(sp_settings, rid, signer=pair))
+        handler, sp, lambda rid: soap(sp_logout_response(sp_settings, rid, signer=keys[signer]))
     )
     assert isinstance(outcome, PermanentDeliveryError)
-    assert outcome.detail.startswith(expected), outcome.detail
+    assert isinstance(outcome.__cause__, KeyMismatchError)
+    assert outcome.detail == (
+        "LogoutResponse's signature does not verify with the SP certificate in sp_certificate "
+        f"(SHA-256 fingerprint {sha256_fingerprint(keys['sp'])}); the message's KeyInfo holds "
+        f"the certificate with fingerprint {sha256_fingerprint(keys[signer])}"
+    )
+    assert outcome.__cause__.expected == (sha256_fingerprint(keys["sp"]),)
+    assert outcome.__cause__.found == sha256_fingerprint(keys[signer])
+
+
+def test_key_mismatch_without_key_info_says_so(
+    handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
+) -> None:
+    """A signature by another key with KeyInfo left out: the configured fingerprints are
+    named, and the missing certificate said."""
+
+    def respond(rid: str) -> bytes:
+        signed = sp_logout_response(sp_settings, rid, signer=keys["attacker"])
+        root = etree.fromstring(signed)
+        key_info = root.find(f"{DS}Signature/{DS}KeyInfo")
+        assert key_info is not None
+        key_info.getparent().remove(key_info)  # type: ignore[union-attr]
+        return soap(etree.tostring(root))
+
+    outcome = _outcome(handler, _sp(handler, keys), respond)
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert isinstance(outcome.__cause__, KeyMismatchError)
+    assert outcome.__cause__.found is None
+    assert outcome.detail.endswith("the message's KeyInfo holds no readable certificate")
+    assert sha256_fingerprint(keys["sp"]) in outcome.detail
 
 
 def test_signature_checked_when_present_even_if_not_required(
@@ -185,7 +260,7 @@ def test_signature_checked_when_present_even_if_not_required(
 def test_tampered_signed_response_fails(
     handler: SamlHandler, keys: dict[str, KeyPair], sp_settings: OneLogin_Saml2_Settings
 ) -> None:
-    """Changing a signed Requester status to Success breaks the signature."""
+    """Changing a signed Requester status to Success is a digest mismatch: content altered."""
     sp = _sp(handler, keys)
 
     def respond(rid: str) -> bytes:
@@ -196,7 +271,11 @@ def test_tampered_signed_response_fails(
 
     outcome = _outcome(handler, sp, respond)
     assert isinstance(outcome, PermanentDeliveryError)
-    assert "does not verify" in outcome.detail
+    assert isinstance(outcome.__cause__, DigestMismatchError)
+    assert outcome.detail == (
+        "LogoutResponse was altered after signing: the signature is the SP's "
+        "(it verifies with sp_certificate), but the digest of the signed content does not match"
+    )
 
 
 def test_wrong_in_response_to(
@@ -298,7 +377,7 @@ def _read(response: etree._Element, rid: str, keys: dict[str, KeyPair]) -> None:
         response,
         request_id=rid,
         sp_entity_id="https://sp.test/metadata",
-        keys=sp.settings.verification_keys,
+        trust=sp.settings.trust,
         require_signature=True,
     )
 
@@ -356,4 +435,4 @@ def test_verify_enveloped_requires_a_key(
     """No certificate, no verified signature."""
     response = _signed_response(sp_settings, keys, "_r4", OneLogin_Saml2_Constants.STATUS_SUCCESS)
     with pytest.raises(MessageError, match="no certificate"):
-        verify_enveloped(response, [])
+        verify_enveloped(response, Trust())

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import onelogin.saml2
 import pytest
 import structlog
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
@@ -32,6 +34,8 @@ from tests.saml_support import KeyPair, handler_with, make_pair
 from workers.cli import main
 
 SLS = "https://sp.test/saml/sls"
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+ALG = "urn:oasis:names:tc:SAML:metadata:algsupport"
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +146,7 @@ def test_certificate_is_read_checked_and_stored_as_pem(pair: KeyPair, tmp_path: 
     copy.unlink()
     again = parse_provider_settings("payroll", stored)
     assert again == parsed
-    assert len(again.verification_keys) == 1
+    assert len(again.trust.keys) == 1
     inline = parse_provider_settings("payroll", {**stored, "sp_certificate": pair.cert_pem})
     assert inline == parsed
 
@@ -335,6 +339,70 @@ def test_metadata_command_as_python3_saml_reads_it(pair: KeyPair, tmp_path: Path
         result.output, required_slo_binding=OneLogin_Saml2_Constants.BINDING_SOAP
     )["idp"]
     assert soap["singleLogoutService"]["url"] == "https://idp.example/slo/soap"
+
+
+def _metadata_schema(tmp_path: Path) -> etree.XMLSchema:
+    """The SAML metadata schema together with the algorithm support one (python3-saml's
+    copies), so the ``alg:`` elements in ``md:Extensions`` are validated, not skipped."""
+    schemas = Path(onelogin.saml2.__file__).parent / "schemas"
+    imports = "".join(
+        f'<xs:import namespace="{namespace}" schemaLocation="{(schemas / name).as_uri()}"/>'
+        for namespace, name in (
+            ("urn:oasis:names:tc:SAML:2.0:metadata", "saml-schema-metadata-2.0.xsd"),
+            (ALG, "sstc-saml-metadata-algsupport-v1.0.xsd"),
+        )
+    )
+    wrapper = tmp_path / "metadata-and-algsupport.xsd"
+    wrapper.write_text(
+        '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">' + imports + "</xs:schema>"
+    )
+    return etree.XMLSchema(etree.parse(str(wrapper)))
+
+
+def test_metadata_advertises_the_accepted_algorithms(pair: KeyPair, tmp_path: Path) -> None:
+    """``saml metadata`` carries the algorithm support extension as the EntityDescriptor's
+    first child: SHA-256/384/512 digests, RSA (2048 bits and up) and ECDSA with SHA-2, SHA-256
+    first, nothing SHA-1; valid against the metadata and algsupport schemas."""
+    env = {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_ISSUER": "https://idp.example/",
+        "LOGOUT_SAML_KEY_FILE": str(pair.key_path),
+        "LOGOUT_SAML_CERT_FILE": str(pair.cert_path),
+    }
+    result = CliRunner().invoke(main, ["saml", "metadata"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    root = etree.fromstring(result.output.encode())
+    extensions = root[0]
+    assert extensions.tag == f"{{{MD}}}Extensions"
+    assert [etree.QName(e).localname for e in extensions] == ["DigestMethod"] * 3 + [
+        "SigningMethod"
+    ] * 6
+    digests = [e.get("Algorithm") for e in extensions.iterfind(f"{{{ALG}}}DigestMethod")]
+    assert digests == [
+        "http://www.w3.org/2001/04/xmlenc#sha256",
+        "http://www.w3.org/2001/04/xmldsig-more#sha384",
+        "http://www.w3.org/2001/04/xmlenc#sha512",
+    ]
+    signing = {
+        e.get("Algorithm"): e.get("MinKeySize")
+        for e in extensions.iterfind(f"{{{ALG}}}SigningMethod")
+    }
+    more = "http://www.w3.org/2001/04/xmldsig-more#"
+    assert signing == {
+        f"{more}rsa-sha256": "2048",
+        f"{more}rsa-sha384": "2048",
+        f"{more}rsa-sha512": "2048",
+        f"{more}ecdsa-sha256": None,
+        f"{more}ecdsa-sha384": None,
+        f"{more}ecdsa-sha512": None,
+    }
+    assert next(iter(signing)) == f"{more}rsa-sha256"
+    assert "sha1" not in result.output
+    schema = _metadata_schema(tmp_path)
+    assert schema.validate(root), schema.error_log
+    # The schema does check the extension: a SigningMethod without Algorithm is invalid.
+    del extensions[-1].attrib["Algorithm"]
+    assert not schema.validate(root)
 
 
 def test_enabling_saml_loads_the_handler(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_shibboleth_sp3_metadata_fills_the_settings() -> None:
     ]
     assert stored == [signing, newer]
     assert encryption not in stored
-    assert len(sp.verification_keys) == 2
+    assert len(sp.trust.certificates) == 2
     algorithms = sp.advertised_algorithms
     assert algorithms is not None
     assert algorithms.signing[0] == "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512"

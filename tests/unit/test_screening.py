@@ -15,11 +15,11 @@ from dramatiq.brokers.stub import StubBroker
 from orchestrator.rejection import (
     AUDIT_RAW_BYTES,
     Rejection,
-    printable,
     raw_detail,
     raw_text,
     rejection_id,
 )
+from schemas.fields import printable
 from workers.screening import MAX_DEPTH, screen
 
 QUEUE = "logout.events"
