@@ -35,6 +35,7 @@ def settings(tmp_path: Path) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'unit.db'}",
         broker_url="memory://",
         protocols=[],
+        egress_allow=["127.0.0.1"],  # loopback RPs of the tests; refused by default
         worker_threads=2,
         log_level="WARNING",
     )
