@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +25,19 @@ def make_event(kind: str, **fields: Any) -> dict[str, Any]:
         "initiator": "user",
     }
     return {**base, **fields}
+
+
+@pytest.fixture(autouse=True)
+def _no_dns_on_provider_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading providers asks no DNS server in unit tests: every name but ``localhost``
+    (127.0.0.1) does not resolve, so the egress check only warns about it."""
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host == "localhost":
+            return ["127.0.0.1"]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr("orchestrator.egress_screen.system_resolve", resolve)
 
 
 @pytest.fixture
