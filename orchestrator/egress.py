@@ -183,12 +183,8 @@ class EgressPolicy:
 
     @staticmethod
     def _reason(host: str, address: IPAddress | None, why: str) -> str:
-        literal = address is not None and literal_address(host) is not None
-        what = (
-            f"{normal_host(host)!r} is {why}"
-            if literal or address is None
-            else (f"{normal_host(host)!r} resolves to {why}")
-        )
+        verb = "is" if address is None or literal_address(host) is not None else "resolves to"
+        what = f"{normal_host(host)!r} {verb} {why}"
         return (
             f"refused by the egress policy: {what}; add the host or its network to "
             f"{SETTING} to admit it"

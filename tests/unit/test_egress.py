@@ -336,3 +336,20 @@ def test_per_host_limit_is_shared_by_aliases_of_one_address(
     assert [getattr(r, "status_code", r) for r in results] == [200] * 4
     assert handler.seen == 4
     assert handler.most == 1
+
+
+def test_connector_refuses_a_literal_loopback_on_the_connection_path(
+    rp: tuple[int, type[_Counting]],
+) -> None:
+    """aiohttp connecting through the egress connector (not the sender's pre-resolution) to
+    a listening RP at a literal loopback address: refused, and the RP sees nothing."""
+    port, handler = rp
+
+    async def run() -> str:
+        async with aiohttp.ClientSession(connector=EgressConnector(EgressPolicy())) as session:
+            with pytest.raises(EgressRefusedError) as refused:
+                await session.post(f"http://127.0.0.1:{port}/bc", data=b"x=1")
+            return refused.value.detail
+
+    assert "'127.0.0.1' is a loopback address" in asyncio.run(run())
+    assert handler.seen == 0
