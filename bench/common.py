@@ -327,6 +327,7 @@ def bench_settings(data_dir: Path, database_url: str, **overrides: Any) -> Setti
         "database_url": database_url,
         "broker_url": "memory://",
         "protocols": [],
+        "egress_allow": ["127.0.0.1"],  # the benchmark's RPs listen on loopback
         "log_level": "WARNING",
         **overrides,
     }

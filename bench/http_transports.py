@@ -59,6 +59,7 @@ from bench.common import (
 )
 from bench.common import machine_line as common_machine_line
 from bench.rp_server import RpServer, light_rp_server
+from orchestrator.egress import EgressPolicy
 from orchestrator.sender import HttpSender
 from orchestrator.settings import Settings
 from protocols import (
@@ -372,6 +373,7 @@ def _sender(transport: str) -> HttpSender:
         "body_limit": defaults["response_body_limit"].default,
         "max_concurrency": defaults["max_concurrent_deliveries"].default,
         "per_host": defaults["max_concurrent_per_host"].default,
+        "egress": EgressPolicy.from_entries(["127.0.0.1"]),  # the benchmark's RP
     }
     if transport == "httpx-aiohttp":
         limit = kwargs["max_concurrency"]

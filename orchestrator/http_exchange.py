@@ -10,27 +10,42 @@ Both send exactly one request (redirects are returned, never followed), keep no 
 ignore proxy variables from the environment, read at most ``body_limit`` bytes of the
 body, and raise :class:`~orchestrator.errors.DeliveryError` subclasses for failures, so
 the caller never sees a library's own exception.
+
+The aiohttp exchange owns the network, so it enforces the egress policy
+(:mod:`orchestrator.egress`): its connector checks every address a host resolves to, and
+every literal address, where the socket address is chosen; a refusal is an
+:class:`~orchestrator.errors.EgressRefusedError` and nothing is sent. An injected httpx
+transport is its own network (a ``MockTransport`` has none) and applies no policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+from aiohttp.abc import ResolveResult
+from yarl import URL
 
-from orchestrator.errors import PermanentDeliveryError, TransientDeliveryError
+from orchestrator.egress import EgressPolicy, literal_address
+from orchestrator.errors import EgressRefusedError, PermanentDeliveryError, TransientDeliveryError
 from protocols import BackchannelRequest, BackchannelResponse
 
-__all__ = ["AiohttpExchange", "Exchange", "HttpxExchange"]
+__all__ = ["AiohttpExchange", "EgressConnector", "Exchange", "HttpxExchange"]
 
 
 class Exchange(Protocol):
     """Send one request; return the answer or raise a ``DeliveryError`` subclass."""
 
     async def __call__(self, request: BackchannelRequest) -> BackchannelResponse: ...
+
+    async def destination(self, url: str) -> Hashable:
+        """What ``url`` connects to, as the key of its per-host limit (aliases share one);
+        raise :class:`EgressRefusedError` when the egress policy refuses it."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -39,18 +54,79 @@ def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
+class EgressConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, refusing what the egress policy refuses where it picks the
+    addresses to connect to: a host name or literal address (in any notation) before it is
+    resolved, then every address the resolver (or aiohttp's DNS cache) gives for it."""
+
+    def __init__(self, policy: EgressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+
+    async def _resolve_host(
+        self, host: str, port: int, traces: Sequence[Any] | None = None
+    ) -> list[ResolveResult]:
+        refused = self._policy.name_refusal(host)
+        if refused is not None:
+            raise EgressRefusedError(refused)
+        results = await super()._resolve_host(host, port, traces=traces)
+        for result in results:
+            address = literal_address(result["host"])
+            if address is None:
+                raise EgressRefusedError(
+                    f"refused by the egress policy: {host!r} resolved to an address it cannot read"
+                )
+            refused = self._policy.refusal(host, address)
+            if refused is not None:
+                raise EgressRefusedError(refused)
+        return results
+
+    async def addresses(self, host: str, port: int) -> tuple[str, ...]:
+        """The addresses ``host`` connects to (sorted; an IPv4-mapped IPv6 address as its
+        IPv4 address), checked as a connection is."""
+        found = set()
+        for result in await self._resolve_host(host, port):
+            address = literal_address(result["host"])
+            mapped = getattr(address, "ipv4_mapped", None)
+            found.add(str(mapped or address))
+        return tuple(sorted(found))
+
+
 class AiohttpExchange:
     """aiohttp's client: one session (connection pool) made on first use, in the loop."""
 
-    def __init__(self, *, max_connections: int, body_limit: int) -> None:
+    def __init__(
+        self, *, max_connections: int, body_limit: int, egress: EgressPolicy | None = None
+    ) -> None:
         self._max_connections = max_connections
         self._body_limit = body_limit
+        self._egress = egress or EgressPolicy()
         self._session: aiohttp.ClientSession | None = None
+        self._connector: EgressConnector | None = None
+
+    async def destination(self, url: str) -> Hashable:
+        """The sorted addresses and port ``url`` connects to (a name that does not resolve:
+        the name, and the exchange reports the failure)."""
+        try:
+            parsed = URL(url)
+        except ValueError:
+            return url  # the exchange says why it is unusable
+        if parsed.host is None or parsed.port is None:
+            return url
+        self._client()
+        assert self._connector is not None
+        try:
+            return await self._connector.addresses(parsed.host, parsed.port), parsed.port
+        except (aiohttp.ClientError, OSError):
+            return parsed.host_port_subcomponent or url
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            self._connector = EgressConnector(
+                self._egress, limit=self._max_connections, limit_per_host=0
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+                connector=self._connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # one user's logout never carries over
                 auto_decompress=False,  # the cap applies to the bytes on the wire
                 trust_env=False,
@@ -108,6 +184,10 @@ class HttpxExchange:
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             transport=transport,
         )
+
+    async def destination(self, url: str) -> Hashable:
+        """The URL's host and port as written (the transport chooses where it connects)."""
+        return urlsplit(url).netloc.lower()
 
     async def __call__(self, request: BackchannelRequest) -> BackchannelResponse:
         try:

@@ -4,7 +4,9 @@ Every problem of every provider is reported in one round, each naming its source
 the provider and the field: the common fields, the protocol (a handler must serve it unless
 the provider says ``enabled = false``) and the protocol's own settings, which its handler
 checks even when a common field is wrong. Needs no database: ``providers load`` refuses a
-bad file before it connects.
+bad file before it connects. The URLs the worker will send to (each handler's
+``outgoing_urls``) meet the egress policy: a refused destination is a problem, a name that
+does not resolve now a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator.egress import EgressPolicy
+from orchestrator.egress_screen import Resolve, screen_urls
 from orchestrator.errors import InputError, LogoutError, Problem
 from orchestrator.validation import problems_from
 from protocols import ProtocolHandler, available_protocols
@@ -89,10 +93,17 @@ def check_providers(
     tables: Sequence[Mapping[str, Any]],
     handlers: Mapping[str, ProtocolHandler],
     source: str = "",
+    *,
+    resolve: Resolve | None = None,
 ) -> CheckedProviders:
-    """Check every provider table; :class:`InputError` with every problem of every one."""
+    """Check every provider table; :class:`InputError` with every problem of every one.
+
+    ``resolve`` looks up the host names of the URLs the worker will send to (default: the
+    system resolver).
+    """
     problems: list[Problem] = []
     warnings: list[str] = []
+    outgoing: list[tuple[str, str, str, EgressPolicy]] = []
     checked: list[tuple[ProviderConfig, dict[str, Any]]] = []
     seen: set[str] = set()
     for where, table in _labelled(tables, source):
@@ -122,15 +133,42 @@ def check_providers(
             )
         else:
             try:
-                settings = _jsonable(handler.validate_settings(str(name), own))
+                parsed = handler.validate_settings(str(name), own)
             except InputError as exc:
                 problems.extend(Problem(where, p.field, p.message) for p in exc.problems)
                 settings = None
+            else:
+                settings = _jsonable(parsed)
+                policy = EgressPolicy.from_entries(handler.settings.egress_allow)
+                outgoing.extend(
+                    (where, field, url, policy)
+                    for field, url in handler.outgoing_urls(parsed).items()
+                )
         if config is not None and settings is not None:
             checked.append((config, settings))
+    egress_problems, egress_warnings = _egress(outgoing, resolve)
+    problems.extend(egress_problems)
+    warnings.extend(egress_warnings)
     if problems:
         raise InputError(problems)
     return CheckedProviders(tuple(checked), tuple(warnings))
+
+
+def _egress(
+    outgoing: Sequence[tuple[str, str, str, EgressPolicy]], resolve: Resolve | None
+) -> tuple[list[Problem], list[str]]:
+    """The egress policy on every URL the worker will send to: problems and warnings."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    for policy in dict.fromkeys(policy for *_, policy in outgoing):
+        mine = [(where, field, url) for where, field, url, p in outgoing if p == policy]
+        found = screen_urls(policy, [url for *_, url in mine], resolve=resolve)
+        for (where, field, _), screening in zip(mine, found, strict=True):
+            if screening.refusal is not None:
+                problems.append(Problem(where, field, screening.refusal))
+            if screening.warning is not None:
+                warnings.append(f"{where}: {field}: {screening.warning}")
+    return problems, warnings
 
 
 def _unserved(where: str, protocol: str, handlers: Mapping[str, ProtocolHandler]) -> Problem:

@@ -197,6 +197,7 @@ class Runtime:
         """The process's HTTP sender, started on first use."""
         with self._lock:
             if self._sender is None:
+                from orchestrator.egress import EgressPolicy
                 from orchestrator.sender import HttpSender
 
                 s = self.settings
@@ -205,6 +206,7 @@ class Runtime:
                     body_limit=s.response_body_limit,
                     max_concurrency=s.max_concurrent_deliveries,
                     per_host=s.max_concurrent_per_host,
+                    egress=EgressPolicy.from_entries(s.egress_allow),
                 )
             return self._sender
 

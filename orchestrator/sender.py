@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 
+from orchestrator.egress import EgressPolicy
 from orchestrator.errors import DeliveryError, TransientDeliveryError
 from orchestrator.http_exchange import AiohttpExchange, Exchange, HttpxExchange
 from protocols import BackchannelRequest, BackchannelResponse
@@ -40,6 +40,9 @@ class HttpSender:
     """Send requests concurrently; never follow redirects; cap every body read.
 
     Thread-safe: :meth:`send_all` may be called from any thread but the sender's own.
+    ``egress`` is the destination policy of the default (aiohttp) exchange; without it
+    every internal address is refused (:mod:`orchestrator.egress`). Per-host limits are
+    keyed by the addresses a host resolves to, so aliases of one host share one limit.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class HttpSender:
         max_concurrency: int = 64,
         per_host: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self._timeout = timeout
         self._per_host = per_host
@@ -60,11 +64,13 @@ class HttpSender:
         self._thread.start()
         self._exchange: Exchange
         if transport is None:
-            self._exchange = AiohttpExchange(max_connections=max_concurrency, body_limit=body_limit)
+            self._exchange = AiohttpExchange(
+                max_connections=max_concurrency, body_limit=body_limit, egress=egress
+            )
         else:
             self._exchange = self._call(self._httpx(transport, body_limit))
         self._global = asyncio.Semaphore(max_concurrency)
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._hosts: dict[Hashable, asyncio.Semaphore] = {}
 
     async def _httpx(self, transport: httpx.AsyncBaseTransport, body_limit: int) -> HttpxExchange:
         return HttpxExchange(transport, timeout=self._timeout, body_limit=body_limit)
@@ -109,8 +115,7 @@ class HttpSender:
             return request
         return request, await self._send(request, time_left)
 
-    def _host_limit(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).netloc.lower()
+    def _host_limit(self, host: Hashable) -> asyncio.Semaphore:
         semaphore = self._hosts.get(host)
         if semaphore is None:
             semaphore = self._hosts[host] = asyncio.Semaphore(self._per_host)
@@ -119,8 +124,15 @@ class HttpSender:
     async def _send(
         self, request: BackchannelRequest, time_left: TimeLeft | None = None
     ) -> SendResult:
+        try:  # the resolved host: aliases of one host share its limit
+            async with asyncio.timeout(self._timeout):
+                host = await self._exchange.destination(request.url)
+        except TimeoutError:
+            return TransientDeliveryError(f"host name not resolved within {self._timeout:g} s")
+        except DeliveryError as exc:  # the egress policy refuses it: nothing is sent
+            return exc
         # Per host first: a request queued behind a busy host must not hold a global slot.
-        async with self._host_limit(request.url), self._global:
+        async with self._host_limit(host), self._global:
             if time_left is not None and time_left() <= self._timeout:
                 return TransientDeliveryError(
                     "not sent: the attempt's lease ran out while it waited for a connection slot"

@@ -41,6 +41,7 @@ from orchestrator.durations import (
     describe_duration,
     duration_fields,
 )
+from orchestrator.egress import parse_allow_entry
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings_sources import NoDecode, read_sources
 from schemas.hints import closest
@@ -188,6 +189,11 @@ class Settings(BaseModel):
     signing_threads: int = Field(default=2, ge=1, le=64)
     max_concurrent_per_host: int = Field(default=8, ge=1)
     response_body_limit: int = Field(default=64 * 1024, ge=1024)
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs, addresses and host names the worker may send to although the "
+        "egress policy refuses them (loopback, private, link-local, metadata ...)",
+    )
 
     frontchannel_frame_timeout_ms: Milliseconds = Field(
         default=5000, ge=100, le=120_000, description="per iframe of the iframe stage"
@@ -254,7 +260,17 @@ class Settings(BaseModel):
             raise ValueError("saml_key_file and saml_cert_file go together: set both or neither")
         return self
 
-    @field_validator("protocols", "oidc_key_files", mode="before")
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_entries(cls, value: list[str]) -> list[str]:
+        for index, entry in enumerate(value):
+            try:
+                parse_allow_entry(entry)
+            except ValueError as exc:
+                raise ValueError(f"entry {index + 1}: {exc}") from None
+        return value
+
+    @field_validator("protocols", "oidc_key_files", "egress_allow", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """Lists from the environment: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""

@@ -230,6 +230,16 @@ class ProtocolHandler:
         """
         return dict(settings)
 
+    def outgoing_urls(self, settings: Any) -> dict[str, str]:
+        """The URLs of a provider the worker itself sends to, by field name, from
+        ``settings`` as :meth:`validate_settings` returned them.
+
+        ``providers load`` checks them against the egress policy (``egress_allow``); a
+        URL only the browser loads (front-channel) is not one of them. The default: none
+        (the check when a request is sent still applies).
+        """
+        return {}
+
     def validate_provider_session(
         self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
     ) -> list[Problem]:

@@ -19,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "DeliveryError",
+    "EgressRefusedError",
     "HandlerLoadError",
     "IncompleteError",
     "InputError",
@@ -111,6 +112,11 @@ class DeliveryError(LogoutError):
 
 class PermanentDeliveryError(DeliveryError):
     """The provider refused the logout; sending it again cannot help."""
+
+
+class EgressRefusedError(PermanentDeliveryError):
+    """The egress policy refuses the destination: nothing was sent, and no retry is made
+    (the detail names the policy and the setting that admits it, never reachability)."""
 
 
 class TransientDeliveryError(DeliveryError):

@@ -93,6 +93,8 @@ def run_demo(out: Console, data_dir: str | None) -> int:
         retry_initial_delay=0.5,
         retry_max_delay=2.0,
         issuer="http://idp.demo.localhost",
+        # The demo's RPs listen on 127.0.0.1, which the egress policy refuses by default.
+        egress_allow=["127.0.0.1"],
     )
     configure_logging(settings.log_level, settings.log_format)
     out.rule("logout-orchestrator demo")

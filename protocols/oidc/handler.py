@@ -57,6 +57,12 @@ class OidcHandler(ProtocolHandler):
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
 
+    def outgoing_urls(self, settings: Any) -> dict[str, str]:
+        """The back-channel logout URI (the front-channel one is the browser's)."""
+        rp: OidcProviderSettings = settings
+        uri = rp.backchannel_logout_uri
+        return {} if uri is None else {"backchannel_logout_uri": uri}
+
     def validate_provider_session(
         self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
     ) -> list[Problem]:

@@ -77,6 +77,11 @@ class SamlHandler(ProtocolHandler):
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
 
+    def outgoing_urls(self, settings: Any) -> dict[str, str]:
+        """The SLS URL when the SOAP binding sends to it (Redirect and POST: the browser)."""
+        sp: SamlProviderSettings = settings
+        return {"sls_url": sp.sls_url} if sp.sls_binding is SlsBinding.SOAP else {}
+
     def validate_provider_session(
         self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
     ) -> list[Problem]:

@@ -43,6 +43,8 @@ REDIS_URL = os.environ.get("LOGOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(
     "LOGOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+#: The test RPs and SPs all listen on 127.0.0.1, which the egress policy refuses by default.
+EGRESS_ALLOW = "127.0.0.1"
 RABBITMQ_URL = os.environ.get("LOGOUT_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 CLI = Path(sys.executable).parent / "logout-orchestrator"
 WORKER_ARGS = ("worker", "--processes", "1", "--threads", "4")
@@ -218,6 +220,7 @@ class Stack:
             LOGOUT_DATABASE_URL=self.database_url,
             LOGOUT_NAMESPACE=self.namespace,
             LOGOUT_DATA_DIR=str(self.data_dir),
+            LOGOUT_EGRESS_ALLOW=EGRESS_ALLOW,
         )
         if self.protocols is not None:
             env["LOGOUT_PROTOCOLS"] = json.dumps(self.protocols)
@@ -232,6 +235,7 @@ class Stack:
             "namespace": self.namespace,
             "data_dir": self.data_dir,
             "protocols": self.protocols,
+            "egress_allow": [EGRESS_ALLOW],
         }
         return Settings.load(None, **{**values, **overrides})
 

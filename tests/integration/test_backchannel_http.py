@@ -364,3 +364,70 @@ def test_worker_refuses_to_start_with_a_broken_handler(stack: Stack, tmp_path: P
     assert result.returncode != 0
     assert "itbroken" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_worker_refuses_what_the_egress_policy_refuses_without_sending(
+    stack: Stack, tmp_path: Path, endpoint: Recorder
+) -> None:
+    """A worker whose egress_allow is empty refuses a listening RP on 127.0.0.1 (and its
+    alias localhost): one attempt, failed for good with the policy named in the audit
+    trail, and the RP receives nothing. (With 127.0.0.1 allowed, the test above is served.)"""
+    stack.protocols = ["itproto"]
+    plugin = write_plugin(
+        tmp_path / "plugin",
+        "it_httpproto",
+        "it-httpproto",
+        "itproto = it_httpproto:HttpProto",
+        PLUGIN_MODULE,
+    )
+    plugin_env = {"PYTHONPATH": python_path(plugin)}
+    port = endpoint.server_address[1]
+    urls = {"direct": f"http://127.0.0.1:{port}/ok", "alias": f"http://localhost:{port}/ok"}
+    toml = "".join(
+        f'[[providers]]\nname = "rp-{name}"\nprotocol = "itproto"\nurl = "{url}"\n\n'
+        for name, url in urls.items()
+    )
+    providers_file = tmp_path / "providers.toml"
+    providers_file.write_text(toml, encoding="utf-8")
+    loaded = stack.cli("providers", "load", str(providers_file), env=plugin_env)
+    assert loaded.returncode == 0, loaded.stderr
+    stack.seed(
+        records=[
+            {"kind": "session", "session_id": "s-egress", "user_id": "alice"},
+            *(
+                {
+                    "kind": "provider_session",
+                    "session_id": "s-egress",
+                    "provider": f"rp-{name}",
+                    "sid": f"sid-{name}",
+                }
+                for name in urls
+            ),
+        ]
+    )
+    stack.start_worker({**DELIVERY_SETTINGS, **plugin_env, "LOGOUT_EGRESS_ALLOW": ""})
+    with stack.publisher() as publisher:
+        publisher.publish(logout_event("s-egress"))
+
+    def settled() -> bool:
+        with stack.db() as db:
+            statuses = list(db.scalars(select(Delivery.status)))
+        return len(statuses) == len(urls) and set(statuses) <= set(TERMINAL_DELIVERY_STATUSES)
+
+    stack.wait_for(settled, what="both deliveries to reach a final status", timeout=60)
+    with stack.db() as db:
+        deliveries = {d.provider.removeprefix("rp-"): d for d in db.scalars(select(Delivery))}
+        retried = list(db.scalars(select(AuditRow).where(AuditRow.type == "delivery.retrying")))
+        failed = {
+            (a.provider or "").removeprefix("rp-"): a.detail.get("error", "")
+            for a in db.scalars(select(AuditRow).where(AuditRow.type == "delivery.failed"))
+        }
+    assert {n: (d.status, d.attempts) for n, d in deliveries.items()} == {
+        "direct": ("failed", 1),
+        "alias": ("failed", 1),
+    }
+    assert retried == []
+    assert "refused by the egress policy: '127.0.0.1' is a loopback address" in failed["direct"]
+    assert "'localhost' resolves to a loopback address" in failed["alias"]
+    assert all("egress_allow" in error for error in failed.values()), failed
+    assert endpoint.hits().total() == 0

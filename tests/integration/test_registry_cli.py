@@ -322,3 +322,55 @@ def test_large_import_copies_every_value(stack: Stack, race: bool) -> None:
                 assert stored == {k: v for k, v in FACTS.items() if k != "created"}
             else:
                 assert stored == FACTS, session_id
+
+
+EGRESS_REFUSED = """\
+[[providers]]
+name = "metadata"
+protocol = "oidc"
+client_id = "m"
+backchannel_logout_uri = "https://[::ffff:169.254.169.254]/latest"
+
+[[providers]]
+name = "redis"
+protocol = "saml"
+entity_id = "https://sp.example.test"
+sls_binding = "soap"
+sls_url = "http://10.0.0.1:6379/"
+allow_http = true
+
+[[providers]]
+name = "loopback"
+protocol = "oidc"
+client_id = "l"
+backchannel_logout_uri = "http://127.0.0.1:9/bc"
+allow_http = true
+"""
+
+
+def test_providers_load_refuses_destinations_the_egress_policy_refuses(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`providers load` refuses literal addresses in refused ranges (OIDC and SAML) naming
+    the policy and egress_allow, stores nothing, and admits 127.0.0.1 through egress_allow."""
+    refused = stack.cli("providers", "load", _write(tmp_path / "p.toml", EGRESS_REFUSED))
+    assert refused.returncode == 2, refused.stdout
+    assert (
+        "provider 'metadata': backchannel_logout_uri: refused by the egress policy: "
+        "'::ffff:169.254.169.254' is a cloud metadata address; add the host or its network "
+        "to egress_allow to admit it"
+    ) in " ".join(refused.stderr.split())
+    assert "provider 'redis': sls_url: refused by the egress policy: '10.0.0.1' is a private" in (
+        " ".join(refused.stderr.split())
+    )
+    assert "'loopback'" not in refused.stderr  # 127.0.0.1 is in the stack's egress_allow
+    without_allow = stack.cli(
+        "providers",
+        "load",
+        _write(tmp_path / "l.toml", EGRESS_REFUSED.split("\n\n")[2]),
+        env={"LOGOUT_EGRESS_ALLOW": ""},
+    )
+    assert without_allow.returncode == 2, without_allow.stdout
+    assert "'127.0.0.1' is a loopback address" in without_allow.stderr
+    with stack.engine.connect() as connection:
+        assert not stack.engine.dialect.has_table(connection, "providers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +27,19 @@ def make_event(kind: str, **fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
+@pytest.fixture(autouse=True)
+def _no_dns_on_provider_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading providers asks no DNS server in unit tests: every name but ``localhost``
+    (127.0.0.1) does not resolve, so the egress check only warns about it."""
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host == "localhost":
+            return ["127.0.0.1"]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr("orchestrator.egress_screen.system_resolve", resolve)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded settings: memory broker, SQLite in tmp_path, no protocol handlers."""
@@ -35,6 +49,7 @@ def settings(tmp_path: Path) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'unit.db'}",
         broker_url="memory://",
         protocols=[],
+        egress_allow=["127.0.0.1"],  # loopback RPs of the tests; refused by default
         worker_threads=2,
         log_level="WARNING",
     )

@@ -15,11 +15,14 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
+from orchestrator.egress import EgressPolicy
 from orchestrator.errors import PermanentDeliveryError, TransientDeliveryError
 from orchestrator.sender import Built, HttpSender, Sent
 from protocols import BackchannelRequest, BackchannelResponse
 
 MakeSender = Callable[..., HttpSender]
+#: The loopback servers of these tests, admitted through the egress policy.
+LOOPBACK = EgressPolicy.from_entries(["127.0.0.1"])
 
 #: How long a concurrency gate waits before admitting defeat. Only reached when a test fails.
 GATE_TIMEOUT = 2.0
@@ -40,10 +43,11 @@ def _post(url: str, content: bytes = b"x=1") -> BackchannelRequest:
 
 @pytest.fixture
 def make_sender() -> Iterator[MakeSender]:
-    """Build senders that are all closed at teardown."""
+    """Build senders (admitting 127.0.0.1 unless told) that are all closed at teardown."""
     made: list[HttpSender] = []
 
     def make(**kwargs: Any) -> HttpSender:
+        kwargs.setdefault("egress", LOOPBACK)
         sender = HttpSender(**kwargs)
         made.append(sender)
         return sender
@@ -428,7 +432,7 @@ def test_loopback_timeout_is_transient_and_close_works(
     """Against a real server: 0.3 s answers arrive, a longer wait times out, close() stops."""
     base, handler = loopback
     before = set(threading.enumerate())
-    sender = HttpSender(timeout=0.5)
+    sender = HttpSender(timeout=0.5, egress=LOOPBACK)
     started = [t for t in threading.enumerate() if t not in before and t.name == "logout-sender"]
     try:
         ok, slow = sender.send_all(
