@@ -257,11 +257,11 @@ class _Counting(BaseHTTPRequestHandler):
             cls.most = max(cls.most, cls.busy)
         time.sleep(cls.delay)
         self.rfile.read(int(self.headers.get("content-length", "0")))
+        with cls.lock:  # before the answer: once it is sent, the client may send the next
+            cls.busy -= 1
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
-        with cls.lock:
-            cls.busy -= 1
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
