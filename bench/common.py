@@ -472,9 +472,15 @@ def add_json_option(parser: argparse.ArgumentParser, default: Path) -> None:
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
-    """``python -m bench.<module> ARGS`` as it was run."""
+    """``python -m bench.<module> ARGS`` as it was run, without where ``--json`` wrote (a
+    path of the machine that ran it, no part of the measurement)."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    return f"python -m bench.{module} {' '.join(arguments)}".strip()
+    kept: list[str] = []
+    for argument in arguments:
+        if kept and kept[-1] == "--json" and not argument.startswith("-"):
+            continue
+        kept.append("--json" if argument.startswith("--json=") else argument)
+    return f"python -m bench.{module} {' '.join(kept)}".strip()
 
 
 def exit_on_sigterm() -> None:
