@@ -161,6 +161,46 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
+def _with_http_providers(
+    stack: Stack, tmp_path: Path, urls: dict[str, str], session_id: str
+) -> dict[str, str]:
+    """Install the test's ``itproto`` plugin, load one provider ``rp-<name>`` per URL, and seed
+    ``session_id`` (alice) with a provider session on each; the plugin's environment."""
+    stack.protocols = ["itproto"]
+    plugin = write_plugin(
+        tmp_path / "plugin",
+        "it_httpproto",
+        "it-httpproto",
+        "itproto = it_httpproto:HttpProto",
+        PLUGIN_MODULE,
+    )
+    plugin_env = {"PYTHONPATH": python_path(plugin)}
+    toml = "".join(
+        f'[[providers]]\nname = "rp-{name}"\nprotocol = "itproto"\nurl = "{url}"\n\n'
+        for name, url in urls.items()
+    )
+    providers_file = tmp_path / "providers.toml"
+    providers_file.write_text(toml, encoding="utf-8")
+    loaded = stack.cli("providers", "load", str(providers_file), env=plugin_env)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "warning" not in loaded.stderr, "the plugin handler was not found by entry point"
+    stack.seed(
+        records=[
+            {"kind": "session", "session_id": session_id, "user_id": "alice"},
+            *(
+                {
+                    "kind": "provider_session",
+                    "session_id": session_id,
+                    "provider": f"rp-{name}",
+                    "sid": f"sid-{name}",
+                }
+                for name in urls
+            ),
+        ]
+    )
+    return plugin_env
+
+
 @pytest.fixture
 def endpoint() -> Iterator[Recorder]:
     """A real HTTP server on 127.0.0.1 and an ephemeral port."""
@@ -178,41 +218,9 @@ def endpoint() -> Iterator[Recorder]:
 
 def test_backchannel_outcomes_over_http(stack: Stack, tmp_path: Path, endpoint: Recorder) -> None:
     """Each HTTP answer leads to the right outcome, attempt count, retries and audit."""
-    stack.protocols = ["itproto"]
-    plugin = write_plugin(
-        tmp_path / "plugin",
-        "it_httpproto",
-        "it-httpproto",
-        "itproto = it_httpproto:HttpProto",
-        PLUGIN_MODULE,
-    )
-    plugin_env = {"PYTHONPATH": python_path(plugin)}
     urls = {name: f"{endpoint.base_url}/{name}" for name in PATHS}
     urls["closed"] = f"http://127.0.0.1:{closed_port()}/logout"
-    toml = "".join(
-        f'[[providers]]\nname = "rp-{name}"\nprotocol = "itproto"\nurl = "{url}"\n\n'
-        for name, url in urls.items()
-    )
-    providers_file = tmp_path / "providers.toml"
-    providers_file.write_text(toml, encoding="utf-8")
-    loaded = stack.cli("providers", "load", str(providers_file), env=plugin_env)
-    assert loaded.returncode == 0, loaded.stderr
-    assert "warning" not in loaded.stderr, "the plugin handler was not found by entry point"
-
-    stack.seed(
-        records=[
-            {"kind": "session", "session_id": "s-http", "user_id": "alice"},
-            *(
-                {
-                    "kind": "provider_session",
-                    "session_id": "s-http",
-                    "provider": f"rp-{name}",
-                    "sid": f"sid-{name}",
-                }
-                for name in urls
-            ),
-        ]
-    )
+    plugin_env = _with_http_providers(stack, tmp_path, urls, "s-http")
     stack.start_worker({**DELIVERY_SETTINGS, **plugin_env})
     event = logout_event("s-http")
     with stack.publisher() as publisher:
@@ -372,39 +380,9 @@ def test_worker_refuses_what_the_egress_policy_refuses_without_sending(
     """A worker whose egress_allow is empty refuses a listening RP on 127.0.0.1 (and its
     alias localhost): one attempt, failed for good with the policy named in the audit
     trail, and the RP receives nothing. (With 127.0.0.1 allowed, the test above is served.)"""
-    stack.protocols = ["itproto"]
-    plugin = write_plugin(
-        tmp_path / "plugin",
-        "it_httpproto",
-        "it-httpproto",
-        "itproto = it_httpproto:HttpProto",
-        PLUGIN_MODULE,
-    )
-    plugin_env = {"PYTHONPATH": python_path(plugin)}
     port = endpoint.server_address[1]
     urls = {"direct": f"http://127.0.0.1:{port}/ok", "alias": f"http://localhost:{port}/ok"}
-    toml = "".join(
-        f'[[providers]]\nname = "rp-{name}"\nprotocol = "itproto"\nurl = "{url}"\n\n'
-        for name, url in urls.items()
-    )
-    providers_file = tmp_path / "providers.toml"
-    providers_file.write_text(toml, encoding="utf-8")
-    loaded = stack.cli("providers", "load", str(providers_file), env=plugin_env)
-    assert loaded.returncode == 0, loaded.stderr
-    stack.seed(
-        records=[
-            {"kind": "session", "session_id": "s-egress", "user_id": "alice"},
-            *(
-                {
-                    "kind": "provider_session",
-                    "session_id": "s-egress",
-                    "provider": f"rp-{name}",
-                    "sid": f"sid-{name}",
-                }
-                for name in urls
-            ),
-        ]
-    )
+    plugin_env = _with_http_providers(stack, tmp_path, urls, "s-egress")
     stack.start_worker({**DELIVERY_SETTINGS, **plugin_env, "LOGOUT_EGRESS_ALLOW": ""})
     with stack.publisher() as publisher:
         publisher.publish(logout_event("s-egress"))
