@@ -31,8 +31,8 @@ from orchestrator.audit_query import (
     resolve_event_id,
 )
 from orchestrator.store import utcnow
+from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
 from orchestrator.store.sql import dialect_name, insert_ignore
-from orchestrator.store.tables import AUDIT_LOCK_KEY, audit_records
 from schemas import AuditRecord, AuditType
 
 __all__ = [
