@@ -33,7 +33,7 @@ from protocols import LogoutContext, ProtocolHandler, ProviderInfo, ProviderSess
 
 __all__ = ["Deliveries", "Recorded", "RetryScheduler", "provider_session"]
 
-_log = structlog.get_logger("logout.deliveries")
+_log = structlog.get_logger("logout.fanout")
 
 #: Called with a delivery id and a delay in seconds to try it again later.
 RetryScheduler = Callable[[str, float], None]

@@ -8,6 +8,7 @@ import pytest
 import structlog
 
 import orchestrator
+import orchestrator.logout
 import protocols
 import schemas
 import workers
@@ -72,6 +73,10 @@ def test_every_audit_record_is_logged_once(
                 "OutboxRelay",
                 "BrokerSender",
             },
+        ),
+        (
+            orchestrator.logout,
+            {"Attempts", "HandleResult", "LogoutEngine", "Tally", "end_reason"},
         ),
         (
             protocols,
