@@ -101,7 +101,8 @@ class Deliveries:
         """One delivery per provider session each event ended, inserted already leased;
         of an event replayed, the open deliveries an earlier attempt recorded."""
         by_id = {e.owned.logout.event_id: e for e in ended}
-        links = conn.execute(sql.ended_provider_sessions(list(by_id))).mappings().all()
+        found = conn.execute(sql.ENDED_PROVIDER_SESSIONS, {"b_ids": list(by_id)})
+        links = found.mappings().all()
         if not links:
             return [Begun(e, (), ()) for e in ended]
         rows = {(link["ended_by_event"], link["ps_id"]): self._new_row(link, now) for link in links}
@@ -115,7 +116,8 @@ class Deliveries:
         reopened: dict[str, list[str]] = {event_id: [] for event_id in by_id}
         replayed = {key[0] for key in rows if key not in fresh}
         if replayed:  # deliveries of an earlier attempt exist: pick up the open ones
-            for delivery_id, event_id in conn.execute(sql.open_deliveries_of(replayed)):
+            open_ones = conn.execute(sql.OPEN_DELIVERIES_OF, {"b_ids": sorted(replayed)})
+            for delivery_id, event_id in open_ones:
                 if delivery_id not in {w.delivery_id for w in works[event_id]}:
                     reopened[event_id].append(delivery_id)
         return [
@@ -170,11 +172,11 @@ class Deliveries:
             return []
         now = utcnow()
         with self._engine.begin() as conn:
-            statement = sql.claim_due_deliveries(delivery_ids, now, now + self.lease)
-            claimed = conn.scalars(statement).all()
+            params = {"b_ids": list(delivery_ids), "b_now": now, "b_until": now + self.lease}
+            claimed = conn.scalars(sql.CLAIM_DUE_DELIVERIES, params).all()
             if not claimed:
                 return []
-            rows = conn.execute(sql.claimed_deliveries(claimed)).mappings().all()
+            rows = conn.execute(sql.CLAIMED_DELIVERIES, {"b_ids": list(claimed)}).mappings().all()
         return [self._claimed_work(row, now) for row in rows]
 
     def _claimed_work(self, row: RowMapping, now: datetime) -> Work:
@@ -195,7 +197,8 @@ class Deliveries:
             return
         now = utcnow()
         with self._engine.connect() as conn:
-            waiting = conn.execute(sql.not_due_deliveries(delivery_ids, now)).all()
+            params = {"b_ids": list(delivery_ids), "b_now": now}
+            waiting = conn.execute(sql.NOT_DUE_DELIVERIES, params).all()
         for delivery_id, due in waiting:
             self._schedule(delivery_id, (due - now).total_seconds())
 
@@ -257,7 +260,8 @@ class Deliveries:
             # Some attempt was superseded. An attempt's number is claimed once: a row at
             # that number stamped with this transaction's time was written by it (and it
             # holds the row until commit).
-            held = {(i, n) for i, n in conn.execute(sql.held_attempts(held, now))}
+            params = {"b_attempts": sorted(held), "b_now": now}
+            held = {(i, n) for i, n in conn.execute(sql.HELD_ATTEMPTS, params)}
         recorded = Recorded()
         for work in works:
             outcome = outcomes[work.delivery_id]

@@ -96,7 +96,8 @@ def _split(conn: Connection, logouts: Sequence[Logout]) -> tuple[list[Logout], l
     )
     full: dict[str, bool] = {}
     if providers:
-        full = {name: bool(f) for name, f in conn.execute(sql.full_logout_providers(providers))}
+        rows = conn.execute(sql.FULL_LOGOUT_PROVIDERS, {"b_ids": providers})
+        full = {name: bool(f) for name, f in rows}
     ending: list[Logout] = []
     provider_only: list[Logout] = []
     for logout in logouts:
@@ -142,14 +143,14 @@ def _targets(
     """The sessions each ending logout ended; the open session each provider-only names."""
     targets: _Targets = defaultdict(list)
     if ending:
-        ended_by = sql.sessions_ended_by([lo.event_id for lo in ending])
-        for session_id, user_id, event_id in conn.execute(ended_by):
+        ended_by = {"b_ids": [lo.event_id for lo in ending]}
+        for session_id, user_id, event_id in conn.execute(sql.SESSIONS_ENDED_BY, ended_by):
             targets[event_id].append((session_id, user_id))
     if provider_only:
-        wanted = {lo.session_id for lo in provider_only if lo.session_id is not None}
+        wanted = sorted({lo.session_id for lo in provider_only if lo.session_id is not None})
         open_sessions = {
             str(session_id): str(user_id)
-            for session_id, user_id in conn.execute(sql.open_idp_sessions(wanted))
+            for session_id, user_id in conn.execute(sql.OPEN_IDP_SESSIONS, {"b_ids": wanted})
         }
         for logout in provider_only:
             session_id = logout.session_id
@@ -188,8 +189,9 @@ def _not_found(
 ) -> dict[str, str]:
     """Audit each named session that was unknown or already ended; returns the users of
     those known, by event."""
-    wanted = {str(lo.session_id) for lo in logouts}
-    rows = {row.session_id: row for row in conn.execute(sql.idp_sessions(wanted))}
+    wanted = sorted({str(lo.session_id) for lo in logouts})
+    found = conn.execute(sql.IDP_SESSIONS_BY_ID, {"b_ids": wanted})
+    rows = {row.session_id: row for row in found}
     users: dict[str, str] = {}
     for logout in logouts:
         session_id = str(logout.session_id)

@@ -112,7 +112,11 @@ def claim(conn: Connection, logouts: Sequence[Logout], now: datetime, lease: tim
         )
     )
     known = [event_id for event_id in first if event_id not in inserted]
-    rows = {row.event_id: row for row in conn.execute(sql.events(known))} if known else {}
+    rows = (
+        {row.event_id: row for row in conn.execute(sql.EVENTS_BY_ID, {"b_ids": known})}
+        if known
+        else {}
+    )
     resumable = [
         event_id
         for event_id, row in rows.items()
@@ -121,7 +125,8 @@ def claim(conn: Connection, logouts: Sequence[Logout], now: datetime, lease: tim
     ]
     taken: set[str] = set()
     if resumable:  # the message of an unfinished event: resume it unless a live worker has it
-        taken = set(conn.scalars(sql.take_events(resumable, now, now + lease)))
+        params = {"b_ids": resumable, "b_now": now, "b_until": now + lease}
+        taken = set(conn.scalars(sql.TAKE_EVENTS, params))
     claimed = Claimed()
     for logout in logouts:
         event_id, message = logout.event_id, logout.message
@@ -192,5 +197,5 @@ def _event_row(logout: Logout, now: datetime, lease: timedelta) -> dict[str, Any
 def lease_left(engine: Engine, event_id: str, now: datetime) -> timedelta:
     """How much longer the lease a worker holds on ``event_id`` runs (zero when none does)."""
     with engine.connect() as conn:
-        until = conn.scalar(sql.event_lease(event_id))
+        until = conn.scalar(sql.EVENT_LEASE, {"b_event": event_id})
     return max(until - now, timedelta(0)) if until is not None else timedelta(0)

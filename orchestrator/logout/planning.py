@@ -134,7 +134,7 @@ def _respond_to(conn: Connection, event: object) -> InitiatorResponse | None:
     """Whom the plan answers: the provider that started the logout, when it asked."""
     if not isinstance(event, LogoutProvider) or event.in_response_to is None:
         return None
-    protocol = conn.scalar(sql.provider_protocol(event.provider))
+    protocol = conn.scalar(sql.PROVIDER_PROTOCOL, {"b_provider": event.provider})
     if protocol is None:
         return None
     return InitiatorResponse(

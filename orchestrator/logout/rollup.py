@@ -71,7 +71,8 @@ def count(conn: Connection, event_ids: Collection[str]) -> dict[str, tuple[Tally
     """Each event's deliveries counted from their rows, with the user they log out."""
     counts: dict[str, Counter[DeliveryStatus]] = {}
     users: dict[str, str] = {}
-    for event_id, status, user_id, n in conn.execute(sql.count_deliveries(event_ids)):
+    rows = conn.execute(sql.COUNT_DELIVERIES, {"b_ids": sorted(event_ids)})
+    for event_id, status, user_id, n in rows:
         counts.setdefault(event_id, Counter())[DeliveryStatus(status)] = n
         users[event_id] = user_id
     return {event_id: (Tally(tally), users[event_id]) for event_id, tally in counts.items()}
@@ -110,7 +111,7 @@ def complete(
         if item.event_id not in recount and tally.settled:
             session_id = item.logout.session_id
             entries.append(logout_settled(item.event_id, ended.user_id, session_id, tally))
-    conn.execute(sql.complete_events([item.event_id for item in begun], now))
+    conn.execute(sql.COMPLETE_EVENTS, {"b_ids": [item.event_id for item in begun], "b_now": now})
     return entries, recount
 
 
@@ -140,7 +141,8 @@ def _named_by(
 ) -> dict[str, tuple[str | None, str | None]]:
     """The user and the single session each event names (from its stored payload), if any."""
     named: dict[str, tuple[str | None, str | None]] = {}
-    for event_id, payload in conn.execute(sql.event_payloads(event_ids)):
+    rows = conn.execute(sql.EVENT_PAYLOADS, {"b_ids": sorted(event_ids)})
+    for event_id, payload in rows:
         user_id, session_id = payload.get("user_id"), payload.get("session_id")
         named[event_id] = (
             str(user_id) if user_id is not None else None,

@@ -1,19 +1,19 @@
 """The logout engine's SQL, by name (SQLAlchemy Core, no ORM on the hot path).
 
-Constants are prepared once and executed with one parameter set per row (executemany);
-functions build the statements whose ``IN`` lists vary. Nothing here opens a transaction:
-each stage runs these in the one its engine opened.
+Every statement is built once: executed with parameters named ``b_*`` (an ``IN`` list is one
+expanding parameter, ``b_ids``), so a call costs no statement building nor cache-key
+generation (~0.2 ms each for the joins). Inserts that ignore conflicts depend on the
+dialect and are built once per dialect. Nothing here opens a transaction: each stage runs
+these in the one its engine opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Select,
     Update,
     bindparam,
     func,
@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.store.models import OPEN_DELIVERY_STATUSES, EventStatus
-from orchestrator.store.sql import insert_ignore
+from orchestrator.store.sql import dialect_name, insert_ignore_for
 from orchestrator.store.tables import (
     DELIVERIES,
     EVENTS,
@@ -35,33 +35,33 @@ from orchestrator.store.tables import (
 )
 
 __all__ = [
+    "CLAIMED_DELIVERIES",
     "CLAIMED_DELIVERY_COLUMNS",
+    "CLAIM_DUE_DELIVERIES",
+    "COMPLETE_EVENTS",
+    "COUNT_DELIVERIES",
+    "ENDED_PROVIDER_SESSIONS",
     "END_ONE_PROVIDER_SESSION",
     "END_PROVIDER_SESSIONS",
     "END_SESSION",
     "END_USER_SESSIONS",
     "END_USER_SESSIONS_BUT_ONE",
+    "EVENTS_BY_ID",
+    "EVENT_LEASE",
+    "EVENT_PAYLOADS",
+    "FULL_LOGOUT_PROVIDERS",
+    "HELD_ATTEMPTS",
+    "IDP_SESSIONS_BY_ID",
+    "NOT_DUE_DELIVERIES",
+    "OPEN_DELIVERIES_OF",
+    "OPEN_IDP_SESSIONS",
+    "PROVIDER_PROTOCOL",
     "PROVIDER_SESSION_COLUMNS",
     "RECORD_OUTCOME",
-    "claim_due_deliveries",
-    "claimed_deliveries",
-    "complete_events",
-    "count_deliveries",
-    "ended_provider_sessions",
-    "event_lease",
-    "event_payloads",
-    "events",
-    "full_logout_providers",
-    "held_attempts",
-    "idp_sessions",
+    "SESSIONS_ENDED_BY",
+    "TAKE_EVENTS",
     "insert_deliveries",
     "insert_events",
-    "not_due_deliveries",
-    "open_deliveries_of",
-    "open_idp_sessions",
-    "provider_protocol",
-    "sessions_ended_by",
-    "take_events",
 ]
 
 _OPEN = [status.value for status in sorted(OPEN_DELIVERY_STATUSES)]
@@ -155,183 +155,155 @@ CLAIMED_DELIVERY_COLUMNS = (
 )
 
 
+def _ids() -> Any:
+    return bindparam("b_ids", expanding=True)
+
+
 # -- events ----------------------------------------------------------------------------
+
+#: The events rows of ``b_ids``.
+EVENTS_BY_ID = select(EVENTS).where(EVENTS.c.event_id.in_(_ids()))
+#: Lease the unfinished events among ``b_ids`` whose lease ran out (or none runs) until
+#: ``b_until``; returns the ids taken.
+TAKE_EVENTS = (
+    update(EVENTS)
+    .where(
+        EVENTS.c.event_id.in_(_ids()),
+        EVENTS.c.status != EventStatus.COMPLETED,
+        or_(EVENTS.c.lease_until.is_(None), EVENTS.c.lease_until <= bindparam("b_now")),
+    )
+    .values(attempted_at=bindparam("b_now"), lease_until=bindparam("b_until"))
+    .returning(EVENTS.c.event_id)
+)
+#: Mark the events ``b_ids`` completed at ``b_now`` and give up their leases.
+COMPLETE_EVENTS = (
+    update(EVENTS)
+    .where(EVENTS.c.event_id.in_(_ids()))
+    .values(status=EventStatus.COMPLETED, completed_at=bindparam("b_now"), lease_until=None)
+)
+#: When the lease on ``b_event`` ends (NULL for none).
+EVENT_LEASE = select(EVENTS.c.lease_until).where(EVENTS.c.event_id == bindparam("b_event"))
+#: ``(event_id, payload)`` of ``b_ids``.
+EVENT_PAYLOADS = select(EVENTS.c.event_id, EVENTS.c.payload).where(EVENTS.c.event_id.in_(_ids()))
+
+# -- sessions --------------------------------------------------------------------------
+
+#: ``(name, full_logout_on_rp_initiated)`` of the providers ``b_ids``.
+FULL_LOGOUT_PROVIDERS = select(PROVIDERS.c.name, PROVIDERS.c.full_logout_on_rp_initiated).where(
+    PROVIDERS.c.name.in_(_ids())
+)
+#: The protocol of the provider ``b_provider``.
+PROVIDER_PROTOCOL = select(PROVIDERS.c.protocol).where(PROVIDERS.c.name == bindparam("b_provider"))
+#: ``(session_id, user_id, ended_by_event)`` of the IdP sessions the events ``b_ids`` ended.
+SESSIONS_ENDED_BY = (
+    select(IDP_SESSIONS.c.session_id, IDP_SESSIONS.c.user_id, IDP_SESSIONS.c.ended_by_event)
+    .where(IDP_SESSIONS.c.ended_by_event.in_(_ids()))
+    .order_by(IDP_SESSIONS.c.session_id)
+)
+#: ``(session_id, user_id)`` of the open IdP sessions among ``b_ids``.
+OPEN_IDP_SESSIONS = select(IDP_SESSIONS.c.session_id, IDP_SESSIONS.c.user_id).where(
+    IDP_SESSIONS.c.session_id.in_(_ids()), IDP_SESSIONS.c.ended_at.is_(None)
+)
+#: The IdP sessions rows of ``b_ids``, open or ended.
+IDP_SESSIONS_BY_ID = select(IDP_SESSIONS).where(IDP_SESSIONS.c.session_id.in_(_ids()))
+#: The provider sessions the events ``b_ids`` ended, with their providers and users.
+ENDED_PROVIDER_SESSIONS = (
+    select(*PROVIDER_SESSION_COLUMNS, PROVIDER_SESSIONS.c.ended_by_event, IDP_SESSIONS.c.user_id)
+    .join(PROVIDERS, PROVIDERS.c.name == PROVIDER_SESSIONS.c.provider)
+    .join(IDP_SESSIONS, IDP_SESSIONS.c.session_id == PROVIDER_SESSIONS.c.session_id)
+    .where(PROVIDER_SESSIONS.c.ended_by_event.in_(_ids()))
+    .order_by(PROVIDER_SESSIONS.c.id)
+)
+
+# -- deliveries ------------------------------------------------------------------------
+
+#: ``(id, event_id)`` of the open deliveries of the events ``b_ids``.
+OPEN_DELIVERIES_OF = select(DELIVERIES.c.id, DELIVERIES.c.event_id).where(
+    DELIVERIES.c.event_id.in_(_ids()), DELIVERIES.c.status.in_(_OPEN)
+)
+#: Lease the open deliveries among ``b_ids`` due at ``b_now`` for their next attempt, until
+#: ``b_until``; returns their ids. Locked in id order, as every writer of deliveries does
+#: (no deadlock); a delivery another transaction is recording or renewing right now is its
+#: holder's (skipped).
+CLAIM_DUE_DELIVERIES = (
+    update(DELIVERIES)
+    .where(
+        DELIVERIES.c.id.in_(
+            select(DELIVERIES.c.id)
+            .where(
+                DELIVERIES.c.id.in_(_ids()),
+                DELIVERIES.c.status.in_(_OPEN),
+                or_(
+                    DELIVERIES.c.next_attempt_at.is_(None),
+                    DELIVERIES.c.next_attempt_at <= bindparam("b_now"),
+                ),
+            )
+            .order_by(DELIVERIES.c.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(
+        attempts=DELIVERIES.c.attempts + 1,
+        next_attempt_at=bindparam("b_until"),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(DELIVERIES.c.id)
+)
+#: :data:`CLAIMED_DELIVERY_COLUMNS` of the deliveries ``b_ids``.
+CLAIMED_DELIVERIES = (
+    select(*CLAIMED_DELIVERY_COLUMNS)
+    .join(PROVIDER_SESSIONS, PROVIDER_SESSIONS.c.id == DELIVERIES.c.provider_session_id)
+    .join(PROVIDERS, PROVIDERS.c.name == DELIVERIES.c.provider)
+    .join(EVENTS, EVENTS.c.event_id == DELIVERIES.c.event_id)
+    .where(DELIVERIES.c.id.in_(_ids()))
+)
+#: ``(id, next_attempt_at)`` of the open deliveries among ``b_ids`` not due at ``b_now``.
+NOT_DUE_DELIVERIES = select(DELIVERIES.c.id, DELIVERIES.c.next_attempt_at).where(
+    DELIVERIES.c.id.in_(_ids()),
+    DELIVERIES.c.status.in_(_OPEN),
+    DELIVERIES.c.next_attempt_at > bindparam("b_now"),
+)
+#: ``(id, attempts)`` among the pairs ``b_attempts`` stamped at ``b_now``: those a
+#: transaction that wrote at ``b_now`` recorded (an attempt's number is claimed once).
+HELD_ATTEMPTS = select(DELIVERIES.c.id, DELIVERIES.c.attempts).where(
+    tuple_(DELIVERIES.c.id, DELIVERIES.c.attempts).in_(bindparam("b_attempts", expanding=True)),
+    DELIVERIES.c.updated_at == bindparam("b_now"),
+)
+#: ``(event_id, status, user_id, count)`` of the deliveries of the events ``b_ids``.
+COUNT_DELIVERIES = (
+    select(
+        DELIVERIES.c.event_id,
+        DELIVERIES.c.status,
+        func.max(DELIVERIES.c.user_id),
+        func.count(),
+    )
+    .where(DELIVERIES.c.event_id.in_(_ids()))
+    .group_by(DELIVERIES.c.event_id, DELIVERIES.c.status)
+)
+
+
+# -- inserts that ignore a conflict (one per dialect) ----------------------------------
 
 
 def insert_events(conn: Connection) -> Any:
     """Insert events rows unless their ``event_id`` exists; returns the ids inserted."""
-    return insert_ignore(conn, EVENTS, ["event_id"]).returning(EVENTS.c.event_id)
-
-
-def events(event_ids: Collection[str]) -> Select[Any]:
-    """The events rows of ``event_ids``."""
-    return select(EVENTS).where(EVENTS.c.event_id.in_(list(event_ids)))
-
-
-def take_events(event_ids: Collection[str], now: datetime, until: datetime) -> Any:
-    """Lease the unfinished events among ``event_ids`` whose lease ran out (or none runs);
-    returns the ids taken."""
-    return (
-        update(EVENTS)
-        .where(
-            EVENTS.c.event_id.in_(list(event_ids)),
-            EVENTS.c.status != EventStatus.COMPLETED,
-            or_(EVENTS.c.lease_until.is_(None), EVENTS.c.lease_until <= now),
-        )
-        .values(attempted_at=now, lease_until=until)
-        .returning(EVENTS.c.event_id)
-    )
-
-
-def complete_events(event_ids: Collection[str], now: datetime) -> Update:
-    """Mark events completed and give up their leases."""
-    return (
-        update(EVENTS)
-        .where(EVENTS.c.event_id.in_(list(event_ids)))
-        .values(status=EventStatus.COMPLETED, completed_at=now, lease_until=None)
-    )
-
-
-def event_lease(event_id: str) -> Select[Any]:
-    """When the lease on ``event_id`` ends (NULL for none)."""
-    return select(EVENTS.c.lease_until).where(EVENTS.c.event_id == event_id)
-
-
-def event_payloads(event_ids: Collection[str]) -> Select[Any]:
-    """``(event_id, payload)`` of ``event_ids``."""
-    return select(EVENTS.c.event_id, EVENTS.c.payload).where(EVENTS.c.event_id.in_(list(event_ids)))
-
-
-# -- sessions --------------------------------------------------------------------------
-
-
-def full_logout_providers(providers: Collection[str]) -> Select[Any]:
-    """``(name, full_logout_on_rp_initiated)`` of ``providers``."""
-    return select(PROVIDERS.c.name, PROVIDERS.c.full_logout_on_rp_initiated).where(
-        PROVIDERS.c.name.in_(list(providers))
-    )
-
-
-def provider_protocol(provider: str) -> Select[Any]:
-    """The protocol of one provider."""
-    return select(PROVIDERS.c.protocol).where(PROVIDERS.c.name == provider)
-
-
-def sessions_ended_by(event_ids: Collection[str]) -> Select[Any]:
-    """``(session_id, user_id, ended_by_event)`` of the IdP sessions these events ended."""
-    return (
-        select(IDP_SESSIONS.c.session_id, IDP_SESSIONS.c.user_id, IDP_SESSIONS.c.ended_by_event)
-        .where(IDP_SESSIONS.c.ended_by_event.in_(list(event_ids)))
-        .order_by(IDP_SESSIONS.c.session_id)
-    )
-
-
-def open_idp_sessions(session_ids: Collection[str]) -> Select[Any]:
-    """``(session_id, user_id)`` of the open IdP sessions among ``session_ids``."""
-    return select(IDP_SESSIONS.c.session_id, IDP_SESSIONS.c.user_id).where(
-        IDP_SESSIONS.c.session_id.in_(list(session_ids)), IDP_SESSIONS.c.ended_at.is_(None)
-    )
-
-
-def idp_sessions(session_ids: Collection[str]) -> Select[Any]:
-    """The IdP sessions rows of ``session_ids``, open or ended."""
-    return select(IDP_SESSIONS).where(IDP_SESSIONS.c.session_id.in_(list(session_ids)))
-
-
-def ended_provider_sessions(event_ids: Collection[str]) -> Select[Any]:
-    """The provider sessions these events ended, with their providers and users."""
-    return (
-        select(
-            *PROVIDER_SESSION_COLUMNS, PROVIDER_SESSIONS.c.ended_by_event, IDP_SESSIONS.c.user_id
-        )
-        .join(PROVIDERS, PROVIDERS.c.name == PROVIDER_SESSIONS.c.provider)
-        .join(IDP_SESSIONS, IDP_SESSIONS.c.session_id == PROVIDER_SESSIONS.c.session_id)
-        .where(PROVIDER_SESSIONS.c.ended_by_event.in_(list(event_ids)))
-        .order_by(PROVIDER_SESSIONS.c.id)
-    )
-
-
-# -- deliveries ------------------------------------------------------------------------
+    return _insert_events(dialect_name(conn))
 
 
 def insert_deliveries(conn: Connection) -> Any:
     """Insert deliveries unless one exists per (event, provider session); returns the keys
     of those inserted."""
-    return insert_ignore(conn, DELIVERIES, ["event_id", "provider_session_id"]).returning(
+    return _insert_deliveries(dialect_name(conn))
+
+
+@cache
+def _insert_events(dialect: str) -> Any:
+    return insert_ignore_for(dialect, EVENTS, ["event_id"]).returning(EVENTS.c.event_id)
+
+
+@cache
+def _insert_deliveries(dialect: str) -> Any:
+    keys = ["event_id", "provider_session_id"]
+    return insert_ignore_for(dialect, DELIVERIES, keys).returning(
         DELIVERIES.c.event_id, DELIVERIES.c.provider_session_id
-    )
-
-
-def open_deliveries_of(event_ids: Collection[str]) -> Select[Any]:
-    """``(id, event_id)`` of the open deliveries of ``event_ids``."""
-    return select(DELIVERIES.c.id, DELIVERIES.c.event_id).where(
-        DELIVERIES.c.event_id.in_(list(event_ids)), DELIVERIES.c.status.in_(_OPEN)
-    )
-
-
-def claim_due_deliveries(delivery_ids: Collection[str], now: datetime, until: datetime) -> Any:
-    """Lease the open, due deliveries among ``delivery_ids`` for their next attempt;
-    returns their ids.
-
-    Locked in id order, as every writer of deliveries does (no deadlock); a delivery another
-    transaction is recording or renewing right now is its holder's (skipped).
-    """
-    due = (
-        select(DELIVERIES.c.id)
-        .where(
-            DELIVERIES.c.id.in_(list(delivery_ids)),
-            DELIVERIES.c.status.in_(_OPEN),
-            or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now),
-        )
-        .order_by(DELIVERIES.c.id)
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id.in_(due))
-        .values(attempts=DELIVERIES.c.attempts + 1, next_attempt_at=until, updated_at=now)
-        .returning(DELIVERIES.c.id)
-    )
-
-
-def claimed_deliveries(delivery_ids: Sequence[str]) -> Select[Any]:
-    """:data:`CLAIMED_DELIVERY_COLUMNS` of ``delivery_ids``."""
-    return (
-        select(*CLAIMED_DELIVERY_COLUMNS)
-        .join(PROVIDER_SESSIONS, PROVIDER_SESSIONS.c.id == DELIVERIES.c.provider_session_id)
-        .join(PROVIDERS, PROVIDERS.c.name == DELIVERIES.c.provider)
-        .join(EVENTS, EVENTS.c.event_id == DELIVERIES.c.event_id)
-        .where(DELIVERIES.c.id.in_(list(delivery_ids)))
-    )
-
-
-def not_due_deliveries(delivery_ids: Collection[str], now: datetime) -> Select[Any]:
-    """``(id, next_attempt_at)`` of the open deliveries among ``delivery_ids`` not due yet."""
-    return select(DELIVERIES.c.id, DELIVERIES.c.next_attempt_at).where(
-        DELIVERIES.c.id.in_(list(delivery_ids)),
-        DELIVERIES.c.status.in_(_OPEN),
-        DELIVERIES.c.next_attempt_at > now,
-    )
-
-
-def held_attempts(attempts: Collection[tuple[str, int]], now: datetime) -> Select[Any]:
-    """``(id, attempts)`` among ``attempts`` stamped at ``now``: those a transaction that
-    wrote at ``now`` recorded (an attempt's number is claimed once)."""
-    return select(DELIVERIES.c.id, DELIVERIES.c.attempts).where(
-        tuple_(DELIVERIES.c.id, DELIVERIES.c.attempts).in_(list(attempts)),
-        DELIVERIES.c.updated_at == now,
-    )
-
-
-def count_deliveries(event_ids: Collection[str]) -> Select[Any]:
-    """``(event_id, status, user_id, count)`` of the deliveries of ``event_ids``."""
-    return (
-        select(
-            DELIVERIES.c.event_id,
-            DELIVERIES.c.status,
-            func.max(DELIVERIES.c.user_id),
-            func.count(),
-        )
-        .where(DELIVERIES.c.event_id.in_(list(event_ids)))
-        .group_by(DELIVERIES.c.event_id, DELIVERIES.c.status)
     )
