@@ -1,0 +1,152 @@
+"""Independent SAML service providers as judges of our Single Logout: Shibboleth SP 3 and
+SimpleSAMLphp, from Debian's packages, on 127.0.0.1 (``judges.py``). Each trusts our IdP
+through the output of ``logout-orchestrator saml metadata``, unchanged; it gets its session
+from a SAML Response the test signs with the IdP's key, and we know it only by the metadata
+it serves itself, loaded with ``providers load``."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+from tests.saml_support import EMAIL_FORMAT, KeyPair, sso_response
+
+from .judges import ShibbolethSp
+from .support import (
+    Stack,
+    audit_rows,
+    cli,
+    deliveries,
+    logout_event,
+    output,
+    publish,
+    session_record,
+    wait_settled,
+)
+from .test_saml import DELIVERY_SETTINGS, ISSUER, PARTIAL_LOGOUT, RESPONDER, SAML_ENV
+
+pytestmark = pytest.mark.integration
+
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+NO_SESSION = "Your session is not available in the session store"
+
+
+def signature_algorithms(soap: bytes) -> list[str]:
+    """The SignatureMethod of every signature in a SOAP answer."""
+    return [
+        str(method.get("Algorithm"))
+        for method in etree.fromstring(soap).iter(f"{DS}SignatureMethod")
+    ]
+
+
+def idp_metadata(stack: Stack) -> bytes:
+    """``saml metadata`` as an SP operator saves it (it makes the IdP's key pair)."""
+    stack.protocols = ["saml"]
+    return output(cli(stack, ["saml", "metadata"], SAML_ENV)).encode()
+
+
+def idp_key(stack: Stack) -> KeyPair:
+    """The key pair our IdP signs with (generated into the data directory)."""
+    folder = stack.data_dir / "saml-idp"
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    return KeyPair(key.read_text(), cert.read_text(), key, cert)
+
+
+def load_from_metadata(stack: Stack, name: str, metadata_url: str, folder: Path) -> None:
+    """``providers load`` of the SP as its operator hands it out: its own metadata."""
+    metadata = folder / f"{name}-metadata.xml"
+    metadata.write_bytes(httpx.get(metadata_url, timeout=10).content)
+    providers = folder / f"{name}-providers.toml"
+    providers.write_text(
+        f'[[providers]]\nname = "{name}"\nprotocol = "saml"\nmetadata_file = "{metadata}"\n'
+        "require_signed_responses = true\nallow_http = true\n"
+    )
+    loaded = output(cli(stack, ["providers", "load", str(providers)], SAML_ENV))
+    assert "providers: 1 created" in loaded, loaded
+
+
+def link(
+    session_id: str, provider: str, name_id: str, sp_entity: str, index: str
+) -> dict[str, str]:
+    """The IdP's record of a SAML session at ``provider``, as its SSO issued it."""
+    return {
+        "kind": "provider_session",
+        "session_id": session_id,
+        "provider": provider,
+        "name_id": name_id,
+        "name_id_format": EMAIL_FORMAT,
+        "sp_name_qualifier": sp_entity,
+        "session_index": index,
+    }
+
+
+def shibboleth_login(sp: ShibbolethSp, idp: KeyPair, name_id: str, index: str) -> httpx.Cookies:
+    """Single sign-on at ``sp``: our signed Response posted to its ACS, unsolicited; returns
+    the browser's cookies, once the SP's Session handler shows the session."""
+    acs = sp.handler("SAML2/POST")
+    response = sso_response(
+        idp,
+        issuer=ISSUER,
+        acs_url=acs,
+        audience=sp.entity_id,
+        name_id=name_id,
+        session_index=index,
+    )
+    with httpx.Client(timeout=10) as browser:
+        answer = browser.post(acs, data={"SAMLResponse": base64.b64encode(response).decode()})
+        assert answer.status_code == 302, f"{answer.status_code}: {answer.text}\n{sp.logs()}"
+        cookies = browser.cookies
+    shown = sp.session(cookies)
+    assert f"Identity Provider:</strong> {ISSUER}" in shown, f"{shown}\n{sp.logs()}"
+    return cookies
+
+
+def test_shibboleth_sp_logged_out_over_soap(stack: Stack, tmp_path: Path) -> None:
+    """Shibboleth SP 3 (signing its messages) given our metadata unchanged: our SOAP
+    LogoutRequest ends its session, and its answer, signed RSA-SHA256 because the metadata
+    advertises the algorithms, is recorded as delivery.succeeded. Asked again for the same
+    NameID it answers Responder / PartialLogout: delivery.failed with its codes (and its
+    message: none) in the audit record."""
+    metadata = idp_metadata(stack)
+    with ShibbolethSp(metadata, ISSUER) as sp:
+        sp.start()
+        cookies = shibboleth_login(sp, idp_key(stack), "alice@example.com", "_idx-1")
+        load_from_metadata(stack, "shib", sp.handler("Metadata"), tmp_path)
+        stack.seed(
+            records=[
+                session_record("s-1", "alice"),
+                link("s-1", "shib", "alice@example.com", sp.entity_id, "_idx-1"),
+                session_record("s-2", "alice"),
+                link("s-2", "shib", "alice@example.com", sp.entity_id, "_idx-1"),
+            ]
+        )
+        stack.start_worker({**DELIVERY_SETTINGS, **SAML_ENV})
+
+        first = logout_event("s-1")
+        publish(stack, first)
+        wait_settled(stack, first["event_id"], 1)
+        [delivery] = deliveries(stack, first["event_id"])
+        assert delivery.status == "succeeded", f"{delivery.last_error}\n{sp.logs()}"
+        [record] = audit_rows(stack, first["event_id"], "delivery.succeeded")
+        assert record.provider == "shib"
+        assert NO_SESSION in sp.session(cookies), "the SP still holds the session"
+        [answer] = sp.exchanges("/Shibboleth.sso/SLO/SOAP")
+        assert signature_algorithms(answer.response) == [RSA_SHA256], answer.response
+
+        second = logout_event("s-2")
+        publish(stack, second)
+        wait_settled(stack, second["event_id"], 1)
+        [delivery] = deliveries(stack, second["event_id"])
+        assert delivery.status == "failed"
+        [record] = audit_rows(stack, second["event_id"], "delivery.failed")
+        # Shibboleth SP 3.4 gives no StatusMessage with it: the record says so (None).
+        assert record.detail["sp_status"] == {"codes": [RESPONDER, PARTIAL_LOGOUT], "message": None}
+        assert record.detail["error"] == delivery.last_error
+        assert delivery.last_error == f"LogoutResponse status {RESPONDER} / {PARTIAL_LOGOUT}"
+        [_, answer] = sp.exchanges("/Shibboleth.sso/SLO/SOAP")
+        assert signature_algorithms(answer.response) == [RSA_SHA256], answer.response
