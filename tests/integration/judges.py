@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -35,7 +36,7 @@ from tests.saml_support import KeyPair, make_pair
 from .servers import server_port
 from .support import missing, tcp_reachable, wait_until
 
-__all__ = ["Exchange", "ShibbolethSp"]
+__all__ = ["Exchange", "ShibbolethSp", "SimpleSamlPhpSp"]
 
 _START_TIMEOUT = 30.0
 _RUN_AS = "www-data"
@@ -65,6 +66,7 @@ class Exchange:
     request: bytes
     status: int
     response: bytes
+    location: str | None
 
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
@@ -96,11 +98,18 @@ class _Forward(BaseHTTPRequestHandler):
         )
         with self.server.lock:
             self.server.exchanges.append(
-                Exchange(self.command, self.path, body, answer.status_code, answer.content)
+                Exchange(
+                    self.command,
+                    self.path,
+                    body,
+                    answer.status_code,
+                    answer.content,
+                    answer.headers.get("location"),
+                )
             )
         self.send_response(answer.status_code)
         for name, value in answer.headers.multi_items():
-            if name.lower() not in _HOP_BY_HOP | {"content-encoding"}:
+            if name.lower() not in _HOP_BY_HOP | {"content-encoding", "date", "server"}:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(answer.content)))
         self.end_headers()
@@ -336,3 +345,113 @@ class ShibbolethSp(_Judge):
     def logs(self) -> str:
         """shibd's log (for a failing test's message)."""
         return self._tail("shibd.log")
+
+
+_SSP_CONFIG = """<?php
+$config = [
+    'baseurlpath' => '{base_url}/',
+    'certdir' => '{dir}/',
+    'loggingdir' => '{dir}/',
+    'datadir' => '{dir}/',
+    'tempdir' => '{dir}/tmp',
+    'technicalcontact_name' => 'logout-orchestrator tests',
+    'technicalcontact_email' => 'tests@example.org',
+    'secretsalt' => '{secret}',
+    'auth.adminpassword' => '{secret}',
+    'admin.protectindexpage' => true,
+    'admin.protectmetadata' => false,
+    'timezone' => 'UTC',
+    'logging.level' => SimpleSAML\\Logger::DEBUG,
+    'logging.handler' => 'file',
+    'logging.logfile' => 'simplesamlphp.log',
+    'session.cookie.secure' => false,
+    'session.phpsession.savepath' => '{dir}/sessions',
+    'store.type' => 'phpsession',
+    'enable.saml20-idp' => false,
+    'trusted.url.domains' => ['127.0.0.1:{port}'],
+    'metadata.sources' => [['type' => 'xml', 'file' => '{dir}/idp-metadata.xml']],
+];
+"""
+
+_SSP_AUTHSOURCES = """<?php
+$config = [
+    'admin' => ['core:AdminPassword'],
+    'default-sp' => [
+        'saml:SP',
+        'entityID' => '{entity_id}',
+        'idp' => '{idp_entity_id}',
+        'privatekey' => '{key}',
+        'certificate' => '{cert}',
+        'sign.logout' => true,
+        'validate.logout' => true,
+        'signature.algorithm' => 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
+    ],
+];
+"""
+
+
+class SimpleSamlPhpSp(_Judge):
+    """SimpleSAMLphp 1.19 as an SP (a ``saml:SP`` auth source, ``default-sp``) under PHP's
+    built-in server, trusting the IdP of ``idp_metadata`` read as XML (``metadata.sources``
+    of type ``xml``: the file byte for byte), signing its logout messages (``sign.logout``)
+    and checking ours (``validate.logout``) with a key pair of its own."""
+
+    name = "simplesamlphp"
+    source = "default-sp"
+
+    def __init__(self, idp_metadata: bytes, idp_entity_id: str) -> None:
+        _need(_SIMPLESAMLPHP / "www" / "module.php", "simplesamlphp", "SimpleSAMLphp")
+        _need(_PHP, "php-cli", "PHP's command line and built-in server")
+        super().__init__()
+        self.entity_id = f"{self.base_url}/sp"
+        d = self.directory
+        for sub in ("config", "sessions", "tmp"):
+            (d / sub).mkdir()
+        (d / "idp-metadata.xml").write_bytes(idp_metadata)
+        secret = secrets.token_hex(16)
+        (d / "config" / "config.php").write_text(
+            _SSP_CONFIG.format(base_url=self.base_url, dir=d, port=self.port, secret=secret)
+        )
+        (d / "config" / "authsources.php").write_text(
+            _SSP_AUTHSOURCES.format(
+                entity_id=self.entity_id,
+                idp_entity_id=idp_entity_id,
+                key=self.key_pair.key_path,
+                cert=self.key_pair.cert_path,
+            )
+        )
+
+    def url(self, path: str) -> str:
+        """The URL of one of the SP's pages: ``metadata.php``, ``saml2-acs.php`` ... of its
+        ``saml`` module for the auth source."""
+        return f"{self.base_url}/module.php/saml/sp/{path}/{self.source}"
+
+    @property
+    def login_url(self) -> str:
+        """The auth source's test page: it shows the session, or sends the browser to the
+        IdP (a redirect) when there is none."""
+        return f"{self.base_url}/module.php/core/authenticate.php?as={self.source}"
+
+    def start(self) -> Self:
+        """Start PHP's built-in server on SimpleSAMLphp's ``www``; returns once the SP's
+        metadata answers."""
+        self._own()
+        self._spawn(
+            [
+                str(_PHP),
+                "-S",
+                f"127.0.0.1:{self.backend_port}",
+                "-t",
+                str(_SIMPLESAMLPHP / "www"),
+            ],
+            "php.out",
+            env={"SIMPLESAMLPHP_CONFIG_DIR": str(self.directory / "config")},
+        )
+        self._wait_http(
+            f"/module.php/saml/sp/metadata.php/{self.source}", ["php.out", "simplesamlphp.log"]
+        )
+        return self
+
+    def logs(self) -> str:
+        """SimpleSAMLphp's log (for a failing test's message)."""
+        return self._tail("simplesamlphp.log")

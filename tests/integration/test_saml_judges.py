@@ -7,26 +7,34 @@ it serves itself, loaded with ``providers load``."""
 from __future__ import annotations
 
 import base64
+import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from lxml import etree
+from playwright.sync_api import Browser, BrowserContext
 
 from tests.saml_support import EMAIL_FORMAT, KeyPair, sso_response
 
-from .judges import ShibbolethSp
+from .browser import idp_web, launch
+from .judges import ShibbolethSp, SimpleSamlPhpSp
 from .support import (
     Stack,
     audit_rows,
     cli,
     deliveries,
+    event,
     logout_event,
     output,
     publish,
     session_record,
     wait_settled,
 )
+from .test_browser_native import wait_for_url
 from .test_saml import DELIVERY_SETTINGS, ISSUER, PARTIAL_LOGOUT, RESPONDER, SAML_ENV
 
 pytestmark = pytest.mark.integration
@@ -44,10 +52,10 @@ def signature_algorithms(soap: bytes) -> list[str]:
     ]
 
 
-def idp_metadata(stack: Stack) -> bytes:
+def idp_metadata(stack: Stack, env: dict[str, str] | None = None) -> bytes:
     """``saml metadata`` as an SP operator saves it (it makes the IdP's key pair)."""
     stack.protocols = ["saml"]
-    return output(cli(stack, ["saml", "metadata"], SAML_ENV)).encode()
+    return output(cli(stack, ["saml", "metadata"], {**SAML_ENV, **(env or {})})).encode()
 
 
 def idp_key(stack: Stack) -> KeyPair:
@@ -57,14 +65,17 @@ def idp_key(stack: Stack) -> KeyPair:
     return KeyPair(key.read_text(), cert.read_text(), key, cert)
 
 
-def load_from_metadata(stack: Stack, name: str, metadata_url: str, folder: Path) -> None:
-    """``providers load`` of the SP as its operator hands it out: its own metadata."""
+def load_from_metadata(
+    stack: Stack, name: str, metadata_url: str, folder: Path, extra: str = ""
+) -> None:
+    """``providers load`` of the SP as its operator hands it out: its own metadata
+    (``extra``: more lines of its entry)."""
     metadata = folder / f"{name}-metadata.xml"
     metadata.write_bytes(httpx.get(metadata_url, timeout=10).content)
     providers = folder / f"{name}-providers.toml"
     providers.write_text(
         f'[[providers]]\nname = "{name}"\nprotocol = "saml"\nmetadata_file = "{metadata}"\n'
-        "require_signed_responses = true\nallow_http = true\n"
+        f"require_signed_responses = true\nallow_http = true\n{extra}"
     )
     loaded = output(cli(stack, ["providers", "load", str(providers)], SAML_ENV))
     assert "providers: 1 created" in loaded, loaded
@@ -150,3 +161,97 @@ def test_shibboleth_sp_logged_out_over_soap(stack: Stack, tmp_path: Path) -> Non
         assert delivery.last_error == f"LogoutResponse status {RESPONDER} / {PARTIAL_LOGOUT}"
         [_, answer] = sp.exchanges("/Shibboleth.sso/SLO/SOAP")
         assert signature_algorithms(answer.response) == [RSA_SHA256], answer.response
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Debian Chromium for the module (a fresh context per test)."""
+    with launch() as (_, chromium):
+        yield chromium
+
+
+def simplesamlphp_login(
+    sp: SimpleSamlPhpSp, browser: BrowserContext, idp: KeyPair, name_id: str, index: str
+) -> None:
+    """Single sign-on at ``sp`` in the browser: our signed Response posted to its ACS,
+    unsolicited, then back to its test page, which shows the session."""
+    acs = sp.url("saml2-acs.php")
+    response = sso_response(
+        idp,
+        issuer=ISSUER,
+        acs_url=acs,
+        audience=sp.entity_id,
+        name_id=name_id,
+        session_index=index,
+    )
+    form = {"SAMLResponse": base64.b64encode(response).decode(), "RelayState": sp.login_url}
+    answer = browser.request.post(acs, form=form, max_redirects=0)
+    assert answer.status == 303, f"{answer.status}: {answer.text()}\n{sp.logs()}"
+    assert simplesamlphp_session(sp, browser), sp.logs()
+
+
+def simplesamlphp_session(sp: SimpleSamlPhpSp, browser: BrowserContext) -> bool:
+    """Whether the SP holds a session for the browser: its test page shows it (200), or
+    sends the browser to the IdP to sign in (a redirect, not followed)."""
+    answer = browser.request.get(sp.login_url, max_redirects=0)
+    assert answer.status in (200, 302, 303), f"{answer.status}: {answer.text()}"
+    return answer.status == 200
+
+
+def test_simplesamlphp_sp_logged_out_in_the_browser(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    """SimpleSAMLphp 1.19 as an SP, given our metadata unchanged (read as XML), signing its
+    logout messages and checking ours: front-channel, HTTP-Redirect, in headless Chromium.
+    (Not SOAP: its SP offers the SOAP SLO binding only with an SQL session store, and 1.19.7
+    answers a SOAP LogoutRequest with a PHP TypeError page.) The stage plan sends the browser
+    to its SLO endpoint with our signed LogoutRequest; it ends the browser's session and
+    redirects back with a LogoutResponse signed RSA-SHA256, which our return endpoint
+    verifies: frontchannel.completed, success."""
+    with stack.runtime(issuer=ISSUER) as runtime, idp_web(runtime) as web:
+        slo = {"redirect": web.return_url, "post": web.return_url}
+        metadata = idp_metadata(stack, {"LOGOUT_SAML_SLO_URLS": json.dumps(slo)})
+        with SimpleSamlPhpSp(metadata, ISSUER) as sp:
+            sp.start()
+            context = browser.new_context()
+            simplesamlphp_login(sp, context, idp_key(stack), "bob@example.com", "_idx-7")
+            load_from_metadata(
+                stack,
+                "ssp",
+                sp.url("metadata.php"),
+                tmp_path,
+                'logout_method = "frontchannel_native"\n',
+            )
+            stack.seed(
+                records=[
+                    session_record("s-1", "bob"),
+                    link("s-1", "ssp", "bob@example.com", sp.entity_id, "_idx-7"),
+                ]
+            )
+            stack.start_worker({**DELIVERY_SETTINGS, **SAML_ENV})
+
+            plan_id = str(uuid.uuid4())
+            logout = event("logout.user", session_id="s-1", plan_id=plan_id)
+            waiter = runtime.waiter()
+            try:
+                publish(stack, logout)
+                waited = waiter.wait_plan(plan_id, 30.0)
+            finally:
+                waiter.close()
+            assert waited.plan is not None, "the worker built no plan in 30 s"
+            page = context.new_page()
+            page.goto(web.url(f"/logout/plans/{plan_id}"))
+            wait_for_url(page, web.final_url, timeout=30)
+
+            assert not simplesamlphp_session(sp, context), "the SP still holds the session"
+            [answer] = [
+                e
+                for e in sp.exchanges("/module.php/saml/sp/saml2-logout.php/default-sp")
+                if e.location and e.location.startswith(web.return_url)
+            ]
+            query = parse_qs(urlsplit(answer.location or "").query)
+            assert query["SigAlg"] == [RSA_SHA256], query
+            context.close()
+
+    [record] = audit_rows(stack, logout["event_id"], "frontchannel.completed")
+    assert (record.provider, record.outcome) == ("ssp", "success"), record.detail
