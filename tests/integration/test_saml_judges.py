@@ -184,7 +184,10 @@ def simplesamlphp_login(
         name_id=name_id,
         session_index=index,
     )
-    form = {"SAMLResponse": base64.b64encode(response).decode(), "RelayState": sp.login_url}
+    form: dict[str, str | float | bool] = {
+        "SAMLResponse": base64.b64encode(response).decode(),
+        "RelayState": sp.login_url,
+    }
     answer = browser.request.post(acs, form=form, max_redirects=0)
     assert answer.status == 303, f"{answer.status}: {answer.text()}\n{sp.logs()}"
     assert simplesamlphp_session(sp, browser), sp.logs()
