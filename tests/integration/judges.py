@@ -402,6 +402,15 @@ class SimpleSamlPhpSp(_Judge):
     def __init__(self, idp_metadata: bytes, idp_entity_id: str) -> None:
         _need(_SIMPLESAMLPHP / "www" / "module.php", "simplesamlphp", "SimpleSAMLphp")
         _need(_PHP, "php-cli", "PHP's command line and built-in server")
+        for extension, package in (("dom", "php-xml"), ("mbstring", "php-mbstring")):
+            check = f"exit(extension_loaded('{extension}') ? 0 : 1);"
+            if subprocess.run([str(_PHP), "-r", check], check=False, timeout=30).returncode:
+                missing(
+                    f"PHP's {extension} extension is missing (SimpleSAMLphp needs it; Debian's "
+                    "simplesamlphp does not depend on it)",
+                    f"./scripts/test installs Debian's {package} unless LOGOUT_TEST_NO_APT=1 "
+                    f"(or: apt-get install {package})",
+                )
         super().__init__()
         self.entity_id = f"{self.base_url}/sp"
         d = self.directory

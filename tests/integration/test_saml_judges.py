@@ -206,8 +206,10 @@ def test_simplesamlphp_sp_logged_out_in_the_browser(
 ) -> None:
     """SimpleSAMLphp 1.19 as an SP, given our metadata unchanged (read as XML), signing its
     logout messages and checking ours: front-channel, HTTP-Redirect, in headless Chromium.
-    (Not SOAP: its SP offers the SOAP SLO binding only with an SQL session store, and 1.19.7
-    answers a SOAP LogoutRequest with a PHP TypeError page.) The stage plan sends the browser
+    (Not SOAP: its SP offers the SOAP SLO binding only with an SQL store, and with one,
+    Debian's 1.19.7 answers our SOAP LogoutRequest with an "Unhandled exception" HTML page,
+    status 200, from a TypeError in saml2-logout.php: SAML2\\Message::setDestination() given
+    an array. Its SOAP logout cannot succeed.) The stage plan sends the browser
     to its SLO endpoint with our signed LogoutRequest; it ends the browser's session and
     redirects back with a LogoutResponse signed RSA-SHA256, which our return endpoint
     verifies: frontchannel.completed, success."""
