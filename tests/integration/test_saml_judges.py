@@ -35,11 +35,19 @@ from .support import (
     wait_settled,
 )
 from .test_browser_native import wait_for_url
-from .test_saml import DELIVERY_SETTINGS, ISSUER, PARTIAL_LOGOUT, RESPONDER, SAML_ENV
+from .test_saml import (
+    DELIVERY_SETTINGS,
+    ISSUER,
+    PARTIAL_LOGOUT,
+    RESPONDER,
+    RSA_SHA1,
+    SAML_ENV,
+)
 
 pytestmark = pytest.mark.integration
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
+MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 NO_SESSION = "Your session is not available in the session store"
 
@@ -161,6 +169,41 @@ def test_shibboleth_sp_logged_out_over_soap(stack: Stack, tmp_path: Path) -> Non
         assert delivery.last_error == f"LogoutResponse status {RESPONDER} / {PARTIAL_LOGOUT}"
         [_, answer] = sp.exchanges("/Shibboleth.sso/SLO/SOAP")
         assert signature_algorithms(answer.response) == [RSA_SHA256], answer.response
+
+
+def test_shibboleth_sp_without_algsupport_signs_sha1_and_is_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The control: the same SP given our metadata without its algsupport extension (as
+    before issue 12) signs its answer RSA-SHA1, which the worker refuses by default, naming
+    the algorithm and the setting, although the SP ended the session."""
+    document = etree.fromstring(idp_metadata(stack))
+    [extensions] = document.iter(f"{MD}Extensions")
+    document.remove(extensions)
+    metadata = etree.tostring(document, xml_declaration=True, encoding="UTF-8")
+    with ShibbolethSp(metadata, ISSUER) as sp:
+        sp.start()
+        cookies = shibboleth_login(sp, idp_key(stack), "carol@example.com", "_idx-3")
+        load_from_metadata(stack, "shib", sp.handler("Metadata"), tmp_path)
+        stack.seed(
+            records=[
+                session_record("s-3", "carol"),
+                link("s-3", "shib", "carol@example.com", sp.entity_id, "_idx-3"),
+            ]
+        )
+        stack.start_worker({**DELIVERY_SETTINGS, **SAML_ENV})
+        logout = logout_event("s-3")
+        publish(stack, logout)
+        wait_settled(stack, logout["event_id"], 1)
+        [delivery] = deliveries(stack, logout["event_id"])
+        assert delivery.status == "failed"
+        assert delivery.last_error == (
+            f"LogoutResponse's signature uses the SHA-1 signature algorithm {RSA_SHA1}, refused "
+            "by default; the provider setting allow_sha1_signatures = true accepts it"
+        )
+        assert NO_SESSION in sp.session(cookies)
+        [answer] = sp.exchanges("/Shibboleth.sso/SLO/SOAP")
+        assert signature_algorithms(answer.response) == [RSA_SHA1], answer.response
 
 
 @pytest.fixture(scope="module")
