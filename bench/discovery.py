@@ -184,7 +184,7 @@ def _link_rows(columns: set[str]) -> Any:
         FROM (SELECT CAST(:first AS integer) AS first, CAST(:last AS integer) AS last,
                      CAST(:providers AS integer) AS providers) AS k,
              generate_series(k.first, k.last) AS g,
-             generate_series(1, 1 + (g * 7919) % 7) AS j
+             generate_series(1, 1 + (g::bigint * 7919) % 7) AS j
         LIMIT CAST(:limit AS bigint)
         """  # noqa: S608 - our own column names
     )
