@@ -20,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from orchestrator.errors import ConfigurationError, LogoutError
 from orchestrator.logging import configure_logging
+from orchestrator.metrics import serve_metrics, use_multiprocess_dir
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings, redact_url
 from orchestrator.store.engine import check_connection
@@ -248,6 +249,20 @@ def serve(settings: Settings) -> int:
         return 0
     runtime.close()
     _log.info("duration settings", durations=settings.duration_readings())
+    if settings.metrics_port is not None:
+        if settings.worker_processes > 1:
+            use_multiprocess_dir()  # before the children start: they count in its files
+        stop_metrics = serve_metrics(settings.api_host, settings.metrics_port)
+        _log.info("metrics served", host=settings.api_host, port=settings.metrics_port)
+        try:
+            return _run(settings, stopping)
+        finally:
+            stop_metrics()
+    return _run(settings, stopping)
+
+
+def _run(settings: Settings, stopping: threading.Event) -> int:
+    """Run the worker in this process, or ``worker_processes`` children supervised."""
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
     # The children would each wait for a broker that is down, each saying so: wait once here.
