@@ -8,7 +8,7 @@ import os
 
 import structlog
 
-from orchestrator.metrics import use_multiprocess_dir
+from orchestrator.metrics import multiprocess_dir
 from orchestrator.settings import Settings
 
 __all__ = ["serve"]
@@ -38,7 +38,12 @@ def serve(settings: Settings) -> int:
     if settings.api_workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return 0
-    use_multiprocess_dir()
     os.environ[SETTINGS_VARIABLE] = json.dumps(settings.for_child())
-    uvicorn.run("api.app:from_environment", factory=True, workers=settings.api_workers, **common)  # type: ignore[arg-type]
+    with multiprocess_dir():  # the workers count in its files; /metrics sums them
+        uvicorn.run(
+            "api.app:from_environment",
+            factory=True,
+            workers=settings.api_workers,
+            **common,  # type: ignore[arg-type]
+        )
     return 0

@@ -15,14 +15,16 @@ retrying, the oldest pending one's age) is read at scrape time by :class:`Delive
 Processes: counters live in prometheus-client's default registry; with several processes
 (``worker --processes N``, ``serve`` with ``api_workers`` > 1) the command sets
 ``PROMETHEUS_MULTIPROC_DIR`` before any of them imports prometheus-client
-(:func:`use_multiprocess_dir`), and :func:`scrape` sums the processes' files.
+(:func:`multiprocess_dir`), and :func:`scrape` sums the processes' files.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Final
 
@@ -48,12 +50,12 @@ __all__ = [
     "count_binding_violation",
     "count_expired",
     "count_records",
+    "multiprocess_dir",
     "observe_attempt",
     "observe_request",
     "registry_for",
     "scrape",
     "serve_metrics",
-    "use_multiprocess_dir",
 ]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -211,14 +213,22 @@ class DeliveryGauges(Collector):
         )
 
 
-def use_multiprocess_dir() -> str:
-    """Set ``PROMETHEUS_MULTIPROC_DIR`` to a new empty folder unless the operator set one;
-    call before this process or its children import prometheus-client. Returns the folder."""
+@contextmanager
+def multiprocess_dir() -> Iterator[str]:
+    """Within the block, ``PROMETHEUS_MULTIPROC_DIR`` names a folder where every process
+    started from now on counts: the operator's, else a new one removed afterwards. Enter it
+    before the processes start (they read the variable when they import prometheus-client)."""
     folder = os.environ.get(MULTIPROC_VARIABLE)
-    if not folder:
-        folder = tempfile.mkdtemp(prefix="logout-metrics-")
-        os.environ[MULTIPROC_VARIABLE] = folder
-    return folder
+    if folder:
+        yield folder
+        return
+    folder = tempfile.mkdtemp(prefix="logout-metrics-")
+    os.environ[MULTIPROC_VARIABLE] = folder
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROC_VARIABLE, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def registry_for(sessions: SessionFactory | None = None) -> CollectorRegistry:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import dramatiq
@@ -20,7 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from orchestrator.errors import ConfigurationError, LogoutError
 from orchestrator.logging import configure_logging
-from orchestrator.metrics import serve_metrics, use_multiprocess_dir
+from orchestrator.metrics import multiprocess_dir, serve_metrics
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings, redact_url
 from orchestrator.store.engine import check_connection
@@ -249,16 +249,14 @@ def serve(settings: Settings) -> int:
         return 0
     runtime.close()
     _log.info("duration settings", durations=settings.duration_readings())
-    if settings.metrics_port is not None:
-        if settings.worker_processes > 1:
-            use_multiprocess_dir()  # before the children start: they count in its files
-        stop_metrics = serve_metrics(settings.api_host, settings.metrics_port)
+    if settings.metrics_port is None:
+        return _run(settings, stopping)
+    with ExitStack() as stack:
+        if settings.worker_processes > 1:  # before the children start: they count in its files
+            stack.enter_context(multiprocess_dir())
+        stack.callback(serve_metrics(settings.api_host, settings.metrics_port))
         _log.info("metrics served", host=settings.api_host, port=settings.metrics_port)
-        try:
-            return _run(settings, stopping)
-        finally:
-            stop_metrics()
-    return _run(settings, stopping)
+        return _run(settings, stopping)
 
 
 def _run(settings: Settings, stopping: threading.Event) -> int:

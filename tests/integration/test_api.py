@@ -250,3 +250,25 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/readyz",
         "/metrics",
     }
+
+
+def test_metrics_of_several_processes_are_summed(stack: Stack) -> None:
+    """With api_workers = 2, /metrics counts the requests every process answered (each on a
+    new connection, so either process may take it)."""
+    server = start_api(stack, workers=2)
+    healthz = 'logout_http_requests_total{method="GET",route="/healthz",status="200"} '
+
+    def count() -> float:
+        with server.client("read") as client:
+            text = client.get("/metrics").text
+        return float(text.split(healthz, 1)[1].split()[0])
+
+    try:
+        before = count()
+        for _ in range(20):
+            with server.client() as client:
+                assert client.get("/healthz").status_code == 200
+        after = count()
+    finally:
+        server.stop()
+    assert after == before + 20
