@@ -46,8 +46,8 @@ def routes(service: Service) -> list[Route]:
     async def post_events(request: Request) -> Response:
         service.auth.require(request, "events:write")
         raw, kind = await read_json(request, limit, types=JSON_TYPES)
-        events = await service.run(lambda: _parse(raw, kind))
-        answer, created = await service.run(lambda: _accept(service, events))
+        # One hop to a worker thread: validation, the state lookup, the outbox and the enqueue.
+        answer, created = await service.run(lambda: _accept(service, _parse(raw, kind)))
         return JSONResponse(answer.model_dump(mode="json"), 202 if created else 200)
 
     return [Route("/v1/events", post_events, methods=["POST"], name="events")]

@@ -176,6 +176,8 @@ def test_logouts_and_plans_not_known(api: ApiServer) -> None:
         for wait in ("-1", "abc", "nan", "21"):
             body = _problem(client.get("/v1/plans/nope", params={"wait": wait}), 422)
             assert body["errors"][0]["field"] == "wait", body
+    with api.client() as browser:  # the plan pages: the plan id is the capability, no token
+        assert browser.get("/logout/plans/nope").status_code == 404
 
 
 def test_sessions_seen_and_binding_check(api: ApiServer, stack: Stack) -> None:

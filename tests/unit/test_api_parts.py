@@ -3,9 +3,11 @@ OpenAPI document."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 from openapi_spec_validator import validate
 from prometheus_client import REGISTRY
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from orchestrator.api_tokens import ApiToken, hash_token, new_token
 from orchestrator.metrics import count_records
 from orchestrator.settings import Settings
 from schemas import AuditRecord, AuditType
+from workers.cli import main
 
 
 def _request(authorization: str | None) -> Request:
@@ -90,3 +93,17 @@ def test_openapi_document_is_valid() -> None:
     assert {"Event", "EventsAnswer", "LogoutPlan", "ProblemBody"} <= set(
         document["components"]["schemas"]
     )
+
+
+def test_api_token_prints_a_token_and_only_its_hash_for_the_settings() -> None:
+    """``api token`` gives the token once and an api_tokens entry holding its SHA-256."""
+    result = CliRunner().invoke(
+        main, ["api", "token", "--scope", "read", "--scope", "events:write", "--name", "idp"]
+    )
+    assert result.exit_code == 0, result.output
+    token_line, entry_line = result.output.splitlines()
+    token = token_line.removeprefix("token: ")
+    entry = json.loads(entry_line.removeprefix("api_tokens entry: "))
+    assert entry == {"name": "idp", "scopes": ["events:write", "read"], "sha256": hash_token(token)}
+    assert token not in entry_line
+    Settings(api_tokens=[entry])
