@@ -60,7 +60,9 @@ def test_environment_names_real_settings(service: str) -> None:
     environment = _compose()["services"][service]["environment"]
     names = {key.removeprefix("LOGOUT_").lower() for key in environment}
     assert names <= set(Settings.model_fields), names - set(Settings.model_fields)
-    values = {k.removeprefix("LOGOUT_").lower(): _interpolated(v) for k, v in environment.items()}
+    values: dict[str, Any] = {
+        k.removeprefix("LOGOUT_").lower(): _interpolated(v) for k, v in environment.items()
+    }
     if "api_tokens" in values:  # JSON, as the environment gives it
         values["api_tokens"] = json.loads(values["api_tokens"])
     Settings.load(None, **values)
