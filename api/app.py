@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,7 +21,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import openapi_document
-from api.problems import exception_handlers
+from api.problems import exception_handlers, problem_response
 from api.routes import events, health, logouts, sessions
 from api.service import Service
 from orchestrator.metrics import observe_request
@@ -28,12 +29,17 @@ from orchestrator.settings import Settings
 
 __all__ = ["SETTINGS_VARIABLE", "create_app", "from_environment"]
 
+_log = structlog.get_logger("logout.api")
+
 #: ``serve`` with several processes hands each its settings in this variable (JSON).
 SETTINGS_VARIABLE: Final = "_LOGOUT_SERVE_SETTINGS"
 
 
 class _Measured:
-    """Counts every answer by route template, method and status (ASGI middleware)."""
+    """Counts every answer by route template, method and status, and contains a bug: a
+    ``500`` problem is sent and only the error's type is logged, never its message or
+    traceback (a database error's message holds the statement's parameters, the input's
+    values). ASGI middleware, outside every route."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self._app = app
@@ -52,14 +58,24 @@ class _Measured:
             return
         started = time.perf_counter()
         status = [500]
+        started_response = [False]
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                started_response[0] = True
             await send(message)
 
         try:
             await self._app(scope, receive, sending)
+        except Exception as exc:  # noqa: BLE001 - the boundary: a problem, never a traceback
+            _log.error("internal error", error_type=type(exc).__name__)
+            status[0] = 500
+            if not started_response[0]:
+                response = problem_response(
+                    500, "internal error", "a bug; the service logged its type"
+                )
+                await response(scope, receive, send)
         finally:
             seconds = time.perf_counter() - started
             observe_request(self._template(scope), scope["method"], status[0], seconds)

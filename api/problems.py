@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +22,6 @@ from schemas.errors import (
 __all__ = ["PROBLEM_TYPE", "ApiProblem", "exception_handlers", "problem_response"]
 
 PROBLEM_TYPE: Final = "application/problem+json"
-_log = structlog.get_logger("logout.api")
 
 
 class ApiProblem(LogoutError):
@@ -103,13 +101,9 @@ async def _http(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _internal(_request: Request, exc: Exception) -> Response:
-    _log.error("internal error", error_type=type(exc).__name__)
-    return problem_response(500, "internal error", "a bug; the service logged its type")
-
-
 def exception_handlers() -> dict[type[Exception] | int, object]:
-    """Starlette's ``exception_handlers`` for the service."""
+    """Starlette's ``exception_handlers`` for the service (a bug is contained by the app's
+    outermost middleware, :class:`api.app._Measured`)."""
     return {
         ApiProblem: _api_problem,
         InputError: _input,
@@ -117,5 +111,4 @@ def exception_handlers() -> dict[type[Exception] | int, object]:
         SchemaOutdatedError: _unavailable,
         ConfigurationError: _configuration,
         HTTPException: _http,
-        Exception: _internal,
     }

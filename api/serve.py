@@ -38,6 +38,11 @@ def serve(settings: Settings) -> int:
     if settings.api_workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return 0
+    from orchestrator.runtime import Runtime
+
+    # Reach the database and migrate once here, so a database that is down is one clear
+    # error (not one per process, restarted), and the processes do not race to migrate.
+    Runtime.start(settings, handlers={}).close()
     os.environ[SETTINGS_VARIABLE] = json.dumps(settings.for_child())
     with multiprocess_dir():  # the workers count in its files; /metrics sums them
         uvicorn.run(

@@ -10,11 +10,17 @@ import pytest
 from click.testing import CliRunner
 from openapi_spec_validator import validate
 from prometheus_client import REGISTRY
+from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
+from api.app import _Measured
 from api.auth import Authenticator
 from api.openapi import openapi_document
-from api.problems import ApiProblem
+from api.problems import ApiProblem, exception_handlers
 from orchestrator.api_tokens import ApiToken, hash_token, new_token
 from orchestrator.metrics import count_records
 from orchestrator.settings import Settings
@@ -107,3 +113,22 @@ def test_api_token_prints_a_token_and_only_its_hash_for_the_settings() -> None:
     assert entry == {"name": "idp", "scopes": ["events:write", "read"], "sha256": hash_token(token)}
     assert token not in entry_line
     Settings(api_tokens=[entry])
+
+
+def test_a_bug_is_a_problem_and_its_message_is_never_logged() -> None:
+    """An unexpected error answers a 500 problem; the log names its type only (a database
+    error's message would carry the input's values)."""
+
+    async def broken(_request: Request) -> Response:
+        raise RuntimeError("INSERT ... [parameters: ('secret-session',)]")
+
+    routes = [Route("/broken", broken)]
+    app = Starlette(routes=routes, exception_handlers=exception_handlers())  # type: ignore[arg-type]
+    app.add_middleware(_Measured, routes=routes)
+    with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/broken")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["title"] == "internal error"
+    assert logs == [{"event": "internal error", "error_type": "RuntimeError", "log_level": "error"}]
+    assert "secret-session" not in answer.text
