@@ -5,7 +5,8 @@ Most are counted from the audit trail as it is written (:func:`count_records`, c
 its own: ``event.received`` / ``.rejected`` / ``.duplicate`` by event type,
 ``logout.completed`` and ``logout.settled`` by outcome, ``delivery.*`` by protocol, provider
 and status, ``plan.built``. The few facts no audit record carries are counted where they
-happen: a delivery attempt's latency (the sender), expiries swept (the sweeper), binding
+happen: a delivery attempt's latency (the sender), a plan's build time (where plans are
+stored, :func:`orchestrator.plans.save_plans`), expiries swept (the sweeper), binding
 violations (the binding check), database and broker outages (the worker's guard).
 
 Labels are low-cardinality only: an event type, a protocol, a provider name, an outcome;
@@ -52,6 +53,7 @@ __all__ = [
     "count_records",
     "multiprocess_dir",
     "observe_attempt",
+    "observe_plan_build",
     "observe_request",
     "registry_for",
     "scrape",
@@ -84,6 +86,11 @@ DELIVERIES = Counter(
     ["protocol", "provider", "status"],
 )
 PLANS = Counter("logout_plans_built_total", "Front-channel stage plans built.")
+PLAN_SECONDS = Histogram(
+    "logout_plan_build_seconds",
+    "From the start of an event's handling to its stage plan being stored.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 ATTEMPT_SECONDS = Histogram(
     "logout_delivery_attempt_seconds",
     "One back-channel HTTP exchange with a provider (sent to answered or failed).",
@@ -157,6 +164,11 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     """The HTTP service answered ``method route`` (a template, never a path with ids)."""
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_SECONDS.labels(route).observe(seconds)
+
+
+def observe_plan_build(seconds: float) -> None:
+    """A stage plan took ``seconds`` from its event's handling to being stored."""
+    PLAN_SECONDS.observe(max(0.0, seconds))
 
 
 def observe_attempt(seconds: float) -> None:
