@@ -256,13 +256,15 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
 
 def test_metrics_of_several_processes_are_summed(stack: Stack) -> None:
     """With api_workers = 2, /metrics counts the requests every process answered (each on a
-    new connection, so either process may take it)."""
-    server = start_api(stack, workers=2)
+    new connection, so either process may take it); metrics_public: no token needed."""
+    server = start_api(stack, {"LOGOUT_METRICS_PUBLIC": "true"}, workers=2)
     healthz = 'logout_http_requests_total{method="GET",route="/healthz",status="200"} '
 
     def count() -> float:
-        with server.client("read") as client:
-            text = client.get("/metrics").text
+        with server.client() as client:
+            answer = client.get("/metrics")
+        assert answer.status_code == 200, answer.text
+        text = answer.text
         return float(text.split(healthz, 1)[1].split()[0])
 
     try:
