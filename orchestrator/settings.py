@@ -234,7 +234,9 @@ class Settings(BaseModel):
     binding_unlisted_addresses: UnlistedAddressPolicy = UnlistedAddressPolicy.ALLOW
 
     # The HTTP service (``serve``) and the metrics endpoints.
-    api_host: str = Field(default="127.0.0.1", min_length=1, description="serve: address")
+    api_host: str = Field(
+        default="127.0.0.1", min_length=1, description="serve's address, and the worker's metrics'"
+    )
     api_port: int = Field(default=8080, ge=1, le=65535, description="serve: port")
     api_workers: int = Field(default=1, ge=1, le=64, description="serve: processes")
     api_tokens: list[ApiToken] = Field(

@@ -258,7 +258,15 @@ def worker(ctx: click.Context, processes: int | None, threads: int | None) -> No
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the HTTP service (events, logouts, plans, sessions, health, metrics) until
     SIGTERM/SIGINT. Needs a shared broker (redis:// or amqp://) and the workers' database."""
-    from api import serve as serve_api
+    try:
+        from api import serve as serve_api
+    except ImportError as exc:  # the [api] extra is not installed
+        from schemas.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"serve needs the HTTP stack ({exc.name or exc}): pip install "
+            "'logout-orchestrator[api]'"
+        ) from exc
 
     settings = _settings(ctx).with_overrides(api_host=host, api_port=port, api_workers=workers)
     ctx.exit(serve_api(settings))
