@@ -227,6 +227,9 @@ def test_sessions_seen_and_binding_check(api: ApiServer, stack: Stack) -> None:
     assert verdict["published"] is True, broken.text
     assert verdict["reason"] == "geoip.country"
     assert stack.count(OutboxRow, OutboxRow.event_id == verdict["event_id"]) == 1
+    with api.client("read") as client:
+        metrics = client.get("/metrics").text
+    assert 'logout_binding_violations_total{reason="geoip.country"} 1.0' in metrics
     with stack.db() as db:
         session = db.get(IdpSession, "s-http")
         assert session is not None
