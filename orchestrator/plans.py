@@ -15,7 +15,8 @@ from sqlalchemy import Connection
 
 from orchestrator.audit import AuditEntry
 from orchestrator.fanout import Work
-from orchestrator.store import PlanRow, SessionFactory
+from orchestrator.metrics import observe_plan_build
+from orchestrator.store import PlanRow, SessionFactory, utcnow
 from orchestrator.store.sql import insert_ignore
 from protocols import Channel
 from schemas import (
@@ -99,6 +100,9 @@ def save_plans(conn: Connection, plans: Sequence[LogoutPlan]) -> list[AuditEntry
     """Store the plans (a plan id is written once) and return their ``plan.built`` entries."""
     if not plans:
         return []
+    stored = utcnow()
+    for plan in plans:
+        observe_plan_build((stored - plan.created_at).total_seconds())
     conn.execute(
         insert_ignore(conn, PlanRow.__table__, ["plan_id"]),  # type: ignore[arg-type]
         [
