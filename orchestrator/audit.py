@@ -31,6 +31,7 @@ from orchestrator.audit_query import (
     read_audit_page,
     resolve_event_id,
 )
+from orchestrator.metrics import count_records
 from orchestrator.store import utcnow
 from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
 from orchestrator.store.sql import dialect_name, insert_ignore_for
@@ -147,7 +148,9 @@ def log_level(record: AuditRecord) -> int:
 
 
 def emit(records: Sequence[AuditRecord]) -> None:
-    """One structured JSON log line per record (after the records are committed)."""
+    """One structured JSON log line per record (after the records are committed), and the
+    metrics they move (:func:`orchestrator.metrics.count_records`)."""
+    count_records(records)
     for record in records:
         _log.log(
             log_level(record),

@@ -23,6 +23,7 @@ from orchestrator.binding import (
     evaluate,
 )
 from orchestrator.errors import InputError, Problem
+from orchestrator.metrics import count_binding_violation
 from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.store import IdpSession, SessionFactory
 from orchestrator.store.sql import engine_of
@@ -103,5 +104,6 @@ class BindingChecker:
                 )
             message = event_message(event, self._namespace)
             add_to_outbox(conn, [message])
+        count_binding_violation(event.binding.reason)
         if self._relay is not None:
             self._relay([message.message_id])

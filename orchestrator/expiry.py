@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
+from orchestrator.metrics import count_expired
 from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import SessionFactory, utcnow
@@ -126,6 +127,10 @@ class ExpirySweeper:
                     if session_id in won
                 ],
             )
+        for reason in ("idle", "absolute"):  # counted once committed
+            ended = sum(1 for sid, why in due.items() if sid in won and why == reason)
+            if ended:
+                count_expired(reason, ended)
         return len(won)
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from orchestrator.store import PlanRow, SessionFactory
+from orchestrator.metrics import observe_plan_build
+from orchestrator.store import PlanRow, SessionFactory, utcnow
 from orchestrator.store.sql import insert_ignore
 from orchestrator.store.tables import PLANS
 from schemas import LogoutPlan
@@ -34,6 +35,9 @@ def save_plans(conn: Connection, plans: Sequence[LogoutPlan]) -> None:
     """Store the plans (a plan id is written once)."""
     if not plans:
         return
+    stored = utcnow()
+    for plan in plans:
+        observe_plan_build((stored - plan.created_at).total_seconds())
     conn.execute(
         insert_ignore(conn, PLANS, ["plan_id"]),
         [

@@ -38,6 +38,7 @@ __all__ = [
     "deliveries_queue",
     "events_queue",
     "publish",
+    "validate_events",
 ]
 
 #: Events recorded in one transaction, then enqueued, by :meth:`Publisher.enqueue`.
@@ -64,17 +65,7 @@ class Publisher:
 
         Returns once every event is recorded; what the broker refused waits in the outbox
         for the next relay run of a worker (logged; :meth:`enqueue` returns how many)."""
-        parsed: list[Event] = []
-        problems: list[Problem] = []
-        for number, item in enumerate(events, start=1):
-            where = f"event {number}"
-            try:
-                raw = item.model_dump(mode="json") if isinstance(item, EventBase) else item
-                parsed.append(parse_event(raw, where))
-            except InputError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise InputError(problems)
+        parsed = validate_events(events)
         self.enqueue(parsed)
         return parsed
 
@@ -94,6 +85,23 @@ class Publisher:
             kept += report.pending
             error = error or report.error
         return RelayReport(published, kept, error)
+
+
+def validate_events(events: Iterable[EventBase | Mapping[str, Any] | str]) -> list[Event]:
+    """Validate every event (``event 1``, ``event 2`` ... in the problems); raise
+    :class:`InputError` naming every problem of the batch when any is bad."""
+    parsed: list[Event] = []
+    problems: list[Problem] = []
+    for number, item in enumerate(events, start=1):
+        where = f"event {number}"
+        try:
+            raw = item.model_dump(mode="json") if isinstance(item, EventBase) else item
+            parsed.append(parse_event(raw, where))
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
+    return parsed
 
 
 def publish(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ import httpx
 from orchestrator.egress import EgressPolicy
 from orchestrator.errors import DeliveryError, TransientDeliveryError
 from orchestrator.http_exchange import AiohttpExchange, Exchange, HttpxExchange
+from orchestrator.metrics import observe_attempt
 from protocols import BackchannelRequest, BackchannelResponse
 
 __all__ = ["Built", "HttpSender", "SendResult", "Sent", "TimeLeft"]
@@ -137,6 +139,7 @@ class HttpSender:
                 return TransientDeliveryError(
                     "not sent: the attempt's lease ran out while it waited for a connection slot"
                 )
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(self._timeout):
                     return await self._exchange(request)
@@ -144,6 +147,8 @@ class HttpSender:
                 return TransientDeliveryError(f"no answer within {self._timeout:g} s")
             except DeliveryError as exc:
                 return exc
+            finally:
+                observe_attempt(time.perf_counter() - started)
 
     def close(self) -> None:
         """Close the client and stop the loop."""

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from orchestrator.api_tokens import ApiToken
 from orchestrator.binding_policy import UnlistedAddressPolicy
 from orchestrator.durations import (
     Duration,
@@ -231,6 +232,28 @@ class Settings(BaseModel):
     geoip_city_db: Path | None = Field(default=None, description="MaxMind City database")
     geoip_asn_db: Path | None = Field(default=None, description="MaxMind ASN database")
     binding_unlisted_addresses: UnlistedAddressPolicy = UnlistedAddressPolicy.ALLOW
+
+    # The HTTP service (``serve``) and the metrics endpoints.
+    api_host: str = Field(
+        default="127.0.0.1", min_length=1, description="serve's address, and the worker's metrics'"
+    )
+    api_port: int = Field(default=8080, ge=1, le=65535, description="serve: port")
+    api_workers: int = Field(default=1, ge=1, le=64, description="serve: processes")
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="bearer tokens as hashes, with their scopes"
+    )
+    api_body_limit: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request bytes, at most"
+    )
+    api_wait_max: Seconds = Field(
+        default=30.0, gt=0, le=300, description="longest ?wait= a long-poll accepts"
+    )
+    metrics_public: bool = Field(
+        default=False, description="/metrics answers without a token (else scope read)"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="worker: serve Prometheus metrics here"
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

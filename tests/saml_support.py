@@ -4,10 +4,11 @@ messages: Debian's ``xmlsec1`` command for XML signatures, python3-saml (onelogi
 from __future__ import annotations
 
 import hashlib
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "sign_metadata",
     "soap",
     "sp_logout_response",
+    "sso_response",
     "xmlsec1_verify",
 ]
 
@@ -257,3 +259,89 @@ def context(event_type: str = "logout.user", attempt: int = 1) -> LogoutContext:
         attempt=attempt,
         now=datetime.now(UTC),
     )
+
+
+_A = "urn:oasis:names:tc:SAML:2.0:assertion"
+_PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sso_response(
+    idp: KeyPair,
+    *,
+    issuer: str,
+    acs_url: str,
+    audience: str,
+    name_id: str,
+    session_index: str,
+    name_id_format: str = EMAIL_FORMAT,
+) -> bytes:
+    """An unsolicited SAML Response to ``acs_url``, as an IdP answers single sign-on: one
+    Assertion signed by ``idp`` (RSA-SHA256, SHA-256 digest, exclusive C14N) for ``name_id``
+    (qualified by the SP, ``audience``) with ``session_index``, valid for five minutes."""
+    import xmlsec
+
+    now = datetime.now(UTC)
+    until = _instant(now + timedelta(minutes=5))
+    a, p = f"{{{_A}}}", f"{{{_PROTOCOL}}}"
+    response = etree.Element(f"{p}Response", nsmap={"samlp": _PROTOCOL, "saml": _A})
+    response.attrib.update(
+        {
+            "ID": f"_{secrets.token_hex(16)}",
+            "Version": "2.0",
+            "IssueInstant": _instant(now),
+            "Destination": acs_url,
+        }
+    )
+    etree.SubElement(response, f"{a}Issuer").text = issuer
+    status = etree.SubElement(response, f"{p}Status")
+    etree.SubElement(status, f"{p}StatusCode", Value=OneLogin_Saml2_Constants.STATUS_SUCCESS)
+    assertion = etree.SubElement(
+        response, f"{a}Assertion", ID=f"_{secrets.token_hex(16)}", Version="2.0"
+    )
+    assertion.set("IssueInstant", _instant(now))
+    etree.SubElement(assertion, f"{a}Issuer").text = issuer
+    subject = etree.SubElement(assertion, f"{a}Subject")
+    name = etree.SubElement(subject, f"{a}NameID", Format=name_id_format)
+    name.set("SPNameQualifier", audience)
+    name.text = name_id
+    confirmation = etree.SubElement(
+        subject, f"{a}SubjectConfirmation", Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"
+    )
+    etree.SubElement(
+        confirmation, f"{a}SubjectConfirmationData", NotOnOrAfter=until, Recipient=acs_url
+    )
+    conditions = etree.SubElement(
+        assertion, f"{a}Conditions", NotBefore=_instant(now - timedelta(minutes=1))
+    )
+    conditions.set("NotOnOrAfter", until)
+    restriction = etree.SubElement(conditions, f"{a}AudienceRestriction")
+    etree.SubElement(restriction, f"{a}Audience").text = audience
+    statement = etree.SubElement(
+        assertion, f"{a}AuthnStatement", AuthnInstant=_instant(now), SessionIndex=session_index
+    )
+    context = etree.SubElement(statement, f"{a}AuthnContext")
+    etree.SubElement(
+        context, f"{a}AuthnContextClassRef"
+    ).text = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+
+    constants = xmlsec.constants
+    signature = xmlsec.template.create(
+        assertion, constants.TransformExclC14N, constants.TransformRsaSha256, ns="ds"
+    )
+    assertion.insert(1, signature)  # right after the Issuer
+    reference = xmlsec.template.add_reference(
+        signature, constants.TransformSha256, uri=f"#{assertion.get('ID')}"
+    )
+    xmlsec.template.add_transform(reference, constants.TransformEnveloped)
+    xmlsec.template.add_transform(reference, constants.TransformExclC14N)
+    xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
+    signer = xmlsec.SignatureContext()
+    signer.key = xmlsec.Key.from_memory(idp.key_pem, constants.KeyDataFormatPem)
+    signer.key.load_cert_from_memory(idp.cert_pem, constants.KeyDataFormatCertPem)
+    signer.register_id(assertion, "ID")
+    signer.sign(signature)
+    return bytes(etree.tostring(response, xml_declaration=True, encoding="UTF-8"))

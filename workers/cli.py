@@ -251,6 +251,54 @@ def worker(ctx: click.Context, processes: int | None, threads: int | None) -> No
 
 
 @main.command()
+@click.option("--host", help="Address to listen on (api_host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (api_port).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes (api_workers).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the HTTP service (events, logouts, plans, sessions, health, metrics) until
+    SIGTERM/SIGINT. Needs a shared broker (redis:// or amqp://) and the workers' database."""
+    try:
+        from api import serve as serve_api
+    except ImportError as exc:  # the [api] extra is not installed
+        from schemas.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"serve needs the HTTP stack ({exc.name or exc}): pip install "
+            "'logout-orchestrator[api]'"
+        ) from exc
+
+    settings = _settings(ctx).with_overrides(api_host=host, api_port=port, api_workers=workers)
+    ctx.exit(serve_api(settings))
+
+
+@main.group()
+def api() -> None:
+    """The HTTP service's bearer tokens."""
+
+
+@api.command("token", logs=False)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["events:write", "sessions:write", "read"]),
+    help="A scope of the token (repeat for several).",
+)
+@click.option("--name", default="client", show_default=True, help="Who holds it.")
+def api_token(scopes: tuple[str, ...], name: str) -> None:
+    """Make a new random token: prints the token (give it to the client, once) and the
+    api_tokens entry holding only its hash (put it in the settings)."""
+    from orchestrator.api_tokens import hash_token, new_token
+
+    token = new_token()
+    entry = {"name": name, "sha256": hash_token(token), "scopes": sorted(set(scopes))}
+    click.echo(f"token: {token}")
+    click.echo(f"api_tokens entry: {json.dumps(entry, sort_keys=True)}")
+
+
+@main.command()
 @click.argument("source", default="-")
 @click.option(
     "--wait",

@@ -23,6 +23,7 @@ import sqlalchemy.exc
 import structlog
 
 from orchestrator.errors import DatabaseUnavailableError, UnavailableError
+from orchestrator.metrics import count_backend_error
 from workers.broker import BROKER_ERRORS
 
 __all__ = [
@@ -175,5 +176,7 @@ class Health:
                 return job()
             except Exception as exc:
                 outage = self.outage_of(exc)
+                if outage is not None:
+                    count_backend_error(outage.what)
                 if outage is None or outage.ride_out() is not Passed.RECOVERED:
                     raise

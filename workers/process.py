@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import dramatiq
@@ -20,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from orchestrator.errors import ConfigurationError, LogoutError
 from orchestrator.logging import configure_logging
+from orchestrator.metrics import multiprocess_dir, serve_metrics
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings, redact_url
 from orchestrator.store.engine import check_connection
@@ -248,6 +249,18 @@ def serve(settings: Settings) -> int:
         return 0
     runtime.close()
     _log.info("duration settings", durations=settings.duration_readings())
+    if settings.metrics_port is None:
+        return _run(settings, stopping)
+    with ExitStack() as stack:
+        if settings.worker_processes > 1:  # before the children start: they count in its files
+            stack.enter_context(multiprocess_dir())
+        stack.callback(serve_metrics(settings.api_host, settings.metrics_port))
+        _log.info("metrics served", host=settings.api_host, port=settings.metrics_port)
+        return _run(settings, stopping)
+
+
+def _run(settings: Settings, stopping: threading.Event) -> int:
+    """Run the worker in this process, or ``worker_processes`` children supervised."""
     if settings.worker_processes == 1:
         return run_worker(settings, migrate=False)
     # The children would each wait for a broker that is down, each saying so: wait once here.

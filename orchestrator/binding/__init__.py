@@ -6,18 +6,8 @@ login, returning :class:`BindingOk` or a :class:`BindingViolation` that builds t
 ``session.binding_violation`` event. No database session, no broker.
 """
 
-from orchestrator.binding.evaluate import (
-    BindingModeError,
-    BindingOk,
-    BindingResult,
-    BindingViolation,
-    BoundSession,
-    GeoipBinding,
-    NetworkBinding,
-    UnlistedAddressPolicy,
-    evaluate,
-    unserved_modes,
-)
+from orchestrator.binding.bound_session import BoundSession
+from orchestrator.binding.evaluate import evaluate
 from orchestrator.binding.geoip import (
     GeoipClosedError,
     GeoipDatabaseError,
@@ -28,6 +18,14 @@ from orchestrator.binding.geoip import (
     is_special_address,
     parse_address,
 )
+from orchestrator.binding.modes import (
+    BindingModeError,
+    GeoipBinding,
+    NetworkBinding,
+    unserved_modes,
+)
+from orchestrator.binding.results import BindingOk, BindingResult, BindingViolation
+from orchestrator.binding_policy import UnlistedAddressPolicy
 
 __all__ = [
     "BindingModeError",

@@ -37,279 +37,27 @@ The evaluator is pure: it reads the databases and returns a result. Publishing t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
-from ipaddress import ip_network
-from typing import ClassVar, Literal, TypeVar
-from uuid import uuid4
+from dataclasses import dataclass
+from typing import Literal
 
-from orchestrator.binding.geoip import (
-    GeoipReader,
-    InvalidAddressError,
-    IpAddress,
-    IpFacts,
-    parse_address,
-)
+from orchestrator.binding.bound_session import BoundSession
+from orchestrator.binding.geoip import GeoipReader, IpAddress, IpFacts, parse_address
+from orchestrator.binding.modes import GEOIP_DEPTH, NETWORK_DEPTH, unserved_modes
+from orchestrator.binding.results import BindingOk, BindingResult, BindingViolation
 from orchestrator.binding_policy import UnlistedAddressPolicy
-from orchestrator.errors import ConfigurationError, LogoutError
+from orchestrator.errors import ConfigurationError
 from schemas.events import (
     ASN,
     Binding,
     BindingReason,
     Geo,
     GeoipBindingChange,
-    HttpRequest,
-    Initiator,
     IpChange,
     NetworkBindingChange,
-    RequestInfo,
-    SessionBindingViolation,
 )
 
-__all__ = [
-    "BindingModeError",
-    "BindingOk",
-    "BindingResult",
-    "BindingViolation",
-    "BoundSession",
-    "GeoipBinding",
-    "NetworkBinding",
-    "UnlistedAddressPolicy",
-    "evaluate",
-    "unserved_modes",
-]
+__all__ = ["evaluate"]
 
-
-class NetworkBinding(StrEnum):
-    """How closely a session is bound to its login network; each mode adds one level."""
-
-    NO_BINDING = "no_binding"
-    BIND_ASN = "bind_asn"
-    BIND_ASN_NETWORK = "bind_asn_network"
-    BIND_ASN_NETWORK_IP = "bind_asn_network_ip"
-
-
-class GeoipBinding(StrEnum):
-    """How closely a session is bound to its login location; each mode adds one level."""
-
-    NO_BINDING = "no_binding"
-    BIND_CONTINENT = "bind_continent"
-    BIND_CONTINENT_COUNTRY = "bind_continent_country"
-    BIND_CONTINENT_COUNTRY_CITY = "bind_continent_country_city"
-
-
-class BindingModeError(LogoutError, ValueError):
-    """A binding mode or recorded value of a :class:`BoundSession` is not valid."""
-
-
-_M = TypeVar("_M", NetworkBinding, GeoipBinding)
-
-_NETWORK_DEPTH = {
-    NetworkBinding.NO_BINDING: 0,
-    NetworkBinding.BIND_ASN: 1,
-    NetworkBinding.BIND_ASN_NETWORK: 2,
-    NetworkBinding.BIND_ASN_NETWORK_IP: 3,
-}
-_GEOIP_DEPTH = {
-    GeoipBinding.NO_BINDING: 0,
-    GeoipBinding.BIND_CONTINENT: 1,
-    GeoipBinding.BIND_CONTINENT_COUNTRY: 2,
-    GeoipBinding.BIND_CONTINENT_COUNTRY_CITY: 3,
-}
-
-
-#: The setting naming the database each binding family reads.
-_DATABASE_SETTINGS = {"network_binding": "geoip_asn_db", "geoip_binding": "geoip_city_db"}
-
-
-def unserved_modes(
-    network_binding: NetworkBinding | str,
-    geoip_binding: GeoipBinding | str,
-    *,
-    has_asn_database: bool,
-    has_city_database: bool,
-) -> list[tuple[str, str]]:
-    """``(field, reason)`` for each mode the configured databases cannot serve; empty if none.
-
-    A network binding other than ``no_binding`` reads the ASN database (``geoip_asn_db``),
-    a GeoIP binding other than ``no_binding`` the City database (``geoip_city_db``). Raises
-    :class:`BindingModeError` for a value that is not a mode.
-    """
-    network = _mode(NetworkBinding, network_binding, "network_binding")
-    geoip = _mode(GeoipBinding, geoip_binding, "geoip_binding")
-    unserved: list[tuple[str, str]] = []
-    if _NETWORK_DEPTH[network] and not has_asn_database:
-        unserved.append(("network_binding", _unserved(network, "ASN", "network_binding")))
-    if _GEOIP_DEPTH[geoip] and not has_city_database:
-        unserved.append(("geoip_binding", _unserved(geoip, "City", "geoip_binding")))
-    return unserved
-
-
-def _unserved(mode: NetworkBinding | GeoipBinding, database: str, family: str) -> str:
-    return (
-        f"{mode.value} needs the GeoIP {database} database, and none is configured "
-        f"(set {_DATABASE_SETTINGS[family]}, or use no_binding)"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class BoundSession:
-    """A session's binding modes and the facts recorded for its login address.
-
-    Modes may be given as their string values. ``ip`` and ``as_network`` are normalised
-    (``::ffff:192.0.2.1`` is ``192.0.2.1``); an invalid value raises :class:`BindingModeError`.
-    """
-
-    session_id: str
-    network_binding: NetworkBinding = NetworkBinding.NO_BINDING
-    geoip_binding: GeoipBinding = GeoipBinding.NO_BINDING
-    ip: str | None = None
-    asn: int | None = None
-    as_org: str | None = None
-    as_network: str | None = None
-    continent: str | None = None
-    country: str | None = None
-    city: str | None = None
-    lat: float | None = None
-    long: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.session_id:
-            raise BindingModeError("a bound session needs a session_id")
-        object.__setattr__(
-            self, "network_binding", _mode(NetworkBinding, self.network_binding, "network_binding")
-        )
-        object.__setattr__(
-            self, "geoip_binding", _mode(GeoipBinding, self.geoip_binding, "geoip_binding")
-        )
-        if self.ip is not None:
-            try:
-                object.__setattr__(self, "ip", str(parse_address(self.ip)))
-            except InvalidAddressError as exc:
-                raise BindingModeError(f"ip: {exc}") from exc
-        if self.as_network is not None:
-            try:
-                network = ip_network(self.as_network, strict=False)
-            except (TypeError, ValueError):
-                raise BindingModeError(
-                    f"as_network: {self.as_network!r} is not a valid network (CIDR)"
-                ) from None
-            object.__setattr__(self, "as_network", str(network))
-
-    @classmethod
-    def at_login(
-        cls,
-        session_id: str,
-        facts: IpFacts,
-        *,
-        network_binding: NetworkBinding | str = NetworkBinding.NO_BINDING,
-        geoip_binding: GeoipBinding | str = GeoipBinding.NO_BINDING,
-    ) -> BoundSession:
-        """The session as bound at login from ``facts`` (:meth:`GeoipReader.lookup`).
-
-        Nothing but the IP is recorded for a private, loopback or other special address.
-        """
-        known = not facts.special
-        return cls(
-            session_id=session_id,
-            network_binding=_mode(NetworkBinding, network_binding, "network_binding"),
-            geoip_binding=_mode(GeoipBinding, geoip_binding, "geoip_binding"),
-            ip=facts.ip,
-            asn=facts.asn if known else None,
-            as_org=facts.as_org if known else None,
-            as_network=facts.network if known else None,
-            continent=facts.continent if known else None,
-            country=facts.country if known else None,
-            city=facts.city if known else None,
-            lat=facts.lat if known else None,
-            long=facts.long if known else None,
-        )
-
-
-def _mode(kind: type[_M], value: object, name: str) -> _M:
-    """``value`` as a mode of ``kind``, or a :class:`BindingModeError` listing the modes."""
-    choices = [member.value for member in kind]
-    if isinstance(value, str) and value in choices:
-        return kind(value)
-    raise BindingModeError(f"{name}: {value!r} is not one of {', '.join(choices)}")
-
-
-@dataclass(frozen=True, slots=True)
-class BindingOk:
-    """The binding holds. ``facts`` are the new address's, e.g. to show or log."""
-
-    facts: IpFacts
-    ok: ClassVar[bool] = True
-
-
-@dataclass(frozen=True, slots=True)
-class BindingViolation:
-    """The binding broke: the coarsest level that changed or lacks data, and what was compared.
-
-    ``binding`` holds the reason and the two records compared: ASN records for ``network.*``
-    reasons, GeoIP records for ``geoip.*`` ones; the previous one is what the session recorded
-    at login, the new one the new address's. ``ip`` holds the recorded and the new address;
-    ``asn`` and ``geo`` describe the new address (empty for a private or other special address).
-    """
-
-    binding: Binding
-    ip: IpChange
-    asn: ASN = field(default_factory=ASN)
-    geo: Geo = field(default_factory=Geo)
-    ok: ClassVar[bool] = False
-
-    @property
-    def reason(self) -> BindingReason:
-        """The coarsest thing that changed, e.g. ``network.asn``."""
-        return self.binding.reason
-
-    @property
-    def previous_value(self) -> ASN | Geo:
-        """The record the session holds from its login."""
-        return self.binding.previous_value
-
-    @property
-    def new_value(self) -> ASN | Geo:
-        """The new address's record."""
-        return self.binding.new_value
-
-    def event(
-        self,
-        session_id: str,
-        initiator: Initiator = "policy",
-        request: HttpRequest | None = None,
-        *,
-        actor: str | None = None,
-    ) -> SessionBindingViolation:
-        """The ``session.binding_violation`` event to publish, with a fresh id, dated now (UTC).
-
-        ``request`` is the HTTP request that broke the binding; it becomes ``http_request``,
-        and with the new address the event's ``request``.
-        """
-        http = request if request is not None else HttpRequest()
-        return SessionBindingViolation(
-            event_id=uuid4(),
-            occurred_at=datetime.now(UTC),
-            initiator=initiator,
-            actor=actor,
-            request=RequestInfo(
-                ip=self.ip.new,
-                user_agent=http.user_agent,
-                path=http.path,
-                method=http.method,
-                args=dict(http.args),
-            ),
-            session_id=session_id,
-            binding=self.binding,
-            ip=self.ip,
-            asn=self.asn,
-            geo=self.geo,
-            http_request=http,
-        )
-
-
-BindingResult = BindingOk | BindingViolation
 
 _Value = str | int | None
 _Database = Literal["asn", "city"]
@@ -337,8 +85,6 @@ def evaluate(
     the reader does not have.
     """
     policy = UnlistedAddressPolicy(policy)
-    network_depth = _NETWORK_DEPTH[session.network_binding]
-    geoip_depth = _GEOIP_DEPTH[session.geoip_binding]
     unserved = unserved_modes(
         session.network_binding,
         session.geoip_binding,
@@ -352,17 +98,8 @@ def evaluate(
     if session.ip is not None and session.ip == facts.ip:
         return BindingOk(facts)
     new = facts if not facts.special else IpFacts(ip=facts.ip, special=True)
-    levels = [
-        _Level("network.asn", "network.missing", session.asn, new.asn, "asn"),
-        _Level("network.asn_network", "network.missing", session.as_network, new.network, "asn"),
-        _Level("network.ip", "network.missing", session.ip, new.ip, None),
-    ][:network_depth] + [
-        _Level("geoip.continent", "geoip.missing", session.continent, new.continent, "city"),
-        _Level("geoip.country", "geoip.missing", session.country, new.country, "city"),
-        _Level("geoip.city", "geoip.missing", session.city, new.city, "city"),
-    ][:geoip_depth]
     recorded = _RecordedAddress(session.ip, reader)
-    for level in levels:
+    for level in _levels(session, new):
         if level.previous is None or level.new is None:
             explained = (level.new is not None or _unlisted(new, level.database)) and (
                 level.previous is not None or recorded.unlisted(level.database)
@@ -373,6 +110,24 @@ def evaluate(
         if not _same(level.previous, level.new):
             return _violation(level.reason, level, session, new)
     return BindingOk(facts)
+
+
+def _levels(session: BoundSession, new: IpFacts) -> list[_Level]:
+    """The levels ``session``'s modes compare, network before GeoIP, coarsest first."""
+    network = [
+        _Level("network.asn", "network.missing", session.asn, new.asn, "asn"),
+        _Level("network.asn_network", "network.missing", session.as_network, new.network, "asn"),
+        _Level("network.ip", "network.missing", session.ip, new.ip, None),
+    ]
+    geoip = [
+        _Level("geoip.continent", "geoip.missing", session.continent, new.continent, "city"),
+        _Level("geoip.country", "geoip.missing", session.country, new.country, "city"),
+        _Level("geoip.city", "geoip.missing", session.city, new.city, "city"),
+    ]
+    return (
+        network[: NETWORK_DEPTH[session.network_binding]]
+        + geoip[: GEOIP_DEPTH[session.geoip_binding]]
+    )
 
 
 def _same(previous: _Value, new: _Value) -> bool:

@@ -188,7 +188,7 @@ class SamlHandler(ProtocolHandler):
                 require_signature=sp.require_signed_responses,
             )
         except MessageError as exc:
-            raise PermanentDeliveryError(str(exc), status_code=status) from exc
+            raise PermanentDeliveryError(_unreadable(exc, response), status_code=status) from exc
         if not answer.success:
             raise PermanentDeliveryError(
                 f"LogoutResponse status {answer}",
@@ -303,3 +303,16 @@ class SamlHandler(ProtocolHandler):
             binding="redirect",
             url=url,
         )
+
+
+def _unreadable(exc: MessageError, response: BackchannelResponse) -> str:
+    """Why a SOAP answer was refused; an HTML page says so first (an SP's error page with
+    status 200, as SimpleSAMLphp 1.19 answers SOAP logout, would otherwise read as a
+    refused DTD)."""
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "text/html":
+        return str(exc)
+    return (
+        "the SOAP response is an HTML page (Content-Type: text/html), not a SOAP envelope: "
+        f"the SP answered with an error or sign-in page ({exc})"
+    )

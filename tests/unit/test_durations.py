@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
+from orchestrator import durations
 from orchestrator.durations import (
     DAYS_PER_MONTH,
     DAYS_PER_YEAR,
@@ -476,3 +477,27 @@ def test_duration_fields_find_every_kind() -> None:
     assert fields["heartbeat"] == DurationUnit("milliseconds", whole=True)
     assert fields["heartbeat"].as_timedelta(1500) == timedelta(milliseconds=1500)
     assert fields["idle"].as_timedelta(None) is None
+
+
+def test_package_exports() -> None:
+    """The package's public names are pinned and sorted, and each is importable from it."""
+    exported = list(durations.__all__)
+    assert exported == sorted(exported, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    assert set(exported) == {
+        "DAYS_PER_MONTH",
+        "DAYS_PER_YEAR",
+        "DISABLED",
+        "NOTATIONS",
+        "Duration",
+        "DurationError",
+        "DurationUnit",
+        "Milliseconds",
+        "OptionalDuration",
+        "Seconds",
+        "WholeSeconds",
+        "describe_duration",
+        "duration_fields",
+        "format_duration",
+        "parse_duration",
+    }
+    assert all(hasattr(durations, name) for name in exported)

@@ -7,6 +7,7 @@ import json
 import pytest
 import structlog
 
+import api
 import orchestrator
 import orchestrator.logout
 import protocols
@@ -84,6 +85,7 @@ def test_every_audit_record_is_logged_once(
         ),
         (schemas, {"Event", "AuditRecord", "AuditType", "LogoutUser", "event_adapter"}),
         (workers, {"build_broker", "declare_actors", "embedded", "serve"}),
+        (api, {"ApiProblem", "create_app", "openapi_document", "serve"}),
     ],
 )
 def test_public_api_is_exported_and_sorted(module: object, names: set[str]) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditQuery, query_audit
@@ -252,3 +253,20 @@ def test_a_notice_that_cannot_be_sent_never_fails_the_logout(
     notify = make_notifier(unreachable, NoticeBoard())
     notify([("plan:p-1", '{"plan_id": "p-1"}'), ("event:e-1", "")])
     notify.close()
+
+
+def test_each_stored_plan_is_timed_and_counted(mixed: tuple[Runtime, LogoutEngine]) -> None:
+    """Storing a plan observes its build time once and counts it (plan.built), however often
+    its event is handled."""
+    runtime, processor = mixed
+    _session(runtime, "s-9", "wiki")
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    timed, built = sample("logout_plan_build_seconds_count"), sample("logout_plans_built_total")
+    event = make_event("logout.user", session_id="s-9", plan_id="p-9")
+    processor.handle(event, "m-9")
+    processor.handle(event, "m-9b")  # a duplicate builds nothing
+    assert sample("logout_plan_build_seconds_count") == timed + 1
+    assert sample("logout_plans_built_total") == built + 1

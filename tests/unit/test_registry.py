@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
-from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings
+from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings, importing
 from orchestrator.logout import HandleResult
 from orchestrator.store import (
     AuditRow,
@@ -504,3 +504,11 @@ def test_worker_start_names_unserved_providers(runtime: Runtime) -> None:
     [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
     assert warning["providers"] == {"old": "openid"}
     assert "logouts are skipped" in warning["event"]
+
+
+def test_importing_exports() -> None:
+    """The import package's public names are pinned and sorted, and each is importable."""
+    exported = list(importing.__all__)
+    assert exported == sorted(exported, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    assert set(exported) == {"CHUNK", "GeoipDatabases", "ImportCounts", "Progress", "SessionImport"}
+    assert all(hasattr(importing, name) for name in exported)

@@ -336,6 +336,19 @@ def test_hostile_or_broken_xml_fails_permanently(
     assert "passwd" not in outcome.detail
 
 
+def test_an_html_page_answered_with_200_is_named(handler: SamlHandler) -> None:
+    """An SP's error page (HTML, status 200, as SimpleSAMLphp 1.19.7 answers a SOAP
+    LogoutRequest) fails permanently, named as the HTML page it is, not only as a DTD."""
+    page = b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN" "x.dtd"><html><title>Unhandled'
+    headers = {"content-type": "text/html; charset=UTF-8"}
+    outcome = _outcome(handler, provider(handler), lambda _: page, headers=headers)
+    assert isinstance(outcome, PermanentDeliveryError)
+    assert outcome.detail.startswith(
+        "the SOAP response is an HTML page (Content-Type: text/html), not a SOAP envelope"
+    ), outcome.detail
+    assert "has a DTD (DOCTYPE), which is never accepted" in outcome.detail
+
+
 @pytest.mark.parametrize(
     ("status", "kind", "code"),
     [

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 import orchestrator.expiry
@@ -248,13 +249,20 @@ def test_sweeper_publishes_each_expiry_once(runtime: Runtime) -> None:
         {"session_id": "fresh", "expires": (now + timedelta(days=1)).isoformat()},
     )
     policy = SessionPolicy(idle_timeout=timedelta(hours=1))
+    counted = {r: _expired_count(r) for r in ("idle", "absolute")}
     assert _sweeper(runtime, policy).sweep(now).claimed == 2
+    assert {r: _expired_count(r) - counted[r] for r in counted} == {"idle": 1, "absolute": 1}
     published = _relayed(runtime)
     reasons = {e.session_id: e.reason for e in published if isinstance(e, SessionExpired)}
     assert reasons == {"abs": "absolute", "idle": "idle"}
     assert {e.event_id for e in published} == {expiry_event_id("abs"), expiry_event_id("idle")}
     assert _sweeper(runtime, policy).sweep(now).claimed == 0
     assert _relayed(runtime) == []
+
+
+def _expired_count(reason: str) -> float:
+    """logout_sessions_expired_total{reason} of this process."""
+    return REGISTRY.get_sample_value("logout_sessions_expired_total", {"reason": reason}) or 0.0
 
 
 def test_a_session_past_its_deadline_is_never_called_idle(

@@ -128,6 +128,7 @@ def test_broken_json_list_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 DURATION_SETTINGS = {
+    "api_wait_max",
     "delivery_max_age",
     "delivery_timeout",
     "expiry_interval",

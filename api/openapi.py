@@ -1,0 +1,231 @@
+"""``/v1/openapi.json``: the OpenAPI 3.1 document, generated from the pydantic models of
+:mod:`api.models` and the event contract (:data:`schemas.Event`)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic import TypeAdapter
+from pydantic.json_schema import models_json_schema
+
+from api.models import (
+    BindingCheck,
+    BindingVerdict,
+    EventsAnswer,
+    Health,
+    LogoutAnswer,
+    ProblemBody,
+    Seen,
+    SeenAnswer,
+    SessionAnswer,
+)
+from schemas import Event, LogoutPlan, SessionStarted
+
+__all__ = ["openapi_document"]
+
+_REF: Final = "#/components/schemas/{model}"
+_MODELS: Final = (
+    BindingCheck,
+    BindingVerdict,
+    EventsAnswer,
+    Health,
+    LogoutAnswer,
+    LogoutPlan,
+    ProblemBody,
+    Seen,
+    SeenAnswer,
+    SessionAnswer,
+    SessionStarted,
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema([(model, "validation") for model in _MODELS], ref_template=_REF)
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    event = TypeAdapter(Event).json_schema(ref_template=_REF)
+    schemas.update(event.pop("$defs", {}))
+    schemas["Event"] = event
+    return schemas
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    says = {
+        400: "the body cannot be read",
+        401: "no token, or not a configured one",
+        403: "the token lacks the scope",
+        404: "not found",
+        413: "the body exceeds api_body_limit",
+        415: "not a JSON body",
+        422: "input refused: errors names each field",
+        503: "a server it needs does not answer, or it is not configured",
+    }
+    problem = {"content": {"application/problem+json": {"schema": _ref("ProblemBody")}}}
+    return {str(s): {"description": says[s], **problem} for s in statuses}
+
+
+def _operation(
+    summary: str,
+    scope: str | None,
+    responses: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    auth = (401, 403) if scope else ()
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {**responses, **_problems(*sorted({*auth, *errors}))},
+    }
+    operation["security"] = [{"bearer": [scope]}] if scope else []
+    if body is not None:
+        operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _wait(most: float) -> dict[str, Any]:
+    return {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "seconds to wait for it (long poll)",
+        "schema": {"type": "number", "minimum": 0, "maximum": most},
+    }
+
+
+def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
+    """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``)."""
+    event = _ref("Event")
+    body_errors = (413, 415, 422)
+    session_id = _path("session_id", {"type": "string", "minLength": 1, "maxLength": 255})
+    paths = {
+        "/v1/events": {
+            "post": _operation(
+                "Publish events: recorded durably, then enqueued",
+                "events:write",
+                {
+                    "202": _json(_ref("EventsAnswer"), "some events were new: accepted"),
+                    "200": _json(_ref("EventsAnswer"), "every event was known: its state"),
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"oneOf": [event, {"type": "array", "items": event}]}
+                        },
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                errors=body_errors,
+            )
+        },
+        "/v1/logouts/{event_id}": {
+            "get": _operation(
+                "A logout's state and deliveries; ?wait= until it completes",
+                "read",
+                {"200": _json(_ref("LogoutAnswer"), "the logout")},
+                parameters=[
+                    _path("event_id", {"type": "string", "format": "uuid"}),
+                    _wait(wait_max),
+                ],
+                errors=(404, 422),
+            )
+        },
+        "/v1/plans/{plan_id}": {
+            "get": _operation(
+                "A front-channel stage plan; ?wait= until it is built",
+                "read",
+                {"200": _json(_ref("LogoutPlan"), "the plan")},
+                parameters=[
+                    _path("plan_id", {"type": "string", "minLength": 1, "maxLength": 255}),
+                    _wait(wait_max),
+                ],
+                errors=(404, 422),
+            )
+        },
+        "/v1/sessions": {
+            "post": _operation(
+                "A login started a session (a session.started event)",
+                "sessions:write",
+                {"201": _json(_ref("SessionAnswer"), "recorded")},
+                body={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SessionStarted")}},
+                },
+                errors=body_errors,
+            )
+        },
+        "/v1/sessions/{session_id}/seen": {
+            "post": _operation(
+                "The session was seen (activity)",
+                "sessions:write",
+                {"200": _json(_ref("SeenAnswer"), "recorded")},
+                body={"required": False, "content": {"application/json": {"schema": _ref("Seen")}}},
+                parameters=[session_id],
+                errors=(404, *body_errors),
+            )
+        },
+        "/v1/sessions/{session_id}/binding-check": {
+            "post": _operation(
+                "Judge a request's address against the session's binding",
+                "sessions:write",
+                {"200": _json(_ref("BindingVerdict"), "the verdict")},
+                body={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("BindingCheck")}},
+                },
+                parameters=[session_id],
+                errors=(404, *body_errors, 503),
+            )
+        },
+        "/healthz": {
+            "get": _operation("The process lives", None, {"200": _json(_ref("Health"), "ok")})
+        },
+        "/readyz": {
+            "get": _operation(
+                "Database, schema and broker answer",
+                None,
+                {"200": _json(_ref("Health"), "ready")},
+                errors=(503,),
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics (public when metrics_public)",
+                "read",
+                {
+                    "200": {
+                        "description": "the text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "logout-orchestrator",
+            "version": "1",
+            "description": "Ingestion, waits, binding checks, health and metrics.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

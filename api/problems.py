@@ -1,0 +1,114 @@
+"""Every error answer is a JSON problem (RFC 9457, ``application/problem+json``) naming the
+field at fault and the fix; never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from schemas.errors import (
+    ConfigurationError,
+    InputError,
+    LogoutError,
+    Problem,
+    SchemaOutdatedError,
+    UnavailableError,
+)
+
+__all__ = ["PROBLEM_TYPE", "ApiProblem", "exception_handlers", "problem_response"]
+
+PROBLEM_TYPE: Final = "application/problem+json"
+
+
+class ApiProblem(LogoutError):
+    """Ends a request with ``status``: ``title`` says what is wrong, ``detail`` what to do,
+    ``errors`` name the fields."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: Iterable[Problem] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = tuple(errors)
+        self.headers = dict(headers or {})
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    errors: Iterable[Problem] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The problem document: ``type``, ``title``, ``status``, ``detail`` and, when fields are
+    at fault, ``errors`` (``{"where", "field", "message"}`` each)."""
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    items = [{"where": p.where, "field": p.field, "message": p.message} for p in errors]
+    if items:
+        body["errors"] = items
+    return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_TYPE)
+
+
+async def _api_problem(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiProblem)
+    return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+
+
+async def _input(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InputError)
+    count = len(exc.problems)
+    return problem_response(
+        422,
+        "input refused",
+        f"{count} problem(s), nothing was applied; fix each field named in errors",
+        exc.problems,
+    )
+
+
+async def _unavailable(_request: Request, exc: Exception) -> Response:
+    # The message names the server and the setting to fix (never a password: redacted).
+    return problem_response(503, "unavailable", str(exc), headers={"Retry-After": "1"})
+
+
+async def _configuration(_request: Request, exc: Exception) -> Response:
+    return problem_response(503, "not configured", str(exc))
+
+
+async def _http(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = {404: "no such endpoint; see /v1/openapi.json", 405: "see /v1/openapi.json"}
+    return problem_response(
+        exc.status_code,
+        str(exc.detail),
+        detail.get(exc.status_code, str(exc.detail)),
+        headers=exc.headers,
+    )
+
+
+def exception_handlers() -> dict[type[Exception] | int, object]:
+    """Starlette's ``exception_handlers`` for the service (a bug is contained by the app's
+    outermost middleware, :class:`api.app._Measured`)."""
+    return {
+        ApiProblem: _api_problem,
+        InputError: _input,
+        UnavailableError: _unavailable,
+        SchemaOutdatedError: _unavailable,
+        ConfigurationError: _configuration,
+        HTTPException: _http,
+    }

@@ -1,0 +1,106 @@
+"""``GET /v1/logouts/{event_id}?wait=`` and ``GET /v1/plans/{plan_id}?wait=``: long polls on
+:class:`~orchestrator.waiting.LogoutWaiter` (a notification wakes them, never a sleep loop)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.models import DeliveryItem, LogoutAnswer
+from api.problems import ApiProblem
+from api.service import Service
+from orchestrator.event_status import delivery_states, event_states
+from schemas.errors import InputError, Problem
+
+__all__ = ["routes", "wait_seconds"]
+
+
+def wait_seconds(request: Request, most: float) -> float:
+    """The ``wait`` query parameter: seconds, 0 (the default) to ``most`` (api_wait_max)."""
+    text = request.query_params.get("wait")
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= most:  # NaN fails too
+        raise InputError(
+            [Problem("query", "wait", f"seconds from 0 to {most:g} (api_wait_max); got {text!r}")]
+        )
+    return value
+
+
+def _event_id(request: Request) -> str:
+    text = request.path_params["event_id"]
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InputError([Problem("path", "event_id", "not a UUID")]) from None
+
+
+def routes(service: Service) -> list[Route]:
+    most = service.settings.api_wait_max
+    sessions = service.runtime.sessions
+
+    async def get_logout(request: Request) -> Response:
+        service.auth.require(request, "read")
+        event_id = _event_id(request)
+        wait = wait_seconds(request, most)
+        state = (await service.run(lambda: event_states(sessions, [event_id]))).get(event_id)
+        if state is None:
+            raise ApiProblem(
+                404, "unknown event", f"no event {event_id} was accepted; publish it first"
+            )
+        completed = state == "completed"
+        timed_out = False
+        if not completed and state != "rejected" and wait > 0:
+            completion = await service.waiter.await_completion(event_id, wait)
+            completed, timed_out = completion.completed, completion.timed_out
+            state = (await service.run(lambda: event_states(sessions, [event_id])))[event_id]
+        items = await service.run(lambda: delivery_states(sessions, event_id))
+        counts = {status: 0 for status in ("pending", "retrying", "succeeded", "failed", "skipped")}
+        for item in items:
+            counts[item.status.value] += 1
+        answer = LogoutAnswer(
+            event_id=event_id,
+            status=state,
+            completed=completed,
+            timed_out=timed_out,
+            deliveries=counts,
+            items=[
+                DeliveryItem(
+                    delivery_id=i.delivery_id,
+                    provider=i.provider,
+                    status=i.status.value,
+                    attempts=i.attempts,
+                )
+                for i in items
+            ],
+        )
+        return JSONResponse(answer.model_dump(mode="json"))
+
+    async def get_plan(request: Request) -> Response:
+        service.auth.require(request, "read")
+        plan_id = request.path_params["plan_id"]
+        if not 1 <= len(plan_id) <= 255:
+            raise InputError([Problem("path", "plan_id", "1 to 255 characters")])
+        wait = wait_seconds(request, most)
+        found = await service.waiter.await_plan(plan_id, wait)
+        if found.plan is None:
+            raise ApiProblem(
+                404,
+                "no plan",
+                f"plan {plan_id!r} is not built"
+                + (f" after waiting {wait:g} s" if wait else "; ask with ?wait=seconds"),
+            )
+        return JSONResponse(found.plan.model_dump(mode="json"))
+
+    return [
+        Route("/v1/logouts/{event_id}", get_logout, methods=["GET"], name="logout"),
+        Route("/v1/plans/{plan_id}", get_plan, methods=["GET"], name="plan"),
+    ]

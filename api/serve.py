@@ -1,0 +1,54 @@
+"""``logout-orchestrator serve``: the service under uvicorn, ``api_workers`` processes on
+``api_host``:``api_port``. Stateless: run as many copies as needed behind a load balancer."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import structlog
+
+from orchestrator.metrics import multiprocess_dir
+from orchestrator.settings import Settings
+
+__all__ = ["serve"]
+
+_log = structlog.get_logger("logout.api")
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; the settings are read once, by the caller."""
+    import uvicorn
+
+    from api.app import SETTINGS_VARIABLE, create_app
+
+    if not settings.api_tokens:
+        _log.warning(
+            "api_tokens is empty: every endpoint but /healthz, /readyz (and /metrics when "
+            "metrics_public) answers 401; add a token's hash (logout-orchestrator api token)"
+        )
+    common = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "access_log": False,  # paths hold session ids; the metrics count requests instead
+        "log_config": None,  # our structlog set-up (configure_logging) stays in force
+        "server_header": False,
+        "proxy_headers": False,
+    }
+    if settings.api_workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return 0
+    from orchestrator.runtime import Runtime
+
+    # Reach the database and migrate once here, so a database that is down is one clear
+    # error (not one per process, restarted), and the processes do not race to migrate.
+    Runtime.start(settings, handlers={}).close()
+    os.environ[SETTINGS_VARIABLE] = json.dumps(settings.for_child())
+    with multiprocess_dir():  # the workers count in its files; /metrics sums them
+        uvicorn.run(
+            "api.app:from_environment",
+            factory=True,
+            workers=settings.api_workers,
+            **common,  # type: ignore[arg-type]
+        )
+    return 0

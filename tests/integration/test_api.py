@@ -1,0 +1,281 @@
+"""The HTTP service (``serve``) driven over real HTTP: every endpoint, every auth failure,
+malformed bodies, the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+from sqlalchemy import select
+
+from orchestrator.store import AuditRow, IdpSession, OutboxRow
+from tests.geoip_data import GeoipFiles
+
+from .api_server import ApiServer, start_api
+from .support import Stack, event, logout_event
+
+pytestmark = pytest.mark.integration
+
+#: Every endpoint that needs a token: method, path, the scope it needs.
+PROTECTED = [
+    ("POST", "/v1/events", "events:write"),
+    ("GET", f"/v1/logouts/{uuid.uuid4()}", "read"),
+    ("GET", "/v1/plans/p-1", "read"),
+    ("POST", "/v1/sessions", "sessions:write"),
+    ("POST", "/v1/sessions/s-1/seen", "sessions:write"),
+    ("POST", "/v1/sessions/s-1/binding-check", "sessions:write"),
+    ("GET", "/metrics", "read"),
+    ("GET", "/v1/openapi.json", "read"),
+]
+#: A token of each scope, by the name start_api gives it.
+TOKEN_OF = {"events:write": "events", "read": "read", "sessions:write": "sessions"}
+
+
+@pytest.fixture
+def api(stack: Stack, geoip_files: GeoipFiles) -> Iterator[ApiServer]:
+    """``serve`` on this test's stack, with GeoIP databases and a 4 KiB body cap."""
+    server = start_api(
+        stack,
+        {
+            "LOGOUT_GEOIP_CITY_DB": str(geoip_files.city),
+            "LOGOUT_GEOIP_ASN_DB": str(geoip_files.asn),
+            "LOGOUT_API_BODY_LIMIT": "4096",
+            "LOGOUT_API_WAIT_MAX": "20",
+        },
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _problem(response: Any, status: int) -> dict[str, Any]:
+    """The RFC 9457 body of ``response``, checked to have ``status``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status, body
+    assert body["title"], body
+    assert body["detail"], body
+    return body
+
+
+def test_health_and_readiness_answer_without_a_token(api: ApiServer) -> None:
+    """/healthz lives; /readyz finds the database, its schema and the broker answering."""
+    with api.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+        ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "schema": "ok", "broker": "ok"},
+    }
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), PROTECTED)
+def test_every_auth_failure(api: ApiServer, method: str, path: str, scope: str) -> None:
+    """No token, a wrong scheme, an unknown token: 401 with a challenge; a token without the
+    scope: 403; each a JSON problem."""
+    with api.client() as client:
+        missing = client.request(method, path)
+        scheme = client.request(method, path, headers={"Authorization": "Basic dXNlcjpwdw=="})
+        unknown = client.request(method, path, headers={"Authorization": "Bearer not-a-token"})
+    for response in (missing, scheme, unknown):
+        _problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    other = next(name for s, name in TOKEN_OF.items() if s != scope)
+    with api.client(other) as client:
+        forbidden = client.request(method, path)
+    assert scope in _problem(forbidden, 403)["detail"]
+
+
+def test_events_are_recorded_before_the_answer_and_idempotent(api: ApiServer, stack: Stack) -> None:
+    """202 with each event_id, in the outbox; sent again: 200 with its state; a JSON array
+    and JSON lines too."""
+    first = logout_event("s-1")
+    with api.client("events") as client:
+        accepted = client.post("/v1/events", json=first)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json() == {
+            "events": [
+                {"event_id": first["event_id"], "type": "logout.user", "status": "accepted"}
+            ],
+            "queued": 0,
+        }
+        assert stack.count(OutboxRow, OutboxRow.event_id == first["event_id"]) == 1
+        again = client.post("/v1/events", json=first)
+        assert again.status_code == 200, again.text
+        assert again.json()["events"][0]["status"] == "queued"
+        assert stack.count(OutboxRow, OutboxRow.event_id == first["event_id"]) == 1
+
+        batch = [logout_event("s-2"), logout_event("s-3")]
+        mixed = client.post("/v1/events", json=[*batch, first])
+        assert mixed.status_code == 202, mixed.text
+        states = [e["status"] for e in mixed.json()["events"]]
+        assert states == ["accepted", "accepted", "queued"]
+
+        lines = [logout_event("s-4"), logout_event("s-5")]
+        ndjson = "".join(json.dumps(e) + "\n" for e in lines)
+        sent = client.post(
+            "/v1/events", content=ndjson, headers={"content-type": "application/x-ndjson"}
+        )
+        assert sent.status_code == 202, sent.text
+    ids = {e["event_id"] for e in [first, *batch, *lines]}
+    assert stack.count(OutboxRow, OutboxRow.event_id.in_(ids)) == len(ids)
+
+
+def test_a_bad_batch_is_refused_whole_naming_each_field(api: ApiServer, stack: Stack) -> None:
+    """422 naming the event and the field, as publish does; nothing of the batch recorded."""
+    good = logout_event("s-1")
+    bad = {**logout_event("s-2"), "sesion_id": "x"}
+    del bad["session_id"]
+    with api.client("events") as client:
+        refused = client.post("/v1/events", json=[good, bad])
+    body = _problem(refused, 422)
+    fields = {(e["where"], e["field"]) for e in body["errors"]}
+    assert ("event 2", "session_id") in fields, body
+    assert any("did you mean session_id" in e["message"] for e in body["errors"]), body
+    assert stack.count(OutboxRow) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "names"),
+    [
+        (b'{"type": "logout.user",', "application/json", 422, "invalid JSON"),
+        (b"", "application/json", 422, "empty"),
+        (b"42", "application/json", 422, "event object or a JSON array"),
+        (b"[]", "application/json", 422, "empty array"),
+        (b"\xff\xfe", "application/json", 422, "not UTF-8"),
+        (b"{}", "text/plain", 415, "content-type"),
+        (b"[" + b'"x",' * 2000 + b'"x"]', "application/json", 413, "api_body_limit"),
+    ],
+)
+def test_malformed_bodies_are_problems(
+    api: ApiServer, content: bytes, content_type: str, status: int, names: str
+) -> None:
+    """Each unreadable body is a problem saying what to fix, never a 500."""
+    with api.client("events") as client:
+        response = client.post(
+            "/v1/events", content=content, headers={"content-type": content_type}
+        )
+    assert names in json.dumps(_problem(response, status)), response.text
+
+
+def test_logouts_and_plans_not_known(api: ApiServer) -> None:
+    """An unknown event or plan is 404; a bad id or wait is 422 naming it."""
+    with api.client("read") as client:
+        _problem(client.get(f"/v1/logouts/{uuid.uuid4()}"), 404)
+        bad_id = _problem(client.get("/v1/logouts/not-a-uuid"), 422)
+        assert bad_id["errors"][0]["field"] == "event_id"
+        plan = _problem(client.get("/v1/plans/nope", params={"wait": "0.2"}), 404)
+        assert "0.2 s" in plan["detail"]
+        for wait in ("-1", "abc", "nan", "21"):
+            body = _problem(client.get("/v1/plans/nope", params={"wait": wait}), 422)
+            assert body["errors"][0]["field"] == "wait", body
+    with api.client() as browser:  # the plan pages: the plan id is the capability, no token
+        assert browser.get("/logout/plans/nope").status_code == 404
+
+
+def test_sessions_seen_and_binding_check(api: ApiServer, stack: Stack) -> None:
+    """A session started over HTTP is seen, then its country binding breaks: the violation
+    is written and published; unknown sessions are 404."""
+    started = event(
+        "session.started",
+        session_id="s-http",
+        user_id="alice",
+        ip="81.2.69.142",
+        geoip_binding="bind_continent_country",
+    )
+    with api.client("sessions") as client:
+        created = client.post("/v1/sessions", json=started)
+        assert created.status_code == 201, created.text
+        assert created.json() == {"session_id": "s-http", "revoked": []}
+        wrong_type = _problem(client.post("/v1/sessions", json=logout_event("s-x")), 422)
+        assert wrong_type["errors"][0]["field"] == "type"
+
+        seen = client.post("/v1/sessions/s-http/seen", json={"at": "2100-01-01T00:00:00Z"})
+        assert seen.json() == {"session_id": "s-http", "open": True}, seen.text
+        assert client.post("/v1/sessions/s-http/seen").status_code == 200
+        _problem(client.post("/v1/sessions/nobody/seen"), 404)
+
+        holds = client.post("/v1/sessions/s-http/binding-check", json={"ip": "81.2.69.143"})
+        assert holds.json() == {
+            "ok": True,
+            "session_id": "s-http",
+            "reason": None,
+            "event_id": None,
+            "published": False,
+        }, holds.text
+        bad_ip = _problem(client.post("/v1/sessions/s-http/binding-check", json={"ip": "x"}), 422)
+        assert bad_ip["errors"][0]["field"] == "ip"
+        extra = _problem(
+            client.post("/v1/sessions/s-http/binding-check", json={"ip": "1.2.3.4", "x": 1}), 422
+        )
+        assert extra["errors"][0]["field"] == "x"
+        _problem(client.post("/v1/sessions/nobody/binding-check", json={"ip": "1.2.3.4"}), 404)
+
+        broken = client.post(
+            "/v1/sessions/s-http/binding-check",
+            json={"ip": "89.160.20.112", "path": "/account", "method": "GET"},
+        )
+    verdict = broken.json()
+    assert verdict["ok"] is False, broken.text
+    assert verdict["published"] is True, broken.text
+    assert verdict["reason"] == "geoip.country"
+    assert stack.count(OutboxRow, OutboxRow.event_id == verdict["event_id"]) == 1
+    with api.client("read") as client:
+        metrics = client.get("/metrics").text
+    assert 'logout_binding_violations_total{reason="geoip.country"} 1.0' in metrics
+    with stack.db() as db:
+        session = db.get(IdpSession, "s-http")
+        assert session is not None
+        assert session.last_seen.year == 2100
+        assert db.scalar(select(AuditRow.type).where(AuditRow.session_id == "s-http")) == (
+            "session.started"
+        )
+
+
+def test_openapi_document_is_valid(api: ApiServer) -> None:
+    """/v1/openapi.json is a valid OpenAPI 3.1 document naming every route."""
+    with api.client("read") as client:
+        document = client.get("/v1/openapi.json").json()
+    validate(document)
+    assert set(document["paths"]) == {
+        "/v1/events",
+        "/v1/logouts/{event_id}",
+        "/v1/plans/{plan_id}",
+        "/v1/sessions",
+        "/v1/sessions/{session_id}/seen",
+        "/v1/sessions/{session_id}/binding-check",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+
+
+def test_metrics_of_several_processes_are_summed(stack: Stack) -> None:
+    """With api_workers = 2, /metrics counts the requests every process answered (each on a
+    new connection, so either process may take it); metrics_public: no token needed."""
+    server = start_api(stack, {"LOGOUT_METRICS_PUBLIC": "true"}, workers=2)
+    healthz = 'logout_http_requests_total{method="GET",route="/healthz",status="200"} '
+
+    def count() -> float:
+        with server.client() as client:
+            answer = client.get("/metrics")
+        assert answer.status_code == 200, answer.text
+        text = answer.text
+        return float(text.split(healthz, 1)[1].split()[0])
+
+    try:
+        before = count()
+        for _ in range(20):
+            with server.client() as client:
+                assert client.get("/healthz").status_code == 200
+        after = count()
+    finally:
+        server.stop()
+    assert after == before + 20

@@ -1,0 +1,161 @@
+"""Through the HTTP service end to end: an event posted over HTTP, its logout waited for
+over HTTP, the delivery seen by a relying party on 127.0.0.1 and counted in the metrics of
+the worker (two processes) and of the service."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .api_server import start_api
+from .servers import server_port
+from .support import Stack, logout_event, wait_until
+from .test_backchannel_http import PLUGIN_MODULE, python_path, write_plugin
+
+pytestmark = pytest.mark.integration
+
+
+class RelyingParty(ThreadingHTTPServer):
+    """A back-channel endpoint on 127.0.0.1 that answers 200 and keeps each request body."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Logout)
+        self.bodies: list[bytes] = []
+
+
+class _Logout(BaseHTTPRequestHandler):
+    server: RelyingParty
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.bodies.append(body)  # before the answer: the client may move on at once
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def relying_party() -> Iterator[RelyingParty]:
+    server = RelyingParty(server_port())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a scrape: (name, labels) -> value."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(text: str, name: str, **labels: str) -> float | None:
+    return _samples(text).get((name, frozenset(labels.items())))
+
+
+def test_post_wait_deliver_and_count(
+    stack: Stack, tmp_path: Path, relying_party: RelyingParty
+) -> None:
+    """POST /v1/events, then GET /v1/logouts/{id}?wait= returns once the RP was notified;
+    the worker's /metrics (2 processes) and the service's count it."""
+    stack.protocols = ["itproto"]
+    plugin = write_plugin(
+        tmp_path / "plugin",
+        "it_httpproto",
+        "it-httpproto",
+        "itproto = it_httpproto:HttpProto",
+        PLUGIN_MODULE,
+    )
+    plugin_env = {"PYTHONPATH": python_path(plugin)}
+    host, port = relying_party.server_address[:2]
+    providers = tmp_path / "providers.toml"
+    providers.write_text(
+        f'[[providers]]\nname = "rp-ok"\nprotocol = "itproto"\nurl = "http://{host!s}:{port}/"\n',
+        encoding="utf-8",
+    )
+    loaded = stack.cli("providers", "load", str(providers), env=plugin_env)
+    assert loaded.returncode == 0, loaded.stderr
+    stack.seed(
+        records=[
+            {"kind": "session", "session_id": "s-api", "user_id": "alice"},
+            {"kind": "provider_session", "session_id": "s-api", "provider": "rp-ok", "sid": "a1"},
+        ]
+    )
+    metrics_port = server_port()
+    stack.start_worker(
+        {**plugin_env, "LOGOUT_METRICS_PORT": str(metrics_port), "LOGOUT_API_HOST": "127.0.0.1"},
+        processes=2,
+    )
+    api = start_api(stack, plugin_env)
+    try:
+        event = logout_event("s-api")
+        with api.client("all") as client:
+            posted = client.post("/v1/events", json=event)
+            assert posted.status_code == 202, posted.text
+            waited = client.get(f"/v1/logouts/{event['event_id']}", params={"wait": "25"})
+            assert waited.status_code == 200, waited.text
+            logout = waited.json()
+            assert logout["completed"] is True, logout
+            assert logout["status"] == "completed", logout
+            assert logout["deliveries"]["succeeded"] == 1, logout
+            assert [(i["provider"], i["status"], i["attempts"]) for i in logout["items"]] == [
+                ("rp-ok", "succeeded", 1)
+            ]
+            assert relying_party.bodies == [b"session=a1"]
+            service_metrics = client.get("/metrics").text
+    finally:
+        api.stop()
+
+    worker_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    scraped: list[str] = []
+
+    def counted() -> bool:
+        try:
+            scraped[:] = [httpx.get(worker_url, timeout=5).text]
+        except httpx.TransportError:
+            return False
+        delivered = _value(
+            scraped[0],
+            "logout_deliveries_total",
+            protocol="itproto",
+            provider="rp-ok",
+            status="succeeded",
+        )
+        return delivered == 1.0
+
+    assert wait_until(counted, 20) is not None, scraped[-1] if scraped else "no answer"
+    worker_metrics = scraped[0]
+    assert _value(worker_metrics, "logout_logouts_completed_total", outcome="success") == 1.0
+    assert _value(worker_metrics, "logout_events_total", type="logout.user", outcome="received")
+    assert _value(worker_metrics, "logout_delivery_attempt_seconds_count") == 1.0
+    assert "s-api" not in worker_metrics  # never a session id in a label
+    assert (
+        _value(
+            service_metrics,
+            "logout_http_requests_total",
+            route="/v1/events",
+            method="POST",
+            status="202",
+        )
+        == 1.0
+    )
+    assert _value(service_metrics, "logout_deliveries_retrying") == 0.0
+    assert _value(service_metrics, "logout_delivery_oldest_pending_seconds") == 0.0

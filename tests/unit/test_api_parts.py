@@ -1,0 +1,134 @@
+"""The HTTP service's parts without a server: tokens, metrics from audit records, the
+OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+from openapi_spec_validator import validate
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from structlog.testing import capture_logs
+
+from api.app import _Measured
+from api.auth import Authenticator
+from api.openapi import openapi_document
+from api.problems import ApiProblem, exception_handlers
+from orchestrator.api_tokens import ApiToken, hash_token, new_token
+from orchestrator.metrics import count_records
+from orchestrator.settings import Settings
+from schemas import AuditRecord, AuditType
+from workers.cli import main
+
+
+def _request(authorization: str | None) -> Request:
+    headers = [(b"authorization", authorization.encode())] if authorization is not None else []
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": headers})
+
+
+def test_tokens_are_held_as_hashes_and_checked_with_their_scopes() -> None:
+    """The configured hash admits its token with its scopes only; others are 401 / 403."""
+    token = new_token()
+    auth = Authenticator(
+        [
+            ApiToken(name="other", sha256=hash_token("x" * 43), scopes=["events:write"]),
+            ApiToken(name="reader", sha256=hash_token(token), scopes=["read"]),
+        ]
+    )
+    assert auth.require(_request(f"Bearer {token}"), "read").name == "reader"
+    with pytest.raises(ApiProblem) as forbidden:
+        auth.require(_request(f"Bearer {token}"), "events:write")
+    assert forbidden.value.status == 403
+    for header in (None, "", f"Basic {token}", "Bearer ", "Bearer wrong", f"Bearer {token}x"):
+        with pytest.raises(ApiProblem) as refused:
+            auth.require(_request(header), "read")
+        assert refused.value.status == 401, header
+        assert refused.value.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_token_in_the_settings_is_refused_unless_a_hash() -> None:
+    """api_tokens holds a SHA-256 (64 hex digits), never the token; the error names it."""
+    with pytest.raises(ValueError, match="api_tokens"):
+        Settings(api_tokens=[{"name": "idp", "sha256": new_token(), "scopes": ["read"]}])
+    with pytest.raises(ValueError, match="scopes"):
+        Settings(api_tokens=[{"name": "idp", "sha256": "a" * 64, "scopes": ["admin"]}])
+
+
+def _record(kind: AuditType, outcome: str, **detail: object) -> AuditRecord:
+    return AuditRecord(
+        id="r", at=datetime.now(UTC), type=kind, outcome=outcome, provider="wiki", detail=detail
+    )
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_audit_records_move_the_metrics() -> None:
+    """Deliveries by protocol, provider and status, roll-ups by outcome, events by type; an
+    unknown event type is 'other' (a publisher cannot add label values)."""
+    delivered = {"protocol": "oidc", "provider": "wiki", "status": "succeeded"}
+    before = _value("logout_deliveries_total", **delivered)
+    partial = _value("logout_logouts_completed_total", outcome="partial")
+    other = _value("logout_events_total", type="other", outcome="rejected")
+    count_records(
+        [
+            _record(AuditType.DELIVERY_SUCCEEDED, "succeeded", protocol="oidc"),
+            _record(AuditType.LOGOUT_COMPLETED, "partial", event_type="logout.user"),
+            _record(AuditType.EVENT_REJECTED, "rejected", type="made.up"),
+        ]
+    )
+    assert _value("logout_deliveries_total", **delivered) == before + 1
+    assert _value("logout_logouts_completed_total", outcome="partial") == partial + 1
+    assert _value("logout_events_total", type="other", outcome="rejected") == other + 1
+
+
+def test_openapi_document_is_valid() -> None:
+    """The generated document validates and refers only to schemas it holds."""
+    document = openapi_document(12.5)
+    validate(document)
+    wait = document["paths"]["/v1/plans/{plan_id}"]["get"]["parameters"][1]
+    assert wait["schema"]["maximum"] == 12.5
+    assert {"Event", "EventsAnswer", "LogoutPlan", "ProblemBody"} <= set(
+        document["components"]["schemas"]
+    )
+
+
+def test_api_token_prints_a_token_and_only_its_hash_for_the_settings() -> None:
+    """``api token`` gives the token once and an api_tokens entry holding its SHA-256."""
+    result = CliRunner().invoke(
+        main, ["api", "token", "--scope", "read", "--scope", "events:write", "--name", "idp"]
+    )
+    assert result.exit_code == 0, result.output
+    token_line, entry_line = result.output.splitlines()
+    token = token_line.removeprefix("token: ")
+    entry = json.loads(entry_line.removeprefix("api_tokens entry: "))
+    assert entry == {"name": "idp", "scopes": ["events:write", "read"], "sha256": hash_token(token)}
+    assert token not in entry_line
+    Settings(api_tokens=[entry])
+
+
+def test_a_bug_is_a_problem_and_its_message_is_never_logged() -> None:
+    """An unexpected error answers a 500 problem; the log names its type only (a database
+    error's message would carry the input's values)."""
+
+    async def broken(_request: Request) -> Response:
+        raise RuntimeError("INSERT ... [parameters: ('secret-session',)]")
+
+    routes = [Route("/broken", broken)]
+    app = Starlette(routes=routes, exception_handlers=exception_handlers())  # type: ignore[arg-type]
+    app.add_middleware(_Measured, routes=routes)
+    with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/broken")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["title"] == "internal error"
+    assert logs == [{"event": "internal error", "error_type": "RuntimeError", "log_level": "error"}]
+    assert "secret-session" not in answer.text
