@@ -58,7 +58,7 @@ from bench.common import (
     write_json,
 )
 from orchestrator.logging import configure_logging
-from orchestrator.pipeline import HandleResult
+from orchestrator.logout import HandleResult
 from orchestrator.runtime import Runtime
 
 __all__ = [

@@ -287,6 +287,7 @@ def oidc_worker_env(
         log_level="WARNING",
         protocols="oidc",
         oidc_key_files=json.dumps([str(key_file)]),
+        egress_allow="127.0.0.1",  # the benchmark's RPs listen on loopback
     )
     env.pop("dramatiq_worker_timeout", None)
     if worker_timeout_ms is not None:

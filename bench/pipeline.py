@@ -1,6 +1,6 @@
 """Throughput of the event pipeline, side by side in one run.
 
-* in process: ``EventProcessor.handle`` called directly (no broker), on SQLite and PostgreSQL;
+* in process: ``LogoutEngine.handle`` called directly (no broker), on SQLite and PostgreSQL;
 * publish only: ``Publisher.publish_many`` to Redis with no worker consuming;
 * end to end: a real ``logout-orchestrator worker`` subprocess, idle and warmed up, consuming
   events published to Redis, until every event is ``completed`` in PostgreSQL.
@@ -258,7 +258,7 @@ def run_in_process(
     profile: cProfile.Profile | None = None,
     batch: int = 1,
 ) -> Row:
-    """``EventProcessor.handle`` called ``events`` times in a row, after ``warmup`` calls.
+    """``LogoutEngine.handle`` called ``events`` times in a row, after ``warmup`` calls.
 
     With ``batch`` > 1, ``handle_batch`` of that many events at a time instead (as a worker
     process under load hands them over); latencies are then per batch.

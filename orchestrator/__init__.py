@@ -39,12 +39,13 @@ if TYPE_CHECKING:
         ExpirySweeper,
         SweepReport,
     )
-    from orchestrator.outbox import (
-        OutboxMessage,
-    )
-    from orchestrator.pipeline import (
+    from orchestrator.logout import (
         EventProcessor,
         HandleResult,
+        LogoutEngine,
+    )
+    from orchestrator.outbox import (
+        OutboxMessage,
     )
     from orchestrator.publishing import (
         Publisher,
@@ -98,6 +99,7 @@ __all__ = [
     "ImportSummary",
     "IncompleteError",
     "InputError",
+    "LogoutEngine",
     "LogoutError",
     "LogoutWaiter",
     "OutboxMessage",

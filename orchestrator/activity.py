@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import cast
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, select, update
 
-from orchestrator.audit import AuditEntry, emit, write_audit
+from orchestrator.audit import emit, write_audit
 from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.registry import SessionRegistry
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import IdpSession, SessionFactory
+from orchestrator.store import SessionFactory
 from orchestrator.store.sql import engine_of
-from schemas import AuditType, SessionRevoke, SessionSeen, SessionStarted
+from orchestrator.store.tables import IDP_SESSIONS
+from orchestrator.trail import session_started
+from schemas import SessionRevoke, SessionSeen, SessionStarted
 
 __all__ = ["LIMIT_ACTOR", "SessionActivity", "limit_revoke_id"]
 
-_SESSIONS = cast(Table, IdpSession.__table__)
 #: The ``actor`` of the revocations the session limit makes.
 LIMIT_ACTOR = "session-limit"
 _IDS = uuid.UUID("6f1c3c5e-52a8-4a53-9a41-3b0a4f0f6a11")
@@ -86,21 +86,7 @@ class SessionActivity:
             network_binding=event.network_binding,
             geoip_binding=event.geoip_binding,
         )
-        entry = AuditEntry(
-            key=f"session.started:{event.session_id}",
-            type=AuditType.SESSION_STARTED,
-            outcome="started",
-            event_id=str(event.event_id),
-            user_id=event.user_id,
-            session_id=event.session_id,
-            detail={
-                "initiator": event.initiator,
-                "remember_me": event.remember_me,
-                "stay_signed_in": event.stay_signed_in,
-                "network_binding": event.network_binding,
-                "geoip_binding": event.geoip_binding,
-            },
-        )
+        entry = session_started(event)
         with self._engine.begin() as conn:
             over = self._over_limit(conn, event.user_id, event.session_id)
             revokes = [self._revoke(event, session_id) for session_id in over]
@@ -117,9 +103,9 @@ class SessionActivity:
             return []
         open_sessions = list(
             conn.scalars(
-                select(_SESSIONS.c.session_id)
-                .where(_SESSIONS.c.user_id == user_id, _SESSIONS.c.ended_at.is_(None))
-                .order_by(_SESSIONS.c.created_at.desc(), _SESSIONS.c.session_id.desc())
+                select(IDP_SESSIONS.c.session_id)
+                .where(IDP_SESSIONS.c.user_id == user_id, IDP_SESSIONS.c.ended_at.is_(None))
+                .order_by(IDP_SESSIONS.c.created_at.desc(), IDP_SESSIONS.c.session_id.desc())
             )
         )
         if keep in open_sessions:  # the new one always stays
@@ -146,19 +132,19 @@ class SessionActivity:
         when = at or datetime.now(UTC)
         with self._engine.begin() as conn:
             result = conn.execute(
-                update(_SESSIONS)
+                update(IDP_SESSIONS)
                 .where(
-                    _SESSIONS.c.session_id == session_id,
-                    _SESSIONS.c.ended_at.is_(None),
-                    _SESSIONS.c.last_seen < when,
+                    IDP_SESSIONS.c.session_id == session_id,
+                    IDP_SESSIONS.c.ended_at.is_(None),
+                    IDP_SESSIONS.c.last_seen < when,
                 )
                 .values(last_seen=when)
             )
             if result.rowcount:
                 return True
             known = conn.scalar(
-                select(_SESSIONS.c.session_id).where(
-                    _SESSIONS.c.session_id == session_id, _SESSIONS.c.ended_at.is_(None)
+                select(IDP_SESSIONS.c.session_id).where(
+                    IDP_SESSIONS.c.session_id == session_id, IDP_SESSIONS.c.ended_at.is_(None)
                 )
             )
         return known is not None

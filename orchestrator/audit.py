@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import structlog
@@ -32,8 +33,8 @@ from orchestrator.audit_query import (
 )
 from orchestrator.metrics import count_records
 from orchestrator.store import utcnow
-from orchestrator.store.sql import dialect_name, insert_ignore
-from orchestrator.store.tables import AUDIT_LOCK_KEY, audit_records
+from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
+from orchestrator.store.sql import dialect_name, insert_ignore_for
 from schemas import AuditRecord, AuditType
 
 __all__ = [
@@ -112,11 +113,17 @@ def write_audit(
         {**record.model_dump(), "type": record.type.value, "dedupe_key": key}
         for record, key in zip(records, keys, strict=True)
     ]
-    statement = insert_ignore(db, _AUDIT, ["dedupe_key"]).returning(_AUDIT.c.dedupe_key)
-    if dialect_name(db) == "postgresql":
+    dialect = dialect_name(db)
+    if dialect == "postgresql":
         db.execute(_WRITING)
-    written = set(db.execute(statement, rows).scalars())
+    written = set(db.execute(_inserting(dialect), rows).scalars())
     return [record for record, key in zip(records, keys, strict=True) if key in written]
+
+
+@cache
+def _inserting(dialect: str) -> Any:
+    """The trail's insert (a key written before is ignored), built once per dialect."""
+    return insert_ignore_for(dialect, _AUDIT, ["dedupe_key"]).returning(_AUDIT.c.dedupe_key)
 
 
 #: Records logged at ``warning``: a delivery that failed or will be tried again.

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 from orchestrator.errors import IncompleteError, InputError, Problem
-from orchestrator.store.tables import AUDIT_LOCK_KEY, audit_records
+from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
 from schemas.audit import AuditRecord, AuditType
 
 if TYPE_CHECKING:

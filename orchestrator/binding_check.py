@@ -10,9 +10,7 @@ check backs ``logout-orchestrator binding check``.
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from orchestrator.binding import (
     BindingResult,
@@ -29,11 +27,10 @@ from orchestrator.metrics import count_binding_violation
 from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.store import IdpSession, SessionFactory
 from orchestrator.store.sql import engine_of
+from orchestrator.store.tables import IDP_SESSIONS
 from schemas import HttpRequest, SessionBindingViolation
 
 __all__ = ["BindingChecker"]
-
-_SESSIONS = cast(Table, IdpSession.__table__)
 
 
 class BindingChecker:
@@ -95,8 +92,10 @@ class BindingChecker:
         run the relay."""
         with engine_of(self._sessions).begin() as conn:
             still_open = conn.scalar(
-                select(_SESSIONS.c.session_id)
-                .where(_SESSIONS.c.session_id == event.session_id, _SESSIONS.c.ended_at.is_(None))
+                select(IDP_SESSIONS.c.session_id)
+                .where(
+                    IDP_SESSIONS.c.session_id == event.session_id, IDP_SESSIONS.c.ended_at.is_(None)
+                )
                 .with_for_update()
             )
             if still_open is None:

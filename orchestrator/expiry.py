@@ -20,23 +20,23 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Literal
 
 import structlog
-from sqlalchemy import Connection, Select, Table, or_, select, update
+from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.metrics import count_expired
 from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import IdpSession, SessionFactory, utcnow
+from orchestrator.store import SessionFactory, utcnow
 from orchestrator.store.sql import engine_of
+from orchestrator.store.tables import IDP_SESSIONS
 from schemas import SessionExpired
 
 __all__ = ["ExpirySweeper", "SweepReport", "expiry_event_id"]
 
 _log = structlog.get_logger("logout.expiry")
-_SESSIONS = cast(Table, IdpSession.__table__)
 _IDS = uuid.UUID("0b6f2f8e-8f7b-4c55-bb0e-2f3b1c1d9e27")
 
 Reason = Literal["absolute", "idle"]
@@ -88,14 +88,17 @@ class ExpirySweeper:
 
     def _claim_batch(self, now: datetime, limit: int) -> int:
         """Claim up to ``limit`` due sessions and write their events, in one transaction."""
-        open_unclaimed = (_SESSIONS.c.ended_at.is_(None), _SESSIONS.c.expiry_claimed_at.is_(None))
+        open_unclaimed = (
+            IDP_SESSIONS.c.ended_at.is_(None),
+            IDP_SESSIONS.c.expiry_claimed_at.is_(None),
+        )
         with self._engine.begin() as conn:
             due: dict[str, Reason] = dict.fromkeys(
                 _locked(
                     conn,
-                    select(_SESSIONS.c.session_id)
-                    .where(*open_unclaimed, _SESSIONS.c.expires_at <= now)
-                    .order_by(_SESSIONS.c.expires_at),
+                    select(IDP_SESSIONS.c.session_id)
+                    .where(*open_unclaimed, IDP_SESSIONS.c.expires_at <= now)
+                    .order_by(IDP_SESSIONS.c.expires_at),
                     limit,
                 ),
                 "absolute",
@@ -105,17 +108,17 @@ class ExpirySweeper:
                 # Past its deadline too: an absolute expiry, for the next batch (a session
                 # committed between the two scans would otherwise be called idle here).
                 within_deadline = or_(
-                    _SESSIONS.c.expires_at.is_(None), _SESSIONS.c.expires_at > now
+                    IDP_SESSIONS.c.expires_at.is_(None), IDP_SESSIONS.c.expires_at > now
                 )
                 for session_id in _locked(
                     conn,
-                    select(_SESSIONS.c.session_id)
-                    .where(*open_unclaimed, _SESSIONS.c.last_seen < idle_since, within_deadline)
-                    .order_by(_SESSIONS.c.last_seen),
+                    select(IDP_SESSIONS.c.session_id)
+                    .where(*open_unclaimed, IDP_SESSIONS.c.last_seen < idle_since, within_deadline)
+                    .order_by(IDP_SESSIONS.c.last_seen),
                     limit - len(due),
                 ):
                     due.setdefault(session_id, "idle")
-            won = _claim(conn, list(due), now, _SESSIONS.c.expiry_claimed_at.is_(None))
+            won = _claim(conn, list(due), now, IDP_SESSIONS.c.expiry_claimed_at.is_(None))
             add_to_outbox(
                 conn,
                 [
@@ -145,10 +148,14 @@ def _claim(
         return set()
     return set(
         conn.scalars(
-            update(_SESSIONS)
-            .where(_SESSIONS.c.session_id.in_(session_ids), _SESSIONS.c.ended_at.is_(None), *still)
+            update(IDP_SESSIONS)
+            .where(
+                IDP_SESSIONS.c.session_id.in_(session_ids),
+                IDP_SESSIONS.c.ended_at.is_(None),
+                *still,
+            )
             .values(expiry_claimed_at=now)
-            .returning(_SESSIONS.c.session_id)
+            .returning(IDP_SESSIONS.c.session_id)
         )
     )
 

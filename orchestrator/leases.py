@@ -2,11 +2,12 @@
 
 A delivery attempt is claimed with a lease (``deliveries.next_attempt_at`` is its end) and
 a fencing token (``deliveries.attempts``, the attempt's number): its outcome is recorded
-only where that number still matches (see :meth:`FanOut.record`). An event being handled
-carries a lease too (``events.lease_until``). While this process works on them, one keeper
-thread renews every lease it holds, every third of a lease: work waiting for a connection
-slot or a slow answer stays its own however long it waits, and neither recovery nor another
-worker takes it. Work of a process that died is free again one lease after its last renewal.
+only where that number still matches (see :mod:`orchestrator.logout.deliveries`). An event
+being handled carries a lease too (``events.lease_until``). While this process works on
+them, one keeper thread renews every lease it holds, every third of a lease: work waiting
+for a connection slot or a slow answer stays its own however long it waits, and neither
+recovery nor another worker takes it. Work of a process that died is free again one lease
+after its last renewal.
 
 A renewal that finds its attempt superseded (another attempt claimed the delivery, or it
 is final) marks the lease lost: a request that has not started is not sent, and no outcome
@@ -24,29 +25,25 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, select, tuple_, update
+from sqlalchemy import Connection, Engine, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.store import Delivery, DeliveryStatus, EventRecord, EventStatus, utcnow
+from orchestrator.store import OPEN_DELIVERY_STATUSES, EventStatus, utcnow
+from orchestrator.store.tables import DELIVERIES, EVENTS
 
 __all__ = ["DeliveryLease", "Leases", "lease_events"]
 
 _log = structlog.get_logger("logout.leases")
-
-_DELIVERIES = cast(Table, Delivery.__table__)
-_EVENTS = cast(Table, EventRecord.__table__)
-_OPEN = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
 def lease_events(conn: Connection, event_ids: Collection[str], until: datetime | None) -> None:
     """Lease the events still processing among ``event_ids`` until ``until``; ``None`` gives
     their leases up (another worker may take them at once)."""
     conn.execute(
-        update(_EVENTS)
-        .where(_EVENTS.c.event_id.in_(list(event_ids)), _EVENTS.c.status == EventStatus.PROCESSING)
+        update(EVENTS)
+        .where(EVENTS.c.event_id.in_(list(event_ids)), EVENTS.c.status == EventStatus.PROCESSING)
         .values(lease_until=until)
     )
 
@@ -141,23 +138,23 @@ class Leases:
                 if deliveries:
                     # Locked in id order, as every writer of deliveries does: no deadlock.
                     mine = (
-                        select(_DELIVERIES.c.id)
+                        select(DELIVERIES.c.id)
                         .where(
-                            tuple_(_DELIVERIES.c.id, _DELIVERIES.c.attempts).in_(
+                            tuple_(DELIVERIES.c.id, DELIVERIES.c.attempts).in_(
                                 [(lease.delivery_id, lease.attempt) for lease in deliveries]
                             ),
-                            _DELIVERIES.c.status.in_(_OPEN),
+                            DELIVERIES.c.status.in_(OPEN_DELIVERY_STATUSES),
                         )
-                        .order_by(_DELIVERIES.c.id)
+                        .order_by(DELIVERIES.c.id)
                         .with_for_update()
                     )
                     renewed = {
                         (delivery_id, attempt)
                         for delivery_id, attempt in conn.execute(
-                            update(_DELIVERIES)
-                            .where(_DELIVERIES.c.id.in_(mine.scalar_subquery()))
+                            update(DELIVERIES)
+                            .where(DELIVERIES.c.id.in_(mine.scalar_subquery()))
                             .values(next_attempt_at=until)
-                            .returning(_DELIVERIES.c.id, _DELIVERIES.c.attempts)
+                            .returning(DELIVERIES.c.id, DELIVERIES.c.attempts)
                         )
                     }
                 if events:

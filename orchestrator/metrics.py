@@ -40,7 +40,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from orchestrator.store import Delivery, DeliveryStatus, SessionFactory
+from orchestrator.store import OPEN_DELIVERY_STATUSES, Delivery, DeliveryStatus, SessionFactory
 from schemas import EVENT_TYPES, AuditRecord, AuditType
 
 __all__ = [
@@ -199,7 +199,6 @@ class DeliveryGauges(Collector):
         self._sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
-        waiting = [DeliveryStatus.PENDING, DeliveryStatus.RETRYING]
         with self._sessions() as db:
             retrying = db.scalar(
                 select(func.count())
@@ -207,7 +206,9 @@ class DeliveryGauges(Collector):
                 .where(Delivery.status == DeliveryStatus.RETRYING)
             )
             oldest = db.scalar(
-                select(func.min(Delivery.created_at)).where(Delivery.status.in_(waiting))
+                select(func.min(Delivery.created_at)).where(
+                    Delivery.status.in_(OPEN_DELIVERY_STATUSES)
+                )
             )
         age = 0.0
         if oldest is not None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, delete
+from sqlalchemy import Connection, delete
 
 from orchestrator.queues import HANDLE_EVENT_ACTOR, events_queue
-from orchestrator.store import OutboxRow, utcnow
+from orchestrator.store import utcnow
 from orchestrator.store.sql import insert_ignore
+from orchestrator.store.tables import OUTBOX
 from schemas import Event
 
 __all__ = ["OutboxMessage", "Relay", "add_to_outbox", "event_message", "remove_arrived"]
@@ -31,8 +32,6 @@ __all__ = ["OutboxMessage", "Relay", "add_to_outbox", "event_message", "remove_a
 #: Publishes the outbox rows of these message ids (what one commit wrote), e.g.
 #: :meth:`OutboxRelay.run <orchestrator.relay.OutboxRelay.run>`.
 Relay = Callable[[Collection[str]], object]
-
-_OUTBOX = cast(Table, OutboxRow.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ def add_to_outbox(
         return
     now = utcnow()
     conn.execute(
-        insert_ignore(conn, _OUTBOX, ["message_id"]),
+        insert_ignore(conn, OUTBOX, ["message_id"]),
         [
             {
                 "message_id": m.message_id,
@@ -93,7 +92,7 @@ def remove_arrived(conn: Connection, message_ids: Collection[str]) -> None:
     ids = sorted(message_ids)
     for chunk in range(0, len(ids), 500):
         conn.execute(
-            delete(_OUTBOX).where(
-                _OUTBOX.c.message_id.in_(ids[chunk : chunk + 500]), _OUTBOX.c.sent_at.is_not(None)
+            delete(OUTBOX).where(
+                OUTBOX.c.message_id.in_(ids[chunk : chunk + 500]), OUTBOX.c.sent_at.is_not(None)
             )
         )

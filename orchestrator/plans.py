@@ -1,35 +1,25 @@
-"""Front-channel stage plans: built from a logout's front-channel deliveries, stored, read.
+"""Front-channel stage plans, stored and read; how long the browser gives each step.
 
-See :mod:`schemas.plan` for the contract. A plan is built right after the event's first
-transaction (before any back-channel request goes out), stored with a ``plan.built`` audit
-record, and announced so that :class:`orchestrator.waiting.LogoutWaiter` returns it at once.
+See :mod:`schemas.plan` for the contract. A plan is built in the event's first transaction
+(:mod:`orchestrator.logout.planning`, before any back-channel request goes out), stored with
+a ``plan.built`` audit record, and announced so that
+:class:`orchestrator.waiting.LogoutWaiter` returns it at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import Connection
 
-from orchestrator.audit import AuditEntry
-from orchestrator.fanout import Work
 from orchestrator.metrics import observe_plan_build
 from orchestrator.store import PlanRow, SessionFactory, utcnow
 from orchestrator.store.sql import insert_ignore
-from protocols import Channel
-from schemas import (
-    AuditType,
-    InitiatorResponse,
-    LogoutPlan,
-    PlanEntry,
-    PlanStage,
-)
-from schemas.errors import DeliveryError
-from schemas.plan import IFRAME_STAGE, LOGOUT_STAGE, NATIVE_STAGE
+from orchestrator.store.tables import PLANS
+from schemas import LogoutPlan
 
-__all__ = ["PlanTimeouts", "build_plan", "load_plan", "plan_entry", "save_plans"]
+__all__ = ["PlanTimeouts", "load_plan", "save_plans"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,70 +31,15 @@ class PlanTimeouts:
     native_ms: int = 10000
 
 
-def plan_entry(work: Work, timeouts: PlanTimeouts) -> PlanEntry | str:
-    """The browser entry of one front-channel delivery, or why it cannot be shown."""
-    if work.handler is None:
-        return f"no handler for protocol {work.provider.protocol!r} is enabled"
-    if not work.provider.enabled or work.provider.settings is None:
-        return "provider is disabled or its settings no longer validate"
-    try:
-        entry = work.handler.frontchannel_entry(work.provider, work.session, work.context)
-    except DeliveryError as exc:
-        return exc.detail
-    native = entry.channel is Channel.FRONTCHANNEL_NATIVE
-    return PlanEntry(
-        entry_id=work.delivery_id,
-        delivery_id=work.delivery_id,
-        provider=entry.provider,
-        protocol=entry.protocol,
-        binding=entry.binding,
-        url=entry.url,
-        saml_request=entry.saml_request,
-        relay_state=entry.relay_state,
-        timeout_ms=timeouts.native_ms if native else timeouts.frame_ms,
-    )
-
-
-def build_plan(
-    *,
-    plan_id: str,
-    event_id: str,
-    user_id: str | None,
-    session_id: str | None,
-    entries: Sequence[PlanEntry],
-    respond_to: InitiatorResponse | None,
-    timeouts: PlanTimeouts,
-    now: datetime,
-) -> LogoutPlan:
-    """Stages in order with explicit indexes: logout 0, iframe 1, native 2 (1 without iframes)."""
-    iframes = [e for e in entries if e.binding == "iframe"]
-    natives = [e for e in entries if e.binding != "iframe"]
-    stages = [PlanStage(index=0, kind=LOGOUT_STAGE)]
-    if iframes:
-        stages.append(PlanStage(index=len(stages), kind=IFRAME_STAGE, entries=iframes))
-    if natives:
-        stages.append(PlanStage(index=len(stages), kind=NATIVE_STAGE, entries=natives))
-    return LogoutPlan(
-        plan_id=plan_id,
-        event_id=event_id,
-        user_id=user_id,
-        session_id=session_id,
-        created_at=now,
-        stages=stages,
-        respond_to=respond_to,
-        timeout_ms=timeouts.page_ms,
-    )
-
-
-def save_plans(conn: Connection, plans: Sequence[LogoutPlan]) -> list[AuditEntry]:
-    """Store the plans (a plan id is written once) and return their ``plan.built`` entries."""
+def save_plans(conn: Connection, plans: Sequence[LogoutPlan]) -> None:
+    """Store the plans (a plan id is written once)."""
     if not plans:
-        return []
+        return
     stored = utcnow()
     for plan in plans:
         observe_plan_build((stored - plan.created_at).total_seconds())
     conn.execute(
-        insert_ignore(conn, PlanRow.__table__, ["plan_id"]),  # type: ignore[arg-type]
+        insert_ignore(conn, PLANS, ["plan_id"]),
         [
             {
                 "plan_id": plan.plan_id,
@@ -115,25 +50,6 @@ def save_plans(conn: Connection, plans: Sequence[LogoutPlan]) -> list[AuditEntry
             for plan in plans
         ],
     )
-    return [
-        AuditEntry(
-            key=f"plan.built:{plan.plan_id}",
-            type=AuditType.PLAN_BUILT,
-            outcome="built",
-            event_id=plan.event_id,
-            user_id=plan.user_id,
-            session_id=plan.session_id,
-            detail={
-                "plan_id": plan.plan_id,
-                "stages": [
-                    {"index": s.index, "kind": s.kind, "entries": len(s.entries)}
-                    for s in plan.stages
-                ],
-                "responds_to": plan.respond_to.provider if plan.respond_to else None,
-            },
-        )
-        for plan in plans
-    ]
 
 
 def load_plan(sessions: SessionFactory, plan_id: str) -> LogoutPlan | None:

@@ -19,8 +19,8 @@ from sqlalchemy import or_, select, update
 
 from orchestrator.errors import InputError
 from orchestrator.store import (
+    OPEN_DELIVERY_STATUSES,
     Delivery,
-    DeliveryStatus,
     EventRecord,
     EventStatus,
     SessionFactory,
@@ -77,7 +77,7 @@ def recover(
                         .where(
                             # A stuck event's deliveries are resumed by its re-publication.
                             EventRecord.status == EventStatus.COMPLETED,
-                            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.RETRYING)),
+                            Delivery.status.in_(OPEN_DELIVERY_STATUSES),
                             or_(
                                 Delivery.next_attempt_at < cutoff,
                                 Delivery.next_attempt_at.is_(None) & (Delivery.created_at < cutoff),

@@ -15,15 +15,16 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine
 
 from orchestrator.audit import AuditEntry, emit, write_audit
-from orchestrator.store import RejectedEvent, utcnow
+from orchestrator.store import utcnow
 from orchestrator.store.sql import insert_ignore
-from schemas import AuditType
+from orchestrator.store.tables import REJECTED_EVENTS
+from orchestrator.trail import event_rejected
 from schemas.fields import printable
 from schemas.redaction import redact_text
 
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("logout.pipeline")
-_REJECTED = cast(Table, RejectedEvent.__table__)
 
 #: Longest message or event id stored (the columns' width).
 MAX_ID = 64
@@ -127,17 +127,9 @@ def record_rejections(engine: Engine, rejections: Sequence[Rejection]) -> None:
         detail: dict[str, Any] = {"message_id": message_id, "problems": problems}
         if rejection.raw is not None:
             detail["raw"] = rejection.raw
-        entries.append(
-            AuditEntry(
-                key=f"event.rejected:{message_id}",
-                type=AuditType.EVENT_REJECTED,
-                outcome="rejected",
-                event_id=event_id,
-                detail=detail,
-            )
-        )
+        entries.append(event_rejected(message_id, event_id, detail))
         _log.warning("event rejected", message_id=message_id, problems=problems)
     with engine.begin() as conn:
-        conn.execute(insert_ignore(conn, _REJECTED, ["message_id"]), rows)
+        conn.execute(insert_ignore(conn, REJECTED_EVENTS, ["message_id"]), rows)
         records = write_audit(conn, entries, at=now)
     emit(records)

@@ -21,30 +21,25 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
 import structlog
 from dramatiq import Message
-from sqlalchemy import Table, delete, exists, func, or_, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 
 from orchestrator.outbox import OutboxMessage, add_to_outbox
 from orchestrator.store import (
-    EventRecord,
     EventStatus,
-    OutboxRow,
-    RejectedEvent,
     SessionFactory,
     utcnow,
 )
 from orchestrator.store.sql import engine_of
+from orchestrator.store.tables import EVENTS, OUTBOX, REJECTED_EVENTS
 
 __all__ = ["BrokerSender", "OutboxRecovery", "OutboxRelay", "RelayReport"]
 
 _log = structlog.get_logger("logout.outbox")
-_OUTBOX = cast(Table, OutboxRow.__table__)
-_EVENTS = cast(Table, EventRecord.__table__)
-_REJECTED = cast(Table, RejectedEvent.__table__)
 _ERROR_LIMIT = 500
 #: Resends of a lost message wait grace, 2 x grace, 4 x grace ... at most 2**6 x grace.
 #: The most overdue rows one recovery run looks at (the oldest first); the next run goes on.
@@ -201,23 +196,23 @@ class OutboxRelay:
 
     def _unmark(self, messages: Sequence[OutboxMessage], error: str) -> None:
         """Make ``messages`` unsent again; the first (whose send failed) keeps ``error``."""
-        c = _OUTBOX.c
+        c = OUTBOX.c
         with self._engine.begin() as conn:
             conn.execute(
-                update(_OUTBOX)
+                update(OUTBOX)
                 .where(c.message_id == messages[0].message_id)
                 .values(sent_at=None, last_error=error)
             )
             for chunk in range(1, len(messages), 500):
                 ids = [m.message_id for m in messages[chunk : chunk + 500]]
                 conn.execute(
-                    update(_OUTBOX).where(c.message_id.in_(ids)).values(sent_at=None, attempts=0)
+                    update(OUTBOX).where(c.message_id.in_(ids)).values(sent_at=None, attempts=0)
                 )
 
     def pending(self) -> int:
         """Rows not yet sent."""
         with self._engine.connect() as conn:
-            count = conn.scalar(select(func.count()).where(_OUTBOX.c.sent_at.is_(None)))
+            count = conn.scalar(select(func.count()).where(OUTBOX.c.sent_at.is_(None)))
         return int(count or 0)
 
     def recover(self, grace: float) -> OutboxRecovery:
@@ -228,16 +223,16 @@ class OutboxRelay:
         four times... (up to 64 times): a queue merely slower than the grace period (a backlog
         behind a long outage) gets a few copies, not one more every recovery run."""
         now = utcnow()
-        c = _OUTBOX.c
-        event = _EVENTS.c.event_id == c.event_id
+        c = OUTBOX.c
+        event = EVENTS.c.event_id == c.event_id
         # A message the pipeline refused is kept in rejected_events: it arrived, and sending
         # it again would only be refused again.
-        rejected = exists().where(_REJECTED.c.message_id == c.message_id)
+        rejected = exists().where(REJECTED_EVENTS.c.message_id == c.message_id)
         with self._engine.begin() as conn:
             done = conn.execute(
-                delete(_OUTBOX).where(
+                delete(OUTBOX).where(
                     c.sent_at.is_not(None),
-                    or_(exists().where(event, _EVENTS.c.status == EventStatus.COMPLETED), rejected),
+                    or_(exists().where(event, EVENTS.c.status == EventStatus.COMPLETED), rejected),
                 )
             ).rowcount
             overdue = conn.execute(
@@ -258,7 +253,7 @@ class OutboxRelay:
             ]
             for chunk in range(0, len(lost), 500):
                 conn.execute(
-                    update(_OUTBOX).where(c.id.in_(lost[chunk : chunk + 500])).values(sent_at=None)
+                    update(OUTBOX).where(c.id.in_(lost[chunk : chunk + 500])).values(sent_at=None)
                 )
         if lost:
             _log.warning("outbox messages lost by the broker; sending again", resent=len(lost))
@@ -268,7 +263,7 @@ class OutboxRelay:
         self, owner: str, limit: int, only: Collection[str] | None
     ) -> list[tuple[int, OutboxMessage]]:
         now = utcnow()
-        c = _OUTBOX.c
+        c = OUTBOX.c
         free = [c.sent_at.is_(None), or_(c.lease_until.is_(None), c.lease_until < now)]
         if only is not None:
             free.append(c.message_id.in_(sorted(only)))
@@ -282,7 +277,7 @@ class OutboxRelay:
         )
         with self._engine.begin() as conn:
             rows = conn.execute(
-                update(_OUTBOX)
+                update(OUTBOX)
                 .where(c.id.in_(candidates), *free)
                 .values(lease_owner=owner, lease_until=now + self._lease)
                 .returning(c.id, c.message_id, c.event_id, c.queue, c.actor, c.payload)
@@ -302,24 +297,24 @@ class OutboxRelay:
     ) -> None:
         """Mark ``sent`` sent; free the rest of the lease, counting an attempt only for the row
         whose send ``failed``."""
-        c = _OUTBOX.c
+        c = OUTBOX.c
         free: dict[str, Any] = {"lease_owner": None, "lease_until": None}
         with self._engine.begin() as conn:
             if sent:
                 conn.execute(
-                    update(_OUTBOX)
+                    update(OUTBOX)
                     .where(c.id.in_(sent), c.sent_at.is_(None))
                     .values(sent_at=utcnow(), last_error=None, attempts=c.attempts + 1, **free)
                 )
             if failed is not None:
                 conn.execute(
-                    update(_OUTBOX)
+                    update(OUTBOX)
                     .where(c.id == failed, c.lease_owner == owner)
                     .values(last_error=error, attempts=c.attempts + 1, **free)
                 )
             if untried:
                 conn.execute(
-                    update(_OUTBOX).where(c.id.in_(untried), c.lease_owner == owner).values(**free)
+                    update(OUTBOX).where(c.id.in_(untried), c.lease_owner == owner).values(**free)
                 )
 
 

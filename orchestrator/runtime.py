@@ -21,14 +21,14 @@ from orchestrator.store.sessions import SessionFactory, make_session_factory
 if TYPE_CHECKING:
     from orchestrator.activity import SessionActivity
     from orchestrator.binding import GeoipReader
-    from orchestrator.fanout import FanOut, RetryScheduler
+    from orchestrator.logout import Attempts, LogoutEngine, RetryScheduler
+    from orchestrator.notices import NoticeBoard, Notifier
     from orchestrator.outbox import OutboxMessage, Relay
-    from orchestrator.pipeline import EventProcessor
     from orchestrator.plans import PlanTimeouts
     from orchestrator.registry import SessionRegistry
     from orchestrator.relay import OutboxRelay
     from orchestrator.sender import HttpSender
-    from orchestrator.waiting import LogoutWaiter, NoticeBoard, Notifier
+    from orchestrator.waiting import LogoutWaiter
     from protocols import ProtocolHandler
     from schemas import SessionSeen, SessionStarted
 
@@ -97,7 +97,7 @@ class Runtime:
         """The in-process board this runtime's notifier fires and its waiters listen on."""
         with self._lock:
             if self._notices is None:
-                from orchestrator.waiting import NoticeBoard
+                from orchestrator.notices import NoticeBoard
 
                 self._notices = NoticeBoard()
             return self._notices
@@ -146,7 +146,7 @@ class Runtime:
         """Announces built plans and completed logouts to waiting IdPs (made on first use)."""
         with self._lock:
             if self._notifier is None:
-                from orchestrator.waiting import make_notifier
+                from orchestrator.notices import make_notifier
 
                 self._notifier = make_notifier(self.settings, self.notices)
             return self._notifier
@@ -157,18 +157,23 @@ class Runtime:
 
         return LogoutWaiter(self.settings, self.sessions, self.notices)
 
-    def event_processor(
+    def logout_engine(
         self,
-        fanout: FanOut,
-        activity: Callable[[SessionStarted | SessionSeen], None] | None,
-    ) -> EventProcessor:
-        """An :class:`EventProcessor` with this runtime's plan timeouts and notifier."""
-        from orchestrator.pipeline import EventProcessor
+        schedule: RetryScheduler,
+        activity: Callable[[SessionStarted | SessionSeen], None] | None = None,
+    ) -> LogoutEngine:
+        """A :class:`LogoutEngine` retrying through ``schedule``, with this runtime's
+        handlers, sender, plan timeouts and notifier; ``activity`` records session starts
+        and sightings. One per process: events and retries share it."""
+        from orchestrator.logout import LogoutEngine
 
-        return EventProcessor(
+        return LogoutEngine(
             self.sessions,
-            fanout,
-            activity,
+            self.handlers,
+            self.attempts(),
+            schedule,
+            lease=self.delivery_lease,
+            activity=activity,
             timeouts=self.plan_timeouts,
             notify=self.notifier(),
         )
@@ -221,40 +226,38 @@ class Runtime:
 
     def processor(
         self, schedule: RetryScheduler, send: Callable[[OutboxMessage], None] | None = None
-    ) -> EventProcessor:
-        """An event processor whose transient failures are retried through ``schedule``.
+    ) -> LogoutEngine:
+        """A logout engine whose transient failures are retried through ``schedule``.
 
         What the session limit writes to the outbox is relayed through ``send`` (a worker's
-        broker); by default this processor handles it at once, in the caller's thread.
+        broker); by default this engine handles it at once, in the caller's thread.
         """
-        processor: list[EventProcessor] = []
+        engine: list[LogoutEngine] = []
 
         def in_process(message: OutboxMessage) -> None:
-            processor[0].handle(message.payload, message.message_id)
+            engine[0].handle(message.payload, message.message_id)
 
         activity = self.activity(self.relay(send or in_process).run)
-        processor.append(self.event_processor(self.fanout(schedule), activity.handle))
-        return processor[0]
+        engine.append(self.logout_engine(schedule, activity.handle))
+        return engine[0]
 
-    def fanout(self, schedule: RetryScheduler) -> FanOut:
-        from orchestrator.fanout import FanOut
+    @property
+    def delivery_lease(self) -> float:
+        """Seconds a delivery attempt (or an event being handled) is leased past its last
+        renewal: building, one send (at most ``delivery_timeout``) and recording, with room
+        to spare."""
+        return self.settings.delivery_timeout * 2 + 5
 
-        # Covers building, one send (at most delivery_timeout) and recording, with room to spare.
-        lease = self.settings.delivery_timeout * 2 + 5
+    def attempts(self) -> Attempts:
+        """Carries out delivery attempts with the process's sender and signing threads."""
+        from orchestrator.logout import Attempts
+
         with self._lock:
             if self._builders is None:
                 self._builders = ThreadPoolExecutor(
                     self.settings.signing_threads, thread_name_prefix="logout-sign"
                 )
-        return FanOut(
-            self.sessions,
-            self.handlers,
-            self.sender,
-            self.retry_policy(),
-            schedule,
-            lease,
-            self._builders,
-        )
+        return Attempts(self.sender, self.retry_policy(), self._builders)
 
     def close(self) -> None:
         with self._lock:

@@ -17,8 +17,8 @@ from dramatiq.middleware import CurrentMessage
 
 from orchestrator.errors import LogoutError
 from orchestrator.expiry import ExpirySweeper, SweepReport
+from orchestrator.logout import HandleResult
 from orchestrator.outbox import event_message
-from orchestrator.pipeline import HandleResult
 from orchestrator.publishing import Publisher
 from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR, deliveries_queue, events_queue
 from orchestrator.recovery import RecoveryReport, recover
@@ -112,15 +112,14 @@ def declare_actors(
     def schedule(delivery_id: str, delay: float) -> None:
         scheduler[0].schedule(delivery_id, delay)
 
-    fanout = runtime.fanout(schedule)  # one per process: events and retries share it
     publisher = Publisher(broker, runtime.sessions, namespace)
     sender = BrokerSender(broker)
     relay = runtime.relay(sender)
     # Sessions the per-user limit ends: to the outbox, published right after the commit.
     activity = runtime.activity(relay.run)
-    processor = runtime.event_processor(fanout, activity.handle)
+    logouts = runtime.logout_engine(schedule, activity.handle)  # events and retries share it
     batcher = EventBatcher(
-        processor,
+        logouts,
         runtime.settings.max_batch_events,
         runtime.settings.batch_concurrency,
         guard,
@@ -135,11 +134,11 @@ def declare_actors(
             # renewed (same message id, no retry spent), and is then resumed or a duplicate. A
             # dead worker's lease is not renewed, so its event goes on one lease after its last
             # renewal, not a whole lease after its message came back.
-            left = guard(lambda: processor.lease_left(str(event["event_id"]))) + _BUSY_MARGIN
+            left = guard(lambda: logouts.lease_left(str(event["event_id"]))) + _BUSY_MARGIN
             broker.enqueue(message, delay=math.ceil(left.total_seconds() * 1000))
 
     def deliver(delivery_id: str) -> None:
-        guard(lambda: fanout.deliver([delivery_id]))
+        guard(lambda: logouts.retry([delivery_id]))
 
     if isinstance(broker, Screened):
         engine = engine_of(runtime.sessions)

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator.pipeline import EventProcessor, HandleResult
+from orchestrator.logout import HandleResult, LogoutEngine
 from workers.outage import Guard, unguarded
 
 __all__ = ["EventBatcher"]
@@ -38,7 +38,7 @@ class EventBatcher:
 
     def __init__(
         self,
-        processor: EventProcessor,
+        processor: LogoutEngine,
         max_batch: int = 64,
         concurrency: int = 4,
         guard: Guard = unguarded,

@@ -13,9 +13,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator.audit import AuditEntry, emit, write_audit
+from orchestrator.audit import emit, write_audit
+from orchestrator.logout.rollup import Tally
 from orchestrator.plans import load_plan
-from orchestrator.store import AuditRow, Delivery, DeliveryStatus, PlanRow, SessionFactory
+from orchestrator.store import AuditRow, Delivery, PlanRow, SessionFactory
+from orchestrator.trail import frontchannel_outcome
 from schemas import AuditType, LogoutPlan, PlanEntry
 
 __all__ = [
@@ -33,8 +35,6 @@ FRONTCHANNEL_TYPES = (
 )
 #: Outcomes that leave the logout whole (anything else makes the answer ``PartialLogout``).
 GOOD_OUTCOMES = frozenset({"loaded", "success"})
-#: Back-channel statuses that mean a participant is not (yet) logged out.
-_UNFINISHED = frozenset({DeliveryStatus.FAILED, DeliveryStatus.RETRYING, DeliveryStatus.PENDING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,23 +96,7 @@ class Ledger:
         detail: Mapping[str, Any],
     ) -> Recorded:
         """Record the entry's outcome unless it has one; returns the one that stands."""
-        audit = AuditEntry(
-            key=f"frontchannel:{plan.plan_id}:{entry.entry_id}",
-            type=kind,
-            outcome=outcome,
-            event_id=plan.event_id,
-            user_id=plan.user_id,
-            session_id=plan.session_id,
-            provider=entry.provider,
-            detail={
-                "plan_id": plan.plan_id,
-                "entry_id": entry.entry_id,
-                "delivery_id": entry.delivery_id,
-                "protocol": entry.protocol,
-                "binding": entry.binding,
-                **detail,
-            },
-        )
+        audit = frontchannel_outcome(plan, entry, kind, outcome, detail)
         with self.sessions.begin() as db:
             written = write_audit(db, [audit])
         emit(written)
@@ -129,7 +113,8 @@ class Ledger:
             statuses = db.execute(
                 select(Delivery.id, Delivery.status).where(Delivery.event_id == plan.event_id)
             ).all()
-        if any(status in _UNFINISHED for delivery, status in statuses if delivery not in entries):
+        backchannel = Tally.of(status for delivery, status in statuses if delivery not in entries)
+        if not backchannel.logged_out:
             return True
         outcomes = self.outcomes(plan)
         return any(

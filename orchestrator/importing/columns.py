@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import Table
-
-from orchestrator.store import IdpSession, Provider, ProviderSession
+from orchestrator.store.tables import IDP_SESSIONS, PROVIDER_SESSIONS, PROVIDERS
 
 __all__ = [
     "FACTS",
@@ -21,9 +17,9 @@ __all__ = [
     "SESSION_UPDATES",
 ]
 
-SESSIONS = cast(Table, IdpSession.__table__)
-LINKS = cast(Table, ProviderSession.__table__)
-PROVIDERS = cast(Table, Provider.__table__)
+#: The import's names for the typed handles of :mod:`orchestrator.store.tables`.
+SESSIONS = IDP_SESSIONS
+LINKS = PROVIDER_SESSIONS
 #: The login address's facts a binding compares with.
 FACTS = ("asn", "as_org", "as_network", "continent", "country", "city", "lat", "long")
 #: A provider session's identifiers (its handler checks them).

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
         upgrade,
     )
     from orchestrator.store.models import (
+        OPEN_DELIVERY_STATUSES,
         TERMINAL_DELIVERY_STATUSES,
         AuditRow,
         Base,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from orchestrator.store.sessions import SessionFactory, make_session_factory
 
 __all__ = [
+    "OPEN_DELIVERY_STATUSES",
     "TERMINAL_DELIVERY_STATUSES",
     "AuditRow",
     "Base",

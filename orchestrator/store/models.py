@@ -23,9 +23,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orchestrator.store.tables import ID, METADATA, UTCDateTime, audit_records
+from orchestrator.store.core import ID, METADATA, UTCDateTime, audit_records
 
 __all__ = [
+    "OPEN_DELIVERY_STATUSES",
     "TERMINAL_DELIVERY_STATUSES",
     "AuditRow",
     "Base",
@@ -72,6 +73,8 @@ class DeliveryStatus(StrEnum):
 TERMINAL_DELIVERY_STATUSES = frozenset(
     {DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED}
 )
+#: Still to be attempted: the complement of :data:`TERMINAL_DELIVERY_STATUSES`.
+OPEN_DELIVERY_STATUSES = frozenset(DeliveryStatus) - TERMINAL_DELIVERY_STATUSES
 
 
 class Provider(Base):
@@ -255,7 +258,7 @@ class PlanRow(Base):
 
 
 class AuditRow(Base):
-    """One audit record (the Core table :data:`~orchestrator.store.tables.audit_records`)."""
+    """One audit record (the Core table :data:`~orchestrator.store.core.audit_records`)."""
 
     __table__ = audit_records
 

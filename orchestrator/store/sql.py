@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["dialect_name", "engine_of", "insert_ignore"]
+__all__ = ["dialect_name", "engine_of", "insert_ignore", "insert_ignore_for"]
 
 
 def dialect_name(db: Connection | Session) -> str:
@@ -18,7 +18,11 @@ def dialect_name(db: Connection | Session) -> str:
 
 def insert_ignore(db: Connection | Session, table: Table, keys: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the connection's dialect."""
-    dialect = dialect_name(db)
+    return insert_ignore_for(dialect_name(db), table, keys)
+
+
+def insert_ignore_for(dialect: str, table: Table, keys: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for ``dialect`` (its name)."""
     # Each dialect's module is loaded by its engine anyway; SQLite users never load PostgreSQL's.
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert

@@ -1,69 +1,48 @@
-"""What reading commands need of the schema, in SQLAlchemy Core: no ORM to import.
+"""Typed Core handles of the mapped tables, for the hot paths (SQLAlchemy Core, no ORM).
 
-The metadata every model shares, the UTC timestamp type, and the audit trail's table, which
-:class:`~orchestrator.store.models.AuditRow` maps (one definition for both).
+Each model's table is taken once here; everything that writes SQL by hand uses these.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from sqlalchemy import Table
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
-from sqlalchemy.types import TypeDecorator
-
-__all__ = ["AUDIT_LOCK_KEY", "ID", "METADATA", "UTCDateTime", "audit_records"]
-
-METADATA = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
+from orchestrator.store.models import (
+    Base,
+    Delivery,
+    EventRecord,
+    IdpSession,
+    OutboxRow,
+    PlanRow,
+    Provider,
+    ProviderSession,
+    RejectedEvent,
 )
-#: The PostgreSQL advisory lock of the audit trail ("AUDIT" in ASCII; the migrations use
-#: another key). Every writer holds it shared from just before its insert to its commit, so a
-#: reader can tell which transactions may still hold a ``seq``
-#: (:func:`orchestrator.audit_query.audit_horizon`).
-AUDIT_LOCK_KEY = 0x4155444954
-#: User, session and provider identifiers.
-ID = String(255)
+
+__all__ = [
+    "DELIVERIES",
+    "EVENTS",
+    "IDP_SESSIONS",
+    "OUTBOX",
+    "PLANS",
+    "PROVIDERS",
+    "PROVIDER_SESSIONS",
+    "REJECTED_EVENTS",
+]
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets zones)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given where UTC is required")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model maps one table
+        raise TypeError(f"{model.__name__} maps no single table")
+    return table
 
 
-#: One row per audit record; ``dedupe_key`` makes writing it again after a crash a no-op and
-#: ``seq`` orders the trail exactly as it was written.
-audit_records = Table(
-    "audit_records",
-    METADATA,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(36), unique=True, nullable=False),
-    Column("dedupe_key", String(512), unique=True, nullable=False),
-    Column("at", UTCDateTime(), index=True, nullable=False),
-    Column("type", String(64), index=True, nullable=False),
-    Column("event_id", String(64), index=True),
-    Column("user_id", ID, index=True),
-    Column("session_id", ID, index=True),
-    Column("provider", ID),
-    Column("outcome", String(32), nullable=False),
-    Column("detail", JSON, nullable=False, default=dict),
-)
+DELIVERIES = _table(Delivery)
+EVENTS = _table(EventRecord)
+IDP_SESSIONS = _table(IdpSession)
+OUTBOX = _table(OutboxRow)
+PLANS = _table(PlanRow)
+PROVIDERS = _table(Provider)
+PROVIDER_SESSIONS = _table(ProviderSession)
+REJECTED_EVENTS = _table(RejectedEvent)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.waiting import Completion, LogoutWaiter, PlanWait, notification_backend
+from orchestrator.notices import notification_backend
+from orchestrator.waiting import Completion, LogoutWaiter, PlanWait
 
 from .support import Stack, logout_event
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from orchestrator import Runtime
-from orchestrator.pipeline import EventProcessor, HandleResult
+from orchestrator.logout import HandleResult, LogoutEngine
 from workers import build_broker, declare_actors
 from workers.batching import EventBatcher
 
 
-class _Recorder(EventProcessor):
-    """Stands in for the pipeline: records batches; 'poison' raises; the first batch waits."""
+class _Recorder(LogoutEngine):
+    """Stands in for the engine: records batches; 'poison' raises; the first batch waits."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditQuery, query_audit
 from orchestrator.frontchannel.app import create_app
-from orchestrator.pipeline import EventProcessor
+from orchestrator.logout import LogoutEngine
 from orchestrator.plans import load_plan
 from orchestrator.sender import HttpSender
 from schemas import AuditRecord, LogoutPlan
@@ -72,7 +72,7 @@ class World:
         self.runtime = runtime
         self.sp = sp
         self.idp = idp
-        self.processor: EventProcessor = runtime.processor(schedule=lambda *_: None)
+        self.processor: LogoutEngine = runtime.processor(schedule=lambda *_: None)
         self.client = TestClient(create_app(runtime, next_url="/bye"), follow_redirects=False)
         self.backchannel = 200
 

@@ -22,7 +22,8 @@ from orchestrator.frontchannel import (
     render_post_form,
     script_json,
 )
-from orchestrator.plans import PlanTimeouts, build_plan
+from orchestrator.logout.planning import build_plan
+from orchestrator.plans import PlanTimeouts
 from schemas import LogoutPlan, PlanEntry
 
 HOSTILE_NAME = '"><script>alert("name")</script><img src=x onerror=alert(1)>'

@@ -9,6 +9,7 @@ import structlog
 
 import api
 import orchestrator
+import orchestrator.logout
 import protocols
 import schemas
 import workers
@@ -73,6 +74,10 @@ def test_every_audit_record_is_logged_once(
                 "OutboxRelay",
                 "BrokerSender",
             },
+        ),
+        (
+            orchestrator.logout,
+            {"Attempts", "HandleResult", "LogoutEngine", "Tally", "end_reason"},
         ),
         (
             protocols,

@@ -17,10 +17,10 @@ from prometheus_client import REGISTRY
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditQuery, query_audit
-from orchestrator.pipeline import EventProcessor
+from orchestrator.logout import LogoutEngine
+from orchestrator.notices import NoticeBoard, make_notifier, notification_backend
 from orchestrator.plans import load_plan
 from orchestrator.sender import HttpSender
-from orchestrator.waiting import NoticeBoard, make_notifier, notification_backend
 from tests.saml_support import make_pair
 
 from .conftest import make_event
@@ -64,7 +64,7 @@ sp_certificate = "{sp.cert_path}"
 
 
 @pytest.fixture
-def mixed(settings: Settings, tmp_path: Path) -> Iterator[tuple[Runtime, EventProcessor]]:
+def mixed(settings: Settings, tmp_path: Path) -> Iterator[tuple[Runtime, LogoutEngine]]:
     """OIDC and SAML handlers, one provider of each kind, and a processor whose back-channel
     requests go to a MockTransport answering 200."""
     runtime = Runtime.start(settings.with_overrides(protocols=["oidc", "saml"]))
@@ -89,7 +89,7 @@ def _session(runtime: Runtime, session_id: str, *providers: str) -> None:
     runtime.registry.import_lines(lines)
 
 
-def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, EventProcessor]) -> None:
+def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, LogoutEngine]) -> None:
     """Logout 0, iframe 1 (OIDC front-channel, SAML redirect), native 2 (SAML POST)."""
     runtime, processor = mixed
     _session(runtime, "s-1", "wiki", "chat", "hr", "payroll")
@@ -127,7 +127,7 @@ def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, EventProcessor]) 
 
 
 def test_native_stage_follows_logout_when_there_is_no_iframe_stage(
-    mixed: tuple[Runtime, EventProcessor],
+    mixed: tuple[Runtime, LogoutEngine],
 ) -> None:
     runtime, processor = mixed
     _session(runtime, "s-2", "payroll", "chat")
@@ -138,7 +138,7 @@ def test_native_stage_follows_logout_when_there_is_no_iframe_stage(
 
 
 def test_a_logout_without_browser_work_gets_a_plan_of_one_stage(
-    mixed: tuple[Runtime, EventProcessor],
+    mixed: tuple[Runtime, LogoutEngine],
 ) -> None:
     runtime, processor = mixed
     _session(runtime, "s-3", "chat")
@@ -151,7 +151,7 @@ def test_a_logout_without_browser_work_gets_a_plan_of_one_stage(
 
 
 def test_sp_initiated_logout_plan_responds_to_the_sp(
-    mixed: tuple[Runtime, EventProcessor],
+    mixed: tuple[Runtime, LogoutEngine],
 ) -> None:
     runtime, processor = mixed
     _session(runtime, "s-5", "payroll", "wiki")
@@ -177,7 +177,7 @@ def test_sp_initiated_logout_plan_responds_to_the_sp(
 
 
 def test_waiter_returns_the_plan_when_it_is_built(
-    mixed: tuple[Runtime, EventProcessor],
+    mixed: tuple[Runtime, LogoutEngine],
 ) -> None:
     """A waiter blocked before the event is handled wakes on the notification."""
     runtime, processor = mixed
@@ -198,7 +198,7 @@ def test_waiter_returns_the_plan_when_it_is_built(
     waiter.close()
 
 
-def test_waiter_times_out_cleanly(mixed: tuple[Runtime, EventProcessor]) -> None:
+def test_waiter_times_out_cleanly(mixed: tuple[Runtime, LogoutEngine]) -> None:
     runtime, _ = mixed
     waiter = runtime.waiter()
     began = time.monotonic()
@@ -211,7 +211,7 @@ def test_waiter_times_out_cleanly(mixed: tuple[Runtime, EventProcessor]) -> None
     waiter.close()
 
 
-def test_await_completion_after_the_back_channel(mixed: tuple[Runtime, EventProcessor]) -> None:
+def test_await_completion_after_the_back_channel(mixed: tuple[Runtime, LogoutEngine]) -> None:
     """The async API returns once the logout completed, with delivery counts."""
     runtime, processor = mixed
     _session(runtime, "s-7", "chat", "wiki")
@@ -255,7 +255,7 @@ def test_a_notice_that_cannot_be_sent_never_fails_the_logout(
     notify.close()
 
 
-def test_each_stored_plan_is_timed_and_counted(mixed: tuple[Runtime, EventProcessor]) -> None:
+def test_each_stored_plan_is_timed_and_counted(mixed: tuple[Runtime, LogoutEngine]) -> None:
     """Storing a plan observes its build time once and counts it (plan.built), however often
     its event is handled."""
     runtime, processor = mixed

@@ -16,7 +16,7 @@ from orchestrator.store import Delivery, EventRecord, EventStatus, utcnow
 from orchestrator.validation import parse_event
 from schemas import Event
 from tests.unit.conftest import make_event
-from tests.unit.test_pipeline import _audit, _crash
+from tests.unit.test_engine import _audit, _crash
 from workers import embedded
 
 
@@ -125,7 +125,7 @@ def test_a_copy_of_a_message_in_progress_comes_back_when_the_lease_ends(
         deadline = time.monotonic() + 10
         while len(enqueues.seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)  # joining would wait for the delayed copy too
-        lease_ms = math.ceil(actors.runtime.fanout(lambda *_: None).lease.total_seconds() * 1000)
+        lease_ms = math.ceil(actors.runtime.delivery_lease * 1000)
     assert [message_id for message_id, _ in enqueues.seen] == ["m-held", "m-held"]
     assert enqueues.seen[0][1] is None
     delay = enqueues.seen[1][1]

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings, importing
-from orchestrator.pipeline import HandleResult
+from orchestrator.logout import HandleResult
 from orchestrator.store import (
     AuditRow,
     IdpSession,

@@ -23,8 +23,8 @@ from orchestrator.binding import BindingOk, BindingViolation
 from orchestrator.binding_check import BindingChecker
 from orchestrator.errors import ConfigurationError, InputError
 from orchestrator.expiry import ExpirySweeper, expiry_event_id
+from orchestrator.logout import HandleResult, LogoutEngine
 from orchestrator.outbox import OutboxMessage
-from orchestrator.pipeline import EventProcessor, HandleResult
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession
 from orchestrator.validation import parse_event
@@ -37,7 +37,7 @@ from .conftest import make_event
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def _processor(runtime: Runtime) -> EventProcessor:
+def _processor(runtime: Runtime) -> LogoutEngine:
     return runtime.processor(schedule=lambda *_: None)
 
 
@@ -113,7 +113,7 @@ def limited(settings: Settings) -> Iterator[Runtime]:
 
 
 def _start(
-    processor: EventProcessor, session_id: str, user: str, at: datetime, **fields: Any
+    processor: LogoutEngine, session_id: str, user: str, at: datetime, **fields: Any
 ) -> dict[str, Any]:
     event = make_event(
         "session.started",
@@ -200,7 +200,7 @@ def test_seen_moves_last_seen_forward_only(limited: Runtime) -> None:
 
 def test_activity_events_without_a_handler_are_rejected_and_recorded(runtime: Runtime) -> None:
     """A processor without session activity refuses such events with a reason (kept)."""
-    processor = EventProcessor(runtime.sessions, runtime.fanout(lambda *_: None))
+    processor = runtime.logout_engine(lambda *_: None)
     event = make_event("session.seen", session_id="s-1")
     assert processor.handle(event, "m-1") is HandleResult.REJECTED
     [record] = _audit(runtime, type="event.rejected")

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from orchestrator import EventProcessor, HandleResult, Runtime
-from orchestrator.fanout import FanOut, Outcome, Work
+from orchestrator import HandleResult, LogoutEngine, Runtime
+from orchestrator.leases import Leases
+from orchestrator.logout import Attempts, Outcome, Work
 from orchestrator.sender import HttpSender
 from orchestrator.store import (
     AuditRow,
@@ -30,14 +31,14 @@ def _no_sender() -> HttpSender:
     raise AssertionError("no request should be sent: no protocol handler is enabled")
 
 
-class _WorkerDies(FanOut):
+class _WorkerDies(Attempts):
     """The worker is killed right after the event's first transaction committed."""
 
-    def attempt(self, works: Sequence[Work]) -> dict[str, Outcome]:
+    def attempt(self, works: Sequence[Work], leases: Leases) -> dict[str, Outcome]:
         raise RuntimeError("SIGKILL")
 
 
-class _Killed(EventProcessor):
+class _Killed(LogoutEngine):
     """A process killed mid-event gives nothing up: its leases run out by themselves."""
 
     def _release(self, event_ids: list[str]) -> None:
@@ -45,12 +46,10 @@ class _Killed(EventProcessor):
 
 
 def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
-    lease = runtime.fanout(lambda *_: None).lease.total_seconds()  # the worker's own lease
-    dying = _WorkerDies(
-        runtime.sessions, {}, _no_sender, runtime.retry_policy(), lambda *_: None, lease=lease
-    )
+    dying = _WorkerDies(_no_sender, runtime.retry_policy())
+    killed = _Killed(runtime.sessions, {}, dying, _no_schedule, lease=runtime.delivery_lease)
     with pytest.raises(RuntimeError, match="SIGKILL"):
-        _Killed(runtime.sessions, dying).handle(event, message_id)
+        killed.handle(event, message_id)
 
 
 def _leases_run_out(runtime: Runtime, *, deliveries: bool = True) -> None:
@@ -62,10 +61,15 @@ def _leases_run_out(runtime: Runtime, *, deliveries: bool = True) -> None:
             db.execute(update(Delivery).values(next_attempt_at=past))
 
 
-def _processor(runtime: Runtime) -> EventProcessor:
-    fanout = runtime.fanout(lambda delivery_id, delay: None)
-    fanout._sender = _no_sender
-    return EventProcessor(runtime.sessions, fanout)
+def _no_schedule(delivery_id: str, delay: float) -> None:
+    return
+
+
+def _processor(runtime: Runtime) -> LogoutEngine:
+    attempts = Attempts(_no_sender, runtime.retry_policy())
+    return LogoutEngine(
+        runtime.sessions, runtime.handlers, attempts, _no_schedule, lease=runtime.delivery_lease
+    )
 
 
 def _audit(runtime: Runtime, event_id: str | None = None) -> list[AuditRow]:
@@ -401,12 +405,12 @@ def test_a_second_copy_of_a_message_in_progress_is_refused(populated: Runtime) -
 def test_an_event_that_failed_in_process_is_resumed_at_once(populated: Runtime) -> None:
     """An exception (not a death) gives the event's lease up: handling it again need not wait."""
     event = make_event("logout.user", session_id="s-1")
-    lease = populated.fanout(lambda *_: None).lease.total_seconds()
-    failing = _WorkerDies(
-        populated.sessions, {}, _no_sender, populated.retry_policy(), lambda *_: None, lease=lease
+    failing = _WorkerDies(_no_sender, populated.retry_policy())
+    engine = LogoutEngine(
+        populated.sessions, {}, failing, _no_schedule, lease=populated.delivery_lease
     )
     with pytest.raises(RuntimeError, match="SIGKILL"):
-        EventProcessor(populated.sessions, failing).handle(event, "m-1")
+        engine.handle(event, "m-1")
     with populated.sessions() as db:
         assert db.scalar(select(EventRecord.lease_until)) is None
     with populated.sessions.begin() as db:  # its deliveries' leases ran out meanwhile
@@ -417,14 +421,19 @@ def test_an_event_that_failed_in_process_is_resumed_at_once(populated: Runtime) 
 def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     """A replay while the dead attempt's leases run schedules them for when they end."""
     scheduled: list[tuple[str, float]] = []
-    fanout = populated.fanout(lambda delivery_id, delay: scheduled.append((delivery_id, delay)))
-    processor = EventProcessor(populated.sessions, fanout)
+    processor = LogoutEngine(
+        populated.sessions,
+        populated.handlers,
+        Attempts(_no_sender, populated.retry_policy()),
+        lambda delivery_id, delay: scheduled.append((delivery_id, delay)),
+        lease=populated.delivery_lease,
+    )
     event = make_event("logout.user", session_id="s-1")
     _crash(populated, event, "m-1")
     _leases_run_out(populated, deliveries=False)  # the event's worker died; the attempts live
     assert processor.handle(event, "m-1") is HandleResult.COMPLETED
     assert len(scheduled) == 3
-    assert all(0 < delay <= fanout.lease.total_seconds() for _, delay in scheduled)
+    assert all(0 < delay <= populated.delivery_lease for _, delay in scheduled)
     [completed] = [r for r in _audit(populated) if r.type == "logout.completed"]
     assert completed.outcome == "retrying"
     assert completed.detail["deliveries"]["pending"] == 3

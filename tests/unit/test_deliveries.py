@@ -1,6 +1,7 @@
-"""Unit tests of ``FanOut``: claims, outcomes, retries, skips and the audit trail.
+"""Unit tests of the engine's deliveries: claims, attempts, outcomes, retries, skips and the
+audit trail.
 
-Deliveries are created by the real ``EventProcessor`` over SQLite in ``tmp_path``; the
+Deliveries are created by the real ``LogoutEngine`` over SQLite in ``tmp_path``; the
 provider side is an ``httpx.MockTransport`` behind a real ``HttpSender``.
 """
 
@@ -22,12 +23,12 @@ import pytest
 import structlog
 from sqlalchemy import select, update
 
-from orchestrator import EventProcessor, HandleResult, Settings
+from orchestrator import HandleResult, Settings
 from orchestrator.audit import write_audit
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
-from orchestrator.fanout import FanOut, Outcome, Work
 from orchestrator.leases import Leases
 from orchestrator.logging import configure_logging
+from orchestrator.logout import Attempts, LogoutEngine, Outcome, RetryScheduler, Work
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -149,16 +150,20 @@ class _Env:
     scheduled: list[tuple[str, float]]
     senders: list[HttpSender] = field(default_factory=list)
 
-    def fanout(
-        self, policy: RetryPolicy | None = None, sender: Callable[[], HttpSender] | None = None
-    ) -> FanOut:
-        return FanOut(
-            self.sessions,
-            self.handlers,
+    def engine(
+        self,
+        policy: RetryPolicy | None = None,
+        sender: Callable[[], HttpSender] | None = None,
+        *,
+        attempts: Attempts | None = None,
+        schedule: RetryScheduler | None = None,
+    ) -> LogoutEngine:
+        attempts = attempts or Attempts(
             sender or (lambda: self.sender),
             policy or RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=600.0),
-            self._schedule,
-            lease=30,
+        )
+        return LogoutEngine(
+            self.sessions, self.handlers, attempts, schedule or self._schedule, lease=30
         )
 
     def _schedule(self, delivery_id: str, delay: float) -> None:
@@ -182,9 +187,9 @@ class _Env:
         for provider, sid in links.items():
             registry.record_provider_session(session_id, provider, sid=sid, sub=user_id)
 
-    def logout(self, session_id: str, fanout: FanOut | None = None) -> str:
+    def logout(self, session_id: str, engine: LogoutEngine | None = None) -> str:
         event = _event(session_id)
-        processor = EventProcessor(self.sessions, fanout or self.fanout())
+        processor = engine or self.engine()
         assert processor.handle(event, f"m-{uuid.uuid4()}") is HandleResult.COMPLETED
         return str(event["event_id"])
 
@@ -312,9 +317,9 @@ def test_400_fails_permanently(one_rp: _Env) -> None:
 def test_503_retries_then_succeeds(one_rp: _Env) -> None:
     """A 503 schedules a retry; the retry is refused until due, then a 200 succeeds."""
     one_rp.rps.answer("/rp1", 503, 200)
-    fanout = one_rp.fanout()
+    engine = one_rp.engine()
     before = utcnow()
-    event_id = one_rp.logout("s-1", fanout)
+    event_id = one_rp.logout("s-1", engine)
     delivery = one_rp.deliveries(event_id)["rp1"]
     assert delivery.status == DeliveryStatus.RETRYING
     assert delivery.attempts == 1
@@ -335,7 +340,7 @@ def test_503_retries_then_succeeds(one_rp: _Env) -> None:
     assert audit.detail["attempt"] == 1
     assert audit.detail["next_attempt_at"] == delivery.next_attempt_at.isoformat()
 
-    fanout.deliver([delivery.id])  # too early: the claim refuses, nothing is sent
+    engine.retry([delivery.id])  # too early: the claim refuses, nothing is sent
     assert one_rp.rps.paths() == ["/rp1"]
     # an early message may be put back for later, but never for sooner than it is due
     remaining = (delivery.next_attempt_at - utcnow()).total_seconds()
@@ -349,7 +354,7 @@ def test_503_retries_then_succeeds(one_rp: _Env) -> None:
 
     one_rp.make_due(delivery.id)
     scheduled_before = len(one_rp.scheduled)
-    fanout.deliver([delivery.id])
+    engine.retry([delivery.id])
     done = one_rp.delivery(delivery.id)
     assert one_rp.rps.paths() == ["/rp1", "/rp1"]
     assert done.status == DeliveryStatus.SUCCEEDED
@@ -364,7 +369,7 @@ def test_503_retries_then_succeeds(one_rp: _Env) -> None:
 def test_retry_after_is_honoured(one_rp: _Env) -> None:
     """A 429 with Retry-After: 7 is retried no sooner than 7 s after the answer."""
     one_rp.rps.answer("/rp1", (429, {"Retry-After": "7"}))
-    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    event_id = one_rp.logout("s-1", one_rp.engine(RetryPolicy(initial_delay=1.0)))
     delivery = one_rp.deliveries(event_id)["rp1"]
     assert delivery.status == DeliveryStatus.RETRYING
     assert delivery.last_status_code == 429
@@ -385,7 +390,7 @@ def test_connection_failure_is_retried(one_rp: _Env) -> None:
 
     refusing = HttpSender(transport=httpx.MockTransport(refuse))
     one_rp.senders.append(refusing)
-    event_id = one_rp.logout("s-1", one_rp.fanout(sender=lambda: refusing))
+    event_id = one_rp.logout("s-1", one_rp.engine(sender=lambda: refusing))
     delivery = one_rp.deliveries(event_id)["rp1"]
     assert delivery.status == DeliveryStatus.RETRYING
     assert delivery.last_status_code is None
@@ -397,13 +402,13 @@ def test_connection_failure_is_retried(one_rp: _Env) -> None:
 def test_gives_up_after_max_attempts(one_rp: _Env) -> None:
     """Transient failures until max_attempts end in failed, 'gave up after N attempts'."""
     one_rp.rps.answer("/rp1", 503)
-    fanout = one_rp.fanout(RetryPolicy(max_attempts=3, initial_delay=30.0))
-    event_id = one_rp.logout("s-1", fanout)
+    engine = one_rp.engine(RetryPolicy(max_attempts=3, initial_delay=30.0))
+    event_id = one_rp.logout("s-1", engine)
     delivery_id = one_rp.deliveries(event_id)["rp1"].id
     for _ in range(2):
         assert one_rp.delivery(delivery_id).status == DeliveryStatus.RETRYING
         one_rp.make_due(delivery_id)
-        fanout.deliver([delivery_id])
+        engine.retry([delivery_id])
     final = one_rp.delivery(delivery_id)
     assert final.status == DeliveryStatus.FAILED
     assert final.attempts == 3
@@ -418,20 +423,20 @@ def test_gives_up_after_max_attempts(one_rp: _Env) -> None:
     assert "gave up after 3 attempts" in failed.detail["error"]
 
     one_rp.make_due(delivery_id)
-    fanout.deliver([delivery_id])  # a failed delivery is final
+    engine.retry([delivery_id])  # a failed delivery is final
     assert len(one_rp.rps.requests) == 3
 
 
 def test_succeeded_delivery_is_never_sent_again(one_rp: _Env) -> None:
     """Delivering a succeeded delivery again sends nothing and changes nothing."""
-    fanout = one_rp.fanout()
-    event_id = one_rp.logout("s-1", fanout)
+    engine = one_rp.engine()
+    event_id = one_rp.logout("s-1", engine)
     delivery = one_rp.deliveries(event_id)["rp1"]
     assert delivery.status == DeliveryStatus.SUCCEEDED
-    fanout.deliver([delivery.id])
+    engine.retry([delivery.id])
     one_rp.make_due(delivery.id)
-    fanout.deliver([delivery.id])
-    one_rp.fanout().deliver([delivery.id])
+    engine.retry([delivery.id])
+    one_rp.engine().retry([delivery.id])
     again = one_rp.delivery(delivery.id)
     assert len(one_rp.rps.requests) == 1
     assert one_rp.scheduled == []
@@ -443,8 +448,8 @@ def test_succeeded_delivery_is_never_sent_again(one_rp: _Env) -> None:
 def test_unknown_ids_are_ignored(one_rp: _Env) -> None:
     """Delivering ids that do not exist sends nothing and records nothing."""
     before = len(one_rp.audit())
-    one_rp.fanout().deliver([str(uuid.uuid4())])
-    one_rp.fanout().deliver([])
+    one_rp.engine().retry([str(uuid.uuid4())])
+    one_rp.engine().retry([])
     assert one_rp.rps.requests == []
     assert len(one_rp.audit()) == before
 
@@ -545,11 +550,11 @@ def test_audit_never_contains_the_request_body(env: _Env) -> None:
     sids = {name: f"secret-sid-{name}-{uuid.uuid4().hex}" for name in ("ok", "bad", "busy")}
     sids["limited"] = f"secret-sid-limited-{uuid.uuid4().hex}"
     env.session("s-1", "alice", sids)
-    fanout = env.fanout()
-    event_id = env.logout("s-1", fanout)
+    engine = env.engine()
+    event_id = env.logout("s-1", engine)
     for delivery in env.deliveries(event_id).values():
         env.make_due(delivery.id)
-    fanout.deliver([d.id for d in env.deliveries(event_id).values()])
+    engine.retry([d.id for d in env.deliveries(event_id).values()])
     bodies = [content for _, content in env.rps.requests]
     assert len(bodies) == 6
     rows = env.audit()
@@ -569,14 +574,14 @@ def test_audit_never_contains_the_request_body(env: _Env) -> None:
 # -- concurrent claims -------------------------------------------------------------------
 
 
-class _Deferred(FanOut):
-    """Sends nothing: every delivery the pipeline hands over is left open and due now."""
+class _Deferred(Attempts):
+    """Sends nothing: every delivery the engine hands over is left open and due now."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
-        super().__init__(sessions, {}, _no_sender, RetryPolicy(), _no_schedule, lease=30)
+    def __init__(self) -> None:
+        super().__init__(_no_sender, RetryPolicy())
         self.handed: list[str] = []
 
-    def attempt(self, works: Sequence[Work]) -> dict[str, Outcome]:
+    def attempt(self, works: Sequence[Work], leases: Leases) -> dict[str, Outcome]:
         self.handed.extend(work.delivery_id for work in works)
         due = utcnow() - timedelta(seconds=1)
         return {
@@ -584,27 +589,25 @@ class _Deferred(FanOut):
             for work in works
         }
 
-    def schedule(self, retries: Sequence[tuple[str, float]]) -> None:
-        return
-
 
 def _no_sender() -> HttpSender:
-    raise AssertionError("the deferred fan-out sends nothing")
+    raise AssertionError("the deferred attempts send nothing")
 
 
-def _no_schedule(delivery_id: str, delay: float) -> None:
-    raise AssertionError("the deferred fan-out schedules nothing")
+def _deferring(env: _Env, deferred: _Deferred) -> LogoutEngine:
+    """An engine whose attempts ``deferred`` carries out, and whose retries go nowhere."""
+    return env.engine(attempts=deferred, schedule=lambda delivery_id, delay: None)
 
 
 def _race(env: _Env, delivery_ids: list[str]) -> None:
-    """Two workers, each with its own FanOut and sender, deliver the same ids at once."""
+    """Two workers, each with its own engine and sender, deliver the same ids at once."""
     second = env.new_sender()  # a second worker process has a sender of its own
-    workers = [env.fanout(), env.fanout(sender=lambda: second)]
+    workers = [env.engine(), env.engine(sender=lambda: second)]
     barrier = threading.Barrier(len(workers))
 
-    def run(fanout: FanOut) -> None:
+    def run(engine: LogoutEngine) -> None:
         barrier.wait(timeout=10)  # both claim at the same moment
-        fanout.deliver(delivery_ids)
+        engine.retry(delivery_ids)
 
     with ThreadPoolExecutor(max_workers=len(workers)) as pool:
         futures = [pool.submit(run, worker) for worker in workers]
@@ -612,16 +615,16 @@ def _race(env: _Env, delivery_ids: list[str]) -> None:
             future.result(timeout=30)  # re-raises anything a worker raised
 
 
-def test_two_fanouts_racing_send_each_delivery_once(env: _Env) -> None:
-    """Two FanOut instances claiming the same deliveries at once send each exactly once."""
+def test_two_engines_racing_send_each_delivery_once(env: _Env) -> None:
+    """Two engines claiming the same deliveries at once send each exactly once."""
     names = [f"rp{i}" for i in range(4)]
     for name in names:
         env.provider(name)
     rounds = 3
     for round_ in range(rounds):
         env.session(f"s-{round_}", "alice", {name: f"sid-{name}-{round_}" for name in names})
-        deferred = _Deferred(env.sessions)
-        env.logout(f"s-{round_}", deferred)
+        deferred = _Deferred()
+        env.logout(f"s-{round_}", _deferring(env, deferred))
         assert len(deferred.handed) == len(names)
         _race(env, deferred.handed)
 
@@ -641,7 +644,7 @@ def test_two_fanouts_racing_send_each_delivery_once(env: _Env) -> None:
 def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
     """logout.settled appears only once every delivery is final, with the final counts."""
     one_rp.rps.answer("/rp1", (503, {}), (200, {}))
-    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    event_id = one_rp.logout("s-1", one_rp.engine(RetryPolicy(initial_delay=1.0)))
     assert one_rp.audit("logout.settled") == []
     [completed] = one_rp.audit("logout.completed")
     assert completed.outcome == "retrying"
@@ -652,13 +655,13 @@ def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
             .where(Delivery.id == delivery.id)
             .values(next_attempt_at=utcnow() - timedelta(seconds=1))
         )
-    one_rp.fanout().deliver([delivery.id])
+    one_rp.engine().retry([delivery.id])
     [settled] = one_rp.audit("logout.settled")
     assert settled.event_id == event_id
     assert settled.outcome == "success"
     assert settled.detail["deliveries"]["succeeded"] == 1
     assert settled.detail["deliveries"]["retrying"] == 0
-    one_rp.fanout().settle([event_id])
+    one_rp.engine().settle([event_id])
     assert len(one_rp.audit("logout.settled")) == 1
 
 
@@ -667,8 +670,8 @@ def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
 
 def _deferred_delivery(env: _Env) -> str:
     """The one delivery of a logout of s-1, left open and due (its first attempt deferred)."""
-    deferred = _Deferred(env.sessions)
-    env.logout("s-1", deferred)
+    deferred = _Deferred()
+    env.logout("s-1", _deferring(env, deferred))
     [delivery_id] = deferred.handed
     return delivery_id
 
@@ -685,14 +688,14 @@ def _final_records(env: _Env, delivery_id: str) -> list[str]:
 def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
     """An attempt whose lease ran out and was claimed again writes no row, audit or retry."""
     delivery_id = _deferred_delivery(one_rp)
-    stale = one_rp.fanout()
-    [first] = stale.claim([delivery_id])
+    stale = one_rp.engine()
+    [first] = stale.deliveries.claim([delivery_id])
     one_rp.make_due(delivery_id)  # its lease ran out while it waited
-    fresh = one_rp.fanout()
-    [second] = fresh.claim([delivery_id])
+    fresh = one_rp.engine()
+    [second] = fresh.deliveries.claim([delivery_id])
     assert second.attempt == first.attempt + 1
     with one_rp.sessions.begin() as db:
-        won = fresh.record(
+        won = fresh.deliveries.record(
             db.connection(), [second], {delivery_id: Outcome(DeliveryStatus.SUCCEEDED)}
         )
     assert won.lost == set()
@@ -700,7 +703,7 @@ def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
     retry = Outcome(DeliveryStatus.RETRYING, "no answer", None, utcnow(), retry_in=5)
     configure_logging("INFO", "json")  # an earlier test may have left WARNING in force
     with structlog.testing.capture_logs() as logs, one_rp.sessions.begin() as db:
-        lost = stale.record(db.connection(), [first], {delivery_id: retry})
+        lost = stale.deliveries.record(db.connection(), [first], {delivery_id: retry})
     assert (lost.lost, lost.entries, lost.retries) == ({delivery_id}, [], [])
     [line] = [entry for entry in logs if "lost its lease" in entry["event"]]
     assert line["log_level"] == "info"
@@ -711,16 +714,16 @@ def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
 def test_a_final_status_never_changes(one_rp: _Env) -> None:
     """An attempt that recorded a final outcome cannot record another over it."""
     delivery_id = _deferred_delivery(one_rp)
-    fanout = one_rp.fanout()
-    [work] = fanout.claim([delivery_id])
+    engine = one_rp.engine()
+    [work] = engine.deliveries.claim([delivery_id])
     for outcome in (Outcome(DeliveryStatus.SUCCEEDED), Outcome(DeliveryStatus.FAILED, "HTTP 400")):
         with one_rp.sessions.begin() as db:
-            recorded = fanout.record(db.connection(), [work], {delivery_id: outcome})
+            recorded = engine.deliveries.record(db.connection(), [work], {delivery_id: outcome})
             write_audit(db.connection(), recorded.entries)
     assert recorded.lost == {delivery_id}, "the second outcome was not recorded"
     assert one_rp.delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
     assert _final_records(one_rp, delivery_id) == ["delivery.succeeded"]
-    assert fanout.claim([delivery_id]) == [], "a final delivery is never claimed again"
+    assert engine.deliveries.claim([delivery_id]) == [], "a final delivery is never claimed again"
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -733,8 +736,8 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
 def test_a_renewal_moves_held_leases_forward(one_rp: _Env) -> None:
     """Renewing extends the held attempt's and event's leases to one lease from now."""
     delivery_id = _deferred_delivery(one_rp)
-    fanout = one_rp.fanout()  # leases of 30 s
-    [work] = fanout.claim([delivery_id])
+    engine = one_rp.engine()  # leases of 30 s
+    [work] = engine.deliveries.claim([delivery_id])
     leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=600))
     with one_rp.sessions.begin() as db:  # as if the event were still being handled
         db.execute(update(EventRecord).values(status="processing", lease_until=None))
@@ -757,7 +760,7 @@ def test_a_renewal_moves_held_leases_forward(one_rp: _Env) -> None:
 def test_the_keeper_renews_while_held_and_stops_after(one_rp: _Env) -> None:
     """The keeper thread renews held leases by itself, and ends once nothing is held."""
     delivery_id = _deferred_delivery(one_rp)
-    [work] = one_rp.fanout().claim([delivery_id])
+    [work] = one_rp.engine().deliveries.claim([delivery_id])
     claimed_until = one_rp.delivery(delivery_id).next_attempt_at
     leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=0.3))  # renewed every 0.1 s
     with leases.hold([(work.delivery_id, work.attempt, work.context.now)]):
@@ -774,15 +777,15 @@ def test_the_keeper_renews_while_held_and_stops_after(one_rp: _Env) -> None:
 def test_a_renewal_finds_a_superseded_attempt_lost(one_rp: _Env) -> None:
     """When another attempt claimed the delivery, the holder's lease is lost: no time left."""
     delivery_id = _deferred_delivery(one_rp)
-    fanout = one_rp.fanout()
-    [work] = fanout.claim([delivery_id])
-    with fanout.hold([work]):
-        lease = fanout.leases.get(work.delivery_id, work.attempt)
+    engine = one_rp.engine()
+    [work] = engine.deliveries.claim([delivery_id])
+    with engine.deliveries.hold([work]):
+        lease = engine.leases.get(work.delivery_id, work.attempt)
         assert lease is not None
         assert lease.time_left() > 0
         one_rp.make_due(delivery_id)
-        assert len(one_rp.fanout().claim([delivery_id])) == 1
-        fanout.leases.renew([lease], [])
+        assert len(one_rp.engine().deliveries.claim([delivery_id])) == 1
+        engine.leases.renew([lease], [])
         assert lease.lost
         assert lease.time_left() == 0
 
@@ -790,10 +793,10 @@ def test_a_renewal_finds_a_superseded_attempt_lost(one_rp: _Env) -> None:
 def test_settled_on_the_retry_path_names_session_and_user(one_rp: _Env) -> None:
     """``logout.settled`` written by the last retry carries the event's session and user."""
     one_rp.rps.answer("/rp1", (503, {}), (200, {}))
-    event_id = one_rp.logout("s-1", one_rp.fanout(RetryPolicy(initial_delay=1.0)))
+    event_id = one_rp.logout("s-1", one_rp.engine(RetryPolicy(initial_delay=1.0)))
     delivery = one_rp.deliveries(event_id)["rp1"]
     one_rp.make_due(delivery.id)
-    one_rp.fanout().deliver([delivery.id])
+    one_rp.engine().retry([delivery.id])
     [settled] = one_rp.audit("logout.settled")
     assert (settled.session_id, settled.user_id) == ("s-1", "alice")
     assert settled.detail["deliveries"]["succeeded"] == 1

@@ -1,0 +1,135 @@
+"""Attempting deliveries: build each request with its handler, send them all at once, and
+say what each answer means. No database: the engine records the outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from datetime import datetime
+
+from orchestrator.errors import DeliveryError, PermanentDeliveryError
+from orchestrator.leases import Leases
+from orchestrator.logout.batch import Outcome, Work
+from orchestrator.retry import RetryPolicy
+from orchestrator.sender import Built, HttpSender, SendResult, TimeLeft
+from orchestrator.store import DeliveryStatus, utcnow
+from protocols import BackchannelRequest, BackchannelResponse, Channel
+
+__all__ = ["Attempts"]
+
+
+class Attempts:
+    """Carries out attempts: ``sender`` gives the process's HTTP sender, ``policy`` says
+    when a transient failure is tried again, ``builders`` sign requests side by side."""
+
+    def __init__(
+        self,
+        sender: Callable[[], HttpSender],
+        policy: RetryPolicy,
+        builders: Executor | None = None,
+    ) -> None:
+        self._sender = sender
+        self._policy = policy
+        self._builders = builders
+
+    def attempt(self, works: Sequence[Work], leases: Leases) -> dict[str, Outcome]:
+        """Build every request and send them all at once; one outcome per delivery. Each
+        is sent only while ``leases`` holds its attempt."""
+        outcomes: dict[str, Outcome] = {}
+        to_build: list[Work] = []
+        for work in works:
+            reason = skip_reason(work)
+            if reason is None:
+                to_build.append(work)
+            else:
+                outcomes[work.delivery_id] = Outcome(DeliveryStatus.SKIPPED, reason)
+        if not to_build:
+            return outcomes
+        # Signing (RSA above all) releases the GIL: several threads sign side by side, and
+        # each request goes out as soon as it is built, while the next ones are signed.
+        builds: list[Future[Built]]
+        if self._builders is not None and len(to_build) > 1:
+            builds = [self._builders.submit(_build, work) for work in to_build]
+        else:
+            builds = [_done(_build(work)) for work in to_build]
+        time_left = [_time_left(leases, work) for work in to_build]
+        sent = self._sender().send_as_built(builds, time_left)
+        answered = utcnow()  # Retry-After counts from the answer, not from the send
+        for work, item in zip(to_build, sent, strict=True):
+            if isinstance(item, DeliveryError):
+                outcomes[work.delivery_id] = self._failure(work, item, answered)
+            else:
+                outcomes[work.delivery_id] = self._interpret(work, *item, answered)
+        return outcomes
+
+    def _interpret(
+        self, work: Work, request: BackchannelRequest, result: SendResult, answered: datetime
+    ) -> Outcome:
+        if isinstance(result, DeliveryError):
+            return self._failure(work, result, answered)
+        assert work.handler is not None  # only works with a handler are built
+        try:
+            work.handler.interpret_response(
+                work.provider, work.session, request, result, work.context
+            )
+        except DeliveryError as exc:
+            return self._failure(work, exc, answered, result)
+        return Outcome(DeliveryStatus.SUCCEEDED, status_code=result.status_code)
+
+    def _failure(
+        self,
+        work: Work,
+        exc: DeliveryError,
+        answered: datetime,
+        response: BackchannelResponse | None = None,
+    ) -> Outcome:
+        code = exc.status_code
+        if code is None and response is not None:
+            code = response.status_code
+        if isinstance(exc, PermanentDeliveryError):
+            return Outcome(DeliveryStatus.FAILED, exc.detail, code, facts=exc.facts)
+        retry_after = getattr(exc, "retry_after", None)
+        when = self._policy.next_attempt(work.attempt, work.created_at, answered, retry_after)
+        if when is None:
+            detail = f"{exc.detail}; gave up after {work.attempt} attempts"
+            return Outcome(DeliveryStatus.FAILED, detail, code, facts=exc.facts)
+        wait = (when - answered).total_seconds()
+        return Outcome(
+            DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait, exc.facts
+        )
+
+
+def skip_reason(work: Work) -> str | None:
+    """Why the worker does not send this delivery (None: it does)."""
+    provider = work.provider
+    if work.handler is None:
+        return f"no handler for protocol {provider.protocol!r} is enabled"
+    if not provider.enabled:
+        return "provider is disabled"
+    if provider.settings is None:
+        return "provider settings no longer validate; reload the providers file"
+    channel = work.handler.channel(provider)
+    if channel is not Channel.BACKCHANNEL:
+        return f"{channel.value} logout is shown to the browser, not sent by the worker"
+    return None
+
+
+def _time_left(leases: Leases, work: Work) -> TimeLeft | None:
+    lease = leases.get(work.delivery_id, work.attempt)
+    return lease.time_left if lease is not None else None
+
+
+def _done(built: Built) -> Future[Built]:
+    future: Future[Built] = Future()
+    future.set_result(built)
+    return future
+
+
+def _build(work: Work) -> Built:
+    """The request of one attempt, or why it cannot be built."""
+    assert work.handler is not None  # only works with a handler are built
+    try:
+        return work.handler.backchannel_request(work.provider, work.session, work.context)
+    except DeliveryError as exc:
+        return exc

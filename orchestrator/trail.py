@@ -1,0 +1,328 @@
+"""Every kind of audit record, built in one place: one constructor and one dedupe key each.
+
+A key names the fact, not the attempt to write it, so a replayed step writes nothing twice
+(:func:`orchestrator.audit.write_audit` ignores a key already written). The keys:
+
+========================= ==============================================
+``event.received``        ``event.received:<event_id>``
+``event.duplicate``       ``event.duplicate:<event_id>:<message_id>``
+``event.rejected``        ``event.rejected:<message_id>``
+``session.started``       ``session.started:<session_id>``
+``session.ended``         ``session.ended:<session_id>``
+``session.not_found``     ``session.not_found:<event_id>:<session_id>``
+``plan.built``            ``plan.built:<plan_id>``
+``delivery.<final>``      ``delivery.<status>:<delivery_id>``
+``delivery.retrying``     ``delivery.retrying:<delivery_id>:<attempt>``
+``logout.completed``      ``logout.completed:<event_id>``
+``logout.settled``        ``logout.settled:<event_id>``
+``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
+========================= ==============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.audit import AuditEntry
+from orchestrator.store import DeliveryStatus
+from schemas import (
+    BINDING_LOGOUT_REASON,
+    AuditType,
+    Event,
+    LogoutPlan,
+    LogoutUser,
+    PlanEntry,
+    SessionBindingViolation,
+    SessionRevoke,
+    SessionStarted,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.logout.batch import Outcome, Work
+    from orchestrator.logout.rollup import Tally
+
+__all__ = [
+    "delivery_outcome",
+    "event_duplicate",
+    "event_received",
+    "event_rejected",
+    "frontchannel_outcome",
+    "logout_completed",
+    "logout_settled",
+    "plan_built",
+    "session_ended",
+    "session_not_found",
+    "session_started",
+]
+
+
+def _user_of(event: Event) -> str | None:
+    user_id = getattr(event, "user_id", None)
+    return str(user_id) if user_id is not None else None
+
+
+def _session_of(event: Event) -> str | None:
+    session_id = getattr(event, "session_id", None)
+    return str(session_id) if session_id is not None else None
+
+
+def event_received(event: Event, message_id: str) -> AuditEntry:
+    """A logout event was accepted (its first message)."""
+    detail: dict[str, Any] = {
+        "type": event.type,
+        "initiator": event.initiator,
+        "actor": event.actor,
+        "message_id": message_id,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+    if event.request is not None:
+        detail["request"] = event.request.model_dump(mode="json", exclude={"args"})
+    return AuditEntry(
+        key=f"event.received:{event.event_id}",
+        type=AuditType.EVENT_RECEIVED,
+        outcome="accepted",
+        event_id=str(event.event_id),
+        user_id=_user_of(event),
+        session_id=_session_of(event),
+        detail=detail,
+    )
+
+
+def event_duplicate(
+    event: Event,
+    message_id: str,
+    *,
+    first_message_id: str,
+    first_received_at: datetime,
+    first_status: str,
+    same_payload: bool,
+) -> AuditEntry:
+    """Another message of an event already received."""
+    return AuditEntry(
+        key=f"event.duplicate:{event.event_id}:{message_id}",
+        type=AuditType.EVENT_DUPLICATE,
+        outcome="ignored",
+        event_id=str(event.event_id),
+        user_id=_user_of(event),
+        session_id=_session_of(event),
+        detail={
+            "message_id": message_id,
+            "first_message_id": first_message_id,
+            "first_received_at": first_received_at.isoformat(),
+            "first_status": first_status,
+            "same_payload": same_payload,
+        },
+    )
+
+
+def event_rejected(message_id: str, event_id: str | None, detail: dict[str, Any]) -> AuditEntry:
+    """A message that is no valid event (``detail``: its problems, the raw payload)."""
+    return AuditEntry(
+        key=f"event.rejected:{message_id}",
+        type=AuditType.EVENT_REJECTED,
+        outcome="rejected",
+        event_id=event_id,
+        detail=detail,
+    )
+
+
+def session_started(event: SessionStarted) -> AuditEntry:
+    """An IdP session was recorded."""
+    return AuditEntry(
+        key=f"session.started:{event.session_id}",
+        type=AuditType.SESSION_STARTED,
+        outcome="started",
+        event_id=str(event.event_id),
+        user_id=event.user_id,
+        session_id=event.session_id,
+        detail={
+            "initiator": event.initiator,
+            "remember_me": event.remember_me,
+            "stay_signed_in": event.stay_signed_in,
+            "network_binding": event.network_binding,
+            "geoip_binding": event.geoip_binding,
+        },
+    )
+
+
+def session_ended(event: Event, session_id: str, user_id: str, reason: str) -> AuditEntry:
+    """``event`` ended one IdP session, for ``reason`` (its ``end_reason``)."""
+    detail: dict[str, Any] = {
+        "end_reason": reason,
+        "initiator": event.initiator,
+        "actor": event.actor,
+    }
+    if isinstance(event, SessionBindingViolation):
+        detail.update(
+            logout_reason=BINDING_LOGOUT_REASON,
+            binding=event.binding.model_dump(mode="json"),
+            ip=event.ip.model_dump(mode="json"),
+            asn=event.asn.model_dump(mode="json"),
+            geo=event.geo.model_dump(mode="json"),
+            http_request=event.http_request.model_dump(mode="json"),
+        )
+    if isinstance(event, LogoutUser) and event.plan_id is not None:
+        detail["plan_id"] = event.plan_id
+    if isinstance(event, SessionRevoke) and event.reason is not None:
+        detail["reason"] = event.reason
+    return AuditEntry(
+        key=f"session.ended:{session_id}",
+        type=AuditType.SESSION_ENDED,
+        outcome="ended",
+        event_id=str(event.event_id),
+        user_id=user_id,
+        session_id=session_id,
+        detail=detail,
+    )
+
+
+def session_not_found(
+    event_id: str,
+    session_id: str,
+    user_id: str | None,
+    ended: tuple[datetime | None, str | None] | None,
+) -> AuditEntry:
+    """The session an event named is unknown, or (``ended``: when, why) already ended."""
+    detail: dict[str, Any] = {"reason": "unknown session"}
+    if ended is not None:
+        ended_at, end_reason = ended
+        detail = {
+            "reason": "session already ended",
+            "ended_at": ended_at.isoformat() if ended_at else None,
+            "end_reason": end_reason,
+        }
+    return AuditEntry(
+        key=f"session.not_found:{event_id}:{session_id}",
+        type=AuditType.SESSION_NOT_FOUND,
+        outcome="already_ended" if ended is not None else "not_found",
+        event_id=event_id,
+        user_id=user_id,
+        session_id=session_id,
+        detail=detail,
+    )
+
+
+def plan_built(plan: LogoutPlan, left_out: list[dict[str, str]] | None = None) -> AuditEntry:
+    """A stage plan was stored; ``left_out`` names the entries that could not be built."""
+    detail: dict[str, Any] = {
+        "plan_id": plan.plan_id,
+        "stages": [
+            {"index": s.index, "kind": s.kind, "entries": len(s.entries)} for s in plan.stages
+        ],
+        "responds_to": plan.respond_to.provider if plan.respond_to else None,
+    }
+    if left_out:
+        detail["left_out"] = left_out
+    return AuditEntry(
+        key=f"plan.built:{plan.plan_id}",
+        type=AuditType.PLAN_BUILT,
+        outcome="built",
+        event_id=plan.event_id,
+        user_id=plan.user_id,
+        session_id=plan.session_id,
+        detail=detail,
+    )
+
+
+_DELIVERY_TYPES = {
+    DeliveryStatus.SUCCEEDED: AuditType.DELIVERY_SUCCEEDED,
+    DeliveryStatus.RETRYING: AuditType.DELIVERY_RETRYING,
+    DeliveryStatus.FAILED: AuditType.DELIVERY_FAILED,
+    DeliveryStatus.SKIPPED: AuditType.DELIVERY_SKIPPED,
+}
+
+
+def delivery_outcome(work: Work, outcome: Outcome) -> AuditEntry:
+    """What one attempt of one delivery came to (a retry is one record per attempt)."""
+    kind = _DELIVERY_TYPES[outcome.status]
+    detail: dict[str, Any] = {
+        "delivery_id": work.delivery_id,
+        "protocol": work.provider.protocol,
+        "attempt": work.attempt,
+    }
+    if outcome.status_code is not None:
+        detail["status_code"] = outcome.status_code
+    if outcome.status is DeliveryStatus.SKIPPED:
+        detail["reason"] = outcome.detail
+    elif outcome.detail is not None:
+        detail["error"] = outcome.detail
+    if outcome.next_attempt_at is not None:
+        detail["next_attempt_at"] = outcome.next_attempt_at.isoformat()
+    if outcome.retry_after is not None:
+        detail["retry_after"] = outcome.retry_after
+    for name, value in outcome.facts.items():
+        detail.setdefault(name, value)  # never over what the record itself says
+    suffix = f":{work.attempt}" if outcome.status is DeliveryStatus.RETRYING else ""
+    return AuditEntry(
+        key=f"{kind.value}:{work.delivery_id}{suffix}",
+        type=kind,
+        outcome=outcome.status.value,
+        event_id=work.context.event_id,
+        user_id=work.session.user_id,
+        session_id=work.session.session_id,
+        provider=work.provider.name,
+        detail=detail,
+    )
+
+
+def logout_completed(
+    event: Event, user_id: str | None, sessions_ended: int, tally: Tally
+) -> AuditEntry:
+    """The roll-up of one handling of a logout: its deliveries as this handling left them."""
+    return AuditEntry(
+        key=f"logout.completed:{event.event_id}",
+        type=AuditType.LOGOUT_COMPLETED,
+        outcome=tally.completed_outcome,
+        event_id=str(event.event_id),
+        user_id=user_id,
+        session_id=_session_of(event),
+        detail={
+            "event_type": event.type,
+            "sessions_ended": sessions_ended,
+            "deliveries": tally.as_detail(),
+        },
+    )
+
+
+def logout_settled(
+    event_id: str, user_id: str | None, session_id: str | None, tally: Tally
+) -> AuditEntry:
+    """The final word on one logout: every delivery's final outcome, counted."""
+    return AuditEntry(
+        key=f"logout.settled:{event_id}",
+        type=AuditType.LOGOUT_SETTLED,
+        outcome=tally.settled_outcome,
+        event_id=event_id,
+        user_id=user_id,
+        session_id=session_id,
+        detail={"deliveries": tally.as_detail()},
+    )
+
+
+def frontchannel_outcome(
+    plan: LogoutPlan,
+    entry: PlanEntry,
+    kind: AuditType,
+    outcome: str,
+    detail: Mapping[str, Any],
+) -> AuditEntry:
+    """What the browser reported for one plan entry (every outcome shares one key)."""
+    return AuditEntry(
+        key=f"frontchannel:{plan.plan_id}:{entry.entry_id}",
+        type=kind,
+        outcome=outcome,
+        event_id=plan.event_id,
+        user_id=plan.user_id,
+        session_id=plan.session_id,
+        provider=entry.provider,
+        detail={
+            "plan_id": plan.plan_id,
+            "entry_id": entry.entry_id,
+            "delivery_id": entry.delivery_id,
+            "protocol": entry.protocol,
+            "binding": entry.binding,
+            **detail,
+        },
+    )
