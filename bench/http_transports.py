@@ -60,6 +60,7 @@ from bench.common import (
 from bench.common import machine_line as common_machine_line
 from bench.rp_server import RpServer, light_rp_server
 from orchestrator.egress import EgressPolicy
+from orchestrator.handlers import build_handler
 from orchestrator.sender import HttpSender
 from orchestrator.settings import Settings
 from protocols import (
@@ -466,9 +467,9 @@ def request_builder(alg: Algorithm, key_dir: Path, sites: Callable[[int], str]) 
         key_dir,
         f"sqlite:///{key_dir / 'unused.db'}",
         protocols=["oidc"],
-        oidc_key_files=[Path(key.source)],
+        protocol_settings={"oidc": {"key_files": [key.source]}},
     )
-    handler = OidcHandler(settings)
+    handler = build_handler(settings, OidcHandler)
     providers = [
         ProviderInfo(
             name=f"rp-{index}",

@@ -66,7 +66,7 @@ class Runtime:
         cannot work.
         """
         if handlers is None:
-            from protocols import load_handlers
+            from orchestrator.handlers import load_handlers
 
             handlers = load_handlers(settings)
         engine = make_engine(settings.effective_database_url, settings.origin("database_url"))
@@ -115,7 +115,14 @@ class Runtime:
             asn=self.settings.geoip_asn_db is not None,
             city=self.settings.geoip_city_db is not None,
         )
-        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup, databases)
+        return SessionRegistry(
+            self.sessions,
+            self.handlers,
+            self.policy,
+            lookup,
+            databases,
+            egress_allow=self.settings.egress_allow,
+        )
 
     @property
     def has_geoip(self) -> bool:

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
         Channel,
         FrontchannelAnswer,
         FrontchannelEntry,
+        HostInfo,
         LogoutContext,
+        NoSettings,
         ProtocolHandler,
         ProviderInfo,
         ProviderSessionIdentifiers,
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
     from protocols.loading import (
         ENTRY_POINT_GROUP,
         available_protocols,
-        load_handlers,
+        handler_classes,
+        make_handler,
     )
 
 __all__ = [
@@ -35,15 +38,18 @@ __all__ = [
     "Channel",
     "FrontchannelAnswer",
     "FrontchannelEntry",
+    "HostInfo",
     "KeyDirectory",
     "LogoutContext",
+    "NoSettings",
     "ProtocolHandler",
     "ProviderInfo",
     "ProviderSessionIdentifiers",
     "ProviderSessionInfo",
     "available_protocols",
     "classify_status",
-    "load_handlers",
+    "handler_classes",
+    "make_handler",
     "parse_retry_after",
 ]
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic
+
+from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar
 
 from protocols.keyfiles import KeyDirectory
 from schemas.errors import PermanentDeliveryError, Problem, TransientDeliveryError
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 __all__ = [
     "TRANSIENT_STATUS_CODES",
@@ -28,7 +29,9 @@ __all__ = [
     "Channel",
     "FrontchannelAnswer",
     "FrontchannelEntry",
+    "HostInfo",
     "LogoutContext",
+    "NoSettings",
     "ProtocolHandler",
     "ProviderInfo",
     "ProviderSessionIdentifiers",
@@ -39,6 +42,29 @@ __all__ = [
 
 #: HTTP statuses that mean "try again later" (OIDC Back-Channel Logout §2.5 and §2.8).
 TRANSIENT_STATUS_CODES = frozenset({408, 425, 429, 502, 503, 504})
+
+
+class NoSettings(BaseModel):
+    """The settings of a handler that has none: its ``[protocols.<name>]`` section must be
+    empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: A handler's own settings model (``[protocols.<name>]``, ``LOGOUT_<NAME>_<FIELD>``); a bare
+#: ``ProtocolHandler`` (any handler, as the host holds them) has ``BaseModel`` settings.
+S_co = TypeVar("S_co", bound=BaseModel, default=BaseModel, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """What a handler may know of the host: the IdP's ``issuer``, the directory where
+    generated key material is kept (``data_dir``), and the most bytes of an answer it reads
+    (``response_body_limit``; a :class:`BackchannelResponse` is cut there)."""
+
+    issuer: str
+    data_dir: Path
+    response_body_limit: int = 64 * 1024
 
 
 class Channel(StrEnum):
@@ -200,18 +226,33 @@ def classify_status(response: BackchannelResponse, now: datetime) -> None:
     raise PermanentDeliveryError(f"HTTP {status}", status_code=status)
 
 
-class ProtocolHandler:
+class ProtocolHandler(Generic[S_co]):
     """Base class of every protocol handler. Override the hooks your protocol needs.
 
-    One instance is made per worker process with the effective :class:`Settings`; it must
-    be safe to call from several threads.
+    ``S`` is the handler's own settings model (:attr:`settings_model`, a frozen pydantic
+    model): the host reads it from the ``[protocols.<protocol>]`` section of the settings
+    file and the ``LOGOUT_<PROTOCOL>_<FIELD>`` variables, validates it and hands it over with
+    the :class:`HostInfo`. One instance is made per worker process; it must be safe to call
+    from several threads.
     """
 
     #: The protocol name providers use in their ``protocol`` field.
     protocol: ClassVar[str] = ""
+    #: The model of ``S``: what ``[protocols.<protocol>]`` may hold.
+    settings_model: ClassVar[type[BaseModel]] = NoSettings
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: S_co, host: HostInfo) -> None:
         self.settings = settings
+        self.host = host
+
+    def start(self) -> None:
+        """Load (or generate) what the handler needs before any request: keys, certificates.
+
+        The host calls it once, at start-up, right after making the handler; nothing is read
+        from or written to files on the request path. Raise
+        :class:`~schemas.errors.ConfigurationError` naming the setting to fix. The default:
+        nothing.
+        """
 
     def key_directories(self) -> list[KeyDirectory]:
         """Directories this handler will write to when it first signs (generated keys).

@@ -3,7 +3,12 @@
 from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.handler import OidcHandler
 from protocols.oidc.keys import KeyRing, SigningKey, generate_key, load_key, thumbprint
-from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
+from protocols.oidc.settings import (
+    LogoutMethod,
+    OidcProviderSettings,
+    OidcSettings,
+    parse_provider_settings,
+)
 from protocols.oidc.tokens import (
     BACKCHANNEL_LOGOUT_EVENT,
     LOGOUT_TOKEN_TYPE,
@@ -18,6 +23,7 @@ __all__ = [
     "LogoutMethod",
     "OidcHandler",
     "OidcProviderSettings",
+    "OidcSettings",
     "SigningKey",
     "frontchannel_url",
     "generate_key",

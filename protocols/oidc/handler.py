@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from protocols.base import (
     BackchannelRequest,
     Channel,
     FrontchannelEntry,
+    HostInfo,
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
@@ -19,12 +20,14 @@ from protocols.base import (
 from protocols.keyfiles import KeyDirectory
 from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.keys import KeyRing
-from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
+from protocols.oidc.settings import (
+    LogoutMethod,
+    OidcProviderSettings,
+    OidcSettings,
+    parse_provider_settings,
+)
 from protocols.oidc.tokens import logout_token_claims, sign
 from schemas.errors import PermanentDeliveryError, Problem
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 __all__ = ["OidcHandler"]
 
@@ -33,26 +36,29 @@ _FORM = "application/x-www-form-urlencoded"
 _FOREIGN = ("name_id", "name_id_format", "name_qualifier", "sp_name_qualifier", "session_index")
 
 
-class OidcHandler(ProtocolHandler):
+class OidcHandler(ProtocolHandler[OidcSettings]):
     """OpenID Connect Back-Channel and Front-Channel Logout."""
 
     protocol = "oidc"
+    settings_model = OidcSettings
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.keys = KeyRing(
-            settings.oidc_key_files, settings.data_dir / "oidc-keys", settings.oidc_active_kid
-        )
-        if settings.oidc_key_files:
+    def __init__(self, settings: OidcSettings, host: HostInfo) -> None:
+        super().__init__(settings, host)
+        self.keys = KeyRing(settings.key_files, host.data_dir / "oidc-keys", settings.active_kid)
+        if settings.key_files:
             _ = self.keys.active  # configured keys must load now: a bad one stops the worker
+
+    def start(self) -> None:
+        """Load the signing keys, generating the default one when there is none."""
+        _ = self.keys.active
 
     def key_directories(self) -> list[KeyDirectory]:
         """``<data_dir>/oidc-keys`` when a signing key will be generated there: no
-        ``oidc_key_files`` and no key generated before."""
-        directory = self.settings.data_dir / "oidc-keys"
-        if self.settings.oidc_key_files or any(directory.glob("*.pem")):
+        ``key_files`` and no key generated before."""
+        directory = self.host.data_dir / "oidc-keys"
+        if self.settings.key_files or any(directory.glob("*.pem")):
             return []
-        return [KeyDirectory(directory, "oidc_key_files (LOGOUT_OIDC_KEY_FILES)")]
+        return [KeyDirectory(directory, "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)")]
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
@@ -111,7 +117,7 @@ class OidcHandler(ProtocolHandler):
         if session.sid is None and session.sub is None:
             raise PermanentDeliveryError("the provider session has neither sid nor sub")
         claims = logout_token_claims(
-            issuer=self.settings.issuer,
+            issuer=self.host.issuer,
             client_id=rp.client_id,
             sub=session.sub,
             sid=session.sid,
@@ -142,7 +148,7 @@ class OidcHandler(ProtocolHandler):
         try:
             url = frontchannel_url(
                 rp.frontchannel_logout_uri,
-                issuer=self.settings.issuer,
+                issuer=self.host.issuer,
                 sid=session.sid,
                 session_required=rp.frontchannel_logout_session_required,
             )

@@ -30,6 +30,7 @@ from protocols.saml.refusals import (
 from protocols.saml.settings import (
     LogoutMethod,
     SamlProviderSettings,
+    SamlSettings,
     SlsBinding,
     parse_provider_settings,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "NameId",
     "SamlHandler",
     "SamlProviderSettings",
+    "SamlSettings",
     "SignatureRefusedError",
     "SlsBinding",
     "Trust",

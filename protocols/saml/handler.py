@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocols.base import (
     BackchannelRequest,
@@ -12,6 +12,7 @@ from protocols.base import (
     Channel,
     FrontchannelAnswer,
     FrontchannelEntry,
+    HostInfo,
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
@@ -37,14 +38,12 @@ from protocols.saml.parsing import MessageError, parse_xml
 from protocols.saml.settings import (
     LogoutMethod,
     SamlProviderSettings,
+    SamlSettings,
     SlsBinding,
     parse_provider_settings,
 )
 from protocols.saml.signing import sign_enveloped
 from schemas.errors import PermanentDeliveryError, Problem
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 __all__ = ["SamlHandler"]
 
@@ -55,24 +54,29 @@ _CHANNELS = {
 }
 
 
-class SamlHandler(ProtocolHandler):
+class SamlHandler(ProtocolHandler[SamlSettings]):
     """SAML 2.0 Single Logout, the IdP (session authority) side."""
 
     protocol = "saml"
+    settings_model = SamlSettings
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.identity = IdentitySource(settings)
+    def __init__(self, settings: SamlSettings, host: HostInfo) -> None:
+        super().__init__(settings, host)
+        self.identity = IdentitySource(settings, host)
         if self.identity.configured:
             _ = self.identity.current  # a configured key must load now: a bad one stops the worker
+
+    def start(self) -> None:
+        """Load the IdP's key and certificate, generating a self-signed pair if none."""
+        _ = self.identity.current
 
     def key_directories(self) -> list[KeyDirectory]:
         """``<data_dir>/saml-idp`` unless the key and certificate are configured: the
         generated pair is kept (and locked while it is made or read) there."""
-        if self.settings.saml_key_file is not None:
+        if self.settings.key_file is not None:
             return []
-        directory = self.settings.data_dir / "saml-idp"
-        return [KeyDirectory(directory, "saml_key_file and saml_cert_file")]
+        directory = self.host.data_dir / "saml-idp"
+        return [KeyDirectory(directory, "key_file and cert_file of [protocols.saml]")]
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
@@ -110,7 +114,7 @@ class SamlHandler(ProtocolHandler):
 
     def metadata(self) -> bytes:
         """The IdP's metadata document (``saml metadata``)."""
-        slo, sso = endpoints(self.settings)
+        slo, sso = endpoints(self.settings, self.host.issuer)
         return serialize(idp_metadata(self.identity.current, slo=slo, sso=sso), pretty=True)
 
     def logout_request(
@@ -132,7 +136,7 @@ class SamlHandler(ProtocolHandler):
             session_index=session.session_index,
             reason=reason_for(context.event_type),
             now=context.now,
-            lifetime=self.settings.saml_request_lifetime,
+            lifetime=self.settings.request_lifetime,
         )
 
     def _sign(self, sp: SamlProviderSettings, built: LogoutRequest) -> None:
@@ -178,7 +182,7 @@ class SamlHandler(ProtocolHandler):
             raise PermanentDeliveryError("the request has no ID to match the response to")
         try:
             envelope = parse_xml(
-                response.content, limit=self.settings.response_body_limit, what="the SOAP response"
+                response.content, limit=self.host.response_body_limit, what="the SOAP response"
             )
             answer = read_logout_response(
                 soap_body(envelope),
@@ -243,9 +247,7 @@ class SamlHandler(ProtocolHandler):
         ``InResponseTo`` the step's request ``ID``; only ``Success`` returns."""
         sp: SamlProviderSettings = provider.settings
         try:
-            status = read_frontchannel_answer(
-                sp, sent, answer, limit=self.settings.response_body_limit
-            )
+            status = read_frontchannel_answer(sp, sent, answer, limit=self.host.response_body_limit)
         except MessageError as exc:
             raise PermanentDeliveryError(str(exc)) from exc
         if not status.success:

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Self
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
 from protocols.saml.trust import Trust
 from protocols.saml.uris import RSA_MIN_BITS
-from protocols.validation import check_uri, input_error, uri_form
+from protocols.validation import check_uri, input_error, json_text, uri_form
 from schemas.fields import LongIdentifier
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "AdvertisedAlgorithms",
     "LogoutMethod",
     "SamlProviderSettings",
+    "SamlSettings",
     "SloEndpoint",
     "SlsBinding",
     "certificate_pem",
@@ -65,6 +68,64 @@ _DEFAULT_METHOD = {
     SlsBinding.REDIRECT: LogoutMethod.FRONTCHANNEL_IFRAME,
     SlsBinding.POST: LogoutMethod.FRONTCHANNEL_NATIVE,
 }
+
+
+IdpBinding = Literal["soap", "redirect", "post"]
+
+
+class SamlSettings(BaseModel):
+    """The SAML handler's own settings (the IdP side): ``[protocols.saml]`` in the settings
+    file, ``LOGOUT_SAML_<FIELD>`` in the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity_id: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="default: the issuer"
+    )
+    key_file: Path | None = Field(default=None, description="PEM RSA key signing SAML")
+    cert_file: Path | None = Field(default=None, description="its PEM X.509 certificate")
+    request_lifetime: int = Field(
+        default=120, ge=10, le=3600, description="seconds a LogoutRequest is valid"
+    )
+    slo_urls: dict[IdpBinding, str] = Field(
+        default_factory=dict, description="the IdP's SLO endpoints in its metadata"
+    )
+    sso_urls: dict[IdpBinding, str] = Field(
+        default_factory=dict, description="the IdP's SSO endpoints in its metadata"
+    )
+
+    _json = field_validator("slo_urls", "sso_urls", mode="before")(json_text)
+
+    @field_validator("slo_urls", "sso_urls")
+    @classmethod
+    def _absolute_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for binding, url in value.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.netloc:
+                raise ValueError(f"{binding}: {url!r} is not an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.key_file is None) != (self.cert_file is None):
+            raise ValueError("key_file and cert_file go together: set both or neither")
+        return self
+
+    def entity_id_for(self, issuer: str) -> str:
+        """``entity_id``, else the ``issuer``."""
+        return self.entity_id or issuer
+
+    def endpoints_for(self, issuer: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The SLO and SSO URLs by binding: as configured, else ``<issuer>/saml/slo`` and
+        ``<issuer>/saml/sso`` for the Redirect and POST bindings."""
+        return _endpoints(self.slo_urls, issuer, "slo"), _endpoints(self.sso_urls, issuer, "sso")
+
+
+def _endpoints(configured: Mapping[IdpBinding, str], issuer: str, service: str) -> dict[str, str]:
+    if configured:
+        return {str(binding): url for binding, url in configured.items()}
+    base = issuer.rstrip("/")
+    return {binding: f"{base}/saml/{service}" for binding in ("redirect", "post")}
 
 
 def load_certificates(pem: str) -> list[x509.Certificate]:

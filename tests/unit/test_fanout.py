@@ -26,6 +26,7 @@ from orchestrator import EventProcessor, HandleResult, Settings
 from orchestrator.audit import write_audit
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
 from orchestrator.fanout import FanOut, Outcome, Work
+from orchestrator.handlers import build_handler
 from orchestrator.leases import Leases
 from orchestrator.logging import configure_logging
 from orchestrator.registry import SessionRegistry
@@ -239,7 +240,7 @@ def env(tmp_path: Path) -> Iterator[_Env]:
     upgrade(engine)
     settings = Settings.load(None, data_dir=tmp_path, protocols=[])
     handlers: dict[str, ProtocolHandler] = {
-        cls.protocol: cls(settings)
+        cls.protocol: build_handler(settings, cls)
         for cls in (_TestHandler, _RefusingHandler, _IframeHandler, _StrictHandler)
     }
     rps = _RelyingParties()

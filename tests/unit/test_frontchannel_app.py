@@ -120,8 +120,9 @@ def world(settings: Settings, tmp_path: Path) -> Iterator[World]:
         settings.with_overrides(
             protocols=["oidc", "saml"],
             issuer="https://idp.test",
-            saml_key_file=idp.key_path,
-            saml_cert_file=idp.cert_path,
+            protocol_settings={
+                "saml": {"key_file": str(idp.key_path), "cert_file": str(idp.cert_path)}
+            },
         )
     )
     runtime.registry.load_providers_file(_providers(sp), "providers.toml")

@@ -16,12 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from orchestrator import ConfigurationError, InputError, PermanentDeliveryError, Settings
-from protocols import Channel, LogoutContext, ProviderInfo, ProviderSessionInfo
+from orchestrator import ConfigurationError, InputError, PermanentDeliveryError
+from protocols import Channel, HostInfo, LogoutContext, ProviderInfo, ProviderSessionInfo
 from protocols.oidc import (
     BACKCHANNEL_LOGOUT_EVENT,
     KeyRing,
     OidcHandler,
+    OidcSettings,
     frontchannel_url,
     generate_key,
     load_key,
@@ -31,8 +32,10 @@ from workers.cli import main
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def _settings(tmp_path: Path, **changes: Any) -> Settings:
-    return Settings.load(None, data_dir=tmp_path, issuer="https://idp.example.com", **changes)
+def _handler(tmp_path: Path, **changes: Any) -> OidcHandler:
+    """An OIDC handler with its own settings ``changes``, issuing as the test IdP."""
+    host = HostInfo(issuer="https://idp.example.com", data_dir=tmp_path)
+    return OidcHandler(OidcSettings(**changes), host)
 
 
 def _provider(handler: OidcHandler, **fields: Any) -> ProviderInfo:
@@ -79,7 +82,7 @@ def test_bad_provider_settings_name_provider_and_field(
     tmp_path: Path, fields: dict[str, Any], field: str, message: str
 ) -> None:
     """Each invalid registration is refused naming the provider and the field."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     raw: dict[str, Any] = {"client_id": "wiki", "backchannel_logout_uri": "https://rp/bc"}
     raw.update(fields)
     raw = {k: v for k, v in raw.items() if v is not None}
@@ -92,14 +95,14 @@ def test_bad_provider_settings_name_provider_and_field(
 
 def test_http_allowed_only_when_asked(tmp_path: Path) -> None:
     """allow_http = true permits http URIs (loopback RPs in development)."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(handler, backchannel_logout_uri="http://127.0.0.1/bc", allow_http=True)
     assert handler.channel(provider) is Channel.BACKCHANNEL
 
 
 def test_logout_method_defaults_from_the_uris(tmp_path: Path) -> None:
     """Back-channel when its URI is set; front-channel when only that URI is set."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     both = _provider(handler, frontchannel_logout_uri="https://rp/fc")
     front = _provider(handler, backchannel_logout_uri=None, frontchannel_logout_uri="https://rp/f")
     chosen = _provider(
@@ -117,7 +120,7 @@ def test_logout_method_defaults_from_the_uris(tmp_path: Path) -> None:
 def test_logout_token_is_spec_exact(tmp_path: Path, alg: str) -> None:
     """Header and claims exactly as Back-Channel Logout §2.4 asks, verified independently."""
     key = generate_key(tmp_path / "k", alg)  # type: ignore[arg-type]
-    handler = OidcHandler(_settings(tmp_path, oidc_key_files=[Path(key.source)]))
+    handler = _handler(tmp_path, key_files=[Path(key.source)])
     request = handler.backchannel_request(_provider(handler), _session(), _context())
     assert request.url == "https://rp.example/bc"
     assert request.method == "POST"
@@ -137,7 +140,7 @@ def test_logout_token_is_spec_exact(tmp_path: Path, alg: str) -> None:
 
 def test_every_attempt_gets_a_fresh_jti(tmp_path: Path) -> None:
     """Two tokens for the same session never share a jti."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(handler)
     tokens = [handler.logout_token(provider, _session(), _context()) for _ in range(3)]
     jtis = {_verify(t, handler.keys.jwks())[1]["jti"] for t in tokens}
@@ -146,7 +149,7 @@ def test_every_attempt_gets_a_fresh_jti(tmp_path: Path) -> None:
 
 def test_sid_required_but_missing_fails_permanently(tmp_path: Path) -> None:
     """A client requiring sid never gets a token without one."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(handler, backchannel_logout_session_required=True)
     with pytest.raises(PermanentDeliveryError, match="requires sid"):
         handler.backchannel_request(provider, _session(sid=None), _context())
@@ -154,7 +157,7 @@ def test_sid_required_but_missing_fails_permanently(tmp_path: Path) -> None:
 
 def test_sub_only_token_when_sid_is_not_required(tmp_path: Path) -> None:
     """Without a sid (and not required), the token names sub alone."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     token = handler.logout_token(_provider(handler), _session(sid=None), _context())
     claims = _verify(token, handler.keys.jwks())[1]
     assert "sid" not in claims
@@ -163,7 +166,7 @@ def test_sub_only_token_when_sid_is_not_required(tmp_path: Path) -> None:
 
 def test_neither_sid_nor_sub_fails_permanently(tmp_path: Path) -> None:
     """A token must name sub or sid."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     with pytest.raises(PermanentDeliveryError, match="neither sid nor sub"):
         handler.logout_token(_provider(handler), _session(sid=None, sub=None), _context())
 
@@ -197,9 +200,9 @@ def test_rotation_publishes_all_and_signs_with_the_active(tmp_path: Path) -> Non
 
 
 def test_unknown_active_kid_is_refused(tmp_path: Path) -> None:
-    """oidc_active_kid must name a loaded key."""
+    """active_kid must name a loaded key."""
     key = generate_key(tmp_path / "k")
-    with pytest.raises(ConfigurationError, match="oidc_active_kid 'nope'"):
+    with pytest.raises(ConfigurationError, match=r"active_kid of \[protocols.oidc\] 'nope'"):
         _ = KeyRing([Path(key.source)], tmp_path / "none", "nope").active
 
 
@@ -219,7 +222,7 @@ def test_bad_key_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="not an unencrypted PEM private key"):
         load_key(tmp_path / "junk.pem")
     with pytest.raises(ConfigurationError, match="at least 2048 bits"):
-        OidcHandler(_settings(tmp_path, oidc_key_files=[tmp_path / "weak.pem"]))
+        _handler(tmp_path, key_files=[tmp_path / "weak.pem"])
 
 
 def test_kid_is_the_rfc7638_thumbprint(tmp_path: Path) -> None:
@@ -322,7 +325,7 @@ def test_frontchannel_url_both_or_neither() -> None:
 
 def test_frontchannel_entry(tmp_path: Path) -> None:
     """The handler's iframe entry carries the URL and no secret."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(
         handler,
         backchannel_logout_uri=None,

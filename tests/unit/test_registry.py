@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings
+from orchestrator.handlers import build_handler
 from orchestrator.pipeline import HandleResult
 from orchestrator.store import (
     AuditRow,
@@ -80,7 +81,9 @@ def handled(settings: Settings) -> Iterator[Runtime]:
 
 def test_providers_load_and_upsert(runtime: Runtime) -> None:
     """Loading twice updates instead of duplicating; protocol settings are kept."""
-    registry = SessionRegistry(runtime.sessions, {"strict": StrictHandler(runtime.settings)})
+    registry = SessionRegistry(
+        runtime.sessions, {"strict": build_handler(runtime.settings, StrictHandler)}
+    )
     text = '[[providers]]\nname = "wiki"\nprotocol = "strict"\nclient_id = "w"\n'
     first = registry.load_providers_file(text, "p.toml")
     second = registry.load_providers_file(text.replace('"w"', '"w2"'), "p.toml")
@@ -182,7 +185,9 @@ def test_invalid_providers_file_is_refused_whole(
 
 def test_handler_validation_refuses_the_file(runtime: Runtime) -> None:
     """The protocol handler's own checks apply on load, and nothing is stored on failure."""
-    registry = SessionRegistry(runtime.sessions, {"strict": StrictHandler(runtime.settings)})
+    registry = SessionRegistry(
+        runtime.sessions, {"strict": build_handler(runtime.settings, StrictHandler)}
+    )
     text = (
         '[[providers]]\nname = "good"\nprotocol = "strict"\nclient_id = "g"\n'
         '[[providers]]\nname = "bad"\nprotocol = "strict"\n'

@@ -218,8 +218,8 @@ def test_unsigned_when_sign_requests_is_false(handler: SamlHandler) -> None:
 
 
 def test_lifetime_is_a_setting(keys: tuple[KeyPair, KeyPair], tmp_path: Path) -> None:
-    """NotOnOrAfter is saml_request_lifetime seconds after IssueInstant."""
-    handler = handler_with(keys[0], tmp_path, saml_request_lifetime=600)
+    """NotOnOrAfter is request_lifetime seconds after IssueInstant."""
+    handler = handler_with(keys[0], tmp_path, request_lifetime=600)
     request = _request_in(
         handler.backchannel_request(provider(handler), provider_session(), context()).content
     )
