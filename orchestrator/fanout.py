@@ -370,7 +370,7 @@ class FanOut:
         key = (link["provider"], link["provider_updated_at"])
         if key not in self._settings_cache:
             try:
-                self._settings_cache[key] = handler.validate_settings(
+                self._settings_cache[key] = handler.stored_settings(
                     link["provider"], link["settings"]
                 )
             except InputError:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
     from protocols.base import HostInfo, ProtocolHandler
 
-__all__ = ["build_handler", "handler_settings", "load_handlers", "start_handlers"]
+__all__ = ["build_handler", "handler_settings", "load_handlers", "start_each", "start_handlers"]
 
 H = TypeVar("H", bound="ProtocolHandler[Any]")
 
@@ -104,12 +104,17 @@ def _start(handler: ProtocolHandler[Any]) -> None:
         ) from exc
 
 
+def start_each(handlers: Mapping[str, ProtocolHandler[Any]]) -> None:
+    """Start every handler: each loads or generates its keys and certificates now, never on
+    the request path (starting one again changes nothing)."""
+    for handler in handlers.values():
+        _start(handler)
+
+
 def start_handlers(settings: Settings, handlers: Mapping[str, ProtocolHandler[Any]]) -> None:
     """Before a command delivers: check that every directory it will write is writable
-    (:func:`~orchestrator.writable.check_writable`), then start each handler, which loads
-    or generates its keys and certificates now, never on the request path."""
+    (:func:`~orchestrator.writable.check_writable`), then :func:`start_each` handler."""
     from orchestrator.writable import check_writable
 
     check_writable(settings, handlers)
-    for handler in handlers.values():
-        _start(handler)
+    start_each(handlers)

@@ -243,8 +243,17 @@ class Runtime:
         processor.append(self.event_processor(self.fanout(schedule), activity.handle))
         return processor[0]
 
+    def start_handlers(self) -> None:
+        """Start the handlers (their keys and certificates loaded or generated now), before
+        anything builds a request with them: the fan-out and the front-channel app call it."""
+        from orchestrator.handlers import start_each
+
+        start_each(self.handlers)
+
     def fanout(self, schedule: RetryScheduler) -> FanOut:
         from orchestrator.fanout import FanOut
+
+        self.start_handlers()
 
         # Covers building, one send (at most delivery_timeout) and recording, with room to spare.
         lease = self.settings.delivery_timeout * 2 + 5

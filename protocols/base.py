@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Generic
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypeVar
@@ -154,8 +155,8 @@ class FrontchannelEntry:
     """What the browser is shown for one provider session: no secrets, everything to render.
 
     ``binding`` is ``iframe`` (a URL loaded in a hidden frame), ``redirect`` (a top-level
-    navigation) or ``post`` (an auto-submitting form of ``url`` with ``saml_request`` or
-    ``saml_response``, and ``relay_state``).
+    navigation) or ``post`` (an auto-submitting form to ``url`` with the fields of ``form``,
+    named by the protocol).
     """
 
     provider: str
@@ -163,9 +164,7 @@ class FrontchannelEntry:
     channel: Channel
     binding: str
     url: str
-    saml_request: str | None = None
-    relay_state: str | None = None
-    saml_response: str | None = None
+    form: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +179,15 @@ class FrontchannelAnswer:
     method: str
     query: str
     form: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query's parameters, decoded (the last of a repeated one)."""
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def field(self, name: str) -> str | None:
+        """``name`` from the POST form, or from the query of a GET."""
+        return self.form.get(name) if self.method == "POST" else self.params.get(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +256,9 @@ class ProtocolHandler(Generic[S_co]):
     def start(self) -> None:
         """Load (or generate) what the handler needs before any request: keys, certificates.
 
-        The host calls it once, at start-up, right after making the handler; nothing is read
-        from or written to files on the request path. Raise
+        The host calls it at start-up, before the handler builds any request (it may call it
+        again: a second call changes nothing); nothing is read from or written to files on
+        the request path. Raise
         :class:`~schemas.errors.ConfigurationError` naming the setting to fix. The default:
         nothing.
         """
@@ -270,6 +279,15 @@ class ProtocolHandler(Generic[S_co]):
         The default accepts the mapping as it is.
         """
         return dict(settings)
+
+    def stored_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        """Parse a provider's settings as :meth:`validate_settings` returned them and the host
+        stored them (JSON), when a logout needs them: no file is read here (the request path).
+
+        Raise :class:`~schemas.errors.InputError` when they no longer pass. The default:
+        :meth:`validate_settings`.
+        """
+        return self.validate_settings(provider, settings)
 
     def outgoing_urls(self, settings: Any) -> dict[str, str]:
         """The URLs of a provider the worker itself sends to, by field name, from
@@ -323,6 +341,13 @@ class ProtocolHandler(Generic[S_co]):
         The default applies :func:`classify_status`.
         """
         classify_status(response, context.now)
+
+    def answered_delivery(self, answer: FrontchannelAnswer) -> str | None:
+        """Which delivery (``LogoutContext.delivery_id``) the browser's ``answer``, brought
+        back to the host's return URL after a native step, answers; None when it is no
+        answer of this protocol. The host then finds the plan entry and asks
+        :meth:`frontchannel_answer` for the outcome. The default: None."""
+        return None
 
     def frontchannel_answer(
         self, provider: ProviderInfo, sent: FrontchannelEntry, answer: FrontchannelAnswer

@@ -46,11 +46,14 @@ class PlanEntry(_Contract):
     protocol: str
     binding: Literal["iframe", "redirect", "post"] = Field(
         description="iframe: load url in a hidden frame; redirect: navigate to url; "
-        "post: auto-submit a form to url with SAMLRequest and RelayState."
+        "post: auto-submit a form to url with the fields of form."
     )
     url: str
-    saml_request: str | None = Field(default=None, description="post: the SAMLRequest value.")
-    relay_state: str | None = None
+    form: dict[str, str] = Field(
+        default_factory=dict,
+        description="post: the form's fields, named by the protocol (SAML: SAMLRequest, "
+        "RelayState).",
+    )
     timeout_ms: int = Field(description="How long the browser waits for this entry.")
 
 

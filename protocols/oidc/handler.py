@@ -46,11 +46,11 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
         super().__init__(settings, host)
         self.keys = KeyRing(settings.key_files, host.data_dir / "oidc-keys", settings.active_kid)
         if settings.key_files:
-            _ = self.keys.active  # configured keys must load now: a bad one stops the worker
+            self.keys.load()  # configured keys must load now: a bad one stops the worker
 
     def start(self) -> None:
         """Load the signing keys, generating the default one when there is none."""
-        _ = self.keys.active
+        self.keys.load()
 
     def key_directories(self) -> list[KeyDirectory]:
         """``<data_dir>/oidc-keys`` when a signing key will be generated there: no

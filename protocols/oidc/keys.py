@@ -126,7 +126,8 @@ class KeyRing:
     """Configured key files plus keys generated into the data directory.
 
     The active key is ``active_kid`` when given, else the first configured file, else the
-    oldest generated key. With no key at all, the first use generates one and says so.
+    oldest generated key. :meth:`load` reads them, at start-up (the handler's ``start``),
+    and generates one when there is none, saying so; signing never reads a file.
     """
 
     def __init__(
@@ -173,13 +174,24 @@ class KeyRing:
             existing = self._generated()
             return existing[0] if existing else replace(generate_key(self._dir), generated=True)
 
-    @property
-    def keys(self) -> list[SigningKey]:
-        """Every published key, loaded (and generated if none exist) on first use."""
+    def load(self) -> list[SigningKey]:
+        """Read every key (and generate the default one if none exist); once, later calls
+        return what was read."""
         with self._lock:
             if self._keys is None:
                 self._keys = self._load()
             return self._keys
+
+    @property
+    def keys(self) -> list[SigningKey]:
+        """Every published key, as :meth:`load` read them."""
+        keys = self._keys
+        if keys is None:
+            raise ConfigurationError(
+                "the OIDC signing keys are not loaded: the host starts the handler "
+                "(ProtocolHandler.start) before it signs"
+            )
+        return keys
 
     @property
     def active(self) -> SigningKey:

@@ -41,6 +41,7 @@ from protocols.saml.settings import (
     SamlSettings,
     SlsBinding,
     parse_provider_settings,
+    parse_stored_settings,
 )
 from protocols.saml.signing import sign_enveloped
 from schemas.errors import PermanentDeliveryError, Problem
@@ -64,11 +65,11 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
         super().__init__(settings, host)
         self.identity = IdentitySource(settings, host)
         if self.identity.configured:
-            _ = self.identity.current  # a configured key must load now: a bad one stops the worker
+            self.identity.load()  # a configured key must load now: a bad one stops the worker
 
     def start(self) -> None:
         """Load the IdP's key and certificate, generating a self-signed pair if none."""
-        _ = self.identity.current
+        self.identity.load()
 
     def key_directories(self) -> list[KeyDirectory]:
         """``<data_dir>/saml-idp`` unless the key and certificate are configured: the
@@ -80,6 +81,10 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
+
+    def stored_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        """The stored settings hold the SP's certificate as PEM: no file is read."""
+        return parse_stored_settings(provider, settings)
 
     def outgoing_urls(self, settings: Any) -> dict[str, str]:
         """The SLS URL when the SOAP binding sends to it (Redirect and POST: the browser)."""
@@ -221,8 +226,7 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
                 channel=channel,
                 binding="post",
                 url=sp.sls_url,
-                saml_request=post_value(built.element),
-                relay_state=relay_state,
+                form={"SAMLRequest": post_value(built.element), "RelayState": relay_state},
             )
         url = redirect_url(
             sp.sls_url,
@@ -238,6 +242,14 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
             binding=binding,
             url=url,
         )
+
+    def answered_delivery(self, answer: FrontchannelAnswer) -> str | None:
+        """The ``RelayState`` of an SP's LogoutResponse: our native steps carry the
+        delivery id there."""
+        if answer.field("SAMLResponse") is None:
+            return None
+        relay_state = answer.field("RelayState")
+        return relay_state or None
 
     def frontchannel_answer(
         self, provider: ProviderInfo, sent: FrontchannelEntry, answer: FrontchannelAnswer
@@ -266,7 +278,7 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
     ) -> FrontchannelEntry:
         """The last step of a logout an SP started in the browser: the IdP's signed
         LogoutResponse to it, ``Success`` (with ``PartialLogout`` when ``partial``), by the
-        SP's binding: a signed redirect URL, or a POST form with ``saml_response``.
+        SP's binding: a signed redirect URL, or a POST form with ``SAMLResponse``.
 
         An SP that sent its LogoutRequest over SOAP gets the answer in the HTTP response:
         ``soap_envelope(logout_response(...))``.
@@ -292,8 +304,7 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
                 channel=Channel.FRONTCHANNEL_NATIVE,
                 binding="post",
                 url=sp.sls_url,
-                saml_response=post_value(response),
-                relay_state=relay_state,
+                form=_form(SAMLResponse=post_value(response), RelayState=relay_state),
             )
         url = redirect_url(
             sp.sls_url, response, parameter="SAMLResponse", relay_state=relay_state, key=key
@@ -305,3 +316,8 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
             binding="redirect",
             url=url,
         )
+
+
+def _form(**fields: str | None) -> dict[str, str]:
+    """A POST form's fields, those without a value left out."""
+    return {name: value for name, value in fields.items() if value is not None}

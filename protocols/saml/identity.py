@@ -168,7 +168,8 @@ def generate_identity(entity_id: str, directory: Path) -> tuple[IdpIdentity, boo
 
 
 class IdentitySource:
-    """The identity in force for the handler's settings, loaded (or generated) once."""
+    """The identity in force for the handler's settings, loaded (or generated) once, by
+    :meth:`load` at start-up; signing never reads a file."""
 
     def __init__(self, settings: SamlSettings, host: HostInfo) -> None:
         self._settings = settings
@@ -200,10 +201,20 @@ class IdentitySource:
             )
         return identity
 
-    @property
-    def current(self) -> IdpIdentity:
-        """The identity; the first call loads or generates it."""
+    def load(self) -> IdpIdentity:
+        """Load (or generate) the identity; once, later calls return what was loaded."""
         with self._lock:
             if self._identity is None:
                 self._identity = self._load()
             return self._identity
+
+    @property
+    def current(self) -> IdpIdentity:
+        """The identity :meth:`load` loaded."""
+        identity = self._identity
+        if identity is None:
+            raise ConfigurationError(
+                "the SAML key and certificate are not loaded: the host starts the handler "
+                "(ProtocolHandler.start) before it signs"
+            )
+        return identity

@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
 from protocols.saml.trust import Trust
@@ -38,9 +46,12 @@ __all__ = [
     "certificate_pem",
     "load_certificates",
     "parse_provider_settings",
+    "parse_stored_settings",
 ]
 
 _PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+#: The validation context of stored settings: no file is read (the request path).
+STORED = {"stored": True}
 
 
 class SlsBinding(StrEnum):
@@ -215,8 +226,12 @@ class SamlProviderSettings(BaseModel):
 
     @field_validator("sp_certificate")
     @classmethod
-    def _read_certificate(cls, value: str | None) -> str | None:
-        return None if value is None else certificate_pem(value)
+    def _read_certificate(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.context == STORED and not value.lstrip().startswith(_PEM_CERTIFICATE):
+            raise ValueError("stored settings hold the PEM, not a path; run providers load again")
+        return certificate_pem(value)
 
     _uri_form = field_validator("sls_url")(uri_form)
 
@@ -249,6 +264,15 @@ class SamlProviderSettings(BaseModel):
         """What the SP's signatures are checked against (no certificate: nothing verifies)."""
         certificates = load_certificates(self.sp_certificate) if self.sp_certificate else []
         return Trust.of(certificates, allow_sha1=self.allow_sha1_signatures)
+
+
+def parse_stored_settings(provider: str, settings: Any) -> SamlProviderSettings:
+    """Settings as :func:`parse_provider_settings` returned them and the host stored them:
+    validated again without reading any file."""
+    try:
+        return SamlProviderSettings.model_validate(settings, context=STORED)
+    except ValidationError as exc:
+        raise input_error(exc, provider, SamlProviderSettings) from exc
 
 
 def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSettings:

@@ -35,7 +35,9 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 def _handler(tmp_path: Path, **changes: Any) -> OidcHandler:
     """An OIDC handler with its own settings ``changes``, issuing as the test IdP."""
     host = HostInfo(issuer="https://idp.example.com", data_dir=tmp_path)
-    return OidcHandler(OidcSettings(**changes), host)
+    handler = OidcHandler(OidcSettings(**changes), host)
+    handler.start()
+    return handler
 
 
 def _provider(handler: OidcHandler, **fields: Any) -> ProviderInfo:
@@ -174,14 +176,25 @@ def test_neither_sid_nor_sub_fails_permanently(tmp_path: Path) -> None:
 # -- keys ------------------------------------------------------------------------------
 
 
-def test_first_use_generates_a_key_once(tmp_path: Path) -> None:
-    """With no key configured, one RS256 key is generated into the data directory, once."""
-    ring = KeyRing([], tmp_path / "oidc-keys")
+def _ring(files: list[Path], directory: Path, active_kid: str | None = None) -> KeyRing:
+    ring = KeyRing(files, directory, active_kid)
+    ring.load()
+    return ring
+
+
+def test_start_generates_a_key_once_and_signing_reads_no_file(tmp_path: Path) -> None:
+    """With no key configured, the handler's start generates one RS256 key into the data
+    directory, once; before it, nothing is generated and signing is refused."""
+    unstarted = OidcHandler(OidcSettings(), HostInfo("https://idp.example.com", tmp_path))
+    with pytest.raises(ConfigurationError, match="not loaded: the host starts the handler"):
+        unstarted.logout_token(_provider(unstarted), _session(), _context())
+    assert not (tmp_path / "oidc-keys").exists()
+    ring = _ring([], tmp_path / "oidc-keys")
     first = ring.active
     assert first.alg == "RS256"
     assert Path(first.source).parent == tmp_path / "oidc-keys"
     assert oct(Path(first.source).stat().st_mode & 0o777) == "0o600"
-    again = KeyRing([], tmp_path / "oidc-keys").active
+    again = _ring([], tmp_path / "oidc-keys").active
     assert again.kid == first.kid
     assert "PRIVATE" not in repr(first)
 
@@ -191,11 +204,11 @@ def test_rotation_publishes_all_and_signs_with_the_active(tmp_path: Path) -> Non
     old = generate_key(tmp_path / "k", "RS256")
     new = generate_key(tmp_path / "k", "ES256")
     files = [Path(old.source), Path(new.source)]
-    ring = KeyRing(files, tmp_path / "none", active_kid=new.kid)
+    ring = _ring(files, tmp_path / "none", active_kid=new.kid)
     assert [k["kid"] for k in ring.jwks()["keys"]] == [old.kid, new.kid]
     assert ring.active.kid == new.kid
     assert all("d" not in k for k in ring.jwks()["keys"]), "private parts must not be published"
-    default = KeyRing(files, tmp_path / "none")
+    default = _ring(files, tmp_path / "none")
     assert default.active.kid == old.kid
 
 
@@ -203,7 +216,7 @@ def test_unknown_active_kid_is_refused(tmp_path: Path) -> None:
     """active_kid must name a loaded key."""
     key = generate_key(tmp_path / "k")
     with pytest.raises(ConfigurationError, match=r"active_kid of \[protocols.oidc\] 'nope'"):
-        _ = KeyRing([Path(key.source)], tmp_path / "none", "nope").active
+        _ring([Path(key.source)], tmp_path / "none", "nope")
 
 
 def test_bad_key_files_are_refused(tmp_path: Path) -> None:
@@ -250,7 +263,7 @@ def test_jwks_publishes_use_and_never_key_ops(tmp_path: Path) -> None:
     """Each published key says use: sig and carries no key_ops (RFC 7517 §4.3), RSA and EC."""
     rsa_key = generate_key(tmp_path / "k", "RS256")
     ec_key = generate_key(tmp_path / "k", "ES256")
-    ring = KeyRing([Path(rsa_key.source), Path(ec_key.source)], tmp_path / "none")
+    ring = _ring([Path(rsa_key.source), Path(ec_key.source)], tmp_path / "none")
     published = ring.jwks()["keys"]
     assert [k["kty"] for k in published] == ["RSA", "EC"]
     for jwk in published:

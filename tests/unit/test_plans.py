@@ -110,8 +110,8 @@ def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, EventProcessor]) 
     assert {"SAMLRequest", "SigAlg", "Signature"} <= set(parse_qs(urlsplit(hr.url).query))
     [payroll] = native.entries
     assert (payroll.binding, payroll.url) == ("post", "https://payroll.example.com/sls")
-    assert payroll.saml_request
-    assert payroll.relay_state == payroll.delivery_id
+    assert payroll.form["SAMLRequest"]
+    assert payroll.form["RelayState"] == payroll.delivery_id
     assert payroll.timeout_ms == runtime.settings.frontchannel_native_timeout_ms
     assert plan.timeout_ms == runtime.settings.frontchannel_page_timeout_ms
     with runtime.sessions() as db:

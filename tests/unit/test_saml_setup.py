@@ -250,9 +250,11 @@ def test_generated_once_and_reused(tmp_path: Path) -> None:
     with structlog.testing.capture_logs() as logs:
         handler = SamlHandler(SamlSettings(), host)
         assert not (tmp_path / "saml-idp").exists()  # nothing until the host starts it
+        with pytest.raises(ConfigurationError, match="not loaded: the host starts the handler"):
+            _ = handler.identity.current  # what signing reads: never a file
         handler.start()
         first = handler.identity.current
-        second = IdentitySource(SamlSettings(), host).current
+        second = IdentitySource(SamlSettings(), host).load()
     assert first.entity_id == "https://idp.example"
     assert first.certificate == second.certificate
     folder = tmp_path / "saml-idp"
@@ -422,3 +424,23 @@ def test_enabling_saml_loads_the_handler(tmp_path: Path) -> None:
     handlers = load_handlers(Settings.load(None, data_dir=tmp_path, protocols=["saml"]))
     assert list(handlers) == ["saml"]
     assert isinstance(handlers["saml"], SamlHandler)
+
+
+def test_stored_settings_are_read_without_any_file(pair: KeyPair, tmp_path: Path) -> None:
+    """providers load reads the SP's certificate file and stores the PEM; a logout parses the
+    stored settings again without reading a file: a stored path is refused."""
+    handler = handler_with(pair, tmp_path)
+    raw = {
+        "entity_id": "https://sp.test",
+        "sls_url": "https://sp.test/sls",
+        "sls_binding": "soap",
+        "sp_certificate": str(pair.cert_path),
+    }
+    loaded = handler.validate_settings("sp", raw)
+    assert loaded.sp_certificate.startswith("-----BEGIN CERTIFICATE-----")
+    assert handler.stored_settings("sp", loaded.model_dump(mode="json")) == loaded
+    with pytest.raises(InputError) as caught:
+        handler.stored_settings("sp", raw)
+    (problem,) = caught.value.problems
+    assert problem.field == "sp_certificate"
+    assert "stored settings hold the PEM, not a path" in problem.message
