@@ -492,8 +492,7 @@ def request_builder(alg: Algorithm, key_dir: Path, sites: Callable[[int], str]) 
         session_id="idp-session-0000001",
         user_id="user-0000001",
         provider="rp-0",
-        sid="sid-7f3c9a1e-0000001",
-        sub="user-0000001",
+        identifiers={"sid": "sid-7f3c9a1e-0000001", "sub": "user-0000001"},
     )
 
     def build(index: int) -> BackchannelRequest:

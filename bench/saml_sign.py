@@ -104,10 +104,12 @@ def ours(keys: Keys, folder: Path) -> tuple[Build, Build]:
         "s-1",
         "alice",
         "sp",
-        name_id=NAME_ID,
-        name_id_format=EMAIL,
-        sp_name_qualifier=SP,
-        session_index=SESSION_INDEX,
+        {
+            "name_id": NAME_ID,
+            "name_id_format": EMAIL,
+            "sp_name_qualifier": SP,
+            "session_index": SESSION_INDEX,
+        },
     )
     key = handler.identity.current.signing_key
 

@@ -37,7 +37,7 @@ from orchestrator.binding import BoundSession, InvalidAddressError, IpFacts, uns
 from orchestrator.errors import InputError, LogoutError, Problem
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import IdpSession, Provider, ProviderSession, utcnow
-from protocols import ProtocolHandler, ProviderInfo, ProviderSessionIdentifiers
+from protocols import ProtocolHandler, ProviderInfo
 from schemas import ProviderSessionRecord, SessionRecord
 
 __all__ = ["CHUNK", "GeoipDatabases", "ImportCounts", "Progress", "SessionImport"]
@@ -59,15 +59,8 @@ _SESSIONS = cast(Table, IdpSession.__table__)
 _LINKS = cast(Table, ProviderSession.__table__)
 _PROVIDERS = cast(Table, Provider.__table__)
 _FACTS = ("asn", "as_org", "as_network", "continent", "country", "city", "lat", "long")
-_IDENTIFIERS = (
-    "sid",
-    "sub",
-    "name_id",
-    "name_id_format",
-    "name_qualifier",
-    "sp_name_qualifier",
-    "session_index",
-)
+#: The provider session's protocol identifiers: one JSON object, opaque to the host.
+_IDENTIFIERS = ("identifiers",)
 #: Columns an import sets on an IdP session that already exists (never its owner or end).
 _SESSION_UPDATES = (
     "last_seen",
@@ -276,15 +269,12 @@ class SessionImport:
                     "session_id": link.session_id,
                     "provider": link.provider,
                     "created_at": link.created or utcnow(),
-                    **dict.fromkeys(_IDENTIFIERS),
+                    "identifiers": {},
                 }
                 self.counts.links_created += 1
             else:
                 self.counts.links_updated += 1
-            for name in _IDENTIFIERS:
-                value = getattr(link, name)
-                if value is not None:
-                    row[name] = value
+            row["identifiers"] = {**row["identifiers"], **link.given_identifiers()}
             self._links[key] = row
             labels[key] = label
         self._check_identifiers(providers, labels)
@@ -304,8 +294,7 @@ class SessionImport:
                 self.counts.stale[info.name] = self.counts.stale.get(info.name, 0) + 1
                 continue
             row = self._links[key]
-            identifiers = ProviderSessionIdentifiers(**{n: row[n] for n in _IDENTIFIERS})
-            for problem in handler.validate_provider_session(info, identifiers):
+            for problem in handler.identifier_problems(info, row["identifiers"]):
                 self._problems.append(Problem(label, problem.field, problem.message))
 
     def _providers(self, conn: Connection, names: Collection[str]) -> dict[str, ProviderInfo]:

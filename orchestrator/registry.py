@@ -185,11 +185,23 @@ class SessionRegistry:
             raise InputError(problems_from(exc, f"session {session_id!r}")) from exc
         self.import_records([record])
 
-    def record_provider_session(self, session_id: str, provider: str, **ids: str | None) -> None:
-        """Record (or update) a provider session: ``sid``, ``sub``, ``name_id``, ..."""
+    def record_provider_session(
+        self,
+        session_id: str,
+        provider: str,
+        identifiers: Mapping[str, str] | None = None,
+        **ids: str | None,
+    ) -> None:
+        """Record (or update) a provider session with its protocol's ``identifiers`` (OIDC's
+        and SAML's may also be given as keywords: ``sid``, ``sub``, ``name_id``, ...)."""
+        given = {name: value for name, value in ids.items() if value is not None}
         try:
             record = ProviderSessionRecord(
-                kind="provider_session", session_id=session_id, provider=provider, **ids
+                kind="provider_session",
+                session_id=session_id,
+                provider=provider,
+                identifiers=dict(identifiers or {}),
+                **given,
             )
         except ValidationError as exc:
             raise InputError(

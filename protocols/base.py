@@ -9,7 +9,7 @@ group whose value is a :class:`ProtocolHandler` subclass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import TypeVar
 
 from protocols.keyfiles import KeyDirectory
@@ -33,9 +33,9 @@ __all__ = [
     "HostInfo",
     "LogoutContext",
     "NoSettings",
+    "OpaqueIdentifiers",
     "ProtocolHandler",
     "ProviderInfo",
-    "ProviderSessionIdentifiers",
     "ProviderSessionInfo",
     "classify_status",
     "parse_retry_after",
@@ -89,38 +89,21 @@ class ProviderInfo:
 
 @dataclass(frozen=True, slots=True)
 class ProviderSessionInfo:
-    """The protocol identifiers of one provider session, echoed exactly as issued."""
+    """One provider session; ``identifiers`` are its protocol's, echoed exactly as issued
+    and stored as the handler accepted them (opaque to the host: the handler reads them with
+    its :attr:`ProtocolHandler.identifier_model`)."""
 
     id: int
     session_id: str
     user_id: str
     provider: str
-    sid: str | None = None
-    sub: str | None = None
-    name_id: str | None = None
-    name_id_format: str | None = None
-    name_qualifier: str | None = None
-    sp_name_qualifier: str | None = None
-    session_index: str | None = None
+    identifiers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderSessionIdentifiers:
-    """The protocol identifiers a provider session is recorded with (imported, or recorded
-    through the Python API), before it is stored: what :meth:`ProtocolHandler.
-    validate_provider_session` checks."""
+class OpaqueIdentifiers(BaseModel):
+    """The identifier model of a handler that declares none: any names, text values."""
 
-    sid: str | None = None
-    sub: str | None = None
-    name_id: str | None = None
-    name_id_format: str | None = None
-    name_qualifier: str | None = None
-    sp_name_qualifier: str | None = None
-    session_index: str | None = None
-
-    def given(self) -> list[str]:
-        """The names of the identifiers that have a value."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +231,10 @@ class ProtocolHandler(Generic[S_co]):
     protocol: ClassVar[str] = ""
     #: The model of ``S``: what ``[protocols.<protocol>]`` may hold.
     settings_model: ClassVar[type[BaseModel]] = NoSettings
+    #: The identifiers of this protocol's provider sessions (OIDC: ``sid``, ``sub``; SAML:
+    #: ``name_id`` ...): what an import or ``record_provider_session`` may give, checked
+    #: with this model (unknown names refused) and stored as given.
+    identifier_model: ClassVar[type[BaseModel]] = OpaqueIdentifiers
 
     def __init__(self, settings: S_co, host: HostInfo) -> None:
         self.settings = settings
@@ -299,11 +286,32 @@ class ProtocolHandler(Generic[S_co]):
         """
         return {}
 
-    def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+    def identifier_problems(
+        self, provider: ProviderInfo, identifiers: Mapping[str, str]
     ) -> list[Problem]:
+        """What the host calls: ``identifiers`` checked with :attr:`identifier_model` (one
+        :class:`Problem` per refused field), then by :meth:`validate_provider_session`."""
+        try:
+            parsed = self.identifier_model.model_validate(dict(identifiers))
+        except ValidationError as exc:
+            known = ", ".join(self.identifier_model.model_fields) or "any"
+            return [
+                Problem(
+                    "",
+                    ".".join(str(part) for part in error["loc"]),
+                    f"is not an identifier of protocol {self.protocol!r} (provider "
+                    f"{provider.name!r} takes: {known})"
+                    if error["type"] == "extra_forbidden"
+                    else error["msg"].removeprefix("Value error, "),
+                )
+                for error in exc.errors()
+            ]
+        return self.validate_provider_session(provider, parsed)
+
+    def validate_provider_session(self, provider: ProviderInfo, identifiers: Any) -> list[Problem]:
         """Check the identifiers of a provider session about to be recorded for ``provider``
-        (its ``settings`` as :meth:`validate_settings` returned them).
+        (its ``settings`` as :meth:`validate_settings` returned them); ``identifiers`` is an
+        instance of :attr:`identifier_model`.
 
         Return one :class:`Problem` per field that cannot work, its ``message`` saying what
         to give instead (``where`` is left empty: the caller names the line or record);

@@ -237,7 +237,8 @@ def provider_session(**ids: Any) -> ProviderSessionInfo:
         "session_index": "_session-7",
         **ids,
     }
-    return ProviderSessionInfo(7, "s-1", "alice", "sp", **values)
+    identifiers = {name: value for name, value in values.items() if value is not None}
+    return ProviderSessionInfo(7, "s-1", "alice", "sp", identifiers)
 
 
 def context(event_type: str = "logout.user", attempt: int = 1) -> LogoutContext:

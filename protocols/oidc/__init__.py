@@ -5,6 +5,7 @@ from protocols.oidc.handler import OidcHandler
 from protocols.oidc.keys import KeyRing, SigningKey, generate_key, load_key, thumbprint
 from protocols.oidc.settings import (
     LogoutMethod,
+    OidcIdentifiers,
     OidcProviderSettings,
     OidcSettings,
     parse_provider_settings,
@@ -22,6 +23,7 @@ __all__ = [
     "KeyRing",
     "LogoutMethod",
     "OidcHandler",
+    "OidcIdentifiers",
     "OidcProviderSettings",
     "OidcSettings",
     "SigningKey",

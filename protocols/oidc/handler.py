@@ -14,7 +14,6 @@ from protocols.base import (
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
-    ProviderSessionIdentifiers,
     ProviderSessionInfo,
 )
 from protocols.keyfiles import KeyDirectory
@@ -22,6 +21,7 @@ from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.keys import KeyRing
 from protocols.oidc.settings import (
     LogoutMethod,
+    OidcIdentifiers,
     OidcProviderSettings,
     OidcSettings,
     parse_provider_settings,
@@ -32,8 +32,6 @@ from schemas.errors import PermanentDeliveryError, Problem
 __all__ = ["OidcHandler"]
 
 _FORM = "application/x-www-form-urlencoded"
-#: Identifiers of SAML sessions: an OIDC logout never carries them.
-_FOREIGN = ("name_id", "name_id_format", "name_qualifier", "sp_name_qualifier", "session_index")
 
 
 class OidcHandler(ProtocolHandler[OidcSettings]):
@@ -41,6 +39,7 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
 
     protocol = "oidc"
     settings_model = OidcSettings
+    identifier_model = OidcIdentifiers
 
     def __init__(self, settings: OidcSettings, host: HostInfo) -> None:
         super().__init__(settings, host)
@@ -70,18 +69,14 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
         return {} if uri is None else {"backchannel_logout_uri": uri}
 
     def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+        self, provider: ProviderInfo, identifiers: OidcIdentifiers
     ) -> list[Problem]:
         """What the client's logout needs: a back-channel logout token names ``sid`` or
         ``sub`` (Back-Channel Logout §2.4), ``sid`` when the client registered
         ``backchannel_logout_session_required``; a front-channel URL carries ``sid`` when
-        ``frontchannel_logout_session_required``. SAML identifiers are refused: never sent."""
+        ``frontchannel_logout_session_required``."""
         rp: OidcProviderSettings = provider.settings
-        problems = [
-            Problem("", name, f"is a SAML identifier; provider {provider.name!r} is OIDC")
-            for name in _FOREIGN
-            if getattr(identifiers, name) is not None
-        ]
+        problems: list[Problem] = []
         if identifiers.sid is None:
             if rp.method is LogoutMethod.BACKCHANNEL and rp.backchannel_logout_session_required:
                 problems.append(_sid_required(provider.name, "backchannel"))
@@ -109,18 +104,19 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
     ) -> str:
         """A signed logout token naming exactly this provider session (fresh ``jti``)."""
         rp: OidcProviderSettings = provider.settings
-        if rp.backchannel_logout_session_required and session.sid is None:
+        ids = OidcIdentifiers.model_validate(session.identifiers)
+        if rp.backchannel_logout_session_required and ids.sid is None:
             raise PermanentDeliveryError(
                 "the client requires sid (backchannel_logout_session_required) and this "
                 "provider session has none"
             )
-        if session.sid is None and session.sub is None:
+        if ids.sid is None and ids.sub is None:
             raise PermanentDeliveryError("the provider session has neither sid nor sub")
         claims = logout_token_claims(
             issuer=self.host.issuer,
             client_id=rp.client_id,
-            sub=session.sub,
-            sid=session.sid,
+            sub=ids.sub,
+            sid=ids.sid,
             now=context.now,
             lifetime=self.settings.logout_token_lifetime,
         )
@@ -149,7 +145,7 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
             url = frontchannel_url(
                 rp.frontchannel_logout_uri,
                 issuer=self.host.issuer,
-                sid=session.sid,
+                sid=OidcIdentifiers.model_validate(session.identifiers).sid,
                 session_required=rp.frontchannel_logout_session_required,
             )
         except ValueError as exc:

@@ -11,7 +11,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from protocols.validation import check_uri, input_error, text_list, uri_form
 from schemas.fields import Identifier
 
-__all__ = ["LogoutMethod", "OidcProviderSettings", "OidcSettings", "parse_provider_settings"]
+__all__ = [
+    "LogoutMethod",
+    "OidcIdentifiers",
+    "OidcProviderSettings",
+    "OidcSettings",
+    "parse_provider_settings",
+]
+
+
+class OidcIdentifiers(BaseModel):
+    """An OIDC provider session's identifiers, from the ID token the client received."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sid: str | None = Field(default=None, min_length=1, max_length=255)
+    sub: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class OidcSettings(BaseModel):

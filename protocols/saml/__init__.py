@@ -29,6 +29,7 @@ from protocols.saml.refusals import (
 )
 from protocols.saml.settings import (
     LogoutMethod,
+    SamlIdentifiers,
     SamlProviderSettings,
     SamlSettings,
     SlsBinding,
@@ -52,6 +53,7 @@ __all__ = [
     "MessageError",
     "NameId",
     "SamlHandler",
+    "SamlIdentifiers",
     "SamlProviderSettings",
     "SamlSettings",
     "SignatureRefusedError",

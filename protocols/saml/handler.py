@@ -16,7 +16,6 @@ from protocols.base import (
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
-    ProviderSessionIdentifiers,
     ProviderSessionInfo,
     classify_status,
 )
@@ -37,6 +36,7 @@ from protocols.saml.metadata import endpoints, idp_metadata
 from protocols.saml.parsing import MessageError, parse_xml
 from protocols.saml.settings import (
     LogoutMethod,
+    SamlIdentifiers,
     SamlProviderSettings,
     SamlSettings,
     SlsBinding,
@@ -60,6 +60,7 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
 
     protocol = "saml"
     settings_model = SamlSettings
+    identifier_model = SamlIdentifiers
 
     def __init__(self, settings: SamlSettings, host: HostInfo) -> None:
         super().__init__(settings, host)
@@ -92,16 +93,12 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
         return {"sls_url": sp.sls_url} if sp.sls_binding is SlsBinding.SOAP else {}
 
     def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+        self, provider: ProviderInfo, identifiers: SamlIdentifiers
     ) -> list[Problem]:
         """A LogoutRequest names the session by the ``NameID`` issued to the SP (SAML Core
         §3.7.1), so ``name_id`` is required; ``session_index`` narrows it to one session
-        (without it the SP ends all of that NameID's sessions). OIDC identifiers are refused."""
-        problems = [
-            Problem("", name, f"is an OIDC identifier; provider {provider.name!r} is SAML")
-            for name in ("sid", "sub")
-            if getattr(identifiers, name) is not None
-        ]
+        (without it the SP ends all of that NameID's sessions)."""
+        problems: list[Problem] = []
         if not identifiers.name_id:
             problems.append(
                 Problem(
@@ -127,18 +124,19 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
     ) -> LogoutRequest:
         """An unsigned LogoutRequest for exactly this provider session (fresh ``ID``)."""
         sp: SamlProviderSettings = provider.settings
-        if session.name_id is None:
+        ids = SamlIdentifiers.model_validate(session.identifiers)
+        if ids.name_id is None:
             raise PermanentDeliveryError("the provider session has no name_id")
         return logout_request(
             issuer=self.identity.current.entity_id,
             destination=sp.sls_url,
             name_id=NameId(
-                session.name_id,
-                session.name_id_format,
-                session.name_qualifier,
-                session.sp_name_qualifier,
+                ids.name_id,
+                ids.name_id_format,
+                ids.name_qualifier,
+                ids.sp_name_qualifier,
             ),
-            session_index=session.session_index,
+            session_index=ids.session_index,
             reason=reason_for(context.event_type),
             now=context.now,
             lifetime=self.settings.request_lifetime,

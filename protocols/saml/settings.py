@@ -39,6 +39,7 @@ __all__ = [
     "METHOD_BINDINGS",
     "AdvertisedAlgorithms",
     "LogoutMethod",
+    "SamlIdentifiers",
     "SamlProviderSettings",
     "SamlSettings",
     "SloEndpoint",
@@ -82,6 +83,19 @@ _DEFAULT_METHOD = {
 
 
 IdpBinding = Literal["soap", "redirect", "post"]
+
+
+class SamlIdentifiers(BaseModel):
+    """A SAML provider session's identifiers: the ``NameID`` issued to the SP (with its
+    format and qualifiers) and the ``SessionIndex`` of the assertion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_id: str | None = Field(default=None, min_length=1, max_length=1024)
+    name_id_format: str | None = Field(default=None, min_length=1, max_length=255)
+    name_qualifier: str | None = Field(default=None, min_length=1, max_length=1024)
+    sp_name_qualifier: str | None = Field(default=None, min_length=1, max_length=1024)
+    session_index: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class SamlSettings(BaseModel):

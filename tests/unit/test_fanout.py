@@ -68,7 +68,7 @@ class _TestHandler(ProtocolHandler):
     ) -> BackchannelRequest:
         return BackchannelRequest(
             url=str(provider.settings["url"]),
-            content=f"sid={session.sid}".encode(),
+            content=f"sid={session.identifiers.get('sid')}".encode(),
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
 

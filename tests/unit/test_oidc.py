@@ -46,7 +46,9 @@ def _provider(handler: OidcHandler, **fields: Any) -> ProviderInfo:
 
 
 def _session(sid: str | None = "sid-1", sub: str | None = "alice") -> ProviderSessionInfo:
-    return ProviderSessionInfo(1, "s-1", "alice", "wiki", sid=sid, sub=sub)
+    given = {"sid": sid, "sub": sub}
+    identifiers = {name: value for name, value in given.items() if value is not None}
+    return ProviderSessionInfo(1, "s-1", "alice", "wiki", identifiers)
 
 
 def _context() -> LogoutContext:

@@ -211,12 +211,13 @@ def test_sessions_import_creates_and_updates(populated: Runtime) -> None:
     )
     assert (summary.created, summary.updated) == (0, 1)
     with populated.sessions() as db:
-        sid = db.scalar(
-            select(ProviderSession.sid).where(
+        identifiers = db.scalar(
+            select(ProviderSession.identifiers).where(
                 ProviderSession.session_id == "s-1", ProviderSession.provider == "wiki"
             )
         )
-    assert sid == "new"
+    assert identifiers is not None
+    assert identifiers["sid"] == "new"
     assert _count(populated, ProviderSession) == 6
 
 
@@ -261,7 +262,7 @@ def test_python_api_records_sessions(handled: Runtime) -> None:
     with handled.sessions() as db:
         link = db.scalar(select(ProviderSession))
         assert link is not None
-        assert (link.sid, link.sub, link.provider) == ("abc", "u-1", "w")
+        assert (link.identifiers, link.provider) == ({"sid": "abc", "sub": "u-1"}, "w")
     with pytest.raises(InputError, match="sid: String should have at most 255 characters"):
         handled.registry.record_provider_session("s-1", "w", sid="x" * 300)
 
@@ -296,7 +297,8 @@ def _link(session_id: str, provider: str, **ids: str) -> str:
         ),
         (
             _link("s-1", "chat", sid="c", session_index="_i"),
-            "line 2: session_index: is a SAML identifier; provider 'chat' is OIDC",
+            "line 2: session_index: is not an identifier of protocol 'oidc' (provider 'chat' "
+            "takes: sid, sub)",
         ),
         (
             _link("s-1", "payroll", session_index="_i"),
@@ -305,7 +307,8 @@ def _link(session_id: str, provider: str, **ids: str) -> str:
         ),
         (
             _link("s-1", "payroll", name_id="a@x", sid="s"),
-            "line 2: sid: is an OIDC identifier; provider 'payroll' is SAML",
+            "line 2: sid: is not an identifier of protocol 'saml' (provider 'payroll' takes: "
+            "name_id, name_id_format, name_qualifier, sp_name_qualifier, session_index)",
         ),
     ],
 )
@@ -336,7 +339,7 @@ def test_provider_sessions_the_handlers_accept(handled: Runtime) -> None:
     with handled.sessions() as db:
         row = db.scalar(select(ProviderSession).where(ProviderSession.provider == "payroll"))
         assert row is not None
-        assert (row.name_id, row.session_index) == ("a@x", "_i")
+        assert row.identifiers == {"name_id": "a@x", "session_index": "_i"}
 
 
 def test_record_provider_session_is_checked_by_the_handler(handled: Runtime) -> None:
@@ -460,7 +463,8 @@ def test_repeated_records_are_one_row(runtime: Runtime) -> None:
         link = db.scalar(select(ProviderSession))
         assert session is not None
         assert link is not None
-        assert (session.ip, session.user_agent, link.sid, link.sub) == ("192.0.2.1", "ff", "a", "u")
+        assert (session.ip, session.user_agent) == ("192.0.2.1", "ff")
+        assert link.identifiers == {"sid": "a", "sub": "u"}
 
 
 def test_progress_is_reported_with_totals(populated: Runtime) -> None:
