@@ -6,6 +6,7 @@ from schemas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from protocols.base import (
+        CONTRACT_VERSION,
         TRANSIENT_STATUS_CODES,
         BackchannelRequest,
         BackchannelResponse,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CONTRACT_VERSION",
     "ENTRY_POINT_GROUP",
     "TRANSIENT_STATUS_CODES",
     "BackchannelRequest",

@@ -24,6 +24,7 @@ from protocols.keyfiles import KeyDirectory
 from schemas.errors import PermanentDeliveryError, Problem, TransientDeliveryError
 
 __all__ = [
+    "CONTRACT_VERSION",
     "TRANSIENT_STATUS_CODES",
     "BackchannelRequest",
     "BackchannelResponse",
@@ -40,6 +41,10 @@ __all__ = [
     "classify_status",
     "parse_retry_after",
 ]
+
+#: The version of this contract, ``major.minor``: a handler built for another major is refused
+#: when it loads; a new minor only adds hooks with defaults.
+CONTRACT_VERSION = "2.0"
 
 #: HTTP statuses that mean "try again later" (OIDC Back-Channel Logout §2.5 and §2.8).
 TRANSIENT_STATUS_CODES = frozenset({408, 425, 429, 502, 503, 504})
@@ -229,6 +234,9 @@ class ProtocolHandler(Generic[S_co]):
 
     #: The protocol name providers use in their ``protocol`` field.
     protocol: ClassVar[str] = ""
+    #: The :data:`CONTRACT_VERSION` the handler was built for; declare it (a literal), so a
+    #: host of another major refuses the handler at load instead of misusing it.
+    contract_version: ClassVar[str] = CONTRACT_VERSION
     #: The model of ``S``: what ``[protocols.<protocol>]`` may hold.
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     #: The identifiers of this protocol's provider sessions (OIDC: ``sid``, ``sub``; SAML:

@@ -46,11 +46,24 @@ def _load_class(entry: EntryPoint) -> type[ProtocolHandler[Any]]:
         raise HandlerLoadError(
             f"protocol handler {entry.name!r} ({entry.value}) is not a ProtocolHandler subclass"
         )
+    _check_contract(entry, factory.contract_version)
     if factory.protocol != entry.name:
         raise HandlerLoadError(
             f"entry point {entry.name!r} loads a handler for protocol {factory.protocol!r}"
         )
     return factory
+
+
+def _check_contract(entry: EntryPoint, version: str) -> None:
+    from protocols.base import CONTRACT_VERSION
+
+    major = CONTRACT_VERSION.split(".")[0]
+    if str(version).split(".")[0] != major:
+        raise HandlerLoadError(
+            f"protocol handler {entry.name!r} ({entry.value}) was built for protocol contract "
+            f"{version}; this host speaks {CONTRACT_VERSION}: install a release of the handler "
+            f"built for contract {major}.x"
+        )
 
 
 def handler_classes(

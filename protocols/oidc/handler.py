@@ -38,6 +38,7 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
     """OpenID Connect Back-Channel and Front-Channel Logout."""
 
     protocol = "oidc"
+    contract_version = "2.0"
     settings_model = OidcSettings
     identifier_model = OidcIdentifiers
 

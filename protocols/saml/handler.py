@@ -59,6 +59,7 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
     """SAML 2.0 Single Logout, the IdP (session authority) side."""
 
     protocol = "saml"
+    contract_version = "2.0"
     settings_model = SamlSettings
     identifier_model = SamlIdentifiers
 
