@@ -12,9 +12,9 @@ browser carries).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "IFRAME_STAGE",
@@ -55,6 +55,18 @@ class PlanEntry(_Contract):
         "RelayState).",
     )
     timeout_ms: int = Field(description="How long the browser waits for this entry.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_form(cls, data: Any) -> Any:
+        """A plan stored before ``form`` (``saml_request``, ``relay_state``) reads as one."""
+        if not isinstance(data, dict) or not {"saml_request", "relay_state"} & data.keys():
+            return data
+        data = dict(data)
+        older = {"SAMLRequest": data.pop("saml_request", None)}
+        older["RelayState"] = data.pop("relay_state", None)
+        form = {name: value for name, value in older.items() if value is not None}
+        return {**data, "form": {**form, **data.get("form", {})}}
 
 
 class PlanStage(_Contract):

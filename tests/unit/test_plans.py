@@ -20,6 +20,7 @@ from orchestrator.pipeline import EventProcessor
 from orchestrator.plans import load_plan
 from orchestrator.sender import HttpSender
 from orchestrator.waiting import NoticeBoard, make_notifier, notification_backend
+from schemas import PlanEntry
 from tests.saml_support import make_pair
 
 from .conftest import make_event
@@ -252,3 +253,22 @@ def test_a_notice_that_cannot_be_sent_never_fails_the_logout(
     notify = make_notifier(unreachable, NoticeBoard())
     notify([("plan:p-1", '{"plan_id": "p-1"}'), ("event:e-1", "")])
     notify.close()
+
+
+def test_a_plan_stored_before_form_still_reads() -> None:
+    """An entry stored with ``saml_request``/``relay_state`` (before ``form``) reads as the
+    same POST form, so a logout in flight across the upgrade keeps its native step."""
+    stored = {
+        "entry_id": "d-1",
+        "delivery_id": "d-1",
+        "provider": "payroll",
+        "protocol": "saml",
+        "binding": "post",
+        "url": "https://payroll.example.com/sls",
+        "saml_request": "PHg+",
+        "relay_state": "d-1",
+        "timeout_ms": 10000,
+    }
+    entry = PlanEntry.model_validate(stored)
+    assert entry.form == {"SAMLRequest": "PHg+", "RelayState": "d-1"}
+    assert PlanEntry.model_validate(entry.model_dump()) == entry
