@@ -160,8 +160,9 @@ class ProviderSessionRecord(BaseModel):
 
     @model_validator(mode="after")
     def _given_once(self) -> Self:
-        twice = [name for name in IDENTIFIER_FIELDS if name in self.identifiers]
-        twice = [name for name in twice if getattr(self, name) is not None]
+        if not self.identifiers:  # the usual record: nothing to compare (and it is hot)
+            return self
+        twice = [n for n in IDENTIFIER_FIELDS if n in self.identifiers and getattr(self, n)]
         if twice:
             raise ValueError(
                 f"identifiers: {', '.join(twice)} given both as a field and in identifiers; "
@@ -171,8 +172,12 @@ class ProviderSessionRecord(BaseModel):
 
     def given_identifiers(self) -> dict[str, str]:
         """Every identifier with a value: the record's fields and its ``identifiers``."""
-        fields = {name: getattr(self, name) for name in IDENTIFIER_FIELDS}
-        return {**{k: v for k, v in fields.items() if v is not None}, **self.identifiers}
+        given = dict(self.identifiers)
+        for name in IDENTIFIER_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                given[name] = value
+        return given
 
 
 RegistryRecord = Annotated[SessionRecord | ProviderSessionRecord, Field(discriminator="kind")]

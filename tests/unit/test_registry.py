@@ -265,6 +265,13 @@ def test_python_api_records_sessions(handled: Runtime) -> None:
         assert (link.identifiers, link.provider) == ({"sid": "abc", "sub": "u-1"}, "w")
     with pytest.raises(InputError, match="sid: String should have at most 255 characters"):
         handled.registry.record_provider_session("s-1", "w", sid="x" * 300)
+    with pytest.raises(InputError, match="sid given both as a field and in identifiers"):
+        handled.registry.record_provider_session("s-1", "w", {"sid": "a"}, sid="b")
+    handled.registry.record_provider_session("s-1", "w", {"sid": "c"})  # merged over the row
+    with handled.sessions() as db:
+        link = db.scalar(select(ProviderSession))
+        assert link is not None
+        assert link.identifiers == {"sid": "c", "sub": "u-1"}
 
 
 def _session(session_id: str, **fields: Any) -> str:
