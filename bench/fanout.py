@@ -268,7 +268,7 @@ def oidc_settings(data_dir: Path, database_url: str, namespace: str, key_file: P
         broker_url=REDIS_URL,
         namespace=namespace,
         protocols=["oidc"],
-        oidc_key_files=[key_file],
+        protocol_settings={"oidc": {"key_files": [str(key_file)]}},
     )
 
 

@@ -60,6 +60,7 @@ from bench.common import (
 from bench.common import machine_line as common_machine_line
 from bench.rp_server import RpServer, light_rp_server
 from orchestrator.egress import EgressPolicy
+from orchestrator.handlers import build_handler
 from orchestrator.sender import HttpSender
 from orchestrator.settings import Settings
 from protocols import (
@@ -466,9 +467,9 @@ def request_builder(alg: Algorithm, key_dir: Path, sites: Callable[[int], str]) 
         key_dir,
         f"sqlite:///{key_dir / 'unused.db'}",
         protocols=["oidc"],
-        oidc_key_files=[Path(key.source)],
+        protocol_settings={"oidc": {"key_files": [key.source]}},
     )
-    handler = OidcHandler(settings)
+    handler = build_handler(settings, OidcHandler)
     providers = [
         ProviderInfo(
             name=f"rp-{index}",
@@ -491,8 +492,7 @@ def request_builder(alg: Algorithm, key_dir: Path, sites: Callable[[int], str]) 
         session_id="idp-session-0000001",
         user_id="user-0000001",
         provider="rp-0",
-        sid="sid-7f3c9a1e-0000001",
-        sub="user-0000001",
+        identifiers={"sid": "sid-7f3c9a1e-0000001", "sub": "user-0000001"},
     )
 
     def build(index: int) -> BackchannelRequest:

@@ -50,9 +50,8 @@ from bench.common import (
     render_table,
     write_json,
 )
-from orchestrator import Settings
-from protocols import LogoutContext, ProviderInfo, ProviderSessionInfo
-from protocols.saml import SamlHandler, self_signed, serialize, sign_enveloped
+from protocols import HostInfo, LogoutContext, ProviderInfo, ProviderSessionInfo
+from protocols.saml import SamlHandler, SamlSettings, self_signed, serialize, sign_enveloped
 
 __all__ = ["main"]
 
@@ -94,15 +93,8 @@ def _keys(folder: Path) -> Keys:
 
 def ours(keys: Keys, folder: Path) -> tuple[Build, Build]:
     """(the signed LogoutRequest, the whole SOAP back-channel request) with our handler."""
-    handler = SamlHandler(
-        Settings.load(
-            None,
-            data_dir=folder,
-            issuer=IDP,
-            saml_key_file=keys.key_path,
-            saml_cert_file=keys.cert_path,
-        )
-    )
+    own = SamlSettings(key_file=keys.key_path, cert_file=keys.cert_path)
+    handler = SamlHandler(own, HostInfo(issuer=IDP, data_dir=folder))
     settings = handler.validate_settings(
         "sp", {"entity_id": SP, "sls_url": SLS, "sls_binding": "soap"}
     )
@@ -112,10 +104,12 @@ def ours(keys: Keys, folder: Path) -> tuple[Build, Build]:
         "s-1",
         "alice",
         "sp",
-        name_id=NAME_ID,
-        name_id_format=EMAIL,
-        sp_name_qualifier=SP,
-        session_index=SESSION_INDEX,
+        {
+            "name_id": NAME_ID,
+            "name_id_format": EMAIL,
+            "sp_name_qualifier": SP,
+            "session_index": SESSION_INDEX,
+        },
     )
     key = handler.identity.current.signing_key
 

@@ -94,13 +94,16 @@ def check_providers(
     handlers: Mapping[str, ProtocolHandler],
     source: str = "",
     *,
+    egress_allow: Sequence[str] = (),
     resolve: Resolve | None = None,
 ) -> CheckedProviders:
     """Check every provider table; :class:`InputError` with every problem of every one.
 
-    ``resolve`` looks up the host names of the URLs the worker will send to (default: the
+    The URLs the worker will send to are checked against the egress policy with
+    ``egress_allow`` (the setting); ``resolve`` looks up their host names (default: the
     system resolver).
     """
+    policy = EgressPolicy.from_entries(egress_allow)
     problems: list[Problem] = []
     warnings: list[str] = []
     outgoing: list[tuple[str, str, str, EgressPolicy]] = []
@@ -139,7 +142,6 @@ def check_providers(
                 settings = None
             else:
                 settings = _jsonable(parsed)
-                policy = EgressPolicy.from_entries(handler.settings.egress_allow)
                 outgoing.extend(
                     (where, field, url, policy)
                     for field, url in handler.outgoing_urls(parsed).items()

@@ -92,9 +92,11 @@ class SessionRegistry:
         policy: SessionPolicy | None = None,
         lookup: FactsLookup | None = None,
         databases: GeoipDatabases | None = None,
+        egress_allow: Sequence[str] = (),
     ) -> None:
         self._sessions = sessions
         self._handlers = handlers
+        self._egress_allow = tuple(egress_allow)
         self._policy = policy or SessionPolicy()
         self._lookup = lookup
         self._databases = databases or GeoipDatabases()
@@ -108,13 +110,17 @@ class SessionRegistry:
         ``enabled = false`` (stored unchecked, with a warning): its logouts could not be sent.
         """
         tables = [config.model_dump() for config in configs]
-        return self.store_providers(check_providers(tables, self._handlers))
+        allow = self._egress_allow
+        return self.store_providers(check_providers(tables, self._handlers, egress_allow=allow))
 
     def load_providers_file(self, text: str, source: str) -> ImportSummary:
         """``providers load``: parse, validate and upsert a TOML file as a whole; every
         problem is reported at once, each naming ``source``, the provider and the field."""
         tables = read_providers_toml(text, source)
-        return self.store_providers(check_providers(tables, self._handlers, source))
+        allow = self._egress_allow
+        return self.store_providers(
+            check_providers(tables, self._handlers, source, egress_allow=allow)
+        )
 
     def store_providers(self, checked: CheckedProviders) -> ImportSummary:
         """Upsert providers :func:`check_providers` passed, in one transaction."""
@@ -179,11 +185,23 @@ class SessionRegistry:
             raise InputError(problems_from(exc, f"session {session_id!r}")) from exc
         self.import_records([record])
 
-    def record_provider_session(self, session_id: str, provider: str, **ids: str | None) -> None:
-        """Record (or update) a provider session: ``sid``, ``sub``, ``name_id``, ..."""
+    def record_provider_session(
+        self,
+        session_id: str,
+        provider: str,
+        identifiers: Mapping[str, str] | None = None,
+        **ids: str | None,
+    ) -> None:
+        """Record (or update) a provider session with its protocol's ``identifiers`` (OIDC's
+        and SAML's may also be given as keywords: ``sid``, ``sub``, ``name_id``, ...)."""
+        given = {name: value for name, value in ids.items() if value is not None}
         try:
             record = ProviderSessionRecord(
-                kind="provider_session", session_id=session_id, provider=provider, **ids
+                kind="provider_session",
+                session_id=session_id,
+                provider=provider,
+                identifiers=dict(identifiers or {}),
+                **given,
             )
         except ValidationError as exc:
             raise InputError(

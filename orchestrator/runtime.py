@@ -66,7 +66,7 @@ class Runtime:
         cannot work.
         """
         if handlers is None:
-            from protocols import load_handlers
+            from orchestrator.handlers import load_handlers
 
             handlers = load_handlers(settings)
         engine = make_engine(settings.effective_database_url, settings.origin("database_url"))
@@ -115,7 +115,14 @@ class Runtime:
             asn=self.settings.geoip_asn_db is not None,
             city=self.settings.geoip_city_db is not None,
         )
-        return SessionRegistry(self.sessions, self.handlers, self.policy, lookup, databases)
+        return SessionRegistry(
+            self.sessions,
+            self.handlers,
+            self.policy,
+            lookup,
+            databases,
+            egress_allow=self.settings.egress_allow,
+        )
 
     @property
     def has_geoip(self) -> bool:
@@ -241,6 +248,13 @@ class Runtime:
         engine.append(self.logout_engine(schedule, activity.handle))
         return engine[0]
 
+    def start_handlers(self) -> None:
+        """Start the handlers (their keys and certificates loaded or generated now), before
+        anything builds a request with them: the engine and the front-channel app call it."""
+        from orchestrator.handlers import start_each
+
+        start_each(self.handlers)
+
     @property
     def delivery_lease(self) -> float:
         """Seconds a delivery attempt (or an event being handled) is leased past its last
@@ -252,6 +266,7 @@ class Runtime:
         """Carries out delivery attempts with the process's sender and signing threads."""
         from orchestrator.logout import Attempts
 
+        self.start_handlers()
         with self._lock:
             if self._builders is None:
                 self._builders = ThreadPoolExecutor(

@@ -4,6 +4,8 @@ Sources, highest priority first: keyword overrides (CLI options), environment va
 named after the fields with a ``LOGOUT_`` prefix, then a TOML file (``--config`` or
 ``LOGOUT_CONFIG``). A refused value is reported with its source (``LOGOUT_X (environment)``,
 ``logout.toml: x``, ``option: x``); a ``LOGOUT_`` variable that is no setting is warned about.
+Each protocol handler's own settings are kept as given (``[protocols.<name>]`` of the file,
+``LOGOUT_<NAME>_<FIELD>`` variables) and validated by :mod:`orchestrator.handlers`.
 
 Every duration setting takes the notations of :mod:`orchestrator.durations` (``1h30m``,
 ``hours=1``, ``PT30M``) besides a plain number of its unit (seconds, or ms for ``*_ms``).
@@ -13,22 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from orchestrator.api_tokens import ApiToken
@@ -38,12 +31,22 @@ from orchestrator.durations import (
     Milliseconds,
     OptionalDuration,
     Seconds,
-    WholeSeconds,
     describe_duration,
     duration_fields,
 )
 from orchestrator.egress import parse_allow_entry
 from orchestrator.errors import ConfigurationError
+from orchestrator.settings_environment import (
+    ENV_PREFIX,
+    MOVED,
+    NON_SETTING_VARIABLES,
+    handler_variables,
+    moved_message,
+    redact_url,
+    redact_urls,
+    shape_file,
+)
+from orchestrator.settings_environment import unknown_variables as _unknown_variables
 from orchestrator.settings_sources import NoDecode, read_sources
 from schemas.hints import closest
 
@@ -58,16 +61,9 @@ __all__ = [
 ]
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
-ENV_PREFIX: Final = "LOGOUT_"
-#: ``LOGOUT_*`` variables the project's scripts and tests read that are not settings.
-NON_SETTING_VARIABLES: Final = frozenset(
-    {"LOGOUT_CONFIG", "LOGOUT_PYTHON", "LOGOUT_FORCE_INSTALL", "LOGOUT_REPO_ROOT"}
-)
-_NON_SETTING_PREFIXES: Final = ("LOGOUT_TEST_", "LOGOUT_BENCH_")
 _BOUND_ERRORS: Final = frozenset(
     {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 )
-SamlBinding = Literal["soap", "redirect", "post"]
 
 
 def default_data_dir() -> Path:
@@ -76,58 +72,10 @@ def default_data_dir() -> Path:
     return Path(base) / "logout-orchestrator"
 
 
-_USERINFO_PASSWORD = re.compile(r"(?P<user>//[^/@:]*):[^/@]*@")
-
-
-_QUERY_PASSWORD = re.compile(r"(?P<key>(?:^|(?<=[&;]))[^=&;]*pass(?:word)?)=[^&;]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (host, port and user kept as written)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # not parseable (say a broken IPv6 host): mask any user:password@
-        return _USERINFO_PASSWORD.sub(r"\g<user>:***@", url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        url = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
-    # libpq and redis also take a password in the query (?password=, ?sslpassword=).
-    base, mark, query = url.partition("?")
-    return base + mark + _QUERY_PASSWORD.sub(r"\g<key>=***", query)
-
-
-def _redact_urls(value: Any) -> Any:
-    """``value`` with the password of every URL in it masked, at any depth."""
-    if isinstance(value, str):
-        return redact_url(value) if "://" in value else value
-    if isinstance(value, Mapping):
-        return {key: _redact_urls(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_urls(item) for item in value]
-    return value
-
-
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """One warning for each ``LOGOUT_*`` variable in ``environ`` that is no setting.
-
-    Names are matched without regard to case, as the settings read them; the project's own
-    non-setting variables (:data:`NON_SETTING_VARIABLES`, ``LOGOUT_TEST_*``, ``LOGOUT_BENCH_*``)
-    are not reported. Each warning suggests the closest setting's variable, when one is close.
-    """
-    fields = [name.upper() for name in Settings.model_fields]
-    warnings = []
-    for variable in sorted(environ):
-        name = variable.upper()
-        if not name.startswith(ENV_PREFIX) or name.removeprefix(ENV_PREFIX) in fields:
-            continue
-        if name in NON_SETTING_VARIABLES or name.startswith(_NON_SETTING_PREFIXES):
-            continue
-        # LOGOUT_CONFIG is no setting but is the one most costly to misspell (the file is
-        # then never read): it is suggested too.
-        close = closest(name.removeprefix(ENV_PREFIX), [*fields, "CONFIG"])
-        hint = f" (did you mean {ENV_PREFIX}{close.upper()}?)" if close else ""
-        warnings.append(f"{variable} is not a setting{hint}; it is ignored")
-    return warnings
+    """One warning for each ``LOGOUT_*`` variable in ``environ`` that is no setting (see
+    :func:`orchestrator.settings_environment.unknown_variables`)."""
+    return _unknown_variables(environ, Settings.model_fields)
 
 
 class Settings(BaseModel):
@@ -162,23 +110,10 @@ class Settings(BaseModel):
 
     protocols: Annotated[list[str] | None, NoDecode] = None
 
-    oidc_key_files: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="PEM private keys (RS256 or ES256); all are published"
-    )
-    oidc_active_kid: str | None = Field(default=None, description="kid of the signing key")
-    logout_token_lifetime: WholeSeconds = Field(default=120, ge=10, le=120)
-
-    saml_entity_id: str | None = Field(
-        default=None, min_length=1, max_length=1024, description="default: the issuer"
-    )
-    saml_key_file: Path | None = Field(default=None, description="PEM RSA key signing SAML")
-    saml_cert_file: Path | None = Field(default=None, description="its PEM X.509 certificate")
-    saml_request_lifetime: WholeSeconds = Field(default=120, ge=10, le=3600)
-    saml_slo_urls: dict[SamlBinding, str] = Field(
-        default_factory=dict, description="the IdP's SLO endpoints in its metadata"
-    )
-    saml_sso_urls: dict[SamlBinding, str] = Field(
-        default_factory=dict, description="the IdP's SSO endpoints in its metadata"
+    protocol_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="each handler's own settings, by protocol: [protocols.<name>] in the file, "
+        "LOGOUT_<NAME>_<FIELD> in the environment; the handler validates them",
     )
 
     delivery_timeout: Seconds = Field(default=5.0, gt=0, le=60)
@@ -268,21 +203,6 @@ class Settings(BaseModel):
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
         return value
 
-    @field_validator("saml_slo_urls", "saml_sso_urls")
-    @classmethod
-    def _absolute_urls(cls, value: dict[str, str]) -> dict[str, str]:
-        for binding, url in value.items():
-            parts = urlsplit(url)
-            if parts.scheme not in ("https", "http") or not parts.netloc:
-                raise ValueError(f"{binding}: {url!r} is not an absolute http(s) URL")
-        return value
-
-    @model_validator(mode="after")
-    def _saml_pair(self) -> Self:
-        if (self.saml_key_file is None) != (self.saml_cert_file is None):
-            raise ValueError("saml_key_file and saml_cert_file go together: set both or neither")
-        return self
-
     @field_validator("egress_allow")
     @classmethod
     def _egress_entries(cls, value: list[str]) -> list[str]:
@@ -293,7 +213,7 @@ class Settings(BaseModel):
                 raise ValueError(f"entry {index + 1}: {exc}") from None
         return value
 
-    @field_validator("protocols", "oidc_key_files", "egress_allow", mode="before")
+    @field_validator("protocols", "egress_allow", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """Lists from the environment: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""
@@ -363,13 +283,20 @@ class Settings(BaseModel):
         ``database_url (option)``, or ``database_url (LOGOUT_DATABASE_URL)`` for a default."""
         return self._sources.origin(field) if self._sources else _Sources.default(field)
 
+    def protocol_origin(self, protocol: str, field: str) -> str:
+        """Where a protocol handler's setting came from, as the start of a message
+        (``LOGOUT_SAML_KEY_FILE (environment): ``, ``logout.toml: ``, or ``""``)."""
+        return self._sources.section_label(protocol, field) if self._sources else ""
+
     @classmethod
     def _read(
         cls, path: str | Path | None, values: dict[str, Any], *, options: Mapping[str, Any]
     ) -> Settings:
         """Validate ``values`` over the environment and the file; errors name their source."""
         file = Path(path) if path is not None else None
-        merged = read_sources(cls, ENV_PREFIX, values, file)
+        sections = handler_variables(os.environ, cls.model_fields)
+        extra = {"protocol_settings": sections} if sections else None
+        merged = read_sources(cls, ENV_PREFIX, values, file, shape=shape_file, extra=extra)
         try:
             settings = cls(**merged)
             settings._sources = _Sources(options, path)
@@ -385,27 +312,6 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'logout.db'}"
-
-    @property
-    def effective_saml_entity_id(self) -> str:
-        """``saml_entity_id``, else the ``issuer``."""
-        return self.saml_entity_id or self.issuer
-
-    @property
-    def effective_saml_slo_urls(self) -> dict[str, str]:
-        """``saml_slo_urls``, else ``<issuer>/saml/slo`` for the Redirect and POST bindings."""
-        return self._endpoints(self.saml_slo_urls, "slo")
-
-    @property
-    def effective_saml_sso_urls(self) -> dict[str, str]:
-        """``saml_sso_urls``, else ``<issuer>/saml/sso`` for the Redirect and POST bindings."""
-        return self._endpoints(self.saml_sso_urls, "sso")
-
-    def _endpoints(self, configured: Mapping[SamlBinding, str], service: str) -> dict[str, str]:
-        if configured:
-            return {str(binding): url for binding, url in configured.items()}
-        base = self.issuer.rstrip("/")
-        return {binding: f"{base}/saml/{service}" for binding in ("redirect", "post")}
 
     def duration_readings(self) -> dict[str, str]:
         """Every duration setting's value in plain words (``900 days``, ``disabled``)."""
@@ -424,16 +330,13 @@ class Settings(BaseModel):
         """
         data = self.model_dump(mode="json")
         data["database_url"] = self.effective_database_url
-        data["saml_entity_id"] = self.effective_saml_entity_id
-        data["saml_slo_urls"] = self.effective_saml_slo_urls
-        data["saml_sso_urls"] = self.effective_saml_sso_urls
         if self.protocols is None:
             from protocols.loading import available_protocols
 
             data["protocols"] = available_protocols()
         for name, reading in self.duration_readings().items():
             data[name] = {"value": data[name], "reading": reading}
-        return _redact_urls(data)  # type: ignore[no-any-return]
+        return redact_urls(data)  # type: ignore[no-any-return]
 
 
 class _Sources:
@@ -466,6 +369,17 @@ class _Sources:
             return f"{self.path}: "
         return ""
 
+    def section_label(self, protocol: str, field: str) -> str:
+        """Where a protocol handler's setting came from, as the start of a message."""
+        if "protocol_settings" in self.given:
+            return "option: "
+        variable = self._variables.get(f"{protocol}_{field}")
+        if variable is not None:
+            return f"{variable} (environment): "
+        if "protocols" in self._file_keys and self.path is not None:
+            return f"{self.path}: "
+        return ""
+
     def origin(self, field: str) -> str:
         """``field`` and where its value came from, as :meth:`Settings.origin` says it."""
         if field in self.given:
@@ -488,7 +402,9 @@ class _Sources:
             return f"settings: {error['msg'].removeprefix('Value error, ')}"
         field = loc[0]
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden" and field in MOVED:
+            message = moved_message(field)
+        elif error["type"] == "extra_forbidden":
             close = closest(field, Settings.model_fields)
             message += f" ({field} is not a setting; did you mean {close}?)" if close else ""
         unit = duration_fields(Settings).get(field)

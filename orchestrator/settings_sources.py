@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -130,12 +130,19 @@ def read_sources(
     values: Mapping[str, Any],
     path: Path | None = None,
     environ: Mapping[str, str] = os.environ,
+    *,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The values to validate ``model`` with: ``values``, then the environment, then ``path``.
 
     The file is read first, then the environment: a file that cannot be read or is no TOML,
     or a container variable that is no JSON, raises :class:`ConfigurationError` naming it.
+    ``shape`` rearranges the file's values (say a table into fields); ``extra`` adds values
+    the environment gives besides the model's own variables.
     """
     from_file = _file(path) if path is not None else {}
-    from_environment = _environment(model, prefix, environ)
+    if shape is not None:
+        from_file = shape(from_file)
+    from_environment = _merge(_environment(model, prefix, environ), extra or {})
     return _merge(_merge(from_file, from_environment), values)

@@ -6,16 +6,19 @@ from schemas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from protocols.base import (
+        CONTRACT_VERSION,
         TRANSIENT_STATUS_CODES,
         BackchannelRequest,
         BackchannelResponse,
         Channel,
         FrontchannelAnswer,
         FrontchannelEntry,
+        HostInfo,
         LogoutContext,
+        NoSettings,
+        OpaqueIdentifiers,
         ProtocolHandler,
         ProviderInfo,
-        ProviderSessionIdentifiers,
         ProviderSessionInfo,
         classify_status,
         parse_retry_after,
@@ -24,10 +27,12 @@ if TYPE_CHECKING:
     from protocols.loading import (
         ENTRY_POINT_GROUP,
         available_protocols,
-        load_handlers,
+        handler_classes,
+        make_handler,
     )
 
 __all__ = [
+    "CONTRACT_VERSION",
     "ENTRY_POINT_GROUP",
     "TRANSIENT_STATUS_CODES",
     "BackchannelRequest",
@@ -35,15 +40,18 @@ __all__ = [
     "Channel",
     "FrontchannelAnswer",
     "FrontchannelEntry",
+    "HostInfo",
     "KeyDirectory",
     "LogoutContext",
+    "NoSettings",
+    "OpaqueIdentifiers",
     "ProtocolHandler",
     "ProviderInfo",
-    "ProviderSessionIdentifiers",
     "ProviderSessionInfo",
     "available_protocols",
     "classify_status",
-    "load_handlers",
+    "handler_classes",
+    "make_handler",
     "parse_retry_after",
 ]
 

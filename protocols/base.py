@@ -9,36 +9,68 @@ group whose value is a :class:`ProtocolHandler` subclass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypeVar
 
 from protocols.keyfiles import KeyDirectory
 from schemas.errors import PermanentDeliveryError, Problem, TransientDeliveryError
 
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
-
 __all__ = [
+    "CONTRACT_VERSION",
     "TRANSIENT_STATUS_CODES",
     "BackchannelRequest",
     "BackchannelResponse",
     "Channel",
     "FrontchannelAnswer",
     "FrontchannelEntry",
+    "HostInfo",
     "LogoutContext",
+    "NoSettings",
+    "OpaqueIdentifiers",
     "ProtocolHandler",
     "ProviderInfo",
-    "ProviderSessionIdentifiers",
     "ProviderSessionInfo",
     "classify_status",
     "parse_retry_after",
 ]
 
+#: The version of this contract, ``major.minor``: a handler built for another major is refused
+#: when it loads; a new minor only adds hooks with defaults.
+CONTRACT_VERSION = "2.0"
+
 #: HTTP statuses that mean "try again later" (OIDC Back-Channel Logout §2.5 and §2.8).
 TRANSIENT_STATUS_CODES = frozenset({408, 425, 429, 502, 503, 504})
+
+
+class NoSettings(BaseModel):
+    """The settings of a handler that has none: its ``[protocols.<name>]`` section must be
+    empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: A handler's own settings model (``[protocols.<name>]``, ``LOGOUT_<NAME>_<FIELD>``); a bare
+#: ``ProtocolHandler`` (any handler, as the host holds them) has ``BaseModel`` settings.
+S_co = TypeVar("S_co", bound=BaseModel, default=BaseModel, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """What a handler may know of the host: the IdP's ``issuer``, the directory where
+    generated key material is kept (``data_dir``), and the most bytes of an answer it reads
+    (``response_body_limit``; a :class:`BackchannelResponse` is cut there)."""
+
+    issuer: str
+    data_dir: Path
+    response_body_limit: int = 64 * 1024
 
 
 class Channel(StrEnum):
@@ -62,38 +94,21 @@ class ProviderInfo:
 
 @dataclass(frozen=True, slots=True)
 class ProviderSessionInfo:
-    """The protocol identifiers of one provider session, echoed exactly as issued."""
+    """One provider session; ``identifiers`` are its protocol's, echoed exactly as issued
+    and stored as the handler accepted them (opaque to the host: the handler reads them with
+    its :attr:`ProtocolHandler.identifier_model`)."""
 
     id: int
     session_id: str
     user_id: str
     provider: str
-    sid: str | None = None
-    sub: str | None = None
-    name_id: str | None = None
-    name_id_format: str | None = None
-    name_qualifier: str | None = None
-    sp_name_qualifier: str | None = None
-    session_index: str | None = None
+    identifiers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderSessionIdentifiers:
-    """The protocol identifiers a provider session is recorded with (imported, or recorded
-    through the Python API), before it is stored: what :meth:`ProtocolHandler.
-    validate_provider_session` checks."""
+class OpaqueIdentifiers(BaseModel):
+    """The identifier model of a handler that declares none: any names, text values."""
 
-    sid: str | None = None
-    sub: str | None = None
-    name_id: str | None = None
-    name_id_format: str | None = None
-    name_qualifier: str | None = None
-    sp_name_qualifier: str | None = None
-    session_index: str | None = None
-
-    def given(self) -> list[str]:
-        """The names of the identifiers that have a value."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +143,8 @@ class FrontchannelEntry:
     """What the browser is shown for one provider session: no secrets, everything to render.
 
     ``binding`` is ``iframe`` (a URL loaded in a hidden frame), ``redirect`` (a top-level
-    navigation) or ``post`` (an auto-submitting form of ``url`` with ``saml_request`` or
-    ``saml_response``, and ``relay_state``).
+    navigation) or ``post`` (an auto-submitting form to ``url`` with the fields of ``form``,
+    named by the protocol).
     """
 
     provider: str
@@ -137,9 +152,7 @@ class FrontchannelEntry:
     channel: Channel
     binding: str
     url: str
-    saml_request: str | None = None
-    relay_state: str | None = None
-    saml_response: str | None = None
+    form: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +167,15 @@ class FrontchannelAnswer:
     method: str
     query: str
     form: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query's parameters, decoded (the last of a repeated one)."""
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def field(self, name: str) -> str | None:
+        """``name`` from the POST form, or from the query of a GET."""
+        return self.form.get(name) if self.method == "POST" else self.params.get(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,18 +222,41 @@ def classify_status(response: BackchannelResponse, now: datetime) -> None:
     raise PermanentDeliveryError(f"HTTP {status}", status_code=status)
 
 
-class ProtocolHandler:
+class ProtocolHandler(Generic[S_co]):
     """Base class of every protocol handler. Override the hooks your protocol needs.
 
-    One instance is made per worker process with the effective :class:`Settings`; it must
-    be safe to call from several threads.
+    ``S`` is the handler's own settings model (:attr:`settings_model`, a frozen pydantic
+    model): the host reads it from the ``[protocols.<protocol>]`` section of the settings
+    file and the ``LOGOUT_<PROTOCOL>_<FIELD>`` variables, validates it and hands it over with
+    the :class:`HostInfo`. One instance is made per worker process; it must be safe to call
+    from several threads.
     """
 
     #: The protocol name providers use in their ``protocol`` field.
     protocol: ClassVar[str] = ""
+    #: The :data:`CONTRACT_VERSION` the handler was built for; declare it (a literal), so a
+    #: host of another major refuses the handler at load instead of misusing it.
+    contract_version: ClassVar[str] = CONTRACT_VERSION
+    #: The model of ``S``: what ``[protocols.<protocol>]`` may hold.
+    settings_model: ClassVar[type[BaseModel]] = NoSettings
+    #: The identifiers of this protocol's provider sessions (OIDC: ``sid``, ``sub``; SAML:
+    #: ``name_id`` ...): what an import or ``record_provider_session`` may give, checked
+    #: with this model (unknown names refused) and stored as given.
+    identifier_model: ClassVar[type[BaseModel]] = OpaqueIdentifiers
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: S_co, host: HostInfo) -> None:
         self.settings = settings
+        self.host = host
+
+    def start(self) -> None:
+        """Load (or generate) what the handler needs before any request: keys, certificates.
+
+        The host calls it at start-up, before the handler builds any request (it may call it
+        again: a second call changes nothing); nothing is read from or written to files on
+        the request path. Raise
+        :class:`~schemas.errors.ConfigurationError` naming the setting to fix. The default:
+        nothing.
+        """
 
     def key_directories(self) -> list[KeyDirectory]:
         """Directories this handler will write to when it first signs (generated keys).
@@ -230,6 +275,15 @@ class ProtocolHandler:
         """
         return dict(settings)
 
+    def stored_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        """Parse a provider's settings as :meth:`validate_settings` returned them and the host
+        stored them (JSON), when a logout needs them: no file is read here (the request path).
+
+        Raise :class:`~schemas.errors.InputError` when they no longer pass. The default:
+        :meth:`validate_settings`.
+        """
+        return self.validate_settings(provider, settings)
+
     def outgoing_urls(self, settings: Any) -> dict[str, str]:
         """The URLs of a provider the worker itself sends to, by field name, from
         ``settings`` as :meth:`validate_settings` returned them.
@@ -240,11 +294,32 @@ class ProtocolHandler:
         """
         return {}
 
-    def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+    def identifier_problems(
+        self, provider: ProviderInfo, identifiers: Mapping[str, str]
     ) -> list[Problem]:
+        """What the host calls: ``identifiers`` checked with :attr:`identifier_model` (one
+        :class:`Problem` per refused field), then by :meth:`validate_provider_session`."""
+        try:
+            parsed = self.identifier_model.model_validate(dict(identifiers))
+        except ValidationError as exc:
+            known = ", ".join(self.identifier_model.model_fields) or "any"
+            return [
+                Problem(
+                    "",
+                    ".".join(str(part) for part in error["loc"]),
+                    f"is not an identifier of protocol {self.protocol!r} (provider "
+                    f"{provider.name!r} takes: {known})"
+                    if error["type"] == "extra_forbidden"
+                    else error["msg"].removeprefix("Value error, "),
+                )
+                for error in exc.errors()
+            ]
+        return self.validate_provider_session(provider, parsed)
+
+    def validate_provider_session(self, provider: ProviderInfo, identifiers: Any) -> list[Problem]:
         """Check the identifiers of a provider session about to be recorded for ``provider``
-        (its ``settings`` as :meth:`validate_settings` returned them).
+        (its ``settings`` as :meth:`validate_settings` returned them); ``identifiers`` is an
+        instance of :attr:`identifier_model`.
 
         Return one :class:`Problem` per field that cannot work, its ``message`` saying what
         to give instead (``where`` is left empty: the caller names the line or record);
@@ -282,6 +357,13 @@ class ProtocolHandler:
         The default applies :func:`classify_status`.
         """
         classify_status(response, context.now)
+
+    def answered_delivery(self, answer: FrontchannelAnswer) -> str | None:
+        """Which delivery (``LogoutContext.delivery_id``) the browser's ``answer``, brought
+        back to the host's return URL after a native step, answers; None when it is no
+        answer of this protocol. The host then finds the plan entry and asks
+        :meth:`frontchannel_answer` for the outcome. The default: None."""
+        return None
 
     def frontchannel_answer(
         self, provider: ProviderInfo, sent: FrontchannelEntry, answer: FrontchannelAnswer

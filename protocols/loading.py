@@ -1,18 +1,24 @@
-"""Finding protocol handlers through the ``logout_orchestrator.protocols`` entry points."""
+"""Finding protocol handlers through the ``logout_orchestrator.protocols`` entry points.
+
+The host (the composition root) picks the enabled ones with :func:`handler_classes`, builds
+each handler's settings from its own sources, and makes it with :func:`make_handler`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import HandlerLoadError
 from schemas.hints import did_you_mean
 
 if TYPE_CHECKING:
-    from orchestrator.settings import Settings
-    from protocols.base import ProtocolHandler
+    from pydantic import BaseModel
 
-__all__ = ["ENTRY_POINT_GROUP", "available_protocols", "load_handlers"]
+    from protocols.base import HostInfo, ProtocolHandler
+
+__all__ = ["ENTRY_POINT_GROUP", "available_protocols", "handler_classes", "make_handler"]
 
 ENTRY_POINT_GROUP = "logout_orchestrator.protocols"
 
@@ -26,7 +32,7 @@ def available_protocols() -> list[str]:
     return sorted(_entry_points())
 
 
-def _load(entry: EntryPoint, settings: Settings) -> ProtocolHandler:
+def _load_class(entry: EntryPoint) -> type[ProtocolHandler[Any]]:
     from protocols.base import ProtocolHandler  # what listing the installed ones needs not
 
     try:
@@ -40,32 +46,58 @@ def _load(entry: EntryPoint, settings: Settings) -> ProtocolHandler:
         raise HandlerLoadError(
             f"protocol handler {entry.name!r} ({entry.value}) is not a ProtocolHandler subclass"
         )
-    try:
-        handler = factory(settings)
-    except Exception as exc:
+    _check_contract(entry, factory.contract_version)
+    if factory.protocol != entry.name:
         raise HandlerLoadError(
-            f"protocol handler {entry.name!r} failed to start: {type(exc).__name__}: {exc}"
-        ) from exc
-    if handler.protocol != entry.name:
-        raise HandlerLoadError(
-            f"entry point {entry.name!r} loads a handler for protocol {handler.protocol!r}"
+            f"entry point {entry.name!r} loads a handler for protocol {factory.protocol!r}"
         )
-    return handler
+    return factory
 
 
-def load_handlers(settings: Settings) -> dict[str, ProtocolHandler]:
-    """Load the enabled handlers (``settings.protocols``, or every installed one).
+def _check_contract(entry: EntryPoint, version: str) -> None:
+    from protocols.base import CONTRACT_VERSION
 
-    Raises :class:`HandlerLoadError` when an enabled handler is missing or fails to load.
+    major = CONTRACT_VERSION.split(".")[0]
+    if str(version).split(".")[0] != major:
+        raise HandlerLoadError(
+            f"protocol handler {entry.name!r} ({entry.value}) was built for protocol contract "
+            f"{version}; this host speaks {CONTRACT_VERSION}: install a release of the handler "
+            f"built for contract {major}.x"
+        )
+
+
+def handler_classes(
+    enabled: Sequence[str] | None, origin: str
+) -> dict[str, type[ProtocolHandler[Any]]]:
+    """The classes of the enabled handlers (``enabled``, or every installed one).
+
+    Raises :class:`HandlerLoadError` when an enabled handler is missing or fails to import;
+    ``origin`` names the setting that enabled them (``protocols (LOGOUT_PROTOCOLS)``).
     """
     installed = _entry_points()
-    wanted = settings.protocols if settings.protocols is not None else sorted(installed)
+    wanted = list(enabled) if enabled is not None else sorted(installed)
     missing = [name for name in wanted if name not in installed]
     if missing:
         hints = "".join(did_you_mean(name, installed) for name in missing)
         raise HandlerLoadError(
-            f"{settings.origin('protocols')}: {', '.join(missing)} enabled but not "
-            f"installed{hints} (installed: {', '.join(sorted(installed)) or 'none'}); fix "
-            "the names, or install the handlers"
+            f"{origin}: {', '.join(missing)} enabled but not installed{hints} (installed: "
+            f"{', '.join(sorted(installed)) or 'none'}); fix the names, or install the handlers"
         )
-    return {name: _load(installed[name], settings) for name in wanted}
+    return {name: _load_class(installed[name]) for name in wanted}
+
+
+def make_handler(
+    handler_class: type[ProtocolHandler[Any]], settings: BaseModel, host: HostInfo
+) -> ProtocolHandler[Any]:
+    """An instance of ``handler_class`` with its validated ``settings`` (not started: the host
+    calls :meth:`~protocols.base.ProtocolHandler.start` before it delivers).
+
+    A handler that fails to initialise raises :class:`HandlerLoadError` naming it and why.
+    """
+    try:
+        return handler_class(settings, host)
+    except Exception as exc:
+        raise HandlerLoadError(
+            f"protocol handler {handler_class.protocol!r} failed to start: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError, ValidationInfo
@@ -13,7 +14,7 @@ from schemas.errors import InputError, Problem
 from schemas.hints import did_you_mean
 from schemas.registry import ProviderConfig
 
-__all__ = ["URI_MAX", "check_uri", "input_error", "uri_form"]
+__all__ = ["URI_MAX", "check_uri", "input_error", "json_text", "text_list", "uri_form"]
 
 #: The longest endpoint URI a provider may register.
 URI_MAX: Final = 2048
@@ -98,3 +99,24 @@ def input_error(
             field, message = message.split(": ", 1)
         problems.append(Problem(where, field, message))
     return InputError(problems)
+
+
+def json_text(value: Any) -> Any:
+    """A field validator (``mode="before"``) for a container a variable gives as text:
+    JSON (``{"soap": "https://..."}``) is decoded; anything else is left to the field."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg}, at character {exc.pos})") from exc
+
+
+def text_list(value: Any) -> Any:
+    """A field validator (``mode="before"``) for a list a variable gives as text: JSON
+    (``["a", "b"]``) or comma-separated (``a,b``)."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        return json_text(value)
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -12,9 +12,9 @@ browser carries).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "IFRAME_STAGE",
@@ -46,12 +46,27 @@ class PlanEntry(_Contract):
     protocol: str
     binding: Literal["iframe", "redirect", "post"] = Field(
         description="iframe: load url in a hidden frame; redirect: navigate to url; "
-        "post: auto-submit a form to url with SAMLRequest and RelayState."
+        "post: auto-submit a form to url with the fields of form."
     )
     url: str
-    saml_request: str | None = Field(default=None, description="post: the SAMLRequest value.")
-    relay_state: str | None = None
+    form: dict[str, str] = Field(
+        default_factory=dict,
+        description="post: the form's fields, named by the protocol (SAML: SAMLRequest, "
+        "RelayState).",
+    )
     timeout_ms: int = Field(description="How long the browser waits for this entry.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_form(cls, data: Any) -> Any:
+        """A plan stored before ``form`` (``saml_request``, ``relay_state``) reads as one."""
+        if not isinstance(data, dict) or not {"saml_request", "relay_state"} & data.keys():
+            return data
+        data = dict(data)
+        older = {"SAMLRequest": data.pop("saml_request", None)}
+        older["RelayState"] = data.pop("relay_state", None)
+        form = {name: value for name, value in older.items() if value is not None}
+        return {**data, "form": {**form, **data.get("form", {})}}
 
 
 class PlanStage(_Contract):

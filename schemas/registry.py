@@ -23,6 +23,7 @@ from schemas.fields import (
 
 __all__ = [
     "GEOIP_BINDINGS",
+    "IDENTIFIER_FIELDS",
     "NETWORK_BINDINGS",
     "PROVIDER_NAME_PATTERN",
     "GeoipBindingMode",
@@ -122,14 +123,32 @@ class SessionRecord(BaseModel):
         return self
 
 
+#: Identifiers an import record may give as fields of its own (OIDC and SAML's, as always).
+IDENTIFIER_FIELDS = (
+    "sid",
+    "sub",
+    "name_id",
+    "name_id_format",
+    "name_qualifier",
+    "sp_name_qualifier",
+    "session_index",
+)
+
+
 class ProviderSessionRecord(BaseModel):
-    """A provider session opened through an IdP session (``"kind": "provider_session"``)."""
+    """A provider session opened through an IdP session (``"kind": "provider_session"``).
+
+    Its protocol's identifiers go in ``identifiers`` (any protocol's names: a CAS
+    ``ticket``, say); OIDC's and SAML's may also be given as fields of the record, as
+    before. The protocol's handler checks them; they are stored as given.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["provider_session"]
     session_id: Identifier
     provider: Identifier
+    identifiers: dict[Identifier, LongIdentifier] = Field(default_factory=dict)
     sid: Identifier | None = None
     sub: Identifier | None = None
     name_id: LongIdentifier | None = None
@@ -138,6 +157,27 @@ class ProviderSessionRecord(BaseModel):
     sp_name_qualifier: LongIdentifier | None = None
     session_index: Identifier | None = None
     created: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _given_once(self) -> Self:
+        if not self.identifiers:  # the usual record: nothing to compare (and it is hot)
+            return self
+        twice = [n for n in IDENTIFIER_FIELDS if n in self.identifiers and getattr(self, n)]
+        if twice:
+            raise ValueError(
+                f"identifiers: {', '.join(twice)} given both as a field and in identifiers; "
+                "give each once"
+            )
+        return self
+
+    def given_identifiers(self) -> dict[str, str]:
+        """Every identifier with a value: the record's fields and its ``identifiers``."""
+        given = dict(self.identifiers)
+        for name in IDENTIFIER_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                given[name] = value
+        return given
 
 
 RegistryRecord = Annotated[SessionRecord | ProviderSessionRecord, Field(discriminator="kind")]

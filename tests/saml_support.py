@@ -21,9 +21,8 @@ from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
-from orchestrator import Settings
-from protocols import LogoutContext, ProviderInfo, ProviderSessionInfo
-from protocols.saml import SamlHandler, self_signed
+from protocols import HostInfo, LogoutContext, ProviderInfo, ProviderSessionInfo
+from protocols.saml import SamlHandler, SamlSettings, self_signed
 
 __all__ = [
     "EMAIL_FORMAT",
@@ -214,16 +213,10 @@ def soap(message: bytes) -> bytes:
 
 
 def handler_with(idp: KeyPair, data_dir: Path, **settings: Any) -> SamlHandler:
-    """A SAML handler whose IdP (``IDP_ENTITY``) signs with ``idp``."""
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "issuer": IDP_ENTITY,
-        "saml_key_file": idp.key_path,
-        "saml_cert_file": idp.cert_path,
-        "broker_url": "memory://",
-        **settings,
-    }
-    return SamlHandler(Settings.load(None, **values))
+    """A SAML handler whose IdP (``IDP_ENTITY``) signs with ``idp``; ``settings`` are the
+    handler's own (``[protocols.saml]``)."""
+    own = SamlSettings(key_file=idp.key_path, cert_file=idp.cert_path, **settings)
+    return SamlHandler(own, HostInfo(issuer=IDP_ENTITY, data_dir=data_dir))
 
 
 def provider(handler: SamlHandler, name: str = "sp", **fields: Any) -> ProviderInfo:
@@ -246,7 +239,8 @@ def provider_session(**ids: Any) -> ProviderSessionInfo:
         "session_index": "_session-7",
         **ids,
     }
-    return ProviderSessionInfo(7, "s-1", "alice", "sp", **values)
+    identifiers = {name: value for name, value in values.items() if value is not None}
+    return ProviderSessionInfo(7, "s-1", "alice", "sp", identifiers)
 
 
 def context(event_type: str = "logout.user", attempt: int = 1) -> LogoutContext:

@@ -324,11 +324,10 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
     problems = []
     check = None
     if is_in_process(settings):
-        from orchestrator.writable import check_writable
-        from protocols import load_handlers
+        from orchestrator.handlers import load_handlers, start_handlers
 
         handlers = load_handlers(settings)
-        check_writable(settings, handlers)
+        start_handlers(settings, handlers)
         if wait <= 0:
             problems.append(_WAIT_PROBLEM)
         check = _served_bindings(settings)
@@ -468,13 +467,14 @@ def providers_load(ctx: click.Context, file: str) -> None:
     Every problem of the file is named at once (file, provider, field), before the
     database is reached.
     """
+    from orchestrator.handlers import load_handlers
     from orchestrator.providers_file import check_providers, read_providers_toml
     from orchestrator.runtime import Runtime
-    from protocols import load_handlers
 
     settings = _settings(ctx)
     handlers = load_handlers(settings)
-    checked = check_providers(read_providers_toml(_read(file, regular=True), file), handlers, file)
+    tables = read_providers_toml(_read(file, regular=True), file)
+    checked = check_providers(tables, handlers, file, egress_allow=settings.egress_allow)
     runtime = Runtime.start(settings, handlers=handlers)
     try:
         summary = runtime.registry.store_providers(checked)
@@ -717,9 +717,10 @@ def keys() -> None:
 
 
 def _oidc(ctx: click.Context) -> OidcHandler:
+    from orchestrator.handlers import build_handler
     from protocols.oidc import OidcHandler
 
-    return OidcHandler(_settings(ctx))
+    return build_handler(_settings(ctx), OidcHandler)
 
 
 @keys.command("generate")
@@ -740,7 +741,8 @@ def keys_generate(ctx: click.Context, alg: Algorithm, directory: str | None) -> 
     _console().print(f"kid {key.kid} ({key.alg}) written to {key.source}", markup=False)
     _console(stderr=True).print(
         "It is published in `keys jwks` now (when in the data directory or listed in "
-        "oidc_key_files); sign with it by setting oidc_active_kid once relying parties "
+        "key_files of [protocols.oidc]); sign with it by setting active_kid there (or "
+        "LOGOUT_OIDC_ACTIVE_KID) once relying parties "
         "have fetched the new JWKS.",
         markup=False,
     )
@@ -782,9 +784,10 @@ def saml() -> None:
 @click.pass_context
 def saml_metadata(ctx: click.Context) -> None:
     """Print the IdP metadata SPs trust: entity id, signing certificate, SLO/SSO endpoints."""
+    from orchestrator.handlers import build_handler
     from protocols.saml import SamlHandler
 
-    sys.stdout.write(SamlHandler(_settings(ctx)).metadata().decode("utf-8") + "\n")
+    sys.stdout.write(build_handler(_settings(ctx), SamlHandler).metadata().decode("utf-8") + "\n")
 
 
 @main.group()

@@ -100,6 +100,7 @@ def run_demo(out: Console, data_dir: str | None) -> int:
     out.rule("logout-orchestrator demo")
     out.print(f"data: {folder} (SQLite), broker: in-process", markup=False)
     runtime = Runtime.start(settings)
+    runtime.start_handlers()
     oidc = runtime.handlers.get("oidc")
     jwks = oidc.keys.jwks() if isinstance(oidc, OidcHandler) else {"keys": []}
     saml = runtime.handlers.get("saml")

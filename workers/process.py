@@ -19,13 +19,12 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 
 from orchestrator.errors import ConfigurationError, LogoutError
+from orchestrator.handlers import load_handlers, start_handlers
 from orchestrator.logging import configure_logging
 from orchestrator.metrics import multiprocess_dir, serve_metrics
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings, redact_url
 from orchestrator.store.engine import check_connection
-from orchestrator.writable import check_writable
-from protocols import load_handlers
 from schemas.errors import IncompleteError
 from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
@@ -152,7 +151,7 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
     # Nothing says "started" before the database and the broker have answered; handlers
     # load first, so a bad one stops the worker at once instead of after the wait.
     handlers = load_handlers(settings)
-    check_writable(settings, handlers)
+    start_handlers(settings, handlers)
     runtime = reach(lambda: Runtime.start(settings, migrate=migrate, handlers=handlers), stop)
     if runtime is None:
         return 0
@@ -243,7 +242,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, _stop)
     # Loads handlers (fails fast on a bad one), then migrates once, waiting for the database.
     handlers = load_handlers(settings)
-    check_writable(settings, handlers)
+    start_handlers(settings, handlers)
     runtime = reach(lambda: Runtime.start(settings, handlers=handlers), stopping)
     if runtime is None:
         return 0

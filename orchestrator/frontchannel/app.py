@@ -14,52 +14,65 @@ must be unguessable: it is the capability):
 ``GET  /plans/{plan_id}/native/{entry_id}`` one native step page
 ``POST /plans/{plan_id}/native/{entry_id}/skip``  ``reason=timeout|unreachable|returned``:
                                             ``frontchannel.skipped``
-``GET|POST /native/return``                 the SP's answer (``SAMLResponse``,
-                                            ``RelayState`` = delivery id):
+``GET|POST /native/return``                 the provider's answer; its handler says
+                                            which step (delivery) it answers and
+                                            with what outcome:
                                             ``frontchannel.completed``
 ``GET  /plans/{plan_id}/done``              the IdP's LogoutResponse to the SP that
                                             started (``plan.respond_to``), else 303 to
                                             ``next_url``
 ==========================================  ===========================================
 
-The SPs' SLO response location (``saml_slo_urls`` in the IdP metadata) is where
-``/native/return`` is mounted. Database work runs in Starlette's thread pool.
+Where providers send their answers (for SAML: the SLO response location, ``slo_urls`` of
+``[protocols.saml]`` in the IdP metadata) is where ``/native/return`` is mounted.
+Database work runs in Starlette's thread pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import parse_qsl
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
 from orchestrator.errors import InputError
-from orchestrator.frontchannel.csp import Page
-from orchestrator.frontchannel.errors import RenderError
 from orchestrator.frontchannel.outcomes import Ledger
+from orchestrator.frontchannel.plan_entries import (
+    MAX_ID,
+    Report,
+    Responder,
+    entry_of,
+    sent_entry,
+)
 from orchestrator.frontchannel.render import (
     render_iframe_stage,
     render_native_step,
     render_post_form,
 )
+from orchestrator.frontchannel.requests import (
+    Problem,
+    html_page,
+    media_type,
+    no_store,
+    read_body,
+    read_form,
+    see_other,
+    wrap,
+)
 from orchestrator.frontchannel.urls import check_local_url, check_url
 from orchestrator.runtime import Runtime
 from orchestrator.store import Provider, SessionFactory, utcnow
 from protocols import (
-    Channel,
     FrontchannelAnswer,
-    FrontchannelEntry,
     ProtocolHandler,
     ProviderInfo,
 )
@@ -77,117 +90,6 @@ NextUrl = str | Callable[[LogoutPlan], str]
 _REPORT_LIMIT = 2048
 _SKIP_LIMIT = 1024
 _SKIP_REASONS = frozenset({"timeout", "unreachable", "returned"})
-_MAX_ID = 255
-
-
-class _Report(BaseModel):
-    """What the iframe page reports for one frame."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    entry_id: str = Field(min_length=1, max_length=_MAX_ID)
-    outcome: Literal["loaded", "timed_out"]
-    elapsed_ms: int = Field(ge=0, le=3_600_000)
-
-
-@runtime_checkable
-class _Responder(Protocol):
-    """A handler that can answer the provider that started the logout (SAML)."""
-
-    def logout_response_entry(
-        self,
-        provider: ProviderInfo,
-        *,
-        in_response_to: str,
-        partial: bool,
-        relay_state: str | None,
-        now: datetime,
-    ) -> FrontchannelEntry: ...
-
-
-class _Problem(Exception):
-    """Ends a request with ``status`` and a plain message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _no_store(response: StarletteResponse) -> StarletteResponse:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def _see_other(url: str) -> StarletteResponse:
-    return _no_store(RedirectResponse(url, status_code=303))
-
-
-def _html(page: Page) -> StarletteResponse:
-    return HTMLResponse(page.html, headers=dict(page.headers))
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _Problem(413, f"request body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Problem(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-async def _form(request: Request, limit: int) -> dict[str, str]:
-    if _media_type(request) != "application/x-www-form-urlencoded":
-        raise _Problem(415, "expected an application/x-www-form-urlencoded form")
-    body = await _body(request, limit)
-    try:
-        pairs = parse_qsl(
-            body.decode("ascii"),
-            keep_blank_values=True,
-            strict_parsing=bool(body),
-            max_num_fields=16,
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _Problem(400, "the form is not a valid urlencoded form") from exc
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if name in form:
-            raise _Problem(400, f"the form repeats the field {name!r}")
-        form[name] = value
-    return form
-
-
-def _entry(plan: LogoutPlan, kind: str, entry_id: str) -> PlanEntry:
-    stage = plan.stage(IFRAME_STAGE if kind == "iframe" else NATIVE_STAGE)
-    for entry in stage.entries if stage is not None else ():
-        if entry.entry_id == entry_id:
-            return entry
-    raise _Problem(400, f"plan {plan.plan_id!r} has no {kind} entry {entry_id!r}")
-
-
-def _sent(entry: PlanEntry) -> FrontchannelEntry:
-    channel = (
-        Channel.FRONTCHANNEL_IFRAME if entry.binding == "iframe" else Channel.FRONTCHANNEL_NATIVE
-    )
-    return FrontchannelEntry(
-        provider=entry.provider,
-        protocol=entry.protocol,
-        channel=channel,
-        binding=entry.binding,
-        url=entry.url,
-        saml_request=entry.saml_request,
-        relay_state=entry.relay_state,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +114,11 @@ class FrontchannelApp:
         return f"{request.scope.get('root_path', '')}/plans/{plan_id}"
 
     async def _plan(self, plan_id: str) -> LogoutPlan:
-        if len(plan_id) > _MAX_ID:
-            raise _Problem(404, "no such logout plan")
+        if len(plan_id) > MAX_ID:
+            raise Problem(404, "no such logout plan")
         plan = await run_in_threadpool(self.ledger.plan, plan_id)
         if plan is None:
-            raise _Problem(404, f"no logout plan {plan_id!r} (unknown, or not built yet)")
+            raise Problem(404, f"no logout plan {plan_id!r} (unknown, or not built yet)")
         return plan
 
     def _final_url(self, plan: LogoutPlan) -> str:
@@ -229,7 +131,7 @@ class FrontchannelApp:
         if row is None or row.protocol != handler.protocol:
             return None
         try:
-            settings = handler.validate_settings(row.name, row.settings)
+            settings = handler.stored_settings(row.name, row.settings)
         except InputError:
             return None
         return ProviderInfo(
@@ -242,34 +144,34 @@ class FrontchannelApp:
         plan = await self._plan(request.path_params["plan_id"])
         base = self._base(request, plan.plan_id)
         if plan.stage(IFRAME_STAGE) is not None:
-            return _see_other(f"{base}/iframe")
-        return _see_other(f"{base}/native")
+            return see_other(f"{base}/iframe")
+        return see_other(f"{base}/native")
 
     async def iframe(self, request: Request) -> StarletteResponse:
         plan = await self._plan(request.path_params["plan_id"])
         base = self._base(request, plan.plan_id)
         if plan.stage(IFRAME_STAGE) is None:
-            return _see_other(f"{base}/native")
+            return see_other(f"{base}/native")
         page = render_iframe_stage(
             plan,
             report_url=f"{base}/report",
             next_url=f"{base}/native",
             report_grace_ms=self.report_grace_ms,
         )
-        return _html(page)
+        return html_page(page)
 
     async def report(self, request: Request) -> StarletteResponse:
         plan = await self._plan(request.path_params["plan_id"])
-        if _media_type(request) != "application/json":
-            raise _Problem(415, "expected application/json")
+        if media_type(request) != "application/json":
+            raise Problem(415, "expected application/json")
         try:
-            report = _Report.model_validate_json(await _body(request, _REPORT_LIMIT))
+            report = Report.model_validate_json(await read_body(request, _REPORT_LIMIT))
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
             )
-            raise _Problem(400, f"invalid report: {problems}") from exc
-        entry = _entry(plan, "iframe", report.entry_id)
+            raise Problem(400, f"invalid report: {problems}") from exc
+        entry = entry_of(plan, "iframe", report.entry_id)
         kind = (
             AuditType.FRONTCHANNEL_LOADED
             if report.outcome == "loaded"
@@ -284,7 +186,7 @@ class FrontchannelApp:
             {"elapsed_ms": report.elapsed_ms, "timeout_ms": entry.timeout_ms},
         )
         body = {"entry_id": entry.entry_id, "recorded": recorded.new, "outcome": recorded.outcome}
-        return _no_store(JSONResponse(body))
+        return no_store(JSONResponse(body))
 
     async def native(self, request: Request) -> StarletteResponse:
         plan = await self._plan(request.path_params["plan_id"])
@@ -294,28 +196,28 @@ class FrontchannelApp:
             outcomes = await run_in_threadpool(self.ledger.outcomes, plan)
             for entry in stage.entries:
                 if entry.entry_id not in outcomes:
-                    return _see_other(f"{base}/native/{entry.entry_id}")
-        return _see_other(f"{base}/done")
+                    return see_other(f"{base}/native/{entry.entry_id}")
+        return see_other(f"{base}/done")
 
     async def step(self, request: Request) -> StarletteResponse:
         plan = await self._plan(request.path_params["plan_id"])
-        entry = _entry(plan, "native", request.path_params["entry_id"])
+        entry = entry_of(plan, "native", request.path_params["entry_id"])
         base = self._base(request, plan.plan_id)
         outcomes = await run_in_threadpool(self.ledger.outcomes, plan)
         if entry.entry_id in outcomes:  # done already: never run a step twice
-            return _see_other(f"{base}/native")
+            return see_other(f"{base}/native")
         page = render_native_step(
             plan, entry.entry_id, skip_url=f"{base}/native/{entry.entry_id}/skip", probe=self.probe
         )
-        return _html(page)
+        return html_page(page)
 
     async def skip(self, request: Request) -> StarletteResponse:
         plan = await self._plan(request.path_params["plan_id"])
-        entry = _entry(plan, "native", request.path_params["entry_id"])
-        form = await _form(request, _SKIP_LIMIT)
+        entry = entry_of(plan, "native", request.path_params["entry_id"])
+        form = await read_form(request, _SKIP_LIMIT)
         reason = form.get("reason", "")
         if reason not in _SKIP_REASONS or set(form) != {"reason"}:
-            raise _Problem(400, f"reason must be one of {', '.join(sorted(_SKIP_REASONS))}")
+            raise Problem(400, f"reason must be one of {', '.join(sorted(_SKIP_REASONS))}")
         await run_in_threadpool(
             self.ledger.record,
             plan,
@@ -324,41 +226,39 @@ class FrontchannelApp:
             "skipped",
             {"reason": reason, "timeout_ms": entry.timeout_ms},
         )
-        return _see_other(f"{self._base(request, plan.plan_id)}/native")
+        return see_other(f"{self._base(request, plan.plan_id)}/native")
 
     async def answer(self, request: Request) -> StarletteResponse:
         if request.method == "POST":
-            form = await _form(request, self.answer_limit)
-            query = ""
-            relay_state = form.get("RelayState")
+            form, query = await read_form(request, self.answer_limit), ""
         else:
-            form = {}
-            query = request.url.query
+            form, query = {}, request.url.query
             if len(query) > self.answer_limit:
-                raise _Problem(414, "query too long")
-            relay_state = request.query_params.get("RelayState")
-        if not relay_state or len(relay_state) > _MAX_ID:
-            raise _Problem(400, "no RelayState: cannot tell which logout step this answers")
-        plan = await run_in_threadpool(self.ledger.plan_of_delivery, relay_state)
+                raise Problem(414, "query too long")
+        answer = FrontchannelAnswer(method=request.method, query=query, form=form)
+        found = (handler.answered_delivery(answer) for handler in self.handlers.values())
+        delivery_id = next((found_id for found_id in found if found_id), None)
+        if not delivery_id or len(delivery_id) > MAX_ID:
+            raise Problem(400, "no handler recognises this answer: cannot tell its logout step")
+        plan = await run_in_threadpool(self.ledger.plan_of_delivery, delivery_id)
         if plan is None:
-            raise _Problem(400, "the RelayState names no step of a logout plan")
+            raise Problem(400, "the answer names no step of a logout plan")
         stage = plan.stage(NATIVE_STAGE)
         entry = next(
-            (e for e in (stage.entries if stage else ()) if e.delivery_id == relay_state), None
+            (e for e in (stage.entries if stage else ()) if e.delivery_id == delivery_id), None
         )
         if entry is None:
             # An SP logged out in a frame may send its answer back inside that frame: the
             # frame's outcome is what the iframe page reports, so this only ends its load.
-            return _no_store(
+            return no_store(
                 HTMLResponse(
                     "<!doctype html><title>Signed out</title>",
                     headers={"Content-Security-Policy": "default-src 'none'"},
                 )
             )
-        answer = FrontchannelAnswer(method=request.method, query=query, form=form)
         await run_in_threadpool(self._record_answer, plan, entry, answer)
         root = request.scope.get("root_path", "")
-        return _see_other(f"{root}/plans/{plan.plan_id}/native")
+        return see_other(f"{root}/plans/{plan.plan_id}/native")
 
     def _record_answer(
         self, plan: LogoutPlan, entry: PlanEntry, answer: FrontchannelAnswer
@@ -373,7 +273,7 @@ class FrontchannelApp:
             detail["error"] = f"provider {entry.provider!r} or its handler is no longer configured"
         else:
             try:
-                handler.frontchannel_answer(provider, _sent(entry), answer)
+                handler.frontchannel_answer(provider, sent_entry(entry), answer)
             except DeliveryError as exc:
                 outcome, detail["error"] = "failed", exc.detail
                 for name, value in exc.facts.items():
@@ -389,20 +289,20 @@ class FrontchannelApp:
         final = self._final_url(plan)
         respond_to = plan.respond_to
         if respond_to is None:
-            return _see_other(final)
+            return see_other(final)
         handler = self.handlers.get(respond_to.protocol)
         provider = (
             await run_in_threadpool(self._provider, respond_to.provider, handler)
             if handler is not None
             else None
         )
-        if not isinstance(handler, _Responder) or provider is None:
+        if not isinstance(handler, Responder) or provider is None:
             _log.warning(
                 "cannot answer the provider that started the logout",
                 plan_id=plan.plan_id,
                 provider=respond_to.provider,
             )
-            return _see_other(final)
+            return see_other(final)
         partial = await run_in_threadpool(self.ledger.partial, plan)
         entry = await run_in_threadpool(
             lambda: handler.logout_response_entry(
@@ -421,33 +321,12 @@ class FrontchannelApp:
             partial=partial,
             binding=entry.binding,
         )
-        if entry.binding == "post" and entry.saml_response is not None:
-            fields = {"SAMLResponse": entry.saml_response}
-            if entry.relay_state is not None:
-                fields["RelayState"] = entry.relay_state
+        if entry.binding == "post" and entry.form:
             page = render_post_form(
-                entry.url, fields, message=f"Returning to {respond_to.provider}…"
+                entry.url, dict(entry.form), message=f"Returning to {respond_to.provider}…"
             )
-            return _html(page)
-        return _see_other(check_url(entry.url, "logout response url"))
-
-
-def _wrap(
-    endpoint: Callable[[Request], Any],
-) -> Callable[[Request], Any]:
-    async def call(request: Request) -> StarletteResponse:
-        try:
-            response: StarletteResponse = await endpoint(request)
-        except _Problem as problem:
-            if request.url.path.endswith("/report"):
-                return _no_store(JSONResponse({"error": problem.message}, problem.status))
-            return _no_store(PlainTextResponse(problem.message, problem.status))
-        except RenderError as exc:
-            _log.error("cannot render a logout page", error=str(exc))
-            return _no_store(PlainTextResponse(f"cannot render this logout step: {exc}", 500))
-        return response
-
-    return call
+            return html_page(page)
+        return see_other(check_url(entry.url, "logout response url"))
 
 
 def create_app(
@@ -469,6 +348,7 @@ def create_app(
     if isinstance(next_url, str):
         check_local_url(next_url, "next_url")
     limit = runtime.settings.response_body_limit * 2 + 4096  # base64, and the other fields
+    runtime.start_handlers()
     app = FrontchannelApp(
         sessions=runtime.sessions,
         handlers=runtime.handlers,
@@ -479,13 +359,13 @@ def create_app(
     )
     plan = "/plans/{plan_id}"
     routes = [
-        Route(plan, _wrap(app.start), methods=["GET"], name="plan"),
-        Route(f"{plan}/iframe", _wrap(app.iframe), methods=["GET"], name="iframe"),
-        Route(f"{plan}/report", _wrap(app.report), methods=["POST"], name="report"),
-        Route(f"{plan}/native", _wrap(app.native), methods=["GET"], name="native"),
-        Route(f"{plan}/native/{{entry_id}}", _wrap(app.step), methods=["GET"], name="step"),
-        Route(f"{plan}/native/{{entry_id}}/skip", _wrap(app.skip), methods=["POST"], name="skip"),
-        Route("/native/return", _wrap(app.answer), methods=["GET", "POST"], name="return"),
-        Route(f"{plan}/done", _wrap(app.done), methods=["GET"], name="done"),
+        Route(plan, wrap(app.start), methods=["GET"], name="plan"),
+        Route(f"{plan}/iframe", wrap(app.iframe), methods=["GET"], name="iframe"),
+        Route(f"{plan}/report", wrap(app.report), methods=["POST"], name="report"),
+        Route(f"{plan}/native", wrap(app.native), methods=["GET"], name="native"),
+        Route(f"{plan}/native/{{entry_id}}", wrap(app.step), methods=["GET"], name="step"),
+        Route(f"{plan}/native/{{entry_id}}/skip", wrap(app.skip), methods=["POST"], name="skip"),
+        Route("/native/return", wrap(app.answer), methods=["GET", "POST"], name="return"),
+        Route(f"{plan}/done", wrap(app.done), methods=["GET"], name="done"),
     ]
     return Starlette(routes=routes)

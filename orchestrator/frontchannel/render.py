@@ -215,11 +215,9 @@ def render_native_step(
     url = check_url(entry.url, f"entry {entry.entry_id!r} ({entry.provider!r}) url")
     skip_url = check_local_url(skip_url, "skip_url")
     if entry.binding == "post":
-        if not entry.saml_request:
-            raise RenderError(f"entry {entry.entry_id!r} uses the POST binding without a request")
-        fields = {"SAMLRequest": entry.saml_request}
-        if entry.relay_state is not None:
-            fields["RelayState"] = entry.relay_state
+        if not entry.form:
+            raise RenderError(f"entry {entry.entry_id!r} uses the POST binding without a form")
+        fields = dict(entry.form)
         action = (
             f'<form id="step" method="post" action="{_attr(url)}">{_hidden(fields)}'
             "<noscript><button>Continue</button></noscript></form>"

@@ -4,7 +4,7 @@
 transaction. Nothing is written until every record has passed: its binding modes against the
 configured GeoIP databases, its references (provider, IdP session), the IdP session's owner,
 and the provider session's identifiers against its protocol handler
-(:meth:`ProtocolHandler.validate_provider_session`). Then the rows, merged in memory exactly as
+(:meth:`ProtocolHandler.identifier_problems`). Then the rows, merged in memory exactly as
 one-by-one upserts would leave them (a session or provider session repeated in the input is
 one row, updated by each later record), go out as ``INSERT ... ON CONFLICT DO UPDATE`` in
 chunks of :data:`CHUNK` rows (SQLAlchemy sends each chunk as multi-row ``VALUES``), or on

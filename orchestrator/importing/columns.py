@@ -22,16 +22,9 @@ SESSIONS = IDP_SESSIONS
 LINKS = PROVIDER_SESSIONS
 #: The login address's facts a binding compares with.
 FACTS = ("asn", "as_org", "as_network", "continent", "country", "city", "lat", "long")
-#: A provider session's identifiers (its handler checks them).
-IDENTIFIERS = (
-    "sid",
-    "sub",
-    "name_id",
-    "name_id_format",
-    "name_qualifier",
-    "sp_name_qualifier",
-    "session_index",
-)
+#: A provider session's protocol identifiers: one JSON object, opaque to the host (its
+#: handler checks them).
+IDENTIFIERS = ("identifiers",)
 #: Columns an import sets on an IdP session that already exists (never its owner or end).
 SESSION_UPDATES = (
     "last_seen",

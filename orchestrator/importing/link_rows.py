@@ -8,11 +8,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from orchestrator.errors import Problem
-from orchestrator.importing.columns import IDENTIFIERS
 from orchestrator.importing.merged import Merged
 from orchestrator.importing.stored import existing_ids, providers, stored_links
 from orchestrator.store import utcnow
-from protocols import ProtocolHandler, ProviderInfo, ProviderSessionIdentifiers
+from protocols import ProtocolHandler, ProviderInfo
 from schemas import ProviderSessionRecord
 
 __all__ = ["LinkRows"]
@@ -86,15 +85,12 @@ class LinkRows:
                 "session_id": link.session_id,
                 "provider": link.provider,
                 "created_at": link.created or utcnow(),
-                **dict.fromkeys(IDENTIFIERS),
+                "identifiers": {},
             }
             self._merged.counts.links_created += 1
         else:
             self._merged.counts.links_updated += 1
-        for name in IDENTIFIERS:
-            value = getattr(link, name)
-            if value is not None:
-                row[name] = value
+        row["identifiers"] = {**row["identifiers"], **link.given_identifiers()}
         self._merged.links[key] = row
 
     def _check_identifiers(
@@ -113,6 +109,5 @@ class LinkRows:
                 counts.stale[info.name] = counts.stale.get(info.name, 0) + 1
                 continue
             row = self._merged.links[key]
-            identifiers = ProviderSessionIdentifiers(**{n: row[n] for n in IDENTIFIERS})
-            for problem in handler.validate_provider_session(info, identifiers):
+            for problem in handler.identifier_problems(info, row["identifiers"]):
                 self._merged.problems.append(Problem(label, problem.field, problem.message))

@@ -41,7 +41,7 @@ def providers(
             settings: Any = row["settings"]
             if handler is not None:
                 try:
-                    settings = handler.validate_settings(row["name"], row["settings"])
+                    settings = handler.stored_settings(row["name"], row["settings"])
                 except InputError:
                     settings = None
             found[row["name"]] = ProviderInfo(

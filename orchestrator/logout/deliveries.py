@@ -57,13 +57,7 @@ def provider_session(row: RowMapping, user_id: str) -> ProviderSessionInfo:
         session_id=row["session_id"],
         user_id=user_id,
         provider=row["provider"],
-        sid=row["sid"],
-        sub=row["sub"],
-        name_id=row["name_id"],
-        name_id_format=row["name_id_format"],
-        name_qualifier=row["name_qualifier"],
-        sp_name_qualifier=row["sp_name_qualifier"],
-        session_index=row["session_index"],
+        identifiers=row["identifiers"] or {},
     )
 
 
@@ -228,7 +222,7 @@ class Deliveries:
         key = (row["provider"], row["provider_updated_at"])
         if key not in self._settings_cache:
             try:
-                self._settings_cache[key] = handler.validate_settings(
+                self._settings_cache[key] = handler.stored_settings(
                     row["provider"], row["settings"]
                 )
             except InputError:

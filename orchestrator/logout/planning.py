@@ -86,8 +86,7 @@ def plan_entry(work: Work, timeouts: PlanTimeouts) -> PlanEntry | str:
         protocol=entry.protocol,
         binding=entry.binding,
         url=entry.url,
-        saml_request=entry.saml_request,
-        relay_state=entry.relay_state,
+        form=dict(entry.form),
         timeout_ms=timeouts.native_ms if native else timeouts.frame_ms,
     )
 

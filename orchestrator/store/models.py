@@ -149,13 +149,9 @@ class ProviderSession(Base):
         ForeignKey("idp_sessions.session_id", ondelete="CASCADE"), index=True
     )
     provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
-    sid: Mapped[str | None] = mapped_column(ID)
-    sub: Mapped[str | None] = mapped_column(ID)
-    name_id: Mapped[str | None] = mapped_column(Text)
-    name_id_format: Mapped[str | None] = mapped_column(ID)
-    name_qualifier: Mapped[str | None] = mapped_column(ID)
-    sp_name_qualifier: Mapped[str | None] = mapped_column(ID)
-    session_index: Mapped[str | None] = mapped_column(ID)
+    #: The protocol's identifiers (OIDC ``sid``/``sub``, SAML ``name_id`` ...), as its
+    #: handler accepted them: opaque to the host, never looked up by.
+    identifiers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
     # Indexed: a logout finds the provider sessions it ended by this column.

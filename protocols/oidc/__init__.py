@@ -3,7 +3,13 @@
 from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.handler import OidcHandler
 from protocols.oidc.keys import KeyRing, SigningKey, generate_key, load_key, thumbprint
-from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
+from protocols.oidc.settings import (
+    LogoutMethod,
+    OidcIdentifiers,
+    OidcProviderSettings,
+    OidcSettings,
+    parse_provider_settings,
+)
 from protocols.oidc.tokens import (
     BACKCHANNEL_LOGOUT_EVENT,
     LOGOUT_TOKEN_TYPE,
@@ -17,7 +23,9 @@ __all__ = [
     "KeyRing",
     "LogoutMethod",
     "OidcHandler",
+    "OidcIdentifiers",
     "OidcProviderSettings",
+    "OidcSettings",
     "SigningKey",
     "frontchannel_url",
     "generate_key",

@@ -3,56 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from protocols.base import (
     BackchannelRequest,
     Channel,
     FrontchannelEntry,
+    HostInfo,
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
-    ProviderSessionIdentifiers,
     ProviderSessionInfo,
 )
 from protocols.keyfiles import KeyDirectory
 from protocols.oidc.frontchannel import frontchannel_url
 from protocols.oidc.keys import KeyRing
-from protocols.oidc.settings import LogoutMethod, OidcProviderSettings, parse_provider_settings
+from protocols.oidc.settings import (
+    LogoutMethod,
+    OidcIdentifiers,
+    OidcProviderSettings,
+    OidcSettings,
+    parse_provider_settings,
+)
 from protocols.oidc.tokens import logout_token_claims, sign
 from schemas.errors import PermanentDeliveryError, Problem
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 __all__ = ["OidcHandler"]
 
 _FORM = "application/x-www-form-urlencoded"
-#: Identifiers of SAML sessions: an OIDC logout never carries them.
-_FOREIGN = ("name_id", "name_id_format", "name_qualifier", "sp_name_qualifier", "session_index")
 
 
-class OidcHandler(ProtocolHandler):
+class OidcHandler(ProtocolHandler[OidcSettings]):
     """OpenID Connect Back-Channel and Front-Channel Logout."""
 
     protocol = "oidc"
+    contract_version = "2.0"
+    settings_model = OidcSettings
+    identifier_model = OidcIdentifiers
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.keys = KeyRing(
-            settings.oidc_key_files, settings.data_dir / "oidc-keys", settings.oidc_active_kid
-        )
-        if settings.oidc_key_files:
-            _ = self.keys.active  # configured keys must load now: a bad one stops the worker
+    def __init__(self, settings: OidcSettings, host: HostInfo) -> None:
+        super().__init__(settings, host)
+        self.keys = KeyRing(settings.key_files, host.data_dir / "oidc-keys", settings.active_kid)
+        if settings.key_files:
+            self.keys.load()  # configured keys must load now: a bad one stops the worker
+
+    def start(self) -> None:
+        """Load the signing keys, generating the default one when there is none."""
+        self.keys.load()
 
     def key_directories(self) -> list[KeyDirectory]:
         """``<data_dir>/oidc-keys`` when a signing key will be generated there: no
-        ``oidc_key_files`` and no key generated before."""
-        directory = self.settings.data_dir / "oidc-keys"
-        if self.settings.oidc_key_files or any(directory.glob("*.pem")):
+        ``key_files`` and no key generated before."""
+        directory = self.host.data_dir / "oidc-keys"
+        if self.settings.key_files or any(directory.glob("*.pem")):
             return []
-        return [KeyDirectory(directory, "oidc_key_files (LOGOUT_OIDC_KEY_FILES)")]
+        return [KeyDirectory(directory, "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)")]
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
@@ -64,18 +70,14 @@ class OidcHandler(ProtocolHandler):
         return {} if uri is None else {"backchannel_logout_uri": uri}
 
     def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+        self, provider: ProviderInfo, identifiers: OidcIdentifiers
     ) -> list[Problem]:
         """What the client's logout needs: a back-channel logout token names ``sid`` or
         ``sub`` (Back-Channel Logout §2.4), ``sid`` when the client registered
         ``backchannel_logout_session_required``; a front-channel URL carries ``sid`` when
-        ``frontchannel_logout_session_required``. SAML identifiers are refused: never sent."""
+        ``frontchannel_logout_session_required``."""
         rp: OidcProviderSettings = provider.settings
-        problems = [
-            Problem("", name, f"is a SAML identifier; provider {provider.name!r} is OIDC")
-            for name in _FOREIGN
-            if getattr(identifiers, name) is not None
-        ]
+        problems: list[Problem] = []
         if identifiers.sid is None:
             if rp.method is LogoutMethod.BACKCHANNEL and rp.backchannel_logout_session_required:
                 problems.append(_sid_required(provider.name, "backchannel"))
@@ -103,18 +105,19 @@ class OidcHandler(ProtocolHandler):
     ) -> str:
         """A signed logout token naming exactly this provider session (fresh ``jti``)."""
         rp: OidcProviderSettings = provider.settings
-        if rp.backchannel_logout_session_required and session.sid is None:
+        ids = OidcIdentifiers.model_validate(session.identifiers)
+        if rp.backchannel_logout_session_required and ids.sid is None:
             raise PermanentDeliveryError(
                 "the client requires sid (backchannel_logout_session_required) and this "
                 "provider session has none"
             )
-        if session.sid is None and session.sub is None:
+        if ids.sid is None and ids.sub is None:
             raise PermanentDeliveryError("the provider session has neither sid nor sub")
         claims = logout_token_claims(
-            issuer=self.settings.issuer,
+            issuer=self.host.issuer,
             client_id=rp.client_id,
-            sub=session.sub,
-            sid=session.sid,
+            sub=ids.sub,
+            sid=ids.sid,
             now=context.now,
             lifetime=self.settings.logout_token_lifetime,
         )
@@ -142,8 +145,8 @@ class OidcHandler(ProtocolHandler):
         try:
             url = frontchannel_url(
                 rp.frontchannel_logout_uri,
-                issuer=self.settings.issuer,
-                sid=session.sid,
+                issuer=self.host.issuer,
+                sid=OidcIdentifiers.model_validate(session.identifiers).sid,
                 session_required=rp.frontchannel_logout_session_required,
             )
         except ValueError as exc:

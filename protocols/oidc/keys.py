@@ -53,7 +53,7 @@ class SigningKey:
     alg: Algorithm
     private_key: PrivateKey
     source: str
-    #: Generated into the data directory, rather than configured in ``oidc_key_files``.
+    #: Generated into the data directory, rather than configured in ``key_files``.
     generated: bool = False
 
     def __repr__(self) -> str:
@@ -94,7 +94,7 @@ def load_key(path: Path) -> SigningKey:
         data = read_regular_file(path, KEY_MAX)
     except UnreadableFileError as exc:
         raise ConfigurationError(
-            f"signing key {path}: {exc}; fix oidc_key_files (LOGOUT_OIDC_KEY_FILES)"
+            f"signing key {path}: {exc}; fix key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)"
         ) from exc
     try:
         private_key = serialization.load_pem_private_key(data, password=None)
@@ -126,7 +126,8 @@ class KeyRing:
     """Configured key files plus keys generated into the data directory.
 
     The active key is ``active_kid`` when given, else the first configured file, else the
-    oldest generated key. With no key at all, the first use generates one and says so.
+    oldest generated key. :meth:`load` reads them, at start-up (the handler's ``start``),
+    and generates one when there is none, saying so; signing never reads a file.
     """
 
     def __init__(
@@ -148,7 +149,8 @@ class KeyRing:
         if not keys:
             key = self._generate_once()
             _log.warning(
-                "generated a logout-token signing key; point oidc_key_files at managed keys "
+                "generated a logout-token signing key; point key_files of [protocols.oidc] at "
+                "managed keys "
                 "in production",
                 kid=key.kid,
                 alg=key.alg,
@@ -161,7 +163,7 @@ class KeyRing:
         unique = list(by_kid.values())
         if self._active_kid is not None and self._active_kid not in {k.kid for k in unique}:
             raise ConfigurationError(
-                f"oidc_active_kid {self._active_kid!r} is not among the keys "
+                f"active_kid of [protocols.oidc] {self._active_kid!r} is not among the keys "
                 f"({', '.join(k.kid for k in unique)})"
             )
         return unique
@@ -172,13 +174,24 @@ class KeyRing:
             existing = self._generated()
             return existing[0] if existing else replace(generate_key(self._dir), generated=True)
 
-    @property
-    def keys(self) -> list[SigningKey]:
-        """Every published key, loaded (and generated if none exist) on first use."""
+    def load(self) -> list[SigningKey]:
+        """Read every key (and generate the default one if none exist); once, later calls
+        return what was read."""
         with self._lock:
             if self._keys is None:
                 self._keys = self._load()
             return self._keys
+
+    @property
+    def keys(self) -> list[SigningKey]:
+        """Every published key, as :meth:`load` read them."""
+        keys = self._keys
+        if keys is None:
+            raise ConfigurationError(
+                "the OIDC signing keys are not loaded: the host starts the handler "
+                "(ProtocolHandler.start) before it signs"
+            )
+        return keys
 
     @property
     def active(self) -> SigningKey:
@@ -190,7 +203,7 @@ class KeyRing:
 
     def listing(self) -> list[dict[str, Any]]:
         """Every published key as ``keys list`` shows it: ``kid``, ``alg``, ``source``
-        (``file`` from ``oidc_key_files`` or ``generated`` into the data directory), its
+        (``file`` from ``key_files`` or ``generated`` into the data directory), its
         ``path`` and whether it ``signs`` (the active key). Never the key itself."""
         active = self.active.kid
         return [

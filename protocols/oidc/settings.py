@@ -3,14 +3,50 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocols.validation import check_uri, input_error, uri_form
+from protocols.validation import check_uri, input_error, text_list, uri_form
 from schemas.fields import Identifier
 
-__all__ = ["LogoutMethod", "OidcProviderSettings", "parse_provider_settings"]
+__all__ = [
+    "LogoutMethod",
+    "OidcIdentifiers",
+    "OidcProviderSettings",
+    "OidcSettings",
+    "parse_provider_settings",
+]
+
+
+class OidcIdentifiers(BaseModel):
+    """An OIDC provider session's identifiers, from the ID token the client received."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sid: str | None = Field(default=None, min_length=1, max_length=255)
+    sub: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class OidcSettings(BaseModel):
+    """The OIDC handler's own settings: ``[protocols.oidc]`` in the settings file,
+    ``LOGOUT_OIDC_<FIELD>`` in the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_files: list[Path] = Field(
+        default_factory=list,
+        description="PEM private keys (RS256 or ES256); all are published. A variable takes "
+        "one path, comma-separated paths or a JSON list. Default: one generated into "
+        "<data_dir>/oidc-keys",
+    )
+    active_kid: str | None = Field(default=None, description="kid of the signing key")
+    logout_token_lifetime: int = Field(
+        default=120, ge=10, le=120, description="seconds a logout token is valid"
+    )
+
+    _lists = field_validator("key_files", mode="before")(text_list)
 
 
 class LogoutMethod(StrEnum):

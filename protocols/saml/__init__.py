@@ -29,7 +29,9 @@ from protocols.saml.refusals import (
 )
 from protocols.saml.settings import (
     LogoutMethod,
+    SamlIdentifiers,
     SamlProviderSettings,
+    SamlSettings,
     SlsBinding,
     parse_provider_settings,
 )
@@ -51,7 +53,9 @@ __all__ = [
     "MessageError",
     "NameId",
     "SamlHandler",
+    "SamlIdentifiers",
     "SamlProviderSettings",
+    "SamlSettings",
     "SignatureRefusedError",
     "SlsBinding",
     "Trust",

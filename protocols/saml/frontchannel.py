@@ -53,8 +53,9 @@ def _root(data: bytes, limit: int, what: str) -> etree._Element:
 
 def sent_request_id(sent: FrontchannelEntry, *, limit: int) -> str:
     """The ``ID`` of the LogoutRequest a native step carried (POST form or redirect URL)."""
-    if sent.saml_request is not None:
-        root = _root(_b64(sent.saml_request, "the step's SAMLRequest"), limit, "the request")
+    posted = sent.form.get("SAMLRequest")
+    if posted is not None:
+        root = _root(_b64(posted, "the step's SAMLRequest"), limit, "the request")
     else:
         fields = dict(parse_qsl(urlsplit(sent.url).query))
         if "SAMLRequest" not in fields:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocols.base import (
     BackchannelRequest,
@@ -12,10 +12,10 @@ from protocols.base import (
     Channel,
     FrontchannelAnswer,
     FrontchannelEntry,
+    HostInfo,
     LogoutContext,
     ProtocolHandler,
     ProviderInfo,
-    ProviderSessionIdentifiers,
     ProviderSessionInfo,
     classify_status,
 )
@@ -36,15 +36,15 @@ from protocols.saml.metadata import endpoints, idp_metadata
 from protocols.saml.parsing import MessageError, parse_xml
 from protocols.saml.settings import (
     LogoutMethod,
+    SamlIdentifiers,
     SamlProviderSettings,
+    SamlSettings,
     SlsBinding,
     parse_provider_settings,
+    parse_stored_settings,
 )
 from protocols.saml.signing import sign_enveloped
 from schemas.errors import PermanentDeliveryError, Problem
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 __all__ = ["SamlHandler"]
 
@@ -55,27 +55,38 @@ _CHANNELS = {
 }
 
 
-class SamlHandler(ProtocolHandler):
+class SamlHandler(ProtocolHandler[SamlSettings]):
     """SAML 2.0 Single Logout, the IdP (session authority) side."""
 
     protocol = "saml"
+    contract_version = "2.0"
+    settings_model = SamlSettings
+    identifier_model = SamlIdentifiers
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.identity = IdentitySource(settings)
+    def __init__(self, settings: SamlSettings, host: HostInfo) -> None:
+        super().__init__(settings, host)
+        self.identity = IdentitySource(settings, host)
         if self.identity.configured:
-            _ = self.identity.current  # a configured key must load now: a bad one stops the worker
+            self.identity.load()  # a configured key must load now: a bad one stops the worker
+
+    def start(self) -> None:
+        """Load the IdP's key and certificate, generating a self-signed pair if none."""
+        self.identity.load()
 
     def key_directories(self) -> list[KeyDirectory]:
         """``<data_dir>/saml-idp`` unless the key and certificate are configured: the
         generated pair is kept (and locked while it is made or read) there."""
-        if self.settings.saml_key_file is not None:
+        if self.settings.key_file is not None:
             return []
-        directory = self.settings.data_dir / "saml-idp"
-        return [KeyDirectory(directory, "saml_key_file and saml_cert_file")]
+        directory = self.host.data_dir / "saml-idp"
+        return [KeyDirectory(directory, "key_file and cert_file of [protocols.saml]")]
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)
+
+    def stored_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
+        """The stored settings hold the SP's certificate as PEM: no file is read."""
+        return parse_stored_settings(provider, settings)
 
     def outgoing_urls(self, settings: Any) -> dict[str, str]:
         """The SLS URL when the SOAP binding sends to it (Redirect and POST: the browser)."""
@@ -83,16 +94,12 @@ class SamlHandler(ProtocolHandler):
         return {"sls_url": sp.sls_url} if sp.sls_binding is SlsBinding.SOAP else {}
 
     def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: ProviderSessionIdentifiers
+        self, provider: ProviderInfo, identifiers: SamlIdentifiers
     ) -> list[Problem]:
         """A LogoutRequest names the session by the ``NameID`` issued to the SP (SAML Core
         §3.7.1), so ``name_id`` is required; ``session_index`` narrows it to one session
-        (without it the SP ends all of that NameID's sessions). OIDC identifiers are refused."""
-        problems = [
-            Problem("", name, f"is an OIDC identifier; provider {provider.name!r} is SAML")
-            for name in ("sid", "sub")
-            if getattr(identifiers, name) is not None
-        ]
+        (without it the SP ends all of that NameID's sessions)."""
+        problems: list[Problem] = []
         if not identifiers.name_id:
             problems.append(
                 Problem(
@@ -110,7 +117,7 @@ class SamlHandler(ProtocolHandler):
 
     def metadata(self) -> bytes:
         """The IdP's metadata document (``saml metadata``)."""
-        slo, sso = endpoints(self.settings)
+        slo, sso = endpoints(self.settings, self.host.issuer)
         return serialize(idp_metadata(self.identity.current, slo=slo, sso=sso), pretty=True)
 
     def logout_request(
@@ -118,21 +125,22 @@ class SamlHandler(ProtocolHandler):
     ) -> LogoutRequest:
         """An unsigned LogoutRequest for exactly this provider session (fresh ``ID``)."""
         sp: SamlProviderSettings = provider.settings
-        if session.name_id is None:
+        ids = SamlIdentifiers.model_validate(session.identifiers)
+        if ids.name_id is None:
             raise PermanentDeliveryError("the provider session has no name_id")
         return logout_request(
             issuer=self.identity.current.entity_id,
             destination=sp.sls_url,
             name_id=NameId(
-                session.name_id,
-                session.name_id_format,
-                session.name_qualifier,
-                session.sp_name_qualifier,
+                ids.name_id,
+                ids.name_id_format,
+                ids.name_qualifier,
+                ids.sp_name_qualifier,
             ),
-            session_index=session.session_index,
+            session_index=ids.session_index,
             reason=reason_for(context.event_type),
             now=context.now,
-            lifetime=self.settings.saml_request_lifetime,
+            lifetime=self.settings.request_lifetime,
         )
 
     def _sign(self, sp: SamlProviderSettings, built: LogoutRequest) -> None:
@@ -178,7 +186,7 @@ class SamlHandler(ProtocolHandler):
             raise PermanentDeliveryError("the request has no ID to match the response to")
         try:
             envelope = parse_xml(
-                response.content, limit=self.settings.response_body_limit, what="the SOAP response"
+                response.content, limit=self.host.response_body_limit, what="the SOAP response"
             )
             answer = read_logout_response(
                 soap_body(envelope),
@@ -217,8 +225,7 @@ class SamlHandler(ProtocolHandler):
                 channel=channel,
                 binding="post",
                 url=sp.sls_url,
-                saml_request=post_value(built.element),
-                relay_state=relay_state,
+                form={"SAMLRequest": post_value(built.element), "RelayState": relay_state},
             )
         url = redirect_url(
             sp.sls_url,
@@ -235,6 +242,14 @@ class SamlHandler(ProtocolHandler):
             url=url,
         )
 
+    def answered_delivery(self, answer: FrontchannelAnswer) -> str | None:
+        """The ``RelayState`` of an SP's LogoutResponse: our native steps carry the
+        delivery id there."""
+        if answer.field("SAMLResponse") is None:
+            return None
+        relay_state = answer.field("RelayState")
+        return relay_state or None
+
     def frontchannel_answer(
         self, provider: ProviderInfo, sent: FrontchannelEntry, answer: FrontchannelAnswer
     ) -> None:
@@ -243,9 +258,7 @@ class SamlHandler(ProtocolHandler):
         ``InResponseTo`` the step's request ``ID``; only ``Success`` returns."""
         sp: SamlProviderSettings = provider.settings
         try:
-            status = read_frontchannel_answer(
-                sp, sent, answer, limit=self.settings.response_body_limit
-            )
+            status = read_frontchannel_answer(sp, sent, answer, limit=self.host.response_body_limit)
         except MessageError as exc:
             raise PermanentDeliveryError(str(exc)) from exc
         if not status.success:
@@ -264,7 +277,7 @@ class SamlHandler(ProtocolHandler):
     ) -> FrontchannelEntry:
         """The last step of a logout an SP started in the browser: the IdP's signed
         LogoutResponse to it, ``Success`` (with ``PartialLogout`` when ``partial``), by the
-        SP's binding: a signed redirect URL, or a POST form with ``saml_response``.
+        SP's binding: a signed redirect URL, or a POST form with ``SAMLResponse``.
 
         An SP that sent its LogoutRequest over SOAP gets the answer in the HTTP response:
         ``soap_envelope(logout_response(...))``.
@@ -290,8 +303,7 @@ class SamlHandler(ProtocolHandler):
                 channel=Channel.FRONTCHANNEL_NATIVE,
                 binding="post",
                 url=sp.sls_url,
-                saml_response=post_value(response),
-                relay_state=relay_state,
+                form=_form(SAMLResponse=post_value(response), RelayState=relay_state),
             )
         url = redirect_url(
             sp.sls_url, response, parameter="SAMLResponse", relay_state=relay_state, key=key
@@ -316,3 +328,8 @@ def _unreadable(exc: MessageError, response: BackchannelResponse) -> str:
         "the SOAP response is an HTML page (Content-Type: text/html), not a SOAP envelope: "
         f"the SP answered with an error or sign-in page ({exc})"
     )
+
+
+def _form(**fields: str | None) -> dict[str, str]:
+    """A POST form's fields, those without a value left out."""
+    return {name: value for name, value in fields.items() if value is not None}

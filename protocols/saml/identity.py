@@ -1,8 +1,8 @@
 """The IdP's SAML identity: its entity id, RSA signing key and X.509 certificate.
 
-From ``saml_key_file`` and ``saml_cert_file`` when configured; otherwise a self-signed pair
-is generated into ``<data_dir>/saml-idp/`` on first use (under a file lock, so several
-worker processes make one) and reused from then on.
+From ``key_file`` and ``cert_file`` of ``[protocols.saml]`` when configured; otherwise a
+self-signed pair is generated into ``<data_dir>/saml-idp/`` when the handler starts (under a
+file lock, so several worker processes make one) and reused from then on.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from protocols.keyfiles import directory_lock, write_private
 from protocols.saml.uris import RSA_MIN_BITS
 from schemas.errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
+if TYPE_CHECKING:  # the settings module imports this one (certificate fingerprints)
+    from protocols.base import HostInfo
+    from protocols.saml.settings import SamlSettings
 
 __all__ = [
     "IdentitySource",
@@ -122,8 +123,8 @@ def _load_certificate(path: Path, what: str) -> x509.Certificate:
 
 def load_identity(entity_id: str, key_file: Path, cert_file: Path) -> IdpIdentity:
     """The configured key and certificate; they must belong together."""
-    key = _load_key(key_file, "saml_key_file")
-    certificate = _load_certificate(cert_file, "saml_cert_file")
+    key = _load_key(key_file, "key_file of [protocols.saml]")
+    certificate = _load_certificate(cert_file, "cert_file of [protocols.saml]")
     return _identity(entity_id, key, certificate, f"{key_file} + {cert_file}")
 
 
@@ -167,41 +168,53 @@ def generate_identity(entity_id: str, directory: Path) -> tuple[IdpIdentity, boo
 
 
 class IdentitySource:
-    """The identity in force for a :class:`Settings`, loaded (or generated) on first use."""
+    """The identity in force for the handler's settings, loaded (or generated) once, by
+    :meth:`load` at start-up; signing never reads a file."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SamlSettings, host: HostInfo) -> None:
         self._settings = settings
+        self._host = host
         self._lock = threading.Lock()
         self._identity: IdpIdentity | None = None
 
     @property
     def entity_id(self) -> str:
-        """``saml_entity_id``, else the ``issuer``."""
-        return self._settings.effective_saml_entity_id
+        """``entity_id``, else the ``issuer``."""
+        return self._settings.entity_id_for(self._host.issuer)
 
     @property
     def configured(self) -> bool:
         """True when the key and certificate come from the settings."""
-        return self._settings.saml_key_file is not None
+        return self._settings.key_file is not None
 
     def _load(self) -> IdpIdentity:
         s = self._settings
-        if s.saml_key_file is not None and s.saml_cert_file is not None:
-            return load_identity(self.entity_id, s.saml_key_file, s.saml_cert_file)
-        identity, made = generate_identity(self.entity_id, s.data_dir / "saml-idp")
+        if s.key_file is not None and s.cert_file is not None:
+            return load_identity(self.entity_id, s.key_file, s.cert_file)
+        identity, made = generate_identity(self.entity_id, self._host.data_dir / "saml-idp")
         if made:
             _log.warning(
-                "generated a SAML signing key and self-signed certificate; point "
-                "saml_key_file and saml_cert_file at managed ones in production",
+                "generated a SAML signing key and self-signed certificate; point key_file "
+                "and cert_file of [protocols.saml] at managed ones in production",
                 path=identity.source,
                 sha256_fingerprint=identity.fingerprint,
             )
         return identity
 
-    @property
-    def current(self) -> IdpIdentity:
-        """The identity; the first call loads or generates it."""
+    def load(self) -> IdpIdentity:
+        """Load (or generate) the identity; once, later calls return what was loaded."""
         with self._lock:
             if self._identity is None:
                 self._identity = self._load()
             return self._identity
+
+    @property
+    def current(self) -> IdpIdentity:
+        """The identity :meth:`load` loaded."""
+        identity = self._identity
+        if identity is None:
+            raise ConfigurationError(
+                "the SAML key and certificate are not loaded: the host starts the handler "
+                "(ProtocolHandler.start) before it signs"
+            )
+        return identity

@@ -6,19 +6,20 @@ as the metadata schema orders it): ``alg:DigestMethod`` elements, then ``alg:Sig
 ones, each most preferred first. An SP reading them (Shibboleth SP 3 does) then signs its
 messages to us with SHA-256 rather than its SHA-1 default.
 
-The endpoints are the IdP web component's, not this service's: ``saml_slo_urls`` and
-``saml_sso_urls`` (binding → URL), by default ``<issuer>/saml/slo`` and ``<issuer>/saml/sso``
-for the Redirect and POST bindings. Metadata needs at least one ``SingleSignOnService``.
+The endpoints are the IdP web component's, not this service's: ``slo_urls`` and
+``sso_urls`` of ``[protocols.saml]`` (binding → URL), by default ``<issuer>/saml/slo`` and
+``<issuer>/saml/sso`` for the Redirect and POST bindings. Metadata needs at least one
+``SingleSignOnService``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from protocols.saml.identity import IdpIdentity
+from protocols.saml.settings import SamlSettings
 from protocols.saml.signing import ACCEPTED_DIGESTS, ACCEPTED_SIGNATURES
 from protocols.saml.uris import (
     ALGSUPPORT_NS,
@@ -30,9 +31,6 @@ from protocols.saml.uris import (
     PROTOCOL_NS,
     RSA_MIN_BITS,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.settings import Settings
 
 __all__ = ["BINDINGS", "endpoints", "idp_metadata"]
 
@@ -48,9 +46,9 @@ _DS = f"{{{DSIG_NS}}}"
 _ALG = f"{{{ALGSUPPORT_NS}}}"
 
 
-def endpoints(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+def endpoints(settings: SamlSettings, issuer: str) -> tuple[dict[str, str], dict[str, str]]:
     """The SingleLogoutService and SingleSignOnService URLs by binding name."""
-    return settings.effective_saml_slo_urls, settings.effective_saml_sso_urls
+    return settings.endpoints_for(issuer)
 
 
 def idp_metadata(

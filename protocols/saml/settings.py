@@ -12,32 +12,47 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Self
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_file
 from protocols.saml.trust import Trust
 from protocols.saml.uris import RSA_MIN_BITS
-from protocols.validation import check_uri, input_error, uri_form
+from protocols.validation import check_uri, input_error, json_text, uri_form
 from schemas.fields import LongIdentifier
 
 __all__ = [
     "METHOD_BINDINGS",
     "AdvertisedAlgorithms",
     "LogoutMethod",
+    "SamlIdentifiers",
     "SamlProviderSettings",
+    "SamlSettings",
     "SloEndpoint",
     "SlsBinding",
     "certificate_pem",
     "load_certificates",
     "parse_provider_settings",
+    "parse_stored_settings",
 ]
 
 _PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+#: The validation context of stored settings: no file is read (the request path).
+STORED = {"stored": True}
 
 
 class SlsBinding(StrEnum):
@@ -65,6 +80,77 @@ _DEFAULT_METHOD = {
     SlsBinding.REDIRECT: LogoutMethod.FRONTCHANNEL_IFRAME,
     SlsBinding.POST: LogoutMethod.FRONTCHANNEL_NATIVE,
 }
+
+
+IdpBinding = Literal["soap", "redirect", "post"]
+
+
+class SamlIdentifiers(BaseModel):
+    """A SAML provider session's identifiers: the ``NameID`` issued to the SP (with its
+    format and qualifiers) and the ``SessionIndex`` of the assertion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name_id: str | None = Field(default=None, min_length=1, max_length=1024)
+    name_id_format: str | None = Field(default=None, min_length=1, max_length=255)
+    name_qualifier: str | None = Field(default=None, min_length=1, max_length=1024)
+    sp_name_qualifier: str | None = Field(default=None, min_length=1, max_length=1024)
+    session_index: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class SamlSettings(BaseModel):
+    """The SAML handler's own settings (the IdP side): ``[protocols.saml]`` in the settings
+    file, ``LOGOUT_SAML_<FIELD>`` in the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity_id: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="default: the issuer"
+    )
+    key_file: Path | None = Field(default=None, description="PEM RSA key signing SAML")
+    cert_file: Path | None = Field(default=None, description="its PEM X.509 certificate")
+    request_lifetime: int = Field(
+        default=120, ge=10, le=3600, description="seconds a LogoutRequest is valid"
+    )
+    slo_urls: dict[IdpBinding, str] = Field(
+        default_factory=dict, description="the IdP's SLO endpoints in its metadata"
+    )
+    sso_urls: dict[IdpBinding, str] = Field(
+        default_factory=dict, description="the IdP's SSO endpoints in its metadata"
+    )
+
+    _json = field_validator("slo_urls", "sso_urls", mode="before")(json_text)
+
+    @field_validator("slo_urls", "sso_urls")
+    @classmethod
+    def _absolute_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for binding, url in value.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.netloc:
+                raise ValueError(f"{binding}: {url!r} is not an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.key_file is None) != (self.cert_file is None):
+            raise ValueError("key_file and cert_file go together: set both or neither")
+        return self
+
+    def entity_id_for(self, issuer: str) -> str:
+        """``entity_id``, else the ``issuer``."""
+        return self.entity_id or issuer
+
+    def endpoints_for(self, issuer: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The SLO and SSO URLs by binding: as configured, else ``<issuer>/saml/slo`` and
+        ``<issuer>/saml/sso`` for the Redirect and POST bindings."""
+        return _endpoints(self.slo_urls, issuer, "slo"), _endpoints(self.sso_urls, issuer, "sso")
+
+
+def _endpoints(configured: Mapping[IdpBinding, str], issuer: str, service: str) -> dict[str, str]:
+    if configured:
+        return {str(binding): url for binding, url in configured.items()}
+    base = issuer.rstrip("/")
+    return {binding: f"{base}/saml/{service}" for binding in ("redirect", "post")}
 
 
 def load_certificates(pem: str) -> list[x509.Certificate]:
@@ -154,8 +240,12 @@ class SamlProviderSettings(BaseModel):
 
     @field_validator("sp_certificate")
     @classmethod
-    def _read_certificate(cls, value: str | None) -> str | None:
-        return None if value is None else certificate_pem(value)
+    def _read_certificate(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.context == STORED and not value.lstrip().startswith(_PEM_CERTIFICATE):
+            raise ValueError("stored settings hold the PEM, not a path; run providers load again")
+        return certificate_pem(value)
 
     _uri_form = field_validator("sls_url")(uri_form)
 
@@ -188,6 +278,15 @@ class SamlProviderSettings(BaseModel):
         """What the SP's signatures are checked against (no certificate: nothing verifies)."""
         certificates = load_certificates(self.sp_certificate) if self.sp_certificate else []
         return Trust.of(certificates, allow_sha1=self.allow_sha1_signatures)
+
+
+def parse_stored_settings(provider: str, settings: Any) -> SamlProviderSettings:
+    """Settings as :func:`parse_provider_settings` returned them and the host stored them:
+    validated again without reading any file."""
+    try:
+        return SamlProviderSettings.model_validate(settings, context=STORED)
+    except ValidationError as exc:
+        raise input_error(exc, provider, SamlProviderSettings) from exc
 
 
 def parse_provider_settings(provider: str, settings: Any) -> SamlProviderSettings:

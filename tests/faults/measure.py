@@ -204,7 +204,8 @@ def measure(
     )
     doubled = allowed = 0
     for delivery, link in rows:
-        subject = link.sid if link.sid is not None else link.session_index
+        ids = link.identifiers
+        subject = ids["sid"] if ids.get("sid") is not None else ids.get("session_index")
         extra = posts.get((delivery.provider, str(subject)), 0) - 1
         if extra <= 0:
             continue

@@ -56,9 +56,9 @@ class Ledger:
         for number, (provider, fields) in enumerate(
             (("wiki", {"sid": f"sid-{n}"}), ("payroll", {"session_index": f"idx-{n}"}))
         ):
-            link = ProviderSession(id=n * 10 + number, session_id=session, provider=provider)
-            for key, value in fields.items():
-                setattr(link, key, value)
+            link = ProviderSession(
+                id=n * 10 + number, session_id=session, provider=provider, identifiers=fields
+            )
             self.db.add(link)
             delivery_id = str(uuid.uuid4())
             self.db.add(

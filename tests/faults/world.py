@@ -105,6 +105,7 @@ class World:
         """Start the relying parties, load both providers and ``count`` IdP sessions with a
         provider session at each; returns one ``logout.user`` event per session."""
         with self.stack.runtime() as runtime:
+            runtime.start_handlers()
             oidc, saml = runtime.handlers["oidc"], runtime.handlers["saml"]
             assert isinstance(oidc, OidcHandler)
             assert isinstance(saml, SamlHandler)

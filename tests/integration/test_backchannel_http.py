@@ -32,7 +32,7 @@ class HttpProto(protocols.ProtocolHandler):
     def backchannel_request(self, provider, session, context):
         return protocols.BackchannelRequest(
             url=provider.settings["url"],
-            content=f"session={session.sid}".encode(),
+            content=f"session={session.identifiers.get('sid')}".encode(),
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
 '''

@@ -52,7 +52,12 @@ def servers() -> Iterator[LoopbackServers[RecordingServer]]:
 
 def idp_settings(keys: KeyPair) -> dict[str, Any]:
     """The IdP's issuer and SAML key, the same for the worker and the web app."""
-    return {"issuer": ISSUER, "saml_key_file": keys.key_path, "saml_cert_file": keys.cert_path}
+    return {
+        "issuer": ISSUER,
+        "protocol_settings": {
+            "saml": {"key_file": str(keys.key_path), "cert_file": str(keys.cert_path)}
+        },
+    }
 
 
 def worker_env(keys: KeyPair) -> dict[str, str]:

@@ -136,7 +136,12 @@ def saml_link(provider: str) -> dict[str, Any]:
 
 def idp_settings(keys: KeyPair) -> dict[str, Any]:
     """The IdP's issuer and SAML key, the same for the worker and the web app."""
-    return {"issuer": ISSUER, "saml_key_file": keys.key_path, "saml_cert_file": keys.cert_path}
+    return {
+        "issuer": ISSUER,
+        "protocol_settings": {
+            "saml": {"key_file": str(keys.key_path), "cert_file": str(keys.cert_path)}
+        },
+    }
 
 
 def worker_env(keys: KeyPair) -> dict[str, str]:
@@ -194,11 +199,7 @@ def test_native_chain_goes_on_past_a_silent_sp(
 
     plan_id = str(uuid.uuid4())
     logout = event("logout.user", session_id="s-1", plan_id=plan_id)
-    settings: dict[str, Any] = {
-        "issuer": ISSUER,
-        "saml_key_file": idp.key_path,
-        "saml_cert_file": idp.cert_path,
-    }
+    settings = idp_settings(idp)
     with stack.runtime(**settings) as runtime, idp_web(runtime) as web:
         for sp in (payroll, expenses, travel):
             if sp is not None:
@@ -277,11 +278,7 @@ def test_sp_started_logout_answers_partial(
         in_response_to="_portal-request-1",
         relay_state="back-to-portal",
     )
-    settings: dict[str, Any] = {
-        "issuer": ISSUER,
-        "saml_key_file": idp.key_path,
-        "saml_cert_file": idp.cert_path,
-    }
+    settings = idp_settings(idp)
     with stack.runtime(**settings) as runtime, idp_web(runtime) as web:
         for sp in (portal, payroll, travel):
             sp.idp_cert, sp.return_url = idp.cert_pem, web.return_url

@@ -74,7 +74,7 @@ def test_publish_in_process_with_an_unwritable_data_dir_is_refused_at_start(
         ExitCode.CONFIGURATION,
         "cannot write generated signing keys to /proc/x/oidc-keys",
         "LOGOUT_DATA_DIR (environment)",
-        "oidc_key_files (LOGOUT_OIDC_KEY_FILES)",
+        "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)",
     )
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stdout == ""

@@ -79,7 +79,10 @@ def _providers(stack: Stack) -> dict[str, Provider]:
 
 def _links(stack: Stack) -> set[tuple[str, str, str | None]]:
     with stack.db() as db:
-        return {(p.session_id, p.provider, p.sid) for p in db.scalars(select(ProviderSession))}
+        return {
+            (p.session_id, p.provider, p.identifiers.get("sid"))
+            for p in db.scalars(select(ProviderSession))
+        }
 
 
 def _sessions(stack: Stack) -> dict[str, str]:

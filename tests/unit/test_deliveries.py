@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from orchestrator import HandleResult, Settings
 from orchestrator.audit import write_audit
 from orchestrator.errors import InputError, PermanentDeliveryError, Problem
+from orchestrator.handlers import build_handler
 from orchestrator.leases import Leases
 from orchestrator.logging import configure_logging
 from orchestrator.logout import Attempts, LogoutEngine, Outcome, RetryScheduler, Work
@@ -68,7 +69,7 @@ class _TestHandler(ProtocolHandler):
     ) -> BackchannelRequest:
         return BackchannelRequest(
             url=str(provider.settings["url"]),
-            content=f"sid={session.sid}".encode(),
+            content=f"sid={session.identifiers.get('sid')}".encode(),
             headers={"content-type": "application/x-www-form-urlencoded"},
         )
 
@@ -244,7 +245,7 @@ def env(tmp_path: Path) -> Iterator[_Env]:
     upgrade(engine)
     settings = Settings.load(None, data_dir=tmp_path, protocols=[])
     handlers: dict[str, ProtocolHandler] = {
-        cls.protocol: cls(settings)
+        cls.protocol: build_handler(settings, cls)
         for cls in (_TestHandler, _RefusingHandler, _IframeHandler, _StrictHandler)
     }
     rps = _RelyingParties()

@@ -13,8 +13,9 @@ import pytest
 from orchestrator import InputError, Settings
 from orchestrator.egress import EgressPolicy
 from orchestrator.egress_screen import screen_urls
+from orchestrator.handlers import load_handlers
 from orchestrator.providers_file import CheckedProviders, check_providers
-from protocols import ProtocolHandler, load_handlers
+from protocols import ProtocolHandler
 
 #: What the stand-in DNS answers; any other name does not resolve.
 DNS: Mapping[str, list[str]] = {
@@ -31,8 +32,17 @@ def _resolve(host: str, port: int) -> list[str]:
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
 
-def _handlers(settings: Settings, **changes: Any) -> dict[str, ProtocolHandler]:
-    return load_handlers(settings.with_overrides(protocols=["oidc", "saml"], **changes))
+class _Loaded(dict[str, ProtocolHandler]):
+    """The handlers, and the egress_allow of the settings they were loaded with."""
+
+    egress_allow: tuple[str, ...] = ()
+
+
+def _handlers(settings: Settings, **changes: Any) -> _Loaded:
+    changed = settings.with_overrides(protocols=["oidc", "saml"], **changes)
+    loaded = _Loaded(load_handlers(changed))
+    loaded.egress_allow = tuple(changed.egress_allow)
+    return loaded
 
 
 def _oidc(url: str) -> dict[str, Any]:
@@ -50,13 +60,12 @@ def _saml(url: str, binding: str = "soap") -> dict[str, Any]:
     }
 
 
-def _check(
-    tables: list[dict[str, Any]], handlers: Mapping[str, ProtocolHandler]
-) -> CheckedProviders:
-    return check_providers(tables, handlers, "p.toml", resolve=_resolve)
+def _check(tables: list[dict[str, Any]], handlers: _Loaded) -> CheckedProviders:
+    allow = handlers.egress_allow
+    return check_providers(tables, handlers, "p.toml", egress_allow=allow, resolve=_resolve)
 
 
-def _refusal(table: dict[str, Any], handlers: Mapping[str, ProtocolHandler]) -> str:
+def _refusal(table: dict[str, Any], handlers: _Loaded) -> str:
     with pytest.raises(InputError) as refused:
         _check([table], handlers)
     [problem] = refused.value.problems

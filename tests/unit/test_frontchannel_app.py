@@ -107,7 +107,7 @@ class World:
         """The SP's signed LogoutResponse to the plan's native step, as a form value;
         ``status`` (``status``, ``substatus``, ``status_message``) as the SP sets it."""
         entry = plan.stages[-1].entries[0]
-        request_id = etree.fromstring(base64.b64decode(entry.saml_request or "")).get("ID")
+        request_id = etree.fromstring(base64.b64decode(entry.form.get("SAMLRequest", ""))).get("ID")
         settings = onelogin_settings(self.idp.cert_pem, entry.url, want_signed=False)
         xml = sp_logout_response(settings, request_id or "", signer=signer or self.sp, **status)
         return base64.b64encode(xml).decode()
@@ -120,8 +120,9 @@ def world(settings: Settings, tmp_path: Path) -> Iterator[World]:
         settings.with_overrides(
             protocols=["oidc", "saml"],
             issuer="https://idp.test",
-            saml_key_file=idp.key_path,
-            saml_cert_file=idp.cert_path,
+            protocol_settings={
+                "saml": {"key_file": str(idp.key_path), "cert_file": str(idp.cert_path)}
+            },
         )
     )
     runtime.registry.load_providers_file(_providers(sp), "providers.toml")
@@ -327,7 +328,7 @@ def test_an_sp_without_the_session_is_a_failure_with_its_status(world: World) ->
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"SAMLResponse": "PHg+"}, "no RelayState"),
+        ({"SAMLResponse": "PHg+"}, "no handler recognises this answer"),
         ({"SAMLResponse": "PHg+", "RelayState": "unknown"}, "names no step"),
     ],
 )

@@ -186,7 +186,7 @@ def test_non_http_urls_are_refused_at_render_time(url: str) -> None:
         render_iframe_stage(plan(entry("a", url)), report_url="/r", next_url="/n")
     with pytest.raises(UnsafeUrlError):
         render_native_step(
-            plan(entry("n", url, binding="post", saml_request="PHg+")), "n", skip_url="/s"
+            plan(entry("n", url, binding="post", form={"SAMLRequest": "PHg+"})), "n", skip_url="/s"
         )
 
 
@@ -228,8 +228,7 @@ def test_native_post_step_escapes_the_form_and_allows_only_the_sp() -> None:
         "n",
         "https://payroll.example.com/sls?tenant=1",
         binding="post",
-        saml_request='PHg+"><script>alert(1)</script>',
-        relay_state='r"&<',
+        form={"SAMLRequest": 'PHg+"><script>alert(1)</script>', "RelayState": 'r"&<'},
         provider=HOSTILE_NAME,
     )
     page = render_native_step(plan(step), "n", skip_url="/plans/p-1/native/n/skip")
@@ -270,7 +269,7 @@ def test_native_redirect_step_without_probe() -> None:
 def test_native_step_of_an_unknown_or_iframe_entry_is_refused() -> None:
     the_plan = plan(
         entry("a", "https://wiki.example.com/fc"),
-        entry("n", "https://payroll.example.com/sls", binding="post", saml_request="PHg+"),
+        entry("n", "https://payroll.example.com/sls", binding="post", form={"SAMLRequest": "PHg+"}),
     )
     with pytest.raises(RenderError, match="no native entry 'zz'"):
         render_native_step(the_plan, "zz", skip_url="/s")

@@ -18,7 +18,8 @@ import pytest
 
 from orchestrator import HandlerLoadError, Settings
 from orchestrator.errors import ConfigurationError
-from protocols import ENTRY_POINT_GROUP, ProtocolHandler, available_protocols, load_handlers
+from orchestrator.handlers import load_handlers
+from protocols import ENTRY_POINT_GROUP, NoSettings, ProtocolHandler, available_protocols
 
 HANDLERS_SOURCE = """
 from protocols import ProtocolHandler
@@ -40,14 +41,14 @@ class NotAHandler:
     protocol = "plain"
 
 
-def factory(settings):
-    return GoodHandler(settings)
+def factory(settings, host):
+    return GoodHandler(settings, host)
 
 
 class FailingHandler(ProtocolHandler):
     protocol = "failing"
 
-    def __init__(self, settings):
+    def __init__(self, settings, host):
         raise RuntimeError("needs a signing key")
 """
 
@@ -111,7 +112,8 @@ ALL_MODULES = {"handlers": HANDLERS_SOURCE, "broken": BROKEN_SOURCE}
 
 
 def test_good_handler_loads(install: Install, tmp_path: Path) -> None:
-    """An enabled handler loads as an instance of its class, built with the settings."""
+    """An enabled handler loads as an instance of its class, built with its own (empty)
+    settings and what it may know of the host."""
     prefix = install(ALL_MODULES, ALL_ENTRIES)
     settings = _settings(tmp_path, ["good"])
     handlers = load_handlers(settings)
@@ -120,7 +122,9 @@ def test_good_handler_loads(install: Install, tmp_path: Path) -> None:
     assert isinstance(handler, _module(prefix, "handlers").GoodHandler)
     assert isinstance(handler, ProtocolHandler)
     assert handler.protocol == "good"
-    assert handler.settings is settings
+    assert handler.settings == NoSettings()
+    assert handler.host.issuer == settings.issuer
+    assert handler.host.data_dir == settings.data_dir
 
 
 def test_several_handlers_load_from_several_distributions(install: Install, tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ import pytest
 
 from orchestrator import InputError, Runtime, Settings, parse_event, parse_event_lines
 from orchestrator.errors import ConfigurationError
+from orchestrator.handlers import load_handlers
 from orchestrator.providers_file import check_providers, read_providers_toml
 from orchestrator.writable import check_writable
-from protocols import load_handlers
 from protocols.files import UnreadableFileError, read_regular_file
 from schemas import SessionBindingViolation
 from schemas.fields import CLIPPED_MARK
@@ -349,8 +349,8 @@ def test_an_unwritable_data_dir_is_a_configuration_error_naming_the_source(
     )
     assert f"{blocker / 'data' / 'oidc-keys'} (Not a directory)" in message
     assert f"set data_dir in {config} to a writable" in message
-    assert "oidc_key_files (LOGOUT_OIDC_KEY_FILES)" in message
-    assert "saml_key_file and saml_cert_file" in message
+    assert "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)" in message
+    assert "key_file and cert_file of [protocols.saml]" in message
     writable = settings.with_overrides(data_dir=tmp_path / "ok")
     check_writable(writable, load_handlers(writable))
     assert (tmp_path / "ok" / "oidc-keys").is_dir()
@@ -393,13 +393,12 @@ def test_config_files_that_cannot_be_read_are_configuration_errors(tmp_path: Pat
     deep.write_text("a = " + "[" * 3000 + "]" * 3000 + "\n")
     with pytest.raises(ConfigurationError, match=r"not valid TOML: nested too deeply"):
         Settings.load(deep)
-    settings = Settings.load(
-        None, data_dir=tmp_path, oidc_key_files="/dev/zero", protocols=["oidc"]
-    )
+    given = {"oidc": {"key_files": "/dev/zero"}}
+    settings = Settings.load(None, data_dir=tmp_path, protocol_settings=given, protocols=["oidc"])
     with pytest.raises(ConfigurationError) as caught:
         load_handlers(settings)
     assert "signing key /dev/zero: a character device" in str(caught.value)
-    assert "oidc_key_files (LOGOUT_OIDC_KEY_FILES)" in str(caught.value)
+    assert "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)" in str(caught.value)
 
 
 def test_protocols_naming_an_uninstalled_handler_say_where_and_suggest(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_every_audit_record_is_logged_once(
         ),
         (
             protocols,
-            {"ProtocolHandler", "BackchannelRequest", "load_handlers", "Channel", "KeyDirectory"},
+            {"ProtocolHandler", "BackchannelRequest", "handler_classes", "Channel", "KeyDirectory"},
         ),
         (schemas, {"Event", "AuditRecord", "AuditType", "LogoutUser", "event_adapter"}),
         (workers, {"build_broker", "declare_actors", "embedded", "serve"}),

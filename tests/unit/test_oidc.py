@@ -16,12 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from orchestrator import ConfigurationError, InputError, PermanentDeliveryError, Settings
-from protocols import Channel, LogoutContext, ProviderInfo, ProviderSessionInfo
+from orchestrator import ConfigurationError, InputError, PermanentDeliveryError
+from protocols import Channel, HostInfo, LogoutContext, ProviderInfo, ProviderSessionInfo
 from protocols.oidc import (
     BACKCHANNEL_LOGOUT_EVENT,
     KeyRing,
     OidcHandler,
+    OidcSettings,
     frontchannel_url,
     generate_key,
     load_key,
@@ -31,8 +32,12 @@ from workers.cli import main
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def _settings(tmp_path: Path, **changes: Any) -> Settings:
-    return Settings.load(None, data_dir=tmp_path, issuer="https://idp.example.com", **changes)
+def _handler(tmp_path: Path, **changes: Any) -> OidcHandler:
+    """An OIDC handler with its own settings ``changes``, issuing as the test IdP."""
+    host = HostInfo(issuer="https://idp.example.com", data_dir=tmp_path)
+    handler = OidcHandler(OidcSettings(**changes), host)
+    handler.start()
+    return handler
 
 
 def _provider(handler: OidcHandler, **fields: Any) -> ProviderInfo:
@@ -41,7 +46,9 @@ def _provider(handler: OidcHandler, **fields: Any) -> ProviderInfo:
 
 
 def _session(sid: str | None = "sid-1", sub: str | None = "alice") -> ProviderSessionInfo:
-    return ProviderSessionInfo(1, "s-1", "alice", "wiki", sid=sid, sub=sub)
+    given = {"sid": sid, "sub": sub}
+    identifiers = {name: value for name, value in given.items() if value is not None}
+    return ProviderSessionInfo(1, "s-1", "alice", "wiki", identifiers)
 
 
 def _context() -> LogoutContext:
@@ -79,7 +86,7 @@ def test_bad_provider_settings_name_provider_and_field(
     tmp_path: Path, fields: dict[str, Any], field: str, message: str
 ) -> None:
     """Each invalid registration is refused naming the provider and the field."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     raw: dict[str, Any] = {"client_id": "wiki", "backchannel_logout_uri": "https://rp/bc"}
     raw.update(fields)
     raw = {k: v for k, v in raw.items() if v is not None}
@@ -92,14 +99,14 @@ def test_bad_provider_settings_name_provider_and_field(
 
 def test_http_allowed_only_when_asked(tmp_path: Path) -> None:
     """allow_http = true permits http URIs (loopback RPs in development)."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(handler, backchannel_logout_uri="http://127.0.0.1/bc", allow_http=True)
     assert handler.channel(provider) is Channel.BACKCHANNEL
 
 
 def test_logout_method_defaults_from_the_uris(tmp_path: Path) -> None:
     """Back-channel when its URI is set; front-channel when only that URI is set."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     both = _provider(handler, frontchannel_logout_uri="https://rp/fc")
     front = _provider(handler, backchannel_logout_uri=None, frontchannel_logout_uri="https://rp/f")
     chosen = _provider(
@@ -117,7 +124,7 @@ def test_logout_method_defaults_from_the_uris(tmp_path: Path) -> None:
 def test_logout_token_is_spec_exact(tmp_path: Path, alg: str) -> None:
     """Header and claims exactly as Back-Channel Logout §2.4 asks, verified independently."""
     key = generate_key(tmp_path / "k", alg)  # type: ignore[arg-type]
-    handler = OidcHandler(_settings(tmp_path, oidc_key_files=[Path(key.source)]))
+    handler = _handler(tmp_path, key_files=[Path(key.source)])
     request = handler.backchannel_request(_provider(handler), _session(), _context())
     assert request.url == "https://rp.example/bc"
     assert request.method == "POST"
@@ -137,7 +144,7 @@ def test_logout_token_is_spec_exact(tmp_path: Path, alg: str) -> None:
 
 def test_every_attempt_gets_a_fresh_jti(tmp_path: Path) -> None:
     """Two tokens for the same session never share a jti."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(handler)
     tokens = [handler.logout_token(provider, _session(), _context()) for _ in range(3)]
     jtis = {_verify(t, handler.keys.jwks())[1]["jti"] for t in tokens}
@@ -146,7 +153,7 @@ def test_every_attempt_gets_a_fresh_jti(tmp_path: Path) -> None:
 
 def test_sid_required_but_missing_fails_permanently(tmp_path: Path) -> None:
     """A client requiring sid never gets a token without one."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(handler, backchannel_logout_session_required=True)
     with pytest.raises(PermanentDeliveryError, match="requires sid"):
         handler.backchannel_request(provider, _session(sid=None), _context())
@@ -154,7 +161,7 @@ def test_sid_required_but_missing_fails_permanently(tmp_path: Path) -> None:
 
 def test_sub_only_token_when_sid_is_not_required(tmp_path: Path) -> None:
     """Without a sid (and not required), the token names sub alone."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     token = handler.logout_token(_provider(handler), _session(sid=None), _context())
     claims = _verify(token, handler.keys.jwks())[1]
     assert "sid" not in claims
@@ -163,7 +170,7 @@ def test_sub_only_token_when_sid_is_not_required(tmp_path: Path) -> None:
 
 def test_neither_sid_nor_sub_fails_permanently(tmp_path: Path) -> None:
     """A token must name sub or sid."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     with pytest.raises(PermanentDeliveryError, match="neither sid nor sub"):
         handler.logout_token(_provider(handler), _session(sid=None, sub=None), _context())
 
@@ -171,14 +178,25 @@ def test_neither_sid_nor_sub_fails_permanently(tmp_path: Path) -> None:
 # -- keys ------------------------------------------------------------------------------
 
 
-def test_first_use_generates_a_key_once(tmp_path: Path) -> None:
-    """With no key configured, one RS256 key is generated into the data directory, once."""
-    ring = KeyRing([], tmp_path / "oidc-keys")
+def _ring(files: list[Path], directory: Path, active_kid: str | None = None) -> KeyRing:
+    ring = KeyRing(files, directory, active_kid)
+    ring.load()
+    return ring
+
+
+def test_start_generates_a_key_once_and_signing_reads_no_file(tmp_path: Path) -> None:
+    """With no key configured, the handler's start generates one RS256 key into the data
+    directory, once; before it, nothing is generated and signing is refused."""
+    unstarted = OidcHandler(OidcSettings(), HostInfo("https://idp.example.com", tmp_path))
+    with pytest.raises(ConfigurationError, match="not loaded: the host starts the handler"):
+        unstarted.logout_token(_provider(unstarted), _session(), _context())
+    assert not (tmp_path / "oidc-keys").exists()
+    ring = _ring([], tmp_path / "oidc-keys")
     first = ring.active
     assert first.alg == "RS256"
     assert Path(first.source).parent == tmp_path / "oidc-keys"
     assert oct(Path(first.source).stat().st_mode & 0o777) == "0o600"
-    again = KeyRing([], tmp_path / "oidc-keys").active
+    again = _ring([], tmp_path / "oidc-keys").active
     assert again.kid == first.kid
     assert "PRIVATE" not in repr(first)
 
@@ -188,19 +206,19 @@ def test_rotation_publishes_all_and_signs_with_the_active(tmp_path: Path) -> Non
     old = generate_key(tmp_path / "k", "RS256")
     new = generate_key(tmp_path / "k", "ES256")
     files = [Path(old.source), Path(new.source)]
-    ring = KeyRing(files, tmp_path / "none", active_kid=new.kid)
+    ring = _ring(files, tmp_path / "none", active_kid=new.kid)
     assert [k["kid"] for k in ring.jwks()["keys"]] == [old.kid, new.kid]
     assert ring.active.kid == new.kid
     assert all("d" not in k for k in ring.jwks()["keys"]), "private parts must not be published"
-    default = KeyRing(files, tmp_path / "none")
+    default = _ring(files, tmp_path / "none")
     assert default.active.kid == old.kid
 
 
 def test_unknown_active_kid_is_refused(tmp_path: Path) -> None:
-    """oidc_active_kid must name a loaded key."""
+    """active_kid must name a loaded key."""
     key = generate_key(tmp_path / "k")
-    with pytest.raises(ConfigurationError, match="oidc_active_kid 'nope'"):
-        _ = KeyRing([Path(key.source)], tmp_path / "none", "nope").active
+    with pytest.raises(ConfigurationError, match=r"active_kid of \[protocols.oidc\] 'nope'"):
+        _ring([Path(key.source)], tmp_path / "none", "nope")
 
 
 def test_bad_key_files_are_refused(tmp_path: Path) -> None:
@@ -219,7 +237,7 @@ def test_bad_key_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="not an unencrypted PEM private key"):
         load_key(tmp_path / "junk.pem")
     with pytest.raises(ConfigurationError, match="at least 2048 bits"):
-        OidcHandler(_settings(tmp_path, oidc_key_files=[tmp_path / "weak.pem"]))
+        _handler(tmp_path, key_files=[tmp_path / "weak.pem"])
 
 
 def test_kid_is_the_rfc7638_thumbprint(tmp_path: Path) -> None:
@@ -247,7 +265,7 @@ def test_jwks_publishes_use_and_never_key_ops(tmp_path: Path) -> None:
     """Each published key says use: sig and carries no key_ops (RFC 7517 §4.3), RSA and EC."""
     rsa_key = generate_key(tmp_path / "k", "RS256")
     ec_key = generate_key(tmp_path / "k", "ES256")
-    ring = KeyRing([Path(rsa_key.source), Path(ec_key.source)], tmp_path / "none")
+    ring = _ring([Path(rsa_key.source), Path(ec_key.source)], tmp_path / "none")
     published = ring.jwks()["keys"]
     assert [k["kty"] for k in published] == ["RSA", "EC"]
     for jwk in published:
@@ -322,7 +340,7 @@ def test_frontchannel_url_both_or_neither() -> None:
 
 def test_frontchannel_entry(tmp_path: Path) -> None:
     """The handler's iframe entry carries the URL and no secret."""
-    handler = OidcHandler(_settings(tmp_path))
+    handler = _handler(tmp_path)
     provider = _provider(
         handler,
         backchannel_logout_uri=None,

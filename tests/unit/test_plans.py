@@ -21,6 +21,7 @@ from orchestrator.logout import LogoutEngine
 from orchestrator.notices import NoticeBoard, make_notifier, notification_backend
 from orchestrator.plans import load_plan
 from orchestrator.sender import HttpSender
+from schemas import PlanEntry
 from tests.saml_support import make_pair
 
 from .conftest import make_event
@@ -111,8 +112,8 @@ def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, LogoutEngine]) ->
     assert {"SAMLRequest", "SigAlg", "Signature"} <= set(parse_qs(urlsplit(hr.url).query))
     [payroll] = native.entries
     assert (payroll.binding, payroll.url) == ("post", "https://payroll.example.com/sls")
-    assert payroll.saml_request
-    assert payroll.relay_state == payroll.delivery_id
+    assert payroll.form["SAMLRequest"]
+    assert payroll.form["RelayState"] == payroll.delivery_id
     assert payroll.timeout_ms == runtime.settings.frontchannel_native_timeout_ms
     assert plan.timeout_ms == runtime.settings.frontchannel_page_timeout_ms
     with runtime.sessions() as db:
@@ -270,3 +271,22 @@ def test_each_stored_plan_is_timed_and_counted(mixed: tuple[Runtime, LogoutEngin
     processor.handle(event, "m-9b")  # a duplicate builds nothing
     assert sample("logout_plan_build_seconds_count") == timed + 1
     assert sample("logout_plans_built_total") == built + 1
+
+
+def test_a_plan_stored_before_form_still_reads() -> None:
+    """An entry stored with ``saml_request``/``relay_state`` (before ``form``) reads as the
+    same POST form, so a logout in flight across the upgrade keeps its native step."""
+    stored = {
+        "entry_id": "d-1",
+        "delivery_id": "d-1",
+        "provider": "payroll",
+        "protocol": "saml",
+        "binding": "post",
+        "url": "https://payroll.example.com/sls",
+        "saml_request": "PHg+",
+        "relay_state": "d-1",
+        "timeout_ms": 10000,
+    }
+    entry = PlanEntry.model_validate(stored)
+    assert entry.form == {"SAMLRequest": "PHg+", "RelayState": "d-1"}
+    assert PlanEntry.model_validate(entry.model_dump()) == entry

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from orchestrator import InputError, Problem, Runtime, SessionRegistry, Settings, importing
+from orchestrator.handlers import build_handler
 from orchestrator.logout import HandleResult
 from orchestrator.store import (
     AuditRow,
@@ -80,7 +81,9 @@ def handled(settings: Settings) -> Iterator[Runtime]:
 
 def test_providers_load_and_upsert(runtime: Runtime) -> None:
     """Loading twice updates instead of duplicating; protocol settings are kept."""
-    registry = SessionRegistry(runtime.sessions, {"strict": StrictHandler(runtime.settings)})
+    registry = SessionRegistry(
+        runtime.sessions, {"strict": build_handler(runtime.settings, StrictHandler)}
+    )
     text = '[[providers]]\nname = "wiki"\nprotocol = "strict"\nclient_id = "w"\n'
     first = registry.load_providers_file(text, "p.toml")
     second = registry.load_providers_file(text.replace('"w"', '"w2"'), "p.toml")
@@ -182,7 +185,9 @@ def test_invalid_providers_file_is_refused_whole(
 
 def test_handler_validation_refuses_the_file(runtime: Runtime) -> None:
     """The protocol handler's own checks apply on load, and nothing is stored on failure."""
-    registry = SessionRegistry(runtime.sessions, {"strict": StrictHandler(runtime.settings)})
+    registry = SessionRegistry(
+        runtime.sessions, {"strict": build_handler(runtime.settings, StrictHandler)}
+    )
     text = (
         '[[providers]]\nname = "good"\nprotocol = "strict"\nclient_id = "g"\n'
         '[[providers]]\nname = "bad"\nprotocol = "strict"\n'
@@ -206,12 +211,13 @@ def test_sessions_import_creates_and_updates(populated: Runtime) -> None:
     )
     assert (summary.created, summary.updated) == (0, 1)
     with populated.sessions() as db:
-        sid = db.scalar(
-            select(ProviderSession.sid).where(
+        identifiers = db.scalar(
+            select(ProviderSession.identifiers).where(
                 ProviderSession.session_id == "s-1", ProviderSession.provider == "wiki"
             )
         )
-    assert sid == "new"
+    assert identifiers is not None
+    assert identifiers["sid"] == "new"
     assert _count(populated, ProviderSession) == 6
 
 
@@ -256,9 +262,16 @@ def test_python_api_records_sessions(handled: Runtime) -> None:
     with handled.sessions() as db:
         link = db.scalar(select(ProviderSession))
         assert link is not None
-        assert (link.sid, link.sub, link.provider) == ("abc", "u-1", "w")
+        assert (link.identifiers, link.provider) == ({"sid": "abc", "sub": "u-1"}, "w")
     with pytest.raises(InputError, match="sid: String should have at most 255 characters"):
         handled.registry.record_provider_session("s-1", "w", sid="x" * 300)
+    with pytest.raises(InputError, match="sid given both as a field and in identifiers"):
+        handled.registry.record_provider_session("s-1", "w", {"sid": "a"}, sid="b")
+    handled.registry.record_provider_session("s-1", "w", {"sid": "c"})  # merged over the row
+    with handled.sessions() as db:
+        link = db.scalar(select(ProviderSession))
+        assert link is not None
+        assert link.identifiers == {"sid": "c", "sub": "u-1"}
 
 
 def _session(session_id: str, **fields: Any) -> str:
@@ -291,7 +304,8 @@ def _link(session_id: str, provider: str, **ids: str) -> str:
         ),
         (
             _link("s-1", "chat", sid="c", session_index="_i"),
-            "line 2: session_index: is a SAML identifier; provider 'chat' is OIDC",
+            "line 2: session_index: is not an identifier of protocol 'oidc' (provider 'chat' "
+            "takes: sid, sub)",
         ),
         (
             _link("s-1", "payroll", session_index="_i"),
@@ -300,7 +314,8 @@ def _link(session_id: str, provider: str, **ids: str) -> str:
         ),
         (
             _link("s-1", "payroll", name_id="a@x", sid="s"),
-            "line 2: sid: is an OIDC identifier; provider 'payroll' is SAML",
+            "line 2: sid: is not an identifier of protocol 'saml' (provider 'payroll' takes: "
+            "name_id, name_id_format, name_qualifier, sp_name_qualifier, session_index)",
         ),
     ],
 )
@@ -331,7 +346,7 @@ def test_provider_sessions_the_handlers_accept(handled: Runtime) -> None:
     with handled.sessions() as db:
         row = db.scalar(select(ProviderSession).where(ProviderSession.provider == "payroll"))
         assert row is not None
-        assert (row.name_id, row.session_index) == ("a@x", "_i")
+        assert row.identifiers == {"name_id": "a@x", "session_index": "_i"}
 
 
 def test_record_provider_session_is_checked_by_the_handler(handled: Runtime) -> None:
@@ -455,7 +470,8 @@ def test_repeated_records_are_one_row(runtime: Runtime) -> None:
         link = db.scalar(select(ProviderSession))
         assert session is not None
         assert link is not None
-        assert (session.ip, session.user_agent, link.sid, link.sub) == ("192.0.2.1", "ff", "a", "u")
+        assert (session.ip, session.user_agent) == ("192.0.2.1", "ff")
+        assert link.identifiers == {"sid": "a", "sub": "u"}
 
 
 def test_progress_is_reported_with_totals(populated: Runtime) -> None:

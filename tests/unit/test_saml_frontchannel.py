@@ -56,8 +56,8 @@ def native_sp(handler: SamlHandler, keys: dict[str, KeyPair], **fields: Any) -> 
 
 
 def request_id(entry: FrontchannelEntry) -> str:
-    if entry.saml_request is not None:
-        xml = base64.b64decode(entry.saml_request)
+    if "SAMLRequest" in entry.form:
+        xml = base64.b64decode(entry.form["SAMLRequest"])
     else:
         query = dict(p.split("=", 1) for p in urlsplit(entry.url).query.split("&"))
         xml = zlib.decompress(base64.b64decode(unquote_plus(query["SAMLRequest"])), -15)

@@ -21,11 +21,13 @@ from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from orchestrator import ConfigurationError, InputError, Runtime, Settings
+from orchestrator.handlers import handler_settings, load_handlers
 from orchestrator.logging import configure_logging
-from protocols import Channel, ProviderInfo, load_handlers
+from protocols import Channel, HostInfo, ProviderInfo
 from protocols.saml import (
     IdentitySource,
     SamlHandler,
+    SamlSettings,
     generate_identity,
     parse_provider_settings,
     self_signed,
@@ -203,34 +205,56 @@ logout_method = "backchannel"
 # -- the IdP identity --------------------------------------------------------------------
 
 
+def _own(settings: Settings) -> SamlSettings:
+    """The SAML handler's settings as the host builds them from ``settings``."""
+    own = handler_settings(settings, SamlHandler)
+    assert isinstance(own, SamlSettings)
+    return own
+
+
 def test_settings_key_and_certificate_go_together(pair: KeyPair, tmp_path: Path) -> None:
-    """saml_key_file without saml_cert_file (or the reverse) is a settings error."""
-    with pytest.raises(ConfigurationError, match="saml_key_file and saml_cert_file go together"):
-        Settings.load(None, data_dir=tmp_path, saml_key_file=pair.key_path)
+    """key_file without cert_file (or the reverse) is a settings error naming the section."""
+    given = {"saml": {"key_file": str(pair.key_path)}}
+    settings = Settings.load(None, data_dir=tmp_path, protocol_settings=given)
+    with pytest.raises(
+        ConfigurationError, match=r"option: protocols\.saml: key_file and cert_file go together"
+    ):
+        _own(settings)
 
 
 def test_settings_endpoint_urls_are_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """saml_slo_urls: JSON in the environment; binding names and absolute URLs only."""
+    """slo_urls: JSON in LOGOUT_SAML_SLO_URLS; binding names and absolute URLs only, a refusal
+    naming the variable."""
     monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"soap": "https://idp.test/soap"}')
-    assert Settings.load(None, data_dir=tmp_path).saml_slo_urls == {"soap": "https://idp.test/soap"}
+    assert _own(Settings.load(None, data_dir=tmp_path)).slo_urls == {
+        "soap": "https://idp.test/soap"
+    }
     monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"soap": "/relative"}')
     with pytest.raises(ConfigurationError, match="is not an absolute http"):
-        Settings.load(None, data_dir=tmp_path)
+        _own(Settings.load(None, data_dir=tmp_path))
     monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"artifact": "https://idp.test/a"}')
-    with pytest.raises(ConfigurationError, match=r"saml_slo_urls\.artifact"):
-        Settings.load(None, data_dir=tmp_path)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"LOGOUT_SAML_SLO_URLS \(environment\): protocols\.saml\.slo_urls\.artifact",
+    ):
+        _own(Settings.load(None, data_dir=tmp_path))
 
 
 def test_generated_once_and_reused(tmp_path: Path) -> None:
-    """With no key configured, the first use generates key and certificate (0600), says so
-    without showing the key, and every later use (other processes too) reuses them."""
-    settings = Settings.load(None, data_dir=tmp_path, issuer="https://idp.example")
+    """With no key configured, the handler's start generates key and certificate (0600),
+    says so without showing the key, and every later start (other processes too) reuses them."""
+    host = HostInfo(issuer="https://idp.example", data_dir=tmp_path)
     configure_logging("INFO", "json")  # another test may have left a higher level
     with structlog.testing.capture_logs() as logs:
-        first = IdentitySource(settings).current
-        second = IdentitySource(settings).current
+        handler = SamlHandler(SamlSettings(), host)
+        assert not (tmp_path / "saml-idp").exists()  # nothing until the host starts it
+        with pytest.raises(ConfigurationError, match="not loaded: the host starts the handler"):
+            _ = handler.identity.current  # what signing reads: never a file
+        handler.start()
+        first = handler.identity.current
+        second = IdentitySource(SamlSettings(), host).load()
     assert first.entity_id == "https://idp.example"
     assert first.certificate == second.certificate
     folder = tmp_path / "saml-idp"
@@ -273,18 +297,19 @@ def test_missing_certificate_is_remade_for_the_kept_key(tmp_path: Path) -> None:
     assert generate_identity("e", tmp_path)[1] is False
 
 
+def _with_files(key_file: Path, cert_file: Path, data_dir: Path) -> SamlHandler:
+    own = SamlSettings(key_file=key_file, cert_file=cert_file)
+    return SamlHandler(own, HostInfo(issuer="https://idp.example", data_dir=data_dir))
+
+
 def test_configured_identity_loads_at_start(pair: KeyPair, tmp_path: Path) -> None:
     """Configured files are used (nothing generated) and checked when the handler starts."""
-    handler = handler_with(pair, tmp_path, saml_entity_id="urn:idp:test")
+    handler = handler_with(pair, tmp_path, entity_id="urn:idp:test")
     assert handler.identity.current.entity_id == "urn:idp:test"
     assert not (tmp_path / "saml-idp").exists()
     other = make_pair(tmp_path, "other")
     with pytest.raises(ConfigurationError, match="the certificate is not for the signing key"):
-        SamlHandler(
-            Settings.load(
-                None, data_dir=tmp_path, saml_key_file=pair.key_path, saml_cert_file=other.cert_path
-            )
-        )
+        _with_files(pair.key_path, other.cert_path, tmp_path)
     ec_key = tmp_path / "ec.pem"
     ec_key.write_bytes(
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -294,20 +319,9 @@ def test_configured_identity_loads_at_start(pair: KeyPair, tmp_path: Path) -> No
         )
     )
     with pytest.raises(ConfigurationError, match="must be an RSA key"):
-        SamlHandler(
-            Settings.load(
-                None, data_dir=tmp_path, saml_key_file=ec_key, saml_cert_file=pair.cert_path
-            )
-        )
+        _with_files(ec_key, pair.cert_path, tmp_path)
     with pytest.raises(ConfigurationError, match="no such file"):
-        SamlHandler(
-            Settings.load(
-                None,
-                data_dir=tmp_path,
-                saml_key_file=tmp_path / "none.pem",
-                saml_cert_file=pair.cert_path,
-            )
-        )
+        _with_files(tmp_path / "none.pem", pair.cert_path, tmp_path)
 
 
 # -- metadata and loading ----------------------------------------------------------------
@@ -410,3 +424,23 @@ def test_enabling_saml_loads_the_handler(tmp_path: Path) -> None:
     handlers = load_handlers(Settings.load(None, data_dir=tmp_path, protocols=["saml"]))
     assert list(handlers) == ["saml"]
     assert isinstance(handlers["saml"], SamlHandler)
+
+
+def test_stored_settings_are_read_without_any_file(pair: KeyPair, tmp_path: Path) -> None:
+    """providers load reads the SP's certificate file and stores the PEM; a logout parses the
+    stored settings again without reading a file: a stored path is refused."""
+    handler = handler_with(pair, tmp_path)
+    raw = {
+        "entity_id": "https://sp.test",
+        "sls_url": "https://sp.test/sls",
+        "sls_binding": "soap",
+        "sp_certificate": str(pair.cert_path),
+    }
+    loaded = handler.validate_settings("sp", raw)
+    assert loaded.sp_certificate.startswith("-----BEGIN CERTIFICATE-----")
+    assert handler.stored_settings("sp", loaded.model_dump(mode="json")) == loaded
+    with pytest.raises(InputError) as caught:
+        handler.stored_settings("sp", raw)
+    (problem,) = caught.value.problems
+    assert problem.field == "sp_certificate"
+    assert "stored settings hold the PEM, not a path" in problem.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -14,9 +15,12 @@ import structlog
 
 from orchestrator import ConfigurationError, Settings
 from orchestrator.durations import duration_fields, format_duration
+from orchestrator.handlers import handler_settings
 from orchestrator.logging import configure_logging
 from orchestrator.settings import redact_url, unknown_variables
 from protocols import available_protocols
+from protocols.oidc import OidcHandler, OidcSettings
+from protocols.saml import SamlHandler, SamlSettings
 
 
 def test_precedence_file_then_environment_then_overrides(
@@ -113,7 +117,9 @@ def test_with_overrides_validates_and_keeps_the_rest(tmp_path: Path) -> None:
 def test_key_files_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     """LOGOUT_OIDC_KEY_FILES takes one path, comma-separated paths or a JSON list."""
     monkeypatch.setenv("LOGOUT_OIDC_KEY_FILES", value)
-    files = Settings.load().oidc_key_files
+    own = handler_settings(Settings.load(), OidcHandler)
+    assert isinstance(own, OidcSettings)
+    files = own.key_files
     assert files[0] == Path("/k/a.pem")
     assert len(files) == (1 if value == "/k/a.pem" else 2)
 
@@ -135,13 +141,11 @@ DURATION_SETTINGS = {
     "frontchannel_frame_timeout_ms",
     "frontchannel_native_timeout_ms",
     "frontchannel_page_timeout_ms",
-    "logout_token_lifetime",
     "recovery_grace",
     "recovery_interval",
     "redis_heartbeat_timeout_ms",
     "retry_initial_delay",
     "retry_max_delay",
-    "saml_request_lifetime",
     "session_absolute_lifetime",
     "session_duration",
     "session_idle_timeout",
@@ -178,11 +182,13 @@ def test_plain_numbers_keep_their_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backward compatible: a bare number is seconds, or milliseconds for *_ms settings."""
     monkeypatch.setenv("LOGOUT_DELIVERY_TIMEOUT", "2.5")
     monkeypatch.setenv("LOGOUT_REDIS_HEARTBEAT_TIMEOUT_MS", "5000")
-    monkeypatch.setenv("LOGOUT_LOGOUT_TOKEN_LIFETIME", "PT1M")
+    monkeypatch.setenv("LOGOUT_OIDC_LOGOUT_TOKEN_LIFETIME", "60")
     settings = Settings.load(None, recovery_interval=90)
     assert settings.delivery_timeout == 2.5
     assert settings.redis_heartbeat_timeout_ms == 5000
-    assert settings.logout_token_lifetime == 60
+    own = handler_settings(settings, OidcHandler)
+    assert isinstance(own, OidcSettings)
+    assert own.logout_token_lifetime == 60
     assert settings.recovery_interval == 90.0
 
 
@@ -325,12 +331,7 @@ def test_config_show_gives_effective_values_and_readings(tmp_path: Path) -> None
     )
     shown = settings.redacted()
     assert shown["database_url"] == f"sqlite:///{tmp_path / 'logout.db'}"
-    assert shown["saml_entity_id"] == "https://idp.example.com"
-    assert shown["saml_slo_urls"] == {
-        "redirect": "https://idp.example.com/saml/slo",
-        "post": "https://idp.example.com/saml/slo",
-    }
-    assert shown["saml_sso_urls"]["post"] == "https://idp.example.com/saml/sso"
+    assert shown["protocol_settings"] == {}
     assert shown["protocols"] == available_protocols()
     assert shown["session_absolute_lifetime"] == {"value": "900d", "reading": "900 days"}
     assert shown["session_idle_timeout"] == {"value": "30m", "reading": "30 minutes"}
@@ -348,15 +349,17 @@ def test_config_show_redacts_every_url(tmp_path: Path) -> None:
         broker_url="amqp://guest:pw1@rabbit:5672/",
         database_url="postgresql://logout:pw2@[::1]:5432/logout",
         issuer="https://idp:pw3@idp.example.com",
-        saml_slo_urls={"soap": "https://sp:pw4@idp.example.com/slo"},
+        protocol_settings={"saml": {"slo_urls": {"soap": "https://sp:pw4@idp.example.com/slo"}}},
     )
     shown = settings.redacted()
     text = json.dumps(shown)
     for secret in ("pw1", "pw2", "pw3", "pw4"):
         assert secret not in text
     assert shown["database_url"] == "postgresql://logout:***@[::1]:5432/logout"
-    assert shown["saml_entity_id"] == "https://idp:***@idp.example.com"
-    assert shown["saml_sso_urls"]["redirect"] == "https://idp:***@idp.example.com/saml/sso"
+    assert shown["issuer"] == "https://idp:***@idp.example.com"
+    assert shown["protocol_settings"]["saml"]["slo_urls"] == {
+        "soap": "https://sp:***@idp.example.com/slo"
+    }
 
 
 @pytest.mark.parametrize(
@@ -422,13 +425,16 @@ def test_passwords_in_the_query_are_masked_too(url: str, shown: str) -> None:
 def test_dict_settings_merge_file_and_environment_key_by_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A dict setting from the file and from LOGOUT_* merges key by key, the variable first."""
+    """A dict setting from the file and from LOGOUT_* merges key by key, the variable first
+    (a handler's setting too: [protocols.saml] slo_urls and LOGOUT_SAML_SLO_URLS)."""
     config = tmp_path / "logout.toml"
     config.write_text(
-        'saml_slo_urls = {redirect = "https://f.test/r", post = "https://f.test/p"}\n'
+        '[protocols.saml]\nslo_urls = {redirect = "https://f.test/r", post = "https://f.test/p"}\n'
     )
     monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"post": "https://e.test/p"}')
-    assert Settings.load(config).saml_slo_urls == {
+    own = handler_settings(Settings.load(config), SamlHandler)
+    assert isinstance(own, SamlSettings)
+    assert own.slo_urls == {
         "redirect": "https://f.test/r",
         "post": "https://e.test/p",
     }
@@ -441,10 +447,55 @@ def test_a_dict_variable_that_is_no_json_names_the_variable(
     monkeypatch.setenv("LOGOUT_SAML_SLO_URLS", '{"post": ')
     with pytest.raises(
         ConfigurationError,
-        match=r"^invalid settings: LOGOUT_SAML_SLO_URLS \(environment\): saml_slo_urls: "
-        r"not valid JSON \(Expecting value",
+        match=r"^invalid settings: LOGOUT_SAML_SLO_URLS \(environment\): "
+        r"protocols\.saml\.slo_urls: not valid JSON \(Expecting value",
     ):
-        Settings.load()
+        handler_settings(Settings.load(), SamlHandler)
+
+
+def test_the_protocols_table_enables_and_configures_handlers(tmp_path: Path) -> None:
+    """[protocols] enabled = [...] and [protocols.<name>] sections; the older top-level
+    protocols = [...] list still works; a section's refused value names the file."""
+    config = tmp_path / "logout.toml"
+    config.write_text(
+        '[protocols]\nenabled = ["oidc"]\n[protocols.oidc]\nlogout_token_lifetime = 60\n'
+        '[protocols.saml]\nentity_id = "urn:idp"\n'
+    )
+    settings = Settings.load(config)
+    assert settings.protocols == ["oidc"]
+    assert settings.protocol_settings == {
+        "oidc": {"logout_token_lifetime": 60},
+        "saml": {"entity_id": "urn:idp"},
+    }
+    config.write_text('protocols = ["saml"]\n')
+    assert Settings.load(config).protocols == ["saml"]
+    config.write_text("[protocols.oidc]\nlogout_token_lifetime = 600\n")
+    with pytest.raises(
+        ConfigurationError,
+        match=rf"^invalid settings: {re.escape(str(config))}: "
+        r"protocols\.oidc\.logout_token_lifetime: Input should be less than or equal to 120",
+    ):
+        handler_settings(Settings.load(config), OidcHandler)
+
+
+def test_settings_that_moved_to_a_handler_name_their_new_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """saml_key_file and the like are refused naming the section, field and variable that
+    replace them; LOGOUT_LOGOUT_TOKEN_LIFETIME is warned about the same way."""
+    config = tmp_path / "logout.toml"
+    config.write_text('saml_key_file = "/k/key.pem"\n')
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(config)
+    assert str(caught.value) == (
+        f"invalid settings: {config}: saml_key_file: saml_key_file moved to the saml handler's "
+        "settings: set key_file under [protocols.saml] (LOGOUT_SAML_KEY_FILE; from Python, "
+        "protocol_settings={'saml': {'key_file': ...}})"
+    )
+    monkeypatch.setenv("LOGOUT_LOGOUT_TOKEN_LIFETIME", "60")
+    (warning,) = unknown_variables(os.environ)
+    assert warning.startswith("LOGOUT_LOGOUT_TOKEN_LIFETIME is ignored: logout_token_lifetime ")
+    assert "[protocols.oidc] (LOGOUT_OIDC_LOGOUT_TOKEN_LIFETIME" in warning
 
 
 def test_a_worker_process_rebuilds_the_settings_with_their_sources(

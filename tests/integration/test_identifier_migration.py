@@ -1,0 +1,127 @@
+"""Migration 0008: provider-session identifiers move into one JSON column and back, on
+SQLite and PostgreSQL, losslessly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from orchestrator.store.engine import make_engine
+from orchestrator.store.migrate import alembic_config, upgrade
+
+BEFORE = "0007_event_leases"
+AT = "2026-11-01 00:00:00"
+COLUMNS = (
+    "sid",
+    "sub",
+    "name_id",
+    "name_id_format",
+    "name_qualifier",
+    "sp_name_qualifier",
+    "session_index",
+)
+LISTED = ", ".join(COLUMNS)
+ROWS: list[dict[str, Any]] = [
+    {"session_id": "s-1", "provider": "wiki", "sid": "sid-1", "sub": "alice"},
+    {"session_id": "s-1", "provider": "hr", "sub": "alice"},
+    {
+        "session_id": "s-1",
+        "provider": "payroll",
+        "name_id": "alice@example.com " + "x" * 1500,  # name_id is TEXT: longer than 1024
+        "name_id_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+        "name_qualifier": "https://idp.example",
+        "sp_name_qualifier": "https://payroll.example",
+        "session_index": "_idx-1",
+    },
+    {"session_id": "s-2", "provider": "wiki"},  # no identifier at all
+]
+
+
+def _seed(connection: Any) -> None:
+    for session_id in ("s-1", "s-2"):
+        connection.execute(
+            text(
+                "INSERT INTO idp_sessions (session_id, user_id, created_at, last_seen, "
+                "remember_me, stay_signed_in, network_binding, geoip_binding) VALUES "
+                "(:sid, 'u', :at, :at, false, false, 'no_binding', 'no_binding')"
+            ),
+            {"sid": session_id, "at": AT},
+        )
+    for name, protocol in (("wiki", "oidc"), ("hr", "oidc"), ("payroll", "saml")):
+        connection.execute(
+            text(
+                "INSERT INTO providers (name, protocol, enabled, full_logout_on_rp_initiated, "
+                "settings, updated_at) VALUES (:name, :protocol, true, false, '{}', :at)"
+            ),
+            {"name": name, "protocol": protocol, "at": AT},
+        )
+    for row in ROWS:
+        values = {name: row.get(name) for name in COLUMNS}
+        connection.execute(
+            text(
+                "INSERT INTO provider_sessions (session_id, provider, created_at, "
+                f"{', '.join(COLUMNS)}) VALUES (:session_id, :provider, :at, "
+                f"{', '.join(':' + name for name in COLUMNS)})"
+            ),
+            {"session_id": row["session_id"], "provider": row["provider"], "at": AT, **values},
+        )
+
+
+def _expected_identifiers() -> dict[tuple[str, str], dict[str, str]]:
+    return {
+        (row["session_id"], row["provider"]): {n: row[n] for n in COLUMNS if n in row}
+        for row in ROWS
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_identifiers_move_into_json_and_back_losslessly(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Rows written at 0007 upgrade to one identifiers object holding exactly the columns
+    that had a value; the downgrade restores every column, None where there was none."""
+    url = (
+        f"sqlite:///{tmp_path / 'ids.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = make_engine(url)
+    try:
+        upgrade(engine, BEFORE)
+        with engine.begin() as connection:
+            _seed(connection)
+        upgrade(engine)
+        with engine.connect() as connection:
+            moved = {
+                (row.session_id, row.provider): row.identifiers
+                for row in connection.execute(
+                    text("SELECT session_id, provider, identifiers FROM provider_sessions")
+                )
+            }
+            if backend == "sqlite":  # SQLite hands JSON back as text
+                import json
+
+                moved = {key: json.loads(value) for key, value in moved.items()}
+        assert moved == _expected_identifiers()
+        with engine.connect() as connection:
+            command.downgrade(alembic_config(connection), BEFORE)
+            connection.commit()
+        with engine.connect() as connection:
+            restored = {
+                (row.session_id, row.provider): {name: getattr(row, name) for name in COLUMNS}
+                for row in connection.execute(
+                    text(
+                        f"SELECT session_id, provider, {', '.join(COLUMNS)} FROM provider_sessions"
+                    )
+                )
+            }
+        assert restored == {
+            (row["session_id"], row["provider"]): {name: row.get(name) for name in COLUMNS}
+            for row in ROWS
+        }
+    finally:
+        engine.dispose()
