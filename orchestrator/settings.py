@@ -18,11 +18,10 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
 from orchestrator.api_tokens import ApiToken
 from orchestrator.binding_policy import UnlistedAddressPolicy
@@ -38,17 +37,15 @@ from orchestrator.egress import parse_allow_entry
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings_environment import (
     ENV_PREFIX,
-    MOVED,
     NON_SETTING_VARIABLES,
     handler_variables,
-    moved_message,
     redact_url,
     redact_urls,
     shape_file,
 )
 from orchestrator.settings_environment import unknown_variables as _unknown_variables
+from orchestrator.settings_origins import SettingsOrigins
 from orchestrator.settings_sources import NoDecode, read_sources
-from schemas.hints import closest
 
 __all__ = [
     "BROKER_SCHEMES",
@@ -61,9 +58,6 @@ __all__ = [
 ]
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
-_BOUND_ERRORS: Final = frozenset(
-    {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-)
 
 
 def default_data_dir() -> Path:
@@ -193,7 +187,7 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
-    _sources: _Sources | None = PrivateAttr(default=None)
+    _sources: SettingsOrigins | None = PrivateAttr(default=None)
 
     @field_validator("broker_url")
     @classmethod
@@ -255,7 +249,7 @@ class Settings(BaseModel):
         given = {k: v for k, v in changes.items() if v is not None}
         copy = self._read(None, {**self.model_dump(), **given}, options=given)
         before = self._sources
-        copy._sources = _Sources(
+        copy._sources = SettingsOrigins(
             {**before.given, **given} if before else given, before.path if before else None
         )
         return copy
@@ -274,14 +268,14 @@ class Settings(BaseModel):
     def from_parent(cls, data: Mapping[str, Any]) -> Settings:
         """The settings :meth:`for_child` gave: the same values, read from no other source."""
         settings = cls(**data["values"])
-        settings._sources = _Sources(data["given"], data["path"])
+        settings._sources = SettingsOrigins(data["given"], data["path"])
         return settings
 
     def origin(self, field: str) -> str:
         """Where ``field``'s value came from, for a message that says what to fix:
         ``LOGOUT_DATABASE_URL (environment)``, ``database_url in logout.toml``,
         ``database_url (option)``, or ``database_url (LOGOUT_DATABASE_URL)`` for a default."""
-        return self._sources.origin(field) if self._sources else _Sources.default(field)
+        return self._sources.origin(field) if self._sources else SettingsOrigins.default(field)
 
     def protocol_origin(self, protocol: str, field: str) -> str:
         """Where a protocol handler's setting came from, as the start of a message
@@ -299,11 +293,11 @@ class Settings(BaseModel):
         merged = read_sources(cls, ENV_PREFIX, values, file, shape=shape_file, extra=extra)
         try:
             settings = cls(**merged)
-            settings._sources = _Sources(options, path)
+            settings._sources = SettingsOrigins(options, path)
             return settings
         except ValidationError as exc:
-            sources = _Sources(options, path)
-            problems = "; ".join(sources.describe(err) for err in exc.errors())
+            sources = SettingsOrigins(options, path)
+            problems = "; ".join(sources.describe(err, cls) for err in exc.errors())
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 
     @property
@@ -337,83 +331,3 @@ class Settings(BaseModel):
         for name, reading in self.duration_readings().items():
             data[name] = {"value": data[name], "reading": reading}
         return redact_urls(data)  # type: ignore[no-any-return]
-
-
-class _Sources:
-    """Names the source of a refused value: an option, an environment variable or the file."""
-
-    def __init__(self, given: Mapping[str, Any], path: str | Path | None) -> None:
-        self.given = dict(given)
-        self.path = path
-        self._variables = {
-            variable.upper().removeprefix(ENV_PREFIX).lower(): variable
-            for variable in os.environ
-            if variable.upper().startswith(ENV_PREFIX)
-        }
-        self._file_keys: set[str] = set()
-        if path is not None:
-            import tomllib  # a refused value from the file: which keys it holds
-
-            try:
-                self._file_keys = set(tomllib.loads(Path(path).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
-                self._file_keys = set()
-
-    def label(self, field: str) -> str:
-        """Where ``field``'s value came from, as the start of a message ("" for a default)."""
-        if field in self.given:
-            return "option: "
-        if field in self._variables:
-            return f"{self._variables[field]} (environment): "
-        if field in self._file_keys and self.path is not None:
-            return f"{self.path}: "
-        return ""
-
-    def section_label(self, protocol: str, field: str) -> str:
-        """Where a protocol handler's setting came from, as the start of a message."""
-        if "protocol_settings" in self.given:
-            return "option: "
-        variable = self._variables.get(f"{protocol}_{field}")
-        if variable is not None:
-            return f"{variable} (environment): "
-        if "protocols" in self._file_keys and self.path is not None:
-            return f"{self.path}: "
-        return ""
-
-    def origin(self, field: str) -> str:
-        """``field`` and where its value came from, as :meth:`Settings.origin` says it."""
-        if field in self.given:
-            return f"{field} (option)"
-        if field in self._variables:
-            return f"{self._variables[field]} (environment)"
-        if field in self._file_keys and self.path is not None:
-            return f"{field} in {self.path}"
-        return self.default(field)
-
-    @staticmethod
-    def default(field: str) -> str:
-        """A field left at its default: named with the variable that would set it."""
-        return f"{field} ({ENV_PREFIX}{field.upper()})"
-
-    def describe(self, error: ErrorDetails) -> str:
-        """One refused value: its source, the field (and nested place), and the reason."""
-        loc = [str(part) for part in error["loc"]]
-        if not loc:
-            return f"settings: {error['msg'].removeprefix('Value error, ')}"
-        field = loc[0]
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden" and field in MOVED:
-            message = moved_message(field)
-        elif error["type"] == "extra_forbidden":
-            close = closest(field, Settings.model_fields)
-            message += f" ({field} is not a setting; did you mean {close}?)" if close else ""
-        unit = duration_fields(Settings).get(field)
-        if unit is not None and unit.name and error["type"] in _BOUND_ERRORS:
-            limit = next(iter(error.get("ctx", {}).values()), None)
-            message += f" {unit.name}"
-            if isinstance(limit, int | float):
-                message += f" ({describe_duration(unit.size * limit)})"
-            got = error.get("input")
-            if isinstance(got, int | float) and got >= 0:
-                message += f"; got {describe_duration(unit.size * got)}"
-        return f"{self.label(field)}{'.'.join(loc)}: {message}"

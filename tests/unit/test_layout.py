@@ -1,0 +1,58 @@
+"""The layout's two rules, checked on the source: ``protocols/`` imports nothing from
+``orchestrator/`` (the protocol contract stands alone), and no module of ``orchestrator/`` grows
+past 400 lines (migrations aside: they are written once and never edited)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import orchestrator
+import protocols
+
+_ORCHESTRATOR = Path(orchestrator.__file__).parent
+_PROTOCOLS = Path(protocols.__file__).parent
+
+
+def _imported(path: Path) -> set[str]:
+    """Every module name ``path`` imports, at any depth (``TYPE_CHECKING`` blocks included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_protocols_import_nothing_from_the_host() -> None:
+    """No module under ``protocols/`` imports ``orchestrator`` (or anything below it)."""
+    upward = {
+        f"{path.relative_to(_PROTOCOLS)}: {name}"
+        for path in _PROTOCOLS.rglob("*.py")
+        for name in _imported(path)
+        if name == "orchestrator" or name.startswith("orchestrator.")
+    }
+    assert upward == set()
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """The import walk finds ``orchestrator`` in the forms a module would use."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from orchestrator.settings import Settings\n"
+        "def f():\n    import orchestrator.store\n"
+    )
+    assert {"orchestrator.settings", "orchestrator.store"} <= _imported(module)
+
+
+def test_no_orchestrator_module_is_over_400_lines() -> None:
+    """Modules stay small enough to read in one sitting."""
+    long = {
+        str(path.relative_to(_ORCHESTRATOR)): lines
+        for path in _ORCHESTRATOR.rglob("*.py")
+        if "migrations" not in path.parts
+        and (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}
