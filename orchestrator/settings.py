@@ -7,7 +7,7 @@ named after the fields with a ``LOGOUT_`` prefix, then a TOML file (``--config``
 Each protocol handler's own settings are kept as given (``[protocols.<name>]`` of the file,
 ``LOGOUT_<NAME>_<FIELD>`` variables) and validated by :mod:`orchestrator.handlers`.
 
-Every duration setting takes the notations of :mod:`orchestrator.durations` (``1h30m``,
+Every duration setting takes the notations of :mod:`schemas.durations` (``1h30m``,
 ``hours=1``, ``PT30M``) besides a plain number of its unit (seconds, or ms for ``*_ms``).
 """
 
@@ -25,14 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from orchestrator.api_tokens import ApiToken
 from orchestrator.binding_policy import UnlistedAddressPolicy
-from orchestrator.durations import (
-    Duration,
-    Milliseconds,
-    OptionalDuration,
-    Seconds,
-    describe_duration,
-    duration_fields,
-)
 from orchestrator.egress import parse_allow_entry
 from orchestrator.errors import ConfigurationError
 from orchestrator.settings_environment import (
@@ -46,6 +38,14 @@ from orchestrator.settings_environment import (
 from orchestrator.settings_environment import unknown_variables as _unknown_variables
 from orchestrator.settings_origins import SettingsOrigins
 from orchestrator.settings_sources import NoDecode, read_sources
+from schemas.durations import (
+    Duration,
+    Milliseconds,
+    OptionalDuration,
+    Seconds,
+    describe_duration,
+    duration_fields,
+)
 
 __all__ = [
     "BROKER_SCHEMES",

@@ -11,8 +11,8 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from orchestrator.durations import describe_duration, duration_fields
 from orchestrator.settings_environment import ENV_PREFIX, MOVED, moved_message
+from schemas.durations import describe_duration, duration_fields
 from schemas.hints import closest
 
 __all__ = ["SettingsOrigins"]

@@ -9,6 +9,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.validation import check_uri, input_error, text_list, uri_form
+from schemas.durations import WholeSeconds
 from schemas.fields import Identifier
 
 __all__ = [
@@ -42,7 +43,7 @@ class OidcSettings(BaseModel):
         "<data_dir>/oidc-keys",
     )
     active_kid: str | None = Field(default=None, description="kid of the signing key")
-    logout_token_lifetime: int = Field(
+    logout_token_lifetime: WholeSeconds = Field(
         default=120, ge=10, le=120, description="seconds a logout token is valid"
     )
 

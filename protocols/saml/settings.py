@@ -33,6 +33,7 @@ from protocols.files import CERTIFICATE_MAX, UnreadableFileError, read_regular_f
 from protocols.saml.trust import Trust
 from protocols.saml.uris import RSA_MIN_BITS
 from protocols.validation import check_uri, input_error, json_text, uri_form
+from schemas.durations import WholeSeconds
 from schemas.fields import LongIdentifier
 
 __all__ = [
@@ -109,7 +110,7 @@ class SamlSettings(BaseModel):
     )
     key_file: Path | None = Field(default=None, description="PEM RSA key signing SAML")
     cert_file: Path | None = Field(default=None, description="its PEM X.509 certificate")
-    request_lifetime: int = Field(
+    request_lifetime: WholeSeconds = Field(
         default=120, ge=10, le=3600, description="seconds a LogoutRequest is valid"
     )
     slo_urls: dict[IdpBinding, str] = Field(

@@ -7,8 +7,10 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from orchestrator import durations
-from orchestrator.durations import (
+from schemas import durations
+from orchestrator.errors import LogoutError
+from orchestrator.settings_sources import read_sources
+from schemas.durations import (
     DAYS_PER_MONTH,
     DAYS_PER_YEAR,
     Duration,
@@ -23,8 +25,6 @@ from orchestrator.durations import (
     format_duration,
     parse_duration,
 )
-from orchestrator.errors import LogoutError
-from orchestrator.settings_sources import read_sources
 
 
 @pytest.mark.parametrize(

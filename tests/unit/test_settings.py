@@ -14,13 +14,13 @@ import pytest
 import structlog
 
 from orchestrator import ConfigurationError, Settings
-from orchestrator.durations import duration_fields, format_duration
 from orchestrator.handlers import handler_settings
 from orchestrator.logging import configure_logging
 from orchestrator.settings import redact_url, unknown_variables
 from protocols import available_protocols
 from protocols.oidc import OidcHandler, OidcSettings
 from protocols.saml import SamlHandler, SamlSettings
+from schemas.durations import duration_fields, format_duration
 
 
 def test_precedence_file_then_environment_then_overrides(
@@ -514,3 +514,22 @@ def test_a_worker_process_rebuilds_the_settings_with_their_sources(
     assert child.origin("data_dir") == "LOGOUT_DATA_DIR (environment)"
     assert child.origin("namespace") == f"namespace in {config}"
     assert child.origin("worker_threads") == "worker_threads (option)"
+
+
+def test_handler_durations_take_every_notation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler's lifetimes take the notations of every other duration setting (``2m``,
+    ``PT90S``), and stay whole seconds; out of range is refused in the reader's unit."""
+    config = tmp_path / "logout.toml"
+    config.write_text('[protocols.oidc]\nlogout_token_lifetime = "1m30s"\n')
+    oidc = handler_settings(Settings.load(config), OidcHandler)
+    assert isinstance(oidc, OidcSettings)
+    assert oidc.logout_token_lifetime == 90
+    monkeypatch.setenv("LOGOUT_SAML_REQUEST_LIFETIME", "PT10M")
+    saml = handler_settings(Settings.load(), SamlHandler)
+    assert isinstance(saml, SamlSettings)
+    assert saml.request_lifetime == 600
+    config.write_text('[protocols.oidc]\nlogout_token_lifetime = "5m"\n')
+    with pytest.raises(ConfigurationError, match=r"logout_token_lifetime: .*120"):
+        handler_settings(Settings.load(config), OidcHandler)

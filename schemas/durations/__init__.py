@@ -30,7 +30,7 @@ Settings that have always been plain numbers keep their type and unit (:data:`Se
 :func:`describe_duration` reads a duration back in plain words (``900 days``).
 """
 
-from orchestrator.durations.fields import (
+from schemas.durations.fields import (
     Duration,
     DurationUnit,
     Milliseconds,
@@ -39,8 +39,8 @@ from orchestrator.durations.fields import (
     WholeSeconds,
     duration_fields,
 )
-from orchestrator.durations.formatting import describe_duration, format_duration
-from orchestrator.durations.notation import (
+from schemas.durations.formatting import describe_duration, format_duration
+from schemas.durations.notation import (
     DAYS_PER_MONTH,
     DAYS_PER_YEAR,
     DISABLED,

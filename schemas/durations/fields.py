@@ -15,8 +15,8 @@ from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
-from orchestrator.durations.formatting import describe_duration, format_duration
-from orchestrator.durations.notation import (
+from schemas.durations.formatting import describe_duration, format_duration
+from schemas.durations.notation import (
     LONGEST,
     TOO_LARGE,
     DurationError,

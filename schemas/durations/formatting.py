@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Final
 
-from orchestrator.durations.notation import DISABLED, DurationError
+from schemas.durations.notation import DISABLED, DurationError
 
 __all__ = ["describe_duration", "format_duration"]
 

@@ -1,7 +1,7 @@
 """Reading a duration's text: the notations, their units, and the errors that quote it.
 
 :func:`parse_duration` turns text into a :class:`~datetime.timedelta` (see
-:mod:`orchestrator.durations` for the notations); :class:`DurationError` quotes the text and
+:mod:`schemas.durations` for the notations); :class:`DurationError` quotes the text and
 says what is wrong with it.
 """
 
@@ -14,7 +14,7 @@ from typing import Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from orchestrator.errors import LogoutError
+from schemas.errors import LogoutError
 
 __all__ = [
     "DAYS_PER_MONTH",
