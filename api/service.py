@@ -51,7 +51,7 @@ class Service:
             settings=settings,
             runtime=runtime,
             broker=broker,
-            publisher=Publisher(broker, runtime.sessions, settings.namespace),
+            publisher=Publisher(broker, runtime.database, settings.namespace),
             relay=runtime.relay(BrokerSender(broker)),
             waiter=runtime.waiter(),
             auth=Authenticator(settings.api_tokens),
@@ -66,7 +66,7 @@ class Service:
             )
         s = self.settings
         return BindingChecker(
-            self.runtime.sessions,
+            self.runtime.database,
             self.runtime.geoip(),
             s.binding_unlisted_addresses,
             namespace=s.namespace,

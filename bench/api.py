@@ -219,9 +219,9 @@ def run(args: Any) -> dict[str, list[dict[str, Any]]]:
         runtime.activity().started(SessionStarted.model_validate(started))
         broker = build_broker(settings)
         stack.callback(broker.close)
-        publisher = Publisher(broker, runtime.sessions, namespace)
+        publisher = Publisher(broker, runtime.database, namespace)
         checker = BindingChecker(
-            runtime.sessions, runtime.geoip(), settings.binding_unlisted_addresses
+            runtime.database, runtime.geoip(), settings.binding_unlisted_addresses
         )
 
         port = _free_port()

@@ -118,7 +118,7 @@ def run(
             plans = _plans(runtime, policy)
             if any("Seq Scan" in plan for plan in plans):
                 raise BenchError(f"a sweeper scan does not use its index: {plans}")
-            sweeper = ExpirySweeper(runtime.sessions, policy, batch=batch, max_per_sweep=per_sweep)
+            sweeper = ExpirySweeper(runtime.database, policy, batch=batch, max_per_sweep=per_sweep)
             sweeps: list[tuple[int, float]] = []
             while True:
                 began = time.perf_counter()

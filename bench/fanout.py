@@ -499,7 +499,7 @@ def run_latency(
         stack.callback(broker.close)
         publishing = Runtime.start(settings, handlers={}, migrate=False)
         stack.callback(publishing.close)
-        publisher = Publisher(broker, publishing.sessions, namespace)
+        publisher = Publisher(broker, publishing.database, namespace)
         poll = stack.enter_context(psycopg.connect(_psycopg_url(database_url), autocommit=True))
         for n in counts:
             timings: list[Timing] = []
@@ -787,7 +787,7 @@ def run_throughput(
         stack.callback(broker.close)
         publishing = Runtime.start(settings, handlers={}, migrate=False)
         stack.callback(publishing.close)
-        publisher = Publisher(broker, publishing.sessions, namespace)
+        publisher = Publisher(broker, publishing.database, namespace)
         payloads = [logout_event(session_id) for session_id, _n in sessions]
         publisher.publish_many(payloads[:warmup])
         wait_final(engine, warmup, warmup * THROUGHPUT_RPS, worker, WORKER_START_TIMEOUT)

@@ -350,7 +350,7 @@ def run_publish_only(redis_url: str, admin_url: str, data_dir: Path, events: int
         stack.callback(runtime.close)
         broker = build_broker(settings)
         stack.callback(broker.close)
-        publisher = Publisher(broker, runtime.sessions, namespace)
+        publisher = Publisher(broker, runtime.database, namespace)
         publisher.publish_many(payloads[:10])  # connection and Lua scripts, not timed
         cpu = time.process_time()
         start = time.perf_counter()
@@ -442,7 +442,7 @@ def run_end_to_end(
         stack.callback(broker.close)
         publishing = Runtime.start(settings, handlers={}, migrate=False)
         stack.callback(publishing.close)
-        publisher = Publisher(broker, publishing.sessions, namespace)
+        publisher = Publisher(broker, publishing.database, namespace)
         payloads = [logout_event(session_id) for session_id in ids]
         # Warm-up: every process consumes; have them handle events, then let them go idle.
         publisher.publish_many(payloads[:warmup])

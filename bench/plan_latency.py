@@ -159,7 +159,7 @@ def _background(
     sent = [0]
     stop = threading.Event()
     broker = build_broker(settings)
-    publisher = Publisher(broker, runtime.sessions, settings.namespace)
+    publisher = Publisher(broker, runtime.database, settings.namespace)
 
     def run() -> None:
         interval = 1.0 / rate
@@ -188,7 +188,7 @@ def _series(
     gap: float,
 ) -> dict[str, Any]:
     broker = build_broker(settings)
-    publisher = Publisher(broker, runtime.sessions, settings.namespace)
+    publisher = Publisher(broker, runtime.database, settings.namespace)
     waiter = runtime.waiter()
     times: list[float] = []
     try:

@@ -94,7 +94,7 @@ def _empty(runtime: Runtime) -> None:
 
 
 def _count(runtime: Runtime, model: Any) -> int:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         return int(db.scalar(select(func.count()).select_from(model)) or 0)
 
 

@@ -25,7 +25,7 @@ from orchestrator.audit import emit, write_audit
 from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.registry import SessionRegistry
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import SessionFactory
+from orchestrator.store import Database
 from orchestrator.store.sql import engine_of
 from orchestrator.store.tables import IDP_SESSIONS
 from orchestrator.trail import session_started
@@ -48,14 +48,14 @@ class SessionActivity:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        database: Database,
         registry: SessionRegistry,
         policy: SessionPolicy,
         *,
         namespace: str = "logout",
         relay: Relay | None = None,
     ) -> None:
-        self._engine = engine_of(sessions)
+        self._engine = engine_of(database)
         self._registry = registry
         self._policy = policy
         self._namespace = namespace

@@ -25,7 +25,7 @@ from orchestrator.binding import (
 from orchestrator.errors import InputError, Problem
 from orchestrator.metrics import count_binding_violation
 from orchestrator.outbox import Relay, add_to_outbox, event_message
-from orchestrator.store import IdpSession, SessionFactory
+from orchestrator.store import Database, IdpSession
 from orchestrator.store.sql import engine_of
 from orchestrator.store.tables import IDP_SESSIONS
 from schemas import HttpRequest, SessionBindingViolation
@@ -38,14 +38,14 @@ class BindingChecker:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        database: Database,
         reader: GeoipReader,
         policy: UnlistedAddressPolicy,
         *,
         namespace: str = "logout",
         relay: Relay | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._database = database
         self._reader = reader
         self._policy = policy
         self._namespace = namespace
@@ -53,7 +53,7 @@ class BindingChecker:
 
     def bound_session(self, session_id: str) -> BoundSession:
         """The open session's binding as recorded at login; InputError if unknown or ended."""
-        with self._sessions() as db:
+        with self._database() as db:
             row = db.get(IdpSession, session_id)
             if row is None or row.ended_at is not None:
                 state = "has ended" if row is not None else "is not known"
@@ -90,7 +90,7 @@ class BindingChecker:
     def record(self, event: SessionBindingViolation) -> None:
         """Write ``event`` to the outbox if its session is still open (else InputError), then
         run the relay."""
-        with engine_of(self._sessions).begin() as conn:
+        with engine_of(self._database).begin() as conn:
             still_open = conn.scalar(
                 select(IDP_SESSIONS.c.session_id)
                 .where(

@@ -15,12 +15,12 @@ from typing import Final, Literal
 from sqlalchemy import literal, select, union_all
 
 from orchestrator.store import (
+    Database,
     Delivery,
     DeliveryStatus,
     EventRecord,
     OutboxRow,
     RejectedEvent,
-    SessionFactory,
 )
 
 __all__ = ["EVENT_STATES", "DeliveryState", "EventState", "delivery_states", "event_states"]
@@ -38,11 +38,11 @@ _STATE: dict[str, EventState] = {
 }
 
 
-def event_states(sessions: SessionFactory, event_ids: Collection[str]) -> dict[str, EventState]:
+def event_states(database: Database, event_ids: Collection[str]) -> dict[str, EventState]:
     """The state of each known id among ``event_ids`` (unknown ids are left out)."""
     ids = sorted(set(event_ids))
     states: dict[str, EventState] = {}
-    with sessions() as db:
+    with database() as db:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             # One round trip: the outbox, then rejections, then the pipeline's own record
@@ -75,9 +75,9 @@ class DeliveryState:
     attempts: int
 
 
-def delivery_states(sessions: SessionFactory, event_id: str) -> list[DeliveryState]:
+def delivery_states(database: Database, event_id: str) -> list[DeliveryState]:
     """Every delivery of ``event_id``'s logout, by provider."""
-    with sessions() as db:
+    with database() as db:
         rows = db.execute(
             select(Delivery.id, Delivery.provider, Delivery.status, Delivery.attempts)
             .where(Delivery.event_id == event_id)

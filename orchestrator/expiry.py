@@ -29,7 +29,7 @@ from sqlalchemy.sql import ColumnElement
 from orchestrator.metrics import count_expired
 from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import SessionFactory, utcnow
+from orchestrator.store import Database, utcnow
 from orchestrator.store.sql import engine_of
 from orchestrator.store.tables import IDP_SESSIONS
 from schemas import SessionExpired
@@ -60,14 +60,14 @@ class ExpirySweeper:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        database: Database,
         policy: SessionPolicy,
         *,
         namespace: str = "logout",
         batch: int = 500,
         max_per_sweep: int = 20_000,
     ) -> None:
-        self._engine = engine_of(sessions)
+        self._engine = engine_of(database)
         self._policy = policy
         self._namespace = namespace
         self._batch = batch

@@ -40,7 +40,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from orchestrator.store import OPEN_DELIVERY_STATUSES, Delivery, DeliveryStatus, SessionFactory
+from orchestrator.store import OPEN_DELIVERY_STATUSES, Database, Delivery, DeliveryStatus
 from schemas import EVENT_TYPES, AuditRecord, AuditType
 
 __all__ = [
@@ -195,11 +195,11 @@ class DeliveryGauges(Collector):
     """Read at scrape time from the database: deliveries retrying, and how long the oldest
     delivery not yet final (pending or retrying) has waited (0 when none)."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
-        self._sessions = sessions
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
     def collect(self) -> Iterator[Metric]:
-        with self._sessions() as db:
+        with self._database() as db:
             retrying = db.scalar(
                 select(func.count())
                 .select_from(Delivery)
@@ -244,9 +244,9 @@ def multiprocess_dir() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def registry_for(sessions: SessionFactory | None = None) -> CollectorRegistry:
+def registry_for(database: Database | None = None) -> CollectorRegistry:
     """What a scrape reads: every process's metrics (multiprocess mode) or this one's, plus
-    the :class:`DeliveryGauges` of ``sessions``' database when given."""
+    the :class:`DeliveryGauges` of ``database`` when given."""
     from prometheus_client import REGISTRY, multiprocess
 
     registry = CollectorRegistry(auto_describe=True)
@@ -254,14 +254,14 @@ def registry_for(sessions: SessionFactory | None = None) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(REGISTRY)
-    if sessions is not None:
-        registry.register(DeliveryGauges(sessions))
+    if database is not None:
+        registry.register(DeliveryGauges(database))
     return registry
 
 
-def scrape(sessions: SessionFactory | None = None) -> bytes:
+def scrape(database: Database | None = None) -> bytes:
     """The metrics in Prometheus's text format (see :func:`registry_for`)."""
-    return generate_latest(registry_for(sessions))
+    return generate_latest(registry_for(database))
 
 
 def serve_metrics(host: str, port: int) -> Callable[[], None]:

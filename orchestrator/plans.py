@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from orchestrator.metrics import observe_plan_build
-from orchestrator.store import PlanRow, SessionFactory, utcnow
+from orchestrator.store import Database, PlanRow, utcnow
 from orchestrator.store.sql import insert_ignore
 from orchestrator.store.tables import PLANS
 from schemas import LogoutPlan
@@ -52,8 +52,8 @@ def save_plans(conn: Connection, plans: Sequence[LogoutPlan]) -> None:
     )
 
 
-def load_plan(sessions: SessionFactory, plan_id: str) -> LogoutPlan | None:
+def load_plan(database: Database, plan_id: str) -> LogoutPlan | None:
     """The stored plan, or None when it is not built (yet)."""
-    with sessions() as db:
+    with database() as db:
         row = db.get(PlanRow, plan_id)
         return None if row is None else LogoutPlan.model_validate(row.body)

@@ -27,7 +27,7 @@ from orchestrator.errors import InputError, Problem
 from orchestrator.outbox import event_message
 from orchestrator.queues import DELIVER_ACTOR, HANDLE_EVENT_ACTOR, deliveries_queue, events_queue
 from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
-from orchestrator.store import SessionFactory
+from orchestrator.store import Database
 from orchestrator.validation import parse_event
 from schemas import Event, EventBase
 
@@ -46,14 +46,14 @@ _CHUNK = 500
 
 
 class Publisher:
-    """Publishes validated events through the outbox of ``sessions``' database to ``broker``;
+    """Publishes validated events through the outbox of ``database`` to ``broker``;
     nothing of an invalid batch is recorded or sent."""
 
     def __init__(
-        self, broker: dramatiq.Broker, sessions: SessionFactory, namespace: str = "logout"
+        self, broker: dramatiq.Broker, database: Database, namespace: str = "logout"
     ) -> None:
         self._namespace = namespace
-        self._relay = OutboxRelay(sessions, BrokerSender(broker))
+        self._relay = OutboxRelay(database, BrokerSender(broker))
         broker.declare_queue(events_queue(namespace))
 
     def publish(self, event: EventBase | Mapping[str, Any] | str) -> Event:
@@ -108,9 +108,9 @@ def publish(
     event: EventBase | Mapping[str, Any] | str,
     *,
     broker: dramatiq.Broker,
-    sessions: SessionFactory,
+    database: Database,
     namespace: str = "logout",
 ) -> Event:
-    """Validate ``event``, record it in the outbox of ``sessions``' database and publish it on
+    """Validate ``event``, record it in the outbox of ``database`` and publish it on
     ``broker``; returns the validated event."""
-    return Publisher(broker, sessions, namespace).publish(event)
+    return Publisher(broker, database, namespace).publish(event)

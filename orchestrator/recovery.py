@@ -20,10 +20,10 @@ from sqlalchemy import or_, select, update
 from orchestrator.errors import InputError
 from orchestrator.store import (
     OPEN_DELIVERY_STATUSES,
+    Database,
     Delivery,
     EventRecord,
     EventStatus,
-    SessionFactory,
     utcnow,
 )
 from orchestrator.validation import parse_event
@@ -41,7 +41,7 @@ class RecoveryReport:
 
 
 def recover(
-    sessions: SessionFactory,
+    database: Database,
     *,
     grace: float,
     republish: Callable[[Event, str], None],
@@ -51,7 +51,7 @@ def recover(
     """Re-publish stuck events and re-schedule overdue deliveries, at most ``batch`` of each."""
     now = utcnow()
     cutoff = now - timedelta(seconds=grace)
-    with sessions.begin() as db:
+    with database.begin() as db:
         stuck = list(
             db.scalars(
                 select(EventRecord)

@@ -20,7 +20,7 @@ from orchestrator.providers_file import (
     read_providers_toml,
 )
 from orchestrator.session_policy import SessionPolicy
-from orchestrator.store import Provider, SessionFactory, utcnow
+from orchestrator.store import Database, Provider, utcnow
 from orchestrator.validation import load_json, models_by_tag, problems_from
 from protocols import ProtocolHandler
 from schemas import (
@@ -87,14 +87,14 @@ class SessionRegistry:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        database: Database,
         handlers: Mapping[str, ProtocolHandler],
         policy: SessionPolicy | None = None,
         lookup: FactsLookup | None = None,
         databases: GeoipDatabases | None = None,
         egress_allow: Sequence[str] = (),
     ) -> None:
-        self._sessions = sessions
+        self._database = database
         self._handlers = handlers
         self._egress_allow = tuple(egress_allow)
         self._policy = policy or SessionPolicy()
@@ -125,7 +125,7 @@ class SessionRegistry:
     def store_providers(self, checked: CheckedProviders) -> ImportSummary:
         """Upsert providers :func:`check_providers` passed, in one transaction."""
         created = updated = 0
-        with self._sessions.begin() as db:
+        with self._database.begin() as db:
             for config, settings in checked.providers:
                 row = db.get(Provider, config.name)
                 if row is None:
@@ -144,7 +144,7 @@ class SessionRegistry:
     def unserved_providers(self) -> list[tuple[str, str]]:
         """``(name, protocol)`` of each enabled provider no enabled handler serves (stored
         before such providers were refused, or since the ``protocols`` setting changed)."""
-        with self._sessions() as db:
+        with self._database() as db:
             rows = db.execute(
                 select(Provider.name, Provider.protocol)
                 .where(Provider.enabled.is_(True))
@@ -278,7 +278,7 @@ class SessionRegistry:
             refused=refused,
             refused_sessions=refused_sessions,
         )
-        with self._sessions.begin() as db:
+        with self._database.begin() as db:
             conn = db.connection()
             batch.check(conn, sessions, links, where)
             batch.write(conn)

@@ -30,8 +30,8 @@ from sqlalchemy import delete, exists, func, or_, select, update
 
 from orchestrator.outbox import OutboxMessage, add_to_outbox
 from orchestrator.store import (
+    Database,
     EventStatus,
-    SessionFactory,
     utcnow,
 )
 from orchestrator.store.sql import engine_of
@@ -95,14 +95,14 @@ class OutboxRelay:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        database: Database,
         send: Callable[[OutboxMessage], None],
         *,
         batch: int = 500,
         max_per_run: int = 20_000,
         lease: float = 60.0,
     ) -> None:
-        self._engine = engine_of(sessions)
+        self._engine = engine_of(database)
         self._send = send
         self._batch = batch
         self._max = max_per_run

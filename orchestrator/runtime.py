@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from orchestrator.retry import RetryPolicy
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.settings import Settings
+from orchestrator.store.database import Database, make_database
 from orchestrator.store.engine import check_connection, make_engine
-from orchestrator.store.sessions import SessionFactory, make_session_factory
 
 # What only some commands use (HTTP, fan-out, waiting, GeoIP) is imported where it is used,
 # so a command that only reads the database starts without loading those stacks.
@@ -41,7 +41,7 @@ class Runtime:
 
     settings: Settings
     engine: Engine
-    sessions: SessionFactory
+    database: Database
     handlers: Mapping[str, ProtocolHandler]
     _sender: HttpSender | None = field(default=None, repr=False)
     _geoip: GeoipReader | None = field(default=None, repr=False)
@@ -79,7 +79,7 @@ class Runtime:
         except BaseException:
             engine.dispose()
             raise
-        return cls(settings, engine, make_session_factory(engine), handlers)
+        return cls(settings, engine, make_database(engine), handlers)
 
     @classmethod
     def for_reading(cls, settings: Settings) -> Runtime:
@@ -90,7 +90,7 @@ class Runtime:
         from orchestrator.store.reading import reading_engine
 
         engine = reading_engine(settings.effective_database_url, settings.origin("database_url"))
-        return cls(settings, engine, make_session_factory(engine), {})
+        return cls(settings, engine, make_database(engine), {})
 
     @property
     def notices(self) -> NoticeBoard:
@@ -116,7 +116,7 @@ class Runtime:
             city=self.settings.geoip_city_db is not None,
         )
         return SessionRegistry(
-            self.sessions,
+            self.database,
             self.handlers,
             self.policy,
             lookup,
@@ -162,7 +162,7 @@ class Runtime:
         """A new :class:`LogoutWaiter` on this runtime's database (close it when done)."""
         from orchestrator.waiting import LogoutWaiter
 
-        return LogoutWaiter(self.settings, self.sessions, self.notices)
+        return LogoutWaiter(self.settings, self.database, self.notices)
 
     def logout_engine(
         self,
@@ -175,7 +175,7 @@ class Runtime:
         from orchestrator.logout import LogoutEngine
 
         return LogoutEngine(
-            self.sessions,
+            self.database,
             self.handlers,
             self.attempts(),
             schedule,
@@ -192,7 +192,7 @@ class Runtime:
         from orchestrator.activity import SessionActivity
 
         return SessionActivity(
-            self.sessions,
+            self.database,
             self.registry,
             self.policy,
             namespace=self.settings.namespace,
@@ -203,7 +203,7 @@ class Runtime:
         """A relay publishing this database's outbox through ``send`` (a ``BrokerSender``)."""
         from orchestrator.relay import OutboxRelay
 
-        return OutboxRelay(self.sessions, send)
+        return OutboxRelay(self.database, send)
 
     def sender(self) -> HttpSender:
         """The process's HTTP sender, started on first use."""

@@ -49,9 +49,9 @@ from orchestrator.notices import (
 from orchestrator.plans import load_plan
 from orchestrator.settings import Settings
 from orchestrator.store import (
+    Database,
     EventRecord,
     EventStatus,
-    SessionFactory,
 )
 from schemas import LogoutPlan
 
@@ -88,12 +88,12 @@ class LogoutWaiter:
     """Wait for plans and completions (thread-safe; one per process is enough). Close it."""
 
     def __init__(
-        self, settings: Settings, sessions: SessionFactory, board: NoticeBoard | None = None
+        self, settings: Settings, database: Database, board: NoticeBoard | None = None
     ) -> None:
         """``board``: where this process's worker announces notices in-process (the
         runtime's); needed only when notices travel in-process (see the module docstring)."""
         self._settings = settings
-        self._sessions = sessions
+        self._database = database
         self._backend = notification_backend(settings)
         self._registry = board if board is not None else NoticeBoard()
         self._stop = threading.Event()
@@ -148,14 +148,14 @@ class LogoutWaiter:
     def wait_plan(self, plan_id: str, timeout: float) -> PlanWait:
         """Block until the plan is built or ``timeout`` seconds pass."""
         plan = self._wait_sync(
-            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout, _plan_body
+            f"plan:{plan_id}", lambda: load_plan(self._database, plan_id), timeout, _plan_body
         )
         return PlanWait(plan, plan is None)
 
     async def await_plan(self, plan_id: str, timeout: float) -> PlanWait:
         """The plan as soon as the worker has built it; ``timed_out`` after ``timeout`` s."""
         plan = await self._wait_async(
-            f"plan:{plan_id}", lambda: load_plan(self._sessions, plan_id), timeout, _plan_body
+            f"plan:{plan_id}", lambda: load_plan(self._database, plan_id), timeout, _plan_body
         )
         return PlanWait(plan, plan is None)
 
@@ -174,14 +174,14 @@ class LogoutWaiter:
         return Completion(False, True, await asyncio.to_thread(self._counts, event_id))
 
     def _completion(self, event_id: str) -> Completion | None:
-        with self._sessions() as db:
+        with self._database() as db:
             status = db.scalar(select(EventRecord.status).where(EventRecord.event_id == event_id))
         if status != EventStatus.COMPLETED:
             return None
         return Completion(True, False, self._counts(event_id))
 
     def _counts(self, event_id: str) -> dict[str, int]:
-        with self._sessions() as db:
+        with self._database() as db:
             counted = count(db.connection(), [event_id])
         tally = counted[event_id][0] if event_id in counted else Tally()
         return tally.as_detail()

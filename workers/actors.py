@@ -72,7 +72,7 @@ class Actors:
         the outbox), then publish the outbox."""
         settings = self.runtime.settings
         report = ExpirySweeper(
-            self.runtime.sessions,
+            self.runtime.database,
             self.runtime.policy,
             namespace=settings.namespace,
             batch=settings.expiry_batch,
@@ -86,7 +86,7 @@ class Actors:
         send again what the broker lost)."""
         grace = self.runtime.settings.recovery_grace
         report = recover(
-            self.runtime.sessions,
+            self.runtime.database,
             grace=grace,
             republish=self.republish,
             reschedule=self.schedule,
@@ -112,7 +112,7 @@ def declare_actors(
     def schedule(delivery_id: str, delay: float) -> None:
         scheduler[0].schedule(delivery_id, delay)
 
-    publisher = Publisher(broker, runtime.sessions, namespace)
+    publisher = Publisher(broker, runtime.database, namespace)
     sender = BrokerSender(broker)
     relay = runtime.relay(sender)
     # Sessions the per-user limit ends: to the outbox, published right after the commit.
@@ -141,7 +141,7 @@ def declare_actors(
         guard(lambda: logouts.retry([delivery_id]))
 
     if isinstance(broker, Screened):
-        engine = engine_of(runtime.sessions)
+        engine = engine_of(runtime.database)
 
         def reject(rejections: Sequence[Rejection]) -> None:
             guard(lambda: record_rejections(engine, rejections))

@@ -409,7 +409,7 @@ def _publish_events(
                     check_broker(broker, settings)
                 except BrokerUnavailableError as exc:
                     raise BrokerUnavailableError(f"{exc}. Nothing was published") from exc
-                report = Publisher(broker, runtime.sessions, settings.namespace).enqueue(events)
+                report = Publisher(broker, runtime.database, settings.namespace).enqueue(events)
             finally:
                 broker.close()
         finally:
@@ -440,7 +440,7 @@ def _refused_by_the_worker(runtime: Runtime, event_ids: Sequence[str]) -> list[P
 
     from orchestrator.store import RejectedEvent
 
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         rows = db.execute(
             select(RejectedEvent.event_id, RejectedEvent.problems).where(
                 RejectedEvent.event_id.in_(event_ids)
@@ -527,7 +527,7 @@ def sessions_sweep(ctx: click.Context) -> None:
     try:
         with command_relay(settings, runtime) as relay:
             sweep = ExpirySweeper(
-                runtime.sessions,
+                runtime.database,
                 runtime.policy,
                 namespace=settings.namespace,
                 batch=settings.expiry_batch,
@@ -589,7 +589,7 @@ def binding_check(
     kept = False
     try:
         checker = BindingChecker(
-            runtime.sessions,
+            runtime.database,
             runtime.geoip(),
             settings.binding_unlisted_addresses,
             namespace=settings.namespace,

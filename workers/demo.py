@@ -162,7 +162,7 @@ def run_demo(out: Console, data_dir: str | None) -> int:
             broker.join(actors.handle_event.queue_name, timeout=30_000)
             broker.join(actors.deliver.queue_name, timeout=30_000)
         out.rule("audit trail")
-        with runtime.sessions() as db:
+        with runtime.database() as db:
             records = query_audit(db, AuditQuery(limit=None))
             deliveries = list(db.scalars(select(Delivery).order_by(Delivery.created_at)))
         print_audit_table(records, out.file)

@@ -56,7 +56,7 @@ def routes(service: Service) -> list[Route]:
 def _accept(service: Service, events: list[Event]) -> tuple[EventsAnswer, bool]:
     """Publish the events not known yet (the first of repeated ids in one batch); the
     answer, and whether any was new."""
-    known = event_states(service.runtime.sessions, [str(e.event_id) for e in events])
+    known = event_states(service.runtime.database, [str(e.event_id) for e in events])
     fresh: dict[str, Event] = {}
     for event in events:
         event_id = str(event.event_id)

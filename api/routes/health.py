@@ -65,7 +65,7 @@ def routes(service: Service) -> list[Route]:
     async def metrics(request: Request) -> Response:
         if not service.settings.metrics_public:
             service.auth.require(request, "read")
-        body = await service.run(lambda: scrape(service.runtime.sessions))
+        body = await service.run(lambda: scrape(service.runtime.database))
         return Response(body, media_type=CONTENT_TYPE)
 
     return [

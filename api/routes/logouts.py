@@ -45,13 +45,13 @@ def _event_id(request: Request) -> str:
 
 def routes(service: Service) -> list[Route]:
     most = service.settings.api_wait_max
-    sessions = service.runtime.sessions
+    database = service.runtime.database
 
     async def get_logout(request: Request) -> Response:
         service.auth.require(request, "read")
         event_id = _event_id(request)
         wait = wait_seconds(request, most)
-        state = (await service.run(lambda: event_states(sessions, [event_id]))).get(event_id)
+        state = (await service.run(lambda: event_states(database, [event_id]))).get(event_id)
         if state is None:
             raise ApiProblem(
                 404, "unknown event", f"no event {event_id} was accepted; publish it first"
@@ -61,8 +61,8 @@ def routes(service: Service) -> list[Route]:
         if not completed and state != "rejected" and wait > 0:
             completion = await service.waiter.await_completion(event_id, wait)
             completed, timed_out = completion.completed, completion.timed_out
-            state = (await service.run(lambda: event_states(sessions, [event_id])))[event_id]
-        items = await service.run(lambda: delivery_states(sessions, event_id))
+            state = (await service.run(lambda: event_states(database, [event_id])))[event_id]
+        items = await service.run(lambda: delivery_states(database, event_id))
         counts = {status: 0 for status in ("pending", "retrying", "succeeded", "failed", "skipped")}
         for item in items:
             counts[item.status.value] += 1

@@ -70,7 +70,7 @@ from orchestrator.frontchannel.requests import (
 )
 from orchestrator.frontchannel.urls import check_local_url, check_url
 from orchestrator.runtime import Runtime
-from orchestrator.store import Provider, SessionFactory, utcnow
+from orchestrator.store import Database, Provider, utcnow
 from protocols import (
     FrontchannelAnswer,
     ProtocolHandler,
@@ -96,7 +96,7 @@ _SKIP_REASONS = frozenset({"timeout", "unreachable", "returned"})
 class FrontchannelApp:
     """The app's parts, explicit: the database, the handlers, where the browser ends."""
 
-    sessions: SessionFactory
+    database: Database
     handlers: Mapping[str, ProtocolHandler]
     next_url: NextUrl
     probe: bool = True
@@ -105,7 +105,7 @@ class FrontchannelApp:
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(self.sessions)
+        return Ledger(self.database)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class FrontchannelApp:
         return check_local_url(url, "next_url")
 
     def _provider(self, name: str, handler: ProtocolHandler) -> ProviderInfo | None:
-        with self.sessions() as db:
+        with self.database() as db:
             row = db.scalar(select(Provider).where(Provider.name == name))
         if row is None or row.protocol != handler.protocol:
             return None
@@ -350,7 +350,7 @@ def create_app(
     limit = runtime.settings.response_body_limit * 2 + 4096  # base64, and the other fields
     runtime.start_handlers()
     app = FrontchannelApp(
-        sessions=runtime.sessions,
+        database=runtime.database,
         handlers=runtime.handlers,
         next_url=next_url,
         probe=probe,

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from orchestrator.audit import emit, write_audit
 from orchestrator.logout.rollup import Tally
 from orchestrator.plans import load_plan
-from orchestrator.store import AuditRow, Delivery, PlanRow, SessionFactory
+from orchestrator.store import AuditRow, Database, Delivery, PlanRow
 from orchestrator.trail import frontchannel_outcome
 from schemas import AuditType, LogoutPlan, PlanEntry
 
@@ -48,17 +48,17 @@ class Recorded:
 
 @dataclass(frozen=True, slots=True)
 class Ledger:
-    """Plans and their front-channel outcomes, in the database ``sessions`` opens."""
+    """Plans and their front-channel outcomes, in ``database``."""
 
-    sessions: SessionFactory
+    database: Database
 
     def plan(self, plan_id: str) -> LogoutPlan | None:
         """The stored plan, or None."""
-        return load_plan(self.sessions, plan_id)
+        return load_plan(self.database, plan_id)
 
     def plan_of_delivery(self, delivery_id: str) -> LogoutPlan | None:
         """The plan one of whose entries carries out ``delivery_id``, or None."""
-        with self.sessions() as db:
+        with self.database() as db:
             event_id = db.scalar(select(Delivery.event_id).where(Delivery.id == delivery_id))
             if event_id is None:
                 return None
@@ -72,7 +72,7 @@ class Ledger:
 
     def outcomes(self, plan: LogoutPlan) -> dict[str, Recorded]:
         """Each entry's recorded outcome, by entry id (entries without one are absent)."""
-        with self.sessions() as db:
+        with self.database() as db:
             rows = db.execute(
                 select(AuditRow.type, AuditRow.outcome, AuditRow.detail)
                 .where(
@@ -97,7 +97,7 @@ class Ledger:
     ) -> Recorded:
         """Record the entry's outcome unless it has one; returns the one that stands."""
         audit = frontchannel_outcome(plan, entry, kind, outcome, detail)
-        with self.sessions.begin() as db:
+        with self.database.begin() as db:
             written = write_audit(db, [audit])
         emit(written)
         if written:
@@ -109,7 +109,7 @@ class Ledger:
         a back-channel delivery failed, retrying or still pending, or a front-channel entry
         without a good outcome (timed out, skipped, refused, or never reported)."""
         entries = {entry.delivery_id: entry for stage in plan.stages for entry in stage.entries}
-        with self.sessions() as db:
+        with self.database() as db:
             statuses = db.execute(
                 select(Delivery.id, Delivery.status).where(Delivery.event_id == plan.event_id)
             ).all()

@@ -47,7 +47,7 @@ from orchestrator.logout.batch import Begun, HandleResult, Logout, Message, Outc
 from orchestrator.logout.deliveries import Deliveries, RetryScheduler
 from orchestrator.logout.intake import Activity
 from orchestrator.plans import PlanTimeouts
-from orchestrator.store import SessionFactory, utcnow
+from orchestrator.store import Database, utcnow
 from orchestrator.store.sql import engine_of
 from protocols import ProtocolHandler
 from schemas import LogoutPlan
@@ -63,7 +63,7 @@ class LogoutEngine:
 
     def __init__(
         self,
-        database: SessionFactory,
+        database: Database,
         handlers: Mapping[str, ProtocolHandler],
         attempts: Attempts,
         schedule: RetryScheduler,
@@ -78,9 +78,9 @@ class LogoutEngine:
         handles ``session.started`` / ``session.seen`` (without one they are rejected with a
         reason). ``timeouts`` go into the stage plans; ``notify`` announces
         ``(plan:<id>, the plan's JSON)`` and ``(event:<id>, "")`` once committed."""
-        self._database = engine_of(database)
-        self.leases = Leases(self._database, timedelta(seconds=lease))
-        self.deliveries = Deliveries(self._database, handlers, self.leases, schedule)
+        self._engine = engine_of(database)
+        self.leases = Leases(self._engine, timedelta(seconds=lease))
+        self.deliveries = Deliveries(self._engine, handlers, self.leases, schedule)
         self._attempts = attempts
         self._activity = activity
         self._timeouts = timeouts or PlanTimeouts()
@@ -96,10 +96,10 @@ class LogoutEngine:
             Message(index, raw, message_id) for index, (raw, message_id) in enumerate(messages)
         ]
         results: dict[int, HandleResult] = {}
-        logouts, refused, recorded = intake.read(self._database, batch, self._activity)
+        logouts, refused, recorded = intake.read(self._engine, batch, self._activity)
         results.update((message.index, HandleResult.RECORDED) for message in recorded)
         if refused:
-            intake.reject(self._database, refused)
+            intake.reject(self._engine, refused)
             results.update((item.message.index, HandleResult.REJECTED) for item in refused)
         if logouts:
             begun = self._begin(logouts, results)
@@ -114,7 +114,7 @@ class LogoutEngine:
             return
         with self.deliveries.hold(works):
             outcomes = self._attempts.attempt(works, self.leases)
-            with self._database.begin() as conn:
+            with self._engine.begin() as conn:
                 recorded = self.deliveries.record(conn, works, outcomes)
                 records = write_audit(conn, recorded.entries)
         emit(records)
@@ -123,12 +123,12 @@ class LogoutEngine:
 
     def settle(self, event_ids: Iterable[str]) -> None:
         """Write ``logout.settled`` for each of these events whose deliveries are all final."""
-        rollup.settle(self._database, event_ids)
+        rollup.settle(self._engine, event_ids)
 
     def lease_left(self, event_id: str) -> timedelta:
         """How much longer the lease a worker holds on ``event_id`` runs (zero when none does):
         a copy of its message refused as :attr:`HandleResult.BUSY` is worth trying then."""
-        return intake.lease_left(self._database, event_id, utcnow())
+        return intake.lease_left(self._engine, event_id, utcnow())
 
     # -- transaction 1 -----------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class LogoutEngine:
         """Claim the events, end what they name, record their deliveries (leased), and
         store the stage plans asked for; then announce the plans."""
         now = utcnow()
-        with self._database.begin() as conn:
+        with self._engine.begin() as conn:
             claimed = intake.claim(conn, logouts, now, self.deliveries.lease)
             entries = claimed.entries
             begun: list[Begun] = []
@@ -175,7 +175,7 @@ class LogoutEngine:
     def _finish(self, begun: list[Begun], works: list[Work], outcomes: dict[str, Outcome]) -> None:
         """Record every outcome, roll each event up, and mark the events completed."""
         now = utcnow()
-        with self._database.begin() as conn:
+        with self._engine.begin() as conn:
             recorded = self.deliveries.record(conn, works, outcomes)
             rolled, recount = rollup.complete(conn, begun, works, outcomes, recorded.lost, now)
             records = write_audit(conn, [*recorded.entries, *rolled], at=now)  # last
@@ -188,7 +188,7 @@ class LogoutEngine:
     def _release(self, event_ids: list[str]) -> None:
         """Give up the leases of events this run failed to finish (best effort)."""
         try:
-            with self._database.begin() as conn:
+            with self._engine.begin() as conn:
                 lease_events(conn, event_ids, None)
         except SQLAlchemyError as exc:  # the lease then simply runs out
             _log.warning("event leases not released", error=type(exc).__name__)

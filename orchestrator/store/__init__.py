@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 from schemas._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.store.database import Database, make_database
     from orchestrator.store.engine import make_engine
     from orchestrator.store.migrate import (
         upgrade,
@@ -26,13 +27,13 @@ if TYPE_CHECKING:
         RejectedEvent,
         utcnow,
     )
-    from orchestrator.store.sessions import SessionFactory, make_session_factory
 
 __all__ = [
     "OPEN_DELIVERY_STATUSES",
     "TERMINAL_DELIVERY_STATUSES",
     "AuditRow",
     "Base",
+    "Database",
     "Delivery",
     "DeliveryStatus",
     "EventRecord",
@@ -43,9 +44,8 @@ __all__ = [
     "Provider",
     "ProviderSession",
     "RejectedEvent",
-    "SessionFactory",
+    "make_database",
     "make_engine",
-    "make_session_factory",
     "upgrade",
     "utcnow",
 ]

@@ -1,5 +1,5 @@
 """Database engines: SQLite embedded by default, PostgreSQL in production (Core only: the
-ORM's sessions are :mod:`orchestrator.store.sessions`)."""
+database handle that opens ORM sessions is :mod:`orchestrator.store.database`)."""
 
 from __future__ import annotations
 

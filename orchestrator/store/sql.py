@@ -35,9 +35,9 @@ def insert_ignore_for(dialect: str, table: Table, keys: Sequence[str]) -> Any:
     return insert(table).prefix_with("IGNORE")  # pragma: no cover - other dialects
 
 
-def engine_of(sessions: sessionmaker[Session]) -> Engine:
-    """The engine a session factory is bound to."""
-    bind = sessions.kw.get("bind")
+def engine_of(database: sessionmaker[Session]) -> Engine:
+    """The engine a database handle is bound to."""
+    bind = database.kw.get("bind")
     if not isinstance(bind, Engine):
-        raise TypeError("the session factory must be bound to an Engine")
+        raise TypeError("the database handle must be bound to an Engine")
     return bind

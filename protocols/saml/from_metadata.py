@@ -186,9 +186,9 @@ def _endpoint(
     offered = ", ".join(f"{e.binding} {e.location}" for e in metadata.slo_endpoints) or (
         "none in SOAP, HTTP-Redirect or HTTP-POST" + (f"; only {others}" if others else "")
     )
-    url, binding, method = own.get("sls_url"), own.get("sls_binding"), own.get("logout_method")
+    url, sls_binding, method = own.get("sls_url"), own.get("sls_binding"), own.get("logout_method")
     if url is not None:
-        if binding is not None:
+        if sls_binding is not None:
             return {}
         match = next((e for e in metadata.slo_endpoints if e.location == url), None)
         if match is None:
@@ -203,11 +203,11 @@ def _endpoint(
             return {}
         return {"sls_binding": match.binding}
     wanted: tuple[SlsBinding, ...]
-    if binding in tuple(SlsBinding):
-        wanted, chooser = (SlsBinding(binding),), "sls_binding"
+    if sls_binding in tuple(SlsBinding):
+        wanted, chooser = (SlsBinding(sls_binding),), "sls_binding"
     elif method in tuple(LogoutMethod):
         wanted, chooser = METHOD_BINDINGS[LogoutMethod(method)], "logout_method"
-    elif binding is None and method is None:
+    elif sls_binding is None and method is None:
         wanted, chooser = _PREFERRED, field
     else:
         return {}  # an invalid binding or method: the settings model names it

@@ -233,12 +233,11 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
             relay_state=relay_state,
             key=self.identity.current.signing_key if sp.sign_requests else None,
         )
-        binding = "iframe" if channel is Channel.FRONTCHANNEL_IFRAME else "redirect"
         return FrontchannelEntry(
             provider=provider.name,
             protocol=self.protocol,
             channel=channel,
-            binding=binding,
+            binding="iframe" if channel is Channel.FRONTCHANNEL_IFRAME else "redirect",
             url=url,
         )
 

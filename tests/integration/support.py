@@ -327,7 +327,7 @@ class Stack:
                 runtime.registry.upsert_providers(
                     [c for c in configs if c.protocol in runtime.handlers]
                 )
-                with runtime.sessions.begin() as db:
+                with runtime.database.begin() as db:
                     for config in configs:
                         if config.protocol not in runtime.handlers:
                             db.merge(
@@ -350,7 +350,7 @@ class Stack:
         broker = build_broker(self.settings())
         try:
             with self.runtime(handlers={}) as runtime:
-                yield Publisher(broker, runtime.sessions, self.namespace)
+                yield Publisher(broker, runtime.database, self.namespace)
         finally:
             broker.close()
 

@@ -37,7 +37,7 @@ def trail(tmp_path: Path, postgres_url: str) -> dict[str, str]:
     runtime = Runtime.start(settings, handlers={})
     received, ended = AuditType.EVENT_RECEIVED, AuditType.SESSION_ENDED
     try:
-        with runtime.sessions.begin() as db:
+        with runtime.database.begin() as db:
             numbered = [
                 AuditEntry(f"n-{n}", received, "accepted", session_id=f"s-{n}") for n in range(1234)
             ]
@@ -125,7 +125,7 @@ def _trail_env(tmp_path: Path, postgres_url: str) -> dict[str, str]:
 
 def _reader_waits(runtime: Runtime) -> bool:
     """Whether a reader is waiting for writers: another connection polls pg_locks for them."""
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         waiting = db.scalar(
             text(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
@@ -165,7 +165,7 @@ def test_after_never_skips_a_record_that_commits_late(
     for the first to commit (polling, holding no lock), then lists both in seq order. Every
     record shows up in exactly one page: the late one is never skipped."""
     env = _trail_env(tmp_path, postgres_url)
-    with started.sessions.begin() as db:
+    with started.database.begin() as db:
         _write(db, "first")
     (first,) = _lines(_list(env, "--json"))
 

@@ -247,7 +247,7 @@ def test_a_login_on_postgresql_is_a_plain_upsert(stack: Stack) -> None:
         )
         runtime.registry.record_session("s-login", "alice", ip="81.2.69.142")
         runtime.registry.record_session("s-login", "alice", ip="81.2.69.160")
-        with runtime.sessions() as db:
+        with runtime.database() as db:
             stored = db.get(IdpSession, "s-login")
             assert stored is not None
             assert stored.ip == "81.2.69.160"
@@ -292,7 +292,7 @@ def test_large_import_copies_every_value(stack: Stack, race: bool) -> None:
             lambda _c, _cur, statement, *_: statements.append(statement),
         )
         batch = SessionImport({}, runtime.policy, None, GeoipDatabases())
-        with runtime.sessions.begin() as db:
+        with runtime.database.begin() as db:
             conn = db.connection()
             batch.check(conn, records, [], {})
             if race:

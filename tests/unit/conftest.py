@@ -98,7 +98,7 @@ def store_providers(runtime: Runtime, text: str) -> None:
     """Store the ``[[providers]]`` of ``text`` as rows, unchecked, upserted: providers no
     enabled handler serves (loaded before such were refused, or ``protocols`` changed since);
     ``providers load`` refuses them."""
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         for config in parse_providers_toml(text, "providers.toml"):
             db.merge(
                 Provider(

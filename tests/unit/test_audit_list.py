@@ -46,7 +46,7 @@ def _lines(result: Result) -> list[dict[str, Any]]:
 
 
 def _write(runtime: Runtime, entries: Sequence[AuditEntry], at: datetime = T0) -> None:
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         write_audit(db, entries, at=at)
 
 
@@ -87,7 +87,7 @@ def test_stream_reads_keyset_pages(many: Runtime) -> None:
 
     event.listen(many.engine, "before_cursor_execute", count)
     try:
-        with many.sessions() as db:
+        with many.database() as db:
             seen = [r.session_id for r in iter_audit(db, AuditQuery(), page_size=500)]
     finally:
         event.remove(many.engine, "before_cursor_execute", count)

@@ -35,13 +35,13 @@ from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
 from orchestrator.store import (
     AuditRow,
+    Database,
     Delivery,
     DeliveryStatus,
     EventRecord,
     Provider,
-    SessionFactory,
+    make_database,
     make_engine,
-    make_session_factory,
     upgrade,
     utcnow,
 )
@@ -143,7 +143,7 @@ class _RelyingParties:
 
 @dataclass
 class _Env:
-    sessions: SessionFactory
+    database: Database
     settings: Settings
     handlers: dict[str, ProtocolHandler]
     rps: _RelyingParties
@@ -164,14 +164,14 @@ class _Env:
             policy or RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=600.0),
         )
         return LogoutEngine(
-            self.sessions, self.handlers, attempts, schedule or self._schedule, lease=30
+            self.database, self.handlers, attempts, schedule or self._schedule, lease=30
         )
 
     def _schedule(self, delivery_id: str, delay: float) -> None:
         self.scheduled.append((delivery_id, delay))
 
     def provider(self, name: str, protocol: str = "test", enabled: bool = True) -> None:
-        registry = SessionRegistry(self.sessions, self.handlers)
+        registry = SessionRegistry(self.database, self.handlers)
         config = ProviderConfig.model_validate(
             {
                 "name": name,
@@ -183,7 +183,7 @@ class _Env:
         registry.upsert_providers([config])
 
     def session(self, session_id: str, user_id: str, links: Mapping[str, str]) -> None:
-        registry = SessionRegistry(self.sessions, self.handlers)
+        registry = SessionRegistry(self.database, self.handlers)
         registry.record_session(session_id, user_id)
         for provider, sid in links.items():
             registry.record_provider_session(session_id, provider, sid=sid, sub=user_id)
@@ -196,18 +196,18 @@ class _Env:
 
     def deliveries(self, event_id: str) -> dict[str, Delivery]:
         """The event's deliveries by provider name."""
-        with self.sessions() as db:
+        with self.database() as db:
             rows = db.scalars(select(Delivery).where(Delivery.event_id == event_id))
             return {row.provider: row for row in rows}
 
     def delivery(self, delivery_id: str) -> Delivery:
-        with self.sessions() as db:
+        with self.database() as db:
             row = db.get(Delivery, delivery_id)
             assert row is not None
             return row
 
     def audit(self, kind: str | None = None) -> list[AuditRow]:
-        with self.sessions() as db:
+        with self.database() as db:
             query = select(AuditRow).order_by(AuditRow.seq)
             if kind is not None:
                 query = query.where(AuditRow.type == kind)
@@ -215,7 +215,7 @@ class _Env:
 
     def make_due(self, delivery_id: str) -> None:
         """Move the next attempt into the past, as if the retry time had come."""
-        with self.sessions.begin() as db:
+        with self.database.begin() as db:
             db.execute(
                 update(Delivery)
                 .where(Delivery.id == delivery_id)
@@ -250,7 +250,7 @@ def env(tmp_path: Path) -> Iterator[_Env]:
     }
     rps = _RelyingParties()
     sender = HttpSender(transport=httpx.MockTransport(rps.handler))
-    environment = _Env(make_session_factory(engine), settings, handlers, rps, sender, [])
+    environment = _Env(make_database(engine), settings, handlers, rps, sender, [])
     try:
         yield environment
     finally:
@@ -461,7 +461,7 @@ def test_unknown_ids_are_ignored(one_rp: _Env) -> None:
 def test_disabled_provider_and_missing_handler_are_skipped(env: _Env) -> None:
     """A disabled provider and a protocol without handler are skipped, with reasons."""
     env.provider("off", enabled=False)
-    with env.sessions.begin() as db:  # stored before such providers were refused
+    with env.database.begin() as db:  # stored before such providers were refused
         db.add(Provider(name="legacy", protocol="other", enabled=True, settings={}))
     env.provider("rp1")
     env.session("s-1", "alice", {"off": "sid-off", "legacy": "sid-legacy", "rp1": "sid-rp1"})
@@ -481,7 +481,7 @@ def test_disabled_provider_and_missing_handler_are_skipped(env: _Env) -> None:
 
 def test_settings_that_no_longer_validate_are_skipped(env: _Env) -> None:
     """A stored provider whose settings its handler now refuses is skipped, not sent."""
-    with env.sessions.begin() as db:
+    with env.database.begin() as db:
         db.add(Provider(name="stale", protocol="strict", enabled=True, settings={}))
     env.session("s-1", "alice", {"stale": "sid-stale"})
     event_id = env.logout("s-1")
@@ -634,7 +634,7 @@ def test_two_engines_racing_send_each_delivery_once(env: _Env) -> None:
         f"sid=sid-{name}-{round_}".encode() for name in names for round_ in range(rounds)
     )
     assert sent == expected
-    with env.sessions() as db:
+    with env.database() as db:
         rows = list(db.scalars(select(Delivery)))
     assert len(rows) == len(names) * rounds
     # attempt 1 was the deferred one; the race made exactly one more
@@ -650,7 +650,7 @@ def test_logout_settles_when_the_last_retry_ends(one_rp: _Env) -> None:
     [completed] = one_rp.audit("logout.completed")
     assert completed.outcome == "retrying"
     delivery = one_rp.deliveries(event_id)["rp1"]
-    with one_rp.sessions.begin() as db:
+    with one_rp.database.begin() as db:
         db.execute(
             update(Delivery)
             .where(Delivery.id == delivery.id)
@@ -695,7 +695,7 @@ def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
     fresh = one_rp.engine()
     [second] = fresh.deliveries.claim([delivery_id])
     assert second.attempt == first.attempt + 1
-    with one_rp.sessions.begin() as db:
+    with one_rp.database.begin() as db:
         won = fresh.deliveries.record(
             db.connection(), [second], {delivery_id: Outcome(DeliveryStatus.SUCCEEDED)}
         )
@@ -703,7 +703,7 @@ def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
     assert len(won.entries) == 1
     retry = Outcome(DeliveryStatus.RETRYING, "no answer", None, utcnow(), retry_in=5)
     configure_logging("INFO", "json")  # an earlier test may have left WARNING in force
-    with structlog.testing.capture_logs() as logs, one_rp.sessions.begin() as db:
+    with structlog.testing.capture_logs() as logs, one_rp.database.begin() as db:
         lost = stale.deliveries.record(db.connection(), [first], {delivery_id: retry})
     assert (lost.lost, lost.entries, lost.retries) == ({delivery_id}, [], [])
     [line] = [entry for entry in logs if "lost its lease" in entry["event"]]
@@ -718,7 +718,7 @@ def test_a_final_status_never_changes(one_rp: _Env) -> None:
     engine = one_rp.engine()
     [work] = engine.deliveries.claim([delivery_id])
     for outcome in (Outcome(DeliveryStatus.SUCCEEDED), Outcome(DeliveryStatus.FAILED, "HTTP 400")):
-        with one_rp.sessions.begin() as db:
+        with one_rp.database.begin() as db:
             recorded = engine.deliveries.record(db.connection(), [work], {delivery_id: outcome})
             write_audit(db.connection(), recorded.entries)
     assert recorded.lost == {delivery_id}, "the second outcome was not recorded"
@@ -739,8 +739,8 @@ def test_a_renewal_moves_held_leases_forward(one_rp: _Env) -> None:
     delivery_id = _deferred_delivery(one_rp)
     engine = one_rp.engine()  # leases of 30 s
     [work] = engine.deliveries.claim([delivery_id])
-    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=600))
-    with one_rp.sessions.begin() as db:  # as if the event were still being handled
+    leases = Leases(engine_of(one_rp.database), timedelta(seconds=600))
+    with one_rp.database.begin() as db:  # as if the event were still being handled
         db.execute(update(EventRecord).values(status="processing", lease_until=None))
         event_id = db.scalar(select(EventRecord.event_id))
     assert event_id is not None
@@ -750,7 +750,7 @@ def test_a_renewal_moves_held_leases_forward(one_rp: _Env) -> None:
         leases.renew([lease], [event_id])
         assert lease.time_left() > 590
     renewed = one_rp.delivery(delivery_id).next_attempt_at
-    with one_rp.sessions() as db:
+    with one_rp.database() as db:
         event_lease = db.scalar(select(EventRecord.lease_until))
     assert renewed is not None
     assert event_lease is not None
@@ -763,7 +763,7 @@ def test_the_keeper_renews_while_held_and_stops_after(one_rp: _Env) -> None:
     delivery_id = _deferred_delivery(one_rp)
     [work] = one_rp.engine().deliveries.claim([delivery_id])
     claimed_until = one_rp.delivery(delivery_id).next_attempt_at
-    leases = Leases(engine_of(one_rp.sessions), timedelta(seconds=0.3))  # renewed every 0.1 s
+    leases = Leases(engine_of(one_rp.database), timedelta(seconds=0.3))  # renewed every 0.1 s
     with leases.hold([(work.delivery_id, work.attempt, work.context.now)]):
         _until(
             lambda: one_rp.delivery(delivery_id).next_attempt_at != claimed_until,

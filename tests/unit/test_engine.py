@@ -47,7 +47,7 @@ class _Killed(LogoutEngine):
 
 def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
     dying = _WorkerDies(_no_sender, runtime.retry_policy())
-    killed = _Killed(runtime.sessions, {}, dying, _no_schedule, lease=runtime.delivery_lease)
+    killed = _Killed(runtime.database, {}, dying, _no_schedule, lease=runtime.delivery_lease)
     with pytest.raises(RuntimeError, match="SIGKILL"):
         killed.handle(event, message_id)
 
@@ -55,7 +55,7 @@ def _crash(runtime: Runtime, event: dict[str, Any], message_id: str) -> None:
 def _leases_run_out(runtime: Runtime, *, deliveries: bool = True) -> None:
     """The dead worker's leases end: its event's (and, with ``deliveries``, its attempts')."""
     past = utcnow() - timedelta(seconds=1)
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         db.execute(update(EventRecord).values(lease_until=past))
         if deliveries:
             db.execute(update(Delivery).values(next_attempt_at=past))
@@ -68,12 +68,12 @@ def _no_schedule(delivery_id: str, delay: float) -> None:
 def _processor(runtime: Runtime) -> LogoutEngine:
     attempts = Attempts(_no_sender, runtime.retry_policy())
     return LogoutEngine(
-        runtime.sessions, runtime.handlers, attempts, _no_schedule, lease=runtime.delivery_lease
+        runtime.database, runtime.handlers, attempts, _no_schedule, lease=runtime.delivery_lease
     )
 
 
 def _audit(runtime: Runtime, event_id: str | None = None) -> list[AuditRow]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         query = select(AuditRow).order_by(AuditRow.seq)
         if event_id is not None:
             query = query.where(AuditRow.event_id == event_id)
@@ -81,13 +81,13 @@ def _audit(runtime: Runtime, event_id: str | None = None) -> list[AuditRow]:
 
 
 def _ended(runtime: Runtime) -> dict[str, str | None]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         rows = db.scalars(select(IdpSession).where(IdpSession.ended_at.is_not(None)))
         return {row.session_id: row.end_reason for row in rows}
 
 
 def _delivered(runtime: Runtime, event_id: str) -> set[tuple[str, str]]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         rows = db.scalars(select(Delivery).where(Delivery.event_id == event_id))
         return {(row.session_id, row.provider) for row in rows}
 
@@ -164,7 +164,7 @@ def test_provider_logout_ends_only_that_provider_session(populated: Runtime) -> 
     event_id = _handle(populated, "logout.provider", session_id="s-1", provider="chat")
     assert _ended(populated) == {}
     assert _delivered(populated, event_id) == {("s-1", "chat")}
-    with populated.sessions() as db:
+    with populated.database() as db:
         open_links = db.scalars(
             select(ProviderSession.provider).where(
                 ProviderSession.session_id == "s-1", ProviderSession.ended_at.is_(None)
@@ -285,7 +285,7 @@ def test_its_own_message_again_settles_a_logout_whose_roll_up_was_lost(
     processor.handle(event, "m-1")
     settled = [r for r in _audit(populated, event["event_id"]) if r.type == "logout.settled"]
     assert len(settled) == 1
-    with populated.sessions.begin() as db:  # as if the worker had died before writing it
+    with populated.database.begin() as db:  # as if the worker had died before writing it
         db.execute(delete(AuditRow).where(AuditRow.id == settled[0].id))
     assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
     assert processor.handle(event, "m-1") is HandleResult.DUPLICATE
@@ -308,7 +308,7 @@ def test_invalid_event_is_rejected_and_kept(populated: Runtime) -> None:
     """An invalid message is recorded whole with its problems, never dropped."""
     raw = {"type": "session.revoke", "event_id": "not-a-uuid", "session_id": "s-1"}
     assert _processor(populated).handle(raw, "m-bad") is HandleResult.REJECTED
-    with populated.sessions() as db:
+    with populated.database() as db:
         [rejected] = db.scalars(select(RejectedEvent)).all()
     assert rejected.message_id == "m-bad"
     assert '"not-a-uuid"' in rejected.payload
@@ -355,7 +355,7 @@ def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime
     # The first attempt dies after its first transaction (sessions ended, deliveries
     # recorded and leased), before anything was sent.
     _crash(populated, event, "m-1")
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert db.scalar(select(func.count()).select_from(Delivery)) == 5
     # Its leases run out; the broker redelivers the same message to another worker.
     _leases_run_out(populated)
@@ -371,7 +371,7 @@ def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime
         "logout.completed": 1,
         "logout.settled": 1,
     }
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert db.scalar(select(func.count()).select_from(Delivery)) == 5
         status = db.scalar(select(EventRecord.status))
     assert status == EventStatus.COMPLETED
@@ -391,11 +391,11 @@ def test_a_second_copy_of_a_message_in_progress_is_refused(populated: Runtime) -
     event = make_event("logout.user", session_id="s-1")
     _crash(populated, event, "m-1")  # to the pipeline, as a live worker still at it
     before = [(r.type, r.dedupe_key) for r in _audit(populated)]
-    with populated.sessions() as db:
+    with populated.database() as db:
         attempts = sorted(db.scalars(select(Delivery.attempts)))
     assert _processor(populated).handle(event, "m-1") is HandleResult.BUSY
     assert [(r.type, r.dedupe_key) for r in _audit(populated)] == before
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert sorted(db.scalars(select(Delivery.attempts))) == attempts, "nothing was claimed"
         assert db.scalar(select(EventRecord.status)) == EventStatus.PROCESSING
     _leases_run_out(populated)
@@ -407,13 +407,13 @@ def test_an_event_that_failed_in_process_is_resumed_at_once(populated: Runtime) 
     event = make_event("logout.user", session_id="s-1")
     failing = _WorkerDies(_no_sender, populated.retry_policy())
     engine = LogoutEngine(
-        populated.sessions, {}, failing, _no_schedule, lease=populated.delivery_lease
+        populated.database, {}, failing, _no_schedule, lease=populated.delivery_lease
     )
     with pytest.raises(RuntimeError, match="SIGKILL"):
         engine.handle(event, "m-1")
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert db.scalar(select(EventRecord.lease_until)) is None
-    with populated.sessions.begin() as db:  # its deliveries' leases ran out meanwhile
+    with populated.database.begin() as db:  # its deliveries' leases ran out meanwhile
         db.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
     assert _processor(populated).handle(event, "m-1") is HandleResult.COMPLETED
 
@@ -422,7 +422,7 @@ def test_replay_puts_back_deliveries_still_leased(populated: Runtime) -> None:
     """A replay while the dead attempt's leases run schedules them for when they end."""
     scheduled: list[tuple[str, float]] = []
     processor = LogoutEngine(
-        populated.sessions,
+        populated.database,
         populated.handlers,
         Attempts(_no_sender, populated.retry_policy()),
         lambda delivery_id, delay: scheduled.append((delivery_id, delay)),
@@ -475,7 +475,7 @@ def test_racing_events_end_each_session_exactly_once(runtime: Runtime) -> None:
     assert sorted(ended) == sorted(f"r-{n}" for n in range(40))
     totals = sum(r.detail["sessions_ended"] for r in rows if r.type == "logout.completed")
     assert totals == 40
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         assert db.scalar(select(func.count()).select_from(Delivery)) == 40
         per_link = db.execute(
             select(Delivery.provider_session_id, func.count()).group_by(

@@ -95,12 +95,12 @@ class World:
         kind = "logout.provider" if "provider" in fields else "logout.user"
         event = make_event(kind, session_id=session, plan_id=plan_id, **fields)
         self.processor.handle(event, f"m-{plan_id}")
-        plan = load_plan(self.runtime.sessions, plan_id)
+        plan = load_plan(self.runtime.database, plan_id)
         assert plan is not None
         return plan
 
     def audit(self, kind: str) -> list[AuditRecord]:
-        with self.runtime.sessions() as db:
+        with self.runtime.database() as db:
             return query_audit(db, AuditQuery(type=kind, limit=None))
 
     def answer(self, plan: LogoutPlan, signer: KeyPair | None = None, **status: str) -> str:
@@ -393,7 +393,7 @@ def test_a_failed_backchannel_delivery_makes_the_answer_partial(world: World) ->
         "p-11", "chat", "payroll", provider="payroll", full_logout=True, in_response_to="_z"
     )
     # payroll (the starter) has its own native step: answer it, so only chat can be partial.
-    plan = load_plan(world.runtime.sessions, "p-11")
+    plan = load_plan(world.runtime.database, "p-11")
     assert plan is not None
     [payroll] = plan.stages[1].entries
     world.client.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import structlog
 import api
 import orchestrator
 import orchestrator.logout
+import orchestrator.store
 import protocols
 import schemas
 import workers
@@ -51,7 +53,7 @@ def test_every_audit_record_is_logged_once(
     configure_logging("INFO", "json")
     entry = AuditEntry(key="k-1", type=AuditType.EVENT_RECEIVED, outcome="accepted", event_id="e")
     for _ in range(2):
-        with runtime.sessions.begin() as db:
+        with runtime.database.begin() as db:
             records = write_audit(db, [entry])
         emit(records)
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if '"audit"' in x]
@@ -79,6 +81,7 @@ def test_every_audit_record_is_logged_once(
             orchestrator.logout,
             {"Attempts", "HandleResult", "LogoutEngine", "Tally", "end_reason"},
         ),
+        (orchestrator.store, {"Database", "make_database", "make_engine", "upgrade"}),
         (
             protocols,
             {"ProtocolHandler", "BackchannelRequest", "handler_classes", "Channel", "KeyDirectory"},
@@ -109,3 +112,11 @@ def test_one_exception_root() -> None:
     ]
     assert all(issubclass(e, orchestrator.LogoutError) for e in errors)
     assert not issubclass(orchestrator.TransientDeliveryError, orchestrator.PermanentDeliveryError)
+
+
+def test_the_database_handle_is_not_called_sessions() -> None:
+    """The sessionmaker is ``database`` everywhere; "sessions" are IdP and provider sessions."""
+    fields = {f.name for f in dataclasses.fields(Runtime)}
+    assert "database" in fields
+    assert "sessions" not in fields
+    assert not {"SessionFactory", "make_session_factory"} & set(orchestrator.store.__all__)

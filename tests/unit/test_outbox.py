@@ -53,12 +53,12 @@ def _import_due(runtime: Runtime, count: int) -> list[str]:
 
 
 def _rows(runtime: Runtime) -> list[OutboxRow]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         return list(db.scalars(select(OutboxRow).order_by(OutboxRow.id)))
 
 
 def _claimed(runtime: Runtime) -> list[str]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         return list(
             db.scalars(
                 select(IdpSession.session_id).where(IdpSession.expiry_claimed_at.is_not(None))
@@ -92,7 +92,7 @@ class Broker:
 
 
 def _sweep(runtime: Runtime) -> int:
-    return ExpirySweeper(runtime.sessions, SessionPolicy(), batch=4).sweep(NOW).claimed
+    return ExpirySweeper(runtime.database, SessionPolicy(), batch=4).sweep(NOW).claimed
 
 
 # -- the claim and its event commit together ------------------------------------------------
@@ -145,7 +145,7 @@ def _statements(runtime: Runtime) -> list[str]:
     def record(*args: Any) -> None:
         seen.append(str(args[2]))
 
-    sqlalchemy.event.listen(engine_of(runtime.sessions), "before_cursor_execute", record)
+    sqlalchemy.event.listen(engine_of(runtime.database), "before_cursor_execute", record)
     return seen
 
 
@@ -164,7 +164,7 @@ def test_relay_counts_the_outbox_only_when_a_run_stops_early(runtime: Runtime) -
         RelayReport(4, 0, None)
     )
     assert not [s for s in seen if "count(" in s.lower()], seen
-    capped = OutboxRelay(runtime.sessions, Broker(), batch=2, max_per_run=4)
+    capped = OutboxRelay(runtime.database, Broker(), batch=2, max_per_run=4)
     assert capped.run() == RelayReport(4, 2, None)
     assert [s for s in seen if "count(" in s.lower()]
     report = runtime.relay(Broker(fail_from=2)).run()
@@ -206,7 +206,7 @@ def test_concurrent_relays_never_send_a_leased_row(runtime: Runtime) -> None:
             inner_relay.run()  # runs while this relay holds its first batch
         outer_sent.append(message)
 
-    OutboxRelay(runtime.sessions, outer, batch=3).run()
+    OutboxRelay(runtime.database, outer, batch=3).run()
     assert [m.message_id for m in outer_sent] == [r.message_id for r in _rows(runtime)][:3]
     assert len(inner.sent) == 6
     assert not {m.message_id for m in outer_sent} & set(inner.ids)
@@ -215,9 +215,9 @@ def test_concurrent_relays_never_send_a_leased_row(runtime: Runtime) -> None:
 def test_many_relays_in_threads_send_each_row_once(runtime: Runtime) -> None:
     """Four relays at once, in small batches, over 120 rows: each row sent exactly once."""
     _import_due(runtime, 120)
-    ExpirySweeper(runtime.sessions, SessionPolicy()).sweep(NOW)
+    ExpirySweeper(runtime.database, SessionPolicy()).sweep(NOW)
     broker = Broker(delay=0.001)
-    relays = [OutboxRelay(runtime.sessions, broker, batch=5) for _ in range(4)]
+    relays = [OutboxRelay(runtime.database, broker, batch=5) for _ in range(4)]
     threads = [threading.Thread(target=relay.run) for relay in relays]
     for thread in threads:
         thread.start()
@@ -237,7 +237,7 @@ def test_a_relay_that_died_holding_a_lease_is_taken_over(runtime: Runtime) -> No
         raise KeyboardInterrupt  # the process is killed mid-publication
 
     with pytest.raises(KeyboardInterrupt):
-        OutboxRelay(runtime.sessions, dies, lease=0.2).run()
+        OutboxRelay(runtime.database, dies, lease=0.2).run()
     broker = Broker()
     assert runtime.relay(broker).run().published == 0, "the lease still holds"
     time.sleep(0.3)
@@ -253,7 +253,7 @@ def test_recover_prunes_completed_and_resends_lost_messages(runtime: Runtime) ->
     relay = runtime.relay(Broker())
     relay.run()
     done, processing, lost = (str(expiry_event_id(s)) for s in ids)
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         for event_id, status in ((done, EventStatus.COMPLETED), (processing, "processing")):
             db.add(
                 EventRecord(
@@ -265,7 +265,7 @@ def test_recover_prunes_completed_and_resends_lost_messages(runtime: Runtime) ->
                 )
             )
     assert (relay.recover(grace=60).done, relay.recover(grace=60).resent) == (1, 0)
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(minutes=5)))
     assert relay.recover(grace=60).resent == 1
     again = Broker()
@@ -282,7 +282,7 @@ def test_a_message_still_unhandled_is_resent_ever_more_rarely(runtime: Runtime) 
     relay = runtime.relay(Broker())
 
     def sent_minutes_ago(minutes: float) -> None:
-        with runtime.sessions.begin() as db:
+        with runtime.database.begin() as db:
             db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(minutes=minutes)))
 
     relay.run()  # the first send: attempts 1
@@ -307,7 +307,7 @@ def test_recover_prunes_messages_the_pipeline_rejected(runtime: Runtime) -> None
     relay = runtime.relay(Broker())
     relay.run()
     message_id = str(expiry_event_id(sid))
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         db.add(RejectedEvent(message_id=message_id, event_id=message_id, payload="{}", problems=[]))
         db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(minutes=5)))
     assert relay.recover(grace=60) == OutboxRecovery(done=1, resent=0)
@@ -375,7 +375,7 @@ def test_session_limit_decision_and_revocation_commit_together(
         second = make_event("session.started", session_id="s-2", user_id="alice")
         with pytest.raises(BrokerDown):
             activity.started(SessionStarted.model_validate(second))
-        with limited.sessions() as db:
+        with limited.database() as db:
             started = query_audit(db, AuditQuery(type="session.started", limit=None))
         assert [r.session_id for r in started] == ["s-1"]
         assert _rows(limited) == []
@@ -393,7 +393,7 @@ def test_a_workers_sweep_publishes_and_its_recovery_clears_the_outbox(runtime: R
     with embedded(runtime.settings, runtime) as actors:
         assert actors.sweep_expired().claimed == 3
         actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
-        with runtime.sessions() as db:
+        with runtime.database() as db:
             assert set(db.scalars(select(IdpSession.end_reason))) == {"expired_absolute"}
         assert len(_rows(runtime)) == 3
         actors.recover()
@@ -431,6 +431,6 @@ def test_sessions_sweep_with_the_broker_down_keeps_the_events(runtime: Runtime) 
     back = runner.invoke(main, ["sessions", "sweep"], env=_env(runtime, "memory://"))
     assert back.exit_code == 0, back.output
     assert "expired: 0 claimed, 3 published" in back.output
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         reasons = set(db.scalars(select(IdpSession.end_reason)))
     assert reasons == {"expired_absolute"}

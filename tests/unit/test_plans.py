@@ -96,7 +96,7 @@ def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, LogoutEngine]) ->
     _session(runtime, "s-1", "wiki", "chat", "hr", "payroll")
     event = make_event("logout.user", session_id="s-1", plan_id="p-1")
     processor.handle(event, "m-1")
-    plan = load_plan(runtime.sessions, "p-1")
+    plan = load_plan(runtime.database, "p-1")
     assert plan is not None
     assert [(s.index, s.kind) for s in plan.stages] == [
         (0, "logout"),
@@ -116,7 +116,7 @@ def test_plan_has_explicit_stage_indexes(mixed: tuple[Runtime, LogoutEngine]) ->
     assert payroll.form["RelayState"] == payroll.delivery_id
     assert payroll.timeout_ms == runtime.settings.frontchannel_native_timeout_ms
     assert plan.timeout_ms == runtime.settings.frontchannel_page_timeout_ms
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         [built] = query_audit(db, AuditQuery(type="plan.built", limit=None))
         completed = query_audit(db, AuditQuery(type="logout.completed", limit=None))
     assert built.detail["stages"] == [
@@ -133,7 +133,7 @@ def test_native_stage_follows_logout_when_there_is_no_iframe_stage(
     runtime, processor = mixed
     _session(runtime, "s-2", "payroll", "chat")
     processor.handle(make_event("logout.user", session_id="s-2", plan_id="p-2"), "m-2")
-    plan = load_plan(runtime.sessions, "p-2")
+    plan = load_plan(runtime.database, "p-2")
     assert plan is not None
     assert [(s.index, s.kind) for s in plan.stages] == [(0, "logout"), (1, "native_logout")]
 
@@ -144,11 +144,11 @@ def test_a_logout_without_browser_work_gets_a_plan_of_one_stage(
     runtime, processor = mixed
     _session(runtime, "s-3", "chat")
     processor.handle(make_event("logout.user", session_id="s-3", plan_id="p-3"), "m-3")
-    plan = load_plan(runtime.sessions, "p-3")
+    plan = load_plan(runtime.database, "p-3")
     assert plan is not None
     assert [(s.index, s.kind, s.entries) for s in plan.stages] == [(0, "logout", [])]
     processor.handle(make_event("logout.user", session_id="gone", plan_id="p-4"), "m-4")
-    assert load_plan(runtime.sessions, "p-4") is not None  # the IdP is never left waiting
+    assert load_plan(runtime.database, "p-4") is not None  # the IdP is never left waiting
 
 
 def test_sp_initiated_logout_plan_responds_to_the_sp(
@@ -166,7 +166,7 @@ def test_sp_initiated_logout_plan_responds_to_the_sp(
         relay_state="back-to-app",
     )
     processor.handle(event, "m-5")
-    plan = load_plan(runtime.sessions, "p-5")
+    plan = load_plan(runtime.database, "p-5")
     assert plan is not None
     assert plan.respond_to is not None
     assert plan.respond_to.model_dump() == {

@@ -25,8 +25,8 @@ from orchestrator.store import (
     EventRecord,
     EventStatus,
     OutboxRow,
+    make_database,
     make_engine,
-    make_session_factory,
     utcnow,
 )
 from orchestrator.validation import parse_event
@@ -54,7 +54,7 @@ class FailingBroker(StubBroker):
 
 
 def _rows(runtime: Runtime) -> list[OutboxRow]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         return list(db.scalars(select(OutboxRow).order_by(OutboxRow.id)))
 
 
@@ -70,7 +70,7 @@ def test_publish_records_each_event_as_sent_and_enqueues_it_under_the_row_id(
     the broker holds one message per row under the row's message id, in order."""
     broker = StubBroker()
     events = [make_event("logout.user", session_id=f"s-{i}") for i in range(3)]
-    parsed = Publisher(broker, runtime.sessions).publish_many(events)
+    parsed = Publisher(broker, runtime.database).publish_many(events)
     rows = _rows(runtime)
     assert [r.event_id for r in rows] == [str(e.event_id) for e in parsed]
     assert all(r.sent_at is not None and r.attempts == 1 for r in rows)
@@ -82,7 +82,7 @@ def test_publishing_an_event_again_is_a_new_message(runtime: Runtime) -> None:
     """The same event published twice: two rows, two message ids (the pipeline keeps one)."""
     broker = StubBroker()
     event = make_event("logout.user", session_id="s-1")
-    publisher = Publisher(broker, runtime.sessions)
+    publisher = Publisher(broker, runtime.database)
     publisher.publish(event)
     publisher.publish(event)
     rows = _rows(runtime)
@@ -96,7 +96,7 @@ def test_an_invalid_batch_records_and_sends_nothing(runtime: Runtime) -> None:
     good = make_event("logout.user", session_id="s-1")
     bad = make_event("logout.user", session_id="s-2", initiator="nobody")
     with pytest.raises(InputError) as caught:
-        Publisher(broker, runtime.sessions).publish_many([good, bad])
+        Publisher(broker, runtime.database).publish_many([good, bad])
     assert [p.where for p in caught.value.problems] == ["event 2"]
     assert _rows(runtime) == []
     assert _queued_ids(broker) == []
@@ -107,7 +107,7 @@ def test_a_broker_failing_part_way_leaves_every_event_in_the_outbox(runtime: Run
     1,198 unsent (the refused one with its error); a relay run later sends exactly those."""
     broker = FailingBroker(fail_from=3)
     events = [make_event("logout.user", session_id=f"s-{i}") for i in range(1200)]
-    report = Publisher(broker, runtime.sessions).enqueue(parse_event(e) for e in events)
+    report = Publisher(broker, runtime.database).enqueue(parse_event(e) for e in events)
     assert (report.published, report.pending) == (2, 1198)
     assert report.error == "ConnectionError: connection refused"
     rows = _rows(runtime)
@@ -129,15 +129,15 @@ def test_events_the_broker_lost_are_sent_again_and_handled_once(runtime: Runtime
     recovery deletes the rows of the completed events."""
     lost = StubBroker()
     events = [make_event("logout.user", session_id=f"s-{i}") for i in range(5)]
-    Publisher(lost, runtime.sessions).publish_many(events)
+    Publisher(lost, runtime.database).publish_many(events)
     ids = [r.message_id for r in _rows(runtime)]
     with embedded(runtime.settings, runtime) as actors:
         assert actors.handle_event.broker is not lost
-        with runtime.sessions.begin() as db:  # the grace has passed
+        with runtime.database.begin() as db:  # the grace has passed
             db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(minutes=10)))
         actors.recover()
         actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
-        with runtime.sessions() as db:
+        with runtime.database() as db:
             handled = db.execute(select(EventRecord.message_id, EventRecord.status)).all()
             kinds = db.execute(select(AuditRow.type, func.count()).group_by(AuditRow.type)).all()
         assert sorted(handled) == sorted((i, EventStatus.COMPLETED) for i in ids)
@@ -156,7 +156,7 @@ def test_publishing_in_process_goes_through_the_outbox(runtime: Runtime) -> None
         actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
     assert report == RelayReport(3, 0)
     assert {r.event_id for r in _rows(runtime)} == {e["event_id"] for e in events}
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         assert db.scalar(select(func.count()).select_from(EventRecord)) == 3
 
 
@@ -167,7 +167,7 @@ def test_an_event_the_database_did_not_record_is_not_enqueued(tmp_path: Path) ->
     broker = StubBroker()
     try:
         with pytest.raises(OperationalError, match="outbox"):
-            Publisher(broker, make_session_factory(engine)).publish(
+            Publisher(broker, make_database(engine)).publish(
                 make_event("logout.user", session_id="s-1")
             )
     finally:
@@ -216,7 +216,7 @@ def test_cli_publish_keeps_in_the_outbox_what_the_broker_refused(
     }
     with embedded(runtime.settings, runtime) as actors:  # starting, it relays the outbox
         actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         assert db.scalar(select(func.count()).select_from(EventRecord)) == 3
 
 
@@ -235,7 +235,7 @@ def test_session_activity_leaves_no_outbox_row_to_be_sent_again(runtime: Runtime
         actors.publisher.enqueue([parse_event(seen)])
         actors.handle_event.broker.join(actors.handle_event.queue_name, timeout=30_000)
         assert _rows(runtime) == []
-        with runtime.sessions.begin() as db:  # a row written before this fix, long overdue
+        with runtime.database.begin() as db:  # a row written before this fix, long overdue
             db.execute(update(OutboxRow).values(sent_at=utcnow() - timedelta(days=1)))
         actors.recover()
         assert actors.handle_event.broker.queues[actors.handle_event.queue_name].qsize() == 0

@@ -23,7 +23,7 @@ from workers import embedded
 def _age(runtime: Runtime, seconds: float) -> None:
     """Pretend the crash happened ``seconds`` ago."""
     past = utcnow() - timedelta(seconds=seconds)
-    with runtime.sessions.begin() as db:
+    with runtime.database.begin() as db:
         db.execute(update(EventRecord).values(attempted_at=past, lease_until=past))
         db.execute(update(Delivery).values(next_attempt_at=past))
 
@@ -37,7 +37,7 @@ def test_stuck_event_and_overdue_deliveries_are_put_back_once(populated: Runtime
 
     def sweep() -> tuple[int, int]:
         report = recover(
-            populated.sessions,
+            populated.database,
             grace=60,
             republish=lambda e, m: republished.append((e, m)),
             reschedule=lambda d, delay: rescheduled.append((d, delay)),
@@ -50,7 +50,7 @@ def test_stuck_event_and_overdue_deliveries_are_put_back_once(populated: Runtime
     assert [(str(e.event_id), m) for e, m in republished] == [(event["event_id"], "m-first")]
     assert sweep() == (0, 0), "what was put back is not put back again at once"
     # Once the event has completed, an overdue retry is rescheduled by the sweep.
-    with populated.sessions.begin() as db:
+    with populated.database.begin() as db:
         db.execute(update(EventRecord).values(status=EventStatus.COMPLETED))
     _age(populated, 120)
     assert sweep() == (0, 3)
@@ -67,7 +67,7 @@ def test_a_lost_message_is_finished_by_the_next_worker(populated: Runtime) -> No
         broker = actors.handle_event.broker
         broker.join(actors.handle_event.queue_name, timeout=10_000)
         broker.join(actors.deliver.queue_name, timeout=10_000)
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert db.scalar(select(EventRecord.status)) == EventStatus.COMPLETED
         statuses = set(db.scalars(select(Delivery.status)))
     assert statuses == {"skipped"}
@@ -80,20 +80,20 @@ def test_a_lost_message_is_finished_by_the_next_worker(populated: Runtime) -> No
 def test_an_event_a_live_worker_holds_is_left_alone(populated: Runtime) -> None:
     """An event whose lease runs is not re-published, however old its last attempt."""
     _crash(populated, make_event("logout.user", session_id="s-1"), "m-1")
-    with populated.sessions.begin() as db:
+    with populated.database.begin() as db:
         db.execute(update(EventRecord).values(attempted_at=utcnow() - timedelta(seconds=600)))
     republished: list[str] = []
 
     def sweep() -> int:
         return recover(
-            populated.sessions,
+            populated.database,
             grace=60,
             republish=lambda event, message_id: republished.append(message_id),
             reschedule=lambda delivery_id, delay: None,
         ).events
 
     assert sweep() == 0, "the worker renewing the event's lease is alive"
-    with populated.sessions.begin() as db:
+    with populated.database.begin() as db:
         db.execute(update(EventRecord).values(lease_until=utcnow() - timedelta(seconds=1)))
     assert sweep() == 1
     assert republished == ["m-1"]
@@ -133,7 +133,7 @@ def test_a_copy_of_a_message_in_progress_comes_back_when_the_lease_ends(
     # The lease was taken just before: what is left of it, plus the 1 s margin.
     assert lease_ms - 2000 < delay <= lease_ms + 1000
     assert [row.dedupe_key for row in _audit(populated)] == before
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert db.scalar(select(EventRecord.status)) == EventStatus.PROCESSING
 
 
@@ -144,14 +144,14 @@ def test_a_stored_event_the_contract_now_refuses_does_not_stop_the_others(
     sweep says so and goes on; the valid stuck event beside it is re-published."""
     _crash(populated, make_event("logout.user", session_id="s-1"), "m-old")
     _crash(populated, make_event("logout.user", session_id="s-2"), "m-good")
-    with populated.sessions.begin() as db:
+    with populated.database.begin() as db:
         row = db.scalars(select(EventRecord).where(EventRecord.message_id == "m-old")).one()
         row.payload = {**row.payload, "actor": "x" * 300}
         db.execute(update(EventRecord).values(lease_until=None))
     _age(populated, 120)
     republished: list[str] = []
     report = recover(
-        populated.sessions,
+        populated.database,
         grace=60,
         republish=lambda event, message_id: republished.append(message_id),
         reschedule=lambda delivery_id, delay: None,

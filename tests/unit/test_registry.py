@@ -67,7 +67,7 @@ class StrictHandler(ProtocolHandler):
 
 
 def _count(runtime: Runtime, model: Any) -> int:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         return int(db.scalar(select(func.count()).select_from(model)) or 0)
 
 
@@ -82,13 +82,13 @@ def handled(settings: Settings) -> Iterator[Runtime]:
 def test_providers_load_and_upsert(runtime: Runtime) -> None:
     """Loading twice updates instead of duplicating; protocol settings are kept."""
     registry = SessionRegistry(
-        runtime.sessions, {"strict": build_handler(runtime.settings, StrictHandler)}
+        runtime.database, {"strict": build_handler(runtime.settings, StrictHandler)}
     )
     text = '[[providers]]\nname = "wiki"\nprotocol = "strict"\nclient_id = "w"\n'
     first = registry.load_providers_file(text, "p.toml")
     second = registry.load_providers_file(text.replace('"w"', '"w2"'), "p.toml")
     assert (first.created, first.updated, second.created, second.updated) == (1, 0, 0, 1)
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         row = db.get(Provider, "wiki")
         assert row is not None
         assert row.settings == {"client_id": "w2"}
@@ -133,7 +133,7 @@ def test_disabled_provider_without_handler_is_stored_with_a_warning(handled: Run
         "p.toml: provider 'x': no handler for protocol 'cas' is enabled; stored disabled, its "
         "settings unchecked",
     )
-    with handled.sessions() as db:
+    with handled.database() as db:
         row = db.get(Provider, "x")
         assert row is not None
         assert (row.enabled, row.settings) == (False, {"url": "u"})
@@ -186,7 +186,7 @@ def test_invalid_providers_file_is_refused_whole(
 def test_handler_validation_refuses_the_file(runtime: Runtime) -> None:
     """The protocol handler's own checks apply on load, and nothing is stored on failure."""
     registry = SessionRegistry(
-        runtime.sessions, {"strict": build_handler(runtime.settings, StrictHandler)}
+        runtime.database, {"strict": build_handler(runtime.settings, StrictHandler)}
     )
     text = (
         '[[providers]]\nname = "good"\nprotocol = "strict"\nclient_id = "g"\n'
@@ -196,7 +196,7 @@ def test_handler_validation_refuses_the_file(runtime: Runtime) -> None:
         registry.load_providers_file(text, "p.toml")
     assert _count(runtime, Provider) == 0
     registry.load_providers_file(text.split('[[providers]]\nname = "bad"')[0], "p.toml")
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         row = db.get(Provider, "good")
         assert row is not None
         assert row.settings == {"client_id": "g"}
@@ -210,7 +210,7 @@ def test_sessions_import_creates_and_updates(populated: Runtime) -> None:
         ['{"kind": "provider_session", "session_id": "s-1", "provider": "wiki", "sid": "new"}']
     )
     assert (summary.created, summary.updated) == (0, 1)
-    with populated.sessions() as db:
+    with populated.database() as db:
         identifiers = db.scalar(
             select(ProviderSession.identifiers).where(
                 ProviderSession.session_id == "s-1", ProviderSession.provider == "wiki"
@@ -250,7 +250,7 @@ def test_invalid_sessions_are_refused_whole(
         populated.registry.import_lines([good, *lines] if len(lines) == 1 else lines)
     rendered = [str(p) for p in caught.value.problems]
     assert any(r.startswith(expected) for r in rendered), rendered
-    with populated.sessions() as db:
+    with populated.database() as db:
         assert db.get(IdpSession, "s-new") is None
 
 
@@ -259,7 +259,7 @@ def test_python_api_records_sessions(handled: Runtime) -> None:
     handled.registry.load_providers_file(PROVIDERS.replace('"chat"', '"w"'), "p")
     handled.registry.record_session("s-1", "u-1", ip="81.2.69.142", user_agent="ff")
     handled.registry.record_provider_session("s-1", "w", sid="abc", sub="u-1")
-    with handled.sessions() as db:
+    with handled.database() as db:
         link = db.scalar(select(ProviderSession))
         assert link is not None
         assert (link.identifiers, link.provider) == ({"sid": "abc", "sub": "u-1"}, "w")
@@ -268,7 +268,7 @@ def test_python_api_records_sessions(handled: Runtime) -> None:
     with pytest.raises(InputError, match="sid given both as a field and in identifiers"):
         handled.registry.record_provider_session("s-1", "w", {"sid": "a"}, sid="b")
     handled.registry.record_provider_session("s-1", "w", {"sid": "c"})  # merged over the row
-    with handled.sessions() as db:
+    with handled.database() as db:
         link = db.scalar(select(ProviderSession))
         assert link is not None
         assert link.identifiers == {"sid": "c", "sub": "u-1"}
@@ -343,7 +343,7 @@ def test_provider_sessions_the_handlers_accept(handled: Runtime) -> None:
     assert (summary.sessions_created, summary.provider_sessions_created) == (1, 4)
     update = handled.registry.import_lines([_link("s-1", "payroll", session_index="_i")])
     assert (update.created, update.updated, update.warnings) == (0, 1, ())
-    with handled.sessions() as db:
+    with handled.database() as db:
         row = db.scalar(select(ProviderSession).where(ProviderSession.provider == "payroll"))
         assert row is not None
         assert row.identifiers == {"name_id": "a@x", "session_index": "_i"}
@@ -443,7 +443,7 @@ def test_record_session_refuses_a_binding_without_database(
             runtime.registry.record_session(
                 "s-2", "u", ip="81.2.69.142", network_binding="bind_asn"
             )
-        with runtime.sessions() as db:
+        with runtime.database() as db:
             row = db.get(IdpSession, "s-1")
             assert row is not None
             assert (row.continent, row.country) == ("EU", "GB")
@@ -465,7 +465,7 @@ def test_repeated_records_are_one_row(runtime: Runtime) -> None:
     )
     assert (summary.created, summary.updated) == (2, 2)
     assert (summary.sessions_created, summary.sessions_updated) == (1, 1)
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         session = db.get(IdpSession, "s-1")
         link = db.scalar(select(ProviderSession))
         assert session is not None
@@ -503,7 +503,7 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         "session 's-1': network_binding: bind_asn needs the GeoIP ASN database, and none is "
         "configured (set geoip_asn_db, or use no_binding)"
     )
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         assert db.get(IdpSession, "s-1") is None
         [kept] = db.scalars(select(RejectedEvent))
         assert (kept.message_id, kept.problems) == ("m-1", [expected])

@@ -42,14 +42,14 @@ def _processor(runtime: Runtime) -> LogoutEngine:
 
 
 def _session(runtime: Runtime, session_id: str) -> IdpSession:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         row = db.get(IdpSession, session_id)
         assert row is not None
         return row
 
 
 def _audit(runtime: Runtime, **filters: Any) -> list[Any]:
-    with runtime.sessions() as db:
+    with runtime.database() as db:
         return query_audit(db, AuditQuery(limit=None, **filters))
 
 
@@ -211,7 +211,7 @@ def test_activity_events_without_a_handler_are_rejected_and_recorded(runtime: Ru
 
 
 def _sweeper(runtime: Runtime, policy: SessionPolicy, **kwargs: Any) -> ExpirySweeper:
-    return ExpirySweeper(runtime.sessions, policy, **kwargs)
+    return ExpirySweeper(runtime.database, policy, **kwargs)
 
 
 def _events(messages: Sequence[OutboxMessage]) -> list[Event]:
@@ -368,7 +368,7 @@ def test_binding_violation_is_published_and_ends_the_session(bound: Runtime) -> 
     _import(bound, {"session_id": "b", "ip": "89.160.20.112", "network_binding": "bind_asn"})
     sent: list[OutboxMessage] = []
     checker = BindingChecker(
-        bound.sessions,
+        bound.database,
         bound.geoip(),
         bound.settings.binding_unlisted_addresses,
         relay=bound.relay(sent.append).run,
@@ -468,5 +468,5 @@ def test_import_keeps_binding_unless_given(bound: Runtime) -> None:
     _import(bound, {"session_id": "b", "user_agent": "curl"})
     row = _session(bound, "b")
     assert (row.network_binding, row.asn, row.user_agent) == ("bind_asn", 29518, "curl")
-    with bound.sessions() as db:
+    with bound.database() as db:
         assert db.scalar(select(IdpSession.expiry_claimed_at)) is None
