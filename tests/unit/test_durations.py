@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from schemas import durations
 from orchestrator.errors import LogoutError
 from orchestrator.settings_sources import read_sources
+from schemas import durations
 from schemas.durations import (
     DAYS_PER_MONTH,
     DAYS_PER_YEAR,
