@@ -1,4 +1,4 @@
-"""Checks every protocol's provider settings share: URIs, and errors naming provider and field."""
+"""Checks every protocol handler shares: URIs, errors naming provider and field, identifiers."""
 
 from __future__ import annotations
 
