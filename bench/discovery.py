@@ -165,29 +165,28 @@ def plan_uses_index(plan: Sequence[str], table: str) -> bool:
 # -- loading -----------------------------------------------------------------------------
 
 
-def _link_rows(columns: set[str]) -> Any:
-    """Provider sessions of sessions ``first..last``: 1 to 7 each at distinct providers, the
-    first ``:limit`` of them; ended with their session. The identifiers (``sid``, ``sub``) are
-    filled where the table has those columns."""
-    extra = [name for name in ("sid", "sub") if name in columns]
-    values = {"sid": "md5('sid' || g || '-' || j)", "sub": "'u-' || (g / 2)"}
-    return text(
-        f"""
-        INSERT INTO provider_sessions (session_id, provider, created_at, ended_at,
-                                       ended_by_event{"".join(", " + n for n in extra)})
-        SELECT 's-' || lpad(g::text, 9, '0'),
-               'rp-' || lpad(((g * 31 + j) % k.providers)::text, 2, '0'),
-               now() - interval '2 hours',
-               CASE WHEN g % 4 = 0 THEN now() - interval '1 hour' END,
-               CASE WHEN g % 4 = 0 THEN md5(g::text)::uuid::text END
-               {"".join(", " + values[n] for n in extra)}
-        FROM (SELECT CAST(:first AS integer) AS first, CAST(:last AS integer) AS last,
-                     CAST(:providers AS integer) AS providers) AS k,
-             generate_series(k.first, k.last) AS g,
-             generate_series(1, 1 + (g::bigint * 7919) % 7) AS j
-        LIMIT CAST(:limit AS bigint)
-        """  # noqa: S608 - our own column names
-    )
+#: The identifiers of each provider session, as the OIDC handler reads them (``sid``, ``sub``).
+LINK_IDENTIFIERS = "json_build_object('sid', md5('sid' || g || '-' || j), 'sub', 'u-' || (g / 2))"
+
+#: Provider sessions of sessions ``first..last``: 1 to 7 each at distinct providers, the first
+#: ``:limit`` of them; ended with their session; their identifiers in the one JSON column.
+LINK_ROWS = text(
+    f"""
+    INSERT INTO provider_sessions (session_id, provider, created_at, ended_at, ended_by_event,
+                                   identifiers)
+    SELECT 's-' || lpad(g::text, 9, '0'),
+           'rp-' || lpad(((g * 31 + j) % k.providers)::text, 2, '0'),
+           now() - interval '2 hours',
+           CASE WHEN g % 4 = 0 THEN now() - interval '1 hour' END,
+           CASE WHEN g % 4 = 0 THEN md5(g::text)::uuid::text END,
+           {LINK_IDENTIFIERS}
+    FROM (SELECT CAST(:first AS integer) AS first, CAST(:last AS integer) AS last,
+                 CAST(:providers AS integer) AS providers) AS k,
+         generate_series(k.first, k.last) AS g,
+         generate_series(1, 1 + (g::bigint * 7919) % 7) AS j
+    LIMIT CAST(:limit AS bigint)
+    """  # noqa: S608 - our own column names
+)
 
 
 def _count_links(conn: Connection) -> int:
@@ -199,14 +198,7 @@ def fill(engine: Engine, links: int, sessions_before: int) -> tuple[int, float]:
     returns the IdP sessions there are now and the seconds it took (``VACUUM`` included)."""
     began = time.perf_counter()
     with engine.connect() as conn:
-        columns = set(
-            conn.scalars(
-                text("SELECT column_name FROM information_schema.columns WHERE table_name = :t"),
-                {"t": DISCOVERY_TABLE},
-            )
-        )
         loaded = _count_links(conn)
-    statement = _link_rows(columns)
     last = sessions_before
     while loaded < links:
         first = last + 1
@@ -216,7 +208,7 @@ def fill(engine: Engine, links: int, sessions_before: int) -> tuple[int, float]:
             bounds = {"first": first, "last": last}
             conn.execute(_SESSION_ROWS, bounds)
             left = {"providers": PROVIDERS, "limit": links - loaded}
-            loaded += conn.execute(statement, {**bounds, **left}).rowcount
+            loaded += conn.execute(LINK_ROWS, {**bounds, **left}).rowcount
         print(f"  sessions {first:,}..{last:,} loaded", file=sys.stderr)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM (ANALYZE) idp_sessions"))

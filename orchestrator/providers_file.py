@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -104,56 +104,84 @@ def check_providers(
     system resolver).
     """
     policy = EgressPolicy.from_entries(egress_allow)
-    problems: list[Problem] = []
-    warnings: list[str] = []
-    outgoing: list[tuple[str, str, str, EgressPolicy]] = []
-    checked: list[tuple[ProviderConfig, dict[str, Any]]] = []
-    seen: set[str] = set()
+    found = _Findings()
     for where, table in _labelled(tables, source):
-        try:
-            config: ProviderConfig | None = ProviderConfig.model_validate(table)
-        except ValidationError as exc:
-            problems.extend(problems_from(exc, where, models=ProviderConfig))
-            config = None
-        name, protocol = table.get("name"), table.get("protocol")
-        if isinstance(name, str):
-            if name in seen:
-                problems.append(Problem(where, "name", "appears more than once in the file"))
-            seen.add(name)
-        if not isinstance(protocol, str):
-            continue  # refused above
-        own = {k: v for k, v in table.items() if k not in ProviderConfig.model_fields}
-        handler = handlers.get(protocol)
-        enabled = table.get("enabled", True) is not False
-        settings: dict[str, Any] | None = own
-        if handler is None and enabled:
-            problems.append(_unserved(where, protocol, handlers))
-            settings = None
-        elif handler is None:
-            warnings.append(
-                f"{where}: no handler for protocol {protocol!r} is enabled; stored disabled, "
-                "its settings unchecked"
-            )
-        else:
-            try:
-                parsed = handler.validate_settings(str(name), own)
-            except InputError as exc:
-                problems.extend(Problem(where, p.field, p.message) for p in exc.problems)
-                settings = None
-            else:
-                settings = _jsonable(parsed)
-                outgoing.extend(
-                    (where, field, url, policy)
-                    for field, url in handler.outgoing_urls(parsed).items()
-                )
-        if config is not None and settings is not None:
-            checked.append((config, settings))
-    egress_problems, egress_warnings = _egress(outgoing, resolve)
-    problems.extend(egress_problems)
-    warnings.extend(egress_warnings)
+        _check_provider(where, table, handlers, policy, found)
+    egress_problems, egress_warnings = _egress(found.outgoing, resolve)
+    problems = [*found.problems, *egress_problems]
     if problems:
         raise InputError(problems)
-    return CheckedProviders(tuple(checked), tuple(warnings))
+    return CheckedProviders(tuple(found.checked), (*found.warnings, *egress_warnings))
+
+
+@dataclass
+class _Findings:
+    """What checking the provider tables found so far, in file order."""
+
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: (where, field, URL, policy) of each URL the worker will send to.
+    outgoing: list[tuple[str, str, str, EgressPolicy]] = field(default_factory=list)
+    checked: list[tuple[ProviderConfig, dict[str, Any]]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+
+def _check_provider(
+    where: str,
+    table: Mapping[str, Any],
+    handlers: Mapping[str, ProtocolHandler],
+    policy: EgressPolicy,
+    found: _Findings,
+) -> None:
+    """One provider table: its common fields, its name once in the file, its protocol's
+    settings (checked even when a common field is wrong)."""
+    try:
+        config: ProviderConfig | None = ProviderConfig.model_validate(table)
+    except ValidationError as exc:
+        found.problems.extend(problems_from(exc, where, models=ProviderConfig))
+        config = None
+    name, protocol = table.get("name"), table.get("protocol")
+    if isinstance(name, str):
+        if name in found.seen:
+            found.problems.append(Problem(where, "name", "appears more than once in the file"))
+        found.seen.add(name)
+    if not isinstance(protocol, str):
+        return  # refused above
+    settings = _protocol_settings(where, table, protocol, handlers, policy, found)
+    if config is not None and settings is not None:
+        found.checked.append((config, settings))
+
+
+def _protocol_settings(
+    where: str,
+    table: Mapping[str, Any],
+    protocol: str,
+    handlers: Mapping[str, ProtocolHandler],
+    policy: EgressPolicy,
+    found: _Findings,
+) -> dict[str, Any] | None:
+    """The provider's own settings as its handler parsed them (JSON data), or as given for
+    a disabled provider no handler serves; None when refused."""
+    own = {k: v for k, v in table.items() if k not in ProviderConfig.model_fields}
+    handler = handlers.get(protocol)
+    if handler is None and table.get("enabled", True) is not False:
+        found.problems.append(_unserved(where, protocol, handlers))
+        return None
+    if handler is None:
+        found.warnings.append(
+            f"{where}: no handler for protocol {protocol!r} is enabled; stored disabled, "
+            "its settings unchecked"
+        )
+        return own
+    try:
+        parsed = handler.validate_settings(str(table.get("name")), own)
+    except InputError as exc:
+        found.problems.extend(Problem(where, p.field, p.message) for p in exc.problems)
+        return None
+    found.outgoing.extend(
+        (where, setting, url, policy) for setting, url in handler.outgoing_urls(parsed).items()
+    )
+    return _jsonable(parsed)
 
 
 def _egress(
@@ -163,13 +191,13 @@ def _egress(
     problems: list[Problem] = []
     warnings: list[str] = []
     for policy in dict.fromkeys(policy for *_, policy in outgoing):
-        mine = [(where, field, url) for where, field, url, p in outgoing if p == policy]
+        mine = [(where, setting, url) for where, setting, url, p in outgoing if p == policy]
         found = screen_urls(policy, [url for *_, url in mine], resolve=resolve)
-        for (where, field, _), screening in zip(mine, found, strict=True):
+        for (where, setting, _), screening in zip(mine, found, strict=True):
             if screening.refusal is not None:
-                problems.append(Problem(where, field, screening.refusal))
+                problems.append(Problem(where, setting, screening.refusal))
             if screening.warning is not None:
-                warnings.append(f"{where}: {field}: {screening.warning}")
+                warnings.append(f"{where}: {setting}: {screening.warning}")
     return problems, warnings
 
 

@@ -1,20 +1,30 @@
-"""Checks every protocol's provider settings share: URIs, and errors naming provider and field."""
+"""Checks every protocol handler shares: URIs, errors naming provider and field, identifiers."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError, ValidationInfo
 
-from schemas.errors import InputError, Problem
+from schemas.errors import InputError, PermanentDeliveryError, Problem
 from schemas.hints import did_you_mean
 from schemas.registry import ProviderConfig
 
-__all__ = ["URI_MAX", "check_uri", "input_error", "json_text", "text_list", "uri_form"]
+__all__ = [
+    "URI_MAX",
+    "check_uri",
+    "input_error",
+    "json_text",
+    "stored_identifiers",
+    "text_list",
+    "uri_form",
+]
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 #: The longest endpoint URI a provider may register.
 URI_MAX: Final = 2048
@@ -68,6 +78,33 @@ def uri_form(value: str | None, info: ValidationInfo) -> str | None:
     except ValueError as exc:
         raise ValueError(str(exc).removeprefix(f"{name}: ")) from None
     return value
+
+
+def stored_identifiers(model: type[_Model], identifiers: Any, protocol: str) -> _Model:
+    """A stored provider session's ``identifiers`` read with the handler's ``model``.
+
+    Identifiers that no longer fit (another protocol's, recorded before the provider's protocol
+    changed) raise :class:`PermanentDeliveryError` naming each field: that one delivery fails,
+    never the batch. Only field names are told, never a value (it may be a secret).
+    """
+    try:
+        return model.model_validate(identifiers)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'identifiers'}: "
+            + (
+                "not one of its identifiers"
+                if error["type"] == "extra_forbidden"
+                else error["msg"].removeprefix("Value error, ")
+            )
+            for error in exc.errors()
+        )
+        known = ", ".join(model.model_fields) or "any"
+        raise PermanentDeliveryError(
+            f"the provider session's identifiers do not fit protocol {protocol!r} ({problems}; "
+            f"it takes: {known}); end the session or import it again with this protocol's "
+            "identifiers"
+        ) from None
 
 
 def input_error(

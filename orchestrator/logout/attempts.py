@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from datetime import datetime
 
+import structlog
+
 from orchestrator.errors import DeliveryError, PermanentDeliveryError
 from orchestrator.leases import Leases
 from orchestrator.logout.batch import Outcome, Work
@@ -17,6 +19,8 @@ from orchestrator.store import DeliveryStatus, utcnow
 from protocols import BackchannelRequest, BackchannelResponse, Channel
 
 __all__ = ["Attempts"]
+
+_log = structlog.get_logger("logout.fanout")
 
 
 class Attempts:
@@ -75,6 +79,9 @@ class Attempts:
             )
         except DeliveryError as exc:
             return self._failure(work, exc, answered, result)
+        except Exception as exc:  # noqa: BLE001 - a handler's bug fails its delivery only
+            failed = _handler_failed(work, exc, "reading the answer")
+            return self._failure(work, failed, answered, result)
         return Outcome(DeliveryStatus.SUCCEEDED, status_code=result.status_code)
 
     def _failure(
@@ -133,3 +140,23 @@ def _build(work: Work) -> Built:
         return work.handler.backchannel_request(work.provider, work.session, work.context)
     except DeliveryError as exc:
         return exc
+    except Exception as exc:  # noqa: BLE001 - a handler's bug fails its delivery only
+        return _handler_failed(work, exc, "building the request")
+
+
+def _handler_failed(work: Work, exc: Exception, step: str) -> PermanentDeliveryError:
+    """What a handler raised other than a :class:`DeliveryError`: a permanent failure of
+    this one delivery, never of its batch. Only the exception's type is logged and audited:
+    its message may hold a token or an identifier."""
+    kind = type(exc).__name__
+    _log.warning(
+        "protocol handler raised an unexpected exception; the delivery failed",
+        delivery_id=work.delivery_id,
+        protocol=work.provider.protocol,
+        step=step,
+        error=kind,
+    )
+    return PermanentDeliveryError(
+        f"the {work.provider.protocol!r} protocol handler failed {step} ({kind}); "
+        "not tried again: fix the handler or the provider session"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
 from sqlalchemy import Connection
 
 import orchestrator.store.statements as sql
@@ -29,6 +30,8 @@ from schemas.errors import DeliveryError
 from schemas.plan import IFRAME_STAGE, LOGOUT_STAGE, NATIVE_STAGE
 
 __all__ = ["build_plan", "plan", "plan_entry"]
+
+_log = structlog.get_logger("logout.pipeline")
 
 
 def plan(
@@ -78,6 +81,8 @@ def plan_entry(work: Work, timeouts: PlanTimeouts) -> PlanEntry | str:
         entry = work.handler.frontchannel_entry(work.provider, work.session, work.context)
     except DeliveryError as exc:
         return exc.detail
+    except Exception as exc:  # noqa: BLE001 - a handler's bug leaves out its entry only
+        return _handler_failed(work, exc)
     native = entry.channel is Channel.FRONTCHANNEL_NATIVE
     return PlanEntry(
         entry_id=work.delivery_id,
@@ -89,6 +94,19 @@ def plan_entry(work: Work, timeouts: PlanTimeouts) -> PlanEntry | str:
         form=dict(entry.form),
         timeout_ms=timeouts.native_ms if native else timeouts.frame_ms,
     )
+
+
+def _handler_failed(work: Work, exc: Exception) -> str:
+    """Why an entry whose handler raised something else than a DeliveryError is left out:
+    only the exception's type is logged and said (its message may hold an identifier)."""
+    kind = type(exc).__name__
+    _log.warning(
+        "protocol handler raised an unexpected exception; its plan entry is left out",
+        delivery_id=work.delivery_id,
+        protocol=work.provider.protocol,
+        error=kind,
+    )
+    return f"the {work.provider.protocol!r} protocol handler failed building the entry ({kind})"
 
 
 def build_plan(

@@ -27,6 +27,7 @@ from protocols.oidc.settings import (
     parse_provider_settings,
 )
 from protocols.oidc.tokens import logout_token_claims, sign
+from protocols.validation import stored_identifiers
 from schemas.errors import PermanentDeliveryError, Problem
 
 __all__ = ["OidcHandler"]
@@ -105,7 +106,7 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
     ) -> str:
         """A signed logout token naming exactly this provider session (fresh ``jti``)."""
         rp: OidcProviderSettings = provider.settings
-        ids = OidcIdentifiers.model_validate(session.identifiers)
+        ids = stored_identifiers(OidcIdentifiers, session.identifiers, self.protocol)
         if rp.backchannel_logout_session_required and ids.sid is None:
             raise PermanentDeliveryError(
                 "the client requires sid (backchannel_logout_session_required) and this "
@@ -146,7 +147,7 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
             url = frontchannel_url(
                 rp.frontchannel_logout_uri,
                 issuer=self.host.issuer,
-                sid=OidcIdentifiers.model_validate(session.identifiers).sid,
+                sid=stored_identifiers(OidcIdentifiers, session.identifiers, self.protocol).sid,
                 session_required=rp.frontchannel_logout_session_required,
             )
         except ValueError as exc:

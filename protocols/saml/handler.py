@@ -44,6 +44,7 @@ from protocols.saml.settings import (
     parse_stored_settings,
 )
 from protocols.saml.signing import sign_enveloped
+from protocols.validation import stored_identifiers
 from schemas.errors import PermanentDeliveryError, Problem
 
 __all__ = ["SamlHandler"]
@@ -125,7 +126,7 @@ class SamlHandler(ProtocolHandler[SamlSettings]):
     ) -> LogoutRequest:
         """An unsigned LogoutRequest for exactly this provider session (fresh ``ID``)."""
         sp: SamlProviderSettings = provider.settings
-        ids = SamlIdentifiers.model_validate(session.identifiers)
+        ids = stored_identifiers(SamlIdentifiers, session.identifiers, self.protocol)
         if ids.name_id is None:
             raise PermanentDeliveryError("the provider session has no name_id")
         return logout_request(

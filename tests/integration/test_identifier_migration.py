@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import text
 
+from orchestrator.errors import InputError
 from orchestrator.store.engine import make_engine
 from orchestrator.store.migrate import alembic_config, upgrade
 
@@ -78,18 +80,36 @@ def _expected_identifiers() -> dict[tuple[str, str], dict[str, str]]:
     }
 
 
+_IDS = sa.column("identifiers", sa.JSON())
+_PROVIDER_SESSIONS = sa.table(
+    "provider_sessions",
+    sa.column("session_id"),
+    sa.column("provider"),
+    sa.column("created_at"),
+    _IDS,
+)
+
+
+def _url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'ids.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _identifiers(connection: Any) -> dict[tuple[str, str], Any]:
+    rows = connection.execute(
+        sa.select(_PROVIDER_SESSIONS.c.session_id, _PROVIDER_SESSIONS.c.provider, _IDS)
+    )
+    return {(row.session_id, row.provider): row.identifiers for row in rows}
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_identifiers_move_into_json_and_back_losslessly(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Rows written at 0007 upgrade to one identifiers object holding exactly the columns
     that had a value; the downgrade restores every column, None where there was none."""
-    url = (
-        f"sqlite:///{tmp_path / 'ids.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    engine = make_engine(url)
+    engine = make_engine(_url(backend, tmp_path, request))
     try:
         upgrade(engine, BEFORE)
         with engine.begin() as connection:
@@ -123,5 +143,54 @@ def test_identifiers_move_into_json_and_back_losslessly(
             (row["session_id"], row["provider"]): {name: row.get(name) for name in COLUMNS}
             for row in ROWS
         }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A third handler's identifier (a CAS ticket) or a qualifier over 255 characters makes
+    the downgrade refuse with counts, before it changes anything: every row stays as it was."""
+    engine = make_engine(_url(backend, tmp_path, request))
+    try:
+        upgrade(engine, BEFORE)
+        with engine.begin() as connection:
+            _seed(connection)
+        upgrade(engine)
+        unkept = [
+            ("s-2", "hr", {"ticket": "ST-1"}),
+            ("s-2", "payroll", {"name_id": "bob", "sp_name_qualifier": "q" * 300}),
+            ("s-3", "hr", {"ticket": "ST-2", "name_qualifier": "q" * 1024}),
+        ]
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO idp_sessions (session_id, user_id, created_at, last_seen, "
+                    "remember_me, stay_signed_in, network_binding, geoip_binding) VALUES "
+                    "('s-3', 'u', :at, :at, false, false, 'no_binding', 'no_binding')"
+                ),
+                {"at": AT},
+            )
+            connection.execute(
+                _PROVIDER_SESSIONS.insert(),
+                [
+                    {"session_id": sid, "provider": name, "created_at": AT, "identifiers": ids}
+                    for sid, name, ids in unkept
+                ],
+            )
+            before = _identifiers(connection)
+        with engine.connect() as connection, pytest.raises(InputError) as refused:
+            command.downgrade(alembic_config(connection), BEFORE)
+        assert str(refused.value) == (
+            "3 provider sessions hold identifiers the old columns cannot keep: ticket (2), "
+            "values over 255 characters (2); remove those provider sessions (or their "
+            "providers) first, then downgrade again (nothing was changed)"
+        )
+        with engine.connect() as connection:
+            assert _identifiers(connection) == before
+            version = connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert version.scalar_one() == "0008_session_identifiers"
     finally:
         engine.dispose()

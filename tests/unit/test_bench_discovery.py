@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from bench.discovery import (
+    LINK_IDENTIFIERS,
+    LINK_ROWS,
     LINKS_PER_SESSION,
     open_sessions,
     plan_uses_index,
@@ -15,6 +18,8 @@ from bench.discovery import (
     statement_label,
     summary,
 )
+from orchestrator.store import ProviderSession
+from protocols.oidc import OidcIdentifiers
 
 
 @pytest.mark.parametrize(
@@ -90,3 +95,18 @@ def test_summary_and_ratios() -> None:
         "handle": 2.0,
         "UPDATE provider_sessions": 1.5,
     }
+
+
+def test_provider_sessions_are_seeded_as_the_engine_reads_them() -> None:
+    """The loader writes only columns the model has, the identifiers among them (not the
+    sid/sub columns migration 0008 removed), as an object of the OIDC handler's fields."""
+    inserted = re.search(r"INSERT INTO provider_sessions \(([^)]*)\)", LINK_ROWS.text)
+    assert inserted is not None
+    columns = {name.strip() for name in inserted.group(1).split(",")}
+    assert "identifiers" in columns
+    assert columns <= set(ProviderSession.__table__.columns.keys())
+    assert LINK_IDENTIFIERS in LINK_ROWS.text
+    assert LINK_IDENTIFIERS.startswith("json_build_object(")
+    keys = re.findall(r"'(\w+)', ", LINK_IDENTIFIERS)
+    assert keys == ["sid", "sub"]
+    OidcIdentifiers.model_validate(dict.fromkeys(keys, "x"))

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 
 from orchestrator import HandleResult, Settings
@@ -48,6 +49,7 @@ from orchestrator.store import (
 from orchestrator.store.sql import engine_of
 from protocols import (
     BackchannelRequest,
+    BackchannelResponse,
     Channel,
     LogoutContext,
     ProtocolHandler,
@@ -103,6 +105,42 @@ class _StrictHandler(_TestHandler):
         if "url" not in settings:
             raise InputError([Problem(f"provider {provider!r}", "url", "is required")])
         return dict(settings)
+
+
+class _RaisingHandler(_TestHandler):
+    """A third-party handler with a bug: building a request raises a plain ValueError whose
+    message holds the session's sid."""
+
+    protocol = "raising"
+
+    def backchannel_request(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> BackchannelRequest:
+        raise ValueError(f"cannot read {session.identifiers.get('sid')}")
+
+
+class _Ticket(BaseModel):
+    """A strict identifier model: a ``ticket`` and nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+    ticket: str
+
+
+class _MisreadingHandler(_TestHandler):
+    """Reads each answer with a strict identifier model that the stored identifiers do not
+    fit: pydantic's ValidationError escapes ``interpret_response``."""
+
+    protocol = "misreading"
+
+    def interpret_response(
+        self,
+        provider: ProviderInfo,
+        session: ProviderSessionInfo,
+        request: BackchannelRequest,
+        response: BackchannelResponse,
+        context: LogoutContext,
+    ) -> None:
+        _Ticket.model_validate(session.identifiers)
 
 
 # -- the provider side -------------------------------------------------------------------
@@ -246,7 +284,14 @@ def env(tmp_path: Path) -> Iterator[_Env]:
     settings = Settings.load(None, data_dir=tmp_path, protocols=[])
     handlers: dict[str, ProtocolHandler] = {
         cls.protocol: build_handler(settings, cls)
-        for cls in (_TestHandler, _RefusingHandler, _IframeHandler, _StrictHandler)
+        for cls in (
+            _TestHandler,
+            _RefusingHandler,
+            _IframeHandler,
+            _StrictHandler,
+            _RaisingHandler,
+            _MisreadingHandler,
+        )
     }
     rps = _RelyingParties()
     sender = HttpSender(transport=httpx.MockTransport(rps.handler))
@@ -505,6 +550,45 @@ def test_handler_permanent_error_fails_without_request(env: _Env) -> None:
     assert env.scheduled == []
     [failed] = env.audit("delivery.failed")
     assert failed.detail["error"] == "session has no sid to log out"
+
+
+def test_a_handler_bug_fails_its_delivery_only(env: _Env) -> None:
+    """A handler raising anything but a DeliveryError (a ValueError building the request, a
+    ValidationError reading the answer) fails that delivery, audited, naming only the
+    exception type; every other delivery of the batch succeeds, nothing is retried."""
+    for name, protocol in (("ok", "test"), ("buggy", "raising"), ("strict", "misreading")):
+        env.provider(name, protocol=protocol)
+    env.session("s-1", "alice", {"ok": "sid-ok-1", "buggy": "sid-secret-1"})
+    env.session("s-2", "bob", {"ok": "sid-ok-2", "strict": "sid-secret-2"})
+    first, second = _event("s-1"), _event("s-2")
+    configure_logging("INFO", "json")  # an earlier test may have left ERROR in force
+    with structlog.testing.capture_logs() as logs:
+        results = env.engine().handle_batch([(first, "m-1"), (second, "m-2")])
+    assert results == [HandleResult.COMPLETED, HandleResult.COMPLETED]
+    statuses = {
+        (event["session_id"], name): delivery.status
+        for event in (first, second)
+        for name, delivery in env.deliveries(str(event["event_id"])).items()
+    }
+    assert statuses == {
+        ("s-1", "ok"): DeliveryStatus.SUCCEEDED,
+        ("s-1", "buggy"): DeliveryStatus.FAILED,
+        ("s-2", "ok"): DeliveryStatus.SUCCEEDED,
+        ("s-2", "strict"): DeliveryStatus.FAILED,
+    }
+    assert env.scheduled == []
+    assert sorted(env.rps.paths()) == ["/ok", "/ok", "/strict"]
+    failed = {row.provider: row for row in env.audit("delivery.failed")}
+    assert set(failed) == {"buggy", "strict"}
+    assert "building the request (ValueError)" in failed["buggy"].detail["error"]
+    assert "reading the answer (ValidationError)" in failed["strict"].detail["error"]
+    assert failed["strict"].detail["status_code"] == 200
+    warned = [log for log in logs if log.get("error") in {"ValueError", "ValidationError"}]
+    assert [log["step"] for log in warned] == ["building the request", "reading the answer"]
+    everything = json.dumps(logs, default=str) + json.dumps(
+        [row.detail for row in env.audit()], default=str
+    )
+    assert "sid-secret" not in everything
 
 
 def test_frontchannel_provider_is_skipped(env: _Env) -> None:

@@ -1,6 +1,7 @@
-"""The layout's two rules, checked on the source: ``protocols/`` imports nothing from
+"""The layout's rules, checked on the source: ``protocols/`` imports nothing from
 ``orchestrator/`` (the protocol contract stands alone), and no module of ``orchestrator/`` grows
-past 400 lines (migrations aside: they are written once and never edited)."""
+past 400 lines nor any of its functions past 60 (migrations aside: they are written once and
+never edited)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,35 @@ def test_no_orchestrator_module_is_over_400_lines() -> None:
         and (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
     }
     assert long == {}
+
+
+def _long_functions(path: Path, limit: int = 60) -> dict[str, int]:
+    """The functions and methods of ``path`` (nested ones too) longer than ``limit`` lines,
+    from ``def`` to their last line, by name."""
+    return {
+        node.name: length
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (length := (node.end_lineno or node.lineno) - node.lineno + 1) > limit
+    }
+
+
+def test_no_orchestrator_function_is_over_60_lines() -> None:
+    """Each function of ``orchestrator/`` reads as one step: split by step past 60 lines."""
+    long = {
+        f"{path.relative_to(_ORCHESTRATOR)}: {name}": lines
+        for path in _ORCHESTRATOR.rglob("*.py")
+        if "migrations" not in path.parts
+        for name, lines in _long_functions(path).items()
+    }
+    assert long == {}
+
+
+def test_the_check_sees_a_long_method(tmp_path: Path) -> None:
+    """The walk measures methods and nested functions from ``def`` to their last line."""
+    module = tmp_path / "m.py"
+    body = "".join(f"        x{n} = {n}\n" for n in range(60))
+    module.write_text(
+        f"class C:\n    def long(self):\n{body}\n    def short(self):\n        pass\n"
+    )
+    assert _long_functions(module) == {"long": 61}

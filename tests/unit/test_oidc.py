@@ -175,6 +175,23 @@ def test_neither_sid_nor_sub_fails_permanently(tmp_path: Path) -> None:
         handler.logout_token(_provider(handler), _session(sid=None, sub=None), _context())
 
 
+def test_another_protocols_identifiers_fail_that_delivery(tmp_path: Path) -> None:
+    """SAML identifiers left on a provider that now speaks OIDC fail permanently, naming the
+    field and never its value, for the token and the iframe alike."""
+    handler = _handler(tmp_path)
+    session = ProviderSessionInfo(1, "s-1", "alice", "wiki", {"name_id": "secret-name"})
+    with pytest.raises(PermanentDeliveryError) as caught:
+        handler.backchannel_request(_provider(handler), session, _context())
+    assert "name_id: not one of its identifiers" in caught.value.detail
+    assert "secret-name" not in caught.value.detail
+    iframe = _provider(
+        handler, backchannel_logout_uri=None, frontchannel_logout_uri="https://rp.example/fc"
+    )
+    with pytest.raises(PermanentDeliveryError, match="name_id: not one of") as caught:
+        handler.frontchannel_entry(iframe, session, _context())
+    assert "secret-name" not in caught.value.detail
+
+
 # -- keys ------------------------------------------------------------------------------
 
 

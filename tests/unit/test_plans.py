@@ -7,20 +7,33 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditQuery, query_audit
-from orchestrator.logout import LogoutEngine
+from orchestrator.handlers import build_handler
+from orchestrator.logging import configure_logging
+from orchestrator.logout import LogoutEngine, Work
+from orchestrator.logout.planning import plan_entry
 from orchestrator.notices import NoticeBoard, make_notifier, notification_backend
-from orchestrator.plans import load_plan
+from orchestrator.plans import PlanTimeouts, load_plan
 from orchestrator.sender import HttpSender
+from protocols import (
+    Channel,
+    FrontchannelEntry,
+    LogoutContext,
+    ProtocolHandler,
+    ProviderInfo,
+    ProviderSessionInfo,
+)
 from schemas import PlanEntry
 from tests.saml_support import make_pair
 
@@ -290,3 +303,41 @@ def test_a_plan_stored_before_form_still_reads() -> None:
     entry = PlanEntry.model_validate(stored)
     assert entry.form == {"SAMLRequest": "PHg+", "RelayState": "d-1"}
     assert PlanEntry.model_validate(entry.model_dump()) == entry
+
+
+class _BuggyIframeHandler(ProtocolHandler):
+    """A third-party front-channel handler whose entry raises a plain ValueError holding
+    the session's sid."""
+
+    protocol = "buggy"
+
+    def channel(self, provider: ProviderInfo) -> Channel:
+        return Channel.FRONTCHANNEL_IFRAME
+
+    def frontchannel_entry(
+        self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
+    ) -> FrontchannelEntry:
+        raise ValueError(f"no entry for {session.identifiers['sid']}")
+
+
+def test_a_handler_bug_leaves_out_its_plan_entry_only(settings: Settings) -> None:
+    """An entry whose handler raises anything but a DeliveryError is left out, its reason
+    naming only the exception type (never the message with the sid)."""
+    handler = build_handler(settings, _BuggyIframeHandler)
+    now = datetime.now(UTC)
+    work = Work(
+        delivery_id="d-1",
+        created_at=now,
+        attempt=1,
+        provider=ProviderInfo("portal", "buggy", True, False, {}),
+        session=ProviderSessionInfo(1, "s-1", "alice", "portal", {"sid": "secret-sid"}),
+        context=LogoutContext("e-1", "logout.user", "user", "d-1", 1, now),
+        handler=handler,
+    )
+    configure_logging("INFO", "json")  # an earlier test may have left ERROR in force
+    with structlog.testing.capture_logs() as logs:
+        reason = plan_entry(work, PlanTimeouts())
+    assert reason == "the 'buggy' protocol handler failed building the entry (ValueError)"
+    [warned] = [log for log in logs if log.get("error") == "ValueError"]
+    assert warned["delivery_id"] == "d-1"
+    assert "secret-sid" not in str(logs)

@@ -11,6 +11,7 @@ import pytest
 import protocols
 import protocols.oidc
 import protocols.saml
+import protocols.validation
 from orchestrator import HandlerLoadError
 from orchestrator.handlers import handler_settings, load_handlers
 from orchestrator.settings import Settings
@@ -97,10 +98,26 @@ SAML_API = [
     "verify_enveloped",
 ]
 
+#: The helpers any handler may use to check its settings and read its identifiers.
+VALIDATION_API = [
+    "URI_MAX",
+    "check_uri",
+    "input_error",
+    "json_text",
+    "stored_identifiers",
+    "text_list",
+    "uri_form",
+]
+
 
 @pytest.mark.parametrize(
     ("module", "names"),
-    [(protocols, PROTOCOLS_API), (protocols.oidc, OIDC_API), (protocols.saml, SAML_API)],
+    [
+        (protocols, PROTOCOLS_API),
+        (protocols.oidc, OIDC_API),
+        (protocols.saml, SAML_API),
+        (protocols.validation, VALIDATION_API),
+    ],
 )
 def test_each_protocols_package_exports_exactly_its_api(module: object, names: list[str]) -> None:
     """A name added to or dropped from a package's public API is a decision: pin it here."""

@@ -17,7 +17,7 @@ from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
-from protocols import Channel
+from protocols import Channel, ProviderSessionInfo
 from protocols.saml import MAX_RELAY_STATE, REASONS, SamlHandler, redirect_url
 from protocols.saml.uris import SOAP_ACTION
 from schemas import EVENT_TYPES
@@ -180,6 +180,18 @@ def test_no_name_id_fails_permanently(handler: SamlHandler) -> None:
     """A provider session without a NameID cannot be logged out by SAML."""
     with pytest.raises(PermanentDeliveryError, match="no name_id"):
         handler.backchannel_request(provider(handler), provider_session(name_id=None), context())
+
+
+def test_another_protocols_identifiers_fail_that_delivery(handler: SamlHandler) -> None:
+    """OIDC identifiers left on a provider that now speaks SAML fail permanently, naming the
+    field and never its value (not pydantic's ValidationError, which would end the batch)."""
+    session = ProviderSessionInfo(7, "s-1", "alice", "sp", {"sid": "secret-sid"})
+    with pytest.raises(PermanentDeliveryError) as caught:
+        handler.backchannel_request(provider(handler), session, context())
+    detail = caught.value.detail
+    assert "sid: not one of its identifiers" in detail
+    assert "protocol 'saml'" in detail
+    assert "secret-sid" not in detail
 
 
 #: The reason each event that ends sessions gives (SAML Core §3.7.3.2).

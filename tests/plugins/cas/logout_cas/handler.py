@@ -22,6 +22,7 @@ from protocols import (
     ProviderInfo,
     ProviderSessionInfo,
 )
+from protocols.validation import stored_identifiers
 from schemas.errors import InputError, Problem
 
 __all__ = ["CasHandler", "CasIdentifiers", "CasProviderSettings", "CasSettings"]
@@ -83,7 +84,7 @@ class CasHandler(ProtocolHandler[CasSettings]):
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
     ) -> BackchannelRequest:
         service: CasProviderSettings = provider.settings
-        ticket = CasIdentifiers.model_validate(session.identifiers).ticket
+        ticket = stored_identifiers(CasIdentifiers, session.identifiers, self.protocol).ticket
         request_id = f"{self.settings.request_id_prefix}{context.delivery_id}-{context.attempt}"
         instant = context.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         message = (
