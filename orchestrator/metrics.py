@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.store import OPEN_DELIVERY_STATUSES, Database, Delivery, DeliveryStatus
 from schemas import EVENT_TYPES, AuditRecord, AuditType
+from schemas.audit import DELIVERY_AUDIT_TYPES
 
 __all__ = [
     "CONTENT_TYPE",
@@ -129,21 +130,13 @@ _EVENT_OUTCOMES: Final = {
     AuditType.EVENT_REJECTED: "rejected",
     AuditType.EVENT_DUPLICATE: "duplicate",
 }
-_DELIVERY_TYPES: Final = frozenset(
-    {
-        AuditType.DELIVERY_SUCCEEDED,
-        AuditType.DELIVERY_FAILED,
-        AuditType.DELIVERY_SKIPPED,
-        AuditType.DELIVERY_RETRYING,
-    }
-)
 _KNOWN_TYPES: Final = frozenset(EVENT_TYPES)
 
 
 def _event_type(record: AuditRecord) -> str:
     """The record's event type when it is a known one; an unknown one (a rejected event's
     could be anything) is ``other``, so a publisher cannot add label values at will."""
-    kind = record.detail.get("type") or record.detail.get("event_type")
+    kind = record.detail.get("type")
     return kind if isinstance(kind, str) and kind in _KNOWN_TYPES else "other"
 
 
@@ -153,7 +146,7 @@ def count_records(records: Sequence[AuditRecord]) -> None:
         kind = record.type
         if kind in _EVENT_OUTCOMES:
             EVENTS.labels(_event_type(record), _EVENT_OUTCOMES[kind]).inc()
-        elif kind in _DELIVERY_TYPES:
+        elif kind in DELIVERY_AUDIT_TYPES:
             protocol = str(record.detail.get("protocol") or "unknown")
             DELIVERIES.labels(protocol, record.provider or "unknown", record.outcome).inc()
         elif kind is AuditType.LOGOUT_COMPLETED:

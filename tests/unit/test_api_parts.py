@@ -82,7 +82,7 @@ def test_audit_records_move_the_metrics() -> None:
     count_records(
         [
             _record(AuditType.DELIVERY_SUCCEEDED, "succeeded", protocol="oidc"),
-            _record(AuditType.LOGOUT_COMPLETED, "partial", event_type="logout.user"),
+            _record(AuditType.LOGOUT_COMPLETED, "partial", type="logout.user"),
             _record(AuditType.EVENT_REJECTED, "rejected", type="made.up"),
         ]
     )
