@@ -22,7 +22,7 @@ from api.app import _Measured
 from api.auth import Authenticator
 from api.openapi import openapi_document
 from api.problems import RETRY_AFTER, ApiProblem, exception_handlers
-from orchestrator.api_tokens import ApiToken, hash_token, new_token
+from orchestrator.api_tokens import SCOPES, ApiToken, hash_token, new_token
 from orchestrator.metrics import count_records, scrape
 from orchestrator.settings import Settings
 from schemas import AuditRecord, AuditType
@@ -188,3 +188,12 @@ def test_gauges_are_left_out_when_the_database_is_down() -> None:
             "log_level": "warning",
         }
     ]
+
+
+def test_api_token_offers_exactly_the_scopes_a_token_can_hold() -> None:
+    """``api token --scope`` takes every scope of SCOPES and refuses any other word."""
+    for scope in SCOPES:
+        assert CliRunner().invoke(main, ["api", "token", "--scope", scope]).exit_code == 0
+    refused = CliRunner().invoke(main, ["api", "token", "--scope", "admin"])
+    assert refused.exit_code == 2
+    assert "events:write" in refused.output
