@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from orchestrator.request_body import BodyRefusedError
 from schemas.errors import (
     ConfigurationError,
     InputError,
@@ -109,6 +110,19 @@ async def _database(_request: Request, exc: Exception) -> Response:
     )
 
 
+async def _body_refused(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyRefusedError)
+    fix = "send smaller batches (api_body_limit)" if exc.status == 413 else "fix the header"
+    title = "body too large" if exc.status == 413 else "bad request"
+    where = "body" if exc.field == "body" else "header"
+    return problem_response(
+        exc.status,
+        title,
+        f"{exc.message}; {fix}",
+        [Problem(where, "" if where == "body" else exc.field, exc.message)],
+    )
+
+
 async def _configuration(_request: Request, exc: Exception) -> Response:
     return problem_response(503, "not configured", str(exc))
 
@@ -134,5 +148,6 @@ def exception_handlers() -> dict[type[Exception] | int, object]:
         SchemaOutdatedError: _unavailable,
         DBAPIError: _database,
         ConfigurationError: _configuration,
+        BodyRefusedError: _body_refused,
         HTTPException: _http,
     }
