@@ -165,6 +165,37 @@ def test_malformed_bodies_are_problems(
     assert names in json.dumps(_problem(response, status)), response.text
 
 
+def test_a_chunked_body_is_capped_too(api: ApiServer) -> None:
+    """A body sent chunked (no Content-Length) over the 4 KiB cap is a 413 problem, and the
+    service keeps answering; a chunked body within the cap is read whole (202)."""
+
+    def endless() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(1000):  # ~12 KiB, three times the cap
+            yield b'"xxxxxxxxx",'
+        yield b'"x"]'
+
+    def chunked(event: dict[str, object]) -> Iterator[bytes]:
+        text = json.dumps(event).encode()
+        yield text[:10]
+        yield text[10:]
+
+    with api.client("events") as client:
+        refused = client.post(
+            "/v1/events", content=endless(), headers={"content-type": "application/json"}
+        )
+        assert refused.request.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in refused.request.headers
+        assert "api_body_limit" in _problem(refused, 413)["detail"]
+        accepted = client.post(
+            "/v1/events",
+            content=chunked(logout_event("s-1")),
+            headers={"content-type": "application/json"},
+        )
+        assert accepted.request.headers.get("transfer-encoding") == "chunked"
+        assert accepted.status_code == 202, accepted.text
+
+
 def test_logouts_and_plans_not_known(api: ApiServer) -> None:
     """An unknown event or plan is 404; a bad id or wait is 422 naming it."""
     with api.client("read") as client:
