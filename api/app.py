@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -32,8 +33,9 @@ __all__ = ["SETTINGS_VARIABLE", "create_app", "from_environment"]
 
 _log = structlog.get_logger("logout.api")
 
-#: ``serve`` with several processes hands each its settings in this variable (JSON).
-SETTINGS_VARIABLE: Final = "_LOGOUT_SERVE_SETTINGS"
+#: ``serve`` with several processes names in this variable the file holding their settings
+#: (JSON, readable by the user alone): the settings hold secrets, the environment must not.
+SETTINGS_VARIABLE: Final = "_LOGOUT_SERVE_SETTINGS_FILE"
 
 
 class _Measured:
@@ -82,10 +84,13 @@ class _Measured:
             observe_request(self._template(scope), scope["method"], status[0], seconds)
 
 
-def create_app(settings: Settings, *, frontchannel_next_url: str = "/") -> Starlette:
-    """The service for ``settings``: reaches the database (migrating when ``auto_migrate``)
-    and builds the broker now; closes them when the app shuts down."""
-    service = Service.start(settings)
+def create_app(
+    settings: Settings, *, migrate: bool | None = None, frontchannel_next_url: str = "/"
+) -> Starlette:
+    """The service for ``settings``: reaches the database (migrating when ``migrate``, by
+    default when ``auto_migrate``) and builds the broker now; closes them when the app shuts
+    down."""
+    service = Service.start(settings, migrate=migrate)
     document = openapi_document(settings.api_wait_max)
 
     async def openapi(request: Request) -> Response:
@@ -129,11 +134,12 @@ def create_app(settings: Settings, *, frontchannel_next_url: str = "/") -> Starl
 
 
 def from_environment() -> Starlette:
-    """The app of a ``serve`` worker process: its settings come from the parent
-    (:data:`SETTINGS_VARIABLE`), read once there."""
-    data: dict[str, Any] = json.loads(os.environ[SETTINGS_VARIABLE])
+    """The app of a ``serve`` worker process: its settings come from the parent (the file
+    :data:`SETTINGS_VARIABLE` names), read once there; the parent migrated, so it does not."""
+    text = Path(os.environ[SETTINGS_VARIABLE]).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
     settings = Settings.from_parent(data)
     from orchestrator.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(settings, migrate=False)

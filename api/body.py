@@ -1,5 +1,6 @@
-"""Reading a request body: capped at ``api_body_limit`` bytes, JSON (or JSON lines), and
-every refusal a problem naming what to fix."""
+"""Reading a request body: capped at ``api_body_limit`` bytes
+(:func:`orchestrator.request_body.read_body`), JSON (or JSON lines), and every refusal a
+problem naming what to fix."""
 
 from __future__ import annotations
 
@@ -9,39 +10,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from api.problems import ApiProblem
+from orchestrator.request_body import media_type, read_body
 from orchestrator.validation import load_json, problems_from
 from schemas.errors import InputError, Problem
 
-__all__ = ["JSON_TYPES", "NDJSON", "media_type", "read_body", "read_json", "read_model"]
+__all__ = ["JSON_TYPES", "NDJSON", "read_json", "read_model"]
 
 NDJSON = "application/x-ndjson"
 JSON_TYPES = ("application/json", NDJSON)
 _M = TypeVar("_M", bound=BaseModel)
-
-
-def media_type(request: Request) -> str:
-    """The request's media type, lower-cased, without parameters."""
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it exceeds ``limit`` bytes."""
-    too_large = ApiProblem(
-        413,
-        "body too large",
-        f"the body exceeds {limit} bytes (api_body_limit); send smaller batches",
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _check_type(request: Request, types: tuple[str, ...]) -> str:

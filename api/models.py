@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.event_status import EventState
+from orchestrator.store import DeliveryStatus
 from schemas.fields import Identifier, Method, UrlPath, UserAgent
 
 __all__ = [
@@ -52,7 +53,7 @@ class EventsAnswer(_Body):
 class DeliveryItem(_Body):
     delivery_id: str
     provider: str
-    status: Literal["pending", "retrying", "succeeded", "failed", "skipped"]
+    status: DeliveryStatus
     attempts: int
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+import structlog
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from orchestrator.request_body import BodyRefusedError
 from schemas.errors import (
     ConfigurationError,
     InputError,
@@ -19,9 +22,13 @@ from schemas.errors import (
     UnavailableError,
 )
 
-__all__ = ["PROBLEM_TYPE", "ApiProblem", "exception_handlers", "problem_response"]
+__all__ = ["PROBLEM_TYPE", "RETRY_AFTER", "ApiProblem", "exception_handlers", "problem_response"]
 
 PROBLEM_TYPE: Final = "application/problem+json"
+#: Seconds a client waits before trying again after a 503.
+RETRY_AFTER: Final = "1"
+
+_log = structlog.get_logger("logout.api")
 
 
 class ApiProblem(LogoutError):
@@ -83,7 +90,37 @@ async def _input(_request: Request, exc: Exception) -> Response:
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
     # The message names the server and the setting to fix (never a password: redacted).
-    return problem_response(503, "unavailable", str(exc), headers={"Retry-After": "1"})
+    return problem_response(503, "unavailable", str(exc), headers={"Retry-After": RETRY_AFTER})
+
+
+async def _database(_request: Request, exc: Exception) -> Response:
+    """The database failed under a request (down, restarting, connection cut): 503. The
+    driver's message can hold the statement's parameters, so neither the answer nor the log
+    carries it; only the error's type is logged. A refused write (a constraint, a bad value)
+    is a bug: re-raised, it becomes the 500 of :class:`api.app._Measured`."""
+    assert isinstance(exc, DBAPIError)
+    if isinstance(exc, IntegrityError | DataError):
+        raise exc
+    _log.warning("database unavailable", error_type=type(exc).__name__)
+    return problem_response(
+        503,
+        "unavailable",
+        "the database is not answering; try again shortly (the operator sees it in /readyz)",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+async def _body_refused(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyRefusedError)
+    fix = "send smaller batches (api_body_limit)" if exc.status == 413 else "fix the header"
+    title = "body too large" if exc.status == 413 else "bad request"
+    where = "body" if exc.field == "body" else "header"
+    return problem_response(
+        exc.status,
+        title,
+        f"{exc.message}; {fix}",
+        [Problem(where, "" if where == "body" else exc.field, exc.message)],
+    )
 
 
 async def _configuration(_request: Request, exc: Exception) -> Response:
@@ -109,6 +146,8 @@ def exception_handlers() -> dict[type[Exception] | int, object]:
         InputError: _input,
         UnavailableError: _unavailable,
         SchemaOutdatedError: _unavailable,
+        DBAPIError: _database,
         ConfigurationError: _configuration,
+        BodyRefusedError: _body_refused,
         HTTPException: _http,
     }

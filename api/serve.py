@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import structlog
 
 from orchestrator.metrics import multiprocess_dir
 from orchestrator.settings import Settings
 
-__all__ = ["serve"]
+__all__ = ["serve", "settings_file"]
 
 _log = structlog.get_logger("logout.api")
 
@@ -43,12 +46,31 @@ def serve(settings: Settings) -> int:
     # Reach the database and migrate once here, so a database that is down is one clear
     # error (not one per process, restarted), and the processes do not race to migrate.
     Runtime.start(settings, handlers={}).close()
-    os.environ[SETTINGS_VARIABLE] = json.dumps(settings.for_child())
-    with multiprocess_dir():  # the workers count in its files; /metrics sums them
-        uvicorn.run(
-            "api.app:from_environment",
-            factory=True,
-            workers=settings.api_workers,
-            **common,  # type: ignore[arg-type]
-        )
+    # The workers count in the folder's files; /metrics sums them.
+    with multiprocess_dir() as folder, settings_file(settings, folder) as path:
+        os.environ[SETTINGS_VARIABLE] = path
+        try:
+            uvicorn.run(
+                "api.app:from_environment",
+                factory=True,
+                workers=settings.api_workers,
+                **common,  # type: ignore[arg-type]
+            )
+        finally:
+            os.environ.pop(SETTINGS_VARIABLE, None)
     return 0
+
+
+@contextmanager
+def settings_file(settings: Settings, folder: str) -> Iterator[str]:
+    """A file in ``folder`` holding ``settings`` for the worker processes
+    (:meth:`Settings.for_child`), readable by this user alone (0600), removed afterwards:
+    the settings hold passwords, which the processes' environment must not."""
+    descriptor, path = tempfile.mkstemp(prefix="serve-settings-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(settings.for_child(), file, default=str)  # "given": only its keys count
+        yield path
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)

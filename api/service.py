@@ -36,8 +36,9 @@ class Service:
     auth: Authenticator
 
     @classmethod
-    def start(cls, settings: Settings) -> Service:
-        """Reach the database (migrating when ``auto_migrate``) and build the rest."""
+    def start(cls, settings: Settings, *, migrate: bool | None = None) -> Service:
+        """Reach the database (migrating when ``migrate``, by default when ``auto_migrate``)
+        and build the rest."""
         from workers.broker import build_broker, is_in_process
 
         if is_in_process(settings):
@@ -45,7 +46,7 @@ class Service:
                 "serve needs a broker the workers share: broker_url memory:// lives in one "
                 "process; set LOGOUT_BROKER_URL to redis:// or amqp://"
             )
-        runtime = Runtime.start(settings)
+        runtime = Runtime.start(settings, migrate=migrate)
         broker = build_broker(settings)
         return cls(
             settings=settings,

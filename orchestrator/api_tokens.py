@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SCOPES", "ApiToken", "Scope", "hash_token", "new_token"]
+from schemas.scopes import SCOPES, Scope
 
-Scope = Literal["events:write", "sessions:write", "read"]
-#: Every scope a token can hold: publish events; report session starts, sightings and binding
-#: checks; read logouts, plans and (unless public) metrics.
-SCOPES: Final[tuple[Scope, ...]] = ("events:write", "sessions:write", "read")
+__all__ = ["SCOPES", "ApiToken", "Scope", "hash_token", "new_token"]
 
 
 class ApiToken(BaseModel):

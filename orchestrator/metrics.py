@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Final
 
+import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,9 +40,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.store import OPEN_DELIVERY_STATUSES, Database, Delivery, DeliveryStatus
 from schemas import EVENT_TYPES, AuditRecord, AuditType
+from schemas.audit import DELIVERY_AUDIT_TYPES
 
 __all__ = [
     "CONTENT_TYPE",
@@ -120,26 +123,20 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0),
 )
 
+_log = structlog.get_logger("logout.metrics")
+
 _EVENT_OUTCOMES: Final = {
     AuditType.EVENT_RECEIVED: "received",
     AuditType.EVENT_REJECTED: "rejected",
     AuditType.EVENT_DUPLICATE: "duplicate",
 }
-_DELIVERY_TYPES: Final = frozenset(
-    {
-        AuditType.DELIVERY_SUCCEEDED,
-        AuditType.DELIVERY_FAILED,
-        AuditType.DELIVERY_SKIPPED,
-        AuditType.DELIVERY_RETRYING,
-    }
-)
 _KNOWN_TYPES: Final = frozenset(EVENT_TYPES)
 
 
 def _event_type(record: AuditRecord) -> str:
     """The record's event type when it is a known one; an unknown one (a rejected event's
     could be anything) is ``other``, so a publisher cannot add label values at will."""
-    kind = record.detail.get("type") or record.detail.get("event_type")
+    kind = record.detail.get("type")
     return kind if isinstance(kind, str) and kind in _KNOWN_TYPES else "other"
 
 
@@ -149,7 +146,7 @@ def count_records(records: Sequence[AuditRecord]) -> None:
         kind = record.type
         if kind in _EVENT_OUTCOMES:
             EVENTS.labels(_event_type(record), _EVENT_OUTCOMES[kind]).inc()
-        elif kind in _DELIVERY_TYPES:
+        elif kind in DELIVERY_AUDIT_TYPES:
             protocol = str(record.detail.get("protocol") or "unknown")
             DELIVERIES.labels(protocol, record.provider or "unknown", record.outcome).inc()
         elif kind is AuditType.LOGOUT_COMPLETED:
@@ -191,39 +188,49 @@ def count_backend_error(backend: str) -> None:
     BACKEND_ERRORS.labels(backend).inc()
 
 
+_RETRYING: Final = ("logout_deliveries_retrying", "Deliveries waiting for their next attempt.")
+_OLDEST: Final = (
+    "logout_delivery_oldest_pending_seconds",
+    "Age of the oldest delivery not yet final (pending or retrying); 0 when none.",
+)
+
+
 class DeliveryGauges(Collector):
     """Read at scrape time from the database: deliveries retrying, and how long the oldest
-    delivery not yet final (pending or retrying) has waited (0 when none)."""
+    delivery not yet final (pending or retrying) has waited (0 when none). With the database
+    down they are left out (only the error's type is logged), so the counters are still
+    served."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
     def collect(self) -> Iterator[Metric]:
-        with self._database() as db:
-            retrying = db.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(Delivery.status == DeliveryStatus.RETRYING)
-            )
-            oldest = db.scalar(
-                select(func.min(Delivery.created_at)).where(
-                    Delivery.status.in_(OPEN_DELIVERY_STATUSES)
+        try:
+            with self._database() as db:
+                retrying = db.scalar(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.status == DeliveryStatus.RETRYING)
                 )
-            )
+                oldest = db.scalar(
+                    select(func.min(Delivery.created_at)).where(
+                        Delivery.status.in_(OPEN_DELIVERY_STATUSES)
+                    )
+                )
+        except SQLAlchemyError as exc:
+            _log.warning("delivery gauges left out", error_type=type(exc).__name__)
+            return
         age = 0.0
         if oldest is not None:
             when = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
             age = max(0.0, (datetime.now(UTC) - when).total_seconds())
-        yield GaugeMetricFamily(
-            "logout_deliveries_retrying",
-            "Deliveries waiting for their next attempt.",
-            value=int(retrying or 0),
-        )
-        yield GaugeMetricFamily(
-            "logout_delivery_oldest_pending_seconds",
-            "Age of the oldest delivery not yet final (pending or retrying); 0 when none.",
-            value=age,
-        )
+        yield GaugeMetricFamily(*_RETRYING, value=int(retrying or 0))
+        yield GaugeMetricFamily(*_OLDEST, value=age)
+
+    def describe(self) -> Iterator[Metric]:
+        """The gauges' names, without reaching the database (the registry asks once)."""
+        yield GaugeMetricFamily(*_RETRYING)
+        yield GaugeMetricFamily(*_OLDEST)
 
 
 @contextmanager

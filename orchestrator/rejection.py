@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from orchestrator.store import utcnow
 from orchestrator.store.sql import insert_ignore
 from orchestrator.store.tables import REJECTED_EVENTS
 from orchestrator.trail import event_rejected
+from schemas import EVENT_TYPES
 from schemas.fields import printable
 from schemas.redaction import redact_text
 
@@ -101,6 +103,19 @@ class Rejection:
     raw: dict[str, Any] | None = field(default=None)
 
 
+def _event_type(payload: str) -> str | None:
+    """The event type ``payload`` names when it is a JSON object whose ``type`` is a known
+    one (so metrics count it under that type); None otherwise."""
+    if not payload.startswith("{"):
+        return None
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind in EVENT_TYPES else None
+
+
 def record_rejections(engine: Engine, rejections: Sequence[Rejection]) -> None:
     """Store each rejection and its ``event.rejected`` record (one transaction), then log
     them. A message rejected again (redelivered) writes nothing twice."""
@@ -127,7 +142,7 @@ def record_rejections(engine: Engine, rejections: Sequence[Rejection]) -> None:
         detail: dict[str, Any] = {"message_id": message_id, "problems": problems}
         if rejection.raw is not None:
             detail["raw"] = rejection.raw
-        entries.append(event_rejected(message_id, event_id, detail))
+        entries.append(event_rejected(message_id, event_id, detail, _event_type(rejection.payload)))
         _log.warning("event rejected", message_id=message_id, problems=problems)
     with engine.begin() as conn:
         conn.execute(insert_ignore(conn, REJECTED_EVENTS, ["message_id"]), rows)

@@ -1,5 +1,9 @@
 """Every kind of audit record, built in one place: one constructor and one dedupe key each.
 
+A record about one event names its type in ``detail["type"]`` (``event.received``,
+``event.duplicate``, ``event.rejected`` when the payload names a known type,
+``logout.completed``), so every reader finds it under one key.
+
 A key names the fact, not the attempt to write it, so a replayed step writes nothing twice
 (:func:`orchestrator.audit.write_audit` ignores a key already written). The keys:
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from orchestrator.audit import AuditEntry
 from orchestrator.store import DeliveryStatus
@@ -38,6 +42,7 @@ from schemas import (
     SessionRevoke,
     SessionStarted,
 )
+from schemas.audit import DELIVERY_AUDIT_TYPES
 
 if TYPE_CHECKING:
     from orchestrator.logout.batch import Outcome, Work
@@ -108,6 +113,7 @@ def event_duplicate(
         user_id=_user_of(event),
         session_id=_session_of(event),
         detail={
+            "type": event.type,
             "message_id": message_id,
             "first_message_id": first_message_id,
             "first_received_at": first_received_at.isoformat(),
@@ -117,8 +123,16 @@ def event_duplicate(
     )
 
 
-def event_rejected(message_id: str, event_id: str | None, detail: dict[str, Any]) -> AuditEntry:
-    """A message that is no valid event (``detail``: its problems, the raw payload)."""
+def event_rejected(
+    message_id: str,
+    event_id: str | None,
+    detail: dict[str, Any],
+    event_type: str | None = None,
+) -> AuditEntry:
+    """A message that is no valid event (``detail``: its problems, the raw payload), with
+    the type its payload names when that is a known event type."""
+    if event_type is not None:
+        detail = {"type": event_type, **detail}
     return AuditEntry(
         key=f"event.rejected:{message_id}",
         type=AuditType.EVENT_REJECTED,
@@ -226,11 +240,9 @@ def plan_built(plan: LogoutPlan, left_out: list[dict[str, str]] | None = None) -
     )
 
 
-_DELIVERY_TYPES = {
-    DeliveryStatus.SUCCEEDED: AuditType.DELIVERY_SUCCEEDED,
-    DeliveryStatus.RETRYING: AuditType.DELIVERY_RETRYING,
-    DeliveryStatus.FAILED: AuditType.DELIVERY_FAILED,
-    DeliveryStatus.SKIPPED: AuditType.DELIVERY_SKIPPED,
+#: The record each delivery status writes: ``delivery.<status>`` (pending writes none).
+_DELIVERY_TYPES: Final = {
+    DeliveryStatus(kind.removeprefix("delivery.")): kind for kind in DELIVERY_AUDIT_TYPES
 }
 
 
@@ -279,7 +291,7 @@ def logout_completed(
         user_id=user_id,
         session_id=_session_of(event),
         detail={
-            "event_type": event.type,
+            "type": event.type,
             "sessions_ended": sessions_ended,
             "deliveries": tally.as_detail(),
         },

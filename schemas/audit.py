@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BINDING_LOGOUT_REASON", "AuditRecord", "AuditType"]
+__all__ = ["BINDING_LOGOUT_REASON", "DELIVERY_AUDIT_TYPES", "AuditRecord", "AuditType"]
 
 BINDING_LOGOUT_REASON = "Session binding broken"
 
@@ -33,6 +33,18 @@ class AuditType(StrEnum):
     FRONTCHANNEL_TIMED_OUT = "frontchannel.timed_out"
     FRONTCHANNEL_COMPLETED = "frontchannel.completed"
     FRONTCHANNEL_SKIPPED = "frontchannel.skipped"
+
+
+#: The records of a delivery's outcome, one per delivery status but pending:
+#: ``delivery.<status>`` (final, or retrying).
+DELIVERY_AUDIT_TYPES: Final = frozenset(
+    {
+        AuditType.DELIVERY_SUCCEEDED,
+        AuditType.DELIVERY_RETRYING,
+        AuditType.DELIVERY_FAILED,
+        AuditType.DELIVERY_SKIPPED,
+    }
+)
 
 
 class AuditRecord(BaseModel):

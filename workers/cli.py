@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from schemas.errors import InputError, LogoutError, Problem
+from schemas.scopes import SCOPES
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 
 if TYPE_CHECKING:
@@ -283,7 +284,7 @@ def api() -> None:
     "scopes",
     multiple=True,
     required=True,
-    type=click.Choice(["events:write", "sessions:write", "read"]),
+    type=click.Choice(SCOPES),
     help="A scope of the token (repeat for several).",
 )
 @click.option("--name", default="client", show_default=True, help="Who holds it.")

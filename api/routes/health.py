@@ -3,20 +3,38 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.problems import PROBLEM_TYPE
+from api.problems import PROBLEM_TYPE, RETRY_AFTER
 from api.service import Service
 from orchestrator.metrics import CONTENT_TYPE, scrape
-from orchestrator.settings import redact_url
 from orchestrator.store.engine import check_connection
 from orchestrator.store.migrate import check_schema
 from schemas.errors import LogoutError
 
-__all__ = ["routes"]
+__all__ = ["DOWN", "routes"]
+
+_log = structlog.get_logger("logout.api")
+
+
+#: What ``/readyz`` says of a part that is down: fixed sentences, since it answers without a
+#: token (never the database URL, its user or host, nor a driver's message).
+DOWN: Final = {
+    "database": "unreachable",
+    "schema": "missing or behind: run logout-orchestrator db upgrade",
+    "broker": "unreachable",
+}
+
+
+def _down(part: str, exc: Exception) -> str:
+    _log.warning("not ready", part=part, error_type=type(exc).__name__)
+    return DOWN[part]
 
 
 def _readiness(service: Service) -> dict[str, str]:
@@ -28,18 +46,18 @@ def _readiness(service: Service) -> dict[str, str]:
         check_connection(engine)
         checks["database"] = "ok"
     except LogoutError as exc:
-        checks["database"] = str(exc)
+        checks["database"] = _down("database", exc)
     else:
         try:
             check_schema(engine)
             checks["schema"] = "ok"
         except (LogoutError, SQLAlchemyError) as exc:
-            checks["schema"] = str(exc).splitlines()[0]
+            checks["schema"] = _down("schema", exc)
     try:
         check_broker(service.broker, service.settings)
         checks["broker"] = "ok"
     except LogoutError as exc:
-        checks["broker"] = str(exc)
+        checks["broker"] = _down("broker", exc)
     return checks
 
 
@@ -56,11 +74,13 @@ def routes(service: Service) -> list[Route]:
             "type": "about:blank",
             "title": "not ready",
             "status": 503,
-            "detail": f"{', '.join(down)} not answering: see checks "
-            f"(database {redact_url(service.settings.effective_database_url)})",
+            "detail": f"{', '.join(down)} not ready: see checks; the operator finds the "
+            "reason in the service's log",
             "checks": checks,
         }
-        return JSONResponse(body, 503, media_type=PROBLEM_TYPE, headers={"Retry-After": "1"})
+        return JSONResponse(
+            body, 503, media_type=PROBLEM_TYPE, headers={"Retry-After": RETRY_AFTER}
+        )
 
     async def metrics(request: Request) -> Response:
         if not service.settings.metrics_public:

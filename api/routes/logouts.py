@@ -14,6 +14,7 @@ from api.models import DeliveryItem, LogoutAnswer
 from api.problems import ApiProblem
 from api.service import Service
 from orchestrator.event_status import delivery_states, event_states
+from orchestrator.logout.rollup import Tally
 from schemas.errors import InputError, Problem
 
 __all__ = ["routes", "wait_seconds"]
@@ -63,20 +64,17 @@ def routes(service: Service) -> list[Route]:
             completed, timed_out = completion.completed, completion.timed_out
             state = (await service.run(lambda: event_states(database, [event_id])))[event_id]
         items = await service.run(lambda: delivery_states(database, event_id))
-        counts = {status: 0 for status in ("pending", "retrying", "succeeded", "failed", "skipped")}
-        for item in items:
-            counts[item.status.value] += 1
         answer = LogoutAnswer(
             event_id=event_id,
             status=state,
             completed=completed,
             timed_out=timed_out,
-            deliveries=counts,
+            deliveries=Tally.of(i.status for i in items).as_detail(),
             items=[
                 DeliveryItem(
                     delivery_id=i.delivery_id,
                     provider=i.provider,
-                    status=i.status.value,
+                    status=i.status,
                     attempts=i.attempts,
                 )
                 for i in items

@@ -61,14 +61,13 @@ from orchestrator.frontchannel.render import (
 from orchestrator.frontchannel.requests import (
     Problem,
     html_page,
-    media_type,
     no_store,
-    read_body,
     read_form,
     see_other,
     wrap,
 )
 from orchestrator.frontchannel.urls import check_local_url, check_url
+from orchestrator.request_body import media_type, read_body
 from orchestrator.runtime import Runtime
 from orchestrator.store import Database, Provider, utcnow
 from protocols import (

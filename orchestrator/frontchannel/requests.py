@@ -1,5 +1,6 @@
-"""The plain HTTP parts of the front-channel app: bounded bodies and forms, problems as
-plain answers, redirects and pages that are never cached."""
+"""The plain HTTP parts of the front-channel app: bounded forms (the body read by
+:func:`orchestrator.request_body.read_body`), problems as plain answers, redirects and
+pages that are never cached."""
 
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from starlette.responses import Response as StarletteResponse
 
 from orchestrator.frontchannel.csp import Page
 from orchestrator.frontchannel.errors import RenderError
+from orchestrator.request_body import BodyRefusedError, media_type, read_body
 
 __all__ = [
     "Problem",
     "html_page",
-    "media_type",
     "no_store",
-    "read_body",
     "read_form",
     "see_other",
     "wrap",
@@ -52,24 +52,6 @@ def html_page(page: Page) -> StarletteResponse:
     return HTMLResponse(page.html, headers=dict(page.headers))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise Problem(413, f"request body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
 async def read_form(request: Request, limit: int) -> dict[str, str]:
     if media_type(request) != "application/x-www-form-urlencoded":
         raise Problem(415, "expected an application/x-www-form-urlencoded form")
@@ -97,7 +79,7 @@ def wrap(
     async def call(request: Request) -> StarletteResponse:
         try:
             response: StarletteResponse = await endpoint(request)
-        except Problem as problem:
+        except (Problem, BodyRefusedError) as problem:
             if request.url.path.endswith("/report"):
                 return no_store(JSONResponse({"error": problem.message}, problem.status))
             return no_store(PlainTextResponse(problem.message, problem.status))

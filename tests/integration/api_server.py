@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,9 +55,14 @@ class ApiServer:
 
 
 def start_api(
-    stack: Stack, extra: Mapping[str, str] | None = None, *, workers: int = 1
+    stack: Stack,
+    extra: Mapping[str, str] | None = None,
+    *,
+    workers: int = 1,
+    without: Collection[str] = (),
 ) -> ApiServer:
-    """Start ``serve`` on ``stack`` and wait until ``/healthz`` answers (fails with its log)."""
+    """Start ``serve`` on ``stack`` (its environment less the variables ``without``) and
+    wait until ``/healthz`` answers (fails with its log)."""
     tokens = {name: new_token() for name in SCOPES}
     entries = [
         {"name": name, "sha256": hash_token(tokens[name]), "scopes": scopes}
@@ -73,6 +78,8 @@ def start_api(
             **(extra or {}),
         }
     )
+    for name in without:
+        env.pop(name, None)
     log = stack.tmp_path / f"serve-{port}.stderr.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -4,14 +4,18 @@ malformed bodies, the OpenAPI document."""
 from __future__ import annotations
 
 import json
+import secrets
+import stat
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
+from api.app import SETTINGS_VARIABLE
 from orchestrator.store import AuditRow, IdpSession, OutboxRow
 from tests.geoip_data import GeoipFiles
 
@@ -165,6 +169,37 @@ def test_malformed_bodies_are_problems(
     assert names in json.dumps(_problem(response, status)), response.text
 
 
+def test_a_chunked_body_is_capped_too(api: ApiServer) -> None:
+    """A body sent chunked (no Content-Length) over the 4 KiB cap is a 413 problem, and the
+    service keeps answering; a chunked body within the cap is read whole (202)."""
+
+    def endless() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(1000):  # ~12 KiB, three times the cap
+            yield b'"xxxxxxxxx",'
+        yield b'"x"]'
+
+    def chunked(event: dict[str, object]) -> Iterator[bytes]:
+        text = json.dumps(event).encode()
+        yield text[:10]
+        yield text[10:]
+
+    with api.client("events") as client:
+        refused = client.post(
+            "/v1/events", content=endless(), headers={"content-type": "application/json"}
+        )
+        assert refused.request.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in refused.request.headers
+        assert "api_body_limit" in _problem(refused, 413)["detail"]
+        accepted = client.post(
+            "/v1/events",
+            content=chunked(logout_event("s-1")),
+            headers={"content-type": "application/json"},
+        )
+        assert accepted.request.headers.get("transfer-encoding") == "chunked"
+        assert accepted.status_code == 202, accepted.text
+
+
 def test_logouts_and_plans_not_known(api: ApiServer) -> None:
     """An unknown event or plan is 404; a bad id or wait is 422 naming it."""
     with api.client("read") as client:
@@ -279,3 +314,49 @@ def test_metrics_of_several_processes_are_summed(stack: Stack) -> None:
     finally:
         server.stop()
     assert after == before + 20
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(status.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _environment(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def test_serve_processes_hold_no_password_in_their_environment(stack: Stack) -> None:
+    """serve --workers 2, the database URL with its password in the settings file: the
+    processes answer (their settings read from a 0600 file), no process's environment holds
+    the password, and the file is gone once serve stops."""
+    password = secrets.token_hex(12)
+    url = make_url(stack.database_url).set(password=password)
+    config = stack.tmp_path / "logout.toml"
+    config.write_text(f"database_url = {json.dumps(url.render_as_string(False))}\n")
+    server = start_api(
+        stack, {"LOGOUT_CONFIG": str(config)}, workers=2, without=["LOGOUT_DATABASE_URL"]
+    )
+    try:
+        with server.client("read") as client:
+            assert client.get("/readyz").status_code == 200
+        children = _children(server.process.pid)  # the 2 processes (and a resource tracker)
+        assert len(children) >= 2, children
+        for pid in [server.process.pid, *children]:
+            assert not any(password in value for value in _environment(pid).values()), pid
+        file = Path(_environment(children[0])[SETTINGS_VARIABLE])
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    finally:
+        assert server.stop() == 0
+    assert not file.exists()

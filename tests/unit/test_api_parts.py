@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from openapi_spec_validator import validate
 from prometheus_client import REGISTRY
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,9 +21,9 @@ from structlog.testing import capture_logs
 from api.app import _Measured
 from api.auth import Authenticator
 from api.openapi import openapi_document
-from api.problems import ApiProblem, exception_handlers
-from orchestrator.api_tokens import ApiToken, hash_token, new_token
-from orchestrator.metrics import count_records
+from api.problems import RETRY_AFTER, ApiProblem, exception_handlers
+from orchestrator.api_tokens import SCOPES, ApiToken, hash_token, new_token
+from orchestrator.metrics import count_records, scrape
 from orchestrator.settings import Settings
 from schemas import AuditRecord, AuditType
 from workers.cli import main
@@ -81,7 +82,7 @@ def test_audit_records_move_the_metrics() -> None:
     count_records(
         [
             _record(AuditType.DELIVERY_SUCCEEDED, "succeeded", protocol="oidc"),
-            _record(AuditType.LOGOUT_COMPLETED, "partial", event_type="logout.user"),
+            _record(AuditType.LOGOUT_COMPLETED, "partial", type="logout.user"),
             _record(AuditType.EVENT_REJECTED, "rejected", type="made.up"),
         ]
     )
@@ -132,3 +133,67 @@ def test_a_bug_is_a_problem_and_its_message_is_never_logged() -> None:
     assert answer.json()["title"] == "internal error"
     assert logs == [{"event": "internal error", "error_type": "RuntimeError", "log_level": "error"}]
     assert "secret-session" not in answer.text
+
+
+def _app_raising(error: Exception) -> TestClient:
+    async def failing(_request: Request) -> Response:
+        raise error
+
+    routes = [Route("/failing", failing)]
+    app = Starlette(routes=routes, exception_handlers=exception_handlers())  # type: ignore[arg-type]
+    app.add_middleware(_Measured, routes=routes)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_a_database_outage_is_a_503_problem_without_the_driver_message() -> None:
+    """OperationalError answers 503 with Retry-After; neither the answer nor the log carries
+    the driver's text (it can hold the statement's parameters)."""
+    error = OperationalError("SELECT ... [parameters: ('secret-session',)]", {}, Exception("x"))
+    with capture_logs() as logs, _app_raising(error) as client:
+        answer = client.get("/failing")
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["retry-after"] == RETRY_AFTER
+    assert answer.json()["title"] == "unavailable"
+    assert "secret-session" not in answer.text
+    assert logs == [
+        {"event": "database unavailable", "error_type": "OperationalError", "log_level": "warning"}
+    ]
+
+
+def test_a_refused_write_stays_a_bug() -> None:
+    """An IntegrityError is no outage: a 500 problem naming nothing of the statement."""
+    error = IntegrityError("INSERT ... [parameters: ('secret-session',)]", {}, Exception("x"))
+    with _app_raising(error) as client:
+        answer = client.get("/failing")
+    assert answer.status_code == 500, answer.text
+    assert "secret-session" not in answer.text
+
+
+def test_gauges_are_left_out_when_the_database_is_down() -> None:
+    """A scrape with the database down still serves the counters, without the gauges."""
+
+    class _Down:
+        def __call__(self) -> object:
+            raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    with capture_logs() as logs:
+        body = scrape(_Down()).decode()  # type: ignore[arg-type]
+    assert "logout_events_total" in body
+    assert "logout_deliveries_retrying" not in body
+    assert logs == [
+        {
+            "event": "delivery gauges left out",
+            "error_type": "OperationalError",
+            "log_level": "warning",
+        }
+    ]
+
+
+def test_api_token_offers_exactly_the_scopes_a_token_can_hold() -> None:
+    """``api token --scope`` takes every scope of SCOPES and refuses any other word."""
+    for scope in SCOPES:
+        assert CliRunner().invoke(main, ["api", "token", "--scope", scope]).exit_code == 0
+    refused = CliRunner().invoke(main, ["api", "token", "--scope", "admin"])
+    assert refused.exit_code == 2
+    assert "events:write" in refused.output

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select, update
 
 from orchestrator import HandleResult, LogoutEngine, Runtime
@@ -552,3 +553,35 @@ def test_replay_of_a_partial_logout_after_the_session_ended(populated: Runtime) 
         r for r in _audit(populated, str(partial["event_id"])) if r.type == "delivery.skipped"
     ]
     assert (skipped.provider, skipped.user_id) == ("chat", "alice")
+
+
+def _events_counted(kind: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("logout_events_total", {"type": kind, "outcome": outcome}) or 0.0
+    )
+
+
+def test_a_duplicate_and_a_rejection_name_the_event_type_and_are_counted_under_it(
+    populated: Runtime,
+) -> None:
+    """event.duplicate, and event.rejected whose payload names a known type, carry it in
+    detail["type"] and move logout_events_total for that type; an unknown type stays out."""
+    event = make_event("logout.user", session_id="s-1")
+    processor = _processor(populated)
+    duplicates = _events_counted("logout.user", "duplicate")
+    rejected = _events_counted("session.revoke", "rejected")
+    processor.handle(event, "m-1")
+    processor.handle(event, "m-2")
+    bad = {"type": "session.revoke", "event_id": "not-a-uuid", "session_id": "s-1"}
+    processor.handle(bad, "m-bad")
+    processor.handle({**bad, "type": "made.up"}, "m-unknown")
+    records = {r.type: r for r in _audit(populated) if r.type != "event.rejected"}
+    assert records["event.duplicate"].detail["type"] == "logout.user"
+    assert records["logout.completed"].detail["type"] == "logout.user"
+    by_message = {
+        r.detail["message_id"]: r for r in _audit(populated) if r.type == "event.rejected"
+    }
+    assert by_message["m-bad"].detail["type"] == "session.revoke"
+    assert "type" not in by_message["m-unknown"].detail
+    assert _events_counted("logout.user", "duplicate") == duplicates + 1
+    assert _events_counted("session.revoke", "rejected") == rejected + 1

@@ -221,7 +221,7 @@ def test_reports_are_idempotent_per_entry(world: World) -> None:
         ({"entry_id": "E", "outcome": "loaded", "elapsed_ms": "1"}, {}, 400, "elapsed_ms"),
         ({"entry_id": "E", "outcome": "loaded", "elapsed_ms": 1, "x": 1}, {}, 400, "x: Extra"),
         ({"entry_id": "E", "outcome": "loaded"}, {}, 400, "elapsed_ms: Field required"),
-        ({"entry_id": "E" * 5000, "outcome": "loaded", "elapsed_ms": 1}, {}, 413, "over 2048"),
+        ({"entry_id": "E" * 5000, "outcome": "loaded", "elapsed_ms": 1}, {}, 413, "exceeds 2048"),
         (
             {"entry_id": "E", "outcome": "loaded", "elapsed_ms": 1},
             {"content-type": "text/plain"},
