@@ -20,8 +20,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pika
 import pika.exceptions
@@ -32,9 +35,10 @@ from psycopg import sql
 
 from .support import closed_port, missing, tcp_reachable, wait_until
 
-__all__ = ["OwnPostgres", "OwnRabbitmq", "OwnRedis", "server_port"]
+__all__ = ["OwnPostgres", "OwnRabbitmq", "OwnRedis", "RecordingEndpoint", "server_port", "serving"]
 
 _START_TIMEOUT = 30.0
+_Server = TypeVar("_Server", bound=ThreadingHTTPServer)
 _last_port: int | None = None
 
 
@@ -369,3 +373,53 @@ class OwnRabbitmq:
             self.epmd.terminate()
             self.epmd.wait(timeout=30)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class RecordingEndpoint(ThreadingHTTPServer):
+    """A back-channel endpoint on 127.0.0.1 (a port from :func:`server_port`): answers every
+    POST 200 with an empty body and keeps its path, content type and body in ``received``,
+    recorded before the answer (the client may move on as soon as it has it)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", server_port()), _Recording)
+        self.lock = threading.Lock()
+        self.received: list[tuple[str, str, bytes]] = []
+
+    def url(self, path: str = "/") -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}{path}"
+
+    @property
+    def bodies(self) -> list[bytes]:
+        with self.lock:
+            return [body for _path, _type, body in self.received]
+
+
+class _Recording(BaseHTTPRequestHandler):
+    server: RecordingEndpoint
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.received.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(server: _Server) -> Iterator[_Server]:
+    """``server`` answering on a thread of its own until the block ends, then closed."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

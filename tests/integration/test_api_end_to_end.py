@@ -4,9 +4,7 @@ the worker (two processes) and of the service."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -14,48 +12,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .api_server import start_api
-from .servers import server_port
+from .servers import RecordingEndpoint, server_port, serving
 from .support import Stack, logout_event, wait_until
 from .test_backchannel_http import PLUGIN_MODULE, python_path, write_plugin
 
 pytestmark = pytest.mark.integration
 
 
-class RelyingParty(ThreadingHTTPServer):
-    """A back-channel endpoint on 127.0.0.1 that answers 200 and keeps each request body."""
-
-    daemon_threads = True
-
-    def __init__(self, port: int) -> None:
-        super().__init__(("127.0.0.1", port), _Logout)
-        self.bodies: list[bytes] = []
-
-
-class _Logout(BaseHTTPRequestHandler):
-    server: RelyingParty
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.bodies.append(body)  # before the answer: the client may move on at once
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def relying_party() -> Iterator[RelyingParty]:
-    server = RelyingParty(server_port())
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
+def relying_party() -> Iterator[RecordingEndpoint]:
+    with serving(RecordingEndpoint()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -72,7 +39,7 @@ def _value(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_post_wait_deliver_and_count(
-    stack: Stack, tmp_path: Path, relying_party: RelyingParty
+    stack: Stack, tmp_path: Path, relying_party: RecordingEndpoint
 ) -> None:
     """POST /v1/events, then GET /v1/logouts/{id}?wait= returns once the RP was notified;
     the worker's /metrics (2 processes) and the service's count it."""
@@ -85,10 +52,9 @@ def test_post_wait_deliver_and_count(
         PLUGIN_MODULE,
     )
     plugin_env = {"PYTHONPATH": python_path(plugin)}
-    host, port = relying_party.server_address[:2]
     providers = tmp_path / "providers.toml"
     providers.write_text(
-        f'[[providers]]\nname = "rp-ok"\nprotocol = "itproto"\nurl = "http://{host!s}:{port}/"\n',
+        f'[[providers]]\nname = "rp-ok"\nprotocol = "itproto"\nurl = "{relying_party.url()}"\n',
         encoding="utf-8",
     )
     loaded = stack.cli("providers", "load", str(providers), env=plugin_env)

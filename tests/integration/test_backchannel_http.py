@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from orchestrator.store import TERMINAL_DELIVERY_STATUSES, AuditRow, Delivery
 
+from .servers import serving
 from .support import CLI, WORKER_ARGS, Stack, closed_port, logout_event
 
 pytestmark = pytest.mark.integration
@@ -204,16 +205,11 @@ def _with_http_providers(
 @pytest.fixture
 def endpoint() -> Iterator[Recorder]:
     """A real HTTP server on 127.0.0.1 and an ephemeral port."""
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(Recorder()) as server:
+        try:
+            yield server
+        finally:
+            server.release.set()  # before the shutdown: a /hang answer must not wait it out
 
 
 def test_backchannel_outcomes_over_http(stack: Stack, tmp_path: Path, endpoint: Recorder) -> None:

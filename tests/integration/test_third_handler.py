@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import tomllib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -20,7 +18,7 @@ from sqlalchemy import select
 
 from orchestrator.store import Delivery, ProviderSession
 
-from .servers import server_port
+from .servers import RecordingEndpoint, serving
 from .support import Stack, logout_event
 from .test_backchannel_http import python_path
 
@@ -55,52 +53,15 @@ def install(distribution: Path, target: Path) -> str:
     return python_path(target)
 
 
-class CasService(ThreadingHTTPServer):
-    """A CAS-protected service's logout endpoint on 127.0.0.1: records each logoutRequest."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", server_port()), _Endpoint)
-        self.lock = threading.Lock()
-        self.received: list[tuple[str, str, dict[str, list[str]]]] = []
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/cas/logout"
-
-
-class _Endpoint(BaseHTTPRequestHandler):
-    server: CasService
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        with self.server.lock:
-            self.server.received.append((self.path, self.headers["Content-Type"], parse_qs(body)))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def service() -> Iterator[CasService]:
-    server = CasService()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
+def service() -> Iterator[RecordingEndpoint]:
+    """A CAS-protected service's logout endpoint on 127.0.0.1: records each logoutRequest."""
+    with serving(RecordingEndpoint()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_a_third_handler_logs_out_through_its_entry_point(
-    stack: Stack, tmp_path: Path, service: CasService
+    stack: Stack, tmp_path: Path, service: RecordingEndpoint
 ) -> None:
     """providers load, sessions import (the handler's identifier model refuses a ``sid``,
     takes a ``ticket``) and a worker's logout: the service gets a logoutRequest naming the
@@ -112,8 +73,9 @@ def test_a_third_handler_logs_out_through_its_entry_point(
     }
     stack.protocols = ["cas"]
     providers = tmp_path / "providers.toml"
+    url = service.url("/cas/logout")
     providers.write_text(
-        f'[[providers]]\nname = "library"\nprotocol = "cas"\nservice_url = "{service.url}"\n',
+        f'[[providers]]\nname = "library"\nprotocol = "cas"\nservice_url = "{url}"\n',
         encoding="utf-8",
     )
     loaded = stack.cli("providers", "load", str(providers), env=env)
@@ -153,7 +115,8 @@ def test_a_third_handler_logs_out_through_its_entry_point(
 
     stack.wait_for(delivered, what="the CAS delivery to succeed", timeout=60)
     with service.lock:
-        [(path, content_type, form)] = service.received
+        [(path, content_type, body)] = service.received
+    form = parse_qs(body.decode())
     assert (path, content_type) == ("/cas/logout", "application/x-www-form-urlencoded")
     request = etree.fromstring(form["logoutRequest"][0].encode())
     assert request.tag == f"{{{SAMLP}}}LogoutRequest"
