@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .api_server import start_api
 from .servers import RecordingEndpoint, server_port, serving
 from .support import Stack, logout_event, wait_until
-from .test_backchannel_http import PLUGIN_MODULE, python_path, write_plugin
+from .test_backchannel_http import with_http_providers
 
 pytestmark = pytest.mark.integration
 
@@ -43,28 +43,7 @@ def test_post_wait_deliver_and_count(
 ) -> None:
     """POST /v1/events, then GET /v1/logouts/{id}?wait= returns once the RP was notified;
     the worker's /metrics (2 processes) and the service's count it."""
-    stack.protocols = ["itproto"]
-    plugin = write_plugin(
-        tmp_path / "plugin",
-        "it_httpproto",
-        "it-httpproto",
-        "itproto = it_httpproto:HttpProto",
-        PLUGIN_MODULE,
-    )
-    plugin_env = {"PYTHONPATH": python_path(plugin)}
-    providers = tmp_path / "providers.toml"
-    providers.write_text(
-        f'[[providers]]\nname = "rp-ok"\nprotocol = "itproto"\nurl = "{relying_party.url()}"\n',
-        encoding="utf-8",
-    )
-    loaded = stack.cli("providers", "load", str(providers), env=plugin_env)
-    assert loaded.returncode == 0, loaded.stderr
-    stack.seed(
-        records=[
-            {"kind": "session", "session_id": "s-api", "user_id": "alice"},
-            {"kind": "provider_session", "session_id": "s-api", "provider": "rp-ok", "sid": "a1"},
-        ]
-    )
+    plugin_env = with_http_providers(stack, tmp_path, {"ok": relying_party.url()}, "s-api")
     metrics_port = server_port()
     stack.start_worker(
         {**plugin_env, "LOGOUT_METRICS_PORT": str(metrics_port), "LOGOUT_API_HOST": "127.0.0.1"},
@@ -85,7 +64,7 @@ def test_post_wait_deliver_and_count(
             assert [(i["provider"], i["status"], i["attempts"]) for i in logout["items"]] == [
                 ("rp-ok", "succeeded", 1)
             ]
-            assert relying_party.bodies == [b"session=a1"]
+            assert relying_party.bodies == [b"session=sid-ok"]
             service_metrics = client.get("/metrics").text
     finally:
         api.stop()

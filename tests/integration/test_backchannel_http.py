@@ -162,7 +162,7 @@ class _Endpoint(BaseHTTPRequestHandler):
         pass
 
 
-def _with_http_providers(
+def with_http_providers(
     stack: Stack, tmp_path: Path, urls: dict[str, str], session_id: str
 ) -> dict[str, str]:
     """Install the test's ``itproto`` plugin, load one provider ``rp-<name>`` per URL, and seed
@@ -216,7 +216,7 @@ def test_backchannel_outcomes_over_http(stack: Stack, tmp_path: Path, endpoint: 
     """Each HTTP answer leads to the right outcome, attempt count, retries and audit."""
     urls = {name: f"{endpoint.base_url}/{name}" for name in PATHS}
     urls["closed"] = f"http://127.0.0.1:{closed_port()}/logout"
-    plugin_env = _with_http_providers(stack, tmp_path, urls, "s-http")
+    plugin_env = with_http_providers(stack, tmp_path, urls, "s-http")
     stack.start_worker({**DELIVERY_SETTINGS, **plugin_env})
     event = logout_event("s-http")
     with stack.publisher() as publisher:
@@ -378,7 +378,7 @@ def test_worker_refuses_what_the_egress_policy_refuses_without_sending(
     trail, and the RP receives nothing. (With 127.0.0.1 allowed, the test above is served.)"""
     port = endpoint.server_address[1]
     urls = {"direct": f"http://127.0.0.1:{port}/ok", "alias": f"http://localhost:{port}/ok"}
-    plugin_env = _with_http_providers(stack, tmp_path, urls, "s-egress")
+    plugin_env = with_http_providers(stack, tmp_path, urls, "s-egress")
     stack.start_worker({**DELIVERY_SETTINGS, **plugin_env, "LOGOUT_EGRESS_ALLOW": ""})
     with stack.publisher() as publisher:
         publisher.publish(logout_event("s-egress"))
