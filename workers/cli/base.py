@@ -1,0 +1,190 @@
+"""What every command shares: the console, the settings, reading input, and the group and
+command classes that turn every failure into one clear message and its exit status."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from schemas.errors import InputError, LogoutError, Problem
+from workers.exit_codes import ExitCode, exit_code_for, foreign_error
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestrator.settings import Settings
+
+__all__ = ["Command", "Group", "console", "fail", "read_input", "settings_of"]
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    # Piped output (CI logs, files) is not cut to 80 columns.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(file=stream, highlight=False, soft_wrap=True, width=width)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def read_input(path: str, *, regular: bool = False) -> str:
+    """The text of ``path`` (``-``: standard input); InputError (exit 2) when it cannot be read
+    or is not UTF-8 (JSON lines and TOML are UTF-8).
+
+    A device, directory or socket is refused (``/dev/zero`` would be read forever), except
+    ``/dev/null`` (empty); a FIFO is read unless ``regular`` (a configuration file, read whole
+    and bounded).
+    """
+    import os
+    import stat
+
+    from protocols.files import CONFIG_MAX, UnreadableFileError, file_kind, read_regular_file
+
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        if path == os.devnull:
+            return ""
+        if regular:
+            return read_regular_file(path, CONFIG_MAX).decode("utf-8")
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            problem = f"{file_kind(mode)}, not a file; give a file, or - for standard input"
+            raise InputError([Problem(path, "", problem)])
+        return Path(path).read_text(encoding="utf-8")
+    except UnreadableFileError as exc:
+        problem = f"cannot read it: {exc}"
+    except OSError as exc:
+        problem = f"cannot read it: {exc.strerror or exc}; check the path and its permissions"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    raise InputError([Problem(path if path != "-" else "standard input", "", problem)])
+
+
+def fail(ctx: click.Context, error: LogoutError) -> None:
+    """Print ``error`` as one or two lines and exit with its status."""
+    if isinstance(error, InputError):
+        console(stderr=True).print(
+            f"[bold red]refused[/]: {len(error.problems)} problem(s), nothing was applied"
+        )
+        for problem in error.problems:
+            console(stderr=True).print(f"  {problem}", markup=False)
+    else:
+        from rich.markup import escape
+
+        console(stderr=True).print(f"[bold red]error[/]: {escape(str(error))}")
+    ctx.exit(int(exit_code_for(error)))
+
+
+class _Teardown:
+    """Whether the process needs the interpreter's teardown when the command is done."""
+
+    needed = True
+
+
+def _exit_at_once(code: Any) -> None:
+    """Flush the output and end the process with ``code`` (a ``SystemExit`` code), skipping
+    the interpreter's teardown: freeing every loaded module costs a reading command a
+    quarter of its run (``bench/cli_startup.py``) and, after it, nothing is left to do."""
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # a reader that stopped early (``| head``) wants no more
+        pass
+    os._exit(status)
+
+
+class Command(click.Command):
+    """A command; ``logs=False`` for those that never log (no logging set-up to pay for).
+
+    ``teardown=False`` for those that only read and print, holding nothing open when done
+    (threads, files, connections): run as the program, they exit without the interpreter's
+    teardown (see :func:`_exit_at_once`) and run without the cyclic garbage collector, which
+    costs them a tenth of their start (scanning every object their imports made, again and
+    again) and would find little: streaming the whole audit trail leaves about 8 objects per
+    page of 500 records to it. Every other command turns the collector back on.
+    """
+
+    def __init__(self, *args: Any, logs: bool = True, teardown: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logs = logs
+        self.teardown = teardown
+
+    def invoke(self, ctx: click.Context) -> Any:
+        settings = ctx.find_root().obj
+        if self.logs and settings is not None:
+            from orchestrator.logging import configure_logging
+
+            configure_logging(settings.log_level, settings.log_format)
+        _Teardown.needed = self.teardown
+        if self.teardown:
+            gc.enable()
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    """Turns every failure into one clear message and its exit status, never a traceback."""
+
+    command_class = Command
+    group_class = type  # subgroups are Group too
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **options: Any) -> Any:
+        """Run; as the program itself (the command line read from ``sys.argv``, in standalone
+        mode), without the garbage collector until a command that needs it starts, and a
+        command with ``teardown=False`` ends the process at once when done."""
+        if args is not None or not options.get("standalone_mode", True):
+            return super().main(args, *rest, **options)
+        gc.disable()  # imports make many objects and no cyclic garbage (see Command)
+        try:
+            return super().main(args, *rest, **options)
+        except SystemExit as exc:
+            if not _Teardown.needed:
+                _exit_at_once(exc.code)
+            raise
+        finally:
+            gc.enable()
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except LogoutError as exc:
+            fail(ctx, exc)
+        except Exception as exc:  # the boundary: a sentence, never a traceback
+            settings = ctx.find_root().obj
+            if settings is not None:
+                from orchestrator.settings import redact_url
+
+                database = redact_url(settings.effective_database_url)
+                translated = foreign_error(exc, database, redact_url(settings.broker_url))
+                if translated is not None:
+                    fail(ctx, translated)
+                if settings.log_level == "DEBUG":
+                    raise
+            from rich.markup import escape
+
+            # The first line only: a database error goes on with the SQL and its parameters,
+            # which may hold what the input held.
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            console(stderr=True).print(
+                f"[bold red]internal error[/]: {type(exc).__name__}: {escape(reason)}"
+            )
+            console(stderr=True).print(
+                "This is a bug; LOGOUT_LOG_LEVEL=DEBUG shows the traceback to report.",
+                markup=False,
+            )
+            ctx.exit(int(ExitCode.INTERNAL))
