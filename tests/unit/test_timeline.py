@@ -1,0 +1,209 @@
+"""The timeline of one logout (``orchestrator.timeline``): where each record goes, retries as
+attempts, and a trail with records missing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orchestrator.timeline import DeliveryRow, build_timeline, timeline_json
+from schemas.audit import AuditRecord, AuditType
+
+EVENT = "6a1f0c2e-0000-4000-8000-000000000001"
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def _record(
+    kind: AuditType,
+    ms: float,
+    outcome: str,
+    *,
+    provider: str | None = None,
+    **detail: Any,
+) -> AuditRecord:
+    return AuditRecord(
+        id=str(uuid.uuid4()),
+        at=T0 + timedelta(milliseconds=ms),
+        type=kind,
+        event_id=EVENT,
+        user_id="alice",
+        session_id="s-1",
+        provider=provider,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+def _full_trail() -> list[AuditRecord]:
+    return [
+        _record(AuditType.EVENT_RECEIVED, 0, "accepted", type="logout.session", initiator="user"),
+        _record(AuditType.SESSION_ENDED, 3, "ended", end_reason="logout", initiator="user"),
+        _record(AuditType.PLAN_BUILT, 5, "built", plan_id="p-1", stages=[]),
+        _record(
+            AuditType.DELIVERY_SUCCEEDED,
+            12,
+            "succeeded",
+            provider="rp-ok",
+            delivery_id="d-ok",
+            attempt=1,
+            status_code=200,
+            latency_ms=4.25,
+        ),
+        _record(
+            AuditType.DELIVERY_RETRYING,
+            14,
+            "retrying",
+            provider="rp-flaky",
+            delivery_id="d-flaky",
+            attempt=1,
+            status_code=503,
+            error="HTTP 503",
+            error_class="transient",
+            latency_ms=6.5,
+            next_attempt_at=(T0 + timedelta(milliseconds=214)).isoformat(),
+        ),
+        _record(AuditType.LOGOUT_COMPLETED, 15, "retrying", sessions_ended=1),
+        _record(
+            AuditType.DELIVERY_SUCCEEDED,
+            230,
+            "succeeded",
+            provider="rp-flaky",
+            delivery_id="d-flaky",
+            attempt=2,
+            status_code=200,
+            latency_ms=3.0,
+        ),
+        _record(AuditType.LOGOUT_SETTLED, 231, "success", deliveries={"succeeded": 2}),
+    ]
+
+
+ROWS = [
+    DeliveryRow("d-ok", "rp-ok", "succeeded", 1, T0 + timedelta(milliseconds=6)),
+    DeliveryRow("d-flaky", "rp-flaky", "succeeded", 2, T0 + timedelta(milliseconds=6)),
+]
+
+
+def test_each_record_type_is_placed_in_order() -> None:
+    """Received is the start, steps in time order, delivery records are attempts, settled
+    ends it."""
+    timeline = build_timeline(EVENT, _full_trail(), ROWS)
+    assert timeline is not None
+    assert timeline.started_at == T0
+    assert timeline.received
+    assert [(s.name, s.offset_ms) for s in timeline.steps] == [
+        ("received", 0.0),
+        ("session ended", 3.0),
+        ("plan built", 5.0),
+        ("completed", 15.0),
+        ("settled", 231.0),
+    ]
+    assert timeline.steps[1].detail == {"end_reason": "logout", "initiator": "user"}
+    assert timeline.settled
+    assert timeline.settled_at == T0 + timedelta(milliseconds=231)
+    assert timeline.outcome == "success"
+    assert [line.provider for line in timeline.deliveries] == ["rp-ok", "rp-flaky"]
+    ok = timeline.deliveries[0]
+    assert [(a.number, a.outcome, a.status_code, a.latency_ms) for a in ok.attempts] == [
+        (1, "succeeded", 200, 4.25)
+    ]
+    assert ok.channel == "back"
+
+
+def test_a_retry_is_one_attempt_each() -> None:
+    """A retrying then succeeded delivery has two attempts: the first with its error, its
+    class and when the next was due; its status and count come from the row."""
+    timeline = build_timeline(EVENT, _full_trail(), ROWS)
+    assert timeline is not None
+    flaky = timeline.deliveries[1]
+    first, second = flaky.attempts
+    assert (first.number, first.outcome, first.status_code) == (1, "retrying", 503)
+    assert (first.error, first.error_class, first.latency_ms) == ("HTTP 503", "transient", 6.5)
+    assert first.retry_in_ms == 200.0
+    assert first.offset_ms == 14.0
+    assert (second.number, second.outcome, second.offset_ms) == (2, "succeeded", 230.0)
+    assert second.error is None
+    assert second.retry_in_ms is None
+    assert (flaky.status, flaky.attempts_made, flaky.outcome) == ("succeeded", 2, "succeeded")
+
+
+def test_missing_records_are_tolerated() -> None:
+    """Without event.received the start is the first record; a row without records shows no
+    attempts; records without a row keep their provider; no settled record: still open."""
+    trail = [r for r in _full_trail() if r.type is not AuditType.EVENT_RECEIVED]
+    trail = [r for r in trail if r.type is not AuditType.LOGOUT_SETTLED]
+    trail = [r for r in trail if r.provider != "rp-ok"]
+    rows = [ROWS[0], DeliveryRow("d-new", "rp-new", "pending", 0, T0 + timedelta(seconds=1))]
+    timeline = build_timeline(EVENT, trail, rows)
+    assert timeline is not None
+    assert not timeline.received
+    assert timeline.started_at == T0 + timedelta(milliseconds=3)
+    assert [s.name for s in timeline.steps] == ["session ended", "plan built", "completed"]
+    assert not timeline.settled
+    assert timeline.outcome == "retrying"  # logout.completed's word, the last there is
+    lines = {line.delivery_id: line for line in timeline.deliveries}
+    assert lines["d-ok"].attempts == ()
+    assert lines["d-ok"].attempts_made == 1
+    assert lines["d-new"].outcome == "pending"
+    assert lines["d-flaky"].provider == "rp-flaky"
+    assert lines["d-flaky"].status is None
+    assert lines["d-flaky"].outcome == "succeeded"
+
+
+def test_nothing_known_is_no_timeline() -> None:
+    assert build_timeline(EVENT, [], []) is None
+
+
+def test_an_old_failed_record_gets_its_error_class_from_its_text() -> None:
+    """Records written before error_class was recorded: gave up after N attempts is a
+    transient failure; any other failure is permanent."""
+    gave_up = _record(
+        AuditType.DELIVERY_FAILED,
+        9,
+        "failed",
+        provider="rp-a",
+        delivery_id="d-a",
+        attempt=3,
+        error="no answer within 1 s; gave up after 3 attempts",
+    )
+    refused = _record(
+        AuditType.DELIVERY_FAILED, 9, "failed", provider="rp-b", delivery_id="d-b", error="HTTP 400"
+    )
+    timeline = build_timeline(EVENT, [gave_up, refused])
+    assert timeline is not None
+    classes = {line.provider: line.attempts[0].error_class for line in timeline.deliveries}
+    assert classes == {"rp-a": "transient", "rp-b": "permanent"}
+    assert timeline.deliveries[0].attempts[0].number == 3  # the record's own attempt number
+
+
+def test_frontchannel_reports_are_attempts_of_their_delivery() -> None:
+    """What the browser reported is the attempt of the front-channel delivery (by
+    delivery_id, else by plan entry), with the page's elapsed time as its latency."""
+    loaded = _record(
+        AuditType.FRONTCHANNEL_LOADED,
+        40,
+        "loaded",
+        provider="rp-front",
+        delivery_id=None,
+        entry_id="e-1",
+        elapsed_ms=120,
+    )
+    timeline = build_timeline(EVENT, [*_full_trail(), loaded], ROWS)
+    assert timeline is not None
+    [front] = [line for line in timeline.deliveries if line.channel == "front"]
+    assert front.delivery_id == "frontchannel:e-1"
+    assert [(a.outcome, a.latency_ms, a.number) for a in front.attempts] == [("loaded", 120, 1)]
+
+
+def test_json_has_every_field_and_the_derived_ones() -> None:
+    timeline = build_timeline(EVENT, _full_trail(), ROWS)
+    assert timeline is not None
+    data = timeline_json(timeline)
+    assert data["event_id"] == EVENT
+    assert data["started_at"] == "2026-03-01T09:30:00Z"
+    assert data["settled"] is True
+    assert [d["outcome"] for d in data["deliveries"]] == ["succeeded", "succeeded"]
+    attempt = data["deliveries"][1]["attempts"][0]
+    assert attempt["latency_ms"] == 6.5
+    assert attempt["status_code"] == 503
+    assert [s["name"] for s in data["steps"]][-1] == "settled"
