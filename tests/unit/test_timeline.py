@@ -207,3 +207,33 @@ def test_json_has_every_field_and_the_derived_ones() -> None:
     assert attempt["latency_ms"] == 6.5
     assert attempt["status_code"] == 503
     assert [s["name"] for s in data["steps"]][-1] == "settled"
+
+
+def test_the_terminal_drawing_shows_every_part_as_plain_text() -> None:
+    """audit show's tree: header with the start, each step and attempt with its relative
+    time and words; a provider name holding markup is printed as it is."""
+    from rich.console import Console
+
+    from workers.timeline import draw_timeline
+
+    trail = [
+        r.model_copy(update={"provider": "rp-[bold]x"}) if r.provider == "rp-flaky" else r
+        for r in _full_trail()
+    ]
+    timeline = build_timeline(EVENT, trail, [])
+    assert timeline is not None
+    out = Console(width=200, record=True, color_system=None)
+    out.print(draw_timeline(timeline))
+    text = out.export_text()
+    assert "started 2026-03-01 09:30:00.000 UTC  settled after 231 ms: success" in text
+    assert "rp-[bold]x  back-channel  succeeded  after 2 attempts" in text
+    assert (
+        "+14 ms    attempt 1         retrying   HTTP 503; took 6.5 ms; transient: HTTP 503; "
+        "next try 200 ms later" in text
+    )
+    lines = text.splitlines()[1:]  # under the header
+    order = [
+        next(i for i, line in enumerate(lines) if word in line)
+        for word in ("received", "plan built", "deliveries: 2", "completed", "settled")
+    ]
+    assert order == sorted(order), text
