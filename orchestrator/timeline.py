@@ -163,6 +163,17 @@ class Timeline:
     def settled(self) -> bool:
         return self.settled_at is not None
 
+    @property
+    def deliveries_after(self) -> int:
+        """How many steps come before the deliveries: those up to the first attempt (all of
+        them when no attempt was recorded), so both drawings put the block in one place."""
+        first = min(
+            (line.attempts[0].at for line in self.deliveries if line.attempts), default=None
+        )
+        if first is None:
+            return len(self.steps)
+        return sum(1 for step in self.steps if step.at <= first)
+
 
 def _offset(at: datetime, start: datetime) -> float:
     return round((at - start).total_seconds() * 1000, 3)

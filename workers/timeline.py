@@ -18,7 +18,7 @@ from orchestrator.audit_query import resolve_event_id
 from orchestrator.errors import InputError
 from orchestrator.settings import Settings
 from orchestrator.store.reading import reading_engine
-from orchestrator.timeline import DeliveryLine, Step, Timeline, read_timeline, timeline_json
+from orchestrator.timeline import DeliveryLine, Timeline, read_timeline, timeline_json
 from orchestrator.timeline_text import attempt_summary, duration_text, offset_text, step_summary
 from workers.cli.base import console
 
@@ -94,27 +94,19 @@ def draw_timeline(timeline: Timeline) -> Tree:
     """The timeline as a rich tree: the steps in time order, the deliveries (each with its
     attempts) where the first attempt was made."""
     tree = Tree(_header(timeline), guide_style="dim")
-    first_attempt = min(
-        (line.attempts[0].at for line in timeline.deliveries if line.attempts), default=None
-    )
-    deliveries_drawn = False
-
-    def deliveries() -> None:
-        count = len(timeline.deliveries)
-        branch = tree.add(Text(f"deliveries: {count}", style="bold"))
-        for line in timeline.deliveries:
-            _delivery(branch, line)
-
-    steps: list[Step] = list(timeline.steps)
-    for step in steps:
-        late = first_attempt is not None and step.at > first_attempt
-        if timeline.deliveries and not deliveries_drawn and late:
-            deliveries()
-            deliveries_drawn = True
+    for index, step in enumerate(timeline.steps):
+        if index == timeline.deliveries_after and timeline.deliveries:
+            _deliveries(tree, timeline)
         tree.add(_line(step.offset_ms, step.name, step.outcome, step_summary(step)))
-    if timeline.deliveries and not deliveries_drawn:
-        deliveries()
+    if timeline.deliveries_after == len(timeline.steps) and timeline.deliveries:
+        _deliveries(tree, timeline)
     return tree
+
+
+def _deliveries(tree: Tree, timeline: Timeline) -> None:
+    branch = tree.add(Text(f"deliveries: {len(timeline.deliveries)}", style="bold"))
+    for line in timeline.deliveries:
+        _delivery(branch, line)
 
 
 def show_timeline(settings: Settings, event: str, *, as_json: bool) -> None:

@@ -1,13 +1,15 @@
 """``GET /v1/logouts/{event_id}?wait=`` and ``GET /v1/plans/{plan_id}?wait=``: long polls on
-:class:`~orchestrator.waiting.LogoutWaiter` (a notification wakes them, never a sleep loop)."""
+:class:`~orchestrator.waiting.LogoutWaiter` (a notification wakes them, never a sleep loop);
+``GET /v1/logouts/{event_id}/timeline``: the logout as an HTML page for operators."""
 
 from __future__ import annotations
 
 import math
 import uuid
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from api.models import DeliveryItem, LogoutAnswer
@@ -16,6 +18,9 @@ from api.service import Service
 from orchestrator.event_status import delivery_states, event_states
 from orchestrator.logout.rollup import Tally
 from schemas.errors import InputError, Problem
+
+if TYPE_CHECKING:
+    from orchestrator.timeline import Timeline
 
 __all__ = ["routes", "wait_seconds"]
 
@@ -98,7 +103,26 @@ def routes(service: Service) -> list[Route]:
             )
         return JSONResponse(found.plan.model_dump(mode="json"))
 
+    async def get_timeline(request: Request) -> Response:
+        service.auth.require(request, "read")
+        event_id = _event_id(request)
+        from api.pages import render_timeline
+        from orchestrator.timeline import read_timeline
+
+        def read() -> Timeline | None:
+            with database() as db:
+                return read_timeline(db, event_id)
+
+        timeline = await service.run(read)
+        if timeline is None:
+            raise ApiProblem(
+                404, "unknown event", f"no audit record or delivery of event {event_id}"
+            )
+        page = render_timeline(timeline)
+        return HTMLResponse(page.html, headers=dict(page.headers))
+
     return [
         Route("/v1/logouts/{event_id}", get_logout, methods=["GET"], name="logout"),
+        Route("/v1/logouts/{event_id}/timeline", get_timeline, methods=["GET"], name="timeline"),
         Route("/v1/plans/{plan_id}", get_plan, methods=["GET"], name="plan"),
     ]

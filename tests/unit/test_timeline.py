@@ -237,3 +237,30 @@ def test_the_terminal_drawing_shows_every_part_as_plain_text() -> None:
         for word in ("received", "plan built", "deliveries: 2", "completed", "settled")
     ]
     assert order == sorted(order), text
+
+
+def test_the_page_escapes_everything_and_runs_no_script() -> None:
+    """The HTML page: every value escaped, no script element, the style under the CSP's
+    nonce, the deliveries between the steps where the terminal puts them."""
+    from api.pages import render_timeline
+
+    hostile = "<script>alert(1)</script>"
+    trail = [
+        r.model_copy(update={"provider": hostile}) if r.provider == "rp-flaky" else r
+        for r in _full_trail()
+    ]
+    timeline = build_timeline(EVENT, trail, [])
+    assert timeline is not None
+    page = render_timeline(timeline)
+    assert "<script" not in page.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.html
+    assert f'<style nonce="{page.nonce}">' in page.html
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert f"style-src 'nonce-{page.nonce}'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Cache-Control"] == "no-store"
+    html = page.html
+    positions = [html.index(f'data-type="{kind}"') for kind in ("plan.built", "logout.completed")]
+    assert positions[0] < html.index('id="deliveries"') < positions[1]
+    assert html.count('class="attempt"') == 3
+    assert "transient: HTTP 503" in html
+    assert render_timeline(timeline).nonce != page.nonce  # a fresh one each time
