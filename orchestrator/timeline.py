@@ -165,14 +165,16 @@ class Timeline:
 
     @property
     def deliveries_after(self) -> int:
-        """How many steps come before the deliveries: those up to the first attempt (all of
-        them when no attempt was recorded), so both drawings put the block in one place."""
+        """How many steps come before the deliveries: those before the first attempt (all
+        of them when no attempt was recorded), so both drawings put the block in one place.
+        A step of the attempt's own transaction (``logout.completed``) shares its time and
+        comes after it."""
         first = min(
             (line.attempts[0].at for line in self.deliveries if line.attempts), default=None
         )
         if first is None:
             return len(self.steps)
-        return sum(1 for step in self.steps if step.at <= first)
+        return sum(1 for step in self.steps if step.at < first)
 
 
 def _offset(at: datetime, start: datetime) -> float:

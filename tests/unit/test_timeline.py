@@ -264,3 +264,22 @@ def test_the_page_escapes_everything_and_runs_no_script() -> None:
     assert html.count('class="attempt"') == 3
     assert "transient: HTTP 503" in html
     assert render_timeline(timeline).nonce != page.nonce  # a fresh one each time
+
+
+def test_a_step_written_with_the_first_attempt_comes_after_the_deliveries() -> None:
+    """Records of one transaction share their time: logout.completed, written with the
+    first attempts, is placed after the deliveries; steps before them stay before."""
+    trail = [
+        r.model_copy(update={"at": T0 + timedelta(milliseconds=12)})
+        if r.type is AuditType.LOGOUT_COMPLETED
+        else r
+        for r in _full_trail()
+    ]
+    timeline = build_timeline(EVENT, trail, ROWS)
+    assert timeline is not None
+    names = [step.name for step in timeline.steps]
+    assert names[: timeline.deliveries_after] == ["received", "session ended", "plan built"]
+    assert build_timeline(EVENT, trail[:3], []) is not None
+    without_attempts = build_timeline(EVENT, trail[:3], ROWS)
+    assert without_attempts is not None
+    assert without_attempts.deliveries_after == 3  # no attempt yet: the deliveries come last
