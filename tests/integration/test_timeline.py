@@ -169,8 +169,9 @@ def test_the_timeline_page_in_chromium(
     stack: Stack, tmp_path: Path, relying_parties: Recorder
 ) -> None:
     """The page opened in headless Chromium with the read token as a bearer header: every
-    part present and visible, no CSP violation, a screenshot taken; without a token 401,
-    with a token lacking the read scope 403."""
+    part present and visible, no CSP violation, a screenshot taken; printed (print media, a
+    PDF) every part still there; without a token 401, with a token lacking the read scope
+    403."""
     event_id, plugin_env = _logout_with_a_retry(stack, tmp_path, relying_parties)
     api = start_api(stack, plugin_env)
     url = f"{api.base_url}/v1/logouts/{event_id}/timeline"
@@ -193,6 +194,15 @@ def test_the_timeline_page_in_chromium(
             assert width > 0
             assert height > 0
             assert problems == [], problems  # a blocked style would be reported here
+
+            page.emulate_media(media="print")  # printed: every part still there, in black
+            _check_page(page)
+            delivery = page.locator("section.delivery").first
+            assert delivery.evaluate("e => getComputedStyle(e).breakInside") == "avoid"
+            offset = page.locator("li.step .offset").first
+            assert offset.evaluate("e => getComputedStyle(e).color") == "rgb(0, 0, 0)"
+            printed = page.pdf(path=str(tmp_path / "timeline.pdf"))
+            assert printed.startswith(b"%PDF")
             reader.close()
 
             anonymous = browser.new_context()
