@@ -54,9 +54,14 @@ def _logout_with_a_retry(stack: Stack, tmp_path: Path, rps: Recorder) -> tuple[s
     return event_id, plugin_env
 
 
+def _attempt(data: dict[str, Any]) -> Attempt:
+    """An attempt of ``audit show --json`` read back."""
+    return Attempt(**{**data, "at": datetime.fromisoformat(data["at"])})
+
+
 def _attempt_line(attempt: dict[str, Any]) -> str:
     """What the terminal prints of an attempt from its JSON: the same words."""
-    parsed = Attempt(**{**attempt, "at": datetime.fromisoformat(attempt["at"])})
+    parsed = _attempt(attempt)
     name = f"attempt {parsed.number}"
     return f"{name:<18}{parsed.outcome:<10} {attempt_summary(parsed)}"
 
@@ -165,11 +170,38 @@ def _check_page(page: Page) -> None:
     assert ok.is_visible()
 
 
+def _same_as_the_json(page: Page, stack: Stack, event_id: str) -> None:
+    """The page says what ``audit show --json`` says: each step's and each attempt's words,
+    in the same order."""
+    shown = stack.cli("audit", "show", event_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    steps = page.locator("li.step")
+    assert steps.count() == len(data["steps"])
+    for n, step in enumerate(data["steps"]):
+        text = steps.nth(n).inner_text()
+        assert step["name"] in text, text
+        assert offset_text(step["offset_ms"]) in text, text
+    for delivery in data["deliveries"]:
+        rows = page.locator(f'section.delivery[data-provider="{delivery["provider"]}"] tr.attempt')
+        assert rows.count() == len(delivery["attempts"])
+        for n, attempt in enumerate(delivery["attempts"]):
+            parsed = _attempt(attempt)
+            cells = rows.nth(n).locator("td").all_inner_texts()
+            assert cells == [
+                str(parsed.number),
+                offset_text(parsed.offset_ms),
+                parsed.outcome,
+                attempt_summary(parsed),
+            ]
+
+
 def test_the_timeline_page_in_chromium(
     stack: Stack, tmp_path: Path, relying_parties: Recorder
 ) -> None:
     """The page opened in headless Chromium with the read token as a bearer header: every
-    part present and visible, no CSP violation, a screenshot taken; printed (print media, a
+    part present and visible and saying what --json says, no CSP violation, a screenshot
+    taken; printed (print media, a
     PDF) every part still there; without a token 401, with a token lacking the read scope
     403."""
     event_id, plugin_env = _logout_with_a_retry(stack, tmp_path, relying_parties)
@@ -188,6 +220,7 @@ def test_the_timeline_page_in_chromium(
             assert response.status == 200, response.text()
             assert "default-src 'none'" in response.headers["content-security-policy"]
             _check_page(page)
+            _same_as_the_json(page, stack, event_id)
             shot = tmp_path / "timeline.png"
             page.screenshot(path=str(shot), full_page=True)
             width, height = _png_size(shot)
