@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from orchestrator.audit_query import AuditQuery, iter_audit
@@ -145,6 +146,16 @@ class DeliveryLine:
             return self.status
         return self.attempts[-1].outcome if self.attempts else "unknown"
 
+    @property
+    def attempt_count(self) -> int:
+        """Attempts made: the row's count, else the attempts recorded."""
+        return self.attempts_made if self.attempts_made is not None else len(self.attempts)
+
+    @property
+    def unrecorded(self) -> int:
+        """Attempts made that have no record (purged, or lost)."""
+        return max(0, self.attempt_count - len(self.attempts))
+
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
@@ -162,6 +173,11 @@ class Timeline:
     @property
     def settled(self) -> bool:
         return self.settled_at is not None
+
+    @property
+    def settled_after_ms(self) -> float | None:
+        """From the start to ``logout.settled``; None while not settled."""
+        return None if self.settled_at is None else _offset(self.settled_at, self.started_at)
 
     @property
     def deliveries_after(self) -> int:
@@ -312,6 +328,8 @@ def build_timeline(
 
 
 def _delivery_rows(db: Connection | Session, event_id: str) -> list[DeliveryRow]:
+    # Here, not at the top: the table's handle loads the ORM models, which building a
+    # timeline from records (tests, the page's renderer) does not need.
     from orchestrator.store.tables import DELIVERIES
 
     c = DELIVERIES.c
@@ -338,10 +356,10 @@ def read_timeline(db: Connection | Session, event_id: str) -> Timeline | None:
 
 def timeline_json(timeline: Timeline) -> dict[str, Any]:
     """The timeline as JSON data (``audit show --json``): every field, times in RFC 3339."""
-    from pydantic import TypeAdapter
-
     data: dict[str, Any] = TypeAdapter(Timeline).dump_python(timeline, mode="json")
     data["settled"] = timeline.settled
+    data["settled_after_ms"] = timeline.settled_after_ms
     for line, dumped in zip(timeline.deliveries, data["deliveries"], strict=True):
         dumped["outcome"] = line.outcome
+        dumped["unrecorded"] = line.unrecorded
     return data

@@ -64,9 +64,8 @@ def _header(timeline: Timeline) -> Text:
     text.append(f"  started {_when(timeline.started_at)}")
     if not timeline.received:
         text.append("  (no event.received record: times count from the first record)", "dim")
-    if timeline.settled_at is not None:
-        took = (timeline.settled_at - timeline.started_at).total_seconds() * 1000
-        text.append(f"  settled after {duration_text(took)}: ")
+    if timeline.settled_after_ms is not None:
+        text.append(f"  settled after {duration_text(timeline.settled_after_ms)}: ")
     else:
         text.append("  not settled: ")
     outcome = timeline.outcome or "open"
@@ -78,11 +77,10 @@ def _delivery(tree: Tree, line: DeliveryLine) -> None:
     label = Text(line.provider or "(provider unknown)", style="bold")
     label.append(f"  {line.channel}-channel  ")
     label.append(line.outcome, style=_STYLES.get(line.outcome, ""))
-    shown = len(line.attempts)
-    made = line.attempts_made if line.attempts_made is not None else shown
+    made = line.attempt_count
     label.append(f"  after {made} attempt{'s' if made != 1 else ''}")
-    if made > shown:
-        label.append(f" ({made - shown} without a record)", style="dim")
+    if line.unrecorded:
+        label.append(f" ({line.unrecorded} without a record)", style="dim")
     label.append(f"  delivery {line.delivery_id}", style="dim")
     node = tree.add(label)
     for attempt in line.attempts:

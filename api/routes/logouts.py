@@ -6,21 +6,19 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from api.models import DeliveryItem, LogoutAnswer
+from api.pages import render_timeline
 from api.problems import ApiProblem
 from api.service import Service
 from orchestrator.event_status import delivery_states, event_states
 from orchestrator.logout.rollup import Tally
+from orchestrator.timeline import Timeline, read_timeline
 from schemas.errors import InputError, Problem
-
-if TYPE_CHECKING:
-    from orchestrator.timeline import Timeline
 
 __all__ = ["routes", "wait_seconds"]
 
@@ -106,8 +104,6 @@ def routes(service: Service) -> list[Route]:
     async def get_timeline(request: Request) -> Response:
         service.auth.require(request, "read")
         event_id = _event_id(request)
-        from api.pages import render_timeline
-        from orchestrator.timeline import read_timeline
 
         def read() -> Timeline | None:
             with database() as db:

@@ -101,6 +101,7 @@ def test_each_record_type_is_placed_in_order() -> None:
     assert timeline.steps[1].detail == {"end_reason": "logout", "initiator": "user"}
     assert timeline.settled
     assert timeline.settled_at == T0 + timedelta(milliseconds=231)
+    assert timeline.settled_after_ms == 231.0
     assert timeline.outcome == "success"
     assert [line.provider for line in timeline.deliveries] == ["rp-ok", "rp-flaky"]
     ok = timeline.deliveries[0]
@@ -144,6 +145,9 @@ def test_missing_records_are_tolerated() -> None:
     lines = {line.delivery_id: line for line in timeline.deliveries}
     assert lines["d-ok"].attempts == ()
     assert lines["d-ok"].attempts_made == 1
+    assert lines["d-ok"].unrecorded == 1
+    assert lines["d-flaky"].attempt_count == 2  # no row: the attempts recorded
+    assert timeline.settled_after_ms is None
     assert lines["d-new"].outcome == "pending"
     assert lines["d-flaky"].provider == "rp-flaky"
     assert lines["d-flaky"].status is None
@@ -202,6 +206,8 @@ def test_json_has_every_field_and_the_derived_ones() -> None:
     assert data["event_id"] == EVENT
     assert data["started_at"] == "2026-03-01T09:30:00Z"
     assert data["settled"] is True
+    assert data["settled_after_ms"] == 231.0
+    assert [d["unrecorded"] for d in data["deliveries"]] == [0, 0]
     assert [d["outcome"] for d in data["deliveries"]] == ["succeeded", "succeeded"]
     attempt = data["deliveries"][1]["attempts"][0]
     assert attempt["latency_ms"] == 6.5
@@ -220,13 +226,14 @@ def test_the_terminal_drawing_shows_every_part_as_plain_text() -> None:
         r.model_copy(update={"provider": "rp-[bold]x"}) if r.provider == "rp-flaky" else r
         for r in _full_trail()
     ]
-    timeline = build_timeline(EVENT, trail, [])
+    timeline = build_timeline(EVENT, trail, [DeliveryRow("d-ok", "rp-ok", "succeeded", 3)])
     assert timeline is not None
     out = Console(width=200, record=True, color_system=None)
     out.print(draw_timeline(timeline))
     text = out.export_text()
     assert "started 2026-03-01 09:30:00.000 UTC  settled after 231 ms: success" in text
     assert "rp-[bold]x  back-channel  succeeded  after 2 attempts" in text
+    assert "rp-ok  back-channel  succeeded  after 3 attempts (2 without a record)" in text
     assert (
         "+14 ms    attempt 1         retrying   HTTP 503; took 6.5 ms; transient: HTTP 503; "
         "next try 200 ms later" in text
