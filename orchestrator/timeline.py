@@ -2,11 +2,11 @@
 its deliveries.
 
 Built once here and drawn twice: in the terminal (``audit show``, :mod:`workers.timeline`)
-and as the service's HTML page (:mod:`api.routes.timeline`). :func:`build_timeline` is a
-pure function of the records and the delivery rows, so a trail with records missing (purged,
-or written by an older version) still gives a timeline: a delivery row without records shows
-no attempts, an attempt without a row shows under its record's provider, and a logout
-without ``event.received`` starts at its first record.
+and as the service's HTML page (:mod:`api.pages`, served by :mod:`api.routes.logouts`).
+:func:`build_timeline` is a pure function of the records and the delivery rows, so a trail
+with records missing (purged, or written by an older version) still gives a timeline: a
+delivery row without records shows no attempts, an attempt without a row shows under its
+record's provider, and a logout without ``event.received`` starts at its first record.
 
 Where each record goes:
 
@@ -287,7 +287,9 @@ def _lines(
                 attempts=tuple(numbered),
             )
         )
-    lines.sort(key=lambda line: (line.attempts[0].at if line.attempts else start, line.provider))
+    lines.sort(
+        key=lambda line: (line.attempts[0].at if line.attempts else start, line.provider or "")
+    )
     return lines
 
 

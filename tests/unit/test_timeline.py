@@ -290,3 +290,25 @@ def test_a_step_written_with_the_first_attempt_comes_after_the_deliveries() -> N
     without_attempts = build_timeline(EVENT, trail[:3], ROWS)
     assert without_attempts is not None
     assert without_attempts.deliveries_after == 3  # no attempt yet: the deliveries come last
+
+
+def test_attempts_without_a_provider_are_kept() -> None:
+    """Records naming no provider and no row (a trail cut down by hand): still delivered in
+    order, drawn as an unknown provider."""
+    from rich.console import Console
+
+    from workers.timeline import draw_timeline
+
+    records = [
+        _record(AuditType.DELIVERY_SUCCEEDED, 12, "succeeded", delivery_id=f"d-{n}", attempt=1)
+        for n in (1, 2)
+    ]
+    named = _record(
+        AuditType.DELIVERY_SUCCEEDED, 12, "succeeded", provider="rp-a", delivery_id="d-3"
+    )
+    timeline = build_timeline(EVENT, [*records, named])
+    assert timeline is not None
+    assert [line.provider for line in timeline.deliveries] == [None, None, "rp-a"]
+    out = Console(width=200, record=True, color_system=None)
+    out.print(draw_timeline(timeline))
+    assert out.export_text().count("(provider unknown)  back-channel  succeeded") == 2
