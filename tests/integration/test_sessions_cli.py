@@ -37,7 +37,7 @@ backchannel_logout_uri = "https://wiki.example.com/bcl"
 """
 
 
-def _sessions(now: datetime) -> list[dict[str, Any]]:
+def session_lines(now: datetime) -> list[dict[str, Any]]:
     def at(hours: int) -> str:
         return (now - timedelta(hours=hours)).isoformat()
 
@@ -76,23 +76,29 @@ class Operator:
         )
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def operator(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Operator:
-    """Providers and sessions loaded with the CLI on the backend; on PostgreSQL a worker runs."""
+def seeded(stack: Stack, tmp_path: Path, backend: str, *, embedded: bool) -> Operator:
+    """Providers and sessions loaded with the CLI on ``backend`` (``embedded``: SQLite with
+    memory://, the events handled inside each command)."""
     env: dict[str, str] = {}
-    if request.param == "sqlite":
-        env = {
-            "LOGOUT_DATABASE_URL": f"sqlite:///{tmp_path / 'sessions.db'}",
-            "LOGOUT_BROKER_URL": "memory://",
-        }
-    operator = Operator(stack, env, request.param)
+    if backend == "sqlite":
+        env["LOGOUT_DATABASE_URL"] = f"sqlite:///{tmp_path / 'sessions.db'}"
+        if embedded:
+            env["LOGOUT_BROKER_URL"] = "memory://"
+    operator = Operator(stack, env, backend)
     providers = tmp_path / "providers.toml"
     providers.write_text(PROVIDERS, encoding="utf-8")
     sessions = tmp_path / "sessions.jsonl"
-    sessions.write_text(json_lines(_sessions(datetime.now(UTC))), encoding="utf-8")
+    sessions.write_text(json_lines(session_lines(datetime.now(UTC))), encoding="utf-8")
     for args in (("providers", "load", str(providers)), ("sessions", "import", str(sessions))):
         result = operator.run(*args)
         assert result.returncode == 0, result.stderr
+    return operator
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def operator(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Operator:
+    """The seeded backend; on PostgreSQL a worker runs, on SQLite the embedded mode."""
+    operator = seeded(stack, tmp_path, request.param, embedded=True)
     if request.param == "postgresql":
         stack.start_worker()
     return operator
