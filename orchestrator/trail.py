@@ -155,6 +155,7 @@ def session_started(event: SessionStarted, device: DeviceVerdict) -> AuditEntry:
         session_id=event.session_id,
         detail={
             "initiator": event.initiator,
+            "ip": event.ip,
             "remember_me": event.remember_me,
             "stay_signed_in": event.stay_signed_in,
             "network_binding": event.network_binding,

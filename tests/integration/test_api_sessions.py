@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.geoip_data import GeoipFiles
+
 from .api_server import ApiServer, start_api
 from .support import Stack
 from .test_sessions_cli import CAFE, HOME, Operator, seeded
@@ -21,11 +23,16 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def served(
-    request: pytest.FixtureRequest, stack: Stack, tmp_path: Path
+    request: pytest.FixtureRequest, stack: Stack, tmp_path: Path, geoip_files: GeoipFiles
 ) -> Iterator[tuple[ApiServer, Operator]]:
-    """``serve`` and a worker on the seeded backend, remember_device 30 days."""
+    """``serve`` and a worker on the seeded backend, remember_device 30 days, the GeoIP City
+    database configured (it places sessions whose login recorded no place)."""
     operator = seeded(stack, tmp_path, request.param, embedded=False)
-    env = {**operator.env, "LOGOUT_REMEMBER_DEVICE": "30d"}
+    env = {
+        **operator.env,
+        "LOGOUT_REMEMBER_DEVICE": "30d",
+        "LOGOUT_GEOIP_CITY_DB": str(geoip_files.city),
+    }
     stack.start_worker(env)
     server = start_api(stack, env)
     try:
@@ -59,6 +66,8 @@ def test_the_user_sees_their_open_sessions(served: tuple[ApiServer, Operator]) -
     assert laptop["location"] == {"city": "London", "country": "GB", "source": "login"}
     assert laptop["remember_me"] is True
     assert [p["provider"] for p in laptop["provider_sessions"]] == ["wiki"]
+    phone = body["sessions"][1]  # no place recorded at login: looked up now
+    assert phone["location"] == {"city": "Milton", "country": "US", "source": "geoip"}
     assert nobody.json() == {"user_id": "nobody", "sessions": []}
     with api.client("events") as client:
         _problem(client.get("/v1/users/alice/sessions"), 403)

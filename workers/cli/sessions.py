@@ -128,8 +128,9 @@ def sessions_list(
     finally:
         runtime.close()
     if as_json:
-        for view in found:
-            click.echo(view.model_dump_json())
+        from workers.audit_list import _write_lines
+
+        _write_lines(view.model_dump_json() for view in found)
         return
     if not found:
         console(stderr=True).print(
