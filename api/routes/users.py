@@ -12,35 +12,20 @@
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.body import read_model
 from api.models import DeviceAnswer, RevokeAnswer, UserSessions
+from api.path_params import identifier
 from api.problems import ApiProblem
 from api.service import Service
 from orchestrator.revoking import Revocations
 from orchestrator.session_list import SessionFilter, list_sessions
-from orchestrator.validation import problems_from
 from schemas import DeviceQuestion
-from schemas.errors import InputError, Problem
-from schemas.fields import Identifier
 
 __all__ = ["routes"]
-
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
-
-
-def _path_id(request: Request, name: str) -> str:
-    text: str = request.path_params[name]
-    try:
-        return _IDENTIFIER.validate_python(text)
-    except ValidationError as exc:
-        raise InputError(
-            [Problem("path", name, p.message) for p in problems_from(exc, "")]
-        ) from None
 
 
 def routes(service: Service) -> list[Route]:
@@ -48,7 +33,7 @@ def routes(service: Service) -> list[Route]:
 
     async def get_sessions(request: Request) -> Response:
         service.auth.require(request, "read")
-        user_id = _path_id(request, "user_id")
+        user_id = identifier(request, "user_id")
         runtime = service.runtime
         lookup = runtime.geoip().lookup if runtime.has_geoip else None
         where = SessionFilter(user_id=user_id)
@@ -57,14 +42,14 @@ def routes(service: Service) -> list[Route]:
 
     async def delete_session(request: Request) -> Response:
         service.auth.require(request, "events:write")
-        user_id = _path_id(request, "user_id")
-        session_id = _path_id(request, "session_id")
+        user_id = identifier(request, "user_id")
+        session_id = identifier(request, "session_id")
         answer = await service.run(lambda: _revoke_own(service, user_id, session_id))
         return JSONResponse(answer.model_dump(mode="json"), 202)
 
     async def post_device_check(request: Request) -> Response:
         service.auth.require(request, "sessions:write")
-        user_id = _path_id(request, "user_id")
+        user_id = identifier(request, "user_id")
         body = await read_model(request, limit, DeviceQuestion, optional=False)
         check = service.runtime.device_check()
         verdict = await service.run(

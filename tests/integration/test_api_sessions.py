@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from tests.geoip_data import GeoipFiles
 
 from .api_server import ApiServer, start_api
 from .support import Stack
+from .test_api import _problem
 from .test_sessions_cli import CAFE, HOME, Operator, seeded
 
 pytestmark = pytest.mark.integration
@@ -39,14 +39,6 @@ def served(
         yield server, operator
     finally:
         server.stop()
-
-
-def _problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert "Traceback" not in response.text
-    return body
 
 
 def test_the_user_sees_their_open_sessions(served: tuple[ApiServer, Operator]) -> None:

@@ -31,20 +31,22 @@ def remembering(settings: Settings) -> Iterator[Runtime]:
     runtime.close()
 
 
-def _start(
-    runtime: Runtime, session_id: str, at: datetime, *, ip: str | None = HOME, **fields: Any
-) -> DeviceVerdict:
-    """Start ``session_id`` for alice; the verdict as the session and its record keep it."""
-    event = SessionStarted(
+def _login(session_id: str, at: datetime, user: str = "alice", **fields: Any) -> SessionStarted:
+    return SessionStarted(
         event_id=uuid.uuid4(),
         occurred_at=at,
         initiator="user",
         session_id=session_id,
-        user_id="alice",
-        ip=ip,
+        user_id=user,
         **fields,
     )
-    runtime.activity().started(event)
+
+
+def _start(
+    runtime: Runtime, session_id: str, at: datetime, *, ip: str | None = HOME, **fields: Any
+) -> DeviceVerdict:
+    """Start ``session_id`` for alice; the verdict as the session and its record keep it."""
+    runtime.activity().started(_login(session_id, at, ip=ip, **fields))
     with runtime.database() as db:
         row = db.get(IdpSession, session_id)
         assert row is not None
@@ -98,16 +100,7 @@ def test_neither_cookie_nor_ip_is_unknown(remembering: Runtime) -> None:
 
 def test_another_users_cookie_is_not_this_users_device(remembering: Runtime) -> None:
     """A cookie seen for bob vouches for nothing of alice's."""
-    bob = SessionStarted(
-        event_id=uuid.uuid4(),
-        occurred_at=T0,
-        initiator="user",
-        session_id="b-1",
-        user_id="bob",
-        ip=HOME,
-        device_id="dev-1",
-    )
-    remembering.activity().started(bob)
+    remembering.activity().started(_login("b-1", T0, "bob", ip=HOME, device_id="dev-1"))
     verdict = _start(remembering, "s-1", T0 + timedelta(hours=1), ip=CAFE, device_id="dev-1")
     assert verdict == DeviceVerdict(known=False, reason="unknown")
 
@@ -165,15 +158,7 @@ def test_only_the_hash_of_the_cookie_is_stored_and_a_redelivery_keeps_the_verdic
     """The session keeps the id's SHA-256, never the id; the audit record neither; a start
     handled again keeps its first verdict, so the session and its record agree."""
     _start(remembering, "s-1", T0, ip=HOME, device_id="dev-secret")
-    first = SessionStarted(
-        event_id=uuid.uuid4(),
-        occurred_at=T0 + timedelta(hours=1),
-        initiator="user",
-        session_id="s-2",
-        user_id="alice",
-        ip=HOME,
-        device_id="dev-other",
-    )
+    first = _login("s-2", T0 + timedelta(hours=1), ip=HOME, device_id="dev-other")
     remembering.activity().started(first)
     _end(remembering, "s-1")
     remembering.activity().started(first)  # redelivered: judged now, it would be unknown
