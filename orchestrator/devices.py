@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, exists, select, update
 
 from orchestrator.store import Database
 from orchestrator.store.sql import engine_of
@@ -45,8 +45,9 @@ def known_device(
     when recorded already) never vouches for itself."""
     if window <= timedelta(0):
         return DeviceVerdict(known=False, reason="off")
-    own = IDP_SESSIONS.c.session_id != session_id if session_id is not None else None
-    mine = [IDP_SESSIONS.c.user_id == user_id, *([own] if own is not None else [])]
+    mine = [IDP_SESSIONS.c.user_id == user_id]
+    if session_id is not None:
+        mine.append(IDP_SESSIONS.c.session_id != session_id)
     if device_id is not None:
         seen = conn.scalar(
             select(
@@ -90,7 +91,7 @@ def record_verdict(
     )
     conn.execute(
         update(IDP_SESSIONS)
-        .where(and_(IDP_SESSIONS.c.session_id == session_id, IDP_SESSIONS.c.known_device.is_(None)))
+        .where(IDP_SESSIONS.c.session_id == session_id, IDP_SESSIONS.c.known_device.is_(None))
         .values(
             device_hash=device_hash(device_id) if device_id is not None else None,
             known_device=verdict.known,
