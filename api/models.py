@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.event_status import EventState
 from orchestrator.store import DeliveryStatus
+from schemas import DeviceReason, SessionView
 from schemas.fields import Identifier, Method, UrlPath, UserAgent
 
 __all__ = [
@@ -17,14 +18,17 @@ __all__ = [
     "BindingCheck",
     "BindingVerdict",
     "DeliveryItem",
+    "DeviceAnswer",
     "EventsAnswer",
     "Health",
     "LogoutAnswer",
     "ProblemBody",
     "ProblemItem",
+    "RevokeAnswer",
     "Seen",
     "SeenAnswer",
     "SessionAnswer",
+    "UserSessions",
 ]
 
 
@@ -121,3 +125,27 @@ class ProblemBody(_Body):
     detail: str
     errors: list[ProblemItem] = Field(default_factory=list)
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class UserSessions(_Body):
+    """``GET /v1/users/{user_id}/sessions``: the user's open sessions, newest first."""
+
+    user_id: str
+    sessions: list[SessionView]
+
+
+class RevokeAnswer(_Body):
+    """The user's revocation of one of their sessions was accepted: its ``session.revoke``
+    is in the outbox and (unless ``queued``) on the broker; follow it at /v1/logouts/{id}."""
+
+    event_id: str
+    session_id: str
+    queued: int = Field(description="1 when the broker did not answer: a relay publishes it")
+
+
+class DeviceAnswer(_Body):
+    """Whether a login about to complete comes from a known device (``remember_device``)."""
+
+    user_id: str
+    known: bool
+    reason: DeviceReason

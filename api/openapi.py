@@ -11,15 +11,18 @@ from pydantic.json_schema import models_json_schema
 from api.models import (
     BindingCheck,
     BindingVerdict,
+    DeviceAnswer,
     EventsAnswer,
     Health,
     LogoutAnswer,
     ProblemBody,
+    RevokeAnswer,
     Seen,
     SeenAnswer,
     SessionAnswer,
+    UserSessions,
 )
-from schemas import Event, LogoutPlan, SessionStarted
+from schemas import DeviceQuestion, Event, LogoutPlan, SessionStarted
 
 __all__ = ["openapi_document"]
 
@@ -27,15 +30,19 @@ _REF: Final = "#/components/schemas/{model}"
 _MODELS: Final = (
     BindingCheck,
     BindingVerdict,
+    DeviceAnswer,
+    DeviceQuestion,
     EventsAnswer,
     Health,
     LogoutAnswer,
     LogoutPlan,
     ProblemBody,
+    RevokeAnswer,
     Seen,
     SeenAnswer,
     SessionAnswer,
     SessionStarted,
+    UserSessions,
 )
 
 
@@ -104,6 +111,46 @@ def _wait(most: float) -> dict[str, Any]:
         "required": False,
         "description": "seconds to wait for it (long poll)",
         "schema": {"type": "number", "minimum": 0, "maximum": most},
+    }
+
+
+def _user_paths(body_errors: tuple[int, ...]) -> dict[str, Any]:
+    """A user's sessions: the self-service page's listing and revocation, and the login
+    stage's remember-device question."""
+    identifier = {"type": "string", "minLength": 1, "maxLength": 255}
+    user_id = _path("user_id", identifier)
+    return {
+        "/v1/users/{user_id}/sessions": {
+            "get": _operation(
+                "The user's open sessions, newest first (a self-service sessions page)",
+                "read",
+                {"200": _json(_ref("UserSessions"), "the sessions")},
+                parameters=[user_id],
+                errors=(422,),
+            )
+        },
+        "/v1/users/{user_id}/sessions/{session_id}": {
+            "delete": _operation(
+                "The user ends one of their sessions (session.revoke, initiator user)",
+                "events:write",
+                {"202": _json(_ref("RevokeAnswer"), "accepted: the logout follows")},
+                parameters=[user_id, _path("session_id", identifier)],
+                errors=(404, 422),
+            )
+        },
+        "/v1/users/{user_id}/device-check": {
+            "post": _operation(
+                "Whether a login about to complete comes from a known device (read-only)",
+                "sessions:write",
+                {"200": _json(_ref("DeviceAnswer"), "the verdict")},
+                body={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("DeviceQuestion")}},
+                },
+                parameters=[user_id],
+                errors=body_errors,
+            )
+        },
     }
 
 
@@ -206,6 +253,7 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
                 errors=(404, *body_errors, 503),
             )
         },
+        **_user_paths(body_errors),
         "/healthz": {
             "get": _operation("The process lives", None, {"200": _json(_ref("Health"), "ok")})
         },
@@ -235,7 +283,7 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
         "info": {
             "title": "logout-orchestrator",
             "version": "1",
-            "description": "Ingestion, waits, binding checks, health and metrics.",
+            "description": "Ingestion, waits, binding checks, users' sessions, health and metrics.",
         },
         "paths": paths,
         "components": {

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from orchestrator.binding_check import (
         BindingChecker,
     )
+    from orchestrator.devices import (
+        DeviceCheck,
+    )
     from orchestrator.errors import (
         BrokerUnavailableError,
         ConfigurationError,
@@ -63,8 +66,15 @@ if TYPE_CHECKING:
     from orchestrator.retry import (
         RetryPolicy,
     )
+    from orchestrator.revoking import (
+        Revocations,
+    )
     from orchestrator.runtime import (
         Runtime,
+    )
+    from orchestrator.session_list import (
+        SessionFilter,
+        list_sessions,
     )
     from orchestrator.session_policy import (
         SessionPolicy,
@@ -96,6 +106,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "DeliveryError",
+    "DeviceCheck",
     "EventProcessor",
     "ExpirySweeper",
     "HandleResult",
@@ -114,9 +125,11 @@ __all__ = [
     "Publisher",
     "RelayReport",
     "RetryPolicy",
+    "Revocations",
     "Runtime",
     "SchemaOutdatedError",
     "SessionActivity",
+    "SessionFilter",
     "SessionPolicy",
     "SessionRegistry",
     "Settings",
@@ -125,6 +138,7 @@ __all__ = [
     "TransientDeliveryError",
     "UnavailableError",
     "iter_audit",
+    "list_sessions",
     "parse_event",
     "parse_event_lines",
     "publish",

@@ -12,16 +12,21 @@ broker was down at the time. A revocation's ``event_id`` (and message id) is der
 the session it ends, so a start handled twice, or a later start that sees the session still
 open because its revocation is still queued, ends nothing twice (the outbox keeps one row,
 the pipeline drops a repeat as a duplicate).
+
+A start is also judged by the remember-device rule (:mod:`orchestrator.devices`): whether it
+came from a known device, and why, is kept on the session and in its ``session.started``
+record, so an alert on logins from unknown devices is a query of the audit trail.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, select, update
 
 from orchestrator.audit import emit, write_audit
+from orchestrator.devices import record_verdict
 from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.registry import SessionRegistry
 from orchestrator.session_policy import SessionPolicy
@@ -54,8 +59,10 @@ class SessionActivity:
         *,
         namespace: str = "logout",
         relay: Relay | None = None,
+        remember_device: timedelta = timedelta(0),
     ) -> None:
         self._engine = engine_of(database)
+        self._remember_device = remember_device
         self._registry = registry
         self._policy = policy
         self._namespace = namespace
@@ -69,7 +76,8 @@ class SessionActivity:
             self.seen(event.session_id, event.occurred_at)
 
     def started(self, event: SessionStarted) -> list[SessionRevoke]:
-        """Record the new session; end the oldest others over the limit (returned).
+        """Record the new session and whether its device is known; end the oldest others
+        over the limit (returned).
 
         The revocations are written to the outbox with the start's audit record, then
         ``relay`` runs (when given) to publish them.
@@ -86,8 +94,17 @@ class SessionActivity:
             network_binding=event.network_binding,
             geoip_binding=event.geoip_binding,
         )
-        entry = session_started(event)
         with self._engine.begin() as conn:
+            verdict = record_verdict(
+                conn,
+                self._remember_device,
+                event.session_id,
+                event.user_id,
+                device_id=event.device_id,
+                ip=event.ip,
+                at=event.occurred_at,
+            )
+            entry = session_started(event, verdict)
             over = self._over_limit(conn, event.user_id, event.session_id)
             revokes = [self._revoke(event, session_id) for session_id in over]
             add_to_outbox(conn, [event_message(r, self._namespace) for r in revokes])

@@ -21,6 +21,7 @@ from orchestrator.store.engine import check_connection, make_engine
 if TYPE_CHECKING:
     from orchestrator.activity import SessionActivity
     from orchestrator.binding import GeoipReader
+    from orchestrator.devices import DeviceCheck
     from orchestrator.logout import Attempts, LogoutEngine, RetryScheduler
     from orchestrator.notices import NoticeBoard, Notifier
     from orchestrator.outbox import OutboxMessage, Relay
@@ -197,7 +198,14 @@ class Runtime:
             self.policy,
             namespace=self.settings.namespace,
             relay=relay,
+            remember_device=self.settings.remember_device,
         )
+
+    def device_check(self) -> DeviceCheck:
+        """The remember-device question, asked before a login completes (read-only)."""
+        from orchestrator.devices import DeviceCheck
+
+        return DeviceCheck(self.database, self.settings.remember_device)
 
     def relay(self, send: Callable[[OutboxMessage], None]) -> OutboxRelay:
         """A relay publishing this database's outbox through ``send`` (a ``BrokerSender``)."""

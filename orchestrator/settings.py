@@ -154,6 +154,11 @@ class Settings(BaseModel):
     max_sessions_per_user: int = Field(
         default=0, ge=0, description="over it the oldest sessions end; 0 = unlimited"
     )
+    remember_device: Duration = Field(
+        default=timedelta(0),
+        description="a login is from a known device when its cookie id was seen for the user "
+        "this recently, or the user has an open session from its IP; 0 = off",
+    )
     expiry_interval: Seconds = Field(default=30.0, gt=0, description="seconds between sweeps")
     expiry_batch: int = Field(default=500, ge=1, le=10_000)
     expiry_max_per_sweep: int = Field(default=20_000, ge=1)

@@ -34,6 +34,7 @@ from orchestrator.store import DeliveryStatus
 from schemas import (
     BINDING_LOGOUT_REASON,
     AuditType,
+    DeviceVerdict,
     Event,
     LogoutPlan,
     LogoutUser,
@@ -142,8 +143,9 @@ def event_rejected(
     )
 
 
-def session_started(event: SessionStarted) -> AuditEntry:
-    """An IdP session was recorded."""
+def session_started(event: SessionStarted, device: DeviceVerdict) -> AuditEntry:
+    """An IdP session was recorded; ``device``: whether its login came from a known device
+    (``known_device``) and why (``known_device_reason``), never the device's cookie id."""
     return AuditEntry(
         key=f"session.started:{event.session_id}",
         type=AuditType.SESSION_STARTED,
@@ -153,10 +155,13 @@ def session_started(event: SessionStarted) -> AuditEntry:
         session_id=event.session_id,
         detail={
             "initiator": event.initiator,
+            "ip": event.ip,
             "remember_me": event.remember_me,
             "stay_signed_in": event.stay_signed_in,
             "network_binding": event.network_binding,
             "geoip_binding": event.geoip_binding,
+            "known_device": device.known,
+            "known_device_reason": device.reason,
         },
     )
 

@@ -354,6 +354,11 @@ class SessionStarted(EventBase):
     expires_at: Timestamp | None = Field(
         default=None, description="Default: from the session policy; after occurred_at."
     )
+    device_id: Identifier | None = Field(
+        default=None,
+        description="The device cookie id the IdP holds for this browser, if any: with ip, "
+        "it tells whether the login comes from a known device (remember_device).",
+    )
 
     @model_validator(mode="after")
     def _expires_after_start(self) -> Self:

@@ -8,35 +8,22 @@
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.body import read_json, read_model
 from api.models import BindingCheck, BindingVerdict, Seen, SeenAnswer, SessionAnswer
+from api.path_params import identifier
 from api.problems import ApiProblem
 from api.service import Service
 from orchestrator.binding import BindingViolation
 from orchestrator.binding.geoip import InvalidAddressError
-from orchestrator.validation import parse_event, problems_from
+from orchestrator.validation import parse_event
 from schemas import HttpRequest, SessionStarted
 from schemas.errors import InputError, Problem
-from schemas.fields import Identifier
 
 __all__ = ["routes"]
-
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
-
-
-def _session_id(request: Request) -> str:
-    text: str = request.path_params["session_id"]
-    try:
-        return _IDENTIFIER.validate_python(text)
-    except ValidationError as exc:
-        raise InputError(
-            [Problem("path", "session_id", p.message) for p in problems_from(exc, "")]
-        ) from None
 
 
 def _not_open(session_id: str) -> ApiProblem:
@@ -66,7 +53,7 @@ def routes(service: Service) -> list[Route]:
 
     async def post_seen(request: Request) -> Response:
         service.auth.require(request, "sessions:write")
-        session_id = _session_id(request)
+        session_id = identifier(request, "session_id")
         body = await read_model(request, limit, Seen, optional=True)
         activity = service.runtime.activity()
         if not await service.run(lambda: activity.seen(session_id, body.at)):
@@ -75,7 +62,7 @@ def routes(service: Service) -> list[Route]:
 
     async def post_binding_check(request: Request) -> Response:
         service.auth.require(request, "sessions:write")
-        session_id = _session_id(request)
+        session_id = identifier(request, "session_id")
         body = await read_model(request, limit, BindingCheck, optional=False)
         verdict = await service.run(lambda: _check(service, session_id, body))
         return JSONResponse(verdict.model_dump(mode="json"))

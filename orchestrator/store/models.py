@@ -134,6 +134,12 @@ class IdpSession(Base):
     city: Mapped[str | None] = mapped_column(ID)
     lat: Mapped[float | None] = mapped_column(Float)
     long: Mapped[float | None] = mapped_column(Float)
+    # Remember device: the SHA-256 of the device cookie id the login gave (never the id
+    # itself) and whether the login came from a known device, and why (set once, at the
+    # first session.started; null for sessions that never reported one).
+    device_hash: Mapped[str | None] = mapped_column(String(64))
+    known_device: Mapped[bool | None] = mapped_column(Boolean)
+    known_device_reason: Mapped[str | None] = mapped_column(String(16))
     #: Set when the expiry sweeper writes this session's ``session.expired`` to the outbox.
     expiry_claimed_at: Mapped[datetime | None]
 

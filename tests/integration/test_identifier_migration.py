@@ -16,6 +16,8 @@ from orchestrator.store.engine import make_engine
 from orchestrator.store.migrate import alembic_config, upgrade
 
 BEFORE = "0007_event_leases"
+#: This migration; later ones (0009 ...) are not what these tests are about.
+AFTER = "0008_session_identifiers"
 AT = "2026-11-01 00:00:00"
 COLUMNS = (
     "sid",
@@ -114,7 +116,7 @@ def test_identifiers_move_into_json_and_back_losslessly(
         upgrade(engine, BEFORE)
         with engine.begin() as connection:
             _seed(connection)
-        upgrade(engine)
+        upgrade(engine, AFTER)
         with engine.connect() as connection:
             moved = {
                 (row.session_id, row.provider): row.identifiers
@@ -158,7 +160,7 @@ def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
         upgrade(engine, BEFORE)
         with engine.begin() as connection:
             _seed(connection)
-        upgrade(engine)
+        upgrade(engine, AFTER)
         unkept = [
             ("s-2", "hr", {"ticket": "ST-1"}),
             ("s-2", "payroll", {"name_id": "bob", "sp_name_qualifier": "q" * 300}),

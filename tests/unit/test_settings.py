@@ -144,6 +144,7 @@ DURATION_SETTINGS = {
     "recovery_grace",
     "recovery_interval",
     "redis_heartbeat_timeout_ms",
+    "remember_device",
     "retry_initial_delay",
     "retry_max_delay",
     "session_absolute_lifetime",
