@@ -1,0 +1,48 @@
+"""What an operator does by hand: look at deliveries and retry failed ones, replay rejected
+events, list, enable, disable and remove providers.
+
+Each action is one transaction that changes the state, writes its audit record (with the
+operator as ``actor``, built in :mod:`orchestrator.trail`) and puts what must follow in the
+outbox: a retried delivery's message for the ``deliver`` actor, a replayed event, the logouts
+that end a provider's sessions. A worker then carries them out through the normal path.
+"""
+
+from orchestrator.operations.deliveries import (
+    DeliveryQuery,
+    DeliveryView,
+    RetryReport,
+    list_deliveries,
+    request_retries,
+)
+from orchestrator.operations.providers import (
+    ProviderView,
+    end_provider_sessions,
+    list_providers,
+    remove_blockers,
+    remove_provider,
+    set_enabled,
+)
+from orchestrator.operations.rejected import (
+    RejectedView,
+    ReplayReport,
+    list_rejected,
+    replay_rejected,
+)
+
+__all__ = [
+    "DeliveryQuery",
+    "DeliveryView",
+    "ProviderView",
+    "RejectedView",
+    "ReplayReport",
+    "RetryReport",
+    "end_provider_sessions",
+    "list_deliveries",
+    "list_providers",
+    "list_rejected",
+    "remove_blockers",
+    "remove_provider",
+    "replay_rejected",
+    "request_retries",
+    "set_enabled",
+]
