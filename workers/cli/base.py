@@ -16,11 +16,25 @@ from schemas.errors import InputError, LogoutError, Problem
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
     from rich.console import Console
 
     from orchestrator.settings import Settings
 
-__all__ = ["Command", "Group", "console", "fail", "read_input", "settings_of"]
+__all__ = [
+    "Command",
+    "Group",
+    "console",
+    "cut_note",
+    "fail",
+    "print_json_lines",
+    "print_table",
+    "read_input",
+    "settings_of",
+    "since_of",
+]
 
 
 def console(stderr: bool = False) -> Console:
@@ -35,6 +49,48 @@ def console(stderr: bool = False) -> Console:
 def settings_of(ctx: click.Context) -> Settings:
     settings: Settings = ctx.find_root().obj
     return settings
+
+
+def since_of(text: str | None) -> datetime | None:
+    """``--since`` as a time (any form the tool prints, or a date); a bad one is click's
+    usage error naming the option (exit 2)."""
+    if text is None:
+        return None
+    from orchestrator.audit_query import parse_timestamp
+
+    try:
+        return parse_timestamp(text)
+    except InputError as exc:
+        raise click.BadParameter(exc.problems[0].message, param_hint="'--since'") from None
+
+
+def print_json_lines(items: Iterable[dict[str, Any]]) -> None:
+    """One JSON object a line on standard output."""
+    import json
+
+    for item in items:
+        sys.stdout.write(json.dumps(item, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table on standard output (rich, no borders); cells are text, never markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*header, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console().print(table)
+
+
+def cut_note(shown: int, total: int, what: str) -> None:
+    """Say on standard error that a limit cut a listing, and how to see the rest."""
+    if total > shown:
+        console(stderr=True).print(
+            f"showing the latest {shown:,} of {total:,} {what}; use --limit or --json",
+            markup=False,
+        )
 
 
 def read_input(path: str, *, regular: bool = False) -> str:
