@@ -279,3 +279,46 @@ def test_providers_disable_enable_and_remove_with_their_sessions(
     unknown = stack.cli("providers", "disable", "rp-ok", "--actor", "ops", env=plugin_env)
     assert unknown.returncode == 2
     assert "no provider 'rp-ok'" in unknown.stderr
+
+
+# -- SQLite, memory:// (the embedded worker) -----------------------------------------------
+
+
+def test_retry_and_remove_on_sqlite_with_the_embedded_worker(
+    tmp_path: Path, namespace: str, redis_client: Any, endpoint: Recorder
+) -> None:
+    """On SQLite with ``memory://`` each command's in-process worker carries out what it
+    wrote: the retried delivery is sent, the provider's sessions end before the removal."""
+    stack = Stack(
+        tmp_path=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'ops.db'}",
+        broker_url="memory://",
+        namespace=namespace,
+        redis=redis_client,
+        logs=[],
+    )
+    plugin_env = with_http_providers(
+        stack, tmp_path, {"badonce": f"{endpoint.base_url}/badonce"}, "s-lite"
+    )
+    logout = tmp_path / "logout.json"
+    logout.write_text(json.dumps(logout_event("s-lite")), encoding="utf-8")
+    _ok(stack.cli("publish", str(logout), env=plugin_env))
+    [failed] = _json_lines(_ok(stack.cli("deliveries", "list", "--json", env=plugin_env)))
+    assert (failed["status"], failed["last_status_code"]) == ("failed", 400)
+
+    _ok(stack.cli("deliveries", "retry", failed["id"], "--actor", "ops", env=plugin_env))
+    [retried] = _json_lines(_ok(stack.cli("deliveries", "list", "--json", env=plugin_env)))
+    assert (retried["status"], retried["attempts"]) == ("succeeded", 2)
+    assert endpoint.hits()["/badonce"] == 2
+
+    stack.seed(
+        records=[
+            {"kind": "session", "session_id": "s-2", "user_id": "bob"},
+            {"kind": "provider_session", "session_id": "s-2", "provider": "rp-badonce", "sid": "b"},
+        ]
+    )
+    args = ("providers", "remove", "rp-badonce", "--end-sessions", "--actor", "ops")
+    out = _ok(stack.cli(*args, env=plugin_env))
+    assert "removed with 2 ended provider session(s) and 2 deliveries" in out
+    assert endpoint.hits()["/badonce"] == 3
+    assert _ok(stack.cli("providers", "list", "--json", env=plugin_env)) == ""

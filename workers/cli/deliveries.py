@@ -99,7 +99,7 @@ def deliveries_retry(
         raise click.UsageError("--provider and --since select with --failed, not with IDS")
     selection = DeliveryQuery(provider=provider, since=since_of(since)) if failed else None
     settings = settings_of(ctx)
-    runtime = Runtime.start(settings, handlers={})
+    runtime = Runtime.start(settings)  # with memory:// its worker sends: handlers
     try:
         report = request_retries(
             runtime.engine, settings.namespace, actor, ids=ids, failed=selection

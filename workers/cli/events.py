@@ -77,7 +77,7 @@ def events_replay(ctx: click.Context, rejected_id: int, actor: str) -> None:
     from workers.relaying import publish_written
 
     settings = settings_of(ctx)
-    runtime = Runtime.start(settings, handlers={})
+    runtime = Runtime.start(settings)  # with memory:// its worker sends: handlers
     try:
         report = replay_rejected(runtime.engine, settings.namespace, rejected_id, actor)
         if not report.already:
