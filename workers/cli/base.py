@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from orchestrator.operations.page import Page
     from orchestrator.settings import Settings
 
 __all__ = [
@@ -29,7 +30,10 @@ __all__ = [
     "console",
     "cut_note",
     "fail",
+    "listing_options",
+    "page_limit",
     "print_json_lines",
+    "print_page",
     "print_table",
     "read_input",
     "settings_of",
@@ -64,6 +68,19 @@ def since_of(text: str | None) -> datetime | None:
         raise click.BadParameter(exc.problems[0].message, param_hint="'--since'") from None
 
 
+def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--limit`` and ``--json`` of a listing (the latest 1,000 in the table by default)."""
+    command = click.option(
+        "--json", "as_json", is_flag=True, help="JSON lines instead of a table."
+    )(command)
+    return click.option(
+        "--limit",
+        type=click.IntRange(1),
+        default=None,
+        help="At most this many, the latest (default: 1000 for the table, all with --json).",
+    )(command)
+
+
 def print_json_lines(items: Iterable[dict[str, Any]]) -> None:
     """One JSON object a line on standard output."""
     import json
@@ -82,6 +99,29 @@ def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     console().print(table)
+
+
+def page_limit(limit: int | None, as_json: bool) -> int | None:
+    """The rows a listing reads: ``--limit``, else every one with ``--json``, else 1,000."""
+    from orchestrator.operations.page import TABLE_LIMIT
+
+    return limit if limit is not None or as_json else TABLE_LIMIT
+
+
+def print_page(
+    page: Page[Any],
+    as_json: bool,
+    header: Sequence[str],
+    row: Callable[[Any], Sequence[str]],
+    what: str,
+) -> None:
+    """A listing's page as JSON lines (each item's ``as_json()``) or a table of ``row(item)``,
+    and the note on standard error when its limit cut it."""
+    if as_json:
+        print_json_lines(item.as_json() for item in page.items)
+    else:
+        print_table(header, (row(item) for item in page.items))
+    cut_note(len(page.items), page.total, what)
 
 
 def cut_note(shown: int, total: int, what: str) -> None:

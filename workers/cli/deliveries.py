@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from schemas.errors import InputError
-from workers.cli.base import console, cut_note, print_json_lines, print_table, settings_of, since_of
+from workers.cli.base import console, listing_options, page_limit, print_page, settings_of, since_of
 from workers.cli.root import main
 
 if TYPE_CHECKING:
@@ -28,13 +28,7 @@ def deliveries() -> None:
 @click.option("--provider", help="Only deliveries to this provider.")
 @click.option("--since", help="Only deliveries changed at or after this time (or date).")
 @click.option("--event", "event", help="Only this event's deliveries: its id or a unique start.")
-@click.option(
-    "--limit",
-    type=click.IntRange(1),
-    default=None,
-    help="At most this many, the latest (default: 1000 for the table, all with --json).",
-)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@listing_options
 @click.pass_context
 def deliveries_list(
     ctx: click.Context,
@@ -50,21 +44,15 @@ def deliveries_list(
     Only reads: never migrates (a missing or older schema exits 7: run db upgrade).
     """
     from orchestrator.operations import list_deliveries
-    from orchestrator.operations.page import TABLE_LIMIT
     from orchestrator.runtime import Runtime
 
     runtime = Runtime.for_reading(settings_of(ctx))
     try:
         query = _query(runtime.engine, status, provider, since, event)
-        shown = limit if limit is not None or as_json else TABLE_LIMIT
-        page = list_deliveries(runtime.engine, query, shown)
+        page = list_deliveries(runtime.engine, query, page_limit(limit, as_json))
     finally:
         runtime.close()
-    if as_json:
-        print_json_lines(view.as_json() for view in page.items)
-    else:
-        print_table(_HEADER, (_row(view) for view in page.items))
-    cut_note(len(page.items), page.total, "deliveries")
+    print_page(page, as_json, _HEADER, _row, "deliveries")
 
 
 @deliveries.command("retry")

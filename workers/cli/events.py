@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from workers.cli.base import console, cut_note, print_json_lines, print_table, settings_of, since_of
+from workers.cli.base import console, listing_options, page_limit, print_page, settings_of, since_of
 from workers.cli.root import main
+
+if TYPE_CHECKING:
+    from orchestrator.operations import RejectedView
 
 _HEADER = ("id", "received", "event", "message", "replayed as", "problems")
 
@@ -17,13 +22,7 @@ def events() -> None:
 
 @events.command("rejected", logs=False)
 @click.option("--since", help="Only those received at or after this time (or date).")
-@click.option(
-    "--limit",
-    type=click.IntRange(1),
-    default=None,
-    help="At most this many, the latest (default: 1000 for the table, all with --json).",
-)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@listing_options
 @click.pass_context
 def events_rejected(
     ctx: click.Context, since: str | None, limit: int | None, as_json: bool
@@ -33,32 +32,26 @@ def events_rejected(
     Only reads: never migrates (a missing or older schema exits 7: run db upgrade).
     """
     from orchestrator.operations import list_rejected
-    from orchestrator.operations.page import TABLE_LIMIT
     from orchestrator.runtime import Runtime
 
     after = since_of(since)
     runtime = Runtime.for_reading(settings_of(ctx))
     try:
-        shown = limit if limit is not None or as_json else TABLE_LIMIT
-        page = list_rejected(runtime.engine, after, shown)
+        page = list_rejected(runtime.engine, after, page_limit(limit, as_json))
     finally:
         runtime.close()
-    if as_json:
-        print_json_lines(view.as_json() for view in page.items)
-    else:
-        rows = (
-            (
-                str(v.id),
-                v.received_at.strftime("%Y-%m-%d %H:%M:%S"),
-                (v.event_id or "")[:8],
-                v.message_id,
-                (v.replayed_as or "")[:8],
-                "; ".join(v.problems),
-            )
-            for v in page.items
-        )
-        print_table(_HEADER, rows)
-    cut_note(len(page.items), page.total, "rejected events")
+    print_page(page, as_json, _HEADER, _row, "rejected events")
+
+
+def _row(v: RejectedView) -> tuple[str, ...]:
+    return (
+        str(v.id),
+        v.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+        (v.event_id or "")[:8],
+        v.message_id,
+        (v.replayed_as or "")[:8],
+        "; ".join(v.problems),
+    )
 
 
 @events.command("replay")
