@@ -98,7 +98,10 @@ def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     table = Table(*header, box=None, pad_edge=False, header_style="bold")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
-    console().print(table)
+    out = console()
+    with out.capture() as captured:
+        out.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def page_limit(limit: int | None, as_json: bool) -> int | None:
