@@ -20,10 +20,17 @@ from schemas.errors import BrokerUnavailableError
 from workers.broker import build_broker, is_in_process
 from workers.process import drain, embedded
 
-__all__ = ["command_relay", "kept_message", "publish_written"]
+__all__ = ["command_relay", "command_runtime", "kept_message", "publish_written"]
 
 
 _log = structlog.get_logger("logout.outbox")
+
+
+def command_runtime(settings: Settings) -> Runtime:
+    """The runtime of a command that writes to the outbox: with ``memory://`` its in-process
+    worker sends, so the handlers are loaded; with a broker the workers do, and the command
+    needs none of them (nor their plugins installed where it runs)."""
+    return Runtime.start(settings, handlers=None if is_in_process(settings) else {})
 
 
 @contextmanager

@@ -78,8 +78,7 @@ def deliveries_retry(
     retrying is already on its way and left alone.
     """
     from orchestrator.operations import DeliveryQuery, request_retries
-    from orchestrator.runtime import Runtime
-    from workers.relaying import publish_written
+    from workers.relaying import command_runtime, publish_written
 
     if bool(ids) == failed:
         raise click.UsageError("give delivery IDS or --failed (with --provider, --since)")
@@ -87,7 +86,7 @@ def deliveries_retry(
         raise click.UsageError("--provider and --since select with --failed, not with IDS")
     selection = DeliveryQuery(provider=provider, since=since_of(since)) if failed else None
     settings = settings_of(ctx)
-    runtime = Runtime.start(settings)  # with memory:// its worker sends: handlers
+    runtime = command_runtime(settings)
     try:
         report = request_retries(
             runtime.engine, settings.namespace, actor, ids=ids, failed=selection

@@ -66,11 +66,10 @@ def events_replay(ctx: click.Context, rejected_id: int, actor: str) -> None:
     event replayed before is not published again.
     """
     from orchestrator.operations import replay_rejected
-    from orchestrator.runtime import Runtime
-    from workers.relaying import publish_written
+    from workers.relaying import command_runtime, publish_written
 
     settings = settings_of(ctx)
-    runtime = Runtime.start(settings)  # with memory:// its worker sends: handlers
+    runtime = command_runtime(settings)
     try:
         report = replay_rejected(runtime.engine, settings.namespace, rejected_id, actor)
         if not report.already:
