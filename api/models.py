@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.event_status import EventState
+from orchestrator.operations import DeliveryView, ProviderView, RejectedView
 from orchestrator.store import DeliveryStatus
 from schemas.fields import Identifier, Method, UrlPath, UserAgent
 
@@ -18,16 +19,13 @@ __all__ = [
     "BindingVerdict",
     "DeliveriesAnswer",
     "DeliveryItem",
-    "DeliveryRecord",
     "EventsAnswer",
     "Health",
     "LogoutAnswer",
     "ProblemBody",
     "ProblemItem",
-    "ProviderRecord",
     "ProvidersAnswer",
     "RejectedAnswer",
-    "RejectedRecord",
     "Seen",
     "SeenAnswer",
     "SessionAnswer",
@@ -129,58 +127,19 @@ class ProblemBody(_Body):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-class DeliveryRecord(_Body):
-    """One delivery as ``deliveries list --json`` prints it."""
-
-    id: str
-    event_id: str
-    provider: str
-    user_id: str
-    session_id: str
-    status: DeliveryStatus
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    next_attempt_at: datetime | None
-
-
 class DeliveriesAnswer(_Body):
     """The latest ``limit`` deliveries selected, oldest first; ``total`` matched."""
 
-    deliveries: list[DeliveryRecord]
+    deliveries: list[DeliveryView]
     total: int
-
-
-class RejectedRecord(_Body):
-    """One rejected message, with every problem, as ``events rejected --json`` prints it."""
-
-    id: int
-    message_id: str
-    event_id: str | None
-    received_at: datetime
-    problems: list[str]
-    replayed_as: str | None = Field(description="the event a replay published, if any")
 
 
 class RejectedAnswer(_Body):
     """The latest ``limit`` rejected messages, oldest first; ``total`` matched."""
 
-    rejected_events: list[RejectedRecord]
+    rejected_events: list[RejectedView]
     total: int
 
 
-class ProviderRecord(_Body):
-    """One provider as ``providers list --json`` prints it."""
-
-    name: str
-    protocol: str
-    method: str = Field(description="backchannel, frontchannel_iframe, frontchannel_native")
-    enabled: bool
-    open_sessions: int
-    full_logout_on_rp_initiated: bool
-
-
 class ProvidersAnswer(_Body):
-    providers: list[ProviderRecord]
+    providers: list[ProviderView]

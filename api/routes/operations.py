@@ -5,6 +5,7 @@ remove) is the CLI's (``docs``: *Deliveries, rejected events and providers*)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from starlette.requests import Request
@@ -13,15 +14,14 @@ from starlette.routing import Route
 
 from api.models import DeliveriesAnswer, ProvidersAnswer, RejectedAnswer
 from api.service import Service
-from orchestrator.audit_query import parse_timestamp, resolve_event_id
+from orchestrator.audit_query import parse_timestamp
 from orchestrator.operations import (
-    DeliveryQuery,
+    delivery_query,
     list_deliveries,
     list_providers,
     list_rejected,
 )
 from orchestrator.operations.page import TABLE_LIMIT
-from orchestrator.store import DeliveryStatus
 from schemas.errors import InputError, Problem
 
 __all__ = ["routes"]
@@ -44,36 +44,23 @@ def _limit(request: Request) -> int:
     return int(text)
 
 
-def _status(request: Request) -> DeliveryStatus | None:
-    text = request.query_params.get("status")
-    if text is None:
-        return None
-    try:
-        return DeliveryStatus(text)
-    except ValueError:
-        known = ", ".join(s.value for s in DeliveryStatus)
-        raise InputError([Problem("query", "status", f"one of {known}; got {text!r}")]) from None
-
-
 def routes(service: Service) -> list[Route]:
     engine = service.runtime.engine
 
     def deliveries_of(request: Request) -> DeliveriesAnswer:
-        event = request.query_params.get("event")
-        event_id = None
-        if event is not None:
-            with engine.connect() as conn:
-                try:
-                    event_id = resolve_event_id(conn, event)
-                except InputError as exc:
-                    message = exc.problems[0].message
-                    raise InputError([Problem("query", "event", message)]) from None
-        query = DeliveryQuery(
-            _status(request), request.query_params.get("provider"), event_id, _since(request)
-        )
+        params = request.query_params
+        try:
+            query = delivery_query(
+                engine,
+                status=params.get("status"),
+                provider=params.get("provider"),
+                event=params.get("event"),
+                since=_since(request),
+            )
+        except InputError as exc:
+            raise InputError([replace(p, where="query") for p in exc.problems]) from None
         page = list_deliveries(engine, query, _limit(request))
-        items = [view.as_json() for view in page.items]
-        return DeliveriesAnswer.model_validate({"deliveries": items, "total": page.total})
+        return DeliveriesAnswer(deliveries=list(page.items), total=page.total)
 
     async def get_deliveries(request: Request) -> Response:
         service.auth.require(request, "read")
@@ -84,14 +71,13 @@ def routes(service: Service) -> list[Route]:
         service.auth.require(request, "read")
         since, limit = _since(request), _limit(request)
         page = await service.run(lambda: list_rejected(engine, since, limit))
-        items = [view.as_json() for view in page.items]
-        answer = RejectedAnswer.model_validate({"rejected_events": items, "total": page.total})
+        answer = RejectedAnswer(rejected_events=list(page.items), total=page.total)
         return JSONResponse(answer.model_dump(mode="json"))
 
     async def get_providers(request: Request) -> Response:
         service.auth.require(request, "read")
         views = await service.run(lambda: list_providers(engine, service.runtime.handlers))
-        answer = ProvidersAnswer.model_validate({"providers": [v.as_json() for v in views]})
+        answer = ProvidersAnswer(providers=views)
         return JSONResponse(answer.model_dump(mode="json"))
 
     return [

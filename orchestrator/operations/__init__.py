@@ -11,6 +11,7 @@ from orchestrator.operations.deliveries import (
     DeliveryQuery,
     DeliveryView,
     RetryReport,
+    delivery_query,
     list_deliveries,
     request_retries,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "RejectedView",
     "ReplayReport",
     "RetryReport",
+    "delivery_query",
     "end_provider_sessions",
     "list_deliveries",
     "list_providers",

@@ -13,13 +13,15 @@ way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, select, update
 
 from orchestrator.audit import emit, write_audit
+from orchestrator.audit_query import resolve_event_id
 from orchestrator.errors import InputError, Problem
 from orchestrator.operations.page import Page, read_page
 from orchestrator.outbox import OutboxMessage, add_to_outbox
@@ -28,7 +30,14 @@ from orchestrator.store import OPEN_DELIVERY_STATUSES, DeliveryStatus, utcnow
 from orchestrator.store.tables import DELIVERIES
 from orchestrator.trail import delivery_retry_requested
 
-__all__ = ["DeliveryQuery", "DeliveryView", "RetryReport", "list_deliveries", "request_retries"]
+__all__ = [
+    "DeliveryQuery",
+    "DeliveryView",
+    "RetryReport",
+    "delivery_query",
+    "list_deliveries",
+    "request_retries",
+]
 
 #: Deliveries one ``retry --failed`` takes at most; the next run takes the rest.
 RETRY_BATCH = 1000
@@ -57,16 +66,38 @@ class DeliveryQuery:
         return where
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryView:
-    """One delivery as the operator sees it."""
+def delivery_query(
+    engine: Engine,
+    *,
+    status: str | None = None,
+    provider: str | None = None,
+    event: str | None = None,
+    since: datetime | None = None,
+) -> DeliveryQuery:
+    """The filters as an operator gives them: ``status`` by name and ``event`` as an event id
+    or a unique start of one; a bad one is an :class:`InputError` naming the field."""
+    known = ", ".join(s.value for s in DeliveryStatus)
+    if status is not None and status not in {s.value for s in DeliveryStatus}:
+        raise InputError([Problem("", "status", f"one of {known}; got {status!r}")])
+    event_id = None
+    if event is not None:
+        with engine.connect() as conn:
+            event_id = resolve_event_id(conn, event)
+    chosen = DeliveryStatus(status) if status is not None else None
+    return DeliveryQuery(chosen, provider, event_id, since)
+
+
+class DeliveryView(BaseModel):
+    """One delivery as the operator sees it (``deliveries list --json``, ``/v1/deliveries``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
     event_id: str
     provider: str
     user_id: str
     session_id: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     last_status_code: int | None
     last_error: str | None
@@ -75,17 +106,14 @@ class DeliveryView:
     next_attempt_at: datetime | None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            name: value.isoformat() if isinstance(value, datetime) else value
-            for name, value in asdict(self).items()
-        }
+        return self.model_dump(mode="json")
 
 
-_COLUMNS = [getattr(DELIVERIES.c, name) for name in DeliveryView.__slots__]
+_COLUMNS = [DELIVERIES.c[name] for name in DeliveryView.model_fields]
 
 
 def _view(row: Any) -> DeliveryView:
-    return DeliveryView(**{name: row[name] for name in DeliveryView.__slots__})
+    return DeliveryView.model_validate({name: row[name] for name in DeliveryView.model_fields})
 
 
 def list_deliveries(engine: Engine, query: DeliveryQuery, limit: int | None) -> Page[DeliveryView]:
@@ -199,4 +227,4 @@ def _retry_message(view: DeliveryView, namespace: str) -> OutboxMessage:
 
 
 def _record_of(view: DeliveryView) -> dict[str, Any]:
-    return asdict(view)
+    return view.model_dump()

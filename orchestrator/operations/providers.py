@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from orchestrator.audit import emit, write_audit
@@ -48,9 +49,11 @@ _D = DELIVERIES.c
 _END_NAMESPACE = uuid.UUID("6f1d3c0e-5b7a-4d1e-9a63-2b8f0e4c7a15")
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderView:
-    """One provider: ``method`` is how its sessions are logged out (its handler's channel)."""
+class ProviderView(BaseModel):
+    """One provider: ``method`` is how its sessions are logged out (its handler's channel),
+    as ``providers list --json`` and ``/v1/providers`` show it."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     protocol: str
@@ -60,14 +63,7 @@ class ProviderView:
     full_logout_on_rp_initiated: bool
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "protocol": self.protocol,
-            "method": self.method,
-            "enabled": self.enabled,
-            "open_sessions": self.open_sessions,
-            "full_logout_on_rp_initiated": self.full_logout_on_rp_initiated,
-        }
+        return self.model_dump(mode="json")
 
 
 def open_counts(conn: Connection) -> dict[str, int]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, String, cast, literal, select
 
 from orchestrator.audit import emit, write_audit
@@ -33,9 +34,11 @@ from orchestrator.validation import parse_event
 __all__ = ["RejectedView", "ReplayReport", "list_rejected", "replay_rejected"]
 
 
-@dataclass(frozen=True, slots=True)
-class RejectedView:
-    """One rejected message; ``replayed_as``: the event id a replay published, if any."""
+class RejectedView(BaseModel):
+    """One rejected message, with every problem; ``replayed_as``: the event id a replay
+    published, if any (``events rejected --json``, ``/v1/rejected-events``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
     message_id: str
@@ -45,14 +48,7 @@ class RejectedView:
     replayed_as: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "message_id": self.message_id,
-            "event_id": self.event_id,
-            "received_at": self.received_at.isoformat(),
-            "problems": self.problems,
-            "replayed_as": self.replayed_as,
-        }
+        return self.model_dump(mode="json")
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,23 +105,14 @@ def deliveries_retry(
 def _query(
     engine: Engine, status: str | None, provider: str | None, since: str | None, event: str | None
 ) -> DeliveryQuery:
-    from orchestrator.audit_query import resolve_event_id
-    from orchestrator.operations import DeliveryQuery
-    from orchestrator.store import DeliveryStatus
+    from orchestrator.operations import delivery_query
 
-    event_id = None
-    if event is not None:
-        with engine.connect() as conn:
-            try:
-                event_id = resolve_event_id(conn, event)
-            except InputError as exc:
-                raise click.BadParameter(exc.problems[0].message, param_hint="'--event'") from None
-    return DeliveryQuery(
-        status=DeliveryStatus(status) if status else None,
-        provider=provider,
-        event_id=event_id,
-        since=since_of(since),
-    )
+    after = since_of(since)
+    try:
+        return delivery_query(engine, status=status, provider=provider, event=event, since=after)
+    except InputError as exc:
+        problem = exc.problems[0]
+        raise click.BadParameter(problem.message, param_hint=f"'--{problem.field}'") from None
 
 
 _HEADER = ("id", "status", "provider", "event", "user", "attempts", "code", "updated", "last error")
