@@ -16,6 +16,7 @@ from orchestrator.operations.deliveries import (
     request_retries,
 )
 from orchestrator.operations.providers import (
+    EndReport,
     ProviderView,
     end_provider_sessions,
     list_providers,
@@ -33,6 +34,7 @@ from orchestrator.operations.rejected import (
 __all__ = [
     "DeliveryQuery",
     "DeliveryView",
+    "EndReport",
     "ProviderView",
     "RejectedView",
     "ReplayReport",
