@@ -34,6 +34,9 @@ PROTECTED = [
     ("POST", "/v1/sessions/s-1/binding-check", "sessions:write"),
     ("GET", "/metrics", "read"),
     ("GET", "/v1/openapi.json", "read"),
+    ("GET", "/v1/deliveries", "read"),
+    ("GET", "/v1/rejected-events", "read"),
+    ("GET", "/v1/providers", "read"),
 ]
 #: A token of each scope, by the name start_api gives it.
 TOKEN_OF = {"events:write": "events", "read": "read", "sessions:write": "sessions"}
@@ -286,6 +289,9 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/v1/sessions",
         "/v1/sessions/{session_id}/seen",
         "/v1/sessions/{session_id}/binding-check",
+        "/v1/deliveries",
+        "/v1/rejected-events",
+        "/v1/providers",
         "/healthz",
         "/readyz",
         "/metrics",
