@@ -5,31 +5,41 @@ Each action is one transaction that changes the state, writes its audit record (
 operator as ``actor``, built in :mod:`orchestrator.trail`) and puts what must follow in the
 outbox: a retried delivery's message for the ``deliver`` actor, a replayed event, the logouts
 that end a provider's sessions. A worker then carries them out through the normal path.
+Exports are lazy: a listing loads only its own module.
 """
 
-from orchestrator.operations.deliveries import (
-    DeliveryQuery,
-    DeliveryView,
-    RetryReport,
-    delivery_query,
-    list_deliveries,
-    request_retries,
-)
-from orchestrator.operations.providers import (
-    EndReport,
-    ProviderView,
-    end_provider_sessions,
-    list_providers,
-    remove_blockers,
-    remove_provider,
-    set_enabled,
-)
-from orchestrator.operations.rejected import (
-    RejectedView,
-    ReplayReport,
-    list_rejected,
-    replay_rejected,
-)
+from typing import TYPE_CHECKING
+
+from schemas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from orchestrator.operations.deliveries import (
+        DeliveryQuery,
+        DeliveryView,
+        delivery_query,
+        list_deliveries,
+    )
+    from orchestrator.operations.providers import (
+        EndReport,
+        ProviderView,
+        end_provider_sessions,
+        list_providers,
+        remove_blockers,
+        remove_provider,
+        set_enabled,
+    )
+    from orchestrator.operations.rejected import (
+        RejectedView,
+        list_rejected,
+    )
+    from orchestrator.operations.replay import (
+        ReplayReport,
+        replay_rejected,
+    )
+    from orchestrator.operations.retries import (
+        RetryReport,
+        request_retries,
+    )
 
 __all__ = [
     "DeliveryQuery",
@@ -50,3 +60,5 @@ __all__ = [
     "request_retries",
     "set_enabled",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__)

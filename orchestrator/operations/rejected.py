@@ -1,37 +1,19 @@
-"""Rejected events for the operator: list them with their problems, and replay one.
-
-A replay validates the stored payload again with today's contract. One that passes is
-published the normal way, through the outbox under the message id ``replay:<id>``, in the
-transaction that writes its ``event.replayed`` record (the event id, and ``rejected_record``
-linking it to the rejection); a worker then handles it like any event (a logout whose
-``event_id`` was handled already leaves ``event.duplicate``). A replay is done once: the
-record's key is the rejection's id, and a second replay publishes nothing. One that still
-fails is refused with its problems (:class:`InputError`), and nothing is written.
-
-What a worker refuses beyond the contract (a binding mode no GeoIP database serves) is
-refused by the worker again, as a new rejection of the replay's message.
-"""
+"""Rejected events as the operator sees them, with their problems (``events rejected``,
+``/v1/rejected-events``); replaying one is :mod:`~orchestrator.operations.replay`."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, String, cast, literal, select
 
-from orchestrator.audit import emit, write_audit
-from orchestrator.errors import InputError, Problem
 from orchestrator.operations.page import Page, read_page
-from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.store.core import audit_records
 from orchestrator.store.tables import REJECTED_EVENTS
-from orchestrator.trail import event_replayed
-from orchestrator.validation import parse_event
 
-__all__ = ["RejectedView", "ReplayReport", "list_rejected", "replay_rejected"]
+__all__ = ["REPLAYED", "RejectedView", "list_rejected"]
 
 
 class RejectedView(BaseModel):
@@ -51,20 +33,10 @@ class RejectedView(BaseModel):
         return self.model_dump(mode="json")
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayReport:
-    """The event a replay published (``message_id``: its outbox message, to publish after
-    the commit), or, when it was replayed before, that earlier replay (``already``)."""
-
-    event_id: str
-    event_type: str
-    message_id: str
-    already: bool
-
-
 _R = REJECTED_EVENTS.c
 _REPLAY_KEY = literal("event.replayed:") + cast(_R.id, String)
-_REPLAYED = (
+#: The event id a replay of a ``rejected_events`` row published (its ``event.replayed``).
+REPLAYED = (
     select(audit_records.c.event_id)
     .where(audit_records.c.dedupe_key == _REPLAY_KEY)
     .scalar_subquery()
@@ -85,41 +57,8 @@ def _view(row: Any) -> RejectedView:
 
 def list_rejected(engine: Engine, since: datetime | None, limit: int | None) -> Page[RejectedView]:
     """The latest ``limit`` rejected messages received at or after ``since``, oldest first."""
-    statement = select(_R.id, _R.message_id, _R.event_id, _R.received_at, _R.problems, _REPLAYED)
+    statement = select(_R.id, _R.message_id, _R.event_id, _R.received_at, _R.problems, REPLAYED)
     if since is not None:
         statement = statement.where(_R.received_at >= since)
     with engine.connect() as conn:
         return read_page(conn, statement, [_R.id.desc()], limit, _view)
-
-
-def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str) -> ReplayReport:
-    """Validate rejection ``rejected_id`` again; publish it through the outbox when it passes
-    (see the module docstring). Publish the report's ``message_id`` after it returns."""
-    with engine.begin() as conn:
-        row = (
-            conn.execute(select(REJECTED_EVENTS, _REPLAYED).where(_R.id == rejected_id))
-            .mappings()
-            .first()
-        )
-        if row is None:
-            raise InputError(
-                [Problem("", "id", f"no rejected event {rejected_id}; see `events rejected`")]
-            )
-        event = parse_event(_payload(row["payload"]), f"rejected event {rejected_id}")
-        message_id = f"replay:{rejected_id}"
-        if row["replayed_as"] is not None:
-            return ReplayReport(row["replayed_as"], event.type, message_id, already=True)
-        add_to_outbox(conn, [event_message(event, namespace, message_id)])
-        entry = event_replayed(dict(row), event, message_id, actor)
-        records = write_audit(conn, [entry])  # last
-    emit(records)
-    return ReplayReport(str(event.event_id), event.type, message_id, already=False)
-
-
-def _payload(text: str) -> Any:
-    """The stored payload as JSON data (the text itself when it is none: the problem then
-    says what it is)."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text

@@ -44,14 +44,15 @@ def deliveries_list(
     Only reads: never migrates (a missing or older schema exits 7: run db upgrade).
     """
     from orchestrator.operations import list_deliveries
-    from orchestrator.runtime import Runtime
+    from orchestrator.store.reading import reading_engine
 
-    runtime = Runtime.for_reading(settings_of(ctx))
+    settings = settings_of(ctx)
+    engine = reading_engine(settings.effective_database_url, settings.origin("database_url"))
     try:
-        query = _query(runtime.engine, status, provider, since, event)
-        page = list_deliveries(runtime.engine, query, page_limit(limit, as_json))
+        query = _query(engine, status, provider, since, event)
+        page = list_deliveries(engine, query, page_limit(limit, as_json))
     finally:
-        runtime.close()
+        engine.dispose()
     print_page(page, as_json, _HEADER, _row, "deliveries")
 
 

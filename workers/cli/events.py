@@ -32,14 +32,15 @@ def events_rejected(
     Only reads: never migrates (a missing or older schema exits 7: run db upgrade).
     """
     from orchestrator.operations import list_rejected
-    from orchestrator.runtime import Runtime
+    from orchestrator.store.reading import reading_engine
 
     after = since_of(since)
-    runtime = Runtime.for_reading(settings_of(ctx))
+    settings = settings_of(ctx)
+    engine = reading_engine(settings.effective_database_url, settings.origin("database_url"))
     try:
-        page = list_rejected(runtime.engine, after, page_limit(limit, as_json))
+        page = list_rejected(engine, after, page_limit(limit, as_json))
     finally:
-        runtime.close()
+        engine.dispose()
     print_page(page, as_json, _HEADER, _row, "rejected events")
 
 
