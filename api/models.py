@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.event_status import EventState
+from orchestrator.operations import DeliveryView, ProviderView, RejectedView
 from orchestrator.store import DeliveryStatus
 from schemas import DeviceReason, SessionView
 from schemas.fields import Identifier, Method, UrlPath, UserAgent
@@ -17,6 +18,7 @@ __all__ = [
     "AcceptedEvent",
     "BindingCheck",
     "BindingVerdict",
+    "DeliveriesAnswer",
     "DeliveryItem",
     "DeviceAnswer",
     "EventsAnswer",
@@ -24,6 +26,8 @@ __all__ = [
     "LogoutAnswer",
     "ProblemBody",
     "ProblemItem",
+    "ProvidersAnswer",
+    "RejectedAnswer",
     "RevokeAnswer",
     "Seen",
     "SeenAnswer",
@@ -149,3 +153,21 @@ class DeviceAnswer(_Body):
     user_id: str
     known: bool
     reason: DeviceReason
+
+
+class DeliveriesAnswer(_Body):
+    """The latest ``limit`` deliveries selected, oldest first; ``total`` matched."""
+
+    deliveries: list[DeliveryView]
+    total: int
+
+
+class RejectedAnswer(_Body):
+    """The latest ``limit`` rejected messages, oldest first; ``total`` matched."""
+
+    rejected_events: list[RejectedView]
+    total: int
+
+
+class ProvidersAnswer(_Body):
+    providers: list[ProviderView]

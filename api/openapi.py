@@ -11,11 +11,14 @@ from pydantic.json_schema import models_json_schema
 from api.models import (
     BindingCheck,
     BindingVerdict,
+    DeliveriesAnswer,
     DeviceAnswer,
     EventsAnswer,
     Health,
     LogoutAnswer,
     ProblemBody,
+    ProvidersAnswer,
+    RejectedAnswer,
     RevokeAnswer,
     Seen,
     SeenAnswer,
@@ -32,12 +35,15 @@ _MODELS: Final = (
     BindingVerdict,
     DeviceAnswer,
     DeviceQuestion,
+    DeliveriesAnswer,
     EventsAnswer,
     Health,
     LogoutAnswer,
     LogoutPlan,
     ProblemBody,
     RevokeAnswer,
+    ProvidersAnswer,
+    RejectedAnswer,
     Seen,
     SeenAnswer,
     SessionAnswer,
@@ -154,6 +160,56 @@ def _user_paths(body_errors: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _operator_paths() -> dict[str, Any]:
+    """The operator's read-only views (:mod:`api.routes.operations`)."""
+    since = _query("since", {"type": "string"}, "at or after this time (RFC 3339, or a date)")
+    limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "the latest N")
+    statuses = ["pending", "retrying", "succeeded", "failed", "skipped"]
+    return {
+        "/v1/deliveries": {
+            "get": _operation(
+                "Deliveries, the latest first cut to limit, listed oldest first",
+                "read",
+                {"200": _json(_ref("DeliveriesAnswer"), "the deliveries")},
+                parameters=[
+                    _query("status", {"type": "string", "enum": statuses}, "in this status"),
+                    _query("provider", {"type": "string"}, "to this provider"),
+                    _query("event", {"type": "string"}, "of this event (its id or a start)"),
+                    since,
+                    limit,
+                ],
+                errors=(422,),
+            )
+        },
+        "/v1/rejected-events": {
+            "get": _operation(
+                "Rejected events with their problems",
+                "read",
+                {"200": _json(_ref("RejectedAnswer"), "the rejected events")},
+                parameters=[since, limit],
+                errors=(422,),
+            )
+        },
+        "/v1/providers": {
+            "get": _operation(
+                "Providers: protocol, method, enabled, open provider sessions",
+                "read",
+                {"200": _json(_ref("ProvidersAnswer"), "the providers")},
+            )
+        },
+    }
+
+
 def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
     """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``)."""
     event = _ref("Event")
@@ -254,6 +310,7 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
             )
         },
         **_user_paths(body_errors),
+        **_operator_paths(),
         "/healthz": {
             "get": _operation("The process lives", None, {"200": _json(_ref("Health"), "ok")})
         },

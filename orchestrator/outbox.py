@@ -42,7 +42,9 @@ class OutboxMessage:
     event_id: str
     queue: str
     actor: str
-    payload: dict[str, Any]
+    #: The actor's one argument: the event as the contract serialises it (``handle_event``),
+    #: or a delivery id (``deliver``: a retry an operator asked for).
+    payload: dict[str, Any] | str
 
 
 def event_message(event: Event, namespace: str, message_id: str | None = None) -> OutboxMessage:

@@ -15,8 +15,10 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 ``session.ended``         ``session.ended:<session_id>``
 ``session.not_found``     ``session.not_found:<event_id>:<session_id>``
 ``plan.built``            ``plan.built:<plan_id>``
-``delivery.<final>``      ``delivery.<status>:<delivery_id>``
-``delivery.retrying``     ``delivery.retrying:<delivery_id>:<attempt>``
+``delivery.<status>``     ``delivery.<status>:<delivery_id>:<attempt>`` (an attempt is fenced)
+``delivery.retry_req...`` ``delivery.retry_requested:<delivery_id>:<attempts so far>``
+``event.replayed``        ``event.replayed:<rejected_events id>``
+``provider.*``            ``<type>:<provider>:<uuid>`` (each operator action is its own fact)
 ``logout.completed``      ``logout.completed:<event_id>``
 ``logout.settled``        ``logout.settled:<event_id>``
 ``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
@@ -25,6 +27,7 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -51,13 +54,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "delivery_outcome",
+    "delivery_retry_requested",
     "event_duplicate",
     "event_received",
     "event_rejected",
+    "event_replayed",
     "frontchannel_outcome",
     "logout_completed",
     "logout_settled",
     "plan_built",
+    "provider_changed",
     "session_ended",
     "session_not_found",
     "session_started",
@@ -275,9 +281,8 @@ def delivery_outcome(work: Work, outcome: Outcome) -> AuditEntry:
         detail["error_class"] = outcome.error_class
     for name, value in outcome.facts.items():
         detail.setdefault(name, value)  # never over what the record itself says
-    suffix = f":{work.attempt}" if outcome.status is DeliveryStatus.RETRYING else ""
     return AuditEntry(
-        key=f"{kind.value}:{work.delivery_id}{suffix}",
+        key=f"{kind.value}:{work.delivery_id}:{work.attempt}",
         type=kind,
         outcome=outcome.status.value,
         event_id=work.context.event_id,
@@ -346,4 +351,58 @@ def frontchannel_outcome(
             "binding": entry.binding,
             **detail,
         },
+    )
+
+
+def delivery_retry_requested(delivery: Mapping[str, Any], actor: str) -> AuditEntry:
+    """An operator asked for a new attempt of a failed delivery (a ``deliveries`` row)."""
+    return AuditEntry(
+        key=f"delivery.retry_requested:{delivery['id']}:{delivery['attempts']}",
+        type=AuditType.DELIVERY_RETRY_REQUESTED,
+        outcome="requested",
+        event_id=delivery["event_id"],
+        user_id=delivery["user_id"],
+        session_id=delivery["session_id"],
+        provider=delivery["provider"],
+        detail={
+            "delivery_id": delivery["id"],
+            "actor": actor,
+            "attempts": delivery["attempts"],
+            "last_status_code": delivery["last_status_code"],
+            "last_error": delivery["last_error"],
+        },
+    )
+
+
+def event_replayed(
+    rejected: Mapping[str, Any], event: Event, message_id: str, actor: str
+) -> AuditEntry:
+    """A rejected message (a ``rejected_events`` row) passed again and was published."""
+    return AuditEntry(
+        key=f"event.replayed:{rejected['id']}",
+        type=AuditType.EVENT_REPLAYED,
+        outcome="replayed",
+        event_id=str(event.event_id),
+        user_id=_user_of(event),
+        session_id=_session_of(event),
+        detail={
+            "type": event.type,
+            "rejected_record": rejected["id"],
+            "rejected_message_id": rejected["message_id"],
+            "message_id": message_id,
+            "actor": actor,
+        },
+    )
+
+
+def provider_changed(
+    kind: AuditType, provider: str, actor: str, detail: Mapping[str, Any]
+) -> AuditEntry:
+    """An operator enabled, disabled or removed a provider, or had its sessions ended."""
+    return AuditEntry(
+        key=f"{kind.value}:{provider}:{uuid.uuid4()}",
+        type=kind,
+        outcome=kind.value.removeprefix("provider."),
+        provider=provider,
+        detail={"actor": actor, **detail},
     )

@@ -33,6 +33,12 @@ class AuditType(StrEnum):
     FRONTCHANNEL_TIMED_OUT = "frontchannel.timed_out"
     FRONTCHANNEL_COMPLETED = "frontchannel.completed"
     FRONTCHANNEL_SKIPPED = "frontchannel.skipped"
+    DELIVERY_RETRY_REQUESTED = "delivery.retry_requested"
+    EVENT_REPLAYED = "event.replayed"
+    PROVIDER_ENABLED = "provider.enabled"
+    PROVIDER_DISABLED = "provider.disabled"
+    PROVIDER_REMOVED = "provider.removed"
+    PROVIDER_SESSIONS_ENDING = "provider.sessions_ending"
 
 
 #: The records of a delivery's outcome, one per delivery status but pending:

@@ -8,7 +8,7 @@ the outbox and the command says so and exits with ``ExitCode.BROKER_UNAVAILABLE`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -16,13 +16,21 @@ import structlog
 from orchestrator.relay import BrokerSender, OutboxRelay, RelayReport
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
+from schemas.errors import BrokerUnavailableError
 from workers.broker import build_broker, is_in_process
 from workers.process import drain, embedded
 
-__all__ = ["command_relay", "kept_message"]
+__all__ = ["command_relay", "command_runtime", "kept_message", "publish_written"]
 
 
 _log = structlog.get_logger("logout.outbox")
+
+
+def command_runtime(settings: Settings) -> Runtime:
+    """The runtime of a command that writes to the outbox: with ``memory://`` its in-process
+    worker sends, so the handlers are loaded; with a broker the workers do, and the command
+    needs none of them (nor their plugins installed where it runs)."""
+    return Runtime.start(settings, handlers=None if is_in_process(settings) else {})
 
 
 @contextmanager
@@ -51,3 +59,20 @@ def kept_message(report: RelayReport) -> str:
         f"({report.error}); the next `logout-orchestrator sessions sweep` or a running worker "
         "publishes them once it answers"
     )
+
+
+def publish_written(
+    settings: Settings, runtime: Runtime, message_ids: Collection[str], wait: float = 30.0
+) -> None:
+    """Publish the outbox rows one command's commit wrote (with ``memory://``, handle them
+    in-process); :class:`BrokerUnavailableError` (exit 4) when the broker did not answer:
+    the rows stay in the outbox, for any worker's relay."""
+    if not message_ids:
+        return
+    with command_relay(settings, runtime, wait) as relay:
+        report = relay.run(only=message_ids)
+    if report.error is not None:
+        raise BrokerUnavailableError(
+            f"{len(message_ids) - report.published} message(s) kept in the outbox: the broker "
+            f"did not answer ({report.error}); a running worker publishes them once it answers"
+        )

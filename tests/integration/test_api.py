@@ -38,6 +38,9 @@ PROTECTED = [
     ("POST", "/v1/users/u-1/device-check", "sessions:write"),
     ("GET", "/metrics", "read"),
     ("GET", "/v1/openapi.json", "read"),
+    ("GET", "/v1/deliveries", "read"),
+    ("GET", "/v1/rejected-events", "read"),
+    ("GET", "/v1/providers", "read"),
 ]
 #: A token of each scope, by the name start_api gives it.
 TOKEN_OF = {"events:write": "events", "read": "read", "sessions:write": "sessions"}
@@ -294,6 +297,9 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/v1/users/{user_id}/sessions",
         "/v1/users/{user_id}/sessions/{session_id}",
         "/v1/users/{user_id}/device-check",
+        "/v1/deliveries",
+        "/v1/rejected-events",
+        "/v1/providers",
         "/healthz",
         "/readyz",
         "/metrics",

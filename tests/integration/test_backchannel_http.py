@@ -125,6 +125,8 @@ class _Endpoint(BaseHTTPRequestHandler):
                     self._reply(204)
                 case "/bad":
                     self._reply(400)
+                case "/badonce":  # refused, then fixed: what an operator retries
+                    self._reply(400 if seen == 1 else 200)
                 case "/flaky":
                     self._reply(503 if seen == 1 else 200)
                 case "/busy":

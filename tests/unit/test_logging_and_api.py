@@ -11,6 +11,7 @@ import structlog
 import api
 import orchestrator
 import orchestrator.logout
+import orchestrator.operations
 import orchestrator.store
 import protocols
 import schemas
@@ -82,6 +83,10 @@ def test_every_audit_record_is_logged_once(
             {"Attempts", "HandleResult", "LogoutEngine", "Tally", "end_reason"},
         ),
         (orchestrator.store, {"Database", "make_database", "make_engine", "upgrade"}),
+        (
+            orchestrator.operations,
+            {"list_deliveries", "request_retries", "replay_rejected", "remove_provider"},
+        ),
         (
             protocols,
             {"ProtocolHandler", "BackchannelRequest", "handler_classes", "Channel", "KeyDirectory"},

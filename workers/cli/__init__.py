@@ -10,6 +10,8 @@ from workers.cli import (  # noqa: F401  (each registers its commands)
     admin,
     audit,
     binding,
+    deliveries,
+    events,
     identity,
     providers,
     publish,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +16,29 @@ from schemas.errors import InputError, LogoutError, Problem
 from workers.exit_codes import ExitCode, exit_code_for, foreign_error
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
     from rich.console import Console
 
+    from orchestrator.operations.page import Page
     from orchestrator.settings import Settings
 
-__all__ = ["Command", "Group", "console", "fail", "read_input", "settings_of"]
+__all__ = [
+    "Command",
+    "Group",
+    "console",
+    "cut_note",
+    "fail",
+    "listing_options",
+    "page_limit",
+    "print_json_lines",
+    "print_page",
+    "print_table",
+    "read_input",
+    "settings_of",
+    "since_of",
+]
 
 
 def console(stderr: bool = False) -> Console:
@@ -35,6 +53,87 @@ def console(stderr: bool = False) -> Console:
 def settings_of(ctx: click.Context) -> Settings:
     settings: Settings = ctx.find_root().obj
     return settings
+
+
+def since_of(text: str | None) -> datetime | None:
+    """``--since`` as a time (any form the tool prints, or a date); a bad one is click's
+    usage error naming the option (exit 2)."""
+    if text is None:
+        return None
+    from orchestrator.audit_query import parse_timestamp
+
+    try:
+        return parse_timestamp(text)
+    except InputError as exc:
+        raise click.BadParameter(exc.problems[0].message, param_hint="'--since'") from None
+
+
+def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--limit`` and ``--json`` of a listing (the latest 1,000 in the table by default)."""
+    command = click.option(
+        "--json", "as_json", is_flag=True, help="JSON lines instead of a table."
+    )(command)
+    return click.option(
+        "--limit",
+        type=click.IntRange(1),
+        default=None,
+        help="At most this many, the latest (default: 1000 for the table, all with --json).",
+    )(command)
+
+
+def print_json_lines(items: Iterable[dict[str, Any]]) -> None:
+    """One JSON object a line on standard output."""
+    import json
+
+    for item in items:
+        sys.stdout.write(json.dumps(item, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table on standard output (rich, no borders); cells are text, never markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*header, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    out = console()
+    with out.capture() as captured:
+        out.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def page_limit(limit: int | None, as_json: bool) -> int | None:
+    """The rows a listing reads: ``--limit``, else every one with ``--json``, else 1,000."""
+    from orchestrator.operations.page import TABLE_LIMIT
+
+    return limit if limit is not None or as_json else TABLE_LIMIT
+
+
+def print_page(
+    page: Page[Any],
+    as_json: bool,
+    header: Sequence[str],
+    row: Callable[[Any], Sequence[str]],
+    what: str,
+) -> None:
+    """A listing's page as JSON lines (each item's ``as_json()``) or a table of ``row(item)``,
+    and the note on standard error when its limit cut it."""
+    if as_json:
+        print_json_lines(item.as_json() for item in page.items)
+    else:
+        print_table(header, (row(item) for item in page.items))
+    cut_note(len(page.items), page.total, what)
+
+
+def cut_note(shown: int, total: int, what: str) -> None:
+    """Say on standard error that a limit cut a listing, and how to see the rest."""
+    if total > shown:
+        console(stderr=True).print(
+            f"showing the latest {shown:,} of {total:,} {what}; use --limit or --json",
+            markup=False,
+        )
 
 
 def read_input(path: str, *, regular: bool = False) -> str:

@@ -1,0 +1,77 @@
+"""Replaying a rejected event (``events replay``).
+
+A replay validates the stored payload again with today's contract. One that passes is
+published the normal way, through the outbox under the message id ``replay:<id>``, in the
+transaction that writes its ``event.replayed`` record (the event id, and ``rejected_record``
+linking it to the rejection); a worker then handles it like any event (a logout whose
+``event_id`` was handled already leaves ``event.duplicate``). A replay is done once: the
+record's key is the rejection's id, and a second replay publishes nothing. One that still
+fails is refused with its problems (:class:`InputError`), and nothing is written.
+
+What a worker refuses beyond the contract (a binding mode no GeoIP database serves) is
+refused by the worker again, as a new rejection of the replay's message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from orchestrator.audit import emit, write_audit
+from orchestrator.errors import InputError, Problem
+from orchestrator.operations.rejected import REPLAYED
+from orchestrator.outbox import add_to_outbox, event_message
+from orchestrator.store.tables import REJECTED_EVENTS
+from orchestrator.trail import event_replayed
+from orchestrator.validation import parse_event
+
+__all__ = ["ReplayReport", "replay_rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """The event a replay published (``message_id``: its outbox message, to publish after
+    the commit), or, when it was replayed before, that earlier replay (``already``)."""
+
+    event_id: str
+    event_type: str
+    message_id: str
+    already: bool
+
+
+def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str) -> ReplayReport:
+    """Validate rejection ``rejected_id`` again; publish it through the outbox when it passes
+    (see the module docstring). Publish the report's ``message_id`` after it returns."""
+    with engine.begin() as conn:
+        row = (
+            conn.execute(
+                select(REJECTED_EVENTS, REPLAYED).where(REJECTED_EVENTS.c.id == rejected_id)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise InputError(
+                [Problem("", "id", f"no rejected event {rejected_id}; see `events rejected`")]
+            )
+        event = parse_event(_payload(row["payload"]), f"rejected event {rejected_id}")
+        message_id = f"replay:{rejected_id}"
+        if row["replayed_as"] is not None:
+            return ReplayReport(row["replayed_as"], event.type, message_id, already=True)
+        add_to_outbox(conn, [event_message(event, namespace, message_id)])
+        entry = event_replayed(dict(row), event, message_id, actor)
+        records = write_audit(conn, [entry])  # last
+    emit(records)
+    return ReplayReport(str(event.event_id), event.type, message_id, already=False)
+
+
+def _payload(text: str) -> Any:
+    """The stored payload as JSON data (the text itself when it is none: the problem then
+    says what it is)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
