@@ -47,7 +47,8 @@ GENESIS: Final = "0" * 64
 
 def format_at(at: datetime) -> str:
     """A timestamp as the canonical form writes it: UTC, microseconds, ``Z``."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is about twice as fast as strftime; in UTC it always ends in +00:00
+    return at.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def canonical_form(fields: Mapping[str, Any]) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import IO, Any
 
 from sqlalchemy import Connection, Engine
@@ -20,7 +21,7 @@ from orchestrator.chain.checkpoints import (
 from orchestrator.chain.exporting import checkpoint_line, read_export, write_lines
 from orchestrator.chain.reading import DatabaseLookups, chain_records, first_position
 from orchestrator.chain.sealing import chain_head, seal
-from orchestrator.chain.verifying import ChainVerifier, Finding, Owner
+from orchestrator.chain.verifying import ChainVerifier, Finding, Lookups, Owner
 from orchestrator.store.models import utcnow
 
 __all__ = ["FileLookups", "Verification", "export_trail", "verify_database", "verify_export"]
@@ -42,7 +43,7 @@ def _verify(
     jwks: dict[str, Any],
     records: Iterator[dict[str, Any]],
     partial: bool,
-    lookups: Callable[[], Any],
+    lookups: Callable[[], Lookups],
 ) -> Verification:
     verifier = ChainVerifier(checkpoints, jwks, partial=partial)
     last = None
@@ -109,12 +110,7 @@ def export_trail(
         records = (
             {"kind": "record", **record} for record in chain_records(db, since=since, until=until)
         )
-        return write_lines(out, fmt, _chained(lines, records))
-
-
-def _chained(*parts: Any) -> Iterator[dict[str, Any]]:
-    for part in parts:
-        yield from part
+        return write_lines(out, fmt, chain(lines, records))
 
 
 class FileLookups:
@@ -160,7 +156,7 @@ def verify_export(path: str, opener: Callable[[], IO[str]], jwks: dict[str, Any]
             else:
                 first = line
                 break
-        records = _chained(
+        records = chain(
             [first] if first else [], (line for line in lines if line["kind"] == "record")
         )
         return _verify(checkpoints, jwks, records, partial, lambda: FileLookups(path, opener))

@@ -100,14 +100,16 @@ class ChainVerifier:
     checkpoints: list[Checkpoint]
     jwks: dict[str, Any]
     partial: bool = False
-    findings: list[Finding] = field(default_factory=list)
-    checked: int = 0
-    first: int | None = None
-    _signed: dict[int, list[Checkpoint]] = field(default_factory=dict)
-    _last: _Link | None = None
-    _previous: _Link | None = None
-    _anchor: str = GENESIS
-    _breaks: list[_Break] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list, init=False)
+    checked: int = field(default=0, init=False)
+    first: int | None = field(default=None, init=False)
+    _signed: dict[int, list[Checkpoint]] = field(default_factory=dict, init=False)
+    _last: _Link | None = field(default=None, init=False)
+    _previous: _Link | None = field(default=None, init=False)
+    _anchor: str = field(default=GENESIS, init=False)
+    _breaks: list[_Break] = field(default_factory=list, init=False)
+    _unsigned: list[tuple[Checkpoint, _Link]] = field(default_factory=list, init=False)
+    """Records at a signed position whose chain hash is not the one signed."""
 
     def __post_init__(self) -> None:
         for checkpoint in self.checkpoints:
@@ -140,7 +142,7 @@ class ChainVerifier:
             self.findings.append(
                 Finding(
                     "deleted",
-                    None,
+                    1,
                     None,
                     f"{_positions(1, link.position - 1)} missing: the trail "
                     f"starts at position {link.position} and no signed checkpoint accounts for "
@@ -181,13 +183,7 @@ class ChainVerifier:
             )
         for checkpoint in self._signed.get(link.position, ()):
             if checkpoint.head_hash != link.chain_hash:
-                self._found(
-                    "altered",
-                    link,
-                    f"the chain up to here was rewritten: checkpoint {checkpoint.id} signed "
-                    f"chain hash {checkpoint.head_hash[:16]}... for this position on "
-                    f"{checkpoint.at:%Y-%m-%d %H:%M:%S}Z, the trail has {link.chain_hash[:16]}...",
-                )
+                self._unsigned.append((checkpoint, link))
 
     def finish(self, lookups: Lookups) -> list[Finding]:
         """The findings, once every record was fed: breaks explained, missing tails named."""
@@ -199,17 +195,37 @@ class ChainVerifier:
                 self.findings.append(
                     Finding(
                         "deleted",
-                        None,
+                        last + 1,
                         None,
                         f"{_positions(last + 1, count)} missing: checkpoint "
                         f"{checkpoints[0].id} counted {count} records",
                     )
                 )
         self._explain(lookups)
+        self.findings.sort(key=_by_position)
         return self.findings
 
+    def _explain_checkpoints(self, owners: dict[str, Owner]) -> None:
+        """A signed head elsewhere: records were inserted or deleted before it; nowhere:
+        the chain up to the checkpoint's position was rewritten."""
+        for checkpoint, link in self._unsigned:
+            signed = f"checkpoint {checkpoint.id} signed position {link.position}"
+            owner = owners.get(checkpoint.head_hash)
+            if owner is None:
+                kind = "altered"
+                problem = f"the chain up to here was rewritten: {signed} with another hash"
+            else:
+                kind = "inserted" if owner.position > link.position else "deleted"
+                problem = (
+                    f"records were {kind} before it: {signed} for record {owner.record_id}, "
+                    f"now at position {owner.position}"
+                )
+            self._found(kind, link, problem)
+
     def _explain(self, lookups: Lookups) -> None:
-        owners = lookups.owners({b.row.prev_hash for b in self._breaks})
+        heads = {checkpoint.head_hash for checkpoint, _ in self._unsigned}
+        owners = lookups.owners({b.row.prev_hash for b in self._breaks} | heads)
+        self._explain_checkpoints(owners)
         candidates = {b.before.chain_hash for b in self._breaks if b.before is not None}
         signed = {cp.head_hash for cps in self._signed.values() for cp in cps}
         followed = lookups.followed(candidates) | signed
@@ -252,7 +268,7 @@ class ChainVerifier:
                     )
                 )
         kept = [f for f in explained if f.position not in inserted]
-        self.findings.extend(sorted([*kept, *inserted.values()], key=_by_position))
+        self.findings.extend([*kept, *inserted.values()])
 
 
 def _purged(checkpoints: Iterable[Checkpoint]) -> bool:
@@ -260,7 +276,8 @@ def _purged(checkpoints: Iterable[Checkpoint]) -> bool:
 
 
 def _by_position(finding: Finding) -> int:
-    return finding.position or 0
+    """Forged checkpoints first, then by position (a stable sort keeps the rest's order)."""
+    return -1 if finding.position is None else finding.position
 
 
 def _positions(low: int, high: int) -> str:
