@@ -31,7 +31,6 @@ from orchestrator.audit_query import (
     read_audit_page,
     resolve_event_id,
 )
-from orchestrator.chain.canonical import record_hash
 from orchestrator.metrics import count_records
 from orchestrator.store import utcnow
 from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
@@ -110,19 +109,15 @@ def write_audit(
     if not records:
         return []
     keys = [entry.key for entry in entries]
-    rows = [_row(record, key) for record, key in zip(records, keys, strict=True)]
+    rows = [
+        {**record.model_dump(), "type": record.type.value, "dedupe_key": key}
+        for record, key in zip(records, keys, strict=True)
+    ]
     dialect = dialect_name(db)
     if dialect == "postgresql":
         db.execute(_WRITING)
     written = set(db.execute(_inserting(dialect), rows).scalars())
     return [record for record, key in zip(records, keys, strict=True) if key in written]
-
-
-def _row(record: AuditRecord, key: str) -> dict[str, Any]:
-    """The record's row, with the hash of its canonical form (the sealer chains it later)."""
-    row = {**record.model_dump(), "type": record.type.value, "dedupe_key": key}
-    row["record_hash"] = record_hash({**row, "key": key})
-    return row
 
 
 @cache

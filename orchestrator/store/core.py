@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
@@ -65,8 +77,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 #: One row per audit record; ``dedupe_key`` makes writing it again after a crash a no-op and
-#: ``seq`` orders the trail exactly as it was written. ``record_hash`` is written with the
-#: record; ``chain_seq``, ``prev_hash`` and ``chain_hash`` when the sealer links it into the
+#: ``seq`` orders the trail exactly as it was written. ``record_hash``, ``chain_seq``,
+#: ``prev_hash`` and ``chain_hash`` are written when the sealer links the record into the
 #: chain (see :mod:`orchestrator.chain`).
 audit_records = Table(
     "audit_records",
@@ -83,9 +95,17 @@ audit_records = Table(
     Column("outcome", String(32), nullable=False),
     Column("detail", JSON, nullable=False, default=dict),
     Column("record_hash", HASH),
-    Column("chain_seq", BigInteger, unique=True),
+    Column("chain_seq", BigInteger),
     Column("prev_hash", HASH),
     Column("chain_hash", HASH),
+    # Partial: a record is inserted unsealed (NULL), and then costs its insert no index entry.
+    Index(
+        "uq_audit_records_chain_seq",
+        "chain_seq",
+        unique=True,
+        postgresql_where=text("chain_seq IS NOT NULL"),
+        sqlite_where=text("chain_seq IS NOT NULL"),
+    ),
 )
 
 #: The signed checkpoints of the chain: its head (``head_hash`` at position ``count``) at

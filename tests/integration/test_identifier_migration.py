@@ -158,7 +158,7 @@ def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
         upgrade(engine, BEFORE)
         with engine.begin() as connection:
             _seed(connection)
-        upgrade(engine)
+        upgrade(engine, "0008_session_identifiers")  # the revision whose downgrade refuses
         unkept = [
             ("s-2", "hr", {"ticket": "ST-1"}),
             ("s-2", "payroll", {"name_id": "bob", "sp_name_qualifier": "q" * 300}),

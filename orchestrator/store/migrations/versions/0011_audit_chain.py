@@ -1,9 +1,8 @@
 """audit_records: the hash chain's columns; audit_checkpoints: its signed checkpoints
 
-``record_hash`` is written with each new record; ``chain_seq``, ``prev_hash`` and
-``chain_hash`` by the sealer, which also hashes the records written before this revision
-(their ``record_hash`` is NULL) when it first links them. Nothing is computed here: the
-upgrade is two ALTERs and a CREATE on a trail of any size.
+All four are written by the sealer when it links a record into the chain, the records
+written before this revision included. Nothing is computed here: the upgrade is an ALTER
+and a CREATE on a trail of any size.
 
 Revision ID: 0011_audit_chain
 Revises: 0008_session_identifiers
@@ -27,7 +26,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("chain_seq", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("prev_hash", sa.String(64), nullable=True))
         batch_op.add_column(sa.Column("chain_hash", sa.String(64), nullable=True))
-        batch_op.create_unique_constraint("uq_audit_records_chain_seq", ["chain_seq"])
+    # Partial: an unsealed record (NULL) costs its insert no index entry.
+    op.create_index(
+        "uq_audit_records_chain_seq",
+        "audit_records",
+        ["chain_seq"],
+        unique=True,
+        postgresql_where=sa.text("chain_seq IS NOT NULL"),
+        sqlite_where=sa.text("chain_seq IS NOT NULL"),
+    )
     op.create_table(
         "audit_checkpoints",
         sa.Column("id", sa.String(36), nullable=False),
@@ -44,8 +51,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_audit_checkpoints_at", table_name="audit_checkpoints")
     op.drop_table("audit_checkpoints")
+    op.drop_index("uq_audit_records_chain_seq", table_name="audit_records")
     with op.batch_alter_table("audit_records") as batch_op:
-        batch_op.drop_constraint("uq_audit_records_chain_seq", type_="unique")
         batch_op.drop_column("chain_hash")
         batch_op.drop_column("prev_hash")
         batch_op.drop_column("chain_seq")
