@@ -250,3 +250,29 @@ def test_the_documented_offline_procedure_verifies_an_export(
     cut = tmp_path / "cut.jsonl"
     cut.write_text("\n".join(lines[:-1]) + "\n")
     assert run(cut) == "1 broken\n"
+
+
+def test_bad_options_are_refused_naming_them(tmp_path: Path) -> None:
+    """A JWKS that is none, a missing export, --since with --file and a bad --before: each a
+    message naming the option or file, exit 2, no traceback."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "WARNING"}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": 3}')
+    export = tmp_path / "trail.jsonl"
+    export.write_text("")
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["audit", *args], env=env)
+        return result.exit_code, result.stderr
+
+    status, said = run("verify", "--file", str(export), "--jwks", str(jwks))
+    assert status == 2
+    assert "not a JWKS (a JSON object with keys); give what `keys jwks` prints" in said
+    jwks.write_text('{"keys": []}')
+    status, said = run("verify", "--file", str(tmp_path / "none.jsonl"), "--jwks", str(jwks))
+    assert (status, "no such file; give an export's path" in said) == (2, True)
+    assert run("verify", "--file", str(export), "--jwks", str(jwks))[0] == 0  # empty: intact
+    status, said = run("verify", "--file", str(export), "--since", "2026-01-01")
+    assert (status, "--since is for the database" in said) == (2, True)
+    status, said = run("purge", "--before", "last week")
+    assert (status, "'--before'" in said) == (2, True)
