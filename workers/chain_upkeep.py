@@ -1,7 +1,7 @@
 """The chain's upkeep in every worker: seal new audit records, sign a checkpoint when due.
 
-The signing key is the IdP's OIDC key (``keys jwks`` publishes its public half), read once,
-at the first run (not at start, which stays as fast as it was).
+The signing key is the IdP's OIDC key (``keys jwks`` publishes its public half), read when
+the first checkpoint is due (not at start, which stays as fast as it was).
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ class ChainUpkeep:
     engine: Engine
     _keys: CheckpointKeys | None = field(default=None)
 
+    def keys(self) -> CheckpointKeys:
+        """The keys, read when the first checkpoint is due (then kept)."""
+        if self._keys is None:
+            self._keys = checkpoint_keys(self.settings)
+        return self._keys
+
     def run(self) -> None:
         from orchestrator.chain.checkpoints import checkpoint_if_due
         from orchestrator.chain.sealing import seal
 
         seal(self.engine)
-        if self._keys is None:
-            self._keys = checkpoint_keys(self.settings)
         checkpoint_if_due(
-            self.engine,
-            self._keys,
-            self.settings.issuer,
-            self.settings.audit_checkpoint_interval,
+            self.engine, self.keys, self.settings.issuer, self.settings.audit_checkpoint_interval
         )

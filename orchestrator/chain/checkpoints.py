@@ -9,6 +9,7 @@ the rewritten chain has, so the last checkpoint before the rewrite no longer mat
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -113,10 +114,11 @@ def write_checkpoint(
 
 
 def checkpoint_if_due(
-    engine: Engine, keys: CheckpointKeys, issuer: str, interval: float
+    engine: Engine, keys: Callable[[], CheckpointKeys], issuer: str, interval: float
 ) -> Checkpoint | None:
     """A new ``interval`` checkpoint when the last one is ``interval`` seconds old or more
-    and the chain grew since (an idle trail gets none); None when not due."""
+    and the chain grew since (an idle trail gets none); None when not due. ``keys`` is only
+    called when one is due."""
     with engine.begin() as db:
         take_seal_lock(db)
         last = (
@@ -131,7 +133,7 @@ def checkpoint_if_due(
             return None
         if last is None and head.count == 0:
             return None
-        return write_checkpoint(db, keys, issuer, "interval", head)
+        return write_checkpoint(db, keys(), issuer, "interval", head)
 
 
 def read_checkpoints(db: Connection) -> list[Checkpoint]:

@@ -191,9 +191,9 @@ def test_the_upkeep_seals_and_signs_when_due(settings: Settings) -> None:
         with runtime.database.begin() as db:
             write_audit(db, [AuditEntry("k9", AuditType.EVENT_RECEIVED, "ok")])
         upkeep.run()
-        assert checkpoint_if_due(runtime.engine, keys, settings.issuer, 3600.0) is None
-        assert checkpoint_if_due(runtime.engine, keys, settings.issuer, 0.001) is not None
-        assert checkpoint_if_due(runtime.engine, keys, settings.issuer, 0.001) is None
+        assert checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 3600.0) is None
+        assert checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 0.001) is not None
+        assert checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 0.001) is None
         with runtime.engine.connect() as db:
             assert [cp.count for cp in read_checkpoints(db)] == [3, 4]
     finally:
