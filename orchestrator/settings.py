@@ -101,6 +101,16 @@ class Settings(BaseModel):
     redis_maintenance_chance: int = Field(default=1_000, ge=1, le=1_000_000)
     recovery_interval: Seconds = Field(default=60.0, gt=0)
     recovery_grace: Seconds = Field(default=300.0, gt=0)
+    audit_seal_interval: Seconds = Field(
+        default=5.0,
+        gt=0,
+        description="how often each worker links new audit records into the chain",
+    )
+    audit_checkpoint_interval: Seconds = Field(
+        default=3600.0,
+        gt=0,
+        description="how often the chain's head is signed (a checkpoint), when it moved",
+    )
 
     protocols: Annotated[list[str] | None, NoDecode] = None
 

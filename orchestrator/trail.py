@@ -22,6 +22,7 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 ``logout.completed``      ``logout.completed:<event_id>``
 ``logout.settled``        ``logout.settled:<event_id>``
 ``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
+``audit.purged``          ``audit.purged:<checkpoint_id>``
 ========================= ==============================================
 """
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from orchestrator.logout.rollup import Tally
 
 __all__ = [
+    "audit_purged",
     "delivery_outcome",
     "delivery_retry_requested",
     "event_duplicate",
@@ -405,4 +407,23 @@ def provider_changed(
         outcome=kind.value.removeprefix("provider."),
         provider=provider,
         detail={"actor": actor, **detail},
+    )
+
+
+def audit_purged(
+    checkpoint_id: str, before: datetime, deleted: int, through: int, actor: str | None
+) -> AuditEntry:
+    """Records before ``before`` were purged: ``deleted`` of them, positions up to
+    ``through``, which the purge checkpoint ``checkpoint_id`` signed."""
+    return AuditEntry(
+        key=f"audit.purged:{checkpoint_id}",
+        type=AuditType.AUDIT_PURGED,
+        outcome="purged",
+        detail={
+            "before": before.isoformat(),
+            "deleted": deleted,
+            "through_position": through,
+            "checkpoint_id": checkpoint_id,
+            "actor": actor,
+        },
     )

@@ -39,6 +39,7 @@ class AuditType(StrEnum):
     PROVIDER_DISABLED = "provider.disabled"
     PROVIDER_REMOVED = "provider.removed"
     PROVIDER_SESSIONS_ENDING = "provider.sessions_ending"
+    AUDIT_PURGED = "audit.purged"
 
 
 #: The records of a delivery's outcome, one per delivery status but pending:

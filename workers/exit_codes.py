@@ -44,6 +44,9 @@ class ExitCode(IntEnum):
     """The database schema is missing or behind: run ``logout-orchestrator db upgrade``."""
     INCOMPLETE = 8
     """The command stopped before its work was done; the message says what is left."""
+    TRAIL_BROKEN = 9
+    """``audit verify`` (and ``audit purge``, which refuses): the audit trail's chain does not
+    verify; each altered, deleted, inserted or reordered record is named."""
 
 
 # The first matching type wins: subclasses before their parents.

@@ -28,6 +28,7 @@ from orchestrator.store.engine import check_connection
 from schemas.errors import IncompleteError
 from workers.actors import Actors, declare_actors
 from workers.broker import build_broker, check_broker, is_in_process
+from workers.chain_upkeep import ChainUpkeep
 from workers.outage import Guard, Health, Outage, reach, unguarded
 from workers.redis_upkeep import UpkeptRedisBroker, keep_up, persistence_warning
 
@@ -114,11 +115,14 @@ def _every(
 
 
 def _start_periodic(actors: Actors, stop: threading.Event, guard: Guard = unguarded) -> None:
-    """The recovery sweep and the expiry sweep, each on its own daemon thread."""
+    """The recovery sweep, the expiry sweep and the audit chain's upkeep (sealing and
+    checkpoints), each on its own daemon thread."""
     settings = actors.runtime.settings
+    upkeep = ChainUpkeep(settings, actors.runtime.engine)
     jobs = (
         ("recovery", settings.recovery_interval, actors.recover),
         ("expiry", settings.expiry_interval, actors.sweep_expired),
+        ("audit-seal", settings.audit_seal_interval, upkeep.run),
     )
     for name, interval, job in jobs:
         threading.Thread(

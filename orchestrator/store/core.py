@@ -9,10 +9,31 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["AUDIT_LOCK_KEY", "ID", "METADATA", "UTCDateTime", "audit_records"]
+__all__ = [
+    "AUDIT_LOCK_KEY",
+    "HASH",
+    "ID",
+    "METADATA",
+    "SEAL_LOCK_KEY",
+    "UTCDateTime",
+    "audit_checkpoints",
+    "audit_records",
+]
 
 METADATA = MetaData(
     naming_convention={
@@ -27,6 +48,11 @@ METADATA = MetaData(
 #: reader can tell which transactions may still hold a ``seq``
 #: (:func:`orchestrator.audit_query.audit_horizon`).
 AUDIT_LOCK_KEY = 0x4155444954
+#: The PostgreSQL advisory lock of the chain's sealer ("SEAL" in ASCII), taken exclusively by
+#: the one sealing round at a time; writers never take it (:mod:`orchestrator.chain.sealing`).
+SEAL_LOCK_KEY = 0x5345414C
+#: A SHA-256 digest in lower-case hex.
+HASH = String(64)
 #: User, session and provider identifiers.
 ID = String(255)
 
@@ -51,7 +77,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 #: One row per audit record; ``dedupe_key`` makes writing it again after a crash a no-op and
-#: ``seq`` orders the trail exactly as it was written.
+#: ``seq`` orders the trail exactly as it was written. ``record_hash``, ``chain_seq``,
+#: ``prev_hash`` and ``chain_hash`` are written when the sealer links the record into the
+#: chain (see :mod:`orchestrator.chain`).
 audit_records = Table(
     "audit_records",
     METADATA,
@@ -66,4 +94,29 @@ audit_records = Table(
     Column("provider", ID),
     Column("outcome", String(32), nullable=False),
     Column("detail", JSON, nullable=False, default=dict),
+    Column("record_hash", HASH),
+    Column("chain_seq", BigInteger),
+    Column("prev_hash", HASH),
+    Column("chain_hash", HASH),
+    # Partial: a record is inserted unsealed (NULL), and then costs its insert no index entry.
+    Index(
+        "uq_audit_records_chain_seq",
+        "chain_seq",
+        unique=True,
+        postgresql_where=text("chain_seq IS NOT NULL"),
+        sqlite_where=text("chain_seq IS NOT NULL"),
+    ),
+)
+
+#: The signed checkpoints of the chain: its head (``head_hash`` at position ``count``) at
+#: ``at``, as the JWS ``jws`` states it (the columns are only its copy, for queries).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    METADATA,
+    Column("id", String(36), primary_key=True),
+    Column("at", UTCDateTime(), index=True, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("head_hash", HASH, nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("jws", Text, nullable=False),
 )

@@ -132,6 +132,18 @@ def logout_event(session_id: str, event_id: str | None = None) -> dict[str, Any]
     }
 
 
+def cli_env(data_dir: Path, database_url: str) -> dict[str, str]:
+    """The environment of a CLI run in-process (CliRunner) on ``database_url``: the in-process
+    broker, no protocol handlers, warnings only."""
+    return {
+        "LOGOUT_DATA_DIR": str(data_dir),
+        "LOGOUT_DATABASE_URL": database_url,
+        "LOGOUT_BROKER_URL": "memory://",
+        "LOGOUT_PROTOCOLS": "",
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+
+
 def json_lines(items: Sequence[Mapping[str, Any]]) -> str:
     """One JSON object per line."""
     return "".join(json.dumps(item) + "\n" for item in items)

@@ -19,6 +19,7 @@ from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
 from schemas import AuditType
 from tests.cli_imports import NEVER_ON_READING_COMMANDS, command_modules, loaded_of
+from tests.integration.support import cli_env
 from workers.cli import main
 
 pytestmark = pytest.mark.integration
@@ -52,13 +53,7 @@ def trail(tmp_path: Path, postgres_url: str) -> dict[str, str]:
             write_audit(db, events, at=T0 + timedelta(seconds=1.25))
     finally:
         runtime.close()
-    return {
-        "LOGOUT_DATA_DIR": str(tmp_path),
-        "LOGOUT_DATABASE_URL": postgres_url,
-        "LOGOUT_BROKER_URL": "memory://",
-        "LOGOUT_PROTOCOLS": "",
-        "LOGOUT_LOG_LEVEL": "WARNING",
-    }
+    return cli_env(tmp_path, postgres_url)
 
 
 def _list(env: dict[str, str], *args: str) -> Result:
@@ -113,16 +108,6 @@ def test_audit_list_on_postgresql_loads_core_only(trail: dict[str, str]) -> None
     assert loaded_of(loaded, NEVER_ON_READING_COMMANDS) == []
 
 
-def _trail_env(tmp_path: Path, postgres_url: str) -> dict[str, str]:
-    return {
-        "LOGOUT_DATA_DIR": str(tmp_path),
-        "LOGOUT_DATABASE_URL": postgres_url,
-        "LOGOUT_BROKER_URL": "memory://",
-        "LOGOUT_PROTOCOLS": "",
-        "LOGOUT_LOG_LEVEL": "WARNING",
-    }
-
-
 def _reader_waits(runtime: Runtime) -> bool:
     """Whether a reader is waiting for writers: another connection polls pg_locks for them."""
     with runtime.database() as db:
@@ -164,7 +149,7 @@ def test_after_never_skips_a_record_that_commits_late(
     commits (writers never wait for each other); `audit list --after` started meanwhile waits
     for the first to commit (polling, holding no lock), then lists both in seq order. Every
     record shows up in exactly one page: the late one is never skipped."""
-    env = _trail_env(tmp_path, postgres_url)
+    env = cli_env(tmp_path, postgres_url)
     with started.database.begin() as db:
         _write(db, "first")
     (first,) = _lines(_list(env, "--json"))
@@ -208,7 +193,7 @@ def test_a_writer_open_too_long_stops_the_listing_with_a_sentence(
     """A transaction holding an audit record uncommitted past the wait: `audit list` lists
     nothing, says why in one line, and exits 8; once it commits, the record is listed."""
     monkeypatch.setattr("orchestrator.audit_query.HORIZON_WAIT", 1)
-    env = _trail_env(tmp_path, postgres_url)
+    env = cli_env(tmp_path, postgres_url)
     with started.engine.connect() as held, held.begin():
         _write(held, "held")
         stuck = _list(env, "--json")

@@ -135,6 +135,8 @@ def test_broken_json_list_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 DURATION_SETTINGS = {
     "api_wait_max",
+    "audit_checkpoint_interval",
+    "audit_seal_interval",
     "delivery_max_age",
     "delivery_timeout",
     "expiry_interval",

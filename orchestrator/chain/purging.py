@@ -1,0 +1,58 @@
+"""Retention: delete the oldest records and keep a signed checkpoint where they ended.
+
+The checkpoint (``reason: purge``) signs the chain hash of the last record deleted, at its
+position; the first record left follows exactly that hash, so what remains verifies from
+the checkpoint as it did from the genesis. The purge is itself a record (``audit.purged``),
+and the purge refuses a trail that does not verify first: a signature over a hash that was
+already tampered with would hide the tampering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, delete, func, select
+
+from orchestrator.audit import emit, write_audit
+from orchestrator.chain.checkpoints import Checkpoint, CheckpointKeys, write_checkpoint
+from orchestrator.chain.reading import first_position
+from orchestrator.chain.sealing import ChainHead, chain_head, seal, take_seal_lock
+from orchestrator.store.core import audit_records
+from orchestrator.trail import audit_purged
+
+__all__ = ["Purge", "purge_before"]
+
+_AUDIT = audit_records.c
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """What a purge deleted: ``deleted`` records, positions up to ``through``, and the
+    checkpoint that signs where they ended (None: nothing was old enough)."""
+
+    deleted: int
+    through: int
+    checkpoint: Checkpoint | None
+
+
+def purge_before(
+    engine: Engine, keys: CheckpointKeys, issuer: str, before: datetime, actor: str | None
+) -> Purge:
+    """Delete every sealed record of the chain before the first written at or after
+    ``before``, in one transaction with its checkpoint and its ``audit.purged`` record."""
+    seal(engine)
+    with engine.begin() as db:
+        take_seal_lock(db)
+        end = first_position(db, before)
+        through = chain_head(db).count if end is None else end - 1
+        low = db.scalar(select(func.min(_AUDIT.chain_seq)))
+        if low is None or through < int(low):
+            return Purge(0, through, None)
+        head = db.scalar(select(_AUDIT.chain_hash).where(_AUDIT.chain_seq == through))
+        checkpoint = write_checkpoint(db, keys, issuer, "purge", ChainHead(through, str(head)))
+        deleted = db.execute(delete(audit_records).where(_AUDIT.chain_seq <= through)).rowcount
+        entry = audit_purged(checkpoint.id, before, deleted, through, actor)
+        written = write_audit(db, [entry])
+    emit(written)
+    return Purge(deleted, through, checkpoint)

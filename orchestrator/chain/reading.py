@@ -1,0 +1,103 @@
+"""Reading the sealed chain from the database: records in chain order, in constant memory,
+as the export writes them (one representation for the database, the export and the
+verifier), and the look-ups that explain a break."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import Connection, select
+
+from orchestrator.chain.canonical import CANONICAL_FIELDS, format_at
+from orchestrator.chain.verifying import Owner
+from orchestrator.store.core import audit_records
+
+__all__ = ["CHAIN_FIELDS", "DatabaseLookups", "chain_records", "first_position"]
+
+_AUDIT = audit_records.c
+#: A record's fields in an export, in order: its canonical fields and its chain columns.
+CHAIN_FIELDS: Final = (
+    "chain_seq",
+    *CANONICAL_FIELDS,
+    "record_hash",
+    "prev_hash",
+    "chain_hash",
+)
+_PAGE = 1000
+
+
+def _as_chain_record(row: Any) -> dict[str, Any]:
+    record = {name: row[name] for name in CHAIN_FIELDS if name != "key"}
+    record["key"] = row["dedupe_key"]
+    record["at"] = format_at(row["at"])
+    return record
+
+
+def first_position(db: Connection, since: datetime) -> int | None:
+    """The position of the first sealed record written at or after ``since``."""
+    found = db.scalar(
+        select(_AUDIT.chain_seq)
+        .where(_AUDIT.chain_seq.is_not(None), _AUDIT.at >= since)
+        .order_by(_AUDIT.chain_seq)
+        .limit(1)
+    )
+    return int(found) if found is not None else None
+
+
+def chain_records(
+    db: Connection, *, since: datetime | None = None, until: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every sealed record in chain order, one keyset page at a time: from the first written
+    at or after ``since`` to the one before the first written at or after ``until`` (a
+    contiguous stretch of the chain, whatever the clocks of concurrent writers said)."""
+    last = 0
+    if since is not None:
+        start = first_position(db, since)
+        if start is None:
+            return
+        last = start - 1
+    end = first_position(db, until) if until is not None else None
+    conditions = [] if end is None else [_AUDIT.chain_seq < end]
+    while True:
+        rows = (
+            db.execute(
+                select(audit_records)
+                .where(_AUDIT.chain_seq > last, *conditions)
+                .order_by(_AUDIT.chain_seq)
+                .limit(_PAGE)
+            )
+            .mappings()
+            .all()
+        )
+        for row in rows:
+            yield _as_chain_record(row)
+        if len(rows) < _PAGE:
+            return
+        last = int(rows[-1]["chain_seq"])
+
+
+class DatabaseLookups:
+    """:class:`~orchestrator.chain.verifying.Lookups` on the trail's table."""
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+
+    def owners(self, hashes: set[str]) -> dict[str, Owner]:
+        if not hashes:
+            return {}
+        rows = self._db.execute(
+            select(_AUDIT.chain_hash, _AUDIT.chain_seq, _AUDIT.id).where(
+                _AUDIT.chain_hash.in_(sorted(hashes))
+            )
+        )
+        return {row.chain_hash: Owner(int(row.chain_seq), str(row.id)) for row in rows}
+
+    def followed(self, hashes: set[str]) -> set[str]:
+        if not hashes:
+            return set()
+        rows = self._db.scalars(
+            select(_AUDIT.prev_hash).where(_AUDIT.prev_hash.in_(sorted(hashes))).distinct()
+        )
+        return {str(found) for found in rows}

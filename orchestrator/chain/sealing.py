@@ -1,0 +1,175 @@
+"""The sealer: links committed audit records into the chain, in the order they were written.
+
+Writers do nothing for the chain (:func:`orchestrator.audit.write_audit` is as it was): none
+of them waits for another, nor spends time on hashing, on the fan-out's path. A sealing
+round, run by every worker every ``audit_seal_interval`` and by the commands that read the
+chain, takes the records that no transaction can still be writing (the
+:func:`~orchestrator.audit_query.audit_horizon`) and not yet sealed, in ``seq`` order, and
+gives each the hash of its canonical form (``record_hash``), its position (``chain_seq``, 1,
+2, ...), the chain hash before it (``prev_hash``) and its own (``chain_hash``), one UPDATE
+per page of records. Rounds exclude each
+other: on PostgreSQL by an advisory lock only sealers take (:data:`SEAL_LOCK_KEY`), on SQLite
+by its single writer, and on both by the unique ``chain_seq`` (a round that lost a race
+stops: the winner sealed those records). A record that commits late (a lower ``seq``) is
+below the horizon only once it committed, so the chain's order is ``seq`` order, always.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, bindparam, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator.audit_query import audit_horizon
+from orchestrator.chain.canonical import GENESIS, chain_hash, record_hash
+from orchestrator.store.core import SEAL_LOCK_KEY, audit_checkpoints, audit_records
+
+__all__ = ["SEAL_PAGE", "ChainHead", "chain_head", "seal", "take_seal_lock", "unsealed_fields"]
+
+#: How many records one sealing transaction links.
+SEAL_PAGE = 1000
+
+_AUDIT = audit_records.c
+_SEALING = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=SEAL_LOCK_KEY)
+#: SQLite's writer lock, taken before the round reads the head: a write that changes nothing.
+_SQLITE_WRITER = text("UPDATE audit_checkpoints SET id = id WHERE 1 = 0")
+#: What a record's canonical form is made of, as columns.
+_CANONICAL_COLUMNS = (
+    _AUDIT.id,
+    _AUDIT.at,
+    _AUDIT.type,
+    _AUDIT.event_id,
+    _AUDIT.user_id,
+    _AUDIT.session_id,
+    _AUDIT.provider,
+    _AUDIT.outcome,
+    _AUDIT.detail,
+    _AUDIT.dedupe_key,
+)
+#: One row's link, by ``seq`` (SQLite: executemany, one statement run per row in-process).
+_LINK = (
+    update(audit_records)
+    .where(_AUDIT.seq == bindparam("b_seq"))
+    .values(
+        chain_seq=bindparam("b_chain_seq"),
+        prev_hash=bindparam("b_prev_hash"),
+        chain_hash=bindparam("b_chain_hash"),
+        record_hash=bindparam("b_record_hash"),
+    )
+)
+_LINK_COLUMNS = ("b_seq", "b_chain_seq", "b_prev_hash", "b_chain_hash", "b_record_hash")
+
+
+#: A page of links in one statement on PostgreSQL: five arrays, whatever the page's size
+#: (one cached statement; a VALUES list of 5,000 parameters costs more to build than to run).
+_LINK_ARRAYS = text(
+    "UPDATE audit_records SET chain_seq = links.chain_seq, prev_hash = links.prev_hash, "
+    "chain_hash = links.chain_hash, record_hash = links.record_hash "
+    "FROM unnest(CAST(:b_seq AS bigint[]), CAST(:b_chain_seq AS bigint[]), "
+    "CAST(:b_prev_hash AS text[]), CAST(:b_chain_hash AS text[]), "
+    "CAST(:b_record_hash AS text[])) "
+    "AS links(seq, chain_seq, prev_hash, chain_hash, record_hash) "
+    "WHERE audit_records.seq = links.seq"
+)
+
+
+def _link_page(db: Connection, links: list[dict[str, Any]]) -> None:
+    """Write a page of links: one statement on PostgreSQL, executemany on SQLite."""
+    if db.dialect.name != "postgresql":
+        db.execute(_LINK, links)
+        return
+    db.execute(_LINK_ARRAYS, {name: [link[name] for link in links] for name in _LINK_COLUMNS})
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The chain's last link: ``count`` records sealed so far, the last one's chain hash."""
+
+    count: int
+    hash: str
+
+
+def chain_head(db: Connection) -> ChainHead:
+    """The last sealed record's position and chain hash; when none is left (nothing sealed
+    yet, or a purge removed them all), the latest purge checkpoint's, else the genesis."""
+    row = db.execute(
+        select(_AUDIT.chain_seq, _AUDIT.chain_hash)
+        .where(_AUDIT.chain_seq.is_not(None))
+        .order_by(_AUDIT.chain_seq.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        return ChainHead(int(row.chain_seq), str(row.chain_hash))
+    checkpoint = db.execute(
+        select(audit_checkpoints.c.count, audit_checkpoints.c.head_hash)
+        .where(audit_checkpoints.c.reason == "purge")
+        .order_by(audit_checkpoints.c.count.desc())
+        .limit(1)
+    ).first()
+    if checkpoint is not None:
+        return ChainHead(int(checkpoint[0]), str(checkpoint[1]))
+    return ChainHead(0, GENESIS)
+
+
+def unsealed_fields(row: Any) -> dict[str, Any]:
+    """A row's canonical fields by their canonical names (``key`` for ``dedupe_key``)."""
+    fields = {column.name: row[column.name] for column in _CANONICAL_COLUMNS}
+    fields["key"] = fields.pop("dedupe_key")
+    return fields
+
+
+def take_seal_lock(db: Connection) -> None:
+    """Exclude every other sealing round (and purge) until this transaction ends."""
+    db.execute(_SEALING if db.dialect.name == "postgresql" else _SQLITE_WRITER)
+
+
+def _seal_page(db: Connection, horizon: int | None, page: int) -> int:
+    take_seal_lock(db)
+    head = chain_head(db)
+    # Sealed records are exactly those up to a seq (the chain's order is seq order): start
+    # after the head's, so a round reads no sealed record, however long the trail.
+    after = db.scalar(select(_AUDIT.seq).where(_AUDIT.chain_seq == head.count)) or 0
+    conditions: list[ColumnElement[bool]] = [_AUDIT.seq > after, _AUDIT.chain_seq.is_(None)]
+    if horizon is not None:
+        conditions.append(_AUDIT.seq <= horizon)
+    rows = db.execute(
+        select(_AUDIT.seq, *_CANONICAL_COLUMNS).where(*conditions).order_by(_AUDIT.seq).limit(page)
+    ).mappings()
+    links: list[dict[str, Any]] = []
+    for row in rows:
+        own = record_hash(unsealed_fields(row))
+        linked = chain_hash(head.hash, own)
+        links.append(
+            {
+                "b_seq": row["seq"],
+                "b_chain_seq": head.count + 1,
+                "b_prev_hash": head.hash,
+                "b_chain_hash": linked,
+                "b_record_hash": own,
+            }
+        )
+        head = ChainHead(head.count + 1, linked)
+    if links:
+        _link_page(db, links)
+    return len(links)
+
+
+def seal(engine: Engine, *, page: int = SEAL_PAGE) -> int:
+    """Link every committed, unsealed record into the chain; returns how many were linked.
+
+    Call it outside any transaction that wrote audit records (the horizon waits for them).
+    """
+    with engine.connect() as conn:
+        horizon = audit_horizon(conn)
+    sealed = 0
+    while True:
+        try:
+            with engine.begin() as db:
+                linked = _seal_page(db, horizon, page)
+        except IntegrityError:
+            return sealed  # another round sealed these records first
+        sealed += linked
+        if linked < page:
+            return sealed

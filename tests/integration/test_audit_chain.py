@@ -1,0 +1,398 @@
+"""The audit trail's hash chain on SQLite and PostgreSQL: ``audit verify`` names every
+altered, deleted, inserted and reordered record and a forged checkpoint; ``audit export``
+verifies offline with ``audit verify --file`` (and a tampered export does not); ``audit
+purge`` keeps what remains verifiable; concurrent writers are chained in ``seq`` order."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from click.testing import CliRunner, Result
+from sqlalchemy import Connection, Engine, RowMapping, select, text
+
+from orchestrator import Runtime, Settings
+from orchestrator.audit import AuditEntry, write_audit
+from orchestrator.chain.canonical import chain_hash, record_hash
+from orchestrator.chain.sealing import seal
+from orchestrator.store.core import audit_records
+from orchestrator.store.engine import make_engine
+from orchestrator.store.migrate import alembic_config, upgrade
+from schemas import AuditType
+from tests.integration.support import Stack, cli_env
+from workers.cli import main
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+RECEIVED = AuditType.EVENT_RECEIVED
+FORGED = "f0f0f0f0-0000-4000-8000-000000000000"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def trail(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], Engine]]:
+    """Twelve records an hour apart, sealed, and a checkpoint of them (an export signs one);
+    the CLI's environment and an engine to tamper with."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'trail.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    settings = Settings.load(
+        None, data_dir=tmp_path, database_url=url, broker_url="memory://", protocols=[]
+    )
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        for n in range(12):
+            with runtime.database.begin() as db:
+                entry = AuditEntry(f"n-{n}", RECEIVED, "accepted", session_id=f"s-{n}")
+                write_audit(db, [entry], at=T0 + timedelta(hours=n))
+    finally:
+        runtime.close()
+    env = cli_env(tmp_path, url)
+    assert _run(env, "export", "-o", str(tmp_path / "first.jsonl")).exit_code == 0
+    engine = make_engine(url)
+    try:
+        yield env, engine
+    finally:
+        engine.dispose()
+
+
+def _run(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(main, ["audit", *args], env=env)
+
+
+def _verify(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
+    result = _run(env, "verify", "--json", *args)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _findings(env: dict[str, str], *args: str) -> list[tuple[str, int | None, str | None]]:
+    status, report = _verify(env, *args)
+    assert status == (0 if report["ok"] else 9)
+    return [(f["kind"], f["position"], f["record_id"]) for f in report["findings"]]
+
+
+def _rows(db: Connection) -> list[RowMapping]:
+    """Every record, typed (timestamps aware, detail an object), in chain order."""
+    statement = select(audit_records).order_by(audit_records.c.chain_seq)
+    return list(db.execute(statement).mappings().all())
+
+
+def _ids(engine: Engine) -> dict[int, str]:
+    with engine.connect() as db:
+        rows = db.execute(text("SELECT chain_seq, id FROM audit_records ORDER BY chain_seq"))
+        return {int(row.chain_seq): str(row.id) for row in rows}
+
+
+def _tamper(engine: Engine, *statements: str) -> None:
+    with engine.begin() as db:
+        for statement in statements:
+            db.execute(text(statement))
+
+
+def _move(engine: Engine, source: int, target: int) -> str:
+    return f"UPDATE audit_records SET chain_seq = {target} WHERE chain_seq = {source}"
+
+
+def test_an_untouched_trail_verifies(trail: tuple[dict[str, str], Engine]) -> None:
+    env, _ = trail
+    result = _run(env, "verify")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "verified 12 records (positions 1 to 12) and 1 signed checkpoint: the chain is intact\n"
+    )
+
+
+def test_an_altered_record_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+    env, engine = trail
+    ids = _ids(engine)
+    _tamper(engine, "UPDATE audit_records SET outcome = 'rejected' WHERE chain_seq = 4")
+    assert _findings(env) == [("altered", 4, ids[4])]
+    result = _run(env, "verify")
+    assert result.exit_code == 9
+    assert f"altered: record {ids[4]} at position 4: its content does not hash" in result.stdout
+
+
+def test_a_record_rehashed_after_altering_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+    """Changing a record and its record_hash breaks its chain hash; rewriting every chain hash
+    from there on is caught by the signed checkpoint."""
+    env, engine = trail
+    ids = _ids(engine)
+    with engine.begin() as db:
+        rows = _rows(db)
+        prev = rows[2]["chain_hash"]
+        for row in rows[3:]:
+            own = record_hash({**row, "key": row["dedupe_key"], "outcome": "rejected"})
+            linked = chain_hash(prev, own)
+            db.execute(
+                text(
+                    "UPDATE audit_records SET outcome = 'rejected', record_hash = :own, "
+                    "prev_hash = :prev, chain_hash = :linked WHERE seq = :seq"
+                ),
+                {"own": own, "prev": prev, "linked": linked, "seq": row["seq"]},
+            )
+            prev = linked
+    assert _findings(env) == [("altered", 12, ids[12])]
+
+
+def test_a_deleted_record_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+    env, engine = trail
+    ids = _ids(engine)
+    _tamper(engine, "DELETE FROM audit_records WHERE chain_seq = 6")
+    assert _findings(env) == [("deleted", 7, ids[7])]
+    assert "the record at position 6 is empty" in _run(env, "verify").stdout
+
+
+def test_deleted_and_renumbered_records_are_named(trail: tuple[dict[str, str], Engine]) -> None:
+    """Closing the gap leaves the broken link, and the checkpoint counts one record more."""
+    env, engine = trail
+    ids = _ids(engine)
+    _tamper(
+        engine,
+        "DELETE FROM audit_records WHERE chain_seq = 6",
+        "UPDATE audit_records SET chain_seq = chain_seq + 100 WHERE chain_seq > 6",
+        "UPDATE audit_records SET chain_seq = chain_seq - 101 WHERE chain_seq > 100",
+    )
+    assert _findings(env) == [("deleted", 6, ids[7]), ("deleted", 12, None)]
+
+
+def test_deleted_first_and_last_records_are_named(trail: tuple[dict[str, str], Engine]) -> None:
+    env, engine = trail
+    _tamper(engine, "DELETE FROM audit_records WHERE chain_seq IN (1, 11, 12)")
+    _, report = _verify(env)
+    problems = [f["problem"] for f in report["findings"]]
+    assert [f["kind"] for f in report["findings"]] == ["deleted", "deleted"]
+    assert problems[0].startswith(
+        "the record at position 1 is missing: the trail starts at position 2"
+    )
+    assert problems[1].startswith("the records at positions 11 to 12 are missing: checkpoint")
+
+
+def test_an_inserted_record_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+    """A forged record with consistent hashes, linked after position 5 and the rest moved
+    up: nothing links to it and the next record follows the one before it."""
+    env, engine = trail
+    with engine.begin() as db:
+        before = _rows(db)[4]
+        forged = {
+            **{name: before[name] for name in ("at", "type", "outcome", "session_id")},
+            "id": FORGED,
+            "dedupe_key": "forged",
+            "detail": {"n": 1},
+        }
+        own = record_hash({**forged, "key": "forged"})
+        db.execute(text("UPDATE audit_records SET chain_seq = chain_seq + 100 WHERE chain_seq > 5"))
+        db.execute(
+            text("UPDATE audit_records SET chain_seq = chain_seq - 99 WHERE chain_seq > 100")
+        )
+        db.execute(
+            audit_records.insert().values(
+                **forged,
+                record_hash=own,
+                chain_seq=6,
+                prev_hash=before["chain_hash"],
+                chain_hash=chain_hash(before["chain_hash"], own),
+            )
+        )
+    found = _findings(env)
+    assert ("inserted", 6, FORGED) in found
+    assert {kind for kind, _, _ in found} == {"inserted"}  # the checkpoint's record moved up
+
+
+def test_reordered_records_are_named(trail: tuple[dict[str, str], Engine]) -> None:
+    env, engine = trail
+    ids = _ids(engine)
+    _tamper(engine, _move(engine, 3, -3), _move(engine, 8, 3), _move(engine, -3, 8))
+    found = _findings(env)
+    assert {kind for kind, _, _ in found} == {"reordered"}
+    assert ("reordered", 3, ids[8]) in found
+    assert ("reordered", 8, ids[3]) in found
+
+
+def test_a_forged_checkpoint_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+    """Columns that differ from the JWS, and a JWS signed with another key."""
+    env, engine = trail
+    _tamper(engine, "UPDATE audit_checkpoints SET count = 3")
+    status, report = _verify(env)
+    assert status == 9
+    [finding] = report["findings"]
+    assert finding["kind"] == "forged checkpoint"
+    assert finding["problem"].endswith("its columns differ from what its JWS signs: count")
+    assert report["checkpoints"] == 0
+
+
+def test_export_verifies_offline_and_a_tampered_export_does_not(
+    trail: tuple[dict[str, str], Engine], tmp_path: Path
+) -> None:
+    env, _ = trail
+    jwks = tmp_path / "jwks.json"
+    keys = CliRunner().invoke(main, ["keys", "jwks"], env=env)
+    jwks.write_text(keys.stdout)
+    offline = {**env, "LOGOUT_DATABASE_URL": "sqlite:////nonexistent/never.db"}
+    for fmt in ("jsonl", "csv"):
+        path = tmp_path / f"trail.{fmt}"
+        exported = _run(env, "export", "--format", fmt, "-o", str(path))
+        assert exported.exit_code == 0, exported.output
+        assert exported.stderr == "exported 12 records\n"
+        status, report = _verify(offline, "--file", str(path), "--jwks", str(jwks))
+        assert (status, report["records"], report["checkpoints"]) == (0, 12, 1)
+        text_of = path.read_text()
+        path.write_text(text_of.replace("s-7", "s-8", 1))
+        status, report = _verify(offline, "--file", str(path), "--jwks", str(jwks))
+        assert status == 9
+        assert [(f["kind"], f["position"]) for f in report["findings"]] == [("altered", 8)]
+
+
+def test_export_since_until_is_a_stretch_that_verifies(
+    trail: tuple[dict[str, str], Engine], tmp_path: Path
+) -> None:
+    env, _ = trail
+    path = tmp_path / "part.jsonl"
+    since, until = (T0 + timedelta(hours=3)).isoformat(), (T0 + timedelta(hours=9)).isoformat()
+    result = _run(env, "export", "--since", since, "--until", until, "-o", str(path))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["chain_seq"] for line in lines if line["kind"] == "record"] == list(range(4, 10))
+    status, report = _verify(env, "--file", str(path))
+    assert (status, report["first"], report["last"]) == (0, 4, 9)
+    bad = _run(env, "export", "--until", "yesterday")
+    assert bad.exit_code == 2
+    assert "'--until'" in bad.stderr
+
+
+def test_purge_keeps_what_remains_verifiable(trail: tuple[dict[str, str], Engine]) -> None:
+    env, engine = trail
+    before = (T0 + timedelta(hours=5)).isoformat()
+    result = _run(env, "purge", "--before", before, "--actor", "ops")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("purged 5 records (positions up to 5) written before")
+    assert lines[1] == (
+        "what remains: verified 8 records (positions 6 to 13) and 2 signed checkpoints: "
+        "the chain is intact"
+    )
+    with engine.connect() as db:
+        purged = db.execute(
+            text("SELECT detail FROM audit_records WHERE type = 'audit.purged'")
+        ).scalar_one()
+    detail = json.loads(purged) if isinstance(purged, str) else purged
+    assert (detail["deleted"], detail["through_position"], detail["actor"]) == (5, 5, "ops")
+    assert _findings(env) == []
+    again = _run(env, "purge", "--before", T0.isoformat())
+    assert again.stdout.startswith("nothing to purge")
+
+
+def test_purge_refuses_a_trail_that_does_not_verify(trail: tuple[dict[str, str], Engine]) -> None:
+    env, engine = trail
+    _tamper(engine, "UPDATE audit_records SET outcome = 'x' WHERE chain_seq = 2")
+    result = _run(env, "purge", "--before", (T0 + timedelta(hours=5)).isoformat())
+    assert result.exit_code == 9
+    assert "refused: nothing was purged" in result.stderr
+    assert len(_ids(engine)) == 12
+
+
+def test_concurrent_writers_are_chained_in_seq_order(postgres_url: str, tmp_path: Path) -> None:
+    """Writers in eight threads never wait for a sealer that runs all along; every record ends
+    in the chain once, in seq order, and the chain verifies."""
+    settings = Settings.load(
+        None, data_dir=tmp_path, database_url=postgres_url, broker_url="memory://", protocols=[]
+    )
+    runtime = Runtime.start(settings, handlers={})
+    stop = threading.Event()
+
+    def write(worker: int) -> None:
+        for n in range(40):
+            with runtime.database.begin() as db:
+                write_audit(db, [AuditEntry(f"w{worker}-{n}", RECEIVED, "accepted")])
+
+    def sealing() -> None:
+        while not stop.is_set():
+            seal(runtime.engine)
+
+    sealer = threading.Thread(target=sealing)
+    sealer.start()
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    try:
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+    finally:
+        stop.set()
+        sealer.join()
+    seal(runtime.engine)
+    with runtime.engine.connect() as db:
+        rows = db.execute(text("SELECT seq, chain_seq FROM audit_records ORDER BY seq")).all()
+    runtime.close()
+    assert [row.chain_seq for row in rows] == list(range(1, 321))
+    assert _findings(cli_env(tmp_path, postgres_url)) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0010_up_and_down_and_older_records_are_hashed_when_sealed(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Records written before 0010 get their record hash from the sealer; the downgrade drops
+    the columns and the checkpoints' table."""
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0009_remember_device")
+        old = {"id": "old-1", "dedupe_key": "old-1", "at": T0, "type": "event.received"}
+        with engine.begin() as db:
+            db.execute(audit_records.insert().values(**old, outcome="accepted", detail={}))
+        upgrade(engine)
+        assert seal(engine) == 1
+        with engine.connect() as db:
+            [row] = _rows(db)
+        assert row["record_hash"] == record_hash({**row, "key": "old-1"})
+        assert row["chain_seq"] == 1
+        with engine.connect() as connection:
+            command.downgrade(alembic_config(connection), "0009_remember_device")
+            connection.commit()
+        with engine.connect() as db:
+            columns = db.execute(text("SELECT * FROM audit_records")).mappings().one().keys()
+            assert "chain_hash" not in columns
+            assert "record_hash" not in columns
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_running_workers_seal_and_sign(stack: Stack) -> None:
+    """Two real workers seal every 0.2 s and sign every 0.5 s while records are written: every
+    record ends in the chain once, checkpoints are signed, and the chain verifies."""
+    settings = {"LOGOUT_AUDIT_SEAL_INTERVAL": "200ms", "LOGOUT_AUDIT_CHECKPOINT_INTERVAL": "0.5s"}
+    first, second = stack.start_worker(settings), stack.start_worker(settings)
+    stack.wait_for(
+        lambda: "worker started" in first.output() and "worker started" in second.output(),
+        what="both workers to start",
+    )
+    with stack.runtime(handlers={}) as runtime:
+        for n in range(60):
+            with runtime.database.begin() as db:
+                write_audit(db, [AuditEntry(f"k{n}-{m}", RECEIVED, "accepted") for m in range(3)])
+
+    def sealed() -> bool:
+        with stack.engine.connect() as db:
+            unsealed = db.scalar(text("SELECT count(*) FROM audit_records WHERE chain_seq IS NULL"))
+            signed = db.scalar(text("SELECT max(count) FROM audit_checkpoints"))
+        return bool(unsealed == 0 and signed == 180)
+
+    stack.wait_for(sealed, what="180 records sealed and signed by the workers", timeout=60)
+    result = stack.cli("audit", "verify", "--json")
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["records"], report["findings"]) == (0, 180, [])
+    assert report["checkpoints"] >= 1

@@ -1,0 +1,278 @@
+"""The chain's parts: the canonical form (pinned), the verifier's explanations, checkpoint
+signatures, export reading, the worker's upkeep, and the documented offline procedure."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from click.testing import CliRunner
+
+from orchestrator import Runtime, Settings
+from orchestrator.audit import AuditEntry, write_audit
+from orchestrator.chain.canonical import GENESIS, canonical_form, chain_hash, record_hash
+from orchestrator.chain.checkpoints import (
+    CHECKPOINT_TYPE,
+    Checkpoint,
+    checkpoint_if_due,
+    read_checkpoints,
+    signature_problem,
+)
+from orchestrator.chain.exporting import read_export
+from orchestrator.chain.verifying import ChainVerifier, Owner
+from orchestrator.errors import InputError
+from protocols.oidc import generate_key
+from schemas import AuditType
+from workers.chain_upkeep import ChainUpkeep, checkpoint_keys
+from workers.cli import main
+
+DOCS = Path(__file__).parents[2] / "docs" / "chain.md"
+AT = datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+def test_the_canonical_form_is_pinned() -> None:
+    """Sorted keys, no whitespace, UTF-8 as itself, UTC with microseconds and Z, null."""
+    fields = {
+        "id": "r-1",
+        "at": AT,
+        "type": "event.received",
+        "outcome": "accepted",
+        "key": "event.received:e-1",
+        "event_id": "e-1",
+        "user_id": None,
+        "session_id": "s-1",
+        "provider": None,
+        "detail": {"b": [1, 2.5], "a": "é"},
+    }
+    assert (
+        canonical_form(fields)
+        == (
+            '{"at":"2026-01-31T12:00:00.250000Z","detail":{"a":"é","b":[1,2.5]},"event_id":"e-1",'
+            '"id":"r-1","key":"event.received:e-1","outcome":"accepted","provider":null,'
+            '"session_id":"s-1","type":"event.received","user_id":null}'
+        ).encode()
+    )
+    offset = {**fields, "at": AT.astimezone(UTC).replace(tzinfo=UTC)}
+    assert record_hash(offset) == record_hash({**fields, "at": "2026-01-31T12:00:00.250000Z"})
+    assert chain_hash(GENESIS, "ab") == chain_hash("0" * 64, "ab")
+
+
+def _link(position: int, prev: str, name: str) -> dict[str, Any]:
+    fields = {"id": name, "at": AT, "type": "t", "outcome": "o", "key": name, "detail": {}}
+    own = record_hash(fields)
+    return {**fields, "chain_seq": position, "record_hash": own, "prev_hash": prev,
+            "chain_hash": chain_hash(prev, own)}  # fmt: skip
+
+
+class _Lookups:
+    """The look-ups over a list of records (the database and the export do the same)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def owners(self, hashes: set[str]) -> dict[str, Owner]:
+        return {r["chain_hash"]: Owner(r["chain_seq"], r["id"]) for r in self.rows
+                if r["chain_hash"] in hashes}  # fmt: skip
+
+    def followed(self, hashes: set[str]) -> set[str]:
+        return {r["prev_hash"] for r in self.rows if r["prev_hash"] in hashes}
+
+
+def _chain(count: int) -> list[dict[str, Any]]:
+    rows, prev = [], GENESIS
+    for position in range(1, count + 1):
+        rows.append(_link(position, prev, f"r{position}"))
+        prev = rows[-1]["chain_hash"]
+    return rows
+
+
+def _findings(rows: list[dict[str, Any]]) -> list[tuple[str, int | None, str | None]]:
+    verifier = ChainVerifier([], {})
+    for row in rows:
+        verifier.feed(row)
+    return [(f.kind, f.position, f.record_id) for f in verifier.finish(_Lookups(rows))]
+
+
+def test_an_inserted_record_with_a_made_up_link_is_named_once() -> None:
+    """A record that follows no record, between two that follow each other: inserted, not
+    a deletion before it."""
+    rows = _chain(5)
+    forged = _link(3, "f" * 64, "forged")
+    tampered = rows[:2] + [forged] + [{**r, "chain_seq": r["chain_seq"] + 1} for r in rows[2:]]
+    assert _findings(tampered) == [("inserted", 3, "forged")]
+
+
+def test_adjacent_records_swapped_are_reordered_not_inserted() -> None:
+    rows = _chain(5)
+    swapped = [rows[0], rows[2], rows[1], rows[3], rows[4]]
+    for position, row in enumerate(swapped, start=1):
+        row["chain_seq"] = position
+    found = _findings(swapped)
+    assert {kind for kind, _, _ in found} == {"reordered"}
+    assert ("reordered", 2, "r3") in found
+
+
+def test_a_record_with_empty_chain_columns_is_altered() -> None:
+    rows = _chain(3)
+    rows[1] = {**rows[1], "record_hash": None}
+    assert ("altered", 2, "r2") in _findings(rows)
+
+
+def _signed(claims: dict[str, Any], key: Any, kid: str, typ: str = CHECKPOINT_TYPE) -> str:
+    return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"typ": typ, "kid": kid})
+
+
+def test_checkpoint_signatures(tmp_path: Path) -> None:
+    """Verified with the JWKS; another key under the same kid, an unknown kid, another typ
+    and columns that differ from the claims are each named."""
+    key = generate_key(tmp_path / "keys", "ES256")
+    other = generate_key(tmp_path / "other", "ES256")
+    jwks = {"keys": [key.public_jwk()]}
+    base = Checkpoint("c-1", AT, 3, "a" * 64, "interval", "")
+    claims = base.claims("http://idp")
+    good = Checkpoint(**{**_fields(base), "jws": _signed(claims, key, key.kid)})
+    assert signature_problem(good, jwks) is None
+    cases = {
+        _signed(claims, other, key.kid): f"its signature does not verify with key '{key.kid}'",
+        _signed(claims, key, "nope"): "it is signed with key 'nope', which the JWKS does not hold",
+        _signed(claims, key, key.kid, "x"): "its JWS is not a checkpoint (typ 'x')",
+        "not a jws": "its JWS is not a JWS",
+    }
+    for jws, problem in cases.items():
+        assert signature_problem(Checkpoint(**{**_fields(base), "jws": jws}), jwks) == problem
+    moved = Checkpoint(**{**_fields(good), "count": 4})
+    assert signature_problem(moved, jwks) == "its columns differ from what its JWS signs: count"
+
+
+def _fields(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {name: getattr(checkpoint, name) for name in Checkpoint.__slots__}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json\n", "x.jsonl:1: not JSON: give a file `audit export` wrote"),
+        ('{"kind": "row"}\n', "x.jsonl:1: unknown kind 'row': export, checkpoint or record"),
+        ('{"kind": "record", "chain_seq": 1}\n', "x.jsonl:1: a record line without at, detail"),
+        ("[1]\n", "x.jsonl:1: not a JSON object: give a file `audit export` wrote"),
+    ],
+)
+def test_a_file_that_is_no_export_is_refused_naming_the_line(
+    text: str, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(text)
+    with path.open() as handle, pytest.raises(InputError) as refused:
+        list(read_export("x.jsonl", handle))
+    assert str(refused.value.problems[0]).startswith(problem)
+
+
+def test_the_upkeep_seals_and_signs_when_due(settings: Settings) -> None:
+    """The first run seals and signs; within the interval, or with nothing new, no
+    checkpoint; the JWKS of `keys jwks` verifies it."""
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        with runtime.database.begin() as db:
+            write_audit(db, [AuditEntry(f"k{n}", AuditType.EVENT_RECEIVED, "ok") for n in range(3)])
+        upkeep = ChainUpkeep(settings, runtime.engine)
+        upkeep.run()
+        with runtime.engine.connect() as db:
+            [first] = read_checkpoints(db)
+        assert (first.count, first.reason) == (3, "interval")
+        keys = checkpoint_keys(settings)
+        assert signature_problem(first, keys.jwks) is None
+        with runtime.database.begin() as db:
+            write_audit(db, [AuditEntry("k9", AuditType.EVENT_RECEIVED, "ok")])
+        upkeep.run()
+        assert checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 3600.0) is None
+        assert checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 0.001) is not None
+        assert checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 0.001) is None
+        with runtime.engine.connect() as db:
+            assert [cp.count for cp in read_checkpoints(db)] == [3, 4]
+    finally:
+        runtime.close()
+
+
+def _procedure() -> str:
+    """The offline procedure as docs/chain.md gives it."""
+    found = re.search(r"<!-- offline procedure -->\n```python\n(.*?)```", DOCS.read_text(), re.S)
+    assert found is not None, "docs/chain.md lost its offline procedure"
+    return found.group(1)
+
+
+def test_the_documented_offline_procedure_verifies_an_export(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The ~20 lines of docs/chain.md find an export intact, and name a changed record and a
+    cut tail."""
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        with runtime.database.begin() as db:
+            entries = [
+                AuditEntry(f"k{n}", AuditType.SESSION_ENDED, "ended", session_id=f"s{n}")
+                for n in range(5)
+            ]
+            write_audit(db, entries, at=AT + timedelta(seconds=1))
+    finally:
+        runtime.close()
+    env = {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": settings.database_url,
+        "LOGOUT_BROKER_URL": "memory://",
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+    export, jwks = tmp_path / "trail.jsonl", tmp_path / "jwks.json"
+    assert CliRunner().invoke(main, ["audit", "export", "-o", str(export)], env=env).exit_code == 0
+    jwks.write_text(CliRunner().invoke(main, ["keys", "jwks"], env=env).stdout)
+    script = tmp_path / "verify_export.py"
+    script.write_text(_procedure())
+
+    def run(path: Path) -> str:
+        done = subprocess.run(
+            [sys.executable, str(script), str(path), str(jwks)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    assert run(export) == "intact up to position 5, 1 checkpoints\n"
+    lines = export.read_text().splitlines()
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("\n".join(line.replace('"s2"', '"s3"') for line in lines) + "\n")
+    record = json.loads(lines[-3])
+    assert run(changed) == f"broken at position 3 record {record['id']}\n1 broken\n"
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(lines[:-1]) + "\n")
+    assert run(cut) == "1 broken\n"
+
+
+def test_bad_options_are_refused_naming_them(tmp_path: Path) -> None:
+    """A JWKS that is none, a missing export, --since with --file and a bad --before: each a
+    message naming the option or file, exit 2, no traceback."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "WARNING"}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": 3}')
+    export = tmp_path / "trail.jsonl"
+    export.write_text("")
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["audit", *args], env=env)
+        return result.exit_code, result.stderr
+
+    status, said = run("verify", "--file", str(export), "--jwks", str(jwks))
+    assert status == 2
+    assert "not a JWKS (a JSON object with keys); give what `keys jwks` prints" in said
+    jwks.write_text('{"keys": []}')
+    status, said = run("verify", "--file", str(tmp_path / "none.jsonl"), "--jwks", str(jwks))
+    assert (status, "no such file; give an export's path" in said) == (2, True)
+    assert run("verify", "--file", str(export), "--jwks", str(jwks))[0] == 0  # empty: intact
+    status, said = run("verify", "--file", str(export), "--since", "2026-01-01")
+    assert (status, "--since is for the database" in said) == (2, True)
+    status, said = run("purge", "--before", "last week")
+    assert (status, "'--before'" in said) == (2, True)

@@ -1,0 +1,186 @@
+"""``audit verify``, ``audit export`` and ``audit purge``: the chain's commands.
+
+They never migrate (an older schema exits 7: run ``db upgrade``); each seals what is
+committed first (:mod:`orchestrator.chain.sealing`), so what they read is the whole trail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from orchestrator.audit_query import parse_timestamp
+from orchestrator.errors import InputError, Problem
+from workers.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from orchestrator.chain.checking import Verification
+    from orchestrator.chain.checkpoints import CheckpointKeys
+    from orchestrator.settings import Settings
+
+__all__ = ["export_command", "purge_command", "timestamp_option", "verify_command"]
+
+
+def timestamp_option(text: str | None, option: str) -> datetime | None:
+    """``--<option>`` as a timestamp; a bad one is click's usage error naming the option."""
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(text)
+    except InputError as exc:
+        message = exc.problems[0].message
+        raise click.BadParameter(message, param_hint=f"'--{option}'") from None
+
+
+def _engine(settings: Settings) -> Any:
+    from orchestrator.store.reading import reading_engine
+
+    return reading_engine(settings.effective_database_url, settings.origin("database_url"))
+
+
+def _keys(settings: Settings, jwks_path: str | None) -> CheckpointKeys:
+    from orchestrator.chain.checkpoints import CheckpointKeys
+    from workers.chain_upkeep import checkpoint_keys
+
+    if jwks_path is None:
+        return checkpoint_keys(settings)
+    from workers.cli.base import read_input
+
+    try:
+        jwks = json.loads(read_input(jwks_path))
+    except ValueError:
+        jwks = None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        problem = "not a JWKS (a JSON object with keys); give what `keys jwks` prints"
+        raise InputError([Problem(jwks_path, "jwks", problem)])
+    return CheckpointKeys(None, jwks)
+
+
+def _span(found: Verification) -> str:
+    if found.first is None:
+        return "no records"
+    return f"{found.records:,} records (positions {found.first:,} to {found.last:,})"
+
+
+def report(found: Verification, as_json: bool, out: Callable[[str], None]) -> bool:
+    """Print what a verification found; True when the chain verifies."""
+    if as_json:
+        document = {
+            "ok": not found.findings,
+            "records": found.records,
+            "first": found.first,
+            "last": found.last,
+            "checkpoints": found.checkpoints,
+            "findings": [finding.as_json() for finding in found.findings],
+        }
+        out(json.dumps(document))
+        return not found.findings
+    signed = f"{found.checkpoints} signed checkpoint{'s' if found.checkpoints != 1 else ''}"
+    if not found.findings:
+        out(f"verified {_span(found)} and {signed}: the chain is intact")
+        return True
+    out(f"{len(found.findings)} problem(s) in {_span(found)}, {signed}:")
+    for finding in found.findings:
+        out(f"  {finding}")
+    return False
+
+
+def verify_command(
+    settings: Settings,
+    *,
+    since: str | None,
+    file: str | None,
+    jwks_path: str | None,
+    as_json: bool,
+) -> int:
+    """Verify the database's chain (or an export, offline); returns the exit status."""
+    from orchestrator.chain.checking import verify_database, verify_export
+
+    start = timestamp_option(since, "since")
+    if file is not None and start is not None:
+        raise click.UsageError("--since is for the database; an export holds what it holds")
+    keys = _keys(settings, jwks_path)
+    if file is not None:
+        path = file
+
+        def opener() -> IO[str]:
+            if not Path(path).is_file():
+                raise InputError([Problem(path, "file", "no such file; give an export's path")])
+            return open(path, encoding="utf-8")
+
+        found = verify_export(path, opener, keys.jwks)
+    else:
+        engine = _engine(settings)
+        try:
+            found = verify_database(engine, keys, since=start)
+        finally:
+            engine.dispose()
+    intact = report(found, as_json, click.echo)
+    return int(ExitCode.OK if intact else ExitCode.TRAIL_BROKEN)
+
+
+def export_command(
+    settings: Settings, *, fmt: str, since: str | None, until: str | None, output: str | None
+) -> None:
+    """Stream the export to ``output`` (default standard output); the count to stderr."""
+    from orchestrator.chain.checking import export_trail
+    from workers.chain_upkeep import checkpoint_keys
+
+    start, end = timestamp_option(since, "since"), timestamp_option(until, "until")
+    engine = _engine(settings)
+    target: AbstractContextManager[IO[str]] = (
+        nullcontext(sys.stdout) if output in (None, "-") else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    )
+    try:
+        with target as out:
+            keys = checkpoint_keys(settings)
+            written = export_trail(engine, out, fmt, keys, settings.issuer, since=start, until=end)
+    except BrokenPipeError:  # a reader that stopped early (``| head``) wants no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    finally:
+        engine.dispose()
+    click.echo(f"exported {written:,} records", err=True)
+
+
+def purge_command(settings: Settings, *, before: str, actor: str | None) -> int:
+    """Verify, purge, verify what remains; returns the exit status."""
+    from orchestrator.chain.checking import verify_database
+    from orchestrator.chain.purging import purge_before
+    from workers.chain_upkeep import checkpoint_keys
+
+    cutoff = timestamp_option(before, "before")
+    assert cutoff is not None
+    keys = checkpoint_keys(settings)
+    engine = _engine(settings)
+    try:
+        found = verify_database(engine, keys)
+        if found.findings:
+            report(found, False, lambda line: click.echo(line, err=True))
+            click.echo(
+                "refused: nothing was purged; a purge would sign a tampered chain "
+                "(export it and find out what happened first)",
+                err=True,
+            )
+            return int(ExitCode.TRAIL_BROKEN)
+        done = purge_before(engine, keys, settings.issuer, cutoff, actor)
+        if done.checkpoint is None:
+            click.echo(f"nothing to purge: no record of the chain was written before {before}")
+            return int(ExitCode.OK)
+        click.echo(
+            f"purged {done.deleted:,} records (positions up to {done.through:,}) written "
+            f"before {before}; checkpoint {done.checkpoint.id} signs position {done.through:,}"
+        )
+        remaining = verify_database(engine, keys)
+    finally:
+        engine.dispose()
+    intact = report(remaining, False, lambda line: click.echo(f"what remains: {line}"))
+    return int(ExitCode.OK if intact else ExitCode.TRAIL_BROKEN)
