@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import openapi_document
 from api.problems import exception_handlers, problem_response
-from api.routes import events, health, logouts, sessions
+from api.routes import events, health, logouts, sessions, ssf
 from api.service import Service
 from orchestrator.metrics import observe_request
 from orchestrator.settings import Settings
@@ -102,6 +102,7 @@ def create_app(
         *logouts.routes(service),
         *sessions.routes(service),
         *health.routes(service),
+        *ssf.routes(service),
         Route("/v1/openapi.json", openapi, methods=["GET"], name="openapi"),
     ]
     try:

@@ -7,7 +7,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -69,6 +69,15 @@ class SsfSettings(BaseModel):
         "Default: the keys generated into <data_dir>/oidc-keys",
     )
     active_kid: str | None = Field(default=None, description="kid of the signing key")
+    default_subjects: Literal["ALL", "NONE"] = Field(
+        default="NONE",
+        description="what a stream registered over HTTP hears of before it adds subjects: "
+        "every user's sessions (ALL) or none (NONE)",
+    )
+    stream_allow_http: bool = Field(
+        default=False,
+        description="let streams registered over HTTP push to http:// endpoints (development)",
+    )
 
     _lists = field_validator("key_files", mode="before")(text_list)
 
@@ -97,6 +106,13 @@ class StreamSettings(BaseModel):
     status: StreamStatus = StreamStatus.ENABLED
     description: str | None = Field(default=None, max_length=512)
     allow_http: bool = False
+    owner: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the API token (its name) that registered the stream over HTTP and alone "
+        "sees and changes it; none for a stream of the providers file",
+    )
+    status_reason: str | None = Field(default=None, max_length=512)
 
     _uri_form = field_validator("endpoint_url")(uri_form)
 
