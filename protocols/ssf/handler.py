@@ -17,7 +17,7 @@ from protocols.base import (
     ProviderSessionInfo,
 )
 from protocols.keyfiles import KeyDirectory
-from protocols.oidc.keys import KeyRing
+from protocols.oidc.keys import host_key_ring, pending_key_directories
 from protocols.ssf.push import classify_push, push_request
 from protocols.ssf.settings import (
     SsfIdentifiers,
@@ -42,20 +42,17 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
 
     def __init__(self, settings: SsfSettings, host: HostInfo) -> None:
         super().__init__(settings, host)
-        # The logout tokens' directory: with no key_files, SETs and logout tokens share keys.
-        self.keys = KeyRing(settings.key_files, host.data_dir / "oidc-keys", settings.active_kid)
-        if settings.key_files:
-            self.keys.load()
+        # With no key_files, SETs and logout tokens are signed with the generated keys alike.
+        self.keys = host_key_ring(settings.key_files, host.data_dir, settings.active_kid)
 
     def start(self) -> None:
         """Load the signing keys, generating the default one when there is none."""
         self.keys.load()
 
     def key_directories(self) -> list[KeyDirectory]:
-        directory = self.host.data_dir / "oidc-keys"
-        if self.settings.key_files or any(directory.glob("*.pem")):
-            return []
-        return [KeyDirectory(directory, "key_files of [protocols.ssf] (LOGOUT_SSF_KEY_FILES)")]
+        """``<data_dir>/oidc-keys`` when a signing key will be generated there."""
+        setting = "key_files of [protocols.ssf] (LOGOUT_SSF_KEY_FILES)"
+        return pending_key_directories(self.settings.key_files, self.host.data_dir, setting)
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_stream_settings(provider, settings)

@@ -6,16 +6,21 @@ subject added over HTTP reached by a worker's logout."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .api_server import ApiServer, start_api
+from .api_server import ApiServer
 from .ssf_receiver import Receiver
 from .support import LoopbackServers, Stack, deliveries, logout_event, publish, wait_settled
 from .test_saml import DELIVERY_SETTINGS
-from .test_ssf_transmitter import ENV, ISSUER, USER, receivers  # noqa: F401 - a fixture
+from .test_ssf_transmitter import (  # noqa: F401 - receivers and service: fixtures
+    ENV,
+    ISSUER,
+    USER,
+    receivers,
+    service,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +29,10 @@ SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-r
 
 
 @pytest.fixture
-def api(stack: Stack) -> Iterator[ApiServer]:
-    stack.protocols = ["oidc", "ssf"]
-    server = start_api(stack, ENV)
-    try:
-        yield server
-    finally:
-        server.stop()
+def api(request: pytest.FixtureRequest) -> ApiServer:
+    """The running service of the transmitter's tests (its ``service`` fixture)."""
+    server: ApiServer = request.getfixturevalue("service")
+    return server
 
 
 @pytest.fixture
