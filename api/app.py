@@ -91,7 +91,7 @@ def create_app(
     default when ``auto_migrate``) and builds the broker now; closes them when the app shuts
     down."""
     service = Service.start(settings, migrate=migrate)
-    document = openapi_document(settings.api_wait_max)
+    document = openapi_document(settings.api_wait_max, ssf="ssf" in service.runtime.handlers)
 
     async def openapi(request: Request) -> Response:
         service.auth.require(request, "read")

@@ -19,6 +19,7 @@ from api.models import (
     SeenAnswer,
     SessionAnswer,
 )
+from api.ssf_streams import StatusUpdate, StreamRequest, SubjectRequest, VerifyRequest
 from schemas import Event, LogoutPlan, SessionStarted
 
 __all__ = ["openapi_document"]
@@ -36,6 +37,10 @@ _MODELS: Final = (
     SeenAnswer,
     SessionAnswer,
     SessionStarted,
+    StatusUpdate,
+    StreamRequest,
+    SubjectRequest,
+    VerifyRequest,
 )
 
 
@@ -62,9 +67,11 @@ def _problems(*statuses: int) -> dict[str, Any]:
         401: "no token, or not a configured one",
         403: "the token lacks the scope",
         404: "not found",
+        409: "the resource's state forbids it",
         413: "the body exceeds api_body_limit",
         415: "not a JSON body",
         422: "input refused: errors names each field",
+        502: "the receiver refused what was pushed to it",
         503: "a server it needs does not answer, or it is not configured",
     }
     problem = {"content": {"application/problem+json": {"schema": _ref("ProblemBody")}}}
@@ -107,8 +114,117 @@ def _wait(most: float) -> dict[str, Any]:
     }
 
 
-def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
-    """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``)."""
+def _ssf_paths() -> dict[str, Any]:
+    """The Shared Signals transmitter's routes (:mod:`api.routes.ssf`)."""
+    scope = "ssf:streams"
+    anything = {"type": "object"}
+    stream_id = {
+        "name": "stream_id",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+
+    def body(model: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+    config = _json(anything, "the stream configuration (SSF 1.0 §8.1.1)")
+    changed = (404, 413, 415, 422)
+    return {
+        "/.well-known/ssf-configuration": {
+            "get": _operation("SSF transmitter metadata", None, {"200": _json(anything, "it")})
+        },
+        "/v1/ssf/jwks.json": {
+            "get": _operation(
+                "The keys SETs are signed with", None, {"200": _json(anything, "JWKS")}
+            )
+        },
+        "/v1/ssf/stream": {
+            "post": _operation(
+                "Register a stream",
+                scope,
+                {"201": config},
+                body=body("StreamRequest"),
+                errors=(413, 415, 422),
+            ),
+            "get": _operation(
+                "One of the token's streams, or all",
+                scope,
+                {"200": config},
+                parameters=[stream_id],
+                errors=(404,),
+            ),
+            "patch": _operation(
+                "Update a stream",
+                scope,
+                {"200": config},
+                body=body("StreamRequest"),
+                errors=changed,
+            ),
+            "put": _operation(
+                "Replace a stream",
+                scope,
+                {"200": config},
+                body=body("StreamRequest"),
+                errors=changed,
+            ),
+            "delete": _operation(
+                "Delete a stream",
+                scope,
+                {"204": {"description": "deleted"}},
+                parameters=[{**stream_id, "required": True}],
+                errors=(404, 422),
+            ),
+        },
+        "/v1/ssf/status": {
+            "get": _operation(
+                "A stream's status",
+                scope,
+                {"200": _json(anything, "the status")},
+                parameters=[{**stream_id, "required": True}],
+                errors=(404, 422),
+            ),
+            "post": _operation(
+                "Enable, pause or disable a stream",
+                scope,
+                {"200": _json(anything, "the status")},
+                body=body("StatusUpdate"),
+                errors=changed,
+            ),
+        },
+        "/v1/ssf/subjects/add": {
+            "post": _operation(
+                "Tell the stream of a user's ended sessions",
+                scope,
+                {"200": {"description": "added"}},
+                body=body("SubjectRequest"),
+                errors=changed,
+            )
+        },
+        "/v1/ssf/subjects/remove": {
+            "post": _operation(
+                "Stop telling the stream of a user",
+                scope,
+                {"204": {"description": "removed"}},
+                body=body("SubjectRequest"),
+                errors=changed,
+            )
+        },
+        "/v1/ssf/verify": {
+            "post": _operation(
+                "Push the verification SET to the stream",
+                scope,
+                {"204": {"description": "the receiver accepted it"}},
+                body=body("VerifyRequest"),
+                errors=(*changed, 409, 502),
+            )
+        },
+    }
+
+
+def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, Any]:
+    """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``);
+    ``ssf``: the Shared Signals routes are served (the ``ssf`` handler is enabled)."""
     event = _ref("Event")
     body_errors = (413, 415, 422)
     session_id = _path("session_id", {"type": "string", "minLength": 1, "maxLength": 255})
@@ -216,6 +332,8 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
             )
         },
     }
+    if ssf:
+        paths.update(_ssf_paths())
     return {
         "openapi": "3.1.0",
         "info": {
