@@ -90,7 +90,7 @@ def test_metadata_and_jwks_are_public(api: ApiServer, stack: Stack) -> None:
 def test_stream_management_needs_the_scope(api: ApiServer) -> None:
     with api.client() as client:
         assert client.get(STREAM).status_code == 401
-    with api.client("all") as client:
+    with api.client("read") as client:
         answer = client.get(STREAM)
     assert answer.status_code == 403
     assert "ssf:streams" in answer.json()["detail"]
