@@ -27,7 +27,7 @@ from protocols.ssf.settings import (
 )
 from protocols.ssf.tokens import session_revoked_claims, sign_set, subject, verification_claims
 from protocols.validation import stored_identifiers
-from schemas.errors import PermanentDeliveryError, Problem
+from schemas.errors import PermanentDeliveryError
 
 __all__ = ["SsfHandler"]
 
@@ -60,12 +60,6 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
     def outgoing_urls(self, settings: Any) -> dict[str, str]:
         stream: StreamSettings = settings
         return {"endpoint_url": stream.endpoint_url}
-
-    def validate_provider_session(
-        self, provider: ProviderInfo, identifiers: SsfIdentifiers
-    ) -> list[Problem]:
-        """An ``email`` stream needs an email unless the user id is one (checked when sent)."""
-        return []
 
     def signed_set(
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
