@@ -17,6 +17,7 @@ from starlette.routing import Route
 from api.body import read_model
 from api.service import Service
 from api.ssf_streams import StatusUpdate, StreamRequest, Streams, SubjectRequest, VerifyRequest
+from orchestrator.handlers import start_each
 from protocols.ssf import PUSH_DELIVERY, SsfHandler
 from schemas.errors import InputError, Problem
 
@@ -60,7 +61,7 @@ def routes(service: Service) -> list[Route]:
     handler = service.runtime.handlers.get("ssf")
     if not isinstance(handler, SsfHandler):
         return []
-    handler.start()  # the signing keys, loaded (or generated) now, not on a request
+    start_each({"ssf": handler})  # the signing keys, loaded (or generated) now, not on a request
     streams = Streams(service.runtime, handler)
     limit = service.settings.api_body_limit
 
