@@ -88,7 +88,7 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
             txn=context.event_id,
             event_type=context.event_type,
             initiator=context.initiator,
-            occurred=context.now,
+            occurred=context.occurred_at or context.now,
         )
         return sign_set(claims, self.keys.active)
 

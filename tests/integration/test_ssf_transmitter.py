@@ -6,6 +6,7 @@ logout; the receiver's RFC 8935 answers end or retry the delivery as any other."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -124,6 +125,8 @@ def test_every_subject_format_passes_an_independent_receiver(
         transactions.add(judged.claims["txn"])
         [event_claims] = judged.claims["events"].values()
         assert event_claims["initiating_entity"] == "user"
+        occurred = datetime.fromisoformat(event["occurred_at"])
+        assert event_claims["event_timestamp"] == int(occurred.timestamp())
     assert transactions == {event["event_id"]}
     assert subjects == {
         "iss_sub": {"format": "iss_sub", "iss": ISSUER, "sub": "u-42"},
@@ -174,6 +177,12 @@ def test_receiver_errors_fail_or_retry_the_delivery(
     assert len(refusing.pushes()) == 1
     assert len(busy.pushes()) == 2
     assert all(j.problems == [] for j in [*refusing.pushes(), *busy.pushes()])
+    stamps = {
+        event_claims["event_timestamp"]
+        for judged in busy.pushes()
+        for event_claims in judged.claims["events"].values()
+    }
+    assert stamps == {int(datetime.fromisoformat(event["occurred_at"]).timestamp())}
     failed = audit_rows(stack, event["event_id"], "delivery.failed")
     assert [r.provider for r in failed] == ["refusing"]
     retrying = audit_rows(stack, event["event_id"], "delivery.retrying")

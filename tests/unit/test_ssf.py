@@ -4,6 +4,7 @@ JOSE library), subject formats, and what a receiver's answer means (RFC 8935).""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,16 @@ def test_session_revoked_set(handler: SsfHandler) -> None:
     }
     again = handler.backchannel_request(stream, _session(), _context())
     assert _verify(again.content.decode(), handler.jwks())[1]["jti"] != claims["jti"]
+
+
+def test_event_timestamp_is_when_the_event_happened(handler: SsfHandler) -> None:
+    """The event's ``occurred_at`` when the host knows it, else the attempt's time."""
+    happened = datetime(2026, 11, 29, 11, 58, 30, tzinfo=UTC)
+    known = replace(_context(), occurred_at=happened)
+    for context, expected in ((known, happened), (_context(), NOW)):
+        token = handler.signed_set(_stream(handler), _session(), context)
+        [event] = _verify(token, handler.jwks())[1]["events"].values()
+        assert event["event_timestamp"] == int(expected.timestamp())
 
 
 def test_sets_share_the_logout_token_keys(handler: SsfHandler, tmp_path: Path) -> None:
