@@ -114,112 +114,88 @@ def _wait(most: float) -> dict[str, Any]:
     }
 
 
+#: The Shared Signals routes (:mod:`api.routes.ssf`), scope ``ssf:streams``: path, method,
+#: summary, success status and what it answers, the request body's model or the query's
+#: ``stream_id`` (``"required"``, ``"optional"``), and the problems besides 401 and 403.
+_SSF_OPERATIONS: Final = (
+    ("/v1/ssf/stream", "post", "Register a stream", "201", "configuration", "StreamRequest", ()),
+    (
+        "/v1/ssf/stream",
+        "get",
+        "One of the token's streams, or all",
+        "200",
+        "configuration",
+        "optional",
+        (404,),
+    ),
+    ("/v1/ssf/stream", "patch", "Update a stream", "200", "configuration", "StreamRequest", (404,)),
+    ("/v1/ssf/stream", "put", "Replace a stream", "200", "configuration", "StreamRequest", (404,)),
+    ("/v1/ssf/stream", "delete", "Delete a stream", "204", "", "required", (404,)),
+    ("/v1/ssf/status", "get", "A stream's status", "200", "status", "required", (404,)),
+    (
+        "/v1/ssf/status",
+        "post",
+        "Enable, pause or disable a stream",
+        "200",
+        "status",
+        "StatusUpdate",
+        (404,),
+    ),
+    (
+        "/v1/ssf/subjects/add",
+        "post",
+        "Tell the stream of a user's ended sessions",
+        "200",
+        "",
+        "SubjectRequest",
+        (404,),
+    ),
+    (
+        "/v1/ssf/subjects/remove",
+        "post",
+        "Stop telling the stream of a user",
+        "204",
+        "",
+        "SubjectRequest",
+        (404,),
+    ),
+    (
+        "/v1/ssf/verify",
+        "post",
+        "Push the verification SET to the stream",
+        "204",
+        "",
+        "VerifyRequest",
+        (404, 409, 502),
+    ),
+)
+
+
 def _ssf_paths() -> dict[str, Any]:
-    """The Shared Signals transmitter's routes (:mod:`api.routes.ssf`)."""
-    scope = "ssf:streams"
+    """The Shared Signals transmitter's routes."""
     anything = {"type": "object"}
-    stream_id = {
-        "name": "stream_id",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-    }
-
-    def body(model: str) -> dict[str, Any]:
-        return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
-
-    config = _json(anything, "the stream configuration (SSF 1.0 §8.1.1)")
-    changed = (404, 413, 415, 422)
-    return {
+    paths: dict[str, Any] = {
         "/.well-known/ssf-configuration": {
             "get": _operation("SSF transmitter metadata", None, {"200": _json(anything, "it")})
         },
         "/v1/ssf/jwks.json": {
-            "get": _operation(
-                "The keys SETs are signed with", None, {"200": _json(anything, "JWKS")}
-            )
-        },
-        "/v1/ssf/stream": {
-            "post": _operation(
-                "Register a stream",
-                scope,
-                {"201": config},
-                body=body("StreamRequest"),
-                errors=(413, 415, 422),
-            ),
-            "get": _operation(
-                "One of the token's streams, or all",
-                scope,
-                {"200": config},
-                parameters=[stream_id],
-                errors=(404,),
-            ),
-            "patch": _operation(
-                "Update a stream",
-                scope,
-                {"200": config},
-                body=body("StreamRequest"),
-                errors=changed,
-            ),
-            "put": _operation(
-                "Replace a stream",
-                scope,
-                {"200": config},
-                body=body("StreamRequest"),
-                errors=changed,
-            ),
-            "delete": _operation(
-                "Delete a stream",
-                scope,
-                {"204": {"description": "deleted"}},
-                parameters=[{**stream_id, "required": True}],
-                errors=(404, 422),
-            ),
-        },
-        "/v1/ssf/status": {
-            "get": _operation(
-                "A stream's status",
-                scope,
-                {"200": _json(anything, "the status")},
-                parameters=[{**stream_id, "required": True}],
-                errors=(404, 422),
-            ),
-            "post": _operation(
-                "Enable, pause or disable a stream",
-                scope,
-                {"200": _json(anything, "the status")},
-                body=body("StatusUpdate"),
-                errors=changed,
-            ),
-        },
-        "/v1/ssf/subjects/add": {
-            "post": _operation(
-                "Tell the stream of a user's ended sessions",
-                scope,
-                {"200": {"description": "added"}},
-                body=body("SubjectRequest"),
-                errors=changed,
-            )
-        },
-        "/v1/ssf/subjects/remove": {
-            "post": _operation(
-                "Stop telling the stream of a user",
-                scope,
-                {"204": {"description": "removed"}},
-                body=body("SubjectRequest"),
-                errors=changed,
-            )
-        },
-        "/v1/ssf/verify": {
-            "post": _operation(
-                "Push the verification SET to the stream",
-                scope,
-                {"204": {"description": "the receiver accepted it"}},
-                body=body("VerifyRequest"),
-                errors=(*changed, 409, 502),
-            )
+            "get": _operation("The keys SETs are signed with", None, {"200": _json(anything, "it")})
         },
     }
+    for path, method, summary, status, answer, given, errors in _SSF_OPERATIONS:
+        success = _json(anything, f"the {answer}") if answer else {"description": "done"}
+        extra: dict[str, Any] = {}
+        if given in ("required", "optional"):
+            query = {"name": "stream_id", "in": "query", "schema": {"type": "string"}}
+            extra["parameters"] = [{**query, "required": given == "required"}]
+            errors = (*errors, 422) if given == "required" else errors
+        else:
+            schema = {"application/json": {"schema": _ref(given)}}
+            extra["body"] = {"required": True, "content": schema}
+            errors = (*errors, 413, 415, 422)
+        operation = _operation(summary, "ssf:streams", {status: success}, **extra, errors=errors)
+        paths.setdefault(path, {})[method] = operation
+    return paths
 
 
 def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, Any]:
