@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import openapi_document
 from api.problems import exception_handlers, problem_response
-from api.routes import events, health, logouts, operations, sessions, users
+from api.routes import events, health, logouts, operations, sessions, ssf, users
 from api.service import Service
 from orchestrator.metrics import observe_request
 from orchestrator.settings import Settings
@@ -91,7 +91,7 @@ def create_app(
     default when ``auto_migrate``) and builds the broker now; closes them when the app shuts
     down."""
     service = Service.start(settings, migrate=migrate)
-    document = openapi_document(settings.api_wait_max)
+    document = openapi_document(settings.api_wait_max, ssf="ssf" in service.runtime.handlers)
 
     async def openapi(request: Request) -> Response:
         service.auth.require(request, "read")
@@ -104,6 +104,7 @@ def create_app(
         *users.routes(service),
         *operations.routes(service),
         *health.routes(service),
+        *ssf.routes(service),
         Route("/v1/openapi.json", openapi, methods=["GET"], name="openapi"),
     ]
     try:

@@ -25,6 +25,7 @@ from api.models import (
     SessionAnswer,
     UserSessions,
 )
+from api.ssf_streams import StatusUpdate, StreamRequest, SubjectRequest, VerifyRequest
 from schemas import DeviceQuestion, Event, LogoutPlan, SessionStarted
 
 __all__ = ["openapi_document"]
@@ -49,6 +50,10 @@ _MODELS: Final = (
     SessionAnswer,
     SessionStarted,
     UserSessions,
+    StatusUpdate,
+    StreamRequest,
+    SubjectRequest,
+    VerifyRequest,
 )
 
 
@@ -75,9 +80,11 @@ def _problems(*statuses: int) -> dict[str, Any]:
         401: "no token, or not a configured one",
         403: "the token lacks the scope",
         404: "not found",
+        409: "the resource's state forbids it",
         413: "the body exceeds api_body_limit",
         415: "not a JSON body",
         422: "input refused: errors names each field",
+        502: "the receiver refused what was pushed to it",
         503: "a server it needs does not answer, or it is not configured",
     }
     problem = {"content": {"application/problem+json": {"schema": _ref("ProblemBody")}}}
@@ -210,8 +217,93 @@ def _operator_paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
-    """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``)."""
+#: The Shared Signals routes (:mod:`api.routes.ssf`), scope ``ssf:streams``: path, method,
+#: summary, success status and what it answers, the request body's model or the query's
+#: ``stream_id`` (``"required"``, ``"optional"``), and the problems besides 401 and 403.
+_SSF_OPERATIONS: Final = (
+    ("/v1/ssf/stream", "post", "Register a stream", "201", "configuration", "StreamRequest", ()),
+    (
+        "/v1/ssf/stream",
+        "get",
+        "One of the token's streams, or all",
+        "200",
+        "configuration",
+        "optional",
+        (404,),
+    ),
+    ("/v1/ssf/stream", "patch", "Update a stream", "200", "configuration", "StreamRequest", (404,)),
+    ("/v1/ssf/stream", "put", "Replace a stream", "200", "configuration", "StreamRequest", (404,)),
+    ("/v1/ssf/stream", "delete", "Delete a stream", "204", "", "required", (404,)),
+    ("/v1/ssf/status", "get", "A stream's status", "200", "status", "required", (404,)),
+    (
+        "/v1/ssf/status",
+        "post",
+        "Enable, pause or disable a stream",
+        "200",
+        "status",
+        "StatusUpdate",
+        (404,),
+    ),
+    (
+        "/v1/ssf/subjects/add",
+        "post",
+        "Tell the stream of a user's ended sessions",
+        "200",
+        "",
+        "SubjectRequest",
+        (404,),
+    ),
+    (
+        "/v1/ssf/subjects/remove",
+        "post",
+        "Stop telling the stream of a user",
+        "204",
+        "",
+        "SubjectRequest",
+        (404,),
+    ),
+    (
+        "/v1/ssf/verify",
+        "post",
+        "Push the verification SET to the stream",
+        "204",
+        "",
+        "VerifyRequest",
+        (404, 409, 502),
+    ),
+)
+
+
+def _ssf_paths() -> dict[str, Any]:
+    """The Shared Signals transmitter's routes."""
+    anything = {"type": "object"}
+    paths: dict[str, Any] = {
+        "/.well-known/ssf-configuration": {
+            "get": _operation("SSF transmitter metadata", None, {"200": _json(anything, "it")})
+        },
+        "/v1/ssf/jwks.json": {
+            "get": _operation("The keys SETs are signed with", None, {"200": _json(anything, "it")})
+        },
+    }
+    for path, method, summary, status, answer, given, errors in _SSF_OPERATIONS:
+        success = _json(anything, f"the {answer}") if answer else {"description": "done"}
+        extra: dict[str, Any] = {}
+        if given in ("required", "optional"):
+            query = {"name": "stream_id", "in": "query", "schema": {"type": "string"}}
+            extra["parameters"] = [{**query, "required": given == "required"}]
+            errors = (*errors, 422) if given == "required" else errors
+        else:
+            schema = {"application/json": {"schema": _ref(given)}}
+            extra["body"] = {"required": True, "content": schema}
+            errors = (*errors, 413, 415, 422)
+        operation = _operation(summary, "ssf:streams", {status: success}, **extra, errors=errors)
+        paths.setdefault(path, {})[method] = operation
+    return paths
+
+
+def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, Any]:
+    """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``);
+    ``ssf``: the Shared Signals routes are served (the ``ssf`` handler is enabled)."""
     event = _ref("Event")
     body_errors = (413, 415, 422)
     session_id = _path("session_id", {"type": "string", "minLength": 1, "maxLength": 255})
@@ -335,6 +427,8 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
             )
         },
     }
+    if ssf:
+        paths.update(_ssf_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -113,7 +113,8 @@ class OpaqueIdentifiers(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class LogoutContext:
-    """Why this logout happens and which attempt this is."""
+    """Why this logout happens and which attempt this is; ``occurred_at`` is when the event
+    happened (its ``occurred_at``), None when the host does not know it."""
 
     event_id: str
     event_type: str
@@ -121,6 +122,7 @@ class LogoutContext:
     delivery_id: str
     attempt: int
     now: datetime
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

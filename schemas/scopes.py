@@ -7,7 +7,8 @@ from typing import Final, Literal, get_args
 
 __all__ = ["SCOPES", "Scope"]
 
-Scope = Literal["events:write", "sessions:write", "read"]
+Scope = Literal["events:write", "sessions:write", "read", "ssf:streams"]
 #: Every scope a token can hold: publish events; report session starts, sightings and binding
-#: checks; read logouts, plans and (unless public) metrics.
+#: checks; read logouts, plans and (unless public) metrics; manage the holder's own SSF
+#: streams (a Shared Signals receiver registering itself).
 SCOPES: Final[tuple[Scope, ...]] = get_args(Scope)

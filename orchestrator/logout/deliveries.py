@@ -61,6 +61,14 @@ def provider_session(row: RowMapping, user_id: str) -> ProviderSessionInfo:
     )
 
 
+def _occurred(payload: Mapping[str, Any]) -> datetime | None:
+    """The stored event's ``occurred_at`` (validated when it was accepted), or None."""
+    try:
+        return datetime.fromisoformat(str(payload["occurred_at"]))
+    except (KeyError, ValueError):
+        return None
+
+
 class Deliveries:
     """The deliveries of one process: ``handlers`` by protocol, ``leases`` it holds,
     ``schedule`` for retries."""
@@ -145,6 +153,7 @@ class Deliveries:
             delivery_id=row["id"],
             attempt=1,
             now=now,
+            occurred_at=event.occurred_at,
         )
         return self._work(link, created_at=now, user_id=row["user_id"], context=context)
 
@@ -181,6 +190,7 @@ class Deliveries:
             delivery_id=row["delivery_id"],
             attempt=row["attempts"],
             now=now,
+            occurred_at=_occurred(row["payload"]),
         )
         return self._work(
             row, created_at=row["created_at"], user_id=row["user_id"], context=context

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 import orchestrator.store.statements as sql
 from orchestrator.audit import AuditEntry
 from orchestrator.logout.batch import Ended, Logout, Owned
+from orchestrator.subscriptions import attach
 from orchestrator.trail import session_ended, session_not_found
 from schemas import (
     Event,
@@ -75,6 +76,7 @@ def end(
         found = targets[logout.event_id]
         sessions_ended[logout.event_id] = len(found)
         entries += [session_ended(logout.event, sid, uid, reason) for sid, uid in found]
+    attach(conn, [target for lo in ending for target in targets[lo.event_id]], now)
     _end_provider_sessions(conn, ending, provider_only, targets, now)
     ended = []
     for o in owned:

@@ -39,6 +39,7 @@ __all__ = [
     "PlanRow",
     "Provider",
     "ProviderSession",
+    "ProviderSubscription",
     "RejectedEvent",
     "utcnow",
 ]
@@ -162,6 +163,22 @@ class ProviderSession(Base):
     ended_at: Mapped[datetime | None]
     # Indexed: a logout finds the provider sessions it ended by this column.
     ended_by_event: Mapped[str | None] = mapped_column(String(36), index=True)
+
+
+class ProviderSubscription(Base):
+    """A provider that hears of every ended session of a user (``user_id``), or of every
+    user (``user_id`` null), whether or not it has a provider session for it: discovery
+    opens one for it when the session ends (an SSF stream's subjects, say)."""
+
+    __tablename__ = "provider_subscriptions"
+    __table_args__ = (UniqueConstraint("provider", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(
+        ForeignKey("providers.name", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(ID, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EventRecord(Base):

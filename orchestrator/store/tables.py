@@ -16,6 +16,7 @@ from orchestrator.store.models import (
     PlanRow,
     Provider,
     ProviderSession,
+    ProviderSubscription,
     RejectedEvent,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "PLANS",
     "PROVIDERS",
     "PROVIDER_SESSIONS",
+    "PROVIDER_SUBSCRIPTIONS",
     "REJECTED_EVENTS",
 ]
 
@@ -45,4 +47,5 @@ OUTBOX = _table(OutboxRow)
 PLANS = _table(PlanRow)
 PROVIDERS = _table(Provider)
 PROVIDER_SESSIONS = _table(ProviderSession)
+PROVIDER_SUBSCRIPTIONS = _table(ProviderSubscription)
 REJECTED_EVENTS = _table(RejectedEvent)

@@ -18,7 +18,7 @@ from protocols.base import (
 )
 from protocols.keyfiles import KeyDirectory
 from protocols.oidc.frontchannel import frontchannel_url
-from protocols.oidc.keys import KeyRing
+from protocols.oidc.keys import host_key_ring, pending_key_directories
 from protocols.oidc.settings import (
     LogoutMethod,
     OidcIdentifiers,
@@ -45,21 +45,16 @@ class OidcHandler(ProtocolHandler[OidcSettings]):
 
     def __init__(self, settings: OidcSettings, host: HostInfo) -> None:
         super().__init__(settings, host)
-        self.keys = KeyRing(settings.key_files, host.data_dir / "oidc-keys", settings.active_kid)
-        if settings.key_files:
-            self.keys.load()  # configured keys must load now: a bad one stops the worker
+        self.keys = host_key_ring(settings.key_files, host.data_dir, settings.active_kid)
 
     def start(self) -> None:
         """Load the signing keys, generating the default one when there is none."""
         self.keys.load()
 
     def key_directories(self) -> list[KeyDirectory]:
-        """``<data_dir>/oidc-keys`` when a signing key will be generated there: no
-        ``key_files`` and no key generated before."""
-        directory = self.host.data_dir / "oidc-keys"
-        if self.settings.key_files or any(directory.glob("*.pem")):
-            return []
-        return [KeyDirectory(directory, "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)")]
+        """``<data_dir>/oidc-keys`` when a signing key will be generated there."""
+        setting = "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)"
+        return pending_key_directories(self.settings.key_files, self.host.data_dir, setting)
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)

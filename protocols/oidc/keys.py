@@ -22,15 +22,28 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from protocols.files import KEY_MAX, UnreadableFileError, read_regular_file
-from protocols.keyfiles import directory_lock, make_key_directory, write_private
+from protocols.keyfiles import KeyDirectory, directory_lock, make_key_directory, write_private
 from schemas.errors import ConfigurationError
 
-__all__ = ["Algorithm", "KeyRing", "SigningKey", "generate_key", "load_key", "thumbprint"]
+__all__ = [
+    "GENERATED_KEYS",
+    "Algorithm",
+    "KeyRing",
+    "SigningKey",
+    "generate_key",
+    "host_key_ring",
+    "load_key",
+    "pending_key_directories",
+    "thumbprint",
+]
 
 Algorithm = Literal["RS256", "ES256"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 _log = structlog.get_logger("logout.oidc.keys")
+#: The directory under the data directory that generated signing keys are kept in: logout
+#: tokens and Security Event Tokens are signed from it alike.
+GENERATED_KEYS = "oidc-keys"
 _REQUIRED = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
 
 
@@ -220,3 +233,23 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         """The public JWKS relying parties verify logout tokens with."""
         return {"keys": [key.public_jwk() for key in self.keys]}
+
+
+def host_key_ring(files: Sequence[Path], data_dir: Path, active_kid: str | None) -> KeyRing:
+    """The key ring of a handler: ``files`` and the keys generated into the data directory;
+    configured files load now (a bad one stops the worker), generated ones on ``start``."""
+    ring = KeyRing(files, data_dir / GENERATED_KEYS, active_kid)
+    if files:
+        ring.load()
+    return ring
+
+
+def pending_key_directories(
+    files: Sequence[Path], data_dir: Path, setting: str
+) -> list[KeyDirectory]:
+    """``<data_dir>/oidc-keys`` when a signing key will be generated there: no ``files``
+    and no key generated before; ``setting`` names what to set instead."""
+    directory = data_dir / GENERATED_KEYS
+    if files or any(directory.glob("*.pem")):
+        return []
+    return [KeyDirectory(directory, setting)]

@@ -18,12 +18,15 @@ from orchestrator.api_tokens import hash_token, new_token
 from .servers import server_port
 from .support import CLI, Stack, tail
 
-#: Token names and their scopes; ``all`` holds every scope.
+#: Token names and their scopes; ``all`` holds every scope; two SSF receivers each manage
+#: their own streams.
 SCOPES: Mapping[str, list[str]] = {
     "events": ["events:write"],
     "sessions": ["sessions:write"],
     "read": ["read"],
-    "all": ["events:write", "read", "sessions:write"],
+    "all": ["events:write", "read", "sessions:write", "ssf:streams"],
+    "receiver-a": ["ssf:streams"],
+    "receiver-b": ["ssf:streams"],
 }
 
 

@@ -303,6 +303,14 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/healthz",
         "/readyz",
         "/metrics",
+        # The ssf handler is installed, so enabled by default: its routes are served.
+        "/.well-known/ssf-configuration",
+        "/v1/ssf/jwks.json",
+        "/v1/ssf/stream",
+        "/v1/ssf/status",
+        "/v1/ssf/subjects/add",
+        "/v1/ssf/subjects/remove",
+        "/v1/ssf/verify",
     }
 
 

@@ -264,7 +264,7 @@ sls_url = "https://e.test/sls?pad=%s"
     rendered = [str(p) for p in caught.value.problems]
     assert rendered == [
         "p.toml: provider 'a': protocol: no installed handler serves 'openid' (did you mean "
-        "oidc?); installed: oidc, saml (fix the name, install the handler, or set "
+        "oidc?); installed: oidc, saml, ssf (fix the name, install the handler, or set "
         "enabled = false)",
         "p.toml: provider 'b c': name: String should match pattern "
         "'^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$'",

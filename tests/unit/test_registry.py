@@ -102,7 +102,7 @@ def test_unknown_protocol_is_refused_whole(handled: Runtime) -> None:
         handled.registry.load_providers_file(text, "providers.toml")
     assert [str(p) for p in caught.value.problems] == [
         "providers.toml: provider 'x': protocol: no installed handler serves 'openid' (did you "
-        "mean oidc?); installed: oidc, saml (fix the name, install the handler, or set "
+        "mean oidc?); installed: oidc, saml, ssf (fix the name, install the handler, or set "
         "enabled = false)"
     ]
     assert _count(handled, Provider) == 0

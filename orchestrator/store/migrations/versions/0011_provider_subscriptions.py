@@ -1,0 +1,50 @@
+"""provider_subscriptions: providers that hear of a user's (or every user's) ended sessions
+
+A subscribed provider gets a delivery for each ended session of the user even without a
+provider session of its own (an SSF stream that added the user as a subject). A new table
+only: the downgrade drops it.
+
+Revision ID: 0011_provider_subscriptions
+Revises: 0010_audit_chain
+Create Date: 2026-11-29 14:50:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011_provider_subscriptions"
+down_revision = "0010_audit_chain"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "provider_subscriptions",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("provider", sa.String(255), nullable=False),
+        sa.Column("user_id", sa.String(255), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["provider"],
+            ["providers.name"],
+            name=op.f("fk_provider_subscriptions_provider_providers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_provider_subscriptions")),
+        sa.UniqueConstraint("provider", "user_id", name=op.f("uq_provider_subscriptions_provider")),
+    )
+    op.create_index(
+        op.f("ix_provider_subscriptions_provider"), "provider_subscriptions", ["provider"]
+    )
+    op.create_index(
+        op.f("ix_provider_subscriptions_user_id"), "provider_subscriptions", ["user_id"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_provider_subscriptions_user_id"), table_name="provider_subscriptions")
+    op.drop_index(op.f("ix_provider_subscriptions_provider"), table_name="provider_subscriptions")
+    op.drop_table("provider_subscriptions")

@@ -1,0 +1,183 @@
+"""A receiver's stream as a provider, the handler's own settings and the identifiers of a
+stream's provider sessions, validated when providers are loaded or a stream registers."""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocols.validation import check_uri, input_error, text_list, uri_form
+from schemas.errors import PermanentDeliveryError
+
+__all__ = [
+    "SESSION_REVOKED",
+    "SUPPORTED_EVENTS",
+    "VERIFICATION",
+    "SsfIdentifiers",
+    "SsfSettings",
+    "StreamSettings",
+    "StreamStatus",
+    "SubjectFormat",
+    "parse_stream_settings",
+]
+
+#: CAEP 1.0 §3.1: the one event this transmitter emits for an ended session.
+SESSION_REVOKED: Final = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+#: SSF 1.0 §8.1.4: the verification event a receiver asks for.
+VERIFICATION: Final = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+#: What a stream may request (``events_requested``).
+SUPPORTED_EVENTS: Final = (SESSION_REVOKED, VERIFICATION)
+#: The name of an environment variable an ``authorization_env`` may give.
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class SubjectFormat(StrEnum):
+    """RFC 9493 subject identifier formats a stream may ask for in ``sub_id``."""
+
+    ISS_SUB = "iss_sub"
+    EMAIL = "email"
+    OPAQUE = "opaque"
+    COMPLEX = "complex"
+
+
+class StreamStatus(StrEnum):
+    """SSF 1.0 §8.1.2 stream status: only an enabled stream is sent SETs; a paused or
+    disabled one's events are not held (this transmitter keeps no backlog)."""
+
+    ENABLED = "enabled"
+    PAUSED = "paused"
+    DISABLED = "disabled"
+
+
+class SsfSettings(BaseModel):
+    """The SSF handler's own settings: ``[protocols.ssf]``, ``LOGOUT_SSF_<FIELD>``.
+
+    SETs are signed with the logout-token keys: leave both fields unset to share the keys
+    generated into ``<data_dir>/oidc-keys``, or give the same values as ``[protocols.oidc]``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_files: list[Path] = Field(
+        default_factory=list,
+        description="PEM private keys, as key_files of [protocols.oidc] (give the same). "
+        "Default: the keys generated into <data_dir>/oidc-keys",
+    )
+    active_kid: str | None = Field(default=None, description="kid of the signing key")
+    default_subjects: Literal["ALL", "NONE"] = Field(
+        default="NONE",
+        description="what a stream registered over HTTP hears of before it adds subjects: "
+        "every user's sessions (ALL) or none (NONE)",
+    )
+    stream_allow_http: bool = Field(
+        default=False,
+        description="let streams registered over HTTP push to http:// endpoints (development)",
+    )
+
+    _lists = field_validator("key_files", mode="before")(text_list)
+
+
+class StreamSettings(BaseModel):
+    """A receiver's stream (SSF 1.0 §8.1.1): where SETs are pushed (RFC 8935), how they are
+    addressed and the subject identifier format it wants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint_url: str = Field(description="the receiver's push endpoint (RFC 8935)")
+    aud: str = Field(min_length=1, max_length=2048, description="the SETs' audience")
+    authorization: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        repr=False,
+        description="the Authorization header value sent with each SET (a secret)",
+    )
+    authorization_env: str | None = Field(
+        default=None,
+        description="the environment variable of the worker that holds the header value",
+    )
+    events_requested: list[str] = Field(default_factory=lambda: [SESSION_REVOKED])
+    subject_format: SubjectFormat = SubjectFormat.ISS_SUB
+    status: StreamStatus = StreamStatus.ENABLED
+    description: str | None = Field(default=None, max_length=512)
+    allow_http: bool = False
+    owner: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the API token (its name) that registered the stream over HTTP and alone "
+        "sees and changes it; none for a stream of the providers file",
+    )
+    status_reason: str | None = Field(default=None, max_length=512)
+
+    _uri_form = field_validator("endpoint_url")(uri_form)
+
+    @field_validator("events_requested")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        for event in value:
+            if event not in SUPPORTED_EVENTS:
+                raise ValueError(
+                    f"{event!r} is not an event this transmitter sends (supported: "
+                    f"{', '.join(SUPPORTED_EVENTS)})"
+                )
+        return list(dict.fromkeys(value))
+
+    @field_validator("authorization_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.match(value):
+            raise ValueError("must be an environment variable name (letters, digits, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        check_uri("endpoint_url", self.endpoint_url, self.allow_http)
+        if self.authorization is not None and self.authorization_env is not None:
+            raise ValueError("authorization_env: give authorization or authorization_env, not both")
+        return self
+
+    @property
+    def delivers_session_revoked(self) -> bool:
+        """Whether the stream gets ``session-revoked`` SETs now."""
+        return self.status is StreamStatus.ENABLED and SESSION_REVOKED in self.events_requested
+
+    def authorization_header(self) -> str | None:
+        """The Authorization header value: the literal, or the worker's variable.
+
+        A named variable that is unset fails the delivery, naming the variable (never a
+        value)."""
+        if self.authorization_env is None:
+            return self.authorization
+        value = os.environ.get(self.authorization_env)
+        if not value:
+            raise PermanentDeliveryError(
+                f"authorization_env names {self.authorization_env}, which is not set in the "
+                "worker's environment; set it, or give authorization"
+            )
+        return value
+
+
+class SsfIdentifiers(BaseModel):
+    """What a stream's provider session may carry to override the subject: the user's
+    ``sub`` at the stream (default: the user id), their ``email`` (required by the ``email``
+    format unless the user id is one) and the session's id there (``sid``, default: the IdP
+    session id, used by the ``complex`` format)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sub: str | None = Field(default=None, min_length=1, max_length=255)
+    email: str | None = Field(default=None, min_length=3, max_length=320, pattern=r"^[^@\s]+@\S+$")
+    sid: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+def parse_stream_settings(provider: str, settings: Any) -> StreamSettings:
+    """Validate ``settings``; raise :class:`InputError` naming the provider and field."""
+    try:
+        return StreamSettings.model_validate(settings)
+    except ValidationError as exc:
+        raise input_error(exc, provider, StreamSettings) from exc

@@ -1,0 +1,220 @@
+"""SSF stream management through the running HTTP service (SSF 1.0 §7, §8.1): the public
+metadata and JWKS, bearer auth with scope ``ssf:streams``, each receiver seeing only its own
+streams, problems naming the field, the verification event pushed to the receiver, and a
+subject added over HTTP reached by a worker's logout."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .api_server import ApiServer
+from .ssf_receiver import Receiver
+from .support import LoopbackServers, Stack, deliveries, logout_event, publish, wait_settled
+from .test_saml import DELIVERY_SETTINGS
+from .test_ssf_transmitter import (  # noqa: F401 - receivers and service: fixtures
+    ENV,
+    ISSUER,
+    USER,
+    receivers,
+    service,
+)
+
+pytestmark = pytest.mark.integration
+
+STREAM = "/v1/ssf/stream"
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+
+
+@pytest.fixture
+def api(request: pytest.FixtureRequest) -> ApiServer:
+    """The running service of the transmitter's tests (its ``service`` fixture)."""
+    server: ApiServer = request.getfixturevalue("service")
+    return server
+
+
+@pytest.fixture
+def rx(api: ApiServer, request: pytest.FixtureRequest) -> Receiver:
+    """A receiver judging SETs against the service's JWKS; its stream asks for ``opaque``."""
+    running: LoopbackServers[Receiver] = request.getfixturevalue("receivers")
+    jwks = f"{api.base_url}/v1/ssf/jwks.json"
+    return running.start(Receiver(jwks, ISSUER, "https://rx.example", "opaque"))
+
+
+def create(api: ApiServer, rx: Receiver, holder: str = "receiver-a", **fields: Any) -> Any:
+    body = {
+        "delivery": {
+            "method": "urn:ietf:rfc:8935",
+            "endpoint_url": rx.url,
+            "authorization_header": "Bearer rx-token",
+        },
+        "aud": rx.aud,
+        "events_requested": [SESSION_REVOKED],
+        "format": rx.fmt,
+        **fields,
+    }
+    with api.client(holder) as client:
+        answer = client.post(STREAM, json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_metadata_and_jwks_are_public(api: ApiServer, stack: Stack) -> None:
+    """The metadata names the issuer and every endpoint on the service; the JWKS it points at
+    holds public keys only, the very keys logout tokens are signed with (keys jwks)."""
+    with api.client() as client:
+        meta = client.get("/.well-known/ssf-configuration").json()
+        jwks = client.get("/v1/ssf/jwks.json").json()
+    base = api.base_url
+    assert meta == {
+        "spec_version": "1_0",
+        "issuer": ISSUER,
+        "jwks_uri": f"{base}/v1/ssf/jwks.json",
+        "configuration_endpoint": f"{base}{STREAM}",
+        "status_endpoint": f"{base}/v1/ssf/status",
+        "add_subject_endpoint": f"{base}/v1/ssf/subjects/add",
+        "remove_subject_endpoint": f"{base}/v1/ssf/subjects/remove",
+        "verification_endpoint": f"{base}/v1/ssf/verify",
+        "delivery_methods_supported": ["urn:ietf:rfc:8935"],
+        "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:6750"}],
+        "default_subjects": "NONE",
+    }
+    assert all("d" not in key for key in jwks["keys"])
+    printed = stack.cli("keys", "jwks", env=ENV)
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == jwks
+
+
+def test_stream_management_needs_the_scope(api: ApiServer) -> None:
+    with api.client() as client:
+        assert client.get(STREAM).status_code == 401
+    with api.client("read") as client:
+        answer = client.get(STREAM)
+    assert answer.status_code == 403
+    assert "ssf:streams" in answer.json()["detail"]
+
+
+def test_a_receiver_manages_its_own_streams(api: ApiServer, rx: Receiver) -> None:
+    """Create, read, list, update, replace, status and delete; another receiver's token finds
+    nothing of it; the authorization header is never read back."""
+    made = create(api, rx)
+    stream_id = made["stream_id"]
+    assert made["iss"] == ISSUER
+    assert made["delivery"] == {"method": "urn:ietf:rfc:8935", "endpoint_url": rx.url}
+    assert made["events_delivered"] == [SESSION_REVOKED]
+    assert "rx-token" not in json.dumps(made)
+    with api.client("receiver-a") as mine, api.client("receiver-b") as theirs:
+        assert mine.get(STREAM, params={"stream_id": stream_id}).json() == made
+        assert [s["stream_id"] for s in mine.get(STREAM).json()] == [stream_id]
+        assert theirs.get(STREAM).json() == []
+        assert theirs.get(STREAM, params={"stream_id": stream_id}).status_code == 404
+        patch = {"stream_id": stream_id, "description": "gateway"}
+        assert theirs.patch(STREAM, json=patch).status_code == 404
+        assert theirs.delete(STREAM, params={"stream_id": stream_id}).status_code == 404
+        changed = mine.patch(STREAM, json={**patch, "format": "complex"}).json()
+        assert (changed["description"], changed["format"]) == ("gateway", "complex")
+        assert changed["delivery"]["endpoint_url"] == rx.url  # kept
+        replaced = mine.put(
+            STREAM,
+            json={
+                "stream_id": stream_id,
+                "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": rx.url},
+                "aud": "https://other.example",
+            },
+        ).json()
+        assert (replaced["description"], replaced["format"]) == (None, "iss_sub")
+        assert replaced["aud"] == "https://other.example"
+        status = {"stream_id": stream_id}
+        assert mine.get("/v1/ssf/status", params=status).json() == {**status, "status": "enabled"}
+        paused = mine.post("/v1/ssf/status", json={**status, "status": "paused", "reason": "x"})
+        assert paused.json() == {**status, "status": "paused", "reason": "x"}
+        assert theirs.get("/v1/ssf/status", params=status).status_code == 404
+        assert mine.delete(STREAM, params=status).status_code == 204
+        assert mine.get(STREAM, params=status).status_code == 404
+        assert mine.get(STREAM).json() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (
+            {"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "ftp://x"}},
+            "delivery.endpoint_url",
+            "https",
+        ),
+        (
+            {"delivery": {"method": "urn:ietf:rfc:8936", "endpoint_url": "http://x"}},
+            "delivery.method",
+            "urn:ietf:rfc:8935",
+        ),
+        ({"events_requested": ["urn:example:other"]}, "events_requested", "not an event"),
+        ({"format": "phone"}, "format", "iss_sub"),
+        ({"colour": "blue"}, "colour", ""),
+    ],
+)
+def test_bad_streams_are_problems_naming_the_field(
+    api: ApiServer, rx: Receiver, change: dict[str, Any], field: str, message: str
+) -> None:
+    body = {"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": rx.url}, **change}
+    with api.client("receiver-a") as client:
+        answer = client.post(STREAM, json=body)
+        listed = client.get(STREAM).json()
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problems = answer.json()["errors"]
+    assert [p["field"] for p in problems] == [field]
+    assert message in problems[0]["message"]
+    assert listed == []
+
+
+def test_verification_event_reaches_the_receiver(api: ApiServer, rx: Receiver) -> None:
+    stream_id = create(api, rx)["stream_id"]
+    with api.client("receiver-a") as client:
+        answer = client.post("/v1/ssf/verify", json={"stream_id": stream_id, "state": "st-1"})
+        missing = client.post("/v1/ssf/verify", json={"state": "st-1"})
+    assert answer.status_code == 204, answer.text
+    assert missing.status_code == 422
+    assert [p["field"] for p in missing.json()["errors"]] == ["stream_id"]
+    [judged] = rx.pushes()
+    assert judged.problems == []
+    assert judged.authorization == "Bearer rx-token"
+    assert judged.claims["sub_id"] == {"format": "opaque", "id": stream_id}
+    [event] = judged.claims["events"].values()
+    assert event == {"state": "st-1"}
+
+
+def test_an_added_subject_is_told_of_its_sessions_ending(
+    api: ApiServer, rx: Receiver, stack: Stack
+) -> None:
+    """The stream has no provider session: adding the user as a subject (its email) makes the
+    worker's logout push a SET to it; after removing the subject, the next logout does not."""
+    stream_id = create(api, rx)["stream_id"]
+    subject = {"stream_id": stream_id, "subject": {"format": "email", "email": USER}}
+    with api.client("receiver-a") as client:
+        assert client.post("/v1/ssf/subjects/add", json=subject).status_code == 200
+        bad = client.post("/v1/ssf/subjects/add", json={**subject, "subject": {"format": "x"}})
+    assert bad.status_code == 422
+    assert [p["field"] for p in bad.json()["errors"]] == ["subject"]
+    stack.seed(
+        records=[
+            {"kind": "session", "session_id": "s-1", "user_id": USER},
+            {"kind": "session", "session_id": "s-2", "user_id": USER},
+        ]
+    )
+    stack.start_worker({**ENV, **DELIVERY_SETTINGS})
+    first = logout_event("s-1")
+    publish(stack, first)
+    wait_settled(stack, first["event_id"], 1)
+    [delivery] = deliveries(stack, first["event_id"])
+    assert (delivery.provider, delivery.status) == (f"ssf-{stream_id}", "succeeded")
+    [judged] = rx.pushes()
+    assert judged.problems == []
+    assert judged.claims["sub_id"] == {"format": "opaque", "id": USER}
+    with api.client("receiver-a") as client:
+        assert client.post("/v1/ssf/subjects/remove", json=subject).status_code == 204
+    second = logout_event("s-2")
+    publish(stack, second)
+    wait_settled(stack, second["event_id"], 0)
+    assert len(rx.pushes()) == 1
