@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import openapi_document
 from api.problems import exception_handlers, problem_response
-from api.routes import events, health, logouts, sessions
+from api.routes import events, health, logouts, sessions, ssf_push
 from api.service import Service
 from orchestrator.metrics import observe_request
 from orchestrator.settings import Settings
@@ -101,6 +101,7 @@ def create_app(
         *events.routes(service),
         *logouts.routes(service),
         *sessions.routes(service),
+        *ssf_push.routes(service),
         *health.routes(service),
         Route("/v1/openapi.json", openapi, methods=["GET"], name="openapi"),
     ]

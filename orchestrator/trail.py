@@ -20,6 +20,7 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 ``logout.completed``      ``logout.completed:<event_id>``
 ``logout.settled``        ``logout.settled:<event_id>``
 ``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
+``ssf.received``          ``ssf.received:<set key>`` (SHA-256 of the SET's iss and jti)
 ========================= ==============================================
 """
 
@@ -60,6 +61,7 @@ __all__ = [
     "session_ended",
     "session_not_found",
     "session_started",
+    "ssf_received",
 ]
 
 
@@ -337,4 +339,18 @@ def frontchannel_outcome(
             "binding": entry.binding,
             **detail,
         },
+    )
+
+
+def ssf_received(stream: str, set_key: str, jti: str, effects: list[dict[str, Any]]) -> AuditEntry:
+    """A SET an upstream transmitter pushed was accepted: ``effects`` names, per event, its
+    type and what it caused (the event published, or why it was ignored). Outcome
+    ``accepted`` when some event was published, else ``ignored``."""
+    published = [e["event_id"] for e in effects if e.get("event_id")]
+    return AuditEntry(
+        key=f"ssf.received:{set_key}",
+        type=AuditType.SSF_RECEIVED,
+        outcome="accepted" if published else "ignored",
+        event_id=published[0] if published else None,
+        detail={"stream": stream, "jti": jti, "events": effects},
     )

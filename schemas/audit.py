@@ -33,6 +33,7 @@ class AuditType(StrEnum):
     FRONTCHANNEL_TIMED_OUT = "frontchannel.timed_out"
     FRONTCHANNEL_COMPLETED = "frontchannel.completed"
     FRONTCHANNEL_SKIPPED = "frontchannel.skipped"
+    SSF_RECEIVED = "ssf.received"
 
 
 #: The records of a delivery's outcome, one per delivery status but pending:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         PlanRow,
         Provider,
         ProviderSession,
+        ReceivedSet,
         RejectedEvent,
         utcnow,
     )
@@ -43,6 +44,7 @@ __all__ = [
     "PlanRow",
     "Provider",
     "ProviderSession",
+    "ReceivedSet",
     "RejectedEvent",
     "make_database",
     "make_engine",

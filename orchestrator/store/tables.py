@@ -16,6 +16,7 @@ from orchestrator.store.models import (
     PlanRow,
     Provider,
     ProviderSession,
+    ReceivedSet,
     RejectedEvent,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "PLANS",
     "PROVIDERS",
     "PROVIDER_SESSIONS",
+    "RECEIVED_SETS",
     "REJECTED_EVENTS",
 ]
 
@@ -46,3 +48,4 @@ PLANS = _table(PlanRow)
 PROVIDERS = _table(Provider)
 PROVIDER_SESSIONS = _table(ProviderSession)
 REJECTED_EVENTS = _table(RejectedEvent)
+RECEIVED_SETS = _table(ReceivedSet)
