@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -123,7 +124,7 @@ def test_pushed_revocations_end_the_right_sessions(
     stack.start_worker()
     api = _serve(stack, jwks)
     try:
-        pushes = [
+        pushes: list[tuple[dict[str, Any], dict[str, Any]]] = [
             ({SESSION_REVOKED: {"initiating_entity": "admin"}}, session_subject("s-a1", "alice")),
             (
                 {CREDENTIAL_CHANGE: {"credential_type": "password", "change_type": "revoke"}},
