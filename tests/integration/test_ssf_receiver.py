@@ -92,8 +92,9 @@ def _serve(stack: Stack, jwks: JwksServer) -> ApiServer:
         "jwks_url": f"{jwks.base_url}/jwks",
         "push_token_sha256": hash_token(PUSH_TOKEN),
     }
+    paused = {**stream, "name": "paused", "enabled": False}
     stack.seed(records=[session_record(s, u) for s, u in SESSIONS])
-    return start_api(stack, {"LOGOUT_SSF_TRANSMITTERS": json.dumps([stream])})
+    return start_api(stack, {"LOGOUT_SSF_TRANSMITTERS": json.dumps([stream, paused])})
 
 
 def _push(api: ApiServer, token: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -240,6 +241,8 @@ def test_refused_sets_carry_the_rfc_8935_error_and_end_nothing(
         assert "replay" in replay.json()["description"]
         with api.client() as client:
             unknown = client.post("/v1/ssf/push/nobody", content=token, headers=MEDIA)
+            disabled = client.post("/v1/ssf/push/paused", content=token, headers=MEDIA)
+        assert (disabled.status_code, disabled.json()["err"]) == (403, "access_denied")
         assert unknown.status_code == 404
         assert unknown.headers["content-type"] == "application/problem+json"
         # Fetched for the first SET; the unknown kid came within jwks_min_refresh: no refetch.

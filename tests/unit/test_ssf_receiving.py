@@ -252,3 +252,21 @@ def test_settings_refuse_a_stream_named_twice_and_read_durations() -> None:
         Settings.load(None, ssf_transmitters=[one, one])
     settings = Settings.load(None, ssf_transmitters=[{**one, "max_age": "2m"}])
     assert settings.ssf_transmitters[0].max_age == 120.0
+
+
+def test_a_jwks_that_cannot_be_fetched_is_unavailable_naming_the_url() -> None:
+    """Refused by the egress policy (loopback, not allowed), or nothing listening: an
+    UnavailableError (the service answers 503), never a library's exception."""
+    from orchestrator.egress import EgressPolicy
+    from orchestrator.ssf_keys import fetch_jwks
+    from schemas.errors import UnavailableError
+    from tests.integration.support import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/jwks"
+    for policy, says in (
+        (EgressPolicy(), "egress"),
+        (EgressPolicy.from_entries(["127.0.0.1"]), ""),
+    ):
+        with pytest.raises(UnavailableError, match=r"the JWKS at http://127\.0\.0\.1") as caught:
+            asyncio.run(fetch_jwks(url, egress=policy, timeout=5, body_limit=65536))
+        assert says in str(caught.value)
