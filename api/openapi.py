@@ -19,6 +19,7 @@ from api.models import (
     SeenAnswer,
     SessionAnswer,
 )
+from protocols.ssf.receiving import MEDIA_TYPE, ErrorCode
 from schemas import Event, LogoutPlan, SessionStarted
 
 __all__ = ["openapi_document"]
@@ -107,6 +108,37 @@ def _wait(most: float) -> dict[str, Any]:
     }
 
 
+def _ssf_push() -> dict[str, Any]:
+    """``POST /v1/ssf/push/{stream}``: its refusals are RFC 8935's ``{err, description}``,
+    not problems, and its bearer token is the stream's own (``push_token_sha256``)."""
+    refused = {
+        "type": "object",
+        "required": ["err", "description"],
+        "properties": {
+            "err": {"enum": list(ErrorCode.__args__)},  # type: ignore[attr-defined]
+            "description": {"type": "string"},
+        },
+    }
+    says = {
+        "400": "the SET is refused (err names why)",
+        "401": "authentication_failed: the stream's push token is missing or wrong",
+        "403": "access_denied: the stream is disabled",
+    }
+    operation = _operation(
+        "Receive a Security Event Token from an upstream transmitter (RFC 8935)",
+        None,
+        {
+            "202": {"description": "verified; what it asks is published"},
+            **{status: _json(refused, text) for status, text in says.items()},
+        },
+        body={"required": True, "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}},
+        parameters=[_path("stream", {"type": "string", "minLength": 1, "maxLength": 64})],
+        errors=(404, 413, 503),
+    )
+    operation["security"] = [{}, {"bearer": []}]
+    return {"post": operation}
+
+
 def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
     """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``)."""
     event = _ref("Event")
@@ -192,6 +224,7 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
                 errors=(404, *body_errors, 503),
             )
         },
+        "/v1/ssf/push/{stream}": _ssf_push(),
         "/healthz": {
             "get": _operation("The process lives", None, {"200": _json(_ref("Health"), "ok")})
         },
@@ -221,7 +254,8 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
         "info": {
             "title": "logout-orchestrator",
             "version": "1",
-            "description": "Ingestion, waits, binding checks, health and metrics.",
+            "description": "Ingestion, waits, binding checks, Shared Signals push, health "
+            "and metrics.",
         },
         "paths": paths,
         "components": {

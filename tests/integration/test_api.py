@@ -286,6 +286,7 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/v1/sessions",
         "/v1/sessions/{session_id}/seen",
         "/v1/sessions/{session_id}/binding-check",
+        "/v1/ssf/push/{stream}",
         "/healthz",
         "/readyz",
         "/metrics",
