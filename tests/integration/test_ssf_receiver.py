@@ -36,7 +36,9 @@ from tests.ssf_support import (
 )
 
 from .api_server import ApiServer, start_api
-from .support import LoopbackServer, Stack, audit_rows, serving, session_record
+from .servers import RecordingEndpoint, serving
+from .support import LoopbackServer, Stack, audit_rows, session_record
+from .test_backchannel_http import with_http_providers
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +86,8 @@ def jwks(transmitter: Transmitter) -> Iterator[JwksServer]:
         yield server
 
 
-def _serve(stack: Stack, jwks: JwksServer) -> ApiServer:
+def _serve(stack: Stack, jwks: JwksServer, extra: dict[str, str] | None = None) -> ApiServer:
+    """``serve`` with the stream (and a disabled one), the sessions of SESSIONS seeded."""
     stream = {
         "name": STREAM,
         "issuer": ISSUER,
@@ -94,7 +97,8 @@ def _serve(stack: Stack, jwks: JwksServer) -> ApiServer:
     }
     paused = {**stream, "name": "paused", "enabled": False}
     stack.seed(records=[session_record(s, u) for s, u in SESSIONS])
-    return start_api(stack, {"LOGOUT_SSF_TRANSMITTERS": json.dumps([stream, paused])})
+    settings = {"LOGOUT_SSF_TRANSMITTERS": json.dumps([stream, paused])}
+    return start_api(stack, {**settings, **(extra or {})})
 
 
 def _push(api: ApiServer, token: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -116,14 +120,26 @@ def _ssf_records(stack: Stack) -> list[AuditRow]:
         )
 
 
+@pytest.fixture
+def relying_party() -> Iterator[RecordingEndpoint]:
+    with serving(RecordingEndpoint()) as server:
+        yield server
+
+
 def test_pushed_revocations_end_the_right_sessions(
-    stack: Stack, jwks: JwksServer, transmitter: Transmitter
+    stack: Stack,
+    jwks: JwksServer,
+    transmitter: Transmitter,
+    tmp_path: Path,
+    relying_party: RecordingEndpoint,
 ) -> None:
-    """session-revoked ends one session (the user's other stays); credential-change (revoke)
-    and account-disabled end every session of their user; a verification event and a
-    session we never issued are accepted and audited, and end nothing."""
-    stack.start_worker()
-    api = _serve(stack, jwks)
+    """session-revoked ends one session (the user's other stays) and fans out to its relying
+    party; credential-change (revoke) and account-disabled end every session of their user;
+    a verification event and a session we never issued are accepted and audited, and end
+    nothing."""
+    plugin_env = with_http_providers(stack, tmp_path, {"ok": relying_party.url()}, "s-a1")
+    stack.start_worker(plugin_env)
+    api = _serve(stack, jwks, plugin_env)
     try:
         pushes: list[tuple[dict[str, Any], dict[str, Any]]] = [
             ({SESSION_REVOKED: {"initiating_entity": "admin"}}, session_subject("s-a1", "alice")),
@@ -151,6 +167,8 @@ def test_pushed_revocations_end_the_right_sessions(
             ("session.revoke", "system", STREAM)
         ]
         assert audit_rows(stack, ids[1], "event.received")[0].detail["type"] == "user.revoke_all"
+        assert relying_party.bodies == [b"session=sid-ok"]  # fan-out, as for any logout
+        assert [r.provider for r in audit_rows(stack, ids[0], "delivery.succeeded")] == ["rp-ok"]
         stack.wait_for(
             lambda: bool(audit_rows(stack, ids[4], "session.not_found")),
             what="the unknown session to be audited",
