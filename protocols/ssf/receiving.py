@@ -71,7 +71,7 @@ def read_header(token: str, algorithms: Collection[str]) -> SetHeader:
     """
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
+    except jwt.DecodeError:  # also JSON nested too deep to parse
         raise SetRefusedError(
             "invalid_request", "the body is not a compact JWS (header.payload.signature)"
         ) from None
@@ -83,8 +83,9 @@ def read_header(token: str, algorithms: Collection[str]) -> SetHeader:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
         allowed = ", ".join(sorted(algorithms))
+        named = repr(alg[:20]) if isinstance(alg, str) else "(none given)"
         raise SetRefusedError(
-            "invalid_key", f"the algorithm {alg!r} is not allowed for this stream ({allowed})"
+            "invalid_key", f"the algorithm {named} is not allowed for this stream ({allowed})"
         )
     kid = header.get("kid")
     return SetHeader(alg=alg, kid=kid if isinstance(kid, str) else None)

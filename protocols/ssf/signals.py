@@ -42,7 +42,7 @@ ACCOUNT_DISABLED: Final = _RISC + "account-disabled"
 SESSIONS_REVOKED: Final = _RISC + "sessions-revoked"
 #: Events that end every session of the user (credential-change only when revoked/deleted).
 _USER_EVENTS: Final = frozenset({CREDENTIAL_CHANGE, ACCOUNT_DISABLED, SESSIONS_REVOKED})
-_ENDING_CHANGES: Final = frozenset({"revoke", "delete"})
+_ENDING: Final = frozenset({"revoke", "delete"})
 #: The longest identifier our sessions and users have (schemas.fields.Identifier).
 _ID_MAX: Final = 255
 
@@ -90,7 +90,8 @@ def _signal(
     email_is_user_id: bool,
     timestamp: float | None,
 ) -> Signal:
-    if event_type == CREDENTIAL_CHANGE and payload.get("change_type") not in _ENDING_CHANGES:
+    change = payload.get("change_type")
+    if event_type == CREDENTIAL_CHANGE and not (isinstance(change, str) and change in _ENDING):
         return Signal(event_type, "ignore", why="credential-change that is no revoke or delete")
     if event_type != SESSION_REVOKED and event_type not in _USER_EVENTS:
         return Signal(event_type, "ignore", why="an event type this receiver does not act on")
@@ -112,26 +113,33 @@ def _subject(data: object, issuers: Collection[str], email_is_user_id: bool) -> 
         raise SetRefusedError(
             "invalid_request", "the SET names no subject: send sub_id (RFC 9493, SSF 1.0)"
         )
-    fmt = data.get("format")
-    if fmt == "complex":
-        session = data.get("session")
-        user = data.get("user")
-        found_session = _subject(session, issuers, email_is_user_id) if session else None
-        found_user = _subject(user, issuers, email_is_user_id) if user else None
-        if found_session is None and found_user is None:
-            raise SetRefusedError(
-                "invalid_request", "a complex subject needs a user or a session member"
-            )
-        return _Subject(
-            session=found_session.user if found_session else None,
-            user=found_user.user if found_user else None,
-            unmapped=(found_user.unmapped if found_user and found_session is None else None),
+    if data.get("format") != "complex":
+        return _simple(data, issuers, email_is_user_id)
+    session, user = data.get("session"), data.get("user")
+    if not isinstance(session, dict) and not isinstance(user, dict):
+        raise SetRefusedError(
+            "invalid_request", "a complex subject needs a user or a session member"
         )
+    found = _simple(user, issuers, email_is_user_id) if isinstance(user, dict) else _Subject()
+    if not isinstance(session, dict):
+        return found
+    if session.get("format") != "opaque":
+        raise SetRefusedError(
+            "invalid_request",
+            "a complex subject's session must be an opaque subject (the session id we issued)",
+        )
+    return _Subject(session=_identifier(session, "id"), user=found.user)
+
+
+def _simple(data: dict[str, Any], issuers: Collection[str], email_is_user_id: bool) -> _Subject:
+    """A subject of one of the simple formats (a complex one nested in another: unmapped)."""
+    fmt = data.get("format")
     if fmt == "opaque":
         return _Subject(user=_identifier(data, "id"))
     if fmt == "iss_sub":
         sub = _identifier(data, "sub")
-        if data.get("iss") not in issuers:
+        iss = data.get("iss")
+        if not isinstance(iss, str) or iss not in issuers:
             return _Subject(unmapped="an iss_sub subject of another issuer")
         return _Subject(user=sub)
     if fmt == "email":

@@ -5,6 +5,7 @@ signed by joserfc (tests/ssf_support.py), an independent JOSE library."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -158,12 +159,28 @@ def test_what_is_not_acted_on_is_ignored_with_the_reason() -> None:
         assert signal.why, (events, subject)
 
 
+def test_values_of_the_wrong_json_type_are_refused_or_ignored_never_an_error() -> None:
+    [change] = _signals({CREDENTIAL_CHANGE: {"change_type": ["revoke"]}}, user_subject("bob"))
+    [other] = _signals({ACCOUNT_DISABLED: {}}, {"format": "iss_sub", "iss": {"a": 1}, "sub": "b"})
+    assert (change.action, other.action) == ("ignore", "ignore")
+
+
+def test_a_header_nested_too_deep_is_an_invalid_request() -> None:
+    header = base64.urlsafe_b64encode(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    token = header.decode().rstrip("=") + ".e30.c2ln"
+    with pytest.raises(SetRefusedError) as caught:
+        read_header(token, ALGORITHMS)
+    assert caught.value.err == "invalid_request"
+
+
 def test_a_missing_or_broken_subject_is_an_invalid_request() -> None:
+    email_session = {"format": "complex", "session": {"format": "email", "email": "a@b.c"}}
     for subject in (
         {},
         {"format": "opaque"},
         {"format": "complex"},
         {"format": "opaque", "id": ""},
+        email_session,
     ):
         with pytest.raises(SetRefusedError) as caught:
             read_signals(
