@@ -26,6 +26,7 @@ from api.problems import ApiProblem
 from api.service import Service
 from orchestrator.api_tokens import hash_token
 from orchestrator.egress import EgressPolicy
+from orchestrator.metrics import count_ssf_set
 from orchestrator.request_body import media_type, read_body
 from orchestrator.ssf_intake import ReceivedSet, SetIntake
 from orchestrator.ssf_keys import TransmitterKeys, fetch_jwks
@@ -86,11 +87,13 @@ def routes(service: Service) -> list[Route]:
             received = ReceivedSet(
                 stream, transmitter.issuer, claims["jti"], claims["iat"], signals
             )
-            await service.run(lambda: intake.accept(received, transmitter.max_age))
+            effects = await service.run(lambda: intake.accept(received, transmitter.max_age))
         except UnicodeDecodeError:
             return _refused(stream, SetRefusedError("invalid_request", "the body is not a JWS"))
         except SetRefusedError as exc:
             return _refused(stream, exc)
+        acted = any(effect.get("event_id") for effect in effects)
+        count_ssf_set(stream, "accepted" if acted else "ignored")
         return Response(status_code=202)
 
     return [Route("/v1/ssf/push/{stream}", push, methods=["POST"], name="ssf_push")]
@@ -116,6 +119,7 @@ def _admit(request: Request, transmitter: SsfTransmitter) -> None:
 
 def _refused(stream: str, exc: SetRefusedError) -> JSONResponse:
     status = _STATUS.get(exc.err, 400)
+    count_ssf_set(stream, exc.err)
     _log.info("ssf set refused", stream=stream, err=exc.err, description=exc.description)
     headers = _CHALLENGE if status == 401 else None
     return JSONResponse({"err": exc.err, "description": exc.description}, status, headers=headers)

@@ -265,6 +265,15 @@ def test_refused_sets_carry_the_rfc_8935_error_and_end_nothing(
         assert unknown.headers["content-type"] == "application/problem+json"
         # Fetched for the first SET; the unknown kid came within jwks_min_refresh: no refetch.
         assert jwks.fetches == 1
+        with api.client("read") as client:
+            metrics = client.get("/metrics").text
+        results = {"accepted": 1, "invalid_key": 4, "invalid_request": 5, "access_denied": 1}
+        results |= {"invalid_audience": 1, "invalid_issuer": 1, "authentication_failed": 2}
+        for result, count in results.items():
+            line = f'logout_ssf_sets_total{{result="{result}",stream="{STREAM}"}} {count:.1f}'
+            if result == "access_denied":
+                line = line.replace(STREAM, "paused")
+            assert line in metrics, (line, metrics)
     finally:
         api.stop()
     assert stack.count(ReceivedSet) == 1
