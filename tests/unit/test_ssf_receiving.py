@@ -287,3 +287,18 @@ def test_a_jwks_that_cannot_be_fetched_is_unavailable_naming_the_url() -> None:
         with pytest.raises(UnavailableError, match=r"the JWKS at http://127\.0\.0\.1") as caught:
             asyncio.run(fetch_jwks(url, egress=policy, timeout=5, body_limit=65536))
         assert says in str(caught.value)
+
+
+def test_push_token_prints_a_token_and_the_hash_to_configure() -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.api_tokens import hash_token
+    from workers.cli import main
+
+    result = CliRunner().invoke(main, ["ssf", "push-token"])
+    assert result.exit_code == 0, result.output
+    token_line, hash_line = result.output.splitlines()
+    token = token_line.removeprefix("token: ")
+    assert len(token) >= 43
+    assert hash_line == f'push_token_sha256 = "{hash_token(token)}"'
+    _stream(push_token_sha256=hash_token(token))  # the value the settings take
