@@ -177,6 +177,20 @@ def openapi_document(wait_max: float = 30.0) -> dict[str, Any]:
                 errors=(404, 422),
             )
         },
+        "/v1/logouts/{event_id}/timeline": {
+            "get": _operation(
+                "A logout as a timeline for operators: an HTML page (no script)",
+                "read",
+                {
+                    "200": {
+                        "description": "the page: received, steps, each delivery's attempts",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+                parameters=[_path("event_id", {"type": "string", "format": "uuid"})],
+                errors=(404, 422),
+            )
+        },
         "/v1/plans/{plan_id}": {
             "get": _operation(
                 "A front-channel stage plan; ?wait= until it is built",

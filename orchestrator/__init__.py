@@ -72,6 +72,10 @@ if TYPE_CHECKING:
     from orchestrator.settings import (
         Settings,
     )
+    from orchestrator.timeline import (
+        Timeline,
+        read_timeline,
+    )
     from orchestrator.validation import (
         parse_event,
         parse_event_lines,
@@ -117,6 +121,7 @@ __all__ = [
     "SessionRegistry",
     "Settings",
     "SweepReport",
+    "Timeline",
     "TransientDeliveryError",
     "UnavailableError",
     "iter_audit",
@@ -124,6 +129,7 @@ __all__ = [
     "parse_event_lines",
     "publish",
     "query_audit",
+    "read_timeline",
     "write_audit",
 ]
 

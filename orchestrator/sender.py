@@ -31,8 +31,9 @@ __all__ = ["Built", "HttpSender", "SendResult", "Sent", "TimeLeft"]
 SendResult = BackchannelResponse | DeliveryError
 #: What building one request gave: the request, or why it could not be built.
 Built = BackchannelRequest | DeliveryError
-#: A request and what sending it gave, or why it could not be built (nothing was sent).
-Sent = tuple[BackchannelRequest, SendResult] | DeliveryError
+#: A request, what sending it gave and the seconds the exchange took (None: it was never
+#: started), or why the request could not be built (nothing was sent).
+Sent = tuple[BackchannelRequest, SendResult, float | None] | DeliveryError
 #: Seconds the attempt behind a request may still use (its lease), asked when it could start.
 TimeLeft = Callable[[], float]
 _T = TypeVar("_T")
@@ -103,7 +104,8 @@ class HttpSender:
         return self._call(self._send_as_built(builds, lefts))
 
     async def _send_all(self, requests: Sequence[BackchannelRequest]) -> list[SendResult]:
-        return list(await asyncio.gather(*(self._send(r) for r in requests)))
+        sent = await asyncio.gather(*(self._send(r) for r in requests))
+        return [result for result, _seconds in sent]
 
     async def _send_as_built(
         self, builds: Sequence[Future[Built]], time_left: Sequence[TimeLeft | None]
@@ -115,7 +117,7 @@ class HttpSender:
         request = await asyncio.wrap_future(build)
         if isinstance(request, DeliveryError):
             return request
-        return request, await self._send(request, time_left)
+        return (request, *await self._send(request, time_left))
 
     def _host_limit(self, host: Hashable) -> asyncio.Semaphore:
         semaphore = self._hosts.get(host)
@@ -125,30 +127,38 @@ class HttpSender:
 
     async def _send(
         self, request: BackchannelRequest, time_left: TimeLeft | None = None
-    ) -> SendResult:
+    ) -> tuple[SendResult, float | None]:
+        """What sending ``request`` gave, and the seconds its exchange took (None when it
+        was never started: the host was not resolved, egress refused it, or the lease ran
+        out)."""
         try:  # the resolved host: aliases of one host share its limit
             async with asyncio.timeout(self._timeout):
                 host = await self._exchange.destination(request.url)
         except TimeoutError:
-            return TransientDeliveryError(f"host name not resolved within {self._timeout:g} s")
+            error = TransientDeliveryError(f"host name not resolved within {self._timeout:g} s")
+            return error, None
         except DeliveryError as exc:  # the egress policy refuses it: nothing is sent
-            return exc
+            return exc, None
         # Per host first: a request queued behind a busy host must not hold a global slot.
         async with self._host_limit(host), self._global:
             if time_left is not None and time_left() <= self._timeout:
-                return TransientDeliveryError(
+                error = TransientDeliveryError(
                     "not sent: the attempt's lease ran out while it waited for a connection slot"
                 )
+                return error, None
             started = time.perf_counter()
+            result: SendResult
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._exchange(request)
+                    result = await self._exchange(request)
             except TimeoutError:
-                return TransientDeliveryError(f"no answer within {self._timeout:g} s")
+                result = TransientDeliveryError(f"no answer within {self._timeout:g} s")
             except DeliveryError as exc:
-                return exc
+                result = exc
             finally:
-                observe_attempt(time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                observe_attempt(seconds)
+            return result, seconds
 
     def close(self) -> None:
         """Close the client and stop the loop."""

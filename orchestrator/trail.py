@@ -266,6 +266,10 @@ def delivery_outcome(work: Work, outcome: Outcome) -> AuditEntry:
         detail["next_attempt_at"] = outcome.next_attempt_at.isoformat()
     if outcome.retry_after is not None:
         detail["retry_after"] = outcome.retry_after
+    if outcome.latency is not None:
+        detail["latency_ms"] = round(outcome.latency * 1000, 3)
+    if outcome.error_class is not None:
+        detail["error_class"] = outcome.error_class
     for name, value in outcome.facts.items():
         detail.setdefault(name, value)  # never over what the record itself says
     suffix = f":{work.attempt}" if outcome.status is DeliveryStatus.RETRYING else ""

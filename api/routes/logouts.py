@@ -1,5 +1,6 @@
 """``GET /v1/logouts/{event_id}?wait=`` and ``GET /v1/plans/{plan_id}?wait=``: long polls on
-:class:`~orchestrator.waiting.LogoutWaiter` (a notification wakes them, never a sleep loop)."""
+:class:`~orchestrator.waiting.LogoutWaiter` (a notification wakes them, never a sleep loop);
+``GET /v1/logouts/{event_id}/timeline``: the logout as an HTML page for operators."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import math
 import uuid
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from api.models import DeliveryItem, LogoutAnswer
+from api.pages import render_timeline
 from api.problems import ApiProblem
 from api.service import Service
 from orchestrator.event_status import delivery_states, event_states
 from orchestrator.logout.rollup import Tally
+from orchestrator.timeline import Timeline, read_timeline
 from schemas.errors import InputError, Problem
 
 __all__ = ["routes", "wait_seconds"]
@@ -98,7 +101,24 @@ def routes(service: Service) -> list[Route]:
             )
         return JSONResponse(found.plan.model_dump(mode="json"))
 
+    async def get_timeline(request: Request) -> Response:
+        service.auth.require(request, "read")
+        event_id = _event_id(request)
+
+        def read() -> Timeline | None:
+            with database() as db:
+                return read_timeline(db, event_id)
+
+        timeline = await service.run(read)
+        if timeline is None:
+            raise ApiProblem(
+                404, "unknown event", f"no audit record or delivery of event {event_id}"
+            )
+        page = render_timeline(timeline)
+        return HTMLResponse(page.html, headers=dict(page.headers))
+
     return [
         Route("/v1/logouts/{event_id}", get_logout, methods=["GET"], name="logout"),
+        Route("/v1/logouts/{event_id}/timeline", get_timeline, methods=["GET"], name="timeline"),
         Route("/v1/plans/{plan_id}", get_plan, methods=["GET"], name="plan"),
     ]

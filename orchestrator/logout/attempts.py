@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -64,7 +65,9 @@ class Attempts:
             if isinstance(item, DeliveryError):
                 outcomes[work.delivery_id] = self._failure(work, item, answered)
             else:
-                outcomes[work.delivery_id] = self._interpret(work, *item, answered)
+                request, result, latency = item
+                outcome = self._interpret(work, request, result, answered)
+                outcomes[work.delivery_id] = replace(outcome, latency=latency)
         return outcomes
 
     def _interpret(
@@ -95,15 +98,26 @@ class Attempts:
         if code is None and response is not None:
             code = response.status_code
         if isinstance(exc, PermanentDeliveryError):
-            return Outcome(DeliveryStatus.FAILED, exc.detail, code, facts=exc.facts)
+            return Outcome(
+                DeliveryStatus.FAILED, exc.detail, code, facts=exc.facts, error_class="permanent"
+            )
         retry_after = getattr(exc, "retry_after", None)
         when = self._policy.next_attempt(work.attempt, work.created_at, answered, retry_after)
         if when is None:
             detail = f"{exc.detail}; gave up after {work.attempt} attempts"
-            return Outcome(DeliveryStatus.FAILED, detail, code, facts=exc.facts)
+            return Outcome(
+                DeliveryStatus.FAILED, detail, code, facts=exc.facts, error_class="transient"
+            )
         wait = (when - answered).total_seconds()
         return Outcome(
-            DeliveryStatus.RETRYING, exc.detail, code, when, retry_after, wait, exc.facts
+            DeliveryStatus.RETRYING,
+            exc.detail,
+            code,
+            when,
+            retry_after,
+            wait,
+            exc.facts,
+            error_class="transient",
         )
 
 

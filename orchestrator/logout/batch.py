@@ -149,3 +149,7 @@ class Outcome:
     retry_in: float = 0.0
     #: Fields the error adds to the audit record (``DeliveryError.facts``).
     facts: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds the provider took to answer (None: nothing was sent).
+    latency: float | None = None
+    #: ``transient`` or ``permanent`` for a failed attempt (the error's type), else None.
+    error_class: str | None = None

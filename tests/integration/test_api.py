@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 PROTECTED = [
     ("POST", "/v1/events", "events:write"),
     ("GET", f"/v1/logouts/{uuid.uuid4()}", "read"),
+    ("GET", f"/v1/logouts/{uuid.uuid4()}/timeline", "read"),
     ("GET", "/v1/plans/p-1", "read"),
     ("POST", "/v1/sessions", "sessions:write"),
     ("POST", "/v1/sessions/s-1/seen", "sessions:write"),
@@ -282,6 +283,7 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
     assert set(document["paths"]) == {
         "/v1/events",
         "/v1/logouts/{event_id}",
+        "/v1/logouts/{event_id}/timeline",
         "/v1/plans/{plan_id}",
         "/v1/sessions",
         "/v1/sessions/{session_id}/seen",

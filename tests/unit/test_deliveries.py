@@ -356,6 +356,8 @@ def test_400_fails_permanently(one_rp: _Env) -> None:
     [audit] = one_rp.audit("delivery.failed")
     assert audit.detail["status_code"] == 400
     assert audit.detail["error"] == "HTTP 400"
+    assert audit.detail["error_class"] == "permanent"
+    assert audit.detail["latency_ms"] >= 0
     [completed] = one_rp.audit("logout.completed")
     assert completed.outcome == "partial"
 
@@ -426,6 +428,8 @@ def test_retry_after_is_honoured(one_rp: _Env) -> None:
     assert delivery.next_attempt_at >= answered + timedelta(seconds=7)
     [audit] = one_rp.audit("delivery.retrying")
     assert audit.detail["retry_after"] == 7.0
+    assert audit.detail["error_class"] == "transient"
+    assert audit.detail["latency_ms"] >= 0  # the exchange was timed (audit show reads it)
 
 
 def test_connection_failure_is_retried(one_rp: _Env) -> None:
@@ -550,6 +554,7 @@ def test_handler_permanent_error_fails_without_request(env: _Env) -> None:
     assert env.scheduled == []
     [failed] = env.audit("delivery.failed")
     assert failed.detail["error"] == "session has no sid to log out"
+    assert "latency_ms" not in failed.detail  # nothing was sent: no latency to tell
 
 
 def test_a_handler_bug_fails_its_delivery_only(env: _Env) -> None:

@@ -62,3 +62,19 @@ def audit_list(
         user_id, session_id, event_id, record_type, since, limit, after, as_json
     )
     list_audit(settings_of(ctx), options)
+
+
+@audit.command("show", logs=False, teardown=False)
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="The timeline as one JSON document.")
+@click.pass_context
+def audit_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """Draw one logout as a timeline: received, sessions ended, plan built, each delivery's
+    attempts (latency, outcome, error), settled; times relative to the start.
+
+    EVENT_ID is an event id or a unique start of one (as audit list --event); an unknown or
+    ambiguous one exits 2. Only reads: never migrates.
+    """
+    from workers.timeline import show_timeline
+
+    show_timeline(settings_of(ctx), event_id, as_json=as_json)
