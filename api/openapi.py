@@ -19,7 +19,7 @@ from api.models import (
     SeenAnswer,
     SessionAnswer,
 )
-from protocols.ssf.receiving import MEDIA_TYPE, ErrorCode
+from protocols.ssf.receiving import SET_MEDIA_TYPE, ErrorCode
 from schemas import Event, LogoutPlan, SessionStarted
 
 __all__ = ["openapi_document"]
@@ -131,7 +131,7 @@ def _ssf_push() -> dict[str, Any]:
             "202": {"description": "verified; what it asks is published"},
             **{status: _json(refused, text) for status, text in says.items()},
         },
-        body={"required": True, "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}},
+        body={"required": True, "content": {SET_MEDIA_TYPE: {"schema": {"type": "string"}}}},
         parameters=[_path("stream", {"type": "string", "minLength": 1, "maxLength": 64})],
         errors=(404, 413, 503),
     )

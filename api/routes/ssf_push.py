@@ -31,7 +31,7 @@ from orchestrator.request_body import media_type, read_body
 from orchestrator.ssf_intake import ReceivedSet, SetIntake
 from orchestrator.ssf_keys import TransmitterKeys, fetch_jwks
 from orchestrator.ssf_transmitters import SsfTransmitter
-from protocols.ssf.receiving import MEDIA_TYPE, SetRefusedError, read_header, verify
+from protocols.ssf.receiving import SET_MEDIA_TYPE, SetRefusedError, read_header, verify
 from protocols.ssf.signals import read_signals
 
 __all__ = ["routes"]
@@ -113,8 +113,8 @@ def _admit(request: Request, transmitter: SsfTransmitter) -> None:
             )
     if not transmitter.enabled:
         raise SetRefusedError("access_denied", "this stream is disabled (enabled = false)")
-    if media_type(request) != MEDIA_TYPE:
-        raise SetRefusedError("invalid_request", f"send Content-Type: {MEDIA_TYPE} (RFC 8935)")
+    if media_type(request) != SET_MEDIA_TYPE:
+        raise SetRefusedError("invalid_request", f"send Content-Type: {SET_MEDIA_TYPE} (RFC 8935)")
 
 
 def _refused(stream: str, exc: SetRefusedError) -> JSONResponse:

@@ -18,8 +18,8 @@ import jwt
 from schemas.errors import LogoutError
 
 __all__ = [
-    "MEDIA_TYPE",
-    "SET_TYP",
+    "SET_MEDIA_TYPE",
+    "SET_TYPE",
     "ErrorCode",
     "SetHeader",
     "SetRefusedError",
@@ -28,9 +28,9 @@ __all__ = [
 ]
 
 #: The media type of a pushed SET (RFC 8417 section 7.2, RFC 8935 section 2).
-MEDIA_TYPE: Final = "application/secevent+jwt"
+SET_MEDIA_TYPE: Final = "application/secevent+jwt"
 #: The JOSE ``typ`` a SET carries (RFC 8417 section 2.3).
-SET_TYP: Final = "secevent+jwt"
+SET_TYPE: Final = "secevent+jwt"
 #: Seconds an ``iat`` may lie in the future (the transmitter's clock runs ahead).
 CLOCK_SKEW: Final = 60
 
@@ -76,9 +76,9 @@ def read_header(token: str, algorithms: Collection[str]) -> SetHeader:
             "invalid_request", "the body is not a compact JWS (header.payload.signature)"
         ) from None
     typ = str(header.get("typ", "")).lower().removeprefix("application/")
-    if typ != SET_TYP:
+    if typ != SET_TYPE:
         raise SetRefusedError(
-            "invalid_request", f"the JOSE header's typ must be {SET_TYP!r} (RFC 8417)"
+            "invalid_request", f"the JOSE header's typ must be {SET_TYPE!r} (RFC 8417)"
         )
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:

@@ -89,7 +89,7 @@ def test_every_audit_record_is_logged_once(
             protocols,
             {"ProtocolHandler", "BackchannelRequest", "handler_classes", "Channel", "KeyDirectory"},
         ),
-        (protocols.ssf.receiving, {"MEDIA_TYPE", "SetRefusedError", "read_header", "verify"}),
+        (protocols.ssf.receiving, {"SET_MEDIA_TYPE", "SetRefusedError", "read_header", "verify"}),
         (protocols.ssf.signals, {"SESSION_REVOKED", "Signal", "read_signals"}),
         (orchestrator.ssf_intake, {"ReceivedSet", "SetIntake", "event_id_of"}),
         (schemas, {"Event", "AuditRecord", "AuditType", "LogoutUser", "event_adapter"}),
