@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import openapi_document
 from api.problems import exception_handlers, problem_response
-from api.routes import events, health, logouts, operations, sessions, ssf, users
+from api.routes import events, health, logouts, operations, sessions, ssf, ssf_push, users
 from api.service import Service
 from orchestrator.metrics import observe_request
 from orchestrator.settings import Settings
@@ -103,6 +103,7 @@ def create_app(
         *sessions.routes(service),
         *users.routes(service),
         *operations.routes(service),
+        *ssf_push.routes(service),
         *health.routes(service),
         *ssf.routes(service),
         Route("/v1/openapi.json", openapi, methods=["GET"], name="openapi"),

@@ -26,6 +26,7 @@ from api.models import (
     UserSessions,
 )
 from api.ssf_streams import StatusUpdate, StreamRequest, SubjectRequest, VerifyRequest
+from protocols.ssf.receiving import SET_MEDIA_TYPE, ErrorCode
 from schemas import DeviceQuestion, Event, LogoutPlan, SessionStarted
 
 __all__ = ["openapi_document"]
@@ -301,6 +302,37 @@ def _ssf_paths() -> dict[str, Any]:
     return paths
 
 
+def _ssf_push() -> dict[str, Any]:
+    """``POST /v1/ssf/push/{stream}``: its refusals are RFC 8935's ``{err, description}``,
+    not problems, and its bearer token is the stream's own (``push_token_sha256``)."""
+    refused = {
+        "type": "object",
+        "required": ["err", "description"],
+        "properties": {
+            "err": {"enum": list(ErrorCode.__args__)},  # type: ignore[attr-defined]
+            "description": {"type": "string"},
+        },
+    }
+    says = {
+        "400": "the SET is refused (err names why)",
+        "401": "authentication_failed: the stream's push token is missing or wrong",
+        "403": "access_denied: the stream is disabled",
+    }
+    operation = _operation(
+        "Receive a Security Event Token from an upstream transmitter (RFC 8935)",
+        None,
+        {
+            "202": {"description": "verified; what it asks is published"},
+            **{status: _json(refused, text) for status, text in says.items()},
+        },
+        body={"required": True, "content": {SET_MEDIA_TYPE: {"schema": {"type": "string"}}}},
+        parameters=[_path("stream", {"type": "string", "minLength": 1, "maxLength": 64})],
+        errors=(404, 413, 503),
+    )
+    operation["security"] = [{}, {"bearer": []}]
+    return {"post": operation}
+
+
 def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, Any]:
     """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``);
     ``ssf``: the Shared Signals routes are served (the ``ssf`` handler is enabled)."""
@@ -403,6 +435,7 @@ def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, 
         },
         **_user_paths(body_errors),
         **_operator_paths(),
+        "/v1/ssf/push/{stream}": _ssf_push(),
         "/healthz": {
             "get": _operation("The process lives", None, {"200": _json(_ref("Health"), "ok")})
         },
@@ -434,7 +467,8 @@ def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, 
         "info": {
             "title": "logout-orchestrator",
             "version": "1",
-            "description": "Ingestion, waits, binding checks, users' sessions, health and metrics.",
+            "description": "Ingestion, waits, binding checks, users' sessions, operators' "
+            "views, Shared Signals (push receiver, transmitter streams), health and metrics.",
         },
         "paths": paths,
         "components": {

@@ -54,6 +54,7 @@ __all__ = [
     "count_binding_violation",
     "count_expired",
     "count_records",
+    "count_ssf_set",
     "multiprocess_dir",
     "observe_attempt",
     "observe_plan_build",
@@ -123,6 +124,13 @@ HTTP_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0),
 )
 
+SSF_SETS = Counter(
+    "logout_ssf_sets_total",
+    "Security Event Tokens pushed by upstream transmitters, by stream and result (accepted, "
+    "ignored, or the RFC 8935 err of a refusal).",
+    ["stream", "result"],
+)
+
 _log = structlog.get_logger("logout.metrics")
 
 _EVENT_OUTCOMES: Final = {
@@ -181,6 +189,12 @@ def count_expired(reason: str, count: int = 1) -> None:
 def count_binding_violation(reason: str) -> None:
     """A session's binding broke for ``reason`` (``asn.changed``, ``geoip.country`` ...)."""
     BINDING_VIOLATIONS.labels(reason).inc()
+
+
+def count_ssf_set(stream: str, result: str) -> None:
+    """A configured ``stream`` received a SET: ``accepted``, ``ignored`` or refused with the
+    RFC 8935 code ``result`` (both bounded: streams are configured, codes are six)."""
+    SSF_SETS.labels(stream, result).inc()
 
 
 def count_backend_error(backend: str) -> None:

@@ -38,6 +38,7 @@ from orchestrator.settings_environment import (
 from orchestrator.settings_environment import unknown_variables as _unknown_variables
 from orchestrator.settings_origins import SettingsOrigins
 from orchestrator.settings_sources import NoDecode, read_sources
+from orchestrator.ssf_transmitters import SsfTransmitter
 from schemas.durations import (
     Duration,
     Milliseconds,
@@ -192,6 +193,10 @@ class Settings(BaseModel):
     api_wait_max: Seconds = Field(
         default=30.0, gt=0, le=300, description="longest ?wait= a long-poll accepts"
     )
+    ssf_transmitters: list[SsfTransmitter] = Field(
+        default_factory=list,
+        description="upstream Shared Signals transmitters: POST /v1/ssf/push/<name> each",
+    )
     metrics_public: bool = Field(
         default=False, description="/metrics answers without a token (else scope read)"
     )
@@ -210,6 +215,15 @@ class Settings(BaseModel):
         scheme = urlsplit(value).scheme
         if scheme not in BROKER_SCHEMES:
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
+        return value
+
+    @field_validator("ssf_transmitters")
+    @classmethod
+    def _distinct_streams(cls, value: list[SsfTransmitter]) -> list[SsfTransmitter]:
+        names = [t.name for t in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"the name {repeated[0]!r} is used twice; each stream needs its own")
         return value
 
     @field_validator("egress_allow")

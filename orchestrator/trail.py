@@ -23,6 +23,7 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 ``logout.settled``        ``logout.settled:<event_id>``
 ``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
 ``audit.purged``          ``audit.purged:<checkpoint_id>``
+``ssf.received``          ``ssf.received:<set key>`` (SHA-256 of the SET's iss and jti)
 ========================= ==============================================
 """
 
@@ -69,6 +70,7 @@ __all__ = [
     "session_ended",
     "session_not_found",
     "session_started",
+    "ssf_received",
 ]
 
 
@@ -426,4 +428,18 @@ def audit_purged(
             "checkpoint_id": checkpoint_id,
             "actor": actor,
         },
+    )
+
+
+def ssf_received(stream: str, set_key: str, jti: str, effects: list[dict[str, Any]]) -> AuditEntry:
+    """A SET an upstream transmitter pushed was accepted: ``effects`` names, per event, its
+    type and what it caused (the event published, or why it was ignored). Outcome
+    ``accepted`` when some event was published, else ``ignored``."""
+    published = [e["event_id"] for e in effects if e.get("event_id")]
+    return AuditEntry(
+        key=f"ssf.received:{set_key}",
+        type=AuditType.SSF_RECEIVED,
+        outcome="accepted" if published else "ignored",
+        event_id=published[0] if published else None,
+        detail={"stream": stream, "jti": jti, "events": effects},
     )

@@ -40,6 +40,7 @@ class AuditType(StrEnum):
     PROVIDER_REMOVED = "provider.removed"
     PROVIDER_SESSIONS_ENDING = "provider.sessions_ending"
     AUDIT_PURGED = "audit.purged"
+    SSF_RECEIVED = "ssf.received"
 
 
 #: The records of a delivery's outcome, one per delivery status but pending:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Provider,
         ProviderSession,
         ProviderSubscription,
+        ReceivedSet,
         RejectedEvent,
         utcnow,
     )
@@ -45,6 +46,7 @@ __all__ = [
     "Provider",
     "ProviderSession",
     "ProviderSubscription",
+    "ReceivedSet",
     "RejectedEvent",
     "make_database",
     "make_engine",

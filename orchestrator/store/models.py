@@ -40,6 +40,7 @@ __all__ = [
     "Provider",
     "ProviderSession",
     "ProviderSubscription",
+    "ReceivedSet",
     "RejectedEvent",
     "utcnow",
 ]
@@ -274,6 +275,21 @@ class PlanRow(Base):
     event_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     body: Mapped[dict[str, Any]] = mapped_column()
+
+
+class ReceivedSet(Base):
+    """A Security Event Token an upstream transmitter pushed (``POST /v1/ssf/push``): its
+    ``jti`` per issuer, so a replay is refused, kept until its ``iat`` is too old to pass
+    the freshness check anyway (``expires_at``), then deleted."""
+
+    __tablename__ = "ssf_received_sets"
+
+    #: Hex SHA-256 of the issuer and the jti (RFC 8417: a jti is unique per issuer).
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    jti: Mapped[str] = mapped_column(ID)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class AuditRow(Base):

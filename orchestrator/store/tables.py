@@ -17,6 +17,7 @@ from orchestrator.store.models import (
     Provider,
     ProviderSession,
     ProviderSubscription,
+    ReceivedSet,
     RejectedEvent,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "PROVIDERS",
     "PROVIDER_SESSIONS",
     "PROVIDER_SUBSCRIPTIONS",
+    "RECEIVED_SETS",
     "REJECTED_EVENTS",
 ]
 
@@ -49,3 +51,4 @@ PROVIDERS = _table(Provider)
 PROVIDER_SESSIONS = _table(ProviderSession)
 PROVIDER_SUBSCRIPTIONS = _table(ProviderSubscription)
 REJECTED_EVENTS = _table(RejectedEvent)
+RECEIVED_SETS = _table(ReceivedSet)

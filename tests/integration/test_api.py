@@ -300,6 +300,7 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/v1/deliveries",
         "/v1/rejected-events",
         "/v1/providers",
+        "/v1/ssf/push/{stream}",
         "/healthz",
         "/readyz",
         "/metrics",

@@ -12,8 +12,11 @@ import api
 import orchestrator
 import orchestrator.logout
 import orchestrator.operations
+import orchestrator.ssf_intake
 import orchestrator.store
 import protocols
+import protocols.ssf.receiving
+import protocols.ssf.signals
 import schemas
 import workers
 from orchestrator.audit import AuditEntry, emit, write_audit
@@ -91,6 +94,9 @@ def test_every_audit_record_is_logged_once(
             protocols,
             {"ProtocolHandler", "BackchannelRequest", "handler_classes", "Channel", "KeyDirectory"},
         ),
+        (protocols.ssf.receiving, {"SET_MEDIA_TYPE", "SetRefusedError", "read_header", "verify"}),
+        (protocols.ssf.signals, {"SESSION_REVOKED", "Signal", "read_signals"}),
+        (orchestrator.ssf_intake, {"ReceivedSet", "SetIntake", "event_id_of"}),
         (schemas, {"Event", "AuditRecord", "AuditType", "LogoutUser", "event_adapter"}),
         (workers, {"build_broker", "declare_actors", "embedded", "serve"}),
         (api, {"ApiProblem", "create_app", "openapi_document", "serve"}),
@@ -114,6 +120,7 @@ def test_one_exception_root() -> None:
         orchestrator.InputError,
         orchestrator.PermanentDeliveryError,
         orchestrator.TransientDeliveryError,
+        protocols.ssf.receiving.SetRefusedError,
     ]
     assert all(issubclass(e, orchestrator.LogoutError) for e in errors)
     assert not issubclass(orchestrator.TransientDeliveryError, orchestrator.PermanentDeliveryError)

@@ -17,6 +17,7 @@ from workers.cli import (  # noqa: F401  (each registers its commands)
     publish,
     service,
     sessions,
+    ssf,
 )
 from workers.cli.root import main
 
