@@ -100,7 +100,7 @@ class Deliveries:
         if not links:
             return [Begun(e, (), ()) for e in ended]
         rows = {(link["ended_by_event"], link["ps_id"]): self._new_row(link, now) for link in links}
-        inserted = conn.execute(sql.insert_deliveries(conn), list(rows.values()))
+        inserted = sql.INSERT_DELIVERIES.execute(conn, list(rows.values()))
         fresh = {(event_id, ps_id) for event_id, ps_id in inserted}
         works: dict[str, list[Work]] = {event_id: [] for event_id in by_id}
         for link in links:

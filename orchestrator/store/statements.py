@@ -3,17 +3,15 @@
 Every statement is built once: executed with parameters named ``b_*`` (an ``IN`` list is one
 expanding parameter, ``b_ids``), so a call costs no statement building nor cache-key
 generation (~0.2 ms each for the joins). Inserts that ignore conflicts depend on the
-dialect and are built once per dialect. Nothing here opens a transaction: each stage runs
-these in the one its engine opened.
+dialect and are built once per dialect (:class:`~orchestrator.store.sql.InsertIgnoring`).
+Nothing here opens a transaction: each stage runs these in the one its engine opened.
 """
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     Update,
     bindparam,
     func,
@@ -25,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.store.models import OPEN_DELIVERY_STATUSES, EventStatus
-from orchestrator.store.sql import dialect_name, insert_ignore_for
+from orchestrator.store.sql import InsertIgnoring
 from orchestrator.store.tables import (
     DELIVERIES,
     EVENTS,
@@ -52,6 +50,8 @@ __all__ = [
     "FULL_LOGOUT_PROVIDERS",
     "HELD_ATTEMPTS",
     "IDP_SESSIONS_BY_ID",
+    "INSERT_DELIVERIES",
+    "INSERT_EVENTS",
     "NOT_DUE_DELIVERIES",
     "OPEN_DELIVERIES_OF",
     "OPEN_IDP_SESSIONS",
@@ -60,8 +60,6 @@ __all__ = [
     "RECORD_OUTCOME",
     "SESSIONS_ENDED_BY",
     "TAKE_EVENTS",
-    "insert_deliveries",
-    "insert_events",
 ]
 
 _OPEN = [status.value for status in sorted(OPEN_DELIVERY_STATUSES)]
@@ -276,28 +274,12 @@ COUNT_DELIVERIES = (
 )
 
 
-# -- inserts that ignore a conflict (one per dialect) ----------------------------------
+# -- inserts that ignore a conflict ---------------------------------------------------
 
-
-def insert_events(conn: Connection) -> Any:
-    """Insert events rows unless their ``event_id`` exists; returns the ids inserted."""
-    return _insert_events(dialect_name(conn))
-
-
-def insert_deliveries(conn: Connection) -> Any:
-    """Insert deliveries unless one exists per (event, provider session); returns the keys
-    of those inserted."""
-    return _insert_deliveries(dialect_name(conn))
-
-
-@cache
-def _insert_events(dialect: str) -> Any:
-    return insert_ignore_for(dialect, EVENTS, ["event_id"]).returning(EVENTS.c.event_id)
-
-
-@cache
-def _insert_deliveries(dialect: str) -> Any:
-    keys = ["event_id", "provider_session_id"]
-    return insert_ignore_for(dialect, DELIVERIES, keys).returning(
-        DELIVERIES.c.event_id, DELIVERIES.c.provider_session_id
-    )
+#: Insert events rows unless their ``event_id`` exists; returns the ids inserted.
+INSERT_EVENTS = InsertIgnoring(EVENTS, ("event_id",), ("event_id",))
+#: Insert deliveries unless one exists per (event, provider session); returns the keys of
+#: those inserted.
+INSERT_DELIVERIES = InsertIgnoring(
+    DELIVERIES, ("event_id", "provider_session_id"), ("event_id", "provider_session_id")
+)
