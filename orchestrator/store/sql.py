@@ -12,7 +12,14 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Executable, Result, Table, bindparam, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["InsertIgnoring", "dialect_name", "engine_of", "insert_ignore", "insert_ignore_for"]
+__all__ = [
+    "InsertIgnoring",
+    "dialect_name",
+    "engine_of",
+    "insert_ignore",
+    "insert_ignore_for",
+    "json_rows",
+]
 
 
 def dialect_name(db: Connection | Session) -> str:
@@ -73,7 +80,7 @@ class InsertIgnoring:
         dialect = dialect_name(db)
         statement = _insert_ignoring(self, dialect, tuple(rows[0]))
         if dialect == "postgresql":
-            return db.execute(statement, {"b_rows": json.dumps(rows, default=_json_value)})
+            return db.execute(statement, {"b_rows": json_rows(rows)})
         return db.execute(statement, list(rows))
 
 
@@ -105,6 +112,11 @@ def _insert_ignoring(spec: InsertIgnoring, dialect: str, columns: tuple[str, ...
     )
     compiled = text(statement).bindparams(bindparam("b_rows"))
     return compiled.columns(*(table.c[column] for column in spec.returning))
+
+
+def json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as one JSON array for PostgreSQL to expand (timestamps in ISO 8601, UTC)."""
+    return json.dumps(rows, default=_json_value)
 
 
 def _json_value(value: object) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "PROVIDER_PROTOCOL",
     "PROVIDER_SESSION_COLUMNS",
     "RECORD_OUTCOME",
+    "RECORD_OUTCOMES",
     "SESSIONS_ENDED_BY",
     "TAKE_EVENTS",
 ]
@@ -119,6 +121,29 @@ RECORD_OUTCOME = (
         next_attempt_at=bindparam("b_next"),
         completed_at=bindparam("b_done"),
     )
+)
+
+#: PostgreSQL: :data:`RECORD_OUTCOME` for every attempt at once: ``b_rows`` its parameter
+#: sets as one JSON array (:func:`~orchestrator.store.sql.json_rows`), ``b_ids`` their ids.
+#: One statement of the same text for any number of rows (an executemany sends one per row);
+#: the rows are locked in id order first, as every writer of deliveries locks them (no
+#: deadlock). Returns ``(id, attempts)`` of each attempt recorded: the others were superseded.
+RECORD_OUTCOMES = (
+    text(
+        "UPDATE deliveries AS d SET status = r.b_status, last_error = r.b_error, "
+        "last_status_code = r.b_code, updated_at = r.b_now, next_attempt_at = r.b_next, "
+        "completed_at = r.b_done "
+        "FROM json_to_recordset(CAST(:b_rows AS json)) AS r(b_id varchar, b_attempt integer, "
+        "b_status varchar, b_error text, b_code integer, b_now timestamptz, "
+        "b_next timestamptz, b_done timestamptz) "
+        "WHERE d.id = r.b_id AND d.attempts = r.b_attempt "
+        "AND d.status = ANY(CAST(:b_open AS varchar[])) "
+        "AND d.id IN (SELECT id FROM deliveries WHERE id = ANY(CAST(:b_ids AS varchar[])) "
+        "ORDER BY id FOR UPDATE) "
+        "RETURNING d.id, d.attempts"
+    )
+    .bindparams(bindparam("b_rows"), bindparam("b_ids"), bindparam("b_open", value=_OPEN))
+    .columns(DELIVERIES.c.id, DELIVERIES.c.attempts)
 )
 
 #: What a provider session and its provider contribute to a delivery attempt (labelled).
