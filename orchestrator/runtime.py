@@ -183,6 +183,7 @@ class Runtime:
             activity=activity,
             timeouts=self.plan_timeouts,
             notify=self.notifier(),
+            notify_within=self.notifier().within,
         )
 
     def activity(self, relay: Relay | None = None) -> SessionActivity:

@@ -72,12 +72,16 @@ class LogoutEngine:
         activity: Activity | None = None,
         timeouts: PlanTimeouts | None = None,
         notify: Callable[[Sequence[tuple[str, str]]], None] | None = None,
+        notify_within: Callable[[Connection, Sequence[tuple[str, str]]], bool] | None = None,
     ) -> None:
         """``attempts`` carries out delivery attempts; ``schedule`` retries one later;
         ``lease`` (seconds) is how long a claim lasts past its last renewal. ``activity``
         handles ``session.started`` / ``session.seen`` (without one they are rejected with a
         reason). ``timeouts`` go into the stage plans; ``notify`` announces
-        ``(plan:<id>, the plan's JSON)`` and ``(event:<id>, "")`` once committed."""
+        ``(plan:<id>, the plan's JSON)`` and ``(event:<id>, "")`` once committed;
+        ``notify_within`` (a :meth:`Notifier.within <orchestrator.notices.Notifier.within>`)
+        queues the ``event:`` ones in the transaction that completes the events when it can.
+        """
         self._engine = engine_of(database)
         self.leases = Leases(self._engine, timedelta(seconds=lease))
         self.deliveries = Deliveries(self._engine, handlers, self.leases, schedule)
@@ -85,6 +89,7 @@ class LogoutEngine:
         self._activity = activity
         self._timeouts = timeouts or PlanTimeouts()
         self._notify = notify or (lambda keys: None)
+        self._notify_within = notify_within or (lambda conn, keys: False)
 
     def handle(self, raw: Any, message_id: str) -> HandleResult:
         """Handle one event as published (a JSON object); see the module docstring."""
@@ -175,12 +180,15 @@ class LogoutEngine:
     def _finish(self, begun: list[Begun], works: list[Work], outcomes: dict[str, Outcome]) -> None:
         """Record every outcome, roll each event up, and mark the events completed."""
         now = utcnow()
+        notices = [(f"event:{item.event_id}", "") for item in begun]
         with self._engine.begin() as conn:
             recorded = self.deliveries.record(conn, works, outcomes)
             rolled, recount = rollup.complete(conn, begun, works, outcomes, recorded.lost, now)
+            announced = self._notify_within(conn, notices)
             records = write_audit(conn, [*recorded.entries, *rolled], at=now)  # last
         emit(records)
-        self._notify([(f"event:{item.event_id}", "") for item in begun])
+        if not announced:
+            self._notify(notices)
         self.deliveries.schedule(recorded.retries)
         if recount:  # other attempts may have finished deliveries meanwhile
             self.settle(recount)
