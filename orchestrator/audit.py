@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 import structlog
@@ -34,7 +33,7 @@ from orchestrator.audit_query import (
 from orchestrator.metrics import count_records
 from orchestrator.store import utcnow
 from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
-from orchestrator.store.sql import dialect_name, insert_ignore_for
+from orchestrator.store.sql import InsertIgnoring, dialect_name
 from schemas import AuditRecord, AuditType
 
 __all__ = [
@@ -113,17 +112,14 @@ def write_audit(
         {**record.model_dump(), "type": record.type.value, "dedupe_key": key}
         for record, key in zip(records, keys, strict=True)
     ]
-    dialect = dialect_name(db)
-    if dialect == "postgresql":
+    if dialect_name(db) == "postgresql":
         db.execute(_WRITING)
-    written = set(db.execute(_inserting(dialect), rows).scalars())
+    written = set(_INSERTING.execute(db, rows).scalars())
     return [record for record, key in zip(records, keys, strict=True) if key in written]
 
 
-@cache
-def _inserting(dialect: str) -> Any:
-    """The trail's insert (a key written before is ignored), built once per dialect."""
-    return insert_ignore_for(dialect, _AUDIT, ["dedupe_key"]).returning(_AUDIT.c.dedupe_key)
+#: The trail's insert (a key written before is ignored).
+_INSERTING = InsertIgnoring(_AUDIT, ("dedupe_key",), ("dedupe_key",))
 
 
 #: Records logged at ``warning``: a delivery that failed or will be tried again.

@@ -12,12 +12,13 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import psycopg
 import redis
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
 from orchestrator.settings import Settings
@@ -52,6 +53,12 @@ class Notifier(Protocol):
     notice that cannot be sent is logged (waiters re-read at least once a second)."""
 
     def __call__(self, notices: Sequence[Notice]) -> None: ...
+
+    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
+        """Queue ``notices`` to go out when ``conn``'s transaction commits (and never if it
+        does not), when this backend can: True if it did, False to call it after the commit
+        instead. ``conn`` is on the database the notifier announces on."""
+        ...
 
     def close(self) -> None: ...
 
@@ -139,6 +146,10 @@ class _LocalNotifier:
         for notice in notices:
             self._board.fire(_payload(notice))
 
+    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
+        """Not through the database: announced after the commit."""
+        return False
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -161,12 +172,21 @@ class _RedisNotifier:
         except redis.RedisError as exc:  # a missed notice costs waiters one re-read
             _log.warning("could not notify waiters", error=str(exc))
 
+    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
+        """Not through the database: announced after the commit."""
+        return False
+
     def close(self) -> None:
         self._client.close()
 
 
+#: ``pg_notify`` of every payload ``b_keys`` on ``b_channel`` (psycopg's placeholders).
+_NOTIFY_ALL = "SELECT pg_notify(%(b_channel)s, key) FROM unnest(%(b_keys)s::text[]) AS key"
+
+
 class _PostgresNotifier:
-    """``pg_notify`` on one long-lived autocommit connection (reconnects once on error)."""
+    """``pg_notify`` on one long-lived autocommit connection (reconnects once on error), or
+    in the transaction that made what the notices name (:meth:`within`)."""
 
     def __init__(self, conninfo: str, channel: str) -> None:
         self._conninfo = conninfo
@@ -183,16 +203,24 @@ class _PostgresNotifier:
                 try:
                     if self._conn is None or self._conn.closed:
                         self._conn = psycopg.connect(self._conninfo, autocommit=True)
-                    self._conn.execute(
-                        "SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key",
-                        (self._channel, payloads),
-                    )
+                    self._conn.execute(_NOTIFY_ALL, self._params(payloads))
                     return
                 except psycopg.Error as exc:
                     self._conn = None
                     if attempt == 2:
                         # A missed notice costs waiters one re-read; never the logout.
                         _log.warning("could not notify waiters", error=str(exc))
+
+    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
+        """PostgreSQL delivers a transaction's notifications when it commits: no round trip
+        and no connection of its own after the commit. (A NOTIFY queue full of 8 GB of unread
+        notices then fails the commit, which is tried again, instead of being logged.)"""
+        if notices:
+            conn.exec_driver_sql(_NOTIFY_ALL, self._params([_payload(n) for n in notices]))
+        return True
+
+    def _params(self, payloads: list[str]) -> dict[str, Any]:
+        return {"b_channel": self._channel, "b_keys": payloads}
 
     def close(self) -> None:
         with self._lock:

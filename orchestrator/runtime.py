@@ -175,6 +175,7 @@ class Runtime:
         and sightings. One per process: events and retries share it."""
         from orchestrator.logout import LogoutEngine
 
+        notifier = self.notifier()
         return LogoutEngine(
             self.database,
             self.handlers,
@@ -183,7 +184,8 @@ class Runtime:
             lease=self.delivery_lease,
             activity=activity,
             timeouts=self.plan_timeouts,
-            notify=self.notifier(),
+            notify=notifier,
+            notify_within=notifier.within,
         )
 
     def activity(self, relay: Relay | None = None) -> SessionActivity:

@@ -28,6 +28,7 @@ from orchestrator.errors import InputError
 from orchestrator.leases import Leases
 from orchestrator.logout.batch import Begun, Ended, Outcome, Work
 from orchestrator.store import DeliveryStatus, utcnow
+from orchestrator.store.sql import json_rows
 from orchestrator.trail import delivery_outcome
 from protocols import LogoutContext, ProtocolHandler, ProviderInfo, ProviderSessionInfo
 
@@ -108,7 +109,7 @@ class Deliveries:
         if not links:
             return [Begun(e, (), ()) for e in ended]
         rows = {(link["ended_by_event"], link["ps_id"]): self._new_row(link, now) for link in links}
-        inserted = conn.execute(sql.insert_deliveries(conn), list(rows.values()))
+        inserted = sql.INSERT_DELIVERIES.execute(conn, list(rows.values()))
         fresh = {(event_id, ps_id) for event_id, ps_id in inserted}
         works: dict[str, list[Work]] = {event_id: [] for event_id in by_id}
         for link in links:
@@ -245,8 +246,7 @@ class Deliveries:
         self, conn: Connection, works: Sequence[Work], outcomes: Mapping[str, Outcome]
     ) -> Recorded:
         """Write the outcome of every attempt that still holds its delivery, in the
-        caller's transaction: one fenced executemany, and a read of what it wrote only when
-        it wrote fewer rows than it was given.
+        caller's transaction (see :func:`_write_outcomes`).
 
         An attempt superseded meanwhile (its lease ran out and another attempt claimed the
         delivery, or the delivery is final) records nothing: no row, no audit record, no
@@ -258,14 +258,7 @@ class Deliveries:
         ordered = sorted(works, key=lambda w: w.delivery_id)  # lock order: by id
         self.leases.release((w.delivery_id, w.attempt) for w in ordered)
         rows = [_outcome_row(work, outcomes[work.delivery_id], now) for work in ordered]
-        written = conn.execute(sql.RECORD_OUTCOME, rows).rowcount
-        held = {(w.delivery_id, w.attempt) for w in ordered}
-        if written != len(rows) or not conn.dialect.supports_sane_multi_rowcount:
-            # Some attempt was superseded. An attempt's number is claimed once: a row at
-            # that number stamped with this transaction's time was written by it (and it
-            # holds the row until commit).
-            params = {"b_attempts": sorted(held), "b_now": now}
-            held = {(i, n) for i, n in conn.execute(sql.HELD_ATTEMPTS, params)}
+        held = _write_outcomes(conn, rows, now)
         recorded = Recorded()
         for work in works:
             outcome = outcomes[work.delivery_id]
@@ -288,6 +281,29 @@ class Deliveries:
         for delivery_id, wait in retries:
             # Counted from the answer, so the retry never comes before ``Retry-After``.
             self._schedule(delivery_id, wait)
+
+
+def _write_outcomes(
+    conn: Connection, rows: list[dict[str, Any]], now: datetime
+) -> set[tuple[str, int]]:
+    """Record the outcome rows (sorted by delivery id); returns the (delivery, attempt) pairs
+    that still held their delivery and were recorded.
+
+    PostgreSQL: one statement that says which it recorded. Elsewhere: one fenced executemany,
+    and a read of what it wrote only when it wrote fewer rows than it was given.
+    """
+    if conn.dialect.name == "postgresql":
+        recorded = {"b_rows": json_rows(rows), "b_ids": [row["b_id"] for row in rows]}
+        return {(i, n) for i, n in conn.execute(sql.RECORD_OUTCOMES, recorded)}
+    written = conn.execute(sql.RECORD_OUTCOME, rows).rowcount
+    held = {(row["b_id"], row["b_attempt"]) for row in rows}
+    if written != len(rows) or not conn.dialect.supports_sane_multi_rowcount:
+        # Some attempt was superseded. An attempt's number is claimed once: a row at that
+        # number stamped with this transaction's time was written by it (and it holds the
+        # row until commit).
+        stamped: dict[str, Any] = {"b_attempts": sorted(held), "b_now": now}
+        held = {(i, n) for i, n in conn.execute(sql.HELD_ATTEMPTS, stamped)}
+    return held
 
 
 def _outcome_row(work: Work, outcome: Outcome, now: datetime) -> dict[str, Any]:

@@ -105,12 +105,8 @@ def claim(conn: Connection, logouts: Sequence[Logout], now: datetime, lease: tim
     first: dict[str, Logout] = {}
     for logout in logouts:
         first.setdefault(logout.event_id, logout)
-    inserted = set(
-        conn.scalars(
-            sql.insert_events(conn),
-            [_event_row(logout, now, lease) for logout in first.values()],
-        )
-    )
+    new_rows = [_event_row(logout, now, lease) for logout in first.values()]
+    inserted = set(sql.INSERT_EVENTS.execute(conn, new_rows).scalars())
     known = [event_id for event_id in first if event_id not in inserted]
     rows = (
         {row.event_id: row for row in conn.execute(sql.EVENTS_BY_ID, {"b_ids": known})}

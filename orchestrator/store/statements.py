@@ -3,29 +3,28 @@
 Every statement is built once: executed with parameters named ``b_*`` (an ``IN`` list is one
 expanding parameter, ``b_ids``), so a call costs no statement building nor cache-key
 generation (~0.2 ms each for the joins). Inserts that ignore conflicts depend on the
-dialect and are built once per dialect. Nothing here opens a transaction: each stage runs
-these in the one its engine opened.
+dialect and are built once per dialect (:class:`~orchestrator.store.sql.InsertIgnoring`).
+Nothing here opens a transaction: each stage runs these in the one its engine opened.
 """
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     Update,
     bindparam,
     func,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.store.models import OPEN_DELIVERY_STATUSES, EventStatus
-from orchestrator.store.sql import dialect_name, insert_ignore_for
+from orchestrator.store.sql import InsertIgnoring
 from orchestrator.store.tables import (
     DELIVERIES,
     EVENTS,
@@ -52,16 +51,17 @@ __all__ = [
     "FULL_LOGOUT_PROVIDERS",
     "HELD_ATTEMPTS",
     "IDP_SESSIONS_BY_ID",
+    "INSERT_DELIVERIES",
+    "INSERT_EVENTS",
     "NOT_DUE_DELIVERIES",
     "OPEN_DELIVERIES_OF",
     "OPEN_IDP_SESSIONS",
     "PROVIDER_PROTOCOL",
     "PROVIDER_SESSION_COLUMNS",
     "RECORD_OUTCOME",
+    "RECORD_OUTCOMES",
     "SESSIONS_ENDED_BY",
     "TAKE_EVENTS",
-    "insert_deliveries",
-    "insert_events",
 ]
 
 _OPEN = [status.value for status in sorted(OPEN_DELIVERY_STATUSES)]
@@ -121,6 +121,29 @@ RECORD_OUTCOME = (
         next_attempt_at=bindparam("b_next"),
         completed_at=bindparam("b_done"),
     )
+)
+
+#: PostgreSQL: :data:`RECORD_OUTCOME` for every attempt at once: ``b_rows`` its parameter
+#: sets as one JSON array (:func:`~orchestrator.store.sql.json_rows`), ``b_ids`` their ids.
+#: One statement of the same text for any number of rows (an executemany sends one per row);
+#: the rows are locked in id order first, as every writer of deliveries locks them (no
+#: deadlock). Returns ``(id, attempts)`` of each attempt recorded: the others were superseded.
+RECORD_OUTCOMES = (
+    text(
+        "UPDATE deliveries AS d SET status = r.b_status, last_error = r.b_error, "
+        "last_status_code = r.b_code, updated_at = r.b_now, next_attempt_at = r.b_next, "
+        "completed_at = r.b_done "
+        "FROM json_to_recordset(CAST(:b_rows AS json)) AS r(b_id varchar, b_attempt integer, "
+        "b_status varchar, b_error text, b_code integer, b_now timestamptz, "
+        "b_next timestamptz, b_done timestamptz) "
+        "WHERE d.id = r.b_id AND d.attempts = r.b_attempt "
+        "AND d.status = ANY(CAST(:b_open AS varchar[])) "
+        "AND d.id IN (SELECT id FROM deliveries WHERE id = ANY(CAST(:b_ids AS varchar[])) "
+        "ORDER BY id FOR UPDATE) "
+        "RETURNING d.id, d.attempts"
+    )
+    .bindparams(bindparam("b_rows"), bindparam("b_ids"), bindparam("b_open", value=_OPEN))
+    .columns(DELIVERIES.c.id, DELIVERIES.c.attempts)
 )
 
 #: What a provider session and its provider contribute to a delivery attempt (labelled).
@@ -276,28 +299,12 @@ COUNT_DELIVERIES = (
 )
 
 
-# -- inserts that ignore a conflict (one per dialect) ----------------------------------
+# -- inserts that ignore a conflict ---------------------------------------------------
 
-
-def insert_events(conn: Connection) -> Any:
-    """Insert events rows unless their ``event_id`` exists; returns the ids inserted."""
-    return _insert_events(dialect_name(conn))
-
-
-def insert_deliveries(conn: Connection) -> Any:
-    """Insert deliveries unless one exists per (event, provider session); returns the keys
-    of those inserted."""
-    return _insert_deliveries(dialect_name(conn))
-
-
-@cache
-def _insert_events(dialect: str) -> Any:
-    return insert_ignore_for(dialect, EVENTS, ["event_id"]).returning(EVENTS.c.event_id)
-
-
-@cache
-def _insert_deliveries(dialect: str) -> Any:
-    keys = ["event_id", "provider_session_id"]
-    return insert_ignore_for(dialect, DELIVERIES, keys).returning(
-        DELIVERIES.c.event_id, DELIVERIES.c.provider_session_id
-    )
+#: Insert events rows unless their ``event_id`` exists; returns the ids inserted.
+INSERT_EVENTS = InsertIgnoring(EVENTS, ("event_id",), ("event_id",))
+#: Insert deliveries unless one exists per (event, provider session); returns the keys of
+#: those inserted.
+INSERT_DELIVERIES = InsertIgnoring(
+    DELIVERIES, ("event_id", "provider_session_id"), ("event_id", "provider_session_id")
+)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -279,7 +280,14 @@ def _event(session_id: str) -> dict[str, Any]:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[_Env]:
     """A migrated SQLite registry, the test handlers and a sender over a MockTransport."""
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+    with open_env(tmp_path, f"sqlite:///{tmp_path}/t.db") as environment:
+        yield environment
+
+
+@contextmanager
+def open_env(tmp_path: Path, database_url: str) -> Iterator[_Env]:
+    """:func:`env` on the database at ``database_url`` (migrated here)."""
+    engine = make_engine(database_url)
     upgrade(engine)
     settings = Settings.load(None, data_dir=tmp_path, protocols=[])
     handlers: dict[str, ProtocolHandler] = {
@@ -799,6 +807,27 @@ def test_a_superseded_attempt_records_nothing(one_rp: _Env) -> None:
     assert line["log_level"] == "info"
     assert (line["delivery_id"], line["attempt"]) == (delivery_id, first.attempt)
     assert one_rp.delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+
+
+def test_a_superseded_attempt_records_nothing_while_the_next_is_in_flight(one_rp: _Env) -> None:
+    """The attempt number fences: with the delivery still open (the newer attempt has not
+    answered yet), the older attempt's outcome is not recorded."""
+    delivery_id = _deferred_delivery(one_rp)
+    stale = one_rp.engine()
+    [first] = stale.deliveries.claim([delivery_id])
+    one_rp.make_due(delivery_id)
+    [second] = one_rp.engine().deliveries.claim([delivery_id])
+    with one_rp.database.begin() as db:
+        lost = stale.deliveries.record(
+            db.connection(), [first], {delivery_id: Outcome(DeliveryStatus.FAILED, "HTTP 400")}
+        )
+    assert (lost.lost, lost.entries) == ({delivery_id}, [])
+    row = one_rp.delivery(delivery_id)
+    assert (row.status, row.attempts, row.last_error) == (
+        DeliveryStatus.RETRYING,
+        second.attempt,
+        "deferred",
+    )
 
 
 def test_a_final_status_never_changes(one_rp: _Env) -> None:
