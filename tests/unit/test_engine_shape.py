@@ -14,7 +14,7 @@ import orchestrator
 _ROOT = Path(orchestrator.__file__).parent
 _ENGINE = [
     *sorted((_ROOT / "logout").glob("*.py")),
-    _ROOT / "trail.py",
+    *sorted((_ROOT / "trail").glob("*.py")),
     _ROOT / "store" / "statements.py",
     _ROOT / "store" / "tables.py",
 ]
@@ -32,13 +32,14 @@ def test_engine_modules_and_functions_stay_small(path: Path) -> None:
 
 
 def test_audit_entries_are_built_only_in_the_trail() -> None:
-    """Every ``AuditEntry(...)`` and its dedupe key is made in ``orchestrator/trail.py``."""
+    """Every ``AuditEntry(...)`` and its dedupe key is made in the ``orchestrator/trail`` package:
+    the engine's records in ``logout.py``, people's and other systems' actions in ``actions.py``."""
     builders = {
         str(path.relative_to(_ROOT))
         for path in _ROOT.rglob("*.py")
         if re.search(r"\bAuditEntry\(\s*\n?\s*key=", path.read_text())
     }
-    assert builders == {"trail.py"}
+    assert builders == {"trail/logout.py", "trail/actions.py"}
 
 
 def test_delivery_status_sets_are_defined_once() -> None:

@@ -1,41 +1,16 @@
-"""Every kind of audit record, built in one place: one constructor and one dedupe key each.
-
-A record about one event names its type in ``detail["type"]`` (``event.received``,
-``event.duplicate``, ``event.rejected`` when the payload names a known type,
-``logout.completed``), so every reader finds it under one key.
-
-A key names the fact, not the attempt to write it, so a replayed step writes nothing twice
-(:func:`orchestrator.audit.write_audit` ignores a key already written). The keys:
-
-========================= ==============================================
-``event.received``        ``event.received:<event_id>``
-``event.duplicate``       ``event.duplicate:<event_id>:<message_id>``
-``event.rejected``        ``event.rejected:<message_id>``
-``session.started``       ``session.started:<session_id>``
-``session.ended``         ``session.ended:<session_id>``
-``session.not_found``     ``session.not_found:<event_id>:<session_id>``
-``plan.built``            ``plan.built:<plan_id>``
-``delivery.<status>``     ``delivery.<status>:<delivery_id>:<attempt>`` (an attempt is fenced)
-``delivery.retry_req...`` ``delivery.retry_requested:<delivery_id>:<attempts so far>``
-``event.replayed``        ``event.replayed:<rejected_events id>``
-``provider.*``            ``<type>:<provider>:<uuid>`` (each operator action is its own fact)
-``logout.completed``      ``logout.completed:<event_id>``
-``logout.settled``        ``logout.settled:<event_id>``
-``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
-``audit.purged``          ``audit.purged:<checkpoint_id>``
-``ssf.received``          ``ssf.received:<set key>`` (SHA-256 of the SET's iss and jti)
-========================= ==============================================
-"""
+"""The engine's records: an event received, refused or seen again, sessions started and
+ended, a plan built, each delivery's outcome, a logout completed and settled, front-channel
+outcomes. Keys: see :mod:`orchestrator.trail`."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from orchestrator.audit import AuditEntry
 from orchestrator.store import DeliveryStatus
+from orchestrator.trail.subjects import session_of, user_of
 from schemas import (
     BINDING_LOGOUT_REASON,
     AuditType,
@@ -54,34 +29,20 @@ if TYPE_CHECKING:
     from orchestrator.logout.batch import Outcome, Work
     from orchestrator.logout.rollup import Tally
 
+
 __all__ = [
-    "audit_purged",
     "delivery_outcome",
-    "delivery_retry_requested",
     "event_duplicate",
     "event_received",
     "event_rejected",
-    "event_replayed",
     "frontchannel_outcome",
     "logout_completed",
     "logout_settled",
     "plan_built",
-    "provider_changed",
     "session_ended",
     "session_not_found",
     "session_started",
-    "ssf_received",
 ]
-
-
-def _user_of(event: Event) -> str | None:
-    user_id = getattr(event, "user_id", None)
-    return str(user_id) if user_id is not None else None
-
-
-def _session_of(event: Event) -> str | None:
-    session_id = getattr(event, "session_id", None)
-    return str(session_id) if session_id is not None else None
 
 
 def event_received(event: Event, message_id: str) -> AuditEntry:
@@ -100,8 +61,8 @@ def event_received(event: Event, message_id: str) -> AuditEntry:
         type=AuditType.EVENT_RECEIVED,
         outcome="accepted",
         event_id=str(event.event_id),
-        user_id=_user_of(event),
-        session_id=_session_of(event),
+        user_id=user_of(event),
+        session_id=session_of(event),
         detail=detail,
     )
 
@@ -121,8 +82,8 @@ def event_duplicate(
         type=AuditType.EVENT_DUPLICATE,
         outcome="ignored",
         event_id=str(event.event_id),
-        user_id=_user_of(event),
-        session_id=_session_of(event),
+        user_id=user_of(event),
+        session_id=session_of(event),
         detail={
             "type": event.type,
             "message_id": message_id,
@@ -307,7 +268,7 @@ def logout_completed(
         outcome=tally.completed_outcome,
         event_id=str(event.event_id),
         user_id=user_id,
-        session_id=_session_of(event),
+        session_id=session_of(event),
         detail={
             "type": event.type,
             "sessions_ended": sessions_ended,
@@ -355,91 +316,4 @@ def frontchannel_outcome(
             "binding": entry.binding,
             **detail,
         },
-    )
-
-
-def delivery_retry_requested(delivery: Mapping[str, Any], actor: str) -> AuditEntry:
-    """An operator asked for a new attempt of a failed delivery (a ``deliveries`` row)."""
-    return AuditEntry(
-        key=f"delivery.retry_requested:{delivery['id']}:{delivery['attempts']}",
-        type=AuditType.DELIVERY_RETRY_REQUESTED,
-        outcome="requested",
-        event_id=delivery["event_id"],
-        user_id=delivery["user_id"],
-        session_id=delivery["session_id"],
-        provider=delivery["provider"],
-        detail={
-            "delivery_id": delivery["id"],
-            "actor": actor,
-            "attempts": delivery["attempts"],
-            "last_status_code": delivery["last_status_code"],
-            "last_error": delivery["last_error"],
-        },
-    )
-
-
-def event_replayed(
-    rejected: Mapping[str, Any], event: Event, message_id: str, actor: str
-) -> AuditEntry:
-    """A rejected message (a ``rejected_events`` row) passed again and was published."""
-    return AuditEntry(
-        key=f"event.replayed:{rejected['id']}",
-        type=AuditType.EVENT_REPLAYED,
-        outcome="replayed",
-        event_id=str(event.event_id),
-        user_id=_user_of(event),
-        session_id=_session_of(event),
-        detail={
-            "type": event.type,
-            "rejected_record": rejected["id"],
-            "rejected_message_id": rejected["message_id"],
-            "message_id": message_id,
-            "actor": actor,
-        },
-    )
-
-
-def provider_changed(
-    kind: AuditType, provider: str, actor: str, detail: Mapping[str, Any]
-) -> AuditEntry:
-    """An operator enabled, disabled or removed a provider, or had its sessions ended."""
-    return AuditEntry(
-        key=f"{kind.value}:{provider}:{uuid.uuid4()}",
-        type=kind,
-        outcome=kind.value.removeprefix("provider."),
-        provider=provider,
-        detail={"actor": actor, **detail},
-    )
-
-
-def audit_purged(
-    checkpoint_id: str, before: datetime, deleted: int, through: int, actor: str | None
-) -> AuditEntry:
-    """Records before ``before`` were purged: ``deleted`` of them, positions up to
-    ``through``, which the purge checkpoint ``checkpoint_id`` signed."""
-    return AuditEntry(
-        key=f"audit.purged:{checkpoint_id}",
-        type=AuditType.AUDIT_PURGED,
-        outcome="purged",
-        detail={
-            "before": before.isoformat(),
-            "deleted": deleted,
-            "through_position": through,
-            "checkpoint_id": checkpoint_id,
-            "actor": actor,
-        },
-    )
-
-
-def ssf_received(stream: str, set_key: str, jti: str, effects: list[dict[str, Any]]) -> AuditEntry:
-    """A SET an upstream transmitter pushed was accepted: ``effects`` names, per event, its
-    type and what it caused (the event published, or why it was ignored). Outcome
-    ``accepted`` when some event was published, else ``ignored``."""
-    published = [e["event_id"] for e in effects if e.get("event_id")]
-    return AuditEntry(
-        key=f"ssf.received:{set_key}",
-        type=AuditType.SSF_RECEIVED,
-        outcome="accepted" if published else "ignored",
-        event_id=published[0] if published else None,
-        detail={"stream": stream, "jti": jti, "events": effects},
     )
