@@ -8,9 +8,7 @@ It reads through SQLAlchemy Core and prints plain text: no ORM, logging or rich 
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import click
@@ -26,6 +24,7 @@ from orchestrator.audit_query import (
 from orchestrator.errors import InputError
 from orchestrator.settings import Settings
 from orchestrator.store.reading import reading_engine
+from workers.cli.base import write_lines
 from workers.tables import audit_table
 
 __all__ = ["TABLE_LIMIT", "AuditListOptions", "list_audit"]
@@ -82,7 +81,7 @@ def list_audit(settings: Settings, options: AuditListOptions) -> None:
                     event_id = resolve_event_id(db, options.event)
                     query = replace(query, event_id=event_id)
                 if stream:
-                    _write_lines(record.model_dump_json() for record in iter_audit(db, query))
+                    write_lines(record.model_dump_json() for record in iter_audit(db, query))
                     return
                 page = read_audit_page(db, query)
             except InputError as exc:
@@ -90,9 +89,9 @@ def list_audit(settings: Settings, options: AuditListOptions) -> None:
     finally:
         engine.dispose()
     if options.as_json:
-        _write_lines(record.model_dump_json() for record in page.records)
+        write_lines(record.model_dump_json() for record in page.records)
     else:
-        _write_lines(audit_table(page.records))
+        write_lines(audit_table(page.records))
     if page.cut:
         sys.stderr.write(_cut_note(page, options) + "\n")
 
@@ -108,15 +107,3 @@ def _cut_note(page: AuditPage, options: AuditListOptions) -> str:
     if options.as_json:
         return f"showing the latest {shown:,} of {total:,}; --json without --limit gives them all"
     return f"showing the latest {shown:,} of {total:,}; use --limit or --json"
-
-
-def _write_lines(lines: Iterable[str]) -> None:
-    """The lines on standard output; a reader that stops early (``| head``) ends it quietly."""
-    try:
-        for line in lines:
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Python would report the closed pipe again at exit: point stdout elsewhere first.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())

@@ -38,6 +38,7 @@ __all__ = [
     "read_input",
     "settings_of",
     "since_of",
+    "write_lines",
 ]
 
 
@@ -81,13 +82,23 @@ def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def write_lines(lines: Iterable[str]) -> None:
+    """The lines on standard output; a reader that stops early (``| head``) ends it quietly."""
+    try:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the closed pipe again at exit: point stdout elsewhere first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def print_json_lines(items: Iterable[dict[str, Any]]) -> None:
-    """One JSON object a line on standard output."""
+    """One JSON object a line on standard output (see :func:`write_lines`)."""
     import json
 
-    for item in items:
-        sys.stdout.write(json.dumps(item, default=str) + "\n")
-    sys.stdout.flush()
+    write_lines(json.dumps(item, default=str) for item in items)
 
 
 def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

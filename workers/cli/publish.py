@@ -61,9 +61,7 @@ def publish(ctx: click.Context, source: str, wait: float) -> None:
             raise InputError([*exc.problems, *problems]) from exc
         if problems:
             raise InputError(problems)
-        refused = _publish_events(
-            settings, Reported(events, progress, "publishing"), wait, handlers
-        )
+        refused = publish_events(settings, Reported(events, progress, "publishing"), wait, handlers)
     if not (progress.shown and len(events) > MAX_LISTED_ON_TERMINAL):
         for event in events:
             console().print(f"published {event.type} {event.event_id}", markup=False)
@@ -102,7 +100,7 @@ _WAIT_PROBLEM = Problem(
 )
 
 
-def _publish_events(
+def publish_events(
     settings: Settings,
     events: Sequence[Event],
     wait: float = 30.0,

@@ -123,9 +123,9 @@ def sessions_list(
     finally:
         runtime.close()
     if as_json:
-        from workers.audit_list import _write_lines
+        from workers.cli.base import write_lines
 
-        _write_lines(view.model_dump_json() for view in found)
+        write_lines(view.model_dump_json() for view in found)
         return
     if not found:
         console(stderr=True).print(
@@ -166,7 +166,7 @@ def sessions_revoke(
     fan-out (initiator admin, --actor recorded in the event and the audit trail)."""
     from orchestrator.revoking import Revocations
     from orchestrator.runtime import Runtime
-    from workers.cli.publish import _publish_events
+    from workers.cli.publish import publish_events
 
     settings = settings_of(ctx)
     _check_revoke_options(session_id, user_id, keep, reason)
@@ -182,7 +182,7 @@ def sessions_revoke(
         raise _with_options(exc) from None
     finally:
         runtime.close()
-    refused = _publish_events(settings, [event])
+    refused = publish_events(settings, [event])
     console().print(f"published {event.type} {event.event_id} (actor {actor})", markup=False)
     for problem in refused:
         console(stderr=True).print(str(problem), markup=False)
