@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -25,7 +25,7 @@ from orchestrator.event_status import event_states
 from orchestrator.publishing import Publisher, validate_events
 from orchestrator.store import Database, utcnow
 from orchestrator.store.sql import dialect_name, insert_ignore_for
-from orchestrator.store.tables import RECEIVED_SETS
+from orchestrator.store.tables import IDP_SESSIONS, RECEIVED_SETS
 from orchestrator.trail import ssf_received
 from protocols.ssf.receiving import SetRefusedError
 from protocols.ssf.signals import Signal
@@ -74,6 +74,7 @@ class SetIntake:
         key = set_key(received.issuer, received.jti)
         if self._seen(key):
             raise _replayed()
+        received = replace(received, signals=self._owned(received.signals))
         events, effects = _events(received)
         known = event_states(self._database, [str(e.event_id) for e in events])
         fresh = [e for e in events if str(e.event_id) not in known]
@@ -98,6 +99,26 @@ class SetIntake:
             )
         emit(records)
         return effects
+
+    def _owned(self, signals: list[Signal]) -> list[Signal]:
+        """``signals``, a session whose subject also names a user ignored when the session
+        is another user's (a transmitter names the pair; it never ends someone else's)."""
+        claimed = {s.target: s.user for s in signals if s.action == "session" and s.user}
+        if not claimed:
+            return signals
+        with self._database() as db:
+            rows = db.execute(
+                select(IDP_SESSIONS.c.session_id, IDP_SESSIONS.c.user_id).where(
+                    IDP_SESSIONS.c.session_id.in_(list(claimed))
+                )
+            )
+            owners = {row.session_id: row.user_id for row in rows}
+        return [
+            replace(s, action="ignore", target=None, why="the session is not the subject's user's")
+            if s.target in owners and owners[s.target] != claimed[s.target]
+            else s
+            for s in signals
+        ]
 
     def _seen(self, key: str) -> bool:
         with self._database() as db:

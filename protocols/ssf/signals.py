@@ -58,6 +58,9 @@ class Signal:
     why: str | None = None
     #: ``event_timestamp`` of the event (seconds since 1970), when it has one.
     timestamp: float | None = None
+    #: For a session: the user a complex subject names beside it, whom the session must
+    #: belong to (the receiver checks; a session of someone else is not ended).
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,9 @@ def _signal(
     if subject.unmapped is not None:
         return Signal(event_type, "ignore", why=subject.unmapped, timestamp=timestamp)
     if event_type == SESSION_REVOKED and subject.session is not None:
-        return Signal(event_type, "session", subject.session, timestamp=timestamp)
+        return Signal(
+            event_type, "session", subject.session, timestamp=timestamp, user=subject.user
+        )
     if event_type == SESSION_REVOKED and _format(subject_data) == "opaque":
         return Signal(event_type, "session", subject.user, timestamp=timestamp)
     if subject.user is not None:

@@ -17,6 +17,7 @@ from orchestrator.ssf_intake import ReceivedSet, SetIntake, event_id_of
 from orchestrator.store import (
     AuditRow,
     Database,
+    IdpSession,
     OutboxRow,
     make_database,
     make_engine,
@@ -111,3 +112,32 @@ def test_a_subject_that_is_no_identifier_is_an_invalid_request(intake: SetIntake
         intake.accept(_revoked("jti-bad", time.time(), "bad\x00id"), MAX_AGE)
     assert caught.value.err == "invalid_request"
     assert "session_id" in caught.value.description
+
+
+def test_a_session_of_another_user_than_the_subject_names_is_not_ended(
+    database: Database, intake: SetIntake
+) -> None:
+    """A complex subject names a session and its user: the session is ended only when it
+    is that user's; a session of someone else is ignored (and audited why), the subject's
+    own session is ended, and an unknown session is passed on (audited as not found)."""
+    with database.begin() as db:
+        db.add_all(
+            [
+                IdpSession(session_id="s-bob", user_id="bob"),
+                IdpSession(session_id="s-al", user_id="alice"),
+            ]
+        )
+    signals = [
+        Signal(SESSION_REVOKED, "session", "s-bob", user="alice"),
+        Signal(SESSION_REVOKED, "session", "s-al", user="alice"),
+        Signal(SESSION_REVOKED, "session", "s-gone", user="alice"),
+    ]
+    effects = intake.accept(
+        ReceivedSet("upstream", ISSUER, "jti-own", time.time(), signals), MAX_AGE
+    )
+    assert [e["action"] for e in effects] == ["ignore", "session", "session"]
+    assert effects[0]["why"] == "the session is not the subject's user's"
+    with database() as db:
+        published = db.execute(select(OutboxRow)).scalars().all()
+    assert len(published) == 2
+    assert "s-bob" not in str([row.payload for row in published])

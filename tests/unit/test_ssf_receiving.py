@@ -127,7 +127,7 @@ def test_session_revoked_ends_the_session_its_subject_names() -> None:
     [complex_] = _signals({SESSION_REVOKED: {}}, session_subject("s-9", "alice"))
     [opaque] = _signals({SESSION_REVOKED: {}}, {"format": "opaque", "id": "s-8"})
     [user] = _signals({SESSION_REVOKED: {}}, user_subject("alice"))
-    assert (complex_.action, complex_.target) == ("session", "s-9")
+    assert (complex_.action, complex_.target, complex_.user) == ("session", "s-9", "alice")
     assert (opaque.action, opaque.target) == ("session", "s-8")
     assert (user.action, user.target) == ("user", "alice")
 
