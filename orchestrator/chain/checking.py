@@ -18,7 +18,7 @@ from orchestrator.chain.checkpoints import (
     read_checkpoints,
     write_checkpoint,
 )
-from orchestrator.chain.exporting import checkpoint_line, read_export, write_lines
+from orchestrator.chain.exporting import checkpoint_line, read_export, write_export
 from orchestrator.chain.reading import DatabaseLookups, chain_records, first_position
 from orchestrator.chain.sealing import chain_head, seal
 from orchestrator.chain.verifying import ChainVerifier, Finding, Lookups, Owner
@@ -110,7 +110,7 @@ def export_trail(
         records = (
             {"kind": "record", **record} for record in chain_records(db, since=since, until=until)
         )
-        return write_lines(out, fmt, chain(lines, records))
+        return write_export(out, fmt, chain(lines, records))
 
 
 class FileLookups:
