@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from orchestrator.audit_query import parse_timestamp
-from orchestrator.errors import InputError, Problem
+from orchestrator.errors import ConfigurationError, InputError, Problem
 from workers.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -46,12 +46,40 @@ def _engine(settings: Settings) -> Any:
     return reading_engine(settings.effective_database_url, settings.origin("database_url"))
 
 
-def _keys(settings: Settings, jwks_path: str | None) -> CheckpointKeys:
+_NO_KEYS = (
+    "no OIDC signing key to {what}: neither key_files of [protocols.oidc] "
+    "(LOGOUT_OIDC_KEY_FILES) nor a key in {directory} (the workers generate one there when "
+    "they start); {fix}"
+)
+
+
+def _no_keys(settings: Settings, what: str, fix: str) -> ConfigurationError:
+    directory = settings.data_dir / "oidc-keys"
+    return ConfigurationError(_NO_KEYS.format(what=what, directory=directory, fix=fix))
+
+
+def _signing_keys(settings: Settings) -> CheckpointKeys:
+    """The workers' keys, read (never generated); none is a configuration error."""
+    from workers.chain_upkeep import stored_checkpoint_keys
+
+    keys = stored_checkpoint_keys(settings)
+    if keys is None:
+        fix = "run the command where the workers run, with their settings"
+        raise _no_keys(settings, "sign the purge's checkpoint with", fix)
+    return keys
+
+
+def _verifying_keys(settings: Settings, jwks_path: str | None) -> CheckpointKeys:
+    """``--jwks``, else the workers' keys (read, never generated): only verifying."""
     from orchestrator.chain.checkpoints import CheckpointKeys
-    from workers.chain_upkeep import checkpoint_keys
+    from workers.chain_upkeep import stored_checkpoint_keys
 
     if jwks_path is None:
-        return checkpoint_keys(settings)
+        keys = stored_checkpoint_keys(settings)
+        if keys is None:
+            fix = "give --jwks JWKS (what `keys jwks` prints where the workers run)"
+            raise _no_keys(settings, "verify the checkpoints with", fix)
+        return CheckpointKeys(None, keys.jwks)
     from workers.cli.base import read_input
 
     try:
@@ -107,7 +135,7 @@ def verify_command(
     start = timestamp_option(since, "since")
     if file is not None and start is not None:
         raise click.UsageError("--since is for the database; an export holds what it holds")
-    keys = _keys(settings, jwks_path)
+    keys = _verifying_keys(settings, jwks_path)
     if file is not None:
         path = file
 
@@ -132,16 +160,17 @@ def export_command(
 ) -> None:
     """Stream the export to ``output`` (default standard output); the count to stderr."""
     from orchestrator.chain.checking import export_trail
-    from workers.chain_upkeep import checkpoint_keys
+    from orchestrator.chain.checkpoints import CheckpointKeys
+    from workers.chain_upkeep import stored_checkpoint_keys
 
     start, end = timestamp_option(since, "since"), timestamp_option(until, "until")
+    keys = stored_checkpoint_keys(settings) or CheckpointKeys(None, {})
     engine = _engine(settings)
     target: AbstractContextManager[IO[str]] = (
         nullcontext(sys.stdout) if output in (None, "-") else open(output, "w", encoding="utf-8")  # noqa: SIM115
     )
     try:
         with target as out:
-            keys = checkpoint_keys(settings)
             written = export_trail(engine, out, fmt, keys, settings.issuer, since=start, until=end)
     except BrokenPipeError:  # a reader that stopped early (``| head``) wants no more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -149,29 +178,35 @@ def export_command(
     finally:
         engine.dispose()
     click.echo(f"exported {written:,} records", err=True)
+    if keys.signing is None:
+        click.echo(
+            "no OIDC signing key here (key_files of [protocols.oidc], or the data directory's "
+            "oidc-keys): no checkpoint was signed for this export, so the records after the "
+            "last stored checkpoint are covered by no signature; export where the workers run",
+            err=True,
+        )
 
 
 def purge_command(settings: Settings, *, before: str, actor: str | None) -> int:
-    """Verify, purge, verify what remains; returns the exit status."""
+    """Purge (which verifies first, in its transaction), verify what remains; returns the
+    exit status."""
     from orchestrator.chain.checking import verify_database
     from orchestrator.chain.purging import purge_before
-    from workers.chain_upkeep import checkpoint_keys
 
     cutoff = timestamp_option(before, "before")
     assert cutoff is not None
-    keys = checkpoint_keys(settings)
+    keys = _signing_keys(settings)
     engine = _engine(settings)
     try:
-        found = verify_database(engine, keys)
-        if found.findings:
-            report(found, False, lambda line: click.echo(line, err=True))
+        done = purge_before(engine, keys, settings.issuer, cutoff, actor)
+        if done.refused is not None:
+            report(done.refused, False, lambda line: click.echo(line, err=True))
             click.echo(
                 "refused: nothing was purged; a purge would sign a tampered chain "
                 "(export it and find out what happened first)",
                 err=True,
             )
             return int(ExitCode.TRAIL_BROKEN)
-        done = purge_before(engine, keys, settings.issuer, cutoff, actor)
         if done.checkpoint is None:
             click.echo(f"nothing to purge: no record of the chain was written before {before}")
             return int(ExitCode.OK)

@@ -118,7 +118,7 @@ def _start_periodic(actors: Actors, stop: threading.Event, guard: Guard = unguar
     """The recovery sweep, the expiry sweep and the audit chain's upkeep (sealing and
     checkpoints), each on its own daemon thread."""
     settings = actors.runtime.settings
-    upkeep = ChainUpkeep(settings, actors.runtime.engine)
+    upkeep = ChainUpkeep(actors.runtime)
     jobs = (
         ("recovery", settings.recovery_interval, actors.recover),
         ("expiry", settings.expiry_interval, actors.sweep_expired),

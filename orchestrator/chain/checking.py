@@ -4,7 +4,7 @@ database (or an export) into the verifier or the export."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import chain
 from typing import IO, Any
@@ -18,13 +18,25 @@ from orchestrator.chain.checkpoints import (
     read_checkpoints,
     write_checkpoint,
 )
-from orchestrator.chain.exporting import checkpoint_line, read_export, write_lines
-from orchestrator.chain.reading import DatabaseLookups, chain_records, first_position
+from orchestrator.chain.exporting import checkpoint_line, read_export, write_export
+from orchestrator.chain.reading import (
+    DatabaseLookups,
+    chain_records,
+    first_position,
+    hidden_records,
+)
 from orchestrator.chain.sealing import chain_head, seal
 from orchestrator.chain.verifying import ChainVerifier, Finding, Lookups, Owner
 from orchestrator.store.models import utcnow
 
-__all__ = ["FileLookups", "Verification", "export_trail", "verify_database", "verify_export"]
+__all__ = [
+    "FileLookups",
+    "Verification",
+    "export_trail",
+    "verify_chain",
+    "verify_database",
+    "verify_export",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +66,44 @@ def _verify(
     return Verification(verifier.checked, verifier.first, last, verifier.signed, findings)
 
 
+def _hidden(db: Connection) -> list[Finding]:
+    return [
+        Finding(
+            "inserted",
+            None,
+            found.id,
+            f"not part of the chain: written with empty chain columns (seq {found.seq}) below "
+            "records already sealed, where the sealer never links one",
+        )
+        for found in hidden_records(db)
+    ]
+
+
+def verify_chain(
+    db: Connection, jwks: dict[str, Any], *, since: datetime | None = None
+) -> Verification:
+    """Verify the sealed chain (from ``since``) and every checkpoint in ``db``'s transaction,
+    and name every record hidden below the chain's head (never sealed, so in no link)."""
+    found = _verify(
+        read_checkpoints(db),
+        jwks,
+        chain_records(db, since=since),
+        since is not None,
+        lambda: DatabaseLookups(db),
+    )
+    hidden = _hidden(db)
+    if not hidden:
+        return found
+    return replace(found, findings=[*hidden, *found.findings])
+
+
 def verify_database(
     engine: Engine, keys: CheckpointKeys, *, since: datetime | None = None
 ) -> Verification:
     """Seal what is committed, then verify the chain (from ``since``) and every checkpoint."""
     seal(engine)
     with engine.connect() as db:
-        checkpoints = read_checkpoints(db)
-        return _verify(
-            checkpoints,
-            keys.jwks,
-            chain_records(db, since=since),
-            since is not None,
-            lambda: DatabaseLookups(db),
-        )
+        return verify_chain(db, keys.jwks, since=since)
 
 
 def _covered(
@@ -110,7 +146,7 @@ def export_trail(
         records = (
             {"kind": "record", **record} for record in chain_records(db, since=since, until=until)
         )
-        return write_lines(out, fmt, chain(lines, records))
+        return write_export(out, fmt, chain(lines, records))
 
 
 class FileLookups:

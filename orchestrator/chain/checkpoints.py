@@ -18,7 +18,7 @@ import jwt
 from sqlalchemy import Connection, Engine, select
 
 from orchestrator.chain.canonical import format_at
-from orchestrator.chain.sealing import ChainHead, chain_head, take_seal_lock
+from orchestrator.chain.sealing import ChainHead, chain_head, take_seal_lock, try_seal_lock
 from orchestrator.store.core import audit_checkpoints
 from orchestrator.store.models import utcnow
 
@@ -117,10 +117,12 @@ def checkpoint_if_due(
     engine: Engine, keys: Callable[[], CheckpointKeys], issuer: str, interval: float
 ) -> Checkpoint | None:
     """A new ``interval`` checkpoint when the last one is ``interval`` seconds old or more
-    and the chain grew since (an idle trail gets none); None when not due. ``keys`` is only
-    called when one is due."""
+    and the chain grew since (an idle trail gets none); None when not due, or when another
+    transaction holds the seal lock (the next round looks again). ``keys`` is only called
+    when one is due."""
     with engine.begin() as db:
-        take_seal_lock(db)
+        if not try_seal_lock(db):
+            return None
         last = (
             db.execute(select(_CP.at, _CP.count).order_by(_CP.at.desc(), _CP.count.desc()))
             .mappings()

@@ -19,7 +19,7 @@ from orchestrator.chain.checkpoints import Checkpoint
 from orchestrator.chain.reading import CHAIN_FIELDS
 from orchestrator.errors import InputError, Problem
 
-__all__ = ["EXPORT_COLUMNS", "FORMATS", "checkpoint_line", "read_export", "write_lines"]
+__all__ = ["EXPORT_COLUMNS", "FORMATS", "checkpoint_line", "read_export", "write_export"]
 
 FORMATS: Final = ("jsonl", "csv")
 _CHECKPOINT_FIELDS: Final = ("id", "at", "count", "head_hash", "reason", "jws")
@@ -41,8 +41,9 @@ def checkpoint_line(checkpoint: Checkpoint) -> dict[str, Any]:
     return {"kind": "checkpoint", **line}
 
 
-def write_lines(out: IO[str], fmt: str, lines: Iterable[dict[str, Any]]) -> int:
-    """Write ``lines`` to ``out`` in ``fmt``; returns how many records were written."""
+def write_export(out: IO[str], fmt: str, lines: Iterable[dict[str, Any]]) -> int:
+    """Write an export's ``lines`` (its header, checkpoints and records) to ``out`` in
+    ``fmt``; returns how many records were written."""
     records = 0
     writer = csv.DictWriter(out, EXPORT_COLUMNS, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:

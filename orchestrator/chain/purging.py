@@ -3,8 +3,9 @@
 The checkpoint (``reason: purge``) signs the chain hash of the last record deleted, at its
 position; the first record left follows exactly that hash, so what remains verifies from
 the checkpoint as it did from the genesis. The purge is itself a record (``audit.purged``),
-and the purge refuses a trail that does not verify first: a signature over a hash that was
-already tampered with would hide the tampering.
+and it refuses a trail that does not verify: a signature over a hash that was already
+tampered with would hide the tampering. The verification runs in the purge's transaction,
+under the seal lock, so nothing seals or signs between what was verified and what is signed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, select
 
 from orchestrator.audit import emit, write_audit
+from orchestrator.chain.checking import Verification, verify_chain
 from orchestrator.chain.checkpoints import Checkpoint, CheckpointKeys, write_checkpoint
 from orchestrator.chain.reading import first_position
 from orchestrator.chain.sealing import ChainHead, chain_head, seal, take_seal_lock
@@ -29,21 +31,27 @@ _AUDIT = audit_records.c
 @dataclass(frozen=True, slots=True)
 class Purge:
     """What a purge deleted: ``deleted`` records, positions up to ``through``, and the
-    checkpoint that signs where they ended (None: nothing was old enough)."""
+    checkpoint that signs where they ended (None: nothing was old enough, or ``refused``).
+    ``refused``: the trail did not verify (its findings), and nothing was deleted."""
 
     deleted: int
     through: int
     checkpoint: Checkpoint | None
+    refused: Verification | None = None
 
 
 def purge_before(
     engine: Engine, keys: CheckpointKeys, issuer: str, before: datetime, actor: str | None
 ) -> Purge:
     """Delete every sealed record of the chain before the first written at or after
-    ``before``, in one transaction with its checkpoint and its ``audit.purged`` record."""
+    ``before``, in one transaction with its checkpoint and its ``audit.purged`` record, once
+    the whole trail verified in that transaction (else nothing is deleted: ``refused``)."""
     seal(engine)
     with engine.begin() as db:
         take_seal_lock(db)
+        verified = verify_chain(db, keys.jwks)
+        if verified.findings:
+            return Purge(0, 0, None, refused=verified)
         end = first_position(db, before)
         through = chain_head(db).count if end is None else end - 1
         low = db.scalar(select(func.min(_AUDIT.chain_seq)))

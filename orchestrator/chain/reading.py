@@ -5,16 +5,24 @@ verifier), and the look-ups that explain a break."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from orchestrator.chain.canonical import CANONICAL_FIELDS, format_at
 from orchestrator.chain.verifying import Owner
 from orchestrator.store.core import audit_records
 
-__all__ = ["CHAIN_FIELDS", "DatabaseLookups", "chain_records", "first_position"]
+__all__ = [
+    "CHAIN_FIELDS",
+    "DatabaseLookups",
+    "HiddenRecord",
+    "chain_records",
+    "first_position",
+    "hidden_records",
+]
 
 _AUDIT = audit_records.c
 #: A record's fields in an export, in order: its canonical fields and its chain columns.
@@ -26,6 +34,28 @@ CHAIN_FIELDS: Final = (
     "chain_hash",
 )
 _PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenRecord:
+    """A record that is not in the chain although records written after it are."""
+
+    seq: int
+    id: str
+
+
+def hidden_records(db: Connection) -> list[HiddenRecord]:
+    """Every unsealed record below the last sealed one: the sealer links records in ``seq``
+    order and never goes back, so such a record was inserted after its neighbours were
+    sealed, past the chain (a legitimate late commit is sealed before any record after it).
+    A few at most on an untampered trail: none."""
+    head = select(func.max(_AUDIT.seq)).where(_AUDIT.chain_seq.is_not(None)).scalar_subquery()
+    rows = db.execute(
+        select(_AUDIT.seq, _AUDIT.id)
+        .where(_AUDIT.chain_seq.is_(None), _AUDIT.seq <= head)
+        .order_by(_AUDIT.seq)
+    )
+    return [HiddenRecord(int(row.seq), str(row.id)) for row in rows]
 
 
 def _as_chain_record(row: Any) -> dict[str, Any]:

@@ -10,8 +10,11 @@ gives each the hash of its canonical form (``record_hash``), its position (``cha
 per page of records. Rounds exclude each
 other: on PostgreSQL by an advisory lock only sealers take (:data:`SEAL_LOCK_KEY`), on SQLite
 by its single writer, and on both by the unique ``chain_seq`` (a round that lost a race
-stops: the winner sealed those records). A record that commits late (a lower ``seq``) is
-below the horizon only once it committed, so the chain's order is ``seq`` order, always.
+stops: the winner sealed those records). A worker's round skips when another holds the lock
+(that one is sealing the same records; no worker queues behind it every few seconds); a
+command waits for it, since it reads the whole trail next. A record that commits late (a
+lower ``seq``) is below the horizon only once it committed, so the chain's order is ``seq``
+order, always.
 """
 
 from __future__ import annotations
@@ -26,13 +29,22 @@ from orchestrator.audit_query import audit_horizon
 from orchestrator.chain.canonical import GENESIS, chain_hash, record_hash
 from orchestrator.store.core import SEAL_LOCK_KEY, audit_checkpoints, audit_records
 
-__all__ = ["SEAL_PAGE", "ChainHead", "chain_head", "seal", "take_seal_lock", "unsealed_fields"]
+__all__ = [
+    "SEAL_PAGE",
+    "ChainHead",
+    "chain_head",
+    "seal",
+    "take_seal_lock",
+    "try_seal_lock",
+    "unsealed_fields",
+]
 
 #: How many records one sealing transaction links.
 SEAL_PAGE = 1000
 
 _AUDIT = audit_records.c
 _SEALING = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=SEAL_LOCK_KEY)
+_TRY_SEALING = text("SELECT pg_try_advisory_xact_lock(:key)").bindparams(key=SEAL_LOCK_KEY)
 #: SQLite's writer lock, taken before the round reads the head: a write that changes nothing.
 _SQLITE_WRITER = text("UPDATE audit_checkpoints SET id = id WHERE 1 = 0")
 #: What a record's canonical form is made of, as columns.
@@ -125,8 +137,21 @@ def take_seal_lock(db: Connection) -> None:
     db.execute(_SEALING if db.dialect.name == "postgresql" else _SQLITE_WRITER)
 
 
-def _seal_page(db: Connection, horizon: int | None, page: int) -> int:
-    take_seal_lock(db)
+def try_seal_lock(db: Connection) -> bool:
+    """:func:`take_seal_lock` unless another transaction holds it (False: not taken). On
+    SQLite it waits for the writer lock as :func:`take_seal_lock` does (one process)."""
+    if db.dialect.name != "postgresql":
+        db.execute(_SQLITE_WRITER)
+        return True
+    return bool(db.scalar(_TRY_SEALING))
+
+
+def _seal_page(db: Connection, horizon: int | None, page: int, wait: bool) -> int | None:
+    """Link a page of records; None when ``wait`` is false and another round holds the lock."""
+    if wait:
+        take_seal_lock(db)
+    elif not try_seal_lock(db):
+        return None
     head = chain_head(db)
     # Sealed records are exactly those up to a seq (the chain's order is seq order): start
     # after the head's, so a round reads no sealed record, however long the trail.
@@ -156,10 +181,12 @@ def _seal_page(db: Connection, horizon: int | None, page: int) -> int:
     return len(links)
 
 
-def seal(engine: Engine, *, page: int = SEAL_PAGE) -> int:
+def seal(engine: Engine, *, page: int = SEAL_PAGE, wait: bool = True) -> int:
     """Link every committed, unsealed record into the chain; returns how many were linked.
 
-    Call it outside any transaction that wrote audit records (the horizon waits for them).
+    ``wait`` false (the workers' periodic round): stop, sealing nothing more, when another
+    round holds the seal lock. Call it outside any transaction that wrote audit records (the
+    horizon waits for them).
     """
     with engine.connect() as conn:
         horizon = audit_horizon(conn)
@@ -167,9 +194,11 @@ def seal(engine: Engine, *, page: int = SEAL_PAGE) -> int:
     while True:
         try:
             with engine.begin() as db:
-                linked = _seal_page(db, horizon, page)
+                linked = _seal_page(db, horizon, page, wait)
         except IntegrityError:
             return sealed  # another round sealed these records first
+        if linked is None:
+            return sealed  # another round is sealing them now
         sealed += linked
         if linked < page:
             return sealed

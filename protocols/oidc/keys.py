@@ -156,9 +156,11 @@ class KeyRing:
         paths = sorted(self._dir.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
         return [replace(load_key(path), generated=True) for path in paths]
 
-    def _load(self) -> list[SigningKey]:
+    def _load(self, generate: bool) -> list[SigningKey]:
         keys = [load_key(path) for path in self._files]
         keys += self._generated()
+        if not keys and not generate:
+            return []
         if not keys:
             key = self._generate_once()
             _log.warning(
@@ -187,12 +189,16 @@ class KeyRing:
             existing = self._generated()
             return existing[0] if existing else replace(generate_key(self._dir), generated=True)
 
-    def load(self) -> list[SigningKey]:
-        """Read every key (and generate the default one if none exist); once, later calls
-        return what was read."""
+    def load(self, *, generate: bool = True) -> list[SigningKey]:
+        """Read every key (and generate the default one if none exist, unless ``generate``
+        is false: then none is an empty list, and the ring stays unloaded); once, later
+        calls return what was read."""
         with self._lock:
             if self._keys is None:
-                self._keys = self._load()
+                found = self._load(generate)
+                if not found:
+                    return []
+                self._keys = found
             return self._keys
 
     @property

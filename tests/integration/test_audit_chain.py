@@ -20,10 +20,13 @@ from sqlalchemy import Connection, Engine, RowMapping, select, text
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
 from orchestrator.chain.canonical import chain_hash, record_hash
+from orchestrator.chain.checkpoints import CheckpointKeys, checkpoint_if_due, read_checkpoints
+from orchestrator.chain.purging import purge_before
 from orchestrator.chain.sealing import seal
-from orchestrator.store.core import audit_records
+from orchestrator.store.core import SEAL_LOCK_KEY, audit_records
 from orchestrator.store.engine import make_engine
 from orchestrator.store.migrate import alembic_config, upgrade
+from protocols.oidc import generate_key, load_key
 from schemas import AuditType
 from tests.integration.support import Stack, cli_env
 from workers.cli import main
@@ -57,6 +60,7 @@ def trail(
     finally:
         runtime.close()
     env = cli_env(tmp_path, url)
+    generate_key(tmp_path / "oidc-keys")  # what a worker's start does (commands never do)
     assert _run(env, "export", "-o", str(tmp_path / "first.jsonl")).exit_code == 0
     engine = make_engine(url)
     try:
@@ -299,6 +303,96 @@ def test_purge_refuses_a_trail_that_does_not_verify(trail: tuple[dict[str, str],
     assert len(_ids(engine)) == 12
 
 
+def _keys(env: dict[str, str]) -> CheckpointKeys:
+    """The key the fixture put where the workers keep theirs."""
+    [pem] = (Path(env["LOGOUT_DATA_DIR"]) / "oidc-keys").glob("*.pem")
+    key = load_key(pem)
+    return CheckpointKeys(key, {"keys": [key.public_jwk()]})
+
+
+def test_a_record_hidden_below_the_head_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+    """A record inserted with empty chain columns into a gap of ``seq`` below the last sealed
+    record: the sealer never links it (it goes on after the head), so verify names it, every
+    time, and a purge refuses the trail."""
+    env, engine = trail
+    with engine.begin() as db:
+        sixth = _rows(db)[5]
+        db.execute(text("UPDATE audit_records SET seq = seq + 100 WHERE chain_seq > 6"))
+        db.execute(
+            audit_records.insert().values(
+                **{name: sixth[name] for name in ("at", "type", "outcome", "session_id")},
+                id=FORGED,
+                seq=sixth["seq"] + 50,
+                dedupe_key="hidden",
+                detail={},
+            )
+        )
+    problem = (
+        f"not part of the chain: written with empty chain columns (seq {sixth['seq'] + 50}) "
+        "below records already sealed, where the sealer never links one"
+    )
+    for _ in range(2):
+        status, report = _verify(env)
+        assert (status, report["findings"]) == (
+            9,
+            [{"kind": "inserted", "position": None, "record_id": FORGED, "problem": problem}],
+        )
+    refused = _run(env, "purge", "--before", (T0 + timedelta(hours=5)).isoformat())
+    assert refused.exit_code == 9
+    assert f"inserted: record {FORGED}: {problem}" in refused.stderr
+
+
+def test_purge_before_verifies_in_its_own_transaction(
+    trail: tuple[dict[str, str], Engine],
+) -> None:
+    """Called directly (not through the command), a purge of a tampered trail deletes and
+    signs nothing, and says what it found."""
+    env, engine = trail
+    _tamper(engine, "UPDATE audit_records SET outcome = 'x' WHERE chain_seq = 2")
+    with engine.connect() as db:
+        before = len(read_checkpoints(db))
+    done = purge_before(engine, _keys(env), "https://idp.example", T0 + timedelta(hours=5), None)
+    assert (done.deleted, done.checkpoint) == (0, None)
+    assert done.refused is not None
+    assert [(f.kind, f.position) for f in done.refused.findings] == [("altered", 2)]
+    assert len(_ids(engine)) == 12
+    with engine.connect() as db:
+        assert len(read_checkpoints(db)) == before
+
+
+def test_a_worker_round_skips_while_another_holds_the_seal_lock(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A worker's round (``wait=False``) and its checkpoint check return at once while
+    another transaction holds the seal lock, sealing and signing nothing; the next round
+    after it is released seals. (A round that waited would still be blocked at the join.)"""
+    settings = Settings.load(
+        None, data_dir=tmp_path, database_url=postgres_url, broker_url="memory://", protocols=[]
+    )
+    runtime = Runtime.start(settings, handlers={})
+    keys = CheckpointKeys(generate_key(tmp_path / "keys"), {"keys": []})
+    try:
+        with runtime.database.begin() as db:
+            write_audit(db, [AuditEntry(f"h{n}", RECEIVED, "accepted") for n in range(3)])
+        done: list[object] = []
+
+        def round_() -> None:
+            done.append(seal(runtime.engine, wait=False))
+            done.append(checkpoint_if_due(runtime.engine, lambda: keys, settings.issuer, 0.0))
+
+        with runtime.engine.begin() as holder:
+            holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEAL_LOCK_KEY})
+            worker = threading.Thread(target=round_)
+            worker.start()
+            worker.join(60)
+            blocked = worker.is_alive()
+        worker.join()
+        assert (blocked, done) == (False, [0, None])
+        assert seal(runtime.engine, wait=False) == 3
+    finally:
+        runtime.close()
+
+
 def test_concurrent_writers_are_chained_in_seq_order(postgres_url: str, tmp_path: Path) -> None:
     """Writers in eight threads never wait for a sealer that runs all along; every record ends
     in the chain once, in seq order, and the chain verifies."""
@@ -333,6 +427,7 @@ def test_concurrent_writers_are_chained_in_seq_order(postgres_url: str, tmp_path
         rows = db.execute(text("SELECT seq, chain_seq FROM audit_records ORDER BY seq")).all()
     runtime.close()
     assert [row.chain_seq for row in rows] == list(range(1, 321))
+    generate_key(tmp_path / "oidc-keys")
     assert _findings(cli_env(tmp_path, postgres_url)) == []
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import jwt
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
@@ -21,16 +22,21 @@ from orchestrator.chain.canonical import GENESIS, canonical_form, chain_hash, re
 from orchestrator.chain.checkpoints import (
     CHECKPOINT_TYPE,
     Checkpoint,
+    CheckpointKeys,
     checkpoint_if_due,
     read_checkpoints,
     signature_problem,
+    write_checkpoint,
 )
 from orchestrator.chain.exporting import read_export
 from orchestrator.chain.verifying import ChainVerifier, Owner
 from orchestrator.errors import InputError
-from protocols.oidc import generate_key
+from orchestrator.store.engine import make_engine
+from protocols.base import HostInfo
+from protocols.oidc import OidcHandler, generate_key
+from protocols.oidc.settings import OidcSettings
 from schemas import AuditType
-from workers.chain_upkeep import ChainUpkeep, checkpoint_keys
+from workers.chain_upkeep import ChainUpkeep
 from workers.cli import main
 
 DOCS = Path(__file__).parents[2] / "docs" / "chain.md"
@@ -174,20 +180,34 @@ def test_a_file_that_is_no_export_is_refused_naming_the_line(
     assert str(refused.value.problems[0]).startswith(problem)
 
 
-def test_the_upkeep_seals_and_signs_when_due(settings: Settings) -> None:
-    """The first run seals and signs; within the interval, or with nothing new, no
-    checkpoint; the JWKS of `keys jwks` verifies it."""
-    runtime = Runtime.start(settings, handlers={})
+def _oidc_handler(settings: Settings, key: Path) -> OidcHandler:
+    """A started OIDC handler signing with ``key``: its settings are not ``settings``'s."""
+    host = HostInfo(issuer=settings.issuer, data_dir=settings.data_dir)
+    handler = OidcHandler(OidcSettings(key_files=[key]), host)
+    handler.start()
+    return handler
+
+
+def test_the_upkeep_seals_and_signs_when_due(settings: Settings, tmp_path: Path) -> None:
+    """The first run seals and signs with the runtime's own OIDC handler's key (no second
+    handler is built: nothing is generated into the data directory); within the interval, or
+    with nothing new, no checkpoint; that handler's JWKS verifies it."""
+    key = generate_key(tmp_path / "managed")
+    handler = _oidc_handler(settings, Path(key.source))
+    runtime = Runtime.start(settings, handlers={"oidc": handler})
     try:
         with runtime.database.begin() as db:
             write_audit(db, [AuditEntry(f"k{n}", AuditType.EVENT_RECEIVED, "ok") for n in range(3)])
-        upkeep = ChainUpkeep(settings, runtime.engine)
+        upkeep = ChainUpkeep(runtime)
         upkeep.run()
         with runtime.engine.connect() as db:
             [first] = read_checkpoints(db)
         assert (first.count, first.reason) == (3, "interval")
-        keys = checkpoint_keys(settings)
-        assert signature_problem(first, keys.jwks) is None
+        assert jwt.get_unverified_header(first.jws)["kid"] == key.kid
+        assert not (settings.data_dir / "oidc-keys").exists()
+        keys = upkeep.keys()
+        assert keys is not None
+        assert signature_problem(first, handler.keys.jwks()) is None
         with runtime.database.begin() as db:
             write_audit(db, [AuditEntry("k9", AuditType.EVENT_RECEIVED, "ok")])
         upkeep.run()
@@ -198,6 +218,69 @@ def test_the_upkeep_seals_and_signs_when_due(settings: Settings) -> None:
             assert [cp.count for cp in read_checkpoints(db)] == [3, 4]
     finally:
         runtime.close()
+
+
+def test_a_worker_without_the_oidc_handler_seals_and_signs_nothing(settings: Settings) -> None:
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        with runtime.database.begin() as db:
+            write_audit(db, [AuditEntry("k1", AuditType.EVENT_RECEIVED, "ok")])
+        upkeep = ChainUpkeep(runtime)
+        upkeep.run()
+        with runtime.engine.connect() as db:
+            assert read_checkpoints(db) == []
+            sealed = db.scalar(text("SELECT chain_seq FROM audit_records"))
+        assert (sealed, upkeep.keys()) == (1, None)
+        assert not (settings.data_dir / "oidc-keys").exists()
+    finally:
+        runtime.close()
+
+
+def test_the_commands_never_generate_a_key(settings: Settings, tmp_path: Path) -> None:
+    """On a data directory without keys: `audit verify` and `purge` are configuration errors
+    naming the fix (exit 6), `export` exports and says nothing signed it; no key is written.
+    With the workers' key there, `verify` verifies their checkpoints and generates none."""
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        with runtime.database.begin() as db:
+            write_audit(db, [AuditEntry("k1", AuditType.EVENT_RECEIVED, "ok")], at=AT)
+    finally:
+        runtime.close()
+    env = {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": settings.database_url,
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["audit", *args], env=env)
+
+    verified = run("verify")
+    assert verified.exit_code == 6, verified.output
+    assert "no OIDC signing key to verify the checkpoints with" in verified.stderr
+    assert "give --jwks JWKS (what `keys jwks` prints where the workers run)" in verified.stderr
+    assert "Traceback" not in verified.output
+    purged = run("purge", "--before", "2026-02-01")
+    assert purged.exit_code == 6
+    assert "no OIDC signing key to sign the purge's checkpoint with" in purged.stderr
+    exported = run("export", "-o", str(tmp_path / "trail.jsonl"))
+    assert exported.exit_code == 0
+    assert "no checkpoint was signed for this export" in exported.stderr
+    assert not (tmp_path / "oidc-keys").exists()
+    key = generate_key(tmp_path / "oidc-keys")
+    signed = _oidc_handler(settings, Path(key.source))
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with engine.begin() as conn:
+            keys = CheckpointKeys(key, signed.keys.jwks())
+            write_checkpoint(conn, keys, settings.issuer, "interval")
+    finally:
+        engine.dispose()
+    verified = run("verify")
+    assert verified.stdout == (
+        "verified 1 records (positions 1 to 1) and 1 signed checkpoint: the chain is intact\n"
+    )
+    assert [path.name for path in (tmp_path / "oidc-keys").iterdir()] == [f"{key.kid}.pem"]
 
 
 def _procedure() -> str:
@@ -229,6 +312,7 @@ def test_the_documented_offline_procedure_verifies_an_export(
         "LOGOUT_LOG_LEVEL": "WARNING",
     }
     export, jwks = tmp_path / "trail.jsonl", tmp_path / "jwks.json"
+    generate_key(tmp_path / "oidc-keys")  # what a worker's start does
     assert CliRunner().invoke(main, ["audit", "export", "-o", str(export)], env=env).exit_code == 0
     jwks.write_text(CliRunner().invoke(main, ["keys", "jwks"], env=env).stdout)
     script = tmp_path / "verify_export.py"
