@@ -3,18 +3,19 @@ published like ``POST /v1/events`` (outbox, then broker), with initiator ``syste
 transmitter's stream as actor; the SET's jti is recorded against replay, with one
 ``ssf.received`` audit record.
 
-The order makes a crash harmless. The event id is derived from the issuer, the jti and the
-event type, so a SET the transmitter pushes again after a lost answer publishes the same id,
-which the pipeline handles once (``event.duplicate``). The jti is recorded after the events
-are in the outbox: a crash between the two lets the next push publish again (harmless), a
-jti recorded first could lose the events.
+The order makes a crash harmless. The event id is derived from the issuer, the jti, the
+iat and the event type, so a SET the transmitter pushes again after a lost answer publishes
+the same id, which the pipeline handles once (``event.duplicate``), while a jti a
+transmitter reuses later (after the replay window, with a new iat) is a new event. The jti
+is recorded after the events are in the outbox: a crash between the two lets the next push
+publish again (harmless), a jti recorded first could lose the events.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -25,7 +26,7 @@ from orchestrator.event_status import event_states
 from orchestrator.publishing import Publisher, validate_events
 from orchestrator.store import Database, utcnow
 from orchestrator.store.sql import dialect_name, insert_ignore_for
-from orchestrator.store.tables import IDP_SESSIONS, RECEIVED_SETS
+from orchestrator.store.tables import RECEIVED_SETS
 from orchestrator.trail import ssf_received
 from protocols.ssf.receiving import SetRefusedError
 from protocols.ssf.signals import Signal
@@ -34,9 +35,15 @@ from schemas.errors import InputError
 
 __all__ = ["ReceivedSet", "SetIntake", "event_id_of", "set_key"]
 
-#: The UUID namespace of event ids derived from SETs (uuid5 of issuer, jti and event type).
+#: The UUID namespace of event ids derived from SETs (uuid5 of issuer, jti, iat and type).
 _NAMESPACE: Final = uuid.UUID("6f1c8f0e-4b1e-5a43-9c55-2f0d7c1a5e01")
 _SHORT: Final = {"session": "session.revoke", "user": "user.revoke_all"}
+#: What the SET member behind each field of the events it becomes is called.
+_MEMBERS: Final = {
+    "session_id": "subject's session id",
+    "user_id": "subject's user id",
+    "occurred_at": "event_timestamp (or iat)",
+}
 
 
 def set_key(issuer: str, jti: str) -> str:
@@ -44,9 +51,10 @@ def set_key(issuer: str, jti: str) -> str:
     return hashlib.sha256(f"{issuer}\n{jti}".encode()).hexdigest()
 
 
-def event_id_of(issuer: str, jti: str, event_type: str) -> str:
-    """The id of the event one SET event becomes: the same for every push of the SET."""
-    return str(uuid.uuid5(_NAMESPACE, f"{issuer}\n{jti}\n{event_type}"))
+def event_id_of(issuer: str, jti: str, iat: float, event_type: str) -> str:
+    """The id of the event one SET event becomes: the same for every push of the SET, new
+    for a jti reused with another ``iat``."""
+    return str(uuid.uuid5(_NAMESPACE, f"{issuer}\n{jti}\n{float(iat)!r}\n{event_type}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +82,6 @@ class SetIntake:
         key = set_key(received.issuer, received.jti)
         if self._seen(key):
             raise _replayed()
-        received = replace(received, signals=self._owned(received.signals))
         events, effects = _events(received)
         known = event_states(self._database, [str(e.event_id) for e in events])
         fresh = [e for e in events if str(e.event_id) not in known]
@@ -100,26 +107,6 @@ class SetIntake:
         emit(records)
         return effects
 
-    def _owned(self, signals: list[Signal]) -> list[Signal]:
-        """``signals``, a session whose subject also names a user ignored when the session
-        is another user's (a transmitter names the pair; it never ends someone else's)."""
-        claimed = {s.target: s.user for s in signals if s.action == "session" and s.user}
-        if not claimed:
-            return signals
-        with self._database() as db:
-            rows = db.execute(
-                select(IDP_SESSIONS.c.session_id, IDP_SESSIONS.c.user_id).where(
-                    IDP_SESSIONS.c.session_id.in_(list(claimed))
-                )
-            )
-            owners = {row.session_id: row.user_id for row in rows}
-        return [
-            replace(s, action="ignore", target=None, why="the session is not the subject's user's")
-            if s.target in owners and owners[s.target] != claimed[s.target]
-            else s
-            for s in signals
-        ]
-
     def _seen(self, key: str) -> bool:
         with self._database() as db:
             found = db.execute(select(RECEIVED_SETS.c.key).where(RECEIVED_SETS.c.key == key))
@@ -132,6 +119,17 @@ def _replayed() -> SetRefusedError:
     )
 
 
+def _occurred(timestamp: float) -> datetime:
+    """When the event happened; the signals bound it, this refuses what slipped past."""
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise SetRefusedError(
+            "invalid_request",
+            f"the SET is not usable: the {_MEMBERS['occurred_at']} is no time an event happened at",
+        ) from None
+
+
 def _events(received: ReceivedSet) -> tuple[list[Event], list[dict[str, Any]]]:
     """The events the signals ask for, and one effect per signal for the audit record."""
     raw: list[dict[str, Any]] = []
@@ -141,13 +139,15 @@ def _events(received: ReceivedSet) -> tuple[list[Event], list[dict[str, Any]]]:
         if signal.action == "ignore" or signal.target is None:
             effects.append({**effect, "why": signal.why})
             continue
-        event_id = event_id_of(received.issuer, received.jti, signal.event_type)
-        when = datetime.fromtimestamp(signal.timestamp or received.iat, UTC)
+        event_id = event_id_of(received.issuer, received.jti, received.iat, signal.event_type)
+        when = _occurred(signal.timestamp or received.iat)
         target = (
             {"session_id": signal.target, "reason": f"ssf: {signal.event_type.rsplit('/')[-1]}"}
             if signal.action == "session"
             else {"user_id": signal.target}
         )
+        if signal.action == "session" and signal.user is not None:
+            target["user_id"] = signal.user  # the engine ends the session only if it is theirs
         raw.append(
             {
                 "type": _SHORT[signal.action],
@@ -162,7 +162,5 @@ def _events(received: ReceivedSet) -> tuple[list[Event], list[dict[str, Any]]]:
     try:
         return validate_events(raw), effects
     except InputError as exc:
-        fields = ", ".join(sorted({p.field for p in exc.problems}))
-        raise SetRefusedError(
-            "invalid_request", f"the subject is not a usable identifier ({fields})"
-        ) from None
+        what = "; ".join(f"the {_MEMBERS.get(p.field, p.field)}: {p.message}" for p in exc.problems)
+        raise SetRefusedError("invalid_request", f"the SET is not usable: {what}") from None

@@ -154,6 +154,13 @@ class SessionRevoke(EventBase):
     type: Literal["session.revoke"] = "session.revoke"
     session_id: Identifier
     reason: Name | None = Field(default=None, description="Why, for the audit trail (optional).")
+    user_id: Identifier | None = Field(
+        default=None,
+        description=(
+            "The user the session must belong to (optional): a session of another user is "
+            "not ended (audited as session.not_found, reason 'session of another user')."
+        ),
+    )
 
 
 class UserRevokeAll(EventBase):

@@ -70,6 +70,7 @@ def routes(service: Service) -> list[Route]:
                 raise SetRefusedError(
                     "invalid_key", "the SET's kid is not in the transmitter's JWKS"
                 )
+            now = time.time()
             claims = verify(
                 token,
                 key,
@@ -77,12 +78,13 @@ def routes(service: Service) -> list[Route]:
                 issuer=transmitter.issuer,
                 audience=transmitter.audience,
                 max_age=transmitter.max_age,
-                now=time.time(),
+                now=now,
             )
             signals = read_signals(
                 claims,
                 issuers={issuer, transmitter.issuer},
                 email_is_user_id=transmitter.email_is_user_id,
+                now=now,
             )
             received = ReceivedSet(
                 stream, transmitter.issuer, claims["jti"], claims["iat"], signals

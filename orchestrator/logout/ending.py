@@ -2,7 +2,10 @@
 
 Ending a session is a conditional UPDATE (``WHERE ended_at IS NULL``), atomic on SQLite and
 PostgreSQL alike: when two events race for one session, exactly one ends it. Each is marked
-with the event's id, so a replay finds what its first attempt ended.
+with the event's id, so a replay finds what its first attempt ended. A ``session.revoke``
+that names the session's user (``user_id``: a Shared Signals transmitter names the pair)
+ends it only when it is that user's, checked in the same UPDATE: a session recorded later,
+or for someone else, is never ended by it (audited as ``session.not_found``).
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ def _split(conn: Connection, logouts: Sequence[Logout]) -> tuple[list[Logout], l
 def _end_idp_sessions(conn: Connection, ending: Sequence[Logout], now: datetime) -> None:
     """One executemany per kind: a session, all of a user's, all of a user's but one."""
     singles: list[dict[str, Any]] = []
+    owned: list[dict[str, Any]] = []
     all_of_user: list[dict[str, Any]] = []
     others_of_user: list[dict[str, Any]] = []
     for logout in ending:
@@ -128,10 +132,13 @@ def _end_idp_sessions(conn: Connection, ending: Sequence[Logout], now: datetime)
                 others_of_user.append(
                     {**params, "b_user": event.user_id, "b_keep": event.keep_session_id}
                 )
+            case SessionRevoke(user_id=str() as user):
+                owned.append({**params, "b_session": logout.session_id, "b_user": user})
             case _:
                 singles.append({**params, "b_session": logout.session_id})
     for statement, rows in (
         (sql.END_SESSION, singles),
+        (sql.END_OWNED_SESSION, owned),
         (sql.END_USER_SESSIONS, all_of_user),
         (sql.END_USER_SESSIONS_BUT_ONE, others_of_user),
     ):
@@ -189,8 +196,8 @@ def _end_provider_sessions(
 def _not_found(
     conn: Connection, logouts: Sequence[Logout], entries: list[AuditEntry]
 ) -> dict[str, str]:
-    """Audit each named session that was unknown or already ended; returns the users of
-    those known, by event."""
+    """Audit each named session that was unknown, already ended or (``session.revoke`` with
+    a ``user_id``) another user's; returns the users of those known, by event."""
     wanted = sorted({str(lo.session_id) for lo in logouts})
     found = conn.execute(sql.IDP_SESSIONS_BY_ID, {"b_ids": wanted})
     rows = {row.session_id: row for row in found}
@@ -198,9 +205,14 @@ def _not_found(
     for logout in logouts:
         session_id = str(logout.session_id)
         row = rows.get(session_id)
-        ended = None if row is None else (row.ended_at, row.end_reason)
         user_id = None if row is None else row.user_id
+        named = getattr(logout.event, "user_id", None)
+        open_elsewhere = row is not None and row.ended_at is None and named != user_id
+        other = named if open_elsewhere else None
+        ended = None if row is None or other else (row.ended_at, row.end_reason)
         if user_id is not None:
             users[logout.event_id] = user_id
-        entries.append(session_not_found(logout.event_id, session_id, user_id, ended))
+        entries.append(
+            session_not_found(logout.event_id, session_id, user_id, ended, named_user=other)
+        )
     return users

@@ -41,6 +41,7 @@ __all__ = [
     "COUNT_DELIVERIES",
     "ENDED_PROVIDER_SESSIONS",
     "END_ONE_PROVIDER_SESSION",
+    "END_OWNED_SESSION",
     "END_PROVIDER_SESSIONS",
     "END_SESSION",
     "END_USER_SESSIONS",
@@ -90,6 +91,11 @@ def _end_provider_sessions(*where: ColumnElement[bool]) -> Update:
 
 #: Ends one IdP session (``b_session``), marked with ``b_event``, ``b_reason`` at ``b_now``.
 END_SESSION = _end_idp_sessions(IDP_SESSIONS.c.session_id == bindparam("b_session"))
+#: Ends one IdP session (``b_session``) only when it is ``b_user``'s.
+END_OWNED_SESSION = _end_idp_sessions(
+    IDP_SESSIONS.c.session_id == bindparam("b_session"),
+    IDP_SESSIONS.c.user_id == bindparam("b_user"),
+)
 #: Ends every open session of ``b_user``.
 END_USER_SESSIONS = _end_idp_sessions(IDP_SESSIONS.c.user_id == bindparam("b_user"))
 #: Ends every open session of ``b_user`` but ``b_keep``.

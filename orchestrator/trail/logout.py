@@ -173,9 +173,16 @@ def session_not_found(
     session_id: str,
     user_id: str | None,
     ended: tuple[datetime | None, str | None] | None,
+    *,
+    named_user: str | None = None,
 ) -> AuditEntry:
-    """The session an event named is unknown, or (``ended``: when, why) already ended."""
+    """The session an event named is unknown, (``ended``: when, why) already ended, or open
+    and not ``named_user``'s, the user the event said it belongs to (it stays open)."""
     detail: dict[str, Any] = {"reason": "unknown session"}
+    outcome = "already_ended" if ended is not None else "not_found"
+    if named_user is not None:
+        detail = {"reason": "session of another user", "named_user": named_user}
+        outcome = "not_owned"
     if ended is not None:
         ended_at, end_reason = ended
         detail = {
@@ -186,7 +193,7 @@ def session_not_found(
     return AuditEntry(
         key=f"session.not_found:{event_id}:{session_id}",
         type=AuditType.SESSION_NOT_FOUND,
-        outcome="already_ended" if ended is not None else "not_found",
+        outcome=outcome,
         event_id=event_id,
         user_id=user_id,
         session_id=session_id,

@@ -15,6 +15,7 @@ from protocols.validation import check_uri, input_error, text_list, uri_form
 from schemas.errors import PermanentDeliveryError
 
 __all__ = [
+    "CAEP_EVENT_TYPE",
     "SESSION_REVOKED",
     "SUPPORTED_EVENTS",
     "VERIFICATION",
@@ -26,8 +27,10 @@ __all__ = [
     "parse_stream_settings",
 ]
 
+#: The prefix of every CAEP 1.0 event type URI.
+CAEP_EVENT_TYPE: Final = "https://schemas.openid.net/secevent/caep/event-type/"
 #: CAEP 1.0 §3.1: the one event this transmitter emits for an ended session.
-SESSION_REVOKED: Final = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+SESSION_REVOKED: Final = CAEP_EVENT_TYPE + "session-revoked"
 #: SSF 1.0 §8.1.4: the verification event a receiver asks for.
 VERIFICATION: Final = "https://schemas.openid.net/secevent/ssf/event-type/verification"
 #: What a stream may request (``events_requested``).

@@ -3,13 +3,20 @@
 Subjects are RFC 9493 subject identifiers, taken from the SET's ``sub_id`` claim (SSF 1.0)
 or, for transmitters of the earlier drafts, from the event's own ``subject``:
 
-- ``opaque`` ``{"id"}``: a session id we issued for ``session-revoked``, a user id for the
+- ``opaque`` ``{"id"}``: a session id we issued for ``session-revoked`` (the event is about
+  a session, as in CAEP 1.0's examples, and our transmitter sends it so), a user id for the
   user-level events;
 - ``complex`` with ``session`` (itself a subject: ``opaque``) and/or ``user``: the session
-  when there is one, else the user;
+  when there is one, else the user. A ``user`` beside the session must map (below), else the
+  event is ignored: the session is ended only when it is that user's, which the engine
+  checks as it ends it (``session.revoke`` with ``user_id``);
 - ``iss_sub`` ``{"iss", "sub"}``: the user ``sub``, when ``iss`` is one of ``issuers``;
 - ``email``: the user whose id is the address, only when the transmitter is configured so
   (``email_is_user_id``); otherwise the event is recorded and ignored.
+
+An ``event_timestamp`` must be a number of seconds since 1970, not later than now (plus
+the clock skew ``iat`` is allowed); it becomes the event's ``occurred_at`` (without one,
+``iat`` does). Anything else refuses the SET (``invalid_request``).
 
 ``session-revoked`` ends the session (or, with a user subject, every session of the user);
 ``credential-change`` with ``change_type`` ``revoke`` or ``delete``, RISC
@@ -23,8 +30,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from protocols.ssf.receiving import SetRefusedError
-from protocols.ssf.settings import SESSION_REVOKED
+from protocols.ssf.receiving import CLOCK_SKEW, SetRefusedError
+from protocols.ssf.settings import CAEP_EVENT_TYPE, SESSION_REVOKED
 
 __all__ = [
     "ACCOUNT_DISABLED",
@@ -35,9 +42,8 @@ __all__ = [
     "read_signals",
 ]
 
-_CAEP: Final = "https://schemas.openid.net/secevent/caep/event-type/"
 _RISC: Final = "https://schemas.openid.net/secevent/risc/event-type/"
-CREDENTIAL_CHANGE: Final = _CAEP + "credential-change"
+CREDENTIAL_CHANGE: Final = CAEP_EVENT_TYPE + "credential-change"
 ACCOUNT_DISABLED: Final = _RISC + "account-disabled"
 SESSIONS_REVOKED: Final = _RISC + "sessions-revoked"
 #: Events that end every session of the user (credential-change only when revoked/deleted).
@@ -59,7 +65,7 @@ class Signal:
     #: ``event_timestamp`` of the event (seconds since 1970), when it has one.
     timestamp: float | None = None
     #: For a session: the user a complex subject names beside it, whom the session must
-    #: belong to (the receiver checks; a session of someone else is not ended).
+    #: belong to (the engine checks as it ends it; a session of someone else stays open).
     user: str | None = None
 
 
@@ -71,18 +77,37 @@ class _Subject:
 
 
 def read_signals(
-    claims: Mapping[str, Any], *, issuers: Collection[str], email_is_user_id: bool
+    claims: Mapping[str, Any], *, issuers: Collection[str], email_is_user_id: bool, now: float
 ) -> list[Signal]:
-    """One :class:`Signal` per event of verified ``claims``, in the SET's order."""
+    """One :class:`Signal` per event of verified ``claims``, in the SET's order; ``now`` is
+    the receiving time (seconds since 1970) no ``event_timestamp`` may lie after."""
     signals = []
     for event_type, payload in claims["events"].items():
         subject_data = claims.get("sub_id", payload.get("subject"))
-        stamp = payload.get("event_timestamp")
-        timestamp = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else None
+        timestamp = _timestamp(payload.get("event_timestamp"), now)
         signals.append(
             _signal(str(event_type), payload, subject_data, issuers, email_is_user_id, timestamp)
         )
     return signals
+
+
+def _timestamp(stamp: object, now: float) -> float | None:
+    """An event's ``event_timestamp``, None when it has none; refused when it is no time
+    this event can have happened at (a bool, not finite, not positive, in the future)."""
+    if stamp is None:
+        return None
+    # The comparison also refuses NaN and infinity, and huge integers without converting.
+    if (
+        isinstance(stamp, bool)
+        or not isinstance(stamp, int | float)
+        or not 0 < stamp <= (now + CLOCK_SKEW)
+    ):
+        raise SetRefusedError(
+            "invalid_request",
+            "event_timestamp must be the seconds since 1970 the event happened at, a "
+            f"positive number not later than now (+{CLOCK_SKEW} s of clock skew)",
+        )
+    return float(stamp)
 
 
 def _signal(
@@ -106,6 +131,7 @@ def _signal(
             event_type, "session", subject.session, timestamp=timestamp, user=subject.user
         )
     if event_type == SESSION_REVOKED and _format(subject_data) == "opaque":
+        # An opaque session-revoked subject is the session (its ``id``: a session we issued).
         return Signal(event_type, "session", subject.user, timestamp=timestamp)
     if subject.user is not None:
         return Signal(event_type, "user", subject.user, timestamp=timestamp)
@@ -126,7 +152,8 @@ def _subject(data: object, issuers: Collection[str], email_is_user_id: bool) -> 
             "invalid_request", "a complex subject needs a user or a session member"
         )
     found = _simple(user, issuers, email_is_user_id) if isinstance(user, dict) else _Subject()
-    if not isinstance(session, dict):
+    if not isinstance(session, dict) or found.unmapped is not None:
+        # A session beside a user we cannot map is ignored: whose it must be is unknown.
         return found
     if session.get("format") != "opaque":
         raise SetRefusedError(

@@ -64,8 +64,11 @@ def subject(
     email: str | None,
     session: str,
 ) -> dict[str, Any]:
-    """The RFC 9493 subject identifier of ``subject_format``; ``complex`` names the user
-    (``iss_sub``) and the session (``opaque``), as the CAEP Interoperability Profile does."""
+    """The RFC 9493 subject identifier of ``subject_format`` for a ``session-revoked``:
+    ``complex`` names the user (``iss_sub``) and the session (``opaque``), as the CAEP
+    Interoperability Profile does; ``opaque`` alone is the session (the event is about a
+    session, as in CAEP 1.0's examples; our receiver reads it so), never the user, whom a
+    receiver would then log out everywhere."""
     match subject_format:
         case SubjectFormat.ISS_SUB:
             return {"format": "iss_sub", "iss": issuer, "sub": sub}
@@ -77,7 +80,7 @@ def subject(
                 )
             return {"format": "email", "email": email}
         case SubjectFormat.OPAQUE:
-            return {"format": "opaque", "id": sub}
+            return {"format": "opaque", "id": session}
         case SubjectFormat.COMPLEX:
             return {
                 "format": "complex",

@@ -157,7 +157,7 @@ def test_pushed_revocations_end_the_right_sessions(
             assert (answer.status_code, answer.content) == (202, b""), answer.text
         expected_open = {"s-a2", "s-d1"}
         stack.wait_for(lambda: _open_sessions(stack) == expected_open, what="the revocations")
-        ids = [event_id_of(ISSUER, c["jti"], next(iter(c["events"]))) for c in sent]
+        ids = [event_id_of(ISSUER, c["jti"], c["iat"], next(iter(c["events"]))) for c in sent]
         stack.wait_for(
             lambda: all(audit_rows(stack, i, "logout.completed") for i in (ids[0], ids[1], ids[2])),
             what="the three logouts to complete",
@@ -182,6 +182,48 @@ def test_pushed_revocations_end_the_right_sessions(
     finally:
         api.stop()
     assert transmitter.sign(sent[0]).split(".")[2] not in api.output()  # never logged
+
+
+def test_a_session_is_ended_only_for_the_user_the_subject_names(
+    stack: Stack, jwks: JwksServer, transmitter: Transmitter
+) -> None:
+    """A complex subject pairing carol's session with alice leaves it open (the engine's
+    ending statement checks the owner; audited ``not_owned``); a session beside a user of
+    another issuer is ignored; alice's own session ends."""
+    stack.start_worker()
+    api = _serve(stack, jwks)
+    try:
+        other_issuer = {"format": "iss_sub", "iss": "https://other", "sub": "dave"}
+        pushes = [
+            session_subject("s-c1", "alice"),
+            {**session_subject("s-d1"), "user": other_issuer},
+            session_subject("s-a1", "alice"),
+        ]
+        sent = [transmitter.claims({SESSION_REVOKED: {}}, subject) for subject in pushes]
+        for claims in sent:
+            answer = _push(api, transmitter.sign(claims))
+            assert (answer.status_code, answer.content) == (202, b""), answer.text
+        stolen, _, own = [event_id_of(ISSUER, c["jti"], c["iat"], SESSION_REVOKED) for c in sent]
+        stack.wait_for(
+            lambda: all(audit_rows(stack, i, "logout.completed") for i in (stolen, own)),
+            what="both logouts to complete",
+        )
+        assert _open_sessions(stack) == {"s-a2", "s-b1", "s-b2", "s-c1", "s-d1"}
+        [refused] = audit_rows(stack, stolen, "session.not_found")
+        assert (refused.outcome, refused.session_id, refused.user_id) == (
+            "not_owned",
+            "s-c1",
+            "carol",
+        )
+        assert refused.detail == {"reason": "session of another user", "named_user": "alice"}
+        assert audit_rows(stack, stolen, "session.ended") == []
+        [ignored] = _ssf_records(stack)[1].detail["events"]
+        assert (ignored["action"], ignored["why"]) == (
+            "ignore",
+            "an iss_sub subject of another issuer",
+        )
+    finally:
+        api.stop()
 
 
 def test_refused_sets_carry_the_rfc_8935_error_and_end_nothing(
@@ -221,6 +263,29 @@ def test_refused_sets_carry_the_rfc_8935_error_and_end_nothing(
                 "invalid_request",
             ),
             ("wrong typ", transmitter.sign(good, typ="JWT"), None, 400, "invalid_request"),
+            (
+                "event_timestamp overflowing",
+                transmitter.sign({**good, "events": {SESSION_REVOKED: {"event_timestamp": 1e300}}}),
+                None,
+                400,
+                "invalid_request",
+            ),
+            (
+                "event_timestamp a bool",
+                transmitter.sign({**good, "events": {SESSION_REVOKED: {"event_timestamp": True}}}),
+                None,
+                400,
+                "invalid_request",
+            ),
+            (
+                "event_timestamp in the future",
+                transmitter.sign(
+                    {**good, "events": {SESSION_REVOKED: {"event_timestamp": time.time() + 3600}}}
+                ),
+                None,
+                400,
+                "invalid_request",
+            ),
             ("alg none", transmitter.unsigned(good), None, 400, "invalid_key"),
             ("alg not allowed", transmitter.sign(good, alg="PS256"), None, 400, "invalid_key"),
             ("unknown kid", transmitter.sign(good, kid="rotated-away"), None, 400, "invalid_key"),
@@ -267,7 +332,7 @@ def test_refused_sets_carry_the_rfc_8935_error_and_end_nothing(
         assert jwks.fetches == 1
         with api.client("read") as client:
             metrics = client.get("/metrics").text
-        results = {"accepted": 1, "invalid_key": 4, "invalid_request": 5, "access_denied": 1}
+        results = {"accepted": 1, "invalid_key": 4, "invalid_request": 8, "access_denied": 1}
         results |= {"invalid_audience": 1, "invalid_issuer": 1, "authentication_failed": 2}
         for result, count in results.items():
             line = f'logout_ssf_sets_total{{result="{result}",stream="{STREAM}"}} {count:.1f}'

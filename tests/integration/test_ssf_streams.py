@@ -211,7 +211,7 @@ def test_an_added_subject_is_told_of_its_sessions_ending(
     assert (delivery.provider, delivery.status) == (f"ssf-{stream_id}", "succeeded")
     [judged] = rx.pushes()
     assert judged.problems == []
-    assert judged.claims["sub_id"] == {"format": "opaque", "id": USER}
+    assert judged.claims["sub_id"] == {"format": "opaque", "id": "s-1"}  # the session
     with api.client("receiver-a") as client:
         assert client.post("/v1/ssf/subjects/remove", json=subject).status_code == 204
     second = logout_event("s-2")

@@ -91,7 +91,8 @@ def test_every_subject_format_passes_an_independent_receiver(
     stack: Stack, service: ApiServer, receivers: LoopbackServers[Receiver]
 ) -> None:
     """One logout, four streams (iss_sub, email, opaque, complex): each gets one SET that
-    joserfc verifies against the served JWKS, with its format, one txn for all four."""
+    joserfc verifies against the served JWKS, with its format, one txn for all four; an
+    opaque subject is the session (the provider session's sid), never the user."""
     rx = {
         fmt: receivers.start(receiver(service, fmt))
         for fmt in ("iss_sub", "email", "opaque", "complex")
@@ -102,7 +103,7 @@ def test_every_subject_format_passes_an_independent_receiver(
             {"kind": "session", "session_id": "s-1", "user_id": USER},
             link("st-iss_sub", sub="u-42"),
             link("st-email"),
-            link("st-opaque", sub="opaque-7"),
+            link("st-opaque", sub="opaque-7", sid="rx-session-8"),
             link("st-complex", sid="rx-session-9"),
         ],
     )
@@ -131,7 +132,7 @@ def test_every_subject_format_passes_an_independent_receiver(
     assert subjects == {
         "iss_sub": {"format": "iss_sub", "iss": ISSUER, "sub": "u-42"},
         "email": {"format": "email", "email": USER},
-        "opaque": {"format": "opaque", "id": "opaque-7"},
+        "opaque": {"format": "opaque", "id": "rx-session-8"},  # the session, not sub
         "complex": {
             "format": "complex",
             "user": {"format": "iss_sub", "iss": ISSUER, "sub": USER},

@@ -349,6 +349,22 @@ def test_already_ended_session_is_not_ended_again(populated: Runtime) -> None:
     assert _ended(populated) == {"s-1": "expired_idle"}
 
 
+def test_a_revoke_naming_its_user_ends_only_a_session_of_that_user(populated: Runtime) -> None:
+    """session.revoke with user_id: bob's s-9 named as alice's stays open (audited
+    not_owned), alice's s-1 ends, an already ended one still says so."""
+    stolen = _handle(populated, "session.revoke", session_id="s-9", user_id="alice")
+    own = _handle(populated, "session.revoke", "m-2", session_id="s-1", user_id="alice")
+    again = _handle(populated, "session.revoke", "m-3", session_id="s-1", user_id="bob")
+    assert _ended(populated) == {"s-1": "revoked"}
+    assert _delivered(populated, stolen) == set()
+    [refused] = [r for r in _audit(populated, stolen) if r.type == "session.not_found"]
+    assert (refused.outcome, refused.user_id) == ("not_owned", "bob")
+    assert refused.detail == {"reason": "session of another user", "named_user": "alice"}
+    assert [r.type for r in _audit(populated, own)][:2] == ["event.received", "session.ended"]
+    [ended] = [r for r in _audit(populated, again) if r.type == "session.not_found"]
+    assert ended.outcome == "already_ended"
+
+
 def test_crash_after_ending_sessions_resumes_without_doubling(populated: Runtime) -> None:
     """A redelivered message resumes a half-done event: one of every record, all deliveries."""
     event = make_event("user.revoke_all", user_id="alice", initiator="admin")

@@ -113,7 +113,9 @@ def test_sets_share_the_logout_token_keys(handler: SsfHandler, tmp_path: Path) -
         ("iss_sub", {"sub": "u-42"}, {"format": "iss_sub", "iss": ISSUER, "sub": "u-42"}),
         ("email", {}, {"format": "email", "email": "alice@example.com"}),
         ("email", {"email": "a@corp.example"}, {"format": "email", "email": "a@corp.example"}),
-        ("opaque", {"sub": "u-42"}, {"format": "opaque", "id": "u-42"}),
+        # opaque is the session (never the user's sub): identifiers.sid, else the session id.
+        ("opaque", {"sub": "u-42", "sid": "gw-8"}, {"format": "opaque", "id": "gw-8"}),
+        ("opaque", {"sub": "u-42"}, {"format": "opaque", "id": "s-1"}),
         (
             "complex",
             {"sid": "gw-7"},

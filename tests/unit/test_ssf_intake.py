@@ -17,7 +17,6 @@ from orchestrator.ssf_intake import ReceivedSet, SetIntake, event_id_of
 from orchestrator.store import (
     AuditRow,
     Database,
-    IdpSession,
     OutboxRow,
     make_database,
     make_engine,
@@ -58,7 +57,7 @@ def test_an_acting_set_is_published_once_and_its_replay_refused(
 ) -> None:
     received = _revoked("jti-1", time.time())
     [effect] = intake.accept(received, MAX_AGE)
-    event_id = event_id_of(ISSUER, "jti-1", SESSION_REVOKED)
+    event_id = event_id_of(ISSUER, "jti-1", received.iat, SESSION_REVOKED)
     assert effect == {
         "type": SESSION_REVOKED,
         "action": "session",
@@ -111,33 +110,51 @@ def test_a_subject_that_is_no_identifier_is_an_invalid_request(intake: SetIntake
     with pytest.raises(SetRefusedError) as caught:
         intake.accept(_revoked("jti-bad", time.time(), "bad\x00id"), MAX_AGE)
     assert caught.value.err == "invalid_request"
-    assert "session_id" in caught.value.description
+    assert "subject's session id" in caught.value.description
 
 
-def test_a_session_of_another_user_than_the_subject_names_is_not_ended(
+def test_a_session_named_with_its_user_is_published_with_that_user_to_check(
     database: Database, intake: SetIntake
 ) -> None:
-    """A complex subject names a session and its user: the session is ended only when it
-    is that user's; a session of someone else is ignored (and audited why), the subject's
-    own session is ended, and an unknown session is passed on (audited as not found)."""
-    with database.begin() as db:
-        db.add_all(
-            [
-                IdpSession(session_id="s-bob", user_id="bob"),
-                IdpSession(session_id="s-al", user_id="alice"),
-            ]
-        )
-    signals = [
-        Signal(SESSION_REVOKED, "session", "s-bob", user="alice"),
-        Signal(SESSION_REVOKED, "session", "s-al", user="alice"),
-        Signal(SESSION_REVOKED, "session", "s-gone", user="alice"),
-    ]
-    effects = intake.accept(
+    """The intake does not look the session up (it may be recorded later, or for someone
+    else): the event carries the user, and the engine ends the session only if it is theirs."""
+    signals = [Signal(SESSION_REVOKED, "session", "s-bob", user="alice")]
+    [effect] = intake.accept(
         ReceivedSet("upstream", ISSUER, "jti-own", time.time(), signals), MAX_AGE
     )
-    assert [e["action"] for e in effects] == ["ignore", "session", "session"]
-    assert effects[0]["why"] == "the session is not the subject's user's"
+    assert effect["action"] == "session"
     with database() as db:
-        published = db.execute(select(OutboxRow)).scalars().all()
+        [row] = db.scalars(select(OutboxRow))
+    assert (row.payload["session_id"], row.payload["user_id"]) == ("s-bob", "alice")
+
+
+def test_a_jti_reused_with_another_iat_is_a_new_event(
+    database: Database, intake: SetIntake
+) -> None:
+    """After the replay window a transmitter may reuse a jti: a new iat, a new event (not an
+    ``event.duplicate`` of the first); the same iat gives the same id, int or float."""
+    intake.accept(_revoked("jti-r", time.time() - MAX_AGE - 61), MAX_AGE)
+    intake.accept(_revoked("other", time.time(), "s-2"), MAX_AGE)  # forgets jti-r
+    intake.accept(_revoked("jti-r", time.time()), MAX_AGE)
+    with database() as db:
+        rows = db.scalars(select(OutboxRow))
+        published = {row.event_id for row in rows if row.payload["session_id"] == "s-1"}
     assert len(published) == 2
-    assert "s-bob" not in str([row.payload for row in published])
+    assert event_id_of(ISSUER, "j", 1700000000, SESSION_REVOKED) == event_id_of(
+        ISSUER, "j", 1700000000.0, SESSION_REVOKED
+    )
+
+
+def test_an_unusable_occurred_at_is_reported_as_the_event_timestamp(
+    database: Database, intake: SetIntake
+) -> None:
+    """Never an OverflowError (a 500 the transmitter would retry forever), never called a
+    subject problem; nothing is published."""
+    signal = Signal(SESSION_REVOKED, "session", "s-1", timestamp=1e300)
+    with pytest.raises(SetRefusedError) as caught:
+        intake.accept(ReceivedSet("upstream", ISSUER, "jti-t", time.time(), [signal]), MAX_AGE)
+    assert caught.value.err == "invalid_request"
+    assert "event_timestamp" in caught.value.description
+    assert "subject" not in caught.value.description
+    with database() as db:
+        assert list(db.scalars(select(OutboxRow))) == []

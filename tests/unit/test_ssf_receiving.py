@@ -18,8 +18,10 @@ from orchestrator.errors import ConfigurationError
 from orchestrator.settings import Settings
 from orchestrator.ssf_keys import TransmitterKeys
 from orchestrator.ssf_transmitters import SsfTransmitter
-from protocols.ssf.receiving import SetRefusedError, read_header, verify
+from protocols.ssf.receiving import CLOCK_SKEW, SetRefusedError, read_header, verify
+from protocols.ssf.settings import SubjectFormat
 from protocols.ssf.signals import Signal, read_signals
+from protocols.ssf.tokens import subject as transmitted_subject
 from tests.ssf_support import (
     ACCOUNT_DISABLED,
     AUDIENCE,
@@ -120,7 +122,7 @@ def _signals(
     events: Mapping[str, Any], subject: Mapping[str, Any], *, email: bool = False
 ) -> list[Signal]:
     claims = {"events": dict(events), "sub_id": dict(subject)}
-    return read_signals(claims, issuers={ISSUER}, email_is_user_id=email)
+    return read_signals(claims, issuers={ISSUER}, email_is_user_id=email, now=time.time())
 
 
 def test_session_revoked_ends_the_session_its_subject_names() -> None:
@@ -165,6 +167,65 @@ def test_values_of_the_wrong_json_type_are_refused_or_ignored_never_an_error() -
     assert (change.action, other.action) == ("ignore", "ignore")
 
 
+def test_a_session_beside_a_user_we_cannot_map_is_ignored() -> None:
+    """Whose the session must be is unknown: it is never ended as a session id alone."""
+    session = {"format": "opaque", "id": "s-bob"}
+    for user in (
+        {"format": "iss_sub", "iss": "https://other", "sub": "alice"},
+        {"format": "email", "email": "alice@x.test"},
+        {"format": "phone_number", "phone_number": "+1"},
+    ):
+        [signal] = _signals(
+            {SESSION_REVOKED: {}}, {"format": "complex", "user": user, **{"session": session}}
+        )
+        assert (signal.action, signal.target, signal.user) == ("ignore", None, None), user
+        assert signal.why, user
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [True, False, 0, -5, 1e300, float("inf"), float("nan"), 10**400, "1700000000", [1]],
+)
+def test_an_event_timestamp_that_is_no_past_time_is_an_invalid_request(stamp: object) -> None:
+    with pytest.raises(SetRefusedError) as caught:
+        _signals({SESSION_REVOKED: {"event_timestamp": stamp}}, session_subject("s-1"))
+    assert caught.value.err == "invalid_request"
+    assert "event_timestamp" in caught.value.description
+
+
+def test_an_event_timestamp_in_the_future_is_refused_beyond_the_clock_skew() -> None:
+    now = time.time()
+    [slightly_ahead] = _signals(
+        {SESSION_REVOKED: {"event_timestamp": now + CLOCK_SKEW - 5}}, session_subject("s-1")
+    )
+    assert slightly_ahead.timestamp == pytest.approx(now + CLOCK_SKEW - 5)
+    with pytest.raises(SetRefusedError, match="event_timestamp"):
+        _signals({SESSION_REVOKED: {"event_timestamp": now + 3600}}, session_subject("s-1"))
+    [none] = _signals({SESSION_REVOKED: {}}, session_subject("s-1"))
+    assert none.timestamp is None
+
+
+@pytest.mark.parametrize("subject_format", list(SubjectFormat))
+def test_what_our_transmitter_sends_our_receiver_reads_as_the_same_session(
+    subject_format: SubjectFormat,
+) -> None:
+    """One meaning on both sides: a session-revoked about session s-7 of alice ends s-7
+    (complex: only if it is alice's; opaque: the session id), or with a user subject every
+    session of alice; never the session of someone else, never the user for an opaque."""
+    sub_id = transmitted_subject(
+        subject_format, issuer=ISSUER, sub="alice", email="alice@x.test", session="s-7"
+    )
+    claims = {"events": {SESSION_REVOKED: {}}, "sub_id": sub_id}
+    [signal] = read_signals(claims, issuers={ISSUER}, email_is_user_id=True, now=time.time())
+    expected = {
+        SubjectFormat.ISS_SUB: ("user", "alice", None),
+        SubjectFormat.EMAIL: ("user", "alice@x.test", None),
+        SubjectFormat.OPAQUE: ("session", "s-7", None),
+        SubjectFormat.COMPLEX: ("session", "s-7", "alice"),
+    }
+    assert (signal.action, signal.target, signal.user) == expected[subject_format]
+
+
 def test_a_header_nested_too_deep_is_an_invalid_request() -> None:
     header = base64.urlsafe_b64encode(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
     token = header.decode().rstrip("=") + ".e30.c2ln"
@@ -187,6 +248,7 @@ def test_a_missing_or_broken_subject_is_an_invalid_request() -> None:
                 {"events": {SESSION_REVOKED: {}}, **({"sub_id": subject} if subject else {})},
                 issuers={ISSUER},
                 email_is_user_id=False,
+                now=time.time(),
             )
         assert caught.value.err == "invalid_request", subject
 
