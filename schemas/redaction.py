@@ -1,8 +1,10 @@
 """What is never stored or logged in the clear: secret-named values, JWTs in text.
 
 One definition, used by the event contract (``request.args`` and ``http_request.args`` are
-stored redacted: an IdP's request arguments may carry an ``id_token_hint`` or a password)
-and by the log set-up (every record, ours or a library's).
+stored redacted: an IdP's request arguments may carry an ``id_token_hint`` or a password),
+by the rejected events' store (``rejected_events.payload``, ``event.rejected``) and by the
+log set-up (every record, ours or a library's). ``device_id`` (a browser's device cookie id,
+a bearer secret) is among the keys: an accepted ``session.started`` keeps only its hash.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ REDACTED_KEYS = frozenset(
         "client_secret",
         "authorization",
         "cookie",
+        "device_id",
         "content",
         "body",
     }

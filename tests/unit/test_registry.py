@@ -21,6 +21,7 @@ from orchestrator.store import (
     RejectedEvent,
 )
 from protocols import ProtocolHandler
+from schemas.redaction import REDACTED
 from tests.geoip_data import GeoipFiles
 from tests.unit.conftest import make_event, store_providers
 from workers.process import _warn_unserved
@@ -510,6 +511,27 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
         assert audited.detail["problems"] == [expected]
         assert not list(db.scalars(select(AuditRow).where(AuditRow.type == "session.started")))
+
+
+def test_a_rejected_session_started_keeps_no_device_cookie_id(runtime: Runtime) -> None:
+    """The device cookie id is a bearer secret: a rejected start stores it redacted, in
+    rejected_events and in event.rejected alike."""
+    processor = runtime.processor(schedule=lambda *_: None)
+    event = make_event(
+        "session.started",
+        session_id="s-1",
+        user_id="u",
+        ip="81.2.69.142",
+        network_binding="bind_asn",
+        device_id="cookie-secret-1",
+    )
+    assert processor.handle(event, "m-1") is HandleResult.REJECTED
+    with runtime.database() as db:
+        [kept] = db.scalars(select(RejectedEvent))
+        [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
+    assert json.loads(kept.payload)["device_id"] == REDACTED
+    assert "cookie-secret-1" not in json.dumps(audited.detail)
+    assert json.loads(kept.payload)["session_id"] == "s-1"
 
 
 def test_worker_start_names_unserved_providers(runtime: Runtime) -> None:
