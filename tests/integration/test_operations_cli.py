@@ -123,7 +123,8 @@ def test_rejected_events_are_listed_and_replayed_once(
     stack: Stack, geoip_files: GeoipFiles
 ) -> None:
     """A login the worker refused (GeoIP binding without a GeoIP database) is replayed once
-    the databases are configured; one still invalid is refused with its problems."""
+    the databases are configured; one still invalid is refused with its problems, and one
+    stored redacted (its device cookie id) is refused naming the field."""
     stack.protocols = []
     worker = stack.start_worker()
     login = event(
@@ -133,7 +134,16 @@ def test_rejected_events_are_listed_and_replayed_once(
         ip="81.2.69.142",
         geoip_binding="bind_continent",
     )
+    with_cookie = event(
+        "session.started",
+        session_id="s-cookie",
+        user_id="alice",
+        ip="81.2.69.142",
+        geoip_binding="bind_continent",
+        device_id="cookie-secret-7",
+    )
     publish(stack, login)
+    publish(stack, with_cookie)
     with stack.raw_sender() as send:
         from orchestrator.outbox import OutboxMessage
 
@@ -147,7 +157,7 @@ def test_rejected_events_are_listed_and_replayed_once(
                 invalid,
             )
         )
-    stack.wait_for(lambda: stack.count(RejectedEvent) == 2, what="two rejections")
+    stack.wait_for(lambda: stack.count(RejectedEvent) == 3, what="three rejections")
     worker.stop()
 
     rejected = {
@@ -170,6 +180,11 @@ def test_rejected_events_are_listed_and_replayed_once(
         "LOGOUT_GEOIP_ASN_DB": str(geoip_files.asn),
     }
     stack.start_worker(databases)
+    cookie_id = str(rejected[with_cookie["event_id"]]["id"])
+    masked = stack.cli("events", "replay", cookie_id, "--actor", "ops", env=databases)
+    assert masked.returncode == 2, masked.stderr
+    assert "device_id: stored redacted ([redacted])" in masked.stderr
+    assert "publish the event again" in masked.stderr
     replay = stack.cli("events", "replay", str(geo["id"]), "--actor", "ops", env=databases)
     assert f"replayed: session.started {login['event_id']}" in _ok(replay)
 

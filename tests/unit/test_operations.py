@@ -37,6 +37,7 @@ from orchestrator.store import (
     utcnow,
 )
 from orchestrator.store.sql import engine_of
+from schemas.redaction import REDACTED, redact, redacted_paths
 from tests.unit import test_deliveries
 from tests.unit.test_deliveries import _Env
 
@@ -224,6 +225,28 @@ def test_a_rejected_event_still_invalid_is_refused_with_its_problems(env: _Env) 
         replay_rejected(_engine(env), "logout", 999, "ops")
     assert _outbox(env) == []
     assert env.audit("event.replayed") == []
+
+
+def test_a_rejected_event_stored_redacted_is_not_replayed(env: _Env) -> None:
+    """A masked value is not the published one: refused naming each field, nothing written."""
+    event = make_event("session.started", session_id="s-1", user_id="u", device_id="cookie-1")
+    event["request"] = {"args": {"id_token_hint": "eyJhbGciOi.eyJzdWIi.c2ln", "lang": "en"}}
+    rejected_id = _reject(env, redact(event), "m-masked")
+    with pytest.raises(InputError) as refused:
+        replay_rejected(_engine(env), "logout", rejected_id, "ops")
+    fields = sorted(p.field for p in refused.value.problems)
+    assert fields == ["device_id", "request.args.id_token_hint"]
+    assert "publish the event again" in refused.value.problems[0].message
+    assert _outbox(env) == []
+    assert env.audit("event.replayed") == []
+
+
+def test_redacted_paths_name_every_masked_value() -> None:
+    """Keys masked whole, a JWT masked inside a text, in lists too; nothing when clean."""
+    masked = redact({"a": [{"token": "t"}, "x eyJhbGciOi.eyJzdWIi.c2ln y"], "b": 1})
+    assert redacted_paths(masked) == ["a.0.token", "a.1"]
+    assert redacted_paths(redact({"a": ["fine"], "device_id": None})) == []
+    assert redacted_paths(REDACTED) == [""]
 
 
 def test_list_rejected_since(env: _Env) -> None:
