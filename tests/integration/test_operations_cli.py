@@ -256,6 +256,9 @@ def test_providers_disable_enable_and_remove_with_their_sessions(
     refused = stack.cli("providers", "remove", "rp-ok", "--actor", "ops", env=plugin_env)
     assert refused.returncode == 2
     assert "1 provider session(s) are open; add --end-sessions" in refused.stderr
+    alone = stack.cli("providers", "remove", "rp-ok", "--full-logout", "--actor", "ops")
+    assert alone.returncode == 2
+    assert "--full-logout: goes with --end-sessions" in alone.stderr
     removed = stack.cli(
         "providers", "remove", "rp-ok", "--end-sessions", "--actor", "ops", env=plugin_env
     )

@@ -31,12 +31,14 @@ from orchestrator.rejection import Rejection, record_rejections
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
+    IdpSession,
     OutboxRow,
     Provider,
     ProviderSession,
     utcnow,
 )
 from orchestrator.store.sql import engine_of
+from orchestrator.validation import parse_event
 from schemas.redaction import REDACTED, redact, redacted_paths
 from tests.unit import test_deliveries
 from tests.unit.test_deliveries import _Env
@@ -171,6 +173,46 @@ def test_list_deliveries_filters_and_cuts(env: _Env) -> None:
     one = list_deliveries(_engine(env), DeliveryQuery(event_id=events[1]), None)
     assert [(v.status, v.last_status_code) for v in one.items] == [("succeeded", 200)]
     assert one.items[0].as_json()["event_id"] == events[1]
+
+
+@pytest.mark.parametrize("full_logout", [False, True])
+def test_end_provider_sessions_logs_users_out_elsewhere_only_when_asked(
+    one_rp: _Env, full_logout: bool
+) -> None:
+    """rp1 has full_logout_on_rp_initiated; removing it ends only its own sessions (alice
+    stays signed in, at rp2 too) unless the operator asks for --full-logout."""
+    one_rp.provider("rp2")
+    one_rp.session("s-1", "alice", {"rp2": "sid-rp2-s1"})
+    with one_rp.database.begin() as db:
+        rp1 = db.get(Provider, "rp1")
+        assert rp1 is not None
+        rp1.full_logout_on_rp_initiated = True
+    report = end_provider_sessions(_engine(one_rp), "logout", "rp1", "ops", full_logout=full_logout)
+    assert report.full_logout is full_logout
+    engine = one_rp.engine()
+    for row in _outbox(one_rp):
+        assert (row.payload["provider_only"], row.payload["full_logout"]) == (
+            not full_logout,
+            full_logout,
+        )
+        engine.handle(row.payload, row.message_id)
+    with one_rp.database() as db:
+        idp = db.get(IdpSession, "s-1")
+        ended = {ps.provider: ps.ended_at is not None for ps in db.scalars(select(ProviderSession))}
+    assert idp is not None
+    assert (idp.ended_at is not None) is full_logout
+    assert ended == {"rp1": True, "rp2": full_logout}
+    [record] = one_rp.audit("provider.sessions_ending")
+    assert record.detail["full_logout"] is full_logout
+
+
+def test_a_provider_logout_cannot_be_both_full_and_provider_only() -> None:
+    with pytest.raises(InputError, match="full_logout and provider_only contradict"):
+        parse_event(
+            make_event("logout.provider", session_id="s-1", provider="rp1", full_logout=True)
+            | {"provider_only": True},
+            "event",
+        )
 
 
 # -- rejected events -----------------------------------------------------------------------
