@@ -94,6 +94,10 @@ def test_a_failed_delivery_is_retried_by_a_worker(
     assert (asked.provider, asked.detail["actor"]) == ("rp-badonce", "ops-alice")
     [done] = audit_rows(stack, event_id, "delivery.succeeded")
     assert (done.detail["delivery_id"], done.detail["attempt"]) == (retry_id, 2)
+    stack.wait_for(
+        lambda: len(audit_rows(stack, event_id, "logout.settled")) == 2,
+        what="the logout to settle again after the retry",
+    )
 
     again = stack.cli("deliveries", "retry", retry_id, "--actor", "ops-alice")
     assert again.returncode == 2
@@ -110,6 +114,19 @@ def test_a_failed_delivery_is_retried_by_a_worker(
 
     stack.wait_for(failed_twice, what="the second failure of rp-bad")
     assert endpoint.hits()["/bad"] == 2
+    stack.wait_for(
+        lambda: len(audit_rows(stack, event_id, "logout.settled")) == 3,
+        what="the logout to settle after the second retry",
+    )
+    settled = audit_rows(stack, event_id, "logout.settled")
+    assert [(r.outcome, r.detail.get("retries_requested")) for r in settled] == [
+        ("partial", None),
+        ("partial", 1),  # rp-bad still failed; rp-badonce now succeeded
+        ("partial", 2),
+    ]
+    assert [r.detail["deliveries"]["succeeded"] for r in settled][1:] == [
+        settled[0].detail["deliveries"]["succeeded"] + 1
+    ] * 2
     with stack.db() as db:
         assert db.scalar(select(Delivery.status).where(Delivery.id == failed["rp-bad"]["id"])) == (
             "failed"

@@ -99,6 +99,26 @@ def test_a_failed_delivery_is_retried_by_the_retry_path(one_rp: _Env) -> None:
     assert len(one_rp.audit("delivery.failed")) == 1
 
 
+def test_each_retry_generation_settles_the_logout_anew(one_rp: _Env) -> None:
+    """partial when the delivery failed; after a retry that fails again, partial again
+    under the next key; after one that succeeds, success: the latest record is the word."""
+    event_id, delivery_id = _failed(one_rp)
+    for answer in (400, 200):
+        request_retries(_engine(one_rp), "logout", "ops", ids=[delivery_id])
+        one_rp.rps.answer("/rp1", answer)
+        one_rp.engine().retry([delivery_id])
+    settled = one_rp.audit("logout.settled")
+    assert [(r.event_id, r.outcome) for r in settled] == [
+        (event_id, "partial"),
+        (event_id, "partial"),
+        (event_id, "success"),
+    ]
+    assert [r.detail.get("retries_requested") for r in settled] == [None, 1, 2]
+    assert settled[-1].detail["deliveries"]["succeeded"] == 1
+    one_rp.engine().settle({event_id})  # settling the same generation again adds nothing
+    assert len(one_rp.audit("logout.settled")) == 3
+
+
 def test_a_retry_that_fails_again_is_recorded_again(one_rp: _Env) -> None:
     """Each attempt's final record has its own key: a second failure is in the trail too."""
     _, delivery_id = _failed(one_rp)
