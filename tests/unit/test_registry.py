@@ -490,7 +490,9 @@ def test_progress_is_reported_with_totals(populated: Runtime) -> None:
 
 
 def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> None:
-    """session.started with a binding no database serves is rejected and kept, not recorded."""
+    """session.started with a binding no database serves is rejected and kept, not recorded;
+    its device cookie id (a bearer secret) is kept redacted, in rejected_events and in
+    event.rejected alike."""
     processor = runtime.processor(schedule=lambda *_: None)
     event = make_event(
         "session.started",
@@ -498,6 +500,7 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         user_id="u",
         ip="81.2.69.142",
         network_binding="bind_asn",
+        device_id="cookie-secret-1",
     )
     assert processor.handle(event, "m-1") is HandleResult.REJECTED
     expected = (
@@ -511,27 +514,9 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
         assert audited.detail["problems"] == [expected]
         assert not list(db.scalars(select(AuditRow).where(AuditRow.type == "session.started")))
-
-
-def test_a_rejected_session_started_keeps_no_device_cookie_id(runtime: Runtime) -> None:
-    """The device cookie id is a bearer secret: a rejected start stores it redacted, in
-    rejected_events and in event.rejected alike."""
-    processor = runtime.processor(schedule=lambda *_: None)
-    event = make_event(
-        "session.started",
-        session_id="s-1",
-        user_id="u",
-        ip="81.2.69.142",
-        network_binding="bind_asn",
-        device_id="cookie-secret-1",
-    )
-    assert processor.handle(event, "m-1") is HandleResult.REJECTED
-    with runtime.database() as db:
-        [kept] = db.scalars(select(RejectedEvent))
-        [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
     assert json.loads(kept.payload)["device_id"] == REDACTED
-    assert "cookie-secret-1" not in json.dumps(audited.detail)
     assert json.loads(kept.payload)["session_id"] == "s-1"
+    assert "cookie-secret-1" not in json.dumps(audited.detail)
 
 
 def test_worker_start_names_unserved_providers(runtime: Runtime) -> None:
