@@ -29,6 +29,7 @@ from orchestrator.audit import emit, write_audit
 from orchestrator.devices import record_verdict
 from orchestrator.outbox import Relay, add_to_outbox, event_message
 from orchestrator.registry import SessionRegistry
+from orchestrator.revoking import revoke_session
 from orchestrator.session_policy import SessionPolicy
 from orchestrator.store import Database
 from orchestrator.store.sql import engine_of
@@ -132,16 +133,16 @@ class SessionActivity:
 
     def _revoke(self, started: SessionStarted, session_id: str) -> SessionRevoke:
         limit = self._policy.max_sessions_per_user
-        return SessionRevoke(
-            event_id=limit_revoke_id(session_id),
-            occurred_at=datetime.now(UTC),
+        return revoke_session(
+            session_id,
             initiator="policy",
             actor=LIMIT_ACTOR,
-            session_id=session_id,
             reason=(
                 f"concurrent session limit: user has more than {limit} session"
                 f"{'s' if limit != 1 else ''} after login to {started.session_id}"
             ),
+            event_id=limit_revoke_id(session_id),
+            user_id=started.user_id,
         )
 
     def seen(self, session_id: str, at: datetime | None = None) -> bool:

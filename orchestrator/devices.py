@@ -6,29 +6,25 @@ when the user has an open session from the same IP. ``remember_device = 0`` turn
 off: nothing is known (reason ``off``).
 
 The cookie id is a bearer secret of the browser: only its SHA-256 is stored and compared
-(:func:`device_hash`), and it is never logged nor shown. The same rule answers before the
-login completes (:meth:`DeviceCheck.check`, read-only) and is recorded when ``session.started``
-arrives (:func:`record_verdict`, in the transaction of its audit record).
+(:func:`~orchestrator.api_tokens.hash_token`, as for an API token), and it is never logged
+nor shown. The same rule answers before the login completes (:meth:`DeviceCheck.check`,
+read-only) and is recorded when ``session.started`` arrives (:func:`record_verdict`, in the
+transaction of its audit record).
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, exists, select, update
 
+from orchestrator.api_tokens import hash_token
 from orchestrator.store import Database
 from orchestrator.store.sql import engine_of
 from orchestrator.store.tables import IDP_SESSIONS
 from schemas import DeviceVerdict
 
-__all__ = ["DeviceCheck", "device_hash", "known_device", "record_verdict"]
-
-
-def device_hash(device_id: str) -> str:
-    """What is stored of a device cookie id: its SHA-256, in hex."""
-    return hashlib.sha256(device_id.encode("utf-8")).hexdigest()
+__all__ = ["DeviceCheck", "known_device", "record_verdict"]
 
 
 def known_device(
@@ -53,7 +49,7 @@ def known_device(
             select(
                 exists().where(
                     *mine,
-                    IDP_SESSIONS.c.device_hash == device_hash(device_id),
+                    IDP_SESSIONS.c.device_hash == hash_token(device_id),
                     IDP_SESSIONS.c.last_seen >= at - window,
                 )
             )
@@ -93,7 +89,7 @@ def record_verdict(
         update(IDP_SESSIONS)
         .where(IDP_SESSIONS.c.session_id == session_id, IDP_SESSIONS.c.known_device.is_(None))
         .values(
-            device_hash=device_hash(device_id) if device_id is not None else None,
+            device_hash=hash_token(device_id) if device_id is not None else None,
             known_device=verdict.known,
             known_device_reason=verdict.reason,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -22,7 +23,7 @@ from schemas import SessionRevoke, SessionTerminateOthers, UserRevokeAll
 from schemas.errors import InputError, Problem
 from schemas.events import Initiator
 
-__all__ = ["Revocations", "self_service_revoke_id"]
+__all__ = ["Revocations", "revoke_session", "self_service_revoke_id"]
 
 _IDS = uuid.UUID("0d7c1f3e-8a51-4f0e-a2a4-6a3f1c9b5e27")
 
@@ -31,6 +32,39 @@ def self_service_revoke_id(session_id: str) -> uuid.UUID:
     """The one ``event_id`` of a user's own revocation of ``session_id``: a repeated click
     (or a retried request) publishes the same event, handled once."""
     return uuid.uuid5(_IDS, f"self-service:{session_id}")
+
+
+def _issued_now(
+    initiator: Initiator, actor: str | None, event_id: uuid.UUID | None = None
+) -> dict[str, Any]:
+    """The fields every revocation carries: who asks, and a new event happening now (a new
+    ``event_id`` unless one is given)."""
+    return {
+        "event_id": event_id or uuid.uuid4(),
+        "occurred_at": datetime.now(UTC),
+        "initiator": initiator,
+        "actor": actor,
+    }
+
+
+def revoke_session(
+    session_id: str,
+    *,
+    initiator: Initiator,
+    actor: str | None,
+    reason: str | None,
+    event_id: uuid.UUID | None = None,
+    user_id: str | None = None,
+) -> SessionRevoke:
+    """The ``session.revoke`` of ``session_id``, happening now; ``event_id`` (default: a new
+    one) is given when a repeated request must publish the same event; ``user_id``: end it
+    only if it is that user's (the engine checks when it ends it, whatever happened since)."""
+    return SessionRevoke(
+        **_issued_now(initiator, actor, event_id),
+        session_id=session_id,
+        reason=reason,
+        user_id=user_id,
+    )
 
 
 class Revocations:
@@ -71,14 +105,7 @@ class Revocations:
         """``session.revoke`` of the open session ``session_id`` (InputError otherwise)."""
         if self._owner(session_id) is None:
             raise InputError([_not_open("session_id", session_id)])
-        return SessionRevoke(
-            event_id=uuid.uuid4(),
-            occurred_at=datetime.now(UTC),
-            initiator=initiator,
-            actor=actor,
-            session_id=session_id,
-            reason=reason,
-        )
+        return revoke_session(session_id, initiator=initiator, actor=actor, reason=reason)
 
     def user(
         self,
@@ -91,19 +118,12 @@ class Revocations:
         """Every open session of ``user_id`` (``user.revoke_all``), or every one but ``keep``
         (``session.terminate_others``); InputError when there is none to end, or ``keep`` is
         not an open session of that user."""
-        now = datetime.now(UTC)
         if keep is None:
             if not self._open_count(user_id):
                 raise InputError(
                     [Problem("", "user_id", f"user {user_id!r} has no open session to revoke")]
                 )
-            return UserRevokeAll(
-                event_id=uuid.uuid4(),
-                occurred_at=now,
-                initiator=initiator,
-                actor=actor,
-                user_id=user_id,
-            )
+            return UserRevokeAll(**_issued_now(initiator, actor), user_id=user_id)
         if self._owner(keep) != user_id:
             raise InputError(
                 [
@@ -116,12 +136,7 @@ class Revocations:
                 ]
             )
         return SessionTerminateOthers(
-            event_id=uuid.uuid4(),
-            occurred_at=now,
-            initiator=initiator,
-            actor=actor,
-            user_id=user_id,
-            keep_session_id=keep,
+            **_issued_now(initiator, actor), user_id=user_id, keep_session_id=keep
         )
 
     def own(self, user_id: str, session_id: str) -> SessionRevoke | None:
@@ -130,13 +145,13 @@ class Revocations:
         tells nothing about other users' sessions."""
         if self._owner(session_id) != user_id:
             return None
-        return SessionRevoke(
-            event_id=self_service_revoke_id(session_id),
-            occurred_at=datetime.now(UTC),
+        return revoke_session(
+            session_id,
             initiator="user",
             actor=user_id,
-            session_id=session_id,
             reason="revoked by the user from the sessions page",
+            event_id=self_service_revoke_id(session_id),
+            user_id=user_id,
         )
 
 

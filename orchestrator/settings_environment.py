@@ -27,7 +27,13 @@ __all__ = [
 ENV_PREFIX: Final = "LOGOUT_"
 #: ``LOGOUT_*`` variables the project's scripts and tests read that are not settings.
 NON_SETTING_VARIABLES: Final = frozenset(
-    {"LOGOUT_CONFIG", "LOGOUT_PYTHON", "LOGOUT_FORCE_INSTALL", "LOGOUT_REPO_ROOT"}
+    {
+        "LOGOUT_CONFIG",
+        "LOGOUT_DEVICE_ID",
+        "LOGOUT_PYTHON",
+        "LOGOUT_FORCE_INSTALL",
+        "LOGOUT_REPO_ROOT",
+    }
 )
 _NON_SETTING_PREFIXES: Final = ("LOGOUT_TEST_", "LOGOUT_BENCH_")
 #: Settings that moved into a protocol handler's own settings: old name -> (protocol, field).

@@ -15,10 +15,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, literal, or_, select
+from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
-from orchestrator.store.sql import dialect_name, insert_ignore_for
+from orchestrator.store.sql import dialect_name, insert_ignore, insert_ignore_for
 from orchestrator.store.tables import PROVIDER_SESSIONS, PROVIDER_SUBSCRIPTIONS, PROVIDERS
 
 __all__ = ["EVERY_USER", "attach", "subscribe", "subscribers", "unsubscribe"]
@@ -65,11 +65,18 @@ def _match(provider: str, user_id: str | None) -> Any:
 
 
 def subscribe(db: Session, provider: str, user_id: str | None, now: datetime) -> bool:
-    """Subscribe ``provider`` to ``user_id`` (:data:`EVERY_USER`: all); False when it was."""
-    if db.execute(select(literal(1)).where(_match(provider, user_id))).first() is not None:
-        return False
-    db.execute(_SUBS.insert().values(provider=provider, user_id=user_id, created_at=now))
-    return True
+    """Subscribe ``provider`` to ``user_id`` (:data:`EVERY_USER`: all); False when it was.
+
+    One statement that ignores a conflict, so two requests at once add one row: the unique
+    ``(provider, user_id)``, or for every user the partial unique index on ``provider``
+    (a unique constraint does not compare nulls)."""
+    if user_id is None:
+        statement = insert_ignore(db, _SUBS, ["provider"], where=_SUBS.c.user_id.is_(None))
+    else:
+        statement = insert_ignore(db, _SUBS, ["provider", "user_id"])
+    values = statement.values(provider=provider, user_id=user_id, created_at=now)
+    # The id returned says it was added (an ORM session's rowcount is -1 on PostgreSQL here).
+    return db.execute(values.returning(_SUBS.c.id)).first() is not None
 
 
 def unsubscribe(db: Session, provider: str, user_id: str | None) -> bool:

@@ -135,6 +135,11 @@ class LogoutProvider(EventBase):
     full_logout: bool = Field(
         default=False, description="End the IdP session and every provider session too."
     )
+    provider_only: bool = Field(
+        default=False,
+        description="End this provider's session only, even when the provider has "
+        "full_logout_on_rp_initiated (an operator logging one provider out).",
+    )
     plan_id: Identifier | None = Field(
         default=None, description="Set when the IdP waits for a front-channel stage plan."
     )
@@ -143,6 +148,13 @@ class LogoutProvider(EventBase):
         description="SAML: the ID of the SP's LogoutRequest; the plan ends with the IdP's "
         "LogoutResponse to it.",
     )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if self.full_logout and self.provider_only:
+            raise ValueError("full_logout and provider_only contradict each other; give one")
+        return self
+
     relay_state: RelayState | None = Field(
         default=None, description="SAML: the SP's RelayState, returned as is."
     )

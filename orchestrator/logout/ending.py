@@ -63,8 +63,9 @@ def end(
     """End what every owned logout names; returns them ended, and their audit entries.
 
     A provider's logout (``logout.provider``) ends only that provider's session unless the
-    event or the provider asks for a full logout; every other logout ends IdP sessions and
-    all their provider sessions.
+    event or the provider asks for a full logout (the event's ``provider_only`` overrules
+    the provider's ``full_logout_on_rp_initiated``); every other logout ends IdP sessions
+    and all their provider sessions.
     """
     logouts = [o.logout for o in owned]
     ending, provider_only = _split(conn, logouts)
@@ -107,8 +108,8 @@ def _split(conn: Connection, logouts: Sequence[Logout]) -> tuple[list[Logout], l
     provider_only: list[Logout] = []
     for logout in logouts:
         event = logout.event
-        if isinstance(event, LogoutProvider) and not (
-            event.full_logout or full.get(event.provider, False)
+        if isinstance(event, LogoutProvider) and (
+            event.provider_only or not (event.full_logout or full.get(event.provider, False))
         ):
             provider_only.append(logout)
         else:

@@ -12,13 +12,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, select
 
 import orchestrator.store.statements as sql
 from orchestrator.audit import AuditEntry, emit, write_audit
 from orchestrator.logout.batch import Begun, Outcome, Work
 from orchestrator.store import OPEN_DELIVERY_STATUSES, DeliveryStatus
+from orchestrator.store.core import audit_records
 from orchestrator.trail import logout_completed, logout_settled
+from schemas.audit import AuditType
 
 __all__ = ["Tally", "complete", "count", "settle"]
 
@@ -117,10 +119,13 @@ def complete(
 
 def settle(engine: Engine, event_ids: Iterable[str]) -> None:
     """Write ``logout.settled`` for each event whose deliveries are all final now,
-    counted from the rows (final statuses never change, so the counts stay true).
+    counted from the rows.
 
     Runs after the outcomes are committed, so of two retries finishing the last
-    deliveries of one event at once, the later always sees both.
+    deliveries of one event at once, the later always sees both (the same counts, the same
+    record). A final status changes only by an operator's retry (``failed`` to
+    ``retrying``, then final again): each retry generation settles anew, under its own key
+    (the retries requested so far), so the latest ``logout.settled`` is the logout's word.
     """
     wanted = sorted(event_ids)
     if not wanted:
@@ -128,12 +133,31 @@ def settle(engine: Engine, event_ids: Iterable[str]) -> None:
     with engine.begin() as conn:
         done = {event_id: c for event_id, c in count(conn, wanted).items() if c[0].settled}
         named = _named_by(conn, done) if done else {}
+        retries = _retries_requested(conn, done) if done else {}
         entries: list[AuditEntry] = []
         for event_id, (tally, user_id) in done.items():
             named_user, session_id = named.get(event_id, (None, None))
-            entries.append(logout_settled(event_id, named_user or user_id, session_id, tally))
+            entries.append(
+                logout_settled(
+                    event_id, named_user or user_id, session_id, tally, retries.get(event_id, 0)
+                )
+            )
         records = write_audit(conn, entries)
     emit(records)
+
+
+def _retries_requested(conn: Connection, event_ids: Collection[str]) -> dict[str, int]:
+    """How many operator retries (``delivery.retry_requested``) each event's deliveries had:
+    its settlement's generation."""
+    rows = conn.execute(
+        select(audit_records.c.event_id, func.count())
+        .where(
+            audit_records.c.type == AuditType.DELIVERY_RETRY_REQUESTED.value,
+            audit_records.c.event_id.in_(sorted(event_ids)),
+        )
+        .group_by(audit_records.c.event_id)
+    )
+    return {str(event_id): int(n) for event_id, n in rows}
 
 
 def _named_by(

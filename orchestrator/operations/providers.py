@@ -157,17 +157,24 @@ def set_enabled(
 @dataclass(frozen=True, slots=True)
 class EndReport:
     """The logouts :func:`end_provider_sessions` put in the outbox (publish ``message_ids``
-    after it returns); ``full_logout``: the provider ends IdP sessions on such a logout."""
+    after it returns); ``full_logout``: they end the users' IdP sessions too."""
 
     message_ids: list[str]
     full_logout: bool
 
 
-def end_provider_sessions(engine: Engine, namespace: str, name: str, actor: str) -> EndReport:
-    """Put one ``logout.provider`` per open provider session of ``name`` in the outbox."""
+def end_provider_sessions(
+    engine: Engine, namespace: str, name: str, actor: str, *, full_logout: bool = False
+) -> EndReport:
+    """Put one ``logout.provider`` per open provider session of ``name`` in the outbox.
+
+    Each ends that provider session only (``provider_only``), whatever the provider's
+    ``full_logout_on_rp_initiated`` says: removing one application must not log its users
+    out everywhere. ``full_logout`` (the operator's explicit choice) ends their IdP
+    sessions, and so every provider session of them, too."""
     now = utcnow()
     with engine.begin() as conn:
-        row = _known(conn, name)
+        _known(conn, name)
         open_ones = conn.execute(
             select(_PS.id, _PS.session_id).where(_PS.provider == name, _PS.ended_at.is_(None))
         ).all()
@@ -179,21 +186,22 @@ def end_provider_sessions(engine: Engine, namespace: str, name: str, actor: str)
                 actor=actor,
                 session_id=session_id,
                 provider=name,
+                full_logout=full_logout,
+                provider_only=not full_logout,
             )
             for ps_id, session_id in open_ones
         ]
         messages = [event_message(event, namespace) for event in events]
         add_to_outbox(conn, messages)
-        full = bool(row["full_logout_on_rp_initiated"])
         entries = []
         if events:
-            detail = {"sessions": len(events), "full_logout_on_rp_initiated": full}
+            detail = {"sessions": len(events), "full_logout": full_logout}
             entries.append(
                 provider_changed(AuditType.PROVIDER_SESSIONS_ENDING, name, actor, detail)
             )
         records = write_audit(conn, entries, at=now)  # last
     emit(records)
-    return EndReport([m.message_id for m in messages], full)
+    return EndReport([m.message_id for m in messages], full_logout)
 
 
 def remove_blockers(engine: Engine, name: str) -> tuple[int, int]:

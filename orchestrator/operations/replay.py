@@ -8,6 +8,11 @@ linking it to the rejection); a worker then handles it like any event (a logout 
 record's key is the rejection's id, and a second replay publishes nothing. One that still
 fails is refused with its problems (:class:`InputError`), and nothing is written.
 
+A rejection is stored redacted (:func:`~schemas.redaction.redact`: secret-named values and
+JWTs are ``[redacted]``), so a payload with masked values is not the event that was
+published: its replay is refused, naming each masked field; the way on is to publish the
+event again from its source.
+
 What a worker refuses beyond the contract (a binding mode no GeoIP database serves) is
 refused by the worker again, as a new rejection of the replay's message.
 """
@@ -27,6 +32,7 @@ from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.store.tables import REJECTED_EVENTS
 from orchestrator.trail import event_replayed
 from orchestrator.validation import parse_event
+from schemas.redaction import REDACTED, redacted_paths
 
 __all__ = ["ReplayReport", "replay_rejected"]
 
@@ -57,7 +63,9 @@ def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str
             raise InputError(
                 [Problem("", "id", f"no rejected event {rejected_id}; see `events rejected`")]
             )
-        event = parse_event(_payload(row["payload"]), f"rejected event {rejected_id}")
+        payload = _payload(row["payload"])
+        _refuse_redacted(rejected_id, payload)
+        event = parse_event(payload, f"rejected event {rejected_id}")
         message_id = f"replay:{rejected_id}"
         if row["replayed_as"] is not None:
             return ReplayReport(row["replayed_as"], event.type, message_id, already=True)
@@ -66,6 +74,18 @@ def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str
         records = write_audit(conn, [entry])  # last
     emit(records)
     return ReplayReport(str(event.event_id), event.type, message_id, already=False)
+
+
+def _refuse_redacted(rejected_id: int, payload: Any) -> None:
+    """InputError naming each field stored redacted: replaying ``[redacted]`` would publish a
+    mask as the real value."""
+    masked = redacted_paths(payload)
+    if masked:
+        message = (
+            f"stored redacted ({REDACTED}), so rejected event {rejected_id} cannot be replayed "
+            "as published; publish the event again from its source (`publish`)"
+        )
+        raise InputError([Problem("", path or "payload", message) for path in masked])
 
 
 def _payload(text: str) -> Any:

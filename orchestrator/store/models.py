@@ -172,7 +172,17 @@ class ProviderSubscription(Base):
     opens one for it when the session ends (an SSF stream's subjects, say)."""
 
     __tablename__ = "provider_subscriptions"
-    __table_args__ = (UniqueConstraint("provider", "user_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "user_id"),
+        # Nulls are distinct to the constraint: one every-user row per provider needs this.
+        Index(
+            "uq_provider_subscriptions_every_user",
+            "provider",
+            unique=True,
+            postgresql_where=text("user_id IS NULL"),
+            sqlite_where=text("user_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(

@@ -27,22 +27,28 @@ def dialect_name(db: Connection | Session) -> str:
     return db.get_bind().dialect.name if isinstance(db, Session) else db.dialect.name
 
 
-def insert_ignore(db: Connection | Session, table: Table, keys: Sequence[str]) -> Any:
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the connection's dialect."""
-    return insert_ignore_for(dialect_name(db), table, keys)
+def insert_ignore(
+    db: Connection | Session, table: Table, keys: Sequence[str], where: Any = None
+) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the connection's dialect (``where``:
+    see :func:`insert_ignore_for`)."""
+    return insert_ignore_for(dialect_name(db), table, keys, where)
 
 
-def insert_ignore_for(dialect: str, table: Table, keys: Sequence[str]) -> Any:
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for ``dialect`` (its name)."""
+def insert_ignore_for(dialect: str, table: Table, keys: Sequence[str], where: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT (keys) [WHERE where] DO NOTHING`` for ``dialect`` (its name);
+    ``where`` names a partial unique index (its predicate)."""
     # Each dialect's module is loaded by its engine anyway; SQLite users never load PostgreSQL's.
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(keys), index_where=where)
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        return sqlite_insert(table).on_conflict_do_nothing(
+            index_elements=list(keys), index_where=where
+        )
     return insert(table).prefix_with("IGNORE")  # pragma: no cover - other dialects
 
 

@@ -20,7 +20,7 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 ``event.replayed``        ``event.replayed:<rejected_events id>``
 ``provider.*``            ``<type>:<provider>:<uuid>`` (each operator action is its own fact)
 ``logout.completed``      ``logout.completed:<event_id>``
-``logout.settled``        ``logout.settled:<event_id>``
+``logout.settled``        ``logout.settled:<event_id>[:<retries requested>]`` (per retry)
 ``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
 ``audit.purged``          ``audit.purged:<checkpoint_id>``
 ``ssf.received``          ``ssf.received:<set key>`` (SHA-256 of the SET's iss and jti)

@@ -285,17 +285,28 @@ def logout_completed(
 
 
 def logout_settled(
-    event_id: str, user_id: str | None, session_id: str | None, tally: Tally
+    event_id: str,
+    user_id: str | None,
+    session_id: str | None,
+    tally: Tally,
+    retries: int = 0,
 ) -> AuditEntry:
-    """The final word on one logout: every delivery's final outcome, counted."""
+    """The word on one logout once every delivery is final: their outcomes, counted.
+
+    An operator's retry (``deliveries retry``) moves a failed delivery on again, so there is
+    one settlement per retry generation: ``retries`` is the number of retries requested for
+    the event's deliveries so far; the latest record is the logout's word."""
+    detail: dict[str, Any] = {"deliveries": tally.as_detail()}
+    if retries:
+        detail["retries_requested"] = retries
     return AuditEntry(
-        key=f"logout.settled:{event_id}",
+        key=f"logout.settled:{event_id}" + (f":{retries}" if retries else ""),
         type=AuditType.LOGOUT_SETTLED,
         outcome=tally.settled_outcome,
         event_id=event_id,
         user_id=user_id,
         session_id=session_id,
-        detail={"deliveries": tally.as_detail()},
+        detail=detail,
     )
 
 

@@ -258,11 +258,14 @@ class Stack:
         *args: str,
         env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        stdin: str = "",
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``logout-orchestrator ARGS`` and return its result (never raises on exit code)."""
+        """Run ``logout-orchestrator ARGS`` with ``stdin`` and return its result (never raises
+        on exit code)."""
         return subprocess.run(
             [str(CLI), *args],
             env=self.env(env),
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,

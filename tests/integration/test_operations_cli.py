@@ -94,6 +94,10 @@ def test_a_failed_delivery_is_retried_by_a_worker(
     assert (asked.provider, asked.detail["actor"]) == ("rp-badonce", "ops-alice")
     [done] = audit_rows(stack, event_id, "delivery.succeeded")
     assert (done.detail["delivery_id"], done.detail["attempt"]) == (retry_id, 2)
+    stack.wait_for(
+        lambda: len(audit_rows(stack, event_id, "logout.settled")) == 2,
+        what="the logout to settle again after the retry",
+    )
 
     again = stack.cli("deliveries", "retry", retry_id, "--actor", "ops-alice")
     assert again.returncode == 2
@@ -110,6 +114,19 @@ def test_a_failed_delivery_is_retried_by_a_worker(
 
     stack.wait_for(failed_twice, what="the second failure of rp-bad")
     assert endpoint.hits()["/bad"] == 2
+    stack.wait_for(
+        lambda: len(audit_rows(stack, event_id, "logout.settled")) == 3,
+        what="the logout to settle after the second retry",
+    )
+    settled = audit_rows(stack, event_id, "logout.settled")
+    assert [(r.outcome, r.detail.get("retries_requested")) for r in settled] == [
+        ("partial", None),
+        ("partial", 1),  # rp-bad still failed; rp-badonce now succeeded
+        ("partial", 2),
+    ]
+    assert [r.detail["deliveries"]["succeeded"] for r in settled][1:] == [
+        settled[0].detail["deliveries"]["succeeded"] + 1
+    ] * 2
     with stack.db() as db:
         assert db.scalar(select(Delivery.status).where(Delivery.id == failed["rp-bad"]["id"])) == (
             "failed"
@@ -123,7 +140,8 @@ def test_rejected_events_are_listed_and_replayed_once(
     stack: Stack, geoip_files: GeoipFiles
 ) -> None:
     """A login the worker refused (GeoIP binding without a GeoIP database) is replayed once
-    the databases are configured; one still invalid is refused with its problems."""
+    the databases are configured; one still invalid is refused with its problems, and one
+    stored redacted (its device cookie id) is refused naming the field."""
     stack.protocols = []
     worker = stack.start_worker()
     login = event(
@@ -133,7 +151,16 @@ def test_rejected_events_are_listed_and_replayed_once(
         ip="81.2.69.142",
         geoip_binding="bind_continent",
     )
+    with_cookie = event(
+        "session.started",
+        session_id="s-cookie",
+        user_id="alice",
+        ip="81.2.69.142",
+        geoip_binding="bind_continent",
+        device_id="cookie-secret-7",
+    )
     publish(stack, login)
+    publish(stack, with_cookie)
     with stack.raw_sender() as send:
         from orchestrator.outbox import OutboxMessage
 
@@ -147,7 +174,7 @@ def test_rejected_events_are_listed_and_replayed_once(
                 invalid,
             )
         )
-    stack.wait_for(lambda: stack.count(RejectedEvent) == 2, what="two rejections")
+    stack.wait_for(lambda: stack.count(RejectedEvent) == 3, what="three rejections")
     worker.stop()
 
     rejected = {
@@ -170,6 +197,11 @@ def test_rejected_events_are_listed_and_replayed_once(
         "LOGOUT_GEOIP_ASN_DB": str(geoip_files.asn),
     }
     stack.start_worker(databases)
+    cookie_id = str(rejected[with_cookie["event_id"]]["id"])
+    masked = stack.cli("events", "replay", cookie_id, "--actor", "ops", env=databases)
+    assert masked.returncode == 2, masked.stderr
+    assert "device_id: stored redacted ([redacted])" in masked.stderr
+    assert "publish the event again" in masked.stderr
     replay = stack.cli("events", "replay", str(geo["id"]), "--actor", "ops", env=databases)
     assert f"replayed: session.started {login['event_id']}" in _ok(replay)
 
@@ -241,6 +273,9 @@ def test_providers_disable_enable_and_remove_with_their_sessions(
     refused = stack.cli("providers", "remove", "rp-ok", "--actor", "ops", env=plugin_env)
     assert refused.returncode == 2
     assert "1 provider session(s) are open; add --end-sessions" in refused.stderr
+    alone = stack.cli("providers", "remove", "rp-ok", "--full-logout", "--actor", "ops")
+    assert alone.returncode == 2
+    assert "--full-logout: goes with --end-sessions" in alone.stderr
     removed = stack.cli(
         "providers", "remove", "rp-ok", "--end-sessions", "--actor", "ops", env=plugin_env
     )

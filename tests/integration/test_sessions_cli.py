@@ -229,7 +229,8 @@ def test_revoke_refuses_what_it_cannot_do_and_publishes_nothing(operator: Operat
 
 def test_device_check_answers_each_path_before_login(operator: Operator) -> None:
     """Cookie seen (a session.started reported it), same IP, neither; 0 turns it off;
-    a bad address is refused naming --ip."""
+    a bad address is refused naming --ip. The cookie id also comes from LOGOUT_DEVICE_ID or
+    standard input (--device-id -), off the command line."""
     runtime = operator.runtime()
     try:
         runtime.activity().started(
@@ -261,6 +262,24 @@ def test_device_check_answers_each_path_before_login(operator: Operator) -> None
         "known": False,
         "reason": "unknown",
     }
+    from_env = check("--user", "carol", "--ip", "10.1.2.3", LOGOUT_DEVICE_ID="cookie-9")
+    assert from_env == cookie
+    piped = operator.stack.cli(
+        "sessions",
+        "device-check",
+        "--user",
+        "carol",
+        "--device-id",
+        "-",
+        "--ip",
+        "10.1.2.3",
+        env={**operator.env, **on},
+        stdin="cookie-9\n",
+    )
+    assert (piped.returncode, json.loads(piped.stdout)) == (0, cookie), piped.stderr
+    empty = operator.run("sessions", "device-check", "--user", "carol", "--device-id", "-", **on)
+    assert empty.returncode == 2
+    assert "--device-id: - reads the device cookie id from standard input" in empty.stderr
     off = check("--user", "alice", "--ip", HOME, LOGOUT_REMEMBER_DEVICE="0")
     assert off == {"user_id": "alice", "known": False, "reason": "off"}
     bad = operator.run("sessions", "device-check", "--user", "alice", "--ip", "home", **on)

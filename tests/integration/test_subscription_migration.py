@@ -1,5 +1,6 @@
 """Migration 0011: the provider_subscriptions table comes and goes, on SQLite and
-PostgreSQL; a subscription of a deleted provider goes with it."""
+PostgreSQL; a subscription of a deleted provider goes with it; a provider has one row per
+user and one every-user row (the partial unique index), which subscribe() ignores."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from orchestrator.store import utcnow
 from orchestrator.store.engine import make_engine
 from orchestrator.store.migrate import alembic_config, upgrade
+from orchestrator.subscriptions import EVERY_USER, subscribe
 
 from .test_identifier_migration import _url
 
@@ -54,6 +58,18 @@ def test_subscriptions_table_upgrades_and_downgrades(
                     ),
                     {"at": AT},
                 )
+            with pytest.raises(sa.exc.IntegrityError), connection.begin_nested():
+                connection.execute(
+                    text(
+                        "INSERT INTO provider_subscriptions (provider, user_id, created_at) "
+                        "VALUES ('gw', NULL, :at)"
+                    ),
+                    {"at": AT},
+                )
+            with Session(connection) as db:
+                assert not subscribe(db, "gw", EVERY_USER, utcnow())
+                assert not subscribe(db, "gw", "alice", utcnow())
+                assert subscribe(db, "gw", "bob", utcnow())
             connection.execute(text("DELETE FROM providers WHERE name = 'gw'"))
             left = connection.scalar(text("SELECT count(*) FROM provider_subscriptions"))
         assert left == 0

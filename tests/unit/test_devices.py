@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator import Runtime, Settings
+from orchestrator.api_tokens import hash_token
 from orchestrator.audit import AuditQuery, query_audit
-from orchestrator.devices import device_hash
 from orchestrator.store import IdpSession
 from schemas import DeviceVerdict, SessionStarted
 
@@ -165,7 +165,7 @@ def test_only_the_hash_of_the_cookie_is_stored_and_a_redelivery_keeps_the_verdic
     with remembering.database() as db:
         cookie = db.get(IdpSession, "s-1")
         assert cookie is not None
-        assert cookie.device_hash == device_hash("dev-secret") != "dev-secret"
+        assert cookie.device_hash == hash_token("dev-secret") != "dev-secret"
         row = db.get(IdpSession, "s-2")
         assert row is not None
         assert (row.known_device, row.known_device_reason) == (True, "same_ip")

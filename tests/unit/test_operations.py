@@ -31,12 +31,15 @@ from orchestrator.rejection import Rejection, record_rejections
 from orchestrator.store import (
     Delivery,
     DeliveryStatus,
+    IdpSession,
     OutboxRow,
     Provider,
     ProviderSession,
     utcnow,
 )
 from orchestrator.store.sql import engine_of
+from orchestrator.validation import parse_event
+from schemas.redaction import REDACTED, redact, redacted_paths
 from tests.unit import test_deliveries
 from tests.unit.test_deliveries import _Env
 
@@ -94,6 +97,26 @@ def test_a_failed_delivery_is_retried_by_the_retry_path(one_rp: _Env) -> None:
     [succeeded] = one_rp.audit("delivery.succeeded")
     assert succeeded.detail["attempt"] == 2
     assert len(one_rp.audit("delivery.failed")) == 1
+
+
+def test_each_retry_generation_settles_the_logout_anew(one_rp: _Env) -> None:
+    """partial when the delivery failed; after a retry that fails again, partial again
+    under the next key; after one that succeeds, success: the latest record is the word."""
+    event_id, delivery_id = _failed(one_rp)
+    for answer in (400, 200):
+        request_retries(_engine(one_rp), "logout", "ops", ids=[delivery_id])
+        one_rp.rps.answer("/rp1", answer)
+        one_rp.engine().retry([delivery_id])
+    settled = one_rp.audit("logout.settled")
+    assert [(r.event_id, r.outcome) for r in settled] == [
+        (event_id, "partial"),
+        (event_id, "partial"),
+        (event_id, "success"),
+    ]
+    assert [r.detail.get("retries_requested") for r in settled] == [None, 1, 2]
+    assert settled[-1].detail["deliveries"]["succeeded"] == 1
+    one_rp.engine().settle({event_id})  # settling the same generation again adds nothing
+    assert len(one_rp.audit("logout.settled")) == 3
 
 
 def test_a_retry_that_fails_again_is_recorded_again(one_rp: _Env) -> None:
@@ -172,6 +195,46 @@ def test_list_deliveries_filters_and_cuts(env: _Env) -> None:
     assert one.items[0].as_json()["event_id"] == events[1]
 
 
+@pytest.mark.parametrize("full_logout", [False, True])
+def test_end_provider_sessions_logs_users_out_elsewhere_only_when_asked(
+    one_rp: _Env, full_logout: bool
+) -> None:
+    """rp1 has full_logout_on_rp_initiated; removing it ends only its own sessions (alice
+    stays signed in, at rp2 too) unless the operator asks for --full-logout."""
+    one_rp.provider("rp2")
+    one_rp.session("s-1", "alice", {"rp2": "sid-rp2-s1"})
+    with one_rp.database.begin() as db:
+        rp1 = db.get(Provider, "rp1")
+        assert rp1 is not None
+        rp1.full_logout_on_rp_initiated = True
+    report = end_provider_sessions(_engine(one_rp), "logout", "rp1", "ops", full_logout=full_logout)
+    assert report.full_logout is full_logout
+    engine = one_rp.engine()
+    for row in _outbox(one_rp):
+        assert (row.payload["provider_only"], row.payload["full_logout"]) == (
+            not full_logout,
+            full_logout,
+        )
+        engine.handle(row.payload, row.message_id)
+    with one_rp.database() as db:
+        idp = db.get(IdpSession, "s-1")
+        ended = {ps.provider: ps.ended_at is not None for ps in db.scalars(select(ProviderSession))}
+    assert idp is not None
+    assert (idp.ended_at is not None) is full_logout
+    assert ended == {"rp1": True, "rp2": full_logout}
+    [record] = one_rp.audit("provider.sessions_ending")
+    assert record.detail["full_logout"] is full_logout
+
+
+def test_a_provider_logout_cannot_be_both_full_and_provider_only() -> None:
+    with pytest.raises(InputError, match="full_logout and provider_only contradict"):
+        parse_event(
+            make_event("logout.provider", session_id="s-1", provider="rp1", full_logout=True)
+            | {"provider_only": True},
+            "event",
+        )
+
+
 # -- rejected events -----------------------------------------------------------------------
 
 
@@ -224,6 +287,28 @@ def test_a_rejected_event_still_invalid_is_refused_with_its_problems(env: _Env) 
         replay_rejected(_engine(env), "logout", 999, "ops")
     assert _outbox(env) == []
     assert env.audit("event.replayed") == []
+
+
+def test_a_rejected_event_stored_redacted_is_not_replayed(env: _Env) -> None:
+    """A masked value is not the published one: refused naming each field, nothing written."""
+    event = make_event("session.started", session_id="s-1", user_id="u", device_id="cookie-1")
+    event["request"] = {"args": {"id_token_hint": "eyJhbGciOi.eyJzdWIi.c2ln", "lang": "en"}}
+    rejected_id = _reject(env, redact(event), "m-masked")
+    with pytest.raises(InputError) as refused:
+        replay_rejected(_engine(env), "logout", rejected_id, "ops")
+    fields = sorted(p.field for p in refused.value.problems)
+    assert fields == ["device_id", "request.args.id_token_hint"]
+    assert "publish the event again" in refused.value.problems[0].message
+    assert _outbox(env) == []
+    assert env.audit("event.replayed") == []
+
+
+def test_redacted_paths_name_every_masked_value() -> None:
+    """Keys masked whole, a JWT masked inside a text, in lists too; nothing when clean."""
+    masked = redact({"a": [{"token": "t"}, "x eyJhbGciOi.eyJzdWIi.c2ln y"], "b": 1})
+    assert redacted_paths(masked) == ["a.0.token", "a.1"]
+    assert redacted_paths(redact({"a": ["fine"], "device_id": None})) == []
+    assert redacted_paths(REDACTED) == [""]
 
 
 def test_list_rejected_since(env: _Env) -> None:

@@ -21,6 +21,7 @@ from orchestrator.store import (
     RejectedEvent,
 )
 from protocols import ProtocolHandler
+from schemas.redaction import REDACTED
 from tests.geoip_data import GeoipFiles
 from tests.unit.conftest import make_event, store_providers
 from workers.process import _warn_unserved
@@ -489,7 +490,9 @@ def test_progress_is_reported_with_totals(populated: Runtime) -> None:
 
 
 def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> None:
-    """session.started with a binding no database serves is rejected and kept, not recorded."""
+    """session.started with a binding no database serves is rejected and kept, not recorded;
+    its device cookie id (a bearer secret) is kept redacted, in rejected_events and in
+    event.rejected alike."""
     processor = runtime.processor(schedule=lambda *_: None)
     event = make_event(
         "session.started",
@@ -497,6 +500,7 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         user_id="u",
         ip="81.2.69.142",
         network_binding="bind_asn",
+        device_id="cookie-secret-1",
     )
     assert processor.handle(event, "m-1") is HandleResult.REJECTED
     expected = (
@@ -510,6 +514,9 @@ def test_session_started_with_unserved_binding_is_rejected(runtime: Runtime) -> 
         [audited] = db.scalars(select(AuditRow).where(AuditRow.type == "event.rejected"))
         assert audited.detail["problems"] == [expected]
         assert not list(db.scalars(select(AuditRow).where(AuditRow.type == "session.started")))
+    assert json.loads(kept.payload)["device_id"] == REDACTED
+    assert json.loads(kept.payload)["session_id"] == "s-1"
+    assert "cookie-secret-1" not in json.dumps(audited.detail)
 
 
 def test_worker_start_names_unserved_providers(runtime: Runtime) -> None:

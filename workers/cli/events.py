@@ -63,8 +63,9 @@ def events_replay(ctx: click.Context, rejected_id: int, actor: str) -> None:
     """Validate rejected event ID again; publish it when it passes.
 
     It goes the normal way (the outbox, then a worker), linked to the rejection by an
-    event.replayed record (rejected_record: ID). Still invalid: its problems, exit 2. An
-    event replayed before is not published again.
+    event.replayed record (rejected_record: ID). Still invalid: its problems, exit 2.
+    Stored with redacted values ([redacted]: a token, a device id): refused, exit 2, naming
+    them; publish the event again instead. An event replayed before is not published again.
     """
     from orchestrator.operations import replay_rejected
     from workers.relaying import command_runtime, publish_written

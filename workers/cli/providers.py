@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from schemas.errors import InputError, Problem
 from workers.cli.base import console, print_json_lines, print_table, read_input, settings_of
 from workers.cli.root import main
 
@@ -120,6 +121,12 @@ def providers_enable(ctx: click.Context, name: str, actor: str) -> None:
     help="Log its open provider sessions out first (one logout.provider each), then remove.",
 )
 @click.option(
+    "--full-logout",
+    is_flag=True,
+    help="With --end-sessions: also end those users' IdP sessions, and so every provider "
+    "session of them (logs them out everywhere). Without it only NAME's sessions end.",
+)
+@click.option(
     "--wait",
     type=click.FloatRange(min=0, min_open=True),
     default=60.0,
@@ -129,22 +136,28 @@ def providers_enable(ctx: click.Context, name: str, actor: str) -> None:
 @click.option("--actor", required=True, help="Who removes it (recorded in the audit trail).")
 @click.pass_context
 def providers_remove(
-    ctx: click.Context, name: str, end_sessions: bool, wait: float, actor: str
+    ctx: click.Context, name: str, end_sessions: bool, full_logout: bool, wait: float, actor: str
 ) -> None:
     """Remove NAME, its ended provider sessions and their deliveries.
 
     Refused (exit 2) while provider sessions are open, naming the count, unless
     --end-sessions: a logout.provider (initiator admin) is published for each, the workers
-    end them and send their logouts, and NAME is removed once they are all final (exit 8
-    when that takes longer than --wait: run it again). Audited as provider.removed.
+    end them (NAME's sessions only, whatever its full_logout_on_rp_initiated; --full-logout:
+    the users' IdP sessions too) and send their logouts, and NAME is removed once they are
+    all final (exit 8 when that takes longer than --wait: run it again). Audited as
+    provider.removed.
     """
     from orchestrator.runtime import Runtime
 
+    if full_logout and not end_sessions:
+        raise InputError(
+            [Problem("--full-logout", "", "goes with --end-sessions (the sessions to end)")]
+        )
     settings = settings_of(ctx)
     runtime = Runtime.start(settings)
     try:
         if end_sessions:
-            _end_sessions(runtime, name, actor, wait)
+            _end_sessions(runtime, name, actor, wait, full_logout)
         from orchestrator.operations import remove_provider
 
         removed = remove_provider(runtime.engine, name, actor)
@@ -157,7 +170,7 @@ def providers_remove(
     )
 
 
-def _end_sessions(runtime: Runtime, name: str, actor: str, wait: float) -> None:
+def _end_sessions(runtime: Runtime, name: str, actor: str, wait: float, full_logout: bool) -> None:
     """Publish the logouts of NAME's open provider sessions; wait until they are final."""
     import time
 
@@ -166,11 +179,11 @@ def _end_sessions(runtime: Runtime, name: str, actor: str, wait: float) -> None:
     from workers.relaying import publish_written
 
     settings = runtime.settings
-    report = end_provider_sessions(runtime.engine, settings.namespace, name, actor)
+    report = end_provider_sessions(
+        runtime.engine, settings.namespace, name, actor, full_logout=full_logout
+    )
     if report.message_ids:
-        note = (
-            " (its IdP sessions end too: full_logout_on_rp_initiated)" if report.full_logout else ""
-        )
+        note = " (their IdP sessions end too: --full-logout)" if report.full_logout else ""
         console().print(
             f"ending {len(report.message_ids)} provider session(s) of {name!r}{note}",
             markup=False,

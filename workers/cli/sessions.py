@@ -70,6 +70,9 @@ def sessions_sweep(ctx: click.Context) -> None:
         ctx.exit(ExitCode.BROKER_UNAVAILABLE)
 
 
+#: The environment variable ``sessions device-check`` reads the device cookie id from.
+DEVICE_ID_VARIABLE = "LOGOUT_DEVICE_ID"
+
 #: The option of each field the engine names in a refusal.
 _OPTIONS = {
     "user_id": "--user",
@@ -210,7 +213,12 @@ def _check_revoke_options(
 
 @sessions.command("device-check", teardown=False)
 @click.option("--user", "user_id", required=True, help="The user logging in.")
-@click.option("--device-id", help="The device cookie id the browser holds, if any.")
+@click.option(
+    "--device-id",
+    envvar=DEVICE_ID_VARIABLE,
+    help=f"The device cookie id the browser holds, if any; - reads it from standard input. "
+    f"Prefer ${DEVICE_ID_VARIABLE} or -: an argument is visible to every user of the machine.",
+)
 @click.option("--ip", help="The login's address.")
 @click.pass_context
 def sessions_device_check(
@@ -219,7 +227,8 @@ def sessions_device_check(
     """Whether a login comes from a known device (remember_device), before it completes.
 
     Prints {"user_id", "known", "reason"} (reason: cookie, same_ip, unknown or off).
-    Only reads: records nothing, publishes nothing.
+    Only reads: records nothing, publishes nothing. The cookie id is a bearer secret: give
+    it in $LOGOUT_DEVICE_ID or on standard input (--device-id -), not on the command line.
     """
     from pydantic import TypeAdapter, ValidationError
 
@@ -234,7 +243,7 @@ def sessions_device_check(
     except ValidationError as exc:
         problems += [Problem("--user", "", p.message) for p in problems_from(exc, "")]
     try:
-        question = DeviceQuestion(device_id=device_id, ip=ip)
+        question = DeviceQuestion(device_id=_device_id(device_id), ip=ip)
     except ValidationError as exc:
         problems += _with_options(InputError(problems_from(exc, ""))).problems
     if problems:
@@ -245,3 +254,18 @@ def sessions_device_check(
     finally:
         runtime.close()
     click.echo(json.dumps({"user_id": user, **verdict.model_dump()}))
+
+
+def _device_id(given: str | None) -> str | None:
+    """The device cookie id: ``-`` is the first line of standard input (a secret kept off
+    the command line)."""
+    if given != "-":
+        return given
+    lines = read_input("-").splitlines()
+    if not lines or not lines[0].strip():
+        message = (
+            f"- reads the device cookie id from standard input, which is empty; pipe it in, "
+            f"or set {DEVICE_ID_VARIABLE}"
+        )
+        raise InputError([Problem("--device-id", "", message)])
+    return lines[0].strip()

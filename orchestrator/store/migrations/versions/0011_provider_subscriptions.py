@@ -2,7 +2,9 @@
 
 A subscribed provider gets a delivery for each ended session of the user even without a
 provider session of its own (an SSF stream that added the user as a subject). A new table
-only: the downgrade drops it.
+only: the downgrade drops it. ``(provider, user_id)`` is unique, and so is ``provider`` among
+the every-user rows (``user_id`` null): a unique constraint treats nulls as distinct, so a
+partial unique index keeps a provider to one every-user row.
 
 Revision ID: 0011_provider_subscriptions
 Revises: 0010_audit_chain
@@ -42,9 +44,18 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_provider_subscriptions_user_id"), "provider_subscriptions", ["user_id"]
     )
+    op.create_index(
+        "uq_provider_subscriptions_every_user",
+        "provider_subscriptions",
+        ["provider"],
+        unique=True,
+        postgresql_where=sa.text("user_id IS NULL"),
+        sqlite_where=sa.text("user_id IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("uq_provider_subscriptions_every_user", table_name="provider_subscriptions")
     op.drop_index(op.f("ix_provider_subscriptions_user_id"), table_name="provider_subscriptions")
     op.drop_index(op.f("ix_provider_subscriptions_provider"), table_name="provider_subscriptions")
     op.drop_table("provider_subscriptions")
