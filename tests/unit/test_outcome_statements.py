@@ -19,9 +19,12 @@ def _set_clause(compiled: str) -> dict[str, str]:
     return {left.strip(): right.strip() for left, right in pairs}
 
 
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
 def test_both_outcome_statements_set_the_same_columns_from_the_same_parameters() -> None:
-    one = _set_clause(str(sql.RECORD_OUTCOME.compile(dialect=postgresql.dialect())))
-    batch = _set_clause(str(sql.RECORD_OUTCOMES.compile(dialect=postgresql.dialect())))
+    one = _set_clause(str(sql.RECORD_OUTCOME.compile(dialect=_PG)))
+    batch = _set_clause(str(sql.RECORD_OUTCOMES.compile(dialect=_PG)))
     expected = {column: param for column, (param, _) in sql.OUTCOME_COLUMNS.items()}
     assert {column: re.sub(r"^%\((\w+)\)s.*$", r"\1", p) for column, p in one.items()} == expected
     assert {column: p.removeprefix("r.") for column, p in batch.items()} == expected
