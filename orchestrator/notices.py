@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 import structlog
-from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
 from orchestrator.settings import Settings
@@ -53,12 +52,6 @@ class Notifier(Protocol):
     notice that cannot be sent is logged (waiters re-read at least once a second)."""
 
     def __call__(self, notices: Sequence[Notice]) -> None: ...
-
-    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
-        """Queue ``notices`` to go out when ``conn``'s transaction commits (and never if it
-        does not), when this backend can: True if it did, False to call it after the commit
-        instead. ``conn`` is on the database the notifier announces on."""
-        ...
 
     def close(self) -> None: ...
 
@@ -146,10 +139,6 @@ class _LocalNotifier:
         for notice in notices:
             self._board.fire(_payload(notice))
 
-    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
-        """Not through the database: announced after the commit."""
-        return False
-
     def close(self) -> None:
         """Nothing to release."""
 
@@ -172,10 +161,6 @@ class _RedisNotifier:
         except redis.RedisError as exc:  # a missed notice costs waiters one re-read
             _log.warning("could not notify waiters", error=str(exc))
 
-    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
-        """Not through the database: announced after the commit."""
-        return False
-
     def close(self) -> None:
         self._client.close()
 
@@ -185,8 +170,11 @@ _NOTIFY_ALL = "SELECT pg_notify(%(b_channel)s, key) FROM unnest(%(b_keys)s::text
 
 
 class _PostgresNotifier:
-    """``pg_notify`` on one long-lived autocommit connection (reconnects once on error), or
-    in the transaction that made what the notices name (:meth:`within`)."""
+    """``pg_notify`` on one long-lived autocommit connection (reconnects once on error), after
+    the commit of what the notices name, never inside that transaction: a ``NOTIFY`` takes a
+    cluster-wide lock at commit, held until the commit's WAL is flushed, which would put every
+    worker's completing commit in one line; and a full notification queue would then fail the
+    commit, that is the logout, where here it costs a logged warning."""
 
     def __init__(self, conninfo: str, channel: str) -> None:
         self._conninfo = conninfo
@@ -210,14 +198,6 @@ class _PostgresNotifier:
                     if attempt == 2:
                         # A missed notice costs waiters one re-read; never the logout.
                         _log.warning("could not notify waiters", error=str(exc))
-
-    def within(self, conn: Connection, notices: Sequence[Notice]) -> bool:
-        """PostgreSQL delivers a transaction's notifications when it commits: no round trip
-        and no connection of its own after the commit. (A NOTIFY queue full of 8 GB of unread
-        notices then fails the commit, which is tried again, instead of being logged.)"""
-        if notices:
-            conn.exec_driver_sql(_NOTIFY_ALL, self._params([_payload(n) for n in notices]))
-        return True
 
     def _params(self, payloads: list[str]) -> dict[str, Any]:
         return {"b_channel": self._channel, "b_keys": payloads}

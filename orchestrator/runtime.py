@@ -175,7 +175,6 @@ class Runtime:
         and sightings. One per process: events and retries share it."""
         from orchestrator.logout import LogoutEngine
 
-        notifier = self.notifier()
         return LogoutEngine(
             self.database,
             self.handlers,
@@ -184,8 +183,7 @@ class Runtime:
             lease=self.delivery_lease,
             activity=activity,
             timeouts=self.plan_timeouts,
-            notify=notifier,
-            notify_within=notifier.within,
+            notify=self.notifier(),
         )
 
     def activity(self, relay: Relay | None = None) -> SessionActivity:

@@ -47,15 +47,23 @@ def _event_id(request: Request) -> str:
         raise InputError([Problem("path", "event_id", "not a UUID")]) from None
 
 
-def routes(service: Service) -> list[Route]:
-    most = service.settings.api_wait_max
-    database = service.runtime.database
+class _Endpoints:
+    """The endpoints, on one service."""
 
-    async def get_logout(request: Request) -> Response:
-        service.auth.require(request, "read")
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._most = service.settings.api_wait_max
+        self._database = service.runtime.database
+
+    async def _state(self, event_id: str) -> str | None:
+        states = await self._service.run(lambda: event_states(self._database, [event_id]))
+        return states.get(event_id)
+
+    async def get_logout(self, request: Request) -> Response:
+        self._service.auth.require(request, "read")
         event_id = _event_id(request)
-        wait = wait_seconds(request, most)
-        state = (await service.run(lambda: event_states(database, [event_id]))).get(event_id)
+        wait = wait_seconds(request, self._most)
+        state = await self._state(event_id)
         if state is None:
             raise ApiProblem(
                 404, "unknown event", f"no event {event_id} was accepted; publish it first"
@@ -63,10 +71,10 @@ def routes(service: Service) -> list[Route]:
         completed = state == "completed"
         timed_out = False
         if not completed and state != "rejected" and wait > 0:
-            completion = await service.waiter.await_completion(event_id, wait)
+            completion = await self._service.waiter.await_completion(event_id, wait)
             completed, timed_out = completion.completed, completion.timed_out
-            state = (await service.run(lambda: event_states(database, [event_id])))[event_id]
-        items = await service.run(lambda: delivery_states(database, event_id))
+            state = await self._state(event_id) or state
+        items = await self._service.run(lambda: delivery_states(self._database, event_id))
         answer = LogoutAnswer(
             event_id=event_id,
             status=state,
@@ -85,13 +93,13 @@ def routes(service: Service) -> list[Route]:
         )
         return JSONResponse(answer.model_dump(mode="json"))
 
-    async def get_plan(request: Request) -> Response:
-        service.auth.require(request, "read")
+    async def get_plan(self, request: Request) -> Response:
+        self._service.auth.require(request, "read")
         plan_id = request.path_params["plan_id"]
         if not 1 <= len(plan_id) <= 255:
             raise InputError([Problem("path", "plan_id", "1 to 255 characters")])
-        wait = wait_seconds(request, most)
-        found = await service.waiter.await_plan(plan_id, wait)
+        wait = wait_seconds(request, self._most)
+        found = await self._service.waiter.await_plan(plan_id, wait)
         if found.plan is None:
             raise ApiProblem(
                 404,
@@ -101,15 +109,15 @@ def routes(service: Service) -> list[Route]:
             )
         return JSONResponse(found.plan.model_dump(mode="json"))
 
-    async def get_timeline(request: Request) -> Response:
-        service.auth.require(request, "read")
+    async def get_timeline(self, request: Request) -> Response:
+        self._service.auth.require(request, "read")
         event_id = _event_id(request)
 
         def read() -> Timeline | None:
-            with database() as db:
+            with self._database() as db:
                 return read_timeline(db, event_id)
 
-        timeline = await service.run(read)
+        timeline = await self._service.run(read)
         if timeline is None:
             raise ApiProblem(
                 404, "unknown event", f"no audit record or delivery of event {event_id}"
@@ -117,8 +125,13 @@ def routes(service: Service) -> list[Route]:
         page = render_timeline(timeline)
         return HTMLResponse(page.html, headers=dict(page.headers))
 
+
+def routes(service: Service) -> list[Route]:
+    ends = _Endpoints(service)
     return [
-        Route("/v1/logouts/{event_id}", get_logout, methods=["GET"], name="logout"),
-        Route("/v1/logouts/{event_id}/timeline", get_timeline, methods=["GET"], name="timeline"),
-        Route("/v1/plans/{plan_id}", get_plan, methods=["GET"], name="plan"),
+        Route("/v1/logouts/{event_id}", ends.get_logout, methods=["GET"], name="logout"),
+        Route(
+            "/v1/logouts/{event_id}/timeline", ends.get_timeline, methods=["GET"], name="timeline"
+        ),
+        Route("/v1/plans/{plan_id}", ends.get_plan, methods=["GET"], name="plan"),
     ]

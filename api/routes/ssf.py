@@ -57,75 +57,89 @@ def _required(request: Request) -> str:
     return stream_id
 
 
+class _Endpoints:
+    """The endpoints, on one service and its started ``ssf`` handler."""
+
+    def __init__(self, service: Service, handler: SsfHandler) -> None:
+        self._service = service
+        self._handler = handler
+        self._streams = Streams(service.runtime, handler)
+        self._limit = service.settings.api_body_limit
+
+    def _owner(self, request: Request) -> str:
+        return self._service.auth.require(request, "ssf:streams").name
+
+    async def well_known(self, request: Request) -> Response:
+        answer = metadata(self._service.settings.issuer, str(request.base_url))
+        answer["default_subjects"] = self._handler.settings.default_subjects
+        return JSONResponse(answer)
+
+    async def jwks(self, _request: Request) -> Response:
+        return JSONResponse(self._handler.jwks())
+
+    async def stream(self, request: Request) -> Response:
+        who, run, streams = self._owner(request), self._service.run, self._streams
+        if request.method == "GET":
+            wanted = _stream_id(request)
+            if wanted is None:
+                return JSONResponse(await run(lambda: streams.listing(who)))
+            return JSONResponse(await run(lambda: streams.read(who, wanted)))
+        if request.method == "DELETE":
+            stream_id = _required(request)
+            await run(lambda: streams.delete(who, stream_id))
+            return Response(status_code=204)
+        body = await read_model(request, self._limit, StreamRequest, optional=False)
+        if request.method == "POST":
+            return JSONResponse(await run(lambda: streams.create(who, body)), 201)
+        replace = request.method == "PUT"
+        return JSONResponse(await run(lambda: streams.update(who, body, replace=replace)))
+
+    async def status(self, request: Request) -> Response:
+        who, streams = self._owner(request), self._streams
+        if request.method == "GET":
+            stream_id = _required(request)
+            return JSONResponse(await self._service.run(lambda: streams.status(who, stream_id)))
+        body = await read_model(request, self._limit, StatusUpdate, optional=False)
+        return JSONResponse(await self._service.run(lambda: streams.set_status(who, body)))
+
+    async def add_subject(self, request: Request) -> Response:
+        await self._subject(request, add=True)
+        return Response(status_code=200)
+
+    async def remove_subject(self, request: Request) -> Response:
+        await self._subject(request, add=False)
+        return Response(status_code=204)
+
+    async def _subject(self, request: Request, *, add: bool) -> None:
+        who = self._owner(request)
+        body = await read_model(request, self._limit, SubjectRequest, optional=False)
+        await self._service.run(lambda: self._streams.subject(who, body, add=add))
+
+    async def verify(self, request: Request) -> Response:
+        who = self._owner(request)
+        body = await read_model(request, self._limit, VerifyRequest, optional=False)
+        await self._service.run(lambda: self._streams.verify(who, body))
+        return Response(status_code=204)
+
+
 def routes(service: Service) -> list[Route]:
     handler = service.runtime.handlers.get("ssf")
     if not isinstance(handler, SsfHandler):
         return []
     start_each({"ssf": handler})  # the signing keys, loaded (or generated) now, not on a request
-    streams = Streams(service.runtime, handler)
-    limit = service.settings.api_body_limit
-
-    def owner(request: Request) -> str:
-        return service.auth.require(request, "ssf:streams").name
-
-    async def well_known(request: Request) -> Response:
-        answer = metadata(service.settings.issuer, str(request.base_url))
-        answer["default_subjects"] = handler.settings.default_subjects
-        return JSONResponse(answer)
-
-    async def jwks(_request: Request) -> Response:
-        return JSONResponse(handler.jwks())
-
-    async def stream(request: Request) -> Response:
-        who = owner(request)
-        if request.method == "GET":
-            wanted = _stream_id(request)
-            if wanted is None:
-                return JSONResponse(await service.run(lambda: streams.listing(who)))
-            return JSONResponse(await service.run(lambda: streams.read(who, wanted)))
-        if request.method == "DELETE":
-            stream_id = _required(request)
-            await service.run(lambda: streams.delete(who, stream_id))
-            return Response(status_code=204)
-        body = await read_model(request, limit, StreamRequest, optional=False)
-        if request.method == "POST":
-            return JSONResponse(await service.run(lambda: streams.create(who, body)), 201)
-        replace = request.method == "PUT"
-        return JSONResponse(await service.run(lambda: streams.update(who, body, replace=replace)))
-
-    async def status(request: Request) -> Response:
-        who = owner(request)
-        if request.method == "GET":
-            stream_id = _required(request)
-            return JSONResponse(await service.run(lambda: streams.status(who, stream_id)))
-        body = await read_model(request, limit, StatusUpdate, optional=False)
-        return JSONResponse(await service.run(lambda: streams.set_status(who, body)))
-
-    def subjects(add: bool) -> Any:
-        async def endpoint(request: Request) -> Response:
-            who = owner(request)
-            body = await read_model(request, limit, SubjectRequest, optional=False)
-            await service.run(lambda: streams.subject(who, body, add=add))
-            return Response(status_code=200 if add else 204)
-
-        return endpoint
-
-    async def verify(request: Request) -> Response:
-        who = owner(request)
-        body = await read_model(request, limit, VerifyRequest, optional=False)
-        await service.run(lambda: streams.verify(who, body))
-        return Response(status_code=204)
-
+    ends = _Endpoints(service, handler)
+    every = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return [
-        Route("/.well-known/ssf-configuration", well_known, methods=["GET"], name="ssf_meta"),
-        Route(_PATHS["jwks_uri"], jwks, methods=["GET"], name="ssf_jwks"),
+        Route("/.well-known/ssf-configuration", ends.well_known, methods=["GET"], name="ssf_meta"),
+        Route(_PATHS["jwks_uri"], ends.jwks, methods=["GET"], name="ssf_jwks"),
+        Route(_STREAMS, ends.stream, methods=every, name="ssf_stream"),
+        Route(_PATHS["status_endpoint"], ends.status, methods=["GET", "POST"], name="ssf_status"),
+        Route(_PATHS["add_subject_endpoint"], ends.add_subject, methods=["POST"], name="ssf_add"),
         Route(
-            _STREAMS, stream, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], name="ssf_stream"
+            _PATHS["remove_subject_endpoint"],
+            ends.remove_subject,
+            methods=["POST"],
+            name="ssf_remove",
         ),
-        Route(_PATHS["status_endpoint"], status, methods=["GET", "POST"], name="ssf_status"),
-        Route(_PATHS["add_subject_endpoint"], subjects(True), methods=["POST"], name="ssf_add"),
-        Route(
-            _PATHS["remove_subject_endpoint"], subjects(False), methods=["POST"], name="ssf_remove"
-        ),
-        Route(_PATHS["verification_endpoint"], verify, methods=["POST"], name="ssf_verify"),
+        Route(_PATHS["verification_endpoint"], ends.verify, methods=["POST"], name="ssf_verify"),
     ]

@@ -72,24 +72,20 @@ class LogoutEngine:
         activity: Activity | None = None,
         timeouts: PlanTimeouts | None = None,
         notify: Callable[[Sequence[tuple[str, str]]], None] | None = None,
-        notify_within: Callable[[Connection, Sequence[tuple[str, str]]], bool] | None = None,
     ) -> None:
         """``attempts`` carries out delivery attempts; ``schedule`` retries one later;
         ``lease`` (seconds) is how long a claim lasts past its last renewal. ``activity``
         handles ``session.started`` / ``session.seen`` (without one they are rejected with a
         reason). ``timeouts`` go into the stage plans; ``notify`` announces
-        ``(plan:<id>, the plan's JSON)`` and ``(event:<id>, "")`` once committed;
-        ``notify_within`` (a :meth:`Notifier.within <orchestrator.notices.Notifier.within>`)
-        queues the ``event:`` ones in the transaction that completes the events when it can.
-        """
+        ``(plan:<id>, the plan's JSON)`` and ``(event:<id>, "")`` once committed (never
+        inside the transaction: see :class:`~orchestrator.notices.Notifier`)."""
         self._engine = engine_of(database)
         self.leases = Leases(self._engine, timedelta(seconds=lease))
         self.deliveries = Deliveries(self._engine, handlers, self.leases, schedule)
         self._attempts = attempts
         self._activity = activity
         self._timeouts = timeouts or PlanTimeouts()
-        self._notify = notify or (lambda keys: None)
-        self._notify_within = notify_within or (lambda conn, keys: False)
+        self._notify_to = notify or (lambda keys: None)
 
     def handle(self, raw: Any, message_id: str) -> HandleResult:
         """Handle one event as published (a JSON object); see the module docstring."""
@@ -151,7 +147,7 @@ class LogoutEngine:
                 begun = self.deliveries.open(conn, ended, now)
                 plans, built = planning.plan(conn, begun, self._timeouts, now)
                 entries = [*entries, *ended_entries, *built]
-                if len(claimed.owned) == len(logouts):
+                if len(begun) == len(logouts):  # each of them goes on to _finish
                     _commit_without_flush_wait(conn)
             records = write_audit(conn, entries, at=now)
         emit(records)
@@ -180,18 +176,23 @@ class LogoutEngine:
     def _finish(self, begun: list[Begun], works: list[Work], outcomes: dict[str, Outcome]) -> None:
         """Record every outcome, roll each event up, and mark the events completed."""
         now = utcnow()
-        notices = [(f"event:{item.event_id}", "") for item in begun]
         with self._engine.begin() as conn:
             recorded = self.deliveries.record(conn, works, outcomes)
             rolled, recount = rollup.complete(conn, begun, works, outcomes, recorded.lost, now)
-            announced = self._notify_within(conn, notices)
             records = write_audit(conn, [*recorded.entries, *rolled], at=now)  # last
         emit(records)
-        if not announced:
-            self._notify(notices)
+        self._notify([(f"event:{item.event_id}", "") for item in begun])
         self.deliveries.schedule(recorded.retries)
         if recount:  # other attempts may have finished deliveries meanwhile
             self.settle(recount)
+
+    def _notify(self, notices: Sequence[tuple[str, str]]) -> None:
+        """Announce what was committed. A notice is a hint (waiters re-read at least once a
+        second): whatever goes wrong sending it is logged, never raised into the logout."""
+        try:
+            self._notify_to(notices)
+        except Exception as exc:  # noqa: BLE001 - the logout is committed; a hint is not worth failing it
+            _log.warning("could not notify waiters", error=type(exc).__name__)
 
     def _release(self, event_ids: list[str]) -> None:
         """Give up the leases of events this run failed to finish (best effort)."""
@@ -209,12 +210,16 @@ EventProcessor = LogoutEngine
 def _commit_without_flush_wait(conn: Connection) -> None:
     """PostgreSQL: let this transaction's commit return before its WAL is on disk.
 
-    Only for a first transaction whose every event is owned: each is acknowledged to the
-    broker only after its last transaction, whose commit (synchronous: it always writes the
-    events row) flushes the WAL up to it, this one included, as does any synchronous commit
-    that saw what it wrote. Until then a commit lost with the server is redone from the
-    message, which is still in the broker (at worst the deliveries it had sent go again, as
-    after any crash mid-attempt). A batch with a duplicate or busy message among its events
+    What this costs: until the next synchronous commit, sessions are visibly ended (a
+    session check answers "ended") and relying parties are told, while what says so could
+    still be lost with the server. Only for a first transaction whose every event is owned
+    and begun, plans or none (:meth:`LogoutEngine._begin` checks it): each goes on to
+    :meth:`LogoutEngine._finish`, and is acknowledged to the broker only after that last
+    transaction, whose commit (synchronous: it always writes the events row) flushes the WAL
+    up to it, this one included, as does any synchronous commit that saw what it wrote.
+    Until then a commit lost with the server is redone from the message, which is still in
+    the broker (at worst the deliveries it had sent go again, as after any crash
+    mid-attempt). A batch with a duplicate or busy message among its events
     keeps the flush: such a message is acknowledged after this transaction alone. Saves the
     flush wait on every event's path (~0.2 ms here; p99 3.3 ms on a busier disk).
     """

@@ -57,6 +57,7 @@ __all__ = [
     "NOT_DUE_DELIVERIES",
     "OPEN_DELIVERIES_OF",
     "OPEN_IDP_SESSIONS",
+    "OUTCOME_COLUMNS",
     "PROVIDER_PROTOCOL",
     "PROVIDER_SESSION_COLUMNS",
     "RECORD_OUTCOME",
@@ -110,6 +111,17 @@ END_ONE_PROVIDER_SESSION = _end_provider_sessions(
     PROVIDER_SESSIONS.c.provider == bindparam("b_provider")
 )
 
+#: What recording an attempt's outcome sets, defined once for both statements below: each
+#: column of ``deliveries``, the parameter that gives it, and that parameter's SQL type.
+OUTCOME_COLUMNS: dict[str, tuple[str, str]] = {
+    "status": ("b_status", "varchar"),
+    "last_error": ("b_error", "text"),
+    "last_status_code": ("b_code", "integer"),
+    "updated_at": ("b_now", "timestamptz"),
+    "next_attempt_at": ("b_next", "timestamptz"),
+    "completed_at": ("b_done", "timestamptz"),
+}
+
 #: Records an attempt's outcome. Fenced: only the attempt that holds the delivery
 #: (``b_attempt``) records, and only while the delivery is open.
 RECORD_OUTCOME = (
@@ -119,38 +131,37 @@ RECORD_OUTCOME = (
         DELIVERIES.c.attempts == bindparam("b_attempt"),
         or_(*(DELIVERIES.c.status == status for status in _OPEN)),  # executemany: no IN
     )
-    .values(
-        status=bindparam("b_status"),
-        last_error=bindparam("b_error"),
-        last_status_code=bindparam("b_code"),
-        updated_at=bindparam("b_now"),
-        next_attempt_at=bindparam("b_next"),
-        completed_at=bindparam("b_done"),
-    )
+    .values({column: bindparam(param) for column, (param, _) in OUTCOME_COLUMNS.items()})
 )
+
+
+def _record_outcomes() -> Any:
+    """:data:`RECORD_OUTCOMES`, its ``SET`` and record type from :data:`OUTCOME_COLUMNS`
+    (only those constant names go into the text; the rows are bound)."""
+    assigned = ", ".join(f"{column} = r.{param}" for column, (param, _) in OUTCOME_COLUMNS.items())
+    typed = ", ".join(f"{param} {kind}" for param, kind in OUTCOME_COLUMNS.values())
+    return (
+        text(
+            f"UPDATE deliveries AS d SET {assigned} "  # noqa: S608
+            "FROM json_to_recordset(CAST(:b_rows AS json)) "
+            f"AS r(b_id varchar, b_attempt integer, {typed}) "
+            "WHERE d.id = r.b_id AND d.attempts = r.b_attempt "
+            "AND d.status = ANY(CAST(:b_open AS varchar[])) "
+            "AND d.id IN (SELECT id FROM deliveries WHERE id = ANY(CAST(:b_ids AS varchar[])) "
+            "ORDER BY id FOR UPDATE) "
+            "RETURNING d.id, d.attempts"
+        )
+        .bindparams(bindparam("b_rows"), bindparam("b_ids"), bindparam("b_open", value=_OPEN))
+        .columns(DELIVERIES.c.id, DELIVERIES.c.attempts)
+    )
+
 
 #: PostgreSQL: :data:`RECORD_OUTCOME` for every attempt at once: ``b_rows`` its parameter
 #: sets as one JSON array (:func:`~orchestrator.store.sql.json_rows`), ``b_ids`` their ids.
 #: One statement of the same text for any number of rows (an executemany sends one per row);
 #: the rows are locked in id order first, as every writer of deliveries locks them (no
 #: deadlock). Returns ``(id, attempts)`` of each attempt recorded: the others were superseded.
-RECORD_OUTCOMES = (
-    text(
-        "UPDATE deliveries AS d SET status = r.b_status, last_error = r.b_error, "
-        "last_status_code = r.b_code, updated_at = r.b_now, next_attempt_at = r.b_next, "
-        "completed_at = r.b_done "
-        "FROM json_to_recordset(CAST(:b_rows AS json)) AS r(b_id varchar, b_attempt integer, "
-        "b_status varchar, b_error text, b_code integer, b_now timestamptz, "
-        "b_next timestamptz, b_done timestamptz) "
-        "WHERE d.id = r.b_id AND d.attempts = r.b_attempt "
-        "AND d.status = ANY(CAST(:b_open AS varchar[])) "
-        "AND d.id IN (SELECT id FROM deliveries WHERE id = ANY(CAST(:b_ids AS varchar[])) "
-        "ORDER BY id FOR UPDATE) "
-        "RETURNING d.id, d.attempts"
-    )
-    .bindparams(bindparam("b_rows"), bindparam("b_ids"), bindparam("b_open", value=_OPEN))
-    .columns(DELIVERIES.c.id, DELIVERIES.c.attempts)
-)
+RECORD_OUTCOMES = _record_outcomes()
 
 #: What a provider session and its provider contribute to a delivery attempt (labelled).
 PROVIDER_SESSION_COLUMNS = (

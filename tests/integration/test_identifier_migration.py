@@ -3,6 +3,7 @@ SQLite and PostgreSQL, losslessly."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,6 @@ def test_identifiers_move_into_json_and_back_losslessly(
                 )
             }
             if backend == "sqlite":  # SQLite hands JSON back as text
-                import json
-
                 moved = {key: json.loads(value) for key, value in moved.items()}
         assert moved == _expected_identifiers()
         with engine.connect() as connection:
@@ -149,18 +148,52 @@ def test_identifiers_move_into_json_and_back_losslessly(
         engine.dispose()
 
 
+def _tables(connection: Any) -> set[str]:
+    return set(sa.inspect(connection).get_table_names())
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
+def test_a_downgrade_through_later_revisions_keeps_the_provider_sessions(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A third handler's identifier (a CAS ticket) or a qualifier over 255 characters makes
-    the downgrade refuse with counts, before it changes anything: every row stays as it was."""
+    """Dropping a column of ``idp_sessions`` (0009's downgrade) copies the table on SQLite;
+    with foreign keys on, dropping the old copy deleted every provider session through
+    ``ON DELETE CASCADE``. Migrations run with them off: the rows survive, on both."""
     engine = make_engine(_url(backend, tmp_path, request))
     try:
         upgrade(engine, BEFORE)
         with engine.begin() as connection:
             _seed(connection)
-        upgrade(engine, AFTER)
+        upgrade(engine)
+        with engine.connect() as connection:
+            command.downgrade(alembic_config(connection), AFTER)
+            connection.commit()
+        with engine.connect() as connection:
+            moved = _identifiers(connection)
+            if backend == "sqlite":  # the foreign keys are on again
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert moved == _expected_identifiers()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("start", ["this", "head"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
+    backend: str, start: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A third handler's identifier (a CAS ticket) or a qualifier over 255 characters makes
+    the downgrade refuse with counts, before it changes anything: every row stays as it was.
+    From the head, the later revisions' downgrades that ran first are undone with it: the
+    whole run is one transaction on both backends (PostgreSQL's DDL is transactional; on
+    SQLite the migration environment begins one itself)."""
+    engine = make_engine(_url(backend, tmp_path, request))
+    try:
+        upgrade(engine, BEFORE)
+        with engine.begin() as connection:
+            _seed(connection)
+        upgrade(engine, AFTER if start == "this" else "head")
+        [version_before] = [AFTER] if start == "this" else sorted(head_revisions())
         unkept = [
             ("s-2", "hr", {"ticket": "ST-1"}),
             ("s-2", "payroll", {"name_id": "bob", "sp_name_qualifier": "q" * 300}),
@@ -183,6 +216,7 @@ def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
                 ],
             )
             before = _identifiers(connection)
+            tables = _tables(connection)
         with engine.connect() as connection, pytest.raises(InputError) as refused:
             command.downgrade(alembic_config(connection), BEFORE)
         assert str(refused.value) == (
@@ -193,8 +227,7 @@ def test_downgrade_refuses_identifiers_the_old_columns_cannot_keep(
         with engine.connect() as connection:
             assert _identifiers(connection) == before
             version = connection.execute(text("SELECT version_num FROM alembic_version"))
-            # Still at 0008, or at the head where the later migrations' downgrades were
-            # undone with the refused one (PostgreSQL's DDL is transactional, SQLite's not).
-            assert version.scalar_one() in {"0008_session_identifiers", *head_revisions()}
+            assert version.scalar_one() == version_before
+            assert _tables(connection) == tables
     finally:
         engine.dispose()

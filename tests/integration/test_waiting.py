@@ -18,7 +18,6 @@ from orchestrator.notices import (
     pg_channel,
     psycopg_conninfo,
 )
-from orchestrator.store import make_engine
 from orchestrator.waiting import Completion, LogoutWaiter, PlanWait
 
 from .support import Stack, logout_event
@@ -91,38 +90,25 @@ def test_waiting_over_redis_pubsub(stack: Stack, tmp_path: Path) -> None:
     _check_waits(stack)
 
 
-def test_notices_queued_in_a_transaction_go_out_at_its_commit_only(stack: Stack) -> None:
-    """``within`` on PostgreSQL: nothing before the commit, nothing from a rollback."""
+def test_notices_go_out_after_the_commit_on_their_own_connection(stack: Stack) -> None:
+    """A notifier sends on its own connection, never in a transaction of the engine's (a
+    NOTIFY there would hold PostgreSQL's global notify lock through every completing commit),
+    and a notice it cannot send is logged, not raised into the logout."""
     settings = stack.settings()
     notifier = make_notifier(settings, NoticeBoard())
-    engine = make_engine(settings.effective_database_url)
     listener = psycopg.connect(psycopg_conninfo(settings), autocommit=True)
+    unreachable = make_notifier(
+        settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"}),
+        NoticeBoard(),
+    )
     try:
+        assert not hasattr(notifier, "within")
         listener.execute(f'LISTEN "{pg_channel(settings)}"')
-        with engine.connect() as conn, conn.begin() as transaction:
-            assert notifier.within(conn, [("event:rolled-back", "")])
-            transaction.rollback()
-        with engine.begin() as conn:
-            assert notifier.within(conn, [("event:e-1", ""), ("plan:p-1", "{}")])
-            assert list(listener.notifies(timeout=0.3)) == [], "sent before the commit"
+        notifier([("event:e-1", ""), ("plan:p-1", "{}")])
         got = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
         assert got == ["event:e-1", "plan:p-1\n{}"]
-        assert list(listener.notifies(timeout=0.3)) == []
+        unreachable([("event:e-2", "")])  # logged: does not raise
     finally:
         listener.close()
-        engine.dispose()
         notifier.close()
-
-
-def test_notices_of_other_backends_wait_for_the_commit(stack: Stack, tmp_path: Path) -> None:
-    """Redis Pub/Sub (and in-process) notifiers cannot ride a database transaction."""
-    stack.database_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    settings = stack.settings()
-    notifier = make_notifier(settings, NoticeBoard())
-    engine = make_engine(settings.effective_database_url)
-    try:
-        with engine.begin() as conn:
-            assert notifier.within(conn, [("event:e-1", "")]) is False
-    finally:
-        engine.dispose()
-        notifier.close()
+        unreachable.close()

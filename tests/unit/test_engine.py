@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from orchestrator import HandleResult, LogoutEngine, Runtime
 from orchestrator.leases import Leases
 from orchestrator.logout import Attempts, Outcome, Work
+from orchestrator.logout.batch import Begun
 from orchestrator.sender import HttpSender
 from orchestrator.store import (
     AuditRow,
@@ -601,3 +602,71 @@ def test_a_duplicate_and_a_rejection_name_the_event_type_and_are_counted_under_i
     assert "type" not in by_message["m-unknown"].detail
     assert _events_counted("logout.user", "duplicate") == duplicates + 1
     assert _events_counted("session.revoke", "rejected") == rejected + 1
+
+
+class _Finishing(LogoutEngine):
+    """Notes the events each ``_finish`` completes."""
+
+    finished: list[str]
+
+    def _finish(self, begun: list[Begun], works: list[Work], outcomes: dict[str, Outcome]) -> None:
+        self.finished += [item.event_id for item in begun]
+        super()._finish(begun, works, outcomes)
+
+
+def test_every_event_whose_flush_wait_was_skipped_reaches_its_finish(
+    populated: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first transaction skips the WAL flush wait only because every one of its events
+    goes on to ``_finish``, whose synchronous commit makes it durable: events that end
+    nothing, build no delivery and no plan (an unknown session, a user with no session)
+    included."""
+    skipped: list[int] = []
+    monkeypatch.setattr(
+        "orchestrator.logout.engine._commit_without_flush_wait", lambda conn: skipped.append(1)
+    )
+    attempts = Attempts(_no_sender, populated.retry_policy())
+    engine = _Finishing(populated.database, {}, attempts, _no_schedule)
+    engine.finished = []
+    events = [
+        make_event("session.revoke", session_id="nope", initiator="admin"),
+        make_event("user.revoke_all", user_id="nobody", initiator="admin"),
+        make_event("logout.user", session_id="s-2"),
+    ]
+    results = engine.handle_batch([(event, f"m-{n}") for n, event in enumerate(events)])
+    assert results == [HandleResult.COMPLETED] * 3
+    assert skipped == [1]
+    assert sorted(engine.finished) == sorted(str(event["event_id"]) for event in events)
+    with populated.database() as db:
+        statuses = db.scalars(select(EventRecord.status)).all()
+    assert statuses == [EventStatus.COMPLETED] * 3
+
+
+def test_a_batch_with_a_duplicate_keeps_the_flush_wait(
+    populated: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate is acknowledged after the first transaction alone: that one must be
+    durable when it commits."""
+    skipped: list[int] = []
+    monkeypatch.setattr(
+        "orchestrator.logout.engine._commit_without_flush_wait", lambda conn: skipped.append(1)
+    )
+    event = make_event("logout.user", session_id="s-2")
+    results = _processor(populated).handle_batch([(event, "m-1"), (dict(event), "m-2")])
+    assert results == [HandleResult.COMPLETED, HandleResult.DUPLICATE]
+    assert skipped == []
+
+
+def test_a_notice_that_cannot_be_sent_does_not_fail_the_logout(populated: Runtime) -> None:
+    """Notices go out after the commit and are hints: a notifier that raises is logged."""
+
+    def broken(notices: Sequence[tuple[str, str]]) -> None:
+        raise OSError("notification queue full")
+
+    attempts = Attempts(_no_sender, populated.retry_policy())
+    engine = LogoutEngine(populated.database, {}, attempts, _no_schedule, notify=broken)
+    event = make_event("logout.user", session_id="s-1")
+    assert engine.handle(event, "m-1") is HandleResult.COMPLETED
+    assert _ended(populated) == {"s-1": "logout"}
+    with populated.database() as db:
+        assert db.scalars(select(EventRecord.status)).all() == [EventStatus.COMPLETED]

@@ -1,17 +1,19 @@
 """The layout's rules, checked on the source: ``protocols/`` imports nothing from
-``orchestrator/`` (the protocol contract stands alone), and no module of ``orchestrator/`` grows
-past 400 lines nor any of its functions past 60 (migrations aside: they are written once and
-never edited)."""
+``orchestrator/`` (the protocol contract stands alone), and no module of ``orchestrator/`` or
+``api/`` grows past 400 lines nor any of its functions past 60 (migrations aside: they are
+written once and never edited)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import api
 import orchestrator
 import protocols
 
 _ORCHESTRATOR = Path(orchestrator.__file__).parent
+_API = Path(api.__file__).parent
 _PROTOCOLS = Path(protocols.__file__).parent
 
 
@@ -89,3 +91,19 @@ def test_the_check_sees_a_long_method(tmp_path: Path) -> None:
         f"class C:\n    def long(self):\n{body}\n    def short(self):\n        pass\n"
     )
     assert _long_functions(module) == {"long": 61}
+
+
+def test_no_api_module_is_over_400_lines_nor_function_over_60() -> None:
+    """The HTTP service keeps the same sizes: one module per area (the OpenAPI document's
+    paths too), endpoints as methods rather than one long closure of closures."""
+    long = {
+        str(path.relative_to(_API)): lines
+        for path in _API.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    long |= {
+        f"{path.relative_to(_API)}: {name}": lines
+        for path in _API.rglob("*.py")
+        for name, lines in _long_functions(path).items()
+    }
+    assert long == {}
