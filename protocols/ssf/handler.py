@@ -86,6 +86,7 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
             sub_id=sub_id,
             now=context.now,
             txn=context.event_id,
+            delivery_id=context.delivery_id,
             event_type=context.event_type,
             initiator=context.initiator,
             occurred=context.occurred_at or context.now,

@@ -86,8 +86,20 @@ def test_session_revoked_set(handler: SsfHandler) -> None:
             "reason_admin": {"en": "The user logged out"},
         }
     }
-    again = handler.backchannel_request(stream, _session(), _context())
-    assert _verify(again.content.decode(), handler.jwks())[1]["jti"] != claims["jti"]
+
+
+def test_jti_is_stable_across_attempts_of_one_delivery(handler: SsfHandler) -> None:
+    """A retry after a lost 202 is the same SET (same ``jti``) with the attempt's ``iat``;
+    another delivery (another stream or session) gets another ``jti``."""
+    stream = _stream(handler)
+    first = _verify(handler.signed_set(stream, _session(), _context()), handler.jwks())[1]
+    later = replace(_context(), attempt=2, now=NOW.replace(minute=5))
+    retried = _verify(handler.signed_set(stream, _session(), later), handler.jwks())[1]
+    assert retried["jti"] == first["jti"]
+    assert retried["iat"] == first["iat"] + 300
+    other = replace(_context(), delivery_id="d-2")
+    another = _verify(handler.signed_set(stream, _session(), other), handler.jwks())[1]
+    assert another["jti"] != first["jti"]
 
 
 def test_event_timestamp_is_when_the_event_happened(handler: SsfHandler) -> None:
