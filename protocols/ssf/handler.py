@@ -61,16 +61,20 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
         stream: StreamSettings = settings
         return {"endpoint_url": stream.endpoint_url}
 
+    def skip_reason(self, provider: ProviderInfo) -> str | None:
+        """A paused or disabled stream, one that did not request ``session-revoked``, or
+        whose ``authorization_env`` is unset: skipped, as a disabled provider is."""
+        stream: StreamSettings = provider.settings
+        return stream.not_delivering()
+
     def signed_set(
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
     ) -> str:
         """The ``session-revoked`` SET of one ended session for one stream."""
         stream: StreamSettings = provider.settings
-        if not stream.delivers_session_revoked:
-            raise PermanentDeliveryError(
-                f"the stream is {stream.status.value} or did not request session-revoked: "
-                "no SET sent (a paused stream's events are not held)"
-            )
+        reason = stream.not_delivering()
+        if reason is not None:
+            raise PermanentDeliveryError(reason)
         ids = stored_identifiers(SsfIdentifiers, session.identifiers, self.protocol)
         user_is_email = "@" in session.user_id
         sub_id = subject(

@@ -141,16 +141,26 @@ class StreamSettings(BaseModel):
             raise ValueError("authorization_env: give authorization or authorization_env, not both")
         return self
 
-    @property
-    def delivers_session_revoked(self) -> bool:
-        """Whether the stream gets ``session-revoked`` SETs now."""
-        return self.status is StreamStatus.ENABLED and SESSION_REVOKED in self.events_requested
+    def not_delivering(self) -> str | None:
+        """Why the stream gets no ``session-revoked`` SET now (None: it does): it is paused or
+        disabled, did not request the event, or its ``authorization_env`` is unset in this
+        worker (naming the variable, never a value)."""
+        if self.status is not StreamStatus.ENABLED:
+            return f"the stream is {self.status.value}: no SET sent (its events are not held)"
+        if SESSION_REVOKED not in self.events_requested:
+            return "the stream did not request session-revoked: no SET sent"
+        if self.authorization_env is not None and not os.environ.get(self.authorization_env):
+            return (
+                f"authorization_env names {self.authorization_env}, which is not set in the "
+                "worker's environment: no SET sent; set it, or give authorization"
+            )
+        return None
 
     def authorization_header(self) -> str | None:
         """The Authorization header value: the literal, or the worker's variable.
 
-        A named variable that is unset fails the delivery, naming the variable (never a
-        value)."""
+        A named variable that is unset fails the request, naming the variable (never a
+        value); deliveries are skipped before that (:meth:`not_delivering`)."""
         if self.authorization_env is None:
             return self.authorization
         value = os.environ.get(self.authorization_env)

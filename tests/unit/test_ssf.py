@@ -177,15 +177,31 @@ def test_initiating_entity(event_type: str, initiator: str, entity: str) -> None
     assert initiating_entity(event_type, initiator) == entity
 
 
-def test_a_paused_stream_gets_nothing(handler: SsfHandler) -> None:
-    held: list[dict[str, Any]] = [
-        {"status": "paused"},
-        {"status": "disabled"},
-        {"events_requested": []},
-    ]
-    for fields in held:
-        with pytest.raises(PermanentDeliveryError, match="no SET sent"):
-            handler.signed_set(_stream(handler, **fields), _session(), _context())
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"status": "paused"}, "the stream is paused"),
+        ({"status": "disabled"}, "the stream is disabled"),
+        ({"events_requested": []}, "did not request session-revoked"),
+        ({"authorization_env": "GW_UNSET_AUTH"}, "GW_UNSET_AUTH, which is not set"),
+    ],
+)
+def test_a_stream_that_takes_nothing_now_is_skipped(
+    handler: SsfHandler, fields: dict[str, Any], reason: str
+) -> None:
+    """The host skips (not fails) such a stream's deliveries, with the handler's reason."""
+    stream = _stream(handler, **fields)
+    assert reason in (handler.skip_reason(stream) or "")
+    with pytest.raises(PermanentDeliveryError, match="no SET sent"):
+        handler.signed_set(stream, _session(), _context())
+
+
+def test_an_enabled_stream_is_not_skipped(
+    handler: SsfHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert handler.skip_reason(_stream(handler)) is None
+    monkeypatch.setenv("GW_PUSH_AUTH", "Bearer from-env")
+    assert handler.skip_reason(_stream(handler, authorization_env="GW_PUSH_AUTH")) is None
 
 
 def test_authorization_from_the_environment(
