@@ -22,8 +22,7 @@ from orchestrator.store import Provider, utcnow
 from orchestrator.subscriptions import EVERY_USER, subscribe, subscribers, unsubscribe
 from protocols.ssf import (
     PUSH_DELIVERY,
-    SESSION_REVOKED,
-    VERIFICATION,
+    SUPPORTED_EVENTS,
     SsfHandler,
     StreamSettings,
     StreamStatus,
@@ -45,7 +44,6 @@ __all__ = [
 
 #: The provider name of stream ``<id>`` is ``ssf-<id>``.
 PREFIX: Final = "ssf-"
-_SUPPORTED: Final = [SESSION_REVOKED, VERIFICATION]
 #: Stream settings the receiver sets, by the name it sends them under.
 _FIELDS: Final[Mapping[str, str]] = {
     "endpoint_url": "delivery.endpoint_url",
@@ -160,9 +158,9 @@ class Streams:
             "iss": self._handler.host.issuer,
             "aud": stream.aud,
             "delivery": {"method": PUSH_DELIVERY, "endpoint_url": stream.endpoint_url},
-            "events_supported": _SUPPORTED,
+            "events_supported": list(SUPPORTED_EVENTS),
             "events_requested": stream.events_requested,
-            "events_delivered": [e for e in stream.events_requested if e in _SUPPORTED],
+            "events_delivered": stream.events_delivered,
             "description": stream.description,
             "format": stream.subject_format.value,
         }

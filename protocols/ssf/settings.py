@@ -30,8 +30,11 @@ __all__ = [
 SESSION_REVOKED: Final = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 #: SSF 1.0 §8.1.4: the verification event a receiver asks for.
 VERIFICATION: Final = "https://schemas.openid.net/secevent/ssf/event-type/verification"
-#: What a stream may request (``events_requested``).
+#: What this transmitter sends (``events_supported``); a stream may request others, and gets
+#: the intersection (``events_delivered``).
 SUPPORTED_EVENTS: Final = (SESSION_REVOKED, VERIFICATION)
+#: How many event types a stream may request.
+_MAX_REQUESTED: Final = 64
 #: The name of an environment variable an ``authorization_env`` may give.
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -118,14 +121,21 @@ class StreamSettings(BaseModel):
 
     @field_validator("events_requested")
     @classmethod
-    def _known_events(cls, value: list[str]) -> list[str]:
+    def _event_uris(cls, value: list[str]) -> list[str]:
+        """Any event type URI may be requested (SSF 1.0 §8.1.1: the transmitter delivers
+        the intersection with what it supports, :attr:`events_delivered`); kept as asked,
+        without repeats."""
+        if len(value) > _MAX_REQUESTED:
+            raise ValueError(f"at most {_MAX_REQUESTED} event types")
         for event in value:
-            if event not in SUPPORTED_EVENTS:
-                raise ValueError(
-                    f"{event!r} is not an event this transmitter sends (supported: "
-                    f"{', '.join(SUPPORTED_EVENTS)})"
-                )
+            if not 0 < len(event) <= 2048 or event != event.strip():
+                raise ValueError(f"{event[:64]!r} is not an event type URI")
         return list(dict.fromkeys(value))
+
+    @property
+    def events_delivered(self) -> list[str]:
+        """What the stream gets: the events it requested that this transmitter sends."""
+        return [event for event in self.events_requested if event in SUPPORTED_EVENTS]
 
     @field_validator("authorization_env")
     @classmethod
@@ -147,7 +157,7 @@ class StreamSettings(BaseModel):
         worker (naming the variable, never a value)."""
         if self.status is not StreamStatus.ENABLED:
             return f"the stream is {self.status.value}: no SET sent (its events are not held)"
-        if SESSION_REVOKED not in self.events_requested:
+        if SESSION_REVOKED not in self.events_delivered:
             return "the stream did not request session-revoked: no SET sent"
         if self.authorization_env is not None and not os.environ.get(self.authorization_env):
             return (

@@ -149,7 +149,7 @@ def test_a_receiver_manages_its_own_streams(api: ApiServer, rx: Receiver) -> Non
             "delivery.method",
             "urn:ietf:rfc:8935",
         ),
-        ({"events_requested": ["urn:example:other"]}, "events_requested", "not an event"),
+        ({"events_requested": [""]}, "events_requested", "not an event type URI"),
         ({"format": "phone"}, "format", "iss_sub"),
         ({"colour": "blue"}, "colour", ""),
     ],
@@ -167,6 +167,18 @@ def test_bad_streams_are_problems_naming_the_field(
     assert [p["field"] for p in problems] == [field]
     assert message in problems[0]["message"]
     assert listed == []
+
+
+def test_unsupported_requested_events_are_kept_and_the_intersection_delivered(
+    api: ApiServer, rx: Receiver
+) -> None:
+    """SSF 1.0 §8.1.1: the transmitter takes any requested event and delivers what it
+    supports of them (``events_delivered``), rather than refusing the stream."""
+    other = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
+    made = create(api, rx, events_requested=[other, SESSION_REVOKED])
+    assert made["events_requested"] == [other, SESSION_REVOKED]
+    assert made["events_delivered"] == [SESSION_REVOKED]
+    assert other not in made["events_supported"]
 
 
 def test_verification_event_reaches_the_receiver(api: ApiServer, rx: Receiver) -> None:

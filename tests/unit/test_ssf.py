@@ -215,6 +215,18 @@ def test_authorization_from_the_environment(
     assert request.headers["authorization"] == "Bearer from-env"
 
 
+def test_unsupported_events_are_kept_and_not_delivered(handler: SsfHandler) -> None:
+    """SSF 1.0 §8.1.1: a stream may request any event; it gets the intersection."""
+    other = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
+    stream = _stream(handler, events_requested=[other, SESSION_REVOKED, other])
+    assert stream.settings.events_requested == [other, SESSION_REVOKED]
+    assert stream.settings.events_delivered == [SESSION_REVOKED]
+    assert handler.skip_reason(stream) is None
+    only_other = _stream(handler, events_requested=[other])
+    assert only_other.settings.events_delivered == []
+    assert "did not request session-revoked" in (handler.skip_reason(only_other) or "")
+
+
 def test_the_secret_is_not_in_the_repr(handler: SsfHandler) -> None:
     assert "rx-secret" not in repr(_stream(handler, authorization="Bearer rx-secret").settings)
 
@@ -225,7 +237,8 @@ def test_the_secret_is_not_in_the_repr(handler: SsfHandler) -> None:
         ({"endpoint_url": "http://gw.example/push"}, "endpoint_url", "set allow_http"),
         ({"aud": ""}, "aud", "at least 1 character"),
         ({"subject_format": "phone"}, "subject_format", "'iss_sub', 'email'"),
-        ({"events_requested": ["urn:x"]}, "events_requested", "not an event this"),
+        ({"events_requested": [" urn:x"]}, "events_requested", "not an event type URI"),
+        ({"events_requested": ["urn:x"] * 65}, "events_requested", "at most 64"),
         ({"authorization_env": "1BAD"}, "authorization_env", "variable name"),
         ({"authorization": "x", "authorization_env": "A"}, "authorization_env", "not both"),
         ({"status": "sleeping"}, "status", "'enabled'"),
