@@ -68,8 +68,10 @@ def routes(service: Service) -> list[Route]:
     def owner(request: Request) -> str:
         return service.auth.require(request, "ssf:streams").name
 
-    async def well_known(request: Request) -> Response:
-        answer = metadata(service.settings.issuer, str(request.base_url))
+    async def well_known(_request: Request) -> Response:
+        # Never request.base_url: the Host header is the client's, and a cache in front
+        # would hand a forged one's endpoints to every receiver.
+        answer = metadata(service.settings.issuer, service.settings.public_url)
         answer["default_subjects"] = handler.settings.default_subjects
         return JSONResponse(answer)
 

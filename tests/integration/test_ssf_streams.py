@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .api_server import ApiServer
+from .api_server import ApiServer, start_api
 from .ssf_receiver import Receiver
 from .support import LoopbackServers, Stack, deliveries, logout_event, publish, wait_settled
 from .test_saml import DELIVERY_SETTINGS
@@ -82,9 +82,25 @@ def test_metadata_and_jwks_are_public(api: ApiServer, stack: Stack) -> None:
         "default_subjects": "NONE",
     }
     assert all("d" not in key for key in jwks["keys"])
+    with api.client() as client:
+        forged = client.get("/.well-known/ssf-configuration", headers={"Host": "evil.example"})
+    assert forged.json() == meta, "the endpoints come from the settings, not the Host header"
     printed = stack.cli("keys", "jwks", env=ENV)
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout) == jwks
+
+
+def test_metadata_names_the_configured_public_url(stack: Stack) -> None:
+    """Behind a proxy, ``api_public_url`` is what receivers are told to call."""
+    stack.protocols = ["oidc", "ssf"]
+    behind = start_api(stack, {**ENV, "LOGOUT_API_PUBLIC_URL": "https://logout.example/"})
+    try:
+        with behind.client() as client:
+            meta = client.get("/.well-known/ssf-configuration").json()
+    finally:
+        behind.stop()
+    assert meta["configuration_endpoint"] == f"https://logout.example{STREAM}"
+    assert meta["jwks_uri"] == "https://logout.example/v1/ssf/jwks.json"
 
 
 def test_stream_management_needs_the_scope(api: ApiServer) -> None:
