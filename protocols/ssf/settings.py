@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal, Self
@@ -12,6 +13,7 @@ from typing import Any, Final, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.validation import check_uri, input_error, text_list, uri_form
+from schemas.durations import WholeSeconds
 from schemas.errors import PermanentDeliveryError
 
 __all__ = [
@@ -81,8 +83,25 @@ class SsfSettings(BaseModel):
         default=False,
         description="let streams registered over HTTP push to http:// endpoints (development)",
     )
+    subject_tokens: list[str] | None = Field(
+        default=None,
+        description="the API tokens (names) whose streams may add subjects and get "
+        "default_subjects = ALL; unset: every token with scope ssf:streams",
+    )
+    min_verification_interval: WholeSeconds = Field(
+        default=30,
+        ge=1,
+        le=86_400,
+        description="the shortest time between two verification SETs a receiver asks for, "
+        "per stream (SSF 1.0 §8.1.1); sooner is a 429 with Retry-After",
+    )
 
-    _lists = field_validator("key_files", mode="before")(text_list)
+    def may_add_subjects(self, token: str) -> bool:
+        """Whether the stream of API token ``token`` may add subjects (or hear of every
+        user): any token unless ``subject_tokens`` names some."""
+        return self.subject_tokens is None or token in self.subject_tokens
+
+    _lists = field_validator("key_files", "subject_tokens", mode="before")(text_list)
 
 
 class StreamSettings(BaseModel):
@@ -116,6 +135,10 @@ class StreamSettings(BaseModel):
         "sees and changes it; none for a stream of the providers file",
     )
     status_reason: str | None = Field(default=None, max_length=512)
+    verification_requested_at: datetime | None = Field(
+        default=None,
+        description="when the receiver last asked for a verification SET (its interval)",
+    )
 
     _uri_form = field_validator("endpoint_url")(uri_form)
 
