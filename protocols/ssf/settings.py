@@ -7,11 +7,11 @@ import os
 import re
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocols.oidc.signing import SigningSettings
 from protocols.validation import check_uri, input_error, text_list, uri_form
 from schemas.durations import WholeSeconds
 from schemas.errors import PermanentDeliveryError
@@ -59,21 +59,14 @@ class StreamStatus(StrEnum):
     DISABLED = "disabled"
 
 
-class SsfSettings(BaseModel):
+class SsfSettings(SigningSettings):
     """The SSF handler's own settings: ``[protocols.ssf]``, ``LOGOUT_SSF_<FIELD>``.
 
-    SETs are signed with the logout-token keys: leave both fields unset to share the keys
-    generated into ``<data_dir>/oidc-keys``, or give the same values as ``[protocols.oidc]``.
+    SETs are signed with the logout-token keys: with ``key_files`` and ``active_kid`` both
+    unset here, the host gives those of ``[protocols.oidc]`` (or, with none there either,
+    the keys generated into ``<data_dir>/oidc-keys``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key_files: list[Path] = Field(
-        default_factory=list,
-        description="PEM private keys, as key_files of [protocols.oidc] (give the same). "
-        "Default: the keys generated into <data_dir>/oidc-keys",
-    )
-    active_kid: str | None = Field(default=None, description="kid of the signing key")
     default_subjects: Literal["ALL", "NONE"] = Field(
         default="NONE",
         description="what a stream registered over HTTP hears of before it adds subjects: "
@@ -101,7 +94,7 @@ class SsfSettings(BaseModel):
         user): any token unless ``subject_tokens`` names some."""
         return self.subject_tokens is None or token in self.subject_tokens
 
-    _lists = field_validator("key_files", "subject_tokens", mode="before")(text_list)
+    _token_list = field_validator("subject_tokens", mode="before")(text_list)
 
 
 class StreamSettings(BaseModel):

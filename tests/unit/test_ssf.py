@@ -13,6 +13,8 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
+from orchestrator.handlers import build_handler
+from orchestrator.settings import Settings
 from protocols import (
     BackchannelResponse,
     HostInfo,
@@ -21,6 +23,7 @@ from protocols import (
     ProviderSessionInfo,
 )
 from protocols.oidc import OidcHandler, OidcSettings
+from protocols.oidc.keys import generate_key
 from protocols.ssf import (
     SESSION_REVOKED,
     VERIFICATION,
@@ -290,3 +293,20 @@ def test_verification_set(handler: SsfHandler) -> None:
     assert claims["sub_id"] == {"format": "opaque", "id": "st-1"}
     assert claims["events"] == {VERIFICATION: {"state": "state-9"}}
     assert "txn" not in claims
+
+
+def test_ssf_takes_the_oidc_key_ring_when_it_names_none(tmp_path: Path) -> None:
+    """key_files and active_kid of [protocols.oidc] are the SSF handler's too unless its own
+    section names keys: one key ring, configured once."""
+    keys = tmp_path / "keys"
+    first, second = generate_key(keys), generate_key(keys, "ES256")
+    files = sorted(str(path) for path in keys.glob("*.pem"))
+    oidc_keys = {"key_files": files, "active_kid": second.kid}
+    settings = Settings.load(None, data_dir=tmp_path, protocol_settings={"oidc": oidc_keys})
+    oidc, ssf = build_handler(settings, OidcHandler), build_handler(settings, SsfHandler)
+    assert ssf.jwks() == oidc.keys.jwks()
+    assert ssf.keys.active.kid == oidc.keys.active.kid == second.kid
+    assert ssf.key_directories() == []
+    own = {"oidc": oidc_keys, "ssf": {"active_kid": first.kid, "key_files": files}}
+    separate = Settings.load(None, data_dir=tmp_path, protocol_settings=own)
+    assert build_handler(separate, SsfHandler).keys.active.kid == first.kid
