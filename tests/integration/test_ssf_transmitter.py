@@ -82,6 +82,23 @@ def link(provider: str, **identifiers: str) -> dict[str, Any]:
     }
 
 
+def log_out_through(stack: Stack, providers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seed ``providers``, each with a provider session of the user's ``s-1``; a worker
+    ends ``s-1``; returns the logout event once every delivery settled."""
+    stack.seed(
+        providers=providers,
+        records=[
+            {"kind": "session", "session_id": "s-1", "user_id": USER},
+            *(link(provider["name"]) for provider in providers),
+        ],
+    )
+    stack.start_worker({**ENV, **DELIVERY_SETTINGS})
+    event = logout_event("s-1")
+    publish(stack, event)
+    wait_settled(stack, event["event_id"], len(providers))
+    return event
+
+
 def receiver(service: ApiServer, fmt: str, *script: Answer) -> Receiver:
     jwks = f"{service.base_url}/v1/ssf/jwks.json"
     return Receiver(jwks, ISSUER, f"https://{fmt}.rx.example", fmt, *script)
@@ -157,18 +174,7 @@ def test_receiver_errors_fail_or_retry_the_delivery(
     busy = receivers.start(
         receiver(service, "opaque", Answer(503, headers={"Retry-After": "1"}), Answer(202))
     )
-    stack.seed(
-        providers=[stream("refusing", refusing), stream("busy", busy)],
-        records=[
-            {"kind": "session", "session_id": "s-1", "user_id": USER},
-            link("refusing"),
-            link("busy"),
-        ],
-    )
-    stack.start_worker({**ENV, **DELIVERY_SETTINGS})
-    event = logout_event("s-1")
-    publish(stack, event)
-    wait_settled(stack, event["event_id"], 2)
+    event = log_out_through(stack, [stream("refusing", refusing), stream("busy", busy)])
     found = {d.provider: d for d in deliveries(stack)}
     assert (found["refusing"].status, found["refusing"].attempts) == ("failed", 1)
     assert found["refusing"].last_status_code == 400
@@ -199,23 +205,9 @@ def test_a_paused_stream_and_an_unset_authorization_env_are_skipped(
     nothing and recorded skipped (not failed), with the reason; the enabled stream gets its
     SET and the logout is not partial."""
     rx = {name: receivers.start(receiver(service, "iss_sub")) for name in ("on", "held", "env")}
-    stack.seed(
-        providers=[
-            stream("on", rx["on"]),
-            stream("held", rx["held"], status="paused"),
-            {**stream("env", rx["env"]), "authorization": None, "authorization_env": "NO_SUCH_V"},
-        ],
-        records=[
-            {"kind": "session", "session_id": "s-1", "user_id": USER},
-            link("on"),
-            link("held"),
-            link("env"),
-        ],
-    )
-    stack.start_worker({**ENV, **DELIVERY_SETTINGS})
-    event = logout_event("s-1")
-    publish(stack, event)
-    wait_settled(stack, event["event_id"], 3)
+    unset = {**stream("env", rx["env"]), "authorization": None, "authorization_env": "NO_SUCH_V"}
+    on, held = stream("on", rx["on"]), stream("held", rx["held"], status="paused")
+    event = log_out_through(stack, [on, held, unset])
     assert {d.provider: d.status for d in deliveries(stack)} == {
         "on": "succeeded",
         "held": "skipped",
