@@ -59,7 +59,7 @@ def stored_problem(stream_id: str, exc: InputError) -> ApiProblem:
         409,
         "stream settings no longer valid",
         f"stream {stream_id!r} is stored with settings this release refuses; an operator "
-        "must correct its provider (providers load) or delete the stream",
+        "must correct its provider (providers load) or remove it (providers remove)",
         [Problem(f"stream {stream_id!r}", p.field, p.message) for p in exc.problems],
     )
 
