@@ -10,26 +10,47 @@ keep naming it. Its subscriptions go at once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any, Final, Literal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+import structlog
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.problems import ApiProblem
+from api.ssf_stream_changes import (
+    PREFIX,
+    Change,
+    check_interval,
+    described,
+    not_found,
+    receiver_problem,
+    required_id,
+    stored_problem,
+)
+from api.ssf_stream_requests import (
+    Delivery,
+    StatusUpdate,
+    StreamRequest,
+    SubjectRequest,
+    VerifyRequest,
+)
+from orchestrator.audit import emit, write_audit
+from orchestrator.registry import write_providers
 from orchestrator.runtime import Runtime
 from orchestrator.store import Provider, utcnow
 from orchestrator.subscriptions import EVERY_USER, subscribe, subscribers, unsubscribe
+from orchestrator.trail import ssf_stream_changed
 from protocols.ssf import (
     PUSH_DELIVERY,
-    SESSION_REVOKED,
-    VERIFICATION,
+    SUPPORTED_EVENTS,
     SsfHandler,
     StreamSettings,
     StreamStatus,
-    SubjectFormat,
     classify_push,
 )
+from schemas import AuditType
 from schemas.errors import DeliveryError, InputError, Problem
 from schemas.registry import ProviderConfig
 
@@ -43,82 +64,22 @@ __all__ = [
     "VerifyRequest",
 ]
 
-#: The provider name of stream ``<id>`` is ``ssf-<id>``.
-PREFIX: Final = "ssf-"
-_SUPPORTED: Final = [SESSION_REVOKED, VERIFICATION]
-#: Stream settings the receiver sets, by the name it sends them under.
-_FIELDS: Final[Mapping[str, str]] = {
-    "endpoint_url": "delivery.endpoint_url",
-    "authorization": "delivery.authorization_header",
-    "subject_format": "format",
-}
+STREAM_CREATED: Final = AuditType.SSF_STREAM_CREATED
+STREAM_UPDATED: Final = AuditType.SSF_STREAM_UPDATED
+STREAM_DELETED: Final = AuditType.SSF_STREAM_DELETED
+SUBJECT_ADDED: Final = AuditType.SSF_SUBJECT_ADDED
+SUBJECT_REMOVED: Final = AuditType.SSF_SUBJECT_REMOVED
 
-
-class Delivery(BaseModel):
-    """SSF 1.0 §8.1.1 ``delivery``: push (RFC 8935) only."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["urn:ietf:rfc:8935"]
-    endpoint_url: str = Field(min_length=1, max_length=2048)
-    authorization_header: str | None = Field(default=None, min_length=1, max_length=4096)
-
-
-class StreamRequest(BaseModel):
-    """A stream configuration as a receiver sends it (create, replace or update); what the
-    transmitter supplies (``iss``, ``events_supported``, ``events_delivered``,
-    ``min_verification_interval``) is taken and ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stream_id: str | None = None
-    delivery: Delivery | None = None
-    aud: str | None = Field(default=None, min_length=1, max_length=2048)
-    events_requested: list[str] | None = None
-    description: str | None = Field(default=None, max_length=512)
-    format: SubjectFormat | None = None
-    iss: Any = None
-    events_supported: Any = None
-    events_delivered: Any = None
-    min_verification_interval: Any = None
-
-
-class StatusUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stream_id: str
-    status: StreamStatus
-    reason: str | None = Field(default=None, max_length=512)
-
-
-class SubjectRequest(BaseModel):
-    """SSF 1.0 §8.1.3 add or remove a subject."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stream_id: str
-    subject: dict[str, Any]
-    verified: bool | None = None
-
-
-class VerifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stream_id: str
-    state: str | None = Field(default=None, max_length=1024)
-
-
-def _not_found(stream_id: str) -> ApiProblem:
-    return ApiProblem(
-        404,
-        "no such stream",
-        f"stream {stream_id!r} is not one of this token's streams; list them with "
-        "GET /v1/ssf/stream",
-    )
+_log = structlog.get_logger("logout.api")
 
 
 class Streams:
-    """Stream configurations on the runtime's database, for the holder ``owner``."""
+    """Stream configurations on the runtime's database, for the holder ``owner``.
+
+    Each change reads the stream's provider row locked (``FOR UPDATE``) and writes it in the
+    same transaction, with its audit record: a change racing a delete cannot bring the
+    stream back, and the operator's ``enabled`` (``providers disable``) is kept as found.
+    """
 
     def __init__(self, runtime: Runtime, handler: SsfHandler) -> None:
         self._runtime = runtime
@@ -126,32 +87,43 @@ class Streams:
 
     # -- reading ----------------------------------------------------------------------
 
+    def _owned(self, row: Provider | None, owner: str, stream_id: str) -> StreamSettings:
+        if row is None or row.protocol != "ssf" or row.settings.get("owner") != owner:
+            raise not_found(stream_id)
+        try:
+            settings = self._handler.stored_settings(row.name, row.settings)
+        except InputError as exc:
+            raise stored_problem(stream_id, exc) from None
+        if not isinstance(settings, StreamSettings):
+            raise not_found(stream_id)
+        return settings
+
     def _row(self, owner: str, stream_id: str) -> StreamSettings:
         with self._runtime.database() as db:
-            row = db.get(Provider, PREFIX + stream_id)
-        if row is None or row.protocol != "ssf":
-            raise _not_found(stream_id)
-        settings = self._handler.stored_settings(row.name, row.settings)
-        if not isinstance(settings, StreamSettings) or settings.owner != owner:
-            raise _not_found(stream_id)
-        return settings
+            return self._owned(db.get(Provider, PREFIX + stream_id), owner, stream_id)
 
     def read(self, owner: str, stream_id: str) -> dict[str, Any]:
         return self.configuration(stream_id, self._row(owner, stream_id))
 
     def listing(self, owner: str) -> list[dict[str, Any]]:
+        """The holder's streams; one whose stored settings no longer pass is left out (and
+        logged, naming it), not the whole listing refused: reading it names the problem."""
         with self._runtime.database() as db:
             rows = db.scalars(
                 select(Provider)
                 .where(Provider.protocol == "ssf", Provider.name.startswith(PREFIX))
                 .order_by(Provider.name)
             ).all()
-        return [
-            self.configuration(row.name.removeprefix(PREFIX), settings)
-            for row in rows
-            for settings in [self._handler.stored_settings(row.name, row.settings)]
-            if settings.owner == owner
-        ]
+        found = []
+        for row in rows:
+            if row.settings.get("owner") != owner:
+                continue
+            stream_id = row.name.removeprefix(PREFIX)
+            try:
+                found.append(self.configuration(stream_id, self._owned(row, owner, stream_id)))
+            except ApiProblem as exc:
+                _log.warning("stream left out of listing", stream=stream_id, problem=exc.title)
+        return found
 
     def configuration(self, stream_id: str, stream: StreamSettings) -> dict[str, Any]:
         """SSF 1.0 §8.1.1 as the receiver reads it: never the authorization header."""
@@ -160,11 +132,12 @@ class Streams:
             "iss": self._handler.host.issuer,
             "aud": stream.aud,
             "delivery": {"method": PUSH_DELIVERY, "endpoint_url": stream.endpoint_url},
-            "events_supported": _SUPPORTED,
+            "events_supported": list(SUPPORTED_EVENTS),
             "events_requested": stream.events_requested,
-            "events_delivered": [e for e in stream.events_requested if e in _SUPPORTED],
+            "events_delivered": stream.events_delivered,
             "description": stream.description,
             "format": stream.subject_format.value,
+            "min_verification_interval": self._handler.settings.min_verification_interval,
         }
 
     def status(self, owner: str, stream_id: str) -> dict[str, Any]:
@@ -176,18 +149,33 @@ class Streams:
 
     # -- writing ----------------------------------------------------------------------
 
-    def _store(self, stream_id: str, settings: Mapping[str, Any], enabled: bool = True) -> None:
-        """Write the stream's provider through the registry: checked like the providers
-        file; each problem names the field as the receiver sent it."""
+    @contextmanager
+    def _changing(self, owner: str, stream_id: str) -> Iterator[Change]:
+        """The holder's stream, its provider row locked until the change commits; the
+        audit records the change collects are written last and logged after the commit."""
+        with self._runtime.database.begin() as db:
+            row = db.scalars(
+                select(Provider).where(Provider.name == PREFIX + stream_id).with_for_update()
+            ).one_or_none()
+            change = Change(db, owner, stream_id, row, self._owned(row, owner, stream_id))
+            yield change
+            records = write_audit(db, change.audit)  # last
+        emit(records)
+
+    def _store(
+        self, db: Session, stream_id: str, settings: Mapping[str, Any], *, enabled: bool
+    ) -> None:
+        """Write the stream's provider through the registry's checks (the providers file's,
+        egress policy included) in the caller's transaction. A problem with what the
+        receiver sent names its field in the body; any other names the stream."""
         config = ProviderConfig.model_validate(
             {"name": PREFIX + stream_id, "protocol": "ssf", "enabled": enabled, **settings}
         )
         try:
-            self._runtime.registry.upsert_providers([config])
+            checked = self._runtime.registry.check_configs([config])
         except InputError as exc:
-            raise InputError(
-                [Problem("body", _FIELDS.get(p.field, p.field), p.message) for p in exc.problems]
-            ) from None
+            raise InputError([receiver_problem(stream_id, p) for p in exc.problems]) from None
+        write_providers(db, checked)
 
     def _settings(self, owner: str, body: StreamRequest, base: Mapping[str, Any]) -> dict[str, Any]:
         settings = dict(base)
@@ -211,50 +199,73 @@ class Streams:
             raise InputError([Problem("body", "delivery", "required: the push endpoint")])
         stream_id = uuid.uuid4().hex
         settings = self._settings(owner, body, {"aud": body.aud or body.delivery.endpoint_url})
-        self._store(stream_id, settings)
-        if self._handler.settings.default_subjects == "ALL":
-            with self._runtime.database.begin() as db:
+        every_user = self._handler.settings.default_subjects == "ALL"
+        every_user = every_user and self._handler.settings.may_add_subjects(owner)
+        with self._runtime.database.begin() as db:
+            self._store(db, stream_id, settings, enabled=True)
+            if every_user:
                 subscribe(db, PREFIX + stream_id, EVERY_USER, utcnow())
+            detail = {**described(settings), "every_user": every_user}
+            entry = ssf_stream_changed(STREAM_CREATED, PREFIX + stream_id, owner, detail)
+            records = write_audit(db, [entry])  # last
+        emit(records)
         return self.read(owner, stream_id)
 
     def update(self, owner: str, body: StreamRequest, *, replace: bool) -> dict[str, Any]:
-        stream_id = _required_id(body.stream_id)
-        current = self._row(owner, stream_id)
-        kept = {"status": current.status.value, "status_reason": current.status_reason}
-        if replace:
-            if body.delivery is None:
-                raise InputError([Problem("body", "delivery", "required: the push endpoint")])
-            base = {**kept, "aud": body.aud or body.delivery.endpoint_url}
-        else:
-            base = current.model_dump(mode="json", exclude={"owner", "allow_http"})
-        self._store(stream_id, self._settings(owner, body, base))
+        stream_id = required_id(body.stream_id)
+        with self._changing(owner, stream_id) as change:
+            current = change.settings
+            if replace:
+                if body.delivery is None:
+                    raise InputError([Problem("body", "delivery", "required: the push endpoint")])
+                kept = current.model_dump(
+                    mode="json", include={"status", "status_reason", "verification_requested_at"}
+                )
+                base = {**kept, "aud": body.aud or body.delivery.endpoint_url}
+            else:
+                base = current.model_dump(mode="json", exclude={"owner", "allow_http"})
+            settings = self._settings(owner, body, base)
+            self._store(change.db, stream_id, settings, enabled=change.enabled)
+            change.record(STREAM_UPDATED, {**described(settings), "replaced": replace})
         return self.read(owner, stream_id)
 
     def set_status(self, owner: str, body: StatusUpdate) -> dict[str, Any]:
-        current = self._row(owner, body.stream_id)
-        settings = current.model_dump(mode="json")
-        settings.update(status=body.status.value, status_reason=body.reason)
-        self._store(body.stream_id, settings)
+        with self._changing(owner, body.stream_id) as change:
+            settings = change.settings.model_dump(mode="json")
+            settings.update(status=body.status.value, status_reason=body.reason)
+            self._store(change.db, body.stream_id, settings, enabled=change.enabled)
+            change.record(STREAM_UPDATED, {"status": body.status.value, "reason": body.reason})
         return self.status(owner, body.stream_id)
 
     def delete(self, owner: str, stream_id: str) -> None:
-        current = self._row(owner, stream_id)
-        settings = current.model_dump(mode="json")
-        settings.update(status="disabled", owner=None)
-        self._store(stream_id, settings, enabled=False)
-        with self._runtime.database.begin() as db:
-            for user_id in subscribers(db, PREFIX + stream_id):
-                unsubscribe(db, PREFIX + stream_id, user_id)
+        with self._changing(owner, stream_id) as change:
+            settings = change.settings.model_dump(mode="json")
+            settings.update(status="disabled", owner=None)
+            self._store(change.db, stream_id, settings, enabled=False)
+            provider = PREFIX + stream_id
+            subjects = subscribers(change.db, provider)
+            for user_id in subjects:
+                unsubscribe(change.db, provider, user_id)
+            change.record(STREAM_DELETED, {"subjects_removed": len(subjects)})
 
     def subject(self, owner: str, body: SubjectRequest, *, add: bool) -> None:
-        """Subscribe the stream to the subject's user (or end that); ``add`` or remove."""
-        self._row(owner, body.stream_id)
+        """Subscribe the stream to the subject's user (or end that); ``add`` or remove.
+        Adding is refused (403) to a token ``subject_tokens`` does not name."""
+        if add and not self._handler.settings.may_add_subjects(owner):
+            raise ApiProblem(
+                403,
+                "adding subjects not allowed",
+                f"token {owner!r} is not in subject_tokens of [protocols.ssf]; an operator "
+                "decides which receivers may hear of which users",
+            )
         user_id = self._user(body.subject)
-        with self._runtime.database.begin() as db:
+        with self._changing(owner, body.stream_id) as change:
+            provider = PREFIX + body.stream_id
             if add:
-                subscribe(db, PREFIX + body.stream_id, user_id, utcnow())
+                subscribe(change.db, provider, user_id, utcnow())
             else:
-                unsubscribe(db, PREFIX + body.stream_id, user_id)
+                unsubscribe(change.db, provider, user_id)
+            change.record(SUBJECT_ADDED if add else SUBJECT_REMOVED, {}, user_id)
 
     def _user(self, subject: Mapping[str, Any]) -> str:
         """The user an RFC 9493 subject names here: ``iss_sub`` of our issuer, ``email``,
@@ -283,11 +294,16 @@ class Streams:
         return found
 
     def verify(self, owner: str, body: VerifyRequest) -> None:
-        """Push the verification SET with ``state`` to the stream (SSF 1.0 §8.1.4.2)."""
-        stream = self._row(owner, body.stream_id)
-        if stream.status is StreamStatus.DISABLED:
-            raise ApiProblem(409, "stream disabled", "enable the stream before verifying it")
-        request = self._handler.verification_request(body.stream_id, stream, body.state, utcnow())
+        """Push the verification SET with ``state`` to the stream (SSF 1.0 §8.1.4.2), at
+        most once per ``min_verification_interval`` (else 429 with ``Retry-After``)."""
+        now = utcnow()
+        with self._changing(owner, body.stream_id) as change:
+            stream = change.settings
+            if stream.status is StreamStatus.DISABLED:
+                raise ApiProblem(409, "stream disabled", "enable the stream before verifying it")
+            check_interval(stream, self._handler.settings.min_verification_interval, now)
+            change.stamp_verification(now)
+        request = self._handler.verification_request(body.stream_id, stream, body.state, now)
         [result] = self._runtime.sender().send_all([request])
         try:
             if isinstance(result, DeliveryError):
@@ -299,9 +315,3 @@ class Streams:
                 "verification not accepted",
                 f"the stream's endpoint did not accept the verification SET: {exc}",
             ) from None
-
-
-def _required_id(stream_id: str | None) -> str:
-    if stream_id is None:
-        raise InputError([Problem("body", "stream_id", "required: the stream to change")])
-    return stream_id

@@ -28,7 +28,7 @@ def handler_settings(settings: Settings, handler_class: type[ProtocolHandler[Any
     protocols.saml.key_file: ...``.
     """
     protocol = handler_class.protocol
-    section = settings.protocol_settings.get(protocol, {})
+    section = _with_shared_keys(settings, handler_class)
     try:
         return handler_class.settings_model.model_validate(section)
     except ValidationError as exc:
@@ -44,6 +44,23 @@ def handler_settings(settings: Settings, handler_class: type[ProtocolHandler[Any
                 message += f" (the {protocol} handler's settings: {known})"
             problems.append(f"{where}{place}: {message}")
         raise ConfigurationError(f"invalid settings: {'; '.join(problems)}") from exc
+
+
+def _with_shared_keys(
+    settings: Settings, handler_class: type[ProtocolHandler[Any]]
+) -> dict[str, Any]:
+    """``handler_class``'s section; for a signing handler whose section names neither
+    ``key_files`` nor ``active_kid``, with those of the protocol it shares keys with
+    (``keys_of``: SSF signs with OIDC's keys, configured once)."""
+    from protocols.oidc.signing import SigningHandler
+
+    section = dict(settings.protocol_settings.get(handler_class.protocol, {}))
+    if not issubclass(handler_class, SigningHandler) or handler_class.keys_of is None:
+        return section
+    if "key_files" in section or "active_kid" in section:
+        return section
+    shared = settings.protocol_settings.get(handler_class.keys_of, {})
+    return {**section, **{k: shared[k] for k in ("key_files", "active_kid") if k in shared}}
 
 
 def _host(settings: Settings) -> HostInfo:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from orchestrator.binding import IpFacts
 from orchestrator.errors import InputError, Problem
@@ -38,6 +39,7 @@ __all__ = [
     "Progress",
     "SessionRegistry",
     "parse_providers_toml",
+    "write_providers",
 ]
 
 #: Lines between two progress reports while validating.
@@ -70,6 +72,25 @@ class ImportSummary:
     @property
     def provider_sessions_updated(self) -> int:
         return self.updated - self.sessions_updated
+
+
+def write_providers(db: Session, checked: CheckedProviders) -> ImportSummary:
+    """Upsert providers :func:`check_providers` passed, in the caller's transaction ``db``."""
+    created = updated = 0
+    for config, settings in checked.providers:
+        row = db.get(Provider, config.name)
+        if row is None:
+            row = Provider(name=config.name)
+            db.add(row)
+            created += 1
+        else:
+            updated += 1
+        row.protocol = config.protocol
+        row.enabled = config.enabled
+        row.full_logout_on_rp_initiated = config.full_logout_on_rp_initiated
+        row.settings = settings
+        row.updated_at = utcnow()
+    return ImportSummary(created, updated, checked.warnings)
 
 
 #: Looks an address up for a session's binding; None when no GeoIP database is configured.
@@ -109,9 +130,13 @@ class SessionRegistry:
         A provider whose protocol no enabled handler serves is refused, unless it says
         ``enabled = false`` (stored unchecked, with a warning): its logouts could not be sent.
         """
+        return self.store_providers(self.check_configs(configs))
+
+    def check_configs(self, configs: Sequence[ProviderConfig]) -> CheckedProviders:
+        """:func:`check_providers` on ``configs`` with this registry's handlers and egress
+        policy; writes nothing (:meth:`write_providers` does, in the caller's transaction)."""
         tables = [config.model_dump() for config in configs]
-        allow = self._egress_allow
-        return self.store_providers(check_providers(tables, self._handlers, egress_allow=allow))
+        return check_providers(tables, self._handlers, egress_allow=self._egress_allow)
 
     def load_providers_file(self, text: str, source: str) -> ImportSummary:
         """``providers load``: parse, validate and upsert a TOML file as a whole; every
@@ -124,22 +149,8 @@ class SessionRegistry:
 
     def store_providers(self, checked: CheckedProviders) -> ImportSummary:
         """Upsert providers :func:`check_providers` passed, in one transaction."""
-        created = updated = 0
         with self._database.begin() as db:
-            for config, settings in checked.providers:
-                row = db.get(Provider, config.name)
-                if row is None:
-                    row = Provider(name=config.name)
-                    db.add(row)
-                    created += 1
-                else:
-                    updated += 1
-                row.protocol = config.protocol
-                row.enabled = config.enabled
-                row.full_logout_on_rp_initiated = config.full_logout_on_rp_initiated
-                row.settings = settings
-                row.updated_at = utcnow()
-        return ImportSummary(created, updated, checked.warnings)
+            return write_providers(db, checked)
 
     def unserved_providers(self) -> list[tuple[str, str]]:
         """``(name, protocol)`` of each enabled provider no enabled handler serves (stored

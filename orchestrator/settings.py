@@ -187,6 +187,11 @@ class Settings(BaseModel):
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="bearer tokens as hashes, with their scopes"
     )
+    api_public_url: str | None = Field(
+        default=None,
+        description="the service's URL as others reach it (https://logout.example.com): the "
+        "endpoints the SSF metadata names; default http://<api_host>:<api_port>",
+    )
     api_body_limit: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request bytes, at most"
     )
@@ -216,6 +221,27 @@ class Settings(BaseModel):
         if scheme not in BROKER_SCHEMES:
             raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
         return value
+
+    @field_validator("api_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://logout.example.com")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must have no query, fragment or credentials")
+        return value.rstrip("/")
+
+    @property
+    def public_url(self) -> str:
+        """Where others reach the HTTP service: ``api_public_url``, else the address it
+        listens on; never a request's ``Host`` header (which a client chooses)."""
+        if self.api_public_url is not None:
+            return self.api_public_url
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @field_validator("ssf_transmitters")
     @classmethod

@@ -334,6 +334,13 @@ class ProtocolHandler(Generic[S_co]):
         """How this provider's sessions are logged out. Default: back-channel."""
         return Channel.BACKCHANNEL
 
+    def skip_reason(self, provider: ProviderInfo) -> str | None:
+        """Why the provider is not to be sent anything now, as a disabled provider is not
+        (its deliveries are recorded ``skipped`` with this reason, not failed, so neither a
+        roll-up says ``partial`` nor ``deliveries retry --failed`` takes them up); None when
+        it is. Default: None."""
+        return None
+
     def backchannel_request(
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
     ) -> BackchannelRequest:

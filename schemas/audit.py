@@ -41,6 +41,11 @@ class AuditType(StrEnum):
     PROVIDER_SESSIONS_ENDING = "provider.sessions_ending"
     AUDIT_PURGED = "audit.purged"
     SSF_RECEIVED = "ssf.received"
+    SSF_STREAM_CREATED = "ssf.stream_created"
+    SSF_STREAM_UPDATED = "ssf.stream_updated"
+    SSF_STREAM_DELETED = "ssf.stream_deleted"
+    SSF_SUBJECT_ADDED = "ssf.subject_added"
+    SSF_SUBJECT_REMOVED = "ssf.subject_removed"
 
 
 #: The records of a delivery's outcome, one per delivery status but pending:

@@ -103,6 +103,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         409: "the resource's state forbids it",
         413: "the body exceeds api_body_limit",
         415: "not a JSON body",
+        429: "too soon: Retry-After says when to ask again",
         422: "input refused: errors names each field",
         502: "the receiver refused what was pushed to it",
         503: "a server it needs does not answer, or it is not configured",

@@ -63,7 +63,7 @@ _SSF_OPERATIONS: Final = (
         "204",
         "",
         "VerifyRequest",
-        (404, 409, 502),
+        (404, 409, 429, 502),
     ),
 )
 

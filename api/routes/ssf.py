@@ -69,8 +69,10 @@ class _Endpoints:
     def _owner(self, request: Request) -> str:
         return self._service.auth.require(request, "ssf:streams").name
 
-    async def well_known(self, request: Request) -> Response:
-        answer = metadata(self._service.settings.issuer, str(request.base_url))
+    async def well_known(self, _request: Request) -> Response:
+        # Never request.base_url: the Host header is the client's, and a cache in front
+        # would hand a forged one's endpoints to every receiver.
+        answer = metadata(self._service.settings.issuer, self._service.settings.public_url)
         answer["default_subjects"] = self._handler.settings.default_subjects
         return JSONResponse(answer)
 

@@ -133,7 +133,7 @@ def skip_reason(work: Work) -> str | None:
     channel = work.handler.channel(provider)
     if channel is not Channel.BACKCHANNEL:
         return f"{channel.value} logout is shown to the browser, not sent by the worker"
-    return None
+    return work.handler.skip_reason(provider)
 
 
 def _time_left(leases: Leases, work: Work) -> TimeLeft | None:

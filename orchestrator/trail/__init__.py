@@ -24,6 +24,8 @@ A key names the fact, not the attempt to write it, so a replayed step writes not
 ``frontchannel.*``        ``frontchannel:<plan_id>:<entry_id>`` (the first outcome stands)
 ``audit.purged``          ``audit.purged:<checkpoint_id>``
 ``ssf.received``          ``ssf.received:<set key>`` (SHA-256 of the SET's iss and jti)
+``ssf.stream_*``          ``<type>:<provider>:<uuid>`` (each receiver's change is its own fact)
+``ssf.subject_*``         ``<type>:<provider>:<uuid>``
 ========================= ==============================================
 """
 
@@ -33,6 +35,7 @@ from orchestrator.trail.actions import (
     event_replayed,
     provider_changed,
     ssf_received,
+    ssf_stream_changed,
 )
 from orchestrator.trail.logout import (
     delivery_outcome,
@@ -65,4 +68,5 @@ __all__ = [
     "session_not_found",
     "session_started",
     "ssf_received",
+    "ssf_stream_changed",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "event_replayed",
     "provider_changed",
     "ssf_received",
+    "ssf_stream_changed",
 ]
 
 
@@ -106,4 +107,25 @@ def ssf_received(stream: str, set_key: str, jti: str, effects: list[dict[str, An
         outcome="accepted" if published else "ignored",
         event_id=published[0] if published else None,
         detail={"stream": stream, "jti": jti, "events": effects},
+    )
+
+
+def ssf_stream_changed(
+    kind: AuditType,
+    provider: str,
+    actor: str,
+    detail: Mapping[str, Any],
+    user_id: str | None = None,
+) -> AuditEntry:
+    """A receiver (the API token ``actor``) created, changed or deleted its stream (the
+    provider ``provider``), or added or removed a subject (``user_id``, None for every
+    user): each changes who hears of users' ended sessions. ``detail`` never holds the
+    stream's authorization header."""
+    return AuditEntry(
+        key=f"{kind.value}:{provider}:{uuid.uuid4()}",
+        type=kind,
+        outcome=kind.value.removeprefix("ssf.").split("_", 1)[1],
+        user_id=user_id,
+        provider=provider,
+        detail={"actor": actor, **detail},
     )

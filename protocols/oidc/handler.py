@@ -10,15 +10,11 @@ from protocols.base import (
     BackchannelRequest,
     Channel,
     FrontchannelEntry,
-    HostInfo,
     LogoutContext,
-    ProtocolHandler,
     ProviderInfo,
     ProviderSessionInfo,
 )
-from protocols.keyfiles import KeyDirectory
 from protocols.oidc.frontchannel import frontchannel_url
-from protocols.oidc.keys import host_key_ring, pending_key_directories
 from protocols.oidc.settings import (
     LogoutMethod,
     OidcIdentifiers,
@@ -26,6 +22,7 @@ from protocols.oidc.settings import (
     OidcSettings,
     parse_provider_settings,
 )
+from protocols.oidc.signing import SigningHandler
 from protocols.oidc.tokens import logout_token_claims, sign
 from protocols.validation import stored_identifiers
 from schemas.errors import PermanentDeliveryError, Problem
@@ -35,26 +32,13 @@ __all__ = ["OidcHandler"]
 _FORM = "application/x-www-form-urlencoded"
 
 
-class OidcHandler(ProtocolHandler[OidcSettings]):
+class OidcHandler(SigningHandler[OidcSettings]):
     """OpenID Connect Back-Channel and Front-Channel Logout."""
 
     protocol = "oidc"
     contract_version = "2.0"
     settings_model = OidcSettings
     identifier_model = OidcIdentifiers
-
-    def __init__(self, settings: OidcSettings, host: HostInfo) -> None:
-        super().__init__(settings, host)
-        self.keys = host_key_ring(settings.key_files, host.data_dir, settings.active_kid)
-
-    def start(self) -> None:
-        """Load the signing keys, generating the default one when there is none."""
-        self.keys.load()
-
-    def key_directories(self) -> list[KeyDirectory]:
-        """``<data_dir>/oidc-keys`` when a signing key will be generated there."""
-        setting = "key_files of [protocols.oidc] (LOGOUT_OIDC_KEY_FILES)"
-        return pending_key_directories(self.settings.key_files, self.host.data_dir, setting)
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_provider_settings(provider, settings)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocols.validation import check_uri, input_error, text_list, uri_form
+from protocols.oidc.signing import SigningSettings
+from protocols.validation import check_uri, input_error, uri_form
 from schemas.durations import WholeSeconds
 from schemas.fields import Identifier
 
@@ -30,24 +30,13 @@ class OidcIdentifiers(BaseModel):
     sub: str | None = Field(default=None, min_length=1, max_length=255)
 
 
-class OidcSettings(BaseModel):
+class OidcSettings(SigningSettings):
     """The OIDC handler's own settings: ``[protocols.oidc]`` in the settings file,
     ``LOGOUT_OIDC_<FIELD>`` in the environment."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key_files: list[Path] = Field(
-        default_factory=list,
-        description="PEM private keys (RS256 or ES256); all are published. A variable takes "
-        "one path, comma-separated paths or a JSON list. Default: one generated into "
-        "<data_dir>/oidc-keys",
-    )
-    active_kid: str | None = Field(default=None, description="kid of the signing key")
     logout_token_lifetime: WholeSeconds = Field(
         default=120, ge=10, le=120, description="seconds a logout token is valid"
     )
-
-    _lists = field_validator("key_files", mode="before")(text_list)
 
 
 class LogoutMethod(StrEnum):

@@ -5,6 +5,7 @@ from protocols.ssf.handler import SsfHandler
 from protocols.ssf.push import PUSH_DELIVERY, classify_push
 from protocols.ssf.settings import (
     SESSION_REVOKED,
+    SUPPORTED_EVENTS,
     VERIFICATION,
     SsfIdentifiers,
     SsfSettings,
@@ -19,6 +20,7 @@ __all__ = [
     "PUSH_DELIVERY",
     "SESSION_REVOKED",
     "SET_TYPE",
+    "SUPPORTED_EVENTS",
     "VERIFICATION",
     "SsfHandler",
     "SsfIdentifiers",

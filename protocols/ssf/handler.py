@@ -10,14 +10,11 @@ from typing import Any
 from protocols.base import (
     BackchannelRequest,
     BackchannelResponse,
-    HostInfo,
     LogoutContext,
-    ProtocolHandler,
     ProviderInfo,
     ProviderSessionInfo,
 )
-from protocols.keyfiles import KeyDirectory
-from protocols.oidc.keys import host_key_ring, pending_key_directories
+from protocols.oidc.signing import SigningHandler
 from protocols.ssf.push import classify_push, push_request
 from protocols.ssf.settings import (
     SsfIdentifiers,
@@ -32,27 +29,14 @@ from schemas.errors import PermanentDeliveryError
 __all__ = ["SsfHandler"]
 
 
-class SsfHandler(ProtocolHandler[SsfSettings]):
+class SsfHandler(SigningHandler[SsfSettings]):
     """OpenID Shared Signals 1.0 transmitter: CAEP ``session-revoked`` over RFC 8935 push."""
 
     protocol = "ssf"
     contract_version = "2.0"
     settings_model = SsfSettings
     identifier_model = SsfIdentifiers
-
-    def __init__(self, settings: SsfSettings, host: HostInfo) -> None:
-        super().__init__(settings, host)
-        # With no key_files, SETs and logout tokens are signed with the generated keys alike.
-        self.keys = host_key_ring(settings.key_files, host.data_dir, settings.active_kid)
-
-    def start(self) -> None:
-        """Load the signing keys, generating the default one when there is none."""
-        self.keys.load()
-
-    def key_directories(self) -> list[KeyDirectory]:
-        """``<data_dir>/oidc-keys`` when a signing key will be generated there."""
-        setting = "key_files of [protocols.ssf] (LOGOUT_SSF_KEY_FILES)"
-        return pending_key_directories(self.settings.key_files, self.host.data_dir, setting)
+    keys_of = "oidc"  # SETs and logout tokens share one key ring, configured once
 
     def validate_settings(self, provider: str, settings: Mapping[str, Any]) -> Any:
         return parse_stream_settings(provider, settings)
@@ -61,16 +45,20 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
         stream: StreamSettings = settings
         return {"endpoint_url": stream.endpoint_url}
 
+    def skip_reason(self, provider: ProviderInfo) -> str | None:
+        """A paused or disabled stream, one that did not request ``session-revoked``, or
+        whose ``authorization_env`` is unset: skipped, as a disabled provider is."""
+        stream: StreamSettings = provider.settings
+        return stream.not_delivering()
+
     def signed_set(
         self, provider: ProviderInfo, session: ProviderSessionInfo, context: LogoutContext
     ) -> str:
         """The ``session-revoked`` SET of one ended session for one stream."""
         stream: StreamSettings = provider.settings
-        if not stream.delivers_session_revoked:
-            raise PermanentDeliveryError(
-                f"the stream is {stream.status.value} or did not request session-revoked: "
-                "no SET sent (a paused stream's events are not held)"
-            )
+        reason = stream.not_delivering()
+        if reason is not None:
+            raise PermanentDeliveryError(reason)
         ids = stored_identifiers(SsfIdentifiers, session.identifiers, self.protocol)
         user_is_email = "@" in session.user_id
         sub_id = subject(
@@ -86,6 +74,7 @@ class SsfHandler(ProtocolHandler[SsfSettings]):
             sub_id=sub_id,
             now=context.now,
             txn=context.event_id,
+            delivery_id=context.delivery_id,
             event_type=context.event_type,
             initiator=context.initiator,
             occurred=context.occurred_at or context.now,

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocols.oidc.signing import SigningSettings
 from protocols.validation import check_uri, input_error, text_list, uri_form
+from schemas.durations import WholeSeconds
 from schemas.errors import PermanentDeliveryError
 
 __all__ = [
@@ -33,8 +35,11 @@ CAEP_EVENT_TYPE: Final = "https://schemas.openid.net/secevent/caep/event-type/"
 SESSION_REVOKED: Final = CAEP_EVENT_TYPE + "session-revoked"
 #: SSF 1.0 §8.1.4: the verification event a receiver asks for.
 VERIFICATION: Final = "https://schemas.openid.net/secevent/ssf/event-type/verification"
-#: What a stream may request (``events_requested``).
+#: What this transmitter sends (``events_supported``); a stream may request others, and gets
+#: the intersection (``events_delivered``).
 SUPPORTED_EVENTS: Final = (SESSION_REVOKED, VERIFICATION)
+#: How many event types a stream may request.
+_MAX_REQUESTED: Final = 64
 #: The name of an environment variable an ``authorization_env`` may give.
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -57,21 +62,14 @@ class StreamStatus(StrEnum):
     DISABLED = "disabled"
 
 
-class SsfSettings(BaseModel):
+class SsfSettings(SigningSettings):
     """The SSF handler's own settings: ``[protocols.ssf]``, ``LOGOUT_SSF_<FIELD>``.
 
-    SETs are signed with the logout-token keys: leave both fields unset to share the keys
-    generated into ``<data_dir>/oidc-keys``, or give the same values as ``[protocols.oidc]``.
+    SETs are signed with the logout-token keys: with ``key_files`` and ``active_kid`` both
+    unset here, the host gives those of ``[protocols.oidc]`` (or, with none there either,
+    the keys generated into ``<data_dir>/oidc-keys``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key_files: list[Path] = Field(
-        default_factory=list,
-        description="PEM private keys, as key_files of [protocols.oidc] (give the same). "
-        "Default: the keys generated into <data_dir>/oidc-keys",
-    )
-    active_kid: str | None = Field(default=None, description="kid of the signing key")
     default_subjects: Literal["ALL", "NONE"] = Field(
         default="NONE",
         description="what a stream registered over HTTP hears of before it adds subjects: "
@@ -81,8 +79,25 @@ class SsfSettings(BaseModel):
         default=False,
         description="let streams registered over HTTP push to http:// endpoints (development)",
     )
+    subject_tokens: list[str] | None = Field(
+        default=None,
+        description="the API tokens (names) whose streams may add subjects and get "
+        "default_subjects = ALL; unset: every token with scope ssf:streams",
+    )
+    min_verification_interval: WholeSeconds = Field(
+        default=30,
+        ge=1,
+        le=86_400,
+        description="the shortest time between two verification SETs a receiver asks for, "
+        "per stream (SSF 1.0 §8.1.1); sooner is a 429 with Retry-After",
+    )
 
-    _lists = field_validator("key_files", mode="before")(text_list)
+    def may_add_subjects(self, token: str) -> bool:
+        """Whether the stream of API token ``token`` may add subjects (or hear of every
+        user): any token unless ``subject_tokens`` names some."""
+        return self.subject_tokens is None or token in self.subject_tokens
+
+    _token_list = field_validator("subject_tokens", mode="before")(text_list)
 
 
 class StreamSettings(BaseModel):
@@ -116,19 +131,30 @@ class StreamSettings(BaseModel):
         "sees and changes it; none for a stream of the providers file",
     )
     status_reason: str | None = Field(default=None, max_length=512)
+    verification_requested_at: datetime | None = Field(
+        default=None,
+        description="when the receiver last asked for a verification SET (its interval)",
+    )
 
     _uri_form = field_validator("endpoint_url")(uri_form)
 
     @field_validator("events_requested")
     @classmethod
-    def _known_events(cls, value: list[str]) -> list[str]:
+    def _event_uris(cls, value: list[str]) -> list[str]:
+        """Any event type URI may be requested (SSF 1.0 §8.1.1: the transmitter delivers
+        the intersection with what it supports, :attr:`events_delivered`); kept as asked,
+        without repeats."""
+        if len(value) > _MAX_REQUESTED:
+            raise ValueError(f"at most {_MAX_REQUESTED} event types")
         for event in value:
-            if event not in SUPPORTED_EVENTS:
-                raise ValueError(
-                    f"{event!r} is not an event this transmitter sends (supported: "
-                    f"{', '.join(SUPPORTED_EVENTS)})"
-                )
+            if not 0 < len(event) <= 2048 or event != event.strip():
+                raise ValueError(f"{event[:64]!r} is not an event type URI")
         return list(dict.fromkeys(value))
+
+    @property
+    def events_delivered(self) -> list[str]:
+        """What the stream gets: the events it requested that this transmitter sends."""
+        return [event for event in self.events_requested if event in SUPPORTED_EVENTS]
 
     @field_validator("authorization_env")
     @classmethod
@@ -144,16 +170,26 @@ class StreamSettings(BaseModel):
             raise ValueError("authorization_env: give authorization or authorization_env, not both")
         return self
 
-    @property
-    def delivers_session_revoked(self) -> bool:
-        """Whether the stream gets ``session-revoked`` SETs now."""
-        return self.status is StreamStatus.ENABLED and SESSION_REVOKED in self.events_requested
+    def not_delivering(self) -> str | None:
+        """Why the stream gets no ``session-revoked`` SET now (None: it does): it is paused or
+        disabled, did not request the event, or its ``authorization_env`` is unset in this
+        worker (naming the variable, never a value)."""
+        if self.status is not StreamStatus.ENABLED:
+            return f"the stream is {self.status.value}: no SET sent (its events are not held)"
+        if SESSION_REVOKED not in self.events_delivered:
+            return "the stream did not request session-revoked: no SET sent"
+        if self.authorization_env is not None and not os.environ.get(self.authorization_env):
+            return (
+                f"authorization_env names {self.authorization_env}, which is not set in the "
+                "worker's environment: no SET sent; set it, or give authorization"
+            )
+        return None
 
     def authorization_header(self) -> str | None:
         """The Authorization header value: the literal, or the worker's variable.
 
-        A named variable that is unset fails the delivery, naming the variable (never a
-        value)."""
+        A named variable that is unset fails the request, naming the variable (never a
+        value); deliveries are skipped before that (:meth:`not_delivering`)."""
         if self.authorization_env is None:
             return self.authorization
         value = os.environ.get(self.authorization_env)

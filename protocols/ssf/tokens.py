@@ -17,6 +17,7 @@ from schemas.errors import PermanentDeliveryError
 
 __all__ = [
     "SET_TYPE",
+    "delivery_jti",
     "initiating_entity",
     "reason_admin",
     "session_revoked_claims",
@@ -27,6 +28,8 @@ __all__ = [
 
 #: RFC 8417 §2.3: the ``typ`` of a SET's JWS header.
 SET_TYPE: Final = "secevent+jwt"
+#: The namespace of a delivery's ``jti`` (uuid5 of the delivery id).
+_JTI_NAMESPACE: Final = uuid.UUID("6f0b8f8e-4c1a-5d0e-9a57-3c1f2b7d9e41")
 
 #: Why a session ended, for the receiver's administrators (CAEP ``reason_admin``), by event
 #: type of the engine.
@@ -89,12 +92,21 @@ def subject(
             }
 
 
-def _envelope(issuer: str, aud: str, now: datetime, txn: str | None) -> dict[str, Any]:
+def delivery_jti(delivery_id: str) -> str:
+    """The ``jti`` of every attempt of one delivery (one ended session for one stream): a
+    retry after a lost answer is the same SET to the receiver (RFC 8417 §2.2), which it can
+    drop as a duplicate. Only ``iat`` differs between attempts: the attempt's time."""
+    return uuid.uuid5(_JTI_NAMESPACE, delivery_id).hex
+
+
+def _envelope(
+    issuer: str, aud: str, now: datetime, txn: str | None, jti: str | None = None
+) -> dict[str, Any]:
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": aud,
         "iat": int(now.timestamp()),
-        "jti": uuid.uuid4().hex,
+        "jti": jti or uuid.uuid4().hex,
     }
     if txn is not None:
         claims["txn"] = txn
@@ -108,14 +120,16 @@ def session_revoked_claims(
     sub_id: dict[str, Any],
     now: datetime,
     txn: str,
+    delivery_id: str,
     event_type: str,
     initiator: str,
     occurred: datetime,
 ) -> dict[str, Any]:
-    """A CAEP ``session-revoked`` SET: a fresh ``jti`` each time, ``txn`` the same for every
-    SET of one logout (its event id), ``sub_id`` at the top (SSF 1.0 §4.1)."""
+    """A CAEP ``session-revoked`` SET: ``jti`` the same for every attempt of the delivery
+    (:func:`delivery_jti`), ``iat`` the attempt's time, ``txn`` the same for every SET of
+    one logout (its event id), ``sub_id`` at the top (SSF 1.0 §4.1)."""
     return {
-        **_envelope(issuer, aud, now, txn),
+        **_envelope(issuer, aud, now, txn, delivery_jti(delivery_id)),
         "sub_id": sub_id,
         "events": {
             SESSION_REVOKED: {
@@ -130,7 +144,8 @@ def session_revoked_claims(
 def verification_claims(
     *, issuer: str, aud: str, stream_id: str, state: str | None, now: datetime
 ) -> dict[str, Any]:
-    """An SSF verification SET (§8.1.4.1): its subject is the stream, ``state`` echoed."""
+    """An SSF verification SET (§8.1.4.1): its subject is the stream, ``state`` echoed; a
+    fresh ``jti`` for each request (each is a new verification)."""
     event: dict[str, Any] = {} if state is None else {"state": state}
     return {
         **_envelope(issuer, aud, now, None),

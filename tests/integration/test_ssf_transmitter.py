@@ -82,6 +82,23 @@ def link(provider: str, **identifiers: str) -> dict[str, Any]:
     }
 
 
+def log_out_through(stack: Stack, providers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seed ``providers``, each with a provider session of the user's ``s-1``; a worker
+    ends ``s-1``; returns the logout event once every delivery settled."""
+    stack.seed(
+        providers=providers,
+        records=[
+            {"kind": "session", "session_id": "s-1", "user_id": USER},
+            *(link(provider["name"]) for provider in providers),
+        ],
+    )
+    stack.start_worker({**ENV, **DELIVERY_SETTINGS})
+    event = logout_event("s-1")
+    publish(stack, event)
+    wait_settled(stack, event["event_id"], len(providers))
+    return event
+
+
 def receiver(service: ApiServer, fmt: str, *script: Answer) -> Receiver:
     jwks = f"{service.base_url}/v1/ssf/jwks.json"
     return Receiver(jwks, ISSUER, f"https://{fmt}.rx.example", fmt, *script)
@@ -158,18 +175,7 @@ def test_receiver_errors_fail_or_retry_the_delivery(
     busy = receivers.start(
         receiver(service, "opaque", Answer(503, headers={"Retry-After": "1"}), Answer(202))
     )
-    stack.seed(
-        providers=[stream("refusing", refusing), stream("busy", busy)],
-        records=[
-            {"kind": "session", "session_id": "s-1", "user_id": USER},
-            link("refusing"),
-            link("busy"),
-        ],
-    )
-    stack.start_worker({**ENV, **DELIVERY_SETTINGS})
-    event = logout_event("s-1")
-    publish(stack, event)
-    wait_settled(stack, event["event_id"], 2)
+    event = log_out_through(stack, [stream("refusing", refusing), stream("busy", busy)])
     found = {d.provider: d for d in deliveries(stack)}
     assert (found["refusing"].status, found["refusing"].attempts) == ("failed", 1)
     assert found["refusing"].last_status_code == 400
@@ -177,6 +183,7 @@ def test_receiver_errors_fail_or_retry_the_delivery(
     assert (found["busy"].status, found["busy"].attempts) == ("succeeded", 2)
     assert len(refusing.pushes()) == 1
     assert len(busy.pushes()) == 2
+    assert len({judged.claims["jti"] for judged in busy.pushes()}) == 1, "a retry is one SET"
     assert all(j.problems == [] for j in [*refusing.pushes(), *busy.pushes()])
     stamps = {
         event_claims["event_timestamp"]
@@ -190,6 +197,31 @@ def test_receiver_errors_fail_or_retry_the_delivery(
     assert [r.provider for r in retrying] == ["busy"]
     succeeded = audit_rows(stack, event["event_id"], "delivery.succeeded")
     assert [r.provider for r in succeeded] == ["busy"]
+
+
+def test_a_paused_stream_and_an_unset_authorization_env_are_skipped(
+    stack: Stack, service: ApiServer, receivers: LoopbackServers[Receiver]
+) -> None:
+    """A paused stream and one whose authorization_env is unset in the worker are sent
+    nothing and recorded skipped (not failed), with the reason; the enabled stream gets its
+    SET and the logout is not partial."""
+    rx = {name: receivers.start(receiver(service, "iss_sub")) for name in ("on", "held", "env")}
+    unset = {**stream("env", rx["env"]), "authorization": None, "authorization_env": "NO_SUCH_V"}
+    on, held = stream("on", rx["on"]), stream("held", rx["held"], status="paused")
+    event = log_out_through(stack, [on, held, unset])
+    assert {d.provider: d.status for d in deliveries(stack)} == {
+        "on": "succeeded",
+        "held": "skipped",
+        "env": "skipped",
+    }
+    assert (len(rx["on"].pushes()), rx["held"].pushes(), rx["env"].pushes()) == (1, [], [])
+    reasons = {
+        row.provider: row.detail["reason"]
+        for row in audit_rows(stack, event["event_id"], "delivery.skipped")
+    }
+    assert "the stream is paused" in reasons["held"]
+    assert "NO_SUCH_V, which is not set" in reasons["env"]
+    assert audit_rows(stack, event["event_id"], "delivery.failed") == []
 
 
 def test_one_fan_out_reaches_oidc_saml_and_ssf_alike(

@@ -97,6 +97,15 @@ class _IframeHandler(_TestHandler):
         return Channel.FRONTCHANNEL_IFRAME
 
 
+class _PausedHandler(_TestHandler):
+    """Its providers take nothing now (as a paused SSF stream)."""
+
+    protocol = "paused"
+
+    def skip_reason(self, provider: ProviderInfo) -> str | None:
+        return "the stream is paused"
+
+
 class _StrictHandler(_TestHandler):
     """Refuses provider settings without a ``url``."""
 
@@ -296,6 +305,7 @@ def open_env(tmp_path: Path, database_url: str) -> Iterator[_Env]:
             _TestHandler,
             _RefusingHandler,
             _IframeHandler,
+            _PausedHandler,
             _StrictHandler,
             _RaisingHandler,
             _MisreadingHandler,
@@ -534,6 +544,21 @@ def test_disabled_provider_and_missing_handler_are_skipped(env: _Env) -> None:
     assert set(reasons) == {"off", "legacy"}
     assert deliveries["off"].completed_at is not None
     assert env.scheduled == []
+
+
+def test_a_handler_may_skip_a_provider(env: _Env) -> None:
+    """A provider its handler says takes nothing now is skipped with the handler's reason,
+    not failed: nothing is sent and ``deliveries retry --failed`` has nothing to take."""
+    env.provider("held", protocol="paused")
+    env.provider("rp1")
+    env.session("s-1", "alice", {"held": "sid-held", "rp1": "sid-rp1"})
+    event_id = env.logout("s-1")
+    deliveries = env.deliveries(event_id)
+    assert deliveries["held"].status == DeliveryStatus.SKIPPED
+    assert deliveries["rp1"].status == DeliveryStatus.SUCCEEDED
+    assert env.rps.paths() == ["/rp1"]
+    [skipped] = env.audit("delivery.skipped")
+    assert (skipped.provider, skipped.detail["reason"]) == ("held", "the stream is paused")
 
 
 def test_settings_that_no_longer_validate_are_skipped(env: _Env) -> None:

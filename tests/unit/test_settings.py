@@ -536,3 +536,24 @@ def test_handler_durations_take_every_notation(
     config.write_text('[protocols.oidc]\nlogout_token_lifetime = "5m"\n')
     with pytest.raises(ConfigurationError, match=r"logout_token_lifetime: .*120"):
         handler_settings(Settings.load(config), OidcHandler)
+
+
+def test_public_url_is_configured_or_the_listening_address(tmp_path: Path) -> None:
+    """What the SSF metadata's endpoints are built on: never a request's Host header."""
+    settings = Settings.load(None, data_dir=tmp_path, api_host="10.0.0.5", api_port=8443)
+    assert settings.public_url == "http://10.0.0.5:8443"
+    ipv6 = Settings.load(None, data_dir=tmp_path, api_host="::1")
+    assert ipv6.public_url == "http://[::1]:8080"
+    public = Settings.load(None, data_dir=tmp_path, api_public_url="https://logout.example/")
+    assert public.public_url == "https://logout.example"
+
+
+@pytest.mark.parametrize(
+    "value", ["logout.example", "ftp://logout.example", "https://logout.example/?x=1"]
+)
+def test_a_bad_public_url_names_the_setting(
+    value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LOGOUT_API_PUBLIC_URL", value)
+    with pytest.raises(ConfigurationError, match="api_public_url"):
+        Settings.load(None, data_dir=tmp_path)

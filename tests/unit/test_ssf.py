@@ -13,6 +13,8 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
+from orchestrator.handlers import build_handler
+from orchestrator.settings import Settings
 from protocols import (
     BackchannelResponse,
     HostInfo,
@@ -21,6 +23,7 @@ from protocols import (
     ProviderSessionInfo,
 )
 from protocols.oidc import OidcHandler, OidcSettings
+from protocols.oidc.keys import generate_key
 from protocols.ssf import (
     SESSION_REVOKED,
     VERIFICATION,
@@ -86,8 +89,20 @@ def test_session_revoked_set(handler: SsfHandler) -> None:
             "reason_admin": {"en": "The user logged out"},
         }
     }
-    again = handler.backchannel_request(stream, _session(), _context())
-    assert _verify(again.content.decode(), handler.jwks())[1]["jti"] != claims["jti"]
+
+
+def test_jti_is_stable_across_attempts_of_one_delivery(handler: SsfHandler) -> None:
+    """A retry after a lost 202 is the same SET (same ``jti``) with the attempt's ``iat``;
+    another delivery (another stream or session) gets another ``jti``."""
+    stream = _stream(handler)
+    first = _verify(handler.signed_set(stream, _session(), _context()), handler.jwks())[1]
+    later = replace(_context(), attempt=2, now=NOW.replace(minute=5))
+    retried = _verify(handler.signed_set(stream, _session(), later), handler.jwks())[1]
+    assert retried["jti"] == first["jti"]
+    assert retried["iat"] == first["iat"] + 300
+    other = replace(_context(), delivery_id="d-2")
+    another = _verify(handler.signed_set(stream, _session(), other), handler.jwks())[1]
+    assert another["jti"] != first["jti"]
 
 
 def test_event_timestamp_is_when_the_event_happened(handler: SsfHandler) -> None:
@@ -167,15 +182,31 @@ def test_initiating_entity(event_type: str, initiator: str, entity: str) -> None
     assert initiating_entity(event_type, initiator) == entity
 
 
-def test_a_paused_stream_gets_nothing(handler: SsfHandler) -> None:
-    held: list[dict[str, Any]] = [
-        {"status": "paused"},
-        {"status": "disabled"},
-        {"events_requested": []},
-    ]
-    for fields in held:
-        with pytest.raises(PermanentDeliveryError, match="no SET sent"):
-            handler.signed_set(_stream(handler, **fields), _session(), _context())
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"status": "paused"}, "the stream is paused"),
+        ({"status": "disabled"}, "the stream is disabled"),
+        ({"events_requested": []}, "did not request session-revoked"),
+        ({"authorization_env": "GW_UNSET_AUTH"}, "GW_UNSET_AUTH, which is not set"),
+    ],
+)
+def test_a_stream_that_takes_nothing_now_is_skipped(
+    handler: SsfHandler, fields: dict[str, Any], reason: str
+) -> None:
+    """The host skips (not fails) such a stream's deliveries, with the handler's reason."""
+    stream = _stream(handler, **fields)
+    assert reason in (handler.skip_reason(stream) or "")
+    with pytest.raises(PermanentDeliveryError, match="no SET sent"):
+        handler.signed_set(stream, _session(), _context())
+
+
+def test_an_enabled_stream_is_not_skipped(
+    handler: SsfHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert handler.skip_reason(_stream(handler)) is None
+    monkeypatch.setenv("GW_PUSH_AUTH", "Bearer from-env")
+    assert handler.skip_reason(_stream(handler, authorization_env="GW_PUSH_AUTH")) is None
 
 
 def test_authorization_from_the_environment(
@@ -189,6 +220,18 @@ def test_authorization_from_the_environment(
     assert request.headers["authorization"] == "Bearer from-env"
 
 
+def test_unsupported_events_are_kept_and_not_delivered(handler: SsfHandler) -> None:
+    """SSF 1.0 §8.1.1: a stream may request any event; it gets the intersection."""
+    other = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
+    stream = _stream(handler, events_requested=[other, SESSION_REVOKED, other])
+    assert stream.settings.events_requested == [other, SESSION_REVOKED]
+    assert stream.settings.events_delivered == [SESSION_REVOKED]
+    assert handler.skip_reason(stream) is None
+    only_other = _stream(handler, events_requested=[other])
+    assert only_other.settings.events_delivered == []
+    assert "did not request session-revoked" in (handler.skip_reason(only_other) or "")
+
+
 def test_the_secret_is_not_in_the_repr(handler: SsfHandler) -> None:
     assert "rx-secret" not in repr(_stream(handler, authorization="Bearer rx-secret").settings)
 
@@ -199,7 +242,8 @@ def test_the_secret_is_not_in_the_repr(handler: SsfHandler) -> None:
         ({"endpoint_url": "http://gw.example/push"}, "endpoint_url", "set allow_http"),
         ({"aud": ""}, "aud", "at least 1 character"),
         ({"subject_format": "phone"}, "subject_format", "'iss_sub', 'email'"),
-        ({"events_requested": ["urn:x"]}, "events_requested", "not an event this"),
+        ({"events_requested": [" urn:x"]}, "events_requested", "not an event type URI"),
+        ({"events_requested": ["urn:x"] * 65}, "events_requested", "at most 64"),
         ({"authorization_env": "1BAD"}, "authorization_env", "variable name"),
         ({"authorization": "x", "authorization_env": "A"}, "authorization_env", "not both"),
         ({"status": "sleeping"}, "status", "'enabled'"),
@@ -251,3 +295,20 @@ def test_verification_set(handler: SsfHandler) -> None:
     assert claims["sub_id"] == {"format": "opaque", "id": "st-1"}
     assert claims["events"] == {VERIFICATION: {"state": "state-9"}}
     assert "txn" not in claims
+
+
+def test_ssf_takes_the_oidc_key_ring_when_it_names_none(tmp_path: Path) -> None:
+    """key_files and active_kid of [protocols.oidc] are the SSF handler's too unless its own
+    section names keys: one key ring, configured once."""
+    keys = tmp_path / "keys"
+    first, second = generate_key(keys), generate_key(keys, "ES256")
+    files = sorted(str(path) for path in keys.glob("*.pem"))
+    oidc_keys = {"key_files": files, "active_kid": second.kid}
+    settings = Settings.load(None, data_dir=tmp_path, protocol_settings={"oidc": oidc_keys})
+    oidc, ssf = build_handler(settings, OidcHandler), build_handler(settings, SsfHandler)
+    assert ssf.jwks() == oidc.keys.jwks()
+    assert ssf.keys.active.kid == oidc.keys.active.kid == second.kid
+    assert ssf.key_directories() == []
+    own = {"oidc": oidc_keys, "ssf": {"active_kid": first.kid, "key_files": files}}
+    separate = Settings.load(None, data_dir=tmp_path, protocol_settings=own)
+    assert build_handler(separate, SsfHandler).keys.active.kid == first.kid
