@@ -44,7 +44,7 @@ __all__ = [
 
 #: The version of this contract, ``major.minor``: a handler built for another major is refused
 #: when it loads; a new minor only adds hooks with defaults.
-CONTRACT_VERSION = "2.0"
+CONTRACT_VERSION = "2.1"
 
 #: HTTP statuses that mean "try again later" (OIDC Back-Channel Logout §2.5 and §2.8).
 TRANSIENT_STATUS_CODES = frozenset({408, 425, 429, 502, 503, 504})

@@ -33,7 +33,7 @@ class SsfHandler(SigningHandler[SsfSettings]):
     """OpenID Shared Signals 1.0 transmitter: CAEP ``session-revoked`` over RFC 8935 push."""
 
     protocol = "ssf"
-    contract_version = "2.0"
+    contract_version = "2.1"
     settings_model = SsfSettings
     identifier_model = SsfIdentifiers
     keys_of = "oidc"  # SETs and logout tokens share one key ring, configured once
