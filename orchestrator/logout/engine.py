@@ -91,8 +91,17 @@ class LogoutEngine:
         """Handle one event as published (a JSON object); see the module docstring."""
         return self.handle_batch([(raw, message_id)])[0]
 
-    def handle_batch(self, messages: Sequence[tuple[Any, str]]) -> list[HandleResult]:
-        """Handle several messages together; one result per message, in order."""
+    def handle_batch(
+        self,
+        messages: Sequence[tuple[Any, str]],
+        begun: Callable[[], None] | None = None,
+    ) -> list[HandleResult]:
+        """Handle several messages together; one result per message, in order.
+
+        ``begun`` is called once transaction 1 has committed, before the attempts (or when
+        the batch needs none): a caller that keeps one intake at a time (see
+        :mod:`workers.batching`) lets the next batch start then.
+        """
         batch = [
             Message(index, raw, message_id) for index, (raw, message_id) in enumerate(messages)
         ]
@@ -102,10 +111,11 @@ class LogoutEngine:
         if refused:
             intake.reject(self._engine, refused)
             results.update((item.message.index, HandleResult.REJECTED) for item in refused)
-        if logouts:
-            begun = self._begin(logouts, results)
-            if begun:
-                self._carry_out(begun)
+        started = self._begin(logouts, results) if logouts else []
+        if begun is not None:
+            begun()
+        if started:
+            self._carry_out(started)
         return [results.get(message.index, HandleResult.COMPLETED) for message in batch]
 
     def retry(self, delivery_ids: Sequence[str]) -> None:

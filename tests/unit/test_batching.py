@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,19 +17,31 @@ from workers.batching import EventBatcher
 
 
 class _Recorder(LogoutEngine):
-    """Stands in for the engine: records batches; 'poison' raises; the first batch waits."""
+    """Stands in for the engine: records batches; 'poison' raises; the first batch waits
+    (before its first transaction's end unless ``wait_after_begun``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, wait_after_begun: bool = False) -> None:
         self.batches: list[list[str]] = []
         self.gate = threading.Event()
+        self.wait_after_begun = wait_after_begun
+        self.began: list[list[str]] = []  # batches past their first transaction, in order
         self._first = True
         self._lock = threading.Lock()
 
-    def handle_batch(self, messages: Sequence[tuple[Any, str]]) -> list[HandleResult]:
+    def handle_batch(
+        self, messages: Sequence[tuple[Any, str]], begun: Callable[[], None] | None = None
+    ) -> list[HandleResult]:
+        ids = [message_id for _, message_id in messages]
         with self._lock:
-            self.batches.append([message_id for _, message_id in messages])
+            self.batches.append(ids)
             first, self._first = self._first, False
-        if first:
+        if first and not self.wait_after_begun:
+            assert self.gate.wait(5), "the test never opened the gate"
+        with self._lock:
+            self.began.append(ids)
+        if begun is not None:
+            begun()
+        if first and self.wait_after_begun:
             assert self.gate.wait(5), "the test never opened the gate"
         if any(raw == "poison" for raw, _ in messages):
             raise ValueError("poison")
@@ -59,6 +71,60 @@ def test_events_that_pile_up_are_handled_together() -> None:
     assert results.count(HandleResult.COMPLETED) == 7
     assert recorder.batches[0] == ["m-0"]
     assert sorted(recorder.batches[1]) == sorted(f"m-{n}" for n in range(1, 9))
+
+
+def test_one_intake_at_a_time_but_fan_outs_overlap() -> None:
+    """With free slots, a batch still waits for the one before it to finish its first
+    transaction, taking everything that arrived meanwhile; once that batch is past it (its
+    deliveries in flight), the next batch starts without waiting for its end."""
+    recorder = _Recorder()
+    batcher = EventBatcher(recorder, max_batch=64, concurrency=4)
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        first = pool.submit(batcher.handle, "e", "m-0")
+        while not recorder.batches:
+            time.sleep(0.001)
+        rest = [pool.submit(batcher.handle, "e", f"m-{n}") for n in range(1, 9)]
+        while len(batcher._pending) < 8:
+            time.sleep(0.001)
+        time.sleep(0.05)  # three slots are free all along: nobody may start meanwhile
+        assert recorder.batches == [["m-0"]]
+        recorder.gate.set()
+        results = [f.result(5) for f in [first, *rest]]
+    assert results == [HandleResult.COMPLETED] * 9
+    assert recorder.batches[0] == ["m-0"]
+    assert sorted(recorder.batches[1]) == sorted(f"m-{n}" for n in range(1, 9))
+
+
+def test_the_next_batch_starts_while_the_last_one_attempts() -> None:
+    """A batch past its first transaction (waiting on its providers) keeps its slot but not
+    the intake: an event arriving then is handled at once, not after it."""
+    recorder = _Recorder(wait_after_begun=True)
+    batcher = EventBatcher(recorder, max_batch=64, concurrency=2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        slow = pool.submit(batcher.handle, "e", "m-slow")
+        while not recorder.began:
+            time.sleep(0.001)
+        assert pool.submit(batcher.handle, "e", "m-next").result(5) is HandleResult.COMPLETED
+        assert not slow.done()
+        recorder.gate.set()
+        assert slow.result(5) is HandleResult.COMPLETED
+    assert recorder.batches == [["m-slow"], ["m-next"]]
+
+
+def test_a_failed_batch_lets_the_intake_go() -> None:
+    """A batch that raises before its first transaction ends does not keep the intake."""
+    recorder = _Recorder()
+    recorder.gate.set()
+    batcher = EventBatcher(recorder, max_batch=64, concurrency=1)
+
+    def explode(messages: Sequence[tuple[Any, str]], begun: Any = None) -> list[HandleResult]:
+        raise RuntimeError("database gone")
+
+    batcher._processor = type("Exploding", (), {"handle_batch": staticmethod(explode)})()
+    with pytest.raises(RuntimeError, match="database gone"):
+        batcher.handle("e", "m-1")
+    batcher._processor = recorder
+    assert batcher.handle("e", "m-2") is HandleResult.COMPLETED
 
 
 def test_a_failing_event_fails_alone() -> None:
