@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -51,19 +51,28 @@ class _Recorder(LogoutEngine):
         ]
 
 
+def _pile_up(
+    batcher: EventBatcher, recorder: _Recorder, pool: ThreadPoolExecutor, raws: Sequence[str]
+) -> tuple[Future[HandleResult], list[Future[HandleResult]]]:
+    """Submit ``m-0``, wait until its batch has started, then submit ``m-1``... (one per raw)
+    and wait until they are all queued behind it."""
+    first = pool.submit(batcher.handle, "e", "m-0")
+    while not recorder.batches:
+        time.sleep(0.001)
+    rest = [pool.submit(batcher.handle, raw, f"m-{n}") for n, raw in enumerate(raws, 1)]
+    while len(batcher._pending) < len(raws):
+        time.sleep(0.001)
+    return first, rest
+
+
 def test_events_that_pile_up_are_handled_together() -> None:
     """While one batch runs, the events that arrive meanwhile form the next batch."""
     recorder = _Recorder()
     batcher = EventBatcher(recorder, max_batch=64, concurrency=1)
     with ThreadPoolExecutor(max_workers=9) as pool:
-        first = pool.submit(batcher.handle, "e", "m-0")
-        while not recorder.batches:
-            time.sleep(0.001)
-        rest = [
-            pool.submit(batcher.handle, "dup" if n == 3 else "e", f"m-{n}") for n in range(1, 9)
-        ]
-        while len(batcher._pending) < 8:
-            time.sleep(0.001)
+        first, rest = _pile_up(
+            batcher, recorder, pool, ["dup" if n == 3 else "e" for n in range(1, 9)]
+        )
         recorder.gate.set()
         assert first.result(5) is HandleResult.COMPLETED
         results = [f.result(5) for f in rest]
@@ -80,12 +89,7 @@ def test_one_intake_at_a_time_but_fan_outs_overlap() -> None:
     recorder = _Recorder()
     batcher = EventBatcher(recorder, max_batch=64, concurrency=4)
     with ThreadPoolExecutor(max_workers=9) as pool:
-        first = pool.submit(batcher.handle, "e", "m-0")
-        while not recorder.batches:
-            time.sleep(0.001)
-        rest = [pool.submit(batcher.handle, "e", f"m-{n}") for n in range(1, 9)]
-        while len(batcher._pending) < 8:
-            time.sleep(0.001)
+        first, rest = _pile_up(batcher, recorder, pool, ["e"] * 8)
         time.sleep(0.05)  # three slots are free all along: nobody may start meanwhile
         assert recorder.batches == [["m-0"]]
         recorder.gate.set()
@@ -151,12 +155,7 @@ def test_batch_size_is_capped() -> None:
     recorder = _Recorder()
     batcher = EventBatcher(recorder, max_batch=3, concurrency=1)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        first = pool.submit(batcher.handle, "e", "m-0")
-        while not recorder.batches:
-            time.sleep(0.001)
-        rest = [pool.submit(batcher.handle, "e", f"m-{n}") for n in range(1, 8)]
-        while len(batcher._pending) < 7:
-            time.sleep(0.001)
+        first, rest = _pile_up(batcher, recorder, pool, ["e"] * 7)
         recorder.gate.set()
         for future in [first, *rest]:
             assert future.result(5) is HandleResult.COMPLETED
