@@ -17,6 +17,9 @@ from .world import World, assert_sound
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.faults,
+    # pytest-xdist: every scenario on one worker, one after another (as in a serial run),
+    # sharing the session's PostgreSQL cluster; other workers run the rest of the suite.
+    pytest.mark.xdist_group("faults"),
     pytest.mark.timeout(3600 if variant().name == "full" else 300),
 ]
 
