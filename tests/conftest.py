@@ -19,7 +19,7 @@ from tests.geoip_data import GeoipFiles, write_geoip_databases
 #: Tests (node id prefixes) that take longest, in the order a worker should start them,
 #: so that under pytest-xdist no long one is left for the end. Seconds measured serially.
 SLOW_FIRST = (
-    "tests/faults/test_campaign.py",  # one xdist_group: five scenarios of 12-23 s
+    "tests/faults/test_campaign.py",  # five scenarios of 12-23 s (serially, on a calm machine)
     "tests/integration/test_worker_outages.py",  # RabbitMQ's 38 s
     "tests/integration/test_redis_wakeup.py",  # 35 s
     "tests/integration/test_api_fuzz.py",  # schemathesis: 23 s
