@@ -182,6 +182,8 @@ class ServiceProvider(LoopbackServer):
         self.idp_cert = idp_cert
         self.script = list(script)
         self.checked: list[Checked] = []
+        #: Requests received so far (``checked`` grows only once a request is checked).
+        self.received = 0
         self.settings = onelogin_settings(idp_cert.read_text(), self.url, want_signed=False)
 
     @property
@@ -191,8 +193,9 @@ class ServiceProvider(LoopbackServer):
     def check(self, body: bytes, headers: Message) -> Checked:
         """What an SP verifies: xmlsec1 for the signature, python3-saml for the message."""
         (request,) = etree.fromstring(body).iter(f"{P}LogoutRequest")
-        with self.lock:
-            workdir = self.folder / f"request-{len(self.checked) + 1}"
+        with self.lock:  # requests arrive concurrently: each its own folder
+            self.received += 1
+            workdir = self.folder / f"request-{self.received}"
         workdir.mkdir()
         signature_ok, _ = xmlsec1_verify(body, self.idp_cert, LOGOUT_REQUEST, workdir)
         xml = etree.tostring(request).decode()
