@@ -7,8 +7,10 @@ from ``LOGOUT_TEST_PORTS=FIRST-LAST`` when set (``tests/integration/servers.py``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,10 @@ from tests.integration.conftest import pytest_runtest_makereport
 from tests.integration.servers import OwnPostgres
 from tests.integration.support import WORKER_LOGS, missing
 
-from .measure import table
+from .measure import WORKER_OUTPUT, write_summary
 from .world import Campaign, Sizes, World, world_of
 
-__all__ = ["pytest_runtest_makereport", "pytest_terminal_summary"]
+__all__ = ["pytest_runtest_makereport", "pytest_sessionfinish", "pytest_terminal_summary"]
 
 _DEFAULTS = Settings.model_fields
 
@@ -103,16 +105,24 @@ def world(request: pytest.FixtureRequest, campaign: Campaign, tmp_path: Path) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The campaign's table, whatever the verbosity or capture: where a CI log shows it."""
+    """The campaign's table, whatever the verbosity or capture: where a CI log shows it.
+    (Under pytest-xdist the controller prints it from the workers' figures: tests/conftest.py.)"""
     found = terminalreporter.config.stash.get(_CAMPAIGN, None)
     if found is None or not found.results:
         return
-    terminalreporter.write_sep("=", f"fault campaign ({found.sizes.name} variant)")
-    for line in table(found.results):
-        terminalreporter.write_line(line)
-    for row in found.results:
-        for what in row.faults:
-            terminalreporter.write_line(f"{row.scenario}: {what}")
-        for example in row.examples:
-            terminalreporter.write_line(f"{row.scenario}: e.g. {example}")
-    terminalreporter.write_line(f"figures (JSON): {found.path}")
+    write_summary(terminalreporter, found.sizes.name, found.results, found.path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand the campaign's figures to the controller."""
+    found = session.config.stash.get(_CAMPAIGN, None)
+    output = getattr(session.config, "workeroutput", None)
+    if found is None or not found.results or output is None:
+        return
+    output[WORKER_OUTPUT] = json.dumps(
+        {
+            "variant": found.sizes.name,
+            "path": str(found.path),
+            "rows": [asdict(row) for row in found.results],
+        }
+    )

@@ -25,8 +25,10 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -133,6 +135,26 @@ def table(rows: Iterable[Figures]) -> list[str]:
             "  ".join(cell.ljust(width) for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
         )
     return lines
+
+
+#: The key of a pytest-xdist worker's campaign figures (JSON) in its ``workeroutput``.
+WORKER_OUTPUT = "logout_fault_campaign"
+
+
+def write_summary(
+    reporter: pytest.TerminalReporter, variant: str, rows: Sequence[Figures], path: Path | str
+) -> None:
+    """The campaign's section of the terminal summary: its table, then each scenario's
+    faults and examples, and where its figures are."""
+    reporter.write_sep("=", f"fault campaign ({variant} variant)")
+    for line in table(rows):
+        reporter.write_line(line)
+    for row in rows:
+        for what in row.faults:
+            reporter.write_line(f"{row.scenario}: {what}")
+        for example in row.examples:
+            reporter.write_line(f"{row.scenario}: e.g. {example}")
+    reporter.write_line(f"figures (JSON): {path}")
 
 
 def count_stranded(client: redis.Redis) -> int:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,6 +72,26 @@ def start_api(
         {"name": name, "sha256": hash_token(tokens[name]), "scopes": scopes}
         for name, scopes in SCOPES.items()
     ]
+    for attempt in range(3):
+        server = _serve(stack, tokens, entries, extra, workers, without)
+        if server.process.poll() is None:
+            return server
+        if "address already in use" not in server.output() or attempt == 2:
+            pytest.fail(f"serve exited with {server.process.returncode}:\n{tail(server.output())}")
+        # The port was free when chosen, then taken before serve bound it (by a connection's
+        # local port: LOGOUT_TEST_PORTS may lie in the kernel's ephemeral range): another one.
+    raise AssertionError("unreachable")
+
+
+def _serve(
+    stack: Stack,
+    tokens: Mapping[str, str],
+    entries: list[dict[str, Any]],
+    extra: Mapping[str, str] | None,
+    workers: int,
+    without: Collection[str],
+) -> ApiServer:
+    """``serve`` on a new port, once ``/healthz`` answers or it has exited."""
     port = server_port()
     env = stack.env(
         {
@@ -89,12 +110,12 @@ def start_api(
             [str(CLI), "serve"], env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
         )
     stack.logs.append(log)
-    server = ApiServer(process, log, f"http://127.0.0.1:{port}", tokens)
+    server = ApiServer(process, log, f"http://127.0.0.1:{port}", dict(tokens))
     deadline = time.monotonic() + 60
     with httpx.Client(base_url=server.base_url, timeout=2) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{tail(server.output())}")
+                return server
             try:
                 if client.get("/healthz").status_code == 200:
                     return server
@@ -102,4 +123,5 @@ def start_api(
                 pass
             time.sleep(0.1)
     server.stop()
+    pytest.fail(f"serve did not answer /healthz within 60 s:\n{tail(server.output())}")
     pytest.fail(f"serve did not answer /healthz within 60 s:\n{tail(server.output())}")

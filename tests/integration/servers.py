@@ -3,7 +3,9 @@ stop, SIGKILL and restart without touching anyone else's (own ports, own data di
 The integration suite and the fault campaign (``tests/faults``) both start theirs from here.
 
 Ports come from ``LOGOUT_TEST_PORTS`` (``FIRST-LAST``, so parallel runs on one machine keep
-to their own ranges) or, without it, from the kernel's free ports. PostgreSQL runs from
+to their own ranges) or, without it, from the kernel's free ports; under pytest-xdist each
+worker keeps to a share of its own of that range (or of a default one):
+:func:`~tests.integration.support.server_port`. PostgreSQL runs from
 Debian's binaries (``/usr/lib/postgresql/*/bin``), as the ``postgres`` user when the tests
 run as root; RabbitMQ from Debian's ``/usr/lib/rabbitmq/bin`` (as the user the tests run as,
 with its own Erlang port mapper, so the machine's nodes and their ``epmd`` are never touched).
@@ -13,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -33,45 +33,12 @@ import pytest
 import redis
 from psycopg import sql
 
-from .support import closed_port, missing, tcp_reachable, wait_until
+from .support import missing, server_port, wait_until
 
 __all__ = ["OwnPostgres", "OwnRabbitmq", "OwnRedis", "RecordingEndpoint", "server_port", "serving"]
 
 _START_TIMEOUT = 30.0
 _Server = TypeVar("_Server", bound=ThreadingHTTPServer)
-_last_port: int | None = None
-
-
-def server_port() -> int:
-    """A port nothing listens on, for a server a test starts itself: in ``LOGOUT_TEST_PORTS``
-    when set, else any. Within the range it goes round from the port after the last one it
-    handed out, so a server that is stopped for a while keeps its port to itself."""
-    global _last_port  # the one cursor of this process
-    spec = os.environ.get("LOGOUT_TEST_PORTS")
-    if not spec:
-        return closed_port()
-    found = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", spec)
-    if not found or not 1024 <= int(found[1]) <= int(found[2]) <= 65535:
-        missing(
-            f"LOGOUT_TEST_PORTS={spec!r} is no port range",
-            "write FIRST-LAST, such as 21600-21699 (ports 1024-65535)",
-        )
-    ports = list(range(int(found[1]), int(found[2]) + 1))
-    start = 0 if _last_port not in ports else ports.index(_last_port) + 1
-    for port in ports[start:] + ports[:start]:
-        if not tcp_reachable("127.0.0.1", port, timeout=0.2) and _bindable(port):
-            _last_port = port
-            return port
-    missing(f"no free port in LOGOUT_TEST_PORTS={spec}", "widen the range or unset it")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _tail(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -101,12 +102,90 @@ def tcp_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def closed_port() -> int:
-    """A local TCP port nothing listens on (bound, then released)."""
+#: The ports of servers a test starts when pytest-xdist runs several workers and
+#: LOGOUT_TEST_PORTS is unset: below Linux's ephemeral range (32768-60999 by default), so no
+#: port the kernel hands out (``bind`` to port 0, an outgoing connection) is ever one of them.
+XDIST_DEFAULT_PORTS = "23000-24999"
+#: The fewest ports a worker's share of the range may hold.
+_MIN_SHARE = 20
+_last_port: int | None = None
+
+
+def port_range() -> list[int] | None:
+    """The ports this process hands out to servers a test starts: ``LOGOUT_TEST_PORTS``
+    (``FIRST-LAST``), else :data:`XDIST_DEFAULT_PORTS` under pytest-xdist; None: any free one.
+
+    Under pytest-xdist the range is cut into as many disjoint shares as there are workers and
+    each worker keeps to its own (``PYTEST_XDIST_WORKER`` ``gwN`` takes share N): a port one
+    worker found free is never taken by another before its server binds it."""
+    spec = os.environ.get("LOGOUT_TEST_PORTS", "").strip()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not spec:
+        if not worker:
+            return None
+        spec = XDIST_DEFAULT_PORTS
+    found = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", spec)
+    if not found or not 1024 <= int(found[1]) <= int(found[2]) <= 65535:
+        missing(
+            f"LOGOUT_TEST_PORTS={spec!r} is no port range",
+            "write FIRST-LAST, such as 21600-21699 (ports 1024-65535)",
+        )
+    ports = list(range(int(found[1]), int(found[2]) + 1))
+    if worker:
+        workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+        index = int(worker.removeprefix("gw") or 0) % workers
+        share = len(ports) // workers
+        if share < _MIN_SHARE:
+            missing(
+                f"LOGOUT_TEST_PORTS={spec} leaves {share} ports to each of {workers} "
+                "pytest-xdist workers",
+                f"widen the range to at least {_MIN_SHARE * workers} ports, or run fewer workers",
+            )
+        ports = ports[index * share : (index + 1) * share]
+    return ports
+
+
+def server_port() -> int:
+    """A port nothing listens on, for a server a test starts itself: from :func:`port_range`
+    when it gives one (this worker's share), else any. Within the range it goes round from
+    the port after the last one it handed out, so a server that is stopped for a while keeps
+    its port to itself."""
+    global _last_port  # the one cursor of this process
+    ports = port_range()
+    if ports is None:
+        return _kernel_port()
+    start = 0 if _last_port not in ports else ports.index(_last_port) + 1
+    for port in ports[start:] + ports[:start]:
+        if not tcp_reachable("127.0.0.1", port, timeout=0.2) and _bindable(port):
+            _last_port = port
+            return port
+    missing(
+        f"no free port among {ports[0]}-{ports[-1]} (LOGOUT_TEST_PORTS, this worker's share)",
+        "widen LOGOUT_TEST_PORTS or unset it",
+    )
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (for a URL that must be refused): one of
+    :func:`server_port`'s when it has a range (no other worker's server takes it, and this
+    worker's only after going round its share), else one the kernel bound, then released."""
+    return server_port()
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> float | None:

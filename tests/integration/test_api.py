@@ -24,11 +24,13 @@ from .support import Stack, event, logout_event
 
 pytestmark = pytest.mark.integration
 
+#: A logout nobody published (a fixed id: pytest-xdist's workers must collect the same ids).
+UNKNOWN_LOGOUT = "0a11ce55-0000-4000-8000-000000000401"
 #: Every endpoint that needs a token: method, path, the scope it needs.
 PROTECTED = [
     ("POST", "/v1/events", "events:write"),
-    ("GET", f"/v1/logouts/{uuid.uuid4()}", "read"),
-    ("GET", f"/v1/logouts/{uuid.uuid4()}/timeline", "read"),
+    ("GET", f"/v1/logouts/{UNKNOWN_LOGOUT}", "read"),
+    ("GET", f"/v1/logouts/{UNKNOWN_LOGOUT}/timeline", "read"),
     ("GET", "/v1/plans/p-1", "read"),
     ("POST", "/v1/sessions", "sessions:write"),
     ("POST", "/v1/sessions/s-1/seen", "sessions:write"),

@@ -85,6 +85,7 @@ def slo(sp: RecordingServer, idp_cert: str, query: dict[str, str]) -> list[str]:
     return [*errors, auth.get_last_error_reason() or ""] if errors else []
 
 
+@pytest.mark.alone  # it times each frame (under 2 s) and the hung one's timeout
 def test_iframe_stage_in_chromium(
     stack: Stack, servers: LoopbackServers[RecordingServer], browser: Browser, tmp_path: Path
 ) -> None:

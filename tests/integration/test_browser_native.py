@@ -167,6 +167,7 @@ def check_request(sp: NativeSp, got: Recorded, idp: KeyPair, delivery_id: str, w
     assert root.findtext(f"{P}SessionIndex") == f"_index-{sp.name}"
 
 
+@pytest.mark.alone  # it times the chain: the silent SP costs its own timeout, no more
 @pytest.mark.parametrize("silent", ["hang", "hang_post", "down"])
 def test_native_chain_goes_on_past_a_silent_sp(
     stack: Stack,

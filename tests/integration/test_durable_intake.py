@@ -168,6 +168,7 @@ def _held_by(stack: Stack, dead_keys: list[bytes]) -> set[str]:
     return held
 
 
+@pytest.mark.alone  # it bounds the seconds until the events come back
 def test_a_killed_workers_prefetched_events_come_back_within_the_bound(
     world: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
