@@ -124,4 +124,3 @@ def _serve(
             time.sleep(0.1)
     server.stop()
     pytest.fail(f"serve did not answer /healthz within 60 s:\n{tail(server.output())}")
-    pytest.fail(f"serve did not answer /healthz within 60 s:\n{tail(server.output())}")
