@@ -10,7 +10,7 @@ import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,12 +82,41 @@ def directory_lock(directory: Path) -> Iterator[None]:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a new file readable by its owner only (0600); never overwrite one."""
+    """Write a new file readable by its owner only (0600); never overwrite one.
+
+    The file appears whole or not at all: the data goes to a hidden temporary file beside
+    it, is flushed to disk, and is then linked in under ``path`` (which fails when ``path``
+    exists). A process that reads the directory without the lock (another worker loading
+    its keys while this one generates) never sees a half-written key, nor does a start
+    after a crash mid-write.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path.parent, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _publish(temporary, path)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _publish(temporary: str, path: Path) -> None:
+    """Give the written ``temporary`` its name ``path``, unless ``path`` exists."""
+    try:
+        os.link(temporary, path)
     except FileExistsError:
         raise
     except OSError as exc:
-        raise _unwritable(path.parent, exc) from exc
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+        # A file system without hard links (FAT, some network mounts): rename instead. It
+        # would replace an existing file, so look first; the callers hold the directory lock.
+        if path.exists():
+            raise FileExistsError(path) from exc
+        try:
+            os.replace(temporary, path)
+        except OSError as again:
+            raise _unwritable(path.parent, again) from again
