@@ -2,8 +2,8 @@
 
 Actor threads hand a batch of requests to one event loop per process and wait for the
 answers, so a logout touching 100 providers takes about as long as the slowest one. With
-:meth:`HttpSender.send_as_built` each request goes out as soon as its token is signed, so
-signing the last tokens overlaps the first exchanges.
+:meth:`HttpSender.send_as_built` requests go out as soon as their group of tokens is signed,
+so signing the last tokens overlaps the first exchanges.
 
 The exchange itself is aiohttp's client by default (see :mod:`orchestrator.http_exchange`
 for the measured reasons); tests inject an ``httpx.MockTransport`` through ``transport=``.
@@ -88,33 +88,47 @@ class HttpSender:
         return self._call(self._send_all(requests))
 
     def send_as_built(
-        self, builds: Sequence[Future[Built]], time_left: Sequence[TimeLeft | None] = ()
+        self,
+        groups: Sequence[Future[Sequence[Built]]],
+        time_left: Sequence[Sequence[TimeLeft | None]] = (),
     ) -> list[Sent]:
-        """Send each request as soon as its build finishes; one item per build, in order.
+        """Send each request as soon as its group is built; one item per build, in order.
 
-        ``builds`` are futures of another executor (e.g. a signing thread pool). A build
-        that gave a :class:`DeliveryError` is returned as it is, and nothing is sent for it.
-        ``time_left`` (one per build, or none) says how long each attempt still owns its
-        delivery: a request whose turn comes when less than the timeout is left is not sent
-        (a transient error says so), since its answer could come after its lease ended.
+        ``groups`` are futures of another executor (e.g. a signing thread pool), each giving
+        the builds of a few consecutive requests: a group's requests go out once it is done,
+        while later groups are still being built (one hand-over to the sender's loop per
+        group, not per request). A build that gave a :class:`DeliveryError` is returned as it
+        is, and nothing is sent for it. ``time_left`` (one sequence per group, one entry per
+        build, or none) says how long each attempt still owns its delivery: a request whose
+        turn comes when less than the timeout is left is not sent (a transient error says
+        so), since its answer could come after its lease ended.
         """
-        if not builds:
+        if not groups:
             return []
-        lefts = list(time_left) or [None] * len(builds)
-        return self._call(self._send_as_built(builds, lefts))
+        lefts = list(time_left) or [()] * len(groups)
+        return self._call(self._send_as_built(groups, lefts))
 
     async def _send_all(self, requests: Sequence[BackchannelRequest]) -> list[SendResult]:
         sent = await asyncio.gather(*(self._send(r) for r in requests))
         return [result for result, _seconds in sent]
 
     async def _send_as_built(
-        self, builds: Sequence[Future[Built]], time_left: Sequence[TimeLeft | None]
+        self,
+        groups: Sequence[Future[Sequence[Built]]],
+        time_left: Sequence[Sequence[TimeLeft | None]],
     ) -> list[Sent]:
-        sends = (self._send_built(b, left) for b, left in zip(builds, time_left, strict=True))
+        sends = (self._send_group(g, left) for g, left in zip(groups, time_left, strict=True))
+        return [item for items in await asyncio.gather(*sends) for item in items]
+
+    async def _send_group(
+        self, group: Future[Sequence[Built]], time_left: Sequence[TimeLeft | None]
+    ) -> list[Sent]:
+        builds = await asyncio.wrap_future(group)
+        lefts = list(time_left) or [None] * len(builds)
+        sends = (self._send_built(b, left) for b, left in zip(builds, lefts, strict=True))
         return list(await asyncio.gather(*sends))
 
-    async def _send_built(self, build: Future[Built], time_left: TimeLeft | None) -> Sent:
-        request = await asyncio.wrap_future(build)
+    async def _send_built(self, request: Built, time_left: TimeLeft | None) -> Sent:
         if isinstance(request, DeliveryError):
             return request
         return (request, *await self._send(request, time_left))

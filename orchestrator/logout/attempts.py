@@ -23,6 +23,15 @@ __all__ = ["Attempts"]
 
 _log = structlog.get_logger("logout.fanout")
 
+#: How many groups a batch's requests are signed in (enough for the signing threads to work
+#: side by side), and how many requests one group holds at most. A group is one task for a
+#: signing thread and one hand-over to the sender's loop (a lock, a futex and a pipe write):
+#: per request, those cost more CPU than signing an ES256 token (measured in process, 32
+#: events of 5 deliveries: 0.42 ms of CPU per delivery with a task per request, 0.36 ms
+#: signing in the calling thread).
+_GROUPS = 8
+_GROUP_MAX = 16
+
 
 class Attempts:
     """Carries out attempts: ``sender`` gives the process's HTTP sender, ``policy`` says
@@ -52,14 +61,15 @@ class Attempts:
         if not to_build:
             return outcomes
         # Signing (RSA above all) releases the GIL: several threads sign side by side, and
-        # each request goes out as soon as it is built, while the next ones are signed.
-        builds: list[Future[Built]]
-        if self._builders is not None and len(to_build) > 1:
-            builds = [self._builders.submit(_build, work) for work in to_build]
+        # each group of requests goes out as soon as it is built, while the next are signed.
+        groups = _groups(to_build)
+        built: list[Future[Sequence[Built]]]
+        if self._builders is not None and len(groups) > 1:
+            built = [self._builders.submit(_build_all, group) for group in groups]
         else:
-            builds = [_done(_build(work)) for work in to_build]
-        time_left = [_time_left(leases, work) for work in to_build]
-        sent = self._sender().send_as_built(builds, time_left)
+            built = [_done(_build_all(group)) for group in groups]
+        time_left = [[_time_left(leases, work) for work in group] for group in groups]
+        sent = self._sender().send_as_built(built, time_left)
         answered = utcnow()  # Retry-After counts from the answer, not from the send
         for work, item in zip(to_build, sent, strict=True):
             if isinstance(item, DeliveryError):
@@ -141,10 +151,21 @@ def _time_left(leases: Leases, work: Work) -> TimeLeft | None:
     return lease.time_left if lease is not None else None
 
 
-def _done(built: Built) -> Future[Built]:
-    future: Future[Built] = Future()
+def _groups(works: Sequence[Work]) -> list[Sequence[Work]]:
+    """``works`` in consecutive groups that are each signed in one task and handed to the
+    sender at once: up to :data:`_GROUPS` groups of at most :data:`_GROUP_MAX`."""
+    size = min(_GROUP_MAX, max(1, -(-len(works) // _GROUPS)))
+    return [works[start : start + size] for start in range(0, len(works), size)]
+
+
+def _done(built: Sequence[Built]) -> Future[Sequence[Built]]:
+    future: Future[Sequence[Built]] = Future()
     future.set_result(built)
     return future
+
+
+def _build_all(works: Sequence[Work]) -> list[Built]:
+    return [_build(work) for work in works]
 
 
 def _build(work: Work) -> Built:

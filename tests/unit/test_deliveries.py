@@ -660,6 +660,45 @@ def test_one_event_mixes_outcomes(env: _Env) -> None:
     assert completed.detail["deliveries"]["succeeded"] == 1
 
 
+class _CountingPool(ThreadPoolExecutor):
+    """Signing threads that count the tasks handed to them."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2, thread_name_prefix="test-sign")
+        self.tasks = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.tasks += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_signing_threads_build_a_large_fan_out_in_a_few_groups(env: _Env) -> None:
+    """40 deliveries of one event are built by the signing threads in a few tasks, not one
+    per request (each hand-over costs more than an ES256 signature), and every delivery
+    still gets its own outcome: a handler's bug in one build fails that delivery only."""
+    names = [f"rp{index:02d}" for index in range(40)]
+    for name in names:
+        env.provider(name)
+    env.provider("buggy", protocol="raising")
+    env.rps.answer("/rp07", 404)
+    env.session("s-1", "alice", {name: f"sid-{name}" for name in [*names, "buggy"]})
+    pool = _CountingPool()
+    policy = RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=600.0)
+    try:
+        engine = env.engine(attempts=Attempts(lambda: env.sender, policy, pool))
+        event_id = env.logout("s-1", engine)
+    finally:
+        pool.shutdown()
+    statuses = {name: d.status for name, d in env.deliveries(event_id).items()}
+    assert statuses == {
+        **{name: DeliveryStatus.SUCCEEDED for name in names if name != "rp07"},
+        "rp07": DeliveryStatus.FAILED,
+        "buggy": DeliveryStatus.FAILED,
+    }
+    assert sorted(env.rps.paths()) == sorted(f"/{name}" for name in names)
+    assert 1 < pool.tasks <= 8, f"{pool.tasks} signing tasks for 41 requests"
+
+
 # -- secrets -----------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -559,34 +559,35 @@ def test_default_client_keeps_no_cookies(
     assert [headers.get("cookie") for _, headers, _ in handler.seen] == [None, None]
 
 
-def test_send_as_built_sends_each_request_when_it_is_ready(
+def test_send_as_built_sends_each_group_when_it_is_ready(
     make_sender: MakeSender, scripted: tuple[str, type[_ScriptedHandler]]
 ) -> None:
-    """A finished build goes out before a slower one is done; a failed build is returned."""
+    """A finished group goes out before a slower one is done; a failed build is returned
+    in its place; the items come back in the order of the builds, group after group."""
     base, handler = scripted
-    ready: Future[Built] = Future()
-    later: Future[Built] = Future()
-    failed: Future[Built] = Future()
-    ready.set_result(_post(f"{base}/first"))
-    failed.set_result(PermanentDeliveryError("no sid"))
+    ready: Future[Sequence[Built]] = Future()
+    later: Future[Sequence[Built]] = Future()
+    ready.set_result([_post(f"{base}/first"), PermanentDeliveryError("no sid")])
     outcome: list[list[Sent]] = []
     thread = threading.Thread(
-        target=lambda: outcome.append(make_sender().send_as_built([ready, later, failed]))
+        target=lambda: outcome.append(make_sender().send_as_built([ready, later]))
     )
     thread.start()
     deadline = time.monotonic() + GATE_TIMEOUT
     while not handler.seen and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert [path for path, _, _ in handler.seen] == ["/first"], "the ready request waited"
-    later.set_result(_post(f"{base}/second"))
+    assert [path for path, _, _ in handler.seen] == ["/first"], "the ready group waited"
+    later.set_result([_post(f"{base}/second"), _post(f"{base}/third")])
     thread.join(timeout=5)
-    [(first, second, third)] = outcome
+    [(first, failed, second, third)] = outcome
     assert isinstance(first, tuple)
     assert isinstance(first[1], BackchannelResponse)
+    assert isinstance(failed, PermanentDeliveryError)
     assert isinstance(second, tuple)
     assert second[0].url == f"{base}/second"
-    assert isinstance(third, PermanentDeliveryError)
-    assert [path for path, _, _ in handler.seen] == ["/first", "/second"]
+    assert isinstance(third, tuple)
+    assert third[0].url == f"{base}/third"
+    assert sorted(path for path, _, _ in handler.seen) == ["/first", "/second", "/third"]
 
 
 def test_a_request_without_lease_enough_is_not_sent() -> None:
@@ -598,11 +599,10 @@ def test_a_request_without_lease_enough_is_not_sent() -> None:
         return _reply(200)
 
     sender = HttpSender(timeout=1.0, transport=httpx.MockTransport(answer))
-    builds: list[Future[Built]] = [Future(), Future()]
-    for build in builds:
-        build.set_result(_post("http://rp.test/a"))
+    group: Future[Sequence[Built]] = Future()
+    group.set_result([_post("http://rp.test/a"), _post("http://rp.test/a")])
     try:
-        refused, sent = sender.send_as_built(builds, [lambda: 0.5, lambda: 30.0])
+        refused, sent = sender.send_as_built([group], [[lambda: 0.5, lambda: 30.0]])
     finally:
         sender.close()
     assert isinstance(refused, tuple)
