@@ -90,10 +90,31 @@ def write_audit(
     ``seq`` (see :func:`audit_horizon`). Call it **last** in the transaction, after every
     other write, so that it is held for the insert and the commit only (a reader's wait).
     """
+    if not entries:
+        return []
     when = at or utcnow()
-    records = [
+    ids = [str(uuid.uuid4()) for _ in entries]
+    rows = [
+        {
+            "id": record_id,
+            "at": when,
+            "type": entry.type.value,
+            "event_id": entry.event_id,
+            "user_id": entry.user_id,
+            "session_id": entry.session_id,
+            "provider": entry.provider,
+            "outcome": entry.outcome,
+            "detail": entry.detail,
+            "dedupe_key": entry.key,
+        }
+        for entry, record_id in zip(entries, ids, strict=True)
+    ]
+    if dialect_name(db) == "postgresql":
+        db.execute(_WRITING)
+    written = set(_INSERTING.execute(db, rows).scalars())
+    return [
         AuditRecord.model_construct(
-            id=str(uuid.uuid4()),
+            id=record_id,
             at=when,
             type=entry.type,
             event_id=entry.event_id,
@@ -103,19 +124,9 @@ def write_audit(
             outcome=entry.outcome,
             detail=entry.detail,
         )
-        for entry in entries
+        for entry, record_id in zip(entries, ids, strict=True)
+        if entry.key in written
     ]
-    if not records:
-        return []
-    keys = [entry.key for entry in entries]
-    rows = [
-        {**record.model_dump(), "type": record.type.value, "dedupe_key": key}
-        for record, key in zip(records, keys, strict=True)
-    ]
-    if dialect_name(db) == "postgresql":
-        db.execute(_WRITING)
-    written = set(_INSERTING.execute(db, rows).scalars())
-    return [record for record, key in zip(records, keys, strict=True) if key in written]
 
 
 #: The trail's insert (a key written before is ignored).
@@ -148,9 +159,19 @@ def emit(records: Sequence[AuditRecord]) -> None:
     metrics they move (:func:`orchestrator.metrics.count_records`)."""
     count_records(records)
     for record in records:
+        level = log_level(record)
+        if not _enabled(level):
+            continue  # filtered out: not worth serialising (most records, below ``warning``)
         _log.log(
-            log_level(record),
+            level,
             "audit",
             **record.model_dump(mode="json", exclude={"detail"}),
             detail=record.detail,
         )
+
+
+def _enabled(level: int) -> bool:
+    """Whether the audit logger writes lines of ``level``; True when its wrapper class (an
+    embedding application's structlog set-up) cannot say."""
+    check = getattr(_log, "is_enabled_for", None)
+    return True if check is None else bool(check(level))

@@ -73,6 +73,27 @@ def test_a_warning_filter_keeps_every_failure(capsys: pytest.CaptureFixture[str]
     ]
 
 
+def test_a_filtered_record_is_never_serialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below the configured level a record costs no serialisation: only the lines written
+    are dumped (a loaded worker emits thousands of records a second)."""
+    configure_logging("WARNING", "json")
+    dumped: list[str] = []
+    dump = AuditRecord.model_dump
+
+    def counting_dump(self: AuditRecord, **options: Any) -> dict[str, Any]:
+        dumped.append(self.type.value)
+        return dump(self, **options)
+
+    monkeypatch.setattr(AuditRecord, "model_dump", counting_dump)
+    emit(
+        [
+            *(_record(AuditType.DELIVERY_SUCCEEDED, "succeeded") for _ in range(50)),
+            _record(AuditType.DELIVERY_FAILED, "failed"),
+        ]
+    )
+    assert dumped == ["delivery.failed"]
+
+
 def test_worker_start_logs_the_duration_readings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
