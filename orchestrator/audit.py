@@ -158,20 +158,17 @@ def emit(records: Sequence[AuditRecord]) -> None:
     """One structured JSON log line per record (after the records are committed), and the
     metrics they move (:func:`orchestrator.metrics.count_records`)."""
     count_records(records)
+    if not records:
+        return
+    log = _log.bind()  # one logger for the lot (the proxy would bind one per call)
+    check = getattr(log, "is_enabled_for", None)  # an embedding application's wrapper may lack it
     for record in records:
         level = log_level(record)
-        if not _enabled(level):
+        if check is not None and not check(level):
             continue  # filtered out: not worth serialising (most records, below ``warning``)
-        _log.log(
+        log.log(
             level,
             "audit",
             **record.model_dump(mode="json", exclude={"detail"}),
             detail=record.detail,
         )
-
-
-def _enabled(level: int) -> bool:
-    """Whether the audit logger writes lines of ``level``; True when its wrapper class (an
-    embedding application's structlog set-up) cannot say."""
-    check = getattr(_log, "is_enabled_for", None)
-    return True if check is None else bool(check(level))
