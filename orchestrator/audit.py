@@ -62,7 +62,8 @@ _WRITING = text("SELECT pg_advisory_xact_lock_shared(:key)").bindparams(key=AUDI
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """A record to write. ``key`` is unique per fact, so replaying a step writes nothing twice."""
+    """A record to write. ``key`` is unique per fact, so replaying a step writes nothing twice.
+    ``detail`` holds plain JSON values (it is written as it is: no model is dumped)."""
 
     key: str
     type: AuditType

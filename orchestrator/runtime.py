@@ -280,7 +280,9 @@ class Runtime:
                 self._builders = ThreadPoolExecutor(
                     self.settings.signing_threads, thread_name_prefix="logout-sign"
                 )
-        return Attempts(self.sender, self.retry_policy(), self._builders)
+        return Attempts(
+            self.sender, self.retry_policy(), self._builders, self.settings.signing_threads
+        )
 
     def close(self) -> None:
         with self._lock:

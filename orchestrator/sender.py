@@ -105,6 +105,8 @@ class HttpSender:
         """
         if not groups:
             return []
+        if time_left and len(time_left) != len(groups):
+            raise ValueError(f"{len(time_left)} time_left sequences for {len(groups)} groups")
         lefts = list(time_left) or [()] * len(groups)
         return self._call(self._send_as_built(groups, lefts))
 

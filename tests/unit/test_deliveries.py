@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -32,6 +32,7 @@ from orchestrator.handlers import build_handler
 from orchestrator.leases import Leases
 from orchestrator.logging import configure_logging
 from orchestrator.logout import Attempts, LogoutEngine, Outcome, RetryScheduler, Work
+from orchestrator.logout.attempts import _groups
 from orchestrator.registry import SessionRegistry
 from orchestrator.retry import RetryPolicy
 from orchestrator.sender import HttpSender
@@ -658,6 +659,29 @@ def test_one_event_mixes_outcomes(env: _Env) -> None:
     [completed] = env.audit("logout.completed")
     assert completed.outcome == "partial"
     assert completed.detail["deliveries"]["succeeded"] == 1
+
+
+@pytest.mark.parametrize(
+    ("count", "spread", "sizes"),
+    [
+        (1, 8, [1]),
+        (5, 8, [1] * 5),
+        (9, 8, [2, 2, 2, 2, 1]),
+        (128, 8, [16] * 8),
+        (129, 8, [16] * 8 + [1]),
+        (160, 8, [16] * 10),
+        (40, 20, [2] * 20),
+    ],
+)
+def test_requests_are_signed_in_consecutive_groups(
+    count: int, spread: int, sizes: list[int]
+) -> None:
+    """Groups of at most 16, ``spread`` of them while the requests last (as many as the
+    signing threads, at least 8), more past ``spread`` x 16; in order, none lost."""
+    works = cast(list[Work], list(range(count)))
+    groups = _groups(works, spread)
+    assert [len(group) for group in groups] == sizes
+    assert [work for group in groups for work in group] == works
 
 
 class _CountingPool(ThreadPoolExecutor):

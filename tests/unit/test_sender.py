@@ -590,6 +590,21 @@ def test_send_as_built_sends_each_group_when_it_is_ready(
     assert sorted(path for path, _, _ in handler.seen) == ["/first", "/second", "/third"]
 
 
+def test_a_group_that_failed_to_build_fails_the_call(make_sender: MakeSender) -> None:
+    """A group whose task raised (builds catch what handlers raise, so only a bug of ours
+    gets here) is raised to the caller, as is a time_left list that does not fit the
+    groups."""
+    broken: Future[Sequence[Built]] = Future()
+    broken.set_exception(RuntimeError("boom"))
+    sender = make_sender()
+    with pytest.raises(RuntimeError, match="boom"):
+        sender.send_as_built([broken])
+    fine: Future[Sequence[Built]] = Future()
+    fine.set_result([])
+    with pytest.raises(ValueError, match="2 time_left sequences for 1 groups"):
+        sender.send_as_built([fine], [[], []])
+
+
 def test_a_request_without_lease_enough_is_not_sent() -> None:
     """A request whose attempt has no more lease left than the timeout is not started."""
     seen: list[httpx.Request] = []
