@@ -20,6 +20,7 @@ transport is its own network (a ``MockTransport`` has none) and applies no polic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol
@@ -34,7 +35,16 @@ from orchestrator.egress import EgressPolicy, literal_address
 from orchestrator.errors import EgressRefusedError, PermanentDeliveryError, TransientDeliveryError
 from protocols import BackchannelRequest, BackchannelResponse
 
-__all__ = ["AiohttpExchange", "EgressConnector", "Exchange", "HttpxExchange"]
+__all__ = ["DESTINATION_TTL", "AiohttpExchange", "EgressConnector", "Exchange", "HttpxExchange"]
+
+#: Seconds a URL's destination (the addresses it resolved to, checked) is remembered as the
+#: key of its per-host limit, as long as aiohttp keeps a DNS answer (``ttl_dns_cache``). Only
+#: that key is remembered: every new connection resolves and checks its addresses again.
+DESTINATION_TTL = 10.0
+#: Destinations remembered at most (URLs are the providers'; past it, all are forgotten).
+_DESTINATIONS_MAX = 10_000
+#: The clock of that memory (a test sets its own).
+_clock = time.monotonic
 
 
 class Exchange(Protocol):
@@ -103,10 +113,17 @@ class AiohttpExchange:
         self._egress = egress or EgressPolicy()
         self._session: aiohttp.ClientSession | None = None
         self._connector: EgressConnector | None = None
+        self._destinations: dict[str, tuple[float, Hashable]] = {}
 
     async def destination(self, url: str) -> Hashable:
         """The sorted addresses and port ``url`` connects to (a name that does not resolve:
-        the name, and the exchange reports the failure)."""
+        the name, and the exchange reports the failure), remembered for
+        :data:`DESTINATION_TTL` seconds when resolved (resolving and checking the addresses
+        of every request cost ~7% of the fan-out's CPU)."""
+        now = _clock()
+        known = self._destinations.get(url)
+        if known is not None and known[0] > now:
+            return known[1]
         try:
             parsed = URL(url)
         except ValueError:
@@ -116,14 +133,21 @@ class AiohttpExchange:
         self._client()
         assert self._connector is not None
         try:
-            return await self._connector.addresses(parsed.host, parsed.port), parsed.port
+            key = await self._connector.addresses(parsed.host, parsed.port), parsed.port
         except (aiohttp.ClientError, OSError):
             return parsed.host_port_subcomponent or url
+        if len(self._destinations) >= _DESTINATIONS_MAX:
+            self._destinations.clear()
+        self._destinations[url] = (now + DESTINATION_TTL, key)
+        return key
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._connector = EgressConnector(
-                self._egress, limit=self._max_connections, limit_per_host=0
+                self._egress,
+                limit=self._max_connections,
+                limit_per_host=0,
+                ttl_dns_cache=int(DESTINATION_TTL),
             )
             self._session = aiohttp.ClientSession(
                 connector=self._connector,

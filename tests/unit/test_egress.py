@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from orchestrator import http_exchange
 from orchestrator.egress import EgressPolicy, parse_allow_entry
 from orchestrator.errors import ConfigurationError, EgressRefusedError, PermanentDeliveryError
-from orchestrator.http_exchange import EgressConnector
+from orchestrator.http_exchange import DESTINATION_TTL, EgressConnector
 from orchestrator.sender import HttpSender
 from orchestrator.settings import Settings
 from protocols import BackchannelRequest, BackchannelResponse
@@ -180,6 +181,42 @@ def test_dns_rebinding_is_checked_on_every_connection() -> None:
     assert first == 1
     assert "'rp.example' resolves to a private address" in detail
     assert asked == ["rp.example", "rp.example"]
+
+
+def test_a_destination_is_resolved_once_per_dns_lifetime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-host limit's key of a URL is resolved and checked once per DESTINATION_TTL
+    (as long as aiohttp keeps the DNS answer), not for every request; a refusal is never
+    remembered, so a refused destination is asked again (and refused again) each time."""
+    answers = {"rp.example": [["93.184.216.34"]], "inside.example": [["10.0.0.5"]]}
+    resolver = _Resolver(answers)
+    clock = [1000.0]
+    monkeypatch.setattr(http_exchange, "_clock", lambda: clock[0])
+    original = http_exchange.EgressConnector
+
+    def connector(policy: EgressPolicy, **options: Any) -> EgressConnector:
+        return original(policy, resolver=resolver, use_dns_cache=False, **options)
+
+    monkeypatch.setattr(http_exchange, "EgressConnector", connector)
+
+    async def run() -> list[Any]:
+        exchange = http_exchange.AiohttpExchange(max_connections=4, body_limit=1024)
+        try:
+            seen: list[Any] = []
+            for step in (0.0, 5.0, DESTINATION_TTL):  # remembered, remembered, expired
+                clock[0] += step
+                seen.append(await exchange.destination("https://rp.example/logout"))
+            for _ in range(2):
+                with pytest.raises(EgressRefusedError):
+                    await exchange.destination("https://inside.example/logout")
+            return seen
+        finally:
+            await exchange.aclose()
+
+    seen = asyncio.run(run())
+    assert seen == [(("93.184.216.34",), 443)] * 3
+    assert resolver.asked == ["rp.example", "rp.example", "inside.example", "inside.example"]
 
 
 # -- the allow-list ---------------------------------------------------------------------
