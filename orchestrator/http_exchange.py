@@ -40,7 +40,7 @@ __all__ = ["DESTINATION_TTL", "AiohttpExchange", "EgressConnector", "Exchange", 
 #: Seconds a URL's destination (the addresses it resolved to, checked) is remembered as the
 #: key of its per-host limit, as long as aiohttp keeps a DNS answer (``ttl_dns_cache``). Only
 #: that key is remembered: every new connection resolves and checks its addresses again.
-DESTINATION_TTL = 10.0
+DESTINATION_TTL = 10
 #: Destinations remembered at most (URLs are the providers'; past it, all are forgotten).
 _DESTINATIONS_MAX = 10_000
 #: The clock of that memory (a test sets its own).
@@ -147,7 +147,7 @@ class AiohttpExchange:
                 self._egress,
                 limit=self._max_connections,
                 limit_per_host=0,
-                ttl_dns_cache=int(DESTINATION_TTL),
+                ttl_dns_cache=DESTINATION_TTL,
             )
             self._session = aiohttp.ClientSession(
                 connector=self._connector,

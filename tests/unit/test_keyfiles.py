@@ -15,6 +15,16 @@ from protocols.oidc.keys import KeyRing
 from schemas.errors import ConfigurationError
 
 
+@pytest.fixture
+def no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system without hard links (FAT, some network mounts): ``os.link`` refuses."""
+
+    def refuse(source: str, target: Path) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+
+
 def test_a_key_file_appears_only_once_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,16 +56,10 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["kid.pem"]
 
 
-def test_without_hard_links_the_file_is_renamed_into_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("no_hard_links")
+def test_without_hard_links_the_file_is_renamed_into_place(tmp_path: Path) -> None:
     """On a file system that has no hard links (FAT, some network mounts) the temporary file
     is renamed instead, and an existing file is still never replaced."""
-
-    def no_links(source: str, target: Path) -> None:
-        raise OSError(errno.EPERM, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
     path = tmp_path / "kid.pem"
     write_private(path, b"first")
     assert path.read_bytes() == b"first"
@@ -70,15 +74,9 @@ def test_an_unwritable_directory_names_the_setting(tmp_path: Path) -> None:
         write_private(tmp_path / "missing" / "kid.pem", b"data")
 
 
-def test_without_hard_links_a_dangling_link_is_not_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("no_hard_links")
+def test_without_hard_links_a_dangling_link_is_not_replaced(tmp_path: Path) -> None:
     """The rename fallback refuses a name that is taken, even by a link to nothing."""
-
-    def no_links(source: str, target: Path) -> None:
-        raise OSError(errno.EPERM, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
     path = tmp_path / "kid.pem"
     path.symlink_to(tmp_path / "nowhere")
     with pytest.raises(FileExistsError):
