@@ -153,8 +153,9 @@ class ProviderSession(Base):
     __table_args__ = (UniqueConstraint("session_id", "provider"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Looked up by the unique (session_id, provider) index: its leading column serves.
     session_id: Mapped[str] = mapped_column(
-        ForeignKey("idp_sessions.session_id", ondelete="CASCADE"), index=True
+        ForeignKey("idp_sessions.session_id", ondelete="CASCADE")
     )
     provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
     #: The protocol's identifiers (OIDC ``sid``/``sub``, SAML ``name_id`` ...), as its
@@ -234,7 +235,8 @@ class Delivery(Base):
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
+    # Looked up by the unique (event_id, provider_session_id) index: its leading column serves.
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"))
     provider_session_id: Mapped[int] = mapped_column(ForeignKey("provider_sessions.id"))
     provider: Mapped[str] = mapped_column(ID)
     session_id: Mapped[str] = mapped_column(ID)
