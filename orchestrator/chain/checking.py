@@ -72,7 +72,7 @@ def _hidden(db: Connection) -> list[Finding]:
             "inserted",
             None,
             found.id,
-            f"not part of the chain: written with empty chain columns (seq {found.seq}) below "
+            f"not part of the chain: a record with no link (seq {found.seq}) below "
             "records already sealed, where the sealer never links one",
         )
         for found in hidden_records(db)

@@ -20,12 +20,13 @@ from orchestrator.chain.checking import Verification, verify_chain
 from orchestrator.chain.checkpoints import Checkpoint, CheckpointKeys, write_checkpoint
 from orchestrator.chain.reading import first_position
 from orchestrator.chain.sealing import ChainHead, chain_head, seal, take_seal_lock
-from orchestrator.store.core import audit_records
+from orchestrator.store.core import audit_links, audit_records
 from orchestrator.trail import audit_purged
 
 __all__ = ["Purge", "purge_before"]
 
 _AUDIT = audit_records.c
+_LINK = audit_links.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +55,14 @@ def purge_before(
             return Purge(0, 0, None, refused=verified)
         end = first_position(db, before)
         through = chain_head(db).count if end is None else end - 1
-        low = db.scalar(select(func.min(_AUDIT.chain_seq)))
+        low = db.scalar(select(func.min(_LINK.chain_seq)))
         if low is None or through < int(low):
             return Purge(0, through, None)
-        head = db.scalar(select(_AUDIT.chain_hash).where(_AUDIT.chain_seq == through))
+        head = db.scalar(select(_LINK.chain_hash).where(_LINK.chain_seq == through))
         checkpoint = write_checkpoint(db, keys, issuer, "purge", ChainHead(through, str(head)))
-        deleted = db.execute(delete(audit_records).where(_AUDIT.chain_seq <= through)).rowcount
+        purged = select(_LINK.seq).where(_LINK.chain_seq <= through)
+        deleted = db.execute(delete(audit_records).where(_AUDIT.seq.in_(purged))).rowcount
+        db.execute(delete(audit_links).where(_LINK.chain_seq <= through))
         entry = audit_purged(checkpoint.id, before, deleted, through, actor)
         written = write_audit(db, [entry])
     emit(written)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, exists, func, select
 
 from orchestrator.chain.canonical import CANONICAL_FIELDS, format_at
 from orchestrator.chain.verifying import Owner
-from orchestrator.store.core import audit_records
+from orchestrator.store.core import audit_links, audit_records
 
 __all__ = [
     "CHAIN_FIELDS",
@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 _AUDIT = audit_records.c
+_LINK = audit_links.c
+#: Every sealed record with its link, by ``seq`` (a link whose record is gone drops out: a
+#: gap in the chain, which the verifier names).
+_LINKED = audit_records.join(audit_links, _LINK.seq == _AUDIT.seq)
 #: A record's fields in an export, in order: its canonical fields and its chain columns.
 CHAIN_FIELDS: Final = (
     "chain_seq",
@@ -33,6 +37,8 @@ CHAIN_FIELDS: Final = (
     "prev_hash",
     "chain_hash",
 )
+#: What a record's link adds to it.
+_LINK_FIELDS = ("chain_seq", "record_hash", "prev_hash", "chain_hash")
 _PAGE = 1000
 
 
@@ -49,10 +55,10 @@ def hidden_records(db: Connection) -> list[HiddenRecord]:
     order and never goes back, so such a record was inserted after its neighbours were
     sealed, past the chain (a legitimate late commit is sealed before any record after it).
     A few at most on an untampered trail: none."""
-    head = select(func.max(_AUDIT.seq)).where(_AUDIT.chain_seq.is_not(None)).scalar_subquery()
+    head = select(func.max(_LINK.seq)).scalar_subquery()
     rows = db.execute(
         select(_AUDIT.seq, _AUDIT.id)
-        .where(_AUDIT.chain_seq.is_(None), _AUDIT.seq <= head)
+        .where(_AUDIT.seq <= head, ~exists().where(_LINK.seq == _AUDIT.seq))
         .order_by(_AUDIT.seq)
     )
     return [HiddenRecord(int(row.seq), str(row.id)) for row in rows]
@@ -68,9 +74,10 @@ def _as_chain_record(row: Any) -> dict[str, Any]:
 def first_position(db: Connection, since: datetime) -> int | None:
     """The position of the first sealed record written at or after ``since``."""
     found = db.scalar(
-        select(_AUDIT.chain_seq)
-        .where(_AUDIT.chain_seq.is_not(None), _AUDIT.at >= since)
-        .order_by(_AUDIT.chain_seq)
+        select(_LINK.chain_seq)
+        .select_from(_LINKED)
+        .where(_AUDIT.at >= since)
+        .order_by(_LINK.chain_seq)
         .limit(1)
     )
     return int(found) if found is not None else None
@@ -89,13 +96,14 @@ def chain_records(
             return
         last = start - 1
     end = first_position(db, until) if until is not None else None
-    conditions = [] if end is None else [_AUDIT.chain_seq < end]
+    conditions = [] if end is None else [_LINK.chain_seq < end]
     while True:
         rows = (
             db.execute(
-                select(audit_records)
-                .where(_AUDIT.chain_seq > last, *conditions)
-                .order_by(_AUDIT.chain_seq)
+                select(audit_records, *(_LINK[name] for name in _LINK_FIELDS))
+                .select_from(_LINKED)
+                .where(_LINK.chain_seq > last, *conditions)
+                .order_by(_LINK.chain_seq)
                 .limit(_PAGE)
             )
             .mappings()
@@ -109,7 +117,8 @@ def chain_records(
 
 
 class DatabaseLookups:
-    """:class:`~orchestrator.chain.verifying.Lookups` on the trail's table."""
+    """:class:`~orchestrator.chain.verifying.Lookups` on the trail's records and links (a
+    link whose record is gone is not there, as in :func:`chain_records`)."""
 
     def __init__(self, db: Connection) -> None:
         self._db = db
@@ -118,9 +127,9 @@ class DatabaseLookups:
         if not hashes:
             return {}
         rows = self._db.execute(
-            select(_AUDIT.chain_hash, _AUDIT.chain_seq, _AUDIT.id).where(
-                _AUDIT.chain_hash.in_(sorted(hashes))
-            )
+            select(_LINK.chain_hash, _LINK.chain_seq, _AUDIT.id)
+            .select_from(_LINKED)
+            .where(_LINK.chain_hash.in_(sorted(hashes)))
         )
         return {row.chain_hash: Owner(int(row.chain_seq), str(row.id)) for row in rows}
 
@@ -128,6 +137,9 @@ class DatabaseLookups:
         if not hashes:
             return set()
         rows = self._db.scalars(
-            select(_AUDIT.prev_hash).where(_AUDIT.prev_hash.in_(sorted(hashes))).distinct()
+            select(_LINK.prev_hash)
+            .select_from(_LINKED)
+            .where(_LINK.prev_hash.in_(sorted(hashes)))
+            .distinct()
         )
         return {str(found) for found in rows}

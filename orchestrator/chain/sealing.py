@@ -5,16 +5,16 @@ of them waits for another, nor spends time on hashing, on the fan-out's path. A 
 round, run by every worker every ``audit_seal_interval`` and by the commands that read the
 chain, takes the records that no transaction can still be writing (the
 :func:`~orchestrator.audit_query.audit_horizon`) and not yet sealed, in ``seq`` order, and
-gives each the hash of its canonical form (``record_hash``), its position (``chain_seq``, 1,
-2, ...), the chain hash before it (``prev_hash``) and its own (``chain_hash``), one UPDATE
-per page of records. Rounds exclude each
-other: on PostgreSQL by an advisory lock only sealers take (:data:`SEAL_LOCK_KEY`), on SQLite
-by its single writer, and on both by the unique ``chain_seq`` (a round that lost a race
-stops: the winner sealed those records). A worker's round skips when another holds the lock
-(that one is sealing the same records; no worker queues behind it every few seconds); a
-command waits for it, since it reads the whole trail next. A record that commits late (a
-lower ``seq``) is below the horizon only once it committed, so the chain's order is ``seq``
-order, always.
+writes each a link (:data:`~orchestrator.store.core.audit_links`): the hash of its canonical
+form (``record_hash``), its position (``chain_seq``, 1, 2, ...), the chain hash before it
+(``prev_hash``) and its own (``chain_hash``), one INSERT per page of records; the records
+themselves are never rewritten. Rounds exclude each other: on PostgreSQL by an advisory lock
+only sealers take (:data:`SEAL_LOCK_KEY`), on SQLite by its single writer, and on both by the
+unique ``chain_seq`` and ``seq`` of a link (a round that lost a race stops: the winner sealed
+those records). A worker's round skips when another holds the lock (that one is sealing the
+same records; no worker queues behind it every few seconds); a command waits for it, since
+it reads the whole trail next. A record that commits late (a lower ``seq``) is below the
+horizon only once it committed, so the chain's order is ``seq`` order, always.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, bindparam, select, text, update
+from sqlalchemy import ColumnElement, Connection, Engine, exists, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.audit_query import audit_horizon
 from orchestrator.chain.canonical import GENESIS, chain_hash, record_hash
-from orchestrator.store.core import SEAL_LOCK_KEY, audit_checkpoints, audit_records
+from orchestrator.store.core import SEAL_LOCK_KEY, audit_checkpoints, audit_links, audit_records
 
 __all__ = [
     "SEAL_PAGE",
@@ -60,37 +60,22 @@ _CANONICAL_COLUMNS = (
     _AUDIT.detail,
     _AUDIT.dedupe_key,
 )
-#: One row's link, by ``seq`` (SQLite: executemany, one statement run per row in-process).
-_LINK = (
-    update(audit_records)
-    .where(_AUDIT.seq == bindparam("b_seq"))
-    .values(
-        chain_seq=bindparam("b_chain_seq"),
-        prev_hash=bindparam("b_prev_hash"),
-        chain_hash=bindparam("b_chain_hash"),
-        record_hash=bindparam("b_record_hash"),
-    )
-)
-_LINK_COLUMNS = ("b_seq", "b_chain_seq", "b_prev_hash", "b_chain_hash", "b_record_hash")
-
-
+_LINK = audit_links.c
+#: A link's columns, in the order :data:`_LINK_ARRAYS` takes them.
+_LINK_COLUMNS = ("chain_seq", "seq", "record_hash", "prev_hash", "chain_hash")
 #: A page of links in one statement on PostgreSQL: five arrays, whatever the page's size
 #: (one cached statement; a VALUES list of 5,000 parameters costs more to build than to run).
 _LINK_ARRAYS = text(
-    "UPDATE audit_records SET chain_seq = links.chain_seq, prev_hash = links.prev_hash, "
-    "chain_hash = links.chain_hash, record_hash = links.record_hash "
-    "FROM unnest(CAST(:b_seq AS bigint[]), CAST(:b_chain_seq AS bigint[]), "
-    "CAST(:b_prev_hash AS text[]), CAST(:b_chain_hash AS text[]), "
-    "CAST(:b_record_hash AS text[])) "
-    "AS links(seq, chain_seq, prev_hash, chain_hash, record_hash) "
-    "WHERE audit_records.seq = links.seq"
+    "INSERT INTO audit_links (chain_seq, seq, record_hash, prev_hash, chain_hash) "
+    "SELECT * FROM unnest(CAST(:chain_seq AS bigint[]), CAST(:seq AS integer[]), "
+    "CAST(:record_hash AS text[]), CAST(:prev_hash AS text[]), CAST(:chain_hash AS text[]))"
 )
 
 
 def _link_page(db: Connection, links: list[dict[str, Any]]) -> None:
-    """Write a page of links: one statement on PostgreSQL, executemany on SQLite."""
+    """Write a page of links: one statement on PostgreSQL, executemany elsewhere."""
     if db.dialect.name != "postgresql":
-        db.execute(_LINK, links)
+        db.execute(insert(audit_links), links)
         return
     db.execute(_LINK_ARRAYS, {name: [link[name] for link in links] for name in _LINK_COLUMNS})
 
@@ -101,19 +86,20 @@ class ChainHead:
 
     count: int
     hash: str
+    #: The last sealed record's ``seq`` (0 when no link is left).
+    seq: int = 0
 
 
 def chain_head(db: Connection) -> ChainHead:
     """The last sealed record's position and chain hash; when none is left (nothing sealed
     yet, or a purge removed them all), the latest purge checkpoint's, else the genesis."""
     row = db.execute(
-        select(_AUDIT.chain_seq, _AUDIT.chain_hash)
-        .where(_AUDIT.chain_seq.is_not(None))
-        .order_by(_AUDIT.chain_seq.desc())
+        select(_LINK.chain_seq, _LINK.chain_hash, _LINK.seq)
+        .order_by(_LINK.chain_seq.desc())
         .limit(1)
     ).first()
     if row is not None:
-        return ChainHead(int(row.chain_seq), str(row.chain_hash))
+        return ChainHead(int(row.chain_seq), str(row.chain_hash), int(row.seq))
     checkpoint = db.execute(
         select(audit_checkpoints.c.count, audit_checkpoints.c.head_hash)
         .where(audit_checkpoints.c.reason == "purge")
@@ -155,8 +141,8 @@ def _seal_page(db: Connection, horizon: int | None, page: int, wait: bool) -> in
     head = chain_head(db)
     # Sealed records are exactly those up to a seq (the chain's order is seq order): start
     # after the head's, so a round reads no sealed record, however long the trail.
-    after = db.scalar(select(_AUDIT.seq).where(_AUDIT.chain_seq == head.count)) or 0
-    conditions: list[ColumnElement[bool]] = [_AUDIT.seq > after, _AUDIT.chain_seq.is_(None)]
+    unlinked = ~exists().where(_LINK.seq == _AUDIT.seq)
+    conditions: list[ColumnElement[bool]] = [_AUDIT.seq > head.seq, unlinked]
     if horizon is not None:
         conditions.append(_AUDIT.seq <= horizon)
     rows = db.execute(
@@ -168,14 +154,14 @@ def _seal_page(db: Connection, horizon: int | None, page: int, wait: bool) -> in
         linked = chain_hash(head.hash, own)
         links.append(
             {
-                "b_seq": row["seq"],
-                "b_chain_seq": head.count + 1,
-                "b_prev_hash": head.hash,
-                "b_chain_hash": linked,
-                "b_record_hash": own,
+                "chain_seq": head.count + 1,
+                "seq": row["seq"],
+                "record_hash": own,
+                "prev_hash": head.hash,
+                "chain_hash": linked,
             }
         )
-        head = ChainHead(head.count + 1, linked)
+        head = ChainHead(head.count + 1, linked, row["seq"])
     if links:
         _link_page(db, links)
     return len(links)

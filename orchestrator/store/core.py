@@ -1,7 +1,8 @@
 """What reading commands need of the schema, in SQLAlchemy Core: no ORM to import.
 
-The metadata every model shares, the UTC timestamp type, and the audit trail's table, which
-:class:`~orchestrator.store.models.AuditRow` maps (one definition for both).
+The metadata every model shares, the UTC timestamp type, and the audit trail's tables: the
+records, which :class:`~orchestrator.store.models.AuditRow` maps (one definition for both),
+the chain's links and its checkpoints.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -32,6 +31,7 @@ __all__ = [
     "SEAL_LOCK_KEY",
     "UTCDateTime",
     "audit_checkpoints",
+    "audit_links",
     "audit_records",
 ]
 
@@ -77,9 +77,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 #: One row per audit record; ``dedupe_key`` makes writing it again after a crash a no-op and
-#: ``seq`` orders the trail exactly as it was written. ``record_hash``, ``chain_seq``,
-#: ``prev_hash`` and ``chain_hash`` are written when the sealer links the record into the
-#: chain (see :mod:`orchestrator.chain`).
+#: ``seq`` orders the trail exactly as it was written. Its place in the hash chain is a row of
+#: :data:`audit_links`, which the sealer writes (see :mod:`orchestrator.chain`).
 audit_records = Table(
     "audit_records",
     METADATA,
@@ -94,18 +93,22 @@ audit_records = Table(
     Column("provider", ID),
     Column("outcome", String(32), nullable=False),
     Column("detail", JSON, nullable=False, default=dict),
-    Column("record_hash", HASH),
-    Column("chain_seq", BigInteger),
-    Column("prev_hash", HASH),
-    Column("chain_hash", HASH),
-    # Partial: a record is inserted unsealed (NULL), and then costs its insert no index entry.
-    Index(
-        "uq_audit_records_chain_seq",
-        "chain_seq",
-        unique=True,
-        postgresql_where=text("chain_seq IS NOT NULL"),
-        sqlite_where=text("chain_seq IS NOT NULL"),
-    ),
+)
+
+#: The hash chain's links, one per sealed audit record (the record whose ``seq`` it names):
+#: its position ``chain_seq`` (1, 2, ...), the hash of its canonical form, the chain hash
+#: before it and its own. A table of its own, so that sealing a record is a narrow insert with
+#: two index entries, not a new version of the record with its eight
+#: (:mod:`orchestrator.chain.sealing`). No foreign key: the record's row is never locked for
+#: its link; a link whose record was deleted shows as a gap in the chain.
+audit_links = Table(
+    "audit_links",
+    METADATA,
+    Column("chain_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", Integer, unique=True, nullable=False),
+    Column("record_hash", HASH, nullable=False),
+    Column("prev_hash", HASH, nullable=False),
+    Column("chain_hash", HASH, nullable=False),
 )
 
 #: The signed checkpoints of the chain: its head (``head_hash`` at position ``count``) at

@@ -19,11 +19,12 @@ from sqlalchemy import Connection, Engine, RowMapping, select, text
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
-from orchestrator.chain.canonical import chain_hash, record_hash
+from orchestrator.chain.canonical import GENESIS, chain_hash, record_hash
+from orchestrator.chain.checking import verify_chain
 from orchestrator.chain.checkpoints import CheckpointKeys, checkpoint_if_due, read_checkpoints
 from orchestrator.chain.purging import purge_before
 from orchestrator.chain.sealing import seal
-from orchestrator.store.core import SEAL_LOCK_KEY, audit_records
+from orchestrator.store.core import SEAL_LOCK_KEY, audit_links, audit_records
 from orchestrator.store.engine import make_engine
 from orchestrator.store.migrate import alembic_config, upgrade
 from protocols.oidc import generate_key, load_key
@@ -85,15 +86,31 @@ def _findings(env: dict[str, str], *args: str) -> list[tuple[str, int | None, st
 
 
 def _rows(db: Connection) -> list[RowMapping]:
-    """Every record, typed (timestamps aware, detail an object), in chain order."""
-    statement = select(audit_records).order_by(audit_records.c.chain_seq)
+    """Every sealed record with its link, typed (timestamps aware, detail an object), in
+    chain order."""
+    link = audit_links.c
+    statement = (
+        select(audit_records, link.chain_seq, link.record_hash, link.prev_hash, link.chain_hash)
+        .join(audit_links, link.seq == audit_records.c.seq)
+        .order_by(link.chain_seq)
+    )
     return list(db.execute(statement).mappings().all())
 
 
 def _ids(engine: Engine) -> dict[int, str]:
     with engine.connect() as db:
-        rows = db.execute(text("SELECT chain_seq, id FROM audit_records ORDER BY chain_seq"))
+        rows = db.execute(
+            text(
+                "SELECT l.chain_seq, r.id FROM audit_links l JOIN audit_records r "
+                "ON r.seq = l.seq ORDER BY l.chain_seq"
+            )
+        )
         return {int(row.chain_seq): str(row.id) for row in rows}
+
+
+def _at(position: int) -> str:
+    """The ``seq`` of the record at a chain position, in SQL."""
+    return f"(SELECT seq FROM audit_links WHERE chain_seq = {position})"
 
 
 def _tamper(engine: Engine, *statements: str) -> None:
@@ -103,7 +120,7 @@ def _tamper(engine: Engine, *statements: str) -> None:
 
 
 def _move(engine: Engine, source: int, target: int) -> str:
-    return f"UPDATE audit_records SET chain_seq = {target} WHERE chain_seq = {source}"
+    return f"UPDATE audit_links SET chain_seq = {target} WHERE chain_seq = {source}"
 
 
 def test_an_untouched_trail_verifies(trail: tuple[dict[str, str], Engine]) -> None:
@@ -118,7 +135,7 @@ def test_an_untouched_trail_verifies(trail: tuple[dict[str, str], Engine]) -> No
 def test_an_altered_record_is_named(trail: tuple[dict[str, str], Engine]) -> None:
     env, engine = trail
     ids = _ids(engine)
-    _tamper(engine, "UPDATE audit_records SET outcome = 'rejected' WHERE chain_seq = 4")
+    _tamper(engine, f"UPDATE audit_records SET outcome = 'rejected' WHERE seq = {_at(4)}")
     assert _findings(env) == [("altered", 4, ids[4])]
     result = _run(env, "verify")
     assert result.exit_code == 9
@@ -137,9 +154,13 @@ def test_a_record_rehashed_after_altering_is_named(trail: tuple[dict[str, str], 
             own = record_hash({**row, "key": row["dedupe_key"], "outcome": "rejected"})
             linked = chain_hash(prev, own)
             db.execute(
+                text("UPDATE audit_records SET outcome = 'rejected' WHERE seq = :seq"),
+                {"seq": row["seq"]},
+            )
+            db.execute(
                 text(
-                    "UPDATE audit_records SET outcome = 'rejected', record_hash = :own, "
-                    "prev_hash = :prev, chain_hash = :linked WHERE seq = :seq"
+                    "UPDATE audit_links SET record_hash = :own, prev_hash = :prev, "
+                    "chain_hash = :linked WHERE seq = :seq"
                 ),
                 {"own": own, "prev": prev, "linked": linked, "seq": row["seq"]},
             )
@@ -147,10 +168,15 @@ def test_a_record_rehashed_after_altering_is_named(trail: tuple[dict[str, str], 
     assert _findings(env) == [("altered", 12, ids[12])]
 
 
-def test_a_deleted_record_is_named(trail: tuple[dict[str, str], Engine]) -> None:
+@pytest.mark.parametrize("link", ["kept", "deleted too"])
+def test_a_deleted_record_is_named(trail: tuple[dict[str, str], Engine], link: str) -> None:
+    """Whether its link is left behind or deleted with it."""
     env, engine = trail
     ids = _ids(engine)
-    _tamper(engine, "DELETE FROM audit_records WHERE chain_seq = 6")
+    statements = [f"DELETE FROM audit_records WHERE seq = {_at(6)}"]
+    if link == "deleted too":
+        statements.append("DELETE FROM audit_links WHERE chain_seq = 6")
+    _tamper(engine, *statements)
     assert _findings(env) == [("deleted", 7, ids[7])]
     assert "the record at position 6 is empty" in _run(env, "verify").stdout
 
@@ -161,16 +187,21 @@ def test_deleted_and_renumbered_records_are_named(trail: tuple[dict[str, str], E
     ids = _ids(engine)
     _tamper(
         engine,
-        "DELETE FROM audit_records WHERE chain_seq = 6",
-        "UPDATE audit_records SET chain_seq = chain_seq + 100 WHERE chain_seq > 6",
-        "UPDATE audit_records SET chain_seq = chain_seq - 101 WHERE chain_seq > 100",
+        f"DELETE FROM audit_records WHERE seq = {_at(6)}",
+        "DELETE FROM audit_links WHERE chain_seq = 6",
+        "UPDATE audit_links SET chain_seq = chain_seq + 100 WHERE chain_seq > 6",
+        "UPDATE audit_links SET chain_seq = chain_seq - 101 WHERE chain_seq > 100",
     )
     assert _findings(env) == [("deleted", 6, ids[7]), ("deleted", 12, None)]
 
 
 def test_deleted_first_and_last_records_are_named(trail: tuple[dict[str, str], Engine]) -> None:
     env, engine = trail
-    _tamper(engine, "DELETE FROM audit_records WHERE chain_seq IN (1, 11, 12)")
+    _tamper(
+        engine,
+        "DELETE FROM audit_records WHERE seq IN "
+        "(SELECT seq FROM audit_links WHERE chain_seq IN (1, 11, 12))",
+    )
     _, report = _verify(env)
     problems = [f["problem"] for f in report["findings"]]
     assert [f["kind"] for f in report["findings"]] == ["deleted", "deleted"]
@@ -193,15 +224,14 @@ def test_an_inserted_record_is_named(trail: tuple[dict[str, str], Engine]) -> No
             "detail": {"n": 1},
         }
         own = record_hash({**forged, "key": "forged"})
-        db.execute(text("UPDATE audit_records SET chain_seq = chain_seq + 100 WHERE chain_seq > 5"))
+        db.execute(text("UPDATE audit_links SET chain_seq = chain_seq + 100 WHERE chain_seq > 5"))
+        db.execute(text("UPDATE audit_links SET chain_seq = chain_seq - 99 WHERE chain_seq > 100"))
+        [seq] = db.execute(audit_records.insert().values(**forged)).inserted_primary_key
         db.execute(
-            text("UPDATE audit_records SET chain_seq = chain_seq - 99 WHERE chain_seq > 100")
-        )
-        db.execute(
-            audit_records.insert().values(
-                **forged,
-                record_hash=own,
+            audit_links.insert().values(
                 chain_seq=6,
+                seq=seq,
+                record_hash=own,
                 prev_hash=before["chain_hash"],
                 chain_hash=chain_hash(before["chain_hash"], own),
             )
@@ -296,7 +326,7 @@ def test_purge_keeps_what_remains_verifiable(trail: tuple[dict[str, str], Engine
 
 def test_purge_refuses_a_trail_that_does_not_verify(trail: tuple[dict[str, str], Engine]) -> None:
     env, engine = trail
-    _tamper(engine, "UPDATE audit_records SET outcome = 'x' WHERE chain_seq = 2")
+    _tamper(engine, f"UPDATE audit_records SET outcome = 'x' WHERE seq = {_at(2)}")
     result = _run(env, "purge", "--before", (T0 + timedelta(hours=5)).isoformat())
     assert result.exit_code == 9
     assert "refused: nothing was purged" in result.stderr
@@ -311,13 +341,19 @@ def _keys(env: dict[str, str]) -> CheckpointKeys:
 
 
 def test_a_record_hidden_below_the_head_is_named(trail: tuple[dict[str, str], Engine]) -> None:
-    """A record inserted with empty chain columns into a gap of ``seq`` below the last sealed
-    record: the sealer never links it (it goes on after the head), so verify names it, every
-    time, and a purge refuses the trail."""
+    """A record inserted with no link into a gap of ``seq`` below the last sealed record: the
+    sealer never links it (it goes on after the head), so verify names it, every time, and a
+    purge refuses the trail."""
     env, engine = trail
     with engine.begin() as db:
         sixth = _rows(db)[5]
-        db.execute(text("UPDATE audit_records SET seq = seq + 100 WHERE chain_seq > 6"))
+        db.execute(
+            text(
+                "UPDATE audit_records SET seq = seq + 100 "
+                "WHERE seq IN (SELECT seq FROM audit_links WHERE chain_seq > 6)"
+            )
+        )
+        db.execute(text("UPDATE audit_links SET seq = seq + 100 WHERE chain_seq > 6"))
         db.execute(
             audit_records.insert().values(
                 **{name: sixth[name] for name in ("at", "type", "outcome", "session_id")},
@@ -328,7 +364,7 @@ def test_a_record_hidden_below_the_head_is_named(trail: tuple[dict[str, str], En
             )
         )
     problem = (
-        f"not part of the chain: written with empty chain columns (seq {sixth['seq'] + 50}) "
+        f"not part of the chain: a record with no link (seq {sixth['seq'] + 50}) "
         "below records already sealed, where the sealer never links one"
     )
     for _ in range(2):
@@ -348,7 +384,7 @@ def test_purge_before_verifies_in_its_own_transaction(
     """Called directly (not through the command), a purge of a tampered trail deletes and
     signs nothing, and says what it found."""
     env, engine = trail
-    _tamper(engine, "UPDATE audit_records SET outcome = 'x' WHERE chain_seq = 2")
+    _tamper(engine, f"UPDATE audit_records SET outcome = 'x' WHERE seq = {_at(2)}")
     with engine.connect() as db:
         before = len(read_checkpoints(db))
     done = purge_before(engine, _keys(env), "https://idp.example", T0 + timedelta(hours=5), None)
@@ -424,7 +460,12 @@ def test_concurrent_writers_are_chained_in_seq_order(postgres_url: str, tmp_path
         sealer.join()
     seal(runtime.engine)
     with runtime.engine.connect() as db:
-        rows = db.execute(text("SELECT seq, chain_seq FROM audit_records ORDER BY seq")).all()
+        rows = db.execute(
+            text(
+                "SELECT r.seq, l.chain_seq FROM audit_records r "
+                "LEFT JOIN audit_links l ON l.seq = r.seq ORDER BY r.seq"
+            )
+        ).all()
     runtime.close()
     assert [row.chain_seq for row in rows] == list(range(1, 321))
     generate_key(tmp_path / "oidc-keys")
@@ -466,6 +507,70 @@ def test_migration_0010_up_and_down_and_older_records_are_hashed_when_sealed(
         engine.dispose()
 
 
+_CHAIN_COLUMNS = "seq, chain_seq, record_hash, prev_hash, chain_hash"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0014_carries_every_link_over_and_back(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Links the sealer wrote into the records' own columns before 0014 move to
+    ``audit_links`` as they were: the chain verifies across the upgrade, new records are
+    chained after them, and the downgrade carries every link back into its record."""
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0013_redundant_indexes")
+        with engine.begin() as db:
+            for n in range(3):
+                key = f"old-{n}"
+                at = T0 + timedelta(hours=n)
+                values = {"id": key, "dedupe_key": key, "at": at, "type": "event.received"}
+                db.execute(audit_records.insert().values(**values, outcome="ok", detail={"n": n}))
+            prev = GENESIS
+            for position, row in enumerate(db.execute(select(audit_records)).mappings(), 1):
+                own = record_hash({**row, "key": row["dedupe_key"]})
+                linked = chain_hash(prev, own)
+                db.execute(  # what the sealer wrote before 0014
+                    text(
+                        "UPDATE audit_records SET chain_seq = :position, record_hash = :own, "
+                        "prev_hash = :prev, chain_hash = :linked WHERE seq = :seq"
+                    ),
+                    {"position": position, "own": own, "prev": prev, "linked": linked,
+                     "seq": row["seq"]},
+                )  # fmt: skip
+                prev = linked
+            before = db.execute(
+                text(f"SELECT {_CHAIN_COLUMNS} FROM audit_records ORDER BY seq")
+            ).all()
+        upgrade(engine)
+        with engine.connect() as db:
+            moved = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_links ORDER BY seq"))
+            assert moved.all() == before
+        with engine.begin() as db:
+            write_audit(db, [AuditEntry(f"new-{n}", RECEIVED, "accepted") for n in range(2)])
+        assert seal(engine) == 2
+        with engine.connect() as db:
+            verified = verify_chain(db, {"keys": []})
+            after = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_links ORDER BY seq"))
+            links = after.all()
+        assert (verified.records, verified.last, verified.findings) == (5, 5, [])
+        assert links[:3] == before
+        with engine.connect() as connection:
+            command.downgrade(alembic_config(connection), "0013_redundant_indexes")
+            connection.commit()
+        with engine.connect() as db:
+            back = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_records ORDER BY seq"))
+            assert back.all() == links
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 def test_running_workers_seal_and_sign(stack: Stack) -> None:
     """Two real workers seal every 0.2 s and sign every 0.5 s while records are written: every
     record ends in the chain once, checkpoints are signed, and the chain verifies."""
@@ -482,7 +587,12 @@ def test_running_workers_seal_and_sign(stack: Stack) -> None:
 
     def sealed() -> bool:
         with stack.engine.connect() as db:
-            unsealed = db.scalar(text("SELECT count(*) FROM audit_records WHERE chain_seq IS NULL"))
+            unsealed = db.scalar(
+                text(
+                    "SELECT count(*) FROM audit_records r "
+                    "WHERE NOT EXISTS (SELECT 1 FROM audit_links l WHERE l.seq = r.seq)"
+                )
+            )
             signed = db.scalar(text("SELECT max(count) FROM audit_checkpoints"))
         return bool(unsealed == 0 and signed == 180)
 

@@ -229,7 +229,7 @@ def test_a_worker_without_the_oidc_handler_seals_and_signs_nothing(settings: Set
         upkeep.run()
         with runtime.engine.connect() as db:
             assert read_checkpoints(db) == []
-            sealed = db.scalar(text("SELECT chain_seq FROM audit_records"))
+            sealed = db.scalar(text("SELECT chain_seq FROM audit_links"))
         assert (sealed, upkeep.keys()) == (1, None)
         assert not (settings.data_dir / "oidc-keys").exists()
     finally:
