@@ -82,6 +82,7 @@ from bench.http_transports import (
 from bench.pipeline import machine, machine_line
 from bench.rp_server import RpServer, light_rp_server, python_rp_server
 from orchestrator import Publisher, Runtime, Settings
+from orchestrator.chain.sealing import seal
 from orchestrator.logging import configure_logging
 from orchestrator.store import (
     TERMINAL_DELIVERY_STATUSES,
@@ -602,6 +603,13 @@ def postgres_backends(engine: Engine) -> set[int]:
         return {int(pid) for pid in pids}
 
 
+def wal_position(engine: Engine) -> int:
+    """Where PostgreSQL's write-ahead log stands, in bytes: the difference of two is what the
+    whole server wrote meanwhile (this benchmark's database alone on a quiet server)."""
+    with engine.connect() as connection:
+        return int(connection.scalar(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")))
+
+
 def check_deliveries(engine: Engine, expected: int) -> None:
     with engine.connect() as connection:
         by_status = Counter(
@@ -800,6 +808,8 @@ def run_throughput(
         server_cpu = group_cpu(server.process.pid)
         backends = postgres_backends(engine)
         postgres_before = {pid: process_cpu(pid) for pid in backends}
+        seal(engine)  # the warm-up's records: not this run's writes
+        wal = wal_position(engine)
         start = time.perf_counter()
         publisher.publish_many(payloads[warmup:])
         published = time.perf_counter() - start
@@ -813,6 +823,8 @@ def run_throughput(
             for pid in backends | postgres_backends(engine)
         )
         machine_busy = busy_percent(busy, machine_cpu())
+        seal(engine)  # what the workers' rounds had still to seal is part of the run's writes
+        wal = wal_position(engine) - wal
         check_deliveries(engine, total * THROUGHPUT_RPS)
         if not worker.alive():
             raise BenchError(f"worker exited during the run:\n{worker.output()}")
@@ -831,7 +843,8 @@ def run_throughput(
         busy=machine_busy,
         notes=(
             f"{events / elapsed:,.0f} events/s; CPU = all worker processes'; PostgreSQL "
-            f"backends {postgres_cpu * 1000 / deliveries:.2f} ms CPU/delivery; RP server "
+            f"backends {postgres_cpu * 1000 / deliveries:.2f} ms CPU/delivery, WAL "
+            f"{wal / deliveries:,.0f} bytes/delivery; RP server "
             f"{server_cpu * 1e6 / deliveries:,.0f} µs CPU/delivery; publishing took "
             f"{published:.2f}s"
         ),
@@ -839,6 +852,7 @@ def run_throughput(
             "worker_cpu_seconds": round(worker_cpu, 3),
             "server_cpu_seconds": round(server_cpu, 3),
             "postgres_cpu_seconds": round(postgres_cpu, 3),
+            "postgres_wal_bytes": wal,
             "machine_busy_percent": machine_busy,
             "loadavg_1m_before": load,
             "publish_seconds": round(published, 3),
