@@ -472,103 +472,95 @@ def test_concurrent_writers_are_chained_in_seq_order(postgres_url: str, tmp_path
     assert _findings(cli_env(tmp_path, postgres_url)) == []
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a database without our schema yet, on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def test_migration_0010_up_and_down_and_older_records_are_hashed_when_sealed(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    unmigrated: Engine,
 ) -> None:
     """Records written before 0010 get their record hash from the sealer; the downgrade drops
     the columns and the checkpoints' table."""
-    url = (
-        f"sqlite:///{tmp_path / 'm.db'}"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("postgres_url"))
-    )
-    engine = make_engine(url)
-    try:
-        upgrade(engine, "0009_remember_device")
-        old = {"id": "old-1", "dedupe_key": "old-1", "at": T0, "type": "event.received"}
-        with engine.begin() as db:
-            db.execute(audit_records.insert().values(**old, outcome="accepted", detail={}))
-        upgrade(engine)
-        assert seal(engine) == 1
-        with engine.connect() as db:
-            [row] = _rows(db)
-        assert row["record_hash"] == record_hash({**row, "key": "old-1"})
-        assert row["chain_seq"] == 1
-        with engine.connect() as connection:
-            command.downgrade(alembic_config(connection), "0009_remember_device")
-            connection.commit()
-        with engine.connect() as db:
-            columns = db.execute(text("SELECT * FROM audit_records")).mappings().one().keys()
-            assert "chain_hash" not in columns
-            assert "record_hash" not in columns
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    engine = unmigrated
+    upgrade(engine, "0009_remember_device")
+    old = {"id": "old-1", "dedupe_key": "old-1", "at": T0, "type": "event.received"}
+    with engine.begin() as db:
+        db.execute(audit_records.insert().values(**old, outcome="accepted", detail={}))
+    upgrade(engine)
+    assert seal(engine) == 1
+    with engine.connect() as db:
+        [row] = _rows(db)
+    assert row["record_hash"] == record_hash({**row, "key": "old-1"})
+    assert row["chain_seq"] == 1
+    with engine.connect() as connection:
+        command.downgrade(alembic_config(connection), "0009_remember_device")
+        connection.commit()
+    with engine.connect() as db:
+        columns = db.execute(text("SELECT * FROM audit_records")).mappings().one().keys()
+        assert "chain_hash" not in columns
+        assert "record_hash" not in columns
+    upgrade(engine)
 
 
 _CHAIN_COLUMNS = "seq, chain_seq, record_hash, prev_hash, chain_hash"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migration_0014_carries_every_link_over_and_back(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_migration_0014_carries_every_link_over_and_back(unmigrated: Engine) -> None:
     """Links the sealer wrote into the records' own columns before 0014 move to
     ``audit_links`` as they were: the chain verifies across the upgrade, new records are
     chained after them, and the downgrade carries every link back into its record."""
-    url = (
-        f"sqlite:///{tmp_path / 'm.db'}"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("postgres_url"))
-    )
-    engine = make_engine(url)
-    try:
-        upgrade(engine, "0013_redundant_indexes")
-        with engine.begin() as db:
-            for n in range(3):
-                key = f"old-{n}"
-                at = T0 + timedelta(hours=n)
-                values = {"id": key, "dedupe_key": key, "at": at, "type": "event.received"}
-                db.execute(audit_records.insert().values(**values, outcome="ok", detail={"n": n}))
-            prev = GENESIS
-            for position, row in enumerate(db.execute(select(audit_records)).mappings(), 1):
-                own = record_hash({**row, "key": row["dedupe_key"]})
-                linked = chain_hash(prev, own)
-                db.execute(  # what the sealer wrote before 0014
-                    text(
-                        "UPDATE audit_records SET chain_seq = :position, record_hash = :own, "
-                        "prev_hash = :prev, chain_hash = :linked WHERE seq = :seq"
-                    ),
-                    {"position": position, "own": own, "prev": prev, "linked": linked,
-                     "seq": row["seq"]},
-                )  # fmt: skip
-                prev = linked
-            before = db.execute(
-                text(f"SELECT {_CHAIN_COLUMNS} FROM audit_records ORDER BY seq")
-            ).all()
-        upgrade(engine)
-        with engine.connect() as db:
-            moved = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_links ORDER BY seq"))
-            assert moved.all() == before
-        with engine.begin() as db:
-            write_audit(db, [AuditEntry(f"new-{n}", RECEIVED, "accepted") for n in range(2)])
-        assert seal(engine) == 2
-        with engine.connect() as db:
-            verified = verify_chain(db, {"keys": []})
-            after = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_links ORDER BY seq"))
-            links = after.all()
-        assert (verified.records, verified.last, verified.findings) == (5, 5, [])
-        assert links[:3] == before
-        with engine.connect() as connection:
-            command.downgrade(alembic_config(connection), "0013_redundant_indexes")
-            connection.commit()
-        with engine.connect() as db:
-            back = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_records ORDER BY seq"))
-            assert back.all() == links
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    engine = unmigrated
+    upgrade(engine, "0013_redundant_indexes")
+    with engine.begin() as db:
+        for n in range(3):
+            key = f"old-{n}"
+            at = T0 + timedelta(hours=n)
+            values = {"id": key, "dedupe_key": key, "at": at, "type": "event.received"}
+            db.execute(audit_records.insert().values(**values, outcome="ok", detail={"n": n}))
+        prev = GENESIS
+        for position, row in enumerate(db.execute(select(audit_records)).mappings(), 1):
+            own = record_hash({**row, "key": row["dedupe_key"]})
+            linked = chain_hash(prev, own)
+            db.execute(  # what the sealer wrote before 0014
+                text(
+                    "UPDATE audit_records SET chain_seq = :position, record_hash = :own, "
+                    "prev_hash = :prev, chain_hash = :linked WHERE seq = :seq"
+                ),
+                {"position": position, "own": own, "prev": prev, "linked": linked,
+                 "seq": row["seq"]},
+            )  # fmt: skip
+            prev = linked
+        before = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_records ORDER BY seq")).all()
+    upgrade(engine)
+    with engine.connect() as db:
+        moved = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_links ORDER BY seq"))
+        assert moved.all() == before
+    with engine.begin() as db:
+        write_audit(db, [AuditEntry(f"new-{n}", RECEIVED, "accepted") for n in range(2)])
+    assert seal(engine) == 2
+    with engine.connect() as db:
+        verified = verify_chain(db, {"keys": []})
+        after = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_links ORDER BY seq"))
+        links = after.all()
+    assert (verified.records, verified.last, verified.findings) == (5, 5, [])
+    assert links[:3] == before
+    with engine.connect() as connection:
+        command.downgrade(alembic_config(connection), "0013_redundant_indexes")
+        connection.commit()
+    with engine.connect() as db:
+        back = db.execute(text(f"SELECT {_CHAIN_COLUMNS} FROM audit_records ORDER BY seq"))
+        assert back.all() == links
+    upgrade(engine)
 
 
 def test_running_workers_seal_and_sign(stack: Stack) -> None:
