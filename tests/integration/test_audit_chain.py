@@ -226,7 +226,7 @@ def test_an_inserted_record_is_named(trail: tuple[dict[str, str], Engine]) -> No
         own = record_hash({**forged, "key": "forged"})
         db.execute(text("UPDATE audit_links SET chain_seq = chain_seq + 100 WHERE chain_seq > 5"))
         db.execute(text("UPDATE audit_links SET chain_seq = chain_seq - 99 WHERE chain_seq > 100"))
-        [seq] = db.execute(audit_records.insert().values(**forged)).inserted_primary_key
+        seq = db.scalar(audit_records.insert().values(**forged).returning(audit_records.c.seq))
         db.execute(
             audit_links.insert().values(
                 chain_seq=6,
