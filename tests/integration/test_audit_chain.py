@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic import command
 from click.testing import CliRunner, Result
-from sqlalchemy import Connection, Engine, RowMapping, select, text
+from sqlalchemy import Connection, Engine, RowMapping, event, select, text
 
 from orchestrator import Runtime, Settings
 from orchestrator.audit import AuditEntry, write_audit
@@ -249,6 +249,30 @@ def test_reordered_records_are_named(trail: tuple[dict[str, str], Engine]) -> No
     assert {kind for kind, _, _ in found} == {"reordered"}
     assert ("reordered", 3, ids[8]) in found
     assert ("reordered", 8, ids[3]) in found
+
+
+def test_a_round_reads_the_unsealed_records_by_seq_alone(
+    trail: tuple[dict[str, str], Engine],
+) -> None:
+    """The records to seal are a range of ``seq`` after the head's record: no statement that
+    reads them asks the links (PostgreSQL answered a ``NOT EXISTS`` against them by hashing
+    every link of the trail, for every page)."""
+    _, engine = trail
+    with engine.begin() as db:
+        write_audit(db, [AuditEntry(f"late-{n}", RECEIVED, "accepted") for n in range(3)])
+    reads: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM audit_records" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert seal(engine) == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert reads, "the round read no records"
+    assert not [statement for statement in reads if "audit_links" in statement]
 
 
 def test_a_forged_checkpoint_is_named(trail: tuple[dict[str, str], Engine]) -> None:
