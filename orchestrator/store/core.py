@@ -98,7 +98,7 @@ audit_records = Table(
 #: The hash chain's links, one per sealed audit record (the record whose ``seq`` it names):
 #: its position ``chain_seq`` (1, 2, ...), the hash of its canonical form, the chain hash
 #: before it and its own. A table of its own, so that sealing a record is a narrow insert with
-#: two index entries, not a new version of the record with its eight
+#: two index entries, not a new version of the record with its nine
 #: (:mod:`orchestrator.chain.sealing`). No foreign key: the record's row is never locked for
 #: its link; a link whose record was deleted shows as a gap in the chain.
 audit_links = Table(

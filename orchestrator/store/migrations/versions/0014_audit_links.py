@@ -2,7 +2,7 @@
 
 Until now the sealer wrote each record's link (``chain_seq``, ``record_hash``, ``prev_hash``,
 ``chain_hash``) into the record's own row: on PostgreSQL a new version of every audit record
-with its eight index entries, the largest statement of a busy fan-out. A link is now a row
+with its nine index entries, the largest statement of a busy fan-out. A link is now a row
 of ``audit_links`` (an insert with two index entries), naming its record by ``seq``. The
 upgrade carries every link over as it is (the chain verifies across it, checkpoints
 included), then drops the four columns; the downgrade carries them back.
