@@ -38,7 +38,7 @@ CHAIN_FIELDS: Final = (
     "chain_hash",
 )
 #: What a record's link adds to it.
-_LINK_FIELDS = ("chain_seq", "record_hash", "prev_hash", "chain_hash")
+_LINK_FIELDS = tuple(name for name in CHAIN_FIELDS if name not in CANONICAL_FIELDS)
 _PAGE = 1000
 
 
