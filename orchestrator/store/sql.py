@@ -125,14 +125,24 @@ def _insert_ignoring(spec: InsertIgnoring, dialect: str, columns: tuple[str, ...
 
 def json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows as one JSON array for PostgreSQL to expand (timestamps in ISO 8601, UTC)."""
-    return json.dumps(rows, default=_json_value)
+    # A batch's rows share a few timestamps (its ``now`` in several columns of every row):
+    # each is converted once, not once per cell.
+    texts: dict[datetime, str] = {}
+
+    def value(cell: object) -> str:
+        if not isinstance(cell, datetime):
+            raise TypeError(f"{type(cell).__name__} is not a column value")
+        text = texts.get(cell)
+        if text is None:
+            text = texts[cell] = _utc_text(cell)
+        return text
+
+    return json.dumps(rows, default=value)
 
 
-def _json_value(value: object) -> str:
-    """A column value JSON has no type for: a timestamp, in UTC (a naive one is refused,
-    as :class:`~orchestrator.store.core.UTCDateTime` refuses it)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given where UTC is required")
-        return value.astimezone(UTC).isoformat()
-    raise TypeError(f"{type(value).__name__} is not a column value")
+def _utc_text(value: datetime) -> str:
+    """A timestamp in UTC, ISO 8601 (a naive one is refused, as
+    :class:`~orchestrator.store.core.UTCDateTime` refuses it)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given where UTC is required")
+    return value.astimezone(UTC).isoformat()

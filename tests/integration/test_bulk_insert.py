@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,19 @@ def test_a_json_column_keeps_the_text_python_wrote(engine: Engine) -> None:
         INSERT.execute(conn, [_row("k", 1, middle={"y": 2, "x": 1})])
         stored = conn.scalar(select(text("CAST(detail AS TEXT)")).select_from(ITEMS))
     assert stored == json.dumps({"zeta": 1, "alpha": [1, "é"], "middle": {"y": 2, "x": 1}})
+
+
+def test_timestamps_are_stored_as_the_instants_given(engine: Engine) -> None:
+    """One timestamp shared by many rows (converted once) and the same instant given in
+    another zone are stored alike; a different instant of the same wall-clock time is not."""
+    east = timezone(timedelta(hours=2))
+    rows = [{**_row("t", part), "at": T0} for part in range(3)]
+    rows.append({**_row("t", 3), "at": T0.astimezone(east)})
+    rows.append({**_row("t", 4), "at": T0.replace(tzinfo=east)})  # two hours earlier
+    with engine.begin() as conn:
+        INSERT.execute(conn, rows)
+        stored = conn.execute(select(ITEMS.c.at).order_by(ITEMS.c.part)).scalars().all()
+    assert stored == [T0, T0, T0, T0, T0 - timedelta(hours=2)]
 
 
 def test_a_naive_timestamp_is_refused(engine: Engine) -> None:
