@@ -64,10 +64,11 @@ class Logout:
 
     message: Message
     event: Event
+    #: The event's id as text, computed once (the stages ask for it several times a delivery).
+    event_id: str = field(init=False)
 
-    @property
-    def event_id(self) -> str:
-        return str(self.event.event_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_id", str(self.event.event_id))
 
     @property
     def session_id(self) -> str | None:
