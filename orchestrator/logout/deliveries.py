@@ -146,9 +146,10 @@ class Deliveries:
     def _first_work(
         self, link: RowMapping, row: Mapping[str, Any], ended: Ended, now: datetime
     ) -> Work:
-        event = ended.owned.logout.event
+        logout = ended.owned.logout
+        event = logout.event
         context = LogoutContext(
-            event_id=str(event.event_id),
+            event_id=logout.event_id,
             event_type=event.type,
             initiator=event.initiator,
             delivery_id=row["id"],
