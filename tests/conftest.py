@@ -7,6 +7,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,14 +54,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 _held: dict[str, IO[str]] = {}
+#: The folder of the run's lock files: made by pytest-xdist's controller, handed to every
+#: worker in its ``workerinput`` under this name, removed when the run ends.
+_LOCKS_INPUT = "logout_lock_folder"
+_LOCKS = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, before it starts each worker: where the run's lock files
+    are (one folder for all the workers of this run)."""
+    config: pytest.Config = node.config
+    if _LOCKS not in config.stash:
+        config.stash[_LOCKS] = Path(tempfile.mkdtemp(prefix="logout-test-locks-"))
+    node.workerinput[_LOCKS_INPUT] = str(config.stash[_LOCKS])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller: remove the run's lock files."""
+    folder = config.stash.get(_LOCKS, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _lock_file(config: pytest.Config, name: str) -> IO[str]:
-    """A lock file every worker of this run shares: beside the workers' own base temporary
-    directories (``.../pytest-N/popen-gwK``), so in the run's own."""
+    """A lock file every worker of this run shares (see :func:`pytest_configure_node`)."""
     if name not in _held:
-        base: Path = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        _held[name] = (base.parent / f"logout-{name}.lock").open("a+")
+        folder = Path(config.workerinput[_LOCKS_INPUT])  # type: ignore[attr-defined]
+        _held[name] = (folder / f"{name}.lock").open("a+")
     return _held[name]
 
 
