@@ -180,7 +180,9 @@ class Settings(BaseModel):
 
     # The HTTP service (``serve``) and the metrics endpoints.
     api_host: str = Field(
-        default="127.0.0.1", min_length=1, description="serve's address, and the worker's metrics'"
+        default="127.0.0.1",
+        min_length=1,
+        description="serve's address (and the worker's metrics', unless metrics_host)",
     )
     api_port: int = Field(default=8080, ge=1, le=65535, description="serve: port")
     api_workers: int = Field(default=1, ge=1, le=64, description="serve: processes")
@@ -207,6 +209,9 @@ class Settings(BaseModel):
     )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="worker: serve Prometheus metrics here"
+    )
+    metrics_host: str | None = Field(
+        default=None, min_length=1, description="worker: the metrics' address; default api_host"
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -242,6 +247,12 @@ class Settings(BaseModel):
             return self.api_public_url
         host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         return f"http://{host}:{self.api_port}"
+
+    @property
+    def worker_metrics_host(self) -> str:
+        """Where a worker serves its metrics (on ``metrics_port``): ``metrics_host``, else
+        ``api_host``."""
+        return self.metrics_host or self.api_host
 
     @field_validator("ssf_transmitters")
     @classmethod

@@ -257,8 +257,9 @@ def serve(settings: Settings) -> int:
     with ExitStack() as stack:
         if settings.worker_processes > 1:  # before the children start: they count in its files
             stack.enter_context(multiprocess_dir())
-        stack.callback(serve_metrics(settings.api_host, settings.metrics_port))
-        _log.info("metrics served", host=settings.api_host, port=settings.metrics_port)
+        host = settings.worker_metrics_host
+        stack.callback(serve_metrics(host, settings.metrics_port))
+        _log.info("metrics served", host=host, port=settings.metrics_port)
         return _run(settings, stopping)
 
 

@@ -42,13 +42,17 @@ def test_post_wait_deliver_and_count(
     stack: Stack, tmp_path: Path, relying_party: RecordingEndpoint
 ) -> None:
     """POST /v1/events, then GET /v1/logouts/{id}?wait= returns once the RP was notified;
-    the worker's /metrics (2 processes) and the service's count it."""
+    the worker's /metrics (2 processes, at its ``metrics_host``) and the service's count it."""
     plugin_env = with_http_providers(stack, tmp_path, {"ok": relying_party.url()}, "s-api")
     metrics_port = server_port()
-    stack.start_worker(
-        {**plugin_env, "LOGOUT_METRICS_PORT": str(metrics_port), "LOGOUT_API_HOST": "127.0.0.1"},
-        processes=2,
-    )
+    worker_env = {
+        **plugin_env,
+        "LOGOUT_METRICS_PORT": str(metrics_port),
+        "LOGOUT_METRICS_HOST": "127.0.0.1",
+        # An address of no interface here (TEST-NET-1): metrics bound to it would fail.
+        "LOGOUT_API_HOST": "192.0.2.1",
+    }
+    stack.start_worker(worker_env, processes=2)
     api = start_api(stack, plugin_env)
     try:
         event = logout_event("s-api")

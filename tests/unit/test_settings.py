@@ -548,6 +548,24 @@ def test_public_url_is_configured_or_the_listening_address(tmp_path: Path) -> No
     assert public.public_url == "https://logout.example"
 
 
+def test_the_worker_metrics_address_is_its_own_or_the_service_s(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``metrics_host`` (file, variable) where a worker serves its metrics; without it the
+    service's ``api_host``, as before the setting existed; an empty one names the field."""
+    assert Settings.load(None, data_dir=tmp_path, api_host="10.0.0.5").worker_metrics_host == (
+        "10.0.0.5"
+    )
+    config = tmp_path / "logout.toml"
+    config.write_text('api_host = "0.0.0.0"\nmetrics_host = "10.0.0.7"\n')
+    assert Settings.load(config).worker_metrics_host == "10.0.0.7"
+    monkeypatch.setenv("LOGOUT_METRICS_HOST", "127.0.0.2")
+    assert Settings.load(config).worker_metrics_host == "127.0.0.2"
+    monkeypatch.setenv("LOGOUT_METRICS_HOST", "")
+    with pytest.raises(ConfigurationError, match="metrics_host"):
+        Settings.load(config)
+
+
 @pytest.mark.parametrize(
     "value", ["logout.example", "ftp://logout.example", "https://logout.example/?x=1"]
 )
