@@ -101,7 +101,7 @@ class SessionActivity:
                 self._remember_device,
                 event.session_id,
                 event.user_id,
-                device_id=event.device_id,
+                device_hash=event.device_hash,
                 ip=event.ip,
                 at=event.occurred_at,
             )

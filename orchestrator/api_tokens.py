@@ -32,8 +32,7 @@ class ApiToken(BaseModel):
 
 def hash_token(token: str) -> str:
     """The hex SHA-256 of a high-entropy bearer secret: what is stored and compared instead
-    of it (an API token as ``api_tokens`` holds it, a device cookie id as
-    ``idp_sessions.device_hash`` holds it)."""
+    of it (an API token as ``api_tokens`` holds it)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -6,10 +6,10 @@ when the user has an open session from the same IP. ``remember_device = 0`` turn
 off: nothing is known (reason ``off``).
 
 The cookie id is a bearer secret of the browser: only its SHA-256 is stored and compared
-(:func:`~orchestrator.api_tokens.hash_token`, as for an API token), and it is never logged
-nor shown. The same rule answers before the login completes (:meth:`DeviceCheck.check`,
-read-only) and is recorded when ``session.started`` arrives (:func:`record_verdict`, in the
-transaction of its audit record).
+(:func:`schemas.events.device_hash`; a validated ``session.started`` carries the hash, never
+the id), and it is never logged nor shown. The same rule answers before the login completes
+(:meth:`DeviceCheck.check`, read-only) and is recorded when ``session.started`` arrives
+(:func:`record_verdict`, in the transaction of its audit record).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, exists, select, update
 
-from orchestrator.api_tokens import hash_token
 from orchestrator.store import Database
 from orchestrator.store.sql import engine_of
 from orchestrator.store.tables import IDP_SESSIONS
 from schemas import DeviceVerdict
+from schemas.events import device_hash as hash_device
 
 __all__ = ["DeviceCheck", "known_device", "record_verdict"]
 
@@ -32,24 +32,25 @@ def known_device(
     window: timedelta,
     user_id: str,
     *,
-    device_id: str | None,
+    device_hash: str | None,
     ip: str | None,
     at: datetime,
     session_id: str | None = None,
 ) -> DeviceVerdict:
-    """The rule of the module docstring, at ``at``; ``session_id`` (the login's own session,
-    when recorded already) never vouches for itself."""
+    """The rule of the module docstring, at ``at``, for the cookie id whose hash is
+    ``device_hash``; ``session_id`` (the login's own session, when recorded already) never
+    vouches for itself."""
     if window <= timedelta(0):
         return DeviceVerdict(known=False, reason="off")
     mine = [IDP_SESSIONS.c.user_id == user_id]
     if session_id is not None:
         mine.append(IDP_SESSIONS.c.session_id != session_id)
-    if device_id is not None:
+    if device_hash is not None:
         seen = conn.scalar(
             select(
                 exists().where(
                     *mine,
-                    IDP_SESSIONS.c.device_hash == hash_token(device_id),
+                    IDP_SESSIONS.c.device_hash == device_hash,
                     IDP_SESSIONS.c.last_seen >= at - window,
                 )
             )
@@ -73,7 +74,7 @@ def record_verdict(
     session_id: str,
     user_id: str,
     *,
-    device_id: str | None,
+    device_hash: str | None,
     ip: str | None,
     at: datetime,
 ) -> DeviceVerdict:
@@ -83,13 +84,13 @@ def record_verdict(
     so the session and its ``session.started`` record always agree.
     """
     verdict = known_device(
-        conn, window, user_id, device_id=device_id, ip=ip, at=at, session_id=session_id
+        conn, window, user_id, device_hash=device_hash, ip=ip, at=at, session_id=session_id
     )
     conn.execute(
         update(IDP_SESSIONS)
         .where(IDP_SESSIONS.c.session_id == session_id, IDP_SESSIONS.c.known_device.is_(None))
         .values(
-            device_hash=hash_token(device_id) if device_id is not None else None,
+            device_hash=device_hash,
             known_device=verdict.known,
             known_device_reason=verdict.reason,
         )
@@ -126,7 +127,7 @@ class DeviceCheck:
                 conn,
                 self._window,
                 user_id,
-                device_id=device_id,
+                device_hash=hash_device(device_id) if device_id is not None else None,
                 ip=ip,
                 at=at or datetime.now(UTC),
             )

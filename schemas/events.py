@@ -6,6 +6,7 @@ and optionally ``actor`` and ``request``. Fields may be added to these models, n
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -29,6 +30,7 @@ from schemas.fields import (
     Name,
     RelayState,
     RequestArgs,
+    Sha256Hex,
     ShortName,
     Timestamp,
     UrlPath,
@@ -63,6 +65,7 @@ __all__ = [
     "SessionStarted",
     "SessionTerminateOthers",
     "UserRevokeAll",
+    "device_hash",
     "event_adapter",
 ]
 
@@ -376,7 +379,14 @@ class SessionStarted(EventBase):
     device_id: Identifier | None = Field(
         default=None,
         description="The device cookie id the IdP holds for this browser, if any: with ip, "
-        "it tells whether the login comes from a known device (remember_device).",
+        "it tells whether the login comes from a known device (remember_device). A bearer "
+        "secret of the browser: validation replaces it with its device_hash, so the id "
+        "itself is never stored, queued or logged (a validated event's device_id is null).",
+    )
+    device_hash: Sha256Hex | None = Field(
+        default=None,
+        description="The SHA-256 (hex) of device_id: what a validated event carries instead "
+        "of the id. Give device_id, or this when the IdP hashes the id itself.",
     )
 
     @model_validator(mode="after")
@@ -384,6 +394,27 @@ class SessionStarted(EventBase):
         if self.expires_at is not None and self.expires_at <= self.occurred_at:
             raise ValueError("expires_at: must be after occurred_at (the login)")
         return self
+
+    @model_validator(mode="after")
+    def _device_id_hashed(self) -> Self:
+        if self.device_id is None:
+            return self
+        digest = device_hash(self.device_id)
+        if self.device_hash is not None and self.device_hash != digest:
+            raise ValueError(
+                "device_hash: is not the SHA-256 of device_id; give one of them (device_id "
+                "alone is hashed on validation)"
+            )
+        # The model is frozen: the id is swapped for its hash as it is built, never after.
+        object.__setattr__(self, "device_hash", digest)
+        object.__setattr__(self, "device_id", None)
+        return self
+
+
+def device_hash(device_id: str) -> str:
+    """The hex SHA-256 of a device cookie id (UTF-8): what is stored and compared instead of
+    it (``idp_sessions.device_hash``)."""
+    return hashlib.sha256(device_id.encode()).hexdigest()
 
 
 class SessionSeen(EventBase):

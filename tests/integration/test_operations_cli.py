@@ -4,6 +4,7 @@ list/disable/enable/remove``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -140,8 +141,10 @@ def test_rejected_events_are_listed_and_replayed_once(
     stack: Stack, geoip_files: GeoipFiles
 ) -> None:
     """A login the worker refused (GeoIP binding without a GeoIP database) is replayed once
-    the databases are configured; one still invalid is refused with its problems, and one
-    stored redacted (its device cookie id) is refused naming the field."""
+    the databases are configured; one still invalid is refused with its problems. A login
+    published with a device cookie id is kept with the id's hash only (never the id); one an
+    IdP put on the broker itself, the id in clear, is stored redacted and refused naming the
+    field."""
     stack.protocols = []
     worker = stack.start_worker()
     login = event(
@@ -159,23 +162,38 @@ def test_rejected_events_are_listed_and_replayed_once(
         geoip_binding="bind_continent",
         device_id="cookie-secret-7",
     )
+    hashed = event(
+        "session.started",
+        session_id="s-hashed",
+        user_id="alice",
+        ip="81.2.69.142",
+        geoip_binding="bind_continent",
+        device_id="cookie-secret-8",
+    )
     publish(stack, login)
-    publish(stack, with_cookie)
-    with stack.raw_sender() as send:
+    publish(stack, hashed)
+    with stack.raw_sender() as send:  # as an IdP enqueuing on the broker itself
         from orchestrator.outbox import OutboxMessage
 
         invalid = {**logout_event("s-x"), "session_id": None}
-        send(
-            OutboxMessage(
-                "m-invalid",
-                invalid["event_id"],
-                f"{stack.namespace}.events",
-                "handle_event",
-                invalid,
+        for message_id, raw in (("m-invalid", invalid), ("m-cookie", with_cookie)):
+            send(
+                OutboxMessage(
+                    message_id,
+                    raw["event_id"],
+                    f"{stack.namespace}.events",
+                    "handle_event",
+                    raw,
+                )
             )
-        )
-    stack.wait_for(lambda: stack.count(RejectedEvent) == 3, what="three rejections")
+    stack.wait_for(lambda: stack.count(RejectedEvent) == 4, what="four rejections")
     worker.stop()
+    with stack.db() as db:
+        kept = {row.event_id: row.payload for row in db.scalars(select(RejectedEvent))}
+    assert "cookie-secret" not in "".join(kept.values())
+    assert json.loads(kept[hashed["event_id"]])["device_hash"] == (
+        hashlib.sha256(b"cookie-secret-8").hexdigest()
+    )
 
     rejected = {
         row["event_id"]: row for row in _json_lines(_ok(stack.cli("events", "rejected", "--json")))

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from orchestrator import Runtime, Settings
@@ -173,3 +174,25 @@ def test_only_the_hash_of_the_cookie_is_stored_and_a_redelivery_keeps_the_verdic
         assert started.detail["known_device_reason"] == "same_ip"
         records = query_audit(db, AuditQuery(limit=None))
     assert all("dev-secret" not in str(record.detail) for record in records)
+
+
+def test_a_validated_start_carries_the_cookie_id_s_hash_never_the_id() -> None:
+    """Validation swaps ``device_id`` for its SHA-256 (``device_hash``); an IdP may give the
+    hash itself; a hash that is not the id's, or is no hex SHA-256, names ``device_hash``."""
+    digest = hash_token("dev-1")  # the same SHA-256 an API token's hash is
+    started = _login("s-1", T0, device_id="dev-1")
+    assert (started.device_id, started.device_hash) == (None, digest)
+    assert "dev-1" not in started.model_dump_json()
+    assert _login("s-1", T0, device_hash=digest).device_hash == digest
+    assert _login("s-1", T0, device_id="dev-1", device_hash=digest).device_hash == digest
+    with pytest.raises(ValidationError, match="device_hash: is not the SHA-256 of device_id"):
+        _login("s-1", T0, device_id="dev-1", device_hash=hash_token("dev-2"))
+    with pytest.raises(ValidationError, match="device_hash"):
+        _login("s-1", T0, device_hash=digest.upper())
+
+
+def test_a_start_given_the_hash_is_known_by_the_same_cookie(remembering: Runtime) -> None:
+    """An IdP that hashes the cookie id itself: the same verdicts as with the id."""
+    _start(remembering, "s-1", T0, ip=HOME, device_hash=hash_token("dev-1"))
+    verdict = _start(remembering, "s-2", T0 + timedelta(hours=1), ip=CAFE, device_id="dev-1")
+    assert verdict == DeviceVerdict(known=True, reason="cookie")

@@ -4,6 +4,7 @@ once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from orchestrator.store import (
     utcnow,
 )
 from orchestrator.validation import parse_event
+from schemas import SessionStarted
 from tests.integration.support import closed_port
 from workers import embedded
 from workers.cli import main
@@ -76,6 +78,24 @@ def test_publish_records_each_event_as_sent_and_enqueues_it_under_the_row_id(
     assert all(r.sent_at is not None and r.attempts == 1 for r in rows)
     assert [r.payload["session_id"] for r in rows] == ["s-0", "s-1", "s-2"]
     assert _queued_ids(broker) == [r.message_id for r in rows]
+
+
+def test_a_device_cookie_id_is_never_recorded_nor_queued(runtime: Runtime) -> None:
+    """``session.started`` with ``device_id`` (a bearer secret of the browser): the outbox
+    row and the broker's message carry its SHA-256 as ``device_hash``, never the id."""
+    broker = StubBroker()
+    event = make_event("session.started", session_id="s-1", user_id="alice", device_id="dev-7f3a")
+    (parsed,) = Publisher(broker, runtime.database).publish_many([event])
+    digest = hashlib.sha256(b"dev-7f3a").hexdigest()
+    assert isinstance(parsed, SessionStarted)
+    assert (parsed.device_id, parsed.device_hash) == (None, digest)
+    (row,) = _rows(runtime)
+    queue = broker.queues[events_queue("logout")]
+    (message,) = [Message.decode(queue.get_nowait()) for _ in range(queue.qsize())]
+    for payload in (row.payload, message.args[0]):
+        assert payload["device_hash"] == digest
+        assert payload["device_id"] is None
+        assert "dev-7f3a" not in json.dumps(payload)
 
 
 def test_publishing_an_event_again_is_a_new_message(runtime: Runtime) -> None:
