@@ -408,6 +408,7 @@ class SessionStarted(EventBase):
         # The model is frozen: the id is swapped for its hash as it is built, never after.
         object.__setattr__(self, "device_hash", digest)
         object.__setattr__(self, "device_id", None)
+        self.model_fields_set.add("device_hash")  # as if given: a dump without unset keeps it
         return self
 
 

@@ -183,6 +183,7 @@ def test_a_validated_start_carries_the_cookie_id_s_hash_never_the_id() -> None:
     started = _login("s-1", T0, device_id="dev-1")
     assert (started.device_id, started.device_hash) == (None, digest)
     assert "dev-1" not in started.model_dump_json()
+    assert started.model_dump(exclude_unset=True)["device_hash"] == digest
     assert _login("s-1", T0, device_hash=digest).device_hash == digest
     assert _login("s-1", T0, device_id="dev-1", device_hash=digest).device_hash == digest
     with pytest.raises(ValidationError, match="device_hash: is not the SHA-256 of device_id"):
