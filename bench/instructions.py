@@ -11,8 +11,10 @@ audit writes) runs in the main thread; the sender's event loop, the signing thre
 lease keeper in the others.
 
 Instructions are not time (a cache miss or a system call counts little), but the same code
-on the same inputs counts the same to ~0.2%, whatever else the machine is doing: on a shared
-machine whose speed drifts by ±20% between minutes, the figure to compare two versions by.
+on the same inputs counts the same to ~0.5% in most runs (about one in five comes out ~4%
+higher, when the threads interleave differently: run three, take the lowest), whatever else
+the machine is doing: on a shared machine whose speed drifts by ±20% between minutes, the
+figure to compare two versions by.
 PostgreSQL's and the relying parties' work is not counted (other processes). Needs Debian's
 ``valgrind``; a run of 320 events takes about a minute.
 
