@@ -13,6 +13,7 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.fields import Sha256Hex
 from schemas.scopes import SCOPES, Scope
 
 __all__ = ["SCOPES", "ApiToken", "Scope", "hash_token", "new_token"]
@@ -24,9 +25,7 @@ class ApiToken(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, description="who holds it, for the logs")
-    sha256: str = Field(
-        pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token (hash_token)"
-    )
+    sha256: Sha256Hex = Field(description="hex SHA-256 of the token (hash_token)")
     scopes: list[Scope] = Field(min_length=1)
 
 

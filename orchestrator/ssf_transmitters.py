@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.durations import Seconds
+from schemas.fields import Sha256Hex
 
 __all__ = ["ALGORITHMS", "DEFAULT_ALGORITHMS", "SsfTransmitter"]
 
@@ -54,9 +55,8 @@ class SsfTransmitter(BaseModel):
     jwks_min_refresh: Seconds = Field(
         default=60.0, ge=0, description="an unknown kid refetches the JWKS at most this often"
     )
-    push_token_sha256: str | None = Field(
+    push_token_sha256: Sha256Hex | None = Field(
         default=None,
-        pattern=r"^[0-9a-f]{64}$",
         description="hex SHA-256 of the bearer token the transmitter sends (hash_token)",
     )
     email_is_user_id: bool = Field(

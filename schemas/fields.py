@@ -85,8 +85,8 @@ Identifier = Annotated[
 LongIdentifier = Annotated[
     str, Field(min_length=1, max_length=1024), _IdentifierCheck, _IDENTIFIER_SCHEMA
 ]
-#: A SHA-256 digest as 64 lower-case hexadecimal digits (a device cookie id's, say).
-Sha256Hex = Annotated[str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+#: A SHA-256 digest as 64 lower-case hexadecimal digits (of an API token, a device cookie id).
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 #: A short label (an admin's id as ``actor``, an organisation, a city): at most 255, no NUL.
 Name = Annotated[str, Field(max_length=255), _TextCheck, _TEXT_SCHEMA]
 #: A reason or other free text for the audit trail: at most 1024 characters, no NUL.

@@ -19,7 +19,6 @@ horizon only once it committed, so the chain's order is ``seq`` order, always.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestrator.audit_query import audit_horizon
 from orchestrator.chain.canonical import GENESIS, chain_hash, record_hash
 from orchestrator.store.core import SEAL_LOCK_KEY, audit_checkpoints, audit_links, audit_records
+from orchestrator.store.sql import json_rows
 
 __all__ = [
     "SEAL_PAGE",
@@ -65,7 +65,8 @@ _LINK = audit_links.c
 #: A page of links in one statement on PostgreSQL: one JSON array that the server expands
 #: over the table's row type, whatever the page's size (one cached statement). Bound as five
 #: arrays, the links cost psycopg a Python loop over every element with a quoting check
-#: each, about a third of a round's client CPU; ``json.dumps`` writes the lot in C.
+#: each, about a third of a round's client CPU; :func:`~orchestrator.store.sql.json_rows` writes
+#: the lot with ``json.dumps``, in C.
 _LINK_ROWS = text(
     "INSERT INTO audit_links (chain_seq, seq, record_hash, prev_hash, chain_hash) "
     "SELECT r.chain_seq, r.seq, r.record_hash, r.prev_hash, r.chain_hash "
@@ -78,7 +79,7 @@ def _link_page(db: Connection, links: list[dict[str, Any]]) -> None:
     if db.dialect.name != "postgresql":
         db.execute(insert(audit_links), links)
         return
-    db.execute(_LINK_ROWS, {"b_links": json.dumps(links)})
+    db.execute(_LINK_ROWS, {"b_links": json_rows(links)})
 
 
 @dataclass(frozen=True, slots=True)
