@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Connection, Engine, Executable, Result, Table, bindparam, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,7 +125,17 @@ def _insert_ignoring(spec: InsertIgnoring, dialect: str, columns: tuple[str, ...
 
 
 def json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows as one JSON array for PostgreSQL to expand (timestamps in ISO 8601, UTC)."""
+    """Rows as one JSON array for PostgreSQL to expand (timestamps in ISO 8601, UTC).
+
+    Written by orjson: on the engine's path these arrays (its audit records, deliveries and
+    outcomes, a few hundred bytes a delivery) cost the standard library's encoder ~15% of the
+    engine thread's instructions (``bench.instructions``: 849k → 723k a delivery). What orjson
+    refuses (an integer past 64 bits, a key that is not text, a lone surrogate) is written by
+    the standard library as before, so every row that was accepted still is, alike (a UUID,
+    which the standard library refused, is now written as its text). Anything else that is
+    no column value (not text, number, boolean, null, list, object or timestamp; a naive
+    timestamp) is refused, naming its type.
+    """
     # A batch's rows share a few timestamps (its ``now`` in several columns of every row):
     # each is converted once, not once per cell.
     texts: dict[datetime, str] = {}
@@ -137,7 +148,14 @@ def json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
             text = texts[cell] = _utc_text(cell)
         return text
 
-    return json.dumps(rows, default=value)
+    try:
+        return orjson.dumps(rows, default=value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError, or what ``value`` refused: as before
+        return json.dumps(rows, default=value)
+
+
+#: Timestamps and dataclasses go to ``default``, as with the standard library's encoder.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _utc_text(value: datetime) -> str:
