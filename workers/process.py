@@ -31,6 +31,7 @@ from workers.broker import build_broker, check_broker, is_in_process
 from workers.chain_upkeep import ChainUpkeep
 from workers.outage import Guard, Health, Outage, reach, unguarded
 from workers.redis_upkeep import UpkeptRedisBroker, keep_up, persistence_warning
+from workers.stopping import stop_on_signals
 
 __all__ = ["drain", "embedded", "run_worker", "serve"]
 
@@ -145,13 +146,13 @@ def run_worker(settings: Settings, *, migrate: bool = True, parent: int | None =
             "events in-process with memory://)"
         )
     stop = threading.Event()
+    with stop_on_signals(stop):
+        return _run_worker(settings, stop, migrate=migrate, parent=parent)
 
-    def _stop(signum: int, _frame: Any) -> None:
-        _log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+def _run_worker(
+    settings: Settings, stop: threading.Event, *, migrate: bool, parent: int | None
+) -> int:
     # Nothing says "started" before the database and the broker have answered; handlers
     # load first, so a bad one stops the worker at once instead of after the wait.
     handlers = load_handlers(settings)
@@ -238,12 +239,11 @@ def serve(settings: Settings) -> int:
     if is_in_process(settings):
         return run_worker(settings)  # raises the clear error
     stopping = threading.Event()
+    with stop_on_signals(stopping):
+        return _serve(settings, stopping)
 
-    def _stop(signum: int, _frame: Any) -> None:
-        stopping.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+def _serve(settings: Settings, stopping: threading.Event) -> int:
     # Loads handlers (fails fast on a bad one), then migrates once, waiting for the database.
     handlers = load_handlers(settings)
     start_handlers(settings, handlers)

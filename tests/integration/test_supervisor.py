@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,3 +107,53 @@ def test_supervisor_restarts_workers_and_takes_them_down_with_it(stack: Stack) -
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait(timeout=10)
+
+
+def test_ctrl_c_stops_the_supervisor_and_its_workers(stack: Stack) -> None:
+    """Ctrl-C reaches the whole process group (the supervisor and each worker), then the
+    supervisor sends each worker SIGTERM: a worker handling its second signal inside the
+    first waited forever for a lock. Here the workers get a stream of SIGTERMs besides
+    (so that one lands mid-handler). Twice, each with 2 workers: all stop within 30 s."""
+    env = stack.env({**WORKER_SETTINGS, "LOGOUT_PROTOCOLS": "[]"})
+    for round_ in range(2):
+        _stop_with_ctrl_c(stack, env, stack.tmp_path / f"ctrl-c-{round_}.log")
+
+
+def _stop_with_ctrl_c(stack: Stack, env: dict[str, str], log: Path) -> None:
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen(
+            [str(CLI), "worker", "--processes", "2", "--threads", "2"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # its own process group, as a terminal's job is
+        )
+    try:
+        stack.wait_for(lambda: len(_workers(supervisor.pid)) == 2, what="two workers")
+        stack.wait_for(
+            lambda: log.read_text().count('"worker started"') == 2, what="both workers started"
+        )
+        workers = _workers(supervisor.pid)
+        os.killpg(supervisor.pid, signal.SIGINT)
+        _keep_signalling(workers, signal.SIGTERM, seconds=0.5)  # more than the supervisor
+        try:
+            code = supervisor.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the supervisor did not stop on Ctrl-C:\n{log.read_text()}")
+        assert code == 0, log.read_text()
+        assert [pid for pid in workers if _alive(pid)] == []
+    finally:
+        if supervisor.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.wait(timeout=10)
+
+
+def _keep_signalling(pids: set[int], number: signal.Signals, seconds: float) -> None:
+    """Send ``number`` to each of ``pids`` every millisecond for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # it stopped already
+                os.kill(pid, number)
+        time.sleep(0.001)
