@@ -35,6 +35,7 @@ __all__ = [
     "AUDIT_TYPE_FAMILIES",
     "HORIZON_WAIT",
     "PAGE_SIZE",
+    "TIMESTAMP_RANGE",
     "AuditPage",
     "AuditQuery",
     "audit_horizon",
@@ -76,6 +77,8 @@ HORIZON_WAIT = 30
 _POLL = 0.005
 
 _MAX_CANDIDATES = 10
+#: The times :func:`parse_timestamp` accepts, in UTC: ``datetime``'s whole range.
+TIMESTAMP_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
 _HEX = frozenset("0123456789abcdefABCDEF-")
 
 
@@ -108,22 +111,30 @@ def parse_timestamp(text: str) -> datetime:
 
     RFC 3339 / ISO 8601 with or without fractional seconds, ``Z`` or an offset (the JSON
     output and the log lines), the table's ``2026-01-31 12:00:00`` (UTC), or a date.
+    A time whose UTC reading falls outside ``datetime``'s range (``0001-01-01T00:00:00+01:00``,
+    ``9999-12-31T23:59:59-01:00``) is refused too: no database could compare it.
     """
     try:
         parsed = datetime.fromisoformat(text.strip().upper())
     except ValueError:
-        raise InputError(
-            [
-                Problem(
-                    "",
-                    "since",
-                    f"{text!r} is not a timestamp; give one as the tool prints it: "
-                    "2026-01-31T12:00:00.250Z or 2026-01-31T13:00:00+01:00 (JSON), "
-                    "2026-01-31 12:00:00 (the table, UTC) or 2026-01-31",
-                )
-            ]
+        raise _timestamp_refused(
+            f"{text!r} is not a timestamp; give one as the tool prints it: "
+            "2026-01-31T12:00:00.250Z or 2026-01-31T13:00:00+01:00 (JSON), "
+            "2026-01-31 12:00:00 (the table, UTC) or 2026-01-31"
         ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    try:
+        aware.astimezone(UTC)
+    except OverflowError:
+        raise _timestamp_refused(
+            f"{text!r} is out of range: in UTC it falls outside {TIMESTAMP_RANGE}; "
+            "give a time within it"
+        ) from None
+    return aware
+
+
+def _timestamp_refused(message: str) -> InputError:
+    return InputError([Problem("", "since", message)])
 
 
 def resolve_event_id(db: Connection | Session, prefix: str) -> str:

@@ -282,6 +282,20 @@ def test_since_that_is_not_a_timestamp(dated: Runtime, env: dict[str, str]) -> N
         parse_timestamp("12/31/2025")
 
 
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_time_whose_utc_reading_is_out_of_range_is_refused(text: str) -> None:
+    """Valid as written, but out of datetime's range in UTC: refused with the range, not an
+    OverflowError when the database compares it."""
+    with pytest.raises(InputError) as refused:
+        parse_timestamp(text)
+    assert refused.value.problems[0].message == (
+        f"{text!r} is out of range: in UTC it falls outside "
+        "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z; give a time within it"
+    )
+    assert parse_timestamp("9999-12-31T23:59:59.999999Z").year == 9999
+    assert parse_timestamp("0001-01-01").year == 1
+
+
 def test_a_missing_database_file_is_named_not_created(env: dict[str, str], tmp_path: Path) -> None:
     """Reading never creates: a mistyped SQLite path is exit 7 naming it, and nothing is left
     behind (opening it would have made the file and its folders)."""

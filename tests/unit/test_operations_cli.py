@@ -77,6 +77,28 @@ def test_bad_options_are_usage_errors(logged_out: dict[str, str]) -> None:
     _usage(_run(cli_env, "providers", "remove", "wikki", "--actor", "ops"), "did you mean wiki")
 
 
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_time_out_of_range_is_a_usage_error_naming_the_option(
+    env: dict[str, str],  # noqa: F811
+    when: str,
+) -> None:
+    """Every --since, --until and --before refuses a time whose UTC reading datetime cannot
+    hold (exit 2 naming the option and the range), never an OverflowError."""
+    assert _run(env, "db", "upgrade").exit_code == 0
+    for *command, option in [
+        ("deliveries", "list", "--since"),
+        ("deliveries", "retry", "--failed", "--actor", "ops", "--since"),
+        ("events", "rejected", "--since"),
+        ("audit", "list", "--since"),
+        ("audit", "verify", "--since"),
+        ("audit", "export", "--since"),
+        ("audit", "export", "--until"),
+        ("audit", "purge", "--before"),
+    ]:
+        result = _run(env, *command, option, when)
+        _usage(result, f"'{option}'", "is out of range", "9999-12-31T23:59:59.999999Z")
+
+
 def test_providers_list_and_disable(logged_out: dict[str, str]) -> None:
     cli_env = logged_out
     listed = [
