@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from orchestrator.audit_query import parse_timestamp
-from orchestrator.errors import ConfigurationError, InputError, Problem
+from orchestrator.errors import ConfigurationError, IncompleteError, InputError, Problem
 from workers.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -155,6 +155,31 @@ def verify_command(
     return int(ExitCode.OK if intact else ExitCode.TRAIL_BROKEN)
 
 
+def _output(path: str | None) -> AbstractContextManager[IO[str]]:
+    """``-o FILE`` opened for writing (standard output for none or ``-``); one that cannot be
+    is click's usage error naming ``-o`` and why, before anything is read or signed."""
+    if path in (None, "-"):
+        return nullcontext(sys.stdout)
+    try:
+        return open(path, "w", encoding="utf-8")  # the caller closes it
+    except IsADirectoryError:
+        reason = "it is a directory; give a file's path in it"
+    except FileNotFoundError:
+        reason = "its directory does not exist; give a file in an existing directory"
+    except OSError as exc:
+        reason = f"{exc.strerror or exc}; check the path and its permissions"
+    raise click.BadParameter(f"cannot write {path!r}: {reason}", param_hint="'-o' / '--output'")
+
+
+def _unwritable(path: str | None, exc: OSError) -> IncompleteError:
+    """Writing the export failed part-way (a full disk, a device that takes no writes)."""
+    where = "standard output" if path in (None, "-") else f"{path!r} (-o)"
+    return IncompleteError(
+        f"the export stopped: cannot write to {where}: {exc.strerror or exc}; what was written "
+        "is cut short, not an export: export again where it can be written whole"
+    )
+
+
 def export_command(
     settings: Settings, *, fmt: str, since: str | None, until: str | None, output: str | None
 ) -> None:
@@ -165,16 +190,16 @@ def export_command(
 
     start, end = timestamp_option(since, "since"), timestamp_option(until, "until")
     keys = stored_checkpoint_keys(settings) or CheckpointKeys(None, {})
+    target = _output(output)
     engine = _engine(settings)
-    target: AbstractContextManager[IO[str]] = (
-        nullcontext(sys.stdout) if output in (None, "-") else open(output, "w", encoding="utf-8")  # noqa: SIM115
-    )
     try:
         with target as out:
             written = export_trail(engine, out, fmt, keys, settings.issuer, since=start, until=end)
     except BrokenPipeError:  # a reader that stopped early (``| head``) wants no more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
+    except OSError as exc:
+        raise _unwritable(output, exc) from None
     finally:
         engine.dispose()
     click.echo(f"exported {written:,} records", err=True)

@@ -360,3 +360,28 @@ def test_bad_options_are_refused_naming_them(tmp_path: Path) -> None:
     assert (status, "--since is for the database" in said) == (2, True)
     status, said = run("purge", "--before", "last week")
     assert (status, "'--before'" in said) == (2, True)
+
+
+def test_an_export_that_cannot_be_written_names_o_and_why(tmp_path: Path) -> None:
+    """-o in a missing directory or on a directory: exit 2 naming -o and the reason, before
+    anything is read; a write failing part-way (a full device): exit 8, cut short."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "WARNING"}
+    assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+
+    def export(target: str) -> Any:
+        return CliRunner().invoke(main, ["audit", "export", "-o", target], env=env)
+
+    missing = export(str(tmp_path / "none" / "x.jsonl"))
+    assert missing.exit_code == 2, missing.output
+    assert "Invalid value for '-o' / '--output'" in missing.stderr
+    assert "its directory does not exist; give a file in an existing directory" in missing.stderr
+    directory = export(str(tmp_path))
+    assert directory.exit_code == 2, directory.output
+    assert "it is a directory; give a file's path in it" in directory.stderr
+    if Path("/dev/full").exists():
+        full = export("/dev/full")
+        assert full.exit_code == 8, full.output
+        assert "cannot write to '/dev/full' (-o): No space left on device" in full.stderr
+        assert "cut short, not an export" in full.stderr
+    for result in (missing, directory):
+        assert "internal error" not in result.output
