@@ -155,6 +155,17 @@ def verify_command(
     return int(ExitCode.OK if intact else ExitCode.TRAIL_BROKEN)
 
 
+def _refuse_reversed(
+    since: str | None, start: datetime | None, until: str | None, end: datetime | None
+) -> None:
+    """``--until`` at or before ``--since`` selects nothing: a usage error naming both."""
+    if start is not None and end is not None and end <= start:
+        raise click.UsageError(
+            f"--until {until} is not after --since {since}: the range selects no record; "
+            "give an --until later than --since (or swap them)"
+        )
+
+
 def _output(path: str | None) -> AbstractContextManager[IO[str]]:
     """``-o FILE`` opened for writing (standard output for none or ``-``); one that cannot be
     is click's usage error naming ``-o`` and why, before anything is read or signed."""
@@ -189,6 +200,7 @@ def export_command(
     from workers.chain_upkeep import stored_checkpoint_keys
 
     start, end = timestamp_option(since, "since"), timestamp_option(until, "until")
+    _refuse_reversed(since, start, until, end)
     keys = stored_checkpoint_keys(settings) or CheckpointKeys(None, {})
     target = _output(output)
     engine = _engine(settings)

@@ -385,3 +385,25 @@ def test_an_export_that_cannot_be_written_names_o_and_why(tmp_path: Path) -> Non
         assert "cut short, not an export" in full.stderr
     for result in (missing, directory):
         assert "internal error" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        ("2026-12-01", "2026-11-01"),
+        ("2026-12-01", "2026-12-01"),
+        ("2026-12-01T01:00+01:00", "2026-12-01"),
+    ],
+)
+def test_an_export_range_that_selects_nothing_is_refused(
+    since: str, until: str, tmp_path: Path
+) -> None:
+    """--until at or before --since (offsets counted): exit 2 naming both, nothing written."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "WARNING"}
+    target = tmp_path / "part.jsonl"
+    args = ["audit", "export", "--since", since, "--until", until, "-o", str(target)]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert f"--until {until} is not after --since {since}" in result.stderr
+    assert "exported" not in result.stderr
+    assert not target.exists()
