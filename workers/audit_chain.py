@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -98,8 +98,11 @@ def _span(found: Verification) -> str:
     return f"{found.records:,} records (positions {found.first:,} to {found.last:,})"
 
 
-def report(found: Verification, as_json: bool, out: Callable[[str], None]) -> bool:
-    """Print what a verification found; True when the chain verifies."""
+def report(
+    found: Verification, as_json: bool, out: Callable[[str], None], *, offline: bool = False
+) -> bool:
+    """Print what a verification found; True when the chain verifies. ``offline`` (an
+    export): say so when records are covered by no signed checkpoint, the only proof there."""
     if as_json:
         document = {
             "ok": not found.findings,
@@ -107,6 +110,7 @@ def report(found: Verification, as_json: bool, out: Callable[[str], None]) -> bo
             "first": found.first,
             "last": found.last,
             "checkpoints": found.checkpoints,
+            "unsigned": list(found.unsigned) if found.unsigned is not None else None,
             "findings": [finding.as_json() for finding in found.findings],
         }
         out(json.dumps(document))
@@ -114,11 +118,22 @@ def report(found: Verification, as_json: bool, out: Callable[[str], None]) -> bo
     signed = f"{found.checkpoints} signed checkpoint{'s' if found.checkpoints != 1 else ''}"
     if not found.findings:
         out(f"verified {_span(found)} and {signed}: the chain is intact")
-        return True
-    out(f"{len(found.findings)} problem(s) in {_span(found)}, {signed}:")
-    for finding in found.findings:
-        out(f"  {finding}")
-    return False
+    else:
+        out(f"{len(found.findings)} problem(s) in {_span(found)}, {signed}:")
+        for finding in found.findings:
+            out(f"  {finding}")
+    if offline and found.unsigned is not None:
+        out(_unsigned_note(*found.unsigned))
+    return not found.findings
+
+
+def _unsigned_note(first: int, last: int) -> str:
+    what = f"position {first:,}" if first == last else f"positions {first:,} to {last:,}"
+    return (
+        f"but no signed checkpoint covers {what}: their links hold together, yet nothing "
+        "signed shows they are the trail as written (checkpoint lines missing or the file cut "
+        "short, or exported without a signing key or with --until)"
+    )
 
 
 def verify_command(
@@ -130,29 +145,54 @@ def verify_command(
     as_json: bool,
 ) -> int:
     """Verify the database's chain (or an export, offline); returns the exit status."""
-    from orchestrator.chain.checking import verify_database, verify_export
+    from orchestrator.chain.checking import verify_database
 
     start = timestamp_option(since, "since")
     if file is not None and start is not None:
         raise click.UsageError("--since is for the database; an export holds what it holds")
     keys = _verifying_keys(settings, jwks_path)
     if file is not None:
-        path = file
-
-        def opener() -> IO[str]:
-            if not Path(path).is_file():
-                raise InputError([Problem(path, "file", "no such file; give an export's path")])
-            return open(path, encoding="utf-8")
-
-        found = verify_export(path, opener, keys.jwks)
+        found = _verify_file(file, keys.jwks)
     else:
         engine = _engine(settings)
         try:
             found = verify_database(engine, keys, since=start)
         finally:
             engine.dispose()
-    intact = report(found, as_json, click.echo)
+    intact = report(found, as_json, click.echo, offline=file is not None)
     return int(ExitCode.OK if intact else ExitCode.TRAIL_BROKEN)
+
+
+def _export_opener(path: str) -> Callable[[], IO[str]]:
+    """Opens the export at ``path`` (read twice: it may not be a FIFO or a device); what
+    cannot be read is an InputError naming the file and why."""
+
+    def opener() -> IO[str]:
+        from protocols.files import file_kind
+
+        try:
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                problem = f"{file_kind(mode)}, not a file; give an export's path"
+                raise InputError([Problem(path, "file", problem)])
+            return open(path, encoding="utf-8")
+        except FileNotFoundError:
+            problem = "no such file; give an export's path"
+        except OSError as exc:
+            problem = f"cannot read it: {exc.strerror or exc}; check the path and its permissions"
+        raise InputError([Problem(path, "file", problem)])
+
+    return opener
+
+
+def _verify_file(path: str, jwks: dict[str, Any]) -> Verification:
+    from orchestrator.chain.checking import verify_export
+
+    try:
+        return verify_export(path, _export_opener(path), jwks)
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text, so not an export (`audit export` writes UTF-8)"
+        raise InputError([Problem(path, "file", problem)]) from None
 
 
 def _refuse_reversed(

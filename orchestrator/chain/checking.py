@@ -48,6 +48,17 @@ class Verification:
     last: int | None
     checkpoints: int
     findings: list[Finding]
+    signed_through: int | None = None
+    """The highest position a checkpoint that verified signs (``None``: none verified)."""
+
+    @property
+    def unsigned(self) -> tuple[int, int] | None:
+        """The positions of the records read that no verified checkpoint covers (the tail
+        after the last one), or ``None`` when every record read is covered."""
+        if self.first is None or self.last is None:
+            return None
+        start = max(self.first, (self.signed_through or 0) + 1)
+        return (start, self.last) if start <= self.last else None
 
 
 def _verify(
@@ -63,7 +74,9 @@ def _verify(
         verifier.feed(record)
         last = int(record["chain_seq"])
     findings = verifier.finish(lookups())
-    return Verification(verifier.checked, verifier.first, last, verifier.signed, findings)
+    return Verification(
+        verifier.checked, verifier.first, last, verifier.signed, findings, verifier.signed_through
+    )
 
 
 def _hidden(db: Connection) -> list[Finding]:

@@ -96,9 +96,21 @@ def _lines(path: str, text: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, line
 
 
+def _out_of_place(path: str, number: int, kind: str, first: bool) -> InputError | None:
+    """The ``export`` line :func:`write_export` always writes (even for an empty stretch)
+    comes first, and only first."""
+    if first and kind != "export":
+        return _refused(path, number, "no export line first: give a file `audit export` wrote")
+    if not first and kind == "export":
+        return _refused(path, number, "a second export line: give one file `audit export` wrote")
+    return None
+
+
 def read_export(path: str, text: IO[str]) -> Iterator[dict[str, Any]]:
     """The lines of an export (JSON lines or CSV, told by its first line), checked for the
-    fields their kind needs; anything else is an InputError naming the line."""
+    fields their kind needs, the ``export`` line first; anything else is an InputError naming
+    the line (an empty file: the file)."""
+    first = True
     for number, line in _lines(path, text):
         kind = line.get("kind")
         needed = {"record": CHAIN_FIELDS, "checkpoint": _CHECKPOINT_FIELDS, "export": ()}.get(
@@ -109,9 +121,15 @@ def read_export(path: str, text: IO[str]) -> Iterator[dict[str, Any]]:
         missing = [name for name in needed if name not in line]
         if missing:
             raise _refused(path, number, f"a {kind} line without {', '.join(missing)}")
+        if (misplaced := _out_of_place(path, number, str(kind), first)) is not None:
+            raise misplaced
+        first = False
         if kind == "checkpoint":
             try:
                 line["at"] = datetime.fromisoformat(line["at"])
             except (TypeError, ValueError):
                 raise _refused(path, number, "its at is not a timestamp") from None
         yield line
+    if first:
+        problem = "empty, so not an export (one starts with its export line)"
+        raise InputError([Problem(path, "", f"{problem}: give a file `audit export` wrote")])

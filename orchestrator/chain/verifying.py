@@ -128,6 +128,11 @@ class ChainVerifier:
         """How many checkpoints verified."""
         return sum(len(found) for found in self._signed.values())
 
+    @property
+    def signed_through(self) -> int | None:
+        """The highest position a checkpoint that verified signs (``None``: none did)."""
+        return max(self._signed, default=None)
+
     def _start(self, link: _Link) -> None:
         self.first = link.position
         anchors = self._signed.get(link.position - 1, [])

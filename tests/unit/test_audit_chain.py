@@ -168,8 +168,16 @@ def _fields(checkpoint: Checkpoint) -> dict[str, Any]:
         ('{"kind": "row"}\n', "x.jsonl:1: unknown kind 'row': export, checkpoint or record"),
         ('{"kind": "record", "chain_seq": 1}\n', "x.jsonl:1: a record line without at, detail"),
         ("[1]\n", "x.jsonl:1: not a JSON object: give a file `audit export` wrote"),
+        ("", "x.jsonl: empty, so not an export (one starts with its export line)"),
+        ("\n\n", "x.jsonl: empty, so not an export (one starts with its export line)"),
+        ('{"kind": "checkpoint", "id": "c", "at": "2026-01-31T12:00:00Z", "count": 1, '
+         '"head_hash": "h", "reason": "interval", "jws": "j"}\n',
+         "x.jsonl:1: no export line first: give a file `audit export` wrote"),
+        ('{"kind": "export"}\n{"kind": "export"}\n',
+         "x.jsonl:2: a second export line: give one file `audit export` wrote"),
+        ("kind,chain_seq\n", "x.jsonl: empty, so not an export"),
     ],
-)
+)  # fmt: skip
 def test_a_file_that_is_no_export_is_refused_naming_the_line(
     text: str, problem: str, tmp_path: Path
 ) -> None:
@@ -355,7 +363,11 @@ def test_bad_options_are_refused_naming_them(tmp_path: Path) -> None:
     jwks.write_text('{"keys": []}')
     status, said = run("verify", "--file", str(tmp_path / "none.jsonl"), "--jwks", str(jwks))
     assert (status, "no such file; give an export's path" in said) == (2, True)
-    assert run("verify", "--file", str(export), "--jwks", str(jwks))[0] == 0  # empty: intact
+    status, said = run("verify", "--file", str(export), "--jwks", str(jwks))
+    assert (status, "empty, so not an export" in said) == (2, True)
+    export.write_text('{"kind":"export","at":"2026-01-31T12:00:00Z","since":null,"until":null}\n')
+    status, said = run("verify", "--file", str(export), "--jwks", str(jwks))  # an empty stretch
+    assert (status, said) == (0, "")
     status, said = run("verify", "--file", str(export), "--since", "2026-01-01")
     assert (status, "--since is for the database" in said) == (2, True)
     status, said = run("purge", "--before", "last week")
@@ -407,3 +419,65 @@ def test_an_export_range_that_selects_nothing_is_refused(
     assert f"--until {until} is not after --since {since}" in result.stderr
     assert "exported" not in result.stderr
     assert not target.exists()
+
+
+def test_verify_file_names_why_a_file_is_no_export(tmp_path: Path) -> None:
+    """Not UTF-8, a device, a directory: each refused (exit 2) naming the file and the reason,
+    never an internal error or a misleading 'no such file'."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "WARNING"}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    binary = tmp_path / "trail.jsonl"
+    binary.write_bytes(b'{"kind":"export"}\n\xff\xfe\n')
+    expected = {
+        str(binary): "not UTF-8 text, so not an export (`audit export` writes UTF-8)",
+        str(tmp_path): "a directory, not a file; give an export's path",
+        "/dev/zero": "a character device, not a file; give an export's path",
+    }
+    for path, problem in expected.items():
+        args = ["audit", "verify", "--file", path, "--jwks", str(jwks)]
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2, result.output
+        assert f"{path}: file: {problem}" in result.stderr
+        assert "no such file" not in result.stderr
+
+
+def test_an_export_without_its_checkpoints_says_nothing_signed_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Records whose links hold but that no signed checkpoint covers (the checkpoint lines
+    dropped): intact, and said plainly that nothing signed covers them; --json names them."""
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        with runtime.database.begin() as db:
+            entries = [AuditEntry(f"k{n}", AuditType.SESSION_ENDED, "ended") for n in range(3)]
+            write_audit(db, entries, at=AT)
+    finally:
+        runtime.close()
+    env = {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": settings.database_url,
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+    generate_key(tmp_path / "oidc-keys")
+    export, cut = tmp_path / "trail.jsonl", tmp_path / "cut.jsonl"
+    assert CliRunner().invoke(main, ["audit", "export", "-o", str(export)], env=env).exit_code == 0
+    lines = export.read_text().splitlines()
+    cut.write_text("".join(line + "\n" for line in lines if '"checkpoint"' not in line))
+
+    def verify(path: Path, *more: str) -> Any:
+        return CliRunner().invoke(main, ["audit", "verify", "--file", str(path), *more], env=env)
+
+    assert verify(export).stdout == (
+        "verified 3 records (positions 1 to 3) and 1 signed checkpoint: the chain is intact\n"
+    )
+    said = verify(cut)
+    assert said.exit_code == 0
+    assert said.stdout.splitlines() == [
+        "verified 3 records (positions 1 to 3) and 0 signed checkpoints: the chain is intact",
+        "but no signed checkpoint covers positions 1 to 3: their links hold together, yet "
+        "nothing signed shows they are the trail as written (checkpoint lines missing or the "
+        "file cut short, or exported without a signing key or with --until)",
+    ]
+    assert json.loads(verify(cut, "--json").stdout)["unsigned"] == [1, 3]
+    assert json.loads(verify(export, "--json").stdout)["unsigned"] is None
