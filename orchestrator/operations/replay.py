@@ -34,7 +34,11 @@ from orchestrator.trail import event_replayed
 from orchestrator.validation import parse_event
 from schemas.redaction import REDACTED, redacted_paths
 
-__all__ = ["ReplayReport", "replay_rejected"]
+__all__ = ["MAX_REJECTED_ID", "ReplayReport", "replay_rejected"]
+
+#: The highest id ``rejected_events.id`` (an INTEGER, 32 bits on PostgreSQL) can hold; ids
+#: start at 1.
+MAX_REJECTED_ID = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,8 @@ class ReplayReport:
 def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str) -> ReplayReport:
     """Validate rejection ``rejected_id`` again; publish it through the outbox when it passes
     (see the module docstring). Publish the report's ``message_id`` after it returns."""
+    if not 1 <= rejected_id <= MAX_REJECTED_ID:  # no such row; the driver would overflow
+        raise _no_such(rejected_id)
     with engine.begin() as conn:
         row = (
             conn.execute(
@@ -60,9 +66,7 @@ def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str
             .first()
         )
         if row is None:
-            raise InputError(
-                [Problem("", "id", f"no rejected event {rejected_id}; see `events rejected`")]
-            )
+            raise _no_such(rejected_id)
         payload = _payload(row["payload"])
         _refuse_redacted(rejected_id, payload)
         event = parse_event(payload, f"rejected event {rejected_id}")
@@ -74,6 +78,12 @@ def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str
         records = write_audit(conn, [entry])  # last
     emit(records)
     return ReplayReport(str(event.event_id), event.type, message_id, already=False)
+
+
+def _no_such(rejected_id: int) -> InputError:
+    return InputError(
+        [Problem("", "id", f"no rejected event {rejected_id}; see `events rejected`")]
+    )
 
 
 def _refuse_redacted(rejected_id: int, payload: Any) -> None:

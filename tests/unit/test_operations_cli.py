@@ -74,6 +74,9 @@ def test_bad_options_are_usage_errors(logged_out: dict[str, str]) -> None:
     _usage(_run(cli_env, "deliveries", "list", "--status", "lost"), "'--status'")
     _usage(_run(cli_env, "events", "replay", "one", "--actor", "ops"), "'ID'")
     _usage(_run(cli_env, "events", "replay", "7", "--actor", "ops"), "no rejected event 7")
+    for beyond in ("99999999999999999999999", "2147483648", "0"):  # no INTEGER id: no row
+        replay = _run(cli_env, "events", "replay", beyond, "--actor", "ops")
+        _usage(replay, f"no rejected event {beyond}; see `events rejected`")
     _usage(_run(cli_env, "providers", "remove", "wikki", "--actor", "ops"), "did you mean wiki")
 
 
