@@ -263,3 +263,19 @@ def test_publish_names_every_problem_with_wait_zero(env: dict[str, str], tmp_pat
     assert result.exit_code == ExitCode.INPUT, result.output
     assert "event 1: event_id: Field required" in result.output
     assert "--wait: with broker_url memory://" in result.output
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "1e300", "-1", "86401"])
+def test_a_wait_no_clock_can_count_is_refused_with_the_range(
+    env: dict[str, str], tmp_path: Path, wait: str
+) -> None:
+    """--wait nan, inf or 1e300 overflowed the deadline arithmetic (an internal error after
+    the events were handled): refused at option parsing, naming --wait and its range."""
+    source = tmp_path / "e.jsonl"
+    source.write_text(json.dumps(make_event("logout.user", session_id="s-1")) + "\n")
+    for command in (["publish", str(source)], ["providers", "remove", "wiki", "--actor", "a"]):
+        result = _run(env, *command, "--wait", wait)
+        assert result.exit_code == ExitCode.INPUT, result.output
+        assert f"Invalid value for '--wait': {wait!r} is not a number of seconds" in result.stderr
+        assert "up to 86,400 (a day)" in result.stderr
+        assert "published" not in result.output

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 __all__ = [
+    "MAX_WAIT",
     "Command",
     "Group",
+    "Seconds",
     "console",
     "cut_note",
     "fail",
@@ -67,6 +69,33 @@ def since_of(text: str | None) -> datetime | None:
         return parse_timestamp(text)
     except InputError as exc:
         raise click.BadParameter(exc.problems[0].message, param_hint="'--since'") from None
+
+
+#: The longest ``--wait`` a command takes, in seconds: a day.
+MAX_WAIT = 86_400.0
+
+
+class Seconds(click.types.FloatParamType):
+    """``--wait``: seconds, a finite number above 0 (or from 0, ``zero=True``) up to
+    :data:`MAX_WAIT`. click's FloatRange lets ``nan`` through (no comparison holds), and
+    ``inf`` or ``1e300`` seconds overflow the clock they are added to."""
+
+    name = "seconds"
+
+    def __init__(self, *, zero: bool = False) -> None:
+        self.zero = zero
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds: float = super().convert(value, param, ctx)
+        low = seconds >= 0 if self.zero else seconds > 0
+        if not (low and seconds <= MAX_WAIT):  # nan and inf fail here too
+            lowest = "from 0" if self.zero else "above 0 and"
+            self.fail(
+                f"{value!r} is not a number of seconds {lowest} up to {MAX_WAIT:,.0f} (a day)",
+                param,
+                ctx,
+            )
+        return seconds
 
 
 def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 import click
 
 from schemas.errors import InputError, Problem
-from workers.cli.base import console, print_json_lines, print_table, read_input, settings_of
+from workers.cli.base import (
+    Seconds,
+    console,
+    print_json_lines,
+    print_table,
+    read_input,
+    settings_of,
+)
 from workers.cli.root import main
 
 if TYPE_CHECKING:
@@ -128,10 +135,10 @@ def providers_enable(ctx: click.Context, name: str, actor: str) -> None:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=60.0,
     show_default=True,
-    help="With --end-sessions: seconds to wait for the workers to end them.",
+    help="With --end-sessions: seconds to wait for the workers to end them (at most a day).",
 )
 @click.option("--actor", required=True, help="Who removes it (recorded in the audit trail).")
 @click.pass_context

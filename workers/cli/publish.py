@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from schemas.errors import InputError, Problem
-from workers.cli.base import console, read_input, settings_of
+from workers.cli.base import Seconds, console, read_input, settings_of
 from workers.cli.root import main
 from workers.exit_codes import ExitCode
 
@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 @click.argument("source", default="-")
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(zero=True),  # 0 is named with the input's problems (see _WAIT_PROBLEM)
     default=30.0,
     show_default=True,
-    help="memory:// only: seconds to wait for the events, then for delivery retries (> 0).",
+    help="memory:// only: seconds to wait for the events, then for delivery retries "
+    "(> 0, at most a day).",
 )
 @click.pass_context
 def publish(ctx: click.Context, source: str, wait: float) -> None:
