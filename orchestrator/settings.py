@@ -38,6 +38,7 @@ from orchestrator.settings_environment import (
 from orchestrator.settings_environment import unknown_variables as _unknown_variables
 from orchestrator.settings_origins import SettingsOrigins
 from orchestrator.settings_sources import NoDecode, read_sources
+from orchestrator.settings_urls import BROKER_SCHEMES, check_broker_url, check_database_url
 from orchestrator.ssf_transmitters import SsfTransmitter
 from schemas.durations import (
     Duration,
@@ -57,8 +58,6 @@ __all__ = [
     "redact_url",
     "unknown_variables",
 ]
-
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
 
 
 def default_data_dir() -> Path:
@@ -221,11 +220,13 @@ class Settings(BaseModel):
 
     @field_validator("broker_url")
     @classmethod
-    def _known_broker(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme not in BROKER_SCHEMES:
-            raise ValueError(f"scheme {scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
-        return value
+    def _usable_broker(cls, value: str) -> str:
+        return check_broker_url(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_database(cls, value: str | None) -> str | None:
+        return check_database_url(value) if value else value
 
     @field_validator("api_public_url")
     @classmethod

@@ -279,3 +279,36 @@ def test_a_wait_no_clock_can_count_is_refused_with_the_range(
         assert f"Invalid value for '--wait': {wait!r} is not a number of seconds" in result.stderr
         assert "up to 86,400 (a day)" in result.stderr
         assert "published" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "reason"),
+    [
+        ("LOGOUT_DATABASE_URL", "garbage", "database_url: not a database URL"),
+        ("LOGOUT_DATABASE_URL", "sqlite://relative.db", "database_url: a SQLite URL names a file"),
+        ("LOGOUT_BROKER_URL", "redis://127.0.0.1:notaport/0", "broker_url: its port 'notaport'"),
+    ],
+)
+def test_a_url_no_driver_can_use_is_refused_by_every_command(
+    env: dict[str, str], variable: str, url: str, reason: str
+) -> None:
+    """Checked when the settings are read: every command exits 6 naming the setting and its
+    source, instead of an internal error from SQLAlchemy or redis-py in some of them."""
+    bad = {**env, variable: url}
+    for command in (
+        ["audit", "list"],
+        ["audit", "show", "3f2a"],
+        ["audit", "export"],
+        ["sessions", "list", "--user", "alice"],
+        ["deliveries", "list"],
+        ["events", "rejected"],
+        ["providers", "list"],
+        ["config", "show"],
+        ["db", "upgrade"],
+        ["publish", "/dev/null"],
+        ["worker"],
+    ):
+        result = _run(bad, *command)
+        assert result.exit_code == ExitCode.CONFIGURATION, (command, result.output)
+        assert f"{variable} (environment): {reason}" in result.stderr, command
+        assert "internal error" not in result.output

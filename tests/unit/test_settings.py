@@ -60,6 +60,17 @@ def test_comma_separated_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
         ("worker_threads = 0\n", "worker_threads: Input should be greater than or equal to 1"),
         ('broker_url = "kafka://x"\n', "broker_url: scheme 'kafka' is not one of"),
         ('log_level = "LOUD"\n', "log_level: Input should be 'DEBUG'"),
+        ('database_url = "garbage"\n', "database_url: not a database URL; give one such as"),
+        ('database_url = "sqlite://relative.db"\n', "database_url: a SQLite URL names a file"),
+        (
+            'database_url = "postgresql://u:p@db:5432x/logout"\n',
+            "database_url: its port '5432x' is not a port number (1 to 65535)",
+        ),
+        (
+            'broker_url = "redis://127.0.0.1:notaport/0"\n',
+            "broker_url: its port 'notaport' is not a port number (1 to 65535)",
+        ),
+        ('broker_url = "redis://host/abc"\n', "broker_url: its database 'abc' is not a number"),
     ],
 )
 def test_bad_settings_name_the_field(tmp_path: Path, text: str, message: str) -> None:
@@ -70,6 +81,22 @@ def test_bad_settings_name_the_field(tmp_path: Path, text: str, message: str) ->
         Settings.load(config)
     assert message in str(caught.value)
     assert "bad.toml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///relative.db",
+        "sqlite:////var/lib/logout/logout.db",
+        "sqlite+pysqlite:///logout.db",
+        "postgresql://logout:p#ss/w@db.internal:5432/logout?sslmode=require",
+        "postgresql+psycopg://logout@[::1]/logout",
+        "mysql://logout@db/logout",  # parses; make_engine names the installed drivers
+    ],
+)
+def test_database_urls_sqlalchemy_opens_are_taken(url: str) -> None:
+    assert Settings(database_url=url).database_url == url
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
