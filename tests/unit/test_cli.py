@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,12 @@ def test_a_url_no_driver_can_use_is_refused_by_every_command(
         assert result.exit_code == ExitCode.CONFIGURATION, (command, result.output)
         assert f"{variable} (environment): {reason}" in result.stderr, command
         assert "internal error" not in result.output
+
+
+def test_help_lists_every_exit_status(env: dict[str, str]) -> None:
+    """--help names each status of ExitCode (README: Exit codes), 9 included."""
+    shown = " ".join(_run(env, "--help").output.split())
+    listed = shown.partition("Exit statuses:")[2].partition("Options:")[0]
+    for code in ExitCode:
+        assert re.search(rf"(^| ){int(code)} [a-z]", listed), f"{code.name} missing: {listed}"
+    assert "9 audit trail broken" in listed

@@ -26,7 +26,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     Exit statuses: 0 done, 1 internal error, 2 input refused or usage, 3 binding broken,
     4 broker unreachable (nothing published, or kept in the outbox), 5 database unreachable,
     6 configuration, 7 schema missing or behind (run db upgrade), 8 stopped before the work
-    was done.
+    was done, 9 audit trail broken (audit verify; audit purge refuses).
     """
     if ctx.resilient_parsing:
         return
