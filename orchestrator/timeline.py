@@ -61,6 +61,8 @@ _STEP_NAMES = {
     AuditType.PLAN_BUILT: "plan built",
     AuditType.LOGOUT_COMPLETED: "completed",
     AuditType.LOGOUT_SETTLED: "settled",
+    AuditType.DELIVERY_RETRY_REQUESTED: "retry requested",
+    AuditType.EVENT_REPLAYED: "replayed",
 }
 #: Record detail fields a step shows (never a token, a message or request arguments: the
 #: trail holds none, and these are the ones worth a glance).

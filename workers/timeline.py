@@ -8,6 +8,7 @@ trail (provider names, errors) are shown as text, never read as markup.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 import click
@@ -42,17 +43,43 @@ _STYLES = {
     "rejected": "red",
     "timed_out": "red",
 }
+#: The narrowest each column is (``+233 ms``, ``session not found``, ``succeeded``); a
+#: drawing with longer values (``+3 min 6 s``, ``duplicate received``) widens it.
 _OFFSET_WIDTH = 10
+_NAME_WIDTH = 18
+_OUTCOME_WIDTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """How wide the offset, name and outcome columns of one drawing are: wide enough for
+    its longest value and a gap, so no two columns ever run together."""
+
+    offset: int = _OFFSET_WIDTH
+    name: int = _NAME_WIDTH
+    outcome: int = _OUTCOME_WIDTH
+
+    @classmethod
+    def of(cls, timeline: Timeline) -> _Columns:
+        attempts = [a for line in timeline.deliveries for a in line.attempts]
+        offsets = [*(s.offset_ms for s in timeline.steps), *(a.offset_ms for a in attempts)]
+        names = [*(s.name for s in timeline.steps), *(f"attempt {a.number}" for a in attempts)]
+        outcomes = [*(s.outcome for s in timeline.steps), *(a.outcome for a in attempts)]
+        return cls(
+            max([_OFFSET_WIDTH, *(len(offset_text(ms)) + 2 for ms in offsets)]),
+            max([_NAME_WIDTH, *(len(name) + 1 for name in names)]),
+            max([_OUTCOME_WIDTH, *(len(outcome) + 1 for outcome in outcomes)]),
+        )
 
 
 def _when(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
-def _line(offset_ms: float, name: str, outcome: str, summary: str) -> Text:
-    text = Text(offset_text(offset_ms).ljust(_OFFSET_WIDTH), style="cyan")
-    text.append(name.ljust(18), style="bold")
-    text.append(outcome.ljust(10), style=_STYLES.get(outcome, ""))
+def _line(columns: _Columns, offset_ms: float, name: str, outcome: str, summary: str) -> Text:
+    text = Text(offset_text(offset_ms).ljust(columns.offset), style="cyan")
+    text.append(name.ljust(columns.name), style="bold")
+    text.append(outcome.ljust(columns.outcome), style=_STYLES.get(outcome, ""))
     if summary:
         text.append(" " + summary)
     return text
@@ -73,7 +100,7 @@ def _header(timeline: Timeline) -> Text:
     return text
 
 
-def _delivery(tree: Tree, line: DeliveryLine) -> None:
+def _delivery(tree: Tree, line: DeliveryLine, columns: _Columns) -> None:
     label = Text(line.provider or "(provider unknown)", style="bold")
     label.append(f"  {line.channel}-channel  ")
     label.append(line.outcome, style=_STYLES.get(line.outcome, ""))
@@ -85,26 +112,28 @@ def _delivery(tree: Tree, line: DeliveryLine) -> None:
     node = tree.add(label)
     for attempt in line.attempts:
         name = f"attempt {attempt.number}"
-        node.add(_line(attempt.offset_ms, name, attempt.outcome, attempt_summary(attempt)))
+        summary = attempt_summary(attempt)
+        node.add(_line(columns, attempt.offset_ms, name, attempt.outcome, summary))
 
 
 def draw_timeline(timeline: Timeline) -> Tree:
     """The timeline as a rich tree: the steps in time order, the deliveries (each with its
     attempts) where the first attempt was made."""
     tree = Tree(_header(timeline), guide_style="dim")
+    columns = _Columns.of(timeline)
     for index, step in enumerate(timeline.steps):
         if index == timeline.deliveries_after and timeline.deliveries:
-            _deliveries(tree, timeline)
-        tree.add(_line(step.offset_ms, step.name, step.outcome, step_summary(step)))
+            _deliveries(tree, timeline, columns)
+        tree.add(_line(columns, step.offset_ms, step.name, step.outcome, step_summary(step)))
     if timeline.deliveries_after == len(timeline.steps) and timeline.deliveries:
-        _deliveries(tree, timeline)
+        _deliveries(tree, timeline, columns)
     return tree
 
 
-def _deliveries(tree: Tree, timeline: Timeline) -> None:
+def _deliveries(tree: Tree, timeline: Timeline, columns: _Columns) -> None:
     branch = tree.add(Text(f"deliveries: {len(timeline.deliveries)}", style="bold"))
     for line in timeline.deliveries:
-        _delivery(branch, line)
+        _delivery(branch, line, columns)
 
 
 def show_timeline(settings: Settings, event: str, *, as_json: bool) -> None:

@@ -312,3 +312,49 @@ def test_attempts_without_a_provider_are_kept() -> None:
     out = Console(width=200, record=True, color_system=None)
     out.print(draw_timeline(timeline))
     assert out.export_text().count("(provider unknown)  back-channel  succeeded") == 2
+
+
+def test_columns_never_run_together() -> None:
+    """An operator's retry minutes later: '+3 min 6 s' (10 characters) and a step without a
+    short name widen their columns for that drawing; an ordinary drawing keeps its widths."""
+    import re
+
+    from rich.console import Console
+
+    from workers.timeline import draw_timeline
+
+    later = 186_000  # +3 min 6 s
+    trail = [
+        *_full_trail(),
+        _record(AuditType.DELIVERY_RETRY_REQUESTED, later, "requested", actor="ops"),
+        _record(AuditType.SESSION_NOT_FOUND, later + 1, "not_found", reason="gone"),
+        _record(
+            AuditType.DELIVERY_SUCCEEDED,
+            later + 600_000,  # +13 min 6 s
+            "succeeded",
+            provider="rp-ok",
+            delivery_id="d-ok",
+            attempt=2,
+            status_code=200,
+        ),
+    ]
+    timeline = build_timeline(EVENT, trail, [])
+    assert timeline is not None
+    assert [step.name for step in timeline.steps][-2:] == ["retry requested", "session not found"]
+    out = Console(width=300, record=True, color_system=None)
+    out.print(draw_timeline(timeline))
+    text = out.export_text()
+    assert re.search(r"\+3 min 6 s +retry requested +requested", text), text
+    assert re.search(
+        r"\+3 min 6 s +session not found +not_found +session s-1 of alice; reason: gone", text
+    )
+    assert re.search(r"\+13 min 6 s +attempt 2 +succeeded +HTTP 200", text), text
+    steps = [line for line in text.splitlines() if line.startswith(("├── +", "└── +"))]
+    for column in ("received", "accepted"):  # each column starts at one place on every step
+        assert len({line.index(column) for line in steps if column in line}) == 1
+    starts = {line.index("retry requested") for line in steps if "retry requested" in line}
+    assert starts == {line.index("session not found") for line in steps if "not found" in line}
+    assert starts == {line.index("received") for line in steps if "received" in line}
+    ordinary = Console(width=300, record=True, color_system=None)
+    ordinary.print(draw_timeline(build_timeline(EVENT, _full_trail(), ROWS)))  # type: ignore[arg-type]
+    assert "+14 ms    attempt 1         retrying   HTTP 503" in ordinary.export_text()
