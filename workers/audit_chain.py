@@ -242,10 +242,9 @@ def export_command(
     start, end = timestamp_option(since, "since"), timestamp_option(until, "until")
     _refuse_reversed(since, start, until, end)
     keys = stored_checkpoint_keys(settings) or CheckpointKeys(None, {})
-    target = _output(output)
-    engine = _engine(settings)
+    engine = _engine(settings)  # a missing schema or database first: -o is not yet touched
     try:
-        with target as out:
+        with _output(output) as out:
             written = export_trail(engine, out, fmt, keys, settings.issuer, since=start, until=end)
     except BrokenPipeError:  # a reader that stopped early (``| head``) wants no more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
