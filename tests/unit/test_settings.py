@@ -602,3 +602,43 @@ def test_a_bad_public_url_names_the_setting(
     monkeypatch.setenv("LOGOUT_API_PUBLIC_URL", value)
     with pytest.raises(ConfigurationError, match="api_public_url"):
         Settings.load(None, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///relative.db",
+        "sqlite:////var/lib/logout/logout.db",
+        "postgresql://logout:p#ss/w@db.internal:5432/logout?sslmode=require",
+        "postgresql+psycopg://logout@[::1]:5433/logout",
+        "postgresql://db.internal/logout",
+        "garbage",
+        "postgresql//db/logout",
+        "://db/logout",
+        "postgresql://u:p@db:5432x/logout",
+        "postgresql://db:99999/logout",
+        "post gres://db/logout",
+    ],
+)
+def test_the_database_url_check_agrees_with_sqlalchemy(url: str) -> None:
+    """``settings_urls`` keeps a copy of SQLAlchemy's URL pattern (to spare every command
+    SQLAlchemy's import): what it takes SQLAlchemy parses, port included, and what
+    SQLAlchemy cannot parse it refuses."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from orchestrator.settings_urls import check_database_url
+
+    try:
+        parsed = make_url(url)
+        _ = parsed.port  # SQLAlchemy reads the port as a number when it parses
+        sqlalchemy_takes = parsed.port is None or 0 < parsed.port < 65536
+    except (ArgumentError, ValueError):
+        sqlalchemy_takes = False
+    try:
+        check_database_url(url)
+        ours_takes = True
+    except ValueError:
+        ours_takes = False
+    assert ours_takes == sqlalchemy_takes
