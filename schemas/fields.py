@@ -3,12 +3,14 @@
 Each bound is stated in the JSON Schema (``pattern``, ``maxLength``, ``maxProperties``) and
 refused on validation with the field named: a NUL or other control character in an identifier
 (it breaks PostgreSQL text and ``->>`` queries, and log lines), a NUL in any text, a text
-longer than its cap, an epoch number where an RFC 3339 timestamp is due, the nil UUID.
+longer than its cap, an epoch number where an RFC 3339 timestamp is due, a timestamp outside
+1970 to 9000 (UTC), the nil UUID.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 from uuid import UUID
 
@@ -20,6 +22,8 @@ __all__ = [
     "ID_MAX",
     "NIL_UUID",
     "REQUEST_ARGS_MAX",
+    "TIMESTAMP_END",
+    "TIMESTAMP_MIN",
     "ArgValue",
     "AsNumber",
     "EventId",
@@ -220,8 +224,40 @@ def _rfc3339_only(value: Any) -> Any:
     return value
 
 
-#: An RFC 3339 timestamp with an offset; epoch numbers are refused.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
+#: The earliest instant a :data:`Timestamp` may name (in UTC).
+TIMESTAMP_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: The first instant past a :data:`Timestamp`'s range: the session policy adds lifetimes of
+#: up to 100 years to a login, and the times it reaches must still be times.
+TIMESTAMP_END: Final = datetime(9000, 1, 1, tzinfo=UTC)
+_RANGE_TEXT = "from 1970-01-01T00:00:00Z up to (not including) 9000-01-01T00:00:00Z"
+
+
+def _in_range(value: datetime) -> datetime:
+    """Refuse an instant no IdP clock gives (``9999-12-31T23:59:59+00:00``): past the range,
+    the lifetimes added to it overflowed the worker, and the event was neither handled nor
+    refused."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is no instant of the calendar
+        utc = None
+    if utc is None or not TIMESTAMP_MIN <= utc < TIMESTAMP_END:
+        raise ValueError(f"must fall {_RANGE_TEXT}, in UTC; check the clock that wrote it")
+    return value
+
+
+#: An RFC 3339 timestamp with an offset, :data:`TIMESTAMP_MIN` to :data:`TIMESTAMP_END`;
+#: epoch numbers are refused.
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_only),
+    AfterValidator(_in_range),
+    Field(
+        json_schema_extra={
+            "formatMinimum": "1970-01-01T00:00:00Z",
+            "formatExclusiveMaximum": "9000-01-01T00:00:00Z",
+        }
+    ),
+]
 
 
 def _not_nil(value: UUID) -> UUID:

@@ -97,6 +97,39 @@ def test_free_text_caps_and_formats_are_refused_with_the_field(
     assert message in problems[0], problems
 
 
+@pytest.mark.parametrize(
+    "when",
+    [
+        "9999-12-31T23:59:59+00:00",  # a lifetime added to it overflowed the worker
+        "9999-12-31T23:59:59-01:00",  # no instant of the calendar in UTC
+        "0001-01-01T00:00:00+01:00",  # nor this one
+        "9000-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+    ],
+)
+def test_a_timestamp_no_clock_gives_is_refused_naming_the_range(when: str) -> None:
+    """Past 9000 (UTC) the session policy's lifetimes overflowed the worker: the event was
+    accepted, then neither handled nor refused. Now it is refused where it is published."""
+    started = make_event("session.started", session_id="s-1", user_id="u-1", occurred_at=when)
+    seen = make_event("logout.user", session_id="s-1", occurred_at=when)
+    for event in (started, seen):
+        assert _problems(event) == [
+            "event 1: occurred_at: must fall from 1970-01-01T00:00:00Z up to (not including) "
+            "9000-01-01T00:00:00Z, in UTC; check the clock that wrote it"
+        ]
+    late = make_event("session.started", session_id="s-1", user_id="u-1", expires_at=when)
+    assert [p.split(": ")[1] for p in _problems(late)][:1] == ["expires_at"]
+
+
+def test_the_edges_of_the_timestamp_range_are_taken() -> None:
+    for when in (
+        "1970-01-01T00:00:00Z",
+        "8999-12-31T23:59:59.999999Z",
+        "1970-01-01T01:00:00+01:00",
+    ):
+        parse_event(make_event("logout.user", session_id="s-1", occurred_at=when), "event 1")
+
+
 def test_a_session_cannot_expire_before_it_started() -> None:
     """session.started with expires_at at or before occurred_at is refused."""
     event = make_event(
@@ -148,6 +181,9 @@ def test_json_schema_states_every_cap() -> None:
     assert "clipped to 1024" in json.dumps(request["user_agent"])
     assert "maxProperties" not in request["args"]
     assert "clipped to the first 100 arguments" in request["args"]["description"]
+    occurred_at = defs["LogoutUser"]["properties"]["occurred_at"]
+    assert occurred_at["formatMinimum"] == "1970-01-01T00:00:00Z"
+    assert occurred_at["formatExclusiveMaximum"] == "9000-01-01T00:00:00Z"
     event_id = defs["LogoutUser"]["properties"]["event_id"]
     assert event_id["not"] == {"const": "00000000-0000-0000-0000-000000000000"}
     imports = json.loads((SCHEMA_DIR / "session-import.schema.json").read_text(encoding="utf-8"))
@@ -185,6 +221,8 @@ def test_a_session_import_reports_every_problem_at_once(handled: Runtime) -> Non
         '{"kind": "provider_session", "session_id": "s-1", "provider": "nope", "sid": "x"}',
         '{"kind": "provider_session", "session_id": "s-3", "provider": "wiki", "sid": "x"}',
         '{"kind": "session", "session_id": "s-5", "user_id": "u", "created": 1700000000}',
+        '{"kind": "session", "session_id": "s-6", "user_id": "u", '
+        '"created": "9999-12-31T23:59:59+00:00"}',
     ]
     with pytest.raises(InputError) as caught:
         handled.registry.import_lines(lines)
@@ -199,6 +237,8 @@ def test_a_session_import_reports_every_problem_at_once(handled: Runtime) -> Non
         "line 6: provider: no such provider (load it first)",
         "line 8: created: must be an RFC 3339 timestamp with a UTC offset "
         "(2026-11-22T10:00:00+00:00), not a number",
+        "line 9: created: must fall from 1970-01-01T00:00:00Z up to (not including) "
+        "9000-01-01T00:00:00Z, in UTC; check the clock that wrote it",
     ], "line 7 names s-3, whose own line was refused: no second, misleading problem"
 
 
