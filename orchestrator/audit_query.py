@@ -22,10 +22,12 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union,
 )
 
 from orchestrator.errors import IncompleteError, InputError, Problem
 from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
+from orchestrator.store.tables import EVENTS
 from schemas.audit import AuditRecord, AuditType
 
 if TYPE_CHECKING:
@@ -138,7 +140,8 @@ def _timestamp_refused(message: str) -> InputError:
 
 
 def resolve_event_id(db: Connection | Session, prefix: str) -> str:
-    """The one event id of the trail that starts with ``prefix`` (a full id is its own prefix).
+    """The one event id that starts with ``prefix`` (a full id is its own prefix), of the
+    trail or the events table (a purged trail leaves the events and their deliveries).
 
     No match, or several, is an :class:`InputError`; several are listed (up to ten).
     """
@@ -147,14 +150,16 @@ def resolve_event_id(db: Connection | Session, prefix: str) -> str:
         text = text.lower()  # event ids are written in lower case
     if not text:
         raise InputError([Problem("", "event", "give an event id or the start of one")])
-    candidates = list(
-        db.scalars(
-            select(_AUDIT.event_id)
-            .where(_AUDIT.event_id.startswith(text, autoescape=True))
-            .distinct()
-            .order_by(_AUDIT.event_id)
-            .limit(_MAX_CANDIDATES + 1)
+    # The trail, and the events it was written of: they (and their deliveries, whose rows
+    # name them) outlive a purged trail.
+    found = union(
+        *(
+            select(column.label("event_id")).where(column.startswith(text, autoescape=True))
+            for column in (_AUDIT.event_id, EVENTS.c.event_id)
         )
+    ).subquery()
+    candidates = db.scalars(
+        select(found.c.event_id).order_by(found.c.event_id).limit(_MAX_CANDIDATES + 1)
     )
     matches = [str(candidate) for candidate in candidates if candidate is not None]
     if text in matches:
@@ -162,7 +167,7 @@ def resolve_event_id(db: Connection | Session, prefix: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        message = f"no audit record has an event id starting with {prefix!r}"
+        message = f"no audit record or event has an id starting with {prefix!r}"
     else:
         listed = ", ".join(matches[:_MAX_CANDIDATES])
         more = ", and more" if len(matches) > _MAX_CANDIDATES else ""

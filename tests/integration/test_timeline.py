@@ -132,7 +132,7 @@ def test_audit_show_refuses_an_unknown_or_ambiguous_id(
     )
     unknown = stack.cli("audit", "show", str(uuid.uuid4()))
     assert unknown.returncode == 2, unknown
-    assert "Invalid value for 'EVENT_ID': no audit record has an event id" in unknown.stderr
+    assert "Invalid value for 'EVENT_ID': no audit record or event has an id" in unknown.stderr
     assert unknown.stdout == ""
     ambiguous = stack.cli("audit", "show", "7e57A11E")
     assert ambiguous.returncode == 2, ambiguous

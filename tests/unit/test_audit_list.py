@@ -195,7 +195,7 @@ def test_event_prefix_that_is_ambiguous_or_unknown(events: Runtime, env: dict[st
     assert "give more characters" in ambiguous.stderr
     unknown = _list(env, "--event", "77")
     assert unknown.exit_code == 2
-    assert "no audit record has an event id starting with '77'" in unknown.stderr
+    assert "no audit record or event has an id starting with '77'" in unknown.stderr
     assert "Traceback" not in ambiguous.output + unknown.output
 
 
@@ -304,3 +304,26 @@ def test_a_missing_database_file_is_named_not_created(env: dict[str, str], tmp_p
     assert result.exit_code == 7, result.output
     assert f"no database at {missing}" in result.output
     assert not (tmp_path / "typo").exists()
+
+
+def test_an_event_whose_trail_was_purged_is_found_by_its_row(
+    events: Runtime, env: dict[str, str]
+) -> None:
+    """`audit purge` removes records, not the events (nor their deliveries): `--event` still
+    finds an event by its events row, and lists what the trail holds of it (nothing)."""
+    from sqlalchemy import insert
+
+    from orchestrator.audit_query import resolve_event_id
+    from orchestrator.store.tables import EVENTS
+
+    purged = "5e7a0000-0000-4000-8000-00000000000d"
+    with events.database.begin() as db:
+        db.execute(
+            insert(EVENTS).values(
+                event_id=purged, type="logout.user", message_id="m-purged", payload={}
+            )
+        )
+    with events.database() as db:
+        assert resolve_event_id(db, "5E7A") == purged
+        assert resolve_event_id(db, "3f2a") == EVENT_A  # the trail's, as before
+    assert _lines(_list(env, "--json", "--event", "5e7a")) == []
