@@ -79,12 +79,39 @@ def problems_from(
     """
     problems = []
     for err in exc.errors():
+        if err["type"] in _TAG_ERRORS:  # the tag itself: name it, and what it may be
+            tags = list(models) if isinstance(models, Mapping) else None
+            problems.append(_tag_problem(err, where, tags))
+            continue
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and err["loc"]:
             known = _known_fields(models, err["loc"]) if models is not None else []
             message = "unknown field" + did_you_mean(str(err["loc"][-1]), known)
         problems.append(Problem(where, _field(err["loc"], tagged), message))
     return problems
+
+
+#: pydantic's errors of a discriminated union's tag: missing, or none of the known ones.
+_TAG_ERRORS = frozenset({"union_tag_not_found", "union_tag_invalid"})
+
+
+def _tag_problem(err: Any, where: str, tags: list[str] | None) -> Problem:
+    """``type: 'logout.usr' is not a known type (did you mean logout.user?); one of: ...``,
+    where pydantic names no field and words it for a developer. ``tags``: the union's (else
+    those pydantic lists)."""
+    context = err.get("ctx", {})
+    tag_field = str(context.get("discriminator", "type")).strip("'")
+    listed = [tag.strip("' ") for tag in str(context.get("expected_tags", "")).split(",")]
+    expected = tags if tags is not None else [tag for tag in listed if tag]
+    field = ".".join([*(str(part) for part in err["loc"]), tag_field])
+    if err["type"] == "union_tag_not_found":
+        message = "Field required"
+    else:
+        given = str(context.get("tag", ""))
+        message = f"{given!r} is not a known {tag_field}" + did_you_mean(given, expected)
+    if expected:
+        message += f"; one of: {', '.join(expected)}"
+    return Problem(where, field, message)
 
 
 #: Each event type's model, for "did you mean" on an unknown field.

@@ -477,3 +477,22 @@ def test_what_the_client_sent_is_clipped_never_refused() -> None:
     assert request.path.endswith(CLIPPED_MARK)
     assert len(request.args) == 100
     assert request.args["k0"] == ["a\ufffdb", "x" * 4095 + CLIPPED_MARK]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"type": "logout.usr"}, "'logout.usr' is not a known type (did you mean logout.user?)"),
+        ({"type": None}, "Field required"),
+    ],
+)
+def test_an_unknown_or_missing_event_type_names_the_field_and_the_types(
+    change: dict[str, Any], message: str
+) -> None:
+    """Not pydantic's "Input tag ... found using 'type'" against no field at all."""
+    event = {k: v for k, v in make_event("logout.user", session_id="s-1").items() if k != "type"}
+    if change["type"] is not None:
+        event["type"] = change["type"]
+    (problem,) = _problems(event)
+    assert problem.startswith(f"event 1: type: {message}; one of: logout.user, "), problem
+    assert "session.seen" in problem

@@ -226,7 +226,7 @@ def test_sessions_import_creates_and_updates(populated: Runtime) -> None:
     ("lines", "expected"),
     [
         (['{"kind": "session", "session_id": "s-5"}'], "line 2: user_id: Field required"),
-        (['{"kind": "token", "x": 1}'], "line 2: Input tag 'token' found using 'kind'"),
+        (['{"kind": "token", "x": 1}'], "line 2: kind: 'token' is not a known kind; one of: "),
         (["", "{oops"], "line 2: invalid JSON: Expecting property name"),
         (
             ['{"kind": "provider_session", "session_id": "s-1", "provider": "nope"}'],
