@@ -12,7 +12,7 @@ import stat
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -271,6 +271,12 @@ def purge_command(settings: Settings, *, before: str, actor: str | None) -> int:
 
     cutoff = timestamp_option(before, "before")
     assert cutoff is not None
+    if cutoff > datetime.now(UTC):  # it would purge the records still being written
+        raise click.BadParameter(
+            f"{before!r} is in the future; a purge removes what was written before a time "
+            "that has passed: give one",
+            param_hint="'--before'",
+        )
     keys = _signing_keys(settings)
     engine = _engine(settings)
     try:

@@ -348,6 +348,16 @@ def test_purge_keeps_what_remains_verifiable(trail: tuple[dict[str, str], Engine
     assert again.stdout.startswith("nothing to purge")
 
 
+def test_purge_refuses_a_time_in_the_future(trail: tuple[dict[str, str], Engine]) -> None:
+    """`--before 2099-01-01` would purge every record, those still being written included."""
+    env, engine = trail
+    result = _run(env, "purge", "--before", "2099-01-01", "--actor", "ops")
+    assert result.exit_code == 2, result.output
+    assert "'--before'" in result.stderr
+    assert "'2099-01-01' is in the future" in result.stderr
+    assert len(_ids(engine)) == 12
+
+
 def test_purge_refuses_a_trail_that_does_not_verify(trail: tuple[dict[str, str], Engine]) -> None:
     env, engine = trail
     _tamper(engine, f"UPDATE audit_records SET outcome = 'x' WHERE seq = {_at(2)}")
