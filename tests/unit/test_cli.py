@@ -122,6 +122,34 @@ def test_bad_setting_is_a_clear_error(env: dict[str, str]) -> None:
     assert "worker_threads: Input should be a valid integer" in result.output
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            "[protocols.oidc]\nlogut_token_lifetime = 5\n",
+            "protocols.oidc.logut_token_lifetime: Extra inputs are not permitted",
+        ),
+        (
+            '[protocols.oidc]\nlogout_token_lifetime = "5m"\n',
+            "protocols.oidc.logout_token_lifetime",
+        ),
+        ("[protocols.cas]\nx = 1\n", "protocols.cas: no handler 'cas' is installed"),
+    ],
+)
+def test_config_show_checks_the_handlers_sections(
+    env: dict[str, str], tmp_path: Path, section: str, message: str
+) -> None:
+    """As a worker does: `config show` is the command an operator checks settings with."""
+    config = tmp_path / "logout.toml"
+    config.write_text(section)
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "config", "show"], env={**env, "LOGOUT_PROTOCOLS": "oidc"}
+    )
+    assert result.exit_code == ExitCode.CONFIGURATION, result.output
+    assert message in result.output
+    assert "logout.toml" in result.output
+
+
 def test_worker_refuses_memory_broker(env: dict[str, str]) -> None:
     """A separate worker cannot share an in-process broker; it says what to use instead."""
     result = CliRunner().invoke(main, ["worker"], env=env)

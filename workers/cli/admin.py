@@ -22,9 +22,14 @@ def config_show(ctx: click.Context) -> None:
     """Print the effective settings as JSON, secrets redacted.
 
     URL passwords are masked, derived defaults show their value in force, and each duration
-    is {"value": ..., "reading": "900 days"}.
+    is {"value": ..., "reading": "900 days"}. Each enabled handler's section
+    ([protocols.NAME]) is checked as a worker checks it: a refused one exits 6.
     """
-    sys.stdout.write(json.dumps(settings_of(ctx).redacted(), indent=2, sort_keys=True) + "\n")
+    from orchestrator.handlers import load_handlers
+
+    settings = settings_of(ctx)
+    load_handlers(settings)  # nothing is started: no key is read or made
+    sys.stdout.write(json.dumps(settings.redacted(), indent=2, sort_keys=True) + "\n")
 
 
 @main.group()
