@@ -350,3 +350,24 @@ def test_help_lists_every_exit_status(env: dict[str, str]) -> None:
     for code in ExitCode:
         assert re.search(rf"(^| ){int(code)} [a-z]", listed), f"{code.name} missing: {listed}"
     assert "9 audit trail broken" in listed
+
+
+@pytest.mark.parametrize(
+    ("command", "actor", "message"),
+    [
+        (["providers", "disable", "wiki"], "", "is empty; give who does it"),
+        (["providers", "enable", "wiki"], "   ", "is empty; give who does it"),
+        (["events", "replay", "1"], "ops\x01", "'ops\\x01' holds a control character"),
+        (["deliveries", "retry", "d-1"], "o\nps", "'o\\nps' holds a control character"),
+        (["audit", "purge", "--before", "2026-01-01"], "x" * 256, "is 256 characters long"),
+    ],
+)
+def test_an_actor_no_auditor_could_read_is_refused(
+    env: dict[str, str], command: list[str], actor: str, message: str
+) -> None:
+    """`--actor` goes into the audit trail: empty, blank, a control character or over 255
+    characters is a usage error naming it, before anything is done."""
+    result = CliRunner().invoke(main, [*command, "--actor", actor], env=env)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--actor'" in result.output
+    assert message in result.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.base import settings_of
+from workers.cli.base import Actor, settings_of
 from workers.cli.root import main
 
 
@@ -144,7 +144,11 @@ def audit_export(
 @click.option(
     "--before", required=True, help="Delete the records of the chain written before this time."
 )
-@click.option("--actor", help="Who purges, recorded in the audit.purged record.")
+@click.option(
+    "--actor",
+    type=Actor(),
+    help="Who purges, recorded in the audit.purged record.",
+)
 @click.pass_context
 def audit_purge(ctx: click.Context, before: str, actor: str | None) -> None:
     """Retention: delete old records, keeping a signed checkpoint so what remains verifies.

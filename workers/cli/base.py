@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 __all__ = [
+    "ACTOR_MAX",
     "MAX_WAIT",
+    "Actor",
     "Command",
     "Group",
     "Seconds",
@@ -96,6 +98,32 @@ class Seconds(click.types.FloatParamType):
                 ctx,
             )
         return seconds
+
+
+class Actor(click.types.StringParamType):
+    """``--actor``: who does it, as the audit trail records it: 1 to 255 printable
+    characters, not only spaces (an empty actor, or one with a control character, would be
+    an unreadable record an auditor cannot trace)."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text: str = super().convert(value, param, ctx)
+        if not text.strip():
+            self.fail("is empty; give who does it (your admin id)", param, ctx)
+        if len(text) > ACTOR_MAX:
+            self.fail(f"is {len(text):,} characters long; at most {ACTOR_MAX}", param, ctx)
+        if not text.isprintable():
+            from schemas.fields import printable
+
+            self.fail(
+                f"'{printable(text)}' holds a control character; give printable text", param, ctx
+            )
+        return text
+
+
+#: The longest ``--actor`` (the ``actor`` of an event: :data:`schemas.fields.Name`).
+ACTOR_MAX = 255
 
 
 def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 import click
 
 from schemas.errors import InputError
-from workers.cli.base import console, listing_options, page_limit, print_page, settings_of, since_of
+from workers.cli.base import (
+    Actor,
+    console,
+    listing_options,
+    page_limit,
+    print_page,
+    settings_of,
+    since_of,
+)
 from workers.cli.root import main
 
 if TYPE_CHECKING:
@@ -61,7 +69,12 @@ def deliveries_list(
 @click.option("--failed", is_flag=True, help="Every failed delivery the filters select.")
 @click.option("--provider", help="With --failed: only deliveries to this provider.")
 @click.option("--since", help="With --failed: only deliveries failed at or after this time.")
-@click.option("--actor", required=True, help="Who asks for it (recorded in the audit trail).")
+@click.option(
+    "--actor",
+    type=Actor(),
+    required=True,
+    help="Who asks for it (recorded in the audit trail).",
+)
 @click.pass_context
 def deliveries_retry(
     ctx: click.Context,

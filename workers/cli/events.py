@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from workers.cli.base import console, listing_options, page_limit, print_page, settings_of, since_of
+from workers.cli.base import (
+    Actor,
+    console,
+    listing_options,
+    page_limit,
+    print_page,
+    settings_of,
+    since_of,
+)
 from workers.cli.root import main
 
 if TYPE_CHECKING:
@@ -57,7 +65,12 @@ def _row(v: RejectedView) -> tuple[str, ...]:
 
 @events.command("replay")
 @click.argument("rejected_id", metavar="ID", type=int)
-@click.option("--actor", required=True, help="Who replays it (recorded in the audit trail).")
+@click.option(
+    "--actor",
+    type=Actor(),
+    required=True,
+    help="Who replays it (recorded in the audit trail).",
+)
 @click.pass_context
 def events_replay(ctx: click.Context, rejected_id: int, actor: str) -> None:
     """Validate rejected event ID again; publish it when it passes.

@@ -8,6 +8,7 @@ import click
 
 from schemas.errors import InputError, Problem
 from workers.cli.base import (
+    Actor,
     Seconds,
     console,
     print_json_lines,
@@ -101,7 +102,12 @@ def _switch(ctx: click.Context, name: str, actor: str, enabled: bool) -> None:
 
 @providers.command("disable")
 @click.argument("name")
-@click.option("--actor", required=True, help="Who disables it (recorded in the audit trail).")
+@click.option(
+    "--actor",
+    type=Actor(),
+    required=True,
+    help="Who disables it (recorded in the audit trail).",
+)
 @click.pass_context
 def providers_disable(ctx: click.Context, name: str, actor: str) -> None:
     """Send NAME no more logouts: its deliveries end skipped ("provider is disabled").
@@ -113,7 +119,12 @@ def providers_disable(ctx: click.Context, name: str, actor: str) -> None:
 
 @providers.command("enable")
 @click.argument("name")
-@click.option("--actor", required=True, help="Who enables it (recorded in the audit trail).")
+@click.option(
+    "--actor",
+    type=Actor(),
+    required=True,
+    help="Who enables it (recorded in the audit trail).",
+)
 @click.pass_context
 def providers_enable(ctx: click.Context, name: str, actor: str) -> None:
     """Send NAME logouts again (refused when no enabled handler serves its protocol)."""
@@ -140,7 +151,12 @@ def providers_enable(ctx: click.Context, name: str, actor: str) -> None:
     show_default=True,
     help="With --end-sessions: seconds to wait for the workers to end them (at most a day).",
 )
-@click.option("--actor", required=True, help="Who removes it (recorded in the audit trail).")
+@click.option(
+    "--actor",
+    type=Actor(),
+    required=True,
+    help="Who removes it (recorded in the audit trail).",
+)
 @click.pass_context
 def providers_remove(
     ctx: click.Context, name: str, end_sessions: bool, full_logout: bool, wait: float, actor: str

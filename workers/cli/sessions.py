@@ -7,7 +7,7 @@ import json
 import click
 
 from schemas.errors import InputError, Problem
-from workers.cli.base import console, read_input, settings_of
+from workers.cli.base import Actor, console, read_input, settings_of
 from workers.cli.root import main
 from workers.exit_codes import ExitCode
 
@@ -154,7 +154,12 @@ def sessions_list(
     "keep",
     help="With --user: keep this session of theirs (session.terminate_others).",
 )
-@click.option("--actor", required=True, help="Who revokes (your admin id), for the audit trail.")
+@click.option(
+    "--actor",
+    type=Actor(),
+    required=True,
+    help="Who revokes (your admin id), for the audit trail.",
+)
 @click.option("--reason", help="With --session: why, for the audit trail.")
 @click.pass_context
 def sessions_revoke(
