@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.api_tokens import ApiToken
 from orchestrator.binding_policy import UnlistedAddressPolicy
@@ -233,12 +241,24 @@ class Settings(BaseModel):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an absolute http(s) URL, e.g. https://logout.example.com")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must have no query, fragment or credentials")
-        return value.rstrip("/")
+        return _absolute_http_url(value, "https://logout.example.com").rstrip("/")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        # OpenID Connect Discovery 1.0 §3: a URL with a host and no query or fragment; kept
+        # exactly as given (relying parties compare it character by character).
+        return _absolute_http_url(value, "https://idp.example.com")
+
+    @model_validator(mode="after")
+    def _retry_delays_in_order(self) -> Settings:
+        if self.retry_initial_delay > self.retry_max_delay:
+            raise ValueError(
+                f"retry_initial_delay ({self.retry_initial_delay:g} s) is longer than "
+                f"retry_max_delay ({self.retry_max_delay:g} s): the first wait would already "
+                "be cut to the longest; lower retry_initial_delay or raise retry_max_delay"
+            )
+        return self
 
     @property
     def public_url(self) -> str:
@@ -398,3 +418,14 @@ class Settings(BaseModel):
         for name, reading in self.duration_readings().items():
             data[name] = {"value": data[name], "reading": reading}
         return redact_urls(data)  # type: ignore[no-any-return]
+
+
+def _absolute_http_url(value: str, example: str) -> str:
+    """``value`` when it is an absolute http(s) URL with a host and no query, fragment or
+    credentials; else ValueError with ``example``."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be an absolute http(s) URL, e.g. {example}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must have no query, fragment or credentials")
+    return value

@@ -71,6 +71,8 @@ def test_comma_separated_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
             "broker_url: its port 'notaport' is not a port number (1 to 65535)",
         ),
         ('broker_url = "redis://host/abc"\n', "broker_url: its database 'abc' is not a number"),
+        ('issuer = "not a url"\n', "issuer: must be an absolute http(s) URL"),
+        ('issuer = "https://idp.example.com/?tenant=a"\n', "issuer: must have no query"),
     ],
 )
 def test_bad_settings_name_the_field(tmp_path: Path, text: str, message: str) -> None:
@@ -372,13 +374,14 @@ def test_config_show_gives_effective_values_and_readings(tmp_path: Path) -> None
 
 
 def test_config_show_redacts_every_url(tmp_path: Path) -> None:
-    """Passwords are masked in every URL: broker, database, issuer, the SAML endpoints."""
+    """Passwords are masked in every URL: broker, database, the SAML endpoints (an issuer
+    with credentials is refused: it is published in every token)."""
     settings = Settings.load(
         None,
         data_dir=tmp_path,
         broker_url="amqp://guest:pw1@rabbit:5672/",
         database_url="postgresql://logout:pw2@[::1]:5432/logout",
-        issuer="https://idp:pw3@idp.example.com",
+        issuer="https://idp.example.com",
         protocol_settings={"saml": {"slo_urls": {"soap": "https://sp:pw4@idp.example.com/slo"}}},
     )
     shown = settings.redacted()
@@ -386,7 +389,6 @@ def test_config_show_redacts_every_url(tmp_path: Path) -> None:
     for secret in ("pw1", "pw2", "pw3", "pw4"):
         assert secret not in text
     assert shown["database_url"] == "postgresql://logout:***@[::1]:5432/logout"
-    assert shown["issuer"] == "https://idp:***@idp.example.com"
     assert shown["protocol_settings"]["saml"]["slo_urls"] == {
         "soap": "https://sp:***@idp.example.com/slo"
     }
@@ -642,3 +644,19 @@ def test_the_database_url_check_agrees_with_sqlalchemy(url: str) -> None:
     except ValueError:
         ours_takes = False
     assert ours_takes == sqlalchemy_takes
+
+
+def test_a_first_retry_longer_than_the_longest_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"retry_initial_delay \(700 s\) is longer"):
+        Settings.load(None, retry_initial_delay=700, retry_max_delay=10)
+    assert Settings.load(None, retry_initial_delay=10, retry_max_delay=10).retry_max_delay == 10
+
+
+def test_the_issuer_is_kept_exactly_as_given() -> None:
+    """Relying parties compare ``iss`` character by character: no slash is added or cut."""
+    for issuer in (
+        "https://idp.example.com/",
+        "https://idp.example.com/realms/a",
+        "http://localhost:9000",
+    ):
+        assert Settings.load(None, issuer=issuer).issuer == issuer
