@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.openapi import openapi_document
 from api.problems import exception_handlers, problem_response
+from api.query_params import QueryCheck, check_documented, query_rules
 from api.routes import events, health, logouts, operations, sessions, ssf, ssf_push, users
 from api.service import Service
 from orchestrator.metrics import observe_request
@@ -91,7 +92,11 @@ def create_app(
     default when ``auto_migrate``) and builds the broker now; closes them when the app shuts
     down."""
     service = Service.start(settings, migrate=migrate)
-    document = openapi_document(settings.api_wait_max, ssf="ssf" in service.runtime.handlers)
+    document = openapi_document(
+        settings.api_wait_max,
+        ssf="ssf" in service.runtime.handlers,
+        metrics_public=settings.metrics_public,
+    )
 
     async def openapi(request: Request) -> Response:
         service.auth.require(request, "read")
@@ -113,6 +118,8 @@ def create_app(
 
         pages = frontchannel_app(service.runtime, next_url=frontchannel_next_url)
         routes.append(Mount("/logout", app=pages, name="logout"))
+        rules = query_rules(document)
+        check_documented(routes, rules)  # a route the document lacks: a bug, found now
     except BaseException:
         service.close()
         raise
@@ -133,6 +140,8 @@ def create_app(
         exception_handlers=exception_handlers(),  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # The query is checked inside _Measured (its refusals are counted), before any route.
+    app.add_middleware(QueryCheck, routes=routes, rules=rules, auth=service.auth)
     app.add_middleware(_Measured, routes=routes)
     return app
 

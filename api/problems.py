@@ -3,7 +3,7 @@ field at fault and the fix; never a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import structlog
@@ -22,7 +22,14 @@ from schemas.errors import (
     UnavailableError,
 )
 
-__all__ = ["PROBLEM_TYPE", "RETRY_AFTER", "ApiProblem", "exception_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_TYPE",
+    "RETRY_AFTER",
+    "ApiProblem",
+    "exception_handlers",
+    "input_refused",
+    "problem_response",
+]
 
 PROBLEM_TYPE: Final = "application/problem+json"
 #: Seconds a client waits before trying again after a 503.
@@ -77,15 +84,19 @@ async def _api_problem(_request: Request, exc: Exception) -> Response:
     return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
 
 
-async def _input(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InputError)
-    count = len(exc.problems)
+def input_refused(problems: Sequence[Problem]) -> JSONResponse:
+    """The 422 problem of refused input, naming each field in ``errors``."""
     return problem_response(
         422,
         "input refused",
-        f"{count} problem(s), nothing was applied; fix each field named in errors",
-        exc.problems,
+        f"{len(problems)} problem(s), nothing was applied; fix each field named in errors",
+        problems,
     )
+
+
+async def _input(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InputError)
+    return input_refused(exc.problems)
 
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:

@@ -15,17 +15,20 @@ from api.openapi.ssf import ssf_paths, ssf_push_path
 __all__ = ["openapi_document"]
 
 
-def openapi_document(wait_max: float = 30.0, *, ssf: bool = False) -> dict[str, Any]:
+def openapi_document(
+    wait_max: float = 30.0, *, ssf: bool = False, metrics_public: bool = False
+) -> dict[str, Any]:
     """The document; ``wait_max`` is the largest ``?wait=`` accepted (``api_wait_max``);
     ``ssf``: the Shared Signals transmitter's routes are served (the ``ssf`` handler is
-    enabled)."""
+    enabled); ``metrics_public``: ``/metrics`` needs no token. Its query parameters are
+    the only ones each operation takes (:mod:`api.query_params`)."""
     paths = {
         **event_paths(wait_max),
         **session_paths(),
         **user_paths(),
         **operator_paths(),
         "/v1/ssf/push/{stream}": ssf_push_path(),
-        **health_paths(),
+        **health_paths(metrics_public=metrics_public),
         **(ssf_paths() if ssf else {}),
     }
     return {

@@ -49,7 +49,8 @@ def operator_paths() -> dict[str, Any]:
     }
 
 
-def health_paths() -> dict[str, Any]:
+def health_paths(*, metrics_public: bool = False) -> dict[str, Any]:
+    """Health, metrics (public when ``metrics_public``) and this document's own path."""
     return {
         "/healthz": {
             "get": operation("The process lives", None, {"200": json_answer(ref("Health"), "ok")})
@@ -65,13 +66,20 @@ def health_paths() -> dict[str, Any]:
         "/metrics": {
             "get": operation(
                 "Prometheus metrics (public when metrics_public)",
-                "read",
+                None if metrics_public else "read",
                 {
                     "200": {
                         "description": "the text format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
+            )
+        },
+        "/v1/openapi.json": {
+            "get": operation(
+                "This document",
+                "read",
+                {"200": json_answer({"type": "object"}, "the OpenAPI 3.1 document")},
             )
         },
     }

@@ -104,7 +104,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         413: "the body exceeds api_body_limit",
         415: "not a JSON body",
         429: "too soon: Retry-After says when to ask again",
-        422: "input refused: errors names each field",
+        422: "input refused: errors names each field (or query parameter)",
         502: "the receiver refused what was pushed to it",
         503: "a server it needs does not answer, or it is not configured",
     }
@@ -121,11 +121,13 @@ def operation(
     parameters: list[dict[str, Any]] | None = None,
     errors: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """An operation: its token ``scope`` (None: public) adds 401 and 403 to ``errors``."""
+    """An operation: its token ``scope`` (None: public) adds 401 and 403 to ``errors``;
+    every operation answers 422 to a query parameter it does not take
+    (:mod:`api.query_params`)."""
     auth = (401, 403) if scope else ()
     made: dict[str, Any] = {
         "summary": summary,
-        "responses": {**responses, **_problems(*sorted({*auth, *errors}))},
+        "responses": {**responses, **_problems(*sorted({*auth, *errors, 422}))},
     }
     made["security"] = [{"bearer": [scope]}] if scope else []
     if body is not None:

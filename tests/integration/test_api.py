@@ -224,6 +224,32 @@ def test_logouts_and_plans_not_known(api: ApiServer) -> None:
         assert browser.get("/logout/plans/nope").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "field", "says"),
+    [
+        ("/v1/deliveries", "statsu=failed&limit=1", "statsu", "did you mean status?"),
+        ("/v1/rejected-events", "sinse=2026-01-01", "sinse", "did you mean since?"),
+        (f"/v1/logouts/{UNKNOWN_LOGOUT}", "wiat=5", "wiat", "did you mean wait?"),
+        ("/v1/deliveries", "limit=1&limit=2", "limit", "given 2 times"),
+        ("/v1/providers", "enabled=true", "enabled", "takes no query parameter"),
+        ("/healthz", "verbose", "verbose", "takes no query parameter"),
+    ],
+)
+def test_unknown_and_repeated_query_parameters_are_refused(
+    api: ApiServer, path: str, query: str, field: str, says: str
+) -> None:
+    """Every endpoint refuses a parameter it does not take, and a single one given twice:
+    a 422 naming it (and the one meant), never ignored; without a token, still a 401."""
+    with api.client("read") as client:
+        body = _problem(client.get(f"{path}?{query}"), 422)
+        assert [e["field"] for e in body["errors"]] == [field], body
+        assert says in body["errors"][0]["message"], body
+        assert client.get("/v1/deliveries?status=failed&limit=1").status_code == 200
+    if path != "/healthz":
+        with api.client() as anonymous:
+            _problem(anonymous.get(f"{path}?{query}"), 401)
+
+
 def test_sessions_seen_and_binding_check(api: ApiServer, stack: Stack) -> None:
     """A session started over HTTP is seen, then its country binding breaks: the violation
     is written and published; unknown sessions are 404."""
@@ -306,6 +332,7 @@ def test_openapi_document_is_valid(api: ApiServer) -> None:
         "/healthz",
         "/readyz",
         "/metrics",
+        "/v1/openapi.json",
         # The ssf handler is installed, so enabled by default: its routes are served.
         "/.well-known/ssf-configuration",
         "/v1/ssf/jwks.json",
