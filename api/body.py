@@ -21,6 +21,16 @@ JSON_TYPES = ("application/json", NDJSON)
 _M = TypeVar("_M", bound=BaseModel)
 
 
+def _charset(request: Request) -> str | None:
+    """The ``charset`` parameter of the request's Content-Type, lower-cased; None if none."""
+    _, _, parameters = request.headers.get("content-type", "").partition(";")
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
 def _check_type(request: Request, types: tuple[str, ...]) -> str:
     kind = media_type(request)
     if kind not in types:
@@ -29,6 +39,15 @@ def _check_type(request: Request, types: tuple[str, ...]) -> str:
             "unsupported media type",
             f"send Content-Type: {' or '.join(types)} (got {kind or 'none'})",
             [Problem("header", "content-type", f"one of {', '.join(types)}")],
+        )
+    charset = _charset(request)
+    if charset not in (None, "utf-8", "utf8"):
+        raise ApiProblem(
+            415,
+            "unsupported media type",
+            f"a JSON body is UTF-8 (RFC 8259): send Content-Type: {kind} without a charset, "
+            f"or with charset=utf-8 (got charset={charset})",
+            [Problem("header", "content-type", f"charset {charset}: JSON must be UTF-8")],
         )
     return kind
 

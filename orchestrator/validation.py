@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, get_args
 
@@ -128,18 +129,96 @@ def parse_event(raw: Any, where: str = "") -> Event:
         raise InputError(problems_from(exc, where, tagged=True, models=_EVENT_MODELS)) from exc
 
 
-def load_json(text: str | bytes, where: str) -> Any:
-    """Decode one JSON text; :class:`InputError` naming ``where`` when it is not JSON, holds a
-    number too long to read (over 4300 digits) or nests too deeply to read."""
+class _UndecodableError(InputError):
+    """The text is no JSON at all (as opposed to JSON refused for what it holds)."""
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that named a key more than once (the last value kept, as JSON
+    parsers do): ``repeated`` holds each such key."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        counts = Counter(key for key, _ in pairs)
+        self.repeated = [key for key, count in counts.items() if count > 1]
+
+
+class _Constant:
+    """``NaN``, ``Infinity`` or ``-Infinity`` where a JSON value was expected."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Strict:
+    """The hooks of one decoding: they note duplicate keys and non-JSON constants, which
+    Python's parser accepts, so :func:`load_json` can refuse them naming their place."""
+
+    def __init__(self) -> None:
+        self.refused = False
+
+    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        made = dict(pairs)
+        if len(made) == len(pairs):
+            return made
+        self.refused = True
+        return _Repeated(pairs)
+
+    def constant(self, name: str) -> _Constant:
+        self.refused = True
+        return _Constant(name)
+
+
+def _path(parent: str, part: str | int) -> str:
+    return f"{parent}.{part}" if parent else str(part)
+
+
+def _refusals(value: Any, where: str, at: str = "") -> Iterator[Problem]:
+    """Each duplicate key and non-JSON constant in ``value``, in document order; a field
+    is named as pydantic names it (``binding.reason``, ``0.type``)."""
+    if isinstance(value, _Constant):
+        yield Problem(
+            where,
+            at,
+            f"{value.name} is not JSON (RFC 8259 has no NaN or Infinity); send a number or null",
+        )
+    elif isinstance(value, dict):
+        for key in getattr(value, "repeated", ()):
+            yield Problem(
+                where,
+                _path(at, key),
+                f"the key {key!r} is given more than once in one object; a JSON object's "
+                "keys must be unique (RFC 8259): send it once",
+            )
+        for key, item in value.items():
+            yield from _refusals(item, where, _path(at, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _refusals(item, where, _path(at, index))
+
+
+def _decode(text: str | bytes, where: str, hooks: _Strict) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=hooks.pairs, parse_constant=hooks.constant)
     except RecursionError:
         reason = "nested too deeply to read (at most a few hundred levels)"
     except json.JSONDecodeError as exc:
         reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
     except ValueError as exc:  # an integer over sys.get_int_max_str_digits()
         reason = f"invalid JSON: {exc}".split("; use sys.", 1)[0]
-    raise InputError([Problem(where, "", reason)])
+    raise _UndecodableError([Problem(where, "", reason)])
+
+
+def load_json(text: str | bytes, where: str) -> Any:
+    """Decode one JSON text; :class:`InputError` naming ``where`` when it is not JSON, holds a
+    number too long to read (over 4300 digits) or nests too deeply to read, and naming
+    ``where`` and the field for each key repeated in an object and each ``NaN`` or
+    ``Infinity`` (which Python's parser would accept: RFC 8259 has neither)."""
+    hooks = _Strict()
+    value = _decode(text, where, hooks)
+    if hooks.refused:
+        raise InputError(list(_refusals(value, where)))
+    return value
 
 
 def _numbered_objects(text: str) -> Iterator[tuple[str, Any]]:
@@ -151,20 +230,25 @@ def _numbered_objects(text: str) -> Iterator[tuple[str, Any]]:
             # A single (possibly pretty-printed) JSON object.
             yield "event 1", load_json(stripped, "event 1")
             return
-        except InputError:
+        except _UndecodableError:
             pass  # not one object: read it as JSON lines below
+        except InputError as exc:  # one object, refused for what it holds
+            yield "event 1", _BadJSON(exc.problems)
+            return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             yield f"line {number}", load_json(line, f"line {number}")
         except InputError as exc:
-            yield f"line {number}", _BadJSON(str(exc).removeprefix(f"line {number}: "))
+            yield f"line {number}", _BadJSON(exc.problems)
 
 
 class _BadJSON:
-    def __init__(self, message: str) -> None:
-        self.message = message
+    """A line (or the one object) that is no JSON, or JSON refused: its problems."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = problems
 
 
 #: A check of a valid event against what will handle it: ``(field, problem)`` pairs.
@@ -189,7 +273,7 @@ def parse_event_lines(
         if progress is not None and done % _REPORT_EVERY == 0:
             progress("validating", done, total)
         if isinstance(raw, _BadJSON):
-            problems.append(Problem(where, "", raw.message))
+            problems.extend(raw.problems)
             continue
         try:
             event = parse_event(raw, where)

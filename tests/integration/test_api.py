@@ -164,6 +164,16 @@ def test_a_bad_batch_is_refused_whole_naming_each_field(api: ApiServer, stack: S
         (b"[]", "application/json", 422, "empty array"),
         (b"\xff\xfe", "application/json", 422, "not UTF-8"),
         (b"{}", "text/plain", 415, "content-type"),
+        (
+            b'{"type": "logout.user", "type": "user.revoke_all"}',
+            "application/json",
+            422,
+            "'type' is given more than once",
+        ),
+        (b'[{"a": {"b": NaN}}]', "application/json", 422, '"0.a.b", "message": "NaN is not JSON'),
+        (b'{"x": Infinity}', "application/x-ndjson", 422, "Infinity is not JSON"),
+        (b"{}", "application/json; charset=latin-1", 415, "charset=latin-1"),
+        (b"{}", "application/x-ndjson; charset=utf-16", 415, "charset utf-16"),
         (b"[" + b'"x",' * 2000 + b'"x"]', "application/json", 413, "api_body_limit"),
     ],
 )
@@ -176,6 +186,24 @@ def test_malformed_bodies_are_problems(
             "/v1/events", content=content, headers={"content-type": content_type}
         )
     assert names in json.dumps(_problem(response, status)), response.text
+
+
+def test_every_json_body_is_read_strictly(api: ApiServer) -> None:
+    """The endpoints reading a JSON body into a model refuse what /v1/events refuses: a
+    repeated key, NaN, another charset than UTF-8; charset=utf-8 is taken."""
+    json_type = {"content-type": "application/json"}
+    with api.client("sessions") as client:
+        repeated = client.post(
+            "/v1/sessions/s-1/seen", content=b'{"at": 1, "at": 2}', headers=json_type
+        )
+        assert _problem(repeated, 422)["errors"][0]["field"] == "at"
+        nan = client.post("/v1/sessions", content=b'{"type": NaN}', headers=json_type)
+        assert "NaN is not JSON" in _problem(nan, 422)["errors"][0]["message"]
+        latin = {"content-type": "application/json; charset=ISO-8859-1"}
+        _problem(client.post("/v1/users/u-1/device-check", content=b"{}", headers=latin), 415)
+        utf8 = {"content-type": 'application/json; charset="UTF-8"'}
+        unknown = client.post("/v1/sessions/s-1/seen", content=b"{}", headers=utf8)
+        _problem(unknown, 404)  # read, then the session is not open
 
 
 def test_a_chunked_body_is_capped_too(api: ApiServer) -> None:
