@@ -3,6 +3,7 @@ field at fault and the fix; never a traceback."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -23,15 +24,25 @@ from schemas.errors import (
 )
 
 __all__ = [
+    "ECHO_LIMIT",
     "PROBLEM_TYPE",
     "RETRY_AFTER",
     "ApiProblem",
+    "clip",
     "exception_handlers",
     "input_refused",
     "problem_response",
 ]
 
 PROBLEM_TYPE: Final = "application/problem+json"
+#: The most characters of an echoed value a problem repeats (:func:`clip`).
+ECHO_LIMIT: Final = 100
+#: A quoted value (``'...'``, ``"..."``, as ``repr`` writes one; not the apostrophes of
+#: "user's") or an unbroken run of other characters, longer than ECHO_LIMIT.
+_MORE: Final = f"{{{ECHO_LIMIT + 1},}}"
+_LONG: Final = re.compile(
+    rf"""(?<!\w)(?:'(?:[^'\\]|\\.){_MORE}'|"(?:[^"\\]|\\.){_MORE}")(?!\w)|[^\s'"]{_MORE}"""
+)
 #: Seconds a client waits before trying again after a 503.
 RETRY_AFTER: Final = "1"
 
@@ -58,6 +69,20 @@ class ApiProblem(LogoutError):
         self.headers = dict(headers or {})
 
 
+def _shortened(match: re.Match[str]) -> str:
+    text = match[0]
+    quote = text[0] if text[0] in "'\"" and text[-1] == text[0] else ""
+    inner = text[1:-1] if quote else text
+    return f"{quote}{inner[:ECHO_LIMIT]}…{quote} ({len(inner)} characters)"
+
+
+def clip(text: str) -> str:
+    """``text`` with each value it echoes cut to its first ECHO_LIMIT characters and its
+    length: ``'xxxx…' (5000 characters)``. A problem names what is wrong, it need not repeat
+    a 10 KB parameter."""
+    return _LONG.sub(_shortened, text)
+
+
 def problem_response(
     status: int,
     title: str,
@@ -66,14 +91,17 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The problem document: ``type``, ``title``, ``status``, ``detail`` and, when fields are
-    at fault, ``errors`` (``{"where", "field", "message"}`` each)."""
+    at fault, ``errors`` (``{"where", "field", "message"}`` each); every echoed value
+    clipped (:func:`clip`)."""
     body: dict[str, object] = {
         "type": "about:blank",
-        "title": title,
+        "title": clip(title),
         "status": status,
-        "detail": detail,
+        "detail": clip(detail),
     }
-    items = [{"where": p.where, "field": p.field, "message": p.message} for p in errors]
+    items = [
+        {"where": clip(p.where), "field": clip(p.field), "message": clip(p.message)} for p in errors
+    ]
     if items:
         body["errors"] = items
     return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_TYPE)

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.problems import ApiProblem
+from api.problems import ApiProblem, clip
 from api.service import Service
 from orchestrator.api_tokens import hash_token
 from orchestrator.egress import EgressPolicy
@@ -124,4 +124,5 @@ def _refused(stream: str, exc: SetRefusedError) -> JSONResponse:
     count_ssf_set(stream, exc.err)
     _log.info("ssf set refused", stream=stream, err=exc.err, description=exc.description)
     headers = _CHALLENGE if status == 401 else None
-    return JSONResponse({"err": exc.err, "description": exc.description}, status, headers=headers)
+    answer = {"err": exc.err, "description": clip(exc.description)}
+    return JSONResponse(answer, status, headers=headers)

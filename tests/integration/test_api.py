@@ -278,6 +278,20 @@ def test_unknown_and_repeated_query_parameters_are_refused(
             _problem(anonymous.get(f"{path}?{query}"), 401)
 
 
+def test_long_input_is_not_echoed_in_full(api: ApiServer) -> None:
+    """A 10 KB query value, a long path id, a 3000-character key: each problem names the
+    value by its first 100 characters and its length."""
+    with api.client("all") as client:
+        event = _problem(client.get("/v1/deliveries", params={"event": "e" * 10000}), 422)
+        plan = _problem(client.get(f"/v1/plans/{'p' * 250}"), 404)
+        key = _problem(client.post("/v1/events", json={**logout_event("s-1"), "k" * 3000: 1}), 422)
+    assert "'" + "e" * 100 + "…' (10000 characters)" in event["errors"][0]["message"]
+    assert "'" + "p" * 100 + "…' (250 characters)" in plan["detail"]
+    assert "k" * 100 + "… (3000 characters)" in [e["field"] for e in key["errors"]]
+    for body in (event, plan, key):
+        assert len(json.dumps(body)) < 1000, body
+
+
 def test_sessions_seen_and_binding_check(api: ApiServer, stack: Stack) -> None:
     """A session started over HTTP is seen, then its country binding breaks: the violation
     is written and published; unknown sessions are 404."""

@@ -197,3 +197,22 @@ def test_api_token_offers_exactly_the_scopes_a_token_can_hold() -> None:
     refused = CliRunner().invoke(main, ["api", "token", "--scope", "admin"])
     assert refused.exit_code == 2
     assert "events:write" in refused.output
+
+
+def test_echoed_values_are_clipped_in_every_problem() -> None:
+    """A long value a message repeats is cut to its first 100 characters and its length;
+    the words around it, and possessives' apostrophes, are kept."""
+    from api.problems import clip, problem_response
+    from schemas.errors import Problem
+
+    said = clip(f"no provider named {'a b' * 2000!r}; list them")
+    assert said == f"no provider named '{'a b' * 33}a…' (6000 characters); list them"
+    assert clip("y" * 150 + " left") == "y" * 100 + "… (150 characters) left"
+    prose = "this token's streams " + "and more words " * 10 + "the user's own"
+    assert clip(prose) == prose
+    answer = problem_response(
+        422, "input refused", f"plan {'p' * 300!r}", [Problem("query", "k" * 3000, "x" * 9000)]
+    )
+    assert len(answer.body) < 1000
+    assert b"(3000 characters)" in answer.body
+    assert b"(9000 characters)" in answer.body
