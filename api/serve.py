@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import structlog
 
+from orchestrator.listening import listening_socket
 from orchestrator.metrics import multiprocess_dir
 from orchestrator.settings import Settings
 
@@ -23,7 +26,7 @@ def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; the settings are read once, by the caller."""
     import uvicorn
 
-    from api.app import SETTINGS_VARIABLE, create_app
+    from api.app import create_app
 
     if not settings.api_tokens:
         _log.warning(
@@ -38,9 +41,24 @@ def serve(settings: Settings) -> int:
         "server_header": False,
         "proxy_headers": False,
     }
-    if settings.api_workers == 1:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
-        return 0
+    # Bound here, before the database is reached: a port in use or a host that is no
+    # address of this machine is a configuration error naming the setting (exit 6), not
+    # uvicorn's bare "[Errno 98]" line and its start-up failure status.
+    origins = (settings.origin("api_host"), settings.origin("api_port"))
+    with listening_socket(settings.api_host, settings.api_port, origins) as sock:
+        if settings.api_workers == 1:
+            server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))  # type: ignore[arg-type]
+            server.run(sockets=[sock])
+            return 0 if server.started else 1
+        return _serve_processes(settings, sock, common)
+
+
+def _serve_processes(settings: Settings, sock: socket.socket, common: dict[str, Any]) -> int:
+    """``api_workers`` processes sharing ``sock``, supervised by uvicorn."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from api.app import SETTINGS_VARIABLE
     from orchestrator.runtime import Runtime
 
     # Reach the database and migrate once here, so a database that is down is one clear
@@ -50,12 +68,13 @@ def serve(settings: Settings) -> int:
     with multiprocess_dir() as folder, settings_file(settings, folder) as path:
         os.environ[SETTINGS_VARIABLE] = path
         try:
-            uvicorn.run(
+            config = uvicorn.Config(
                 "api.app:from_environment",
                 factory=True,
                 workers=settings.api_workers,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
+            Multiprocess(config, sockets=[sock]).run()
         finally:
             os.environ.pop(SETTINGS_VARIABLE, None)
     return 0

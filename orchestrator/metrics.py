@@ -21,6 +21,7 @@ Processes: counters live in prometheus-client's default registry; with several p
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -285,12 +286,23 @@ def scrape(database: Database | None = None) -> bytes:
     return generate_latest(registry_for(database))
 
 
-def serve_metrics(host: str, port: int) -> Callable[[], None]:
+def serve_metrics(
+    host: str, port: int, origins: tuple[str, str] = ("metrics_host", "metrics_port")
+) -> Callable[[], None]:
     """Serve this process's (or, in multiprocess mode, every process's) metrics on
-    ``host:port`` in a thread; returns what stops it."""
+    ``host:port`` in a thread; returns what stops it. A port in use or a host that is no
+    address of this machine is a :class:`ConfigurationError` naming the settings
+    ``origins`` (host's, port's: ``Settings.origin``)."""
     from prometheus_client import start_http_server
 
-    server, thread = start_http_server(port, host, registry=registry_for())
+    from orchestrator.listening import bind_error
+
+    try:
+        server, thread = start_http_server(port, host, registry=registry_for())
+    except OSError as exc:  # socket.gaierror included
+        raise bind_error(exc, host, port, origins) from None
+    except UnicodeError as exc:  # a host name the IDNA codec refuses
+        raise bind_error(OSError(errno.EINVAL, str(exc)), host, port, origins) from None
 
     def stop() -> None:
         server.shutdown()

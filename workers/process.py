@@ -258,7 +258,9 @@ def _serve(settings: Settings, stopping: threading.Event) -> int:
         if settings.worker_processes > 1:  # before the children start: they count in its files
             stack.enter_context(multiprocess_dir())
         host = settings.worker_metrics_host
-        stack.callback(serve_metrics(host, settings.metrics_port))
+        host_field = "metrics_host" if settings.metrics_host else "api_host"
+        origins = (settings.origin(host_field), settings.origin("metrics_port"))
+        stack.callback(serve_metrics(host, settings.metrics_port, origins))
         _log.info("metrics served", host=host, port=settings.metrics_port)
         return _run(settings, stopping)
 

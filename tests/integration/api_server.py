@@ -76,7 +76,7 @@ def start_api(
         server = _serve(stack, tokens, entries, extra, workers, without)
         if server.process.poll() is None:
             return server
-        if "address already in use" not in server.output() or attempt == 2:
+        if "the port is in use" not in server.output() or attempt == 2:
             pytest.fail(f"serve exited with {server.process.returncode}:\n{tail(server.output())}")
         # The port was free when chosen, then taken before serve bound it (by a connection's
         # local port: LOGOUT_TEST_PORTS may lie in the kernel's ephemeral range): another one.

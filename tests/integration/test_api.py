@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from orchestrator.store import AuditRow, IdpSession, OutboxRow
 from tests.geoip_data import GeoipFiles
 
 from .api_server import ApiServer, start_api
-from .support import Stack, event, logout_event
+from .support import CLI, Stack, event, logout_event
 
 pytestmark = pytest.mark.integration
 
@@ -454,3 +455,22 @@ def test_serve_processes_hold_no_password_in_their_environment(stack: Stack) -> 
     finally:
         assert server.stop() == 0
     assert not file.exists()
+
+
+def test_serve_on_a_port_in_use_names_the_setting(api: ApiServer, stack: Stack) -> None:
+    """A second serve on the first one's port exits 6 (configuration cannot work) with one
+    line naming api_port and where it was set; a host that is no address here names
+    api_host."""
+    port = api.base_url.rsplit(":", 1)[1]
+    for extra, says in (
+        ({"LOGOUT_API_PORT": port}, "the port is in use (LOGOUT_API_PORT (environment))"),
+        ({"LOGOUT_API_HOST": "999.999.1.1"}, "is not an address of this machine"),
+    ):
+        env = stack.env({"LOGOUT_API_HOST": "127.0.0.1", "LOGOUT_API_PORT": port, **extra})
+        run = subprocess.run(
+            [str(CLI), "serve"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert run.returncode == 6, run.stderr
+        assert says in run.stderr, run.stderr
+        assert "Errno" not in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr, run.stderr
