@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import stat
 import subprocess
 import uuid
@@ -474,3 +475,29 @@ def test_serve_on_a_port_in_use_names_the_setting(api: ApiServer, stack: Stack) 
         assert says in run.stderr, run.stderr
         assert "Errno" not in run.stderr, run.stderr
         assert "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+        b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_what_the_http_server_refuses_before_the_service(
+    api: ApiServer, request_head: bytes
+) -> None:
+    """As the README says: uvicorn's parser answers these itself, a plain-text 400 (no
+    problem document), before any route runs; the service keeps answering."""
+    host, port = api.base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request_head)
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: text/plain" in answer.lower(), answer
+    assert answer.endswith(b"Invalid HTTP request received."), answer
+    with api.client() as client:
+        assert client.get("/healthz").status_code == 200
