@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +11,7 @@ from orchestrator.event_status import EventState
 from orchestrator.operations import DeliveryView, ProviderView, RejectedView
 from orchestrator.store import DeliveryStatus
 from schemas import DeviceReason, SessionView
-from schemas.fields import Identifier, Method, UrlPath, UserAgent
+from schemas.fields import Identifier, Method, Timestamp, UrlPath, UserAgent
 
 __all__ = [
     "AcceptedEvent",
@@ -96,7 +95,9 @@ class BindingVerdict(_Body):
 
 
 class Seen(_Body):
-    at: datetime | None = Field(None, description="when the session was seen; default now")
+    at: Timestamp | None = Field(
+        None, description="when the session was seen (RFC 3339 with an offset); default now"
+    )
 
 
 class SeenAnswer(_Body):

@@ -315,6 +315,9 @@ def test_sessions_seen_and_binding_check(api: ApiServer, stack: Stack) -> None:
         assert seen.json() == {"session_id": "s-http", "open": True}, seen.text
         assert client.post("/v1/sessions/s-http/seen").status_code == 200
         _problem(client.post("/v1/sessions/nobody/seen"), 404)
+        for never in ("9999-12-31T23:59:59-01:00", "2026-01-01T00:00:00"):  # was a 500
+            refused = _problem(client.post("/v1/sessions/s-http/seen", json={"at": never}), 422)
+            assert refused["errors"][0]["field"] == "at", refused
 
         holds = client.post("/v1/sessions/s-http/binding-check", json={"ip": "81.2.69.143"})
         assert holds.json() == {
