@@ -18,16 +18,17 @@ from sqlalchemy import (
     RowMapping,
     Select,
     and_,
+    column,
     func,
     or_,
     select,
+    table,
     text,
     union,
 )
 
 from orchestrator.errors import IncompleteError, InputError, Problem
 from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
-from orchestrator.store.tables import EVENTS
 from schemas.audit import AuditRecord, AuditType
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 _AUDIT = audit_records.c
+#: The ``events`` table's ids, as Core reads them: the mapped table
+#: (:data:`orchestrator.store.tables.EVENTS`) would load the ORM into every reading command.
+_EVENT_IDS = table("events", column("event_id"))
 
 #: Record types by family: ``delivery.`` selects every ``delivery.*`` type.
 AUDIT_TYPE_FAMILIES: tuple[str, ...] = tuple(
@@ -155,7 +159,7 @@ def resolve_event_id(db: Connection | Session, prefix: str) -> str:
     found = union(
         *(
             select(column.label("event_id")).where(column.startswith(text, autoescape=True))
-            for column in (_AUDIT.event_id, EVENTS.c.event_id)
+            for column in (_AUDIT.event_id, _EVENT_IDS.c.event_id)
         )
     ).subquery()
     candidates = db.scalars(

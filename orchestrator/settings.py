@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -46,7 +45,7 @@ from orchestrator.settings_environment import (
 from orchestrator.settings_environment import unknown_variables as _unknown_variables
 from orchestrator.settings_origins import SettingsOrigins
 from orchestrator.settings_sources import NoDecode, read_sources
-from orchestrator.settings_urls import BROKER_SCHEMES, check_broker_url, check_database_url
+from orchestrator.settings_urls import BROKER_SCHEMES, BrokerUrl, DatabaseUrl, IssuerUrl, PublicUrl
 from orchestrator.ssf_transmitters import SsfTransmitter
 from schemas.durations import (
     Duration,
@@ -90,12 +89,12 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    database_url: str | None = Field(
+    database_url: DatabaseUrl | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite in data_dir"
     )
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: BrokerUrl = "redis://127.0.0.1:6379/0"
     namespace: str = Field(default="logout", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
-    issuer: str = "http://localhost:9000"
+    issuer: IssuerUrl = "http://localhost:9000"
 
     worker_processes: int = Field(default=2, ge=1, le=64)
     worker_threads: int = Field(default=16, ge=1, le=256)
@@ -196,7 +195,7 @@ class Settings(BaseModel):
     api_tokens: list[ApiToken] = Field(
         default_factory=list, description="bearer tokens as hashes, with their scopes"
     )
-    api_public_url: str | None = Field(
+    api_public_url: PublicUrl | None = Field(
         default=None,
         description="the service's URL as others reach it (https://logout.example.com): the "
         "endpoints the SSF metadata names; default http://<api_host>:<api_port>",
@@ -225,30 +224,6 @@ class Settings(BaseModel):
     log_format: Literal["json", "console"] = "json"
 
     _sources: SettingsOrigins | None = PrivateAttr(default=None)
-
-    @field_validator("broker_url")
-    @classmethod
-    def _usable_broker(cls, value: str) -> str:
-        return check_broker_url(value)
-
-    @field_validator("database_url")
-    @classmethod
-    def _parsable_database(cls, value: str | None) -> str | None:
-        return check_database_url(value) if value else value
-
-    @field_validator("api_public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        return _absolute_http_url(value, "https://logout.example.com").rstrip("/")
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_url(cls, value: str) -> str:
-        # OpenID Connect Discovery 1.0 §3: a URL with a host and no query or fragment; kept
-        # exactly as given (relying parties compare it character by character).
-        return _absolute_http_url(value, "https://idp.example.com")
 
     @model_validator(mode="after")
     def _retry_delays_in_order(self) -> Settings:
@@ -418,14 +393,3 @@ class Settings(BaseModel):
         for name, reading in self.duration_readings().items():
             data[name] = {"value": data[name], "reading": reading}
         return redact_urls(data)  # type: ignore[no-any-return]
-
-
-def _absolute_http_url(value: str, example: str) -> str:
-    """``value`` when it is an absolute http(s) URL with a host and no query, fragment or
-    credentials; else ValueError with ``example``."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"must be an absolute http(s) URL, e.g. {example}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("must have no query, fragment or credentials")
-    return value

@@ -1,4 +1,5 @@
-"""Checking ``database_url`` and ``broker_url`` when the settings are read, so that every
+"""Checking the settings' URLs (``database_url``, ``broker_url``, ``issuer``,
+``api_public_url``) when the settings are read, so that every
 command refuses a URL no driver could use (exit 6, naming the setting and its source) instead
 of failing later, deep in SQLAlchemy or redis-py.
 
@@ -10,10 +11,21 @@ parses there.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import urlsplit
 
-__all__ = ["BROKER_SCHEMES", "check_broker_url", "check_database_url"]
+from pydantic import AfterValidator
+
+__all__ = [
+    "BROKER_SCHEMES",
+    "BrokerUrl",
+    "DatabaseUrl",
+    "IssuerUrl",
+    "PublicUrl",
+    "check_broker_url",
+    "check_database_url",
+    "check_http_url",
+]
 
 BROKER_SCHEMES: Final = ("redis", "rediss", "amqp", "amqps", "memory")
 
@@ -101,3 +113,30 @@ def check_broker_url(url: str) -> str:
         if problem is not None:
             raise ValueError(problem)
     return url
+
+
+def check_http_url(value: str, example: str) -> str:
+    """``value`` when it is an absolute http(s) URL with a host and no query, fragment or
+    credentials; else ValueError with ``example``."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be an absolute http(s) URL, e.g. {example}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must have no query, fragment or credentials")
+    return value
+
+
+#: ``broker_url``: see :func:`check_broker_url`.
+BrokerUrl = Annotated[str, AfterValidator(check_broker_url)]
+#: ``database_url``: see :func:`check_database_url` (empty: the default, SQLite in data_dir).
+DatabaseUrl = Annotated[str, AfterValidator(lambda value: value and check_database_url(value))]
+#: ``issuer``: OpenID Connect Discovery 1.0 §3, a URL with a host and no query or fragment,
+#: kept exactly as given (relying parties compare ``iss`` character by character).
+IssuerUrl = Annotated[
+    str, AfterValidator(lambda value: check_http_url(value, "https://idp.example.com"))
+]
+#: ``api_public_url``: where others reach the service, without a trailing slash.
+PublicUrl = Annotated[
+    str,
+    AfterValidator(lambda value: check_http_url(value, "https://logout.example.com").rstrip("/")),
+]

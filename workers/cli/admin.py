@@ -22,13 +22,14 @@ def config_show(ctx: click.Context) -> None:
     """Print the effective settings as JSON, secrets redacted.
 
     URL passwords are masked, derived defaults show their value in force, and each duration
-    is {"value": ..., "reading": "900 days"}. Each enabled handler's section
-    ([protocols.NAME]) is checked as a worker checks it: a refused one exits 6.
+    is {"value": ..., "reading": "900 days"}. Each handler's section given ([protocols.NAME],
+    LOGOUT_NAME_*) is checked as a worker checks it: a refused one exits 6.
     """
-    from orchestrator.handlers import load_handlers
-
     settings = settings_of(ctx)
-    load_handlers(settings)  # nothing is started: no key is read or made
+    if settings.protocol_settings:  # else every handler takes its defaults: nothing to check
+        from orchestrator.handlers import load_handlers
+
+        load_handlers(settings)  # nothing is started: no key is read or made
     sys.stdout.write(json.dumps(settings.redacted(), indent=2, sort_keys=True) + "\n")
 
 
