@@ -59,15 +59,7 @@ def test_supervisor_restarts_workers_and_takes_them_down_with_it(stack: Stack) -
         records=[{"kind": "session", "session_id": f"s-{n}", "user_id": "u"} for n in range(20)]
     )
     log = stack.tmp_path / "supervisor.log"
-    env = stack.env({**WORKER_SETTINGS, "LOGOUT_PROTOCOLS": "[]"})
-    with log.open("wb") as out:
-        supervisor = subprocess.Popen(
-            [str(CLI), "worker", "--processes", "2", "--threads", "2"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
+    supervisor = _supervisor(stack.env({**WORKER_SETTINGS, "LOGOUT_PROTOCOLS": "[]"}), log)
     try:
         stack.wait_for(lambda: len(_workers(supervisor.pid)) == 2, what="two worker processes")
         first = _workers(supervisor.pid)
@@ -119,16 +111,22 @@ def test_ctrl_c_stops_the_supervisor_and_its_workers(stack: Stack) -> None:
         _stop_with_ctrl_c(stack, env, stack.tmp_path / f"ctrl-c-{round_}.log")
 
 
-def _stop_with_ctrl_c(stack: Stack, env: dict[str, str], log: Path) -> None:
+def _supervisor(env: dict[str, str], log: Path, *, group: bool = False) -> subprocess.Popen[bytes]:
+    """``worker --processes 2``, its output in ``log``; ``group``: in a process group of its
+    own, as a terminal's job is."""
     with log.open("wb") as out:
-        supervisor = subprocess.Popen(
+        return subprocess.Popen(
             [str(CLI), "worker", "--processes", "2", "--threads", "2"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
-            start_new_session=True,  # its own process group, as a terminal's job is
+            start_new_session=group,
         )
+
+
+def _stop_with_ctrl_c(stack: Stack, env: dict[str, str], log: Path) -> None:
+    supervisor = _supervisor(env, log, group=True)
     try:
         stack.wait_for(lambda: len(_workers(supervisor.pid)) == 2, what="two workers")
         stack.wait_for(
