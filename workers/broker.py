@@ -15,6 +15,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, default_middleware
 
 from orchestrator.errors import BrokerUnavailableError, ConfigurationError
 from orchestrator.settings import Settings, redact_url
+from workers.exit_codes import broker_unreachable_message
 from workers.middleware import LogContext
 from workers.rabbitmq_broker import LogoutRabbitmqBroker
 from workers.redis_broker import LogoutRedisBroker
@@ -77,11 +78,8 @@ def _reason(exc: BaseException, depth: int = 0) -> str:
 
 def broker_unreachable(settings: Settings, exc: BaseException) -> BrokerUnavailableError:
     """The error to raise for ``exc``: which broker, what its client said, what to do."""
-    reason = _reason(exc)
-    return BrokerUnavailableError(
-        f"broker unreachable: {redact_url(settings.broker_url)}: {reason}; start it, or fix "
-        "broker_url (LOGOUT_BROKER_URL)"
-    )
+    where = redact_url(settings.broker_url)
+    return BrokerUnavailableError(broker_unreachable_message(where, _reason(exc)))
 
 
 def check_broker(broker: dramatiq.Broker, settings: Settings) -> None:

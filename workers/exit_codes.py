@@ -20,7 +20,7 @@ from schemas.errors import (
     SchemaOutdatedError,
 )
 
-__all__ = ["ExitCode", "exit_code_for", "foreign_error"]
+__all__ = ["ExitCode", "broker_unreachable_message", "exit_code_for", "foreign_error"]
 
 
 class ExitCode(IntEnum):
@@ -116,8 +116,23 @@ def foreign_error(exc: BaseException, database: str, broker: str) -> LogoutError
         )
     ]
     if any(isinstance(kind, type) and isinstance(exc, kind) for kind in broker_errors):
-        return BrokerUnavailableError(
-            f"broker unreachable: {broker}: {reason}; start it, or fix broker_url "
-            "(LOGOUT_BROKER_URL)"
-        )
+        return BrokerUnavailableError(broker_unreachable_message(broker, reason))
     return None
+
+
+#: What a broker answers when it refuses the login (RabbitMQ, Redis ACL or requirepass).
+_LOGIN_REFUSED = re.compile(
+    r"ACCESS_REFUSED|authenticat|WRONGPASS|NOAUTH|username-password", re.IGNORECASE
+)
+
+
+def broker_unreachable_message(broker: str, reason: str) -> str:
+    """What to say when ``broker`` (its URL, password masked) did not take a connection:
+    a refused login is fixed in the URL, anything else by starting the broker."""
+    if _LOGIN_REFUSED.search(reason):
+        return (
+            f"the broker refused the login: {broker}: {reason}; fix the user and password "
+            "in broker_url (LOGOUT_BROKER_URL)"
+        )
+    advice = "start it, or fix broker_url (LOGOUT_BROKER_URL)"
+    return f"broker unreachable: {broker}: {reason}; {advice}"

@@ -371,3 +371,28 @@ def test_an_actor_no_auditor_could_read_is_refused(
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--actor'" in result.output
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("reason", "advice"),
+    [
+        (
+            "ConnectionClosedByBroker: (403) 'ACCESS_REFUSED - Login was refused using "
+            "authentication mechanism PLAIN'",
+            "the broker refused the login",
+        ),
+        ("WRONGPASS invalid username-password pair or user is disabled", "the broker refused"),
+        ("Authentication required", "the broker refused"),
+        ("Error 111 connecting to 127.0.0.1:6379. Connection refused", "broker unreachable"),
+    ],
+)
+def test_a_refused_login_is_not_told_to_start_the_broker(reason: str, advice: str) -> None:
+    from workers.exit_codes import broker_unreachable_message
+
+    message = broker_unreachable_message("amqp://guest:***@mq:5672/", reason)
+    assert message.startswith(advice), message
+    if advice.startswith("the broker refused"):
+        assert "fix the user and password in broker_url" in message
+        assert "start it" not in message
+    else:
+        assert "start it, or fix broker_url" in message
