@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
 
 from sqlalchemy import Row, Select, select
@@ -25,7 +26,7 @@ from orchestrator.user_agents import describe_device
 from schemas import ProviderSessionView, SessionLocation, SessionView
 from schemas.errors import InputError, Problem
 
-__all__ = ["DEFAULT_LIMIT", "SessionFilter", "list_sessions"]
+__all__ = ["DEFAULT_LIMIT", "SessionFilter", "list_sessions", "provider_exists"]
 
 #: Sessions listed at most unless the filter says otherwise.
 DEFAULT_LIMIT = 1000
@@ -53,6 +54,12 @@ class SessionFilter:
             )
         if self.limit < 1:
             raise InputError([Problem("", "limit", f"must be 1 or more, not {self.limit}")])
+        if self.ip is not None:
+            try:
+                ip_address(self.ip)
+            except ValueError:  # no session's login came from it: say so, not "none match"
+                message = f"{self.ip!r} is not an IPv4 or IPv6 address"
+                raise InputError([Problem("", "ip", message)]) from None
 
     def query(self) -> Select[Any]:
         s = IDP_SESSIONS.c
@@ -71,6 +78,14 @@ class SessionFilter:
         if not self.include_ended:
             query = query.where(s.ended_at.is_(None))
         return query.order_by(s.created_at.desc(), s.session_id).limit(self.limit)
+
+
+def provider_exists(database: Database, name: str) -> bool:
+    """Whether a provider of that name is loaded (to tell "none of its sessions" from "no
+    such provider")."""
+    with engine_of(database).connect() as conn:
+        found = conn.execute(select(PROVIDERS.c.name).where(PROVIDERS.c.name == name)).first()
+    return found is not None
 
 
 def list_sessions(

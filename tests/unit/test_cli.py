@@ -396,3 +396,17 @@ def test_a_refused_login_is_not_told_to_start_the_broker(reason: str, advice: st
         assert "start it" not in message
     else:
         assert "start it, or fix broker_url" in message
+
+
+def test_sessions_list_tells_a_bad_filter_from_no_match(env: dict[str, str]) -> None:
+    """An address that is none, or a provider not loaded, matched nothing in silence."""
+    assert _run(env, "db", "upgrade").exit_code == 0
+    no_address = _run(env, "sessions", "list", "--ip", "999.0.0.1")
+    assert no_address.exit_code == 2
+    assert "--ip: '999.0.0.1' is not an IPv4 or IPv6 address" in no_address.output
+    no_provider = _run(env, "sessions", "list", "--provider", "nosuch")
+    assert no_provider.exit_code == 2
+    assert "--provider: no provider 'nosuch' is loaded; see `providers list`" in no_provider.output
+    none = _run(env, "sessions", "list", "--user", "nobody")
+    assert none.exit_code == 0
+    assert "no sessions match" in none.output

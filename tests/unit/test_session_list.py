@@ -11,7 +11,7 @@ import pytest
 from orchestrator import Runtime
 from orchestrator.binding import IpFacts
 from orchestrator.revoking import Revocations, self_service_revoke_id
-from orchestrator.session_list import SessionFilter, list_sessions
+from orchestrator.session_list import SessionFilter, list_sessions, provider_exists
 from orchestrator.store import IdpSession, ProviderSession
 from orchestrator.user_agents import describe_device
 from schemas import SessionDevice, SessionRevoke, SessionTerminateOthers, UserRevokeAll
@@ -56,6 +56,18 @@ def test_a_filter_names_something() -> None:
     with pytest.raises(InputError) as limit:
         SessionFilter(user_id="alice", limit=0).check()
     assert limit.value.problems[0].field == "limit"
+    with pytest.raises(InputError) as address:  # it matched nothing, silently
+        SessionFilter(ip="999.0.0.1").check()
+    assert (address.value.problems[0].field, address.value.problems[0].message) == (
+        "ip",
+        "'999.0.0.1' is not an IPv4 or IPv6 address",
+    )
+    SessionFilter(ip="2001:db8::1").check()
+
+
+def test_a_provider_that_is_not_loaded_is_told_apart(populated: Runtime) -> None:
+    assert provider_exists(populated.database, "wiki")
+    assert not provider_exists(populated.database, "wikki")
 
 
 def _end(runtime: Runtime, session_id: str) -> None:

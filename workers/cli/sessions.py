@@ -114,7 +114,7 @@ def sessions_list(
     Give --user, --ip or --provider (together they narrow). Only reads: never migrates.
     """
     from orchestrator.runtime import Runtime
-    from orchestrator.session_list import SessionFilter, list_sessions
+    from orchestrator.session_list import SessionFilter, list_sessions, provider_exists
 
     if user_id is None and ip is None and provider is None:
         raise InputError([Problem("--user / --ip / --provider", "", "give at least one of them")])
@@ -122,9 +122,18 @@ def sessions_list(
     runtime = Runtime.for_reading(settings_of(ctx))
     try:
         lookup = runtime.geoip().lookup if runtime.has_geoip else None
-        found = list_sessions(runtime.database, where, lookup)
+        try:
+            found = list_sessions(runtime.database, where, lookup)
+        except InputError as exc:
+            raise _with_options(exc) from None
+        missing = provider is not None and not found
+        unknown = missing and not provider_exists(runtime.database, str(provider))
     finally:
         runtime.close()
+    if unknown:
+        raise InputError(
+            [Problem("--provider", "", f"no provider {provider!r} is loaded; see `providers list`")]
+        )
     if as_json:
         from workers.cli.base import write_lines
 
