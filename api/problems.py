@@ -37,12 +37,17 @@ __all__ = [
 PROBLEM_TYPE: Final = "application/problem+json"
 #: The most characters of an echoed value a problem repeats (:func:`clip`).
 ECHO_LIMIT: Final = 100
-#: A quoted value (``'...'``, ``"..."``, as ``repr`` writes one; not the apostrophes of
-#: "user's") or an unbroken run of other characters, longer than ECHO_LIMIT.
-_MORE: Final = f"{{{ECHO_LIMIT + 1},}}"
-_LONG: Final = re.compile(
-    rf"""(?<!\w)(?:'(?:[^'\\]|\\.){_MORE}'|"(?:[^"\\]|\\.){_MORE}")(?!\w)|[^\s'"]{_MORE}"""
+#: One token of a problem's text: a quoted value (``'...'``, ``"..."``, as ``repr`` writes
+#: one; not the apostrophe of "user's"; its closing quote in ``end``), an unbroken run of
+#: other characters, or one character. Possessive: each character is read once (a text of
+#: quotes and backslashes made a pattern that searched on from every quote quadratic).
+_TOKEN: Final = re.compile(
+    r"""(?<!\w)(?P<q>['"])(?:(?!(?P=q))[^\\]|\\.)*+(?P<end>(?P=q))?|[^\s'"]++|.""", re.S
 )
+#: The longest text a problem repeats, once its values are clipped.
+_TEXT_MAX: Final = 20 * ECHO_LIMIT
+#: A run of more than ECHO_LIMIT characters but spaces and quotes (in a quote not closed).
+_RUN: Final = re.compile(rf"""[^\s'"]{{{ECHO_LIMIT + 1},}}""")
 #: Seconds a client waits before trying again after a 503.
 RETRY_AFTER: Final = "1"
 
@@ -71,16 +76,30 @@ class ApiProblem(LogoutError):
 
 def _shortened(match: re.Match[str]) -> str:
     text = match[0]
-    quote = text[0] if text[0] in "'\"" and text[-1] == text[0] else ""
+    if match["q"] is not None and match["end"] is None:  # a quote never closed: read as words
+        return _RUN.sub(_shortened_run, text)
+    quote = match["q"] or ""
     inner = text[1:-1] if quote else text
+    if len(inner) <= ECHO_LIMIT:
+        return text
     return f"{quote}{inner[:ECHO_LIMIT]}…{quote} ({len(inner)} characters)"
+
+
+def _shortened_run(match: re.Match[str]) -> str:
+    return f"{match[0][:ECHO_LIMIT]}… ({len(match[0])} characters)"
 
 
 def clip(text: str) -> str:
     """``text`` with each value it echoes cut to its first ECHO_LIMIT characters and its
     length: ``'xxxx…' (5000 characters)``. A problem names what is wrong, it need not repeat
-    a 10 KB parameter."""
-    return _LONG.sub(_shortened, text)
+    a 10 KB parameter. Linear in the text's length, whatever it holds; what is still over
+    :data:`_TEXT_MAX` characters after (no long value in it, yet long) keeps its start and
+    end."""
+    clipped = _TOKEN.sub(_shortened, text)
+    if len(clipped) <= _TEXT_MAX:
+        return clipped
+    head, tail = clipped[: _TEXT_MAX // 2], clipped[-_TEXT_MAX // 4 :]
+    return f"{head}… ({len(clipped)} characters) …{tail}"
 
 
 def problem_response(

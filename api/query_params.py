@@ -30,6 +30,8 @@ from schemas.hints import did_you_mean
 __all__ = ["QueryCheck", "QueryRule", "check_documented", "query_problems", "query_rules"]
 
 _METHODS: Final = ("get", "put", "post", "delete", "patch")
+#: The longest parameter name a refusal repeats whole (and suggests a near name for).
+_NAME_MAX: Final = 100
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,14 @@ def query_problems(pairs: Sequence[tuple[str, str]], names: Mapping[str, bool]) 
     problems = []
     for name, count in counts.items():
         if name not in names:
-            hint = did_you_mean(name, names) if name else ""
+            # A name no endpoint takes is at most a few dozen characters: a longer one gets
+            # no suggestion and is echoed cut (what a request line of 64 KiB would cost).
+            long = len(name) > _NAME_MAX
+            hint = did_you_mean(name, names) if name and not long else ""
+            field = f"{name[:_NAME_MAX]}… ({len(name)} characters)" if long else name
             where = f"; it takes {taken}" if taken else "; it takes no query parameter"
             shown = "an empty name" if not name else "not a parameter of this endpoint"
-            problems.append(Problem("query", name, f"{shown}{hint}{where}"))
+            problems.append(Problem("query", field, f"{shown}{hint}{where}"))
         elif count > 1 and not names[name]:
             problems.append(Problem("query", name, f"given {count} times; give it once"))
     return problems

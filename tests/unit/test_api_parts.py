@@ -216,3 +216,26 @@ def test_echoed_values_are_clipped_in_every_problem() -> None:
     assert len(answer.body) < 1000
     assert b"(3000 characters)" in answer.body
     assert b"(9000 characters)" in answer.body
+
+
+def test_clip_reads_quotes_and_backslashes_once() -> None:
+    """A text of quotes and backslashes (a query parameter's name, unauthenticated) made the
+    pattern search on from every quote: quadratic, seconds for 16 KB. The tokens now: a
+    quote never closed is read as words, its long runs cut; a closed one as a value."""
+    from api.problems import clip
+
+    hostile = "\\'" * 8000  # no long value in it: its start and end are kept
+    assert clip(hostile) == f"{hostile[:1000]}… (16000 characters) …{hostile[-500:]}"
+    assert clip("'" * 300) == "'" * 300  # empty quoted values, each short
+    unclosed = "no provider named 'abc" + "x" * 200 + " and more; it takes a, b"
+    assert clip(unclosed) == (
+        "no provider named 'abc" + "x" * 97 + "… (203 characters) and more; it takes a, b"
+    )
+
+
+def test_a_long_unknown_query_parameter_is_named_cut_and_not_matched() -> None:
+    from api.query_params import query_problems
+
+    (problem,) = query_problems([("q" * 5000, "1")], {"limit": False})
+    assert problem.field == "q" * 100 + "… (5000 characters)"
+    assert problem.message == "not a parameter of this endpoint; it takes limit"
