@@ -100,6 +100,13 @@ def check_broker_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in BROKER_SCHEMES:
         raise ValueError(f"scheme {parts.scheme!r} is not one of {', '.join(BROKER_SCHEMES)}")
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        # The credentials hold a '/', '?' or '#', which ended the host part early: what
+        # follows would be read as the port or the path, and echoing it shows the password.
+        raise ValueError(
+            "its user or password holds '/', '?' or '#' unencoded; percent-encode them "
+            "(%2F, %3F, %23)"
+        )
     try:
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError:

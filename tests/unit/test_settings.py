@@ -71,6 +71,14 @@ def test_comma_separated_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
             "broker_url: its port 'notaport' is not a port number (1 to 65535)",
         ),
         ('broker_url = "redis://host/abc"\n', "broker_url: its database 'abc' is not a number"),
+        (
+            'broker_url = "redis://user:s3cr#et@host:6379/0"\n',
+            "broker_url: its user or password holds '/', '?' or '#' unencoded",
+        ),
+        (
+            'broker_url = "amqp://user:pa/ss@host:5672/"\n',
+            "broker_url: its user or password holds '/', '?' or '#' unencoded",
+        ),
         ('issuer = "not a url"\n', "issuer: must be an absolute http(s) URL"),
         ('issuer = "https://idp.example.com/?tenant=a"\n', "issuer: must have no query"),
     ],
