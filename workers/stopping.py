@@ -43,16 +43,28 @@ def stop_on_signals(
         with suppress(BlockingIOError):
             os.write(write_end, bytes([signum]))
 
-    threading.Thread(
-        target=_watch, args=(read_end, stop), name="logout-signals", daemon=True
-    ).start()
-    before = {number: signal.signal(number, _handler) for number in signals}
+    before: dict[signal.Signals, Any] = {}
+    try:
+        for number in signals:  # outside the main thread this raises: nothing is left open
+            before[number] = signal.signal(number, _handler)
+        threading.Thread(
+            target=_watch, args=(read_end, stop), name="logout-signals", daemon=True
+        ).start()
+    except BaseException:
+        _restore(before)
+        os.close(read_end)
+        os.close(write_end)
+        raise
     try:
         yield
     finally:
-        for number, handler in before.items():
-            signal.signal(number, handler)
+        _restore(before)
         os.close(write_end)  # the watching thread reads the end of the pipe and stops
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
 
 
 def _watch(read_end: int, stop: threading.Event) -> None:

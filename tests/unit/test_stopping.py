@@ -63,3 +63,31 @@ def test_the_handlers_before_are_put_back() -> None:
     with stop_on_signals(threading.Event()):
         assert signal.getsignal(signal.SIGTERM) not in before
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_outside_the_main_thread_it_refuses_and_leaves_nothing_open() -> None:
+    import os
+
+    def _count() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def _watchers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "logout-signals"]
+
+    for earlier in _watchers():  # the tests before: each ends once its pipe is closed
+        earlier.join(5)
+    caught: list[BaseException] = []
+    before = _count()
+
+    def _try() -> None:
+        try:
+            with stop_on_signals(threading.Event()):
+                pass
+        except ValueError as exc:
+            caught.append(exc)
+
+    worker = threading.Thread(target=_try)
+    worker.start()
+    worker.join()
+    assert len(caught) == 1
+    assert (_count(), _watchers()) == (before, [])
