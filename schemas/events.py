@@ -22,6 +22,7 @@ from pydantic import (
 from schemas.fields import (
     AsNumber,
     EventId,
+    Expiry,
     GeoCode,
     Identifier,
     Latitude,
@@ -373,7 +374,7 @@ class SessionStarted(EventBase):
     stay_signed_in: bool = False
     network_binding: NetworkBindingMode = "no_binding"
     geoip_binding: GeoipBindingMode = "no_binding"
-    expires_at: Timestamp | None = Field(
+    expires_at: Expiry | None = Field(
         default=None, description="Default: from the session policy; after occurred_at."
     )
     device_id: Identifier | None = Field(

@@ -27,6 +27,7 @@ __all__ = [
     "ArgValue",
     "AsNumber",
     "EventId",
+    "Expiry",
     "GeoCode",
     "Identifier",
     "Latitude",
@@ -224,24 +225,42 @@ def _rfc3339_only(value: Any) -> Any:
     return value
 
 
-#: The earliest instant a :data:`Timestamp` may name (in UTC).
+#: The earliest instant a :data:`Timestamp` (or :data:`Expiry`) may name (in UTC).
 TIMESTAMP_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: The first instant past a :data:`Timestamp`'s range: the session policy adds lifetimes of
 #: up to 100 years to a login, and the times it reaches must still be times.
 TIMESTAMP_END: Final = datetime(9000, 1, 1, tzinfo=UTC)
-_RANGE_TEXT = "from 1970-01-01T00:00:00Z up to (not including) 9000-01-01T00:00:00Z"
+_MIN_TEXT = TIMESTAMP_MIN.isoformat().replace("+00:00", "Z")
+_END_TEXT = TIMESTAMP_END.isoformat().replace("+00:00", "Z")
+
+
+def _utc(value: datetime) -> datetime | None:
+    """``value`` in UTC; None when it is no instant there (``0001-01-01T00:00:00+01:00``)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _in_range(value: datetime) -> datetime:
     """Refuse an instant no IdP clock gives (``9999-12-31T23:59:59+00:00``): past the range,
     the lifetimes added to it overflowed the worker, and the event was neither handled nor
     refused."""
-    try:
-        utc = value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is no instant of the calendar
-        utc = None
+    utc = _utc(value)
     if utc is None or not TIMESTAMP_MIN <= utc < TIMESTAMP_END:
-        raise ValueError(f"must fall {_RANGE_TEXT}, in UTC; check the clock that wrote it")
+        raise ValueError(
+            f"must fall from {_MIN_TEXT} up to (not including) {_END_TEXT}, in UTC; check the "
+            "clock that wrote it"
+        )
+    return value
+
+
+def _an_expiry(value: datetime) -> datetime:
+    """An end nothing is added to may be as late as the calendar goes (``9999-12-31``, an
+    IdP's "never"), but not before :data:`TIMESTAMP_MIN` nor out of the calendar in UTC."""
+    utc = _utc(value)
+    if utc is None or utc < TIMESTAMP_MIN:
+        raise ValueError(f"must fall from {_MIN_TEXT} on, in UTC (up to 9999-12-31T23:59:59Z)")
     return value
 
 
@@ -251,12 +270,15 @@ Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_rfc3339_only),
     AfterValidator(_in_range),
-    Field(
-        json_schema_extra={
-            "formatMinimum": "1970-01-01T00:00:00Z",
-            "formatExclusiveMaximum": "9000-01-01T00:00:00Z",
-        }
-    ),
+    Field(json_schema_extra={"formatMinimum": _MIN_TEXT, "formatExclusiveMaximum": _END_TEXT}),
+]
+#: An end (``expires_at``, ``expires``): as :data:`Timestamp`, but as late as the calendar
+#: goes (nothing is added to it).
+Expiry = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_only),
+    AfterValidator(_an_expiry),
+    Field(json_schema_extra={"formatMinimum": _MIN_TEXT}),
 ]
 
 

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 
 from schemas.fields import (
     AsNumber,
+    Expiry,
     GeoCode,
     Identifier,
     Latitude,
@@ -95,7 +96,7 @@ class SessionRecord(BaseModel):
     user_id: Identifier
     created: Timestamp | None = None
     last_seen: Timestamp | None = None
-    expires: Timestamp | None = Field(
+    expires: Expiry | None = Field(
         default=None,
         description="Default: from the session policy (session_duration, ...); after created.",
     )

@@ -117,8 +117,23 @@ def test_a_timestamp_no_clock_gives_is_refused_naming_the_range(when: str) -> No
             "event 1: occurred_at: must fall from 1970-01-01T00:00:00Z up to (not including) "
             "9000-01-01T00:00:00Z, in UTC; check the clock that wrote it"
         ]
-    late = make_event("session.started", session_id="s-1", user_id="u-1", expires_at=when)
-    assert [p.split(": ")[1] for p in _problems(late)][:1] == ["expires_at"]
+
+
+@pytest.mark.parametrize(
+    ("when", "taken"),
+    [
+        ("9999-12-31T23:59:59Z", True),  # an IdP's "never": nothing is added to an end
+        ("8999-12-31T23:59:59Z", True),
+        ("9999-12-31T23:59:59-01:00", False),  # no instant of the calendar in UTC
+        ("1969-12-31T23:59:59Z", False),
+    ],
+)
+def test_an_end_may_be_as_late_as_the_calendar_goes(when: str, taken: bool) -> None:
+    started = make_event("session.started", session_id="s-1", user_id="u-1", expires_at=when)
+    if taken:
+        assert parse_event(started, "event 1").expires_at is not None  # type: ignore[union-attr]
+    else:
+        assert [p.split(": ")[1] for p in _problems(started)] == ["expires_at"]
 
 
 def test_the_edges_of_the_timestamp_range_are_taken() -> None:
