@@ -56,7 +56,6 @@ def serve(settings: Settings) -> int:
 def _serve_processes(settings: Settings, sock: socket.socket, common: dict[str, Any]) -> int:
     """``api_workers`` processes sharing ``sock``, supervised by uvicorn."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from api.app import SETTINGS_VARIABLE
     from orchestrator.runtime import Runtime
@@ -68,13 +67,15 @@ def _serve_processes(settings: Settings, sock: socket.socket, common: dict[str, 
     with multiprocess_dir() as folder, settings_file(settings, folder) as path:
         os.environ[SETTINGS_VARIABLE] = path
         try:
-            config = uvicorn.Config(
+            # uvicorn's public entry point, on the socket bound already (``fd``): its
+            # supervisor's own constructor differs between uvicorn's versions.
+            uvicorn.run(
                 "api.app:from_environment",
                 factory=True,
                 workers=settings.api_workers,
+                fd=sock.fileno(),
                 **common,
             )
-            Multiprocess(config, sockets=[sock]).run()
         finally:
             os.environ.pop(SETTINGS_VARIABLE, None)
     return 0

@@ -44,23 +44,21 @@ def test_the_processes_get_their_settings_from_a_private_file(
     settings = _settings(tmp_path, "parent.db", api_workers=2, api_host="127.0.0.1", api_port=port)
     seen: dict[str, Any] = {}
 
-    class Supervisor:  # uvicorn's Multiprocess, on the socket serve bound
-        def __init__(self, config: Any, sockets: list[Any]) -> None:
-            self.config, self.sockets = config, sockets
+    def run(app: str, **options: Any) -> None:  # uvicorn.run, on the socket serve bound
+        path = Path(os.environ[SETTINGS_VARIABLE])
+        with socket.socket(fileno=os.dup(options["fd"])) as bound:
+            address = bound.getsockname()
+        seen.update(
+            app=app,
+            workers=options["workers"],
+            environment=dict(os.environ),
+            path=path,
+            mode=stat.S_IMODE(path.stat().st_mode),
+            data=json.loads(path.read_text(encoding="utf-8")),
+            bound=address,
+        )
 
-        def run(self) -> None:
-            path = Path(os.environ[SETTINGS_VARIABLE])
-            seen.update(
-                app=self.config.app,
-                workers=self.config.workers,
-                environment=dict(os.environ),
-                path=path,
-                mode=stat.S_IMODE(path.stat().st_mode),
-                data=json.loads(path.read_text(encoding="utf-8")),
-                bound=self.sockets[0].getsockname(),
-            )
-
-    monkeypatch.setattr("uvicorn.supervisors.Multiprocess", Supervisor)
+    monkeypatch.setattr("uvicorn.run", run)
     assert serve(settings) == 0
     assert (seen["app"], seen["workers"]) == ("api.app:from_environment", 2)
     assert seen["bound"] == (settings.api_host, settings.api_port)
