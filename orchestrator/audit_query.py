@@ -156,12 +156,16 @@ def resolve_event_id(db: Connection | Session, prefix: str) -> str:
         raise InputError([Problem("", "event", "give an event id or the start of one")])
     # The trail, and the events it was written of: they (and their deliveries, whose rows
     # name them) outlive a purged trail.
-    found = union(
-        *(
-            select(column.label("event_id")).where(column.startswith(text, autoescape=True))
-            for column in (_AUDIT.event_id, _EVENT_IDS.c.event_id)
-        )
-    ).subquery()
+    sides = [  # each limited: a short prefix reads no whole table
+        select(column.label("event_id"))
+        .where(column.startswith(text, autoescape=True))
+        .distinct()
+        .order_by(column)
+        .limit(_MAX_CANDIDATES + 1)
+        .subquery()
+        for column in (_AUDIT.event_id, _EVENT_IDS.c.event_id)
+    ]
+    found = union(*(select(side.c.event_id) for side in sides)).subquery()
     candidates = db.scalars(
         select(found.c.event_id).order_by(found.c.event_id).limit(_MAX_CANDIDATES + 1)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, get_args
@@ -143,6 +144,10 @@ class _Repeated(dict[str, Any]):
         self.repeated = [key for key, count in counts.items() if count > 1]
 
 
+#: What Python's parser reads that JSON has not.
+_NON_JSON = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
 class _Constant:
     """``NaN``, ``Infinity`` or ``-Infinity`` where a JSON value was expected."""
 
@@ -168,6 +173,14 @@ class _Strict:
         self.refused = True
         return _Constant(name)
 
+    def number(self, text: str) -> float | _Constant:
+        """A number with a fraction or exponent; one past a float's range (``1e999``) would
+        be read as infinity, which JSON cannot say either."""
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        return self.constant(text)
+
 
 def _path(parent: str, part: str | int) -> str:
     return f"{parent}.{part}" if parent else str(part)
@@ -177,11 +190,13 @@ def _refusals(value: Any, where: str, at: str = "") -> Iterator[Problem]:
     """Each duplicate key and non-JSON constant in ``value``, in document order; a field
     is named as pydantic names it (``binding.reason``, ``0.type``)."""
     if isinstance(value, _Constant):
-        yield Problem(
-            where,
-            at,
-            f"{value.name} is not JSON (RFC 8259 has no NaN or Infinity); send a number or null",
+        message = (
+            f"{value.name} is not JSON (RFC 8259 has no NaN or Infinity); send a number or null"
+            if value.name in _NON_JSON
+            else f"{value.name} is past a float's range (it would read as infinity); send a "
+            "smaller number"
         )
+        yield Problem(where, at, message)
     elif isinstance(value, dict):
         for key in getattr(value, "repeated", ()):
             yield Problem(
@@ -199,7 +214,12 @@ def _refusals(value: Any, where: str, at: str = "") -> Iterator[Problem]:
 
 def _decode(text: str | bytes, where: str, hooks: _Strict) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=hooks.pairs, parse_constant=hooks.constant)
+        return json.loads(
+            text,
+            object_pairs_hook=hooks.pairs,
+            parse_constant=hooks.constant,
+            parse_float=hooks.number,
+        )
     except RecursionError:
         reason = "nested too deeply to read (at most a few hundred levels)"
     except json.JSONDecodeError as exc:

@@ -66,7 +66,7 @@ _LINK = audit_links.c
 #: over the table's row type, whatever the page's size (one cached statement). Bound as five
 #: arrays, the links cost psycopg a Python loop over every element with a quoting check
 #: each, about a third of a round's client CPU; :func:`~orchestrator.store.sql.json_rows` writes
-#: the lot with ``json.dumps``, in C.
+#: the lot at once, in C (orjson).
 _LINK_ROWS = text(
     "INSERT INTO audit_links (chain_seq, seq, record_hash, prev_hash, chain_hash) "
     "SELECT r.chain_seq, r.seq, r.record_hash, r.prev_hash, r.chain_hash "

@@ -131,9 +131,10 @@ def json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     outcomes, a few hundred bytes a delivery) cost the standard library's encoder ~15% of the
     engine thread's instructions (``bench.instructions``: 849k → 723k a delivery). What orjson
     refuses (an integer past 64 bits, a key that is not text, a lone surrogate) is written by
-    the standard library as before, so every row that was accepted still is, alike (a UUID,
-    which the standard library refused, is now written as its text). Anything else that is
-    no column value (not text, number, boolean, null, list, object or timestamp; a naive
+    the standard library as before, so every row that was accepted still is, alike (a UUID
+    or an enum member, which the standard library refused, is now written as its value; a
+    NaN or infinity as ``null``, where PostgreSQL refused the row). Anything else that is no
+    column value (not text, number, boolean, null, list, object or timestamp; a naive
     timestamp) is refused, naming its type.
     """
     # A batch's rows share a few timestamps (its ``now`` in several columns of every row):

@@ -46,3 +46,16 @@ def test_valid_json_is_read_as_before() -> None:
     }
     (problem,) = _refused('{"a": ')
     assert problem.message.startswith("invalid JSON")
+
+
+def test_a_number_past_a_floats_range_is_refused_not_read_as_infinity() -> None:
+    from orchestrator.validation import load_json
+
+    with pytest.raises(InputError) as caught:
+        load_json('{"binding": {"latitude": 1e999}, "n": [-1e999, 1.5]}', "body")
+    past = "is past a float's range (it would read as infinity); send a smaller number"
+    assert [(p.field, p.message) for p in caught.value.problems] == [
+        ("binding.latitude", f"1e999 {past}"),
+        ("n.0", f"-1e999 {past}"),
+    ]
+    assert load_json('{"x": 1e308}', "body") == {"x": 1e308}
