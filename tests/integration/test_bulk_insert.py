@@ -111,11 +111,15 @@ def test_a_json_column_keeps_the_keys_in_the_order_written(engine: Engine) -> No
 def test_values_orjson_refuses_are_stored_as_the_standard_library_writes_them(
     engine: Engine,
 ) -> None:
-    """An integer past 64 bits and a key that is no text go in as before, exactly."""
+    """An integer past 64 bits and a key that is no text go in as before, exactly: the
+    stored text is the standard library's."""
+    row = _row("big", 1, big=2**70, keys={1: "one"})
     with engine.begin() as conn:
-        INSERT.execute(conn, [_row("big", 1, big=2**70, keys={1: "one"})])
+        INSERT.execute(conn, [row])
         stored = conn.scalar(select(ITEMS.c.detail))
+        stored_text = conn.scalar(select(text("CAST(detail AS TEXT)")).select_from(ITEMS))
     assert stored == {"zeta": 1, "alpha": [1, "é"], "big": 2**70, "keys": {"1": "one"}}
+    assert stored_text == json.dumps(row["detail"])
 
 
 def test_timestamps_are_stored_as_the_instants_given(engine: Engine) -> None:
