@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
 
 from sqlalchemy import Row, Select, select
@@ -25,6 +24,7 @@ from orchestrator.store.tables import IDP_SESSIONS, PROVIDER_SESSIONS, PROVIDERS
 from orchestrator.user_agents import describe_device
 from schemas import ProviderSessionView, SessionLocation, SessionView
 from schemas.errors import InputError, Problem
+from schemas.registry import check_address
 
 __all__ = ["DEFAULT_LIMIT", "SessionFilter", "list_sessions", "provider_exists"]
 
@@ -54,12 +54,10 @@ class SessionFilter:
             )
         if self.limit < 1:
             raise InputError([Problem("", "limit", f"must be 1 or more, not {self.limit}")])
-        if self.ip is not None:
-            try:
-                ip_address(self.ip)
-            except ValueError:  # no session's login came from it: say so, not "none match"
-                message = f"{self.ip!r} is not an IPv4 or IPv6 address"
-                raise InputError([Problem("", "ip", message)]) from None
+        try:  # no session's login came from a text that is no address: say so
+            check_address(self.ip)
+        except ValueError as exc:
+            raise InputError([Problem("", "ip", str(exc))]) from None
 
     def query(self) -> Select[Any]:
         s = IDP_SESSIONS.c

@@ -20,6 +20,7 @@ from schemas.redaction import redact
 
 __all__ = [
     "ID_MAX",
+    "NAME_MAX",
     "NIL_UUID",
     "REQUEST_ARGS_MAX",
     "TIMESTAMP_END",
@@ -51,6 +52,8 @@ ID_MAX: Final = 255
 #: Most arguments of one request kept with an event.
 REQUEST_ARGS_MAX: Final = 100
 NIL_UUID: Final = UUID(int=0)
+#: The longest :data:`Name` (an admin's id as ``actor``, an organisation, a city).
+NAME_MAX: Final = 255
 
 #: C0 controls, DEL and C1 controls: never part of an identifier.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -93,7 +96,7 @@ LongIdentifier = Annotated[
 #: A SHA-256 digest as 64 lower-case hexadecimal digits (of an API token, a device cookie id).
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 #: A short label (an admin's id as ``actor``, an organisation, a city): at most 255, no NUL.
-Name = Annotated[str, Field(max_length=255), _TextCheck, _TEXT_SCHEMA]
+Name = Annotated[str, Field(max_length=NAME_MAX), _TextCheck, _TEXT_SCHEMA]
 #: A reason or other free text for the audit trail: at most 1024 characters, no NUL.
 Text = Annotated[str, Field(max_length=1024), _TextCheck, _TEXT_SCHEMA]
 #: What the HTTP client sent (its User-Agent, the path, the arguments) is clipped, never

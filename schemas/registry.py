@@ -34,13 +34,15 @@ __all__ = [
     "ProviderSessionRecord",
     "RegistryRecord",
     "SessionRecord",
+    "check_address",
     "registry_record_adapter",
 ]
 
 PROVIDER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$"
 
 
-def _an_address(text: str | None) -> str | None:
+def check_address(text: str | None) -> str | None:
+    """``text`` when it is an IPv4 or IPv6 address (or None); else ValueError saying so."""
     if text is None:
         return None
     try:
@@ -58,7 +60,7 @@ def _an_address(text: str | None) -> str | None:
 
 #: An IP address as text, refused unless it is one (a binding compares every later address
 #: with it, whether or not GeoIP databases are configured now).
-IpText = Annotated[str | None, Field(default=None, max_length=64), AfterValidator(_an_address)]
+IpText = Annotated[str | None, Field(default=None, max_length=64), AfterValidator(check_address)]
 
 NetworkBindingMode = Literal["no_binding", "bind_asn", "bind_asn_network", "bind_asn_network_ip"]
 GeoipBindingMode = Literal[

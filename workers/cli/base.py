@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 __all__ = [
-    "ACTOR_MAX",
     "MAX_WAIT",
     "Actor",
     "Command",
@@ -111,8 +110,10 @@ class Actor(click.types.StringParamType):
         text: str = super().convert(value, param, ctx)
         if not text.strip():
             self.fail("is empty; give who does it (your admin id)", param, ctx)
-        if len(text) > ACTOR_MAX:
-            self.fail(f"is {len(text):,} characters long; at most {ACTOR_MAX}", param, ctx)
+        from schemas.fields import NAME_MAX  # an event's actor: the same bound
+
+        if len(text) > NAME_MAX:
+            self.fail(f"is {len(text):,} characters long; at most {NAME_MAX}", param, ctx)
         if not text.isprintable():
             from schemas.fields import printable
 
@@ -120,10 +121,6 @@ class Actor(click.types.StringParamType):
                 f"'{printable(text)}' holds a control character; give printable text", param, ctx
             )
         return text
-
-
-#: The longest ``--actor`` (the ``actor`` of an event: :data:`schemas.fields.Name`).
-ACTOR_MAX = 255
 
 
 def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
