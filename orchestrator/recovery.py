@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import InputError
@@ -25,6 +25,7 @@ from orchestrator.store import (
     Delivery,
     EventRecord,
     EventStatus,
+    RejectedEvent,
     utcnow,
 )
 from orchestrator.validation import parse_event
@@ -68,7 +69,9 @@ def _claim_stuck_events(
     db: Session, now: datetime, cutoff: datetime, batch: int
 ) -> list[EventRecord]:
     """Events still processing since before ``cutoff`` and leased by no live worker, their
-    last attempt moved to ``now`` (so the next round leaves them to this one)."""
+    last attempt moved to ``now`` (so the next round leaves them to this one). An event
+    whose message a worker gave up on (its handling raised on every try: a rejection under
+    that message id) is left alone: publishing it again would only fail again."""
     stuck = list(
         db.scalars(
             select(EventRecord)
@@ -76,6 +79,7 @@ def _claim_stuck_events(
                 EventRecord.status == EventStatus.PROCESSING,
                 EventRecord.attempted_at < cutoff,
                 or_(EventRecord.lease_until.is_(None), EventRecord.lease_until < now),
+                ~exists().where(RejectedEvent.message_id == EventRecord.message_id),
             )
             .order_by(EventRecord.attempted_at)
             .limit(batch)

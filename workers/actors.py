@@ -6,6 +6,7 @@ actors reload state from the database, so a redelivered message is harmless.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+import structlog
 from dramatiq.middleware import CurrentMessage
 
 from orchestrator.errors import LogoutError
@@ -27,11 +29,14 @@ from orchestrator.relay import BrokerSender, OutboxRelay
 from orchestrator.runtime import Runtime
 from orchestrator.store.sql import engine_of
 from schemas import Event
+from schemas.redaction import redact
 from workers.batching import EventBatcher
 from workers.outage import Guard, Health, unguarded
 from workers.screening import Screened
 
 __all__ = ["Actors", "declare_actors"]
+
+_log = structlog.get_logger("logout.pipeline")
 
 #: Unexpected errors (a bug) are retried by dramatiq's Retries middleware with its backoff;
 #: an outage of the database or broker is waited out in place (``Health``), and delivery
@@ -96,6 +101,36 @@ class Actors:
         return report
 
 
+def _last_try(message: dramatiq.Message[Any]) -> bool:
+    """Whether this run of ``message`` is its last: dramatiq counts the runs that failed in
+    ``retries`` and dead-letters the message once a run fails with :data:`_MAX_RETRIES`
+    behind it."""
+    retries = message.options.get("retries", 0)
+    return isinstance(retries, int) and retries >= _MAX_RETRIES
+
+
+def _given_up(event: Any, message: dramatiq.Message[Any], exc: Exception) -> Rejection:
+    """An event whose handling raised on every try (a bug, not an outage: the guard waits
+    those out), recorded as rejected rather than left to the dead-letter queue, where no
+    status, audit record or metric would show it: the outbox stops sending it again, and
+    ``events replay`` publishes it anew once the cause is fixed. Only the exception's type
+    is kept (its text could quote the event); the worker's log has each try."""
+    tries = _MAX_RETRIES + 1
+    problem = (
+        f"handling: failed on each of its {tries} tries with an internal error "
+        f"({type(exc).__name__}); the worker's log has each try under message "
+        f"{message.message_id}; once the cause is fixed, publish it again with `events replay`"
+    )
+    _log.error("event given up", error=type(exc).__name__, tries=tries, exc_info=exc)
+    event_id = event.get("event_id") if isinstance(event, dict) else None
+    return Rejection(
+        message_id=message.message_id,
+        payload=json.dumps(redact(event), default=str),
+        problems=[problem],
+        event_id=str(event_id) if event_id is not None else None,
+    )
+
+
 def declare_actors(
     broker: dramatiq.Broker, runtime: Runtime, health: Health | None = None
 ) -> Actors:
@@ -125,11 +160,21 @@ def declare_actors(
         guard,
     )
 
+    engine = engine_of(runtime.database)
+
     def handle_event(event: Any) -> None:
         message = CurrentMessage.get_current_message()
         if message is None:  # pragma: no cover - CurrentMessage is always installed
             raise LogoutError("handle_event called outside a worker")
-        if batcher.handle(event, message.message_id) is HandleResult.BUSY:
+        try:
+            result = batcher.handle(event, message.message_id)
+        except Exception as exc:
+            if not _last_try(message):
+                raise  # dramatiq's Retries middleware tries it again later
+            rejection = _given_up(event, message, exc)
+            guard(lambda: record_rejections(engine, [rejection]))
+            return
+        if result is HandleResult.BUSY:
             # A worker holds the event: this copy comes back when that lease ends unless it is
             # renewed (same message id, no retry spent), and is then resumed or a duplicate. A
             # dead worker's lease is not renewed, so its event goes on one lease after its last
@@ -141,7 +186,6 @@ def declare_actors(
         guard(lambda: logouts.retry([delivery_id]))
 
     if isinstance(broker, Screened):
-        engine = engine_of(runtime.database)
 
         def reject(rejections: Sequence[Rejection]) -> None:
             guard(lambda: record_rejections(engine, rejections))
