@@ -6,7 +6,6 @@ Reading it is :mod:`orchestrator.audit_query` (re-exported here).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +32,7 @@ from orchestrator.audit_query import (
 from orchestrator.metrics import count_records
 from orchestrator.store import utcnow
 from orchestrator.store.core import AUDIT_LOCK_KEY, audit_records
+from orchestrator.store.ids import new_ids
 from orchestrator.store.sql import InsertIgnoring, dialect_name
 from schemas import AuditRecord, AuditType
 
@@ -94,7 +94,7 @@ def write_audit(
     if not entries:
         return []
     when = at or utcnow()
-    ids = [str(uuid.uuid4()) for _ in entries]
+    ids = new_ids(len(entries))
     rows = [
         {
             "id": record_id,
