@@ -12,7 +12,7 @@ changes.
 
 from __future__ import annotations
 
-import uuid
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from orchestrator.errors import InputError
 from orchestrator.leases import Leases
 from orchestrator.logout.batch import Begun, Ended, Outcome, Work
 from orchestrator.store import DeliveryStatus, utcnow
+from orchestrator.store.ids import new_ids
 from orchestrator.store.sql import json_rows
 from orchestrator.trail import delivery_outcome
 from protocols import LogoutContext, ProtocolHandler, ProviderInfo, ProviderSessionInfo
@@ -108,7 +109,10 @@ class Deliveries:
         links = found.mappings().all()
         if not links:
             return [Begun(e, (), ()) for e in ended]
-        rows = {(link["ended_by_event"], link["ps_id"]): self._new_row(link, now) for link in links}
+        rows = {
+            (link["ended_by_event"], link["ps_id"]): self._new_row(link, delivery_id, now)
+            for link, delivery_id in zip(links, new_ids(len(links)), strict=True)
+        }
         inserted = sql.INSERT_DELIVERIES.execute(conn, list(rows.values()))
         fresh = {(event_id, ps_id) for event_id, ps_id in inserted}
         works: dict[str, list[Work]] = {event_id: [] for event_id in by_id}
@@ -128,9 +132,9 @@ class Deliveries:
             for event_id, e in by_id.items()
         ]
 
-    def _new_row(self, link: RowMapping, now: datetime) -> dict[str, Any]:
+    def _new_row(self, link: RowMapping, delivery_id: str, now: datetime) -> dict[str, Any]:
         return {
-            "id": str(uuid.uuid4()),
+            "id": delivery_id,
             "event_id": link["ended_by_event"],
             "provider_session_id": link["ps_id"],
             "provider": link["provider"],
@@ -229,13 +233,15 @@ class Deliveries:
         )
 
     def _provider_settings(self, handler: ProtocolHandler | None, row: RowMapping) -> Any:
+        """The provider's settings as ``handler`` reads them (None: it refuses them), read
+        once per provider and version; without a handler, as stored."""
         if handler is None:
-            return row["settings"]
+            return json.loads(row["settings_json"])
         key = (row["provider"], row["provider_updated_at"])
         if key not in self._settings_cache:
             try:
                 self._settings_cache[key] = handler.stored_settings(
-                    row["provider"], row["settings"]
+                    row["provider"], json.loads(row["settings_json"])
                 )
             except InputError:
                 self._settings_cache[key] = None

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Text,
     Update,
     bindparam,
+    cast,
     func,
     or_,
     select,
@@ -164,6 +166,8 @@ def _record_outcomes() -> Any:
 RECORD_OUTCOMES = _record_outcomes()
 
 #: What a provider session and its provider contribute to a delivery attempt (labelled).
+#: The provider's settings come as their JSON text (``settings_json``): a process reads them
+#: once per provider and version (``provider_updated_at``), not once per delivery.
 PROVIDER_SESSION_COLUMNS = (
     PROVIDER_SESSIONS.c.id.label("ps_id"),
     PROVIDER_SESSIONS.c.session_id,
@@ -172,7 +176,7 @@ PROVIDER_SESSION_COLUMNS = (
     PROVIDERS.c.protocol,
     PROVIDERS.c.enabled,
     PROVIDERS.c.full_logout_on_rp_initiated,
-    PROVIDERS.c.settings,
+    cast(PROVIDERS.c.settings, Text).label("settings_json"),
     PROVIDERS.c.updated_at.label("provider_updated_at"),
 )
 
