@@ -21,6 +21,7 @@ Processes: counters live in prometheus-client's default registry; with several p
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import shutil
@@ -28,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from prometheus_client import (
@@ -150,20 +151,24 @@ def _event_type(record: AuditRecord) -> str:
 
 
 def count_records(records: Sequence[AuditRecord]) -> None:
-    """Count what the committed audit ``records`` say happened."""
+    """Count what the committed audit ``records`` say happened (each series once per call,
+    by how many records it counts: a batch's records share a few label sets)."""
+    counts: collections.Counter[tuple[Any, ...]] = collections.Counter()
     for record in records:
         kind = record.type
         if kind in _EVENT_OUTCOMES:
-            EVENTS.labels(_event_type(record), _EVENT_OUTCOMES[kind]).inc()
+            counts[EVENTS, _event_type(record), _EVENT_OUTCOMES[kind]] += 1
         elif kind in DELIVERY_AUDIT_TYPES:
             protocol = str(record.detail.get("protocol") or "unknown")
-            DELIVERIES.labels(protocol, record.provider or "unknown", record.outcome).inc()
+            counts[DELIVERIES, protocol, record.provider or "unknown", record.outcome] += 1
         elif kind is AuditType.LOGOUT_COMPLETED:
-            LOGOUTS_COMPLETED.labels(record.outcome).inc()
+            counts[LOGOUTS_COMPLETED, record.outcome] += 1
         elif kind is AuditType.LOGOUT_SETTLED:
-            LOGOUTS_SETTLED.labels(record.outcome).inc()
+            counts[LOGOUTS_SETTLED, record.outcome] += 1
         elif kind is AuditType.PLAN_BUILT:
-            PLANS.inc()
+            counts[(PLANS,)] += 1
+    for (metric, *labels), count in counts.items():
+        (metric.labels(*labels) if labels else metric).inc(count)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
