@@ -1,16 +1,24 @@
-"""New row ids: random (version 4) UUIDs as text, many from one read of the system's
-random source.
+"""New row ids: time-ordered UUIDs (version 7, RFC 9562) as text, many from one read of
+the system's random source.
 
-``str(uuid.uuid4())`` reads the random source once per id (a system call) and builds a
-``UUID`` object only to print it: ~2.6 µs an id, and a logout writes three or so per
-delivery (its delivery row, its audit records). Here a batch of ids is one read and
-string slicing (~0.6 µs an id); the text is exactly what ``str(uuid.uuid4())`` gives: 122
-random bits, the version nibble 4, the RFC 4122 variant.
+An id starts with the Unix time in milliseconds (48 bits), then 74 random bits. Rows
+written together get neighbouring ids, so the unique indexes that hold them (a delivery's
+id, an audit record's id and its dedupe key, which carries the delivery's id) take each new
+entry where the last ones went, instead of on a random page of the whole index: measured on
+PostgreSQL, a 10,000-row audit insert into a trail of 30,000 took 164-181 ms against 226-246
+ms with random (version 4) ids, and the gap grows with the trail once its indexes no longer
+fit in memory (random pages also cost full-page images in the WAL after each checkpoint).
+74 random bits keep an id unguessable; what it tells, its creation's millisecond, every
+row it names records anyway.
+
+``str(uuid.uuid4())`` also read the random source once per id (a system call) and built a
+``UUID`` object only to print it: ~2.6 µs an id; here ~0.6 µs.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 __all__ = ["new_ids"]
 
@@ -19,9 +27,11 @@ _VARIANT = "89ab"
 
 
 def new_ids(count: int) -> list[str]:
-    """``count`` new random ids, each as ``str(uuid.uuid4())`` would write it."""
-    digits = os.urandom(16 * count).hex()
+    """``count`` new ids, in the canonical text of a UUID (lower-case hex, 8-4-4-4-12)."""
+    stamp = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    head = f"{stamp[:8]}-{stamp[8:]}-7"
+    digits = os.urandom(10 * count).hex()
     return [
-        f"{d[:8]}-{d[8:12]}-4{d[13:16]}-{_VARIANT[int(d[16], 16) & 3]}{d[17:20]}-{d[20:32]}"
-        for d in (digits[start : start + 32] for start in range(0, 32 * count, 32))
+        f"{head}{r[:3]}-{_VARIANT[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}"
+        for r in (digits[start : start + 20] for start in range(0, 20 * count, 20))
     ]
