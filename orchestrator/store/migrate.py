@@ -32,8 +32,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; on PostgreSQL under an advisory lock.
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str, str] | None:
+    """Bring the schema to ``revision``; on PostgreSQL under an advisory lock. Returns the
+    revisions before and after (each ``", "``-joined; ``"none"`` for an empty database), or
+    None when the schema was already at the newest revision.
 
     A schema already at the newest revision costs one query (Alembic is not even loaded);
     otherwise one log line says what was applied, instead of Alembic's own lines.
@@ -47,7 +49,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         try:
             before = _current(connection)
             if revision == "head" and before == head_revisions():
-                return
+                return None
             chatty = logging.getLogger("alembic")
             level = chatty.level
             chatty.setLevel(max(logging.WARNING, level))
@@ -59,11 +61,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 chatty.setLevel(level)
             connection.commit()
             after = _current(connection)
+            if after == before:
+                return None
+            moved = (", ".join(sorted(before)) or "none", ", ".join(sorted(after)))
             structlog.get_logger("logout.store").info(
-                "database schema upgraded",
-                before=", ".join(sorted(before)) or "none",
-                after=", ".join(sorted(after)),
+                "database schema upgraded", before=moved[0], after=moved[1]
             )
+            return moved
         finally:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})

@@ -410,3 +410,19 @@ def test_sessions_list_tells_a_bad_filter_from_no_match(env: dict[str, str]) -> 
     none = _run(env, "sessions", "list", "--user", "nobody")
     assert none.exit_code == 0
     assert "no sessions match" in none.output
+
+
+def test_db_upgrade_says_what_it_applied_then_that_nothing_was_left(
+    env: dict[str, str],
+) -> None:
+    """The first run names the revisions it went from and to; the next says it applied
+    nothing (it said "up to date" either way)."""
+    from orchestrator.store.migrate import head_revisions
+
+    head = ", ".join(sorted(head_revisions()))
+    first = _run(env, "db", "upgrade")
+    assert first.exit_code == 0
+    assert f"database upgraded from none to {head}" in first.output
+    again = _run(env, "db", "upgrade")
+    assert again.exit_code == 0
+    assert "database is up to date: nothing to apply" in again.output

@@ -47,7 +47,10 @@ def db_upgrade(ctx: click.Context) -> None:
 
     runtime = Runtime.start(settings_of(ctx), migrate=False, handlers={})
     try:
-        upgrade(runtime.engine)
+        moved = upgrade(runtime.engine)
     finally:
         runtime.close()
-    console().print("database is up to date")
+    if moved is None:
+        console().print("database is up to date: nothing to apply")
+    else:
+        console().print(f"database upgraded from {moved[0]} to {moved[1]}")
