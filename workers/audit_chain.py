@@ -150,13 +150,12 @@ def verify_command(
     start = timestamp_option(since, "since")
     if file is not None and start is not None:
         raise click.UsageError("--since is for the database; an export holds what it holds")
-    keys = _verifying_keys(settings, jwks_path)
     if file is not None:
-        found = _verify_file(file, keys.jwks)
+        found = _verify_file(file, _verifying_keys(settings, jwks_path).jwks)
     else:
-        engine = _engine(settings)
+        engine = _engine(settings)  # a missing schema or database first, then the keys
         try:
-            found = verify_database(engine, keys, since=start)
+            found = verify_database(engine, _verifying_keys(settings, jwks_path), since=start)
         finally:
             engine.dispose()
     intact = report(found, as_json, click.echo, offline=file is not None)
@@ -277,9 +276,9 @@ def purge_command(settings: Settings, *, before: str, actor: str | None) -> int:
             "that has passed: give one",
             param_hint="'--before'",
         )
-    keys = _signing_keys(settings)
-    engine = _engine(settings)
+    engine = _engine(settings)  # a missing schema or database first, then the keys
     try:
+        keys = _signing_keys(settings)
         done = purge_before(engine, keys, settings.issuer, cutoff, actor)
         if done.refused is not None:
             report(done.refused, False, lambda line: click.echo(line, err=True))

@@ -38,6 +38,7 @@ from protocols.oidc.settings import OidcSettings
 from schemas import AuditType
 from workers.chain_upkeep import ChainUpkeep
 from workers.cli import main
+from workers.exit_codes import ExitCode
 
 DOCS = Path(__file__).parents[2] / "docs" / "chain.md"
 AT = datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=UTC)
@@ -481,3 +482,14 @@ def test_an_export_without_its_checkpoints_says_nothing_signed_it(
     ]
     assert json.loads(verify(cut, "--json").stdout)["unsigned"] == [1, 3]
     assert json.loads(verify(export, "--json").stdout)["unsigned"] is None
+
+
+def test_verify_and_purge_name_a_missing_schema_before_a_missing_key(tmp_path: Path) -> None:
+    """On a database never upgraded, with no signing key either: exit 7 saying to run `db
+    upgrade` (the first thing to fix), not exit 6 about the key."""
+    env = {"LOGOUT_DATA_DIR": str(tmp_path), "LOGOUT_LOG_LEVEL": "WARNING"}
+    for args in (["audit", "verify"], ["audit", "purge", "--before", "2026-01-01"]):
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == ExitCode.SCHEMA_OUTDATED, (args, result.output)
+        assert "db upgrade" in result.output
+        assert "signing key" not in result.output
