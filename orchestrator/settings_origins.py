@@ -4,6 +4,7 @@ or its default; so that a refused value's message names what to fix."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -82,8 +83,11 @@ class SettingsOrigins:
         """One refused value of ``model``: its source, the field (and nested place), and the
         reason."""
         loc = [str(part) for part in error["loc"]]
-        if not loc:
-            return f"settings: {error['msg'].removeprefix('Value error, ')}"
+        if not loc:  # a check of several fields: say where each one it names came from
+            message = error["msg"].removeprefix("Value error, ")
+            named = [f for f in model.model_fields if re.search(rf"\b{f}\b", message)]
+            sources = "; ".join(self.origin(field) for field in named)
+            return f"settings: {message}" + (f" (set by {sources})" if sources else "")
         field = loc[0]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden" and field in MOVED:

@@ -654,9 +654,21 @@ def test_the_database_url_check_agrees_with_sqlalchemy(url: str) -> None:
     assert ours_takes == sqlalchemy_takes
 
 
-def test_a_first_retry_longer_than_the_longest_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match=r"retry_initial_delay \(700 s\) is longer"):
+def test_a_first_retry_longer_than_the_longest_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused naming where each of the two values came from (an option, the environment,
+    the default and the variable that would set it)."""
+    with pytest.raises(ConfigurationError, match=r"retry_initial_delay \(700 s\) is longer") as got:
         Settings.load(None, retry_initial_delay=700, retry_max_delay=10)
+    assert "(set by retry_initial_delay (option); retry_max_delay (option))" in str(got.value)
+    monkeypatch.setenv("LOGOUT_RETRY_INITIAL_DELAY", "900")
+    with pytest.raises(ConfigurationError) as got:
+        Settings.load(None)
+    assert str(got.value).endswith(
+        "(set by LOGOUT_RETRY_INITIAL_DELAY (environment); "
+        "retry_max_delay (LOGOUT_RETRY_MAX_DELAY))"
+    )
     assert Settings.load(None, retry_initial_delay=10, retry_max_delay=10).retry_max_delay == 10
 
 
