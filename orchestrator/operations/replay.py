@@ -32,6 +32,7 @@ from orchestrator.outbox import add_to_outbox, event_message
 from orchestrator.store.tables import REJECTED_EVENTS
 from orchestrator.trail import event_replayed
 from orchestrator.validation import parse_event
+from schemas import Event
 from schemas.redaction import REDACTED, redacted_paths
 
 __all__ = ["MAX_REJECTED_ID", "ReplayReport", "replay_rejected"]
@@ -68,8 +69,7 @@ def replay_rejected(engine: Engine, namespace: str, rejected_id: int, actor: str
         if row is None:
             raise _no_such(rejected_id)
         payload = _payload(row["payload"])
-        _refuse_redacted(rejected_id, payload)
-        event = parse_event(payload, f"rejected event {rejected_id}")
+        event = _replayable(rejected_id, payload)
         message_id = f"replay:{rejected_id}"
         if row["replayed_as"] is not None:
             return ReplayReport(row["replayed_as"], event.type, message_id, already=True)
@@ -86,16 +86,26 @@ def _no_such(rejected_id: int) -> InputError:
     )
 
 
-def _refuse_redacted(rejected_id: int, payload: Any) -> None:
-    """InputError naming each field stored redacted: replaying ``[redacted]`` would publish a
-    mask as the real value."""
+def _replayable(rejected_id: int, payload: Any) -> Event:
+    """The stored payload as an event today's contract accepts. Refused (InputError) naming
+    each field stored redacted (replaying ``[redacted]`` would publish a mask as the real
+    value) and each other problem the contract finds, all at once."""
     masked = redacted_paths(payload)
-    if masked:
-        message = (
-            f"stored redacted ({REDACTED}), so rejected event {rejected_id} cannot be replayed "
-            "as published; publish the event again from its source (`publish`)"
-        )
-        raise InputError([Problem("", path or "payload", message) for path in masked])
+    message = (
+        f"stored redacted ({REDACTED}), so rejected event {rejected_id} cannot be replayed "
+        "as published; publish the event again from its source (`publish`)"
+    )
+    problems = [Problem("", path or "payload", message) for path in masked]
+    try:
+        event = parse_event(payload, f"rejected event {rejected_id}")
+    except InputError as exc:
+        if not problems:
+            raise
+        # A masked value may fail the contract too: its redaction is the problem to name.
+        problems += [p for p in exc.problems if p.field not in masked]
+    if problems:
+        raise InputError(problems)
+    return event
 
 
 def _payload(text: str) -> Any:

@@ -303,6 +303,18 @@ def test_a_rejected_event_stored_redacted_is_not_replayed(env: _Env) -> None:
     assert env.audit("event.replayed") == []
 
 
+def test_a_redacted_event_with_other_problems_names_them_all(env: _Env) -> None:
+    """A masked field and a value today's contract refuses: both named in one refusal."""
+    event = make_event("session.started", session_id="s-1", user_id="u", device_id="cookie-1")
+    event["occurred_at"] = "yesterday"
+    rejected_id = _reject(env, redact(event), "m-masked-and-wrong")
+    with pytest.raises(InputError) as refused:
+        replay_rejected(_engine(env), "logout", rejected_id, "ops")
+    fields = sorted(p.field for p in refused.value.problems)
+    assert fields == ["device_id", "occurred_at"]
+    assert _outbox(env) == []
+
+
 def test_redacted_paths_name_every_masked_value() -> None:
     """Keys masked whole, a JWT masked inside a text, in lists too; nothing when clean."""
     masked = redact({"a": [{"token": "t"}, "x eyJhbGciOi.eyJzdWIi.c2ln y"], "b": 1})
