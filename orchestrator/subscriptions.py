@@ -50,13 +50,32 @@ def _created() -> Any:
     return PROVIDER_SESSIONS.c.created_at.type
 
 
+#: The users among ``b_ids`` with a subscription, and None when one is to every user.
+_SUBSCRIBED_USERS = (
+    select(_SUBS.c.user_id)
+    .where(or_(_SUBS.c.user_id.in_(bindparam("b_ids", expanding=True)), _SUBS.c.user_id.is_(None)))
+    .distinct()
+)
+
+
 def attach(conn: Connection, ended: Sequence[tuple[str, str]], now: datetime) -> None:
     """Give each subscribed provider a provider session of every ``(session, user)`` in
-    ``ended`` it has none of, so ending their provider sessions includes it."""
+    ``ended`` it has none of, so ending their provider sessions includes it.
+
+    One query first finds which of the users any subscription covers: the insert runs only
+    for their sessions (most logouts concern no subscription, and skip it)."""
     if not ended:
         return
-    rows = [{"b_session": s, "b_user": u, "b_now": now} for s, u in dict.fromkeys(ended)]
-    conn.execute(_attach_statement(dialect_name(conn)), rows)
+    pairs = list(dict.fromkeys(ended))
+    users = sorted({user for _, user in pairs})
+    covered = set(conn.scalars(_SUBSCRIBED_USERS, {"b_ids": users}))
+    rows = [
+        {"b_session": session, "b_user": user, "b_now": now}
+        for session, user in pairs
+        if EVERY_USER in covered or user in covered
+    ]
+    if rows:
+        conn.execute(_attach_statement(dialect_name(conn)), rows)
 
 
 def _match(provider: str, user_id: str | None) -> Any:

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator import Runtime
+from orchestrator.logout import HandleResult
 from orchestrator.store import ProviderSession, utcnow
 from orchestrator.subscriptions import EVERY_USER, subscribe, subscribers, unsubscribe
-from tests.unit.conftest import store_providers
-from tests.unit.test_engine import _delivered, _handle
+from tests.unit.conftest import make_event, store_providers
+from tests.unit.test_engine import _delivered, _handle, _processor
 
 STREAMS = """
 [[providers]]
@@ -111,3 +112,22 @@ def test_unsubscribe(subscribed: Runtime) -> None:
         assert subscribers(db, "gateway") == []
     event_id = _handle(subscribed, "logout.user", session_id="s-1")
     assert "gateway" not in {p for _, p in _delivered(subscribed, event_id)}
+
+
+def test_one_batch_reaches_only_the_users_subscribed(populated: Runtime) -> None:
+    """With no subscription to every user: in one batch, alice's logout reaches gateway,
+    bob's does not, and a batch of users none is subscribed to attaches nothing."""
+    store_providers(populated, STREAMS)
+    with populated.database.begin() as db:
+        assert subscribe(db, "gateway", "alice", utcnow())
+    alice = make_event("logout.user", session_id="s-1")
+    bob = make_event("logout.user", session_id="s-9")
+    results = _processor(populated).handle_batch([(alice, "m-a"), (bob, "m-b")])
+    assert results == [HandleResult.COMPLETED, HandleResult.COMPLETED]
+    assert "gateway" in {p for _, p in _delivered(populated, str(alice["event_id"]))}
+    assert {p for _, p in _delivered(populated, str(bob["event_id"]))} == {"wiki"}
+    with populated.database.begin() as db:
+        assert unsubscribe(db, "gateway", "alice")
+    again = make_event("logout.user", session_id="s-2")
+    _processor(populated).handle_batch([(again, "m-c")])
+    assert "gateway" not in {p for _, p in _delivered(populated, str(again["event_id"]))}
