@@ -15,11 +15,10 @@ from sqlalchemy import select
 from orchestrator import Runtime
 from orchestrator.event_status import event_states
 from orchestrator.logout import HandleResult, LogoutEngine
-from orchestrator.recovery import recover
 from orchestrator.store import AuditRow, EventRecord, RejectedEvent
 from tests.unit.conftest import make_event
 from tests.unit.test_engine import _crash
-from tests.unit.test_recovery import _age
+from tests.unit.test_recovery import _age, _republished
 from workers import embedded
 from workers.actors import _MAX_RETRIES
 
@@ -116,13 +115,6 @@ def test_an_event_given_up_is_not_published_again_by_recovery(populated: Runtime
             )
         )
     _age(populated, 120)
-    republished: list[str] = []
-    report = recover(
-        populated.database,
-        grace=60,
-        republish=lambda e, m: republished.append(m),
-        reschedule=lambda d, delay: None,
-    )
-    assert (report.events, republished) == (0, [])
+    assert _republished(populated) == (0, [])
     with populated.database() as db:
         assert db.scalar(select(EventRecord.status)) == "processing"

@@ -28,6 +28,19 @@ def _age(runtime: Runtime, seconds: float) -> None:
         db.execute(update(Delivery).values(next_attempt_at=past))
 
 
+def _republished(runtime: Runtime) -> tuple[int, list[str]]:
+    """One sweep with a grace of 60 s: the stuck events it counted, and the message ids it
+    published again."""
+    republished: list[str] = []
+    report = recover(
+        runtime.database,
+        grace=60,
+        republish=lambda event, message_id: republished.append(message_id),
+        reschedule=lambda delivery_id, delay: None,
+    )
+    return report.events, republished
+
+
 def test_stuck_event_and_overdue_deliveries_are_put_back_once(populated: Runtime) -> None:
     """A stuck event is re-published under its first message id; a second sweep does nothing."""
     event = make_event("logout.user", session_id="s-1")
@@ -149,12 +162,4 @@ def test_a_stored_event_the_contract_now_refuses_does_not_stop_the_others(
         row.payload = {**row.payload, "actor": "x" * 300}
         db.execute(update(EventRecord).values(lease_until=None))
     _age(populated, 120)
-    republished: list[str] = []
-    report = recover(
-        populated.database,
-        grace=60,
-        republish=lambda event, message_id: republished.append(message_id),
-        reschedule=lambda delivery_id, delay: None,
-    )
-    assert republished == ["m-good"]
-    assert report.events == 2
+    assert _republished(populated) == (2, ["m-good"])
