@@ -3,7 +3,8 @@ again (idempotent intake) and for the logout status it reads.
 
 ``queued``: in the outbox, not yet taken by a worker; ``processing`` and ``completed``: as the
 pipeline records it (:class:`~orchestrator.store.EventStatus`); ``rejected``: a worker refused
-it (kept in ``rejected_events``). An id in none of these is unknown (absent from the result).
+it, or gave up handling it after every try raised, even part-way (kept in ``rejected_events``
+under its message id). An id in none of these is unknown (absent from the result).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from orchestrator.store import (
     Delivery,
     DeliveryStatus,
     EventRecord,
+    EventStatus,
     OutboxRow,
     RejectedEvent,
 )
@@ -29,12 +31,14 @@ EventState = Literal["queued", "processing", "completed", "rejected"]
 #: Every state :func:`event_states` reports.
 EVENT_STATES: Final[tuple[EventState, ...]] = ("queued", "processing", "completed", "rejected")
 _CHUNK = 500
-#: Which source wins for one id: the outbox < a rejection < the pipeline's record.
-_RANK = {"queued": 0, "rejected": 1, "processing": 2, "completed": 2}
+#: Which source wins for one id: the outbox < a rejection < the pipeline's record < a
+#: rejection of the very message the pipeline's record is processing (given up part-way).
+_RANK = {"queued": 0, "rejected": 1, "processing": 2, "completed": 2, "given_up": 3}
 _STATE: dict[str, EventState] = {
     "queued": "queued",
     "rejected": "rejected",
     "completed": "completed",
+    "given_up": "rejected",
 }
 
 
@@ -45,8 +49,9 @@ def event_states(database: Database, event_ids: Collection[str]) -> dict[str, Ev
     with database() as db:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            # One round trip: the outbox, then rejections, then the pipeline's own record
-            # (each later source says more than an earlier one about the same id).
+            # One round trip: the outbox, then rejections, then the pipeline's own record,
+            # then a rejection of the message it is still processing (each later source says
+            # more than an earlier one about the same id).
             found = union_all(  # type: ignore[var-annotated]
                 select(OutboxRow.event_id, literal("queued").label("state")).where(
                     OutboxRow.event_id.in_(chunk)
@@ -56,6 +61,12 @@ def event_states(database: Database, event_ids: Collection[str]) -> dict[str, Ev
                 ),
                 select(EventRecord.event_id, EventRecord.status).where(
                     EventRecord.event_id.in_(chunk)
+                ),
+                select(EventRecord.event_id, literal("given_up"))
+                .join(RejectedEvent, RejectedEvent.message_id == EventRecord.message_id)
+                .where(
+                    EventRecord.event_id.in_(chunk),
+                    EventRecord.status == EventStatus.PROCESSING,
                 ),
             )
             rows: list[tuple[str | None, str]] = [(row[0], row[1]) for row in db.execute(found)]

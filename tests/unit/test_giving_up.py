@@ -100,9 +100,9 @@ def test_an_earlier_try_that_fails_is_left_to_dramatiq_to_try_again(
     assert [(message_id, retries) for message_id, retries, _ in again] == [("m-bug", _MAX_RETRIES)]
 
 
-def test_an_event_given_up_is_not_published_again_by_recovery(populated: Runtime) -> None:
+def test_an_event_given_up_part_way_is_rejected_and_left_alone(populated: Runtime) -> None:
     """A processing event whose message a worker gave up on is not re-published by the
-    recovery sweep (it would only fail again)."""
+    recovery sweep (it would only fail again), and its state is rejected."""
     event = make_event("logout.user", session_id="s-1")
     _crash(populated, event, "m-given-up")
     with populated.database.begin() as db:
@@ -116,5 +116,8 @@ def test_an_event_given_up_is_not_published_again_by_recovery(populated: Runtime
         )
     _age(populated, 120)
     assert _republished(populated) == (0, [])
+    assert event_states(populated.database, [event["event_id"]]) == {
+        event["event_id"]: "rejected"
+    }, "given up part-way: rejected, not processing for ever"
     with populated.database() as db:
         assert db.scalar(select(EventRecord.status)) == "processing"
