@@ -245,21 +245,29 @@ def test_a_worker_without_the_oidc_handler_seals_and_signs_nothing(settings: Set
         runtime.close()
 
 
+def _trail_env(
+    settings: Settings, tmp_path: Path, entries: list[AuditEntry], at: datetime = AT
+) -> dict[str, str]:
+    """Write ``entries`` to the trail at ``at``; the environment the CLI reads it with."""
+    runtime = Runtime.start(settings, handlers={})
+    try:
+        with runtime.database.begin() as db:
+            write_audit(db, entries, at=at)
+    finally:
+        runtime.close()
+    return {
+        "LOGOUT_DATA_DIR": str(tmp_path),
+        "LOGOUT_DATABASE_URL": settings.effective_database_url,
+        "LOGOUT_BROKER_URL": "memory://",
+        "LOGOUT_LOG_LEVEL": "WARNING",
+    }
+
+
 def test_the_commands_never_generate_a_key(settings: Settings, tmp_path: Path) -> None:
     """On a data directory without keys: `audit verify` and `purge` are configuration errors
     naming the fix (exit 6), `export` exports and says nothing signed it; no key is written.
     With the workers' key there, `verify` verifies their checkpoints and generates none."""
-    runtime = Runtime.start(settings, handlers={})
-    try:
-        with runtime.database.begin() as db:
-            write_audit(db, [AuditEntry("k1", AuditType.EVENT_RECEIVED, "ok")], at=AT)
-    finally:
-        runtime.close()
-    env = {
-        "LOGOUT_DATA_DIR": str(tmp_path),
-        "LOGOUT_DATABASE_URL": settings.database_url,
-        "LOGOUT_LOG_LEVEL": "WARNING",
-    }
+    env = _trail_env(settings, tmp_path, [AuditEntry("k1", AuditType.EVENT_RECEIVED, "ok")])
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(main, ["audit", *args], env=env)
@@ -304,22 +312,10 @@ def test_the_documented_offline_procedure_verifies_an_export(
 ) -> None:
     """The ~20 lines of docs/chain.md find an export intact, and name a changed record and a
     cut tail."""
-    runtime = Runtime.start(settings, handlers={})
-    try:
-        with runtime.database.begin() as db:
-            entries = [
-                AuditEntry(f"k{n}", AuditType.SESSION_ENDED, "ended", session_id=f"s{n}")
-                for n in range(5)
-            ]
-            write_audit(db, entries, at=AT + timedelta(seconds=1))
-    finally:
-        runtime.close()
-    env = {
-        "LOGOUT_DATA_DIR": str(tmp_path),
-        "LOGOUT_DATABASE_URL": settings.database_url,
-        "LOGOUT_BROKER_URL": "memory://",
-        "LOGOUT_LOG_LEVEL": "WARNING",
-    }
+    entries = [
+        AuditEntry(f"k{n}", AuditType.SESSION_ENDED, "ended", session_id=f"s{n}") for n in range(5)
+    ]
+    env = _trail_env(settings, tmp_path, entries, AT + timedelta(seconds=1))
     export, jwks = tmp_path / "trail.jsonl", tmp_path / "jwks.json"
     generate_key(tmp_path / "oidc-keys")  # what a worker's start does
     assert CliRunner().invoke(main, ["audit", "export", "-o", str(export)], env=env).exit_code == 0
@@ -448,18 +444,8 @@ def test_an_export_without_its_checkpoints_says_nothing_signed_it(
 ) -> None:
     """Records whose links hold but that no signed checkpoint covers (the checkpoint lines
     dropped): intact, and said plainly that nothing signed covers them; --json names them."""
-    runtime = Runtime.start(settings, handlers={})
-    try:
-        with runtime.database.begin() as db:
-            entries = [AuditEntry(f"k{n}", AuditType.SESSION_ENDED, "ended") for n in range(3)]
-            write_audit(db, entries, at=AT)
-    finally:
-        runtime.close()
-    env = {
-        "LOGOUT_DATA_DIR": str(tmp_path),
-        "LOGOUT_DATABASE_URL": settings.database_url,
-        "LOGOUT_LOG_LEVEL": "WARNING",
-    }
+    entries = [AuditEntry(f"k{n}", AuditType.SESSION_ENDED, "ended") for n in range(3)]
+    env = _trail_env(settings, tmp_path, entries)
     generate_key(tmp_path / "oidc-keys")
     export, cut = tmp_path / "trail.jsonl", tmp_path / "cut.jsonl"
     assert CliRunner().invoke(main, ["audit", "export", "-o", str(export)], env=env).exit_code == 0
